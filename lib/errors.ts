@@ -1,0 +1,84 @@
+/** Error classes shared by both programs, and the one place errors map to exit codes. */
+
+/** An error with an HTTP status and a short code; the server turns it into a JSON error response. */
+export class HttpError extends Error {
+  /** HTTP status to answer with. */
+  readonly status: number;
+  /** Machine-readable code for the `error` field of the body. */
+  readonly code: string;
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.name = "HttpError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** A bad command line (exit code 1). */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** A bad configuration file or value (exit code 1). */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** The server could not be reached, or refused us (exit code 3). */
+export class ConnectError extends Error {
+  /** HTTP status when the server answered, undefined when it could not be reached. */
+  readonly status?: number;
+  constructor(message: string, options?: { status?: number; cause?: unknown }) {
+    super(message, { cause: options?.cause });
+    this.name = "ConnectError";
+    this.status = options?.status;
+  }
+}
+
+/** Some files failed while the rest completed (exit code 2). */
+export class PartialFailure extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PartialFailure";
+  }
+}
+
+/** Exit codes of both programs (DESIGN.md §3). */
+export const EXIT = {
+  ok: 0,
+  usage: 1,
+  partial: 2,
+  connect: 3,
+} as const;
+
+/** Maps an error to the documented exit code. */
+export function exitCodeFor(error: unknown): number {
+  if (error instanceof UsageError || error instanceof ConfigError) {
+    return EXIT.usage;
+  }
+  if (error instanceof PartialFailure) return EXIT.partial;
+  if (error instanceof ConnectError) return EXIT.connect;
+  return EXIT.usage;
+}
+
+/** True for errors a user can cause: they are reported in one line, without a stack trace. */
+export function isExpected(error: unknown): boolean {
+  return error instanceof UsageError || error instanceof ConfigError ||
+    error instanceof ConnectError || error instanceof PartialFailure ||
+    error instanceof HttpError || error instanceof Deno.errors.NotFound ||
+    error instanceof Deno.errors.PermissionDenied ||
+    error instanceof Deno.errors.NotCapable ||
+    error instanceof Deno.errors.AlreadyExists;
+}
+
+/** One line describing an error, for the terminal. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
