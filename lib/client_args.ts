@@ -1,0 +1,231 @@
+/** Parses the hsync command line (old single-dash flags included) into a command, without touching Deno.args. */
+import { parseArgs } from "node:util";
+import { UsageError } from "./errors.ts";
+
+/** Usage text of `hsync --help`. */
+export const CLIENT_USAGE = `Usage:
+  hsync -i REMOTE_PATH [-o LOCAL_PATH] [-host IP] [-p PORT] [options]
+  hsync HOST[:PORT]:/remote/path LOCAL_PATH [options]
+  hsync echo-config [-c INI]
+  hsync keygen [--force] [-c INI]
+
+Pull a file or a directory tree from hsyncd, fast, resumable and verified.
+
+Options:
+  -i, --input PATH        remote path (absolute, on the server)
+  -o, --output PATH       local destination (default: the current directory);
+                          an existing directory, or a path ending in /, gets
+                          the remote entry inside it under its own name
+  -host, --host-ip IP     server address (default from hsync.ini, 127.0.0.1)
+  -p, --port PORT         server port (default 10808)
+  -n, --parallel N        files transferred in parallel (default 8)
+  -c, --config INI        configuration file (see hsync echo-config)
+      --sync              pull, then follow remote changes ([hsync] section)
+      --from-now          with --sync: skip existing content, follow new data
+                          (also accepted as --ignore-exists)
+      --verify            compare SHA-256 with the server after each file, and
+                          decide "identical, skip" by checksum
+      --include GLOB      pull only matching relative paths (repeatable)
+      --exclude GLOB      skip matching relative paths (repeatable)
+  -P, --preserve          also set permission bits (mtime is always kept)
+      --tls               use HTTPS (or Tls = yes in hsync.ini)
+      --quiet             no progress output (the summary line still prints)
+      --debug             stack traces and request details on errors
+  -h, --help              this text
+      --version           print the version
+
+Exit codes: 0 success, 1 usage or configuration error, 2 some files failed
+(the rest completed), 3 the server could not be reached or refused.`;
+
+/** A pull (one-shot or --sync). */
+export interface PullCommand {
+  kind: "pull";
+  remotePath: string;
+  localPath: string;
+  host?: string;
+  port?: string;
+  parallel: number;
+  configFile?: string;
+  sync: boolean;
+  fromNow: boolean;
+  verify: boolean;
+  include: string[];
+  exclude: string[];
+  preserve: boolean;
+  tls: boolean;
+  quiet: boolean;
+  debug: boolean;
+}
+
+/** What the command line asks for. */
+export type ClientCommand =
+  | { kind: "help" }
+  | { kind: "version" }
+  | { kind: "echo-config"; configFile?: string }
+  | { kind: "keygen"; force: boolean; configFile?: string }
+  | PullCommand;
+
+const OPTIONS = {
+  input: { type: "string", short: "i" },
+  output: { type: "string", short: "o" },
+  "host-ip": { type: "string" },
+  port: { type: "string", short: "p" },
+  parallel: { type: "string", short: "n" },
+  config: { type: "string", short: "c" },
+  sync: { type: "boolean" },
+  "from-now": { type: "boolean" },
+  "ignore-exists": { type: "boolean" },
+  verify: { type: "boolean" },
+  include: { type: "string", multiple: true },
+  exclude: { type: "string", multiple: true },
+  preserve: { type: "boolean", short: "P" },
+  tls: { type: "boolean" },
+  quiet: { type: "boolean" },
+  debug: { type: "boolean" },
+  force: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} as const;
+
+/** Rewrites the old single-dash long flag `-host` (and `-host=IP`) to `--host-ip`. */
+export function normalizeOldFlags(args: string[]): string[] {
+  return args.map((a) => {
+    if (a === "-host") return "--host-ip";
+    if (a.startsWith("-host=")) return `--host-ip=${a.slice(6)}`;
+    return a;
+  });
+}
+
+/** `HOST[:PORT]:/remote/path`, with `[v6]` hosts; undefined when `text` is not of that form. */
+export function parseRemoteSpec(
+  text: string,
+): { host: string; port?: string; path: string } | undefined {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:/[\]\s]+)(?::(\d+))?:(\/.*)$/.exec(text);
+  if (m === null) return undefined;
+  const host = m[1].startsWith("[") ? m[1].slice(1, -1) : m[1];
+  return { host, port: m[2], path: m[3] };
+}
+
+/** Parses the arguments of hsync; throws `UsageError` with one line naming the bad value. */
+export function parseClientArgs(argv: string[]): ClientCommand {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: normalizeOldFlags(argv),
+      options: OPTIONS,
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    throw new UsageError(cleanParseError(error));
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) return { kind: "help" };
+  if (v.version) return { kind: "version" };
+
+  const sub = positionals[0];
+  if (sub === "echo-config" || sub === "keygen") {
+    if (positionals.length > 1) {
+      throw new UsageError(
+        `Unexpected argument "${positionals[1]}" after ${sub}`,
+      );
+    }
+    return sub === "keygen"
+      ? { kind: "keygen", force: v.force ?? false, configFile: v.config }
+      : { kind: "echo-config", configFile: v.config };
+  }
+
+  let remotePath = v.input;
+  let localPath = v.output;
+  let host = v["host-ip"];
+  let port = v.port;
+  if (positionals.length > 0) {
+    const spec = parseRemoteSpec(positionals[0]);
+    if (spec === undefined) {
+      throw new UsageError(
+        `Unexpected argument "${
+          positionals[0]
+        }": expected HOST[:PORT]:/remote/path, or use -i`,
+      );
+    }
+    if (remotePath !== undefined) {
+      throw new UsageError(
+        `Both -i "${remotePath}" and "${
+          positionals[0]
+        }" name a remote path: give one`,
+      );
+    }
+    if (positionals.length > 2) {
+      throw new UsageError(`Unexpected argument "${positionals[2]}"`);
+    }
+    if (positionals.length === 2 && localPath !== undefined) {
+      throw new UsageError(
+        `Both -o "${localPath}" and "${
+          positionals[1]
+        }" name a local path: give one`,
+      );
+    }
+    remotePath = spec.path;
+    host = host ?? spec.host;
+    port = port ?? spec.port;
+    localPath = localPath ?? positionals[1];
+  }
+  if (remotePath === undefined) {
+    throw new UsageError(
+      "Missing the remote path: give -i REMOTE_PATH or HOST:/remote/path",
+    );
+  }
+  if (!remotePath.startsWith("/")) {
+    throw new UsageError(
+      `Remote path "${remotePath}" is not absolute: it must start with /`,
+    );
+  }
+  if (remotePath.includes("\0")) {
+    throw new UsageError("Remote path contains a NUL byte");
+  }
+  if (v.force) throw new UsageError("--force only goes with keygen");
+  if ((v["from-now"] || v["ignore-exists"]) && !v.sync) {
+    throw new UsageError("--from-now only goes with --sync");
+  }
+  const parallel = v.parallel === undefined ? 8 : Number(v.parallel);
+  if (
+    !/^\d+$/.test(v.parallel ?? "8") || parallel < 1 || parallel > 1024
+  ) {
+    throw new UsageError(
+      `Invalid value "${v.parallel}" for -n: expected a whole number from 1 to 1024`,
+    );
+  }
+  return {
+    kind: "pull",
+    remotePath,
+    localPath: localPath ?? ".",
+    host,
+    port,
+    parallel,
+    configFile: v.config,
+    sync: v.sync ?? false,
+    fromNow: (v["from-now"] || v["ignore-exists"]) ?? false,
+    verify: v.verify ?? false,
+    include: v.include ?? [],
+    exclude: v.exclude ?? [],
+    preserve: v.preserve ?? false,
+    tls: v.tls ?? false,
+    quiet: v.quiet ?? false,
+    debug: v.debug ?? false,
+  };
+}
+
+/** Turns node:util's parse errors into one short line that names the flag. */
+export function cleanParseError(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  const unknown = /Unknown option '([^']+)'/.exec(text);
+  if (unknown) return `Unknown option "${unknown[1]}"`;
+  const missing = /Option '(?:-\w, )?(--?[\w-]+)[^']*' argument missing/.exec(
+    text,
+  );
+  if (missing) return `Option "${missing[1]}" needs a value`;
+  const noArg = /Option '([^']+)' does not take an argument/.exec(text);
+  if (noArg) return `Option "${noArg[1]}" does not take a value`;
+  const first = text.split("\n")[0];
+  return first.replace(/\. To specify a positional argument.*$/, "");
+}

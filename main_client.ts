@@ -1,0 +1,159 @@
+// deno-lint-ignore-file no-console
+/** Entry of hsync: command line + configuration -> lib/pull, progress on stderr, the documented exit codes. */
+import defaults from "./hsync.ini" with { type: "text" };
+import {
+  CLIENT_USAGE,
+  type ClientCommand,
+  parseClientArgs,
+  type PullCommand,
+} from "./lib/client_args.ts";
+import {
+  clientSettings,
+  formatConfig,
+  loadConfig,
+  type LoadedConfig,
+  type Overrides,
+  resolveHsyncDir,
+} from "./lib/config.ts";
+import {
+  describeError,
+  EXIT,
+  exitCodeFor,
+  isExpected,
+  UsageError,
+} from "./lib/errors.ts";
+import { pull } from "./lib/pull.ts";
+import { createReporter, formatSummary } from "./lib/progress.ts";
+import { VERSION } from "./lib/version.ts";
+
+const encoder = new TextEncoder();
+
+function writeErr(text: string): void {
+  Deno.stderr.writeSync(encoder.encode(text));
+}
+
+async function loadFor(configFile: string | undefined): Promise<LoadedConfig> {
+  const hsyncDir = resolveHsyncDir({
+    HSYNC_DIR: Deno.env.get("HSYNC_DIR"),
+    HOME: Deno.env.get("HOME"),
+  });
+  const config = await loadConfig({ defaults, hsyncDir, configFile });
+  for (const w of config.warnings) console.error(`hsync: warning: ${w}`);
+  return config;
+}
+
+function formatHost(host: string): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+}
+
+async function runPull(cmd: PullCommand): Promise<number> {
+  const config = await loadFor(cmd.configFile);
+  const overrides: Overrides = {};
+  if (cmd.host !== undefined) overrides.Host_ip = cmd.host;
+  if (cmd.port !== undefined) overrides.Port = cmd.port;
+  if (cmd.tls) overrides.Tls = "yes";
+  const section = cmd.sync ? "hsync" : "hscp";
+  const settings = clientSettings(config, section, overrides);
+  if (cmd.sync) {
+    throw new UsageError("--sync is not available in this version yet");
+  }
+  if (cmd.verify) {
+    throw new UsageError("--verify is not available in this version yet");
+  }
+  if (settings.tls) {
+    throw new UsageError("HTTPS (--tls) is not available in this version yet");
+  }
+  const baseUrl = `${settings.tls ? "https" : "http"}://${
+    formatHost(settings.hostIp)
+  }:${settings.port}`;
+
+  const controller = new AbortController();
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) Deno.exit(130);
+    interrupted = true;
+    writeErr("\nhsync: interrupted, stopping (partial files are kept)\n");
+    controller.abort();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+
+  const reporter = createReporter({
+    quiet: cmd.quiet,
+    isTerminal: Deno.stderr.isTerminal(),
+    write: writeErr,
+  });
+  try {
+    const summary = await pull({
+      baseUrl,
+      remotePath: cmd.remotePath,
+      localPath: cmd.localPath,
+      settings,
+      parallelFiles: cmd.parallel,
+      include: cmd.include,
+      exclude: cmd.exclude,
+      preserve: cmd.preserve,
+      signal: controller.signal,
+      onEvent: (event) => reporter.onEvent(event),
+    });
+    reporter.stop();
+    for (const f of summary.failures) {
+      console.error(`hsync: failed: ${f.path}: ${f.message}`);
+    }
+    console.error(formatSummary(summary));
+    if (interrupted) return 130;
+    return summary.failed > 0 ? EXIT.partial : EXIT.ok;
+  } finally {
+    reporter.stop();
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+async function run(command: ClientCommand): Promise<number> {
+  switch (command.kind) {
+    case "help":
+      console.log(CLIENT_USAGE);
+      return EXIT.ok;
+    case "version":
+      console.log(`hsync ${VERSION}`);
+      return EXIT.ok;
+    case "echo-config": {
+      const config = await loadFor(command.configFile);
+      // Validate every section so a bad value is reported here too.
+      clientSettings(config, "hscp");
+      clientSettings(config, "hsync");
+      console.log(formatConfig(config));
+      return EXIT.ok;
+    }
+    case "keygen":
+      throw new UsageError("keygen is not available in this version yet");
+    case "pull":
+      return await runPull(command);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let debug = argv.includes("--debug");
+  try {
+    const command = parseClientArgs(argv);
+    debug = command.kind === "pull" && command.debug;
+    return await run(command);
+  } catch (error) {
+    const code = exitCodeFor(error);
+    console.error(`hsync: ${describeError(error)}`);
+    if (error instanceof UsageError) {
+      console.error("Try 'hsync --help' for more information.");
+    }
+    if (debug || !isExpected(error)) {
+      if (error instanceof Error && error.stack && debug) {
+        console.error(error.stack);
+      }
+    }
+    return code;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

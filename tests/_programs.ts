@@ -1,0 +1,203 @@
+/** Test fixture: runs the real hsyncd and hsync from source under their deno.json permission sets. */
+import { fileURLToPath as fromFileUrl } from "node:url";
+
+/** Repository root (where deno.json is). */
+export const ROOT = fromFileUrl(new URL("..", import.meta.url));
+const SERVER = fromFileUrl(new URL("../main_server.ts", import.meta.url));
+const CLIENT = fromFileUrl(new URL("../main_client.ts", import.meta.url));
+
+/** The argv prefix that runs hsyncd exactly as `deno task serve` does. */
+export function serverArgv(): string[] {
+  return ["run", "-q", "-P=hsyncd", SERVER];
+}
+
+/** The argv prefix that runs hsync exactly as `deno task pull` does. */
+export function clientArgv(): string[] {
+  return ["run", "-q", "-P=hsync", CLIENT];
+}
+
+/** A free TCP port on 127.0.0.1 (bound then released). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Output of one finished program run. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs hsync to completion with the given arguments and environment. */
+export async function runClient(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<RunResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [...clientArgv(), ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+  };
+}
+
+/** A running hsyncd, stopped by `await using` or `stop()`. */
+export interface RunningServer extends AsyncDisposable {
+  port: number;
+  url: string;
+  hsyncDir: string;
+  process: Deno.ChildProcess;
+  /** SIGTERM, then wait for exit; returns the exit code. */
+  stop(): Promise<number>;
+  /** Everything hsyncd wrote to stderr so far (after stop: all of it). */
+  stderr(): string;
+}
+
+/** Options of {@linkcode startServer}. */
+export interface StartServerOptions {
+  /** Text of the `-c` configuration file. */
+  config: string;
+  /** Directory for HSYNC_DIR, config file and logs (must exist). */
+  dir: string;
+  /** Extra command-line arguments. */
+  args?: string[];
+  port?: number;
+}
+
+/** Starts hsyncd in the foreground on 127.0.0.1 and waits until `/v1/health` answers. */
+export async function startServer(
+  options: StartServerOptions,
+): Promise<RunningServer> {
+  const port = options.port ?? freePort();
+  const hsyncDir = `${options.dir}/hsync-dir`;
+  await Deno.mkdir(hsyncDir, { recursive: true });
+  const configFile = `${options.dir}/server.ini`;
+  await Deno.writeTextFile(configFile, options.config);
+  const process = new Deno.Command(Deno.execPath(), {
+    args: [
+      ...serverArgv(),
+      "-host",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-c",
+      configFile,
+      ...(options.args ?? []),
+    ],
+    cwd: ROOT,
+    env: { HSYNC_DIR: hsyncDir, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let errText = "";
+  const dec = new TextDecoder();
+  const drained = (async () => {
+    for await (const chunk of process.stderr) errText += dec.decode(chunk);
+  })();
+  const url = `http://127.0.0.1:${port}`;
+  let exited: number | undefined;
+  process.status.then((s) => exited = s.code);
+  const deadline = Date.now() + 20_000;
+  while (true) {
+    if (exited !== undefined) {
+      await drained;
+      throw new Error(`hsyncd exited with ${exited}: ${errText}`);
+    }
+    try {
+      const r = await fetch(`${url}/v1/health`);
+      await r.body?.cancel();
+      if (r.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      process.kill("SIGKILL");
+      await process.status;
+      throw new Error(`hsyncd did not answer within 20 s: ${errText}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  let stopped: Promise<number> | undefined;
+  const stop = () => {
+    stopped ??= (async () => {
+      if (exited === undefined) {
+        try {
+          process.kill("SIGTERM");
+        } catch {
+          // already gone
+        }
+      }
+      const timer = setTimeout(() => {
+        try {
+          process.kill("SIGKILL");
+        } catch {
+          // already gone
+        }
+      }, 10_000);
+      const status = await process.status;
+      clearTimeout(timer);
+      await drained;
+      return status.code;
+    })();
+    return stopped;
+  };
+  return {
+    port,
+    url,
+    hsyncDir,
+    process,
+    stop,
+    stderr: () => errText,
+    [Symbol.asyncDispose]: async () => {
+      await stop();
+    },
+  };
+}
+
+/** A temporary directory removed by `await using`. */
+export async function tempDir(
+  prefix = "hsync-test-",
+): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix });
+  return {
+    path,
+    [Symbol.asyncDispose]: async () => {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** Every file and directory below `root` with its type and bytes (files) for tree comparisons. */
+export async function snapshotTree(
+  root: string,
+): Promise<Map<string, string | Uint8Array>> {
+  const out = new Map<string, string | Uint8Array>();
+  async function walk(dir: string, rel: string) {
+    for await (const e of Deno.readDir(dir)) {
+      const r = rel === "" ? e.name : `${rel}/${e.name}`;
+      const full = `${dir}/${e.name}`;
+      if (e.isDirectory) {
+        out.set(r, "dir");
+        await walk(full, r);
+      } else if (e.isFile) {
+        out.set(r, await Deno.readFile(full));
+      } else {
+        out.set(r, e.isSymlink ? "symlink" : "other");
+      }
+    }
+  }
+  await walk(root, "");
+  return out;
+}

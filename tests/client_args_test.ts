@@ -1,0 +1,136 @@
+/** Tests of lib/client_args.ts: old and new flags, the scp-style form, and one-line usage errors. */
+import assert from "node:assert/strict";
+import { parseClientArgs, parseRemoteSpec } from "../lib/client_args.ts";
+import { UsageError } from "../lib/errors.ts";
+
+Deno.test("the old flags -i -o -host -p -n keep working", () => {
+  const c = parseClientArgs([
+    "-i",
+    "/data/x",
+    "-o",
+    "out",
+    "-host",
+    "10.0.0.1",
+    "-p",
+    "2000",
+    "-n",
+    "4",
+  ]);
+  assert.deepEqual(c.kind, "pull");
+  if (c.kind !== "pull") return;
+  assert.deepEqual([c.remotePath, c.localPath, c.host, c.port, c.parallel], [
+    "/data/x",
+    "out",
+    "10.0.0.1",
+    "2000",
+    4,
+  ]);
+});
+
+Deno.test("-host=IP and --host-ip IP are the same option", () => {
+  for (
+    const argv of [
+      ["-i", "/a", "-host=::1"],
+      ["-i", "/a", "--host-ip", "::1"],
+      ["-i", "/a", "--host-ip=::1"],
+    ]
+  ) {
+    const c = parseClientArgs(argv);
+    assert.deepEqual(c.kind === "pull" && c.host, "::1");
+  }
+});
+
+Deno.test("the scp-style form names host, port and path", () => {
+  const c = parseClientArgs(["127.0.0.1:2000:/data/run 1", "./local/"]);
+  assert.deepEqual(
+    c.kind === "pull" && [c.host, c.port, c.remotePath, c.localPath],
+    ["127.0.0.1", "2000", "/data/run 1", "./local/"],
+  );
+  assert.deepEqual(parseRemoteSpec("host:/p"), {
+    host: "host",
+    port: undefined,
+    path: "/p",
+  });
+  assert.deepEqual(parseRemoteSpec("[::1]:9:/p"), {
+    host: "::1",
+    port: "9",
+    path: "/p",
+  });
+  assert.deepEqual(parseRemoteSpec("relative/path"), undefined);
+  assert.deepEqual(parseRemoteSpec("host:relative"), undefined);
+});
+
+Deno.test("-o defaults to the current directory; repeatable include and exclude", () => {
+  const c = parseClientArgs([
+    "-i",
+    "/a",
+    "--include",
+    "*.fq",
+    "--include",
+    "*.bam",
+    "--exclude",
+    "tmp/**",
+    "-P",
+    "--quiet",
+  ]);
+  if (c.kind !== "pull") throw new Error("not a pull");
+  assert.deepEqual(c.localPath, ".");
+  assert.deepEqual(c.include, ["*.fq", "*.bam"]);
+  assert.deepEqual(c.exclude, ["tmp/**"]);
+  assert.deepEqual([c.preserve, c.quiet], [true, true]);
+});
+
+Deno.test("subcommands, help and version", () => {
+  assert.deepEqual(parseClientArgs(["echo-config", "-c", "x.ini"]), {
+    kind: "echo-config",
+    configFile: "x.ini",
+  });
+  assert.deepEqual(parseClientArgs(["keygen", "--force"]), {
+    kind: "keygen",
+    force: true,
+    configFile: undefined,
+  });
+  assert.deepEqual(parseClientArgs(["-h"]), { kind: "help" });
+  assert.deepEqual(parseClientArgs(["--version"]), { kind: "version" });
+  const s = parseClientArgs(["-i", "/a", "--sync", "--ignore-exists"]);
+  assert.deepEqual(s.kind === "pull" && [s.sync, s.fromNow], [true, true]);
+});
+
+const BAD: Array<[string[], string]> = [
+  [["--bogus"], 'Unknown option "--bogus"'],
+  [["-x"], 'Unknown option "-x"'],
+  [["-i"], 'Option "--input" needs a value'],
+  [[], "Missing the remote path: give -i REMOTE_PATH or HOST:/remote/path"],
+  [
+    ["-i", "relative"],
+    'Remote path "relative" is not absolute: it must start with /',
+  ],
+  [
+    ["-i", "/a", "-n", "0"],
+    'Invalid value "0" for -n: expected a whole number from 1 to 1024',
+  ],
+  [
+    ["-i", "/a", "-n", "x"],
+    'Invalid value "x" for -n: expected a whole number from 1 to 1024',
+  ],
+  [
+    ["somefile", "out"],
+    'Unexpected argument "somefile": expected HOST[:PORT]:/remote/path, or use -i',
+  ],
+  [
+    ["-i", "/a", "h:/b"],
+    'Both -i "/a" and "h:/b" name a remote path: give one',
+  ],
+  [["-i", "/a", "--from-now"], "--from-now only goes with --sync"],
+  [["-i", "/a", "--sync=yes"], 'Option "--sync" does not take a value'],
+];
+
+for (const [argv, message] of BAD) {
+  Deno.test(`bad command line ${JSON.stringify(argv)} gets one line: ${message}`, () => {
+    assert.throws(() => parseClientArgs(argv), (e: Error) => {
+      assert.deepEqual(e instanceof UsageError, true);
+      assert.deepEqual(e.message, message);
+      return true;
+    });
+  });
+}

@@ -1,0 +1,195 @@
+/** Tests of lib/config.ts: layer precedence, validation messages, unknown keys, echo-config output. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import defaults from "../hsync.ini" with { type: "text" };
+import {
+  BUILTIN,
+  clientSettings,
+  formatConfig,
+  loadConfig,
+  parseBytes,
+  resolveHsyncDir,
+  serverSettings,
+} from "../lib/config.ts";
+import { ConfigError } from "../lib/errors.ts";
+
+function fakeFs(files: Record<string, string>) {
+  return (path: string) => {
+    const text = files[path];
+    if (text === undefined) {
+      return Promise.reject(new Deno.errors.NotFound(`no ${path}`));
+    }
+    return Promise.resolve(text);
+  };
+}
+
+Deno.test("the built-in defaults alone give valid settings for every section", async () => {
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: "/nonexistent",
+    readTextFile: fakeFs({}),
+  });
+  assert.deepEqual(config.warnings, []);
+  const server = serverSettings(config);
+  assert.deepEqual(server.port, 10808);
+  assert.deepEqual(server.hostIp, "0.0.0.0");
+  assert(server.forbiddenDir.includes(".ssh"));
+  const hscp = clientSettings(config, "hscp");
+  assert.deepEqual(hscp.port, 10808);
+  assert.deepEqual(hscp.tls, false);
+  assert.deepEqual(clientSettings(config, "hsync").syncIntervalSec, 2);
+});
+
+Deno.test("precedence is flag > -c FILE > $HSYNC_DIR/hsync.ini > built-in defaults", async () => {
+  const readTextFile = fakeFs({
+    "/h/hsync.ini": "[hscp]\nPort = 2000\nMax_part_num = 3\nData_timeout = 7\n",
+    "/etc/c.ini": "[hscp]\nPort = 3000\nMax_part_num = 4\n",
+  });
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: "/h",
+    configFile: "/etc/c.ini",
+    readTextFile,
+  });
+  assert.deepEqual(config.searched.map((f) => f.path), [
+    BUILTIN,
+    "/h/hsync.ini",
+    "/etc/c.ini",
+  ]);
+  const s = clientSettings(config, "hscp", { Port: "4000" });
+  assert.deepEqual(s.port, 4000); // flag
+  assert.deepEqual(s.maxPartNum, 4); // -c
+  assert.deepEqual(s.dataTimeout, 7); // $HSYNC_DIR
+  assert.deepEqual(s.maxRuning, 16); // built-in
+  assert.deepEqual(clientSettings(config, "hscp").port, 3000);
+});
+
+Deno.test("a missing $HSYNC_DIR/hsync.ini is noted, a missing -c file is an error naming it", async () => {
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: "/h",
+    readTextFile: fakeFs({}),
+  });
+  assert.deepEqual(config.searched[1], { path: "/h/hsync.ini", found: false });
+  await assert.rejects(
+    () =>
+      loadConfig({
+        defaults,
+        hsyncDir: "/h",
+        configFile: "/nope.ini",
+        readTextFile: fakeFs({}),
+      }),
+    (e: Error) =>
+      e instanceof ConfigError && /"\/nope.ini": no such file/.test(e.message),
+  );
+});
+
+Deno.test("unknown keys and sections are warned about by name, keys match case-insensitively", async () => {
+  const readTextFile = fakeFs({
+    "/h/hsync.ini": "[hscp]\nport = 99\nMax_tcp_conns = 3\n[hscpp]\nA = 1\n",
+  });
+  const config = await loadConfig({ defaults, hsyncDir: "/h", readTextFile });
+  assert.deepEqual(clientSettings(config, "hscp").port, 99);
+  assert.deepEqual(config.warnings.length, 2);
+  assert.match(
+    config.warnings[0],
+    /Unknown key "Max_tcp_conns" in \[hscp\] of "\/h\/hsync.ini"/,
+  );
+  assert.match(config.warnings[1], /Unknown section \[hscpp\]/);
+});
+
+const BAD_VALUES: Array<[string, string, string, RegExp]> = [
+  ["hsyncd", "Port", "70000", /a port is a whole number from 1 to 65535/],
+  ["hsyncd", "Port", "abc", /a port/],
+  ["hscp", "Max_part_num", "-1", /whole number from 1/],
+  ["hscp", "Max_runing", "0", /whole number from 1/],
+  ["hscp", "Max_timeout_retry", "1.5", /whole number from 0/],
+  ["hscp", "Data_timeout", "0", /seconds above 0/],
+  ["hscp", "Tls", "maybe", /expected yes or no/],
+  ["hscp", "Min_part_size", "12Q", /size in bytes/],
+  ["hsync", "Sync_interval_sec", "-2", /seconds above 0/],
+];
+
+for (const [section, key, value, why] of BAD_VALUES) {
+  Deno.test(`a malformed ${key} = ${value} stops with file, section, key and value named`, async () => {
+    const readTextFile = fakeFs({
+      "/c.ini": `[${section}]\n${key} = ${value}\n`,
+    });
+    const config = await loadConfig({
+      defaults,
+      hsyncDir: "/h",
+      configFile: "/c.ini",
+      readTextFile,
+    });
+    assert.throws(
+      () =>
+        section === "hsyncd"
+          ? serverSettings(config)
+          : clientSettings(config, section as "hscp"),
+      (e: Error) => {
+        assert(e instanceof ConfigError);
+        assert(e.message.includes(`"${value}"`), e.message);
+        assert(e.message.includes(`"/c.ini" [${section}] ${key}`), e.message);
+        assert.match(e.message, why);
+        return true;
+      },
+    );
+  });
+}
+
+Deno.test("a bad command-line value names the option", async () => {
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: "/h",
+    readTextFile: fakeFs({}),
+  });
+  assert.throws(
+    () => clientSettings(config, "hscp", { Port: "0" }),
+    /"0" for command line option for Port/,
+  );
+});
+
+Deno.test("parseBytes() reads plain numbers and binary suffixes", () => {
+  assert.deepEqual(parseBytes("1048576"), 1048576);
+  assert.deepEqual(parseBytes("64K"), 65536);
+  assert.deepEqual(parseBytes("64MiB"), 64 * 1024 * 1024);
+  assert.deepEqual(parseBytes("1g"), 1024 ** 3);
+  assert.deepEqual(parseBytes("x"), undefined);
+  assert.deepEqual(parseBytes("-1"), undefined);
+});
+
+Deno.test("lists are comma-separated and trimmed; empty means none", async () => {
+  const readTextFile = fakeFs({
+    "/c.ini":
+      "[hsyncd]\nAllowed_host = 10.0.0.0/8 , 192.168.*.*,\nOnly_allowed_path =\n",
+  });
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: "/h",
+    configFile: "/c.ini",
+    readTextFile,
+  });
+  const s = serverSettings(config);
+  assert.deepEqual(s.allowedHost, ["10.0.0.0/8", "192.168.*.*"]);
+  assert.deepEqual(s.onlyAllowedPath, []);
+});
+
+Deno.test("formatConfig() lists the files searched and every key by section with its source", async () => {
+  const readTextFile = fakeFs({ "/h/hsync.ini": "[hsyncd]\nPort = 2222\n" });
+  const config = await loadConfig({ defaults, hsyncDir: "/h", readTextFile });
+  const text = formatConfig(config);
+  assert.match(text, /;   \(built-in defaults\)\n;   \/h\/hsync.ini\n/);
+  assert.match(
+    text,
+    /\[hsyncd\]\nHost_ip = 0.0.0.0\nPort = 2222  ; from \/h\/hsync.ini\n/,
+  );
+  assert.match(text, /\[hsync\][^[]*Sync_interval_sec = 2/);
+});
+
+Deno.test("resolveHsyncDir() prefers $HSYNC_DIR, else $HOME/.hsync", () => {
+  assert.deepEqual(resolveHsyncDir({ HSYNC_DIR: "/x", HOME: "/home/u" }), "/x");
+  assert.deepEqual(
+    resolveHsyncDir({ HOME: "/home/u" }),
+    join("/home/u", ".hsync"),
+  );
+});
