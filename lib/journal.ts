@@ -1,0 +1,160 @@
+/** The resume journal beside a `.hsync-part` file: remote identity plus the byte ranges known to be on disk. */
+
+/** What identifies the remote file a partial download belongs to. */
+export interface RemoteIdentity {
+  size: number;
+  mtime: number;
+  etag: string;
+}
+
+/** The on-disk journal. `done` holds sorted, disjoint, half-open `[start, end)` ranges. */
+export interface JournalData {
+  version: 1;
+  remote: RemoteIdentity;
+  done: Array<[number, number]>;
+}
+
+/** Suffix of partial data files. */
+export const PART_SUFFIX = ".hsync-part";
+/** Suffix of journal files. */
+export const JOURNAL_SUFFIX = ".hsync-journal";
+
+/** The journal path of a final destination path. */
+export function journalPathFor(finalPath: string): string {
+  return finalPath + JOURNAL_SUFFIX;
+}
+
+/** The partial-data path of a final destination path. */
+export function partPathFor(finalPath: string): string {
+  return finalPath + PART_SUFFIX;
+}
+
+/** A set of byte ranges, kept sorted and merged. */
+export class RangeSet {
+  #ranges: Array<[number, number]> = [];
+
+  /** Builds a set from ranges in any order, overlapping or not. */
+  constructor(ranges: Iterable<[number, number]> = []) {
+    for (const [s, e] of ranges) this.add(s, e);
+  }
+
+  /** Adds `[start, end)`; empty or inverted ranges are ignored. */
+  add(start: number, end: number): void {
+    if (!(end > start)) return;
+    const out: Array<[number, number]> = [];
+    let placed = false;
+    for (const [s, e] of this.#ranges) {
+      if (e < start) out.push([s, e]);
+      else if (s > end) {
+        if (!placed) {
+          out.push([start, end]);
+          placed = true;
+        }
+        out.push([s, e]);
+      } else {
+        start = Math.min(start, s);
+        end = Math.max(end, e);
+      }
+    }
+    if (!placed) out.push([start, end]);
+    this.#ranges = out;
+  }
+
+  /** Total bytes covered. */
+  get covered(): number {
+    let n = 0;
+    for (const [s, e] of this.#ranges) n += e - s;
+    return n;
+  }
+
+  /** True when `[0, size)` is covered entirely. */
+  isComplete(size: number): boolean {
+    if (size === 0) return true;
+    return this.#ranges.length === 1 && this.#ranges[0][0] <= 0 &&
+      this.#ranges[0][1] >= size;
+  }
+
+  /** The ranges of `[0, size)` not covered, in order. */
+  gaps(size: number): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    let pos = 0;
+    for (const [s, e] of this.#ranges) {
+      if (s >= size) break;
+      if (s > pos) out.push([pos, s]);
+      pos = Math.max(pos, e);
+    }
+    if (pos < size) out.push([pos, size]);
+    return out;
+  }
+
+  /** A copy of the ranges. */
+  toArray(): Array<[number, number]> {
+    return this.#ranges.map(([s, e]) => [s, e]);
+  }
+}
+
+/** Reads a journal; undefined when it is absent, unreadable or malformed (the caller starts over). */
+export async function loadJournal(
+  path: string,
+): Promise<JournalData | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return undefined;
+  }
+  try {
+    const j = JSON.parse(text);
+    const r = j?.remote;
+    if (
+      j?.version !== 1 || !Number.isSafeInteger(r?.size) ||
+      typeof r?.mtime !== "number" || typeof r?.etag !== "string" ||
+      !Array.isArray(j.done)
+    ) return undefined;
+    const done: Array<[number, number]> = [];
+    for (const pair of j.done) {
+      if (
+        !Array.isArray(pair) || pair.length !== 2 ||
+        !Number.isSafeInteger(pair[0]) || !Number.isSafeInteger(pair[1]) ||
+        pair[0] < 0 || pair[1] < pair[0] || pair[1] > r.size
+      ) return undefined;
+      done.push([pair[0], pair[1]]);
+    }
+    return {
+      version: 1,
+      remote: { size: r.size, mtime: r.mtime, etag: r.etag },
+      done: new RangeSet(done).toArray(),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Replaces a journal atomically: write a temporary file, fsync it, rename it
+ * over the old one. A crash at any point leaves either the old or the new
+ * journal, never a torn one.
+ */
+export async function saveJournal(
+  path: string,
+  data: JournalData,
+): Promise<void> {
+  const tmp = `${path}.tmp`;
+  const bytes = new TextEncoder().encode(JSON.stringify(data));
+  {
+    using file = await Deno.open(tmp, {
+      write: true,
+      create: true,
+      truncate: true,
+    });
+    let off = 0;
+    while (off < bytes.length) off += await file.write(bytes.subarray(off));
+    await file.sync();
+  }
+  await Deno.rename(tmp, path);
+}
+
+/** True when the journal was made for this remote identity. */
+export function sameIdentity(a: RemoteIdentity, b: RemoteIdentity): boolean {
+  return a.size === b.size && a.mtime === b.mtime && a.etag === b.etag;
+}

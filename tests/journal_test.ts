@@ -1,0 +1,78 @@
+/** Tests of lib/journal.ts: the range set, and a journal that is atomic and refuses to be misread. */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { join } from "node:path";
+import {
+  loadJournal,
+  RangeSet,
+  sameIdentity,
+  saveJournal,
+} from "../lib/journal.ts";
+
+Deno.test("RangeSet merges overlapping and touching ranges and reports the gaps", () => {
+  const r = new RangeSet([[10, 20], [0, 5], [5, 8], [18, 30]]);
+  assert.deepEqual(r.toArray(), [[0, 8], [10, 30]]);
+  assert.equal(r.covered, 28);
+  assert.deepEqual(r.gaps(40), [[8, 10], [30, 40]]);
+  assert.equal(r.isComplete(30), false);
+  r.add(8, 10);
+  assert.equal(r.isComplete(30), true);
+  assert.deepEqual(new RangeSet().gaps(0), []);
+  assert.equal(new RangeSet().isComplete(0), true);
+});
+
+Deno.test("RangeSet: covered bytes plus gaps always make up the whole file", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 10_000 }),
+      fc.array(fc.tuple(fc.nat(10_000), fc.nat(10_000))),
+      (size, pairs) => {
+        const r = new RangeSet(
+          pairs.map((
+            [a, b],
+          ) => [Math.min(a, b, size), Math.min(Math.max(a, b), size)]),
+        );
+        const gaps = r.gaps(size);
+        const gapBytes = gaps.reduce((n, [s, e]) => n + e - s, 0);
+        assert.equal(r.covered + gapBytes, size);
+        const arr = r.toArray();
+        for (let i = 1; i < arr.length; i++) {
+          assert.ok(arr[i][0] > arr[i - 1][1]);
+        }
+        assert.equal(r.isComplete(size), gaps.length === 0);
+      },
+    ),
+  );
+});
+
+Deno.test("saveJournal() and loadJournal() round-trip; a torn or foreign journal reads as absent", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "x.hsync-journal");
+    const data = {
+      version: 1 as const,
+      remote: { size: 100, mtime: 5, etag: '"a"' },
+      done: [[0, 10], [20, 30]] as Array<[number, number]>,
+    };
+    await saveJournal(path, data);
+    assert.deepEqual(await loadJournal(path), data);
+    await assert.rejects(() => Deno.stat(`${path}.tmp`));
+    for (
+      const bad of [
+        "",
+        "{",
+        '{"version":2}',
+        JSON.stringify({ ...data, done: [[0, 200]] }),
+        JSON.stringify({ ...data, done: [[5, 2]] }),
+      ]
+    ) {
+      await Deno.writeTextFile(path, bad);
+      assert.equal(await loadJournal(path), undefined, bad);
+    }
+    assert.equal(await loadJournal(join(dir, "absent")), undefined);
+    assert.ok(sameIdentity(data.remote, { size: 100, mtime: 5, etag: '"a"' }));
+    assert.ok(!sameIdentity(data.remote, { size: 100, mtime: 6, etag: '"a"' }));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
