@@ -1,0 +1,273 @@
+/** Change feed behind `GET /v1/watch`: inotify (Deno.watchFs) per watched root, stat-poll fallback, and cursors that miss nothing. */
+import { basename, dirname, relative, sep } from "node:path";
+import type { WatchResult } from "./wire.ts";
+
+/** Options of {@linkcode WatchHub}. */
+export interface WatchHubOptions {
+  /** Events remembered per root; a cursor older than that gets `rescan`. */
+  maxEvents?: number;
+  /** A root nobody waited on for this long is closed (its cursors then get `rescan`). */
+  idleCloseMs?: number;
+  /** Creates a file-system watcher; defaults to Deno.watchFs. Throwing selects the stat-poll fallback. */
+  watchFs?: (
+    path: string,
+    recursive: boolean,
+  ) => AsyncIterable<Deno.FsEvent> & {
+    close(): void;
+  };
+}
+
+interface Change {
+  seq: number;
+  path: string;
+}
+
+/** A watched root: the events seen under it, numbered. */
+class Root {
+  readonly id: string;
+  seq = 0;
+  events: Change[] = [];
+  waiters = new Set<() => void>();
+  lastUsed = Date.now();
+  pollMs = 0;
+  #closers: Array<() => void> = [];
+  #maxEvents: number;
+
+  constructor(
+    readonly path: string,
+    readonly isDir: boolean,
+    maxEvents: number,
+  ) {
+    this.id = crypto.randomUUID().slice(0, 8);
+    this.#maxEvents = maxEvents;
+  }
+
+  record(path: string): void {
+    this.seq++;
+    this.events.push({ seq: this.seq, path });
+    if (this.events.length > this.#maxEvents) {
+      this.events.splice(0, this.events.length - this.#maxEvents);
+    }
+    for (const wake of this.waiters) wake();
+  }
+
+  onClose(fn: () => void): void {
+    this.#closers.push(fn);
+  }
+
+  close(): void {
+    for (const fn of this.#closers) fn();
+    this.#closers = [];
+    for (const wake of this.waiters) wake();
+  }
+}
+
+/** Serves long-polls on watched roots; one watcher per root, shared by every client. */
+export class WatchHub {
+  #roots = new Map<string, Root>();
+  #options: Required<Omit<WatchHubOptions, "watchFs">> & {
+    watchFs: NonNullable<WatchHubOptions["watchFs"]>;
+  };
+  #sweeper: ReturnType<typeof setInterval>;
+  #closed = false;
+
+  constructor(options: WatchHubOptions = {}) {
+    this.#options = {
+      maxEvents: options.maxEvents ?? 10_000,
+      idleCloseMs: options.idleCloseMs ?? 120_000,
+      watchFs: options.watchFs ??
+        ((path, recursive) => Deno.watchFs(path, { recursive })),
+    };
+    this.#sweeper = setInterval(() => this.#sweep(), 10_000);
+    this.#sweeper.unref();
+  }
+
+  /**
+   * Waits until something under `realPath` changes after `cursor`, or
+   * `timeoutMs` passes. Without a (valid, current) cursor it answers at once
+   * with a fresh cursor and `rescan: true`: the caller scans, then polls with
+   * that cursor, so nothing that happens during its scan is missed.
+   * `pollMs` is the stat-poll interval used where inotify is unavailable.
+   */
+  async wait(
+    realPath: string,
+    isDir: boolean,
+    cursor: string | null,
+    options: { timeoutMs: number; pollMs: number; signal?: AbortSignal },
+  ): Promise<WatchResult> {
+    const root = this.#root(realPath, isDir, options.pollMs);
+    root.lastUsed = Date.now();
+    const [id, seqText] = (cursor ?? "").split(".");
+    const since = Number(seqText);
+    const fresh = () => ({
+      cursor: `${root.id}.${root.seq}`,
+      changed: [] as string[],
+      rescan: true,
+    });
+    if (id !== root.id || !Number.isSafeInteger(since) || since > root.seq) {
+      return fresh();
+    }
+    const oldest = root.events.length > 0 ? root.events[0].seq : root.seq + 1;
+    if (since < oldest - 1) return fresh();
+
+    if (root.seq === since) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          root.waiters.delete(done);
+          options.signal?.removeEventListener("abort", done);
+          resolve();
+        };
+        const timer = setTimeout(done, options.timeoutMs);
+        root.waiters.add(done);
+        options.signal?.addEventListener("abort", done);
+      });
+      root.lastUsed = Date.now();
+      if (this.#roots.get(realPath) !== root) return fresh();
+    }
+    const changed = new Set<string>();
+    for (const e of root.events) if (e.seq > since) changed.add(e.path);
+    return {
+      cursor: `${root.id}.${root.seq}`,
+      changed: [...changed],
+      rescan: false,
+    };
+  }
+
+  /** Stops every watcher. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    for (const root of this.#roots.values()) root.close();
+    this.#roots.clear();
+  }
+
+  #root(realPath: string, isDir: boolean, pollMs: number): Root {
+    let root = this.#roots.get(realPath);
+    if (root !== undefined && root.isDir === isDir) return root;
+    root?.close();
+    root = new Root(realPath, isDir, this.#options.maxEvents);
+    this.#roots.set(realPath, root);
+    if (!this.#closed) this.#start(root, pollMs);
+    return root;
+  }
+
+  #start(root: Root, pollMs: number): void {
+    // A file is watched through its directory, so a rotation (rename away,
+    // create anew) is seen; a directory is watched recursively.
+    const target = root.isDir ? root.path : dirname(root.path);
+    const name = basename(root.path);
+    let watcher: ReturnType<NonNullable<WatchHubOptions["watchFs"]>>;
+    try {
+      watcher = this.#options.watchFs(target, root.isDir);
+    } catch {
+      this.#startPolling(root, pollMs);
+      return;
+    }
+    root.onClose(() => {
+      try {
+        watcher.close();
+      } catch {
+        // already closed
+      }
+    });
+    (async () => {
+      try {
+        for await (const event of watcher) {
+          if (event.kind === "access") continue;
+          for (const p of event.paths) {
+            if (root.isDir) {
+              const rel = relative(root.path, p);
+              if (rel === "" || rel.startsWith("..")) continue;
+              root.record(rel.split(sep).join("/"));
+            } else if (basename(p) === name && dirname(p) === target) {
+              root.record("");
+            }
+          }
+        }
+      } catch {
+        // The watcher failed (e.g. the root went away): fall back to polling.
+        if (this.#roots.get(root.path) === root) {
+          this.#startPolling(root, pollMs);
+        }
+      }
+    })();
+  }
+
+  #startPolling(root: Root, pollMs: number): void {
+    root.pollMs = pollMs;
+    let previous = new Map<string, string>();
+    let stopped = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const tick = async () => {
+      if (stopped) return;
+      const now = await snapshot(root.path, root.isDir);
+      for (const [p, sig] of now) if (previous.get(p) !== sig) root.record(p);
+      for (const p of previous.keys()) if (!now.has(p)) root.record(p);
+      previous = now;
+      if (!stopped) timer = setTimeout(tick, root.pollMs);
+    };
+    root.onClose(() => {
+      stopped = true;
+      clearTimeout(timer);
+    });
+    snapshot(root.path, root.isDir).then((s) => {
+      previous = s;
+      timer = setTimeout(tick, root.pollMs);
+    });
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const [path, root] of this.#roots) {
+      if (
+        root.waiters.size === 0 &&
+        now - root.lastUsed > this.#options.idleCloseMs
+      ) {
+        root.close();
+        this.#roots.delete(path);
+      }
+    }
+  }
+}
+
+/** size:mtime:ino of every regular file (and directory) under a root, for the stat-poll fallback. */
+async function snapshot(
+  root: string,
+  isDir: boolean,
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const sig = (i: Deno.FileInfo) => `${i.size}:${i.mtime?.getTime()}:${i.ino}`;
+  if (!isDir) {
+    try {
+      out.set("", sig(await Deno.stat(root)));
+    } catch {
+      // gone: reported as a removal
+    }
+    return out;
+  }
+  const walk = async (dir: string, rel: string) => {
+    let entries: AsyncIterable<Deno.DirEntry>;
+    try {
+      entries = Deno.readDir(dir);
+      for await (const e of entries) {
+        const r = rel === "" ? e.name : `${rel}/${e.name}`;
+        const full = `${dir}/${e.name}`;
+        if (e.isDirectory) {
+          out.set(r, "dir");
+          await walk(full, r);
+        } else if (e.isFile) {
+          try {
+            out.set(r, sig(await Deno.lstat(full)));
+          } catch {
+            // vanished between readDir and stat
+          }
+        }
+      }
+    } catch {
+      // unreadable directory: nothing to report under it
+    }
+  };
+  await walk(root, "");
+  return out;
+}
