@@ -1,0 +1,22 @@
+/** Identity tags (strong ETags) and times of served entries, derived from their file-system metadata. */
+
+/** Modification time in whole milliseconds since the epoch (0 when the platform does not report it). */
+export function mtimeMs(info: Deno.FileInfo): number {
+  return info.mtime === null ? 0 : Math.floor(info.mtime.getTime());
+}
+
+/**
+ * A strong, quoted ETag for an entry: device, inode, size, mtime and ctime.
+ * Replacing a file changes its inode; rewriting or appending changes its size
+ * or times; ctime also catches a rewrite whose mtime was set back by a tool.
+ */
+export function etagFor(info: Deno.FileInfo): string {
+  const ctime = info.ctime === null ? 0 : Math.floor(info.ctime.getTime());
+  const parts = [info.dev, info.ino ?? 0, info.size, mtimeMs(info), ctime];
+  return `"${parts.map((n) => n.toString(16)).join("-")}"`;
+}
+
+/** Permission bits of an entry (`mode & 0o7777`, 0 when unknown). */
+export function modeBits(info: Deno.FileInfo): number {
+  return (info.mode ?? 0) & 0o7777;
+}

@@ -1,0 +1,515 @@
+/** The path jail of hsyncd: decides, after resolving symlinks, whether a requested path may be served. */
+import { posix } from "node:path";
+import {
+  constants as fsConstants,
+  type FileHandle,
+  open as nodeOpen,
+} from "node:fs/promises";
+import type { Stats } from "node:fs";
+import picomatch from "picomatch";
+import { ConfigError, HttpError } from "./errors.ts";
+import type { EntryType } from "./wire.ts";
+
+/** Longest request path accepted, in UTF-8 bytes (Linux PATH_MAX). */
+export const MAX_PATH_BYTES = 4096;
+/** Longest single path component accepted, in UTF-8 bytes (Linux NAME_MAX). */
+export const MAX_NAME_BYTES = 255;
+
+/** Pseudo file systems whose files report fake sizes: never served, whatever the configuration says. */
+const PSEUDO_ROOTS = ["/proc", "/sys"];
+
+const encoder = new TextEncoder();
+
+/** Rules of the jail, as configured (see `[hsyncd]` in hsync.ini). */
+export interface PathGuardOptions {
+  /** `Only_allowed_path`: absolute directories; empty allows everything not otherwise refused. Each must exist. */
+  onlyAllowedPath?: readonly string[];
+  /** `Forbidden_dir`: absolute directories (refused with everything below) or bare names (`.ssh`, refused anywhere). */
+  forbiddenDir?: readonly string[];
+  /** `Forbidden_file`: globs matched against file names. */
+  forbiddenFile?: readonly string[];
+  /** Paths always refused with everything below them: `HSYNC_DIR` and the server's certificate, key and authorized-keys files. */
+  alwaysDenied?: readonly string[];
+}
+
+/** A path that passed every rule. */
+export interface CheckedPath {
+  /** The requested path, normalised (what error messages and file names show). */
+  path: string;
+  /** The path with every symlink resolved (what was checked and what is opened). */
+  realPath: string;
+  type: EntryType;
+  /** `lstat` of `realPath`. */
+  info: Deno.FileInfo;
+}
+
+/** A regular file opened for reading; the caller closes it. */
+export interface OpenedFile {
+  /** `fstat` of the opened handle (size and times may have moved on since the check; identity has not). */
+  readonly info: Deno.FileInfo;
+  /** Reads into `buffer` from byte `position` of the file; resolves 0 at the end of the file. */
+  read(buffer: Uint8Array, position: number): Promise<number>;
+  /** A fresh `fstat` of the open handle. */
+  stat(): Promise<Deno.FileInfo>;
+  /** Closes the file; calling it again does nothing. */
+  close(): Promise<void>;
+}
+
+/** The jail. All methods throw `HttpError` (400, 403, 404, 409) when a path cannot be served. */
+export interface PathGuard {
+  /** Validates, normalises and resolves a requested absolute path, and checks the rules on both forms. */
+  check(requestPath: string): Promise<CheckedPath>;
+  /**
+   * Whether the entry `name` of an already checked real directory passes the
+   * rules, without touching the file system. Only for entries that are not
+   * symlinks: a symlink must go through `check`.
+   */
+  allowsEntry(realDirPath: string, name: string): boolean;
+  /**
+   * Opens a checked regular file without ever blocking on a FIFO or
+   * following a symlink, and verifies that the opened handle is the file
+   * that was checked (same device and inode); otherwise 409 `changed`.
+   */
+  openFile(checked: CheckedPath): Promise<OpenedFile>;
+}
+
+interface DirRule {
+  /** The entry as configured, for messages. */
+  entry: string;
+  /** The entry as written and as resolved. */
+  forms: string[];
+}
+
+/**
+ * Builds the jail: resolves the configured directories once (a missing
+ * `Only_allowed_path` entry is a `ConfigError`) and compiles the globs.
+ */
+export async function createPathGuard(
+  options: PathGuardOptions,
+): Promise<PathGuard> {
+  const configuredRoots: string[] = [];
+  const realRoots: string[] = [];
+  for (const root of options.onlyAllowedPath ?? []) {
+    const normal = configuredAbsolute(root, "Only_allowed_path");
+    let real: string;
+    try {
+      real = await Deno.realPath(normal);
+    } catch (error) {
+      throw new ConfigError(
+        `Cannot use Only_allowed_path "${root}": ${describeFsError(error)}`,
+      );
+    }
+    configuredRoots.push(normal);
+    realRoots.push(real);
+  }
+
+  const dirRules: DirRule[] = [];
+  const forbiddenNames = new Set<string>();
+  for (const entry of options.forbiddenDir ?? []) {
+    if (entry.startsWith("/")) {
+      const normal = configuredAbsolute(entry, "Forbidden_dir");
+      dirRules.push({
+        entry,
+        forms: unique([normal, await realPathLoose(normal)]),
+      });
+    } else if (
+      entry === "" || entry.includes("/") || entry === "." || entry === ".." ||
+      entry.includes("\0")
+    ) {
+      throw new ConfigError(
+        `Invalid Forbidden_dir entry "${entry}": expected an absolute directory or a bare directory name`,
+      );
+    } else {
+      forbiddenNames.add(entry);
+    }
+  }
+
+  const fileRules = (options.forbiddenFile ?? []).map((glob) => ({
+    glob,
+    test: picomatch(glob, { dot: true }) as (name: string) => boolean,
+  }));
+
+  const denied: string[] = [];
+  for (const p of options.alwaysDenied ?? []) {
+    if (p === "") continue;
+    const normal = stripSlash(posix.resolve(Deno.cwd(), p));
+    denied.push(normal, await realPathLoose(normal));
+  }
+
+  return new Jail({
+    configuredRoots: unique([...configuredRoots, ...realRoots]),
+    realRoots: unique(realRoots),
+    dirRules,
+    forbiddenNames,
+    fileRules,
+    denied: unique(denied),
+  });
+}
+
+interface JailRules {
+  /** Roots as configured and as resolved: what a requested path is compared with. */
+  configuredRoots: string[];
+  /** Roots as resolved: what a real path is compared with. */
+  realRoots: string[];
+  dirRules: DirRule[];
+  forbiddenNames: Set<string>;
+  fileRules: Array<{ glob: string; test: (name: string) => boolean }>;
+  denied: string[];
+}
+
+class Jail implements PathGuard {
+  #rules: JailRules;
+
+  constructor(rules: JailRules) {
+    this.#rules = rules;
+  }
+
+  async check(requestPath: string): Promise<CheckedPath> {
+    const path = normalizeRequest(requestPath);
+    // Rules first, on the path as asked: a refused path is refused whether or not it exists.
+    const early = this.#refusal(path, path, this.#rules.configuredRoots);
+    if (early !== undefined) throw early;
+
+    let realPath: string;
+    try {
+      realPath = await Deno.realPath(path);
+    } catch (error) {
+      throw await this.#resolveFailure(path, error);
+    }
+    const late = this.#refusal(realPath, path, this.#rules.realRoots);
+    if (late !== undefined) throw late;
+
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(realPath);
+    } catch (error) {
+      throw fsFailure(path, error);
+    }
+    let type: EntryType;
+    if (info.isFile) type = "file";
+    else if (info.isDirectory) type = "dir";
+    else {
+      throw new HttpError(
+        403,
+        "not_regular",
+        `Cannot serve ${
+          quote(path)
+        }: only regular files and directories are served`,
+      );
+    }
+    return { path, realPath, type, info };
+  }
+
+  allowsEntry(realDirPath: string, name: string): boolean {
+    if (name === "" || name.includes("/") || name === "." || name === "..") {
+      return false;
+    }
+    const path = realDirPath === "/" ? `/${name}` : `${realDirPath}/${name}`;
+    return this.#refusal(path, path, this.#rules.realRoots) === undefined;
+  }
+
+  async openFile(checked: CheckedPath): Promise<OpenedFile> {
+    const changed = () =>
+      new HttpError(
+        409,
+        "changed",
+        `Cannot serve ${
+          quote(checked.path)
+        }: it changed while being opened, retry`,
+      );
+    if (checked.type !== "file") {
+      throw new HttpError(
+        400,
+        "not_a_file",
+        `Cannot read ${quote(checked.path)}: it is a directory`,
+      );
+    }
+    // O_NONBLOCK: a FIFO swapped in since the check opens at once instead of hanging (and is then refused).
+    // O_NOFOLLOW: a symlink swapped in since the check is refused.
+    let handle: FileHandle;
+    try {
+      handle = await nodeOpen(
+        checked.realPath,
+        fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW,
+      );
+    } catch (error) {
+      if ((error as { code?: string }).code === "ELOOP") throw changed();
+      throw fsFailure(checked.path, error);
+    }
+    try {
+      const info = toFileInfo(await handle.stat());
+      // Same device and inode as checked: whatever path led here, these are the checked bytes.
+      if (
+        !info.isFile || info.dev !== checked.info.dev ||
+        info.ino !== checked.info.ino
+      ) {
+        throw changed();
+      }
+      return new HandleFile(handle, info);
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
+  /** The rule that refuses `path`, if any; messages show `shown` (the requested path, never the real one). */
+  #refusal(
+    path: string,
+    shown: string,
+    roots: readonly string[],
+  ): HttpError | undefined {
+    const refuse = (code: string, why: string) =>
+      new HttpError(403, code, `Cannot serve ${quote(shown)}: ${why}`);
+    for (const pseudo of PSEUDO_ROOTS) {
+      if (within(path, pseudo)) {
+        return refuse(
+          "not_regular",
+          `files under ${pseudo} are pseudo-files and are never served`,
+        );
+      }
+    }
+    for (const d of this.#rules.denied) {
+      if (within(path, d)) {
+        return refuse(
+          "forbidden",
+          "it belongs to hsyncd (its state directory, certificate or keys)",
+        );
+      }
+    }
+    for (const rule of this.#rules.dirRules) {
+      if (rule.forms.some((form) => within(path, form))) {
+        return refuse(
+          "forbidden_dir",
+          `refused by Forbidden_dir "${rule.entry}"`,
+        );
+      }
+    }
+    if (this.#rules.forbiddenNames.size > 0) {
+      for (const component of path.split("/")) {
+        if (this.#rules.forbiddenNames.has(component)) {
+          return refuse(
+            "forbidden_dir",
+            `refused by Forbidden_dir "${component}"`,
+          );
+        }
+      }
+    }
+    const name = posix.basename(path);
+    if (name !== "") {
+      for (const rule of this.#rules.fileRules) {
+        if (rule.test(name)) {
+          return refuse(
+            "forbidden_file",
+            `refused by Forbidden_file "${rule.glob}"`,
+          );
+        }
+      }
+    }
+    if (roots.length > 0 && !roots.some((root) => within(path, root))) {
+      return refuse(
+        "outside_allowed",
+        "it is outside every Only_allowed_path directory",
+      );
+    }
+    return undefined;
+  }
+
+  /**
+   * Turns a failed `realpath` into an answer. A missing path is 404 only when
+   * the part of it that exists, resolved, passes the rules: otherwise a symlink
+   * into a forbidden area would tell which files exist there.
+   */
+  async #resolveFailure(path: string, error: unknown): Promise<unknown> {
+    if (
+      error instanceof Deno.errors.NotFound ||
+      error instanceof Deno.errors.NotADirectory
+    ) {
+      const rest: string[] = [];
+      let dir = path;
+      while (dir !== "/") {
+        rest.unshift(posix.basename(dir));
+        dir = posix.dirname(dir);
+        let real: string;
+        try {
+          real = await Deno.realPath(dir);
+        } catch {
+          continue;
+        }
+        const candidate = posix.join(real, ...rest);
+        const refused = this.#refusal(candidate, path, this.#rules.realRoots);
+        if (refused !== undefined) return refused;
+        break;
+      }
+    }
+    return fsFailure(path, error);
+  }
+}
+
+/** An open regular file: positioned reads on a handle opened without following symlinks. */
+class HandleFile implements OpenedFile {
+  readonly info: Deno.FileInfo;
+  #handle: FileHandle;
+  #closed = false;
+
+  constructor(handle: FileHandle, info: Deno.FileInfo) {
+    this.#handle = handle;
+    this.info = info;
+  }
+
+  async read(buffer: Uint8Array, position: number): Promise<number> {
+    const { bytesRead } = await this.#handle.read(
+      buffer,
+      0,
+      buffer.length,
+      position,
+    );
+    return bytesRead;
+  }
+
+  async stat(): Promise<Deno.FileInfo> {
+    return toFileInfo(await this.#handle.stat());
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#handle.close();
+  }
+}
+
+/** The `Deno.FileInfo` of a node `fstat`, so identity tags come out the same as from `Deno.lstat`. */
+function toFileInfo(st: Stats): Deno.FileInfo {
+  return {
+    isFile: st.isFile(),
+    isDirectory: st.isDirectory(),
+    isSymlink: st.isSymbolicLink(),
+    size: st.size,
+    mtime: st.mtime,
+    atime: st.atime,
+    birthtime: st.birthtime,
+    ctime: st.ctime,
+    dev: st.dev,
+    ino: st.ino,
+    mode: st.mode,
+    nlink: st.nlink,
+    uid: st.uid,
+    gid: st.gid,
+    rdev: st.rdev,
+    blksize: st.blksize,
+    blocks: st.blocks,
+    isBlockDevice: st.isBlockDevice(),
+    isCharDevice: st.isCharacterDevice(),
+    isFifo: st.isFIFO(),
+    isSocket: st.isSocket(),
+  };
+}
+
+/** Validates a requested path and returns it normalised (absolute, no `.`/`..`/empty segments, no trailing slash). */
+function normalizeRequest(requestPath: string): string {
+  const bad = (why: string) =>
+    new HttpError(
+      400,
+      "bad_path",
+      `Cannot serve ${quote(requestPath)}: ${why}`,
+    );
+  if (typeof requestPath !== "string" || requestPath === "") {
+    throw new HttpError(400, "bad_path", "A path is required");
+  }
+  if (requestPath.includes("\0")) throw bad("a path cannot contain NUL");
+  if (encoder.encode(requestPath).length > MAX_PATH_BYTES) {
+    throw bad(`a path is at most ${MAX_PATH_BYTES} bytes`);
+  }
+  if (!requestPath.startsWith("/")) throw bad("the path must be absolute");
+  // Lexical normalisation: `..` cannot climb above `/`, and the result is checked again after realpath.
+  const path = stripSlash(posix.normalize(requestPath));
+  for (const component of path.split("/")) {
+    if (encoder.encode(component).length > MAX_NAME_BYTES) {
+      throw bad(`a file name is at most ${MAX_NAME_BYTES} bytes`);
+    }
+  }
+  return path;
+}
+
+/** Maps a file-system error about `path` to an `HttpError` whose message shows only the requested path. */
+function fsFailure(path: string, error: unknown): unknown {
+  const code = (error as { code?: string } | null)?.code;
+  if (
+    error instanceof Deno.errors.NotFound ||
+    error instanceof Deno.errors.NotADirectory || code === "ENOENT" ||
+    code === "ENOTDIR"
+  ) {
+    return new HttpError(
+      404,
+      "not_found",
+      `Cannot serve ${quote(path)}: no such file or directory`,
+    );
+  }
+  if (error instanceof Deno.errors.FilesystemLoop || code === "ELOOP") {
+    return new HttpError(
+      404,
+      "not_found",
+      `Cannot serve ${quote(path)}: too many levels of symbolic links`,
+    );
+  }
+  if (
+    error instanceof Deno.errors.PermissionDenied || code === "EACCES" ||
+    code === "EPERM"
+  ) {
+    return new HttpError(
+      403,
+      "permission_denied",
+      `Cannot serve ${quote(path)}: permission denied`,
+    );
+  }
+  return error;
+}
+
+function describeFsError(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such directory";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  return error instanceof Error ? error.message : String(error);
+}
+
+function configuredAbsolute(entry: string, key: string): string {
+  if (!entry.startsWith("/") || entry.includes("\0")) {
+    throw new ConfigError(
+      `Invalid ${key} entry "${entry}": expected an absolute path`,
+    );
+  }
+  return stripSlash(posix.normalize(entry));
+}
+
+/** `realpath` of the longest existing prefix of `path`, with the rest appended; `path` itself when nothing resolves. */
+async function realPathLoose(path: string): Promise<string> {
+  const rest: string[] = [];
+  let dir = path;
+  while (true) {
+    try {
+      return posix.join(await Deno.realPath(dir), ...rest);
+    } catch {
+      if (dir === "/") return path;
+      rest.unshift(posix.basename(dir));
+      dir = posix.dirname(dir);
+    }
+  }
+}
+
+/** True when `path` is `dir` or below it, compared by whole components. */
+function within(path: string, dir: string): boolean {
+  if (dir === "/") return true;
+  return path === dir || path.startsWith(`${dir}/`);
+}
+
+function stripSlash(path: string): string {
+  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
+}
+
+function unique(values: string[]): string[] {
+  return [...new Set(values)];
+}
+
+/** A value quoted for a message, control characters escaped and length bounded. */
+function quote(value: string): string {
+  const shown = value.length > 300 ? `${value.slice(0, 300)}...` : value;
+  return JSON.stringify(shown);
+}

@@ -1,0 +1,1033 @@
+/** The request handler of hsyncd: the v1 HTTP interface (DESIGN.md §5) behind Allowed_host and the path jail. */
+import { createHash } from "node:crypto";
+import { posix } from "node:path";
+import { encodeFrame } from "./bundle_codec.ts";
+import type { ServerSettings } from "./config.ts";
+import { HttpError } from "./errors.ts";
+import { etagFor, modeBits, mtimeMs } from "./file_identity.ts";
+import { createHostMatcher, normalizeAddress } from "./host_allow.ts";
+import {
+  type CheckedPath,
+  createPathGuard,
+  MAX_PATH_BYTES,
+  type OpenedFile,
+  type PathGuard,
+} from "./path_guard.ts";
+import { parseRange, type RangeRequest } from "./range_header.ts";
+import { VERSION } from "./version.ts";
+import {
+  API,
+  API_VERSION,
+  type BundleHeader,
+  type BundleRequest,
+  type EntryType,
+  type ErrorBody,
+  type HashResult,
+  type Health,
+  type ListEntry,
+  type StatEntry,
+} from "./wire.ts";
+
+/** One line of the access log. */
+export interface AccessLogEntry {
+  time: Date;
+  /** Peer address, IPv4-mapped IPv6 shown as IPv4. */
+  remote: string;
+  method: string;
+  /** Path and query of the request. */
+  url: string;
+  status: number;
+  /** Body bytes announced by `Content-Length` (0 for HEAD), null when streamed without a known length. */
+  bytes: number | null;
+  /** Milliseconds until the response headers were ready. */
+  ms: number;
+}
+
+/** Bounds on the work one server does; every field has a default in {@linkcode DEFAULT_LIMITS}. */
+export interface ServerLimits {
+  /** Hash jobs running at once. */
+  hashJobs: number;
+  /** Hash jobs waiting for a slot; one more is answered 503 `busy`. */
+  hashQueue: number;
+  /** Hash results remembered, by (etag, offset, length). */
+  hashCacheEntries: number;
+  /** Paths in one bundle request. */
+  bundleMaxPaths: number;
+  /** Largest file sent in a bundle; larger ones get a `too_large` error frame. */
+  bundleMaxFileBytes: number;
+  /** Largest JSON body of a bundle request. */
+  bundleMaxBodyBytes: number;
+  /** Files of a bundle read ahead concurrently. */
+  bundleReadAhead: number;
+}
+
+/** The limits used when {@linkcode HandlerOptions.limits} leaves a field out. */
+export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
+  hashJobs: 2,
+  hashQueue: 16,
+  hashCacheEntries: 1024,
+  bundleMaxPaths: 10_000,
+  bundleMaxFileBytes: 1024 * 1024,
+  bundleMaxBodyBytes: 8 * 1024 * 1024,
+  bundleReadAhead: 8,
+};
+
+/** Options of {@linkcode createHandler}. */
+export interface HandlerOptions {
+  settings: ServerSettings;
+  /** `HSYNC_DIR`: always refused, with everything under it. */
+  hsyncDir: string;
+  /** Host name reported by `/v1/health`. */
+  hostname: string;
+  /** Called once per request, when the response headers are ready. */
+  log?: (entry: AccessLogEntry) => void;
+  /** Called with each unexpected error (answered 500 or sent as an `internal` bundle frame). */
+  onError?: (error: unknown, request: Request) => void;
+  /** Overrides of {@linkcode DEFAULT_LIMITS}. */
+  limits?: Partial<ServerLimits>;
+}
+
+/** A `Deno.serve` handler. */
+export type Handler = (
+  request: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Promise<Response>;
+
+interface Context {
+  options: HandlerOptions;
+  guard: PathGuard;
+  limits: ServerLimits;
+  hashSlots: Slots;
+  hashCache: Lru<HashResult>;
+}
+
+type Run = (ctx: Context, request: Request, url: URL) => Promise<Response>;
+
+const ENDPOINTS = new Map<string, { methods: string[]; run: Run }>([
+  [API.health, { methods: ["GET", "HEAD"], run: health }],
+  [API.stat, { methods: ["GET", "HEAD"], run: stat }],
+  [API.list, { methods: ["GET", "HEAD"], run: list }],
+  [API.file, { methods: ["GET", "HEAD"], run: file }],
+  [API.hash, { methods: ["GET", "HEAD"], run: hash }],
+  [API.bundle, { methods: ["POST"], run: bundle }],
+]);
+
+const FILE_CHUNK = 256 * 1024;
+const HASH_CHUNK = 1024 * 1024;
+const LIST_BATCH = 64;
+const BUNDLE_CHUNK = 256 * 1024;
+const encoder = new TextEncoder();
+
+/**
+ * Builds the handler of hsyncd. Resolves the configured directories once, so
+ * a missing `Only_allowed_path` or an invalid `Allowed_host` pattern throws
+ * `ConfigError` here, before the server listens.
+ */
+export async function createHandler(options: HandlerOptions): Promise<Handler> {
+  const { settings } = options;
+  const hostAllowed = createHostMatcher(settings.allowedHost);
+  const guard = await createPathGuard({
+    onlyAllowedPath: settings.onlyAllowedPath,
+    forbiddenDir: settings.forbiddenDir,
+    forbiddenFile: settings.forbiddenFile,
+    alwaysDenied: [
+      options.hsyncDir,
+      settings.certFile,
+      settings.keyFile,
+      settings.authorizedKeys,
+    ].filter((p) => p !== ""),
+  });
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const ctx: Context = {
+    options,
+    guard,
+    limits,
+    hashSlots: new Slots(limits.hashJobs, limits.hashQueue),
+    hashCache: new Lru(limits.hashCacheEntries),
+  };
+
+  return async function handle(request, info) {
+    const started = performance.now();
+    const time = new Date();
+    const remote = normalizeAddress(info.remoteAddr.hostname);
+    const url = new URL(request.url);
+    let response: Response;
+    try {
+      // Before anything else: a refused peer causes no parsing and no file-system work.
+      if (!hostAllowed(remote)) {
+        throw new HttpError(
+          403,
+          "host_not_allowed",
+          `Cannot serve ${remote}: refused by Allowed_host`,
+        );
+      }
+      response = await route(ctx, request, url);
+    } catch (error) {
+      response = errorResponse(error);
+      if (response.status === 500) reportError(ctx, error, request);
+    }
+    if (options.log !== undefined) {
+      const length = response.headers.get("content-length");
+      try {
+        options.log({
+          time,
+          remote,
+          method: request.method,
+          url: url.pathname + url.search,
+          status: response.status,
+          bytes: request.method === "HEAD"
+            ? 0
+            : length === null
+            ? null
+            : Number(length),
+          ms: performance.now() - started,
+        });
+      } catch {
+        // A failing logger must not fail the request.
+      }
+    }
+    return response;
+  };
+}
+
+async function route(
+  ctx: Context,
+  request: Request,
+  url: URL,
+): Promise<Response> {
+  const endpoint = ENDPOINTS.get(url.pathname);
+  if (endpoint === undefined) {
+    throw new HttpError(
+      404,
+      "not_found",
+      `No endpoint ${JSON.stringify(url.pathname)} in API v${API_VERSION}`,
+    );
+  }
+  if (!endpoint.methods.includes(request.method)) {
+    const response = errorResponse(
+      new HttpError(
+        405,
+        "method_not_allowed",
+        `Method ${request.method} is not allowed on ${url.pathname}: use ${
+          endpoint.methods.join(" or ")
+        }`,
+      ),
+    );
+    response.headers.set("allow", endpoint.methods.join(", "));
+    return response;
+  }
+  const response = await endpoint.run(ctx, request, url);
+  if (request.method === "HEAD" && response.body !== null) {
+    await response.body.cancel();
+    return new Response(null, {
+      status: response.status,
+      headers: response.headers,
+    });
+  }
+  return response;
+}
+
+// ---------------------------------------------------------------- errors
+
+/** The one place errors become a status and an `ErrorBody`. */
+function describeError(error: unknown): { status: number; body: ErrorBody } {
+  if (error instanceof HttpError) {
+    return {
+      status: error.status,
+      body: { error: error.code, message: error.message },
+    };
+  }
+  if (
+    error instanceof Deno.errors.NotFound ||
+    error instanceof Deno.errors.NotADirectory
+  ) {
+    return {
+      status: 404,
+      body: { error: "not_found", message: "No such file or directory" },
+    };
+  }
+  if (
+    error instanceof Deno.errors.PermissionDenied ||
+    error instanceof Deno.errors.NotCapable
+  ) {
+    return {
+      status: 403,
+      body: { error: "permission_denied", message: "Permission denied" },
+    };
+  }
+  return {
+    status: 500,
+    body: { error: "internal", message: "Internal server error" },
+  };
+}
+
+function errorResponse(error: unknown, headers?: Headers): Response {
+  const { status, body } = describeError(error);
+  const response = json(body, status, headers);
+  if (status === 503) response.headers.set("retry-after", "1");
+  return response;
+}
+
+function reportError(ctx: Context, error: unknown, request: Request): void {
+  try {
+    ctx.options.onError?.(error, request);
+  } catch {
+    // Reporting must not fail the request.
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+function baseHeaders(contentType: string, headers?: Headers): Headers {
+  const out = new Headers(headers);
+  out.set("content-type", contentType);
+  out.set("x-content-type-options", "nosniff");
+  return out;
+}
+
+function json(value: unknown, status = 200, headers?: Headers): Response {
+  const bytes = encoder.encode(JSON.stringify(value));
+  const out = baseHeaders("application/json; charset=utf-8", headers);
+  out.set("cache-control", "no-store");
+  out.set("content-length", String(bytes.length));
+  return new Response(bytes, { status, headers: out });
+}
+
+function requirePath(url: URL): string {
+  const path = url.searchParams.get("path");
+  if (path === null) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      'Missing query parameter "path"',
+    );
+  }
+  return path;
+}
+
+function statEntry(info: Deno.FileInfo, type: EntryType): StatEntry {
+  return {
+    type,
+    size: type === "dir" ? 0 : info.size,
+    mtime: mtimeMs(info),
+    mode: modeBits(info),
+    etag: etagFor(info),
+  };
+}
+
+function requireFile(checked: CheckedPath): void {
+  if (checked.type !== "file") {
+    throw new HttpError(
+      400,
+      "not_a_file",
+      `Cannot read ${JSON.stringify(checked.path)}: it is a directory`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------- health, stat
+
+function health(ctx: Context): Promise<Response> {
+  const body: Health = {
+    name: "hsyncd",
+    version: VERSION,
+    api: API_VERSION,
+    host: ctx.options.hostname,
+  };
+  return Promise.resolve(json(body));
+}
+
+async function stat(ctx: Context, _request: Request, url: URL) {
+  const checked = await ctx.guard.check(requirePath(url));
+  return json(statEntry(checked.info, checked.type));
+}
+
+// ---------------------------------------------------------------- list
+
+async function list(ctx: Context, _request: Request, url: URL) {
+  const checked = await ctx.guard.check(requirePath(url));
+  if (checked.type !== "dir") {
+    throw new HttpError(
+      400,
+      "not_a_directory",
+      `Cannot list ${JSON.stringify(checked.path)}: it is not a directory`,
+    );
+  }
+  const headers = baseHeaders("application/x-ndjson; charset=utf-8");
+  headers.set("cache-control", "no-store");
+  return new Response(listStream(ctx.guard, checked), { headers });
+}
+
+interface Pending {
+  real: string;
+  rel: string;
+  id: string;
+}
+
+interface Level extends Pending {
+  entries: AsyncIterator<Deno.DirEntry>;
+  done: boolean;
+  /** Subdirectories found in the last batch, entered before the next batch is read. */
+  subdirs: Pending[];
+}
+
+function identity(info: Deno.FileInfo): string {
+  return `${info.dev}:${info.ino ?? 0}`;
+}
+
+/**
+ * Walks a checked directory depth first, lazily: each pull reads one batch of
+ * one directory, so memory depends on depth, not on the size of the tree.
+ * Refused entries, non-regular entries and symlinks that fail the rules are
+ * left out; a symlink to a directory being walked (a loop) is left out;
+ * unreadable directories are skipped.
+ */
+function listStream(
+  guard: PathGuard,
+  root: CheckedPath,
+): ReadableStream<Uint8Array> {
+  const stack: Level[] = [];
+  const onStack = new Set<string>();
+
+  function enter(p: Pending): void {
+    stack.push({
+      ...p,
+      entries: Deno.readDir(p.real)[Symbol.asyncIterator](),
+      done: false,
+      subdirs: [],
+    });
+    onStack.add(p.id);
+  }
+
+  function leave(): void {
+    const level = stack.pop();
+    if (level !== undefined) onStack.delete(level.id);
+  }
+
+  async function readBatch(level: Level): Promise<Deno.DirEntry[]> {
+    const batch: Deno.DirEntry[] = [];
+    while (batch.length < LIST_BATCH) {
+      let next: IteratorResult<Deno.DirEntry>;
+      try {
+        next = await level.entries.next();
+      } catch {
+        level.done = true; // Unreadable or vanished directory: skip the rest of it.
+        break;
+      }
+      if (next.done) {
+        level.done = true;
+        break;
+      }
+      batch.push(next.value);
+    }
+    return batch;
+  }
+
+  async function describe(
+    level: Level,
+    entry: Deno.DirEntry,
+  ): Promise<{ line: ListEntry; descend?: Pending } | undefined> {
+    const childPath = posix.join(level.real, entry.name);
+    const rel = level.rel === "" ? entry.name : `${level.rel}/${entry.name}`;
+    let info: Deno.FileInfo;
+    let type: EntryType;
+    let real: string;
+    if (entry.isSymlink) {
+      try {
+        const checked = await guard.check(childPath);
+        ({ info, type, realPath: real } = checked);
+      } catch {
+        return undefined;
+      }
+    } else if (entry.isFile || entry.isDirectory) {
+      if (!guard.allowsEntry(level.real, entry.name)) return undefined;
+      try {
+        info = await Deno.lstat(childPath);
+      } catch {
+        return undefined;
+      }
+      if (info.isFile) type = "file";
+      else if (info.isDirectory) type = "dir";
+      else return undefined;
+      real = childPath;
+    } else {
+      return undefined;
+    }
+    const line: ListEntry = { path: rel, ...statEntry(info, type) };
+    if (type !== "dir") return { line };
+    const id = identity(info);
+    if (onStack.has(id)) return undefined;
+    return { line, descend: { real, rel, id } };
+  }
+
+  return new ReadableStream<Uint8Array>({
+    start() {
+      enter({ real: root.realPath, rel: "", id: identity(root.info) });
+    },
+    async pull(controller) {
+      while (stack.length > 0) {
+        const top = stack[stack.length - 1];
+        const sub = top.subdirs.shift();
+        if (sub !== undefined) {
+          if (!onStack.has(sub.id)) enter(sub);
+          continue;
+        }
+        if (top.done) {
+          leave();
+          continue;
+        }
+        const batch = await readBatch(top);
+        const described = await Promise.all(
+          batch.map((entry) => describe(top, entry)),
+        );
+        let text = "";
+        for (const d of described) {
+          if (d === undefined) continue;
+          text += JSON.stringify(d.line) + "\n";
+          if (d.descend !== undefined) top.subdirs.push(d.descend);
+        }
+        if (text !== "") {
+          controller.enqueue(encoder.encode(text));
+          return;
+        }
+      }
+      controller.close();
+    },
+    cancel() {
+      stack.length = 0;
+      onStack.clear();
+    },
+  });
+}
+
+// ---------------------------------------------------------------- file
+
+async function file(ctx: Context, request: Request, url: URL) {
+  const checked = await ctx.guard.check(requirePath(url));
+  requireFile(checked);
+  const head = request.method === "HEAD";
+  // HEAD never opens the file: the checked lstat is enough for the headers.
+  const opened = head ? undefined : await ctx.guard.openFile(checked);
+  const info = opened?.info ?? checked.info;
+  let handedOver = false;
+  try {
+    const size = info.size;
+    const etag = etagFor(info);
+    const headers = baseHeaders("application/octet-stream");
+    headers.set("accept-ranges", "bytes");
+    headers.set("etag", etag);
+    headers.set("last-modified", new Date(mtimeMs(info)).toUTCString());
+
+    const rangeHeader = request.headers.get("range");
+    let range: RangeRequest = parseRange(rangeHeader, size);
+    if (
+      range.kind !== "none" &&
+      !ifRangeHolds(request.headers.get("if-range"), etag, info)
+    ) {
+      range = { kind: "none" };
+    }
+    if (range.kind === "unsatisfiable") {
+      headers.set("content-range", `bytes */${size}`);
+      const error = new HttpError(
+        416,
+        "bad_range",
+        `Cannot serve ${JSON.stringify(rangeHeader)} of ${
+          JSON.stringify(checked.path)
+        }: the file has ${size} bytes`,
+      );
+      return errorResponse(error, headers);
+    }
+    headers.set(
+      "content-disposition",
+      contentDisposition(posix.basename(checked.path)),
+    );
+    const start = range.kind === "range" ? range.start : 0;
+    const length = range.kind === "range" ? range.end - range.start + 1 : size;
+    headers.set("content-length", String(length));
+    let status = 200;
+    if (range.kind === "range") {
+      status = 206;
+      headers.set("content-range", `bytes ${range.start}-${range.end}/${size}`);
+    }
+    if (opened === undefined) return new Response(null, { status, headers });
+    handedOver = true;
+    return new Response(fileBody(opened, start, length), {
+      status,
+      headers,
+    });
+  } finally {
+    if (!handedOver) await opened?.close();
+  }
+}
+
+/** `If-Range`: a strong ETag must match exactly; a date must equal `Last-Modified`. */
+function ifRangeHolds(
+  value: string | null,
+  etag: string,
+  info: Deno.FileInfo,
+): boolean {
+  if (value === null) return true;
+  const v = value.trim();
+  if (v.startsWith('"') || v.startsWith("W/")) return v === etag;
+  const date = Date.parse(v);
+  if (Number.isNaN(date)) return false;
+  return date === Math.floor(mtimeMs(info) / 1000) * 1000;
+}
+
+/** `attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266, RFC 8187). */
+function contentDisposition(name: string): string {
+  // deno-lint-ignore no-control-regex
+  const fallback = name.replace(/[\x00-\x1f\x7f-\uffff"\\%]/g, "_");
+  const exact = encodeURIComponent(name).replace(
+    /['()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${exact}`;
+}
+
+/**
+ * Exactly `length` bytes from `start`, never more even if the file grows; if
+ * the file shrank the body ends early (the client sees a short body).
+ */
+function fileBody(
+  file: OpenedFile,
+  start: number,
+  length: number,
+): ReadableStream<Uint8Array> {
+  let position = start;
+  let remaining = length;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const buffer = new Uint8Array(Math.min(FILE_CHUNK, remaining));
+        const n = remaining === 0 ? 0 : await file.read(buffer, position);
+        if (n > 0) {
+          position += n;
+          remaining -= n;
+          controller.enqueue(buffer.subarray(0, n));
+        }
+        if (n === 0 || remaining === 0) {
+          await file.close();
+          controller.close();
+        }
+      } catch (error) {
+        await file.close();
+        throw error;
+      }
+    },
+    async cancel() {
+      await file.close();
+    },
+  });
+}
+
+// ---------------------------------------------------------------- hash
+
+function optionalInteger(url: URL, name: string): number | undefined {
+  const raw = url.searchParams.get(name);
+  if (raw === null) return undefined;
+  const n = Number(raw);
+  if (!/^\d{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      `Invalid query parameter ${name}=${
+        JSON.stringify(raw)
+      }: expected a whole number of bytes`,
+    );
+  }
+  return n;
+}
+
+function hashSpan(
+  path: string,
+  size: number,
+  offset: number | undefined,
+  length: number | undefined,
+): { offset: number; length: number } {
+  const o = offset ?? 0;
+  const l = length ?? Math.max(0, size - o);
+  if (o + l > size) {
+    throw new HttpError(
+      416,
+      "bad_range",
+      `Cannot hash bytes ${o} to ${o + l} of ${
+        JSON.stringify(path)
+      }: the file has ${size} bytes`,
+    );
+  }
+  return { offset: o, length: l };
+}
+
+async function hash(ctx: Context, request: Request, url: URL) {
+  const checked = await ctx.guard.check(requirePath(url));
+  requireFile(checked);
+  const offset = optionalInteger(url, "offset");
+  const length = optionalInteger(url, "length");
+  const first = hashSpan(checked.path, checked.info.size, offset, length);
+  const cached = ctx.hashCache.get(
+    cacheKey(etagFor(checked.info), first.offset, first.length),
+  );
+  if (cached !== undefined) return json(cached);
+
+  const release = await ctx.hashSlots.acquire();
+  try {
+    if (request.signal.aborted) throw clientGone();
+    const opened = await ctx.guard.openFile(checked);
+    try {
+      const etag = etagFor(opened.info);
+      const span = hashSpan(checked.path, opened.info.size, offset, length);
+      const key = cacheKey(etag, span.offset, span.length);
+      const again = ctx.hashCache.get(key);
+      if (again !== undefined) return json(again);
+      const sha256 = await sha256Of(opened, span, request.signal, checked.path);
+      const result: HashResult = { sha256, ...span, etag };
+      // A file modified while being hashed is answered (the etag says what was seen) but not cached.
+      if (etagFor(await opened.stat()) === etag) ctx.hashCache.set(key, result);
+      return json(result);
+    } finally {
+      await opened.close();
+    }
+  } finally {
+    release();
+  }
+}
+
+function cacheKey(etag: string, offset: number, length: number): string {
+  return `${etag} ${offset} ${length}`;
+}
+
+function clientGone(): HttpError {
+  return new HttpError(499, "client_closed", "The client closed the request");
+}
+
+async function sha256Of(
+  file: OpenedFile,
+  span: { offset: number; length: number },
+  signal: AbortSignal,
+  path: string,
+): Promise<string> {
+  const digest = createHash("sha256");
+  const buffer = new Uint8Array(Math.min(HASH_CHUNK, Math.max(span.length, 1)));
+  let position = span.offset;
+  let remaining = span.length;
+  while (remaining > 0) {
+    if (signal.aborted) throw clientGone();
+    const view = remaining < buffer.length
+      ? buffer.subarray(0, remaining)
+      : buffer;
+    const n = await file.read(view, position);
+    if (n === 0) {
+      throw new HttpError(
+        409,
+        "changed",
+        `Cannot hash ${JSON.stringify(path)}: it shrank while being hashed`,
+      );
+    }
+    digest.update(view.subarray(0, n));
+    position += n;
+    remaining -= n;
+  }
+  return digest.digest("hex");
+}
+
+/** A counting semaphore with a bounded queue. */
+class Slots {
+  #free: number;
+  #limit: number;
+  #waiting: Array<() => void> = [];
+
+  constructor(jobs: number, queue: number) {
+    this.#free = Math.max(1, jobs);
+    this.#limit = Math.max(0, queue);
+  }
+
+  /** Resolves with a release function; throws 503 `busy` when the queue is full. */
+  acquire(): Promise<() => void> {
+    if (this.#free > 0) {
+      this.#free--;
+      return Promise.resolve(this.#releaser());
+    }
+    if (this.#waiting.length >= this.#limit) {
+      throw new HttpError(
+        503,
+        "busy",
+        "Cannot hash now: too many hash jobs are running, retry later",
+      );
+    }
+    return new Promise((resolve) => {
+      this.#waiting.push(() => resolve(this.#releaser()));
+    });
+  }
+
+  #releaser(): () => void {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#waiting.shift();
+      if (next !== undefined) next();
+      else this.#free++;
+    };
+  }
+}
+
+/** A small least-recently-used map. */
+class Lru<V> {
+  #max: number;
+  #map = new Map<string, V>();
+
+  constructor(max: number) {
+    this.#max = Math.max(1, max);
+  }
+
+  get(key: string): V | undefined {
+    const value = this.#map.get(key);
+    if (value !== undefined) {
+      this.#map.delete(key);
+      this.#map.set(key, value);
+    }
+    return value;
+  }
+
+  set(key: string, value: V): void {
+    this.#map.delete(key);
+    this.#map.set(key, value);
+    if (this.#map.size > this.#max) {
+      this.#map.delete(this.#map.keys().next().value as string);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- bundle
+
+async function bundle(ctx: Context, request: Request) {
+  const body = await readJsonBody(request, ctx.limits.bundleMaxBodyBytes);
+  const req = parseBundleRequest(body, ctx.limits.bundleMaxPaths);
+  const root = await ctx.guard.check(req.root);
+  if (root.type !== "dir") {
+    throw new HttpError(
+      400,
+      "not_a_directory",
+      `Cannot bundle from ${JSON.stringify(root.path)}: it is not a directory`,
+    );
+  }
+  const headers = baseHeaders("application/octet-stream");
+  headers.set("cache-control", "no-store");
+  return new Response(bundleStream(ctx, request, root, req.paths), {
+    headers,
+  });
+}
+
+async function readJsonBody(request: Request, max: number): Promise<unknown> {
+  const tooLarge = () =>
+    new HttpError(
+      413,
+      "too_large",
+      `Cannot read the request body: it is larger than ${max} bytes`,
+    );
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > max) throw tooLarge();
+  if (request.body === null) {
+    throw new HttpError(400, "bad_request", "Missing JSON request body");
+  }
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = request.body.getReader();
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.length;
+  }
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new HttpError(
+      400,
+      "bad_request",
+      "Cannot parse the request body: it is not JSON",
+    );
+  }
+}
+
+function parseBundleRequest(body: unknown, maxPaths: number): BundleRequest {
+  const bad = (why: string) =>
+    new HttpError(400, "bad_request", `Invalid bundle request: ${why}`);
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw bad("expected a JSON object with root and paths");
+  }
+  const { root, paths } = body as Record<string, unknown>;
+  if (typeof root !== "string") throw bad("root must be a string");
+  if (!Array.isArray(paths) || !paths.every((p) => typeof p === "string")) {
+    throw bad("paths must be an array of strings");
+  }
+  if (paths.length > maxPaths) {
+    throw bad(`${paths.length} paths, at most ${maxPaths} are allowed`);
+  }
+  return { root, paths };
+}
+
+/** Checks a path relative to a bundle root: normal components only (no `..`, `.`, empty, absolute, NUL). */
+function checkRelative(rel: string): void {
+  const bad = (why: string) =>
+    new HttpError(
+      400,
+      "bad_path",
+      `Cannot bundle ${JSON.stringify(rel)}: ${why}`,
+    );
+  if (rel === "") throw bad("the path is empty");
+  if (rel.includes("\0")) throw bad("a path cannot contain NUL");
+  if (rel.startsWith("/")) throw bad("the path must be relative to the root");
+  if (rel.length > MAX_PATH_BYTES) throw bad("the path is too long");
+  for (const component of rel.split("/")) {
+    if (component === "" || component === "." || component === "..") {
+      throw bad("only plain names separated by single slashes are allowed");
+    }
+  }
+}
+
+/** One frame for one path; never rejects (failures become error frames). */
+async function bundleFrame(
+  ctx: Context,
+  request: Request,
+  root: CheckedPath,
+  rel: string,
+): Promise<Uint8Array> {
+  try {
+    checkRelative(rel);
+    const checked = await ctx.guard.check(
+      root.path === "/" ? `/${rel}` : `${root.path}/${rel}`,
+    );
+    requireFile(checked);
+    const max = ctx.limits.bundleMaxFileBytes;
+    const tooLarge = (size: number) =>
+      new HttpError(
+        413,
+        "too_large",
+        `Cannot bundle ${
+          JSON.stringify(rel)
+        }: ${size} bytes is above the bundle limit of ${max}, fetch it with ${API.file}`,
+      );
+    if (checked.info.size > max) throw tooLarge(checked.info.size);
+    const opened = await ctx.guard.openFile(checked);
+    try {
+      const info = opened.info;
+      if (info.size > max) throw tooLarge(info.size);
+      const data = new Uint8Array(info.size);
+      let at = 0;
+      while (at < data.length) {
+        const n = await opened.read(data.subarray(at), at);
+        if (n === 0) break;
+        at += n;
+      }
+      if (at < data.length) {
+        throw new HttpError(
+          409,
+          "changed",
+          `Cannot bundle ${JSON.stringify(rel)}: it shrank while being read`,
+        );
+      }
+      const header: BundleHeader = {
+        path: rel,
+        size: data.length,
+        mtime: mtimeMs(info),
+        mode: modeBits(info),
+        etag: etagFor(info),
+      };
+      return encodeFrame(header, data);
+    } finally {
+      await opened.close();
+    }
+  } catch (error) {
+    const { status, body } = describeError(error);
+    if (status === 500) reportError(ctx, error, request);
+    return encodeFrame({ path: rel, error: body.error, message: body.message });
+  }
+}
+
+/**
+ * Frames in request order, a few files read ahead concurrently; frames that
+ * are already read are sent together in one chunk.
+ */
+function bundleStream(
+  ctx: Context,
+  request: Request,
+  root: CheckedPath,
+  paths: string[],
+): ReadableStream<Uint8Array> {
+  interface Slot {
+    done: Promise<Uint8Array>;
+    frame?: Uint8Array;
+  }
+  const ahead: Slot[] = [];
+  let next = 0;
+  let cancelled = false;
+
+  function fill(): void {
+    while (
+      !cancelled && ahead.length < ctx.limits.bundleReadAhead &&
+      next < paths.length
+    ) {
+      const slot: Slot = {
+        done: bundleFrame(ctx, request, root, paths[next++]),
+      };
+      slot.done.then((frame) => slot.frame = frame);
+      ahead.push(slot);
+    }
+  }
+
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      fill();
+      const first = ahead.shift();
+      if (first === undefined) {
+        controller.enqueue(encodeFrame({ end: true }));
+        controller.close();
+        return;
+      }
+      const frames = [await first.done];
+      let size = frames[0].length;
+      fill();
+      while (ahead.length > 0 && ahead[0].frame !== undefined) {
+        const frame = ahead.shift()!.frame!;
+        frames.push(frame);
+        size += frame.length;
+        fill();
+        if (size >= BUNDLE_CHUNK) break;
+      }
+      if (next >= paths.length && ahead.length === 0) {
+        frames.push(encodeFrame({ end: true }));
+        size += frames[frames.length - 1].length;
+        controller.enqueue(concat(frames, size));
+        controller.close();
+        return;
+      }
+      controller.enqueue(concat(frames, size));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+}
+
+function concat(parts: Uint8Array[], size: number): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}

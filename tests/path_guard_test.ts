@@ -1,0 +1,465 @@
+/** Tests of lib/path_guard.ts: one step per attack on the path jail, plus a property over random paths. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import fc from "fast-check";
+import defaults from "../hsync.ini" with { type: "text" };
+import { loadConfig, serverSettings } from "../lib/config.ts";
+import { ConfigError, HttpError } from "../lib/errors.ts";
+import {
+  type CheckedPath,
+  createPathGuard,
+  type PathGuard,
+} from "../lib/path_guard.ts";
+
+const SECRET = "TOP-SECRET-BYTES";
+
+interface Fixture {
+  tmp: string;
+  data: string;
+  secret: string;
+  hsyncDir: string;
+  keyFile: string;
+  guard: PathGuard;
+}
+
+async function makeFixture(): Promise<Fixture> {
+  const tmp = await Deno.realPath(
+    await Deno.makeTempDir({ prefix: "hsync_guard_" }),
+  );
+  const data = join(tmp, "data");
+  const secret = join(tmp, "secret");
+  const hsyncDir = join(data, "hsync-state");
+  const keyFile = join(data, "tls-private.bin");
+  for (
+    const dir of [
+      data,
+      secret,
+      join(data, "sub"),
+      join(data, "blocked"),
+      join(data, ".ssh"),
+      hsyncDir,
+      join(tmp, "data2"),
+      join(data, "sw"),
+    ]
+  ) {
+    await Deno.mkdir(dir, { recursive: true });
+  }
+  const write = (path: string, text: string) => Deno.writeTextFile(path, text);
+  await write(join(data, "hello.txt"), "hello");
+  await write(join(data, "sub", "inner.txt"), "inner");
+  await write(join(data, "id_rsa"), SECRET);
+  await write(join(data, "blocked", "file.txt"), SECRET);
+  await write(join(data, ".ssh", "config"), SECRET);
+  await write(join(hsyncDir, "state"), SECRET);
+  await write(keyFile, SECRET);
+  await write(join(secret, "secret.txt"), SECRET);
+  await write(join(tmp, "data2", "file.txt"), SECRET);
+  await write(join(data, "sw", "f.txt"), "swap");
+  await Deno.symlink(join(secret, "secret.txt"), join(data, "link_out_file"));
+  await Deno.symlink(secret, join(data, "link_out_dir"));
+  await Deno.symlink(join(data, "hello.txt"), join(data, "link_in"));
+  await Deno.symlink("loop_b", join(data, "loop_a"));
+  await Deno.symlink("loop_a", join(data, "loop_b"));
+  await Deno.symlink(join(data, "hello.txt"), join(data, "id_rsa.pub"));
+  await Deno.symlink(join(data, "id_rsa"), join(data, "innocent"));
+  await Deno.symlink(join(tmp, "data2"), join(data, "link_data2"));
+  await mkfifo(join(data, "fifo"));
+
+  const config = await loadConfig({
+    defaults,
+    hsyncDir,
+    readTextFile: () => Promise.reject(new Deno.errors.NotFound("none")),
+  });
+  const settings = serverSettings(config, {
+    Only_allowed_path: data,
+    Forbidden_dir: `${config.values.hsyncd.Forbidden_dir.raw}, ${
+      join(data, "blocked")
+    }`,
+  });
+  const guard = await createPathGuard({
+    onlyAllowedPath: settings.onlyAllowedPath,
+    forbiddenDir: settings.forbiddenDir,
+    forbiddenFile: settings.forbiddenFile,
+    alwaysDenied: [hsyncDir, keyFile],
+  });
+  return { tmp, data, secret, hsyncDir, keyFile, guard };
+}
+
+async function mkfifo(path: string): Promise<void> {
+  const out = await new Deno.Command("mkfifo", { args: [path] }).output();
+  assert.equal(out.code, 0, "mkfifo failed");
+}
+
+async function refusal(guard: PathGuard, path: string): Promise<HttpError> {
+  try {
+    const checked = await guard.check(path);
+    assert.fail(
+      `expected a refusal of ${JSON.stringify(path)}, got ${checked.realPath}`,
+    );
+  } catch (error) {
+    if (!(error instanceof HttpError)) throw error;
+    return error;
+  }
+}
+
+function within(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir + "/");
+}
+
+Deno.test("path guard refuses every known attack with the exact status and code", async (t) => {
+  const f = await makeFixture();
+  const d = (rel: string) => `${f.data}/${rel}`;
+  try {
+    const attacks: Array<[string, string, number, string]> = [
+      ["empty path", "", 400, "bad_path"],
+      ["relative path", "data/hello.txt", 400, "bad_path"],
+      ["NUL byte truncation", d("hello.txt\0.jpg"), 400, "bad_path"],
+      ["very long path", d("a/".repeat(2100) + "x"), 400, "bad_path"],
+      ["very long file name", d("n".repeat(300)), 400, "bad_path"],
+      [
+        "dot-dot traversal out of the root",
+        d("../secret/secret.txt"),
+        403,
+        "outside_allowed",
+      ],
+      [
+        "dot-dot traversal to /etc/shadow",
+        d("../../../../../etc/shadow"),
+        403,
+        "forbidden_dir",
+      ],
+      [
+        "encoded traversal is a literal name",
+        d("%2e%2e/secret/secret.txt"),
+        404,
+        "not_found",
+      ],
+      [
+        "double-encoded traversal is a literal name",
+        d("%252e%252e%252fsecret"),
+        404,
+        "not_found",
+      ],
+      [
+        "encoded slash is a literal name",
+        d("..%2fsecret%2fsecret.txt"),
+        404,
+        "not_found",
+      ],
+      [
+        "symlink to a file outside the root",
+        d("link_out_file"),
+        403,
+        "outside_allowed",
+      ],
+      [
+        "symlink to a directory outside the root",
+        d("link_out_dir"),
+        403,
+        "outside_allowed",
+      ],
+      [
+        "file through a symlinked directory outside",
+        d("link_out_dir/secret.txt"),
+        403,
+        "outside_allowed",
+      ],
+      [
+        "existence probe through a symlink outside",
+        d("link_out_dir/no-such-file"),
+        403,
+        "outside_allowed",
+      ],
+      ["symlink loop", d("loop_a"), 404, "not_found"],
+      [
+        "allowed-path prefix confusion (/x/data vs /x/data2)",
+        join(f.tmp, "data2", "file.txt"),
+        403,
+        "outside_allowed",
+      ],
+      [
+        "allowed-path prefix confusion through a symlink",
+        d("link_data2/file.txt"),
+        403,
+        "outside_allowed",
+      ],
+      ["forbidden file name glob", d("id_rsa"), 403, "forbidden_file"],
+      [
+        "forbidden file name that does not exist",
+        d("id_ed25519"),
+        403,
+        "forbidden_file",
+      ],
+      ["symlink named like a key", d("id_rsa.pub"), 403, "forbidden_file"],
+      ["innocent symlink to a key", d("innocent"), 403, "forbidden_file"],
+      ["absolute Forbidden_dir", d("blocked/file.txt"), 403, "forbidden_dir"],
+      ["absolute Forbidden_dir itself", d("blocked"), 403, "forbidden_dir"],
+      ["bare-name Forbidden_dir .ssh", d(".ssh/config"), 403, "forbidden_dir"],
+      [
+        "bare-name Forbidden_dir probe",
+        d(".ssh/no-such-file"),
+        403,
+        "forbidden_dir",
+      ],
+      ["FIFO", d("fifo"), 403, "not_regular"],
+      ["HSYNC_DIR", f.hsyncDir, 403, "forbidden"],
+      ["a file in HSYNC_DIR", join(f.hsyncDir, "state"), 403, "forbidden"],
+      ["the server's key file", f.keyFile, 403, "forbidden"],
+      ["/proc/self/status", "/proc/self/status", 403, "not_regular"],
+      ["outside the root entirely", "/usr/bin/env", 403, "outside_allowed"],
+      ["missing file inside the root", d("missing.txt"), 404, "not_found"],
+      ["path through a regular file", d("hello.txt/x"), 404, "not_found"],
+    ];
+    for (const [name, path, status, code] of attacks) {
+      await t.step(name, async () => {
+        const error = await refusal(f.guard, path);
+        assert.equal(error.status, status, error.message);
+        assert.equal(error.code, code, error.message);
+        assert.ok(!error.message.includes(SECRET));
+        if (!path.includes("secret")) {
+          assert.ok(
+            !error.message.includes(f.secret),
+            `real path leaked: ${error.message}`,
+          );
+        }
+        assert.ok(/^[A-Z]/.test(error.message) && !error.message.endsWith("."));
+      });
+    }
+
+    const allowed: Array<[string, string, string, "file" | "dir"]> = [
+      ["a plain file", d("hello.txt"), d("hello.txt"), "file"],
+      ["the root itself", f.data, f.data, "dir"],
+      ["the root with a trailing slash", f.data + "/", f.data, "dir"],
+      ["a nested file", d("sub/inner.txt"), d("sub/inner.txt"), "file"],
+      ["a symlink that stays inside", d("link_in"), d("hello.txt"), "file"],
+      [
+        "dot segments that stay inside",
+        d("./sub/../hello.txt"),
+        d("hello.txt"),
+        "file",
+      ],
+      [
+        "dot-dot above / is clamped",
+        `/../../..${f.data}/hello.txt`,
+        d("hello.txt"),
+        "file",
+      ],
+      [
+        "doubled slashes",
+        `/${f.data}//sub///inner.txt`,
+        d("sub/inner.txt"),
+        "file",
+      ],
+    ];
+    for (const [name, path, real, type] of allowed) {
+      await t.step(`serves ${name}`, async () => {
+        const checked = await f.guard.check(path);
+        assert.equal(checked.realPath, real);
+        assert.equal(checked.type, type);
+      });
+    }
+  } finally {
+    await Deno.remove(f.tmp, { recursive: true });
+  }
+});
+
+Deno.test("path guard refuses devices and pseudo-files even when the deny list allows them", async () => {
+  const guard = await createPathGuard({
+    onlyAllowedPath: [],
+    forbiddenDir: [],
+    forbiddenFile: [],
+  });
+  for (
+    const [path, code] of [
+      ["/dev/null", "not_regular"],
+      ["/proc/self/status", "not_regular"],
+      ["/sys/kernel/mm", "not_regular"],
+      ["/proc/self/root/etc/hostname", "not_regular"],
+    ]
+  ) {
+    const error = await refusal(guard, path);
+    assert.equal(error.status, 403, path);
+    assert.equal(error.code, code, path);
+  }
+});
+
+Deno.test("allowsEntry() applies the rules to a directory entry by name", async () => {
+  const f = await makeFixture();
+  try {
+    assert.equal(f.guard.allowsEntry(f.data, "hello.txt"), true);
+    assert.equal(f.guard.allowsEntry(f.data, "sub"), true);
+    assert.equal(f.guard.allowsEntry(f.data, "id_rsa"), false);
+    assert.equal(f.guard.allowsEntry(f.data, "server.pem"), false);
+    assert.equal(f.guard.allowsEntry(f.data, ".ssh"), false);
+    assert.equal(f.guard.allowsEntry(f.data, "blocked"), false);
+    assert.equal(f.guard.allowsEntry(f.data, "hsync-state"), false);
+    assert.equal(f.guard.allowsEntry(f.data, "tls-private.bin"), false);
+    assert.equal(f.guard.allowsEntry(f.data, ".."), false);
+    assert.equal(f.guard.allowsEntry(f.data, "a/b"), false);
+  } finally {
+    await Deno.remove(f.tmp, { recursive: true });
+  }
+});
+
+Deno.test("openFile() opens what was checked and refuses what was swapped in since", async (t) => {
+  const f = await makeFixture();
+  const d = (rel: string) => `${f.data}/${rel}`;
+  const expectChanged = async (checked: CheckedPath) => {
+    await assert.rejects(
+      f.guard.openFile(checked),
+      (e: unknown) =>
+        e instanceof HttpError && e.status === 409 && e.code === "changed",
+    );
+  };
+  try {
+    await t.step("reads the checked file at any position", async () => {
+      const opened = await f.guard.openFile(
+        await f.guard.check(d("hello.txt")),
+      );
+      try {
+        const buf = new Uint8Array(16);
+        const n = await opened.read(buf, 1);
+        assert.equal(new TextDecoder().decode(buf.subarray(0, n)), "ello");
+        assert.equal(await opened.read(buf, 5), 0);
+        assert.equal(opened.info.size, 5);
+        assert.equal(opened.info.ino, (await Deno.lstat(d("hello.txt"))).ino);
+      } finally {
+        await opened.close();
+        await opened.close();
+      }
+    });
+    await t.step("refuses to open a directory", async () => {
+      await assert.rejects(
+        f.guard.openFile(await f.guard.check(f.data)),
+        HttpError,
+      );
+    });
+    await t.step(
+      "a FIFO swapped in after the check is never opened (no hang)",
+      async () => {
+        const path = d("swap_fifo");
+        await Deno.writeTextFile(path, "x");
+        const checked = await f.guard.check(path);
+        await Deno.remove(path);
+        await mkfifo(path);
+        await expectChanged(checked);
+      },
+    );
+    await t.step("a file replaced after the check is refused", async () => {
+      const path = d("replaced.txt");
+      await Deno.writeTextFile(path, "old");
+      const checked = await f.guard.check(path);
+      await Deno.writeTextFile(path + ".new", SECRET);
+      await Deno.rename(path + ".new", path);
+      await expectChanged(checked);
+    });
+    await t.step(
+      "a symlink swapped in after the check is refused",
+      async () => {
+        const path = d("becomes_link.txt");
+        await Deno.writeTextFile(path, "x");
+        const checked = await f.guard.check(path);
+        await Deno.remove(path);
+        await Deno.symlink(join(f.secret, "secret.txt"), path);
+        await expectChanged(checked);
+      },
+    );
+    await t.step(
+      "a directory swapped for a symlink after the check cannot redirect the open",
+      async () => {
+        await Deno.writeTextFile(join(f.secret, "f.txt"), SECRET);
+        const checked = await f.guard.check(d("sw/f.txt"));
+        await Deno.rename(d("sw"), d("sw_old"));
+        await Deno.symlink(f.secret, d("sw"));
+        await expectChanged(checked);
+      },
+    );
+  } finally {
+    await Deno.remove(f.tmp, { recursive: true });
+  }
+});
+
+Deno.test("createPathGuard() refuses a configuration it cannot enforce", async () => {
+  await assert.rejects(
+    createPathGuard({ onlyAllowedPath: ["/no/such/hsync/dir"] }),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      e.message ===
+        'Cannot use Only_allowed_path "/no/such/hsync/dir": no such directory',
+  );
+  await assert.rejects(
+    createPathGuard({ onlyAllowedPath: ["relative/dir"] }),
+    ConfigError,
+  );
+  await assert.rejects(createPathGuard({ forbiddenDir: ["a/b"] }), ConfigError);
+  await assert.rejects(createPathGuard({ forbiddenDir: [".."] }), ConfigError);
+});
+
+Deno.test("path guard either refuses a random path or returns a real path inside the allowed root", async () => {
+  const f = await makeFixture();
+  try {
+    const segment = fc.constantFrom(
+      "..",
+      ".",
+      "",
+      "%2e",
+      "%2e%2e",
+      "%2f",
+      "\0",
+      "data",
+      "data2",
+      "sub",
+      "hello.txt",
+      "inner.txt",
+      "link_out_dir",
+      "link_out_file",
+      "link_in",
+      "link_data2",
+      "secret",
+      "secret.txt",
+      "loop_a",
+      "id_rsa",
+      "innocent",
+      ".ssh",
+      "blocked",
+      "hsync-state",
+      "fifo",
+      "etc",
+      "proc",
+    );
+    const prefix = fc.constantFrom(f.data, f.tmp, "/", "", f.secret);
+    await fc.assert(
+      fc.asyncProperty(
+        prefix,
+        fc.array(fc.oneof(segment, fc.string({ maxLength: 4 })), {
+          maxLength: 8,
+        }),
+        async (p, segments) => {
+          const path = [p, ...segments].join("/");
+          try {
+            const checked = await f.guard.check(path);
+            assert.ok(
+              within(checked.realPath, f.data),
+              `${JSON.stringify(path)} -> ${checked.realPath}`,
+            );
+            assert.ok(!within(checked.realPath, f.hsyncDir));
+            assert.ok(
+              !checked.realPath.includes("/.ssh") &&
+                !checked.realPath.includes("/blocked"),
+            );
+            assert.ok(checked.type === "file" || checked.type === "dir");
+          } catch (error) {
+            if (!(error instanceof HttpError)) throw error;
+            assert.ok(
+              [400, 403, 404].includes(error.status),
+              `${error.status} ${error.message}`,
+            );
+          }
+        },
+      ),
+      { numRuns: 400 },
+    );
+  } finally {
+    await Deno.remove(f.tmp, { recursive: true });
+  }
+});
