@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { encodeFrame } from "./bundle_codec.ts";
 import type { ServerSettings } from "./config.ts";
+import { bodyDigest, type Verifier } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 import { etagFor, modeBits, mtimeMs } from "./file_identity.ts";
 import { createHostMatcher, normalizeAddress } from "./host_allow.ts";
@@ -15,6 +16,7 @@ import {
 } from "./path_guard.ts";
 import { parseRange, type RangeRequest } from "./range_header.ts";
 import { VERSION } from "./version.ts";
+import { WatchHub } from "./watch_hub.ts";
 import {
   API,
   API_VERSION,
@@ -26,6 +28,7 @@ import {
   type Health,
   type ListEntry,
   type StatEntry,
+  type WatchResult,
 } from "./wire.ts";
 
 /** One line of the access log. */
@@ -85,6 +88,10 @@ export interface HandlerOptions {
   onError?: (error: unknown, request: Request) => void;
   /** Overrides of {@linkcode DEFAULT_LIMITS}. */
   limits?: Partial<ServerLimits>;
+  /** When set, every request must carry a valid signature (`Authorization: HSync-Ed25519 ...`), else 401. */
+  verifier?: Verifier;
+  /** The change feed behind `/v1/watch`; one is created when absent. */
+  watchHub?: WatchHub;
 }
 
 /** A `Deno.serve` handler. */
@@ -99,6 +106,7 @@ interface Context {
   limits: ServerLimits;
   hashSlots: Slots;
   hashCache: Lru<HashResult>;
+  watchHub: WatchHub;
 }
 
 type Run = (ctx: Context, request: Request, url: URL) => Promise<Response>;
@@ -110,6 +118,7 @@ const ENDPOINTS = new Map<string, { methods: string[]; run: Run }>([
   [API.file, { methods: ["GET", "HEAD"], run: file }],
   [API.hash, { methods: ["GET", "HEAD"], run: hash }],
   [API.bundle, { methods: ["POST"], run: bundle }],
+  [API.watch, { methods: ["GET"], run: watch }],
 ]);
 
 const FILE_CHUNK = 256 * 1024;
@@ -144,9 +153,10 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
     limits,
     hashSlots: new Slots(limits.hashJobs, limits.hashQueue),
     hashCache: new Lru(limits.hashCacheEntries),
+    watchHub: options.watchHub ?? new WatchHub(),
   };
 
-  return async function handle(request, info) {
+  return async function handle(request: Request, info) {
     const started = performance.now();
     const time = new Date();
     const remote = normalizeAddress(info.remoteAddr.hostname);
@@ -159,6 +169,14 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
           403,
           "host_not_allowed",
           `Cannot serve ${remote}: refused by Allowed_host`,
+        );
+      }
+      if (options.verifier !== undefined) {
+        request = await authenticate(
+          options.verifier,
+          request,
+          url,
+          limits.bundleMaxBodyBytes,
         );
       }
       response = await route(ctx, request, url);
@@ -225,6 +243,48 @@ async function route(
     });
   }
   return response;
+}
+
+// ---------------------------------------------------------------- authentication
+
+/**
+ * Verifies the request signature; a request with a body is read here (within
+ * the bundle body limit) so its digest can be checked, and handed on as a new
+ * request with the same bytes. A missing or bad signature says nothing more.
+ */
+async function authenticate(
+  verifier: Verifier,
+  request: Request,
+  url: URL,
+  maxBody: number,
+): Promise<Request> {
+  let body: Uint8Array<ArrayBuffer> | undefined;
+  if (request.body !== null) {
+    const declared = Number(request.headers.get("content-length") ?? "0");
+    if (declared > maxBody) {
+      throw new HttpError(413, "too_large", "Request body too large");
+    }
+    body = new Uint8Array(await request.arrayBuffer());
+    if (body.length > maxBody) {
+      throw new HttpError(413, "too_large", "Request body too large");
+    }
+  }
+  const ok = await verifier(
+    request.method,
+    url.pathname + url.search,
+    request.headers.get("authorization"),
+    bodyDigest(body),
+  );
+  if (!ok) {
+    throw new HttpError(401, "unauthorized", "Authentication required");
+  }
+  if (body === undefined) return request;
+  return new Request(request.url, {
+    method: request.method,
+    headers: request.headers,
+    body,
+    signal: request.signal,
+  });
 }
 
 // ---------------------------------------------------------------- errors
@@ -797,6 +857,64 @@ class Lru<V> {
       this.#map.delete(this.#map.keys().next().value as string);
     }
   }
+}
+
+// ---------------------------------------------------------------- watch
+
+const WATCH_DEFAULT_TIMEOUT_S = 25;
+const WATCH_MAX_TIMEOUT_S = 120;
+
+async function watch(ctx: Context, request: Request, url: URL) {
+  const checked = await ctx.guard.check(requirePath(url));
+  const seconds = (
+    name: string,
+    fallback: number,
+    min: number,
+    max: number,
+  ) => {
+    const raw = url.searchParams.get(name);
+    if (raw === null) return fallback;
+    const n = Number(raw);
+    if (raw === "" || !Number.isFinite(n) || n < min || n > max) {
+      throw new HttpError(
+        400,
+        "bad_request",
+        `Invalid ${name} ${
+          JSON.stringify(raw)
+        }: expected seconds from ${min} to ${max}`,
+      );
+    }
+    return n;
+  };
+  const timeoutMs = 1000 *
+    seconds("timeout", WATCH_DEFAULT_TIMEOUT_S, 0, WATCH_MAX_TIMEOUT_S);
+  const pollMs = 1000 * seconds("interval", 2, 0.05, 3600);
+  const result = await ctx.watchHub.wait(
+    checked.realPath,
+    checked.type === "dir",
+    url.searchParams.get("cursor"),
+    { timeoutMs, pollMs, signal: request.signal },
+  );
+  // Names the rules refuse are never revealed, not even as "changed".
+  const visible: string[] = [];
+  for (const rel of result.changed) {
+    if (rel === "") {
+      visible.push(rel);
+      continue;
+    }
+    try {
+      await ctx.guard.check(posix.join(checked.path, rel));
+      visible.push(rel);
+    } catch (error) {
+      // A removed file is still reported (rotation); a refused one is not.
+      if (
+        error instanceof Deno.errors.NotFound ||
+        (error instanceof HttpError && error.status === 404)
+      ) visible.push(rel);
+    }
+  }
+  const body: WatchResult = { ...result, changed: visible };
+  return json(body);
 }
 
 // ---------------------------------------------------------------- bundle

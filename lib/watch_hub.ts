@@ -68,7 +68,7 @@ export class WatchHub {
   #options: Required<Omit<WatchHubOptions, "watchFs">> & {
     watchFs: NonNullable<WatchHubOptions["watchFs"]>;
   };
-  #sweeper: ReturnType<typeof setInterval>;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
   constructor(options: WatchHubOptions = {}) {
@@ -78,8 +78,6 @@ export class WatchHub {
       watchFs: options.watchFs ??
         ((path, recursive) => Deno.watchFs(path, { recursive })),
     };
-    this.#sweeper = setInterval(() => this.#sweep(), 10_000);
-    this.#sweeper.unref();
   }
 
   /**
@@ -146,6 +144,11 @@ export class WatchHub {
     let root = this.#roots.get(realPath);
     if (root !== undefined && root.isDir === isDir) return root;
     root?.close();
+    if (this.#sweeper === undefined && !this.#closed) {
+      // Started with the first root, so an unused hub holds no timer.
+      this.#sweeper = setInterval(() => this.#sweep(), 10_000);
+      this.#sweeper.unref();
+    }
     root = new Root(realPath, isDir, this.#options.maxEvents);
     this.#roots.set(realPath, root);
     if (!this.#closed) this.#start(root, pollMs);

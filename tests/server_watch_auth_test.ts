@@ -1,0 +1,150 @@
+/** Tests of lib/server.ts for /v1/watch and key authentication, through the handler. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import defaults from "../hsync.ini" with { type: "text" };
+import {
+  createVerifier,
+  generateKeys,
+  loadIdentity,
+  parseAuthorizedKeys,
+  signRequest,
+} from "../lib/auth.ts";
+import { loadConfig, serverSettings } from "../lib/config.ts";
+import { createHandler, type HandlerOptions } from "../lib/server.ts";
+import { WatchHub } from "../lib/watch_hub.ts";
+import type { WatchResult } from "../lib/wire.ts";
+
+const info: Deno.ServeHandlerInfo<Deno.NetAddr> = {
+  remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },
+  completed: Promise.resolve(),
+};
+
+async function fixture(extra: Partial<HandlerOptions> = {}) {
+  const root = await Deno.realPath(
+    await Deno.makeTempDir({ prefix: "hsync_watch_" }),
+  );
+  const data = join(root, "data");
+  await Deno.mkdir(data);
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: join(root, "h"),
+    readTextFile: () => Promise.reject(new Deno.errors.NotFound("x")),
+  });
+  const watchHub = new WatchHub();
+  const handler = await createHandler({
+    settings: serverSettings(config, { Only_allowed_path: data }),
+    hsyncDir: join(root, "h"),
+    hostname: "test",
+    watchHub,
+    ...extra,
+  });
+  const call = (path: string, init?: RequestInit) =>
+    handler(new Request(`http://localhost${path}`, init), info);
+  return {
+    data,
+    call,
+    q: (p: string) => encodeURIComponent(p),
+    [Symbol.asyncDispose]: async () => {
+      watchHub.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+Deno.test("GET /v1/watch gives a cursor, then returns an append as soon as it happens", async () => {
+  await using f = await fixture();
+  await Deno.writeTextFile(join(f.data, "run.log"), "line 1\n");
+  const first = await (await f.call(`/v1/watch?path=${f.q(f.data)}`))
+    .json() as WatchResult;
+  assert.equal(first.rescan, true);
+  const pending = f.call(
+    `/v1/watch?path=${f.q(f.data)}&cursor=${first.cursor}&timeout=5`,
+  );
+  await new Promise((r) => setTimeout(r, 30));
+  await Deno.writeTextFile(join(f.data, "run.log"), "line 2\n", {
+    append: true,
+  });
+  const next = await (await pending).json() as WatchResult;
+  assert.equal(next.rescan, false);
+  assert.deepEqual([...new Set(next.changed)], ["run.log"]);
+});
+
+Deno.test("GET /v1/watch never names a file the rules refuse, and refuses a forbidden root", async () => {
+  await using f = await fixture();
+  const first = await (await f.call(`/v1/watch?path=${f.q(f.data)}`))
+    .json() as WatchResult;
+  await Deno.writeTextFile(join(f.data, "id_rsa"), "SECRET");
+  await Deno.writeTextFile(join(f.data, "visible.txt"), "ok");
+  await new Promise((r) => setTimeout(r, 50));
+  const next = await (await f.call(
+    `/v1/watch?path=${f.q(f.data)}&cursor=${first.cursor}&timeout=1`,
+  )).json() as WatchResult;
+  assert.ok(next.changed.includes("visible.txt"));
+  assert.ok(!next.changed.includes("id_rsa"), JSON.stringify(next));
+  const refused = await f.call(`/v1/watch?path=${f.q("/etc")}`);
+  assert.equal(refused.status, 403);
+  await refused.body?.cancel();
+  const bad = await f.call(`/v1/watch?path=${f.q(f.data)}&timeout=abc`);
+  assert.equal(bad.status, 400);
+  await bad.body?.cancel();
+});
+
+Deno.test("with authentication on, unsigned and badly signed requests get 401 and signed ones pass", async () => {
+  const keys = await generateKeys("test");
+  const identity = await loadIdentity(keys.privatePem, "id");
+  const verifier = await createVerifier(
+    parseAuthorizedKeys(keys.publicLine, "ak"),
+  );
+  await using f = await fixture({ verifier });
+  await Deno.writeTextFile(join(f.data, "a.txt"), "secret data");
+
+  const unsigned = await f.call(`/v1/file?path=${f.q(join(f.data, "a.txt"))}`);
+  assert.equal(unsigned.status, 401);
+  const body = await unsigned.text();
+  assert.ok(!body.includes("secret data"));
+  assert.deepEqual(JSON.parse(body), {
+    error: "unauthorized",
+    message: "Authentication required",
+  });
+
+  const url = new URL(
+    `http://localhost/v1/file?path=${f.q(join(f.data, "a.txt"))}`,
+  );
+  const header = await signRequest(identity, "GET", url);
+  const signed = await f.call(url.pathname + url.search, {
+    headers: { authorization: header },
+  });
+  assert.equal(signed.status, 200);
+  assert.equal(await signed.text(), "secret data");
+
+  const replay = await f.call(url.pathname + url.search, {
+    headers: { authorization: header },
+  });
+  assert.equal(replay.status, 401);
+  await replay.body?.cancel();
+
+  // A signed bundle request whose body was changed in flight is refused.
+  const bundleUrl = new URL("http://localhost/v1/bundle");
+  const good = new TextEncoder().encode(
+    JSON.stringify({ root: f.data, paths: ["a.txt"] }),
+  );
+  const forged = new TextEncoder().encode(
+    JSON.stringify({ root: f.data, paths: ["a.txt", "b"] }),
+  );
+  const sig = await signRequest(identity, "POST", bundleUrl, { body: good });
+  const tampered = await f.call("/v1/bundle", {
+    method: "POST",
+    body: forged,
+    headers: { authorization: sig, "content-type": "application/json" },
+  });
+  assert.equal(tampered.status, 401);
+  await tampered.body?.cancel();
+  const sig2 = await signRequest(identity, "POST", bundleUrl, { body: good });
+  const ok = await f.call("/v1/bundle", {
+    method: "POST",
+    body: good,
+    headers: { authorization: sig2, "content-type": "application/json" },
+  });
+  assert.equal(ok.status, 200);
+  assert.ok(new Uint8Array(await ok.arrayBuffer()).length > 11);
+});
