@@ -1,0 +1,1297 @@
+// Benchmark: hsync pull speed and memory vs rsync, curl and aria2c on loopback (`deno task bench`).
+// deno-lint-ignore-file no-console
+
+import { parseArgs } from "node:util";
+import { createHash } from "node:crypto";
+import { join, relative } from "node:path";
+
+// ---------------------------------------------------------------- options
+
+const HELP = `usage: deno task bench [options]
+
+  --runs N        timed runs per tool and workload (default 3; workload B uses max(N,5))
+  --only A,B,C    workloads: A = one big file, B = many 4 KiB files, C = 100 x 10 MiB
+  --tools LIST    tools to compare (default hsync,rsync,curl,aria2c)
+  --quick         small data for a smoke run (A 64 MiB, B 1000 files, C 20 files)
+  --http-small    also run curl and aria2c on workload B (slow: one request per file)
+  --timeout SEC   per-run time limit; a run past it is killed and FAILED (default 600)
+  --keep          keep the temporary data and logs
+  -h, --help      this text
+`;
+
+const { values: opts } = parseArgs({
+  args: Deno.args,
+  options: {
+    runs: { type: "string", default: "3" },
+    only: { type: "string", default: "A,B,C" },
+    tools: { type: "string", default: "hsync,rsync,curl,aria2c" },
+    quick: { type: "boolean", default: false },
+    "http-small": { type: "boolean", default: false },
+    timeout: { type: "string", default: "600" },
+    keep: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
+  strict: true,
+  allowPositionals: false,
+});
+
+if (opts.help) {
+  console.log(HELP);
+  Deno.exit(0);
+}
+
+const RUNS = Number(opts.runs);
+const TIMEOUT_S = Number(opts.timeout);
+if (!Number.isInteger(RUNS) || RUNS < 1) {
+  usage(`--runs must be a positive integer, got "${opts.runs}"`);
+}
+if (!(TIMEOUT_S > 0)) {
+  usage(`--timeout must be a positive number, got "${opts.timeout}"`);
+}
+
+type WorkloadId = "A" | "B" | "C";
+type ToolId = "hsync" | "rsync" | "curl" | "aria2c";
+const ALL_WORKLOADS: WorkloadId[] = ["A", "B", "C"];
+const ALL_TOOLS: ToolId[] = ["hsync", "rsync", "curl", "aria2c"];
+
+const workloads = parseList(opts.only, ALL_WORKLOADS, "--only");
+const tools = parseList(opts.tools, ALL_TOOLS, "--tools");
+
+function usage(msg: string): never {
+  console.error(`bench: ${msg}\n\n${HELP}`);
+  Deno.exit(1);
+}
+
+function parseList<T extends string>(s: string, all: T[], flag: string): T[] {
+  const want = s.split(",").map((x) => x.trim()).filter((x) => x !== "");
+  for (const w of want) {
+    if (!all.includes(w as T)) {
+      usage(`${flag}: unknown "${w}" (choose from ${all.join(",")})`);
+    }
+  }
+  return all.filter((x) => want.includes(x)); // canonical order, no duplicates
+}
+
+const MiB = 1024 * 1024;
+const SIZES = opts.quick
+  ? {
+    aBytes: 64 * MiB,
+    bFiles: 1000,
+    bDirs: 10,
+    bBytes: 4096,
+    cFiles: 20,
+    cBytes: 10 * MiB,
+  }
+  : {
+    aBytes: 1024 * MiB,
+    bFiles: 10000,
+    bDirs: 100,
+    bBytes: 4096,
+    cFiles: 100,
+    cBytes: 10 * MiB,
+  };
+
+const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
+const RESULTS_MD = join(REPO, "bench", "results.md");
+const NO_COLOR = { NO_COLOR: "1" };
+
+// ---------------------------------------------------------------- child processes
+
+const live = new Set<Deno.ChildProcess>();
+
+interface RunOut {
+  code: number;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  seconds: number;
+}
+
+/** Run a command to completion, bounded by `timeoutS`; never throws for a bad exit code. */
+async function run(
+  cmd: string,
+  args: string[],
+  o: {
+    cwd?: string;
+    env?: Record<string, string>;
+    timeoutS?: number;
+    stdout?: boolean;
+  } = {},
+): Promise<RunOut> {
+  const t0 = performance.now();
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: o.cwd,
+    env: o.env,
+    stdin: "null",
+    stdout: o.stdout ? "piped" : "null",
+    stderr: "piped",
+    signal: AbortSignal.timeout((o.timeoutS ?? TIMEOUT_S) * 1000),
+  }).spawn();
+  live.add(child);
+  try {
+    const r = await child.output();
+    const seconds = (performance.now() - t0) / 1000;
+    const dec = new TextDecoder();
+    return {
+      code: r.code,
+      signal: r.signal,
+      stdout: o.stdout ? dec.decode(r.stdout) : "",
+      stderr: dec.decode(r.stderr),
+      seconds,
+    };
+  } finally {
+    live.delete(child);
+  }
+}
+
+async function which(cmd: string): Promise<string | null> {
+  for (const dir of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":")) {
+    const p = join(dir, cmd);
+    try {
+      const st = await Deno.stat(p);
+      if (st.isFile && ((st.mode ?? 0o111) & 0o111)) return p;
+    } catch { /* not here */ }
+  }
+  return null;
+}
+
+let aptUpdated = false;
+/** Make sure `cmd` exists, installing Debian package `pkg` if needed. Returns a reason on failure. */
+async function ensureCommand(cmd: string, pkg: string): Promise<string | null> {
+  if (await which(cmd)) return null;
+  console.log(`[setup] ${cmd} missing, installing Debian package ${pkg}`);
+  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  if (!aptUpdated) {
+    const u = await run("apt-get", ["update"], { env, timeoutS: 600 });
+    aptUpdated = true;
+    if (u.code !== 0) {
+      console.log(`[setup] apt-get update failed: ${lastLine(u.stderr)}`);
+    }
+  }
+  const r = await run("apt-get", [
+    "install",
+    "-y",
+    "--no-install-recommends",
+    pkg,
+  ], {
+    env,
+    timeoutS: 600,
+  });
+  if (r.code !== 0 || !(await which(cmd))) {
+    return `could not install ${pkg}: ${
+      lastLine(r.stderr) || `exit ${r.code}`
+    }`;
+  }
+  return null;
+}
+
+function lastLine(s: string): string {
+  const lines = s.trim().split("\n").filter((l) => l.trim() !== "");
+  return lines.length ? lines[lines.length - 1].trim() : "";
+}
+
+/** A short summary of a child's stderr: its first "error" line if any, else its last lines. */
+function tail(s: string, n = 3): string {
+  // deno-lint-ignore no-control-regex
+  const lines = s.replace(/\x1b\[[0-9;]*m/g, "").split("\n").map((l) =>
+    l.trim()
+  )
+    .filter((l) =>
+      l !== "" && !l.startsWith("Warning Permissions in the config")
+    );
+  const i = lines.findIndex((l) => /^error\b/i.test(l) || /\berror:/i.test(l));
+  return (i >= 0 ? lines.slice(i, i + 2) : lines.slice(-n)).join(" | ");
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- data
+
+interface FileInfo {
+  size: number;
+  sha: string;
+}
+type Manifest = Map<string, FileInfo>; // path relative to the workload root
+
+async function writeAll(f: Deno.FsFile, buf: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < buf.length) off += await f.write(buf.subarray(off));
+}
+
+async function writeRandomFile(path: string, size: number): Promise<void> {
+  const f = await Deno.open(path, {
+    write: true,
+    create: true,
+    truncate: true,
+  });
+  try {
+    const buf = new Uint8Array(65536); // getRandomValues' limit per call
+    for (let left = size; left > 0;) {
+      const n = Math.min(left, buf.length);
+      crypto.getRandomValues(buf.subarray(0, n));
+      await writeAll(f, buf.subarray(0, n));
+      left -= n;
+    }
+  } finally {
+    f.close();
+  }
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash("sha256");
+  const f = await Deno.open(path, { read: true });
+  try {
+    const buf = new Uint8Array(MiB);
+    for (;;) {
+      const n = await f.read(buf);
+      if (n === null) break;
+      h.update(buf.subarray(0, n));
+    }
+  } finally {
+    f.close();
+  }
+  return h.digest("hex");
+}
+
+/** Every regular file under `root` (relative path -> size); symlinks and others are listed as size -1. */
+async function walk(root: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  async function rec(dir: string) {
+    for await (const e of Deno.readDir(dir)) {
+      const p = join(dir, e.name);
+      if (e.isDirectory) await rec(p);
+      else if (e.isFile) out.set(relative(root, p), (await Deno.stat(p)).size);
+      else out.set(relative(root, p), -1);
+    }
+  }
+  await rec(root);
+  return out;
+}
+
+/** Hash every file under root; this is also the one read that warms the page cache. */
+async function manifestOf(root: string): Promise<Manifest> {
+  const m: Manifest = new Map();
+  for (const [rel, size] of [...(await walk(root))].sort()) {
+    m.set(rel, { size, sha: await sha256File(join(root, rel)) });
+  }
+  return m;
+}
+
+/** Compare `root` with the source manifest: file list, sizes, then SHA-256 of every file. */
+async function verify(root: string, want: Manifest): Promise<string | null> {
+  let got: Map<string, number>;
+  try {
+    got = await walk(root);
+  } catch (e) {
+    return `output missing (${(e as Error).message})`;
+  }
+  const missing = [...want.keys()].filter((k) => !got.has(k));
+  const extra = [...got.keys()].filter((k) => !want.has(k));
+  if (missing.length) {
+    return `${missing.length} file(s) missing, e.g. ${missing[0]}`;
+  }
+  if (extra.length) {
+    return `${extra.length} unexpected file(s), e.g. ${extra[0]}`;
+  }
+  for (const [rel, info] of want) {
+    const size = got.get(rel)!;
+    if (size !== info.size) {
+      return `${rel}: size ${size}, expected ${info.size}`;
+    }
+  }
+  for (const [rel, info] of want) {
+    if ((await sha256File(join(root, rel))) !== info.sha) {
+      return `${rel}: content differs (SHA-256)`;
+    }
+  }
+  return null;
+}
+
+interface Workload {
+  id: WorkloadId;
+  title: string;
+  /** Source root relative to the data dir (a file for A, a directory for B and C). */
+  src: string;
+  bytes: number;
+  files: number;
+  manifest: Manifest;
+}
+
+async function generate(
+  dataDir: string,
+  ids: WorkloadId[],
+): Promise<Workload[]> {
+  const out: Workload[] = [];
+  for (const id of ids) {
+    const t0 = performance.now();
+    if (id === "A") {
+      await Deno.mkdir(join(dataDir, "A"), { recursive: true });
+      await writeRandomFile(join(dataDir, "A", "big.bin"), SIZES.aBytes);
+      out.push({
+        id,
+        title: `1 file of ${fmtSize(SIZES.aBytes)}`,
+        src: "A/big.bin",
+        bytes: SIZES.aBytes,
+        files: 1,
+        manifest: new Map(),
+      });
+    } else if (id === "B") {
+      const per = Math.ceil(SIZES.bFiles / SIZES.bDirs);
+      for (let d = 0; d < SIZES.bDirs; d++) {
+        const dir = join(dataDir, "B", `d${String(d).padStart(3, "0")}`);
+        await Deno.mkdir(dir, { recursive: true });
+        for (let i = 0; i < per && d * per + i < SIZES.bFiles; i++) {
+          await writeRandomFile(
+            join(dir, `f${String(d * per + i).padStart(5, "0")}.bin`),
+            SIZES.bBytes,
+          );
+        }
+      }
+      out.push({
+        id,
+        title: `${SIZES.bFiles} files of ${
+          fmtSize(SIZES.bBytes)
+        } in ${SIZES.bDirs} dirs`,
+        src: "B",
+        bytes: SIZES.bFiles * SIZES.bBytes,
+        files: SIZES.bFiles,
+        manifest: new Map(),
+      });
+    } else {
+      await Deno.mkdir(join(dataDir, "C"), { recursive: true });
+      for (let i = 0; i < SIZES.cFiles; i++) {
+        await writeRandomFile(
+          join(dataDir, "C", `f${String(i).padStart(3, "0")}.bin`),
+          SIZES.cBytes,
+        );
+      }
+      out.push({
+        id,
+        title: `${SIZES.cFiles} files of ${fmtSize(SIZES.cBytes)}`,
+        src: "C",
+        bytes: SIZES.cFiles * SIZES.cBytes,
+        files: SIZES.cFiles,
+        manifest: new Map(),
+      });
+    }
+    console.log(
+      `[data] ${id}: generated in ${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s`,
+    );
+  }
+  await run("sync", [], { timeoutS: 600 }); // flush so write-back does not disturb the first runs
+  for (const w of out) {
+    const t0 = performance.now();
+    const srcPath = join(dataDir, w.src);
+    if (w.id === "A") {
+      const size = (await Deno.stat(srcPath)).size;
+      w.manifest.set("big.bin", { size, sha: await sha256File(srcPath) });
+    } else {
+      w.manifest = await manifestOf(srcPath);
+    }
+    console.log(
+      `[data] ${w.id}: hashed ${w.manifest.size} file(s) in ${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s` +
+        " (page cache warmed)",
+    );
+  }
+  return out;
+}
+
+function fmtSize(n: number): string {
+  if (n >= 1024 * MiB && n % (1024 * MiB) === 0) {
+    return `${n / (1024 * MiB)} GiB`;
+  }
+  if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
+  if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
+  return `${n} B`;
+}
+
+// ---------------------------------------------------------------- servers
+
+interface Server {
+  child: Deno.ChildProcess;
+  port: number;
+  log: string;
+  status: Promise<Deno.CommandStatus>;
+}
+
+async function startServer(
+  cmd: string,
+  args: string[],
+  o: { cwd?: string; env?: Record<string, string>; log: string; port: number },
+  ready: () => Promise<boolean>,
+  name: string,
+): Promise<Server> {
+  const logFile = await Deno.open(o.log, {
+    write: true,
+    create: true,
+    truncate: true,
+  });
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: o.cwd,
+    env: o.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Keep the pipes drained into a log file so the server never blocks on output.
+  const enc = new TextEncoder();
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    for await (const chunk of s) await writeAll(logFile, chunk);
+  };
+  const pumps = Promise.allSettled([pump(child.stdout), pump(child.stderr)]);
+  const status = child.status.then(async (s) => {
+    await pumps;
+    try {
+      await writeAll(
+        logFile,
+        enc.encode(`\n[bench] exited code=${s.code} signal=${s.signal}\n`),
+      );
+      logFile.close();
+    } catch { /* already closed */ }
+    return s;
+  });
+  const srv: Server = { child, port: o.port, log: o.log, status };
+  let exited = false;
+  status.then(() => exited = true);
+  const deadline = performance.now() + 60_000;
+  while (performance.now() < deadline) {
+    if (exited) break;
+    if (await ready().catch(() => false)) return srv;
+    await sleep(100);
+  }
+  await stopServer(srv);
+  const log = await Deno.readTextFile(o.log).catch(() => "");
+  throw new Error(
+    `${name} did not become ready (${exited ? "it exited" : "timeout"}): ${
+      tail(log, 5)
+    }`,
+  );
+}
+
+async function stopServer(s: Server): Promise<void> {
+  try {
+    s.child.kill("SIGTERM");
+  } catch { /* already gone */ }
+  const done = await Promise.race([
+    s.status.then(() => true),
+    sleep(10_000).then(() => false),
+  ]);
+  if (!done) {
+    try {
+      s.child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await s.status;
+  }
+}
+
+async function httpOk(url: string): Promise<boolean> {
+  const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  await r.body?.cancel();
+  return r.status === 200;
+}
+
+async function tcpOpen(port: number): Promise<boolean> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  c.close();
+  return true;
+}
+
+/** Read a /proc file; Deno refuses /proc to anything short of --allow-all, so go through `cat`. */
+async function readProc(path: string): Promise<string> {
+  const r = await run("cat", [path], { stdout: true, timeoutS: 10 }).catch(() =>
+    null
+  );
+  return r && r.code === 0 ? r.stdout : "";
+}
+
+async function vmHWM(pid: number): Promise<number | null> {
+  const m = (await readProc(`/proc/${pid}/status`)).match(
+    /^VmHWM:\s+(\d+)\s+kB/m,
+  );
+  return m ? Number(m[1]) : null;
+}
+
+// ---------------------------------------------------------------- tools
+
+interface Ctx {
+  tmp: string;
+  dataDir: string;
+  hsyncPort: number;
+  rsyncPort: number;
+  hsyncEnv: Record<string, string>;
+}
+
+interface Invocation {
+  cmd: string;
+  args: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+function fileUrl(ctx: Ctx, absPath: string): string {
+  return `http://127.0.0.1:${ctx.hsyncPort}/v1/file?path=${
+    encodeURIComponent(absPath)
+  }`;
+}
+
+/**
+ * Build the client command for `tool` on workload `w`, writing into the empty directory `dest`.
+ * The expected result is `dest/big.bin` for A and `dest/<B|C>/...` for B and C.
+ * Returns null when the tool does not take part in this workload.
+ */
+async function invocation(
+  tool: ToolId,
+  w: Workload,
+  ctx: Ctx,
+  dest: string,
+): Promise<Invocation | null> {
+  const src = join(ctx.dataDir, w.src);
+  const out = w.id === "A" ? join(dest, "big.bin") : join(dest, w.id);
+  const files = [...w.manifest.keys()];
+  switch (tool) {
+    case "hsync":
+      return {
+        cmd: "deno",
+        args: [
+          "run",
+          "-P=hsync",
+          join(REPO, "main_client.ts"),
+          "-i",
+          src,
+          "-o",
+          out,
+          "-host",
+          "127.0.0.1",
+          "-p",
+          String(ctx.hsyncPort),
+          "--quiet",
+        ],
+        cwd: REPO,
+        env: ctx.hsyncEnv,
+      };
+    case "rsync":
+      return {
+        cmd: "rsync",
+        args: [
+          "-a",
+          w.id === "A"
+            ? `rsync://127.0.0.1:${ctx.rsyncPort}/bench/${w.src}`
+            : `rsync://127.0.0.1:${ctx.rsyncPort}/bench/${w.src}/`,
+          w.id === "A" ? out : `${out}/`,
+        ],
+      };
+    case "curl":
+      if (w.id === "A") {
+        return {
+          cmd: "curl",
+          args: ["-s", "-S", "-f", "-o", out, fileUrl(ctx, src)],
+        };
+      }
+      if (w.id === "B" && !opts["http-small"]) return null;
+      {
+        // One config file with url/output pairs (10,000 URLs do not fit a command line).
+        const cfg = join(ctx.tmp, `curl-${w.id}.cfg`);
+        await Deno.writeTextFile(
+          cfg,
+          files.map((rel) =>
+            `url = "${fileUrl(ctx, join(src, rel))}"\noutput = "${
+              join(out, rel)
+            }"\n`
+          )
+            .join(""),
+        );
+        return {
+          cmd: "curl",
+          args: [
+            "--parallel",
+            "--parallel-max",
+            "16",
+            "-s",
+            "-S",
+            "-f",
+            "--create-dirs",
+            "-K",
+            cfg,
+          ],
+        };
+      }
+    case "aria2c": {
+      const common = [
+        "--file-allocation=none",
+        "--allow-overwrite=true",
+        "--auto-file-renaming=false",
+        "--console-log-level=error",
+        "--summary-interval=0",
+        "--download-result=hide",
+      ];
+      if (w.id === "A") {
+        return {
+          cmd: "aria2c",
+          args: [
+            "-x16",
+            "-s16",
+            "-k1M",
+            ...common,
+            "-d",
+            dest,
+            "-o",
+            "big.bin",
+            fileUrl(ctx, src),
+          ],
+        };
+      }
+      if (w.id === "B" && !opts["http-small"]) return null;
+      const list = join(ctx.tmp, `aria2-${w.id}.txt`);
+      await Deno.writeTextFile(
+        list,
+        files.map((rel) => {
+          const p = join(out, rel);
+          const slash = p.lastIndexOf("/");
+          return `${fileUrl(ctx, join(src, rel))}\n  dir=${
+            p.slice(0, slash)
+          }\n  out=${p.slice(slash + 1)}\n`;
+        }).join(""),
+      );
+      return {
+        cmd: "aria2c",
+        args: w.id === "C"
+          ? ["-i", list, "-j16", "-x4", "-s4", "-k1M", ...common]
+          : ["-i", list, "-j16", "-x1", ...common],
+      };
+    }
+  }
+}
+
+// ---------------------------------------------------------------- measurement
+
+interface RunResult {
+  ok: boolean;
+  seconds: number;
+  rssKiB: number | null;
+  why?: string;
+}
+
+async function timedRun(inv: Invocation, ctx: Ctx): Promise<RunResult> {
+  const timeFile = join(ctx.tmp, "time.out");
+  await Deno.remove(timeFile).catch(() => {});
+  // time -> timeout -> client: `timeout` bounds the client, `time` reports the peak RSS of the
+  // largest process in the tree (Linux propagates children's maxrss), i.e. the client's.
+  const r = await run(
+    "/usr/bin/time",
+    [
+      "-o",
+      timeFile,
+      "-f",
+      "%M",
+      "timeout",
+      "-k",
+      "10",
+      String(TIMEOUT_S),
+      inv.cmd,
+      ...inv.args,
+    ],
+    { cwd: inv.cwd, env: inv.env, timeoutS: TIMEOUT_S + 30 },
+  );
+  const txt = await Deno.readTextFile(timeFile).catch(() => "");
+  const m = txt.trim().split("\n").reverse().find((l) =>
+    /^\d+$/.test(l.trim())
+  );
+  const rssKiB = m ? Number(m.trim()) : null;
+  if (r.code !== 0) {
+    const why = r.code === 124 || r.signal
+      ? `killed after ${TIMEOUT_S} s timeout`
+      : `exit ${r.code}${r.stderr.trim() ? `: ${tail(r.stderr)}` : ""}`;
+    return { ok: false, seconds: r.seconds, rssKiB, why };
+  }
+  return { ok: true, seconds: r.seconds, rssKiB };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+// ---------------------------------------------------------------- main
+
+interface Row {
+  workload: Workload;
+  tool: ToolId;
+  runs: RunResult[];
+  skipped?: string;
+}
+
+async function envInfo(): Promise<Record<string, string>> {
+  const cpu = (await readProc("/proc/cpuinfo")).match(
+    /^model name\s*:\s*(.+)$/m,
+  )?.[1] ??
+    "unknown";
+  const nproc =
+    (await run("nproc", [], { stdout: true, timeoutS: 10 }).catch(() => null))
+      ?.stdout.trim() ||
+    String(navigator.hardwareConcurrency);
+  const memKiB = Number(
+    (await readProc("/proc/meminfo")).match(
+      /MemTotal:\s+(\d+)/,
+    )?.[1],
+  );
+  return {
+    date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+    nproc,
+    cpu,
+    memory: memKiB ? `${(memKiB / 1024 / 1024).toFixed(1)} GiB` : "unknown",
+    kernel: `${Deno.build.os} ${Deno.osRelease()}`,
+    deno:
+      `${Deno.version.deno} (V8 ${Deno.version.v8}, TypeScript ${Deno.version.typescript})`,
+  };
+}
+
+async function toolVersion(tool: ToolId): Promise<string> {
+  if (tool === "hsync") {
+    const v = await Deno.readTextFile(join(REPO, "lib", "version.ts")).catch(
+      () => "",
+    );
+    return `hsync ${
+      v.match(/["'](\d+\.\d+\.\d+[^"']*)["']/)?.[1] ?? "(source)"
+    } via deno run`;
+  }
+  const r = await run(tool, ["--version"], { stdout: true, timeoutS: 10 })
+    .catch(() => null);
+  const first = (r?.stdout ?? "").split("\n")[0].trim();
+  return first.replace(/\s+/g, " ").replace(/ protocol version.*$/, "").replace(
+    /^(curl \S+).*$/,
+    "$1",
+  ) || tool;
+}
+
+async function main(): Promise<number> {
+  const info = await envInfo();
+  console.log(
+    `[env] ${Object.entries(info).map(([k, v]) => `${k}: ${v}`).join("; ")}`,
+  );
+
+  // --- tools available?
+  const skipped = new Map<ToolId, string>();
+  const timeMissing = await ensureCommand("time", "time");
+  if (timeMissing || !(await exists("/usr/bin/time"))) {
+    console.error(
+      `bench: /usr/bin/time is required: ${timeMissing ?? "not found"}`,
+    );
+    return 1;
+  }
+  const pkgs: Record<Exclude<ToolId, "hsync">, string> = {
+    rsync: "rsync",
+    curl: "curl",
+    aria2c: "aria2",
+  };
+  for (const t of tools) {
+    if (t === "hsync") {
+      const need = ["main_server.ts", "main_client.ts"].filter((f) =>
+        !existsSync(join(REPO, f))
+      );
+      if (need.length) {
+        skipped.set(t, `${need.join(", ")} not found in ${REPO}`);
+      }
+      continue;
+    }
+    const why = await ensureCommand(t, pkgs[t]);
+    if (why) skipped.set(t, why);
+  }
+  for (const [t, why] of skipped) console.log(`[setup] skipping ${t}: ${why}`);
+  const versions = new Map<ToolId, string>();
+  for (const t of tools) {
+    if (!skipped.has(t)) versions.set(t, await toolVersion(t));
+  }
+
+  const tmp = await Deno.makeTempDir({ prefix: "hsync-bench-" });
+  const dataDir = join(tmp, "data");
+  const outDir = join(tmp, "out");
+  await Deno.mkdir(dataDir, { recursive: true });
+  await Deno.mkdir(outDir, { recursive: true });
+  console.log(`[setup] temp dir ${tmp}`);
+
+  let hsyncd: Server | null = null;
+  let rsyncd: Server | null = null;
+  let serverHWM: number | null = null;
+  const onSignal = () => {
+    console.error("\nbench: interrupted, cleaning up");
+    for (const c of live) {
+      try {
+        c.kill("SIGTERM");
+      } catch { /* gone */ }
+    }
+    for (const s of [hsyncd, rsyncd]) {
+      try {
+        s?.child.kill("SIGTERM");
+      } catch { /* gone */ }
+    }
+    if (!opts.keep) {
+      try {
+        Deno.removeSync(tmp, { recursive: true });
+      } catch { /* best effort */ }
+    }
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+
+  try {
+    const ws = await generate(dataDir, workloads);
+    const ctx: Ctx = {
+      tmp,
+      dataDir,
+      hsyncPort: 0,
+      rsyncPort: 0,
+      hsyncEnv: {},
+    };
+
+    // --- hsyncd: serves the hsync client and, through its plain-HTTP file endpoint, curl and aria2c
+    const wantHsyncd = tools.some((t) => t !== "rsync" && !skipped.has(t));
+    let hsyncdFailure = "";
+    const serverMissing = !existsSync(join(REPO, "main_server.ts"));
+    if (wantHsyncd && !serverMissing) {
+      const hsyncDir = join(tmp, "hsync-home");
+      await Deno.mkdir(hsyncDir, { recursive: true });
+      const ini = join(tmp, "hsyncd.ini");
+      await Deno.writeTextFile(
+        ini,
+        `[hsyncd]\nOnly_allowed_path = ${dataDir}\n`,
+      );
+      ctx.hsyncPort = freePort();
+      ctx.hsyncEnv = { HSYNC_DIR: hsyncDir, ...NO_COLOR };
+      try {
+        console.log("[setup] caching hsyncd modules (deno cache)");
+        const c = await run("deno", ["cache", "main_server.ts"], {
+          cwd: REPO,
+          env: NO_COLOR,
+          timeoutS: 300,
+        });
+        if (c.code !== 0) {
+          throw new Error(
+            `deno cache main_server.ts failed: ${tail(c.stderr)}`,
+          );
+        }
+        hsyncd = await startServer(
+          "deno",
+          [
+            "run",
+            "-P=hsyncd",
+            join(REPO, "main_server.ts"),
+            "-host",
+            "127.0.0.1",
+            "-p",
+            String(ctx.hsyncPort),
+            "-c",
+            ini,
+          ],
+          {
+            cwd: REPO,
+            env: ctx.hsyncEnv,
+            log: join(tmp, "hsyncd.out"),
+            port: ctx.hsyncPort,
+          },
+          () => httpOk(`http://127.0.0.1:${ctx.hsyncPort}/v1/health`),
+          "hsyncd",
+        );
+        console.log(
+          `[setup] hsyncd pid ${hsyncd.child.pid} on 127.0.0.1:${ctx.hsyncPort}`,
+        );
+      } catch (e) {
+        hsyncdFailure = (e as Error).message;
+        if (tools.includes("hsync") && !skipped.has("hsync")) {
+          skipped.set("hsync", `hsyncd: ${hsyncdFailure}`);
+        }
+        console.log(`[setup] hsyncd: ${hsyncdFailure}`);
+      }
+    }
+    if (hsyncd && tools.includes("hsync") && !skipped.has("hsync")) {
+      console.log("[setup] caching hsync client modules (deno cache)");
+      const c = await run("deno", ["cache", "main_client.ts"], {
+        cwd: REPO,
+        env: NO_COLOR,
+        timeoutS: 300,
+      });
+      if (c.code !== 0) {
+        skipped.set(
+          "hsync",
+          `deno cache main_client.ts failed: ${tail(c.stderr)}`,
+        );
+        console.log(`[setup] skipping hsync: ${skipped.get("hsync")}`);
+      }
+    }
+    if (hsyncd && tools.includes("hsync") && !skipped.has("hsync")) {
+      // One untimed pull so Deno's code cache is populated before the first timed run.
+      const w0 = ws[0];
+      const one = w0.id === "A"
+        ? w0.src
+        : join(w0.src, [...w0.manifest.keys()][0]);
+      const warm = await run("deno", [
+        "run",
+        "-P=hsync",
+        join(REPO, "main_client.ts"),
+        "-i",
+        join(dataDir, one),
+        "-o",
+        join(tmp, "warmup.bin"),
+        "-host",
+        "127.0.0.1",
+        "-p",
+        String(ctx.hsyncPort),
+        "--quiet",
+      ], { cwd: REPO, env: ctx.hsyncEnv, timeoutS: 120 });
+      if (warm.code !== 0) {
+        console.log(
+          `[setup] warning: hsync warm-up pull failed: exit ${warm.code} ${
+            tail(warm.stderr)
+          }`,
+        );
+      }
+      await Deno.remove(join(tmp, "warmup.bin")).catch(() => {});
+    }
+    if (
+      !hsyncd &&
+      ["curl", "aria2c"].some((t) =>
+        tools.includes(t as ToolId) && !skipped.has(t as ToolId)
+      )
+    ) {
+      // No hsyncd (not written yet, or failed): serve the same URLs from a minimal in-process
+      // stand-in so curl and aria2c can still be exercised; the report says so.
+      fallback = startStandIn(dataDir);
+      ctx.hsyncPort = fallback.addr.port;
+      standInNote = `hsyncd was not available (${
+        serverMissing
+          ? "main_server.ts not found"
+          : `failed to start: ${hsyncdFailure}`
+      }); ` +
+        "curl and aria2c downloaded from a minimal in-process stand-in HTTP server, so their numbers are not " +
+        "hsyncd numbers";
+      console.log(`[setup] ${standInNote}`);
+    }
+
+    // --- rsync daemon (also started for curl/aria2c-free runs only when rsync is wanted)
+    if (tools.includes("rsync") && !skipped.has("rsync")) {
+      ctx.rsyncPort = freePort();
+      const conf = join(tmp, "rsyncd.conf");
+      await Deno.writeTextFile(
+        conf,
+        [
+          `pid file = ${join(tmp, "rsyncd.pid")}`,
+          `log file = ${join(tmp, "rsyncd.log")}`,
+          "use chroot = no",
+          "uid = 0",
+          "gid = 0",
+          "",
+          "[bench]",
+          `path = ${dataDir}`,
+          "read only = yes",
+          "",
+        ].join("\n"),
+      );
+      try {
+        rsyncd = await startServer(
+          "rsync",
+          [
+            "--daemon",
+            "--no-detach",
+            `--config=${conf}`,
+            "--address=127.0.0.1",
+            `--port=${ctx.rsyncPort}`,
+          ],
+          { log: join(tmp, "rsyncd.out"), port: ctx.rsyncPort },
+          () => tcpOpen(ctx.rsyncPort),
+          "rsync daemon",
+        );
+        console.log(
+          `[setup] rsync daemon pid ${rsyncd.child.pid} on 127.0.0.1:${ctx.rsyncPort}`,
+        );
+      } catch (e) {
+        skipped.set("rsync", (e as Error).message);
+        console.log(`[setup] skipping rsync: ${(e as Error).message}`);
+      }
+    }
+
+    // --- runs
+    const rows: Row[] = [];
+    const active = tools.filter((t) => !skipped.has(t));
+    for (const w of ws) {
+      const n = w.id === "B" ? Math.max(RUNS, 5) : RUNS;
+      const wRows = new Map<ToolId, Row>();
+      for (const t of tools) {
+        const row: Row = {
+          workload: w,
+          tool: t,
+          runs: [],
+          skipped: skipped.get(t),
+        };
+        wRows.set(t, row);
+        rows.push(row);
+      }
+      console.log(
+        `\n[run] workload ${w.id}: ${w.title} (${
+          (w.bytes / 1e6).toFixed(1)
+        } MB), ${n} runs per tool`,
+      );
+      for (let r = 0; r < n; r++) {
+        const order = active.map((_, i) => active[(i + r) % active.length]);
+        for (const t of order) {
+          const row = wRows.get(t)!;
+          if (row.skipped) continue;
+          const dest = join(outDir, `${w.id}-${t}-${r + 1}`);
+          await Deno.mkdir(dest, { recursive: true });
+          const inv = await invocation(t, w, ctx, dest);
+          if (!inv) {
+            row.skipped =
+              `not run on ${w.id} (one HTTP request per file; pass --http-small to include)`;
+            await Deno.remove(dest, { recursive: true });
+            continue;
+          }
+          if (t === "curl" || t === "aria2c") {
+            // Parent directories are the tool's concern for A; for B/C pre-create the root (untimed).
+            if (w.id !== "A") {
+              await Deno.mkdir(join(dest, w.id), { recursive: true });
+            }
+          }
+          const res = await timedRun(inv, ctx);
+          if (res.ok) {
+            const bad = await verify(
+              w.id === "A" ? dest : join(dest, w.id),
+              w.manifest,
+            );
+            if (bad) res.ok = false, res.why = `wrong output: ${bad}`;
+          }
+          row.runs.push(res);
+          console.log(
+            `[run] ${w.id} ${t.padEnd(6)} ${r + 1}/${n}: ${
+              res.seconds.toFixed(3)
+            } s, ` +
+              `client RSS ${
+                res.rssKiB === null
+                  ? "?"
+                  : (res.rssKiB / 1024).toFixed(0) + " MiB"
+              }, ` +
+              (res.ok ? "ok" : `FAILED (${res.why})`),
+          );
+          await Deno.remove(dest, { recursive: true }).catch(() => {});
+          await run("sync", [], { timeoutS: 600 }); // no write-back of this run spills into the next
+        }
+      }
+    }
+
+    if (hsyncd) {
+      serverHWM = await vmHWM(hsyncd.child.pid);
+    }
+    const md = report(rows, info, versions, skipped, serverHWM);
+    await Deno.writeTextFile(RESULTS_MD, md);
+    // Format it the way `deno fmt --check` (part of `deno task ok`) expects; aligns the table too.
+    await run("deno", ["fmt", "--quiet", RESULTS_MD], {
+      cwd: REPO,
+      timeoutS: 60,
+    });
+    console.log(`\n${await Deno.readTextFile(RESULTS_MD).catch(() => md)}`);
+    console.log(`[done] wrote ${RESULTS_MD}`);
+    return rows.some((r) => r.runs.some((x) => !x.ok)) ? 2 : 0;
+  } finally {
+    for (const s of [hsyncd, rsyncd]) if (s) await stopServer(s);
+    if (fallback) await fallback.shutdown();
+    if (opts.keep) console.log(`[cleanup] kept ${tmp}`);
+    else await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+let fallback: Deno.HttpServer<Deno.NetAddr> | null = null;
+let standInNote = "";
+
+/** Minimal GET /v1/file?path=P server with single-range support (used only when hsyncd is absent). */
+function startStandIn(root: string): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      const u = new URL(req.url);
+      const p = u.searchParams.get("path") ?? "";
+      if (
+        u.pathname !== "/v1/file" || !p.startsWith(root + "/") ||
+        p.includes("/../")
+      ) {
+        return new Response("not found", { status: 404 });
+      }
+      let f: Deno.FsFile;
+      try {
+        f = await Deno.open(p, { read: true });
+      } catch {
+        return new Response("not found", { status: 404 });
+      }
+      const size = (await f.stat()).size;
+      const m = req.headers.get("range")?.match(/^bytes=(\d*)-(\d*)$/);
+      let start = 0, end = size - 1, status = 200;
+      const headers = new Headers({ "accept-ranges": "bytes" });
+      if (m && (m[1] !== "" || m[2] !== "")) {
+        if (m[1] === "") start = Math.max(0, size - Number(m[2]));
+        else {
+          start = Number(m[1]);
+          end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
+        }
+        if (start >= size || start > end) {
+          f.close();
+          return new Response(null, {
+            status: 416,
+            headers: { "content-range": `bytes */${size}` },
+          });
+        }
+        status = 206;
+        headers.set("content-range", `bytes ${start}-${end}/${size}`);
+      }
+      headers.set("content-length", String(end - start + 1));
+      if (req.method === "HEAD") {
+        f.close();
+        return new Response(null, { status, headers });
+      }
+      await f.seek(start, Deno.SeekMode.Start);
+      let left = end - start + 1;
+      const body = new ReadableStream<Uint8Array>({
+        async pull(c) {
+          if (left <= 0) {
+            f.close();
+            c.close();
+            return;
+          }
+          const buf = new Uint8Array(Math.min(left, 256 * 1024));
+          const n = await f.read(buf);
+          if (n === null) {
+            f.close();
+            c.close();
+            return;
+          }
+          left -= n;
+          c.enqueue(buf.subarray(0, n));
+        },
+        cancel() {
+          f.close();
+        },
+      });
+      return new Response(body, { status, headers });
+    },
+  );
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await Deno.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function existsSync(p: string): boolean {
+  try {
+    Deno.statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function report(
+  rows: Row[],
+  info: Record<string, string>,
+  versions: Map<ToolId, string>,
+  skipped: Map<ToolId, string>,
+  serverHWM: number | null,
+): string {
+  const lines: string[] = [];
+  lines.push("# hsync benchmark", "");
+  lines.push(
+    `- date: ${info.date}`,
+    `- machine: ${info.nproc} CPUs (nproc), ${info.cpu}, ${info.memory} RAM`,
+    `- kernel: ${info.kernel}`,
+    `- deno: ${info.deno}`,
+    `- tools: ${[...versions.values()].join("; ") || "none"}`,
+    `- transfer: loopback 127.0.0.1, page cache warm, fresh empty destination per run, runs interleaved ` +
+      "with the tool order rotated each run",
+    "",
+  );
+  lines.push(
+    "| workload | tool | median s | MB/s | client peak RSS MiB | ratio vs rsync | runs |",
+    "|---|---|---:|---:|---:|---:|---|",
+  );
+  const medians = new Map<string, number>();
+  for (const r of rows) {
+    if (r.runs.length && r.runs.every((x) => x.ok)) {
+      medians.set(
+        `${r.workload.id}/${r.tool}`,
+        median(r.runs.map((x) => x.seconds)),
+      );
+    }
+  }
+  const notes: string[] = [];
+  for (const r of rows) {
+    const wl = `${r.workload.id}: ${r.workload.title}`;
+    if (r.runs.length === 0) {
+      lines.push(`| ${wl} | ${r.tool} | skipped | | | | 0 |`);
+      if (r.skipped && r.skipped !== skipped.get(r.tool)) {
+        notes.push(`${r.workload.id}/${r.tool} skipped: ${r.skipped}`);
+      }
+      continue;
+    }
+    const failed = r.runs.filter((x) => !x.ok);
+    const rss = r.runs.map((x) => x.rssKiB).filter((x): x is number =>
+      x !== null
+    );
+    const rssTxt = rss.length ? (Math.max(...rss) / 1024).toFixed(0) : "?";
+    if (failed.length) {
+      lines.push(
+        `| ${wl} | ${r.tool} | **FAILED** (${failed.length}/${r.runs.length} runs) | | ${rssTxt} | | ${r.runs.length} |`,
+      );
+      const whys = [...new Set(failed.map((x) => x.why))];
+      notes.push(`${r.workload.id}/${r.tool} FAILED: ${whys.join("; ")}`);
+      continue;
+    }
+    const med = medians.get(`${r.workload.id}/${r.tool}`)!;
+    const base = medians.get(`${r.workload.id}/rsync`);
+    const ratio = base ? (med / base).toFixed(2) : "n/a";
+    const times = r.runs.map((x) => x.seconds.toFixed(2)).join(", ");
+    lines.push(
+      `| ${wl} | ${r.tool} | ${med.toFixed(3)} | ${
+        (r.workload.bytes / 1e6 / med).toFixed(1)
+      } | ${rssTxt} | ` +
+        `${ratio} | ${r.runs.length} (${times}) |`,
+    );
+  }
+  lines.push("");
+  lines.push(
+    `hsyncd server peak RSS (VmHWM over the whole benchmark): ${
+      serverHWM === null
+        ? (standInNote || !tools.includes("hsync")
+          ? "n/a (hsyncd not run)"
+          : "unknown")
+        : `${(serverHWM / 1024).toFixed(0)} MiB`
+    }`,
+    "",
+  );
+  lines.push(
+    "Notes: wall time of the client process only (hsync includes `deno run` start-up); MB = 10^6 bytes; " +
+      "ratio = median / rsync median (lower is faster); every run verified (file list, sizes, SHA-256), " +
+      "a wrong output is FAILED, never a time; client RSS from `/usr/bin/time -f %M` (largest process of the client).",
+  );
+  if (standInNote) notes.push(standInNote);
+  for (const [t, why] of skipped) notes.push(`${t} skipped: ${why}`);
+  if (notes.length) lines.push("", ...notes.map((n) => `- ${n}`));
+  return lines.join("\n") + "\n";
+}
+
+Deno.exit(await main());
