@@ -1,5 +1,5 @@
 /** Generates the sample tree used by `deno task demo` and the end-to-end tests: the shapes that break copiers. */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 /** What {@linkcode makeSampleTree} wrote. */
 export interface SampleTree {
@@ -59,6 +59,7 @@ export async function makeSampleTree(
     tree.dirs++;
   };
   const file = async (p: string, size: number) => {
+    await Deno.mkdir(dirname(join(root, p)), { recursive: true });
     await writeRandomFile(join(root, p), size, tree.files + 7);
     tree.files++;
     tree.bytes += size;
