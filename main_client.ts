@@ -88,6 +88,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
       baseUrl,
       remotePath: cmd.remotePath,
       localPath: cmd.localPath,
+      scpPlacement: cmd.scpStyle,
       settings,
       parallelFiles: cmd.parallel,
       include: cmd.include,

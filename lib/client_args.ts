@@ -13,9 +13,11 @@ Pull a file or a directory tree from hsyncd, fast, resumable and verified.
 
 Options:
   -i, --input PATH        remote path (absolute, on the server)
-  -o, --output PATH       local destination (default: the current directory);
-                          an existing directory, or a path ending in /, gets
-                          the remote entry inside it under its own name
+  -o, --output PATH       local destination (default: the current directory):
+                          a path ending in / gets the remote entry inside it;
+                          a remote file also goes inside an existing
+                          directory; a remote directory is otherwise copied
+                          to PATH itself (so reruns sync the same copy)
   -host, --host-ip IP     server address (default from hsync.ini, 127.0.0.1)
   -p, --port PORT         server port (default 10808)
   -n, --parallel N        files transferred in parallel (default 8)
@@ -42,6 +44,8 @@ export interface PullCommand {
   kind: "pull";
   remotePath: string;
   localPath: string;
+  /** Given as `HOST:/path LOCAL`: scp's placement rule applies to directories too. */
+  scpStyle: boolean;
   host?: string;
   port?: string;
   parallel: number;
@@ -199,6 +203,7 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     kind: "pull",
     remotePath,
     localPath: localPath ?? ".",
+    scpStyle: positionals.length > 0,
     host,
     port,
     parallel,

@@ -125,6 +125,33 @@ Deno.test("the scp-style form pulls a file into an existing directory and to a n
     await Deno.readTextFile(join(dir.path, "fresh/data/report é.txt")),
     "hello\n".repeat(1000),
   );
+
+  // scp's rule: a directory pulled to an existing directory lands inside it.
+  r = await runClient([`127.0.0.1:${server.port}:${data}`, into, "--quiet"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(
+    await Deno.readTextFile(join(into, "data/report é.txt")),
+    "hello\n".repeat(1000),
+  );
+
+  // The -o form names the copy itself, so the same command run twice syncs one copy.
+  for (let i = 0; i < 2; i++) {
+    r = await runClient([
+      "-i",
+      data,
+      "-o",
+      join(dir.path, "mirror"),
+      "-p",
+      String(server.port),
+      "--quiet",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  assert.equal(
+    await Deno.readTextFile(join(dir.path, "mirror/report é.txt")),
+    "hello\n".repeat(1000),
+  );
+  await assert.rejects(() => Deno.stat(join(dir.path, "mirror/data")));
 });
 
 Deno.test("hsync echo-config prints the files searched and every effective value", async () => {

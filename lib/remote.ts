@@ -1,0 +1,309 @@
+/** The client side of the v1 HTTP interface: URLs, signing, timeouts, JSON errors and the streamed listing. */
+import { ConnectError, HttpError } from "./errors.ts";
+import {
+  API,
+  type BundleRequest,
+  type ErrorBody,
+  type ListEntry,
+  type StatEntry,
+} from "./wire.ts";
+
+/** Options of {@linkcode Remote}. */
+export interface RemoteOptions {
+  /** `http://127.0.0.1:10808` (a trailing `/` is ignored). */
+  baseUrl: string;
+  /** HTTP client for TLS settings; passed to every `fetch`. */
+  client?: Deno.HttpClient;
+  /** Called on every request before it is sent (request signing). */
+  sign?: (request: Request) => Promise<void> | void;
+  /** Milliseconds a request may wait for headers or data before it is aborted (default 30 s). */
+  idleTimeoutMs?: number;
+}
+
+/** A request aborted because no data came for the idle timeout. */
+export class TimeoutError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TimeoutError";
+  }
+}
+
+/** A request in flight: its response, and the idle timer that guards its body. */
+export interface Exchange {
+  response: Response;
+  /** The request's own signal (aborted on idle timeout or when the caller's signal aborts). */
+  signal: AbortSignal;
+  /** Tells the idle timer data arrived. */
+  kick(): void;
+  /** Stops the idle timer (call when the body is consumed or abandoned). */
+  done(): void;
+}
+
+/** Options of one request. */
+export interface SendOptions {
+  method?: string;
+  headers?: HeadersInit;
+  body?: string | Uint8Array<ArrayBuffer>;
+  signal?: AbortSignal;
+  /** Statuses returned as they are instead of thrown as errors (2xx always are). */
+  accept?: number[];
+}
+
+/** Longest NDJSON line accepted: a longer one means a corrupt or hostile stream. */
+export const MAX_LINE_CHARS = 1024 * 1024;
+
+/** One hsyncd server, addressed by base URL. */
+export class Remote {
+  /** Base URL without a trailing slash. */
+  readonly baseUrl: string;
+  /** `host:port`, for messages. */
+  readonly host: string;
+  readonly #client?: Deno.HttpClient;
+  readonly #sign?: (request: Request) => Promise<void> | void;
+  readonly #idleMs: number;
+
+  constructor(options: RemoteOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, "");
+    this.host = new URL(this.baseUrl).host;
+    this.#client = options.client;
+    this.#sign = options.sign;
+    this.#idleMs = options.idleTimeoutMs ?? 30_000;
+  }
+
+  /** The URL of an endpoint with `path=P` (and more) as query values. */
+  url(endpoint: string, query: Record<string, string> = {}): URL {
+    const url = new URL(this.baseUrl + endpoint);
+    for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
+    return url;
+  }
+
+  /**
+   * Sends one request under an idle timer. Throws `ConnectError` when the
+   * server cannot be reached, `HttpError` (with the server's code and
+   * message) for an error status, `TimeoutError` when nothing arrives in time,
+   * and the caller's abort reason when its signal aborts.
+   */
+  async send(url: URL, options: SendOptions = {}): Promise<Exchange> {
+    const controller = new AbortController();
+    const outer = options.signal;
+    const onAbort = () => controller.abort(outer!.reason);
+    if (outer?.aborted) throw outer.reason;
+    outer?.addEventListener("abort", onAbort, { once: true });
+    const idleMs = this.#idleMs;
+    let last = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = (ms: number) => {
+      timer = setTimeout(() => {
+        const idle = performance.now() - last;
+        if (idle + 1 >= idleMs) {
+          controller.abort(
+            new TimeoutError(
+              `No data from ${this.host} for ${
+                Math.round(idleMs / 1000)
+              } seconds`,
+            ),
+          );
+        } else arm(idleMs - idle);
+      }, ms);
+    };
+    arm(idleMs);
+    const done = () => {
+      clearTimeout(timer);
+      outer?.removeEventListener("abort", onAbort);
+    };
+    const exchange = (response: Response): Exchange => ({
+      response,
+      signal: controller.signal,
+      kick: () => last = performance.now(),
+      done,
+    });
+    try {
+      const request = new Request(url, {
+        method: options.method ?? "GET",
+        headers: options.headers,
+        body: options.body,
+        signal: controller.signal,
+      });
+      if (this.#sign !== undefined) await this.#sign(request);
+      let response: Response;
+      try {
+        response = await fetch(request, { client: this.#client });
+      } catch (error) {
+        if (controller.signal.aborted) throw controller.signal.reason;
+        throw new ConnectError(
+          `Cannot reach ${this.host}: ${networkReason(error)}`,
+          { cause: error },
+        );
+      }
+      last = performance.now();
+      if (response.ok || options.accept?.includes(response.status)) {
+        return exchange(response);
+      }
+      throw await errorFrom(response);
+    } catch (error) {
+      done();
+      throw error;
+    }
+  }
+
+  /** `GET /v1/stat`: one entry. */
+  async stat(path: string, signal?: AbortSignal): Promise<StatEntry> {
+    const ex = await this.send(this.url(API.stat, { path }), { signal });
+    try {
+      return await ex.response.json() as StatEntry;
+    } finally {
+      ex.done();
+    }
+  }
+
+  /** `GET /v1/list`: the tree under a directory, entry by entry, in constant memory. */
+  async *list(path: string, signal?: AbortSignal): AsyncGenerator<ListEntry> {
+    const ex = await this.send(this.url(API.list, { path }), { signal });
+    try {
+      const body = ex.response.body;
+      if (body === null) return;
+      for await (const line of splitLines(body, ex.kick)) {
+        if (line.trim() === "") continue;
+        let entry: unknown;
+        try {
+          entry = JSON.parse(line);
+        } catch {
+          throw new TypeError(
+            `Listing from ${this.host} has a line that is not JSON`,
+          );
+        }
+        yield checkListEntry(entry, this.host);
+      }
+    } finally {
+      ex.done();
+    }
+  }
+
+  /** `POST /v1/bundle`: the response (frames, to decode with `decodeFrames`) under an idle timer. */
+  bundle(
+    root: string,
+    paths: string[],
+    signal?: AbortSignal,
+  ): Promise<Exchange> {
+    const body: BundleRequest = { root, paths };
+    return this.send(this.url(API.bundle), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+      signal,
+    });
+  }
+
+  /**
+   * `GET /v1/file`, whole or `[start, end)` with `If-Range`. A 200 or 416 is
+   * returned as is (the caller decides the file changed); other errors throw.
+   */
+  file(
+    path: string,
+    options: {
+      start?: number;
+      end?: number;
+      ifRange?: string;
+      signal?: AbortSignal;
+    } = {},
+  ): Promise<Exchange> {
+    const headers = new Headers({ "accept-encoding": "identity" });
+    if (options.start !== undefined && options.end !== undefined) {
+      headers.set("range", `bytes=${options.start}-${options.end - 1}`);
+      if (options.ifRange !== undefined) {
+        headers.set("if-range", options.ifRange);
+      }
+    }
+    return this.send(this.url(API.file, { path }), {
+      headers,
+      signal: options.signal,
+      accept: [416],
+    });
+  }
+}
+
+/** Builds the error of a failed response from its JSON body (`{error, message}`), or from its status. */
+export async function errorFrom(response: Response): Promise<HttpError> {
+  let body: Partial<ErrorBody> | undefined;
+  try {
+    body = await response.json();
+  } catch {
+    body = undefined;
+  }
+  const code = typeof body?.error === "string"
+    ? body.error
+    : `http_${response.status}`;
+  const message = typeof body?.message === "string" && body.message !== ""
+    ? body.message
+    : `${response.status} ${response.statusText}`.trim();
+  return new HttpError(response.status, code, message);
+}
+
+/**
+ * Splits a byte stream into lines (without the `\n`; a final line without
+ * one is yielded too). Memory is bounded by the longest line, itself capped
+ * at {@linkcode MAX_LINE_CHARS}. `onChunk` is called per chunk received.
+ */
+export async function* splitLines(
+  stream: ReadableStream<Uint8Array>,
+  onChunk?: () => void,
+): AsyncGenerator<string> {
+  let rest = "";
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      onChunk?.();
+      let text = rest === "" ? value : rest + value;
+      let start = 0;
+      let nl: number;
+      while ((nl = text.indexOf("\n", start)) !== -1) {
+        yield text.slice(start, nl);
+        start = nl + 1;
+      }
+      text = start === 0 ? text : text.slice(start);
+      if (text.length > MAX_LINE_CHARS) {
+        throw new TypeError(
+          `Stream has a line longer than ${MAX_LINE_CHARS} characters`,
+        );
+      }
+      rest = text;
+    }
+    if (rest !== "") yield rest;
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+}
+
+function checkListEntry(value: unknown, host: string): ListEntry {
+  const e = value as Record<string, unknown> | null;
+  if (
+    typeof e !== "object" || e === null || typeof e.path !== "string" ||
+    (e.type !== "file" && e.type !== "dir") ||
+    !Number.isSafeInteger(e.size) || (e.size as number) < 0 ||
+    typeof e.mtime !== "number" || !Number.isFinite(e.mtime) ||
+    typeof e.mode !== "number" || typeof e.etag !== "string"
+  ) {
+    throw new TypeError(`Listing from ${host} has a malformed entry`);
+  }
+  return e as unknown as ListEntry;
+}
+
+/** `connection refused`, `connection reset`... from a fetch error. */
+function networkReason(error: unknown): string {
+  // Deno says "fetch failed" and puts the details in the cause chain.
+  let text = "";
+  for (let e: unknown = error, i = 0; e !== undefined && i < 5; i++) {
+    const m = e instanceof Error ? e.message : String(e);
+    if (m !== "fetch failed") text = text === "" ? m : `${text}: ${m}`;
+    e = e instanceof Error ? e.cause : undefined;
+  }
+  if (text === "") text = "fetch failed";
+  if (/connection refused/i.test(text)) return "connection refused";
+  if (/connection reset/i.test(text)) return "connection reset";
+  if (/dns error|failed to lookup/i.test(text)) return "unknown host";
+  const parts = text.split(": ");
+  const last = parts[parts.length - 1].replace(/\s*\(os error \d+\)$/, "");
+  return last.charAt(0).toLowerCase() + last.slice(1);
+}

@@ -1,0 +1,191 @@
+/** Tests of lib/remote.ts: NDJSON line splitting, JSON errors, signing, timeouts, unreachable servers. */
+import assert from "node:assert/strict";
+import { ConnectError, HttpError } from "../lib/errors.ts";
+import {
+  errorFrom,
+  MAX_LINE_CHARS,
+  Remote,
+  splitLines,
+  TimeoutError,
+} from "../lib/remote.ts";
+
+function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(controller) {
+      for (const c of chunks) controller.enqueue(c);
+      controller.close();
+    },
+  });
+}
+
+async function lines(chunks: Uint8Array[]): Promise<string[]> {
+  const out: string[] = [];
+  for await (const line of splitLines(streamOf(chunks))) out.push(line);
+  return out;
+}
+
+const enc = new TextEncoder();
+
+Deno.test("splitLines() joins lines split across chunks, at every cut", async () => {
+  const text = '{"path":"é x"}\n{"path":"b"}\n\n{"path":"ü/ß"}';
+  const bytes = enc.encode(text);
+  const want = text.split("\n");
+  for (let cut = 0; cut <= bytes.length; cut++) {
+    // Cuts fall inside multi-byte UTF-8 characters too.
+    assert.deepEqual(
+      await lines([bytes.subarray(0, cut), bytes.subarray(cut)]),
+      want,
+      `cut at ${cut}`,
+    );
+  }
+  const oneByOne = Array.from(bytes, (b) => new Uint8Array([b]));
+  assert.deepEqual(await lines(oneByOne), want);
+});
+
+Deno.test("splitLines() yields nothing for an empty stream and keeps a last line without newline", async () => {
+  assert.deepEqual(await lines([]), []);
+  assert.deepEqual(await lines([enc.encode("a\nb\n")]), ["a", "b"]);
+  assert.deepEqual(await lines([enc.encode("a\nb")]), ["a", "b"]);
+});
+
+Deno.test("splitLines() refuses a line longer than the limit", async () => {
+  const chunk = enc.encode("x".repeat(64 * 1024));
+  const chunks = Array.from(
+    { length: MAX_LINE_CHARS / chunk.length + 2 },
+    () => chunk,
+  );
+  await assert.rejects(() => lines(chunks), /longer than/);
+});
+
+Deno.test("errorFrom() keeps the server's code and message", async () => {
+  const e = await errorFrom(
+    Response.json({ error: "forbidden", message: 'Refused "/etc"' }, {
+      status: 403,
+    }),
+  );
+  assert.ok(e instanceof HttpError);
+  assert.equal(e.status, 403);
+  assert.equal(e.code, "forbidden");
+  assert.equal(e.message, 'Refused "/etc"');
+  const plain = await errorFrom(
+    new Response("oops", { status: 502, statusText: "Bad Gateway" }),
+  );
+  assert.equal(plain.code, "http_502");
+  assert.equal(plain.message, "502 Bad Gateway");
+});
+
+Deno.test("Remote talks to a server: query encoding, signing, errors, listing", async (t) => {
+  const seen: Array<{ url: string; auth: string | null }> = [];
+  let stall = false;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (request) => {
+      const url = new URL(request.url);
+      seen.push({
+        url: url.pathname + url.search,
+        auth: request.headers.get("authorization"),
+      });
+      if (stall) {
+        await new Promise((r) => setTimeout(r, 400));
+        return new Response("late");
+      }
+      if (url.pathname === "/v1/stat") {
+        if (url.searchParams.get("path") === "/missing") {
+          return Response.json(
+            { error: "not_found", message: 'No "/missing"' },
+            {
+              status: 404,
+            },
+          );
+        }
+        return Response.json({
+          type: "dir",
+          size: 0,
+          mtime: 1,
+          mode: 0o755,
+          etag: '"x"',
+        });
+      }
+      if (url.pathname === "/v1/list") {
+        const body = [
+          {
+            path: "a b",
+            type: "file",
+            size: 1,
+            mtime: 2,
+            mode: 0o644,
+            etag: '"a"',
+          },
+          {
+            path: "é",
+            type: "dir",
+            size: 0,
+            mtime: 2,
+            mode: 0o755,
+            etag: '"d"',
+          },
+        ].map((e) => JSON.stringify(e) + "\n").join("");
+        return new Response(body);
+      }
+      return new Response("nope", { status: 404 });
+    },
+  );
+  const remote = new Remote({
+    baseUrl: `http://127.0.0.1:${server.addr.port}/`,
+    sign: (request) => request.headers.set("authorization", "test-signature"),
+    idleTimeoutMs: 200,
+  });
+  try {
+    await t.step(
+      "stat() percent-encodes the path and signs the request",
+      async () => {
+        const st = await remote.stat("/data/a b&c=é");
+        assert.equal(st.type, "dir");
+        const last = seen[seen.length - 1];
+        assert.equal(
+          new URL("http://x" + last.url).searchParams.get("path"),
+          "/data/a b&c=é",
+        );
+        assert.equal(last.auth, "test-signature");
+      },
+    );
+    await t.step(
+      "an error status becomes HttpError with the server's message",
+      async () => {
+        await assert.rejects(() => remote.stat("/missing"), (e: unknown) => {
+          assert.ok(e instanceof HttpError);
+          assert.equal(e.status, 404);
+          assert.equal(e.message, 'No "/missing"');
+          return true;
+        });
+      },
+    );
+    await t.step("list() yields checked entries", async () => {
+      const got = [];
+      for await (const e of remote.list("/data")) got.push(e.path);
+      assert.deepEqual(got, ["a b", "é"]);
+    });
+    await t.step("a server that sends nothing times out", async () => {
+      stall = true;
+      await assert.rejects(() => remote.stat("/data"), TimeoutError);
+      stall = false;
+    });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("Remote reports an unreachable server as ConnectError", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  const remote = new Remote({ baseUrl: `http://127.0.0.1:${port}` });
+  await assert.rejects(() => remote.stat("/x"), (e: unknown) => {
+    assert.ok(e instanceof ConnectError);
+    assert.equal(
+      e.message,
+      `Cannot reach 127.0.0.1:${port}: connection refused`,
+    );
+    return true;
+  });
+});
