@@ -1,0 +1,462 @@
+/** End-to-end tests of the real hsyncd (`deno run -P=hsyncd main_server.ts`): lifecycle, pidfile, logs, errors, shutdown. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { systemProbe } from "../lib/daemon.ts";
+import { freePort, ROOT, serverArgv } from "./_programs.ts";
+
+const HOST = "127.0.0.1";
+
+/** A scratch HSYNC_DIR, data directory and config file, removed afterwards. */
+interface Fixture {
+  dir: string;
+  hsyncDir: string;
+  data: string;
+  config: string;
+  pidfile: string;
+  port: number;
+  /** Pids of servers to kill if a test fails half-way. */
+  pids: Set<number>;
+}
+
+async function withFixture(
+  fn: (f: Fixture) => Promise<void>,
+  configExtra = "",
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "hsyncd_e2e_" });
+  const data = join(dir, "data");
+  await Deno.mkdir(data);
+  await Deno.writeTextFile(join(data, "a.txt"), "hello\n");
+  const config = join(dir, "test.ini");
+  await Deno.writeTextFile(
+    config,
+    `[hsyncd]\nOnly_allowed_path = ${data}\n${configExtra}`,
+  );
+  const f: Fixture = {
+    dir,
+    hsyncDir: join(dir, "hsync"),
+    data,
+    config,
+    pidfile: join(dir, "hsync", "hsyncd.pid"),
+    port: freePort(),
+    pids: new Set(),
+  };
+  try {
+    await fn(f);
+  } finally {
+    for (const pid of f.pids) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // Already gone, as it should be.
+      }
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function command(f: Fixture, args: string[]): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: [...serverArgv(), ...args],
+    cwd: ROOT,
+    env: { HSYNC_DIR: f.hsyncDir, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+/** The usual flags: loopback, the fixture's port and config. */
+function flags(f: Fixture): string[] {
+  return ["-host", HOST, "-p", String(f.port), "-c", f.config];
+}
+
+/** Runs hsyncd to completion (start, stop, status, failing starts). */
+async function run(
+  f: Fixture,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await command(f, args).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  const result = {
+    code: out.code,
+    stdout: decode(out.stdout),
+    stderr: decode(out.stderr),
+  };
+  for (const m of result.stdout.matchAll(/\(pid (\d+)\)/g)) {
+    f.pids.add(Number(m[1]));
+  }
+  return result;
+}
+
+/** A foreground hsyncd whose output is collected while it runs. */
+class Foreground {
+  readonly child: Deno.ChildProcess;
+  stdout = "";
+  stderr = "";
+  readonly #pumps: Promise<void>;
+
+  constructor(f: Fixture, args: string[]) {
+    this.child = command(f, args).spawn();
+    f.pids.add(this.child.pid);
+    this.#pumps = Promise.all([
+      this.#pump(this.child.stdout, (s) => this.stdout += s),
+      this.#pump(this.child.stderr, (s) => this.stderr += s),
+    ]).then(() => {});
+  }
+
+  async #pump(
+    stream: ReadableStream<Uint8Array>,
+    add: (text: string) => void,
+  ): Promise<void> {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      add(text);
+    }
+  }
+
+  /** Waits until stdout says the server listens. */
+  async listening(timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.stdout.includes(" listening on ")) {
+      if (Date.now() > deadline) {
+        throw new Error(`hsyncd did not start: ${this.stderr}`);
+      }
+      await delay(20);
+    }
+  }
+
+  /** Waits for the exit code, with all output read. */
+  async exit(): Promise<number> {
+    const status = await this.child.status;
+    await this.#pumps;
+    return status.code;
+  }
+
+  /** Kills the server if it still runs (clean-up after a failed test) and reaps it. */
+  async kill(): Promise<void> {
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await this.exit();
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function get(port: number, path: string): Promise<Response> {
+  return await fetch(`http://${HOST}:${port}${path}`);
+}
+
+async function health(port: number): Promise<Record<string, unknown>> {
+  const response = await get(port, "/v1/health");
+  assert.equal(response.status, 200);
+  return await response.json();
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+async function readPid(path: string): Promise<number> {
+  return JSON.parse(await Deno.readTextFile(path)).pid;
+}
+
+/** True while the process runs (an exited process not yet reaped does not count). */
+async function alive(pid: number): Promise<boolean> {
+  return systemProbe.exists(pid) &&
+    (await systemProbe.facts(pid))?.state !== "Z";
+}
+
+async function refused(port: number): Promise<boolean> {
+  try {
+    (await Deno.connect({ hostname: HOST, port })).close();
+    return false;
+  } catch (error) {
+    return error instanceof Deno.errors.ConnectionRefused;
+  }
+}
+
+Deno.test("hsyncd in the foreground serves, writes its pidfile, and exits 0 on SIGTERM", async () => {
+  await withFixture(async (f) => {
+    const server = new Foreground(f, flags(f));
+    try {
+      await server.listening();
+      assert.match(
+        server.stdout,
+        new RegExp(
+          `^hsyncd 0\\.1\\.0 listening on http://127\\.0\\.0\\.1:${f.port}/ \\(pid ${server.child.pid}\\)\\n`,
+        ),
+      );
+      assert.equal((await health(f.port)).name, "hsyncd");
+      assert.equal(await readPid(f.pidfile), server.child.pid);
+      assert.match(
+        server.stderr,
+        new RegExp(
+          `hsyncd: warning: Unknown key "Bogus_key" in \\[hsyncd\\] of "${f.config}" is ignored`,
+        ),
+      );
+      // Without -l the log goes to stderr, one access line per request.
+      await delay(50);
+      assert.match(
+        server.stderr,
+        / 127\.0\.0\.1 GET \/v1\/health 200 \S+ \d+ms\n/,
+      );
+
+      const status = await run(f, ["status"]);
+      assert.equal(status.code, 0);
+      assert.match(
+        status.stdout,
+        new RegExp(
+          `^hsyncd is running \\(pid ${server.child.pid}\\) on http://127\\.0\\.0\\.1:${f.port}/, up \\d+s\\n$`,
+        ),
+      );
+
+      server.child.kill("SIGTERM");
+      assert.equal(await server.exit(), 0);
+      assert.match(server.stdout, /hsyncd stopped \(pid \d+\)\n$/);
+      assert.equal(await exists(f.pidfile), false, "pidfile removed");
+      assert.equal(await refused(f.port), true);
+    } finally {
+      await server.kill();
+    }
+  }, "Bogus_key = 1\n");
+});
+
+Deno.test("hsyncd start, status, start again, restart, stop, status", async () => {
+  await withFixture(async (f) => {
+    const log = join(f.hsyncDir, "hsyncd.log");
+
+    const started = await run(f, ["start", ...flags(f)]);
+    assert.equal(started.stderr, "");
+    assert.equal(started.code, 0);
+    const pid = await readPid(f.pidfile);
+    assert.equal(
+      started.stdout,
+      `hsyncd started (pid ${pid}) on http://127.0.0.1:${f.port}/, log ${log}\n`,
+    );
+    assert.equal((await health(f.port)).name, "hsyncd");
+
+    const status = await run(f, ["status"]);
+    assert.equal(status.code, 0);
+    assert.match(
+      status.stdout,
+      new RegExp(`^hsyncd is running \\(pid ${pid}\\)`),
+    );
+
+    const again = await run(f, ["-d", ...flags(f)]);
+    assert.equal(again.code, 1);
+    assert.equal(
+      again.stderr,
+      `hsyncd: Cannot start: hsyncd is already running (pid ${pid}) on http://127.0.0.1:${f.port}/; stop it with "hsyncd stop"\n`,
+    );
+    assert.equal(again.stdout, "");
+
+    const restarted = await run(f, ["restart", ...flags(f)]);
+    assert.equal(restarted.code, 0, restarted.stderr);
+    const newPid = await readPid(f.pidfile);
+    assert.notEqual(newPid, pid);
+    assert.equal(await alive(pid), false);
+    assert.equal(
+      restarted.stdout,
+      `hsyncd stopped (pid ${pid})\nhsyncd started (pid ${newPid}) on http://127.0.0.1:${f.port}/, log ${log}\n`,
+    );
+    const paths = [join(f.data, "a.txt"), join(f.data, "b c.txt")];
+    await Deno.writeTextFile(paths[1], "spaces\n");
+    for (const path of paths) {
+      const response = await get(
+        f.port,
+        `/v1/file?path=${encodeURIComponent(path)}`,
+      );
+      assert.equal(response.status, 200);
+      await response.body?.cancel();
+    }
+
+    const stopped = await run(f, ["stop"]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.equal(stopped.stdout, `hsyncd stopped (pid ${newPid})\n`);
+    assert.equal(await alive(newPid), false);
+    assert.equal(await exists(f.pidfile), false);
+
+    const after = await run(f, ["status"]);
+    assert.equal(after.code, 3);
+    assert.equal(after.stdout, "hsyncd is not running\n");
+    const stopAgain = await run(f, ["stop"]);
+    assert.equal(stopAgain.code, 0);
+    assert.equal(stopAgain.stdout, "hsyncd is not running\n");
+
+    const text = await Deno.readTextFile(log);
+    for (const path of paths) {
+      const line = `GET /v1/file?path=${encodeURIComponent(path)} 200 `;
+      assert.equal(text.split(line).length - 1, 1, `one access line: ${line}`);
+    }
+    assert.match(
+      text,
+      new RegExp(`INFO hsyncd stopped \\(pid ${newPid}\\)\\n$`),
+    );
+  });
+});
+
+Deno.test("hsyncd detects a stale pidfile and replaces it", async () => {
+  await withFixture(async (f) => {
+    const dead = new Deno.Command("true").spawn();
+    await dead.status;
+    await Deno.mkdir(f.hsyncDir, { recursive: true });
+    const stale = {
+      pid: dead.pid,
+      host: HOST,
+      port: f.port,
+      scheme: "http",
+      started: new Date().toISOString(),
+      version: "0.1.0",
+    };
+    await Deno.writeTextFile(f.pidfile, JSON.stringify(stale));
+
+    const status = await run(f, ["status"]);
+    assert.equal(status.code, 3);
+    assert.equal(
+      status.stdout,
+      `hsyncd is not running (stale pidfile "${f.pidfile}": pid ${dead.pid} is not running)\n`,
+    );
+
+    const server = new Foreground(f, flags(f));
+    try {
+      await server.listening();
+      assert.match(
+        server.stderr,
+        new RegExp(
+          `WARN Replacing stale pidfile "${f.pidfile}": pid ${dead.pid} is not running\\n`,
+        ),
+      );
+      assert.equal(await readPid(f.pidfile), server.child.pid);
+      server.child.kill("SIGTERM");
+      assert.equal(await server.exit(), 0);
+    } finally {
+      await server.kill();
+    }
+
+    await Deno.writeTextFile(f.pidfile, JSON.stringify(stale));
+    const stop = await run(f, ["stop"]);
+    assert.equal(stop.code, 0);
+    assert.equal(
+      stop.stdout,
+      `hsyncd is not running (removed stale pidfile "${f.pidfile}": pid ${dead.pid} is not running)\n`,
+    );
+    assert.equal(await exists(f.pidfile), false);
+  });
+});
+
+Deno.test("hsyncd rotates its log at Log_max_bytes, keeping Log_keep files", async () => {
+  await withFixture(async (f) => {
+    const log = join(f.dir, "logs", "access.log");
+    const server = new Foreground(f, [...flags(f), "-l", log]);
+    try {
+      await server.listening();
+      for (let i = 0; i < 120; i++) {
+        const response = await get(f.port, `/v1/health?n=${i}`);
+        await response.body?.cancel();
+      }
+      server.child.kill("SIGTERM");
+      assert.equal(await server.exit(), 0);
+    } finally {
+      await server.kill();
+    }
+    // logtape checks the limit when it writes its buffer, and lines keep
+    // arriving while it syncs, so a file can exceed the limit by one buffer:
+    // what counts is that it rotated and kept exactly Log_keep old files.
+    for (const file of [log, `${log}.1`, `${log}.2`]) {
+      assert.ok((await Deno.stat(file)).size > 0, file);
+    }
+    const kept = await Promise.all(
+      [`${log}.1`, `${log}.2`].map((p) => Deno.readTextFile(p)),
+    );
+    assert.ok(kept.every((text) => / GET \/v1\/health\?n=\d+ 200 /.test(text)));
+    assert.equal(await exists(`${log}.3`), false);
+    const newest = await Deno.readTextFile(log);
+    assert.match(newest, / GET \/v1\/health\?n=119 200 /);
+    assert.match(newest, /INFO hsyncd stopped/);
+  }, "Log_max_bytes = 2048\nLog_keep = 2\n");
+});
+
+Deno.test("hsyncd refuses a bad port in the config file with one line naming file, section, key and value", async () => {
+  await withFixture(async (f) => {
+    await Deno.writeTextFile(f.config, "[hsyncd]\nPort = 70000\n");
+    const result = await run(f, ["-c", f.config]);
+    assert.equal(result.code, 1);
+    assert.equal(
+      result.stderr,
+      `hsyncd: Invalid value "70000" for "${f.config}" [hsyncd] Port: a port is a whole number from 1 to 65535\n`,
+    );
+    assert.equal(await exists(f.pidfile), false);
+  });
+});
+
+Deno.test("hsyncd says in one line that the port is in use, in the foreground and detached", async () => {
+  await withFixture(async (f) => {
+    const listener = Deno.listen({ hostname: HOST, port: f.port });
+    try {
+      const line =
+        `hsyncd: Cannot listen on 127.0.0.1:${f.port}: address already in use\n`;
+      const foreground = await run(f, flags(f));
+      assert.equal(foreground.code, 1);
+      assert.equal(foreground.stderr, line);
+      assert.equal(await exists(f.pidfile), false);
+
+      const detached = await run(f, ["start", ...flags(f)]);
+      assert.equal(detached.code, 1);
+      assert.equal(detached.stderr, line);
+      assert.equal(detached.stdout, "");
+    } finally {
+      listener.close();
+    }
+  });
+});
+
+Deno.test("hsyncd finishes an in-flight download after SIGTERM, refusing new connections", async () => {
+  await withFixture(async (f) => {
+    const size = 32 * 1024 * 1024;
+    const path = join(f.data, "big.bin");
+    const bytes = new Uint8Array(size);
+    for (let i = 0; i < size; i += 4096) bytes[i] = i % 251;
+    await Deno.writeFile(path, bytes);
+
+    const server = new Foreground(f, flags(f));
+    try {
+      await server.listening();
+      const response = await get(
+        f.port,
+        `/v1/file?path=${encodeURIComponent(path)}`,
+      );
+      assert.equal(response.status, 200);
+      const reader = response.body!.getReader();
+      let received = 0;
+      const first = await reader.read();
+      received += first.value?.length ?? 0;
+
+      server.child.kill("SIGTERM");
+      const deadline = Date.now() + 5000;
+      while (!await refused(f.port)) {
+        assert.ok(Date.now() < deadline, "listener still open after SIGTERM");
+        await delay(20);
+      }
+      while (true) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        received += value.length;
+      }
+      assert.equal(received, size);
+      assert.equal(await server.exit(), 0);
+      assert.equal(await exists(f.pidfile), false);
+    } finally {
+      await server.kill();
+    }
+  });
+});
