@@ -67,6 +67,8 @@ try {
       String(port),
       "-c",
       ini,
+      "-l",
+      join(work, "hsyncd.log"),
     ],
     cwd: root,
     env,
