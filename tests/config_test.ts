@@ -178,10 +178,10 @@ Deno.test("formatConfig() lists the files searched and every key by section with
   const readTextFile = fakeFs({ "/h/hsync.ini": "[hsyncd]\nPort = 2222\n" });
   const config = await loadConfig({ defaults, hsyncDir: "/h", readTextFile });
   const text = formatConfig(config);
-  assert.match(text, /;   \(built-in defaults\)\n;   \/h\/hsync.ini\n/);
+  assert.match(text, /; {3}\(built-in defaults\)\n; {3}\/h\/hsync.ini\n/);
   assert.match(
     text,
-    /\[hsyncd\]\nHost_ip = 0.0.0.0\nPort = 2222  ; from \/h\/hsync.ini\n/,
+    /\[hsyncd\]\nHost_ip = 0.0.0.0\nPort = 2222 {2}; from \/h\/hsync.ini\n/,
   );
   assert.match(text, /\[hsync\][^[]*Sync_interval_sec = 2/);
 });
