@@ -22,8 +22,10 @@ import {
   isExpected,
   UsageError,
 } from "./lib/errors.ts";
+import { runFollow } from "./lib/follow_cli.ts";
 import { pull } from "./lib/pull.ts";
 import { createReporter, formatSummary } from "./lib/progress.ts";
+import { openTransport } from "./lib/transport.ts";
 import { VERSION } from "./lib/version.ts";
 
 const encoder = new TextEncoder();
@@ -32,14 +34,20 @@ function writeErr(text: string): void {
   Deno.stderr.writeSync(encoder.encode(text));
 }
 
-async function loadFor(configFile: string | undefined): Promise<LoadedConfig> {
-  const hsyncDir = resolveHsyncDir({
+function hsyncDirOf(): string {
+  return resolveHsyncDir({
     HSYNC_DIR: Deno.env.get("HSYNC_DIR"),
     HOME: Deno.env.get("HOME"),
   });
+}
+
+async function loadFor(
+  configFile: string | undefined,
+): Promise<LoadedConfig & { hsyncDir: string }> {
+  const hsyncDir = hsyncDirOf();
   const config = await loadConfig({ defaults, hsyncDir, configFile });
   for (const w of config.warnings) console.error(`hsync: warning: ${w}`);
-  return config;
+  return { ...config, hsyncDir };
 }
 
 function formatHost(host: string): string {
@@ -54,18 +62,19 @@ async function runPull(cmd: PullCommand): Promise<number> {
   if (cmd.tls) overrides.Tls = "yes";
   const section = cmd.sync ? "hsync" : "hscp";
   const settings = clientSettings(config, section, overrides);
-  if (cmd.sync) {
-    throw new UsageError("--sync is not available in this version yet");
-  }
-  if (cmd.verify) {
-    throw new UsageError("--verify is not available in this version yet");
-  }
-  if (settings.tls) {
-    throw new UsageError("HTTPS (--tls) is not available in this version yet");
-  }
   const baseUrl = `${settings.tls ? "https" : "http"}://${
     formatHost(settings.hostIp)
   }:${settings.port}`;
+  if (cmd.verify) {
+    // Verification (issue 3 seam).
+    throw new UsageError("--verify is not available in this version yet");
+  }
+  // Transport (issue 4 seam): TLS client and request signing.
+  const transport = await openTransport(settings, config.hsyncDir);
+  if (cmd.sync) {
+    // Follow mode (issue 5 seam).
+    return await runFollow(cmd, settings, baseUrl, transport);
+  }
 
   const controller = new AbortController();
   let interrupted = false;
@@ -96,6 +105,8 @@ async function runPull(cmd: PullCommand): Promise<number> {
       preserve: cmd.preserve,
       signal: controller.signal,
       onEvent: (event) => reporter.onEvent(event),
+      client: transport.client,
+      sign: transport.sign,
     });
     reporter.stop();
     for (const f of summary.failures) {
