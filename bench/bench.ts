@@ -72,6 +72,8 @@ function parseList<T extends string>(s: string, all: T[], flag: string): T[] {
   return all.filter((x) => want.includes(x)); // canonical order, no duplicates
 }
 
+/** Pause after deleting a workload's outputs, so the file system has settled before the next workload. */
+const SETTLE_MS = 5000;
 const MiB = 1024 * 1024;
 const SIZES = opts.quick
   ? {
@@ -1044,6 +1046,7 @@ async function main(): Promise<number> {
           (w.bytes / 1e6).toFixed(1)
         } MB), ${n} runs per tool`,
       );
+      const doneDirs: string[] = [];
       for (let r = 0; r < n; r++) {
         const order = active.map((_, i) => active[(i + r) % active.length]);
         for (const t of order) {
@@ -1084,10 +1087,18 @@ async function main(): Promise<number> {
               }, ` +
               (res.ok ? "ok" : `FAILED (${res.why})`),
           );
-          await Deno.remove(dest, { recursive: true }).catch(() => {});
+          // Kept until the workload ends: on this VM's ext4 (mounted with
+          // `discard`) file creation runs up to 10x slower for seconds after a
+          // large deletion, which would land on the next tool's run.
+          doneDirs.push(dest);
           await run("sync", [], { timeoutS: 600 }); // no write-back of this run spills into the next
         }
       }
+      for (const dir of doneDirs.splice(0)) {
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      }
+      await run("sync", [], { timeoutS: 600 });
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     }
 
     if (hsyncd) {
