@@ -26,6 +26,7 @@ import { runFollow } from "./lib/follow_cli.ts";
 import { pull } from "./lib/pull.ts";
 import { createReporter, formatSummary } from "./lib/progress.ts";
 import { openTransport } from "./lib/transport.ts";
+import { writeKeyPair } from "./lib/auth.ts";
 import { VERSION } from "./lib/version.ts";
 
 const encoder = new TextEncoder();
@@ -138,8 +139,23 @@ async function run(command: ClientCommand): Promise<number> {
       console.log(formatConfig(config));
       return EXIT.ok;
     }
-    case "keygen":
-      throw new UsageError("keygen is not available in this version yet");
+    case "keygen": {
+      const hsyncDir = hsyncDirOf();
+      const user = (Deno.env.get("HOME") ?? "").split("/").filter(Boolean)
+        .pop() ?? "hsync";
+      const keys = await writeKeyPair(hsyncDir, {
+        force: command.force,
+        comment: `${user}@hsync-${new Date().toISOString().slice(0, 10)}`,
+      });
+      console.error(
+        `hsync: wrote private key "${keys.privateFile}" (mode 0600) and public key "${keys.publicFile}"`,
+      );
+      console.error(
+        "hsync: append this line to the server's Authorized_keys file:",
+      );
+      console.log(keys.publicLine);
+      return EXIT.ok;
+    }
     case "pull":
       return await runPull(command);
   }

@@ -1,6 +1,9 @@
 /** Ed25519 key authentication: key files, request signing (client) and verification with replay protection (server). */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { ConfigError } from "./errors.ts";
+import { reason } from "./local_path.ts";
 
 function b64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("base64");
@@ -63,14 +66,16 @@ export async function loadIdentity(
     .exec(pem);
   if (m === null) {
     throw new TypeError(
-      `Cannot read identity "${source}": not a PEM private key (make one with hsync keygen)`,
+      `Cannot use Identity_file "${source}": not a PEM private key (make one with hsync keygen)`,
     );
   }
   let pkcs8: Uint8Array<ArrayBuffer>;
   try {
     pkcs8 = unb64(m[1].replace(/\s+/g, ""));
   } catch {
-    throw new TypeError(`Cannot read identity "${source}": bad base64`);
+    throw new TypeError(
+      `Cannot use Identity_file "${source}": its PEM body is not base64`,
+    );
   }
   try {
     const privateKey = await crypto.subtle.importKey(
@@ -85,7 +90,7 @@ export async function loadIdentity(
     return { publicKey: b64(raw), privateKey };
   } catch {
     throw new TypeError(
-      `Cannot read identity "${source}": not an Ed25519 private key`,
+      `Cannot use Identity_file "${source}": not an Ed25519 private key`,
     );
   }
 }
@@ -100,6 +105,9 @@ export function signedText(
 ): string {
   return `hsync-v1\n${method.toUpperCase()}\n${pathAndQuery}\n${timestamp}\n${nonce}\n${bodySha256}`;
 }
+
+/** Header carrying {@linkcode bodyDigest} of a signed request's body, so the server checks the signature before reading the body. */
+export const BODY_DIGEST_HEADER = "x-hsync-content-sha256";
 
 /** Hex SHA-256 of a request body (`-` when there is none). */
 export function bodyDigest(
@@ -246,4 +254,95 @@ export async function createVerifier(
     if (ok) seen.set(nonce, Math.max(t, ts) + skew);
     return ok;
   };
+}
+
+/** Reads the server's `Authorized_keys` file into a verifier; `ConfigError` naming the file (and line) when it cannot be used. */
+export async function loadAuthorizedKeys(
+  path: string,
+  options: VerifierOptions & {
+    readTextFile?: (path: string) => Promise<string>;
+  } = {},
+): Promise<{ verifier: Verifier; keys: number }> {
+  let text: string;
+  try {
+    text = await (options.readTextFile ?? Deno.readTextFile)(path);
+  } catch (error) {
+    throw new ConfigError(
+      `Cannot read Authorized_keys "${path}": ${reason(error)}`,
+    );
+  }
+  let keys: string[];
+  try {
+    keys = parseAuthorizedKeys(text, path);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  if (keys.length === 0) {
+    // An empty list would refuse everyone: almost certainly a mistake, so say so instead of starting.
+    throw new ConfigError(
+      `Cannot use Authorized_keys "${path}": it holds no public key (add the line printed by hsync keygen)`,
+    );
+  }
+  return { verifier: await createVerifier(keys, options), keys: keys.length };
+}
+
+/** Where {@linkcode writeKeyPair} wrote the keys. */
+export interface WrittenKeys {
+  privateFile: string;
+  publicFile: string;
+  /** The public key line (without newline), to append to the server's Authorized_keys. */
+  publicLine: string;
+}
+
+/**
+ * `hsync keygen`: writes `id_ed25519` (mode 0600) and `id_ed25519.pub` into
+ * `dir`, creating `dir` with mode 0700 if missing. Refuses to replace an
+ * existing key unless `force`. Every failure is a `ConfigError` naming the
+ * file.
+ */
+export async function writeKeyPair(
+  dir: string,
+  options: { force?: boolean; comment?: string } = {},
+): Promise<WrittenKeys> {
+  const privateFile = join(dir, "id_ed25519");
+  const publicFile = `${privateFile}.pub`;
+  try {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new ConfigError(
+      `Cannot create directory "${dir}": ${reason(error)}`,
+    );
+  }
+  for (const file of [privateFile, publicFile]) {
+    let exists = true;
+    try {
+      await Deno.lstat(file);
+    } catch {
+      exists = false;
+    }
+    if (!exists) continue;
+    if (!options.force) {
+      throw new ConfigError(
+        `Refusing to overwrite "${file}": a key is already there (use --force to replace it)`,
+      );
+    }
+    try {
+      // Removed, not truncated: the new file is created with mode 0600 whatever the old one had.
+      await Deno.remove(file);
+    } catch (error) {
+      throw new ConfigError(`Cannot replace "${file}": ${reason(error)}`);
+    }
+  }
+  const keys = await generateKeys(options.comment ?? "");
+  const write = async (file: string, text: string, mode: number) => {
+    try {
+      await Deno.writeTextFile(file, text, { createNew: true, mode });
+      await Deno.chmod(file, mode); // the umask may have taken bits away from 0644; never adds any to 0600
+    } catch (error) {
+      throw new ConfigError(`Cannot write "${file}": ${reason(error)}`);
+    }
+  };
+  await write(privateFile, keys.privatePem, 0o600);
+  await write(publicFile, keys.publicLine, 0o644);
+  return { privateFile, publicFile, publicLine: keys.publicLine.trim() };
 }

@@ -1,6 +1,15 @@
 /** How the client reaches the server: the HTTP client (TLS trust) and the request signer (key authentication). */
+import { isAbsolute, join } from "node:path";
+import {
+  BODY_DIGEST_HEADER,
+  bodyDigest,
+  type Identity,
+  loadIdentity,
+  signRequest,
+} from "./auth.ts";
 import type { ClientSettings } from "./config.ts";
-import { UsageError } from "./errors.ts";
+import { ConfigError } from "./errors.ts";
+import { reason } from "./local_path.ts";
 
 /** What every request of a run goes through. */
 export interface Transport {
@@ -8,15 +17,143 @@ export interface Transport {
   client?: Deno.HttpClient;
   /** Signs a request before it is sent; undefined without an identity. */
   sign?: (request: Request) => Promise<void> | void;
+  /** The identity file used for signing, if any (for messages). */
+  identityFile?: string;
 }
 
-/** Builds the transport of a run from its settings. */
-export function openTransport(
+/** File name of the default identity in `HSYNC_DIR`, written by `hsync keygen`. */
+export const DEFAULT_IDENTITY = "id_ed25519";
+
+/** Seams of {@linkcode openTransport} (tests replace the file reads). */
+export interface TransportOptions {
+  readTextFile?: (path: string) => Promise<string>;
+  /** `lstat`-like: mode bits of a file, or throws `NotFound`. */
+  stat?: (path: string) => Promise<{ mode: number | null }>;
+}
+
+/**
+ * Builds the transport of a run from its settings. With `Tls` and a
+ * `CA_file`, the HTTP client also trusts that CA (its certificates are
+ * added to the default roots); without `CA_file` the
+ * default trust store is used. Host names are always checked by the TLS
+ * stack. With an `Identity_file` (or `$HSYNC_DIR/id_ed25519` when it exists),
+ * every request is signed. Relative paths are resolved against `HSYNC_DIR`.
+ * Throws `ConfigError` with one line naming the file when it cannot be used.
+ */
+export async function openTransport(
   settings: ClientSettings,
-  _hsyncDir: string,
+  hsyncDir: string,
+  options: TransportOptions = {},
 ): Promise<Transport> {
-  if (settings.tls) {
-    throw new UsageError("HTTPS (--tls) is not available in this version yet");
+  const read = options.readTextFile ?? Deno.readTextFile;
+  const stat = options.stat ?? Deno.stat;
+  const transport: Transport = {};
+
+  if (settings.tls && settings.caFile !== "") {
+    const caFile = resolveIn(hsyncDir, settings.caFile);
+    const pem = await readConfigured(read, "CA_file", caFile);
+    if (
+      !/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/.test(pem)
+    ) {
+      throw new ConfigError(
+        `Cannot use CA_file "${caFile}": it holds no PEM certificate`,
+      );
+    }
+    try {
+      transport.client = Deno.createHttpClient({ caCerts: [pem] });
+    } catch (error) {
+      throw new ConfigError(
+        `Cannot use CA_file "${caFile}": ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+      );
+    }
   }
-  return Promise.resolve({});
+
+  let identityFile: string | undefined;
+  if (settings.identityFile !== "") {
+    identityFile = resolveIn(hsyncDir, settings.identityFile);
+  } else {
+    const fallback = join(hsyncDir, DEFAULT_IDENTITY);
+    try {
+      await stat(fallback);
+      identityFile = fallback;
+    } catch (error) {
+      // No default key: requests go unsigned. Any other failure is reported below when reading it.
+      if (!(error instanceof Deno.errors.NotFound)) identityFile = fallback;
+    }
+  }
+  if (identityFile !== undefined) {
+    const identity = await readIdentity(read, stat, identityFile);
+    transport.identityFile = identityFile;
+    transport.sign = signerFor(identity);
+  }
+  return transport;
+}
+
+/** The sign hook: sets `Authorization` over method, path and query, a fresh timestamp and nonce, and the body's digest. */
+export function signerFor(
+  identity: Identity,
+): (request: Request) => Promise<void> {
+  return async (request) => {
+    let body: Uint8Array<ArrayBuffer> | undefined;
+    if (request.body !== null) {
+      // Bundle requests are small JSON; the clone leaves the original body unread for fetch.
+      body = new Uint8Array(await request.clone().arrayBuffer());
+      request.headers.set(BODY_DIGEST_HEADER, bodyDigest(body));
+    }
+    request.headers.set(
+      "authorization",
+      await signRequest(identity, request.method, new URL(request.url), {
+        body,
+      }),
+    );
+  };
+}
+
+async function readIdentity(
+  read: (path: string) => Promise<string>,
+  stat: (path: string) => Promise<{ mode: number | null }>,
+  path: string,
+): Promise<Identity> {
+  let mode: number | null;
+  try {
+    mode = (await stat(path)).mode;
+  } catch (error) {
+    throw new ConfigError(
+      `Cannot read Identity_file "${path}": ${reason(error)}`,
+    );
+  }
+  // Like ssh: a private key others can read is not a secret any more.
+  if (mode !== null && (mode & 0o077) !== 0) {
+    throw new ConfigError(
+      `Cannot use Identity_file "${path}": it is readable by other users (mode ${
+        (mode & 0o777).toString(8).padStart(4, "0")
+      }); run chmod 600 on it`,
+    );
+  }
+  const pem = await readConfigured(read, "Identity_file", path);
+  try {
+    return await loadIdentity(pem, path);
+  } catch (error) {
+    throw new ConfigError(
+      error instanceof Error ? error.message : String(error),
+    );
+  }
+}
+
+async function readConfigured(
+  read: (path: string) => Promise<string>,
+  key: string,
+  path: string,
+): Promise<string> {
+  try {
+    return await read(path);
+  } catch (error) {
+    throw new ConfigError(`Cannot read ${key} "${path}": ${reason(error)}`);
+  }
+}
+
+function resolveIn(hsyncDir: string, path: string): string {
+  return isAbsolute(path) ? path : join(hsyncDir, path);
 }

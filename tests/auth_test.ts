@@ -1,13 +1,17 @@
 /** Tests of lib/auth.ts: keys round-trip, signatures verify, and forged, stale, replayed or foreign requests are refused. */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import {
   bodyDigest,
   createVerifier,
   generateKeys,
+  loadAuthorizedKeys,
   loadIdentity,
   parseAuthorizedKeys,
   signRequest,
+  writeKeyPair,
 } from "../lib/auth.ts";
+import { ConfigError } from "../lib/errors.ts";
 
 async function setup(now = 1_000_000_000) {
   const keys = await generateKeys("alice@lab");
@@ -118,7 +122,7 @@ Deno.test("stale and future timestamps, unknown keys and garbage headers are ref
 Deno.test("malformed key files and authorized-keys lines are reported with their source", async () => {
   await assert.rejects(
     () => loadIdentity("not a key", "/h/id"),
-    /Cannot read identity "\/h\/id": not a PEM private key/,
+    /Cannot use Identity_file "\/h\/id": not a PEM private key/,
   );
   assert.throws(
     () => parseAuthorizedKeys("ssh-rsa AAAA x\n", "/etc/keys"),
@@ -128,4 +132,103 @@ Deno.test("malformed key files and authorized-keys lines are reported with their
     () => parseAuthorizedKeys("hsync-ed25519 AAAA\n", "k"),
     /line 1/,
   );
+});
+
+Deno.test("writeKeyPair() makes HSYNC_DIR 0700, a 0600 private key and a public line that authorises it", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "hsync_keygen_" });
+  try {
+    const dir = join(tmp, "state");
+    const written = await writeKeyPair(dir, { comment: "alice@lab" });
+    assert.equal(written.privateFile, join(dir, "id_ed25519"));
+    assert.equal(written.publicFile, join(dir, "id_ed25519.pub"));
+    assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
+    assert.equal((await Deno.stat(written.privateFile)).mode! & 0o777, 0o600);
+    const pub = await Deno.readTextFile(written.publicFile);
+    assert.equal(pub, written.publicLine + "\n");
+    assert.match(
+      written.publicLine,
+      /^hsync-ed25519 [A-Za-z0-9+/]{43}= alice@lab$/,
+    );
+
+    // The line, appended as it is to an authorized-keys file, admits the key.
+    const akFile = join(tmp, "authorized_keys");
+    await Deno.writeTextFile(akFile, `# team\n${pub}`);
+    const { verifier, keys } = await loadAuthorizedKeys(akFile);
+    assert.equal(keys, 1);
+    const identity = await loadIdentity(
+      await Deno.readTextFile(written.privateFile),
+      written.privateFile,
+    );
+    const url = new URL("http://h/v1/health");
+    assert.equal(
+      await verifier(
+        "GET",
+        url.pathname,
+        await signRequest(identity, "GET", url),
+        "-",
+      ),
+      true,
+    );
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("writeKeyPair() never overwrites a key without force, and force makes a new 0600 key", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "hsync_keygen_" });
+  try {
+    const first = await writeKeyPair(tmp);
+    const before = await Deno.readTextFile(first.privateFile);
+    await assert.rejects(
+      writeKeyPair(tmp),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.message ===
+          `Refusing to overwrite "${first.privateFile}": a key is already there (use --force to replace it)`,
+    );
+    assert.equal(await Deno.readTextFile(first.privateFile), before);
+    // A lone public key is protected too.
+    await Deno.remove(first.privateFile);
+    await assert.rejects(writeKeyPair(tmp), /Refusing to overwrite .*\.pub"/);
+
+    await Deno.writeTextFile(first.privateFile, "old", { mode: 0o644 });
+    await Deno.chmod(first.privateFile, 0o644);
+    const second = await writeKeyPair(tmp, { force: true });
+    assert.notEqual(await Deno.readTextFile(second.privateFile), "old");
+    assert.equal((await Deno.stat(second.privateFile)).mode! & 0o777, 0o600);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("loadAuthorizedKeys() names the file when it is missing, malformed or empty", async () => {
+  const files: Record<string, string> = {
+    "/k/bad": "hsync-ed25519 AAAA\n",
+    "/k/empty": "# nobody yet\n\n",
+  };
+  const readTextFile = (path: string) =>
+    path in files
+      ? Promise.resolve(files[path])
+      : Promise.reject(new Deno.errors.NotFound(path));
+  const cases: Array<[string, string]> = [
+    [
+      "/k/missing",
+      'Cannot read Authorized_keys "/k/missing": no such file or directory',
+    ],
+    [
+      "/k/bad",
+      'Invalid public key on line 1 of "/k/bad": expected "hsync-ed25519 BASE64 [comment]"',
+    ],
+    [
+      "/k/empty",
+      'Cannot use Authorized_keys "/k/empty": it holds no public key (add the line printed by hsync keygen)',
+    ],
+  ];
+  for (const [path, message] of cases) {
+    await assert.rejects(
+      loadAuthorizedKeys(path, { readTextFile }),
+      (e: unknown) => e instanceof ConfigError && e.message === message,
+      path,
+    );
+  }
 });
