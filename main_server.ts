@@ -22,6 +22,7 @@ import {
 } from "./lib/server_args.ts";
 import { openServerLog, type ServerLog } from "./lib/server_log.ts";
 import { createHandler } from "./lib/server.ts";
+import { loadAuthorizedKeys, type Verifier } from "./lib/auth.ts";
 import {
   checkPidfile,
   exposureWarning,
@@ -115,6 +116,7 @@ async function serve(context: Context): Promise<number> {
     throw new ConfigError(alreadyRunning(state.info));
   }
   const tls = await readTls(settings);
+  const auth = await readAuth(settings);
   const log = await openServerLog({
     file: settings.logFile === "" ? undefined : resolve(settings.logFile),
     maxBytes: settings.logMaxBytes,
@@ -133,6 +135,7 @@ async function serve(context: Context): Promise<number> {
       settings,
       hsyncDir: context.hsyncDir,
       hostname: Deno.hostname(),
+      verifier: auth?.verifier,
       log: (entry) => log.access(entry),
       onError: (error, request) =>
         log.error(
@@ -188,6 +191,12 @@ async function serve(context: Context): Promise<number> {
     }
     const url = serverUrl(scheme, settings.hostIp, info.port);
     announce(log, `hsyncd ${VERSION} listening on ${url} (pid ${Deno.pid})`);
+    if (auth !== undefined) {
+      announce(
+        log,
+        `Requests must be signed by one of ${auth.keys} key(s) in Authorized_keys "${settings.authorizedKeys}"`,
+      );
+    }
     const warning = exposureWarning(settings);
     if (warning !== undefined) alert(log, warning);
 
@@ -267,6 +276,7 @@ async function start(context: Context): Promise<number> {
     );
   }
   await readTls(settings);
+  await readAuth(settings);
   const warning = exposureWarning(settings);
   if (warning !== undefined) console.error(`hsyncd: ${warning}`);
 
@@ -331,6 +341,7 @@ async function start(context: Context): Promise<number> {
 async function restart(context: Context): Promise<number> {
   // A configuration that cannot start must not stop the running server.
   await readTls(context.settings);
+  await readAuth(context.settings);
   const state = await checkPidfile(context.pidfile);
   if (state.state === "running") {
     await stopProcess(state.info, context.pidfile);
@@ -443,6 +454,14 @@ async function readTls(
     cert: await read("Cert_file", certFile),
     key: await read("Key_file", keyFile),
   };
+}
+
+/** The request verifier when `Authorized_keys` is set; `ConfigError` in one line when the file cannot be used. */
+async function readAuth(
+  settings: ServerSettings,
+): Promise<{ verifier: Verifier; keys: number } | undefined> {
+  if (settings.authorizedKeys === "") return undefined;
+  return await loadAuthorizedKeys(settings.authorizedKeys);
 }
 
 /** One line for a failure to listen, naming the address. */

@@ -68,7 +68,8 @@ export interface PathGuard {
   /**
    * Opens a checked regular file without ever blocking on a FIFO or
    * following a symlink, and verifies that the opened handle is the file
-   * that was checked (same device and inode); otherwise 409 `changed`.
+   * that was checked (same device and inode) and that the checked real path
+   * still leads to it with no symlink on the way; otherwise 409 `changed`.
    */
   openFile(checked: CheckedPath): Promise<OpenedFile>;
 }
@@ -239,12 +240,21 @@ class Jail implements PathGuard {
     try {
       const info = toFileInfo(await handle.stat());
       // Same device and inode as checked: whatever path led here, these are the checked bytes.
-      if (
-        !info.isFile || info.dev !== checked.info.dev ||
-        info.ino !== checked.info.ino
-      ) {
+      if (!info.isFile || !sameFile(info, checked.info)) throw changed();
+      // The check itself could have been raced: a directory on the way swapped
+      // for a symlink between realpath and lstat makes both the checked and
+      // the opened file one from outside. Now that the handle is fixed, the
+      // checked path must still resolve to itself, with no symlink on the
+      // way, and lead to this very file.
+      let again: string;
+      let now: Deno.FileInfo;
+      try {
+        again = await Deno.realPath(checked.realPath);
+        now = await Deno.lstat(checked.realPath);
+      } catch {
         throw changed();
       }
+      if (again !== checked.realPath || !sameFile(now, info)) throw changed();
       return new HandleFile(handle, info);
     } catch (error) {
       await handle.close();
@@ -492,6 +502,11 @@ async function realPathLoose(path: string): Promise<string> {
       dir = posix.dirname(dir);
     }
   }
+}
+
+/** Same device and inode. */
+function sameFile(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
 }
 
 /** True when `path` is `dir` or below it, compared by whole components. */

@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { encodeFrame } from "./bundle_codec.ts";
 import type { ServerSettings } from "./config.ts";
-import { bodyDigest, type Verifier } from "./auth.ts";
+import { BODY_DIGEST_HEADER, bodyDigest, type Verifier } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 import { etagFor, modeBits, mtimeMs } from "./file_identity.ts";
 import { createHostMatcher, normalizeAddress } from "./host_allow.ts";
@@ -48,6 +48,12 @@ export interface AccessLogEntry {
 
 /** Bounds on the work one server does; every field has a default in {@linkcode DEFAULT_LIMITS}. */
 export interface ServerLimits {
+  /** Requests being answered at once (from headers until the body is sent); one more is answered 503 `busy`. */
+  maxRequests: number;
+  /** Longest request target (path and query) in bytes; longer gets 414. */
+  maxUrlBytes: number;
+  /** Most bytes of request header names and values together; more gets 431. */
+  maxHeaderBytes: number;
   /** Hash jobs running at once. */
   hashJobs: number;
   /** Hash jobs waiting for a slot; one more is answered 503 `busy`. */
@@ -62,10 +68,22 @@ export interface ServerLimits {
   bundleMaxBodyBytes: number;
   /** Files of a bundle read ahead concurrently. */
   bundleReadAhead: number;
+  /**
+   * Bytes of file data one bundle response holds read but not yet handed to
+   * the connection (one file is always allowed, up to `bundleMaxFileBytes`):
+   * what a slow client can make the server keep in memory.
+   */
+  bundleReadAheadBytes: number;
+  /** Bundle responses streaming at once; one more is answered 503 `busy`. */
+  bundleJobs: number;
 }
 
 /** The limits used when {@linkcode HandlerOptions.limits} leaves a field out. */
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
+  maxRequests: 512,
+  // A path of MAX_PATH_BYTES percent-encoded (3 characters per byte) still fits.
+  maxUrlBytes: 16 * 1024,
+  maxHeaderBytes: 16 * 1024,
   hashJobs: 2,
   hashQueue: 16,
   hashCacheEntries: 1024,
@@ -73,6 +91,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   bundleMaxFileBytes: 1024 * 1024,
   bundleMaxBodyBytes: 8 * 1024 * 1024,
   bundleReadAhead: 8,
+  bundleReadAheadBytes: 2 * 1024 * 1024,
+  bundleJobs: 64,
 };
 
 /** Options of {@linkcode createHandler}. */
@@ -106,6 +126,8 @@ interface Context {
   limits: ServerLimits;
   hashSlots: Slots;
   hashCache: Lru<HashResult>;
+  /** Bundle responses streaming now. */
+  bundles: { running: number };
   watchHub: WatchHub;
 }
 
@@ -153,22 +175,35 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
     limits,
     hashSlots: new Slots(limits.hashJobs, limits.hashQueue),
     hashCache: new Lru(limits.hashCacheEntries),
+    bundles: { running: 0 },
     watchHub: options.watchHub ?? new WatchHub(),
   };
 
+  let inFlight = 0;
   return async function handle(request: Request, info) {
     const started = performance.now();
     const time = new Date();
     const remote = normalizeAddress(info.remoteAddr.hostname);
     const url = new URL(request.url);
+    // Counted until the response body has gone (or the connection dropped).
+    inFlight++;
+    info.completed.finally(() => inFlight--).catch(() => {});
     let response: Response;
     try {
-      // Before anything else: a refused peer causes no parsing and no file-system work.
+      // Before anything else: a refused peer causes no file-system, signature or body work.
       if (!hostAllowed(remote)) {
         throw new HttpError(
           403,
           "host_not_allowed",
           `Cannot serve ${remote}: refused by Allowed_host`,
+        );
+      }
+      checkRequestSize(request, url, limits);
+      if (inFlight > limits.maxRequests) {
+        throw new HttpError(
+          503,
+          "busy",
+          `Cannot serve now: ${limits.maxRequests} requests are being answered, retry later`,
         );
       }
       if (options.verifier !== undefined) {
@@ -245,12 +280,46 @@ async function route(
   return response;
 }
 
-// ---------------------------------------------------------------- authentication
+// ---------------------------------------------------------------- limits, authentication
+
+/** 414 for a request target over `maxUrlBytes`, 431 for headers over `maxHeaderBytes`. */
+function checkRequestSize(
+  request: Request,
+  url: URL,
+  limits: ServerLimits,
+): void {
+  // The path and query as sent are ASCII (percent-encoded), so length is bytes.
+  if (url.pathname.length + url.search.length > limits.maxUrlBytes) {
+    throw new HttpError(
+      414,
+      "uri_too_long",
+      `Cannot serve a request target longer than ${limits.maxUrlBytes} bytes`,
+    );
+  }
+  let bytes = 0;
+  for (const [name, value] of request.headers) {
+    bytes += name.length + value.length + 4;
+    if (bytes > limits.maxHeaderBytes) {
+      throw new HttpError(
+        431,
+        "headers_too_large",
+        `Cannot serve a request with more than ${limits.maxHeaderBytes} bytes of headers`,
+      );
+    }
+  }
+}
+
+function unauthorized(): HttpError {
+  return new HttpError(401, "unauthorized", "Authentication required");
+}
 
 /**
- * Verifies the request signature; a request with a body is read here (within
- * the bundle body limit) so its digest can be checked, and handed on as a new
- * request with the same bytes. A missing or bad signature says nothing more.
+ * Verifies the request signature before any body is read: a request with a
+ * body declares the body's SHA-256 in `x-hsync-content-sha256` (the value
+ * the signature covers), so an unsigned or forged request costs no body
+ * reading. A signed body is then read within the bundle body limit, checked
+ * against the declared digest and handed on as a new request with the same
+ * bytes. A missing or bad signature says nothing more than 401.
  */
 async function authenticate(
   verifier: Verifier,
@@ -258,27 +327,21 @@ async function authenticate(
   url: URL,
   maxBody: number,
 ): Promise<Request> {
-  let body: Uint8Array<ArrayBuffer> | undefined;
+  let declared = "-";
   if (request.body !== null) {
-    const declared = Number(request.headers.get("content-length") ?? "0");
-    if (declared > maxBody) {
-      throw new HttpError(413, "too_large", "Request body too large");
-    }
-    body = new Uint8Array(await request.arrayBuffer());
-    if (body.length > maxBody) {
-      throw new HttpError(413, "too_large", "Request body too large");
-    }
+    declared = request.headers.get(BODY_DIGEST_HEADER) ?? "";
+    if (!/^([0-9a-f]{64}|-)$/.test(declared)) throw unauthorized();
   }
   const ok = await verifier(
     request.method,
     url.pathname + url.search,
     request.headers.get("authorization"),
-    bodyDigest(body),
+    declared,
   );
-  if (!ok) {
-    throw new HttpError(401, "unauthorized", "Authentication required");
-  }
-  if (body === undefined) return request;
+  if (!ok) throw unauthorized();
+  if (request.body === null) return request;
+  const body = await readBody(request, maxBody);
+  if (bodyDigest(body) !== declared) throw unauthorized();
   return new Request(request.url, {
     method: request.method,
     headers: request.headers,
@@ -459,6 +522,21 @@ function listStream(
     onStack.add(p.id);
   }
 
+  /**
+   * Whether a directory found earlier is still that directory, reached with
+   * no symlink on the way: one swapped for a symlink since would otherwise
+   * be listed from wherever the link points.
+   */
+  async function unchanged(p: Pending): Promise<boolean> {
+    try {
+      const info = await Deno.lstat(p.real);
+      return info.isDirectory && identity(info) === p.id &&
+        await Deno.realPath(p.real) === p.real;
+    } catch {
+      return false;
+    }
+  }
+
   function leave(): void {
     const level = stack.pop();
     if (level !== undefined) onStack.delete(level.id);
@@ -529,7 +607,7 @@ function listStream(
         const top = stack[stack.length - 1];
         const sub = top.subdirs.shift();
         if (sub !== undefined) {
-          if (!onStack.has(sub.id)) enter(sub);
+          if (!onStack.has(sub.id) && await unchanged(sub)) enter(sub);
           continue;
         }
         if (top.done) {
@@ -930,6 +1008,13 @@ async function bundle(ctx: Context, request: Request) {
       `Cannot bundle from ${JSON.stringify(root.path)}: it is not a directory`,
     );
   }
+  if (ctx.bundles.running >= ctx.limits.bundleJobs) {
+    throw new HttpError(
+      503,
+      "busy",
+      `Cannot bundle now: ${ctx.limits.bundleJobs} bundles are streaming, retry later`,
+    );
+  }
   const headers = baseHeaders("application/octet-stream");
   headers.set("cache-control", "no-store");
   return new Response(bundleStream(ctx, request, root, req.paths), {
@@ -938,6 +1023,26 @@ async function bundle(ctx: Context, request: Request) {
 }
 
 async function readJsonBody(request: Request, max: number): Promise<unknown> {
+  if (request.body === null) {
+    throw new HttpError(400, "bad_request", "Missing JSON request body");
+  }
+  const bytes = await readBody(request, max);
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new HttpError(
+      400,
+      "bad_request",
+      "Cannot parse the request body: it is not JSON",
+    );
+  }
+}
+
+/** The whole request body, refused with 413 as soon as it passes `max` bytes (never buffered beyond). */
+async function readBody(
+  request: Request,
+  max: number,
+): Promise<Uint8Array<ArrayBuffer>> {
   const tooLarge = () =>
     new HttpError(
       413,
@@ -946,9 +1051,7 @@ async function readJsonBody(request: Request, max: number): Promise<unknown> {
     );
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > max) throw tooLarge();
-  if (request.body === null) {
-    throw new HttpError(400, "bad_request", "Missing JSON request body");
-  }
+  if (request.body === null) return new Uint8Array(0);
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = request.body.getReader();
@@ -968,15 +1071,7 @@ async function readJsonBody(request: Request, max: number): Promise<unknown> {
     bytes.set(chunk, at);
     at += chunk.length;
   }
-  try {
-    return JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    throw new HttpError(
-      400,
-      "bad_request",
-      "Cannot parse the request body: it is not JSON",
-    );
-  }
+  return bytes;
 }
 
 function parseBundleRequest(body: unknown, maxPaths: number): BundleRequest {
@@ -1015,13 +1110,19 @@ function checkRelative(rel: string): void {
   }
 }
 
-/** One frame for one path; never rejects (failures become error frames). */
+/**
+ * One frame for one path; never rejects (failures become error frames).
+ * `reserve(size)` is awaited exactly once, before the file's bytes are read
+ * (with 0 when no bytes will be read), so the stream can bound what it holds.
+ */
 async function bundleFrame(
   ctx: Context,
   request: Request,
   root: CheckedPath,
   rel: string,
+  reserve: (size: number) => Promise<void>,
 ): Promise<Uint8Array> {
+  let reserved = false;
   try {
     checkRelative(rel);
     const checked = await ctx.guard.check(
@@ -1038,6 +1139,8 @@ async function bundleFrame(
         }: ${size} bytes is above the bundle limit of ${max}, fetch it with ${API.file}`,
       );
     if (checked.info.size > max) throw tooLarge(checked.info.size);
+    reserved = true;
+    await reserve(checked.info.size);
     const opened = await ctx.guard.openFile(checked);
     try {
       const info = opened.info;
@@ -1068,9 +1171,52 @@ async function bundleFrame(
       await opened.close();
     }
   } catch (error) {
+    if (!reserved) await reserve(0);
     const { status, body } = describeError(error);
     if (status === 500) reportError(ctx, error, request);
     return encodeFrame({ path: rel, error: body.error, message: body.message });
+  }
+}
+
+/**
+ * The read-ahead budget of one bundle response: reservations are granted in
+ * path order, each once the bytes held (read, not yet handed to the
+ * connection) leave room for it, or when nothing is held (so one file larger
+ * than the budget still goes). Granting in order means the frame the stream
+ * waits for next is never kept waiting by later ones.
+ */
+class ReadAheadBudget {
+  #limit: number;
+  #held = 0;
+  #next = 0;
+  #waiting = new Map<number, { size: number; grant: () => void }>();
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  reserve(index: number, size: number): Promise<void> {
+    return new Promise((grant) => {
+      this.#waiting.set(index, { size, grant });
+      this.#pump();
+    });
+  }
+
+  release(size: number): void {
+    this.#held -= size;
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (true) {
+      const w = this.#waiting.get(this.#next);
+      if (w === undefined) return;
+      if (this.#held > 0 && this.#held + w.size > this.#limit) return;
+      this.#waiting.delete(this.#next);
+      this.#next++;
+      this.#held += w.size;
+      w.grant();
+    }
   }
 }
 
@@ -1087,54 +1233,84 @@ function bundleStream(
   interface Slot {
     done: Promise<Uint8Array>;
     frame?: Uint8Array;
+    /** Bytes reserved in the budget for this frame. */
+    reserved: number;
   }
   const ahead: Slot[] = [];
+  const budget = new ReadAheadBudget(ctx.limits.bundleReadAheadBytes);
   let next = 0;
-  let cancelled = false;
+  let finished = false;
+  ctx.bundles.running++;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    ctx.bundles.running--;
+    // Frames still being read complete into the void; their reservations go with the stream.
+  };
 
   function fill(): void {
     while (
-      !cancelled && ahead.length < ctx.limits.bundleReadAhead &&
+      !finished && ahead.length < ctx.limits.bundleReadAhead &&
       next < paths.length
     ) {
+      const index = next++;
       const slot: Slot = {
-        done: bundleFrame(ctx, request, root, paths[next++]),
+        done: Promise.resolve(new Uint8Array()),
+        reserved: 0,
       };
+      slot.done = bundleFrame(ctx, request, root, paths[index], (size) => {
+        slot.reserved = size;
+        return budget.reserve(index, size);
+      });
       slot.done.then((frame) => slot.frame = frame);
       ahead.push(slot);
     }
   }
 
+  /** Takes the first slot's frame off the read-ahead (its bytes are now the stream's, one chunk at most). */
+  function take(slot: Slot, frame: Uint8Array): Uint8Array {
+    budget.release(slot.reserved);
+    return frame;
+  }
+
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      fill();
-      const first = ahead.shift();
-      if (first === undefined) {
-        controller.enqueue(encodeFrame({ end: true }));
-        controller.close();
-        return;
-      }
-      const frames = [await first.done];
-      let size = frames[0].length;
-      fill();
-      while (ahead.length > 0 && ahead[0].frame !== undefined) {
-        const frame = ahead.shift()!.frame!;
-        frames.push(frame);
-        size += frame.length;
+      try {
         fill();
-        if (size >= BUNDLE_CHUNK) break;
-      }
-      if (next >= paths.length && ahead.length === 0) {
-        frames.push(encodeFrame({ end: true }));
-        size += frames[frames.length - 1].length;
+        const first = ahead.shift();
+        if (first === undefined) {
+          controller.enqueue(encodeFrame({ end: true }));
+          controller.close();
+          finish();
+          return;
+        }
+        const frames = [take(first, await first.done)];
+        let size = frames[0].length;
+        fill();
+        while (ahead.length > 0 && ahead[0].frame !== undefined) {
+          const slot = ahead.shift()!;
+          const frame = take(slot, slot.frame!);
+          frames.push(frame);
+          size += frame.length;
+          fill();
+          if (size >= BUNDLE_CHUNK) break;
+        }
+        if (next >= paths.length && ahead.length === 0) {
+          frames.push(encodeFrame({ end: true }));
+          size += frames[frames.length - 1].length;
+          controller.enqueue(concat(frames, size));
+          controller.close();
+          finish();
+          return;
+        }
         controller.enqueue(concat(frames, size));
-        controller.close();
-        return;
+      } catch (error) {
+        finish();
+        throw error;
       }
-      controller.enqueue(concat(frames, size));
     },
     cancel() {
-      cancelled = true;
+      finish();
     },
   });
 }

@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
 import {
+  BODY_DIGEST_HEADER,
+  bodyDigest,
   createVerifier,
   generateKeys,
   loadIdentity,
@@ -135,7 +137,11 @@ Deno.test("with authentication on, unsigned and badly signed requests get 401 an
   const tampered = await f.call("/v1/bundle", {
     method: "POST",
     body: forged,
-    headers: { authorization: sig, "content-type": "application/json" },
+    headers: {
+      authorization: sig,
+      "content-type": "application/json",
+      [BODY_DIGEST_HEADER]: bodyDigest(good),
+    },
   });
   assert.equal(tampered.status, 401);
   await tampered.body?.cancel();
@@ -143,7 +149,11 @@ Deno.test("with authentication on, unsigned and badly signed requests get 401 an
   const ok = await f.call("/v1/bundle", {
     method: "POST",
     body: good,
-    headers: { authorization: sig2, "content-type": "application/json" },
+    headers: {
+      authorization: sig2,
+      "content-type": "application/json",
+      [BODY_DIGEST_HEADER]: bodyDigest(good),
+    },
   });
   assert.equal(ok.status, 200);
   assert.ok(new Uint8Array(await ok.arrayBuffer()).length > 11);
