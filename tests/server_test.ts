@@ -1,8 +1,15 @@
 /** Tests of lib/server.ts: every v1 endpoint through the handler, a table of hostile requests, and one real socket. */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { join } from "node:path";
+import { join, posix } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
+import fc from "fast-check";
+import {
+  BODY_DIGEST_HEADER,
+  createVerifier,
+  generateKeys,
+  parseAuthorizedKeys,
+} from "../lib/auth.ts";
 import { decodeFrames } from "../lib/bundle_codec.ts";
 import { loadConfig, type Overrides, serverSettings } from "../lib/config.ts";
 import { ConfigError } from "../lib/errors.ts";
@@ -861,135 +868,470 @@ Deno.test("createHandler() refuses a missing Only_allowed_path and a bad Allowed
   );
 });
 
+/** One hostile request target, sent through every endpoint that takes a path. */
+interface Attack {
+  name: string;
+  /** The `path` query value exactly as sent (already percent-encoded). */
+  query: string;
+  status: number;
+  code: string;
+  /** When the attack can also be asked as a path relative to the root in a bundle: that path and the code of its error frame. */
+  bundle?: [rel: string, code: string];
+  /** Which handler: the fixture's (Only_allowed_path = root) or one with no allowed-path or directory rules. */
+  open?: boolean;
+}
+
+/** Every request that takes a path, for one `path` value; each answers with the same refusal. */
+function throughEveryEndpoint(
+  query: string,
+): Array<[endpoint: string, url: string, init: RequestInit]> {
+  const root = new URLSearchParams(`path=${query}`).get("path") ?? "";
+  return [
+    ["stat", `/v1/stat?path=${query}`, {}],
+    ["list", `/v1/list?path=${query}`, {}],
+    ["file", `/v1/file?path=${query}`, {}],
+    ["file (HEAD)", `/v1/file?path=${query}`, { method: "HEAD" }],
+    ["file (Range)", `/v1/file?path=${query}`, {
+      headers: { range: "bytes=0-3" },
+    }],
+    ["hash", `/v1/hash?path=${query}`, {}],
+    ["hash (range)", `/v1/hash?path=${query}&offset=0&length=1`, {}],
+    ["watch", `/v1/watch?path=${query}&timeout=0`, {}],
+    ["bundle root", "/v1/bundle", {
+      method: "POST",
+      body: JSON.stringify({ root, paths: ["x"] }),
+    }],
+  ];
+}
+
 Deno.test("hostile requests are refused without leaking a secret byte", async (t) => {
   await withFixture(async (f) => {
-    const secretPath = join(f.tmp, "secret.txt");
-    const rows: Array<[string, string, number, string]> = [
-      [
-        "percent-encoded traversal",
-        `/v1/file?path=${encodeURIComponent(f.root)}%2F..%2Fsecret.txt`,
-        403,
-        "outside_allowed",
-      ],
-      [
-        "raw traversal in the query",
-        `/v1/file?path=${f.root}/../secret.txt`,
-        403,
-        "outside_allowed",
-      ],
-      [
-        "double-encoded traversal",
-        `/v1/file?path=${
-          encodeURIComponent(f.root)
-        }%2F%252e%252e%252Fsecret.txt`,
-        404,
-        "not_found",
-      ],
-      ["NUL byte", `/v1/file?path=${f.q("hello.txt")}%00.png`, 400, "bad_path"],
-      ["empty path", `/v1/file?path=`, 400, "bad_path"],
-      [
-        "very long path",
-        `/v1/stat?path=${f.q("a/".repeat(2100))}`,
-        400,
-        "bad_path",
-      ],
-      [
-        "symlink out of the root",
-        `/v1/file?path=${f.q("link_out")}`,
-        403,
-        "outside_allowed",
-      ],
-      [
-        "absolute path outside the root",
-        `/v1/file?path=${encodeURIComponent(secretPath)}`,
-        403,
-        "outside_allowed",
-      ],
-      ["/etc/shadow", `/v1/file?path=%2Fetc%2Fshadow`, 403, "forbidden_dir"],
-      [
-        "/proc/self/environ",
-        `/v1/file?path=%2Fproc%2Fself%2Fenviron`,
-        403,
-        "not_regular",
-      ],
-      ["/dev/zero", `/v1/file?path=%2Fdev%2Fzero`, 403, "forbidden_dir"],
-      [
-        "forbidden file name",
-        `/v1/file?path=${f.q("id_rsa")}`,
-        403,
-        "forbidden_file",
-      ],
-      [
-        "forbidden bare directory name",
-        `/v1/file?path=${f.q(".ssh/known_hosts")}`,
-        403,
-        "forbidden_dir",
-      ],
-      [
-        "HSYNC_DIR",
-        `/v1/list?path=${encodeURIComponent(f.hsyncDir)}`,
-        403,
-        "forbidden",
-      ],
-      [
-        "pidfile in HSYNC_DIR",
-        `/v1/file?path=${encodeURIComponent(join(f.hsyncDir, "hsyncd.pid"))}`,
-        403,
-        "forbidden",
-      ],
-      [
-        "the server's key file",
-        `/v1/file?path=${encodeURIComponent(f.keyFile)}`,
-        403,
-        "forbidden",
-      ],
-      [
-        "a FIFO (must not hang)",
-        `/v1/file?path=${f.q("fifo")}`,
-        403,
-        "not_regular",
-      ],
-      [
-        "a FIFO through stat",
-        `/v1/stat?path=${f.q("fifo")}`,
-        403,
-        "not_regular",
-      ],
-      [
-        "a FIFO through hash",
-        `/v1/hash?path=${f.q("fifo")}`,
-        403,
-        "not_regular",
-      ],
-      [
-        "stat of a forbidden file",
-        `/v1/stat?path=${f.q("id_rsa")}`,
-        403,
-        "forbidden_file",
-      ],
-      [
-        "list through a symlink loop",
-        `/v1/list?path=${f.q("loop/loop/loop")}`,
-        200,
-        "",
-      ],
+    const outside = join(f.tmp, "outside");
+    const root2 = join(f.tmp, "root2");
+    for (const dir of [outside, root2, join(f.root, "blocked")]) {
+      await Deno.mkdir(dir);
+    }
+    await Deno.writeTextFile(join(outside, "secret.txt"), SECRET);
+    await Deno.writeTextFile(join(root2, "file.txt"), SECRET);
+    await Deno.writeTextFile(join(f.root, "blocked/file.txt"), SECRET);
+    await Deno.writeTextFile(join(f.root, "cert.pem"), SECRET);
+    await Deno.writeTextFile(join(f.root, "authorized"), SECRET);
+    await Deno.symlink(outside, join(f.root, "link_out_dir"));
+    await Deno.symlink(root2, join(f.root, "link_root2"));
+    await Deno.symlink("loop_b", join(f.root, "loop_a"));
+    await Deno.symlink("loop_a", join(f.root, "loop_b"));
+    await Deno.symlink(join(f.root, "id_rsa"), join(f.root, "innocent"));
+    await Deno.symlink("/dev/zero", join(f.root, "zero_link"));
+    await Deno.symlink("/proc/self/environ", join(f.root, "environ_link"));
+    await Deno.symlink(
+      join(f.hsyncDir, "hsyncd.pid"),
+      join(f.root, "state_link"),
+    );
+    const socketPath = join(f.root, "socket");
+    const socket = Deno.listen({ transport: "unix", path: socketPath });
+
+    const strict = await settingsFor(f.hsyncDir, {
+      Only_allowed_path: f.root,
+      Key_file: f.keyFile,
+      Cert_file: join(f.root, "cert-not-matching-any-glob"),
+      Authorized_keys: join(f.root, "authorized"),
+    });
+    strict.forbiddenDir = [...strict.forbiddenDir, join(f.root, "blocked")];
+    // No allowed-path and no directory rules: what is left must still refuse devices, pseudo-files and HSYNC_DIR.
+    const open = await settingsFor(f.hsyncDir, {
+      Only_allowed_path: "",
+      Forbidden_dir: "",
+      Key_file: f.keyFile,
+    });
+    const handlers = {
+      strict: await createHandler({
+        settings: strict,
+        hsyncDir: f.hsyncDir,
+        hostname: "x",
+      }),
+      open: await createHandler({
+        settings: open,
+        hsyncDir: f.hsyncDir,
+        hostname: "x",
+      }),
+    };
+    const E = encodeURIComponent;
+    const R = (rel: string) => E(join(f.root, rel));
+    const attacks: Attack[] = [
+      {
+        name: "percent-encoded traversal (%2F..%2F)",
+        query: `${E(f.root)}%2F..%2Fsecret.txt`,
+        status: 403,
+        code: "outside_allowed",
+      },
+      {
+        name: "raw traversal in the query",
+        query: `${f.root}/../secret.txt`,
+        status: 403,
+        code: "outside_allowed",
+      },
+      {
+        name: "encoded dot-dot (%2e%2e)",
+        query: `${E(f.root)}%2F%2e%2e%2Foutside%2Fsecret.txt`,
+        status: 403,
+        code: "outside_allowed",
+        bundle: ["../outside/secret.txt", "bad_path"],
+      },
+      {
+        name: "deep traversal to /etc/shadow",
+        query: `${E(f.root)}${"%2F..".repeat(20)}%2Fetc%2Fshadow`,
+        status: 403,
+        code: "forbidden_dir",
+      },
+      {
+        name: "double-encoded traversal (%252e%252e%252F) is a literal name",
+        query: `${E(f.root)}%2F%252e%252e%252Fsecret.txt`,
+        status: 404,
+        code: "not_found",
+        bundle: ["%2e%2e%2Fsecret.txt", "not_found"],
+      },
+      {
+        name: "double-encoded slash (..%252F) is a literal name",
+        query: `${E(f.root)}%2F..%252F..%252Fsecret.txt`,
+        status: 404,
+        code: "not_found",
+      },
+      {
+        name: "overlong UTF-8 dot-dot (%c0%ae) is a literal name",
+        query: `${E(f.root)}%2F%c0%ae%c0%ae%2Fsecret.txt`,
+        status: 404,
+        code: "not_found",
+      },
+      {
+        name: "backslash traversal is a literal name",
+        query: `${E(f.root)}%2F..%5C..%5Csecret.txt`,
+        status: 404,
+        code: "not_found",
+        bundle: ["..\\..\\secret.txt", "not_found"],
+      },
+      {
+        name: "NUL byte truncation",
+        query: `${R("hello.txt")}%00.png`,
+        status: 400,
+        code: "bad_path",
+        bundle: ["hello.txt\0.png", "bad_path"],
+      },
+      {
+        name: "NUL byte alone",
+        query: "%00",
+        status: 400,
+        code: "bad_path",
+      },
+      {
+        name: "relative path",
+        query: "etc%2Fpasswd",
+        status: 400,
+        code: "bad_path",
+      },
+      {
+        name: "empty path",
+        query: "",
+        status: 400,
+        code: "bad_path",
+      },
+      {
+        name: "very long path (over PATH_MAX)",
+        query: R("a/".repeat(2100)),
+        status: 400,
+        code: "bad_path",
+      },
+      {
+        name: "very long file name (over NAME_MAX)",
+        query: R("n".repeat(300)),
+        status: 400,
+        code: "bad_path",
+        bundle: ["n".repeat(300), "bad_path"],
+      },
+      {
+        name: "symlink to a file outside",
+        query: R("link_out"),
+        status: 403,
+        code: "outside_allowed",
+        bundle: ["link_out", "outside_allowed"],
+      },
+      {
+        name: "symlink to a directory outside",
+        query: R("link_out_dir"),
+        status: 403,
+        code: "outside_allowed",
+      },
+      {
+        name: "file through a symlinked directory outside",
+        query: R("link_out_dir/secret.txt"),
+        status: 403,
+        code: "outside_allowed",
+        bundle: ["link_out_dir/secret.txt", "outside_allowed"],
+      },
+      {
+        name: "existence probe through a symlinked directory outside",
+        query: R("link_out_dir/no-such-file"),
+        status: 403,
+        code: "outside_allowed",
+        bundle: ["link_out_dir/no-such-file", "outside_allowed"],
+      },
+      {
+        name: "symlink loop",
+        query: R("loop_a"),
+        status: 404,
+        code: "not_found",
+        bundle: ["loop_a", "not_found"],
+      },
+      {
+        name: "path through a symlink loop",
+        query: R("loop_a/x"),
+        status: 404,
+        code: "not_found",
+      },
+      {
+        name: "allowed-path prefix confusion (root vs root2)",
+        query: E(join(root2, "file.txt")),
+        status: 403,
+        code: "outside_allowed",
+      },
+      {
+        name: "allowed-path prefix confusion through a symlink",
+        query: R("link_root2/file.txt"),
+        status: 403,
+        code: "outside_allowed",
+        bundle: ["link_root2/file.txt", "outside_allowed"],
+      },
+      {
+        name: "absolute path outside the root",
+        query: E(join(outside, "secret.txt")),
+        status: 403,
+        code: "outside_allowed",
+      },
+      {
+        name: "forbidden name pattern (id_rsa*)",
+        query: R("id_rsa"),
+        status: 403,
+        code: "forbidden_file",
+        bundle: ["id_rsa", "forbidden_file"],
+      },
+      {
+        name: "forbidden name pattern (*.pem)",
+        query: R("cert.pem"),
+        status: 403,
+        code: "forbidden_file",
+        bundle: ["cert.pem", "forbidden_file"],
+      },
+      {
+        name: "forbidden name that does not exist (no existence oracle)",
+        query: R("id_ed25519"),
+        status: 403,
+        code: "forbidden_file",
+        bundle: ["id_ed25519", "forbidden_file"],
+      },
+      {
+        name: "innocent-looking symlink to a forbidden name",
+        query: R("innocent"),
+        status: 403,
+        code: "forbidden_file",
+        bundle: ["innocent", "forbidden_file"],
+      },
+      {
+        name: "forbidden directory by name (.ssh)",
+        query: R(".ssh/known_hosts"),
+        status: 403,
+        code: "forbidden_dir",
+        bundle: [".ssh/known_hosts", "forbidden_dir"],
+      },
+      {
+        name: "forbidden directory by name, itself",
+        query: R(".ssh"),
+        status: 403,
+        code: "forbidden_dir",
+      },
+      {
+        name: "forbidden directory by absolute path",
+        query: R("blocked/file.txt"),
+        status: 403,
+        code: "forbidden_dir",
+        bundle: ["blocked/file.txt", "forbidden_dir"],
+      },
+      {
+        name: "/etc/shadow",
+        query: E("/etc/shadow"),
+        status: 403,
+        code: "forbidden_dir",
+      },
+      {
+        name: "FIFO (must not hang)",
+        query: R("fifo"),
+        status: 403,
+        code: "not_regular",
+        bundle: ["fifo", "not_regular"],
+      },
+      {
+        name: "Unix socket",
+        query: R("socket"),
+        status: 403,
+        code: "not_regular",
+        bundle: ["socket", "not_regular"],
+      },
+      {
+        name: "symlink to a device (/dev is a Forbidden_dir)",
+        query: R("zero_link"),
+        status: 403,
+        code: "forbidden_dir",
+        bundle: ["zero_link", "forbidden_dir"],
+      },
+      {
+        name: "device with no directory rule (/dev/zero)",
+        query: E("/dev/zero"),
+        status: 403,
+        code: "not_regular",
+        open: true,
+      },
+      {
+        name: "device with no directory rule (/dev/null)",
+        query: E("/dev/null"),
+        status: 403,
+        code: "not_regular",
+        open: true,
+      },
+      {
+        name: "/proc file (/proc/self/environ)",
+        query: E("/proc/self/environ"),
+        status: 403,
+        code: "not_regular",
+        open: true,
+      },
+      {
+        name: "/proc link out (/proc/self/root)",
+        query: E(`/proc/self/root${join(outside, "secret.txt")}`),
+        status: 403,
+        code: "not_regular",
+        open: true,
+      },
+      {
+        name: "/sys file",
+        query: E("/sys/kernel/mm"),
+        status: 403,
+        code: "not_regular",
+        open: true,
+      },
+      {
+        name: "symlink to a /proc file",
+        query: R("environ_link"),
+        status: 403,
+        code: "not_regular",
+        bundle: ["environ_link", "not_regular"],
+      },
+      {
+        name: "HSYNC_DIR",
+        query: E(f.hsyncDir),
+        status: 403,
+        code: "forbidden",
+      },
+      {
+        name: "pidfile in HSYNC_DIR",
+        query: E(join(f.hsyncDir, "hsyncd.pid")),
+        status: 403,
+        code: "forbidden",
+        bundle: ["state-dir/hsyncd.pid", "forbidden"],
+      },
+      {
+        name: "HSYNC_DIR with no other rule",
+        query: E(join(f.hsyncDir, "hsyncd.pid")),
+        status: 403,
+        code: "forbidden",
+        open: true,
+      },
+      {
+        name: "symlink into HSYNC_DIR",
+        query: R("state_link"),
+        status: 403,
+        code: "forbidden",
+        bundle: ["state_link", "forbidden"],
+      },
+      {
+        name: "the server's key file",
+        query: E(f.keyFile),
+        status: 403,
+        code: "forbidden",
+        bundle: ["server-private.bin", "forbidden"],
+      },
+      {
+        name: "the server's authorized-keys file",
+        query: R("authorized"),
+        status: 403,
+        code: "forbidden",
+        bundle: ["authorized", "forbidden"],
+      },
     ];
-    for (const [name, url, status, code] of rows) {
-      await t.step(name, async () => {
-        const res = await f.call(url);
-        if (status === 200) {
-          const text = await res.text();
-          assert.equal(res.status, 200);
-          assert.ok(!text.includes(SECRET) && !text.includes("id_rsa"));
-          return;
+
+    let cases = 0;
+    const check = async (response: Response, a: Attack, what: string) => {
+      const text = await response.text();
+      assert.equal(response.status, a.status, `${what}: ${text}`);
+      assert.ok(!text.includes(SECRET), `${what} leaked a secret byte`);
+      // Messages echo the path as asked, never the path a symlink led to.
+      const asked = new URLSearchParams(`path=${a.query}`).get("path") ?? "";
+      if (!posix.normalize(asked).includes(outside)) {
+        assert.ok(!text.includes(outside), `${what} leaked a real path`);
+      }
+      if (
+        response.headers.get("content-type")?.startsWith("application/json")
+      ) {
+        const body = JSON.parse(text) as ErrorBody;
+        assert.equal(body.error, a.code, `${what}: ${text}`);
+        assert.ok(!body.message.includes("    at "));
+      } else {
+        assert.equal(text, "", `${what}: HEAD has no body`);
+      }
+      cases++;
+    };
+    for (const a of attacks) {
+      await t.step(a.name, async () => {
+        const handler = a.open ? handlers.open : handlers.strict;
+        for (const [endpoint, url, init] of throughEveryEndpoint(a.query)) {
+          const res = await handler(
+            new Request(`http://localhost${url}`, init),
+            fakeInfo("127.0.0.1"),
+          );
+          await check(res, a, `${endpoint} ${url.slice(0, 120)}`);
         }
-        await expectError(res, status, code);
+        if (a.bundle !== undefined) {
+          const [rel, code] = a.bundle;
+          const res = await handler(
+            new Request("http://localhost/v1/bundle", {
+              method: "POST",
+              body: JSON.stringify({ root: f.root, paths: [rel] }),
+            }),
+            fakeInfo("127.0.0.1"),
+          );
+          assert.equal(res.status, 200);
+          const frames = [];
+          for await (const frame of decodeFrames(res.body!)) frames.push(frame);
+          assert.equal(frames.length, 1);
+          assert.equal(
+            (frames[0].header as { error?: string }).error,
+            code,
+            JSON.stringify(frames),
+          );
+          assert.equal(frames[0].data.length, 0);
+          assert.ok(!JSON.stringify(frames[0].header).includes(SECRET));
+          cases++;
+        }
       });
     }
+
     await t.step(
       "the listing of the root never names refused entries",
       async () => {
-        const text = await (await f.call(`/v1/list?path=${f.q("")}`)).text();
+        const res = await handlers.strict(
+          new Request(`http://localhost/v1/list?path=${E(f.root)}`),
+          fakeInfo("127.0.0.1"),
+        );
+        const text = await res.text();
+        assert.equal(res.status, 200);
+        assert.ok(text.includes('"hello.txt"'), "the listing works");
         for (
           const name of [
             "id_rsa",
@@ -997,13 +1339,323 @@ Deno.test("hostile requests are refused without leaking a secret byte", async (t
             "state-dir",
             "server-private.bin",
             "link_out",
+            "link_out_dir",
+            "link_root2",
+            "cert.pem",
+            "authorized",
+            "blocked",
+            "innocent",
             "fifo",
+            "socket",
+            "zero_link",
+            "environ_link",
+            "state_link",
+            "loop_a",
+            "loop_b",
             '"loop',
+            SECRET,
           ]
         ) {
           assert.ok(!text.includes(name), name);
         }
+        cases++;
       },
+    );
+    await t.step(
+      "a symlink loop back to the root is listed once, not forever",
+      async () => {
+        const res = await handlers.strict(
+          new Request(`http://localhost/v1/list?path=${R("loop/loop/loop")}`),
+          fakeInfo("127.0.0.1"),
+        );
+        const text = await res.text();
+        assert.equal(res.status, 200);
+        assert.ok(!text.includes(SECRET) && !text.includes("id_rsa"));
+        assert.equal(text.split('"path":"hello.txt"').length, 2);
+        cases++;
+      },
+    );
+    socket.close();
+    // Every case ran (the closing note of issue 4 reports this count: 440).
+    const endpoints = throughEveryEndpoint("").length;
+    const bundled = attacks.filter((a) => a.bundle !== undefined).length;
+    assert.equal(cases, attacks.length * endpoints + bundled + 2);
+  });
+});
+
+Deno.test("oversized request targets and headers get 414 and 431 before any path work", async () => {
+  await withFixture(
+    async (f) => {
+      const longTarget = `/v1/stat?path=${f.q("hello.txt")}&pad=${
+        "x".repeat(2000)
+      }`;
+      await expectError(await f.call(longTarget), 414, "uri_too_long");
+      // Refused before the jail: a NUL path in an oversized target is still a 414.
+      await expectError(
+        await f.call(`/v1/stat?path=%00&pad=${"x".repeat(2000)}`),
+        414,
+        "uri_too_long",
+      );
+      await expectError(
+        await f.call(`/v1/stat?path=${f.q("hello.txt")}`, {
+          headers: { "x-junk": "y".repeat(1100) },
+        }),
+        431,
+        "headers_too_large",
+      );
+      const many = new Headers();
+      for (let i = 0; i < 200; i++) many.set(`x-h${i}`, "v");
+      await expectError(
+        await f.call(`/v1/stat?path=${f.q("hello.txt")}`, { headers: many }),
+        431,
+        "headers_too_large",
+      );
+      const fine = await f.call(`/v1/stat?path=${f.q("hello.txt")}`);
+      assert.equal(fine.status, 200);
+      await fine.body?.cancel();
+    },
+    {},
+    { limits: { maxUrlBytes: 1024, maxHeaderBytes: 1024 } },
+  );
+});
+
+Deno.test("a saturated server answers 503 busy with Retry-After until a request completes", async () => {
+  await withFixture(
+    async (f) => {
+      const finishers: Array<() => void> = [];
+      const held = () => {
+        let done!: () => void;
+        const completed = new Promise<void>((r) => done = r);
+        finishers.push(done);
+        return { ...fakeInfo("127.0.0.1"), completed };
+      };
+      const get = () =>
+        f.handler(
+          new Request(`http://localhost/v1/stat?path=${f.q("hello.txt")}`),
+          held(),
+        );
+      for (let i = 0; i < 2; i++) {
+        const r = await get();
+        assert.equal(r.status, 200);
+        await r.body?.cancel();
+      }
+      const busy = await get();
+      assert.equal(busy.headers.get("retry-after"), "1");
+      await expectError(busy, 503, "busy");
+      // The refused one completes too, then one of the first two.
+      finishers[2]();
+      finishers[0]();
+      await Promise.resolve();
+      await new Promise((r) => setTimeout(r, 0));
+      const again = await get();
+      assert.equal(again.status, 200);
+      await again.body?.cancel();
+      for (const finish of finishers) finish();
+    },
+    {},
+    { limits: { maxRequests: 2 } },
+  );
+});
+
+Deno.test("bundles beyond bundleJobs get 503, and a finished bundle frees its slot", async () => {
+  await withFixture(
+    async (f) => {
+      const post = () =>
+        f.call("/v1/bundle", {
+          method: "POST",
+          body: JSON.stringify({ root: f.root, paths: ["hello.txt"] }),
+        });
+      const first = await post();
+      assert.equal(first.status, 200);
+      await expectError(await post(), 503, "busy");
+      const frames = [];
+      for await (const frame of decodeFrames(first.body!)) frames.push(frame);
+      assert.equal(frames.length, 1);
+      const next = await post();
+      assert.equal(next.status, 200);
+      await next.body?.cancel();
+      const after = await post();
+      assert.equal(after.status, 200, "a cancelled bundle frees its slot");
+      await after.body?.cancel();
+    },
+    {},
+    { limits: { bundleJobs: 1 } },
+  );
+});
+
+Deno.test("a slow client holds at most a few chunks of a file in server memory", async () => {
+  await withFixture(async (f) => {
+    const size = 8 * 1024 * 1024;
+    const path = join(f.root, "slow.bin");
+    await Deno.writeFile(path, new Uint8Array(size).fill(0x41));
+    const res = await f.call(`/v1/file?path=${f.q("slow.bin")}`);
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    assert.ok(!first.done && first.value.length > 0);
+    // Give a read-ahead (if there were one) every chance to run.
+    await new Promise((r) => setTimeout(r, 100));
+    // Rewrite the file in place: bytes read from now on are "B".
+    const file = await Deno.open(path, { write: true });
+    await file.write(new Uint8Array(size).fill(0x42));
+    file.close();
+    let old = first.value.length;
+    let total = first.value.length;
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      old += value.filter((b) => b === 0x41).length;
+    }
+    assert.equal(total, size);
+    assert.ok(old <= 3 * 256 * 1024, `${old} bytes were read ahead`);
+  });
+});
+
+Deno.test("a slow client holds at most the read-ahead budget of a bundle in server memory", async () => {
+  await withFixture(
+    async (f) => {
+      const dir = join(f.root, "many");
+      await Deno.mkdir(dir);
+      const names: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        names.push(`many/f${i}`);
+        await Deno.writeFile(
+          join(dir, `f${i}`),
+          new Uint8Array(64 * 1024).fill(0x41),
+        );
+      }
+      const res = await f.call("/v1/bundle", {
+        method: "POST",
+        body: JSON.stringify({ root: f.root, paths: names }),
+      });
+      assert.equal(res.status, 200);
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 40; i++) {
+        await Deno.writeFile(
+          join(dir, `f${i}`),
+          new Uint8Array(64 * 1024).fill(0x42),
+        );
+      }
+      let old = 0;
+      let count = 0;
+      for await (const frame of decodeFrames(res.body!)) {
+        count++;
+        assert.equal(frame.data.length, 64 * 1024);
+        if (frame.data[0] === 0x41) old++;
+      }
+      assert.equal(count, 40);
+      // Read before the rewrite: the first chunk (frames up to 256 KiB, queued
+      // for the connection) and the 128 KiB budget behind it, not all 40.
+      assert.ok(old <= 7, `${old} files were read ahead`);
+    },
+    {},
+    { limits: { bundleReadAhead: 40, bundleReadAheadBytes: 128 * 1024 } },
+  );
+});
+
+Deno.test("with authentication on, an unsigned request body is never read", async () => {
+  const keys = await generateKeys("t");
+  const verifier = await createVerifier(
+    parseAuthorizedKeys(keys.publicLine, "ak"),
+  );
+  await withFixture(
+    async (f) => {
+      let pulled = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          pulled++;
+          controller.enqueue(new Uint8Array(64 * 1024));
+        },
+      }, { highWaterMark: 0 });
+      for (
+        const headers of <Array<Record<string, string>>> [
+          {},
+          { authorization: "HSync-Ed25519 key=x, ts=1, nonce=y, sig=z" },
+          { [BODY_DIGEST_HEADER]: "0".repeat(64), authorization: "Basic eA==" },
+        ]
+      ) {
+        await expectError(
+          await f.call("/v1/bundle", { method: "POST", body, headers }),
+          401,
+          "unauthorized",
+        );
+      }
+      assert.equal(pulled, 0);
+    },
+    {},
+    { verifier },
+  );
+});
+
+Deno.test("for any path and Range, the server refuses or serves bytes from inside the root, never a secret", async () => {
+  await withFixture(async (f) => {
+    const segment = fc.constantFrom(
+      "..",
+      ".",
+      "",
+      "%2e%2e",
+      "%00",
+      "\0",
+      "hello.txt",
+      "nested",
+      "deep",
+      "leaf.txt",
+      "link_out",
+      "link_in_dir",
+      "loop",
+      "id_rsa",
+      ".ssh",
+      "known_hosts",
+      "state-dir",
+      "hsyncd.pid",
+      "server-private.bin",
+      "secret.txt",
+      "fifo",
+      "root",
+    );
+    const prefix = fc.constantFrom(f.root, f.tmp, "/", "", "/proc/self");
+    const range = fc.oneof(
+      fc.constant(null),
+      fc.string({ maxLength: 20 }),
+      fc.tuple(fc.nat(400_000), fc.nat(400_000)).map(([a, b]) =>
+        `bytes=${a}-${b}`
+      ),
+      fc.nat(400_000).map((n) => `bytes=-${n}`),
+    );
+    const endpoint = fc.constantFrom("stat", "file", "hash", "list");
+    await fc.assert(
+      fc.asyncProperty(
+        prefix,
+        fc.array(fc.oneof(segment, fc.string({ maxLength: 4 })), {
+          maxLength: 7,
+        }),
+        range,
+        endpoint,
+        async (p, segments, rangeHeader, ep) => {
+          const path = [p, ...segments].join("/");
+          const headers = new Headers();
+          if (rangeHeader !== null) {
+            try {
+              headers.set("range", rangeHeader);
+            } catch {
+              // Not a valid header value: no Range at all.
+            }
+          }
+          const res = await f.call(
+            `/v1/${ep}?path=${encodeURIComponent(path)}`,
+            { headers },
+          );
+          const bytes = new Uint8Array(await res.arrayBuffer());
+          const text = new TextDecoder().decode(bytes);
+          assert.ok(
+            [200, 206, 400, 403, 404, 409, 416].includes(res.status),
+            `${res.status} for ${JSON.stringify(path)}: ${text.slice(0, 200)}`,
+          );
+          assert.ok(!text.includes(SECRET), `secret for ${path}`);
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 });
