@@ -4,7 +4,7 @@ import type { WatchResult } from "./wire.ts";
 
 /** Options of {@linkcode WatchHub}. */
 export interface WatchHubOptions {
-  /** Events remembered per root; a cursor older than that gets `rescan`. */
+  /** Distinct changed paths remembered per root; a cursor older than the oldest forgotten change gets `rescan`. */
   maxEvents?: number;
   /** A root nobody waited on for this long is closed (its cursors then get `rescan`). */
   idleCloseMs?: number;
@@ -17,38 +17,72 @@ export interface WatchHubOptions {
   };
 }
 
-interface Change {
-  seq: number;
-  path: string;
-}
-
-/** A watched root: the events seen under it, numbered. */
+/**
+ * A watched root: the last change of each path, numbered. A path that changes
+ * a thousand times a second is one entry, so a busy log costs O(1) per event
+ * and a poll costs O(paths changed since its cursor).
+ */
 class Root {
   readonly id: string;
   seq = 0;
-  events: Change[] = [];
+  /** Cursors older than this were forgotten (evicted paths): they get `rescan`. */
+  floor = 0;
   waiters = new Set<() => void>();
   lastUsed = Date.now();
   pollMs = 0;
+  /** Path -> seq of its last change; insertion order is seq order (delete, then set). */
+  #latest = new Map<string, number>();
+  /** Seqs in increasing order, with the path of each; stale entries are skipped and compacted away. */
+  #logSeq: number[] = [];
+  #logPath: string[] = [];
   #closers: Array<() => void> = [];
-  #maxEvents: number;
+  #maxPaths: number;
 
   constructor(
     readonly path: string,
     readonly isDir: boolean,
-    maxEvents: number,
+    maxPaths: number,
   ) {
     this.id = crypto.randomUUID().slice(0, 8);
-    this.#maxEvents = maxEvents;
+    this.#maxPaths = maxPaths;
   }
 
   record(path: string): void {
     this.seq++;
-    this.events.push({ seq: this.seq, path });
-    if (this.events.length > this.#maxEvents) {
-      this.events.splice(0, this.events.length - this.#maxEvents);
+    this.#latest.delete(path);
+    this.#latest.set(path, this.seq);
+    this.#logSeq.push(this.seq);
+    this.#logPath.push(path);
+    if (this.#latest.size > this.#maxPaths) {
+      const [oldest, seq] = this.#latest.entries().next().value!;
+      this.#latest.delete(oldest);
+      this.floor = seq;
     }
+    if (this.#logSeq.length > 2 * this.#latest.size + 1024) this.#compact();
     for (const wake of this.waiters) wake();
+  }
+
+  /** Paths whose last change is after `since` (each once, oldest change first). */
+  changedSince(since: number): string[] {
+    const seqs = this.#logSeq;
+    let lo = 0;
+    let hi = seqs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (seqs[mid] <= since) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: string[] = [];
+    for (let i = lo; i < seqs.length; i++) {
+      const p = this.#logPath[i];
+      if (this.#latest.get(p) === seqs[i]) out.push(p);
+    }
+    return out;
+  }
+
+  #compact(): void {
+    this.#logSeq = [...this.#latest.values()];
+    this.#logPath = [...this.#latest.keys()];
   }
 
   onClose(fn: () => void): void {
@@ -73,7 +107,7 @@ export class WatchHub {
 
   constructor(options: WatchHubOptions = {}) {
     this.#options = {
-      maxEvents: options.maxEvents ?? 10_000,
+      maxEvents: options.maxEvents ?? 100_000,
       idleCloseMs: options.idleCloseMs ?? 120_000,
       watchFs: options.watchFs ??
         ((path, recursive) => Deno.watchFs(path, { recursive })),
@@ -102,11 +136,12 @@ export class WatchHub {
       changed: [] as string[],
       rescan: true,
     });
-    if (id !== root.id || !Number.isSafeInteger(since) || since > root.seq) {
+    if (
+      id !== root.id || !Number.isSafeInteger(since) || since > root.seq ||
+      since < root.floor
+    ) {
       return fresh();
     }
-    const oldest = root.events.length > 0 ? root.events[0].seq : root.seq + 1;
-    if (since < oldest - 1) return fresh();
 
     if (root.seq === since) {
       await new Promise<void>((resolve) => {
@@ -123,11 +158,10 @@ export class WatchHub {
       root.lastUsed = Date.now();
       if (this.#roots.get(realPath) !== root) return fresh();
     }
-    const changed = new Set<string>();
-    for (const e of root.events) if (e.seq > since) changed.add(e.path);
+    if (since < root.floor) return fresh();
     return {
       cursor: `${root.id}.${root.seq}`,
-      changed: [...changed],
+      changed: root.changedSince(since),
       rescan: false,
     };
   }

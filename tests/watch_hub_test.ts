@@ -104,3 +104,75 @@ Deno.test("where inotify is unavailable, a stat-poll finds appends and new files
     },
   });
 });
+
+/** Lets the hub consume the events emitted so far. */
+function settle(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 20));
+}
+
+/** A watcher fed by hand: each `emit` is one inotify event. */
+function fakeWatcher() {
+  let push: ((e: Deno.FsEvent) => void) | undefined;
+  const queue: Deno.FsEvent[] = [];
+  let closed = false;
+  const watcher = {
+    close() {
+      closed = true;
+      push?.({ kind: "other", paths: [] });
+    },
+    async *[Symbol.asyncIterator]() {
+      while (!closed) {
+        if (queue.length === 0) {
+          await new Promise<void>((r) => push = () => r());
+          continue;
+        }
+        yield queue.shift()!;
+      }
+    },
+  };
+  return {
+    watchFs: () => watcher,
+    emit(dir: string, ...names: string[]) {
+      for (const n of names) {
+        queue.push({ kind: "modify", paths: [join(dir, n)] });
+      }
+      push?.({ kind: "other", paths: [] });
+    },
+  };
+}
+
+Deno.test("a path changed many times between polls is returned once", async () => {
+  const fake = fakeWatcher();
+  await withHub(async (hub, dir) => {
+    const { cursor } = await hub.wait(dir, true, null, wait);
+    fake.emit(dir, ...Array(5000).fill("busy.log"), "other.log", "busy.log");
+    await settle();
+    const r = await hub.wait(dir, true, cursor, wait);
+    assert.deepEqual(r.changed, ["other.log", "busy.log"]);
+    assert.equal(r.cursor.split(".")[1], "5002");
+  }, { watchFs: fake.watchFs });
+});
+
+Deno.test("a cursor from before forgotten changes gets rescan, a recent one does not", async () => {
+  const fake = fakeWatcher();
+  await withHub(async (hub, dir) => {
+    const { cursor: old } = await hub.wait(dir, true, null, wait);
+    fake.emit(dir, "a", "b", "c");
+    await settle();
+    const { cursor } = await hub.wait(dir, true, old, wait);
+    assert.equal(cursor.split(".")[1], "3");
+    // Only 3 distinct paths are remembered: "a" is forgotten when "d" comes.
+    fake.emit(dir, "d");
+    await settle();
+    let recent = await hub.wait(dir, true, cursor, wait);
+    assert.deepEqual(recent.changed, ["d"]);
+    assert.equal(recent.rescan, false);
+    recent = await hub.wait(dir, true, old, wait);
+    assert.equal(recent.rescan, true);
+    // Changed again, a path is remembered as its latest change only.
+    fake.emit(dir, "b");
+    await settle();
+    const again = await hub.wait(dir, true, cursor, wait);
+    assert.deepEqual(again.changed.sort(), ["b", "d"]);
+  }, { watchFs: fake.watchFs, maxEvents: 3 });
+});
