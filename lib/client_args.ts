@@ -10,6 +10,10 @@ export const CLIENT_USAGE = `Usage:
   hsync keygen [--force] [-c INI]
 
 Pull a file or a directory tree from hsyncd, fast, resumable and verified.
+An interrupted pull (Ctrl-C, a kill, a crash, a broken network) keeps its data
+in NAME.hsync-part with a journal beside it (NAME.hsync-journal); running the
+same command again fetches only the missing bytes, or starts a file over when
+it changed on the server. A file gets its final name only when complete.
 
 Options:
   -i, --input PATH        remote path (absolute, on the server)
@@ -25,8 +29,11 @@ Options:
       --sync              pull, then follow remote changes ([hsync] section)
       --from-now          with --sync: skip existing content, follow new data
                           (also accepted as --ignore-exists)
-      --verify            compare SHA-256 with the server after each file, and
-                          decide "identical, skip" by checksum
+      --verify            after each file, compare its SHA-256 with the
+                          server's; parts that differ are fetched once more,
+                          then the file fails (it never gets its final name)
+      --checksum          decide "identical, skip" by SHA-256 from the server
+                          instead of size + modification time
       --include GLOB      pull only matching relative paths (repeatable)
       --exclude GLOB      skip matching relative paths (repeatable)
   -P, --preserve          also set permission bits (mtime is always kept)
@@ -53,6 +60,8 @@ export interface PullCommand {
   sync: boolean;
   fromNow: boolean;
   verify: boolean;
+  /** Skip files whose SHA-256 matches the server's (instead of size + mtime). */
+  checksum: boolean;
   include: string[];
   exclude: string[];
   preserve: boolean;
@@ -80,6 +89,7 @@ const OPTIONS = {
   "from-now": { type: "boolean" },
   "ignore-exists": { type: "boolean" },
   verify: { type: "boolean" },
+  checksum: { type: "boolean" },
   include: { type: "string", multiple: true },
   exclude: { type: "string", multiple: true },
   preserve: { type: "boolean", short: "P" },
@@ -211,6 +221,7 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     sync: v.sync ?? false,
     fromNow: (v["from-now"] || v["ignore-exists"]) ?? false,
     verify: v.verify ?? false,
+    checksum: v.checksum ?? false,
     include: v.include ?? [],
     exclude: v.exclude ?? [],
     preserve: v.preserve ?? false,

@@ -60,6 +60,20 @@ export class RangeSet {
     this.#ranges = out;
   }
 
+  /** Removes `[start, end)` (the bytes are no longer known to be on disk). */
+  remove(start: number, end: number): void {
+    if (!(end > start)) return;
+    const out: Array<[number, number]> = [];
+    for (const [s, e] of this.#ranges) {
+      if (e <= start || s >= end) out.push([s, e]);
+      else {
+        if (s < start) out.push([s, start]);
+        if (e > end) out.push([end, e]);
+      }
+    }
+    this.#ranges = out;
+  }
+
   /** Total bytes covered. */
   get covered(): number {
     let n = 0;
@@ -99,6 +113,8 @@ export async function loadJournal(
 ): Promise<JournalData | undefined> {
   let text: string;
   try {
+    // A planted link is not a journal: it could claim bytes that were never written.
+    if (!(await Deno.lstat(path)).isFile) return undefined;
     text = await Deno.readTextFile(path);
   } catch {
     return undefined;
@@ -130,28 +146,51 @@ export async function loadJournal(
   }
 }
 
+/** The temporary file a journal is written to before it replaces the journal (a reserved name: no remote entry can have it). */
+export function journalTempPathFor(journalPath: string): string {
+  return journalPath + PART_SUFFIX;
+}
+
 /**
  * Replaces a journal atomically: write a temporary file, fsync it, rename it
  * over the old one. A crash at any point leaves either the old or the new
- * journal, never a torn one.
+ * journal, never a torn one; a failed save leaves the old one and no
+ * temporary file.
  */
 export async function saveJournal(
   path: string,
   data: JournalData,
 ): Promise<void> {
-  const tmp = `${path}.tmp`;
+  const tmp = journalTempPathFor(path);
   const bytes = new TextEncoder().encode(JSON.stringify(data));
-  {
-    using file = await Deno.open(tmp, {
-      write: true,
-      create: true,
-      truncate: true,
-    });
-    let off = 0;
-    while (off < bytes.length) off += await file.write(bytes.subarray(off));
-    await file.sync();
+  // A leftover (or planted) temporary entry is removed, never followed.
+  await removeIfPresent(tmp);
+  try {
+    {
+      using file = await Deno.open(tmp, { write: true, createNew: true });
+      let off = 0;
+      while (off < bytes.length) off += await file.write(bytes.subarray(off));
+      await file.sync();
+    }
+    await Deno.rename(tmp, path);
+  } catch (error) {
+    await removeIfPresent(tmp).catch(() => {});
+    throw error;
   }
-  await Deno.rename(tmp, path);
+}
+
+/** Removes a journal and any temporary file of an interrupted save; absent files are fine. */
+export async function removeJournal(path: string): Promise<void> {
+  await removeIfPresent(path);
+  await removeIfPresent(journalTempPathFor(path));
+}
+
+async function removeIfPresent(path: string): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
 }
 
 /** True when the journal was made for this remote identity. */

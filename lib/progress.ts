@@ -140,7 +140,8 @@ function apply(
       return true;
     case "progress":
       state.bytesDone += event.bytes;
-      meter.add(event.bytes);
+      // Bytes found on disk from an interrupted pull are done, not a transfer rate.
+      if (!event.resumed) meter.add(event.bytes);
       return true;
     case "done":
       state.filesDone++;

@@ -1,11 +1,22 @@
-/** The pull engine: lists a remote file or tree, skips what is identical, and fetches the rest in parallel without ever placing a partial file. */
+/** The pull engine: lists a remote file or tree, skips what is identical, and fetches the rest in parallel, resumably, without ever placing a partial file. */
+import { createHash } from "node:crypto";
 import { dirname, join, posix } from "node:path";
 import picomatch from "picomatch";
 import { decodeFrames } from "./bundle_codec.ts";
 import { type ByteRange, planChunks } from "./chunk_plan.ts";
 import type { ClientSettings } from "./config.ts";
 import { ConnectError, HttpError } from "./errors.ts";
-import { PART_SUFFIX, RangeSet } from "./journal.ts";
+import {
+  journalPathFor,
+  journalTempPathFor,
+  loadJournal,
+  partPathFor,
+  RangeSet,
+  type RemoteIdentity,
+  removeJournal,
+  sameIdentity,
+  saveJournal,
+} from "./journal.ts";
 import { Limiter } from "./limiter.ts";
 import {
   ensureDirs,
@@ -14,14 +25,18 @@ import {
   safeComponents,
 } from "./local_path.ts";
 import { type Exchange, Remote, TimeoutError } from "./remote.ts";
-import type { ListEntry, StatEntry } from "./wire.ts";
+import type { HashResult, ListEntry, StatEntry } from "./wire.ts";
 
 /** What the engine reports while it runs (fed to a progress reporter). */
 export type PullEvent =
   /** Files and bytes planned for transfer so far (skipped files excluded); `final` once the listing is complete. */
   | { type: "total"; files: number; bytes: number; final: boolean }
-  /** Bytes written to disk since the last event (negative when a changed file starts over). */
-  | { type: "progress"; bytes: number }
+  /**
+   * Bytes written to disk since the last event (negative when a changed file
+   * starts over or bytes failed verification); `resumed` marks bytes found on
+   * disk from an interrupted earlier pull (not a transfer rate).
+   */
+  | { type: "progress"; bytes: number; resumed?: boolean }
   /** A file was completed and renamed into place. */
   | { type: "done"; path: string; bytes: number }
   /** A file was identical and left alone. */
@@ -64,6 +79,20 @@ export interface PullOptions {
   sign?: (request: Request) => Promise<void> | void;
   /** First retry delay in milliseconds (doubles per retry, with jitter); default 250. */
   retryBaseMs?: number;
+  /**
+   * After each file, compare its SHA-256 with the server's (`GET /v1/hash`);
+   * parts that differ are fetched once more, then the file fails.
+   */
+  verify?: boolean;
+  /** Decide "identical, skip" by SHA-256 from the server instead of size + mtime. */
+  checksum?: boolean;
+  /**
+   * Keep a resume journal beside each ranged `.hsync-part` (default true).
+   * Turning it off (benchmarks only) also turns off resuming.
+   */
+  journal?: boolean;
+  /** Longest time in milliseconds between journal saves while bytes arrive (default 1000). */
+  journalIntervalMs?: number;
 }
 
 /** What a pull did. */
@@ -76,6 +105,8 @@ export interface PullSummary {
   skipped: number;
   failed: number;
   failures: Array<{ path: string; message: string }>;
+  /** Bytes found on disk from interrupted earlier pulls (not fetched again). */
+  resumed?: number;
 }
 
 /** Files up to this size go through `POST /v1/bundle` (the server's own limit is 1 MiB). */
@@ -90,6 +121,16 @@ export const BUNDLE_SLOTS = 4;
 const POLL_MS = 200;
 /** How many times a file that keeps changing on the server is started over. */
 const MAX_RESTARTS = 3;
+/** How often the journal saver looks at the bytes written (milliseconds). */
+const JOURNAL_TICK_MS = 50;
+/** Unsaved bytes that trigger a journal save before the interval ends: at least this... */
+const JOURNAL_MIN_BYTES = 8 * 1024 * 1024;
+/** ...or this fraction of what the journal already holds, so a kill loses a bounded share. */
+const JOURNAL_FRACTION = 1 / 16;
+/** Bytes per hash request of `--verify`/`--checksum` (bounds the server's work per request). */
+export const HASH_SPAN_BYTES = 64 * 1024 * 1024;
+/** Hash requests in flight at most (the server queues a few and answers 503 beyond). */
+const HASH_SLOTS = 4;
 
 /**
  * Pulls `remotePath` into `localPath`. Throws `ConnectError` when the server
@@ -116,14 +157,33 @@ interface FileJob {
 }
 
 /**
- * In-memory transfer state of one file: the remote identity and the byte
- * ranges known to be on disk in its `.hsync-part` (what a resume journal
- * will persist).
+ * Transfer state of one ranged file: the byte ranges written to its
+ * `.hsync-part` (what its journal persists once they are flushed), and the
+ * range requests writing now.
  */
 interface FileState {
   job: FileJob;
   part: string;
+  journal: string;
   done: RangeSet;
+  /** Each request writing now: where it started, and its file handle (whose position says what reached the kernel). */
+  writers: Set<{ start: number; file: Deno.FsFile }>;
+}
+
+/** The remote identity a journal is made for. */
+function identityOf(job: FileJob): RemoteIdentity {
+  return { size: job.size, mtime: job.mtime, etag: job.etag };
+}
+
+/** The part file cannot be created: the destination itself is unusable. */
+class DestinationError extends LocalPathError {}
+
+/** SHA-256 still differs from the server's after the one refetch. */
+class VerifyFailed extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "VerifyFailed";
+  }
 }
 
 /** The remote file changed under us (200 to a ranged request, 416, other size): start it over. */
@@ -156,6 +216,11 @@ class PullRun {
   readonly #requests: Limiter;
   readonly #files: Limiter;
   readonly #batches: Limiter;
+  readonly #hashes = new Limiter(HASH_SLOTS);
+  /** Local checksum comparisons running at once (`checksum`). */
+  readonly #compares = new Limiter(HASH_SLOTS);
+  readonly #comparing = new Set<Promise<void>>();
+  readonly #journalOn: boolean;
   readonly #signal: AbortSignal;
   readonly #tasks = new Set<Promise<void>>();
   readonly #verified = new Set<string>();
@@ -173,6 +238,7 @@ class PullRun {
     skipped: 0,
     failed: 0,
     failures: [],
+    resumed: 0,
   };
   #plannedFiles = 0;
   #plannedBytes = 0;
@@ -194,6 +260,7 @@ class PullRun {
     this.#files = new Limiter(Math.max(1, options.parallelFiles));
     this.#batches = new Limiter(Math.min(BUNDLE_SLOTS, requestLimit));
     this.#signal = options.signal ?? new AbortController().signal;
+    this.#journalOn = options.journal ?? true;
     const globs = { dot: true, basename: true };
     if (options.include?.length) {
       this.#include = picomatch(options.include, globs);
@@ -251,11 +318,14 @@ class PullRun {
       mode: root.mode,
       etag: root.etag,
     };
-    if (this.#isIdentical(job)) return;
+    const same = this.#o.checksum
+      ? await this.#isIdenticalByChecksum(job)
+      : this.#isIdentical(job);
+    if (same) return;
     this.#addTotal(1, job.size);
     this.#busy.add(job.target);
     // The destination itself cannot be written: that is the run failing, not one file of many.
-    await this.#fetchFile(job, true);
+    await this.#fetchFile(job, { throwLocal: true });
   }
 
   async #pullTree(root: StatEntry, dest: string): Promise<void> {
@@ -279,6 +349,8 @@ class PullRun {
         if (this.#signal.aborted) break;
         await this.#plan(entry, dest);
       }
+      // Checksum comparisons still running may add files to the last batch.
+      while (this.#comparing.size > 0) await Promise.all([...this.#comparing]);
       if (this.#batch.length > 0 && !this.#signal.aborted) {
         await this.#sendBatch();
       }
@@ -341,11 +413,38 @@ class PullRun {
     }
     // A failed lstat costs about 50 us (it builds an error): skip it where
     // nothing can exist yet.
-    if (!this.#created.has(parent) && this.#isIdentical(job)) return;
-    this.#addTotal(1, job.size);
+    const fresh = this.#created.has(parent);
+    if (this.#o.checksum && !fresh) {
+      // Hashing takes a while: a few comparisons run beside the listing.
+      this.#busy.add(job.target);
+      const release = await this.#compares.acquire(this.#signal);
+      const task = (async () => {
+        let same: boolean;
+        try {
+          same = await this.#isIdenticalByChecksum(job);
+        } finally {
+          release();
+        }
+        if (same || this.#signal.aborted) this.#busy.delete(job.target);
+        else await this.#dispatch(job);
+      })();
+      const tracked = task.catch(() => {}).finally(() =>
+        this.#comparing.delete(tracked)
+      );
+      this.#comparing.add(tracked);
+      this.#spawn(task);
+      return;
+    }
+    if (!fresh && this.#isIdentical(job)) return;
     this.#busy.add(job.target);
+    await this.#dispatch(job);
+  }
+
+  /** Plans the transfer of a file that is not identical: whole in a bundle when small, else in ranges. */
+  async #dispatch(job: FileJob): Promise<void> {
+    this.#addTotal(1, job.size);
     if (job.size === 0) {
-      this.#writeWhole(job, new Uint8Array(0), job.mtime, job.mode);
+      this.#writeWhole(job, new Uint8Array(0));
       return;
     }
     if (job.size <= SMALL_FILE_BYTES) {
@@ -359,7 +458,13 @@ class PullRun {
       return;
     }
     // Waiting here is the backpressure on the listing.
-    const release = await this.#files.acquire(this.#signal);
+    let release;
+    try {
+      release = await this.#files.acquire(this.#signal);
+    } catch (error) {
+      this.#busy.delete(job.target);
+      throw error;
+    }
     this.#spawn(this.#fetchFile(job).finally(release));
   }
 
@@ -403,9 +508,38 @@ class PullRun {
         return false;
       }
     }
+    this.#skipped(job);
+    return true;
+  }
+
+  /**
+   * Same size and the same SHA-256 as the server's (`checksum`): leave the
+   * content alone, and give it the remote mtime (and mode) so a later
+   * size + mtime comparison agrees. Any doubt means "fetch it".
+   */
+  async #isIdenticalByChecksum(job: FileJob): Promise<boolean> {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(job.target);
+    } catch {
+      return false;
+    }
+    if (!info.isFile || info.size !== job.size) return false;
+    try {
+      const bad = await this.#compareHashes(job, job.target);
+      if (bad.length > 0) return false;
+      await Deno.utime(job.target, new Date(), new Date(job.mtime));
+      if (this.#o.preserve) await Deno.chmod(job.target, job.mode & 0o7777);
+    } catch {
+      return false;
+    }
+    this.#skipped(job);
+    return true;
+  }
+
+  #skipped(job: FileJob): void {
     this.#summary.skipped++;
     this.#emit({ type: "skip", path: job.rel, bytes: job.size });
-    return true;
   }
 
   #addTotal(files: number, bytes: number): void {
@@ -433,6 +567,7 @@ class PullRun {
   async #runBatch(batch: FileJob[]): Promise<void> {
     const pending = new Map(batch.map((job) => [job.rel, job]));
     const retry: FileJob[] = [];
+    const toVerify: Array<{ job: FileJob; sha256: string }> = [];
     const release = await this.#requests.acquire(this.#signal);
     let ex: Exchange | undefined;
     try {
@@ -455,13 +590,22 @@ class PullRun {
           retry.push(job);
           continue;
         }
-        // The frame is a consistent snapshot: its size and mtime go with its bytes.
-        job.size = h.size;
-        this.#writeWhole(job, frame.data, h.mtime, h.mode);
+        // The frame is a consistent snapshot: its identity goes with its bytes.
+        Object.assign(job, {
+          size: h.size,
+          mtime: h.mtime,
+          mode: h.mode,
+          etag: h.etag,
+        });
+        if (!this.#o.verify) this.#writeWhole(job, frame.data);
+        else if (this.#writeWhole(job, frame.data, false)) {
+          toVerify.push({ job, sha256: sha256Hex(frame.data) });
+        }
       }
     } catch (error) {
       if (this.#signal.aborted) {
         for (const job of pending.values()) this.#busy.delete(job.target);
+        for (const { job } of toVerify) this.#busy.delete(job.target);
         return;
       }
       // Whatever did not arrive is fetched one by one below.
@@ -470,6 +614,7 @@ class PullRun {
       ex?.done();
       release();
     }
+    await this.#verifyWhole(toVerify);
     retry.push(...pending.values());
     for (const job of retry) {
       if (this.#signal.aborted) {
@@ -481,53 +626,146 @@ class PullRun {
   }
 
   /**
-   * Writes a whole small file: part file, mtime (and mode), rename. Synchronous
-   * on purpose: measured here, file creation dominates and the async ops only
-   * add a thread-pool round trip per call (0.6 ms vs 1 ms per file).
+   * Writes a whole small file: part file, mtime (and mode), and unless
+   * `place` is false, the rename into place. Synchronous on purpose:
+   * measured here, file creation dominates and the async ops only add a
+   * thread-pool round trip per call (0.6 ms vs 1 ms per file). True when it
+   * worked; a failure is counted.
    */
-  #writeWhole(
-    job: FileJob,
-    data: Uint8Array,
-    mtime: number,
-    mode: number,
-  ): void {
-    const part = job.target + PART_SUFFIX;
+  #writeWhole(job: FileJob, data: Uint8Array, place = true): boolean {
+    const part = partPathFor(job.target);
     try {
       try {
         Deno.writeFileSync(part, data, { createNew: true });
       } catch (error) {
         if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-        // A leftover part file (or a planted link): remove the entry itself, never follow it.
+        // A leftover part file (or a planted link): remove the entry itself,
+        // never follow it; a journal of an earlier ranged attempt goes too.
         Deno.removeSync(part);
+        removeJournalSync(journalPathFor(job.target));
         Deno.writeFileSync(part, data, { createNew: true });
       }
-      Deno.utimeSync(part, new Date(), new Date(mtime));
-      if (this.#o.preserve) Deno.chmodSync(part, mode & 0o7777);
-      Deno.renameSync(part, job.target);
+      Deno.utimeSync(part, new Date(), new Date(job.mtime));
+      if (this.#o.preserve) Deno.chmodSync(part, job.mode & 0o7777);
     } catch (error) {
       this.#busy.delete(job.target);
       this.#fail(
         job.rel,
         new LocalPathError(job.target, reason(error)).message,
       );
-      return;
+      return false;
+    }
+    this.#emit({ type: "progress", bytes: data.length });
+    return place ? this.#placeWhole(job) : true;
+  }
+
+  /** Renames a complete small part file into place. */
+  #placeWhole(job: FileJob): boolean {
+    try {
+      Deno.renameSync(partPathFor(job.target), job.target);
+    } catch (error) {
+      this.#busy.delete(job.target);
+      this.#fail(
+        job.rel,
+        new LocalPathError(job.target, reason(error)).message,
+      );
+      return false;
     }
     this.#busy.delete(job.target);
     this.#summary.files++;
-    this.#summary.bytes += data.length;
-    this.#emit({ type: "progress", bytes: data.length });
-    this.#emit({ type: "done", path: job.rel, bytes: data.length });
+    this.#summary.bytes += job.size;
+    this.#emit({ type: "done", path: job.rel, bytes: job.size });
+    return true;
+  }
+
+  /**
+   * `verify` for small files written from a bundle: the SHA-256 of the bytes
+   * written against the server's, a few requests at a time; a match is
+   * placed, a mismatch fetched once more on its own.
+   */
+  async #verifyWhole(
+    list: Array<{ job: FileJob; sha256: string }>,
+  ): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < list.length) {
+        const { job, sha256 } = list[next++];
+        if (this.#signal.aborted) {
+          this.#busy.delete(job.target);
+          continue;
+        }
+        let theirs: HashResult;
+        try {
+          theirs = await this.#hashRemote(job, 0, job.size, true);
+        } catch (error) {
+          this.#busy.delete(job.target);
+          if (!this.#signal.aborted) this.#fail(job.rel, message(error));
+          continue;
+        }
+        if (theirs.etag === job.etag && theirs.sha256 === sha256) {
+          this.#placeWhole(job);
+          continue;
+        }
+        const changed = theirs.etag !== job.etag;
+        this.#emit({ type: "progress", bytes: -job.size });
+        this.#emit({
+          type: "warning",
+          path: job.rel,
+          message: changed
+            ? `File "${job.rel}" changed on the server, fetching it again`
+            : `SHA-256 of "${job.rel}" differs from the server's: fetching it again`,
+        });
+        await this.#fetchFile(job, { refetched: !changed });
+      }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(HASH_SLOTS, list.length) }, worker),
+    );
   }
 
   // ------------------------------------------------------------ ranged files
 
-  /** Fetches one file in ranges; a failure is counted, never thrown (except local ones with `throwLocal`). */
-  async #fetchFile(job: FileJob, throwLocal = false): Promise<void> {
+  /**
+   * Fetches one file in ranges (resuming from its journal), verifies it when
+   * asked, and places it. A failure is counted, never thrown (except an
+   * unusable destination with `throwLocal`); `refetched` says the one
+   * refetch after a failed verification is used up.
+   */
+  async #fetchFile(
+    job: FileJob,
+    options: { throwLocal?: boolean; refetched?: boolean } = {},
+  ): Promise<void> {
     let restarts = 0;
+    let refetched = options.refetched ?? false;
     try {
       while (true) {
         try {
           await this.#fetchRanges(job);
+          if (this.#o.verify) {
+            const bad = await this.#compareHashes(
+              job,
+              partPathFor(job.target),
+            );
+            if (bad.length > 0) {
+              const what = `SHA-256 of ${
+                describeSpans(bad, job.size)
+              }"${job.rel}"`;
+              if (refetched) {
+                await this.#discard(job);
+                throw new VerifyFailed(
+                  `${what} still differs from the server's after fetching it again: not placed`,
+                );
+              }
+              refetched = true;
+              this.#emit({
+                type: "warning",
+                path: job.rel,
+                message: `${what} differs from the server's: fetching it again`,
+              });
+              await this.#forget(job, bad);
+              continue;
+            }
+          }
           await this.#place(job);
           return;
         } catch (error) {
@@ -542,7 +780,10 @@ class PullRun {
             path: job.rel,
             message: `${error.message}, starting over`,
           });
-          const st = await this.#remote.stat(job.remote, this.#signal);
+          await removeJournal(journalPathFor(job.target)).catch(() => {});
+          const st = await this.#retry(() =>
+            this.#remote.stat(job.remote, this.#signal)
+          );
           if (st.type !== "file") {
             throw new ProtocolError(`"${job.rel}" is no longer a file`);
           }
@@ -557,21 +798,54 @@ class PullRun {
       }
     } catch (error) {
       if (this.#signal.aborted) return;
-      if (throwLocal && error instanceof LocalPathError) throw error;
+      if (options.throwLocal && error instanceof DestinationError) throw error;
       this.#fail(job.rel, message(error));
     } finally {
       this.#busy.delete(job.target);
     }
   }
 
+  /**
+   * Makes the part file complete: resumes from the journal when it belongs to
+   * the same remote file, else starts over; fetches the missing ranges in
+   * parallel while the journal follows what reaches the disk. The journal is
+   * saved whatever happens (abort included), except when the file changed.
+   */
   async #fetchRanges(job: FileJob): Promise<void> {
     const state: FileState = {
       job,
-      part: job.target + PART_SUFFIX,
+      part: partPathFor(job.target),
+      journal: journalPathFor(job.target),
       done: new RangeSet(),
+      writers: new Set(),
     };
-    await createPart(state.part, job.size);
-    const ranges = planChunks(job.size, {
+    const resumed = this.#journalOn ? await this.#resumable(state) : undefined;
+    if (resumed === undefined) await createPart(state.part, job.size);
+    else {
+      state.done = resumed;
+      if (resumed.covered > 0) {
+        this.#summary.resumed = (this.#summary.resumed ?? 0) + resumed.covered;
+        this.#emit({ type: "progress", bytes: resumed.covered, resumed: true });
+      }
+      if (resumed.isComplete(job.size)) return;
+    }
+    let saver: JournalSaver | undefined;
+    if (this.#journalOn) {
+      saver = await JournalSaver.open(
+        state,
+        this.#o.journalIntervalMs ?? 1000,
+      );
+      if (resumed === undefined) {
+        try {
+          // Even before the first byte: a journal that claims nothing.
+          await saver.save();
+        } catch (error) {
+          saver.close();
+          throw new LocalPathError(state.journal, reason(error), error);
+        }
+      }
+    }
+    const ranges = planGaps(state.done.gaps(job.size), {
       maxParts: this.#o.settings.maxPartNum,
       minPartSize: this.#o.settings.minPartSize,
     });
@@ -580,6 +854,7 @@ class PullRun {
     this.#signal.addEventListener("abort", onAbort, { once: true });
     let failed = false;
     let first: unknown;
+    saver?.start();
     try {
       // Every range settles before the file is retried or failed: none may still write.
       await Promise.all(
@@ -594,6 +869,30 @@ class PullRun {
       );
     } finally {
       this.#signal.removeEventListener("abort", onAbort);
+      await saver?.stop();
+    }
+    const complete = !failed && state.done.isComplete(job.size);
+    if (saver !== undefined) {
+      try {
+        if (first instanceof FileChanged) {
+          await removeJournal(state.journal).catch(() => {});
+        } else if (complete) {
+          // The data must be on disk before the rename makes it final.
+          try {
+            await saver.flush();
+          } catch (error) {
+            throw new LocalPathError(state.part, reason(error), error);
+          }
+          // Lets a rerun after a crash go straight to verifying and placing.
+          await saver.save().catch(() => {});
+        } else {
+          // Failed or interrupted: what is on disk now is kept for a rerun (a
+          // failed save leaves the previous journal, which is still true).
+          await saver.save().catch(() => {});
+        }
+      } finally {
+        saver.close();
+      }
     }
     if (failed) {
       if (first instanceof FileChanged) {
@@ -601,9 +900,68 @@ class PullRun {
       }
       throw first;
     }
-    if (!state.done.isComplete(job.size)) {
+    if (!complete) {
       throw new ShortBody(`Missing bytes of "${job.rel}" after every range`);
     }
+  }
+
+  /**
+   * The ranges of an interrupted earlier pull that can be kept: its journal is
+   * for this remote identity and its part file is intact. Otherwise
+   * undefined (the file starts over), with a warning when the remote file
+   * changed in between.
+   */
+  async #resumable(state: FileState): Promise<RangeSet | undefined> {
+    const journal = await loadJournal(state.journal);
+    if (journal === undefined) return undefined;
+    const { job } = state;
+    if (!sameIdentity(journal.remote, identityOf(job))) {
+      this.#emit({
+        type: "warning",
+        path: job.rel,
+        message:
+          `File "${job.rel}" changed on the server since the interrupted pull, starting over`,
+      });
+      return undefined;
+    }
+    try {
+      const info = await Deno.lstat(state.part);
+      if (!info.isFile || info.size !== job.size) return undefined;
+    } catch {
+      return undefined;
+    }
+    return new RangeSet(journal.done);
+  }
+
+  /** Marks bytes that failed verification as missing, so the next round fetches exactly them. */
+  async #forget(job: FileJob, spans: Array<[number, number]>): Promise<void> {
+    const path = journalPathFor(job.target);
+    const journal = this.#journalOn ? await loadJournal(path) : undefined;
+    let removed = 0;
+    if (
+      journal !== undefined && sameIdentity(journal.remote, identityOf(job))
+    ) {
+      const done = new RangeSet(journal.done);
+      const before = done.covered;
+      for (const [a, b] of spans) done.remove(a, b);
+      removed = before - done.covered;
+      try {
+        await saveJournal(path, { ...journal, done: done.toArray() });
+      } catch (error) {
+        throw new LocalPathError(path, reason(error), error);
+      }
+    } else {
+      // No journal to amend: the whole file is fetched again.
+      removed = job.size;
+      await this.#discard(job);
+    }
+    this.#emit({ type: "progress", bytes: -removed });
+  }
+
+  /** Removes a file's part and journal (their bytes cannot be trusted). */
+  async #discard(job: FileJob): Promise<void> {
+    await removeJournal(journalPathFor(job.target)).catch(() => {});
+    await Deno.remove(partPathFor(job.target)).catch(() => {});
   }
 
   async #fetchRange(
@@ -613,7 +971,6 @@ class PullRun {
   ): Promise<void> {
     const cursor = { pos: range.start };
     let attempt = 0;
-    const base = this.#o.retryBaseMs ?? 250;
     while (cursor.pos < range.end) {
       const before = cursor.pos;
       const release = await this.#requests.acquire(signal);
@@ -631,12 +988,32 @@ class PullRun {
       // A retry that made progress starts the count again.
       attempt = cursor.pos > before ? 1 : attempt + 1;
       if (attempt > this.#o.settings.maxTimeoutRetry) throw error;
-      const delay = base * 2 ** (attempt - 1);
-      await sleep(
-        Math.min(30_000, delay / 2 + Math.random() * delay / 2),
-        signal,
-      );
+      await this.#backoff(attempt, signal);
     }
+  }
+
+  /** Runs `task` again after retryable errors, with backoff, up to `Max_timeout_retry` times. */
+  async #retry<T>(task: () => Promise<T>): Promise<T> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await task();
+      } catch (error) {
+        if (this.#signal.aborted) throw error;
+        if (
+          !isRetryable(error) || attempt > this.#o.settings.maxTimeoutRetry
+        ) throw error;
+        await this.#backoff(attempt, this.#signal);
+      }
+    }
+  }
+
+  /** Exponential backoff with jitter: half to all of `base * 2^(attempt-1)`, at most 30 s. */
+  #backoff(attempt: number, signal: AbortSignal): Promise<void> {
+    const delay = (this.#o.retryBaseMs ?? 250) * 2 ** (attempt - 1);
+    return sleep(
+      Math.min(30_000, delay / 2 + Math.random() * delay / 2),
+      signal,
+    );
   }
 
   /** One ranged GET of `[cursor.pos, end)` streamed into the part file; advances `cursor.pos` by what reached the disk. */
@@ -702,9 +1079,12 @@ class PullRun {
       } catch (error) {
         throw new LocalPathError(state.part, reason(error), error);
       }
+      const writer = { start, file };
+      state.writers.add(writer);
       let reported = start;
       const account = (pos: number) => {
         if (pos > reported) {
+          state.done.add(start, pos);
           this.#emit({ type: "progress", bytes: pos - reported });
           reported = pos;
           ex.kick();
@@ -734,13 +1114,13 @@ class PullRun {
       try {
         pos = await file.seek(0, Deno.SeekMode.Current);
       } finally {
+        state.writers.delete(writer);
         file.close();
       }
-      account(pos);
       if (pos > end) {
         throw new ProtocolError(`Server sent too many bytes for "${job.rel}"`);
       }
-      state.done.add(start, pos);
+      account(pos);
       cursor.pos = pos;
       if (pipeError !== undefined) {
         if (ex.signal.aborted) throw ex.signal.reason;
@@ -762,10 +1142,13 @@ class PullRun {
 
   /** Sets mtime (and mode), then renames the complete part file into place. */
   async #place(job: FileJob): Promise<void> {
-    const part = job.target + PART_SUFFIX;
+    const part = partPathFor(job.target);
     try {
       await Deno.utime(part, new Date(), new Date(job.mtime));
       if (this.#o.preserve) await Deno.chmod(part, job.mode & 0o7777);
+      // The journal goes first: a crash in between costs a refetch, never a
+      // journal left beside a final file.
+      if (this.#journalOn) await removeJournal(journalPathFor(job.target));
       await Deno.rename(part, job.target);
     } catch (error) {
       throw new LocalPathError(job.target, reason(error), error);
@@ -773,6 +1156,62 @@ class PullRun {
     this.#summary.files++;
     this.#summary.bytes += job.size;
     this.#emit({ type: "done", path: job.rel, bytes: job.size });
+  }
+
+  // ------------------------------------------------------------ hashes
+
+  /**
+   * Compares the SHA-256 of a local file with the server's, span by span
+   * ({@linkcode HASH_SPAN_BYTES} each, so no request makes the server hash
+   * more than that); returns the spans that differ. Throws `FileChanged`
+   * when the server hashed another identity than `job`'s.
+   */
+  async #compareHashes(
+    job: FileJob,
+    path: string,
+  ): Promise<Array<[number, number]>> {
+    const spans = hashSpans(job.size);
+    const [mine, theirs] = await Promise.all([
+      hashFile(path, spans, this.#signal),
+      Promise.all(
+        spans.map(([a, b]) => this.#hashRemote(job, a, b, spans.length === 1)),
+      ),
+    ]);
+    const bad: Array<[number, number]> = [];
+    for (let i = 0; i < spans.length; i++) {
+      if (theirs[i].etag !== job.etag) throw new FileChanged(job.rel);
+      if (theirs[i].sha256 !== mine[i]) bad.push(spans[i]);
+    }
+    return bad;
+  }
+
+  /** `GET /v1/hash` of `[start, end)` (of the whole file with `whole`), a few at a time; busy answers (503) are retried with backoff. */
+  async #hashRemote(
+    job: FileJob,
+    start: number,
+    end: number,
+    whole: boolean,
+  ): Promise<HashResult> {
+    try {
+      return await this.#retry(() =>
+        this.#hashes.run(
+          () =>
+            this.#remote.hash(job.remote, {
+              ...(whole ? {} : { offset: start, length: end - start }),
+              signal: this.#signal,
+            }),
+          this.#signal,
+        )
+      );
+    } catch (error) {
+      if (this.#signal.aborted) throw error;
+      throw new Error(
+        `Cannot get the SHA-256 of "${job.rel}" from the server: ${
+          message(error)
+        }`,
+        { cause: error },
+      );
+    }
   }
 
   // ------------------------------------------------------------ bookkeeping
@@ -865,8 +1304,217 @@ async function createPart(part: string, size: number): Promise<void> {
     using file = await Deno.open(part, { write: true, createNew: true });
     await file.truncate(size);
   } catch (error) {
-    throw new LocalPathError(part, reason(error), error);
+    throw new DestinationError(part, reason(error), error);
   }
+}
+
+/**
+ * Saves the journal of one file: on demand, and while bytes arrive at least
+ * every interval, sooner once many bytes are unsaved (so a kill loses a
+ * bounded share of what arrived). Bytes are flushed (fdatasync) before a
+ * journal claims them.
+ */
+class JournalSaver {
+  readonly #state: FileState;
+  readonly #file: Deno.FsFile;
+  readonly #intervalMs: number;
+  #timer?: ReturnType<typeof setInterval>;
+  #running?: Promise<void>;
+  #savedCovered: number;
+  #savedAt = performance.now();
+
+  private constructor(state: FileState, file: Deno.FsFile, intervalMs: number) {
+    this.#state = state;
+    this.#file = file;
+    this.#intervalMs = intervalMs;
+    this.#savedCovered = state.done.covered;
+  }
+
+  /** Opens the part file for flushing. */
+  static async open(
+    state: FileState,
+    intervalMs: number,
+  ): Promise<JournalSaver> {
+    try {
+      const file = await Deno.open(state.part, { read: true });
+      return new JournalSaver(state, file, intervalMs);
+    } catch (error) {
+      throw new LocalPathError(state.part, reason(error), error);
+    }
+  }
+
+  /** Starts saving in the background. */
+  start(): void {
+    this.#timer = setInterval(() => {
+      this.#running ??= this.#tick().catch(() => {
+        // A failed save leaves the previous journal, which is still true; the next tick tries again.
+      }).finally(() => this.#running = undefined);
+    }, Math.max(1, Math.min(JOURNAL_TICK_MS, this.#intervalMs)));
+  }
+
+  /** Stops the background saves (waiting for one in progress). */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#running;
+  }
+
+  /** Flushes the part file's data to the disk. */
+  async flush(): Promise<void> {
+    await this.#file.syncData();
+  }
+
+  /** Flushes, then replaces the journal with the ranges written so far. */
+  async save(): Promise<void> {
+    await this.#probe();
+    const done = this.#state.done.toArray();
+    let covered = 0;
+    for (const [a, b] of done) covered += b - a;
+    await this.#file.syncData();
+    await saveJournal(this.#state.journal, {
+      version: 1,
+      remote: identityOf(this.#state.job),
+      done,
+    });
+    this.#savedCovered = covered;
+    this.#savedAt = performance.now();
+  }
+
+  close(): void {
+    try {
+      this.#file.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  async #tick(): Promise<void> {
+    await this.#probe();
+    const unsaved = this.#state.done.covered - this.#savedCovered;
+    if (unsaved <= 0) return;
+    if (
+      performance.now() - this.#savedAt >= this.#intervalMs ||
+      unsaved >=
+        Math.max(JOURNAL_MIN_BYTES, this.#savedCovered * JOURNAL_FRACTION)
+    ) await this.save();
+  }
+
+  /** Reads how far each running request has written (ops on one file run in order, so this follows its last write). */
+  async #probe(): Promise<void> {
+    for (const w of [...this.#state.writers]) {
+      try {
+        const pos = await w.file.seek(0, Deno.SeekMode.Current);
+        this.#state.done.add(w.start, pos);
+      } catch {
+        // That request just finished and closed its file: it recorded its own end.
+      }
+    }
+  }
+}
+
+/** Removes a journal and its temporary file, ignoring errors (synchronous, for the small-file path). */
+function removeJournalSync(path: string): void {
+  for (const p of [path, journalTempPathFor(path)]) {
+    try {
+      Deno.removeSync(p);
+    } catch {
+      // absent, or left for a later run
+    }
+  }
+}
+
+/** The missing ranges to fetch: one gap is split like a new file; several are split further while fewer than `maxParts`. */
+function planGaps(
+  gaps: Array<[number, number]>,
+  options: { maxParts: number; minPartSize: number },
+): ByteRange[] {
+  if (gaps.length === 1) {
+    const [offset, end] = gaps[0];
+    return planChunks(end - offset, options).map((r) => ({
+      start: r.start + offset,
+      end: r.end + offset,
+    }));
+  }
+  const ranges = gaps.map(([start, end]) => ({ start, end }));
+  while (ranges.length < options.maxParts) {
+    let big = 0;
+    for (let i = 1; i < ranges.length; i++) {
+      if (
+        ranges[i].end - ranges[i].start > ranges[big].end - ranges[big].start
+      ) big = i;
+    }
+    const r = ranges[big];
+    const length = r.end - r.start;
+    if (length < 2 * options.minPartSize) break;
+    const mid = r.start + Math.floor(length / 2);
+    ranges.splice(big, 1, { start: r.start, end: mid }, {
+      start: mid,
+      end: r.end,
+    });
+  }
+  return ranges;
+}
+
+/** `[start, end)` spans of at most {@linkcode HASH_SPAN_BYTES} covering a file (one empty span for an empty file). */
+function hashSpans(size: number): Array<[number, number]> {
+  const spans: Array<[number, number]> = [];
+  for (let a = 0; a < size; a += HASH_SPAN_BYTES) {
+    spans.push([a, Math.min(size, a + HASH_SPAN_BYTES)]);
+  }
+  return spans.length > 0 ? spans : [[0, 0]];
+}
+
+/** Lower-case hex SHA-256 of each span of a local file (a span past the end hashes what there is). */
+async function hashFile(
+  path: string,
+  spans: Array<[number, number]>,
+  signal: AbortSignal,
+): Promise<string[]> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    throw new Error(`Cannot read ${JSON.stringify(path)}: ${reason(error)}`, {
+      cause: error,
+    });
+  }
+  try {
+    const buffer = new Uint8Array(1024 * 1024);
+    const out: string[] = [];
+    for (const [start, end] of spans) {
+      const digest = createHash("sha256");
+      await file.seek(start, Deno.SeekMode.Start);
+      let left = end - start;
+      while (left > 0) {
+        signal.throwIfAborted();
+        const n = await file.read(
+          left < buffer.length ? buffer.subarray(0, left) : buffer,
+        );
+        if (n === null) break;
+        digest.update(buffer.subarray(0, n));
+        left -= n;
+      }
+      out.push(digest.digest("hex"));
+    }
+    return out;
+  } finally {
+    file.close();
+  }
+}
+
+function sha256Hex(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** `bytes 0-99 of ` (and how many more spans) for a message; empty when the spans are the whole file. */
+function describeSpans(spans: Array<[number, number]>, size: number): string {
+  if (spans.length === 1 && spans[0][0] === 0 && spans[0][1] === size) {
+    return "";
+  }
+  const [a, b] = spans[0];
+  const more = spans.length > 1
+    ? ` and ${spans.length - 1} more part${spans.length > 2 ? "s" : ""}`
+    : "";
+  return `bytes ${a}-${b - 1}${more} of `;
 }
 
 function isDirectory(path: string): boolean {

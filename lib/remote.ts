@@ -1,9 +1,11 @@
 /** The client side of the v1 HTTP interface: URLs, signing, timeouts, JSON errors and the streamed listing. */
 import { ConnectError, HttpError } from "./errors.ts";
+import { tlsReason } from "./transport.ts";
 import {
   API,
   type BundleRequest,
   type ErrorBody,
+  type HashResult,
   type ListEntry,
   type StatEntry,
 } from "./wire.ts";
@@ -195,6 +197,39 @@ export class Remote {
   }
 
   /**
+   * `GET /v1/hash`: SHA-256 of a file, or of `length` bytes from `offset`.
+   * A malformed answer throws an `Error` naming the server.
+   */
+  async hash(
+    path: string,
+    options: { offset?: number; length?: number; signal?: AbortSignal } = {},
+  ): Promise<HashResult> {
+    const query: Record<string, string> = { path };
+    if (options.offset !== undefined) query.offset = String(options.offset);
+    if (options.length !== undefined) query.length = String(options.length);
+    const ex = await this.send(this.url(API.hash, query), {
+      signal: options.signal,
+    });
+    let body: Partial<HashResult> | null;
+    try {
+      body = await ex.response.json();
+    } catch (error) {
+      if (error instanceof SyntaxError) body = null;
+      else throw error;
+    } finally {
+      ex.done();
+    }
+    if (
+      typeof body?.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(body.sha256) ||
+      typeof body.etag !== "string" || !Number.isSafeInteger(body.offset) ||
+      !Number.isSafeInteger(body.length)
+    ) {
+      throw new Error(`Hash answer from ${this.host} is malformed`);
+    }
+    return body as HashResult;
+  }
+
+  /**
    * `GET /v1/file`, whole or `[start, end)` with `If-Range`. A 200 or 416 is
    * returned as is (the caller decides the file changed); other errors throw.
    */
@@ -300,6 +335,8 @@ function networkReason(error: unknown): string {
     e = e instanceof Error ? e.cause : undefined;
   }
   if (text === "") text = "fetch failed";
+  const tls = tlsReason(text);
+  if (tls !== undefined) return tls;
   if (/connection refused/i.test(text)) return "connection refused";
   if (/connection reset/i.test(text)) return "connection reset";
   if (/dns error|failed to lookup/i.test(text)) return "unknown host";

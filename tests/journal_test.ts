@@ -3,8 +3,10 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { join } from "node:path";
 import {
+  journalTempPathFor,
   loadJournal,
   RangeSet,
+  removeJournal,
   sameIdentity,
   saveJournal,
 } from "../lib/journal.ts";
@@ -56,7 +58,7 @@ Deno.test("saveJournal() and loadJournal() round-trip; a torn or foreign journal
     };
     await saveJournal(path, data);
     assert.deepEqual(await loadJournal(path), data);
-    await assert.rejects(() => Deno.stat(`${path}.tmp`));
+    await assert.rejects(() => Deno.stat(journalTempPathFor(path)));
     for (
       const bad of [
         "",
@@ -72,6 +74,72 @@ Deno.test("saveJournal() and loadJournal() round-trip; a torn or foreign journal
     assert.equal(await loadJournal(join(dir, "absent")), undefined);
     assert.ok(sameIdentity(data.remote, { size: 100, mtime: 5, etag: '"a"' }));
     assert.ok(!sameIdentity(data.remote, { size: 100, mtime: 6, etag: '"a"' }));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RangeSet.remove() cuts bytes out of ranges, and covered plus gaps still make the whole", () => {
+  const r = new RangeSet([[0, 100], [200, 300]]);
+  r.remove(50, 250);
+  assert.deepEqual(r.toArray(), [[0, 50], [250, 300]]);
+  r.remove(0, 10);
+  r.remove(290, 400);
+  r.remove(20, 20);
+  assert.deepEqual(r.toArray(), [[10, 50], [250, 290]]);
+  assert.deepEqual(r.gaps(300), [[0, 10], [50, 250], [290, 300]]);
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.nat(1000), fc.nat(1000), fc.boolean()), {
+        maxLength: 30,
+      }),
+      (ops) => {
+        const set = new RangeSet();
+        const bits = new Uint8Array(1000);
+        for (const [a, b, add] of ops) {
+          const [s, e] = a <= b ? [a, b] : [b, a];
+          if (add) set.add(s, e);
+          else set.remove(s, e);
+          bits.fill(add ? 1 : 0, s, e);
+        }
+        const want = bits.reduce((n, x) => n + x, 0);
+        assert.equal(set.covered, want);
+        for (const [s, e] of set.toArray()) {
+          assert.ok(s < e);
+          for (let i = s; i < e; i++) assert.equal(bits[i], 1);
+        }
+      },
+    ),
+  );
+});
+
+Deno.test("saveJournal() replaces a planted temporary link without following it; removeJournal() removes both names", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "x.hsync-journal");
+    const victim = join(dir, "victim.txt");
+    await Deno.writeTextFile(victim, "keep");
+    await Deno.symlink(victim, journalTempPathFor(path));
+    const data = {
+      version: 1 as const,
+      remote: { size: 10, mtime: 1, etag: '"e"' },
+      done: [[0, 5]] as Array<[number, number]>,
+    };
+    await saveJournal(path, data);
+    assert.equal(await Deno.readTextFile(victim), "keep");
+    assert.deepEqual(await loadJournal(path), data);
+    // A journal that is a link is not believed.
+    await Deno.remove(path);
+    await Deno.writeTextFile(victim, JSON.stringify(data));
+    await Deno.symlink(victim, path);
+    assert.equal(await loadJournal(path), undefined);
+    await Deno.writeTextFile(journalTempPathFor(path), "torn");
+    await removeJournal(path);
+    await removeJournal(path);
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name),
+      ["victim.txt"],
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,0 +1,306 @@
+/** Resume through lib/pull.ts: journals saved while bytes arrive and on abort, reruns that fetch only what is missing, and files that changed in between. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import defaults from "../hsync.ini" with { type: "text" };
+import { clientSettings, loadConfig } from "../lib/config.ts";
+import { journalTempPathFor, loadJournal, RangeSet } from "../lib/journal.ts";
+import { pull, type PullEvent, type PullOptions } from "../lib/pull.ts";
+import {
+  bytes,
+  journalCovered,
+  leftovers,
+  sameBytes,
+  startControlledServer,
+  until,
+} from "./_resume_fixture.ts";
+import { tempDir } from "./_programs.ts";
+
+const MiB = 1024 * 1024;
+
+async function run(
+  options: Partial<PullOptions> & {
+    baseUrl: string;
+    remotePath: string;
+    localPath: string;
+  },
+  settings: Record<string, string> = {},
+): Promise<{ summary: Awaited<ReturnType<typeof pull>>; events: PullEvent[] }> {
+  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
+  const events: PullEvent[] = [];
+  const summary = await pull({
+    settings: clientSettings(config, "hscp", {
+      Min_part_size: "1M",
+      Max_part_num: "4",
+      Data_timeout: "5",
+      Max_timeout_retry: "2",
+      ...settings,
+    }),
+    parallelFiles: 4,
+    retryBaseMs: 1,
+    ...options,
+    onEvent: (e) => {
+      events.push(e);
+      options.onEvent?.(e);
+    },
+  });
+  return { summary, events };
+}
+
+Deno.test("pull() aborted mid-transfer saves a journal of the bytes on disk, and the rerun fetches only the rest with If-Range", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  const content = bytes(8 * MiB, 1);
+  await Deno.writeFile(join(data, "f.bin"), content);
+  await using server = await startControlledServer(data);
+  const out = join(dir.path, "f.bin");
+  const journal = out + ".hsync-journal";
+
+  // Four ranges of 2 MiB, each stalled after 300,000 bytes.
+  server.onFile = () => ({ stallAfter: 300_000 });
+  const controller = new AbortController();
+  let written = 0;
+  const first = run({
+    baseUrl: server.baseUrl,
+    remotePath: join(data, "f.bin"),
+    localPath: out,
+    signal: controller.signal,
+    // No periodic save: only the save on abort can claim these bytes.
+    journalIntervalMs: 1e9,
+    onEvent: (e) => {
+      if (e.type === "progress") written += e.bytes;
+    },
+  });
+  await until("every range stalled", () => written === 4 * 300_000);
+  // The journal made before the first byte claims nothing yet.
+  assert.equal(await journalCovered(journal), 0);
+  controller.abort();
+  const { summary } = await first;
+  assert.equal(summary.files, 0);
+  assert.equal(summary.failed, 0);
+  const saved = await loadJournal(journal);
+  assert.ok(saved, "the journal is kept on abort");
+  assert.equal(new RangeSet(saved.done).covered, 4 * 300_000);
+  assert.deepEqual(saved.done, [
+    [0, 300_000],
+    [2 * MiB, 2 * MiB + 300_000],
+    [4 * MiB, 4 * MiB + 300_000],
+    [6 * MiB, 6 * MiB + 300_000],
+  ]);
+  await assert.rejects(() => Deno.stat(out), "no final file yet");
+
+  server.onFile = undefined;
+  server.resetCounts();
+  const again = await run({
+    baseUrl: server.baseUrl,
+    remotePath: join(data, "f.bin"),
+    localPath: out,
+  });
+  assert.deepEqual(again.summary.failures, []);
+  assert.equal(again.summary.files, 1);
+  assert.equal(again.summary.resumed, 4 * 300_000);
+  assert.equal(server.served, content.length - 4 * 300_000);
+  const etag = saved.remote.etag;
+  for (const r of server.fileRequests) {
+    assert.equal(r.ifRange, etag);
+    assert.equal(r.status, 206);
+  }
+  assert.ok(sameBytes(await Deno.readFile(out), content));
+  assert.deepEqual(await leftovers(dir.path), []);
+});
+
+Deno.test("pull() saves the journal while bytes arrive, without waiting for the end", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  const content = bytes(4 * MiB, 2);
+  await Deno.writeFile(join(data, "f.bin"), content);
+  await using server = await startControlledServer(data);
+  const out = join(dir.path, "f.bin");
+  server.onFile = () => ({ stallAfter: 123_457 });
+  const controller = new AbortController();
+  const running = run({
+    baseUrl: server.baseUrl,
+    remotePath: join(data, "f.bin"),
+    localPath: out,
+    signal: controller.signal,
+    journalIntervalMs: 100,
+  });
+  try {
+    // 4 ranges of 1 MiB, each stalled: the saver claims the bytes while the pull still runs.
+    await until(
+      "the journal claims every byte that arrived",
+      async () => await journalCovered(out + ".hsync-journal") === 4 * 123_457,
+    );
+  } finally {
+    controller.abort();
+    await running;
+  }
+  await assert.rejects(() =>
+    Deno.stat(journalTempPathFor(out + ".hsync-journal"))
+  );
+});
+
+Deno.test("pull() starts a file over, saying so once, when it changed on the server since the interrupted pull", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  const remote = join(data, "f.bin");
+  await Deno.writeFile(remote, bytes(3 * MiB, 3));
+  await using server = await startControlledServer(data);
+  const out = join(dir.path, "f.bin");
+  server.onFile = () => ({ stallAfter: 500_000 });
+  const controller = new AbortController();
+  const first = run({
+    baseUrl: server.baseUrl,
+    remotePath: remote,
+    localPath: out,
+    signal: controller.signal,
+    journalIntervalMs: 100,
+  });
+  await until(
+    "bytes claimed",
+    async () => await journalCovered(out + ".hsync-journal") > 0,
+  );
+  controller.abort();
+  await first;
+
+  // Same size, new content and identity.
+  const changed = bytes(3 * MiB, 4);
+  await Deno.writeFile(remote + ".new", changed);
+  await Deno.rename(remote + ".new", remote);
+  server.onFile = undefined;
+  server.resetCounts();
+  const { summary, events } = await run({
+    baseUrl: server.baseUrl,
+    remotePath: remote,
+    localPath: out,
+  });
+  assert.deepEqual(summary.failures, []);
+  const warnings = events.filter((e) => e.type === "warning");
+  assert.equal(warnings.length, 1);
+  assert.match(
+    JSON.stringify(warnings[0]),
+    /changed on the server since the interrupted pull, starting over/,
+  );
+  assert.equal(server.served, changed.length, "everything fetched again");
+  assert.ok(sameBytes(await Deno.readFile(out), changed));
+  assert.deepEqual(await leftovers(dir.path), []);
+});
+
+Deno.test("pull() ignores a journal whose part file is gone or has another size", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  const content = bytes(2 * MiB, 5);
+  await Deno.writeFile(join(data, "f.bin"), content);
+  await using server = await startControlledServer(data);
+  const out = join(dir.path, "f.bin");
+  server.onFile = () => ({ stallAfter: 100_000 });
+  const controller = new AbortController();
+  const first = run({
+    baseUrl: server.baseUrl,
+    remotePath: join(data, "f.bin"),
+    localPath: out,
+    signal: controller.signal,
+    journalIntervalMs: 100,
+  });
+  await until(
+    "bytes claimed",
+    async () => await journalCovered(out + ".hsync-journal") > 0,
+  );
+  controller.abort();
+  await first;
+  // Someone truncated the part file: its journal must not be believed.
+  await Deno.truncate(out + ".hsync-part", 1000);
+  server.onFile = undefined;
+  server.resetCounts();
+  const { summary } = await run({
+    baseUrl: server.baseUrl,
+    remotePath: join(data, "f.bin"),
+    localPath: out,
+  });
+  assert.deepEqual(summary.failures, []);
+  assert.equal(server.served, content.length);
+  assert.ok(sameBytes(await Deno.readFile(out), content));
+});
+
+Deno.test("pull() fails a file whose body keeps stalling after Max_timeout_retry, keeps its journal, and a rerun resumes it", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  const content = bytes(2 * MiB, 6);
+  await Deno.writeFile(join(data, "f.bin"), content);
+  await Deno.writeFile(join(data, "g.bin"), bytes(700_000, 7));
+  await using server = await startControlledServer(data);
+  const out = join(dir.path, "out");
+  // f.bin: the first request gets 400,000 bytes, every later one nothing.
+  let fRequests = 0;
+  server.onFile = (r) =>
+    r.path.endsWith("f.bin")
+      ? { stallAfter: fRequests++ === 0 ? 400_000 : 0 }
+      : undefined;
+  const { summary } = await run(
+    { baseUrl: server.baseUrl, remotePath: data, localPath: out },
+    { Data_timeout: "0.3", Max_timeout_retry: "2", Min_part_size: "4M" },
+  );
+  assert.equal(summary.failed, 1, JSON.stringify(summary.failures));
+  assert.equal(summary.failures[0].path, "f.bin");
+  assert.match(summary.failures[0].message, /No data from .* for/);
+  assert.equal(
+    fRequests,
+    3,
+    "the first try, then Max_timeout_retry retries without progress",
+  );
+  assert.equal(summary.files, 1, "the other file completes");
+  assert.equal(await journalCovered(join(out, "f.bin.hsync-journal")), 400_000);
+  await assert.rejects(() => Deno.stat(join(out, "f.bin")));
+
+  server.onFile = undefined;
+  server.releaseStalls();
+  server.resetCounts();
+  const again = await run({
+    baseUrl: server.baseUrl,
+    remotePath: data,
+    localPath: out,
+  });
+  assert.deepEqual(again.summary.failures, []);
+  assert.equal(again.summary.skipped, 1);
+  assert.equal(server.served, content.length - 400_000);
+  assert.ok(sameBytes(await Deno.readFile(join(out, "f.bin")), content));
+  assert.deepEqual(await leftovers(dir.path), []);
+});
+
+Deno.test("pull() with the journal off (benchmarks) keeps no journal and starts over", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  const content = bytes(2 * MiB, 8);
+  await Deno.writeFile(join(data, "f.bin"), content);
+  await using server = await startControlledServer(data);
+  const out = join(dir.path, "f.bin");
+  server.onFile = () => ({ stallAfter: 100_000 });
+  const controller = new AbortController();
+  const first = run({
+    baseUrl: server.baseUrl,
+    remotePath: join(data, "f.bin"),
+    localPath: out,
+    signal: controller.signal,
+    journal: false,
+  });
+  await until("ranges stalled", () => server.served === 2 * 100_000);
+  controller.abort();
+  await first;
+  assert.deepEqual(await leftovers(dir.path), ["f.bin.hsync-part"]);
+  server.onFile = undefined;
+  server.resetCounts();
+  const { summary } = await run({
+    baseUrl: server.baseUrl,
+    remotePath: join(data, "f.bin"),
+    localPath: out,
+    journal: false,
+  });
+  assert.equal(summary.files, 1);
+  assert.equal(server.served, content.length);
+  assert.ok(sameBytes(await Deno.readFile(out), content));
+});
