@@ -66,10 +66,6 @@ async function runPull(cmd: PullCommand): Promise<number> {
   const baseUrl = `${settings.tls ? "https" : "http"}://${
     formatHost(settings.hostIp)
   }:${settings.port}`;
-  if (cmd.verify) {
-    // Verification (issue 3 seam).
-    throw new UsageError("--verify is not available in this version yet");
-  }
   // Transport (issue 4 seam): TLS client and request signing.
   const transport = await openTransport(settings, config.hsyncDir);
   if (cmd.sync) {
@@ -104,6 +100,8 @@ async function runPull(cmd: PullCommand): Promise<number> {
       include: cmd.include,
       exclude: cmd.exclude,
       preserve: cmd.preserve,
+      verify: cmd.verify,
+      checksum: cmd.checksum,
       signal: controller.signal,
       onEvent: (event) => reporter.onEvent(event),
       client: transport.client,
