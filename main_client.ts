@@ -70,7 +70,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
   const transport = await openTransport(settings, config.hsyncDir);
   if (cmd.sync) {
     // Follow mode (issue 5 seam).
-    return await runFollow(cmd, settings, baseUrl, transport);
+    return await runFollow(cmd, settings, baseUrl, transport, config.hsyncDir);
   }
 
   const controller = new AbortController();

@@ -201,3 +201,102 @@ export async function snapshotTree(
   await walk(root, "");
   return out;
 }
+
+/** A long-running hsync (for example `--sync`), stopped by `await using` or `stop()`. */
+export interface RunningClient extends AsyncDisposable {
+  process: Deno.ChildProcess;
+  /** Everything hsync wrote to stderr so far. */
+  stderr(): string;
+  /** Resolves when the process ends by itself (or is stopped). */
+  exited: Promise<RunResult>;
+  /** Sends `signal` (default SIGTERM), waits for the exit (SIGKILL after 15 s) and returns the result. */
+  stop(signal?: Deno.Signal): Promise<RunResult>;
+}
+
+/** Starts hsync with the given arguments and environment, without waiting for it to finish. */
+export function spawnClient(
+  args: string[],
+  env: Record<string, string> = {},
+): RunningClient {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: [...clientArgv(), ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  let err = "";
+  const dec = () => new TextDecoder();
+  const drain = async (
+    stream: ReadableStream<Uint8Array>,
+    add: (s: string) => void,
+  ) => {
+    const d = dec();
+    for await (const chunk of stream) add(d.decode(chunk, { stream: true }));
+  };
+  const exited = (async () => {
+    const [status] = await Promise.all([
+      process.status,
+      drain(process.stdout, (s) => out += s),
+      drain(process.stderr, (s) => err += s),
+    ]);
+    return { code: status.code, stdout: out, stderr: err };
+  })();
+  let done = false;
+  exited.then(() => done = true);
+  const stop = async (signal: Deno.Signal = "SIGTERM") => {
+    if (!done) {
+      try {
+        process.kill(signal);
+      } catch {
+        // already gone
+      }
+    }
+    const timer = setTimeout(() => {
+      try {
+        process.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }, 15_000);
+    const result = await exited;
+    clearTimeout(timer);
+    return result;
+  };
+  return {
+    process,
+    stderr: () => err,
+    exited,
+    stop,
+    [Symbol.asyncDispose]: async () => {
+      await stop();
+    },
+  };
+}
+
+/** Polls `check` until it returns true; throws with `what` (and the last error) after `timeoutMs`. */
+export async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (true) {
+    try {
+      if (await check()) return;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `Timed out after ${timeoutMs} ms waiting for ${what}${
+          last === undefined ? "" : `: ${last}`
+        }`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
