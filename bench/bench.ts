@@ -2,8 +2,28 @@
 // deno-lint-ignore-file no-console
 
 import { parseArgs } from "node:util";
-import { createHash } from "node:crypto";
-import { join, relative } from "node:path";
+import { join } from "node:path";
+import {
+  ensureCommand,
+  fmtSize,
+  freePort,
+  httpOk,
+  live,
+  type Manifest,
+  manifestOf,
+  readProc,
+  run,
+  type Server,
+  setDefaultTimeout,
+  sha256File,
+  startServer,
+  stopServer,
+  tail,
+  tcpOpen,
+  verify,
+  vmHWM,
+  writeRandomFile,
+} from "./_common.ts";
 
 // ---------------------------------------------------------------- options
 
@@ -42,6 +62,7 @@ if (opts.help) {
 
 const RUNS = Number(opts.runs);
 const TIMEOUT_S = Number(opts.timeout);
+setDefaultTimeout(TIMEOUT_S);
 if (!Number.isInteger(RUNS) || RUNS < 1) {
   usage(`--runs must be a positive integer, got "${opts.runs}"`);
 }
@@ -96,226 +117,6 @@ const SIZES = opts.quick
 const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const RESULTS_MD = join(REPO, "bench", "results.md");
 const NO_COLOR = { NO_COLOR: "1" };
-
-// ---------------------------------------------------------------- child processes
-
-const live = new Set<Deno.ChildProcess>();
-
-interface RunOut {
-  code: number;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-  seconds: number;
-}
-
-/** Run a command to completion, bounded by `timeoutS`; never throws for a bad exit code. */
-async function run(
-  cmd: string,
-  args: string[],
-  o: {
-    cwd?: string;
-    env?: Record<string, string>;
-    timeoutS?: number;
-    stdout?: boolean;
-  } = {},
-): Promise<RunOut> {
-  const t0 = performance.now();
-  const child = new Deno.Command(cmd, {
-    args,
-    cwd: o.cwd,
-    env: o.env,
-    stdin: "null",
-    stdout: o.stdout ? "piped" : "null",
-    stderr: "piped",
-    signal: AbortSignal.timeout((o.timeoutS ?? TIMEOUT_S) * 1000),
-  }).spawn();
-  live.add(child);
-  try {
-    const r = await child.output();
-    const seconds = (performance.now() - t0) / 1000;
-    const dec = new TextDecoder();
-    return {
-      code: r.code,
-      signal: r.signal,
-      stdout: o.stdout ? dec.decode(r.stdout) : "",
-      stderr: dec.decode(r.stderr),
-      seconds,
-    };
-  } finally {
-    live.delete(child);
-  }
-}
-
-async function which(cmd: string): Promise<string | null> {
-  for (const dir of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":")) {
-    const p = join(dir, cmd);
-    try {
-      const st = await Deno.stat(p);
-      if (st.isFile && ((st.mode ?? 0o111) & 0o111)) return p;
-    } catch { /* not here */ }
-  }
-  return null;
-}
-
-let aptUpdated = false;
-/** Make sure `cmd` exists, installing Debian package `pkg` if needed. Returns a reason on failure. */
-async function ensureCommand(cmd: string, pkg: string): Promise<string | null> {
-  if (await which(cmd)) return null;
-  console.log(`[setup] ${cmd} missing, installing Debian package ${pkg}`);
-  const env = { DEBIAN_FRONTEND: "noninteractive" };
-  if (!aptUpdated) {
-    const u = await run("apt-get", ["update"], { env, timeoutS: 600 });
-    aptUpdated = true;
-    if (u.code !== 0) {
-      console.log(`[setup] apt-get update failed: ${lastLine(u.stderr)}`);
-    }
-  }
-  const r = await run("apt-get", [
-    "install",
-    "-y",
-    "--no-install-recommends",
-    pkg,
-  ], {
-    env,
-    timeoutS: 600,
-  });
-  if (r.code !== 0 || !(await which(cmd))) {
-    return `could not install ${pkg}: ${
-      lastLine(r.stderr) || `exit ${r.code}`
-    }`;
-  }
-  return null;
-}
-
-function lastLine(s: string): string {
-  const lines = s.trim().split("\n").filter((l) => l.trim() !== "");
-  return lines.length ? lines[lines.length - 1].trim() : "";
-}
-
-/** A short summary of a child's stderr: its first "error" line if any, else its last lines. */
-function tail(s: string, n = 3): string {
-  // deno-lint-ignore no-control-regex
-  const lines = s.replace(/\x1b\[[0-9;]*m/g, "").split("\n").map((l) =>
-    l.trim()
-  )
-    .filter((l) =>
-      l !== "" && !l.startsWith("Warning Permissions in the config")
-    );
-  const i = lines.findIndex((l) => /^error\b/i.test(l) || /\berror:/i.test(l));
-  return (i >= 0 ? lines.slice(i, i + 2) : lines.slice(-n)).join(" | ");
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-// ---------------------------------------------------------------- data
-
-interface FileInfo {
-  size: number;
-  sha: string;
-}
-type Manifest = Map<string, FileInfo>; // path relative to the workload root
-
-async function writeAll(f: Deno.FsFile, buf: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < buf.length) off += await f.write(buf.subarray(off));
-}
-
-async function writeRandomFile(path: string, size: number): Promise<void> {
-  const f = await Deno.open(path, {
-    write: true,
-    create: true,
-    truncate: true,
-  });
-  try {
-    const buf = new Uint8Array(65536); // getRandomValues' limit per call
-    for (let left = size; left > 0;) {
-      const n = Math.min(left, buf.length);
-      crypto.getRandomValues(buf.subarray(0, n));
-      await writeAll(f, buf.subarray(0, n));
-      left -= n;
-    }
-  } finally {
-    f.close();
-  }
-}
-
-async function sha256File(path: string): Promise<string> {
-  const h = createHash("sha256");
-  const f = await Deno.open(path, { read: true });
-  try {
-    const buf = new Uint8Array(MiB);
-    for (;;) {
-      const n = await f.read(buf);
-      if (n === null) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    f.close();
-  }
-  return h.digest("hex");
-}
-
-/** Every regular file under `root` (relative path -> size); symlinks and others are listed as size -1. */
-async function walk(root: string): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
-  async function rec(dir: string) {
-    for await (const e of Deno.readDir(dir)) {
-      const p = join(dir, e.name);
-      if (e.isDirectory) await rec(p);
-      else if (e.isFile) out.set(relative(root, p), (await Deno.stat(p)).size);
-      else out.set(relative(root, p), -1);
-    }
-  }
-  await rec(root);
-  return out;
-}
-
-/** Hash every file under root; this is also the one read that warms the page cache. */
-async function manifestOf(root: string): Promise<Manifest> {
-  const m: Manifest = new Map();
-  for (const [rel, size] of [...(await walk(root))].sort()) {
-    m.set(rel, { size, sha: await sha256File(join(root, rel)) });
-  }
-  return m;
-}
-
-/** Compare `root` with the source manifest: file list, sizes, then SHA-256 of every file. */
-async function verify(root: string, want: Manifest): Promise<string | null> {
-  let got: Map<string, number>;
-  try {
-    got = await walk(root);
-  } catch (e) {
-    return `output missing (${(e as Error).message})`;
-  }
-  const missing = [...want.keys()].filter((k) => !got.has(k));
-  const extra = [...got.keys()].filter((k) => !want.has(k));
-  if (missing.length) {
-    return `${missing.length} file(s) missing, e.g. ${missing[0]}`;
-  }
-  if (extra.length) {
-    return `${extra.length} unexpected file(s), e.g. ${extra[0]}`;
-  }
-  for (const [rel, info] of want) {
-    const size = got.get(rel)!;
-    if (size !== info.size) {
-      return `${rel}: size ${size}, expected ${info.size}`;
-    }
-  }
-  for (const [rel, info] of want) {
-    if ((await sha256File(join(root, rel))) !== info.sha) {
-      return `${rel}: content differs (SHA-256)`;
-    }
-  }
-  return null;
-}
 
 interface Workload {
   id: WorkloadId;
@@ -408,122 +209,6 @@ async function generate(
     );
   }
   return out;
-}
-
-function fmtSize(n: number): string {
-  if (n >= 1024 * MiB && n % (1024 * MiB) === 0) {
-    return `${n / (1024 * MiB)} GiB`;
-  }
-  if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
-  if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
-  return `${n} B`;
-}
-
-// ---------------------------------------------------------------- servers
-
-interface Server {
-  child: Deno.ChildProcess;
-  port: number;
-  log: string;
-  status: Promise<Deno.CommandStatus>;
-}
-
-async function startServer(
-  cmd: string,
-  args: string[],
-  o: { cwd?: string; env?: Record<string, string>; log: string; port: number },
-  ready: () => Promise<boolean>,
-  name: string,
-): Promise<Server> {
-  const logFile = await Deno.open(o.log, {
-    write: true,
-    create: true,
-    truncate: true,
-  });
-  const child = new Deno.Command(cmd, {
-    args,
-    cwd: o.cwd,
-    env: o.env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  // Keep the pipes drained into a log file so the server never blocks on output.
-  const enc = new TextEncoder();
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const chunk of s) await writeAll(logFile, chunk);
-  };
-  const pumps = Promise.allSettled([pump(child.stdout), pump(child.stderr)]);
-  const status = child.status.then(async (s) => {
-    await pumps;
-    try {
-      await writeAll(
-        logFile,
-        enc.encode(`\n[bench] exited code=${s.code} signal=${s.signal}\n`),
-      );
-      logFile.close();
-    } catch { /* already closed */ }
-    return s;
-  });
-  const srv: Server = { child, port: o.port, log: o.log, status };
-  let exited = false;
-  status.then(() => exited = true);
-  const deadline = performance.now() + 60_000;
-  while (performance.now() < deadline) {
-    if (exited) break;
-    if (await ready().catch(() => false)) return srv;
-    await sleep(100);
-  }
-  await stopServer(srv);
-  const log = await Deno.readTextFile(o.log).catch(() => "");
-  throw new Error(
-    `${name} did not become ready (${exited ? "it exited" : "timeout"}): ${
-      tail(log, 5)
-    }`,
-  );
-}
-
-async function stopServer(s: Server): Promise<void> {
-  try {
-    s.child.kill("SIGTERM");
-  } catch { /* already gone */ }
-  const done = await Promise.race([
-    s.status.then(() => true),
-    sleep(10_000).then(() => false),
-  ]);
-  if (!done) {
-    try {
-      s.child.kill("SIGKILL");
-    } catch { /* already gone */ }
-    await s.status;
-  }
-}
-
-async function httpOk(url: string): Promise<boolean> {
-  const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
-  await r.body?.cancel();
-  return r.status === 200;
-}
-
-async function tcpOpen(port: number): Promise<boolean> {
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  c.close();
-  return true;
-}
-
-/** Read a /proc file; Deno refuses /proc to anything short of --allow-all, so go through `cat`. */
-async function readProc(path: string): Promise<string> {
-  const r = await run("cat", [path], { stdout: true, timeoutS: 10 }).catch(() =>
-    null
-  );
-  return r && r.code === 0 ? r.stdout : "";
-}
-
-async function vmHWM(pid: number): Promise<number | null> {
-  const m = (await readProc(`/proc/${pid}/status`)).match(
-    /^VmHWM:\s+(\d+)\s+kB/m,
-  );
-  return m ? Number(m[1]) : null;
 }
 
 // ---------------------------------------------------------------- tools
