@@ -218,6 +218,9 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
     } catch (error) {
       response = errorResponse(error);
       if (response.status === 500) reportError(ctx, error, request);
+      // A refusal sent before the body was read resets the stream (HTTP/2) or
+      // the connection, and the client sees that instead of the answer.
+      await discardBody(request, limits.bundleMaxBodyBytes);
     }
     if (options.log !== undefined) {
       const length = response.headers.get("content-length");
@@ -306,6 +309,38 @@ function checkRequestSize(
         `Cannot serve a request with more than ${limits.maxHeaderBytes} bytes of headers`,
       );
     }
+  }
+}
+
+/** How long a refused request's body may take to arrive before the answer goes anyway. */
+const DISCARD_MS = 2000;
+
+/**
+ * Reads and drops what is left of a refused request's body, up to `max`
+ * bytes and {@linkcode DISCARD_MS}: nothing is kept, so a refused peer costs
+ * no memory, and one that never sends its body does not hold the answer.
+ */
+async function discardBody(request: Request, max: number): Promise<void> {
+  if (request.body === null || request.bodyUsed) return;
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  const reader = request.body.getReader();
+  if (!(declared <= max)) {
+    await reader.cancel().catch(() => {});
+    return;
+  }
+  const timer = setTimeout(() => reader.cancel().catch(() => {}), DISCARD_MS);
+  try {
+    let total = 0;
+    while (total <= max) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      total += value.length;
+    }
+    await reader.cancel();
+  } catch {
+    // The client went away or the time ran out: answer anyway.
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -157,3 +157,35 @@ async function readConfigured(
 function resolveIn(hsyncDir: string, path: string): string {
   return isAbsolute(path) ? path : join(hsyncDir, path);
 }
+
+/**
+ * A plain-words reason for a TLS or protocol failure in a fetch error's text
+ * (rustls and hyper wording), or undefined when the text is about something
+ * else. Tells the user which setting to look at.
+ */
+export function tlsReason(text: string): string | undefined {
+  if (/UnknownIssuer|unknown ?issuer|self[- ]signed/i.test(text)) {
+    return "the server's certificate is not signed by a trusted CA (set CA_file to the CA that signed it)";
+  }
+  const name = /certificate not valid for name "([^"]*)"/.exec(text);
+  if (name !== null || /NotValidForName/i.test(text)) {
+    return `the server's certificate is not valid for the host name${
+      name === null ? "" : ` "${name[1]}"`
+    } (connect with a name the certificate lists)`;
+  }
+  if (/certificate.*expired|Expired/i.test(text)) {
+    return "the server's certificate has expired or is not valid yet";
+  }
+  if (/invalid peer certificate/i.test(text)) {
+    return `the server's certificate is refused: ${
+      text.slice(text.search(/invalid peer certificate/i) + 25).trim()
+    }`;
+  }
+  if (/InvalidContentType|corrupt message/i.test(text)) {
+    return "the server does not speak HTTPS (is Tls on for a plain HTTP server?)";
+  }
+  if (/invalid HTTP version parsed/i.test(text)) {
+    return "the server does not speak plain HTTP (is it HTTPS? use --tls)";
+  }
+  return undefined;
+}

@@ -1554,20 +1554,21 @@ Deno.test("a slow client holds at most the read-ahead budget of a bundle in serv
   );
 });
 
-Deno.test("with authentication on, an unsigned request body is never read", async () => {
+Deno.test("with authentication on, a request body is checked against its signature before it is read, and a refused one is dropped, never kept", async () => {
   const keys = await generateKeys("t");
-  const verifier = await createVerifier(
+  const real = await createVerifier(
     parseAuthorizedKeys(keys.publicLine, "ak"),
   );
+  let pulled = 0;
+  let pulledAtVerdict = -1;
+  const verifier: typeof real = async (...args) => {
+    pulledAtVerdict = pulled;
+    return await real(...args);
+  };
+  const chunk = 64 * 1024;
+  const maxBody = 1024 * 1024;
   await withFixture(
     async (f) => {
-      let pulled = 0;
-      const body = new ReadableStream<Uint8Array>({
-        pull(controller) {
-          pulled++;
-          controller.enqueue(new Uint8Array(64 * 1024));
-        },
-      }, { highWaterMark: 0 });
       for (
         const headers of <Array<Record<string, string>>> [
           {},
@@ -1575,16 +1576,26 @@ Deno.test("with authentication on, an unsigned request body is never read", asyn
           { [BODY_DIGEST_HEADER]: "0".repeat(64), authorization: "Basic eA==" },
         ]
       ) {
+        pulled = 0;
+        pulledAtVerdict = -1;
+        // An endless body: only a bounded drain after the refusal ends it.
+        const body = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            pulled++;
+            controller.enqueue(new Uint8Array(chunk));
+          },
+        }, { highWaterMark: 0 });
         await expectError(
           await f.call("/v1/bundle", { method: "POST", body, headers }),
           401,
           "unauthorized",
         );
+        assert.ok(pulledAtVerdict <= 0, `${pulledAtVerdict} chunks read first`);
+        assert.ok(pulled * chunk <= maxBody + 2 * chunk, `${pulled} chunks`);
       }
-      assert.equal(pulled, 0);
     },
     {},
-    { verifier },
+    { verifier, limits: { bundleMaxBodyBytes: maxBody } },
   );
 });
 
