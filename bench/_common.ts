@@ -355,3 +355,81 @@ export async function vmHWM(pid: number): Promise<number | null> {
   );
   return m ? Number(m[1]) : null;
 }
+
+/** The repository root (where deno.json and the programs are). */
+export const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
+
+/** An hsyncd from this checkout, serving only `dataDir`, with its own HSYNC_DIR under `tmp`. */
+export async function startHsyncd(
+  tmp: string,
+  dataDir: string,
+  name = "hsyncd",
+): Promise<Server & { env: Record<string, string> }> {
+  const hsyncDir = join(tmp, `${name}-home`);
+  await Deno.mkdir(hsyncDir, { recursive: true });
+  const ini = join(tmp, `${name}.ini`);
+  await Deno.writeTextFile(ini, `[hsyncd]\nOnly_allowed_path = ${dataDir}\n`);
+  const port = freePort();
+  const env = { HSYNC_DIR: hsyncDir, NO_COLOR: "1" };
+  const c = await run("deno", ["cache", "main_server.ts", "main_client.ts"], {
+    cwd: REPO,
+    env: { NO_COLOR: "1" },
+    timeoutS: 300,
+  });
+  if (c.code !== 0) throw new Error(`deno cache failed: ${tail(c.stderr)}`);
+  const server = await startServer(
+    "deno",
+    [
+      "run",
+      "-P=hsyncd",
+      join(REPO, "main_server.ts"),
+      "-host",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-c",
+      ini,
+    ],
+    { cwd: REPO, env, log: join(tmp, `${name}.out`), port },
+    () => httpOk(`http://127.0.0.1:${port}/v1/health`),
+    name,
+  );
+  return { ...server, env };
+}
+
+/** An `rsync --daemon` on a free loopback port exporting `dataDir` as module `bench`. */
+export async function startRsyncd(
+  tmp: string,
+  dataDir: string,
+): Promise<Server> {
+  const conf = join(tmp, "rsyncd.conf");
+  await Deno.writeTextFile(
+    conf,
+    [
+      `pid file = ${join(tmp, "rsyncd.pid")}`,
+      `log file = ${join(tmp, "rsyncd.log")}`,
+      "use chroot = no",
+      "uid = 0",
+      "gid = 0",
+      "",
+      "[bench]",
+      `path = ${dataDir}`,
+      "read only = yes",
+      "",
+    ].join("\n"),
+  );
+  const port = freePort();
+  return await startServer(
+    "rsync",
+    [
+      "--daemon",
+      "--no-detach",
+      `--config=${conf}`,
+      "--address=127.0.0.1",
+      `--port=${port}`,
+    ],
+    { log: join(tmp, "rsyncd.out"), port },
+    () => tcpOpen(port),
+    "rsync daemon",
+  );
+}

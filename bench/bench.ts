@@ -6,20 +6,19 @@ import { join } from "node:path";
 import {
   ensureCommand,
   fmtSize,
-  freePort,
-  httpOk,
   live,
   type Manifest,
   manifestOf,
   readProc,
+  REPO,
   run,
   type Server,
   setDefaultTimeout,
   sha256File,
-  startServer,
+  startHsyncd,
+  startRsyncd,
   stopServer,
   tail,
-  tcpOpen,
   verify,
   vmHWM,
   writeRandomFile,
@@ -114,7 +113,6 @@ const SIZES = opts.quick
     cBytes: 10 * MiB,
   };
 
-const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const RESULTS_MD = join(REPO, "bench", "results.md");
 const NO_COLOR = { NO_COLOR: "1" };
 
@@ -550,49 +548,12 @@ async function main(): Promise<number> {
     let hsyncdFailure = "";
     const serverMissing = !existsSync(join(REPO, "main_server.ts"));
     if (wantHsyncd && !serverMissing) {
-      const hsyncDir = join(tmp, "hsync-home");
-      await Deno.mkdir(hsyncDir, { recursive: true });
-      const ini = join(tmp, "hsyncd.ini");
-      await Deno.writeTextFile(
-        ini,
-        `[hsyncd]\nOnly_allowed_path = ${dataDir}\n`,
-      );
-      ctx.hsyncPort = freePort();
-      ctx.hsyncEnv = { HSYNC_DIR: hsyncDir, ...NO_COLOR };
       try {
-        console.log("[setup] caching hsyncd modules (deno cache)");
-        const c = await run("deno", ["cache", "main_server.ts"], {
-          cwd: REPO,
-          env: NO_COLOR,
-          timeoutS: 300,
-        });
-        if (c.code !== 0) {
-          throw new Error(
-            `deno cache main_server.ts failed: ${tail(c.stderr)}`,
-          );
-        }
-        hsyncd = await startServer(
-          "deno",
-          [
-            "run",
-            "-P=hsyncd",
-            join(REPO, "main_server.ts"),
-            "-host",
-            "127.0.0.1",
-            "-p",
-            String(ctx.hsyncPort),
-            "-c",
-            ini,
-          ],
-          {
-            cwd: REPO,
-            env: ctx.hsyncEnv,
-            log: join(tmp, "hsyncd.out"),
-            port: ctx.hsyncPort,
-          },
-          () => httpOk(`http://127.0.0.1:${ctx.hsyncPort}/v1/health`),
-          "hsyncd",
-        );
+        console.log("[setup] caching the programs' modules, starting hsyncd");
+        const started = await startHsyncd(tmp, dataDir);
+        hsyncd = started;
+        ctx.hsyncPort = started.port;
+        ctx.hsyncEnv = started.env;
         console.log(
           `[setup] hsyncd pid ${hsyncd.child.pid} on 127.0.0.1:${ctx.hsyncPort}`,
         );
@@ -670,37 +631,9 @@ async function main(): Promise<number> {
 
     // --- rsync daemon (also started for curl/aria2c-free runs only when rsync is wanted)
     if (tools.includes("rsync") && !skipped.has("rsync")) {
-      ctx.rsyncPort = freePort();
-      const conf = join(tmp, "rsyncd.conf");
-      await Deno.writeTextFile(
-        conf,
-        [
-          `pid file = ${join(tmp, "rsyncd.pid")}`,
-          `log file = ${join(tmp, "rsyncd.log")}`,
-          "use chroot = no",
-          "uid = 0",
-          "gid = 0",
-          "",
-          "[bench]",
-          `path = ${dataDir}`,
-          "read only = yes",
-          "",
-        ].join("\n"),
-      );
       try {
-        rsyncd = await startServer(
-          "rsync",
-          [
-            "--daemon",
-            "--no-detach",
-            `--config=${conf}`,
-            "--address=127.0.0.1",
-            `--port=${ctx.rsyncPort}`,
-          ],
-          { log: join(tmp, "rsyncd.out"), port: ctx.rsyncPort },
-          () => tcpOpen(ctx.rsyncPort),
-          "rsync daemon",
-        );
+        rsyncd = await startRsyncd(tmp, dataDir);
+        ctx.rsyncPort = rsyncd.port;
         console.log(
           `[setup] rsync daemon pid ${rsyncd.child.pid} on 127.0.0.1:${ctx.rsyncPort}`,
         );
