@@ -374,6 +374,29 @@ Deno.test("openFile() opens what was checked and refuses what was swapped in sin
         await expectChanged(checked);
       },
     );
+    await t.step(
+      "a check that lost a race (a directory on the way was a symlink while it ran) cannot open the file from outside",
+      async () => {
+        // What check() returns when d("race") is swapped for a link to the
+        // secret directory between its realpath and its lstat: the checked
+        // path inside, the identity of the file outside.
+        await Deno.mkdir(d("race"));
+        await Deno.writeTextFile(d("race/f.txt"), "inside");
+        const inside = await f.guard.check(d("race/f.txt"));
+        await Deno.writeTextFile(join(f.secret, "f.txt"), SECRET);
+        await Deno.rename(d("race"), d("race_old"));
+        await Deno.symlink(f.secret, d("race"));
+        const raced: CheckedPath = {
+          ...inside,
+          info: await Deno.lstat(join(f.secret, "f.txt")),
+        };
+        await expectChanged(raced);
+        // And swapped back before the open: the opened file is not the checked one.
+        await Deno.remove(d("race"));
+        await Deno.rename(d("race_old"), d("race"));
+        await expectChanged(raced);
+      },
+    );
   } finally {
     await Deno.remove(f.tmp, { recursive: true });
   }
