@@ -1383,6 +1383,31 @@ Deno.test("hostile requests are refused without leaking a secret byte", async (t
   });
 });
 
+Deno.test("GET /v1/list never lists a directory that was swapped for a symlink while the listing streamed", async () => {
+  await withFixture(async (f) => {
+    const outside = join(f.tmp, "outside");
+    await Deno.mkdir(outside);
+    await Deno.writeTextFile(join(outside, "outside-name.txt"), SECRET);
+    const res = await f.call(`/v1/list?path=${f.q("")}`);
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    const dec = new TextDecoder();
+    // The first chunk is the root's own entries; "nested" is still to be entered.
+    let text = dec.decode((await reader.read()).value);
+    assert.ok(text.includes('"path":"nested"'));
+    assert.ok(!text.includes('"nested/deep"'));
+    await Deno.rename(join(f.root, "nested"), join(f.tmp, "nested_old"));
+    await Deno.symlink(outside, join(f.root, "nested"));
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += dec.decode(value);
+    }
+    assert.ok(!text.includes("outside-name.txt"), text);
+    assert.ok(!text.includes(SECRET));
+  });
+});
+
 Deno.test("oversized request targets and headers get 414 and 431 before any path work", async () => {
   await withFixture(
     async (f) => {
