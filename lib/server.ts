@@ -207,7 +207,7 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
         );
       }
       if (options.verifier !== undefined) {
-        request = await authenticate(
+        await authenticate(
           options.verifier,
           request,
           url,
@@ -353,15 +353,16 @@ function unauthorized(): HttpError {
  * body declares the body's SHA-256 in `x-hsync-content-sha256` (the value
  * the signature covers), so an unsigned or forged request costs no body
  * reading. A signed body is then read within the bundle body limit, checked
- * against the declared digest and handed on as a new request with the same
- * bytes. A missing or bad signature says nothing more than 401.
+ * against the declared digest and kept in {@linkcode verifiedBodies} for the
+ * endpoint (the request itself, and its signal, stay as they are). A missing
+ * or bad signature says nothing more than 401.
  */
 async function authenticate(
   verifier: Verifier,
   request: Request,
   url: URL,
   maxBody: number,
-): Promise<Request> {
+): Promise<void> {
   let declared = "-";
   if (request.body !== null) {
     declared = request.headers.get(BODY_DIGEST_HEADER) ?? "";
@@ -374,16 +375,14 @@ async function authenticate(
     declared,
   );
   if (!ok) throw unauthorized();
-  if (request.body === null) return request;
+  if (request.body === null) return;
   const body = await readBody(request, maxBody);
   if (bodyDigest(body) !== declared) throw unauthorized();
-  return new Request(request.url, {
-    method: request.method,
-    headers: request.headers,
-    body,
-    signal: request.signal,
-  });
+  verifiedBodies.set(request, body);
 }
+
+/** Bodies already read (and checked against their signature) by {@linkcode authenticate}. */
+const verifiedBodies = new WeakMap<Request, Uint8Array<ArrayBuffer>>();
 
 // ---------------------------------------------------------------- errors
 
@@ -1058,10 +1057,13 @@ async function bundle(ctx: Context, request: Request) {
 }
 
 async function readJsonBody(request: Request, max: number): Promise<unknown> {
-  if (request.body === null) {
-    throw new HttpError(400, "bad_request", "Missing JSON request body");
+  let bytes = verifiedBodies.get(request);
+  if (bytes === undefined) {
+    if (request.body === null) {
+      throw new HttpError(400, "bad_request", "Missing JSON request body");
+    }
+    bytes = await readBody(request, max);
   }
-  const bytes = await readBody(request, max);
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch {

@@ -1,0 +1,296 @@
+// Benchmark: the cost of request signing (key authentication) on workload B, 10,000 files x 4 KiB in 100 directories.
+// Run: deno run -q -P=bench bench/auth.ts [--runs N] [--files-per-dir N] [--tls]
+// deno-lint-ignore-file no-console
+
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { writeKeyPair } from "../lib/auth.ts";
+
+const { values: opts } = parseArgs({
+  options: {
+    runs: { type: "string", default: "5" },
+    "files-per-dir": { type: "string", default: "100" },
+    tls: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (opts.help) {
+  console.log(`usage: deno run -q -P=bench bench/auth.ts [options]
+
+  --runs N            timed pulls per variant, interleaved (default 5)
+  --files-per-dir N   files of 4 KiB in each of the 100 directories (default 100)
+  --tls               also time HTTPS with a private CA (needs openssl)`);
+  Deno.exit(0);
+}
+const RUNS = Number(opts.runs);
+const PER_DIR = Number(opts["files-per-dir"]);
+const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function sh(cmd: string, args: string[], cwd?: string): Promise<void> {
+  const r = await new Deno.Command(cmd, {
+    args,
+    cwd,
+    stdout: "null",
+    stderr: "piped",
+  })
+    .output();
+  if (!r.success) {
+    throw new Error(`${cmd} failed: ${new TextDecoder().decode(r.stderr)}`);
+  }
+}
+
+interface Variant {
+  name: string;
+  port: number;
+  hsyncDir: string;
+  extraArgs: string[];
+  server?: Deno.ChildProcess;
+}
+
+const tmp = await Deno.makeTempDir({ prefix: "hsync-bench-auth-" });
+const variants: Variant[] = [];
+try {
+  // Workload B.
+  const data = join(tmp, "B");
+  const block = new Uint8Array(4096);
+  for (let d = 0; d < 100; d++) {
+    const dir = join(data, `d${String(d).padStart(3, "0")}`);
+    await Deno.mkdir(dir, { recursive: true });
+    for (let f = 0; f < PER_DIR; f++) {
+      crypto.getRandomValues(block);
+      await Deno.writeFile(
+        join(dir, `f${String(f).padStart(4, "0")}.bin`),
+        block,
+      );
+    }
+  }
+  const files = 100 * PER_DIR;
+
+  // The signing client's key, made as `hsync keygen` makes it.
+  const keyDir = join(tmp, "client-key");
+  const keys = await writeKeyPair(keyDir, { comment: "bench" });
+  const authorized = join(tmp, "authorized_keys");
+  await Deno.writeTextFile(authorized, keys.publicLine + "\n");
+
+  let pki: { ca: string; cert: string; key: string } | undefined;
+  if (opts.tls) {
+    const p = join(tmp, "pki");
+    await Deno.mkdir(p);
+    await sh("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=bench CA",
+    ], p);
+    await sh("openssl", [
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "server.key",
+      "-out",
+      "server.csr",
+      "-subj",
+      "/CN=localhost",
+    ], p);
+    await Deno.writeTextFile(
+      join(p, "server.ext"),
+      "subjectAltName=IP:127.0.0.1\n",
+    );
+    await sh("openssl", [
+      "x509",
+      "-req",
+      "-in",
+      "server.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      "server.pem",
+      "-days",
+      "2",
+      "-extfile",
+      "server.ext",
+    ], p);
+    pki = {
+      ca: join(p, "ca.pem"),
+      cert: join(p, "server.pem"),
+      key: join(p, "server.key"),
+    };
+  }
+
+  const setups: Array<{ name: string; signed: boolean; tls: boolean }> = [
+    { name: "plain HTTP, unsigned", signed: false, tls: false },
+    { name: "plain HTTP, signed", signed: true, tls: false },
+  ];
+  if (pki) {
+    setups.push({ name: "HTTPS, unsigned", signed: false, tls: true });
+    setups.push({ name: "HTTPS, signed", signed: true, tls: true });
+  }
+  for (const s of setups) {
+    const dir = join(tmp, s.name.replace(/\W+/g, "-"));
+    await Deno.mkdir(join(dir, "server-state"), { recursive: true });
+    const ini = [`[hsyncd]`, `Only_allowed_path = ${data}`];
+    if (s.signed) ini.push(`Authorized_keys = ${authorized}`);
+    if (s.tls && pki) {
+      ini.push(`Cert_file = ${pki.cert}`, `Key_file = ${pki.key}`);
+    }
+    await Deno.writeTextFile(join(dir, "server.ini"), ini.join("\n") + "\n");
+    const clientIni = ["[hscp]"];
+    if (s.tls && pki) clientIni.push("Tls = yes", `CA_file = ${pki.ca}`);
+    await Deno.writeTextFile(
+      join(dir, "client.ini"),
+      clientIni.join("\n") + "\n",
+    );
+    // An unsigned client has no key in its HSYNC_DIR; a signed one uses the keygen default.
+    const hsyncDir = s.signed ? keyDir : join(dir, "client-state");
+    await Deno.mkdir(hsyncDir, { recursive: true });
+    const port = freePort();
+    const server = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-q",
+        "-P=hsyncd",
+        join(REPO, "main_server.ts"),
+        "-host",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-c",
+        join(dir, "server.ini"),
+        "-l",
+        join(dir, "hsyncd.log"),
+      ],
+      cwd: REPO,
+      env: { HSYNC_DIR: join(dir, "server-state") },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const v: Variant = {
+      name: s.name,
+      port,
+      hsyncDir,
+      extraArgs: ["-c", join(dir, "client.ini")],
+      server,
+    };
+    variants.push(v);
+    // Wait for "listening on".
+    const reader = server.stdout.getReader();
+    let out = "";
+    while (!out.includes("listening on")) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`hsyncd for ${s.name} exited: ${out}`);
+      out += new TextDecoder().decode(value);
+    }
+    reader.releaseLock();
+    server.stdout.cancel().catch(() => {});
+  }
+
+  console.log(
+    `workload B: ${files} files x 4 KiB in 100 directories; ${RUNS} pulls per variant, interleaved`,
+  );
+  const times = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  for (let run = 0; run < RUNS; run++) {
+    for (const v of variants) {
+      const dest = join(tmp, "out");
+      const started = performance.now();
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-q",
+          "-P=hsync",
+          join(REPO, "main_client.ts"),
+          "-i",
+          data,
+          "-o",
+          dest,
+          "-host",
+          "127.0.0.1",
+          "-p",
+          String(v.port),
+          "--quiet",
+          ...v.extraArgs,
+        ],
+        cwd: REPO,
+        env: { HSYNC_DIR: v.hsyncDir },
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      const seconds = (performance.now() - started) / 1000;
+      if (!r.success) {
+        throw new Error(
+          `${v.name}: hsync exited ${r.code}: ${
+            new TextDecoder().decode(r.stderr)
+          }`,
+        );
+      }
+      let count = 0;
+      for await (const d of Deno.readDir(dest)) {
+        for await (const f of Deno.readDir(join(dest, d.name))) {
+          if (f.isFile) count++;
+        }
+      }
+      if (count !== files) {
+        throw new Error(`${v.name}: ${count} files instead of ${files}`);
+      }
+      times.get(v.name)!.push(seconds);
+      console.log(
+        `  run ${run + 1} ${v.name.padEnd(22)} ${seconds.toFixed(3)} s`,
+      );
+      await Deno.remove(dest, { recursive: true });
+    }
+  }
+
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  };
+  console.log("\nvariant                  median s   min s   vs unsigned");
+  for (const v of variants) {
+    const xs = times.get(v.name)!;
+    const rel = v.name.endsWith(", signed")
+      ? `${
+        ((median(xs) /
+            median(times.get(v.name.replace(", signed", ", unsigned"))!) - 1) *
+          100).toFixed(1)
+      } %`
+      : "";
+    console.log(
+      `${v.name.padEnd(24)} ${median(xs).toFixed(3).padStart(8)} ${
+        Math.min(...xs).toFixed(3).padStart(7)
+      }   ${rel}`,
+    );
+  }
+} finally {
+  for (const v of variants) {
+    try {
+      v.server?.kill("SIGTERM");
+      await v.server?.status;
+    } catch {
+      // already gone
+    }
+  }
+  await Deno.remove(tmp, { recursive: true }).catch(() => {});
+}
