@@ -558,11 +558,7 @@ class Follower {
         if (t === undefined) {
           this.#files.set(rel, { base: 0, id: parts?.id, etag: entry.etag });
           this.#stateDirty = true;
-        } else if (t.etag !== entry.etag) {
-          t.etag = entry.etag;
-          t.id = parts?.id ?? t.id;
-          this.#stateDirty = true;
-        }
+        } else this.#note(t, entry.etag, parts?.id);
         return;
       }
     }
@@ -976,7 +972,10 @@ class Follower {
       } catch (error) {
         throw new LocalPathError(target, reason(error), error);
       }
-      t.base = 0;
+      if (t.base !== 0) {
+        t.base = 0;
+        this.#stateDirty = true;
+      }
       this.#note(t, etag, parts?.id);
       this.#summary.fetchedFiles++;
       this.#summary.fetchedBytes += written;
@@ -995,11 +994,13 @@ class Follower {
     }
   }
 
+  /**
+   * Remembers what the server said about a file. A new ETag alone (every
+   * append makes one) does not make the state worth saving: at a restart a
+   * stale one costs one tail hash, not a refetch.
+   */
   #note(t: Tracked, etag: string | null, id: string | undefined): void {
-    if (etag !== null && etag !== t.etag) {
-      t.etag = etag;
-      this.#stateDirty = true;
-    }
+    if (etag !== null) t.etag = etag;
     if (id !== undefined && id !== t.id) {
       t.id = id;
       this.#stateDirty = true;
