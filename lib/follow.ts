@@ -170,6 +170,8 @@ export interface FollowState {
   baseUrl: string;
   remotePath: string;
   local: string;
+  /** Set while the first pull runs: a restart runs it again. */
+  pulling?: boolean;
   files: Record<string, { base: number; id?: string; etag?: string }>;
 }
 
@@ -195,7 +197,15 @@ export async function loadFollowState(
         etag: typeof e.etag === "string" ? e.etag : undefined,
       };
     }
-    return { ...s, files } as FollowState;
+    const state: FollowState = {
+      version: STATE_VERSION,
+      baseUrl: s.baseUrl,
+      remotePath: s.remotePath,
+      local: s.local,
+      files,
+    };
+    if (s.pulling === true) state.pulling = true;
+    return state;
   } catch {
     return undefined;
   }
@@ -281,6 +291,8 @@ class Follower {
   #isDir = false;
   #stateDirty = false;
   #lastSave = 0;
+  /** The first pull has not finished: a restart runs it again (it resumes). */
+  #pulling = false;
 
   constructor(options: FollowOptions) {
     this.#o = options;
@@ -381,7 +393,16 @@ class Follower {
     this.#cursor = first.cursor;
 
     const fromNow = this.#o.fromNow === true;
-    if (!resumed && !fromNow && !hasData(this.#dest, this.#isDir)) {
+    // An empty destination gets the normal engine; so does a first pull that
+    // was interrupted (it resumes from its journals). Existing data is
+    // checked file by file instead, so a grown file is never fetched again.
+    const pullFirst = resumed
+      ? saved.pulling === true
+      : !fromNow && !hasData(this.#dest, this.#isDir);
+    if (pullFirst) {
+      this.#pulling = true;
+      this.#stateDirty = true;
+      await this.#saveState(true);
       const summary = await pull({
         baseUrl: this.#o.baseUrl,
         remotePath,
@@ -402,6 +423,7 @@ class Follower {
     // Files the pull skipped, failed, or saw change are caught up here; a
     // resumed follower continues each file from its last byte.
     await this.#rescan(fromNow);
+    this.#pulling = false;
     this.#stateDirty = true;
     await this.#saveState(true);
     this.#emit({
@@ -1081,6 +1103,7 @@ class Follower {
         baseUrl: this.#o.baseUrl,
         remotePath: this.#o.remotePath,
         local: this.#dest,
+        ...(this.#pulling ? { pulling: true } : {}),
         files,
       });
     } catch (error) {

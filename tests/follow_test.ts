@@ -373,3 +373,38 @@ Deno.test("an unreachable server at the start is a ConnectError, a missing path 
     (e) => e instanceof ConnectError && /does not exist/.test(e.message),
   );
 });
+
+Deno.test("existing data without state is checked file by file (a grown file only appended); an interrupted first pull is run again by the engine", async () => {
+  await using f = await fixture();
+  const text = "0123456789\n".repeat(1000);
+  await Deno.writeTextFile(join(f.data, "a.log"), text);
+  await Deno.writeTextFile(join(f.data, "b.log"), "b\n");
+  await Deno.mkdir(f.out);
+  await Deno.writeTextFile(join(f.out, "a.log"), text.slice(0, 5000));
+  const first = await start(f, f.data);
+  await first.stop();
+  assert.ok(!first.events.some((e) => e.type === "pulled"));
+  const work = first.events.filter((e) =>
+    e.type === "appended" || e.type === "fetched"
+  ).map((e) => JSON.stringify(e)).sort();
+  assert.deepEqual(work, [
+    JSON.stringify({
+      type: "appended",
+      path: "a.log",
+      bytes: 6000,
+      size: 11000,
+    }),
+    JSON.stringify({ type: "fetched", path: "b.log", bytes: 2, reason: "new" }),
+  ]);
+  assert.equal(await Deno.readTextFile(join(f.out, "a.log")), text);
+
+  const saved = await loadFollowState(f.stateFile);
+  assert.ok(saved !== undefined && saved.pulling === undefined);
+  await saveFollowState(f.stateFile, { ...saved, pulling: true });
+  await Deno.remove(join(f.out, "b.log"));
+  const second = await start(f, f.data);
+  await second.stop();
+  assert.ok(second.events.some((e) => e.type === "pulled"));
+  assert.equal(await Deno.readTextFile(join(f.out, "b.log")), "b\n");
+  assert.equal((await loadFollowState(f.stateFile))?.pulling, undefined);
+});
