@@ -1,4 +1,4 @@
-/** The resume journal beside a `.hsync-part` file: remote identity plus the byte ranges known to be on disk. */
+/** The resume journal beside a `.hsync-part` file: remote identity, the byte ranges flushed to disk, and ranges written but not yet flushed. */
 
 /** What identifies the remote file a partial download belongs to. */
 export interface RemoteIdentity {
@@ -7,11 +7,18 @@ export interface RemoteIdentity {
   etag: string;
 }
 
-/** The on-disk journal. `done` holds sorted, disjoint, half-open `[start, end)` ranges. */
+/**
+ * The on-disk journal. Ranges are sorted, disjoint, half-open `[start, end)`.
+ * `done` was flushed (fdatasync) before it was written here: it can be
+ * trusted as is. `unflushed` was written to the part file but not flushed
+ * yet: it survives a killed process but maybe not a crash of the machine, so
+ * a resume trusts it only after its SHA-256 matches the server's.
+ */
 export interface JournalData {
   version: 1;
   remote: RemoteIdentity;
   done: Array<[number, number]>;
+  unflushed?: Array<[number, number]>;
 }
 
 /** Suffix of partial data files. */
@@ -127,23 +134,37 @@ export async function loadJournal(
       typeof r?.mtime !== "number" || typeof r?.etag !== "string" ||
       !Array.isArray(j.done)
     ) return undefined;
-    const done: Array<[number, number]> = [];
-    for (const pair of j.done) {
-      if (
-        !Array.isArray(pair) || pair.length !== 2 ||
-        !Number.isSafeInteger(pair[0]) || !Number.isSafeInteger(pair[1]) ||
-        pair[0] < 0 || pair[1] < pair[0] || pair[1] > r.size
-      ) return undefined;
-      done.push([pair[0], pair[1]]);
-    }
-    return {
+    const done = readRanges(j.done, r.size);
+    const unflushed = j.unflushed === undefined
+      ? new RangeSet()
+      : readRanges(j.unflushed, r.size);
+    if (done === undefined || unflushed === undefined) return undefined;
+    const data: JournalData = {
       version: 1,
       remote: { size: r.size, mtime: r.mtime, etag: r.etag },
-      done: new RangeSet(done).toArray(),
+      done: done.toArray(),
     };
+    for (const [a, b] of data.done) unflushed.remove(a, b);
+    if (unflushed.covered > 0) data.unflushed = unflushed.toArray();
+    return data;
   } catch {
     return undefined;
   }
+}
+
+/** Ranges within `[0, size)` from parsed JSON; undefined when malformed. */
+function readRanges(value: unknown, size: number): RangeSet | undefined {
+  if (!Array.isArray(value)) return undefined;
+  const set = new RangeSet();
+  for (const pair of value) {
+    if (
+      !Array.isArray(pair) || pair.length !== 2 ||
+      !Number.isSafeInteger(pair[0]) || !Number.isSafeInteger(pair[1]) ||
+      pair[0] < 0 || pair[1] < pair[0] || pair[1] > size
+    ) return undefined;
+    set.add(pair[0], pair[1]);
+  }
+  return set;
 }
 
 /** The temporary file a journal is written to before it replaces the journal (a reserved name: no remote entry can have it). */

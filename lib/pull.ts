@@ -7,6 +7,7 @@ import { type ByteRange, planChunks } from "./chunk_plan.ts";
 import type { ClientSettings } from "./config.ts";
 import { ConnectError, HttpError } from "./errors.ts";
 import {
+  type JournalData,
   journalPathFor,
   journalTempPathFor,
   loadJournal,
@@ -129,6 +130,8 @@ const JOURNAL_MIN_BYTES = 8 * 1024 * 1024;
 const JOURNAL_FRACTION = 1 / 16;
 /** Bytes per hash request of `--verify`/`--checksum` (bounds the server's work per request). */
 export const HASH_SPAN_BYTES = 64 * 1024 * 1024;
+/** Bytes per hash request when unflushed ranges are checked on resume (a mismatch costs a refetch of that much). */
+const HINT_SPAN_BYTES = 8 * 1024 * 1024;
 /** Hash requests in flight at most (the server queues a few and answers 503 beyond). */
 const HASH_SLOTS = 4;
 
@@ -822,23 +825,24 @@ class PullRun {
     const resumed = this.#journalOn ? await this.#resumable(state) : undefined;
     if (resumed === undefined) await createPart(state.part, job.size);
     else {
-      state.done = resumed;
-      if (resumed.covered > 0) {
-        this.#summary.resumed = (this.#summary.resumed ?? 0) + resumed.covered;
-        this.#emit({ type: "progress", bytes: resumed.covered, resumed: true });
+      state.done = resumed.written;
+      const covered = resumed.written.covered;
+      if (covered > 0) {
+        this.#summary.resumed = (this.#summary.resumed ?? 0) + covered;
+        this.#emit({ type: "progress", bytes: covered, resumed: true });
       }
-      if (resumed.isComplete(job.size)) return;
+      if (resumed.written.isComplete(job.size)) return;
     }
     let saver: JournalSaver | undefined;
     if (this.#journalOn) {
-      saver = await JournalSaver.open(
-        state,
-        this.#o.journalIntervalMs ?? 1000,
-      );
+      saver = await JournalSaver.open(state, {
+        intervalMs: this.#o.journalIntervalMs ?? 1000,
+        flushed: resumed?.flushed,
+      });
       if (resumed === undefined) {
         try {
           // Even before the first byte: a journal that claims nothing.
-          await saver.save();
+          await saver.write();
         } catch (error) {
           saver.close();
           throw new LocalPathError(state.journal, reason(error), error);
@@ -877,18 +881,15 @@ class PullRun {
         if (first instanceof FileChanged) {
           await removeJournal(state.journal).catch(() => {});
         } else if (complete) {
-          // The data must be on disk before the rename makes it final.
-          try {
-            await saver.flush();
-          } catch (error) {
-            throw new LocalPathError(state.part, reason(error), error);
-          }
-          // Lets a rerun after a crash go straight to verifying and placing.
-          await saver.save().catch(() => {});
+          // No flush here: waiting for the disk would cost the transfer
+          // (rsync and cp do not either). The journal marks the rest as
+          // unflushed, so a crash before the rename resumes by checksum.
+          await saver.write().catch(() => {});
         } else {
-          // Failed or interrupted: what is on disk now is kept for a rerun (a
-          // failed save leaves the previous journal, which is still true).
-          await saver.save().catch(() => {});
+          // Failed or interrupted: everything on disk now is flushed and
+          // claimed for a rerun (a failed save leaves the previous journal,
+          // which is still true).
+          await saver.flushAndWrite().catch(() => {});
         }
       } finally {
         saver.close();
@@ -911,7 +912,9 @@ class PullRun {
    * undefined (the file starts over), with a warning when the remote file
    * changed in between.
    */
-  async #resumable(state: FileState): Promise<RangeSet | undefined> {
+  async #resumable(
+    state: FileState,
+  ): Promise<{ flushed: RangeSet; written: RangeSet } | undefined> {
     const journal = await loadJournal(state.journal);
     if (journal === undefined) return undefined;
     const { job } = state;
@@ -930,7 +933,47 @@ class PullRun {
     } catch {
       return undefined;
     }
-    return new RangeSet(journal.done);
+    const flushed = new RangeSet(journal.done);
+    const written = new RangeSet(journal.done);
+    // Written but not flushed: kept when the server's SHA-256 agrees (after
+    // a killed process they are intact; after a crash maybe not).
+    const spans: Array<[number, number]> = [];
+    for (const [a, b] of journal.unflushed ?? []) {
+      for (let s = a; s < b; s += HINT_SPAN_BYTES) {
+        spans.push([s, Math.min(b, s + HINT_SPAN_BYTES)]);
+      }
+    }
+    if (spans.length > 0) {
+      for (const [a, b] of await this.#matchingSpans(job, state.part, spans)) {
+        written.add(a, b);
+      }
+    }
+    return { flushed, written };
+  }
+
+  /** The spans whose SHA-256 in `path` matches the server's; none when the server cannot tell. */
+  async #matchingSpans(
+    job: FileJob,
+    path: string,
+    spans: Array<[number, number]>,
+  ): Promise<Array<[number, number]>> {
+    let mine: string[];
+    let theirs: HashResult[];
+    try {
+      [mine, theirs] = await Promise.all([
+        hashFile(path, spans, this.#signal),
+        Promise.all(spans.map(([a, b]) => this.#hashRemote(job, a, b, false))),
+      ]);
+    } catch (error) {
+      if (this.#signal.aborted) throw error;
+      return [];
+    }
+    const good: Array<[number, number]> = [];
+    for (let i = 0; i < spans.length; i++) {
+      if (theirs[i].etag !== job.etag) throw new FileChanged(job.rel);
+      if (theirs[i].sha256 === mine[i]) good.push(spans[i]);
+    }
+    return good;
   }
 
   /** Marks bytes that failed verification as missing, so the next round fetches exactly them. */
@@ -942,11 +985,19 @@ class PullRun {
       journal !== undefined && sameIdentity(journal.remote, identityOf(job))
     ) {
       const done = new RangeSet(journal.done);
-      const before = done.covered;
-      for (const [a, b] of spans) done.remove(a, b);
-      removed = before - done.covered;
+      const unflushed = new RangeSet(journal.unflushed ?? []);
+      const before = done.covered + unflushed.covered;
+      for (const [a, b] of spans) {
+        done.remove(a, b);
+        unflushed.remove(a, b);
+      }
+      removed = before - done.covered - unflushed.covered;
       try {
-        await saveJournal(path, { ...journal, done: done.toArray() });
+        await saveJournal(path, {
+          ...journal,
+          done: done.toArray(),
+          unflushed: unflushed.toArray(),
+        });
       } catch (error) {
         throw new LocalPathError(path, reason(error), error);
       }
@@ -1309,35 +1360,61 @@ async function createPart(part: string, size: number): Promise<void> {
 }
 
 /**
- * Saves the journal of one file: on demand, and while bytes arrive at least
- * every interval, sooner once many bytes are unsaved (so a kill loses a
- * bounded share of what arrived). Bytes are flushed (fdatasync) before a
- * journal claims them.
+ * Keeps the journal of one file while its ranges are written. Every tick it
+ * reads how far each request has written; the journal records those bytes as
+ * unflushed at least every interval (sooner once many are unsaved, so a kill
+ * loses a bounded share of what arrived). At most once an interval it flushes
+ * the part file (fdatasync) and only then claims what was written before the
+ * flush. A flush that would outlast the rest of the transfer is not started:
+ * waiting for the disk would only delay the end, and the unflushed ranges are
+ * checked by SHA-256 if a resume ever needs them.
  */
 class JournalSaver {
   readonly #state: FileState;
   readonly #file: Deno.FsFile;
   readonly #intervalMs: number;
+  /** Claimed: flushed to disk. */
+  #flushed: RangeSet;
   #timer?: ReturnType<typeof setInterval>;
-  #running?: Promise<void>;
-  #savedCovered: number;
+  #ticking?: Promise<void>;
+  #flushing?: Promise<void>;
+  #writing: Promise<void> = Promise.resolve();
+  #savedWritten: number;
   #savedAt = performance.now();
+  #flushedAt = performance.now();
+  /** Bytes per millisecond of the last flush (unknown before one). */
+  #flushRate?: number;
+  readonly #startedAt = performance.now();
+  readonly #startCovered: number;
+  #closed = false;
 
-  private constructor(state: FileState, file: Deno.FsFile, intervalMs: number) {
+  private constructor(
+    state: FileState,
+    file: Deno.FsFile,
+    intervalMs: number,
+    flushed: RangeSet,
+  ) {
     this.#state = state;
     this.#file = file;
     this.#intervalMs = intervalMs;
-    this.#savedCovered = state.done.covered;
+    this.#flushed = flushed;
+    this.#savedWritten = state.done.covered;
+    this.#startCovered = state.done.covered;
   }
 
-  /** Opens the part file for flushing. */
+  /** Opens the part file for flushing; `flushed` are the ranges already known to be flushed. */
   static async open(
     state: FileState,
-    intervalMs: number,
+    options: { intervalMs: number; flushed?: RangeSet },
   ): Promise<JournalSaver> {
     try {
       const file = await Deno.open(state.part, { read: true });
-      return new JournalSaver(state, file, intervalMs);
+      return new JournalSaver(
+        state,
+        file,
+        options.intervalMs,
+        options.flushed ?? new RangeSet(),
+      );
     } catch (error) {
       throw new LocalPathError(state.part, reason(error), error);
     }
@@ -1346,40 +1423,50 @@ class JournalSaver {
   /** Starts saving in the background. */
   start(): void {
     this.#timer = setInterval(() => {
-      this.#running ??= this.#tick().catch(() => {
+      this.#ticking ??= this.#tick().catch(() => {
         // A failed save leaves the previous journal, which is still true; the next tick tries again.
-      }).finally(() => this.#running = undefined);
+      }).finally(() => this.#ticking = undefined);
     }, Math.max(1, Math.min(JOURNAL_TICK_MS, this.#intervalMs)));
   }
 
-  /** Stops the background saves (waiting for one in progress). */
+  /** Stops the background work and waits for what is in progress. */
   async stop(): Promise<void> {
     clearInterval(this.#timer);
-    await this.#running;
+    await this.#ticking;
+    await this.#flushing;
   }
 
-  /** Flushes the part file's data to the disk. */
-  async flush(): Promise<void> {
-    await this.#file.syncData();
-  }
-
-  /** Flushes, then replaces the journal with the ranges written so far. */
-  async save(): Promise<void> {
-    await this.#probe();
-    const done = this.#state.done.toArray();
-    let covered = 0;
-    for (const [a, b] of done) covered += b - a;
-    await this.#file.syncData();
-    await saveJournal(this.#state.journal, {
-      version: 1,
-      remote: identityOf(this.#state.job),
-      done,
+  /** Replaces the journal: the flushed ranges as claims, the rest of what was written as unflushed. */
+  write(): Promise<void> {
+    const next = this.#writing.then(async () => {
+      if (this.#closed) return;
+      await this.#probe();
+      const written = this.#state.done;
+      const unflushed = new RangeSet(written.toArray());
+      for (const [a, b] of this.#flushed.toArray()) unflushed.remove(a, b);
+      const data: JournalData = {
+        version: 1,
+        remote: identityOf(this.#state.job),
+        done: this.#flushed.toArray(),
+      };
+      if (unflushed.covered > 0) data.unflushed = unflushed.toArray();
+      const covered = written.covered;
+      await saveJournal(this.#state.journal, data);
+      this.#savedWritten = covered;
+      this.#savedAt = performance.now();
     });
-    this.#savedCovered = covered;
-    this.#savedAt = performance.now();
+    this.#writing = next.catch(() => {});
+    return next;
+  }
+
+  /** Flushes the part file, then claims everything written before the flush. */
+  async flushAndWrite(): Promise<void> {
+    await this.#flush();
+    await this.write();
   }
 
   close(): void {
+    this.#closed = true;
     try {
       this.#file.close();
     } catch {
@@ -1387,15 +1474,47 @@ class JournalSaver {
     }
   }
 
+  async #flush(): Promise<void> {
+    await this.#probe();
+    const snapshot = this.#state.done.toArray();
+    const bytes = this.#state.done.covered - this.#flushed.covered;
+    const t0 = performance.now();
+    await this.#file.syncData();
+    const now = performance.now();
+    if (bytes > 0) this.#flushRate = bytes / Math.max(1, now - t0);
+    this.#flushed = new RangeSet(snapshot);
+    this.#flushedAt = now;
+  }
+
   async #tick(): Promise<void> {
     await this.#probe();
-    const unsaved = this.#state.done.covered - this.#savedCovered;
-    if (unsaved <= 0) return;
+    const now = performance.now();
+    const written = this.#state.done.covered;
+    const unflushed = written - this.#flushed.covered;
     if (
-      performance.now() - this.#savedAt >= this.#intervalMs ||
-      unsaved >=
-        Math.max(JOURNAL_MIN_BYTES, this.#savedCovered * JOURNAL_FRACTION)
-    ) await this.save();
+      this.#flushing === undefined && unflushed > 0 &&
+      now - this.#flushedAt >= this.#intervalMs && this.#flushPays(unflushed)
+    ) {
+      this.#flushing = this.#flush().then(() => this.write()).catch(() => {
+        // The claims stay as they were; the next interval tries again.
+      }).finally(() => this.#flushing = undefined);
+    }
+    const unsaved = written - this.#savedWritten;
+    if (
+      unsaved > 0 && (now - this.#savedAt >= this.#intervalMs ||
+        unsaved >= Math.max(JOURNAL_MIN_BYTES, written * JOURNAL_FRACTION))
+    ) await this.write();
+  }
+
+  /** False when flushing `unflushed` bytes would take longer than half of what the transfer still needs. */
+  #flushPays(unflushed: number): boolean {
+    if (this.#flushRate === undefined) return true;
+    const written = this.#state.done.covered;
+    const rate = (written - this.#startCovered) /
+      Math.max(1, performance.now() - this.#startedAt);
+    if (rate <= 0) return true;
+    const remainingMs = (this.#state.job.size - written) / rate;
+    return unflushed / this.#flushRate < remainingMs / 2;
   }
 
   /** Reads how far each running request has written (ops on one file run in order, so this follows its last write). */

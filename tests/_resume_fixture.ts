@@ -218,12 +218,12 @@ export async function until(
   }
 }
 
-/** Bytes a journal claims (0 when there is none). */
+/** Bytes a journal records as on disk, flushed or not (0 when there is none). */
 export async function journalCovered(journalPath: string): Promise<number> {
   try {
     const j = JSON.parse(await Deno.readTextFile(journalPath));
     let n = 0;
-    for (const [a, b] of j.done as Array<[number, number]>) n += b - a;
+    for (const [a, b] of [...j.done, ...(j.unflushed ?? [])]) n += b - a;
     return n;
   } catch {
     return 0;

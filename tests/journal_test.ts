@@ -144,3 +144,38 @@ Deno.test("saveJournal() replaces a planted temporary link without following it;
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loadJournal() reads unflushed ranges apart from the claimed ones, and refuses malformed ones", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "x.hsync-journal");
+    const remote = { size: 100, mtime: 5, etag: '"a"' };
+    await saveJournal(path, {
+      version: 1,
+      remote,
+      done: [[0, 10]],
+      unflushed: [[5, 20], [30, 40]],
+    });
+    assert.deepEqual(await loadJournal(path), {
+      version: 1,
+      remote,
+      done: [[0, 10]],
+      unflushed: [[10, 20], [30, 40]],
+    });
+    await saveJournal(path, { version: 1, remote, done: [[0, 10]] });
+    assert.deepEqual(await loadJournal(path), {
+      version: 1,
+      remote,
+      done: [[0, 10]],
+    });
+    for (const unflushed of [[[0, 101]], [[3, 1]], "x", [[1]]]) {
+      await Deno.writeTextFile(
+        path,
+        JSON.stringify({ version: 1, remote, done: [], unflushed }),
+      );
+      assert.equal(await loadJournal(path), undefined, String(unflushed));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -304,3 +304,41 @@ Deno.test("pull() with the journal off (benchmarks) keeps no journal and starts 
   assert.equal(server.served, content.length);
   assert.ok(sameBytes(await Deno.readFile(out), content));
 });
+
+Deno.test("pull() keeps unflushed ranges of a journal only where their SHA-256 matches the server's", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  const content = bytes(4 * MiB, 9);
+  await Deno.writeFile(join(data, "f.bin"), content);
+  await using server = await startControlledServer(data);
+  const stat = await (await fetch(
+    `${server.baseUrl}/v1/stat?path=${encodeURIComponent(join(data, "f.bin"))}`,
+  )).json();
+  const out = join(dir.path, "f.bin");
+  // What a crash of the machine could leave: the flushed claim is right, one
+  // unflushed range made it to disk, the other did not (zeros).
+  const part = new Uint8Array(content.length);
+  part.set(content.subarray(0, 1 * MiB));
+  await Deno.writeFile(out + ".hsync-part", part);
+  await Deno.writeTextFile(
+    out + ".hsync-journal",
+    JSON.stringify({
+      version: 1,
+      remote: { size: stat.size, mtime: stat.mtime, etag: stat.etag },
+      done: [[0, 100_000]],
+      unflushed: [[100_000, 1 * MiB], [2 * MiB, 3 * MiB]],
+    }),
+  );
+  const { summary } = await run({
+    baseUrl: server.baseUrl,
+    remotePath: join(data, "f.bin"),
+    localPath: out,
+  });
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.resumed, 1 * MiB);
+  assert.equal(server.served, 3 * MiB, "the gap and the range that differs");
+  assert.ok(server.hashRequests >= 2);
+  assert.ok(sameBytes(await Deno.readFile(out), content));
+  assert.deepEqual(await leftovers(dir.path), []);
+});
