@@ -4,7 +4,13 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { writeKeyPair } from "../lib/auth.ts";
+import {
+  createVerifier,
+  loadIdentity,
+  parseAuthorizedKeys,
+  signRequest,
+  writeKeyPair,
+} from "../lib/auth.ts";
 
 const { values: opts } = parseArgs({
   options: {
@@ -48,6 +54,8 @@ async function sh(cmd: string, args: string[], cwd?: string): Promise<void> {
 
 interface Variant {
   name: string;
+  /** The server's access log: one line per request. */
+  log: string;
   port: number;
   hsyncDir: string;
   extraArgs: string[];
@@ -188,6 +196,7 @@ try {
     }).spawn();
     const v: Variant = {
       name: s.name,
+      log: join(dir, "hsyncd.log"),
       port,
       hsyncDir,
       extraArgs: ["-c", join(dir, "client.ini")],
@@ -262,8 +271,52 @@ try {
     }
   }
 
+  // What signing costs per request, without the noise of 10,000 file creations.
+  const identity = await loadIdentity(
+    await Deno.readTextFile(keys.privateFile),
+    keys.privateFile,
+  );
+  const verify = await createVerifier(
+    parseAuthorizedKeys(keys.publicLine, "bench"),
+  );
+  const url = new URL(
+    `http://127.0.0.1:1/v1/file?path=${
+      encodeURIComponent(data)
+    }%2Fd000%2Ff0000.bin`,
+  );
+  const N = 2000;
+  let t0 = performance.now();
+  const headers: string[] = [];
+  for (let i = 0; i < N; i++) {
+    headers.push(await signRequest(identity, "GET", url));
+  }
+  const signUs = (performance.now() - t0) * 1000 / N;
+  t0 = performance.now();
+  for (const h of headers) {
+    if (!await verify("GET", url.pathname + url.search, h, "-")) {
+      throw new Error("a signature did not verify");
+    }
+  }
+  const verifyUs = (performance.now() - t0) * 1000 / N;
+  const signedLog = variants.find((v) => v.name === "plain HTTP, signed")!.log;
+  const lines = (await Deno.readTextFile(signedLog)).split("\n").filter((l) =>
+    / \/v1\//.test(l)
+  ).length;
+  const perPull = lines / RUNS;
+  console.log(
+    `\nsigning: ${signUs.toFixed(0)} us per request (client), verifying: ${
+      verifyUs.toFixed(0)
+    } us (server); a pull of workload B makes ${
+      perPull.toFixed(0)
+    } requests, so ${
+      (perPull * (signUs + verifyUs) / 1000).toFixed(1)
+    } ms of signing work per pull`,
+  );
+
   const median = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b);
+    const s = [...xs].sort((a, b) =>
+      a - b
+    );
     const m = s.length >> 1;
     return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
   };
