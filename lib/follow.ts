@@ -422,7 +422,9 @@ class Follower {
     if (this.#stop.signal.aborted) return;
     // Files the pull skipped, failed, or saw change are caught up here; a
     // resumed follower continues each file from its last byte.
-    await this.#rescan(fromNow);
+    await this.#rescan(fromNow).catch((error) => {
+      throw this.#rootError(error);
+    });
     this.#pulling = false;
     this.#stateDirty = true;
     await this.#saveState(true);
@@ -625,6 +627,15 @@ class Follower {
           slot.attempt++;
           slot.dirty = true;
           retryIn = Math.min(30_000, 250 * 2 ** Math.min(slot.attempt, 7));
+          if (slot.attempt === 5) {
+            this.#emit({
+              type: "warning",
+              path: this.#label(rel),
+              message: `Still failing after 5 attempts (${
+                message(error)
+              }); trying again every ${retryIn / 1000} s at most`,
+            });
+          }
         } else {
           this.#emit({
             type: "failure",
