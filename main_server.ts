@@ -22,6 +22,7 @@ import {
 } from "./lib/server_args.ts";
 import { openServerLog, type ServerLog } from "./lib/server_log.ts";
 import { createHandler } from "./lib/server.ts";
+import { WatchHub } from "./lib/watch_hub.ts";
 import { loadAuthorizedKeys, type Verifier } from "./lib/auth.ts";
 import {
   checkPidfile,
@@ -131,7 +132,10 @@ async function serve(context: Context): Promise<number> {
     if (state.state === "stale") {
       alert(log, `Replacing stale pidfile "${pidfile}": ${state.reason}`);
     }
+    // Closed first on SIGTERM, so followers' long-polls end instead of holding the stop.
+    const watchHub = new WatchHub();
     const handler = await createHandler({
+      watchHub,
       settings,
       hsyncDir: context.hsyncDir,
       hostname: Deno.hostname(),
@@ -201,6 +205,7 @@ async function serve(context: Context): Promise<number> {
     if (warning !== undefined) alert(log, warning);
 
     const signal = await signals.first;
+    watchHub.close();
     log.info(
       `Received ${signal}: finishing in-flight responses (at most ${
         GRACE_MS / 1000

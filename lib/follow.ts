@@ -293,6 +293,8 @@ class Follower {
   #lastSave = 0;
   /** The first pull has not finished: a restart runs it again (it resumes). */
   #pulling = false;
+  /** The first scan of a `--from-now` run is still to do (it records offsets instead of fetching). */
+  #fromNowScan = false;
 
   constructor(options: FollowOptions) {
     this.#o = options;
@@ -363,15 +365,15 @@ class Follower {
     if (!this.#isDir && isDirectory(this.#dest)) {
       throw new LocalPathError(this.#dest, "it is a directory");
     }
+    if (this.#isDir && exists(this.#dest) && !isDirectory(this.#dest)) {
+      throw new LocalPathError(this.#dest, "it exists and is not a directory");
+    }
     try {
       Deno.mkdirSync(this.#isDir ? this.#dest : dirname(this.#dest), {
         recursive: true,
       });
     } catch (error) {
       throw new LocalPathError(this.#dest, reason(error), error);
-    }
-    if (this.#isDir && !isDirectory(this.#dest)) {
-      throw new LocalPathError(this.#dest, "it exists and is not a directory");
     }
 
     const saved = this.#o.stateFile === undefined
@@ -422,9 +424,14 @@ class Follower {
     if (this.#stop.signal.aborted) return;
     // Files the pull skipped, failed, or saw change are caught up here; a
     // resumed follower continues each file from its last byte.
-    await this.#rescan(fromNow).catch((error) => {
-      throw this.#rootError(error);
-    });
+    try {
+      await this.#rescan(fromNow);
+    } catch (error) {
+      if (!isRetryable(error)) throw this.#rootError(error);
+      // The server went away meanwhile: the poll loop reconnects, then scans.
+      this.#cursor = null;
+      this.#fromNowScan = fromNow;
+    }
     this.#pulling = false;
     this.#stateDirty = true;
     await this.#saveState(true);
@@ -450,8 +457,10 @@ class Follower {
         if (failures > 0) this.#emit({ type: "reconnected" });
         failures = 0;
         waiting = false;
-        if (result.rescan) await this.#rescan(false);
-        else {
+        if (result.rescan) {
+          await this.#rescan(this.#fromNowScan);
+          this.#fromNowScan = false;
+        } else {
           for (const rel of result.changed) this.#onChange(rel);
         }
         this.#cursor = result.cursor;
@@ -1228,6 +1237,15 @@ function hasData(dest: string, isDir: boolean): boolean {
     if (!isDir) return Deno.lstatSync(dest).isFile;
     for (const _ of Deno.readDirSync(dest)) return true;
     return false;
+  } catch {
+    return false;
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
   } catch {
     return false;
   }

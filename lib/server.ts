@@ -1001,12 +1001,17 @@ async function watch(ctx: Context, request: Request, url: URL) {
   const timeoutMs = 1000 *
     seconds("timeout", WATCH_DEFAULT_TIMEOUT_S, 0, WATCH_MAX_TIMEOUT_S);
   const pollMs = 1000 * seconds("interval", 2, 0.05, 3600);
+  const stopping = () =>
+    new HttpError(503, "stopping", "The server is stopping, retry later");
+  // A closed hub means hsyncd is stopping: polls end now instead of holding the stop.
+  if (ctx.watchHub.closed) throw stopping();
   const result = await ctx.watchHub.wait(
     checked.realPath,
     checked.type === "dir",
     url.searchParams.get("cursor"),
     { timeoutMs, pollMs, signal: request.signal },
   );
+  if (ctx.watchHub.closed) throw stopping();
   // Names the rules refuse are never revealed, not even as "changed".
   const visible: string[] = [];
   for (const rel of result.changed) {

@@ -127,6 +127,7 @@ export class WatchHub {
     cursor: string | null,
     options: { timeoutMs: number; pollMs: number; signal?: AbortSignal },
   ): Promise<WatchResult> {
+    if (this.#closed) return { cursor: "closed.0", changed: [], rescan: true };
     const root = this.#root(realPath, isDir, options.pollMs);
     root.lastUsed = Date.now();
     const [id, seqText] = (cursor ?? "").split(".");
@@ -166,7 +167,12 @@ export class WatchHub {
     };
   }
 
-  /** Stops every watcher. */
+  /** True once {@linkcode close} was called (the server is stopping). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Stops every watcher and wakes every poll (each then answers at once). */
   close(): void {
     this.#closed = true;
     clearInterval(this.#sweeper);

@@ -201,7 +201,7 @@ Deno.test("hsync --sync follows one file's appends (small and large) and its rot
   assert.equal(result.code, 0, result.stderr);
 });
 
-Deno.test("hsync --sync reconnects after a server restart and catches up on what was written meanwhile", async () => {
+Deno.test("hsync --sync reconnects after a server restart and catches up on what was written meanwhile; hsyncd stops without waiting for the long-poll", async () => {
   await using tmp = await tempDir();
   const f = await fixture(tmp.path);
   const log = join(f.data, "a.log");
@@ -209,9 +209,9 @@ Deno.test("hsync --sync reconnects after a server restart and catches up on what
   await using client = follow(f, f.data, f.out);
   try {
     await converged("the first pull", f.data, f.out, client);
-    // A crash: no graceful end of the long-poll.
-    f.server.process.kill("SIGKILL");
-    await f.server.stop();
+    // A graceful stop ends the follower's long-poll at once (the hub closes first).
+    assert.equal(await f.server.stop(), 0);
+    assert.doesNotMatch(f.server.stderr(), /still in flight/);
     await append(log, "written while the server was down\n");
     await Deno.writeTextFile(join(f.data, "b.log"), "new while down\n");
     await waitFor(
@@ -268,6 +268,7 @@ Deno.test("hsync --sync exits 3 with one line after Max_timeout_retry failed rec
   await Deno.writeTextFile(join(f.data, "a.log"), "a\n");
   await using client = follow(f, f.data, f.out);
   await converged("the first pull", f.data, f.out, client);
+  await waitFor("following", () => client.stderr().includes("following into"));
   f.server.process.kill("SIGKILL");
   await f.server.stop();
   const result = await client.exited;

@@ -91,6 +91,23 @@ Deno.test("GET /v1/watch never names a file the rules refuse, and refuses a forb
   await bad.body?.cancel();
 });
 
+Deno.test("GET /v1/watch answers 503 stopping once the hub is closed, even to a poll already waiting", async () => {
+  const watchHub = new WatchHub();
+  await using f = await fixture({ watchHub });
+  const first = await (await f.call(`/v1/watch?path=${f.q(f.data)}`))
+    .json() as WatchResult;
+  const pending = f.call(
+    `/v1/watch?path=${f.q(f.data)}&cursor=${first.cursor}&timeout=60`,
+  );
+  watchHub.close();
+  const waited = await pending;
+  assert.equal(waited.status, 503);
+  assert.equal((await waited.json()).error, "stopping");
+  const later = await f.call(`/v1/watch?path=${f.q(f.data)}&timeout=60`);
+  assert.equal(later.status, 503);
+  await later.body?.cancel();
+});
+
 Deno.test("with authentication on, unsigned and badly signed requests get 401 and signed ones pass", async () => {
   const keys = await generateKeys("test");
   const identity = await loadIdentity(keys.privatePem, "id");

@@ -176,3 +176,20 @@ Deno.test("a cursor from before forgotten changes gets rescan, a recent one does
     assert.deepEqual(again.changed.sort(), ["b", "d"]);
   }, { watchFs: fake.watchFs, maxEvents: 3 });
 });
+
+Deno.test("close() wakes every waiting poll at once, and later polls do not wait", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir());
+  const hub = new WatchHub();
+  try {
+    const { cursor } = await hub.wait(dir, true, null, wait);
+    const long = { timeoutMs: 60_000, pollMs: 50 };
+    const pending = hub.wait(dir, true, cursor, long);
+    hub.close();
+    assert.equal(hub.closed, true);
+    assert.equal((await pending).rescan, true);
+    assert.equal((await hub.wait(dir, true, cursor, long)).rescan, true);
+  } finally {
+    hub.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
