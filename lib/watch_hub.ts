@@ -15,7 +15,18 @@ export interface WatchHubOptions {
   ) => AsyncIterable<Deno.FsEvent> & {
     close(): void;
   };
+  /**
+   * The file-system type a path lives on (`ext4`, `nfs4`...), undefined when
+   * unknown; defaults to reading `/proc/self/mountinfo`. On a network file
+   * system inotify only sees this machine's writes, so those roots are
+   * stat-polled instead.
+   */
+  fsTypeOf?: (path: string) => string | undefined;
 }
+
+/** File systems written by other machines: inotify would miss their changes. */
+const NETWORK_FS =
+  /^(nfs\d?|cifs|smb\d?|smbfs|9p|lustre|gpfs|beegfs|ceph|glusterfs|ocfs2|gfs2|afs|fuse\.(sshfs|glusterfs|ceph|cephfs|s3fs|rclone|gcsfuse|goofys|beegfs|lizardfs|moosefs|juicefs))$/;
 
 /**
  * A watched root: the last change of each path, numbered. A path that changes
@@ -99,9 +110,7 @@ class Root {
 /** Serves long-polls on watched roots; one watcher per root, shared by every client. */
 export class WatchHub {
   #roots = new Map<string, Root>();
-  #options: Required<Omit<WatchHubOptions, "watchFs">> & {
-    watchFs: NonNullable<WatchHubOptions["watchFs"]>;
-  };
+  #options: Required<WatchHubOptions>;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
@@ -111,6 +120,7 @@ export class WatchHub {
       idleCloseMs: options.idleCloseMs ?? 120_000,
       watchFs: options.watchFs ??
         ((path, recursive) => Deno.watchFs(path, { recursive })),
+      fsTypeOf: options.fsTypeOf ?? fsTypeFromMountinfo,
     };
   }
 
@@ -200,6 +210,11 @@ export class WatchHub {
     // create anew) is seen; a directory is watched recursively.
     const target = root.isDir ? root.path : dirname(root.path);
     const name = basename(root.path);
+    const type = this.#options.fsTypeOf(target);
+    if (type !== undefined && NETWORK_FS.test(type)) {
+      this.#startPolling(root, pollMs);
+      return;
+    }
     let watcher: ReturnType<NonNullable<WatchHubOptions["watchFs"]>>;
     try {
       watcher = this.#options.watchFs(target, root.isDir);
@@ -313,4 +328,41 @@ async function snapshot(
   };
   await walk(root, "");
   return out;
+}
+
+/**
+ * The type of the file system holding `path`, from the longest matching
+ * mount point in `/proc/self/mountinfo`; undefined when that cannot be read
+ * (not Linux) or parsed.
+ */
+export function fsTypeFromMountinfo(
+  path: string,
+  mountinfo?: string,
+): string | undefined {
+  let text = mountinfo;
+  if (text === undefined) {
+    try {
+      text = Deno.readTextFileSync("/proc/self/mountinfo");
+    } catch {
+      return undefined;
+    }
+  }
+  let best: { point: string; type: string } | undefined;
+  for (const line of text.split("\n")) {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER
+    const dash = line.indexOf(" - ");
+    if (dash < 0) continue;
+    const point = line.slice(0, dash).split(" ")[4]?.replace(
+      /\\([0-7]{3})/g,
+      (_, o) => String.fromCharCode(parseInt(o, 8)),
+    );
+    const type = line.slice(dash + 3).split(" ")[0];
+    if (point === undefined || type === undefined || type === "") continue;
+    const inside = point === "/" || path === point ||
+      path.startsWith(point.endsWith("/") ? point : `${point}/`);
+    if (inside && (best === undefined || point.length >= best.point.length)) {
+      best = { point, type };
+    }
+  }
+  return best?.type;
 }

@@ -1,7 +1,7 @@
 /** Tests of lib/watch_hub.ts: cursors, inotify wake-ups, file rotation, and the stat-poll fallback. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { WatchHub } from "../lib/watch_hub.ts";
+import { fsTypeFromMountinfo, WatchHub } from "../lib/watch_hub.ts";
 
 async function withHub(
   fn: (hub: WatchHub, dir: string) => Promise<void>,
@@ -192,4 +192,41 @@ Deno.test("close() wakes every waiting poll at once, and later polls do not wait
     hub.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a root on a network file system is stat-polled: inotify there misses other machines' writes", async () => {
+  const silent = fakeWatcher();
+  await withHub(async (hub, dir) => {
+    await Deno.writeTextFile(join(dir, "run.log"), "1");
+    const { cursor } = await hub.wait(dir, true, null, wait);
+    await new Promise((r) => setTimeout(r, 120)); // the first snapshot
+    await Deno.writeTextFile(join(dir, "run.log"), "2", { append: true });
+    let r = await hub.wait(dir, true, cursor, wait);
+    while (!r.changed.includes("run.log")) {
+      r = await hub.wait(dir, true, r.cursor, wait);
+    }
+    assert.equal(r.rescan, false);
+  }, { watchFs: silent.watchFs, fsTypeOf: () => "nfs4" });
+});
+
+Deno.test("fsTypeFromMountinfo() picks the longest mount point holding the path", () => {
+  const mountinfo = [
+    "22 27 0:21 / / rw,relatime - ext4 /dev/vda rw",
+    "30 22 0:40 / /data rw,relatime shared:5 - nfs4 srv:/export rw,vers=4.2",
+    "31 30 0:41 / /data/local rw - xfs /dev/vdb rw",
+    "32 22 0:42 / /mnt/with\\040space rw - cifs //s/x rw",
+    "garbage line",
+  ].join("\n");
+  const cases: Array<[string, string]> = [
+    ["/home/u/x", "ext4"],
+    ["/data", "nfs4"],
+    ["/data/runs/run42", "nfs4"],
+    ["/data/local/x", "xfs"],
+    ["/data/localx", "nfs4"],
+    ["/mnt/with space/f", "cifs"],
+  ];
+  for (const [path, type] of cases) {
+    assert.equal(fsTypeFromMountinfo(path, mountinfo), type, path);
+  }
+  assert.equal(fsTypeFromMountinfo("/x", "no mounts here"), undefined);
 });
