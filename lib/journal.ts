@@ -176,14 +176,17 @@ export function journalTempPathFor(journalPath: string): string {
  * Replaces a journal atomically: write a temporary file, fsync it, rename it
  * over the old one. A crash at any point leaves either the old or the new
  * journal, never a torn one; a failed save leaves the old one and no
- * temporary file.
+ * temporary file. With `sync: false` the fsync is skipped: a killed process
+ * still leaves a whole journal, a crashed machine maybe an older or none
+ * (for journals that claim nothing more than the last synced one).
  */
 export async function saveJournal(
   path: string,
   data: JournalData,
+  options: { sync?: boolean } = {},
 ): Promise<void> {
   const tmp = journalTempPathFor(path);
-  const bytes = new TextEncoder().encode(JSON.stringify(data));
+  const bytes = encodeJournal(data);
   // A leftover (or planted) temporary entry is removed, never followed.
   await removeIfPresent(tmp);
   try {
@@ -191,13 +194,27 @@ export async function saveJournal(
       using file = await Deno.open(tmp, { write: true, createNew: true });
       let off = 0;
       while (off < bytes.length) off += await file.write(bytes.subarray(off));
-      await file.sync();
+      if (options.sync ?? true) await file.sync();
     }
     await Deno.rename(tmp, path);
   } catch (error) {
     await removeIfPresent(tmp).catch(() => {});
     throw error;
   }
+}
+
+/** Journals are padded with spaces to a multiple of this, so a later save of the same length can overwrite one page in place. */
+export const JOURNAL_PAGE_BYTES = 4096;
+
+/** The bytes of a journal: JSON padded with spaces to a multiple of {@linkcode JOURNAL_PAGE_BYTES}. */
+export function encodeJournal(data: JournalData): Uint8Array<ArrayBuffer> {
+  const json = new TextEncoder().encode(JSON.stringify(data));
+  const length = Math.ceil((json.length + 1) / JOURNAL_PAGE_BYTES) *
+    JOURNAL_PAGE_BYTES;
+  const bytes = new Uint8Array(length).fill(0x20);
+  bytes.set(json);
+  bytes[length - 1] = 0x0a;
+  return bytes;
 }
 
 /** Removes a journal and any temporary file of an interrupted save; absent files are fine. */

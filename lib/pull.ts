@@ -7,6 +7,7 @@ import { type ByteRange, planChunks } from "./chunk_plan.ts";
 import type { ClientSettings } from "./config.ts";
 import { ConnectError, HttpError } from "./errors.ts";
 import {
+  encodeJournal,
   type JournalData,
   journalPathFor,
   journalTempPathFor,
@@ -123,11 +124,11 @@ const POLL_MS = 200;
 /** How many times a file that keeps changing on the server is started over. */
 const MAX_RESTARTS = 3;
 /** How often the journal saver looks at the bytes written (milliseconds). */
-const JOURNAL_TICK_MS = 50;
+const JOURNAL_TICK_MS = 10;
 /** Unsaved bytes that trigger a journal save before the interval ends: at least this... */
-const JOURNAL_MIN_BYTES = 8 * 1024 * 1024;
+const JOURNAL_MIN_BYTES = 1024 * 1024;
 /** ...or this fraction of what the journal already holds, so a kill loses a bounded share. */
-const JOURNAL_FRACTION = 1 / 16;
+const JOURNAL_FRACTION = 1 / 64;
 /** Bytes per hash request of `--verify`/`--checksum` (bounds the server's work per request). */
 export const HASH_SPAN_BYTES = 64 * 1024 * 1024;
 /** Bytes per hash request when unflushed ranges are checked on resume (a mismatch costs a refetch of that much). */
@@ -842,7 +843,7 @@ class PullRun {
       if (resumed === undefined) {
         try {
           // Even before the first byte: a journal that claims nothing.
-          await saver.write();
+          await saver.write(true);
         } catch (error) {
           saver.close();
           throw new LocalPathError(state.journal, reason(error), error);
@@ -1379,6 +1380,8 @@ class JournalSaver {
   #ticking?: Promise<void>;
   #flushing?: Promise<void>;
   #writing: Promise<void> = Promise.resolve();
+  /** The journal as last replaced, open for saves in place, and its length. */
+  #inPlace?: { file: Deno.FsFile; length: number };
   #savedWritten: number;
   #savedAt = performance.now();
   #flushedAt = performance.now();
@@ -1436,8 +1439,12 @@ class JournalSaver {
     await this.#flushing;
   }
 
-  /** Replaces the journal: the flushed ranges as claims, the rest of what was written as unflushed. */
-  write(): Promise<void> {
+  /**
+   * Replaces the journal: the flushed ranges as claims, the rest of what was
+   * written as unflushed. Only a journal with new claims needs to reach the
+   * disk itself (`sync`); the others are hints, checked before use.
+   */
+  write(sync = false): Promise<void> {
     const next = this.#writing.then(async () => {
       if (this.#closed) return;
       await this.#probe();
@@ -1451,7 +1458,27 @@ class JournalSaver {
       };
       if (unflushed.covered > 0) data.unflushed = unflushed.toArray();
       const covered = written.covered;
-      await saveJournal(this.#state.journal, data);
+      const bytes = encodeJournal(data);
+      const place = this.#inPlace;
+      if (!sync && place !== undefined && place.length === bytes.length) {
+        // Creating and renaming a file can stall for milliseconds while the
+        // disk is busy; overwriting one page in place does not. A torn page
+        // reads as no journal, and what it adds is checked before use.
+        await place.file.seek(0, Deno.SeekMode.Start);
+        let off = 0;
+        while (off < bytes.length) {
+          off += await place.file.write(bytes.subarray(off));
+        }
+      } else {
+        await saveJournal(this.#state.journal, data, { sync });
+        this.#closeInPlace();
+        try {
+          const file = await Deno.open(this.#state.journal, { write: true });
+          this.#inPlace = { file, length: bytes.length };
+        } catch {
+          // The next save replaces the journal again.
+        }
+      }
       this.#savedWritten = covered;
       this.#savedAt = performance.now();
     });
@@ -1462,16 +1489,26 @@ class JournalSaver {
   /** Flushes the part file, then claims everything written before the flush. */
   async flushAndWrite(): Promise<void> {
     await this.#flush();
-    await this.write();
+    await this.write(true);
   }
 
   close(): void {
     this.#closed = true;
+    this.#closeInPlace();
     try {
       this.#file.close();
     } catch {
       // already closed
     }
+  }
+
+  #closeInPlace(): void {
+    try {
+      this.#inPlace?.file.close();
+    } catch {
+      // already closed
+    }
+    this.#inPlace = undefined;
   }
 
   async #flush(): Promise<void> {
@@ -1495,7 +1532,7 @@ class JournalSaver {
       this.#flushing === undefined && unflushed > 0 &&
       now - this.#flushedAt >= this.#intervalMs && this.#flushPays(unflushed)
     ) {
-      this.#flushing = this.#flush().then(() => this.write()).catch(() => {
+      this.#flushing = this.#flush().then(() => this.write(true)).catch(() => {
         // The claims stay as they were; the next interval tries again.
       }).finally(() => this.#flushing = undefined);
     }
