@@ -5,7 +5,7 @@ import {
   type FileHandle,
   open as nodeOpen,
 } from "node:fs/promises";
-import type { Stats } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, type Stats } from "node:fs";
 import picomatch from "picomatch";
 import { ConfigError, HttpError } from "./errors.ts";
 import type { EntryType } from "./wire.ts";
@@ -72,6 +72,19 @@ export interface PathGuard {
    * still leads to it with no symlink on the way; otherwise 409 `changed`.
    */
   openFile(checked: CheckedPath): Promise<OpenedFile>;
+  /**
+   * Checks and reads a whole small regular file synchronously, with the same
+   * rules and the same identity proof as `check` + `openFile`. Returns
+   * undefined whenever anything is unusual (missing, refused, a symlink, a
+   * race, larger than `maxBytes`): the caller then takes the asynchronous
+   * path, which produces the precise answer. `realDirs` caches the real path
+   * of parent directories within one request.
+   */
+  readSmallSync(
+    requestPath: string,
+    maxBytes: number,
+    realDirs: Map<string, string>,
+  ): { info: Deno.FileInfo; data: Uint8Array } | undefined;
 }
 
 interface DirRule {
@@ -259,6 +272,62 @@ class Jail implements PathGuard {
     } catch (error) {
       await handle.close();
       throw error;
+    }
+  }
+
+  readSmallSync(
+    requestPath: string,
+    maxBytes: number,
+    realDirs: Map<string, string>,
+  ): { info: Deno.FileInfo; data: Uint8Array } | undefined {
+    let path: string;
+    try {
+      path = normalizeRequest(requestPath);
+    } catch {
+      return undefined;
+    }
+    if (this.#refusal(path, path, this.#rules.configuredRoots) !== undefined) {
+      return undefined;
+    }
+    const slash = path.lastIndexOf("/");
+    const dir = slash === 0 ? "/" : path.slice(0, slash);
+    const name = path.slice(slash + 1);
+    let fd = -1;
+    try {
+      let realDir = realDirs.get(dir);
+      if (realDir === undefined) {
+        realDir = Deno.realPathSync(dir);
+        realDirs.set(dir, realDir);
+      }
+      const realPath = realDir === "/" ? `/${name}` : `${realDir}/${name}`;
+      if (
+        this.#refusal(realPath, path, this.#rules.realRoots) !== undefined
+      ) {
+        return undefined;
+      }
+      // O_NOFOLLOW: a final symlink fails here (ELOOP) and goes the long way.
+      fd = openSync(
+        realPath,
+        fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW,
+      );
+      const info = toFileInfo(fstatSync(fd));
+      if (!info.isFile || info.size > maxBytes) return undefined;
+      // The real path still resolves to itself and leads to this very file:
+      // no directory on the way was swapped for a symlink since realDir.
+      if (Deno.realPathSync(realPath) !== realPath) return undefined;
+      if (!sameFile(Deno.lstatSync(realPath), info)) return undefined;
+      const data = new Uint8Array(info.size);
+      let at = 0;
+      while (at < data.length) {
+        const n = readSync(fd, data, at, data.length - at, at);
+        if (n === 0) return undefined; // shrank: the long way reports it
+        at += n;
+      }
+      return { info, data };
+    } catch {
+      return undefined;
+    } finally {
+      if (fd >= 0) closeSync(fd);
     }
   }
 

@@ -145,7 +145,7 @@ const ENDPOINTS = new Map<string, { methods: string[]; run: Run }>([
 
 const FILE_CHUNK = 256 * 1024;
 const HASH_CHUNK = 1024 * 1024;
-const LIST_BATCH = 64;
+const LIST_BATCH = 256;
 const BUNDLE_CHUNK = 256 * 1024;
 const encoder = new TextEncoder();
 
@@ -522,7 +522,7 @@ interface Pending {
 }
 
 interface Level extends Pending {
-  entries: AsyncIterator<Deno.DirEntry>;
+  entries: Iterator<Deno.DirEntry>;
   done: boolean;
   /** Subdirectories found in the last batch, entered before the next batch is read. */
   subdirs: Pending[];
@@ -547,9 +547,17 @@ function listStream(
   const onStack = new Set<string>();
 
   function enter(p: Pending): void {
+    // Deno reads a directory's names in one go, synchronously or not; the
+    // synchronous form spares a thread-pool round trip per directory.
+    let entries: Iterator<Deno.DirEntry>;
+    try {
+      entries = Deno.readDirSync(p.real)[Symbol.iterator]();
+    } catch {
+      entries = [][Symbol.iterator](); // Unreadable or vanished directory: listed empty.
+    }
     stack.push({
       ...p,
-      entries: Deno.readDir(p.real)[Symbol.asyncIterator](),
+      entries,
       done: false,
       subdirs: [],
     });
@@ -576,12 +584,12 @@ function listStream(
     if (level !== undefined) onStack.delete(level.id);
   }
 
-  async function readBatch(level: Level): Promise<Deno.DirEntry[]> {
+  function readBatch(level: Level): Deno.DirEntry[] {
     const batch: Deno.DirEntry[] = [];
     while (batch.length < LIST_BATCH) {
       let next: IteratorResult<Deno.DirEntry>;
       try {
-        next = await level.entries.next();
+        next = level.entries.next();
       } catch {
         level.done = true; // Unreadable or vanished directory: skip the rest of it.
         break;
@@ -614,7 +622,8 @@ function listStream(
     } else if (entry.isFile || entry.isDirectory) {
       if (!guard.allowsEntry(level.real, entry.name)) return undefined;
       try {
-        info = await Deno.lstat(childPath);
+        // Synchronous: a local lstat takes microseconds, a thread-pool round trip more.
+        info = Deno.lstatSync(childPath);
       } catch {
         return undefined;
       }
@@ -648,7 +657,7 @@ function listStream(
           leave();
           continue;
         }
-        const batch = await readBatch(top);
+        const batch = readBatch(top);
         const described = await Promise.all(
           batch.map((entry) => describe(top, entry)),
         );
@@ -1315,9 +1324,57 @@ function bundleStream(
     return frame;
   }
 
+  const realDirs = new Map<string, string>();
+  const prefix = root.path === "/" ? "/" : `${root.path}/`;
+  /**
+   * Frames read synchronously while nothing is pending, up to one chunk: for
+   * small files the asynchronous open/stat/read/close round trips cost more
+   * than the reads themselves. Stops at the first path that needs the long way.
+   */
+  function quick(): Uint8Array[] {
+    const frames: Uint8Array[] = [];
+    let size = 0;
+    const max = ctx.limits.bundleMaxFileBytes;
+    while (
+      !finished && ahead.length === 0 && next < paths.length &&
+      size < BUNDLE_CHUNK
+    ) {
+      const rel = paths[next];
+      try {
+        checkRelative(rel);
+      } catch {
+        break;
+      }
+      const got = ctx.guard.readSmallSync(prefix + rel, max, realDirs);
+      if (got === undefined) break;
+      // Its turn in the read-ahead order, with nothing held (already read).
+      void budget.reserve(next, 0);
+      next++;
+      const frame = encodeFrame({
+        path: rel,
+        size: got.data.length,
+        mtime: mtimeMs(got.info),
+        mode: modeBits(got.info),
+        etag: etagFor(got.info),
+      }, got.data);
+      frames.push(frame);
+      size += frame.length;
+    }
+    return frames;
+  }
+
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
+        const fast = quick();
+        if (fast.length > 0) {
+          // The end frame goes out on a later pull, once this chunk is taken:
+          // until then the bundle counts as streaming (bundleJobs).
+          controller.enqueue(
+            concat(fast, fast.reduce((n, f) => n + f.length, 0)),
+          );
+          return;
+        }
         fill();
         const first = ahead.shift();
         if (first === undefined) {

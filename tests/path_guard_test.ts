@@ -486,3 +486,103 @@ Deno.test("path guard either refuses a random path or returns a real path inside
     await Deno.remove(f.tmp, { recursive: true });
   }
 });
+
+Deno.test("readSmallSync() reads only what check() + openFile() would serve, and declines the rest", async () => {
+  const f = await makeFixture();
+  try {
+    const dirs = new Map<string, string>();
+    const got = f.guard.readSmallSync(join(f.data, "hello.txt"), 1024, dirs);
+    assert.equal(new TextDecoder().decode(got?.data), "hello");
+    assert.equal(got?.info.size, 5);
+    // Declined (the caller takes the long way, which answers precisely):
+    for (
+      const [why, path, max] of [
+        ["a symlink, even to an allowed file", join(f.data, "link_in"), 1024],
+        ["a symlink out", join(f.data, "link_out_file"), 1024],
+        ["a forbidden name", join(f.data, "id_rsa"), 1024],
+        ["a forbidden directory", join(f.data, "blocked", "file.txt"), 1024],
+        ["HSYNC_DIR", join(f.hsyncDir, "state"), 1024],
+        ["the key file", f.keyFile, 1024],
+        ["outside the root", join(f.secret, "secret.txt"), 1024],
+        [
+          "through a linked directory",
+          join(f.data, "link_out_dir", "secret.txt"),
+          1024,
+        ],
+        ["a FIFO (must not block)", join(f.data, "fifo"), 1024],
+        ["a directory", join(f.data, "sub"), 1024],
+        ["missing", join(f.data, "nope.txt"), 1024],
+        ["larger than the limit", join(f.data, "hello.txt"), 4],
+        ["traversal", `${f.data}/../secret/secret.txt`, 1024],
+      ] as const
+    ) {
+      assert.equal(f.guard.readSmallSync(path, max, dirs), undefined, why);
+    }
+    // A directory swapped for a symlink after its real path was cached is caught.
+    const cache = new Map<string, string>();
+    assert.ok(f.guard.readSmallSync(join(f.data, "sw", "f.txt"), 64, cache));
+    await Deno.rename(join(f.data, "sw"), join(f.tmp, "sw-away"));
+    await Deno.mkdir(join(f.secret, "sw"));
+    await Deno.writeTextFile(join(f.secret, "sw", "f.txt"), SECRET);
+    await Deno.symlink(join(f.secret, "sw"), join(f.data, "sw"));
+    assert.equal(
+      f.guard.readSmallSync(join(f.data, "sw", "f.txt"), 64, cache),
+      undefined,
+    );
+  } finally {
+    await Deno.remove(f.tmp, { recursive: true });
+  }
+});
+
+Deno.test("readSmallSync() agrees with check() + openFile() on random paths", async () => {
+  const f = await makeFixture();
+  try {
+    const names = fc.constantFrom(
+      "..",
+      ".",
+      "",
+      "sub",
+      "hello.txt",
+      "inner.txt",
+      "link_in",
+      "link_out_dir",
+      "link_out_file",
+      "secret.txt",
+      "id_rsa",
+      "innocent",
+      "blocked",
+      "file.txt",
+      "fifo",
+      ".ssh",
+      "config",
+      "hsync-state",
+      "state",
+      "loop_a",
+    );
+    const dirs = new Map<string, string>();
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(f.data, f.tmp, f.secret),
+        fc.array(names, { maxLength: 4 }),
+        async (p, segments) => {
+          const path = [p, ...segments].join("/");
+          const quick = f.guard.readSmallSync(path, 1 << 20, dirs);
+          if (quick === undefined) return;
+          const checked = await f.guard.check(path); // must not throw
+          const opened = await f.guard.openFile(checked);
+          try {
+            const data = new Uint8Array(opened.info.size);
+            await opened.read(data, 0);
+            assert.deepEqual(quick.data, data, path);
+            assert.equal(quick.info.ino, opened.info.ino);
+          } finally {
+            await opened.close();
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  } finally {
+    await Deno.remove(f.tmp, { recursive: true });
+  }
+});
