@@ -23,6 +23,7 @@ import {
   UsageError,
 } from "./lib/errors.ts";
 import { runFollow } from "./lib/follow_cli.ts";
+import { printable } from "./lib/printable.ts";
 import { pull } from "./lib/pull.ts";
 import { createReporter, formatSummary } from "./lib/progress.ts";
 import { openTransport } from "./lib/transport.ts";
@@ -109,7 +110,9 @@ async function runPull(cmd: PullCommand): Promise<number> {
     });
     reporter.stop();
     for (const f of summary.failures) {
-      console.error(`hsync: failed: ${f.path}: ${f.message}`);
+      console.error(
+        `hsync: failed: ${printable(f.path)}: ${printable(f.message)}`,
+      );
     }
     console.error(formatSummary(summary));
     if (interrupted) return 130;
@@ -167,7 +170,7 @@ async function main(argv: string[]): Promise<number> {
     return await run(command);
   } catch (error) {
     const code = exitCodeFor(error);
-    console.error(`hsync: ${describeError(error)}`);
+    console.error(`hsync: ${printable(describeError(error))}`);
     if (error instanceof UsageError) {
       console.error("Try 'hsync --help' for more information.");
     }

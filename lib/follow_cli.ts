@@ -12,6 +12,7 @@ import {
   type Reporter,
 } from "./progress.ts";
 import type { Transport } from "./transport.ts";
+import { printable } from "./printable.ts";
 
 /** Seconds between two "appended" activity lines while following. */
 const ACTIVITY_EVERY_MS = 10_000;
@@ -119,7 +120,7 @@ export async function runFollow(
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
 
-  const say = (line: string) => writeErr(`hsync: ${line}\n`);
+  const say = (line: string) => writeErr(`hsync: ${printable(line)}\n`);
   let reporter: Reporter | undefined = createReporter({
     quiet: cmd.quiet,
     isTerminal: Deno.stderr.isTerminal(),

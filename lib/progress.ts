@@ -1,6 +1,7 @@
 /** Turns pull events into a live bar (terminal), periodic plain lines (logs, pipes) or nothing (--quiet), and the final summary line. */
 import cliProgress from "cli-progress";
 import type { PullEvent, PullSummary } from "./pull.ts";
+import { printable } from "./printable.ts";
 
 /** Where the reporter writes: a function taking text, or a byte stream. */
 export type Sink = ((text: string) => void) | WritableStream<Uint8Array>;
@@ -156,7 +157,9 @@ function apply(
 
 /** Lines printed as they happen (failures are listed again by the caller at the end). */
 function eventLine(event: PullEvent): string | undefined {
-  if (event.type === "warning") return `hsync: warning: ${event.message}`;
+  if (event.type === "warning") {
+    return `hsync: warning: ${printable(event.message)}`;
+  }
   return undefined;
 }
 

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { encodeFrame } from "../lib/bundle_codec.ts";
 import type { BundleRequest, ListEntry, StatEntry } from "../lib/wire.ts";
 import { runClient, type RunResult, tempDir } from "./_programs.ts";
+import { printable } from "../lib/printable.ts";
 
 const KEEP = "untouched";
 
@@ -157,6 +158,8 @@ Deno.test("hsync refuses hostile listing and bundle entries one by one, writes n
     ["x.hsync-journal", /Refused path .*reserved for hsync's partial files/],
     ["planted_dir/through-link.txt", /Cannot write .*: it is a symbolic link/],
     ["planted_dir", /Cannot write .*: it is a symbolic link/],
+    // Terminal escapes in a name must reach the terminal as visible text.
+    ["../\x1b]0;pwned\x07\x1b[2J.txt", /Refused path .*"\.\."/],
   ];
   const listing = [
     ...hostile.map(([p]) =>
@@ -216,9 +219,17 @@ Deno.test("hsync refuses hostile listing and bundle entries one by one, writes n
     });
     for (const [path, why] of hostile) {
       await t.step(`refuses ${JSON.stringify(path)} with a clear line`, () => {
-        assert.match(failed.get(path) ?? "(no line)", why, r.stderr);
+        assert.match(
+          failed.get(printable(path)) ?? "(no line)",
+          why,
+          r.stderr,
+        );
       });
     }
+    await t.step("no control character reaches the terminal", () => {
+      // deno-lint-ignore no-control-regex
+      assert.doesNotMatch(r.stderr, /[\x00-\x08\x0b-\x1f\x7f]/);
+    });
     await t.step(
       "nothing was written outside the output directory",
       async () => {
