@@ -133,6 +133,8 @@ const JOURNAL_FRACTION = 1 / 64;
 export const HASH_SPAN_BYTES = 64 * 1024 * 1024;
 /** Bytes per hash request when unflushed ranges are checked on resume (a mismatch costs a refetch of that much). */
 const HINT_SPAN_BYTES = 8 * 1024 * 1024;
+/** Disk write speed assumed before the first flush is measured (50 MB/s, a slow disk). */
+const ASSUMED_FLUSH_BYTES_PER_MS = 50_000;
 /** Hash requests in flight at most (the server queues a few and answers 503 beyond). */
 const HASH_SLOTS = 4;
 
@@ -843,7 +845,7 @@ class PullRun {
       if (resumed === undefined) {
         try {
           // Even before the first byte: a journal that claims nothing.
-          await saver.write(true);
+          await saver.write();
         } catch (error) {
           saver.close();
           throw new LocalPathError(state.journal, reason(error), error);
@@ -1385,8 +1387,8 @@ class JournalSaver {
   #savedWritten: number;
   #savedAt = performance.now();
   #flushedAt = performance.now();
-  /** Bytes per millisecond of the last flush (unknown before one). */
-  #flushRate?: number;
+  /** Bytes per millisecond of the last flush (a slow disk's rate before one). */
+  #flushRate = ASSUMED_FLUSH_BYTES_PER_MS;
   readonly #startedAt = performance.now();
   readonly #startCovered: number;
   #closed = false;
@@ -1545,7 +1547,6 @@ class JournalSaver {
 
   /** False when flushing `unflushed` bytes would take longer than half of what the transfer still needs. */
   #flushPays(unflushed: number): boolean {
-    if (this.#flushRate === undefined) return true;
     const written = this.#state.done.covered;
     const rate = (written - this.#startCovered) /
       Math.max(1, performance.now() - this.#startedAt);
