@@ -22,7 +22,7 @@ const HELP = `usage: deno run -q -P=bench bench/resume.ts [options]
   --size-b MiB    file size of part b (default 256)
   --cycles N      cycles of part b (default 100)
   --size-c MiB    file size of part c, workload A (default 1024)
-  --runs-c N      timed pulls per variant in part c (default 3, interleaved)
+  --runs-c N      timed pulls per variant in part c (default 7, interleaved)
   --dir DIR       where the data and outputs go (default: a new temporary directory)
   --keep          keep the data and logs
   -h, --help      this text
@@ -38,7 +38,7 @@ const { values: opts } = parseArgs({
     "size-b": { type: "string", default: "256" },
     cycles: { type: "string", default: "100" },
     "size-c": { type: "string", default: "1024" },
-    "runs-c": { type: "string", default: "3" },
+    "runs-c": { type: "string", default: "7" },
     dir: { type: "string" },
     keep: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
