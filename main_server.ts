@@ -134,20 +134,27 @@ async function serve(context: Context): Promise<number> {
     }
     // Closed first on SIGTERM, so followers' long-polls end instead of holding the stop.
     const watchHub = new WatchHub();
-    const handler = await createHandler({
-      watchHub,
-      settings,
-      hsyncDir: context.hsyncDir,
-      hostname: Deno.hostname(),
-      verifier: auth?.verifier,
-      log: (entry) => log.access(entry),
-      onError: (error, request) =>
-        log.error(
-          `Unexpected error answering ${request.method} ${
-            new URL(request.url).pathname
-          }: ${describeError(error)}`,
-        ),
-    });
+    const handlerFor = (
+      settings: ServerSettings,
+      verifier: Verifier | undefined,
+    ) =>
+      createHandler({
+        watchHub,
+        settings,
+        hsyncDir: context.hsyncDir,
+        hostname: Deno.hostname(),
+        verifier,
+        log: (entry) => log.access(entry),
+        onError: (error, request) =>
+          log.error(
+            `Unexpected error answering ${request.method} ${
+              new URL(request.url).pathname
+            }: ${describeError(error)}`,
+          ),
+      });
+    // Swapped by SIGHUP (systemctl reload); requests in flight keep theirs.
+    let handler = await handlerFor(settings, auth?.verifier);
+    let active = settings;
     const onUnhandled = (event: PromiseRejectionEvent) => {
       event.preventDefault();
       log.error(`Unhandled error: ${describeError(event.reason)}`);
@@ -168,7 +175,7 @@ async function serve(context: Context): Promise<number> {
             { status: 500 },
           );
         },
-      }, handler);
+      }, (request, info) => handler(request, info));
     } catch (error) {
       throw listenError(settings, tls !== undefined, error);
     }
@@ -204,7 +211,37 @@ async function serve(context: Context): Promise<number> {
     const warning = exposureWarning(settings);
     if (warning !== undefined) alert(log, warning);
 
+    const onHangup = async () => {
+      try {
+        const next = await reloadSettings(context);
+        const fresh = await handlerFor(
+          next.settings,
+          (await readAuth(next.settings))?.verifier,
+        );
+        handler = fresh;
+        const stale = needsRestart(active, next.settings);
+        active = next.settings;
+        for (const warning of next.warnings) log.warn(warning);
+        announce(
+          log,
+          "Reloaded the configuration on SIGHUP" +
+            (stale.length > 0
+              ? ` (changes to ${stale.join(", ")} apply after a restart)`
+              : ""),
+        );
+      } catch (error) {
+        alert(
+          log,
+          `Reload on SIGHUP failed, the previous configuration stays: ${
+            describeError(error)
+          }`,
+        );
+      }
+    };
+    Deno.addSignalListener("SIGHUP", onHangup);
+
     const signal = await signals.first;
+    Deno.removeSignalListener("SIGHUP", onHangup);
     watchHub.close();
     log.info(
       `Received ${signal}: finishing in-flight responses (at most ${
@@ -237,6 +274,35 @@ async function serve(context: Context): Promise<number> {
     if (wrotePidfile) await removePidfile(pidfile, Deno.pid).catch(() => {});
     await log.close();
   }
+}
+
+/** The configuration read again the way `main` read it (same files, same command-line overrides). */
+async function reloadSettings(
+  context: Context,
+): Promise<{ settings: ServerSettings; warnings: string[] }> {
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: context.hsyncDir,
+    configFile: context.args.configFile,
+  });
+  return {
+    settings: serverSettings(config, context.args.overrides),
+    warnings: config.warnings,
+  };
+}
+
+/** Keys whose change a reload cannot apply to a listening server (socket, TLS, log). */
+function needsRestart(before: ServerSettings, after: ServerSettings): string[] {
+  const keys: Array<[keyof ServerSettings, string]> = [
+    ["hostIp", "Host_ip"],
+    ["port", "Port"],
+    ["certFile", "Cert_file"],
+    ["keyFile", "Key_file"],
+    ["logFile", "Log_file"],
+    ["logMaxBytes", "Log_max_bytes"],
+    ["logKeep", "Log_keep"],
+  ];
+  return keys.filter(([k]) => before[k] !== after[k]).map(([, name]) => name);
 }
 
 /** SIGTERM and SIGINT: the first stops the server gracefully, a second one stops waiting. */

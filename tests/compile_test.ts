@@ -428,8 +428,8 @@ Deno.test("deploy/hsyncd.service runs hsyncd in the foreground as a dedicated us
   assert.equal(one("SystemCallArchitectures"), "native");
   // V8's JIT needs writable executable memory.
   assert.equal(unit.has("MemoryDenyWriteExecute"), false);
-  // Reload is documented as unsupported: systemctl reload must fail, not restart.
-  assert.equal(unit.has("ExecReload"), false);
+  // systemctl reload sends SIGHUP, which hsyncd handles by reloading its rules.
+  assert.equal(one("ExecReload"), "/bin/kill -HUP $MAINPID");
   assert.equal(one("WantedBy"), "multi-user.target");
 });
 

@@ -391,6 +391,58 @@ Deno.test("hsyncd rotates its log at Log_max_bytes, keeping Log_keep files", asy
   }, "Log_max_bytes = 2048\nLog_keep = 2\n");
 });
 
+Deno.test("hsyncd reloads its rules on SIGHUP, keeps the old ones when the new file is bad, and says what needs a restart", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.data, "private"));
+    await Deno.writeTextFile(join(f.data, "private", "b.txt"), "private\n");
+    const server = new Foreground(f, flags(f));
+    const said = async (text: string) => {
+      const deadline = Date.now() + 20_000;
+      while (!(server.stdout + server.stderr).includes(text)) {
+        if (Date.now() > deadline) {
+          throw new Error(`no "${text}": ${server.stdout}${server.stderr}`);
+        }
+        await delay(20);
+      }
+    };
+    const status = async (path: string) => {
+      const r = await get(f.port, `/v1/stat?path=${encodeURIComponent(path)}`);
+      await r.body?.cancel();
+      return r.status;
+    };
+    try {
+      await server.listening();
+      assert.equal(await status(join(f.data, "private", "b.txt")), 200);
+
+      await Deno.writeTextFile(
+        f.config,
+        `[hsyncd]\nOnly_allowed_path = ${f.data}\nForbidden_dir = ${
+          join(f.data, "private")
+        }\nLog_keep = 7\n`,
+      );
+      server.child.kill("SIGHUP");
+      await said("Reloaded the configuration on SIGHUP");
+      await said("(changes to Log_keep apply after a restart)");
+      assert.equal(await status(join(f.data, "private", "b.txt")), 403);
+      assert.equal(await status(join(f.data, "a.txt")), 200);
+
+      await Deno.writeTextFile(
+        f.config,
+        `[hsyncd]\nOnly_allowed_path = ${join(f.dir, "no-such-dir")}\n`,
+      );
+      server.child.kill("SIGHUP");
+      await said("Reload on SIGHUP failed, the previous configuration stays");
+      assert.equal(await status(join(f.data, "private", "b.txt")), 403);
+      assert.equal(await status(join(f.data, "a.txt")), 200);
+
+      server.child.kill("SIGTERM");
+      assert.equal(await server.exit(), 0);
+    } finally {
+      await server.kill();
+    }
+  });
+});
+
 Deno.test("hsyncd refuses a bad port in the config file with one line naming file, section, key and value", async () => {
   await withFixture(async (f) => {
     await Deno.writeTextFile(f.config, "[hsyncd]\nPort = 70000\n");
