@@ -11,6 +11,7 @@ import {
   signRequest,
   writeKeyPair,
 } from "../lib/auth.ts";
+import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
 const { values: opts } = parseArgs({
   options: {
@@ -228,6 +229,7 @@ try {
           "run",
           "-q",
           "-P=hsync",
+          ...RUNTIME_FLAGS.hsync,
           join(REPO, "main_client.ts"),
           "-i",
           data,

@@ -23,6 +23,7 @@ import {
   vmHWM,
   writeRandomFile,
 } from "./_common.ts";
+import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
 // ---------------------------------------------------------------- options
 
@@ -253,6 +254,7 @@ async function invocation(
         args: [
           "run",
           "-P=hsync",
+          ...RUNTIME_FLAGS.hsync,
           join(REPO, "main_client.ts"),
           "-i",
           src,
@@ -589,6 +591,7 @@ async function main(): Promise<number> {
       const warm = await run("deno", [
         "run",
         "-P=hsync",
+        ...RUNTIME_FLAGS.hsync,
         join(REPO, "main_client.ts"),
         "-i",
         join(dataDir, one),

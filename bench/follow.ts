@@ -12,6 +12,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
 const enc = new TextEncoder();
@@ -200,6 +201,7 @@ async function startFollower(s: Setup, remote: string): Promise<Proc> {
       "run",
       "-q",
       "-P=hsync",
+      ...RUNTIME_FLAGS.hsync,
       "main_client.ts",
       "--sync",
       "-p",

@@ -9,6 +9,7 @@ import defaults from "../hsync.ini" with { type: "text" };
 import { clientSettings, loadConfig } from "../lib/config.ts";
 import { journalPathFor, loadJournal, partPathFor } from "../lib/journal.ts";
 import { pull } from "../lib/pull.ts";
+import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
 const HELP = `usage: deno run -q -P=bench bench/resume.ts [options]
 
@@ -290,6 +291,7 @@ function spawnClient(
       "run",
       "-q",
       "-P=hsync",
+      ...RUNTIME_FLAGS.hsync,
       CLIENT,
       "-i",
       remote,

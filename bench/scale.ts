@@ -20,6 +20,7 @@ import {
   vmHWM,
   writeRandomFile,
 } from "./_common.ts";
+import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
 const HELP = `usage: deno run -q -P=bench bench/scale.ts [options]
   --entries N     entries of the tree listed (default 1000000)
@@ -117,6 +118,7 @@ function hsyncArgs(
     "run",
     "-q",
     "-P=hsync",
+    ...RUNTIME_FLAGS.hsync,
     join(REPO, "main_client.ts"),
     "-i",
     remote,

@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { makeSampleTree } from "./sample_data.ts";
+import { RUNTIME_FLAGS } from "./compile.ts";
 
 const root = fromFileUrl(new URL("..", import.meta.url));
 
@@ -102,6 +103,7 @@ try {
         "run",
         "-q",
         "-P=hsync",
+        ...RUNTIME_FLAGS.hsync,
         join(root, "main_client.ts"),
         "-i",
         data,

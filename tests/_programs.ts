@@ -1,5 +1,6 @@
 /** Test fixture: runs the real hsyncd and hsync from source under their deno.json permission sets. */
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
 /** Repository root (where deno.json is). */
 export const ROOT = fromFileUrl(new URL("..", import.meta.url));
@@ -13,7 +14,7 @@ export function serverArgv(): string[] {
 
 /** The argv prefix that runs hsync exactly as `deno task pull` does. */
 export function clientArgv(): string[] {
-  return ["run", "-q", "-P=hsync", CLIENT];
+  return ["run", "-q", "-P=hsync", ...RUNTIME_FLAGS.hsync, CLIENT];
 }
 
 /** A free TCP port on 127.0.0.1 (bound then released). */

@@ -9,6 +9,7 @@ import {
   ENTRIES,
   PROGRAMS,
   ROOT,
+  RUNTIME_FLAGS,
   runtimeFailure,
   TARGET,
 } from "../scripts/compile.ts";
@@ -56,6 +57,16 @@ Deno.test("deno task serve and pull run the programs under their own sets", () =
     tasks.compile,
     /^deno run (\S+ )*-P=build scripts\/compile\.ts$/,
   );
+  // The same V8 flags as the binaries (and the tests) get.
+  for (const program of PROGRAMS) {
+    const task = program === "hsync" ? tasks.pull : tasks.serve;
+    for (const flag of RUNTIME_FLAGS[program]) {
+      assert.ok(task.split(" ").includes(flag), `${task} lacks ${flag}`);
+    }
+    assert.ok(
+      RUNTIME_FLAGS[program].every((f) => compileArgs(program).includes(f)),
+    );
+  }
   for (const task of [tasks.serve, tasks.pull, tasks.compile]) {
     assert.doesNotMatch(task, / (-A|--allow-)/);
   }
