@@ -2,6 +2,7 @@
 /** Helpers shared by the benchmarks: child processes, data and verification, servers, /proc readings. */
 import { createHash } from "node:crypto";
 import { join, relative } from "node:path";
+import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
 const MiB = 1024 * 1024;
 let defaultTimeoutS = 600;
@@ -382,6 +383,7 @@ export async function startHsyncd(
     [
       "run",
       "-P=hsyncd",
+      ...RUNTIME_FLAGS.hsyncd,
       join(REPO, "main_server.ts"),
       "-host",
       "127.0.0.1",

@@ -179,6 +179,7 @@ try {
         "run",
         "-q",
         "-P=hsyncd",
+        ...RUNTIME_FLAGS.hsyncd,
         join(REPO, "main_server.ts"),
         "-host",
         "127.0.0.1",

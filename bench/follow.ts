@@ -172,6 +172,7 @@ async function startPair(dir: string, data: string): Promise<Setup> {
       "run",
       "-q",
       "-P=hsyncd",
+      ...RUNTIME_FLAGS.hsyncd,
       "main_server.ts",
       "-host",
       "127.0.0.1",

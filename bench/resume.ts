@@ -204,6 +204,7 @@ async function startHsyncd(work: string, data: string): Promise<Hsyncd> {
       "run",
       "-q",
       "-P=hsyncd",
+      ...RUNTIME_FLAGS.hsyncd,
       SERVER,
       "-host",
       "127.0.0.1",

@@ -3,6 +3,7 @@ import process from "node:process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ServerSettings } from "./config.ts";
+import { RUNTIME_FLAGS } from "./runtime_flags.ts";
 
 /** What the pidfile records about a running hsyncd. */
 export interface PidInfo {
@@ -293,14 +294,22 @@ export function selfCommand(options: SelfCommandOptions): SelfCommand {
   if (!mainModule.startsWith("file:")) {
     return {
       command: execPath,
-      args: ["run", "-P=hsyncd", mainModule, ...args],
+      args: ["run", "-P=hsyncd", ...RUNTIME_FLAGS.hsyncd, mainModule, ...args],
     };
   }
   const main = fileURLToPath(mainModule);
   const config = join(dirname(main), "deno.json");
   return {
     command: execPath,
-    args: ["run", "-P=hsyncd", "--config", config, main, ...args],
+    args: [
+      "run",
+      "-P=hsyncd",
+      ...RUNTIME_FLAGS.hsyncd,
+      "--config",
+      config,
+      main,
+      ...args,
+    ],
   };
 }
 

@@ -143,7 +143,7 @@ const ENDPOINTS = new Map<string, { methods: string[]; run: Run }>([
   [API.watch, { methods: ["GET"], run: watch }],
 ]);
 
-const FILE_CHUNK = 256 * 1024;
+const FILE_CHUNK = 128 * 1024;
 const HASH_CHUNK = 1024 * 1024;
 const LIST_BATCH = 256;
 const BUNDLE_CHUNK = 256 * 1024;
@@ -799,7 +799,7 @@ function fileBody(
     async cancel() {
       await file.close();
     },
-  });
+  }, { highWaterMark: 0 });
 }
 
 // ---------------------------------------------------------------- hash

@@ -3,6 +3,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { join, relative, resolve } from "node:path";
+import { RUNTIME_FLAGS } from "../lib/runtime_flags.ts";
 
 /** The programs this repository ships. */
 export type Program = "hsyncd" | "hsync";
@@ -13,17 +14,7 @@ export const PROGRAMS: readonly Program[] = ["hsyncd", "hsync"];
 /** The only target the binaries are built for. */
 export const TARGET = "x86_64-unknown-linux-gnu";
 
-/**
- * V8 flags of each program, baked into its binary and used by `deno task`,
- * the tests, the demo and the benchmarks alike. hsync: a 2 MiB young
- * generation keeps the client's resident memory about 16 MB lower on many
- * small files (measured 79 vs 95 MB for 10,000 files of 4 KiB) at no
- * measured cost in speed.
- */
-export const RUNTIME_FLAGS: Readonly<Record<Program, readonly string[]>> = {
-  hsyncd: [],
-  hsync: ["--v8-flags=--max-semi-space-size=2"],
-};
+export { RUNTIME_FLAGS };
 
 /** Entry module of each program, relative to the repository root. */
 export const ENTRIES: Readonly<Record<Program, string>> = {

@@ -61,6 +61,7 @@ try {
       "run",
       "-q",
       "-P=hsyncd",
+      ...RUNTIME_FLAGS.hsyncd,
       join(root, "main_server.ts"),
       "-host",
       "127.0.0.1",

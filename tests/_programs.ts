@@ -9,7 +9,7 @@ const CLIENT = fromFileUrl(new URL("../main_client.ts", import.meta.url));
 
 /** The argv prefix that runs hsyncd exactly as `deno task serve` does. */
 export function serverArgv(): string[] {
-  return ["run", "-q", "-P=hsyncd", SERVER];
+  return ["run", "-q", "-P=hsyncd", ...RUNTIME_FLAGS.hsyncd, SERVER];
 }
 
 /** The argv prefix that runs hsync exactly as `deno task pull` does. */

@@ -22,6 +22,7 @@ import {
   waitUntilGone,
   writePidfile,
 } from "../lib/daemon.ts";
+import { RUNTIME_FLAGS } from "../lib/runtime_flags.ts";
 
 function info(more: Partial<PidInfo> = {}): PidInfo {
   return {
@@ -284,6 +285,7 @@ Deno.test("selfCommand() runs the binary when compiled and deno run -P=hsyncd fr
       args: [
         "run",
         "-P=hsyncd",
+        ...RUNTIME_FLAGS.hsyncd,
         "--config",
         "/src/hsync/deno.json",
         "/src/hsync/main_server.ts",

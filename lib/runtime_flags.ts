@@ -1,0 +1,13 @@
+/**
+ * V8 flags of each program, baked into its binary (scripts/compile.ts) and
+ * used by `deno task`, the detached daemon, the tests, the demo and the
+ * benchmarks alike. A 2 MiB young generation keeps resident memory lower at
+ * no measured cost in speed: hsync 79 vs 95 MB on 10,000 files of 4 KiB;
+ * hsyncd 300 vs 379 MiB serving 64 clients at once.
+ */
+export const RUNTIME_FLAGS: Readonly<
+  Record<"hsyncd" | "hsync", readonly string[]>
+> = {
+  hsyncd: ["--v8-flags=--max-semi-space-size=2"],
+  hsync: ["--v8-flags=--max-semi-space-size=2"],
+};
