@@ -8,6 +8,7 @@ import { partPathFor } from "./journal.ts";
 import { Limiter } from "./limiter.ts";
 import {
   ensureDirs,
+  isDirectory,
   LocalPathError,
   reason,
   safeComponents,
@@ -25,6 +26,13 @@ import {
   type StatEntry,
   type WatchResult,
 } from "./wire.ts";
+import {
+  isRetryable,
+  message,
+  ProtocolError,
+  ShortBody,
+  sleep,
+} from "./retry.ts";
 
 /** Bytes at the end of a local file compared (by SHA-256) with the same span on the server before anything is appended. */
 export const TAIL_BYTES = 64 * 1024;
@@ -249,22 +257,6 @@ interface Slot {
 /** The remote file went away (deletions are not propagated). */
 class Gone extends Error {}
 
-/** A body ended before the bytes it announced (retried from the last byte on disk). */
-class ShortBody extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ShortBody";
-  }
-}
-
-/** The server answered something that does not fit the request. */
-class ProtocolError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ProtocolError";
-  }
-}
-
 class Follower {
   readonly #o: FollowOptions;
   readonly #remote: Remote;
@@ -427,7 +419,7 @@ class Follower {
     try {
       await this.#rescan(fromNow);
     } catch (error) {
-      if (!isRetryable(error)) throw this.#rootError(error);
+      if (!isRetryable(error, [409])) throw this.#rootError(error);
       // The server went away meanwhile: the poll loop reconnects, then scans.
       this.#cursor = null;
       this.#fromNowScan = fromNow;
@@ -484,7 +476,7 @@ class Follower {
           ).catch(() => {});
           continue;
         }
-        if (!isRetryable(error)) throw this.#rootError(error);
+        if (!isRetryable(error, [409])) throw this.#rootError(error);
         failures++;
         if (failures > max) {
           throw new ConnectError(
@@ -631,7 +623,7 @@ class Follower {
       slot.attempt = 0;
     } catch (error) {
       if (!this.#hard.signal.aborted && !this.#stop.signal.aborted) {
-        if (isRetryable(error) || error instanceof ShortBody) {
+        if (isRetryable(error, [409]) || error instanceof ShortBody) {
           // The poll loop decides whether the server is gone; the file is tried again meanwhile.
           slot.attempt++;
           slot.dirty = true;
@@ -1249,41 +1241,4 @@ function exists(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return Deno.statSync(path).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
-/** Network trouble, timeouts and busy servers are worth another try; refusals are not. */
-function isRetryable(error: unknown): boolean {
-  if (error instanceof HttpError) {
-    return error.status >= 500 || error.status === 408 ||
-      error.status === 429 || error.status === 409;
-  }
-  return error instanceof TimeoutError || error instanceof ConnectError ||
-    error instanceof ShortBody || error instanceof TypeError;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -124,3 +124,12 @@ export function reason(error: unknown): string {
   const short = m ? m[1] : text;
   return short.charAt(0).toLowerCase() + short.slice(1);
 }
+
+/** Whether `path` is a directory now (following links); false when it cannot be read. */
+export function isDirectory(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}

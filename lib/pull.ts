@@ -22,12 +22,20 @@ import {
 import { Limiter } from "./limiter.ts";
 import {
   ensureDirs,
+  isDirectory,
   LocalPathError,
   reason,
   safeComponents,
 } from "./local_path.ts";
 import { type Exchange, Remote, TimeoutError } from "./remote.ts";
 import type { HashResult, ListEntry, StatEntry } from "./wire.ts";
+import {
+  isRetryable,
+  message,
+  ProtocolError,
+  ShortBody,
+  sleep,
+} from "./retry.ts";
 
 /** What the engine reports while it runs (fed to a progress reporter). */
 export type PullEvent =
@@ -197,22 +205,6 @@ class FileChanged extends Error {
   constructor(path: string) {
     super(`File "${path}" changed on the server`);
     this.name = "FileChanged";
-  }
-}
-
-/** The server answered something that does not fit the request; retrying will not help. */
-class ProtocolError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ProtocolError";
-  }
-}
-
-/** A body ended before every asked byte arrived (retried from the last byte). */
-class ShortBody extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ShortBody";
   }
 }
 
@@ -1674,24 +1666,6 @@ function describeSpans(spans: Array<[number, number]>, size: number): string {
   return `bytes ${a}-${b - 1}${more} of `;
 }
 
-function isDirectory(path: string): boolean {
-  try {
-    return Deno.statSync(path).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
-/** Network trouble, timeouts, short bodies and busy servers are worth a retry; refusals and local errors are not. */
-function isRetryable(error: unknown): boolean {
-  if (error instanceof HttpError) {
-    return error.status >= 500 || error.status === 408 ||
-      error.status === 429;
-  }
-  return error instanceof TimeoutError || error instanceof ConnectError ||
-    error instanceof ShortBody || error instanceof TypeError;
-}
-
 /** `bytes A-B/SIZE` → numbers; undefined when malformed. */
 export function parseContentRange(
   value: string | null,
@@ -1716,23 +1690,4 @@ function limitBytes(limit: number): TransformStream<Uint8Array, Uint8Array> {
       controller.enqueue(chunk);
     },
   });
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
