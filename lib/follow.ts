@@ -19,7 +19,7 @@ import {
   type PullEvent,
   type PullSummary,
 } from "./pull.ts";
-import { type Exchange, Remote, TimeoutError } from "./remote.ts";
+import { type Exchange, Remote, remoteRootError } from "./remote.ts";
 import {
   API,
   type HashResult,
@@ -1155,45 +1155,12 @@ class Follower {
 
   #rootError(error: unknown): unknown {
     if (this.#stop.signal.aborted) return error;
-    const p = JSON.stringify(this.#o.remotePath);
-    const host = this.#remote.host;
-    if (error instanceof HttpError) {
-      const status = error.status;
-      if (status === 404) {
-        return new ConnectError(`Remote path ${p} does not exist on ${host}`, {
-          status,
-          cause: error,
-        });
-      }
-      if (status === 401) {
-        return new ConnectError(
-          `Not authenticated by ${host}: ${error.message}`,
-          {
-            status,
-            cause: error,
-          },
-        );
-      }
-      if (status === 403) {
-        return new ConnectError(
-          `Remote path ${p} is refused by ${host}: ${error.message}`,
-          { status, cause: error },
-        );
-      }
-      return new ConnectError(
-        `Cannot follow remote path ${p} on ${host}: ${error.message}`,
-        { status, cause: error },
-      );
-    }
-    if (error instanceof ConnectError || error instanceof LocalPathError) {
-      return error;
-    }
-    if (error instanceof TimeoutError) {
-      return new ConnectError(error.message, { cause: error });
-    }
-    return new ConnectError(
-      `Cannot follow remote path ${p} on ${host}: ${message(error)}`,
-      { cause: error },
+    if (error instanceof LocalPathError) return error;
+    return remoteRootError(
+      error,
+      this.#o.remotePath,
+      this.#remote.host,
+      "follow",
     );
   }
 }

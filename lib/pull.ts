@@ -5,7 +5,6 @@ import picomatch from "picomatch";
 import { decodeFrames } from "./bundle_codec.ts";
 import { type ByteRange, planChunks } from "./chunk_plan.ts";
 import type { ClientSettings } from "./config.ts";
-import { ConnectError, HttpError } from "./errors.ts";
 import {
   encodeJournal,
   type JournalData,
@@ -27,7 +26,7 @@ import {
   reason,
   safeComponents,
 } from "./local_path.ts";
-import { type Exchange, Remote, TimeoutError } from "./remote.ts";
+import { type Exchange, Remote, remoteRootError } from "./remote.ts";
 import type { HashResult, ListEntry, StatEntry } from "./wire.ts";
 import {
   isRetryable,
@@ -1303,40 +1302,11 @@ class PullRun {
 
   #rootError(error: unknown): unknown {
     if (this.#signal.aborted) return error;
-    const p = JSON.stringify(this.#o.remotePath);
-    const host = this.#remote.host;
-    if (error instanceof HttpError) {
-      const status = error.status;
-      if (status === 404) {
-        return new ConnectError(`Remote path ${p} does not exist on ${host}`, {
-          status,
-          cause: error,
-        });
-      }
-      if (status === 401) {
-        return new ConnectError(
-          `Not authenticated by ${host}: ${error.message}`,
-          { status, cause: error },
-        );
-      }
-      if (status === 403) {
-        return new ConnectError(
-          `Remote path ${p} is refused by ${host}: ${error.message}`,
-          { status, cause: error },
-        );
-      }
-      return new ConnectError(
-        `Cannot read remote path ${p} on ${host}: ${error.message}`,
-        { status, cause: error },
-      );
-    }
-    if (error instanceof ConnectError) return error;
-    if (error instanceof TimeoutError) {
-      return new ConnectError(error.message, { cause: error });
-    }
-    return new ConnectError(
-      `Cannot read remote path ${p} on ${host}: ${message(error)}`,
-      { cause: error },
+    return remoteRootError(
+      error,
+      this.#o.remotePath,
+      this.#remote.host,
+      "read",
     );
   }
 }
