@@ -12,6 +12,8 @@ import {
   writeKeyPair,
 } from "../lib/auth.ts";
 import { RUNTIME_FLAGS } from "../scripts/compile.ts";
+import { makeTestPki, type TestPki } from "../tests/_tls.ts";
+import { freePort, REPO } from "./_common.ts";
 
 const { values: opts } = parseArgs({
   options: {
@@ -31,27 +33,6 @@ if (opts.help) {
 }
 const RUNS = Number(opts.runs);
 const PER_DIR = Number(opts["files-per-dir"]);
-const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-async function sh(cmd: string, args: string[], cwd?: string): Promise<void> {
-  const r = await new Deno.Command(cmd, {
-    args,
-    cwd,
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  if (!r.success) {
-    throw new Error(`${cmd} failed: ${new TextDecoder().decode(r.stderr)}`);
-  }
-}
 
 interface Variant {
   name: string;
@@ -88,63 +69,12 @@ try {
   const authorized = join(tmp, "authorized_keys");
   await Deno.writeTextFile(authorized, keys.publicLine + "\n");
 
-  let pki: { ca: string; cert: string; key: string } | undefined;
+  // The same private CA and server certificate as the TLS tests (openssl).
+  let pki: TestPki | undefined;
   if (opts.tls) {
     const p = join(tmp, "pki");
     await Deno.mkdir(p);
-    await sh("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=bench CA",
-    ], p);
-    await sh("openssl", [
-      "req",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-keyout",
-      "server.key",
-      "-out",
-      "server.csr",
-      "-subj",
-      "/CN=localhost",
-    ], p);
-    await Deno.writeTextFile(
-      join(p, "server.ext"),
-      "subjectAltName=IP:127.0.0.1\n",
-    );
-    await sh("openssl", [
-      "x509",
-      "-req",
-      "-in",
-      "server.csr",
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-out",
-      "server.pem",
-      "-days",
-      "2",
-      "-extfile",
-      "server.ext",
-    ], p);
-    pki = {
-      ca: join(p, "ca.pem"),
-      cert: join(p, "server.pem"),
-      key: join(p, "server.key"),
-    };
+    pki = await makeTestPki(p);
   }
 
   const setups: Array<{ name: string; signed: boolean; tls: boolean }> = [
@@ -161,11 +91,11 @@ try {
     const ini = [`[hsyncd]`, `Only_allowed_path = ${data}`];
     if (s.signed) ini.push(`Authorized_keys = ${authorized}`);
     if (s.tls && pki) {
-      ini.push(`Cert_file = ${pki.cert}`, `Key_file = ${pki.key}`);
+      ini.push(`Cert_file = ${pki.certFile}`, `Key_file = ${pki.keyFile}`);
     }
     await Deno.writeTextFile(join(dir, "server.ini"), ini.join("\n") + "\n");
     const clientIni = ["[hscp]"];
-    if (s.tls && pki) clientIni.push("Tls = yes", `CA_file = ${pki.ca}`);
+    if (s.tls && pki) clientIni.push("Tls = yes", `CA_file = ${pki.caFile}`);
     await Deno.writeTextFile(
       join(dir, "client.ini"),
       clientIni.join("\n") + "\n",

@@ -9,6 +9,7 @@ import {
   live,
   type Manifest,
   manifestOf,
+  median,
   readProc,
   REPO,
   run,
@@ -404,12 +405,6 @@ async function timedRun(inv: Invocation, ctx: Ctx): Promise<RunResult> {
     return { ok: false, seconds: r.seconds, rssKiB, why };
   }
   return { ok: true, seconds: r.seconds, rssKiB };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 // ---------------------------------------------------------------- main

@@ -13,10 +13,9 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { RUNTIME_FLAGS } from "../scripts/compile.ts";
+import { freePort, REPO, sleep } from "./_common.ts";
 
-const REPO = new URL("../", import.meta.url).pathname;
 const enc = new TextEncoder();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Args {
   only: Set<string>;
@@ -130,13 +129,6 @@ function spawn(args: string[], env: Record<string, string>): Proc {
   };
   live.add(proc);
   return proc;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 async function until(

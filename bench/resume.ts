@@ -4,12 +4,12 @@
 import { parseArgs } from "node:util";
 import { createHash, randomFillSync } from "node:crypto";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import defaults from "../hsync.ini" with { type: "text" };
 import { clientSettings, loadConfig } from "../lib/config.ts";
 import { journalPathFor, loadJournal, partPathFor } from "../lib/journal.ts";
 import { pull } from "../lib/pull.ts";
 import { RUNTIME_FLAGS } from "../scripts/compile.ts";
+import { freePort, median, REPO, sha256File } from "./_common.ts";
 
 const HELP = `usage: deno run -q -P=bench bench/resume.ts [options]
 
@@ -84,7 +84,6 @@ const CYCLES = positive("cycles", opts.cycles);
 const SIZE_C = positive("size-c", opts["size-c"]) * MiB;
 const RUNS_C = positive("runs-c", opts["runs-c"]);
 
-const REPO = fileURLToPath(new URL("..", import.meta.url));
 const SERVER = join(REPO, "main_server.ts");
 const CLIENT = join(REPO, "main_client.ts");
 
@@ -106,18 +105,6 @@ async function makeData(path: string, size: number): Promise<string> {
     let off = 0;
     while (off < view.length) off += await file.write(view.subarray(off));
     left -= view.length;
-  }
-  return digest.digest("hex");
-}
-
-async function sha256File(path: string): Promise<string> {
-  const digest = createHash("sha256");
-  using file = await Deno.open(path, { read: true });
-  const buffer = new Uint8Array(4 * MiB);
-  while (true) {
-    const n = await file.read(buffer);
-    if (n === null) break;
-    digest.update(buffer.subarray(0, n));
   }
   return digest.digest("hex");
 }
@@ -160,21 +147,8 @@ async function leftovers(dir: string): Promise<string[]> {
   return out;
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 async function syncDisks(): Promise<void> {
   await new Deno.Command("sync").output().catch(() => {});
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 function pct(x: number): string {

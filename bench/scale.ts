@@ -8,6 +8,7 @@ import {
   fmtSize,
   live,
   manifestOf,
+  median,
   REPO,
   run,
   type Server,
@@ -146,11 +147,6 @@ async function countListing(port: number, path: string): Promise<number> {
   return lines;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const mib = (kib: number | null) =>
   kib === null ? "?" : (kib / 1024).toFixed(0);
 
