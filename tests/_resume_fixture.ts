@@ -1,7 +1,8 @@
 /** Test fixture for resume and verify tests: the real hsyncd handler on loopback, with faults injected per file request and the bytes served counted. */
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
-import { loadConfig, serverSettings } from "../lib/config.ts";
+import { clientSettings, loadConfig, serverSettings } from "../lib/config.ts";
+import { pull, type PullEvent, type PullOptions } from "../lib/pull.ts";
 import { createHandler } from "../lib/server.ts";
 
 /** One `GET /v1/file` request as the server saw it. */
@@ -242,4 +243,38 @@ export async function leftovers(root: string): Promise<string[]> {
   }
   await walk(root, "");
   return out.sort();
+}
+
+/**
+ * `pull()` with test settings (1 MiB parts, at most 4, 5 s timeout, 2 retries,
+ * 1 ms first back-off, overridable by ini key) and every event recorded (and
+ * passed on to `options.onEvent`).
+ */
+export async function runPull(
+  options: Partial<PullOptions> & {
+    baseUrl: string;
+    remotePath: string;
+    localPath: string;
+  },
+  settings: Record<string, string> = {},
+): Promise<{ summary: Awaited<ReturnType<typeof pull>>; events: PullEvent[] }> {
+  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
+  const events: PullEvent[] = [];
+  const summary = await pull({
+    settings: clientSettings(config, "hscp", {
+      Min_part_size: "1M",
+      Max_part_num: "4",
+      Data_timeout: "5",
+      Max_timeout_retry: "2",
+      ...settings,
+    }),
+    parallelFiles: 4,
+    retryBaseMs: 1,
+    ...options,
+    onEvent: (e) => {
+      events.push(e);
+      options.onEvent?.(e);
+    },
+  });
+  return { summary, events };
 }

@@ -1,14 +1,12 @@
 /** Resume through lib/pull.ts: journals saved while bytes arrive and on abort, reruns that fetch only what is missing, and files that changed in between. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import defaults from "../hsync.ini" with { type: "text" };
-import { clientSettings, loadConfig } from "../lib/config.ts";
 import { journalTempPathFor, loadJournal, RangeSet } from "../lib/journal.ts";
-import { pull, type PullEvent, type PullOptions } from "../lib/pull.ts";
 import {
   bytes,
   journalCovered,
   leftovers,
+  runPull,
   sameBytes,
   startControlledServer,
   until,
@@ -17,34 +15,7 @@ import { tempDir } from "./_programs.ts";
 
 const MiB = 1024 * 1024;
 
-async function run(
-  options: Partial<PullOptions> & {
-    baseUrl: string;
-    remotePath: string;
-    localPath: string;
-  },
-  settings: Record<string, string> = {},
-): Promise<{ summary: Awaited<ReturnType<typeof pull>>; events: PullEvent[] }> {
-  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
-  const events: PullEvent[] = [];
-  const summary = await pull({
-    settings: clientSettings(config, "hscp", {
-      Min_part_size: "1M",
-      Max_part_num: "4",
-      Data_timeout: "5",
-      Max_timeout_retry: "2",
-      ...settings,
-    }),
-    parallelFiles: 4,
-    retryBaseMs: 1,
-    ...options,
-    onEvent: (e) => {
-      events.push(e);
-      options.onEvent?.(e);
-    },
-  });
-  return { summary, events };
-}
+const run = runPull;
 
 Deno.test("pull() aborted mid-transfer saves a journal of the bytes on disk, and the rerun fetches only the rest with If-Range", async () => {
   await using dir = await tempDir();

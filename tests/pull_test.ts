@@ -13,23 +13,10 @@ import { ConnectError } from "../lib/errors.ts";
 import { LocalPathError } from "../lib/local_path.ts";
 import { pull, type PullEvent, type PullOptions } from "../lib/pull.ts";
 import { createHandler } from "../lib/server.ts";
+import { tempDir } from "./_programs.ts";
 import type { BundleRequest, ListEntry, StatEntry } from "../lib/wire.ts";
 
 const MiB = 1024 * 1024;
-
-interface TempDir extends AsyncDisposable {
-  path: string;
-}
-
-async function tempDir(): Promise<TempDir> {
-  const path = await Deno.makeTempDir({ prefix: "hsync-pull-test-" });
-  return {
-    path,
-    async [Symbol.asyncDispose]() {
-      await Deno.remove(path, { recursive: true }).catch(() => {});
-    },
-  };
-}
 
 async function settingsWith(
   overrides: Record<string, string> = {},

@@ -1,17 +1,11 @@
 /** `verify` and `checksum` through lib/pull.ts: SHA-256 against the server's hash endpoint, one refetch, loud failure, busy hash slots, skip by checksum. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import defaults from "../hsync.ini" with { type: "text" };
-import { clientSettings, loadConfig } from "../lib/config.ts";
-import {
-  HASH_SPAN_BYTES,
-  pull,
-  type PullEvent,
-  type PullOptions,
-} from "../lib/pull.ts";
+import { HASH_SPAN_BYTES, type PullEvent } from "../lib/pull.ts";
 import {
   bytes,
   leftovers,
+  runPull,
   sameBytes,
   startControlledServer,
 } from "./_resume_fixture.ts";
@@ -19,29 +13,8 @@ import { tempDir } from "./_programs.ts";
 
 const MiB = 1024 * 1024;
 
-async function run(
-  options: Partial<PullOptions> & {
-    baseUrl: string;
-    remotePath: string;
-    localPath: string;
-  },
-): Promise<{ summary: Awaited<ReturnType<typeof pull>>; events: PullEvent[] }> {
-  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
-  const events: PullEvent[] = [];
-  const summary = await pull({
-    settings: clientSettings(config, "hscp", {
-      Min_part_size: "1M",
-      Max_part_num: "4",
-      Data_timeout: "5",
-      Max_timeout_retry: "3",
-    }),
-    parallelFiles: 4,
-    retryBaseMs: 1,
-    onEvent: (e) => events.push(e),
-    ...options,
-  });
-  return { summary, events };
-}
+const run = (options: Parameters<typeof runPull>[0]) =>
+  runPull(options, { Max_timeout_retry: "3" });
 
 function warnings(events: PullEvent[]): string[] {
   return events.flatMap((e) => e.type === "warning" ? [e.message] : []);
