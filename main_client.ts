@@ -6,6 +6,7 @@ import {
   type ClientCommand,
   parseClientArgs,
   type PullCommand,
+  transferOptions,
 } from "./lib/client_args.ts";
 import {
   clientSettings,
@@ -93,14 +94,8 @@ async function runPull(cmd: PullCommand): Promise<number> {
   try {
     const summary = await pull({
       baseUrl,
-      remotePath: cmd.remotePath,
-      localPath: cmd.localPath,
-      scpPlacement: cmd.scpStyle,
+      ...transferOptions(cmd),
       settings,
-      parallelFiles: cmd.parallel,
-      include: cmd.include,
-      exclude: cmd.exclude,
-      preserve: cmd.preserve,
       verify: cmd.verify,
       checksum: cmd.checksum,
       signal: controller.signal,

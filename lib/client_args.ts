@@ -245,3 +245,24 @@ export function cleanParseError(error: unknown): string {
   const first = text.split("\n")[0];
   return first.replace(/\. To specify a positional argument.*$/, "");
 }
+
+/** What a pull and a follow take from the command line alike. */
+export function transferOptions(cmd: PullCommand): {
+  remotePath: string;
+  localPath: string;
+  scpPlacement: boolean;
+  parallelFiles: number;
+  include: string[];
+  exclude: string[];
+  preserve: boolean;
+} {
+  return {
+    remotePath: cmd.remotePath,
+    localPath: cmd.localPath,
+    scpPlacement: cmd.scpStyle,
+    parallelFiles: cmd.parallel,
+    include: cmd.include,
+    exclude: cmd.exclude,
+    preserve: cmd.preserve,
+  };
+}

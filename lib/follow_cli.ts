@@ -1,7 +1,7 @@
 /** `hsync --sync`: the command-line side of following a remote file or tree (messages on stderr, signals, state file, exit code). */
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
-import type { PullCommand } from "./client_args.ts";
+import { type PullCommand, transferOptions } from "./client_args.ts";
 import type { ClientSettings } from "./config.ts";
 import { EXIT } from "./errors.ts";
 import { follow, type FollowEvent, type FollowSummary } from "./follow.ts";
@@ -183,14 +183,8 @@ export async function runFollow(
   try {
     const summary = await follow({
       baseUrl,
-      remotePath: cmd.remotePath,
-      localPath: cmd.localPath,
-      scpPlacement: cmd.scpStyle,
+      ...transferOptions(cmd),
       settings,
-      parallelFiles: cmd.parallel,
-      include: cmd.include,
-      exclude: cmd.exclude,
-      preserve: cmd.preserve,
       fromNow: cmd.fromNow,
       stateFile: hsyncDir === undefined
         ? undefined
