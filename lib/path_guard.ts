@@ -77,14 +77,50 @@ export interface PathGuard {
    * rules and the same identity proof as `check` + `openFile`. Returns
    * undefined whenever anything is unusual (missing, refused, a symlink, a
    * race, larger than `maxBytes`): the caller then takes the asynchronous
-   * path, which produces the precise answer. `realDirs` caches the real path
-   * of parent directories within one request.
+   * path, which produces the precise answer. `cache` (from
+   * `newSmallReadCache`) keeps what was learnt of parent directories within
+   * one request.
    */
   readSmallSync(
     requestPath: string,
     maxBytes: number,
-    realDirs: Map<string, string>,
-  ): { info: Deno.FileInfo; data: Uint8Array } | undefined;
+    cache: SmallReadCache,
+  ): SmallFile | undefined;
+  /**
+   * `readSmallSync` for consecutive paths: reads them in order until one is
+   * declined or `maxTotal` bytes have been read, and returns the ones read
+   * (a prefix of `requestPaths`). Each parent directory's real path is
+   * proven once per batch, after its files were opened and before each is
+   * compared with what its path now leads to.
+   */
+  readSmallBatchSync(
+    requestPaths: readonly string[],
+    maxBytes: number,
+    maxTotal: number,
+    cache: SmallReadCache,
+  ): SmallFile[];
+}
+
+/** A whole small file read by `readSmallSync`. */
+export interface SmallFile {
+  /** `fstat` of the opened file, taken before its bytes were read. */
+  info: Deno.FileInfo;
+  data: Uint8Array;
+}
+
+/** What one request learnt of parent directories (normalised requested path -> facts). */
+export type SmallReadCache = Map<string, SmallDir>;
+
+interface SmallDir {
+  /** The directory with every symlink resolved. */
+  real: string;
+  /** Whether the rules allow what is below it, in both forms (then only a child's own name and path remain to check). */
+  allowed: boolean;
+}
+
+/** A cache for `readSmallSync`, valid for one request. */
+export function newSmallReadCache(): SmallReadCache {
+  return new Map();
 }
 
 interface DirRule {
@@ -173,6 +209,9 @@ interface JailRules {
 
 class Jail implements PathGuard {
   #rules: JailRules;
+  /** `allowsEntry`'s last directory and whether the rules allow what is below it. */
+  #lastDir: string | undefined;
+  #lastDirAllowed = false;
 
   constructor(rules: JailRules) {
     this.#rules = rules;
@@ -219,7 +258,17 @@ class Jail implements PathGuard {
       return false;
     }
     const path = realDirPath === "/" ? `/${name}` : `${realDirPath}/${name}`;
-    return this.#refusal(path, path, this.#rules.realRoots) === undefined;
+    // A listing asks about every entry of one directory in turn: the verdict
+    // on the directory is kept, and each entry adds only its own path and name.
+    if (this.#lastDir !== realDirPath) {
+      this.#lastDirAllowed = this.#refusal(
+        realDirPath,
+        realDirPath,
+        this.#rules.realRoots,
+      ) === undefined;
+      this.#lastDir = realDirPath;
+    }
+    return this.#lastDirAllowed && !this.#childRefused(path, name);
   }
 
   async openFile(checked: CheckedPath): Promise<OpenedFile> {
@@ -278,57 +327,156 @@ class Jail implements PathGuard {
   readSmallSync(
     requestPath: string,
     maxBytes: number,
-    realDirs: Map<string, string>,
-  ): { info: Deno.FileInfo; data: Uint8Array } | undefined {
+    cache: SmallReadCache,
+  ): SmallFile | undefined {
+    return this.readSmallBatchSync([requestPath], maxBytes, Infinity, cache)[0];
+  }
+
+  readSmallBatchSync(
+    requestPaths: readonly string[],
+    maxBytes: number,
+    maxTotal: number,
+    cache: SmallReadCache,
+  ): SmallFile[] {
+    const opened: Array<{
+      fd: number;
+      realPath: string;
+      dir: SmallDir;
+      stats: Stats;
+      file: SmallFile;
+    }> = [];
+    try {
+      let total = 0;
+      for (const requestPath of requestPaths) {
+        if (total >= maxTotal) break;
+        const got = this.#openSmall(requestPath, maxBytes, cache);
+        if (got === undefined) break;
+        opened.push(got);
+        total += got.file.data.length;
+      }
+      // The proof, in this order: every file is open (its identity fixed);
+      // now each parent's real path must still resolve to itself (no
+      // directory on the way swapped for a symlink), and then each real path
+      // must lead to the very file that was opened. Defeating it takes a swap
+      // that is undone before the first step and redone before the second.
+      const proven = new Set<SmallDir>();
+      let good = 0;
+      for (const item of opened) {
+        if (!proven.has(item.dir)) {
+          if (!resolvesToItself(item.dir.real)) break;
+          proven.add(item.dir);
+        }
+        let now: Deno.FileInfo;
+        try {
+          now = Deno.lstatSync(item.realPath);
+        } catch {
+          break;
+        }
+        if (now.dev !== item.stats.dev || now.ino !== item.stats.ino) break;
+        good++;
+      }
+      return opened.slice(0, good).map((item) => item.file);
+    } finally {
+      for (const item of opened) closeSync(item.fd);
+    }
+  }
+
+  /** Checks, opens and reads one small file; undefined (nothing left open) when it must go the long way. */
+  #openSmall(
+    requestPath: string,
+    maxBytes: number,
+    cache: SmallReadCache,
+  ):
+    | {
+      fd: number;
+      realPath: string;
+      dir: SmallDir;
+      stats: Stats;
+      file: SmallFile;
+    }
+    | undefined {
     let path: string;
     try {
       path = normalizeRequest(requestPath);
     } catch {
       return undefined;
     }
-    if (this.#refusal(path, path, this.#rules.configuredRoots) !== undefined) {
-      return undefined;
-    }
     const slash = path.lastIndexOf("/");
-    const dir = slash === 0 ? "/" : path.slice(0, slash);
+    if (slash === path.length - 1) return undefined; // the root itself
+    const dirPath = slash === 0 ? "/" : path.slice(0, slash);
     const name = path.slice(slash + 1);
-    let fd = -1;
-    try {
-      let realDir = realDirs.get(dir);
-      if (realDir === undefined) {
-        realDir = Deno.realPathSync(dir);
-        realDirs.set(dir, realDir);
-      }
-      const realPath = realDir === "/" ? `/${name}` : `${realDir}/${name}`;
-      if (
-        this.#refusal(realPath, path, this.#rules.realRoots) !== undefined
-      ) {
+    let dir = cache.get(dirPath);
+    if (dir === undefined) {
+      let real: string;
+      try {
+        real = Deno.realPathSync(dirPath);
+      } catch {
         return undefined;
       }
+      dir = {
+        real,
+        allowed:
+          this.#refusal(dirPath, dirPath, this.#rules.configuredRoots) ===
+            undefined &&
+          this.#refusal(real, dirPath, this.#rules.realRoots) === undefined,
+      };
+      cache.set(dirPath, dir);
+    }
+    // Below an allowed directory only the child's own path and name can still be refused.
+    if (!dir.allowed || this.#childRefused(path, name)) return undefined;
+    const realPath = dir.real === "/" ? `/${name}` : `${dir.real}/${name}`;
+    if (this.#childRefused(realPath, name)) return undefined;
+    let fd = -1;
+    try {
       // O_NOFOLLOW: a final symlink fails here (ELOOP) and goes the long way.
+      // O_NONBLOCK: a FIFO swapped in opens at once (and is then declined).
       fd = openSync(
         realPath,
         fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW,
       );
-      const info = toFileInfo(fstatSync(fd));
-      if (!info.isFile || info.size > maxBytes) return undefined;
-      // The real path still resolves to itself and leads to this very file:
-      // no directory on the way was swapped for a symlink since realDir.
-      if (Deno.realPathSync(realPath) !== realPath) return undefined;
-      if (!sameFile(Deno.lstatSync(realPath), info)) return undefined;
-      const data = new Uint8Array(info.size);
+      const stats = fstatSync(fd);
+      if (!stats.isFile() || stats.size > maxBytes) {
+        closeSync(fd);
+        return undefined;
+      }
+      const data = new Uint8Array(stats.size);
       let at = 0;
       while (at < data.length) {
         const n = readSync(fd, data, at, data.length - at, at);
-        if (n === 0) return undefined; // shrank: the long way reports it
+        if (n === 0) { // shrank: the long way reports it
+          closeSync(fd);
+          return undefined;
+        }
         at += n;
       }
-      return { info, data };
+      return {
+        fd,
+        realPath,
+        dir,
+        stats,
+        file: { info: toFileInfo(stats), data },
+      };
     } catch {
-      return undefined;
-    } finally {
       if (fd >= 0) closeSync(fd);
+      return undefined;
     }
+  }
+
+  /**
+   * Whether a rule refuses `path` (whose parent passed every rule) for
+   * itself: only an exact match of a refused path, or its name.
+   */
+  #childRefused(path: string, name: string): boolean {
+    const rules = this.#rules;
+    if (PSEUDO_ROOTS.includes(path) || rules.denied.includes(path)) return true;
+    for (const rule of rules.dirRules) {
+      if (rule.forms.includes(path)) return true;
+    }
+    if (rules.forbiddenNames.has(name)) return true;
+    for (const rule of rules.fileRules) {
+      if (rule.test(name)) return true;
+    }
+    return false;
   }
 
   /** The rule that refuses `path`, if any; messages show `shown` (the requested path, never the real one). */
@@ -495,18 +643,24 @@ function normalizeRequest(requestPath: string): string {
     throw new HttpError(400, "bad_path", "A path is required");
   }
   if (requestPath.includes("\0")) throw bad("a path cannot contain NUL");
-  if (encoder.encode(requestPath).length > MAX_PATH_BYTES) {
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: most paths need no encoding to be measured.
+  if (utf8Longer(requestPath, MAX_PATH_BYTES)) {
     throw bad(`a path is at most ${MAX_PATH_BYTES} bytes`);
   }
   if (!requestPath.startsWith("/")) throw bad("the path must be absolute");
   // Lexical normalisation: `..` cannot climb above `/`, and the result is checked again after realpath.
   const path = stripSlash(posix.normalize(requestPath));
   for (const component of path.split("/")) {
-    if (encoder.encode(component).length > MAX_NAME_BYTES) {
+    if (utf8Longer(component, MAX_NAME_BYTES)) {
       throw bad(`a file name is at most ${MAX_NAME_BYTES} bytes`);
     }
   }
   return path;
+}
+
+/** Whether `text` takes more than `max` bytes in UTF-8. */
+function utf8Longer(text: string, max: number): boolean {
+  return text.length * 3 > max && encoder.encode(text).length > max;
 }
 
 /** Maps a file-system error about `path` to an `HttpError` whose message shows only the requested path. */
@@ -570,6 +724,15 @@ async function realPathLoose(path: string): Promise<string> {
       rest.unshift(posix.basename(dir));
       dir = posix.dirname(dir);
     }
+  }
+}
+
+/** Whether `realPath` still resolves to itself (no component has become a symlink). */
+function resolvesToItself(realPath: string): boolean {
+  try {
+    return Deno.realPathSync(realPath) === realPath;
+  } catch {
+    return false;
   }
 }
 

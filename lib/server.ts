@@ -11,6 +11,7 @@ import {
   type CheckedPath,
   createPathGuard,
   MAX_PATH_BYTES,
+  newSmallReadCache,
   type OpenedFile,
   type PathGuard,
 } from "./path_guard.ts";
@@ -147,6 +148,8 @@ const FILE_CHUNK = 128 * 1024;
 const HASH_CHUNK = 1024 * 1024;
 const LIST_BATCH = 256;
 const BUNDLE_CHUNK = 256 * 1024;
+/** Most paths one synchronous batch looks at (it stops earlier at BUNDLE_CHUNK bytes). */
+const QUICK_BATCH = 128;
 const encoder = new TextEncoder();
 
 /**
@@ -1324,7 +1327,7 @@ function bundleStream(
     return frame;
   }
 
-  const realDirs = new Map<string, string>();
+  const cache = newSmallReadCache();
   const prefix = root.path === "/" ? "/" : `${root.path}/`;
   /**
    * Frames read synchronously while nothing is pending, up to one chunk: for
@@ -1333,32 +1336,34 @@ function bundleStream(
    */
   function quick(): Uint8Array[] {
     const frames: Uint8Array[] = [];
-    let size = 0;
-    const max = ctx.limits.bundleMaxFileBytes;
-    while (
-      !finished && ahead.length === 0 && next < paths.length &&
-      size < BUNDLE_CHUNK
-    ) {
-      const rel = paths[next];
+    if (finished || ahead.length > 0 || next >= paths.length) return frames;
+    const batch: string[] = [];
+    for (let i = next; i < paths.length && batch.length < QUICK_BATCH; i++) {
       try {
-        checkRelative(rel);
+        checkRelative(paths[i]);
       } catch {
         break;
       }
-      const got = ctx.guard.readSmallSync(prefix + rel, max, realDirs);
-      if (got === undefined) break;
+      batch.push(prefix + paths[i]);
+    }
+    const files = ctx.guard.readSmallBatchSync(
+      batch,
+      ctx.limits.bundleMaxFileBytes,
+      BUNDLE_CHUNK,
+      cache,
+    );
+    for (const got of files) {
+      const rel = paths[next];
       // Its turn in the read-ahead order, with nothing held (already read).
       void budget.reserve(next, 0);
       next++;
-      const frame = encodeFrame({
+      frames.push(encodeFrame({
         path: rel,
         size: got.data.length,
         mtime: mtimeMs(got.info),
         mode: modeBits(got.info),
         etag: etagFor(got.info),
-      }, got.data);
-      frames.push(frame);
-      size += frame.length;
+      }, got.data));
     }
     return frames;
   }

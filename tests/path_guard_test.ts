@@ -8,6 +8,7 @@ import { ConfigError, HttpError } from "../lib/errors.ts";
 import {
   type CheckedPath,
   createPathGuard,
+  newSmallReadCache,
   type PathGuard,
 } from "../lib/path_guard.ts";
 
@@ -490,7 +491,7 @@ Deno.test("path guard either refuses a random path or returns a real path inside
 Deno.test("readSmallSync() reads only what check() + openFile() would serve, and declines the rest", async () => {
   const f = await makeFixture();
   try {
-    const dirs = new Map<string, string>();
+    const dirs = newSmallReadCache();
     const got = f.guard.readSmallSync(join(f.data, "hello.txt"), 1024, dirs);
     assert.equal(new TextDecoder().decode(got?.data), "hello");
     assert.equal(got?.info.size, 5);
@@ -519,7 +520,7 @@ Deno.test("readSmallSync() reads only what check() + openFile() would serve, and
       assert.equal(f.guard.readSmallSync(path, max, dirs), undefined, why);
     }
     // A directory swapped for a symlink after its real path was cached is caught.
-    const cache = new Map<string, string>();
+    const cache = newSmallReadCache();
     assert.ok(f.guard.readSmallSync(join(f.data, "sw", "f.txt"), 64, cache));
     await Deno.rename(join(f.data, "sw"), join(f.tmp, "sw-away"));
     await Deno.mkdir(join(f.secret, "sw"));
@@ -559,7 +560,7 @@ Deno.test("readSmallSync() agrees with check() + openFile() on random paths", as
       "state",
       "loop_a",
     );
-    const dirs = new Map<string, string>();
+    const dirs = newSmallReadCache();
     await fc.assert(
       fc.asyncProperty(
         fc.constantFrom(f.data, f.tmp, f.secret),
@@ -582,6 +583,42 @@ Deno.test("readSmallSync() agrees with check() + openFile() on random paths", as
       ),
       { numRuns: 300 },
     );
+  } finally {
+    await Deno.remove(f.tmp, { recursive: true });
+  }
+});
+
+Deno.test("readSmallBatchSync() reads consecutive files up to the first declined one or the byte budget", async () => {
+  const f = await makeFixture();
+  try {
+    const dir = join(f.data, "batch");
+    await Deno.mkdir(join(dir, "inner"), { recursive: true });
+    for (const name of ["a", "b", "c", "d"]) {
+      await Deno.writeTextFile(join(dir, name), name.repeat(10));
+    }
+    await Deno.writeTextFile(join(dir, "inner", "e"), "e".repeat(10));
+    await Deno.writeTextFile(join(dir, "id_rsa"), "key");
+    const paths = (names: string[]) => names.map((n) => join(dir, n));
+    const read = (names: string[], max = 1024, total = Infinity) =>
+      f.guard.readSmallBatchSync(paths(names), max, total, newSmallReadCache())
+        .map((got) => new TextDecoder().decode(got.data));
+
+    // Across directories, in order.
+    assert.deepEqual(read(["a", "inner/e", "b"]), [
+      "a".repeat(10),
+      "e".repeat(10),
+      "b".repeat(10),
+    ]);
+    // Stops at the first refused, missing, oversized or linked path: the rest go the long way.
+    assert.deepEqual(read(["a", "id_rsa", "b"]), ["a".repeat(10)]);
+    assert.deepEqual(read(["a", "missing", "b"]), ["a".repeat(10)]);
+    assert.deepEqual(read(["a", "b"], 9), []);
+    assert.deepEqual(read(["a", "../link_in", "b"]), ["a".repeat(10)]);
+    // Stops once the byte budget is reached (the file that reaches it is included).
+    assert.deepEqual(read(["a", "b", "c", "d"], 1024, 15), [
+      "a".repeat(10),
+      "b".repeat(10),
+    ]);
   } finally {
     await Deno.remove(f.tmp, { recursive: true });
   }
