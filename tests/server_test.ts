@@ -1537,6 +1537,63 @@ Deno.test("a slow client holds at most a few chunks of a file in server memory",
   });
 });
 
+Deno.test("file bodies read large chunks when few stream at once, smaller ones when many do, and count themselves out", async () => {
+  await withFixture(async (f) => {
+    const size = 2 * 1024 * 1024;
+    const data = new Uint8Array(size);
+    for (let i = 0; i < size; i++) data[i] = (i * 7 + (i >> 12)) & 0xff;
+    await Deno.writeFile(join(f.root, "many.bin"), data);
+    const open = async () => {
+      const res = await f.call(`/v1/file?path=${f.q("many.bin")}`);
+      assert.equal(res.status, 200);
+      return res.body!.getReader();
+    };
+    const firstChunk = async (
+      reader: ReadableStreamDefaultReader<Uint8Array>,
+    ) => {
+      const r = await reader.read();
+      assert.ok(!r.done);
+      return r.value;
+    };
+    // Alone: a large chunk.
+    const alone = await open();
+    assert.equal((await firstChunk(alone)).length, 512 * 1024);
+    await alone.cancel();
+    // Forty at once: the later ones read smaller chunks.
+    const readers = [];
+    const firsts: Uint8Array[] = [];
+    for (let i = 0; i < 40; i++) {
+      const reader = await open();
+      readers.push(reader);
+      firsts.push(await firstChunk(reader));
+    }
+    assert.ok(firsts.some((c) => c.length === 128 * 1024));
+    // Half are cancelled, half read to the end: every byte is right.
+    for (let i = 0; i < readers.length; i++) {
+      if (i % 2 === 0) {
+        await readers[i].cancel();
+        continue;
+      }
+      const got = new Uint8Array(size);
+      got.set(firsts[i]);
+      let at = firsts[i].length;
+      while (true) {
+        const { done, value } = await readers[i].read();
+        if (done) break;
+        got.set(value, at);
+        at += value.length;
+      }
+      assert.equal(at, size);
+      assert.deepEqual(got, data);
+    }
+    // All of them finished or cancelled (either alone would leave more than
+    // sixteen counted): alone again, a large chunk again.
+    const again = await open();
+    assert.equal((await firstChunk(again)).length, 512 * 1024);
+    await again.cancel();
+  });
+});
+
 Deno.test("a slow client holds at most the read-ahead budget of a bundle in server memory", async () => {
   await withFixture(
     async (f) => {
