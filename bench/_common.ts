@@ -360,6 +360,32 @@ export async function vmHWM(pid: number): Promise<number | null> {
 /** The repository root (where deno.json and the programs are). */
 export const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 
+/** `deno` arguments for one quiet hsync pull from 127.0.0.1:`port`, under the client's permission set and runtime flags. */
+export function hsyncPullArgs(
+  port: number,
+  remote: string,
+  local: string,
+  more: string[] = [],
+): string[] {
+  return [
+    "run",
+    "-q",
+    "-P=hsync",
+    ...RUNTIME_FLAGS.hsync,
+    join(REPO, "main_client.ts"),
+    "-i",
+    remote,
+    "-o",
+    local,
+    "-host",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "--quiet",
+    ...more,
+  ];
+}
+
 /** An hsyncd from this checkout, serving only `dataDir`, with its own HSYNC_DIR under `tmp`. */
 export async function startHsyncd(
   tmp: string,

@@ -13,7 +13,7 @@ import {
 } from "../lib/auth.ts";
 import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 import { makeTestPki, type TestPki } from "../tests/_tls.ts";
-import { freePort, REPO } from "./_common.ts";
+import { freePort, hsyncPullArgs, REPO } from "./_common.ts";
 
 const { values: opts } = parseArgs({
   options: {
@@ -156,23 +156,7 @@ try {
       const dest = join(tmp, "out");
       const started = performance.now();
       const r = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-q",
-          "-P=hsync",
-          ...RUNTIME_FLAGS.hsync,
-          join(REPO, "main_client.ts"),
-          "-i",
-          data,
-          "-o",
-          dest,
-          "-host",
-          "127.0.0.1",
-          "-p",
-          String(v.port),
-          "--quiet",
-          ...v.extraArgs,
-        ],
+        args: hsyncPullArgs(v.port, data, dest, v.extraArgs),
         cwd: REPO,
         env: { HSYNC_DIR: v.hsyncDir },
         stdin: "null",

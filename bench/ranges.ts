@@ -3,8 +3,8 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 import {
+  hsyncPullArgs,
   live,
   median,
   REPO,
@@ -112,23 +112,14 @@ async function main(): Promise<number> {
         for (const parts of order) {
           const out = join(tmp, `out-${parts}.bin`);
           await Deno.remove(out).catch(() => {});
-          const p = await run("deno", [
-            "run",
-            "-P=hsync",
-            ...RUNTIME_FLAGS.hsync,
-            join(REPO, "main_client.ts"),
-            "-i",
-            src,
-            "-o",
-            out,
-            "-host",
-            "127.0.0.1",
-            "-p",
-            String(port),
-            "-c",
-            inis.get(parts)!,
-            "--quiet",
-          ], { cwd: REPO, env: server.env });
+          const p = await run(
+            "deno",
+            hsyncPullArgs(port, src, out, [
+              "-c",
+              inis.get(parts)!,
+            ]),
+            { cwd: REPO, env: server.env },
+          );
           const seconds = p.seconds;
           if (p.code !== 0 || await sha256File(out) !== want) {
             failed = true;

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import {
   ensureCommand,
   fmtSize,
+  hsyncPullArgs,
   live,
   manifestOf,
   median,
@@ -21,7 +22,6 @@ import {
   vmHWM,
   writeRandomFile,
 } from "./_common.ts";
-import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
 const HELP = `usage: deno run -q -P=bench bench/scale.ts [options]
   --entries N     entries of the tree listed (default 1000000)
@@ -109,31 +109,6 @@ async function timed(
   };
 }
 
-function hsyncArgs(
-  port: number,
-  remote: string,
-  local: string,
-  more: string[] = [],
-) {
-  return [
-    "run",
-    "-q",
-    "-P=hsync",
-    ...RUNTIME_FLAGS.hsync,
-    join(REPO, "main_client.ts"),
-    "-i",
-    remote,
-    "-o",
-    local,
-    "-host",
-    "127.0.0.1",
-    "-p",
-    String(port),
-    "--quiet",
-    ...more,
-  ];
-}
-
 /** Reads a streamed listing to its end, counting lines, without keeping it. */
 async function countListing(port: number, path: string): Promise<number> {
   const r = await fetch(
@@ -211,7 +186,7 @@ async function main(): Promise<number> {
         // The client lists everything and excludes every file: its memory is the listing's.
         const client = await timed(
           "deno",
-          hsyncArgs(server.port, tree, join(tmp, `out-${n}`), [
+          hsyncPullArgs(server.port, tree, join(tmp, `out-${n}`), [
             "--exclude",
             "f*",
           ]),
@@ -268,7 +243,11 @@ async function main(): Promise<number> {
           const out = join(tmp, `out-${tool}-${r}`);
           outputs.push(out);
           const res = tool === "hsync"
-            ? await timed("deno", hsyncArgs(hsyncd.port, src, out), hsyncd.env)
+            ? await timed(
+              "deno",
+              hsyncPullArgs(hsyncd.port, src, out),
+              hsyncd.env,
+            )
             : await timed("rsync", [
               "-a",
               `rsync://127.0.0.1:${rsyncd.port}/bench/tree/`,
@@ -339,7 +318,7 @@ async function main(): Promise<number> {
         Array.from({ length: CLIENTS }, (_, i) =>
           timed(
             "deno",
-            hsyncArgs(hsyncd.port, src, join(tmp, `client-${i}`)),
+            hsyncPullArgs(hsyncd.port, src, join(tmp, `client-${i}`)),
             hsyncd.env,
           )),
       );
