@@ -6,6 +6,7 @@ import { join } from "node:path";
 import {
   ensureCommand,
   fmtSize,
+  hsyncPullArgs,
   live,
   type Manifest,
   manifestOf,
@@ -24,7 +25,6 @@ import {
   vmHWM,
   writeRandomFile,
 } from "./_common.ts";
-import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
 // ---------------------------------------------------------------- options
 
@@ -36,6 +36,9 @@ const HELP = `usage: deno task bench [options]
   --quick         small data for a smoke run (A 64 MiB, B 1000 files, C 20 files)
   --http-small    also run curl and aria2c on workload B (slow: one request per file)
   --timeout SEC   per-run time limit; a run past it is killed and FAILED (default 600)
+  --out DIR       write the pulled copies under DIR (default: the temporary
+                  directory, on the system disk); e.g. a tmpfs, to time the
+                  transfer without this machine's disk
   --keep          keep the temporary data and logs
   -h, --help      this text
 `;
@@ -49,6 +52,7 @@ const { values: opts } = parseArgs({
     quick: { type: "boolean", default: false },
     "http-small": { type: "boolean", default: false },
     timeout: { type: "string", default: "600" },
+    out: { type: "string" },
     keep: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
@@ -252,21 +256,7 @@ async function invocation(
     case "hsync":
       return {
         cmd: "deno",
-        args: [
-          "run",
-          "-P=hsync",
-          ...RUNTIME_FLAGS.hsync,
-          join(REPO, "main_client.ts"),
-          "-i",
-          src,
-          "-o",
-          out,
-          "-host",
-          "127.0.0.1",
-          "-p",
-          String(ctx.hsyncPort),
-          "--quiet",
-        ],
+        args: hsyncPullArgs(ctx.hsyncPort, src, out),
         cwd: REPO,
         env: ctx.hsyncEnv,
       };
@@ -500,10 +490,28 @@ async function main(): Promise<number> {
 
   const tmp = await Deno.makeTempDir({ prefix: "hsync-bench-" });
   const dataDir = join(tmp, "data");
-  const outDir = join(tmp, "out");
   await Deno.mkdir(dataDir, { recursive: true });
-  await Deno.mkdir(outDir, { recursive: true });
-  console.log(`[setup] temp dir ${tmp}`);
+  let outDir = join(tmp, "out");
+  if (opts.out === undefined) await Deno.mkdir(outDir, { recursive: true });
+  else {
+    try {
+      outDir = await Deno.makeTempDir({
+        dir: opts.out,
+        prefix: "hsync-bench-out-",
+      });
+    } catch (error) {
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+      usage(`--out ${opts.out}: ${(error as Error).message}`);
+    }
+  }
+  const outFs = (await run("stat", ["-f", "-c", "%T", outDir], {
+    stdout: true,
+    timeoutS: 10,
+  })).stdout.trim() || "unknown";
+  info.out = `${
+    outDir === join(tmp, "out") ? "the temporary directory" : opts.out
+  } (${outFs})`;
+  console.log(`[setup] temp dir ${tmp}, outputs under ${outDir} (${outFs})`);
 
   let hsyncd: Server | null = null;
   let rsyncd: Server | null = null;
@@ -521,9 +529,11 @@ async function main(): Promise<number> {
       } catch { /* gone */ }
     }
     if (!opts.keep) {
-      try {
-        Deno.removeSync(tmp, { recursive: true });
-      } catch { /* best effort */ }
+      for (const dir of [tmp, outDir]) {
+        try {
+          Deno.removeSync(dir, { recursive: true });
+        } catch { /* best effort, or already gone with tmp */ }
+      }
     }
     Deno.exit(130);
   };
@@ -583,21 +593,15 @@ async function main(): Promise<number> {
       const one = w0.id === "A"
         ? w0.src
         : join(w0.src, [...w0.manifest.keys()][0]);
-      const warm = await run("deno", [
-        "run",
-        "-P=hsync",
-        ...RUNTIME_FLAGS.hsync,
-        join(REPO, "main_client.ts"),
-        "-i",
-        join(dataDir, one),
-        "-o",
-        join(tmp, "warmup.bin"),
-        "-host",
-        "127.0.0.1",
-        "-p",
-        String(ctx.hsyncPort),
-        "--quiet",
-      ], { cwd: REPO, env: ctx.hsyncEnv, timeoutS: 120 });
+      const warm = await run(
+        "deno",
+        hsyncPullArgs(
+          ctx.hsyncPort,
+          join(dataDir, one),
+          join(tmp, "warmup.bin"),
+        ),
+        { cwd: REPO, env: ctx.hsyncEnv, timeoutS: 120 },
+      );
       if (warm.code !== 0) {
         console.log(
           `[setup] warning: hsync warm-up pull failed: exit ${warm.code} ${
@@ -705,8 +709,11 @@ async function main(): Promise<number> {
           );
           // Kept until the workload ends: on this VM's ext4 (mounted with
           // `discard`) file creation runs up to 10x slower for seconds after a
-          // large deletion, which would land on the next tool's run.
-          doneDirs.push(dest);
+          // large deletion, which would land on the next tool's run. Under
+          // --out (say a tmpfs, which holds its files in memory) each copy
+          // goes at once.
+          if (opts.out === undefined) doneDirs.push(dest);
+          else await Deno.remove(dest, { recursive: true }).catch(() => {});
           await run("sync", [], { timeoutS: 600 }); // no write-back of this run spills into the next
         }
       }
@@ -733,8 +740,11 @@ async function main(): Promise<number> {
   } finally {
     for (const s of [hsyncd, rsyncd]) if (s) await stopServer(s);
     if (fallback) await fallback.shutdown();
-    if (opts.keep) console.log(`[cleanup] kept ${tmp}`);
-    else await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    if (opts.keep) console.log(`[cleanup] kept ${tmp} and ${outDir}`);
+    else {
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+      await Deno.remove(outDir, { recursive: true }).catch(() => {});
+    }
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
   }
@@ -850,6 +860,7 @@ function report(
     `- tools: ${[...versions.values()].join("; ") || "none"}`,
     `- transfer: loopback 127.0.0.1, page cache warm, fresh empty destination per run, runs interleaved ` +
       "with the tool order rotated each run",
+    `- outputs written to: ${info.out}`,
     "",
   );
   lines.push(
