@@ -154,8 +154,8 @@ const ENDPOINTS = new Map<string, { methods: string[]; run: Run }>([
  */
 const FILE_CHUNK_LARGE = 512 * 1024;
 const FILE_CHUNK = 128 * 1024;
-/** File bodies streaming at once up to which each reads `FILE_CHUNK_LARGE`. */
-const LARGE_CHUNK_BODIES = 16;
+/** File bodies streaming at once up to which each reads `FILE_CHUNK_LARGE`: one hsync pull (8 ranges or 8 files). */
+const LARGE_CHUNK_BODIES = 8;
 const HASH_CHUNK = 1024 * 1024;
 const LIST_BATCH = 256;
 const BUNDLE_CHUNK = 256 * 1024;

@@ -1587,7 +1587,7 @@ Deno.test("file bodies read large chunks when few stream at once, smaller ones w
       assert.deepEqual(got, data);
     }
     // All of them finished or cancelled (either alone would leave more than
-    // sixteen counted): alone again, a large chunk again.
+    // eight counted): alone again, a large chunk again.
     const again = await open();
     assert.equal((await firstChunk(again)).length, 512 * 1024);
     await again.cancel();
