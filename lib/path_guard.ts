@@ -427,6 +427,13 @@ class Jail implements PathGuard {
     const realPath = dir.real === "/" ? `/${name}` : `${dir.real}/${name}`;
     if (this.#childRefused(realPath, name)) return undefined;
     let fd = -1;
+    /** Closes the file (once) and declines it. */
+    const drop = (): undefined => {
+      const open = fd;
+      fd = -1;
+      closeSync(open);
+      return undefined;
+    };
     try {
       // O_NOFOLLOW: a final symlink fails here (ELOOP) and goes the long way.
       // O_NONBLOCK: a FIFO swapped in opens at once (and is then declined).
@@ -435,18 +442,12 @@ class Jail implements PathGuard {
         fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW,
       );
       const stats = fstatSync(fd);
-      if (!stats.isFile() || stats.size > maxBytes) {
-        closeSync(fd);
-        return undefined;
-      }
+      if (!stats.isFile() || stats.size > maxBytes) return drop();
       const data = new Uint8Array(stats.size);
       let at = 0;
       while (at < data.length) {
         const n = readSync(fd, data, at, data.length - at, at);
-        if (n === 0) { // shrank: the long way reports it
-          closeSync(fd);
-          return undefined;
-        }
+        if (n === 0) return drop(); // shrank: the long way reports it
         at += n;
       }
       return {
@@ -457,8 +458,7 @@ class Jail implements PathGuard {
         file: { info: toFileInfo(stats), data },
       };
     } catch {
-      if (fd >= 0) closeSync(fd);
-      return undefined;
+      return fd >= 0 ? drop() : undefined;
     }
   }
 
