@@ -360,6 +360,28 @@ export async function vmHWM(pid: number): Promise<number | null> {
 /** The repository root (where deno.json and the programs are). */
 export const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 
+/** `deno` arguments for hsyncd on 127.0.0.1:`port` with config `ini`, under the server's permission set and runtime flags. */
+export function hsyncdArgs(
+  port: number,
+  ini: string,
+  more: string[] = [],
+): string[] {
+  return [
+    "run",
+    "-q",
+    "-P=hsyncd",
+    ...RUNTIME_FLAGS.hsyncd,
+    join(REPO, "main_server.ts"),
+    "-host",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "-c",
+    ini,
+    ...more,
+  ];
+}
+
 /** `deno` arguments for one quiet hsync pull from 127.0.0.1:`port`, under the client's permission set and runtime flags. */
 export function hsyncPullArgs(
   port: number,
@@ -406,18 +428,7 @@ export async function startHsyncd(
   if (c.code !== 0) throw new Error(`deno cache failed: ${tail(c.stderr)}`);
   const server = await startServer(
     "deno",
-    [
-      "run",
-      "-P=hsyncd",
-      ...RUNTIME_FLAGS.hsyncd,
-      join(REPO, "main_server.ts"),
-      "-host",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "-c",
-      ini,
-    ],
+    hsyncdArgs(port, ini),
     { cwd: REPO, env, log: join(tmp, `${name}.out`), port },
     () => httpOk(`http://127.0.0.1:${port}/v1/health`),
     name,

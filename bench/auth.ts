@@ -11,9 +11,8 @@ import {
   signRequest,
   writeKeyPair,
 } from "../lib/auth.ts";
-import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 import { makeTestPki, type TestPki } from "../tests/_tls.ts";
-import { freePort, hsyncPullArgs, REPO } from "./_common.ts";
+import { freePort, hsyncdArgs, hsyncPullArgs, REPO } from "./_common.ts";
 
 const { values: opts } = parseArgs({
   options: {
@@ -105,21 +104,10 @@ try {
     await Deno.mkdir(hsyncDir, { recursive: true });
     const port = freePort();
     const server = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-q",
-        "-P=hsyncd",
-        ...RUNTIME_FLAGS.hsyncd,
-        join(REPO, "main_server.ts"),
-        "-host",
-        "127.0.0.1",
-        "-p",
-        String(port),
-        "-c",
-        join(dir, "server.ini"),
+      args: hsyncdArgs(port, join(dir, "server.ini"), [
         "-l",
         join(dir, "hsyncd.log"),
-      ],
+      ]),
       cwd: REPO,
       env: { HSYNC_DIR: join(dir, "server-state") },
       stdin: "null",

@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { RUNTIME_FLAGS } from "../scripts/compile.ts";
-import { freePort, REPO, sleep } from "./_common.ts";
+import { freePort, hsyncdArgs, REPO, sleep } from "./_common.ts";
 
 const enc = new TextEncoder();
 
@@ -160,19 +160,7 @@ async function startPair(dir: string, data: string): Promise<Setup> {
   );
   await Deno.mkdir(join(dir, "sdir"), { recursive: true });
   const server = spawn(
-    [
-      "run",
-      "-q",
-      "-P=hsyncd",
-      ...RUNTIME_FLAGS.hsyncd,
-      "main_server.ts",
-      "-host",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "-c",
-      join(dir, "server.ini"),
-    ],
+    hsyncdArgs(port, join(dir, "server.ini")),
     { HSYNC_DIR: join(dir, "sdir") },
   );
   await until("hsyncd", async () => {

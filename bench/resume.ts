@@ -8,8 +8,14 @@ import defaults from "../hsync.ini" with { type: "text" };
 import { clientSettings, loadConfig } from "../lib/config.ts";
 import { journalPathFor, loadJournal, partPathFor } from "../lib/journal.ts";
 import { pull } from "../lib/pull.ts";
-import { RUNTIME_FLAGS } from "../scripts/compile.ts";
-import { freePort, median, REPO, sha256File } from "./_common.ts";
+import {
+  freePort,
+  hsyncdArgs,
+  hsyncPullArgs,
+  median,
+  REPO,
+  sha256File,
+} from "./_common.ts";
 
 const HELP = `usage: deno run -q -P=bench bench/resume.ts [options]
 
@@ -83,9 +89,6 @@ const SIZE_B = positive("size-b", opts["size-b"]) * MiB;
 const CYCLES = positive("cycles", opts.cycles);
 const SIZE_C = positive("size-c", opts["size-c"]) * MiB;
 const RUNS_C = positive("runs-c", opts["runs-c"]);
-
-const SERVER = join(REPO, "main_server.ts");
-const CLIENT = join(REPO, "main_client.ts");
 
 // ---------------------------------------------------------------- helpers
 
@@ -174,21 +177,7 @@ async function startHsyncd(work: string, data: string): Promise<Hsyncd> {
   await Deno.writeTextFile(ini, `[hsyncd]\nOnly_allowed_path = ${data}\n`);
   const log = join(work, "hsyncd.log");
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-q",
-      "-P=hsyncd",
-      ...RUNTIME_FLAGS.hsyncd,
-      SERVER,
-      "-host",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "-c",
-      ini,
-      "-l",
-      log,
-    ],
+    args: hsyncdArgs(port, ini, ["-l", log]),
     cwd: REPO,
     env: { HSYNC_DIR: hsyncDir, NO_COLOR: "1" },
     stdin: "null",
@@ -262,22 +251,7 @@ function spawnClient(
   hsyncDir: string,
 ): Client {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-q",
-      "-P=hsync",
-      ...RUNTIME_FLAGS.hsync,
-      CLIENT,
-      "-i",
-      remote,
-      "-o",
-      out,
-      "-host",
-      "127.0.0.1",
-      "-p",
-      String(server.port),
-      "--quiet",
-    ],
+    args: hsyncPullArgs(server.port, remote, out),
     cwd: REPO,
     env: { HSYNC_DIR: hsyncDir, NO_COLOR: "1" },
     stdin: "null",
