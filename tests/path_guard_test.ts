@@ -1,6 +1,7 @@
 /** Tests of lib/path_guard.ts: one step per attack on the path jail, plus a property over random paths. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import fc from "fast-check";
 import defaults from "../hsync.ini" with { type: "text" };
 import { loadConfig, serverSettings } from "../lib/config.ts";
@@ -396,6 +397,85 @@ Deno.test("openFile() opens what was checked and refuses what was swapped in sin
         await Deno.remove(d("race"));
         await Deno.rename(d("race_old"), d("race"));
         await expectChanged(raced);
+      },
+    );
+  } finally {
+    await Deno.remove(f.tmp, { recursive: true });
+  }
+});
+
+Deno.test("native() hands over the very file the handle proved, or nothing", async (t) => {
+  const f = await makeFixture();
+  const d = (rel: string) => `${f.data}/${rel}`;
+  const text = async (file: Deno.FsFile) =>
+    new TextDecoder().decode(await new Response(file.readable).arrayBuffer());
+  try {
+    await t.step("the same file, read from its start", async () => {
+      const opened = await f.guard.openFile(
+        await f.guard.check(d("hello.txt")),
+      );
+      try {
+        const file = await opened.native();
+        assert.ok(file !== undefined);
+        assert.equal((await file.stat()).ino, opened.info.ino);
+        assert.equal(await text(file), "hello");
+      } finally {
+        await opened.close();
+      }
+      assert.equal(await opened.native(), undefined, "not once closed");
+    });
+    for (
+      const [name, swap] of [
+        ["a file renamed over it", async (path: string) => {
+          await Deno.writeTextFile(`${path}.new`, "other");
+          await Deno.rename(`${path}.new`, path);
+        }],
+        ["a symlink to another file", async (path: string) => {
+          await Deno.remove(path);
+          await Deno.symlink(d("hello.txt"), path);
+        }],
+      ] as const
+    ) {
+      await t.step(`nothing for ${name} since the proof`, async () => {
+        const path = d("swap_native");
+        await Deno.writeTextFile(path, "proved");
+        const opened = await f.guard.openFile(await f.guard.check(path));
+        try {
+          await swap(path);
+          assert.equal(await opened.native(), undefined);
+          // The proven handle still reads the proven bytes.
+          const buf = new Uint8Array(16);
+          const n = await opened.read(buf, 0);
+          assert.equal(new TextDecoder().decode(buf.subarray(0, n)), "proved");
+        } finally {
+          await opened.close();
+          await Deno.remove(path);
+        }
+      });
+    }
+    await t.step(
+      "nothing, after a second and without hanging, for a FIFO swapped in",
+      async () => {
+        const path = d("swap_native_fifo");
+        await Deno.writeTextFile(path, "proved");
+        const opened = await f.guard.openFile(await f.guard.check(path));
+        try {
+          await Deno.remove(path);
+          await mkfifo(path);
+          const t0 = performance.now();
+          assert.equal(await opened.native(), undefined);
+          assert.ok(performance.now() - t0 >= 900, "gave up after its wait");
+          // Let the open that is still waiting for a writer finish (it closes itself).
+          const writer = openSync(
+            path,
+            fsConstants.O_WRONLY | fsConstants.O_NONBLOCK,
+          );
+          closeSync(writer);
+          await new Promise((r) => setTimeout(r, 200));
+        } finally {
+          await opened.close();
+          await Deno.remove(path);
+        }
       },
     );
   } finally {
