@@ -15,6 +15,7 @@ import {
   type OpenedFile,
   type PathGuard,
 } from "./path_guard.ts";
+import { Limiter, type Release } from "./limiter.ts";
 import { parseRange, type RangeRequest } from "./range_header.ts";
 import { VERSION } from "./version.ts";
 import { WatchHub } from "./watch_hub.ts";
@@ -75,8 +76,10 @@ export interface ServerLimits {
    * what a slow client can make the server keep in memory.
    */
   bundleReadAheadBytes: number;
-  /** Bundle responses streaming at once; one more is answered 503 `busy`. */
+  /** Bundle responses streaming at once; more wait their turn, in order. */
   bundleJobs: number;
+  /** Bundle requests waiting for a streaming slot; one more is answered 503 `busy`. */
+  bundleQueue: number;
 }
 
 /** The limits used when {@linkcode HandlerOptions.limits} leaves a field out. */
@@ -93,7 +96,10 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   bundleMaxBodyBytes: 8 * 1024 * 1024,
   bundleReadAhead: 8,
   bundleReadAheadBytes: 2 * 1024 * 1024,
-  bundleJobs: 64,
+  // Each streaming bundle holds up to bundleReadAheadBytes plus what the
+  // connection buffers; more of them at once only spreads the same CPU thinner.
+  bundleJobs: 16,
+  bundleQueue: 448,
 };
 
 /** Options of {@linkcode createHandler}. */
@@ -128,7 +134,7 @@ interface Context {
   hashSlots: Slots;
   hashCache: Lru<HashResult>;
   /** Bundle responses streaming now. */
-  bundles: { running: number };
+  bundleSlots: Limiter;
   /** File bodies streaming now. */
   fileBodies: { running: number };
   watchHub: WatchHub;
@@ -190,7 +196,7 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
     limits,
     hashSlots: new Slots(limits.hashJobs, limits.hashQueue),
     hashCache: new Lru(limits.hashCacheEntries),
-    bundles: { running: 0 },
+    bundleSlots: new Limiter(limits.bundleJobs),
     fileBodies: { running: 0 },
     watchHub: options.watchHub ?? new WatchHub(),
   };
@@ -1120,18 +1126,34 @@ async function bundle(ctx: Context, request: Request) {
       `Cannot bundle from ${JSON.stringify(root.path)}: it is not a directory`,
     );
   }
-  if (ctx.bundles.running >= ctx.limits.bundleJobs) {
+  const slots = ctx.bundleSlots;
+  if (slots.active >= slots.limit && slots.waiting >= ctx.limits.bundleQueue) {
     throw new HttpError(
       503,
       "busy",
-      `Cannot bundle now: ${ctx.limits.bundleJobs} bundles are streaming, retry later`,
+      `Cannot bundle now: ${ctx.limits.bundleJobs} bundles are streaming and ${ctx.limits.bundleQueue} are waiting, retry later`,
     );
   }
-  const headers = baseHeaders("application/octet-stream");
-  headers.set("cache-control", "no-store");
-  return new Response(bundleStream(ctx, request, root, req.paths), {
-    headers,
-  });
+  let release: Release;
+  try {
+    release = await slots.acquire(request.signal);
+  } catch {
+    throw new HttpError(
+      503,
+      "busy",
+      "Cannot bundle: the client went away while its bundle waited for a slot",
+    );
+  }
+  try {
+    const headers = baseHeaders("application/octet-stream");
+    headers.set("cache-control", "no-store");
+    return new Response(bundleStream(ctx, request, root, req.paths, release), {
+      headers,
+    });
+  } catch (error) {
+    release();
+    throw error;
+  }
 }
 
 async function readJsonBody(request: Request, max: number): Promise<unknown> {
@@ -1344,6 +1366,7 @@ function bundleStream(
   request: Request,
   root: CheckedPath,
   paths: string[],
+  release: Release,
 ): ReadableStream<Uint8Array> {
   interface Slot {
     done: Promise<Uint8Array>;
@@ -1355,11 +1378,10 @@ function bundleStream(
   const budget = new ReadAheadBudget(ctx.limits.bundleReadAheadBytes);
   let next = 0;
   let finished = false;
-  ctx.bundles.running++;
   const finish = () => {
     if (finished) return;
     finished = true;
-    ctx.bundles.running--;
+    release();
     // Frames still being read complete into the void; their reservations go with the stream.
   };
 

@@ -1482,29 +1482,53 @@ Deno.test("a saturated server answers 503 busy with Retry-After until a request 
   );
 });
 
-Deno.test("bundles beyond bundleJobs get 503, and a finished bundle frees its slot", async () => {
+Deno.test("bundles beyond bundleJobs wait their turn in order, beyond bundleQueue get 503, and a client that leaves gives up its place", async () => {
   await withFixture(
     async (f) => {
-      const post = () =>
+      const post = (signal?: AbortSignal) =>
         f.call("/v1/bundle", {
           method: "POST",
           body: JSON.stringify({ root: f.root, paths: ["hello.txt"] }),
+          signal,
         });
       const first = await post();
       assert.equal(first.status, 200);
+      // The slot is taken: the next one waits, and one more than the queue holds is refused.
+      const leaving = new AbortController();
+      const gone = post(leaving.signal);
+      const second = post();
+      await new Promise((r) => setTimeout(r, 50));
       await expectError(await post(), 503, "busy");
+      leaving.abort();
+      // Its place is given up (what it is answered goes nowhere).
+      await expectError(await gone, 503, "busy");
+      let answered = false;
+      void second.then(() => answered = true);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(
+        answered,
+        false,
+        "a waiting bundle is not answered while the slot is taken",
+      );
       const frames = [];
       for await (const frame of decodeFrames(first.body!)) frames.push(frame);
       assert.equal(frames.length, 1);
-      const next = await post();
+      // The finished bundle freed its slot: the waiting one streams.
+      const next = await second;
       assert.equal(next.status, 200);
-      await next.body?.cancel();
+      const got = [];
+      for await (const frame of decodeFrames(next.body!)) got.push(frame);
+      assert.equal(got.length, 1);
+      // A cancelled bundle frees its slot too.
+      const third = await post();
+      assert.equal(third.status, 200);
+      await third.body?.cancel();
       const after = await post();
       assert.equal(after.status, 200, "a cancelled bundle frees its slot");
       await after.body?.cancel();
     },
     {},
-    { limits: { bundleJobs: 1 } },
+    { limits: { bundleJobs: 1, bundleQueue: 2 } },
   );
 });
 
