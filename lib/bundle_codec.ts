@@ -26,6 +26,30 @@ export function encodeFrame(
   return out;
 }
 
+/**
+ * Encodes frames one after another into a single buffer: the same bytes as
+ * concatenating `encodeFrame` of each, with one allocation instead of two per
+ * frame and one for the whole.
+ */
+export function encodeFrames(frames: readonly BundleFrame[]): Uint8Array {
+  const headers = frames.map((f) => encoder.encode(JSON.stringify(f.header)));
+  let size = 0;
+  for (let i = 0; i < frames.length; i++) {
+    size += 4 + headers[i].length + frames[i].data.length;
+  }
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (let i = 0; i < frames.length; i++) {
+    view.setUint32(at, headers[i].length);
+    out.set(headers[i], at + 4);
+    at += 4 + headers[i].length;
+    out.set(frames[i].data, at);
+    at += frames[i].data.length;
+  }
+  return out;
+}
+
 /** Largest file data a decoder accepts in one frame, unless told otherwise. */
 export const DEFAULT_MAX_FRAME_DATA = 64 * 1024 * 1024;
 

@@ -115,6 +115,29 @@ export interface SmallFile {
   data: Uint8Array;
 }
 
+/** A small file opened by `readSmallBatchSync`, its bytes not read yet. */
+interface SmallOpen {
+  fd: number;
+  realPath: string;
+  dir: SmallDir;
+  /** `fstat` of the open file. */
+  stats: Stats;
+  data: Uint8Array;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Fills `data` from the start of the file; false if the file ends first. */
+function readFully(fd: number, data: Uint8Array): boolean {
+  let at = 0;
+  while (at < data.length) {
+    const n = readSync(fd, data, at, data.length - at, at);
+    if (n === 0) return false;
+    at += n;
+  }
+  return true;
+}
+
 /** What one request learnt of parent directories (normalised requested path -> facts). */
 export type SmallReadCache = Map<string, SmallDir>;
 
@@ -345,13 +368,7 @@ class Jail implements PathGuard {
     maxTotal: number,
     cache: SmallReadCache,
   ): SmallFile[] {
-    const opened: Array<{
-      fd: number;
-      realPath: string;
-      dir: SmallDir;
-      stats: Stats;
-      file: SmallFile;
-    }> = [];
+    const opened: SmallOpen[] = [];
     try {
       let total = 0;
       for (const requestPath of requestPaths) {
@@ -359,7 +376,27 @@ class Jail implements PathGuard {
         const got = this.#openSmall(requestPath, maxBytes, cache);
         if (got === undefined) break;
         opened.push(got);
-        total += got.file.data.length;
+        total += got.stats.size;
+      }
+      // One buffer for the whole batch: each file's bytes are a view of it.
+      const slab = new Uint8Array(total);
+      let at = 0;
+      for (let i = 0; i < opened.length; i++) {
+        const item = opened[i];
+        const data = slab.subarray(at, at + item.stats.size);
+        let whole: boolean;
+        try {
+          whole = readFully(item.fd, data);
+        } catch {
+          whole = false;
+        }
+        if (!whole) {
+          // Shrank or failed: the long way reports it; the files before it stand.
+          opened.length = i;
+          break;
+        }
+        item.data = data;
+        at += data.length;
       }
       // The proof, in this order: every file is open (its identity fixed);
       // now each parent's real path must still resolve to itself (no
@@ -382,26 +419,21 @@ class Jail implements PathGuard {
         if (now.dev !== item.stats.dev || now.ino !== item.stats.ino) break;
         good++;
       }
-      return opened.slice(0, good).map((item) => item.file);
+      return opened.slice(0, good).map((item) => ({
+        info: toFileInfo(item.stats),
+        data: item.data,
+      }));
     } finally {
       for (const item of opened) closeSync(item.fd);
     }
   }
 
-  /** Checks, opens and reads one small file; undefined (nothing left open) when it must go the long way. */
+  /** Checks and opens one small file; undefined (nothing left open) when it must go the long way. */
   #openSmall(
     requestPath: string,
     maxBytes: number,
     cache: SmallReadCache,
-  ):
-    | {
-      fd: number;
-      realPath: string;
-      dir: SmallDir;
-      stats: Stats;
-      file: SmallFile;
-    }
-    | undefined {
+  ): SmallOpen | undefined {
     let path: string;
     try {
       path = normalizeRequest(requestPath);
@@ -450,20 +482,7 @@ class Jail implements PathGuard {
       );
       const stats = fstatSync(fd);
       if (!stats.isFile() || stats.size > maxBytes) return drop();
-      const data = new Uint8Array(stats.size);
-      let at = 0;
-      while (at < data.length) {
-        const n = readSync(fd, data, at, data.length - at, at);
-        if (n === 0) return drop(); // shrank: the long way reports it
-        at += n;
-      }
-      return {
-        fd,
-        realPath,
-        dir,
-        stats,
-        file: { info: toFileInfo(stats), data },
-      };
+      return { fd, realPath, dir, stats, data: EMPTY };
     } catch {
       return fd >= 0 ? drop() : undefined;
     }

@@ -1,7 +1,7 @@
 /** The request handler of hsyncd: the v1 HTTP interface (DESIGN.md §5) behind Allowed_host and the path jail. */
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
-import { encodeFrame } from "./bundle_codec.ts";
+import { type BundleFrame, encodeFrame, encodeFrames } from "./bundle_codec.ts";
 import type { ServerSettings } from "./config.ts";
 import { BODY_DIGEST_HEADER, bodyDigest, type Verifier } from "./auth.ts";
 import { HttpError } from "./errors.ts";
@@ -1419,8 +1419,8 @@ function bundleStream(
    * small files the asynchronous open/stat/read/close round trips cost more
    * than the reads themselves. Stops at the first path that needs the long way.
    */
-  function quick(): Uint8Array[] {
-    const frames: Uint8Array[] = [];
+  function quick(): BundleFrame[] {
+    const frames: BundleFrame[] = [];
     if (finished || ahead.length > 0 || next >= paths.length) return frames;
     const batch: string[] = [];
     for (let i = next; i < paths.length && batch.length < QUICK_BATCH; i++) {
@@ -1445,13 +1445,16 @@ function bundleStream(
       // Its turn in the read-ahead order, with nothing held (already read).
       void budget.reserve(next, 0);
       next++;
-      frames.push(encodeFrame({
-        path: rel,
-        size: got.data.length,
-        mtime: mtimeMs(got.info),
-        mode: modeBits(got.info),
-        etag: etagFor(got.info),
-      }, got.data));
+      frames.push({
+        header: {
+          path: rel,
+          size: got.data.length,
+          mtime: mtimeMs(got.info),
+          mode: modeBits(got.info),
+          etag: etagFor(got.info),
+        },
+        data: got.data,
+      });
     }
     return frames;
   }
@@ -1463,9 +1466,7 @@ function bundleStream(
         if (fast.length > 0) {
           // The end frame goes out on a later pull, once this chunk is taken:
           // until then the bundle counts as streaming (bundleJobs).
-          controller.enqueue(
-            concat(fast, fast.reduce((n, f) => n + f.length, 0)),
-          );
+          controller.enqueue(encodeFrames(fast));
           return;
         }
         fill();

@@ -1,7 +1,11 @@
 /** Tests of lib/bundle_codec.ts: frames round-trip through any chunking, and truncated or hostile streams are refused. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeFrames, encodeFrame } from "../lib/bundle_codec.ts";
+import {
+  decodeFrames,
+  encodeFrame,
+  encodeFrames,
+} from "../lib/bundle_codec.ts";
 import type { BundleHeader } from "../lib/wire.ts";
 
 function streamOf(
@@ -75,6 +79,44 @@ Deno.test("decodeFrames() returns exactly the frames encoded, however the stream
           error: "forbidden",
           message: "Refused",
         });
+      },
+    ),
+    { numRuns: 200 },
+  );
+});
+
+Deno.test("encodeFrames() writes the same bytes as encodeFrame() of each, also for views into one buffer", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.string(), fc.uint8Array({ maxLength: 300 })), {
+        maxLength: 8,
+      }),
+      fc.nat({ max: 7 }),
+      (files, lead) => {
+        // The data as views at odd offsets of one slab, as the server reads it.
+        const slab = new Uint8Array(
+          lead + files.reduce((n, [, d]) => n + d.length, 0),
+        );
+        let at = lead;
+        const frames = files.map(([path, data], i) => {
+          slab.set(data, at);
+          const view = slab.subarray(at, at + data.length);
+          at += data.length;
+          return {
+            header: {
+              path,
+              size: data.length,
+              mtime: i,
+              mode: 0o600,
+              etag: `"${i}"`,
+            },
+            data: view,
+          };
+        });
+        assert.deepEqual(
+          [...encodeFrames(frames)],
+          [...concat(frames.map((f) => encodeFrame(f.header, f.data)))],
+        );
       },
     ),
     { numRuns: 200 },
