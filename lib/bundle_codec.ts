@@ -18,18 +18,13 @@ export function encodeFrame(
   header: BundleHeader,
   data: Uint8Array = new Uint8Array(0),
 ): Uint8Array {
-  const json = encoder.encode(JSON.stringify(header));
-  const out = new Uint8Array(4 + json.length + data.length);
-  new DataView(out.buffer).setUint32(0, json.length);
-  out.set(json, 4);
-  out.set(data, 4 + json.length);
-  return out;
+  return encodeFrames([{ header, data }]);
 }
 
 /**
- * Encodes frames one after another into a single buffer: the same bytes as
- * concatenating `encodeFrame` of each, with one allocation instead of two per
- * frame and one for the whole.
+ * Encodes frames one after another into a single buffer (the same bytes as
+ * concatenating `encodeFrame` of each): a 4-byte big-endian header length,
+ * the header as JSON, then the data.
  */
 export function encodeFrames(frames: readonly BundleFrame[]): Uint8Array {
   const headers = frames.map((f) => encoder.encode(JSON.stringify(f.header)));

@@ -122,10 +122,7 @@ interface SmallOpen {
   dir: SmallDir;
   /** `fstat` of the open file. */
   stats: Stats;
-  data: Uint8Array;
 }
-
-const EMPTY = new Uint8Array(0);
 
 /** Fills `data` from the start of the file; false if the file ends first. */
 function readFully(fd: number, data: Uint8Array): boolean {
@@ -380,9 +377,9 @@ class Jail implements PathGuard {
       }
       // One buffer for the whole batch: each file's bytes are a view of it.
       const slab = new Uint8Array(total);
+      const datas: Uint8Array[] = [];
       let at = 0;
-      for (let i = 0; i < opened.length; i++) {
-        const item = opened[i];
+      for (const item of opened) {
         const data = slab.subarray(at, at + item.stats.size);
         let whole: boolean;
         try {
@@ -390,12 +387,9 @@ class Jail implements PathGuard {
         } catch {
           whole = false;
         }
-        if (!whole) {
-          // Shrank or failed: the long way reports it; the files before it stand.
-          opened.length = i;
-          break;
-        }
-        item.data = data;
+        // Shrank or failed: the long way reports it; the files before it stand.
+        if (!whole) break;
+        datas.push(data);
         at += data.length;
       }
       // The proof, in this order: every file is open (its identity fixed);
@@ -405,7 +399,7 @@ class Jail implements PathGuard {
       // that is undone before the first step and redone before the second.
       const proven = new Set<SmallDir>();
       let good = 0;
-      for (const item of opened) {
+      for (const item of opened.slice(0, datas.length)) {
         if (!proven.has(item.dir)) {
           if (!resolvesToItself(item.dir.real)) break;
           proven.add(item.dir);
@@ -419,9 +413,9 @@ class Jail implements PathGuard {
         if (now.dev !== item.stats.dev || now.ino !== item.stats.ino) break;
         good++;
       }
-      return opened.slice(0, good).map((item) => ({
+      return opened.slice(0, good).map((item, i) => ({
         info: toFileInfo(item.stats),
-        data: item.data,
+        data: datas[i],
       }));
     } finally {
       for (const item of opened) closeSync(item.fd);
@@ -482,7 +476,7 @@ class Jail implements PathGuard {
       );
       const stats = fstatSync(fd);
       if (!stats.isFile() || stats.size > maxBytes) return drop();
-      return { fd, realPath, dir, stats, data: EMPTY };
+      return { fd, realPath, dir, stats };
     } catch {
       return fd >= 0 ? drop() : undefined;
     }
