@@ -532,21 +532,48 @@ async function list(ctx: Context, _request: Request, url: URL) {
       `Cannot list ${JSON.stringify(checked.path)}: it is not a directory`,
     );
   }
+  const after = listCursor(url.searchParams.get("after"));
   const headers = baseHeaders("application/x-ndjson; charset=utf-8");
   headers.set("cache-control", "no-store");
-  return new Response(listStream(ctx.guard, checked), { headers });
+  return new Response(listStream(ctx.guard, checked, after), { headers });
+}
+
+/**
+ * The `after` of a listing: the path (relative to the listed directory) of
+ * the last entry a client got before the listing was cut, as components.
+ */
+function listCursor(after: string | null): string[] {
+  if (after === null) return [];
+  const parts = after.split("/");
+  if (
+    after === "" || after.length > 4096 || after.includes("\0") ||
+    parts.some((p) => p === "" || p === "." || p === "..")
+  ) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      `Cannot list after ${
+        JSON.stringify(after)
+      }: it is not a relative path without "." or ".." components`,
+    );
+  }
+  return parts;
 }
 
 interface Pending {
   real: string;
   rel: string;
   id: string;
+  /** Where a resumed listing picks up inside this directory (see `listStream`). */
+  after?: string[];
 }
 
 interface Level extends Pending {
-  entries: Iterator<Deno.DirEntry>;
-  done: boolean;
-  /** Subdirectories found in the last batch, entered before the next batch is read. */
+  /** The directory's entries, sorted by name (so a cut listing can resume). */
+  entries: Deno.DirEntry[];
+  /** Next entry to describe. */
+  next: number;
+  /** Subdirectories found, entered in order once every entry is listed. */
   subdirs: Pending[];
 }
 
@@ -554,16 +581,28 @@ function identity(info: Deno.FileInfo): string {
   return `${info.dev}:${info.ino ?? 0}`;
 }
 
+function byName(a: Deno.DirEntry, b: Deno.DirEntry): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
 /**
- * Walks a checked directory depth first, lazily: each pull reads one batch of
- * one directory, so memory depends on depth, not on the size of the tree.
- * Refused entries, non-regular entries and symlinks that fail the rules are
- * left out; a symlink to a directory being walked (a loop) is left out;
- * unreadable directories are skipped.
+ * Walks a checked directory: all entries of a directory, sorted by name, in
+ * batches, then each of its subdirectories the same way. Memory depends on
+ * depth and directory size, not on the size of the tree. Refused entries,
+ * non-regular entries and symlinks that fail the rules are left out; a
+ * symlink to a directory being walked (a loop) is left out; unreadable
+ * directories are skipped.
+ *
+ * The order is fixed by the names, so `after` (the last path a client got)
+ * says exactly what it has: every entry of each directory on the way to
+ * `after` and the subdirectories before it, and in `after`'s own directory
+ * the entries up to it. The walk resumes from there; entries that appeared
+ * in that part since are not listed, like a snapshot.
  */
 function listStream(
   guard: PathGuard,
   root: CheckedPath,
+  after: string[],
 ): ReadableStream<Uint8Array> {
   const stack: Level[] = [];
   const onStack = new Set<string>();
@@ -571,18 +610,22 @@ function listStream(
   function enter(p: Pending): void {
     // Deno reads a directory's names in one go, synchronously or not; the
     // synchronous form spares a thread-pool round trip per directory.
-    let entries: Iterator<Deno.DirEntry>;
+    let entries: Deno.DirEntry[];
     try {
-      entries = Deno.readDirSync(p.real)[Symbol.iterator]();
+      entries = Array.from(Deno.readDirSync(p.real)).sort(byName);
     } catch {
-      entries = [][Symbol.iterator](); // Unreadable or vanished directory: listed empty.
+      entries = []; // Unreadable or vanished directory: listed empty.
     }
-    stack.push({
-      ...p,
-      entries,
-      done: false,
-      subdirs: [],
-    });
+    const level: Level = { ...p, entries, next: 0, subdirs: [] };
+    const at = p.after?.[0];
+    // An ancestor of the cut: its entries before the way down were listed
+    // and walked, and so were their subdirectories.
+    if (at !== undefined && p.after!.length > 1) {
+      while (level.next < entries.length && entries[level.next].name < at) {
+        level.next++;
+      }
+    }
+    stack.push(level);
     onStack.add(p.id);
   }
 
@@ -606,23 +649,11 @@ function listStream(
     if (level !== undefined) onStack.delete(level.id);
   }
 
-  function readBatch(level: Level): Deno.DirEntry[] {
-    const batch: Deno.DirEntry[] = [];
-    while (batch.length < LIST_BATCH) {
-      let next: IteratorResult<Deno.DirEntry>;
-      try {
-        next = level.entries.next();
-      } catch {
-        level.done = true; // Unreadable or vanished directory: skip the rest of it.
-        break;
-      }
-      if (next.done) {
-        level.done = true;
-        break;
-      }
-      batch.push(next.value);
-    }
-    return batch;
+  /** Whether the client already has the line of `name`, an entry of `level`. */
+  function listedBefore(level: Level, name: string): boolean {
+    const after = level.after;
+    if (after === undefined) return false;
+    return after.length > 1 || name <= after[0];
   }
 
   async function describe(
@@ -660,35 +691,48 @@ function listStream(
     if (type !== "dir") return { line };
     const id = identity(info);
     if (onStack.has(id)) return undefined;
-    return { line, descend: { real, rel, id } };
+    const descend: Pending = { real, rel, id };
+    // The way down to the cut goes on inside this directory.
+    const after = level.after;
+    if (after !== undefined && after.length > 1 && entry.name === after[0]) {
+      descend.after = after.slice(1);
+    }
+    return { line, descend };
   }
 
   return new ReadableStream<Uint8Array>({
     start() {
-      enter({ real: root.realPath, rel: "", id: identity(root.info) });
+      enter({
+        real: root.realPath,
+        rel: "",
+        id: identity(root.info),
+        after: after.length > 0 ? after : undefined,
+      });
     },
     async pull(controller) {
       while (stack.length > 0) {
         const top = stack[stack.length - 1];
-        const sub = top.subdirs.shift();
-        if (sub !== undefined) {
-          if (!onStack.has(sub.id) && await unchanged(sub)) enter(sub);
+        if (top.next >= top.entries.length) {
+          const sub = top.subdirs.shift();
+          if (sub === undefined) leave();
+          else if (!onStack.has(sub.id) && await unchanged(sub)) enter(sub);
           continue;
         }
-        if (top.done) {
-          leave();
-          continue;
-        }
-        const batch = readBatch(top);
+        const batch = top.entries.slice(top.next, top.next + LIST_BATCH);
+        top.next += batch.length;
         const described = await Promise.all(
           batch.map((entry) => describe(top, entry)),
         );
         let text = "";
-        for (const d of described) {
+        for (let i = 0; i < batch.length; i++) {
+          const d = described[i];
           if (d === undefined) continue;
-          text += JSON.stringify(d.line) + "\n";
+          if (!listedBefore(top, batch[i].name)) {
+            text += JSON.stringify(d.line) + "\n";
+          }
           if (d.descend !== undefined) top.subdirs.push(d.descend);
         }
+        if (top.next >= top.entries.length) top.entries = [];
         if (text !== "") {
           controller.enqueue(encoder.encode(text));
           return;

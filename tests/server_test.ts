@@ -336,6 +336,78 @@ Deno.test("GET /v1/list walks a wide tree in batches", async () => {
   });
 });
 
+Deno.test("GET /v1/list?after= resumes a cut listing exactly after the last entry received", async () => {
+  await withFixture(async (f) => {
+    // Deep and wide: several batches in one directory, subdirectories at
+    // several depths, a symlinked directory and refused entries on the way.
+    const t = join(f.root, "tree");
+    await Deno.mkdir(join(t, "b/c/d"), { recursive: true });
+    await Deno.mkdir(join(t, "a"));
+    await Deno.mkdir(join(t, "e"));
+    for (let i = 0; i < 600; i++) {
+      await Deno.writeTextFile(join(t, "a", `f${i}`), "x");
+    }
+    for (const p of ["b/1", "b/c/2", "b/c/d/3", "e/4", "z", "m"]) {
+      await Deno.writeTextFile(join(t, p), "y");
+    }
+    await Deno.writeTextFile(join(t, "b/id_rsa"), SECRET);
+    await Deno.symlink(join(t, "b/c"), join(t, "l"));
+    const listing = async (after?: string) => {
+      const q = after === undefined
+        ? ""
+        : `&after=${encodeURIComponent(after)}`;
+      const res = await f.call(`/v1/list?path=${f.q("tree")}${q}`);
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      return text === ""
+        ? []
+        : text.trimEnd().split("\n").map((line) =>
+          (JSON.parse(line) as ListEntry).path
+        );
+    };
+    const all = await listing();
+    assert.equal(all.length, 600 + 6 + 6 + 3, all.join(" "));
+    assert.ok(!all.includes("b/id_rsa"));
+    // A directory's own entries come sorted, before any of its subdirectories.
+    const top = all.filter((p) => !p.includes("/"));
+    assert.deepEqual(top, ["a", "b", "e", "l", "m", "z"]);
+    assert.deepEqual(all.slice(0, 6), top);
+    // Every cut: the rest, exactly.
+    for (
+      let k = 0;
+      k < all.length;
+      k += k < 20 || k > all.length - 20 ? 1 : 37
+    ) {
+      assert.deepEqual(
+        await listing(all[k]),
+        all.slice(k + 1),
+        `after ${all[k]}`,
+      );
+    }
+    // The entry the listing was cut after has gone: the rest still follows it.
+    await Deno.remove(join(t, "b/c/2"));
+    assert.deepEqual(
+      await listing("b/c/2"),
+      all.slice(all.indexOf("b/c/2") + 1).filter((p) => p !== "l/2"),
+    );
+    // A way down that has gone: its later siblings still come.
+    await Deno.remove(join(t, "b"), { recursive: true });
+    assert.deepEqual(
+      await listing("b/c/d/3"),
+      all.slice(all.indexOf("b/c/d/3") + 1).filter((p) => !p.startsWith("l/")),
+    );
+    for (const bad of ["", "/abs", "a/../b", "a//b", "./a", "a/."]) {
+      await expectError(
+        await f.call(
+          `/v1/list?path=${f.q("tree")}&after=${encodeURIComponent(bad)}`,
+        ),
+        400,
+        "bad_request",
+      );
+    }
+  });
+});
+
 Deno.test("GET /v1/file serves the whole file with download headers", async () => {
   await withFixture(async (f) => {
     const stat = await (await f.call(`/v1/stat?path=${f.q("big.bin")}`))
