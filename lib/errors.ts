@@ -41,6 +41,14 @@ export class ConnectError extends Error {
   }
 }
 
+/** The server answered something that does not fit the request (not worth another try). */
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}
+
 /** Some files failed while the rest completed (exit code 2). */
 export class PartialFailure extends Error {
   constructor(message: string) {

@@ -338,13 +338,37 @@ class PullRun {
       throw new LocalPathError(dest, reason(error), error);
     }
     this.#dirs.push({ path: dest, mtime: root.mtime, mode: root.mode });
-    const listing = this.#remote.list(this.#o.remotePath, this.#signal);
-    let first = true;
+    /** The path of the last entry received: a cut listing resumes after it. */
+    let last: string | undefined;
+    let attempt = 0;
     try {
-      for await (const entry of listing) {
-        first = false;
-        if (this.#signal.aborted) break;
-        await this.#plan(entry, dest);
+      while (true) {
+        const received = last;
+        const error = await this.#listFrom(last, dest, (path) => last = path);
+        if (error === undefined) break;
+        if (this.#signal.aborted) return;
+        // A cut listing is asked for again from where it stopped; a listing
+        // that got further starts the count again.
+        attempt = last !== received ? 1 : attempt + 1;
+        if (
+          !isRetryable(error) || attempt > this.#o.settings.maxTimeoutRetry
+        ) {
+          if (last === undefined) throw this.#rootError(error);
+          this.#fail("(listing)", `Listing stopped early: ${message(error)}`);
+          break;
+        }
+        this.#emit({
+          type: "warning",
+          message: last === undefined
+            ? `Listing from ${this.#remote.host} failed (${
+              message(error)
+            }); asking again`
+            : `Listing from ${this.#remote.host} was cut (${
+              message(error)
+            }); asking for the rest`,
+        });
+        await this.#backoff(attempt, this.#signal).catch(() => {});
+        if (this.#signal.aborted) return;
       }
       // Checksum comparisons still running may add files to the last batch.
       while (this.#comparing.size > 0) await Promise.all([...this.#comparing]);
@@ -353,7 +377,7 @@ class PullRun {
       }
     } catch (error) {
       if (this.#signal.aborted) return;
-      if (first) throw this.#rootError(error);
+      if (last === undefined) throw error;
       this.#fail("(listing)", `Listing stopped early: ${message(error)}`);
     } finally {
       this.#emit({
@@ -362,6 +386,38 @@ class PullRun {
         bytes: this.#plannedBytes,
         final: true,
       });
+    }
+  }
+
+  /**
+   * Plans every entry of one listing request (after `after`), telling
+   * `got` each path received. The listing's own error is returned, not
+   * thrown; an error planning an entry is thrown.
+   */
+  async #listFrom(
+    after: string | undefined,
+    dest: string,
+    got: (path: string) => void,
+  ): Promise<unknown> {
+    const listing = this.#remote.list(
+      this.#o.remotePath,
+      this.#signal,
+      after,
+    )[Symbol.asyncIterator]();
+    try {
+      while (true) {
+        let next: IteratorResult<ListEntry>;
+        try {
+          next = await listing.next();
+        } catch (error) {
+          return error;
+        }
+        if (next.done || this.#signal.aborted) return undefined;
+        got(next.value.path);
+        await this.#plan(next.value, dest);
+      }
+    } finally {
+      await listing.return?.(undefined).catch(() => {});
     }
   }
 

@@ -1,5 +1,5 @@
 /** The client side of the v1 HTTP interface: URLs, signing, timeouts, JSON errors and the streamed listing. */
-import { ConnectError, HttpError } from "./errors.ts";
+import { ConnectError, HttpError, ProtocolError } from "./errors.ts";
 import { tlsReason } from "./transport.ts";
 import {
   API,
@@ -158,9 +158,19 @@ export class Remote {
     }
   }
 
-  /** `GET /v1/list`: the tree under a directory, entry by entry, in constant memory. */
-  async *list(path: string, signal?: AbortSignal): AsyncGenerator<ListEntry> {
-    const ex = await this.send(this.url(API.list, { path }), { signal });
+  /**
+   * `GET /v1/list`: the tree under a directory, entry by entry, in constant
+   * memory; after `after` (the path of the last entry received before a
+   * listing was cut) when given.
+   */
+  async *list(
+    path: string,
+    signal?: AbortSignal,
+    after?: string,
+  ): AsyncGenerator<ListEntry> {
+    const query: Record<string, string> = { path };
+    if (after !== undefined) query.after = after;
+    const ex = await this.send(this.url(API.list, query), { signal });
     try {
       const body = ex.response.body;
       if (body === null) return;
@@ -170,7 +180,7 @@ export class Remote {
         try {
           entry = JSON.parse(line);
         } catch {
-          throw new TypeError(
+          throw new ProtocolError(
             `Listing from ${this.host} has a line that is not JSON`,
           );
         }
@@ -299,7 +309,7 @@ export async function* splitLines(
       }
       text = start === 0 ? text : text.slice(start);
       if (text.length > MAX_LINE_CHARS) {
-        throw new TypeError(
+        throw new ProtocolError(
           `Stream has a line longer than ${MAX_LINE_CHARS} characters`,
         );
       }
@@ -320,7 +330,7 @@ function checkListEntry(value: unknown, host: string): ListEntry {
     typeof e.mtime !== "number" || !Number.isFinite(e.mtime) ||
     typeof e.mode !== "number" || typeof e.etag !== "string"
   ) {
-    throw new TypeError(`Listing from ${host} has a malformed entry`);
+    throw new ProtocolError(`Listing from ${host} has a malformed entry`);
   }
   return e as unknown as ListEntry;
 }

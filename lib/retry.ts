@@ -1,5 +1,6 @@
 /** What the client's transfers share about failing and trying again: the errors, the retry rule, the pause. */
 import { ConnectError, HttpError } from "./errors.ts";
+export { ProtocolError } from "./errors.ts";
 import { TimeoutError } from "./remote.ts";
 
 /** A body ended before every byte it announced arrived (retried from the last byte on disk). */
@@ -7,14 +8,6 @@ export class ShortBody extends Error {
   constructor(message: string) {
     super(message);
     this.name = "ShortBody";
-  }
-}
-
-/** The server answered something that does not fit the request. */
-export class ProtocolError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ProtocolError";
   }
 }
 

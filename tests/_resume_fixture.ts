@@ -37,6 +37,12 @@ export interface ControlledServer extends AsyncDisposable {
   onFile?: (request: FileRequest) => BodyFault | undefined;
   /** Replaces the answer to a hash request (the n-th, 0-based over the server's life). */
   onHash?: (n: number) => Response | undefined;
+  /** Listing requests since the server started: the `after` of each (null without). */
+  readonly listAfters: Array<string | null>;
+  /** Paths asked for in bundle requests since the server started. */
+  readonly bundlePaths: string[];
+  /** Cuts the n-th listing (0-based) after this many lines: its body ends in an error. */
+  onList?: (n: number) => number | undefined;
   /** Replaces the bytes of a bundle response (the whole body, buffered). */
   onBundle?: (body: Uint8Array<ArrayBuffer>) => Uint8Array<ArrayBuffer>;
   resetCounts(): void;
@@ -62,7 +68,11 @@ export async function startControlledServer(
   let hashRequests = 0;
   let fileCount = 0;
   let hashCount = 0;
+  const listAfters: Array<string | null> = [];
+  const bundlePaths: string[] = [];
   const self: ControlledServer = {
+    listAfters,
+    bundlePaths,
     baseUrl: "",
     port: 0,
     get served() {
@@ -94,7 +104,22 @@ export async function startControlledServer(
         const replaced = self.onHash?.(hashCount++);
         if (replaced !== undefined) return replaced;
       }
+      if (url.pathname === "/v1/bundle") {
+        const asked = await request.clone().json().catch(() => ({}));
+        if (Array.isArray(asked.paths)) bundlePaths.push(...asked.paths);
+      }
+      let cut: number | undefined;
+      if (url.pathname === "/v1/list") {
+        cut = self.onList?.(listAfters.length);
+        listAfters.push(url.searchParams.get("after"));
+      }
       const response = await handler(request, info);
+      if (cut !== undefined && response.body !== null) {
+        return new Response(cutLines(response.body, cut), {
+          status: response.status,
+          headers: response.headers,
+        });
+      }
       if (url.pathname === "/v1/bundle" && self.onBundle && response.ok) {
         const body = new Uint8Array(await response.arrayBuffer());
         return new Response(self.onBundle(body), {
@@ -134,6 +159,42 @@ export async function startControlledServer(
     close,
     [Symbol.asyncDispose]: close,
   });
+}
+
+/** The first `lines` lines of an NDJSON body, then an error (the connection is cut). */
+function cutLines(
+  body: ReadableStream<Uint8Array>,
+  lines: number,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+  let left = lines;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (left === 0) {
+        await reader.cancel().catch(() => {});
+        controller.error(new Error("listing cut"));
+        return;
+      }
+      const { done, value } = await reader.read();
+      if (done) {
+        controller.close();
+        return;
+      }
+      const text = decoder.decode(value, { stream: true });
+      let end = 0;
+      while (left > 0 && end < text.length) {
+        end = text.indexOf("\n", end) + 1;
+        if (end === 0) end = text.length;
+        else left--;
+      }
+      controller.enqueue(encoder.encode(text.slice(0, end)));
+    },
+    cancel() {
+      return reader.cancel().catch(() => {});
+    },
+  }, { highWaterMark: 0 });
 }
 
 function wrapBody(

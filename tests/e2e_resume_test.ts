@@ -364,6 +364,33 @@ Deno.test("a remote file replaced while hsync runs is started over (If-Range ans
   assert.deepEqual(await leftovers(dir.path), []);
 });
 
+Deno.test("a listing cut in the middle costs a warning: hsync asks for the rest and completes, fetching nothing twice", async () => {
+  await using dir = await tempDir();
+  const files: Record<string, Uint8Array> = {};
+  for (let i = 0; i < 1500; i++) {
+    files[`f${String(i).padStart(4, "0")}`] = bytes(64 + (i % 200), i);
+  }
+  const s = await setup(dir.path, files);
+  await using _ = s.server;
+  // The listing's connection dies after 700 entries.
+  s.server.onList = (n) => n === 0 ? 700 : undefined;
+  const out = join(dir.path, "out");
+  const r = await runClient(s.args(s.data, out), { HSYNC_DIR: s.hsyncDir });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stderr,
+    /hsync: warning: Listing from 127\.0\.0\.1:\d+ was cut \(.+\); asking for the rest\n/,
+  );
+  assert.match(r.stderr, /1500 files, .* 0 skipped, 0 failed/);
+  assert.deepEqual(s.server.listAfters, [null, "f0699"]);
+  assert.equal(s.server.bundlePaths.length, 1500);
+  assert.equal(new Set(s.server.bundlePaths).size, 1500);
+  for (const [name, content] of Object.entries(files)) {
+    assert.ok(sameBytes(await Deno.readFile(join(out, name)), content), name);
+  }
+  assert.deepEqual(await leftovers(dir.path), []);
+});
+
 Deno.test("hsyncd killed and restarted in the middle of a pull costs a pause, not the pull", async () => {
   await using dir = await tempDir();
   const data = join(dir.path, "data");

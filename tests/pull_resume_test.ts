@@ -313,3 +313,77 @@ Deno.test("pull() keeps unflushed ranges of a journal only where their SHA-256 m
   assert.ok(sameBytes(await Deno.readFile(out), content));
   assert.deepEqual(await leftovers(dir.path), []);
 });
+
+Deno.test("pull() asks a cut listing for the rest after the last entry it got: nothing listed or fetched twice, nothing missed", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  const files = new Map<string, Uint8Array>();
+  for (const d of ["a", "b", "b/deep", "c"]) {
+    await Deno.mkdir(join(data, d), { recursive: true });
+    for (let i = 0; i < 300; i++) files.set(`${d}/f${i}`, bytes(100 + i, i));
+  }
+  files.set("big.bin", bytes(3 * MiB, 7));
+  for (const [rel, content] of files) {
+    await Deno.writeFile(join(data, rel), content);
+  }
+  await using server = await startControlledServer(data);
+  // The first listing is cut after 500 lines, the second after 400 more.
+  server.onList = (n) => n === 0 ? 500 : n === 1 ? 400 : undefined;
+  const out = join(dir.path, "out");
+  const { summary, events } = await run({
+    baseUrl: server.baseUrl,
+    remotePath: data,
+    localPath: out,
+  });
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, files.size);
+  assert.equal(summary.skipped, 0);
+  const warnings = events.filter((e) => e.type === "warning");
+  assert.equal(warnings.length, 2, JSON.stringify(warnings));
+  assert.match(
+    JSON.stringify(warnings[0]),
+    /Listing from 127\.0\.0\.1:\d+ was cut .*asking for the rest/,
+  );
+  // Three requests, each after the last entry the one before delivered.
+  assert.equal(server.listAfters.length, 3);
+  assert.equal(server.listAfters[0], null);
+  assert.ok(server.listAfters[1] !== null && server.listAfters[2] !== null);
+  assert.notEqual(server.listAfters[1], server.listAfters[2]);
+  for (const [rel, content] of files) {
+    assert.ok(sameBytes(await Deno.readFile(join(out, rel)), content), rel);
+  }
+  // Each small file asked for once.
+  const asked = server.bundlePaths;
+  assert.equal(asked.length, files.size - 1);
+  assert.equal(new Set(asked).size, asked.length);
+  assert.equal(server.fileRequests.filter((r) => r.range === null).length, 0);
+  assert.deepEqual(await leftovers(out), []);
+});
+
+Deno.test("pull() gives up on a listing that keeps being cut at the same place after Max_timeout_retry, and keeps what it got", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  for (let i = 0; i < 50; i++) {
+    await Deno.writeTextFile(join(data, `f${String(i).padStart(2, "0")}`), "x");
+  }
+  await using server = await startControlledServer(data);
+  // The first listing gets 10 lines; every later one is cut before its first.
+  server.onList = (n) => n === 0 ? 10 : 0;
+  const out = join(dir.path, "out");
+  const { summary } = await run({
+    baseUrl: server.baseUrl,
+    remotePath: data,
+    localPath: out,
+  }, { Max_timeout_retry: "2" });
+  assert.equal(server.listAfters.length, 1 + 2);
+  assert.deepEqual(server.listAfters.slice(1), ["f09", "f09"]);
+  assert.equal(summary.files, 10);
+  assert.equal(summary.failed, 1);
+  assert.equal(summary.failures[0].path, "(listing)");
+  assert.match(summary.failures[0].message, /^Listing stopped early: /);
+  assert.deepEqual(
+    [...Deno.readDirSync(out)].map((e) => e.name).sort(),
+    Array.from({ length: 10 }, (_, i) => `f0${i}`),
+  );
+});
