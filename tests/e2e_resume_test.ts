@@ -451,6 +451,72 @@ Deno.test("hsyncd killed and restarted in the middle of a pull costs a pause, no
   }
 });
 
+Deno.test("hsyncd killed and restarted in the middle of a listing: hsync asks the new hsyncd for the rest and completes", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  const files: Record<string, Uint8Array> = {};
+  for (const d of ["a", "b", "c"]) {
+    await Deno.mkdir(join(data, d), { recursive: true });
+    for (let i = 0; i < 500; i++) {
+      files[`${d}/f${String(i).padStart(3, "0")}`] = bytes(100 + i, i);
+    }
+  }
+  for (const [name, content] of Object.entries(files)) {
+    await Deno.writeFile(join(data, name), content);
+  }
+  const port = freePort();
+  const serverIni = `[hsyncd]\nOnly_allowed_path = ${data}\n`;
+  let server = await startServer({ dir: dir.path, config: serverIni, port });
+  // The first connection (the stat, then the listing) stalls after 20 KB.
+  await using proxy = startFaultProxy(
+    port,
+    (n) => n === 0 ? { kind: "stall", afterBytes: 20_000 } : { kind: "none" },
+  );
+  try {
+    const hsyncDir = join(dir.path, "client-dir");
+    await Deno.mkdir(hsyncDir);
+    const ini = join(dir.path, "client.ini");
+    await Deno.writeTextFile(ini, "[hscp]\nData_timeout = 1\n");
+    const out = join(dir.path, "out");
+    const bg = spawnClient([
+      "-i",
+      data,
+      "-o",
+      out,
+      "-host",
+      "127.0.0.1",
+      "-p",
+      String(proxy.port),
+      "-c",
+      ini,
+    ], hsyncDir);
+    await until("the first files placed", async () => {
+      try {
+        await Deno.stat(join(out, "a/f000"));
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    server.process.kill("SIGKILL");
+    await server.stop();
+    server = await startServer({ dir: dir.path, config: serverIni, port });
+    const r = await bg.result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /hsync: warning: Listing from 127\.0\.0\.1:\d+ was cut \(No data from .+\); asking for the rest\n/,
+    );
+    assert.match(r.stderr, /1500 files, .* 0 skipped, 0 failed/);
+    for (const [name, content] of Object.entries(files)) {
+      assert.ok(sameBytes(await Deno.readFile(join(out, name)), content), name);
+    }
+    assert.deepEqual(await leftovers(dir.path), []);
+  } finally {
+    await server.stop();
+  }
+});
+
 /** Mounts a tmpfs of `size` at `path`; a reason string when this machine does not allow it. */
 async function mountTmpfs(
   path: string,
