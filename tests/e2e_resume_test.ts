@@ -48,6 +48,22 @@ function spawnClient(args: string[], hsyncDir: string): Background {
   return { child, result };
 }
 
+/** hsync pulling `remote` into `out` from a server on `port`; its ini and HSYNC_DIR made in `dir`. */
+async function spawnPull(
+  dir: string,
+  remote: string,
+  out: string,
+  port: number,
+  ini: string,
+): Promise<Background> {
+  const hsyncDir = join(dir, "client-dir");
+  await Deno.mkdir(hsyncDir);
+  const iniPath = join(dir, "client.ini");
+  await Deno.writeTextFile(iniPath, ini);
+  const where = ["-host", "127.0.0.1", "-p", String(port), "-c", iniPath];
+  return spawnClient(["-i", remote, "-o", out, ...where], hsyncDir);
+}
+
 /** A data directory, a controlled server over it, the client's ini and arguments. */
 async function setup(
   root: string,
@@ -407,26 +423,14 @@ Deno.test("hsyncd killed and restarted in the middle of a pull costs a pause, no
     () => phase === 0 ? { kind: "stall", afterBytes: MiB } : { kind: "none" },
   );
   try {
-    const hsyncDir = join(dir.path, "client-dir");
-    await Deno.mkdir(hsyncDir);
-    const ini = join(dir.path, "client.ini");
-    await Deno.writeTextFile(
-      ini,
+    const out = join(dir.path, "f.bin");
+    const bg = await spawnPull(
+      dir.path,
+      join(data, "f.bin"),
+      out,
+      proxy.port,
       "[hscp]\nMin_part_size = 1M\nMax_part_num = 4\nData_timeout = 1\n",
     );
-    const out = join(dir.path, "f.bin");
-    const bg = spawnClient([
-      "-i",
-      join(data, "f.bin"),
-      "-o",
-      out,
-      "-host",
-      "127.0.0.1",
-      "-p",
-      String(proxy.port),
-      "-c",
-      ini,
-    ], hsyncDir);
     await until(
       "about 1 MiB per range claimed",
       async () => await journalCovered(out + ".hsync-journal") > 4 * MiB - 8192,
@@ -473,23 +477,14 @@ Deno.test("hsyncd killed and restarted in the middle of a listing: hsync asks th
     (n) => n === 0 ? { kind: "stall", afterBytes: 20_000 } : { kind: "none" },
   );
   try {
-    const hsyncDir = join(dir.path, "client-dir");
-    await Deno.mkdir(hsyncDir);
-    const ini = join(dir.path, "client.ini");
-    await Deno.writeTextFile(ini, "[hscp]\nData_timeout = 1\n");
     const out = join(dir.path, "out");
-    const bg = spawnClient([
-      "-i",
+    const bg = await spawnPull(
+      dir.path,
       data,
-      "-o",
       out,
-      "-host",
-      "127.0.0.1",
-      "-p",
-      String(proxy.port),
-      "-c",
-      ini,
-    ], hsyncDir);
+      proxy.port,
+      "[hscp]\nData_timeout = 1\n",
+    );
     await until("the first files placed", async () => {
       try {
         await Deno.stat(join(out, "a/f000"));
