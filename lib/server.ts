@@ -543,21 +543,9 @@ async function list(ctx: Context, _request: Request, url: URL) {
  * the last entry a client got before the listing was cut, as components.
  */
 function listCursor(after: string | null): string[] {
-  if (after === null) return [];
-  const parts = after.split("/");
-  if (
-    after === "" || after.length > 4096 || after.includes("\0") ||
-    parts.some((p) => p === "" || p === "." || p === "..")
-  ) {
-    throw new HttpError(
-      400,
-      "bad_request",
-      `Cannot list after ${
-        JSON.stringify(after)
-      }: it is not a relative path without "." or ".." components`,
-    );
-  }
-  return parts;
+  return after === null
+    ? []
+    : checkRelative(after, "list after", "bad_request");
 }
 
 interface Pending {
@@ -1273,22 +1261,25 @@ function parseBundleRequest(body: unknown, maxPaths: number): BundleRequest {
 }
 
 /** Checks a path relative to a bundle root: normal components only (no `..`, `.`, empty, absolute, NUL). */
-function checkRelative(rel: string): void {
+/** The components of a path relative to a root; a 400 (`code`) naming `action` for anything else. */
+function checkRelative(
+  rel: string,
+  action = "bundle",
+  code = "bad_path",
+): string[] {
   const bad = (why: string) =>
-    new HttpError(
-      400,
-      "bad_path",
-      `Cannot bundle ${JSON.stringify(rel)}: ${why}`,
-    );
+    new HttpError(400, code, `Cannot ${action} ${JSON.stringify(rel)}: ${why}`);
   if (rel === "") throw bad("the path is empty");
   if (rel.includes("\0")) throw bad("a path cannot contain NUL");
   if (rel.startsWith("/")) throw bad("the path must be relative to the root");
   if (rel.length > MAX_PATH_BYTES) throw bad("the path is too long");
-  for (const component of rel.split("/")) {
+  const components = rel.split("/");
+  for (const component of components) {
     if (component === "" || component === "." || component === "..") {
       throw bad("only plain names separated by single slashes are allowed");
     }
   }
+  return components;
 }
 
 /**
