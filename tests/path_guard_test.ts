@@ -3,10 +3,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import fc from "fast-check";
+import picomatch from "picomatch";
 import defaults from "../hsync.ini" with { type: "text" };
 import { loadConfig, serverSettings } from "../lib/config.ts";
 import { ConfigError, HttpError } from "../lib/errors.ts";
 import {
+  anyGlob,
   type CheckedPath,
   createPathGuard,
   newSmallReadCache,
@@ -301,6 +303,67 @@ Deno.test("allowsEntry() applies the rules to a directory entry by name", async 
   } finally {
     await Deno.remove(f.tmp, { recursive: true });
   }
+});
+
+Deno.test("anyGlob() refuses exactly the names one of its globs refuses", async () => {
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: "/nonexistent-hsync-dir",
+    readTextFile: () => Promise.reject(new Deno.errors.NotFound("none")),
+  });
+  const defaultGlobs = serverSettings(config).forbiddenFile;
+  assert.ok(defaultGlobs.length > 10, "the shipped Forbidden_file list");
+  const oneByOne = (globs: readonly string[], name: string) =>
+    globs.some((glob) => picomatch(glob, { dot: true })(name));
+  const piece = fc.constantFrom(
+    "id_rsa",
+    "key",
+    ".pem",
+    ".",
+    "*",
+    "?",
+    "[ab]",
+    "{x,y}",
+    "a",
+    "-",
+    "+",
+    "(",
+    ")",
+    "|",
+    "^",
+    "$",
+    "\\",
+    "!",
+    "@",
+    ".hsync-part",
+    " ",
+    "é",
+  );
+  const text = fc.array(piece, { maxLength: 5 }).map((parts) => parts.join(""));
+  const glob = text.filter((g) => g !== "");
+  const name = text.filter((n) => n !== "" && n !== "." && n !== "..");
+  for (
+    const n of ["id_rsa", "id_rsa.pub", "x.pem", ".netrc", "a.key", "b.txt"]
+  ) {
+    assert.equal(anyGlob(defaultGlobs)(n), oneByOne(defaultGlobs, n), n);
+  }
+  fc.assert(
+    fc.property(fc.array(glob, { maxLength: 6 }), name, (globs, n) => {
+      let expected: boolean;
+      try {
+        expected = oneByOne(globs, n);
+      } catch {
+        return; // a glob picomatch cannot compile is refused at start-up
+      }
+      assert.equal(anyGlob(globs)(n), expected);
+    }),
+    { numRuns: 2000 },
+  );
+  fc.assert(
+    fc.property(name, (n) => {
+      assert.equal(anyGlob(defaultGlobs)(n), oneByOne(defaultGlobs, n));
+    }),
+  );
 });
 
 Deno.test("openFile() opens what was checked and refuses what was swapped in since", async (t) => {
