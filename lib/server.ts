@@ -587,6 +587,12 @@ function byName(a: Deno.DirEntry, b: Deno.DirEntry): number {
  * the entries up to it. The walk resumes from there; entries that appeared
  * in that part since are not listed, like a snapshot.
  */
+/** One listed entry: its line, and the way down when it is a directory. */
+interface Described {
+  line: ListEntry;
+  descend?: Pending;
+}
+
 function listStream(
   guard: PathGuard,
   root: CheckedPath,
@@ -644,37 +650,43 @@ function listStream(
     return after.length > 1 || name <= after[0];
   }
 
-  async function describe(
+  /** The line of one entry of `level` (and the way down when it is a directory); undefined when it is not listed. */
+  function describe(
     level: Level,
     entry: Deno.DirEntry,
-  ): Promise<{ line: ListEntry; descend?: Pending } | undefined> {
-    const childPath = posix.join(level.real, entry.name);
-    const rel = level.rel === "" ? entry.name : `${level.rel}/${entry.name}`;
-    let info: Deno.FileInfo;
-    let type: EntryType;
-    let real: string;
+  ): Described | undefined | Promise<Described | undefined> {
+    const childPath = level.real === "/"
+      ? `/${entry.name}`
+      : `${level.real}/${entry.name}`;
     if (entry.isSymlink) {
-      try {
-        const checked = await guard.check(childPath);
-        ({ info, type, realPath: real } = checked);
-      } catch {
-        return undefined;
-      }
-    } else if (entry.isFile || entry.isDirectory) {
-      if (!guard.allowsEntry(level.real, entry.name)) return undefined;
-      try {
-        // Synchronous: a local lstat takes microseconds, a thread-pool round trip more.
-        info = Deno.lstatSync(childPath);
-      } catch {
-        return undefined;
-      }
-      if (info.isFile) type = "file";
-      else if (info.isDirectory) type = "dir";
-      else return undefined;
-      real = childPath;
-    } else {
+      return guard.check(childPath).then(
+        (checked) =>
+          lineOf(level, entry, checked.info, checked.type, checked.realPath),
+        () => undefined,
+      );
+    }
+    if (!entry.isFile && !entry.isDirectory) return undefined;
+    if (!guard.allowsEntry(level.real, entry.name)) return undefined;
+    let info: Deno.FileInfo;
+    try {
+      // Synchronous: a local lstat takes microseconds, a thread-pool round trip more.
+      info = Deno.lstatSync(childPath);
+    } catch {
       return undefined;
     }
+    if (info.isFile) return lineOf(level, entry, info, "file", childPath);
+    if (info.isDirectory) return lineOf(level, entry, info, "dir", childPath);
+    return undefined;
+  }
+
+  function lineOf(
+    level: Level,
+    entry: Deno.DirEntry,
+    info: Deno.FileInfo,
+    type: EntryType,
+    real: string,
+  ): Described | undefined {
+    const rel = level.rel === "" ? entry.name : `${level.rel}/${entry.name}`;
     const line: ListEntry = { path: rel, ...statEntry(info, type) };
     if (type !== "dir") return { line };
     const id = identity(info);
@@ -708,9 +720,18 @@ function listStream(
         }
         const batch = top.entries.slice(top.next, top.next + LIST_BATCH);
         top.next += batch.length;
-        const described = await Promise.all(
-          batch.map((entry) => describe(top, entry)),
-        );
+        // Only symlinks wait (their targets are checked); the rest is synchronous.
+        const described: Array<Described | undefined> = [];
+        let waits: Array<Promise<void>> | undefined;
+        for (let i = 0; i < batch.length; i++) {
+          const d = describe(top, batch[i]);
+          if (d instanceof Promise) {
+            (waits ??= []).push(d.then((got) => {
+              described[i] = got;
+            }));
+          } else described[i] = d;
+        }
+        if (waits !== undefined) await Promise.all(waits);
         let text = "";
         for (let i = 0; i < batch.length; i++) {
           const d = described[i];
