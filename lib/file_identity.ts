@@ -12,8 +12,11 @@ export function mtimeMs(info: Deno.FileInfo): number {
  */
 export function etagFor(info: Deno.FileInfo): string {
   const ctime = info.ctime === null ? 0 : Math.floor(info.ctime.getTime());
-  const parts = [info.dev, info.ino ?? 0, info.size, mtimeMs(info), ctime];
-  return `"${parts.map((n) => n.toString(16)).join("-")}"`;
+  // Spelled out rather than mapped and joined: asked once per listed and
+  // bundled file.
+  return `"${info.dev.toString(16)}-${(info.ino ?? 0).toString(16)}-${
+    info.size.toString(16)
+  }-${mtimeMs(info).toString(16)}-${ctime.toString(16)}"`;
 }
 
 /** Permission bits of an entry (`mode & 0o7777`, 0 when unknown). */
