@@ -573,6 +573,12 @@ function byName(a: Deno.DirEntry, b: Deno.DirEntry): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 
+/** One listed entry: its line, and the way down when it is a directory. */
+interface Described {
+  line: ListEntry;
+  descend?: Pending;
+}
+
 /**
  * Walks a checked directory: all entries of a directory, sorted by name, in
  * batches, then each of its subdirectories the same way. Memory depends on
@@ -587,12 +593,6 @@ function byName(a: Deno.DirEntry, b: Deno.DirEntry): number {
  * the entries up to it. The walk resumes from there; entries that appeared
  * in that part since are not listed, like a snapshot.
  */
-/** One listed entry: its line, and the way down when it is a directory. */
-interface Described {
-  line: ListEntry;
-  descend?: Pending;
-}
-
 function listStream(
   guard: PathGuard,
   root: CheckedPath,
