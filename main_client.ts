@@ -23,7 +23,6 @@ import {
   isExpected,
   UsageError,
 } from "./lib/errors.ts";
-import { runFollow } from "./lib/follow_cli.ts";
 import { printable } from "./lib/printable.ts";
 import { pull } from "./lib/pull.ts";
 import { createReporter, formatSummary } from "./lib/progress.ts";
@@ -71,7 +70,9 @@ async function runPull(cmd: PullCommand): Promise<number> {
   // Transport (issue 4 seam): TLS client and request signing.
   const transport = await openTransport(settings, config.hsyncDir);
   if (cmd.sync) {
-    // Follow mode (issue 5 seam).
+    // Follow mode (issue 5 seam), loaded only for it: a one-shot pull starts
+    // sooner without it.
+    const { runFollow } = await import("./lib/follow_cli.ts");
     return await runFollow(cmd, settings, baseUrl, transport, config.hsyncDir);
   }
 
@@ -86,7 +87,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
 
-  const reporter = createReporter({
+  const reporter = await createReporter({
     quiet: cmd.quiet,
     isTerminal: Deno.stderr.isTerminal(),
     write: writeErr,

@@ -121,7 +121,7 @@ export async function runFollow(
   Deno.addSignalListener("SIGTERM", onSignal);
 
   const say = (line: string) => writeErr(`hsync: ${printable(line)}\n`);
-  let reporter: Reporter | undefined = createReporter({
+  let reporter: Reporter | undefined = await createReporter({
     quiet: cmd.quiet,
     isTerminal: Deno.stderr.isTerminal(),
     write: writeErr,

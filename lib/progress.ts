@@ -1,5 +1,4 @@
 /** Turns pull events into a live bar (terminal), periodic plain lines (logs, pipes) or nothing (--quiet), and the final summary line. */
-import cliProgress from "cli-progress";
 import type { PullEvent, PullSummary } from "./pull.ts";
 import { printable } from "./printable.ts";
 
@@ -41,8 +40,10 @@ export interface ProgressState {
   failed: number;
 }
 
-/** Creates the reporter for one pull. */
-export function createReporter(options: ReporterOptions): Reporter {
+/** Creates the reporter for one pull (the bar's library is loaded only for a terminal). */
+export async function createReporter(
+  options: ReporterOptions,
+): Promise<Reporter> {
   if (options.quiet) return { onEvent() {}, stop() {} };
   const write = toWriter(options.write);
   const now = options.now ?? (() => performance.now());
@@ -60,6 +61,7 @@ export function createReporter(options: ReporterOptions): Reporter {
   const columns = options.columns ?? 100;
 
   if (options.isTerminal) {
+    const { default: cliProgress } = await import("cli-progress");
     // cli-progress only handles drawing and throttling; the line is ours.
     const stream = {
       isTTY: true,

@@ -99,7 +99,7 @@ Deno.test("RateMeter measures over its window", () => {
 
 Deno.test("a reporter without a terminal prints plain lines now and then, and warnings", async () => {
   let out = "";
-  const reporter = createReporter({
+  const reporter = await createReporter({
     isTerminal: false,
     write: (text) => out += text,
     intervalMs: 20,
@@ -133,7 +133,7 @@ Deno.test("a reporter without a terminal prints plain lines now and then, and wa
 
 Deno.test("a reporter on a terminal draws a live bar", async () => {
   let out = "";
-  const reporter = createReporter({
+  const reporter = await createReporter({
     isTerminal: true,
     write: (text) => out += text,
     columns: 80,
@@ -155,16 +155,16 @@ Deno.test("a reporter writes to a WritableStream sink too", async () => {
       chunks.push(dec.decode(chunk));
     },
   });
-  const reporter = createReporter({ isTerminal: false, write: sink });
+  const reporter = await createReporter({ isTerminal: false, write: sink });
   reporter.onEvent({ type: "warning", message: "Careful" });
   reporter.stop();
   await new Promise((r) => setTimeout(r, 10));
   assert.deepEqual(chunks, ["hsync: warning: Careful\n"]);
 });
 
-Deno.test("a quiet reporter prints nothing", () => {
+Deno.test("a quiet reporter prints nothing", async () => {
   let out = "";
-  const reporter = createReporter({
+  const reporter = await createReporter({
     quiet: true,
     isTerminal: true,
     write: (text) => out += text,
