@@ -2,6 +2,7 @@
 import ini from "ini";
 import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
+import { isLoopbackHost } from "./host_allow.ts";
 
 /** Sections of hsync.ini. */
 export type Section = "hsyncd" | "hscp" | "hsync";
@@ -234,11 +235,22 @@ export function clientSettings(
   overrides: Overrides = {},
 ): ClientSettings {
   const get = getter(config, section, overrides);
+  const hostIp = get("Host_ip") as string;
+  let maxPartNum = get("Max_part_num") as number;
+  // Parallel ranges get round a network's latency and per-connection limits;
+  // to an hsyncd on this machine they only share its cores (hsync.ini says
+  // what was measured). Unless a file sets Max_part_num, a loopback server
+  // gets one stream.
+  if (
+    overrides.Max_part_num === undefined &&
+    config.values[section].Max_part_num?.source === BUILTIN &&
+    isLoopbackHost(hostIp)
+  ) maxPartNum = 1;
   return {
-    hostIp: get("Host_ip") as string,
+    hostIp,
     port: get("Port") as number,
     maxTcpConn: get("Max_tcp_conn") as number,
-    maxPartNum: get("Max_part_num") as number,
+    maxPartNum,
     maxRuning: get("Max_runing") as number,
     minPartSize: get("Min_part_size") as number,
     dataTimeout: get("Data_timeout") as number,

@@ -16,6 +16,17 @@ export function normalizeAddress(address: string): string {
 }
 
 /**
+ * Whether `host` names this machine: `localhost`, or an address in
+ * 127.0.0.0/8 or `::1` (brackets and IPv4-mapped forms accepted). Other
+ * names are not resolved, so they count as remote.
+ */
+export function isLoopbackHost(host: string): boolean {
+  if (host.trim().toLowerCase() === "localhost") return true;
+  const parsed = parseAddress(host);
+  return parsed !== undefined && parsed.range() === "loopback";
+}
+
+/**
  * Builds the `Allowed_host` test. An empty list allows every address.
  * Patterns: an exact IPv4 or IPv6 address, an IPv4 wildcard such as
  * `192.168.*.*` (`*` alone allows all), or a CIDR block such as `10.0.0.0/8`

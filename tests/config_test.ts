@@ -64,6 +64,34 @@ Deno.test("precedence is flag > -c FILE > $HSYNC_DIR/hsync.ini > built-in defaul
   assert.deepEqual(clientSettings(config, "hscp").port, 3000);
 });
 
+Deno.test("Max_part_num: one stream to a server on this machine unless a file or flag sets it", async () => {
+  const builtIn = await loadConfig({
+    defaults,
+    hsyncDir: "/nonexistent",
+    readTextFile: fakeFs({}),
+  });
+  for (const section of ["hscp", "hsync"] as const) {
+    const parts = (host: string, overrides = {}) =>
+      clientSettings(builtIn, section, { Host_ip: host, ...overrides })
+        .maxPartNum;
+    assert.equal(clientSettings(builtIn, section).maxPartNum, 1); // 127.0.0.1
+    for (const host of ["127.0.0.1", "127.8.9.10", "::1", "localhost"]) {
+      assert.equal(parts(host), 1, host);
+    }
+    for (const host of ["10.0.0.7", "192.168.1.2", "fd00::1", "data.example"]) {
+      assert.equal(parts(host), 8, host);
+    }
+    assert.equal(parts("127.0.0.1", { Max_part_num: "8" }), 8); // a flag stands
+  }
+  const fromFile = await loadConfig({
+    defaults,
+    hsyncDir: "/h",
+    readTextFile: fakeFs({ "/h/hsync.ini": "[hscp]\nMax_part_num = 8\n" }),
+  });
+  assert.equal(clientSettings(fromFile, "hscp").maxPartNum, 8);
+  assert.equal(clientSettings(fromFile, "hsync").maxPartNum, 1);
+});
+
 Deno.test("a missing $HSYNC_DIR/hsync.ini is noted, a missing -c file is an error naming it", async () => {
   const config = await loadConfig({
     defaults,

@@ -301,3 +301,53 @@ Deno.test("bad input gets one clear line and the documented exit code", async (t
     }
   });
 });
+
+Deno.test("a big file from an hsyncd on this machine comes in one stream unless Max_part_num is set", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  const bytes = new Uint8Array(4 * 1024 * 1024 + 5);
+  for (let i = 0; i < bytes.length; i += 4096) bytes[i] = (i / 4096) & 0xff;
+  await Deno.writeFile(join(data, "big.bin"), bytes);
+  await using server = await startServer({
+    dir: dir.path,
+    config: `[hsyncd]\nOnly_allowed_path = ${data}\n`,
+  });
+  /** The bodies of big.bin hsyncd has sent so far. */
+  const fileGets = () =>
+    server.stderr().split("\n").filter((line) =>
+      line.includes(" GET /v1/file?") && line.includes("big.bin")
+    ).length;
+  for (
+    const [ini, host, want] of [
+      ["[hscp]\nMin_part_size = 1M\n", "127.0.0.1", 1],
+      ["[hscp]\nMin_part_size = 1M\nMax_part_num = 4\n", "127.0.0.1", 4],
+    ] as const
+  ) {
+    const clientIni = join(dir.path, "client.ini");
+    await Deno.writeTextFile(clientIni, ini);
+    const out = join(dir.path, `out-${host}-${want}`);
+    const before = fileGets();
+    const r = await runClient([
+      "-i",
+      join(data, "big.bin"),
+      "-o",
+      out,
+      "-host",
+      host,
+      "-p",
+      String(server.port),
+      "-c",
+      clientIni,
+      "--quiet",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await Deno.readFile(out), bytes);
+    // The access line is written as the response starts; give it a moment.
+    const deadline = Date.now() + 5000;
+    while (fileGets() - before < want && Date.now() < deadline) {
+      await new Promise((done) => setTimeout(done, 20));
+    }
+    assert.equal(fileGets() - before, want, `${host} with ${ini}`);
+  }
+});

@@ -1,7 +1,11 @@
 /** Tests of lib/host_allow.ts: Allowed_host patterns (IPs, wildcards, CIDR v4/v6, mapped addresses). */
 import assert from "node:assert/strict";
 import { ConfigError } from "../lib/errors.ts";
-import { createHostMatcher, normalizeAddress } from "../lib/host_allow.ts";
+import {
+  createHostMatcher,
+  isLoopbackHost,
+  normalizeAddress,
+} from "../lib/host_allow.ts";
 
 const CASES: Array<[string, string[], string, boolean]> = [
   ["an empty list allows everyone", [], "203.0.113.7", true],
@@ -104,4 +108,32 @@ Deno.test("normalizeAddress() shows IPv4-mapped IPv6 as IPv4 and leaves non-addr
   assert.equal(normalizeAddress("2001:0db8::0001"), "2001:db8::1");
   assert.equal(normalizeAddress("[::1]"), "::1");
   assert.equal(normalizeAddress("not-an-ip"), "not-an-ip");
+});
+
+Deno.test("isLoopbackHost() knows this machine's addresses and resolves no names", () => {
+  for (
+    const host of [
+      "127.0.0.1",
+      "127.255.0.9",
+      "::1",
+      "[::1]",
+      "0:0:0:0:0:0:0:1",
+      "::ffff:127.0.0.1",
+      "localhost",
+      "LOCALHOST",
+    ]
+  ) assert.equal(isLoopbackHost(host), true, host);
+  for (
+    const host of [
+      "0.0.0.0",
+      "10.1.2.3",
+      "128.0.0.1",
+      "::",
+      "::2",
+      "fe80::1",
+      "localhost.example",
+      "my-laptop",
+      "",
+    ]
+  ) assert.equal(isLoopbackHost(host), false, host);
 });
