@@ -243,8 +243,7 @@ export function clientSettings(
   // gets one stream.
   if (
     overrides.Max_part_num === undefined &&
-    config.values[section].Max_part_num?.source === BUILTIN &&
-    isLoopbackHost(hostIp)
+    oneStreamToThisMachine(config, section, hostIp)
   ) maxPartNum = 1;
   return {
     hostIp,
@@ -262,6 +261,16 @@ export function clientSettings(
     caFile: get("CA_file") as string,
     identityFile: get("Identity_file") as string,
   };
+}
+
+/** Whether Max_part_num of `section` is the built-in default and `hostIp` is this machine, so one stream is used. */
+function oneStreamToThisMachine(
+  config: LoadedConfig,
+  section: Section,
+  hostIp: string,
+): boolean {
+  return config.values[section].Max_part_num?.source === BUILTIN &&
+    isLoopbackHost(hostIp);
 }
 
 type Value = string | number | boolean | string[];
@@ -367,13 +376,16 @@ export function formatConfig(config: LoadedConfig): string {
     lines.push("", `[${section}]`);
     for (const key of Object.keys(SCHEMA[section])) {
       const s = config.values[section][key];
-      lines.push(
-        s === undefined
-          ? `${key} =`
-          : `${key} = ${s.raw}${
-            s.source === BUILTIN ? "" : `  ; from ${s.source}`
-          }`,
-      );
+      let note = s?.source === BUILTIN ? "" : `  ; from ${s?.source}`;
+      if (
+        key === "Max_part_num" &&
+        oneStreamToThisMachine(
+          config,
+          section,
+          config.values[section].Host_ip?.raw ?? "",
+        )
+      ) note = "  ; 1 to this loopback Host_ip (no file sets it)";
+      lines.push(s === undefined ? `${key} =` : `${key} = ${s.raw}${note}`);
     }
   }
   return lines.join("\n");

@@ -212,6 +212,20 @@ Deno.test("formatConfig() lists the files searched and every key by section with
     /\[hsyncd\]\nHost_ip = 0.0.0.0\nPort = 2222 {2}; from \/h\/hsync.ini\n/,
   );
   assert.match(text, /\[hsync\][^[]*Sync_interval_sec = 2/);
+  // The built-in Host_ip is 127.0.0.1: say that one stream is used there.
+  assert.match(
+    text,
+    /\[hscp\][^[]*Max_part_num = 8 {2}; 1 to this loopback Host_ip \(no file sets it\)\n/,
+  );
+  const remote = formatConfig(
+    await loadConfig({
+      defaults,
+      hsyncDir: "/h",
+      readTextFile: fakeFs({ "/h/hsync.ini": "[hscp]\nHost_ip = 10.0.0.7\n" }),
+    }),
+  );
+  assert.match(remote, /\[hscp\][^[]*Max_part_num = 8\n/);
+  assert.match(remote, /\[hsync\][^[]*Max_part_num = 8 {2}; 1 to this/);
 });
 
 Deno.test("resolveHsyncDir() prefers $HSYNC_DIR, else $HOME/.hsync", () => {
