@@ -9,7 +9,7 @@ import {
   openSync,
   readSync,
 } from "node:fs";
-import { REPO, run } from "./_common.ts";
+import { median, REPO, run } from "./_common.ts";
 
 const USAGE = `usage: deno run -q -P=bench bench/deno_costs.ts [options]
 
@@ -95,12 +95,6 @@ function child(id: string, dir: string, files: number): void {
   const us = (performance.now() - started) * 1000 / files;
   if (sink < 0) console.log(sink); // keeps the loop from being optimised away
   console.log(us.toFixed(2));
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
 async function main(): Promise<number> {
