@@ -357,6 +357,81 @@ export async function vmHWM(pid: number): Promise<number | null> {
   return m ? Number(m[1]) : null;
 }
 
+/** What `sampleServer` saw: the largest RSS and its make-up, and the most connections open at once. */
+export interface ServerSample {
+  /** KiB; 0 when nothing was read. */
+  rss: number;
+  /** Anonymous memory (KiB) when the RSS was largest: heaps and buffers. */
+  anon: number;
+  /** File-backed memory (KiB) then: mostly the program's own code. */
+  file: number;
+  /** Most established TCP connections on `port` in one sample. */
+  connections: number;
+  samples: number;
+}
+
+/** Established TCP connections whose local port is `port`, from /proc/net/tcp and tcp6. */
+async function establishedOn(port: number): Promise<number> {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  let n = 0;
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const line of (await readProc(table)).split("\n")) {
+      const f = line.trim().split(/\s+/);
+      // f[1] local address:port, f[3] state (01 = ESTABLISHED)
+      if (f[1]?.endsWith(hex) && f[3] === "01") n++;
+    }
+  }
+  return n;
+}
+
+/**
+ * Samples a server process every `everyMs` until stopped: VmHWM says how
+ * high the RSS went, this says of what (anonymous or file-backed memory) and
+ * with how many connections open.
+ */
+export function sampleServer(
+  pid: number,
+  port: number,
+  everyMs = 500,
+): { stop(): Promise<ServerSample> } {
+  const best: ServerSample = {
+    rss: 0,
+    anon: 0,
+    file: 0,
+    connections: 0,
+    samples: 0,
+  };
+  let running = true;
+  const kib = (text: string, key: string) =>
+    Number(text.match(new RegExp(`^${key}:\\s+(\\d+)\\s+kB`, "m"))?.[1] ?? 0);
+  const loop = (async () => {
+    while (running) {
+      const [status, connections] = await Promise.all([
+        readProc(`/proc/${pid}/status`),
+        establishedOn(port),
+      ]);
+      const rss = kib(status, "VmRSS");
+      if (rss > 0) best.samples++;
+      if (rss > best.rss) {
+        Object.assign(best, {
+          rss,
+          anon: kib(status, "RssAnon"),
+          file: kib(status, "RssFile") + kib(status, "RssShmem"),
+        });
+      }
+      best.connections = Math.max(best.connections, connections);
+      if (running) await sleep(everyMs);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return best;
+    },
+  };
+}
+
 /** The repository root (where deno.json and the programs are). */
 export const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 

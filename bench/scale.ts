@@ -12,6 +12,7 @@ import {
   median,
   REPO,
   run,
+  sampleServer,
   type Server,
   setDefaultTimeout,
   startHsyncd,
@@ -313,6 +314,7 @@ async function main(): Promise<number> {
       servers.push(hsyncd);
       const idle = await vmHWM(hsyncd.child.pid);
       console.log(`[clients] ${CLIENTS} clients at once`);
+      const sampler = sampleServer(hsyncd.child.pid, hsyncd.port);
       const t0 = performance.now();
       const runs = await Promise.all(
         Array.from({ length: CLIENTS }, (_, i) =>
@@ -324,6 +326,7 @@ async function main(): Promise<number> {
       );
       const wall = (performance.now() - t0) / 1000;
       const peak = await vmHWM(hsyncd.child.pid);
+      const seen = await sampler.stop();
       await stopServer(hsyncd);
       servers.length = 0;
       let ok = 0;
@@ -344,11 +347,17 @@ async function main(): Promise<number> {
           fmtSize(bytes / CLIENTS)
         }) from one hsyncd.`,
         "",
-        "| clients ok | wall s | total MB/s | hsyncd RSS idle MiB | hsyncd peak RSS MiB |",
-        "| ---------: | -----: | ---------: | ------------------: | ------------------: |",
+        "| clients ok | wall s | total MB/s | hsyncd RSS idle MiB | hsyncd peak RSS MiB | of it anonymous / file-backed MiB | connections at most |",
+        "| ---------: | -----: | ---------: | ------------------: | ------------------: | --------------------------------: | ------------------: |",
         `| ${ok}/${CLIENTS} | ${wall.toFixed(1)} | ${
           (bytes / 1e6 / wall).toFixed(0)
-        } | ${mib(idle)} | ${mib(peak)} |`,
+        } | ${mib(idle)} | ${mib(peak)} | ${mib(seen.anon)} / ${
+          mib(seen.file)
+        } | ${seen.connections} |`,
+        "",
+        `The make-up is from the largest of ${seen.samples} samples taken every 0.5 s (RSS ${
+          mib(seen.rss)
+        } MiB then); file-backed memory is mostly Deno's own code.`,
         "",
       );
       console.log(lines.slice(-3).join("\n"));
