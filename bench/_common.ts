@@ -363,7 +363,7 @@ export interface ServerSample {
   rss: number;
   /** Anonymous memory (KiB) when the RSS was largest: heaps and buffers. */
   anon: number;
-  /** File-backed memory (KiB) then: mostly the program's own code. */
+  /** File-backed and shared memory (KiB) then, so that `anon + file` is that RSS: mostly the program's own code. */
   file: number;
   /** Most established TCP connections on `port` in one sample. */
   connections: number;
