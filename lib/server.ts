@@ -1281,8 +1281,11 @@ function parseBundleRequest(body: unknown, maxPaths: number): BundleRequest {
   return { root, paths };
 }
 
-/** Checks a path relative to a bundle root: normal components only (no `..`, `.`, empty, absolute, NUL). */
-/** The components of a path relative to a root; a 400 (`code`) naming `action` for anything else. */
+/**
+ * The components of a path relative to a root (a bundle's, or a listing's
+ * `after`): plain names only (no `..`, `.`, empty, absolute, NUL); anything
+ * else is a 400 (`code`) naming `action`.
+ */
 function checkRelative(
   rel: string,
   action = "bundle",
