@@ -23,7 +23,8 @@ import {
 import { openServerLog, type ServerLog } from "./lib/server_log.ts";
 import { createHandler } from "./lib/server.ts";
 import { WatchHub } from "./lib/watch_hub.ts";
-import { loadAuthorizedKeys, type Verifier } from "./lib/auth.ts";
+import { type AuthorizedKeys, loadAuthorizedKeys } from "./lib/auth.ts";
+import { ServerNames } from "./lib/server_names.ts";
 import {
   checkPidfile,
   exposureWarning,
@@ -132,18 +133,38 @@ async function serve(context: Context): Promise<number> {
     if (state.state === "stale") {
       alert(log, `Replacing stale pidfile "${pidfile}": ${state.reason}`);
     }
+    for (const warning of auth?.warnings ?? []) alert(log, warning);
     // Closed first on SIGTERM, so followers' long-polls end instead of holding the stop.
     const watchHub = new WatchHub();
+    // Host_ip, Port and the certificate are the listening ones (a reload
+    // cannot change them); Server_name is the current configuration's.
+    const namesFor = (current: ServerSettings) =>
+      new ServerNames({
+        tls: tls !== undefined,
+        hostIp: settings.hostIp,
+        port: settings.port,
+        hostname: Deno.hostname(),
+        interfaces: interfaceAddresses,
+        certificate: tls?.cert,
+        configured: current.serverName,
+      });
     const handlerFor = (
       settings: ServerSettings,
-      verifier: Verifier | undefined,
+      auth: AuthorizedKeys | undefined,
     ) =>
       createHandler({
         watchHub,
         settings,
         hsyncDir: context.hsyncDir,
         hostname: Deno.hostname(),
-        verifier,
+        verifier: auth?.verifier,
+        serverNames: namesFor(settings),
+        onUnauthorized: (reason, request, remote) =>
+          log.info(
+            `Refused ${request.method} ${
+              new URL(request.url).pathname
+            } from ${remote} (401): ${reason}`,
+          ),
         log: (entry) => log.access(entry),
         onError: (error, request) =>
           log.error(
@@ -153,7 +174,7 @@ async function serve(context: Context): Promise<number> {
           ),
       });
     // Swapped by SIGHUP (systemctl reload); requests in flight keep theirs.
-    let handler = await handlerFor(settings, auth?.verifier);
+    let handler = await handlerFor(settings, auth);
     let active = settings;
     const onUnhandled = (event: PromiseRejectionEvent) => {
       event.preventDefault();
@@ -207,6 +228,15 @@ async function serve(context: Context): Promise<number> {
         log,
         `Requests must be signed by one of ${auth.keys} key(s) in Authorized_keys "${settings.authorizedKeys}"`,
       );
+      const names = namesFor(settings);
+      const cannot = names.wildcard ? interfacesProblem() : undefined;
+      if (cannot !== undefined) alert(log, cannot);
+      announce(
+        log,
+        `Signatures are accepted for ${
+          names.list().join(", ")
+        } (add other names to Server_name)`,
+      );
     }
     const warning = exposureWarning(settings);
     if (warning !== undefined) alert(log, warning);
@@ -214,14 +244,13 @@ async function serve(context: Context): Promise<number> {
     const onHangup = async () => {
       try {
         const next = await reloadSettings(context);
-        const fresh = await handlerFor(
-          next.settings,
-          (await readAuth(next.settings))?.verifier,
-        );
+        const nextAuth = await readAuth(next.settings);
+        const fresh = await handlerFor(next.settings, nextAuth);
         handler = fresh;
         const stale = needsRestart(active, next.settings);
         active = next.settings;
         for (const warning of next.warnings) log.warn(warning);
+        for (const warning of nextAuth?.warnings ?? []) alert(log, warning);
         announce(
           log,
           "Reloaded the configuration on SIGHUP" +
@@ -347,7 +376,9 @@ async function start(context: Context): Promise<number> {
     );
   }
   await readTls(settings);
-  await readAuth(settings);
+  for (const warning of (await readAuth(settings))?.warnings ?? []) {
+    console.error(`hsyncd: warning: ${warning}`);
+  }
   const warning = exposureWarning(settings);
   if (warning !== undefined) console.error(`hsyncd: ${warning}`);
 
@@ -530,9 +561,26 @@ async function readTls(
 /** The request verifier when `Authorized_keys` is set; `ConfigError` in one line when the file cannot be used. */
 async function readAuth(
   settings: ServerSettings,
-): Promise<{ verifier: Verifier; keys: number } | undefined> {
+): Promise<AuthorizedKeys | undefined> {
   if (settings.authorizedKeys === "") return undefined;
   return await loadAuthorizedKeys(settings.authorizedKeys);
+}
+
+/** This machine's interface addresses: names of a server listening on a wildcard address. */
+function interfaceAddresses(): string[] {
+  return Deno.networkInterfaces().map((i) => i.address);
+}
+
+/** A warning when a wildcard listener cannot learn its addresses (a sandbox without netlink), so signatures naming them are refused. */
+function interfacesProblem(): string | undefined {
+  try {
+    interfaceAddresses();
+    return undefined;
+  } catch (error) {
+    return `Cannot list this machine's network addresses (${
+      describeError(error)
+    }): a signed request to one of them is refused unless Server_name lists it`;
+  }
 }
 
 /** One line for a failure to listen, naming the address. */

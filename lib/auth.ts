@@ -1,9 +1,10 @@
 /** Ed25519 key authentication: key files, request signing (client) and verification with replay protection (server). */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { ConfigError } from "./errors.ts";
 import { reason } from "./local_path.ts";
+import { serverOrigin } from "./server_names.ts";
 
 function b64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("base64");
@@ -95,15 +96,34 @@ export async function loadIdentity(
   }
 }
 
+/** Version tag that starts the signed text; bumped whenever its fields change. */
+export const SIGNED_VERSION = "hsync-v2";
+
+/** What a signature covers. */
+export interface SignedFields {
+  method: string;
+  /** The server the request is meant for: `scheme://host:port` ({@linkcode serverOrigin}). */
+  server: string;
+  /** Path and query exactly as sent. */
+  pathAndQuery: string;
+  /** Milliseconds since the epoch. */
+  timestamp: number;
+  nonce: string;
+  /** {@linkcode bodyDigest} of the body. */
+  bodySha256: string;
+}
+
 /** The exact bytes that are signed for one request. */
-export function signedText(
-  method: string,
-  pathAndQuery: string,
-  timestamp: number,
-  nonce: string,
-  bodySha256: string,
-): string {
-  return `hsync-v1\n${method.toUpperCase()}\n${pathAndQuery}\n${timestamp}\n${nonce}\n${bodySha256}`;
+export function signedText(fields: SignedFields): string {
+  return [
+    SIGNED_VERSION,
+    fields.method.toUpperCase(),
+    fields.server,
+    fields.pathAndQuery,
+    fields.timestamp,
+    fields.nonce,
+    fields.bodySha256,
+  ].join("\n");
 }
 
 /** Header carrying {@linkcode bodyDigest} of a signed request's body, so the server checks the signature before reading the body. */
@@ -117,7 +137,11 @@ export function bodyDigest(
   return createHash("sha256").update(body).digest("hex");
 }
 
-/** Builds the `Authorization` header value for a request. */
+/**
+ * Builds the `Authorization` header value for a request to `url`: the
+ * signature covers the server it names (scheme, host, port), so it is good
+ * for that server only.
+ */
 export async function signRequest(
   identity: Identity,
   method: string,
@@ -126,13 +150,14 @@ export async function signRequest(
 ): Promise<string> {
   const ts = options.now ?? Date.now();
   const nonce = b64(crypto.getRandomValues(new Uint8Array(16)));
-  const text = signedText(
+  const text = signedText({
     method,
-    url.pathname + url.search,
-    ts,
+    server: serverOrigin(url),
+    pathAndQuery: url.pathname + url.search,
+    timestamp: ts,
     nonce,
-    bodyDigest(options.body),
-  );
+    bodySha256: bodyDigest(options.body),
+  });
   const sig = new Uint8Array(
     await crypto.subtle.sign(
       { name: "Ed25519" },
@@ -176,17 +201,148 @@ export interface VerifierOptions {
   skewMs?: number;
   /** The clock (ms since epoch). */
   now?: () => number;
-  /** Most nonces remembered at once; past this, requests are refused until old ones expire. */
+  /** Most nonces remembered at once, over all keys (default {@linkcode MAX_NONCES}). */
   maxNonces?: number;
+  /** Most nonces remembered for one key (default {@linkcode MAX_NONCES_PER_KEY}). */
+  maxNoncesPerKey?: number;
 }
 
-/** Checks one request; true when it carries a fresh, valid signature by an authorised key. */
-export type Verifier = (
-  method: string,
-  pathAndQuery: string,
-  header: string | null,
-  bodySha256: string,
-) => Promise<boolean>;
+/** Default of {@linkcode VerifierOptions.maxNonces}. */
+export const MAX_NONCES = 1_000_000;
+/**
+ * Default of {@linkcode VerifierOptions.maxNoncesPerKey}: a nonce is kept
+ * about 5 minutes, so a key signing over 300 requests a second all the time
+ * reaches it (and then only requests signed before its oldest kept one are
+ * refused).
+ */
+export const MAX_NONCES_PER_KEY = 100_000;
+
+/** One request as the server checks it. */
+export interface SignedRequest {
+  method: string;
+  /** The server it was sent to, one of hsyncd's own names: `scheme://host:port` (see `ServerNames.resolve`). */
+  server: string;
+  /** Path and query as received. */
+  pathAndQuery: string;
+  /** The `Authorization` header, null when absent. */
+  authorization: string | null;
+  /** The body digest the request declares (`-` without a body). */
+  bodySha256: string;
+}
+
+/** The verdict on one request; `reason` is for the server's log, never for the client. */
+export type Verdict = { ok: true } | { ok: false; reason: string };
+
+/**
+ * Checks one request: a fresh, valid signature by an authorised key over
+ * exactly this request to exactly this server, with a nonce not seen before.
+ */
+export type Verifier = (request: SignedRequest) => Promise<Verdict>;
+
+/** A nonce taken for a request whose signature is being checked or was good. */
+interface NonceEntry {
+  timestamp: number;
+  expiry: number;
+  confirmed: boolean;
+}
+
+/**
+ * The nonces seen, per key, each until its timestamp has left the accepted
+ * window. A nonce is taken before its signature is checked (so concurrent
+ * copies of one request cannot all pass) and given back when the signature
+ * fails. Bounds: per key and in all. A key over its bound, or the key with
+ * most nonces when all are over the total, loses its oldest checked nonce,
+ * and its requests signed at or before that nonce's time are refused from
+ * then on (its floor): a replay of a forgotten nonce stays refused, and no
+ * key can lock out another. Nonces still being checked are never dropped,
+ * so a forged request cannot raise a key's floor.
+ */
+class NonceCache {
+  readonly #byKey = new Map<string, Map<string, NonceEntry>>();
+  readonly #floor = new Map<string, number>();
+  #size = 0;
+  readonly #max: number;
+  readonly #maxPerKey: number;
+
+  constructor(max: number, maxPerKey: number) {
+    this.#max = max;
+    this.#maxPerKey = maxPerKey;
+  }
+
+  /** Takes `nonce` for `key`; the reason when it cannot be taken. */
+  take(
+    key: string,
+    nonce: string,
+    timestamp: number,
+    expiry: number,
+    now: number,
+  ): string | undefined {
+    if (timestamp <= (this.#floor.get(key) ?? -Infinity)) {
+      return "timestamp at or before the oldest nonce this key has had dropped";
+    }
+    let nonces = this.#byKey.get(key);
+    if (nonces === undefined) this.#byKey.set(key, nonces = new Map());
+    this.#expire(nonces, now);
+    if (nonces.has(nonce)) return "nonce already used";
+    if (nonces.size >= this.#maxPerKey && !this.#dropOldest(key, nonces)) {
+      return "every nonce of this key is still being checked";
+    }
+    if (this.#size >= this.#max) {
+      for (const map of this.#byKey.values()) this.#expire(map, now);
+      const [biggest, map] = [...this.#byKey].reduce((a, b) =>
+        b[1].size > a[1].size ? b : a
+      );
+      if (this.#size >= this.#max && !this.#dropOldest(biggest, map)) {
+        return "nonce cache full of requests being checked";
+      }
+    }
+    nonces.set(nonce, { timestamp, expiry, confirmed: false });
+    this.#size++;
+    return undefined;
+  }
+
+  /** The signature was good: the nonce stays until it expires. */
+  confirm(key: string, nonce: string): void {
+    const entry = this.#byKey.get(key)?.get(nonce);
+    if (entry !== undefined) entry.confirmed = true;
+  }
+
+  /** The signature failed: the nonce is free again. */
+  release(key: string, nonce: string): void {
+    const nonces = this.#byKey.get(key);
+    if (nonces?.get(nonce)?.confirmed === false) {
+      nonces.delete(nonce);
+      this.#size--;
+    }
+  }
+
+  // Insertion order is arrival order, close to expiry order: a scan from the front.
+  #expire(nonces: Map<string, NonceEntry>, now: number): void {
+    for (const [nonce, entry] of nonces) {
+      if (entry.expiry > now) break;
+      nonces.delete(nonce);
+      this.#size--;
+    }
+  }
+
+  #dropOldest(key: string, nonces: Map<string, NonceEntry>): boolean {
+    for (const [nonce, entry] of nonces) {
+      if (!entry.confirmed) continue;
+      nonces.delete(nonce);
+      this.#size--;
+      this.#floor.set(
+        key,
+        Math.max(this.#floor.get(key) ?? -Infinity, entry.timestamp),
+      );
+      return true;
+    }
+    return false;
+  }
+}
+
+function refuse(reason: string): Verdict {
+  return { ok: false, reason };
+}
 
 /** Creates the server-side verifier for a list of authorised public keys (base64). */
 export async function createVerifier(
@@ -195,7 +351,10 @@ export async function createVerifier(
 ): Promise<Verifier> {
   const skew = options.skewMs ?? DEFAULT_SKEW_MS;
   const now = options.now ?? Date.now;
-  const maxNonces = options.maxNonces ?? 1_000_000;
+  const nonces = new NonceCache(
+    options.maxNonces ?? MAX_NONCES,
+    options.maxNoncesPerKey ?? MAX_NONCES_PER_KEY,
+  );
   const keys = new Map<string, CryptoKey>();
   for (const k of publicKeys) {
     keys.set(
@@ -211,10 +370,13 @@ export async function createVerifier(
       ),
     );
   }
-  // nonce -> expiry; insertion order is time order, so expiry is a scan from the front.
-  const seen = new Map<string, number>();
-  return async (method, pathAndQuery, header, bodySha256) => {
-    if (header === null || !header.startsWith(SCHEME + " ")) return false;
+  // Everything up to the nonce being taken runs without an await, so copies
+  // of one request arriving together cannot all get past the replay check.
+  return async (request) => {
+    const header = request.authorization;
+    if (header === null || !header.startsWith(SCHEME + " ")) {
+      return refuse(`no ${SCHEME} Authorization header`);
+    }
     const fields = new Map<string, string>();
     for (const part of header.slice(SCHEME.length + 1).split(",")) {
       const eq = part.indexOf("=");
@@ -222,47 +384,77 @@ export async function createVerifier(
         fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
       }
     }
-    const key = keys.get(fields.get("key") ?? "");
+    const keyText = fields.get("key") ?? "";
+    const key = keys.get(keyText);
+    if (key === undefined) return refuse("key not in Authorized_keys");
     const ts = Number(fields.get("ts"));
     const nonce = fields.get("nonce") ?? "";
-    const sig = fields.get("sig") ?? "";
-    if (
-      key === undefined || !Number.isSafeInteger(ts) || nonce.length < 16 ||
-      nonce.length > 64
-    ) {
-      return false;
+    let sig: Uint8Array<ArrayBuffer>;
+    try {
+      sig = unb64(fields.get("sig") ?? "");
+    } catch {
+      return refuse("signature is not base64");
+    }
+    if (!Number.isSafeInteger(ts) || !/^[A-Za-z0-9+/=]{16,64}$/.test(nonce)) {
+      return refuse("malformed ts or nonce");
     }
     const t = now();
-    if (Math.abs(t - ts) > skew) return false;
-    for (const [n, expiry] of seen) {
-      if (expiry > t) break;
-      seen.delete(n);
+    if (Math.abs(t - ts) > skew) {
+      return refuse(
+        `timestamp ${Math.round((ts - t) / 1000)} s from the server's clock`,
+      );
     }
-    if (seen.has(nonce) || seen.size >= maxNonces) return false;
-    let sigBytes: Uint8Array<ArrayBuffer>;
+    const taken = nonces.take(keyText, nonce, ts, Math.max(t, ts) + skew, t);
+    if (taken !== undefined) return refuse(taken);
+    let ok: boolean;
     try {
-      sigBytes = unb64(sig);
+      ok = await crypto.subtle.verify(
+        { name: "Ed25519" },
+        key,
+        sig,
+        encoder.encode(signedText({
+          method: request.method,
+          server: request.server,
+          pathAndQuery: request.pathAndQuery,
+          timestamp: ts,
+          nonce,
+          bodySha256: request.bodySha256,
+        })),
+      );
     } catch {
-      return false;
+      ok = false; // a signature of the wrong length
     }
-    const ok = await crypto.subtle.verify(
-      { name: "Ed25519" },
-      key,
-      sigBytes,
-      encoder.encode(signedText(method, pathAndQuery, ts, nonce, bodySha256)),
+    if (ok) nonces.confirm(keyText, nonce);
+    else nonces.release(keyText, nonce);
+    return ok ? { ok } : refuse(
+      `bad signature (not over this method, server ${request.server}, path and body)`,
     );
-    if (ok) seen.set(nonce, Math.max(t, ts) + skew);
-    return ok;
   };
 }
 
-/** Reads the server's `Authorized_keys` file into a verifier; `ConfigError` naming the file (and line) when it cannot be used. */
+/** A loaded `Authorized_keys` file. */
+export interface AuthorizedKeys {
+  verifier: Verifier;
+  /** Number of keys. */
+  keys: number;
+  /** Warnings to log (the file or its directory writable by others). */
+  warnings: string[];
+}
+
+/**
+ * Reads the server's `Authorized_keys` file into a verifier; `ConfigError`
+ * naming the file (and line) when it cannot be used. Warns when the file, or
+ * a directory holding it, can be written by group or others: whoever can
+ * write there can add a key.
+ */
 export async function loadAuthorizedKeys(
   path: string,
   options: VerifierOptions & {
     readTextFile?: (path: string) => Promise<string>;
+    stat?: (path: string) => Promise<{ mode: number | null }>;
+    realPath?: (path: string) => Promise<string>;
   } = {},
-): Promise<{ verifier: Verifier; keys: number }> {
+): Promise<AuthorizedKeys> {
   let text: string;
   try {
     text = await (options.readTextFile ?? Deno.readTextFile)(path);
@@ -283,7 +475,48 @@ export async function loadAuthorizedKeys(
       `Cannot use Authorized_keys "${path}": it holds no public key (add the line printed by hsync keygen)`,
     );
   }
-  return { verifier: await createVerifier(keys, options), keys: keys.length };
+  return {
+    verifier: await createVerifier(keys, options),
+    keys: keys.length,
+    warnings: await writableWarnings(
+      path,
+      options.stat ?? Deno.stat,
+      options.realPath ?? Deno.realPath,
+    ),
+  };
+}
+
+/** One line per path (the file, its directory, the real file's directory) that group or others can write. */
+async function writableWarnings(
+  path: string,
+  stat: (path: string) => Promise<{ mode: number | null }>,
+  realPath: (path: string) => Promise<string>,
+): Promise<string[]> {
+  const absolute = resolve(path);
+  const dirs = [dirname(absolute)];
+  try {
+    const real = dirname(await realPath(absolute));
+    if (real !== dirs[0]) dirs.push(real);
+  } catch {
+    // Read a moment ago; a failure now leaves only the named directory to check.
+  }
+  const warnings: string[] = [];
+  for (const target of [absolute, ...dirs]) {
+    let mode: number | null;
+    try {
+      mode = (await stat(target)).mode;
+    } catch {
+      continue;
+    }
+    if (mode === null || (mode & 0o022) === 0) continue;
+    const octal = (mode & 0o7777).toString(8).padStart(4, "0");
+    warnings.push(
+      target === absolute
+        ? `Authorized_keys "${path}" is writable by group or others (mode ${octal}): whoever can write it can add a key; run chmod go-w on it`
+        : `Authorized_keys "${path}" is in directory "${target}", writable by group or others (mode ${octal}): whoever can write there can replace the file; run chmod go-w on it`,
+    );
+  }
+  return warnings;
 }
 
 /** Where {@linkcode writeKeyPair} wrote the keys. */

@@ -3,6 +3,7 @@ import ini from "ini";
 import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
 import { isLoopbackHost } from "./host_allow.ts";
+import { parseServerName, type ServerNameEntry } from "./server_names.ts";
 
 /** Sections of hsync.ini. */
 export type Section = "hsyncd" | "hscp" | "hsync";
@@ -17,6 +18,7 @@ type Kind =
   | "bytes"
   | "bool"
   | "list"
+  | "names"
   | "path";
 
 const CLIENT_KEYS: Record<string, Kind> = {
@@ -45,6 +47,7 @@ export const SCHEMA: Record<Section, Record<string, Kind>> = {
     Cert_file: "path",
     Key_file: "path",
     Authorized_keys: "path",
+    Server_name: "names",
     Log_file: "path",
     Log_max_bytes: "bytes",
     Log_keep: "count0",
@@ -180,6 +183,8 @@ export interface ServerSettings {
   certFile: string;
   keyFile: string;
   authorizedKeys: string;
+  /** More names a signature may be bound to (DNS names, proxies, forwarded ports). */
+  serverName: ServerNameEntry[];
   logFile: string;
   logMaxBytes: number;
   logKeep: number;
@@ -222,6 +227,7 @@ export function serverSettings(
     certFile: get("Cert_file") as string,
     keyFile: get("Key_file") as string,
     authorizedKeys: get("Authorized_keys") as string,
+    serverName: get("Server_name") as ServerNameEntry[],
     logFile: get("Log_file") as string,
     logMaxBytes: get("Log_max_bytes") as number,
     logKeep: get("Log_keep") as number,
@@ -273,7 +279,7 @@ function oneStreamToThisMachine(
     isLoopbackHost(hostIp);
 }
 
-type Value = string | number | boolean | string[];
+type Value = string | number | boolean | string[] | ServerNameEntry[];
 
 function getter(
   config: LoadedConfig,
@@ -344,6 +350,16 @@ export function parseValue(kind: Kind, raw: string, where: string): Value {
     }
     case "list":
       return value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    case "names":
+      return value.split(",").map((s) => s.trim()).filter((s) => s !== "").map(
+        (entry) => {
+          try {
+            return parseServerName(entry);
+          } catch (error) {
+            throw bad((error as Error).message);
+          }
+        },
+      );
     case "host":
       if (value === "" || /[\s/]/.test(value)) {
         throw bad("expected an IP address or host name");

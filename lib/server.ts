@@ -4,6 +4,7 @@ import { posix } from "node:path";
 import { type BundleFrame, encodeFrame, encodeFrames } from "./bundle_codec.ts";
 import type { ServerSettings } from "./config.ts";
 import { BODY_DIGEST_HEADER, bodyDigest, type Verifier } from "./auth.ts";
+import { requestAuthority, type ServerNames } from "./server_names.ts";
 import { HttpError } from "./errors.ts";
 import { etagFor, modeBits, mtimeMs } from "./file_identity.ts";
 import { createHostMatcher, normalizeAddress } from "./host_allow.ts";
@@ -117,6 +118,14 @@ export interface HandlerOptions {
   limits?: Partial<ServerLimits>;
   /** When set, every request must carry a valid signature (`Authorization: HSync-Ed25519 ...`), else 401. */
   verifier?: Verifier;
+  /**
+   * The names (and the scheme) a signature may be bound to: a signed request
+   * whose `Host` is not one of them gets 401. Without it every signed
+   * request is refused.
+   */
+  serverNames?: ServerNames;
+  /** Called with the reason a request got 401 from {@linkcode HandlerOptions.verifier} (for the log; the client is told nothing). */
+  onUnauthorized?: (reason: string, request: Request, remote: string) => void;
   /** The change feed behind `/v1/watch`; one is created when absent. */
   watchHub?: WatchHub;
 }
@@ -229,12 +238,7 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
         );
       }
       if (options.verifier !== undefined) {
-        await authenticate(
-          options.verifier,
-          request,
-          url,
-          limits.bundleMaxBodyBytes,
-        );
+        await authenticate(options, request, url, remote, limits);
       }
       response = await route(ctx, request, url);
     } catch (error) {
@@ -374,32 +378,63 @@ function unauthorized(): HttpError {
  * Verifies the request signature before any body is read: a request with a
  * body declares the body's SHA-256 in `x-hsync-content-sha256` (the value
  * the signature covers), so an unsigned or forged request costs no body
- * reading. A signed body is then read within the bundle body limit, checked
- * against the declared digest and kept in {@linkcode verifiedBodies} for the
- * endpoint (the request itself, and its signal, stay as they are). A missing
- * or bad signature says nothing more than 401.
+ * reading. The signature must be bound to the server the request was sent
+ * to (its `Host`), and that must be one of this server's names, so a request
+ * signed for another server is refused here. A signed body is then read
+ * within the bundle body limit, checked against the declared digest and
+ * kept in {@linkcode verifiedBodies} for the endpoint (the request itself,
+ * and its signal, stay as they are). A refusal says nothing more than 401;
+ * its reason goes to `onUnauthorized`.
  */
 async function authenticate(
-  verifier: Verifier,
+  options: HandlerOptions,
   request: Request,
   url: URL,
-  maxBody: number,
+  remote: string,
+  limits: ServerLimits,
 ): Promise<void> {
+  const refuse = (reason: string) => {
+    try {
+      options.onUnauthorized?.(reason, request, remote);
+    } catch {
+      // A failing logger must not change the answer.
+    }
+    return unauthorized();
+  };
   let declared = "-";
   if (request.body !== null) {
     declared = request.headers.get(BODY_DIGEST_HEADER) ?? "";
-    if (!/^([0-9a-f]{64}|-)$/.test(declared)) throw unauthorized();
+    if (!/^([0-9a-f]{64}|-)$/.test(declared)) {
+      throw refuse(`malformed ${BODY_DIGEST_HEADER}`);
+    }
   }
-  const ok = await verifier(
-    request.method,
-    url.pathname + url.search,
-    request.headers.get("authorization"),
-    declared,
-  );
-  if (!ok) throw unauthorized();
+  const authority = requestAuthority(request);
+  if (authority === undefined) {
+    throw refuse(
+      `Host ${
+        JSON.stringify((request.headers.get("host") ?? "").slice(0, 300))
+      } is not host[:port] or disagrees with the request target`,
+    );
+  }
+  const server = options.serverNames?.resolve(authority, remote);
+  if (server === undefined) {
+    throw refuse(
+      `Host "${authority}" is not one of this server's names (add it to Server_name if clients use it)`,
+    );
+  }
+  const verdict = await options.verifier!({
+    method: request.method,
+    server,
+    pathAndQuery: url.pathname + url.search,
+    authorization: request.headers.get("authorization"),
+    bodySha256: declared,
+  });
+  if (!verdict.ok) throw refuse(verdict.reason);
   if (request.body === null) return;
-  const body = await readBody(request, maxBody);
-  if (bodyDigest(body) !== declared) throw unauthorized();
+  const body = await readBody(request, limits.bundleMaxBodyBytes);
+  if (bodyDigest(body) !== declared) {
+    throw refuse("body does not match its declared digest");
+  }
   verifiedBodies.set(request, body);
 }
 

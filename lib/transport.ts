@@ -91,7 +91,11 @@ export async function openTransport(
   return transport;
 }
 
-/** The sign hook: sets `Authorization` over method, path and query, a fresh timestamp and nonce, and the body's digest. */
+/**
+ * The sign hook: sets `Authorization` over method, the server the request
+ * goes to (scheme, host and port of its URL), path and query, a fresh
+ * timestamp and nonce, and the body's digest.
+ */
 export function signerFor(
   identity: Identity,
 ): (request: Request) => Promise<void> {

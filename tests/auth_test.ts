@@ -5,15 +5,39 @@ import {
   bodyDigest,
   createVerifier,
   generateKeys,
+  type Identity,
   loadAuthorizedKeys,
   loadIdentity,
   parseAuthorizedKeys,
   signRequest,
+  type VerifierOptions,
   writeKeyPair,
 } from "../lib/auth.ts";
+import { serverOrigin } from "../lib/server_names.ts";
 import { ConfigError } from "../lib/errors.ts";
 
-async function setup(now = 1_000_000_000) {
+type Verify = Awaited<ReturnType<typeof createVerifier>>;
+
+/** Whether `verify` accepts `header` for this request (server `http://h:1` unless given). */
+async function accepts(
+  verify: Verify,
+  method: string,
+  pathAndQuery: string,
+  header: string | null,
+  bodySha256: string,
+  server = "http://h:1",
+): Promise<boolean> {
+  const verdict = await verify({
+    method,
+    server,
+    pathAndQuery,
+    authorization: header,
+    bodySha256,
+  });
+  return verdict.ok;
+}
+
+async function setup(now = 1_000_000_000, options: VerifierOptions = {}) {
   const keys = await generateKeys("alice@lab");
   const identity = await loadIdentity(keys.privatePem, "id_ed25519");
   const authorized = parseAuthorizedKeys(
@@ -21,7 +45,10 @@ async function setup(now = 1_000_000_000) {
     "authorized_keys",
   );
   let clock = now;
-  const verify = await createVerifier(authorized, { now: () => clock });
+  const verify = await createVerifier(authorized, {
+    now: () => clock,
+    ...options,
+  });
   return { keys, identity, verify, setClock: (t: number) => clock = t, now };
 }
 
@@ -35,13 +62,18 @@ Deno.test("a key pair from generateKeys() signs requests that the server accepts
   const url = new URL("http://h:1/v1/file?path=%2Fdata%2Fx");
   const header = await signRequest(identity, "GET", url, { now });
   assert.equal(
-    await verify("GET", "/v1/file?path=%2Fdata%2Fx", header, "-"),
+    await accepts(verify, "GET", "/v1/file?path=%2Fdata%2Fx", header, "-"),
     true,
   );
-  assert.equal(
-    await verify("GET", "/v1/file?path=%2Fdata%2Fx", header, "-"),
-    false,
-    "replayed nonce",
+  assert.deepEqual(
+    await verify({
+      method: "GET",
+      server: "http://h:1",
+      pathAndQuery: "/v1/file?path=%2Fdata%2Fx",
+      authorization: header,
+      bodySha256: "-",
+    }),
+    { ok: false, reason: "nonce already used" },
   );
 });
 
@@ -65,13 +97,127 @@ Deno.test("signatures do not carry over to another method, path, query or body",
   for (const [method, path, d] of cases) {
     const header = await signRequest(identity, "POST", url, { body, now });
     assert.equal(
-      await verify(method, path, header, d),
+      await accepts(verify, method, path, header, d),
       false,
       `${method} ${path}`,
     );
   }
   const header = await signRequest(identity, "POST", url, { body, now });
-  assert.equal(await verify("POST", "/v1/bundle", header, digest), true);
+  assert.equal(
+    await accepts(verify, "POST", "/v1/bundle", header, digest),
+    true,
+  );
+});
+
+Deno.test("a signature covers the server's scheme, host and port: one for http://a:1 is no good for http://b:1, https://a:1 or http://a:2", async () => {
+  const { identity, verify, now } = await setup();
+  for (const other of ["http://b:1", "https://a:1", "http://a:2"]) {
+    const header = await signRequest(
+      identity,
+      "GET",
+      new URL("http://a:1/v1/health"),
+      { now },
+    );
+    assert.equal(
+      await accepts(verify, "GET", "/v1/health", header, "-", other),
+      false,
+      other,
+    );
+    // The nonce was given back: the same header is still good for a:1.
+    assert.equal(
+      await accepts(verify, "GET", "/v1/health", header, "-", "http://a:1"),
+      true,
+    );
+  }
+  // A URL without a port means the scheme's default; names are compared as URLs write them.
+  const cases: Array<[string, string]> = [
+    ["http://A.Example/v1/health", "http://a.example:80"],
+    ["https://a.example/v1/health", "https://a.example:443"],
+    ["http://[0:0:0:0:0:0:0:1]:8080/v1/health", "http://[::1]:8080"],
+  ];
+  for (const [url, server] of cases) {
+    const header = await signRequest(identity, "GET", new URL(url), { now });
+    assert.equal(
+      await accepts(verify, "GET", "/v1/health", header, "-", server),
+      true,
+      url,
+    );
+  }
+  assert.throws(
+    () => serverOrigin(new URL("ftp://a/x")),
+    /only http and https URLs can be signed/,
+  );
+});
+
+Deno.test("N copies of one signed request checked at the same time are accepted exactly once", async () => {
+  const { identity, verify, now } = await setup();
+  const url = new URL("http://h:1/v1/file?path=%2Fdata%2Fx");
+  const header = await signRequest(identity, "GET", url, { now });
+  const verdicts = await Promise.all(
+    Array.from(
+      { length: 16 },
+      () => accepts(verify, "GET", url.pathname + url.search, header, "-"),
+    ),
+  );
+  assert.equal(verdicts.filter((ok) => ok).length, 1, String(verdicts));
+});
+
+Deno.test("a nonce is taken before its signature is checked and given back when the signature fails", async () => {
+  const { identity, verify, now } = await setup();
+  const url = new URL("http://h:1/v1/health");
+  const header = await signRequest(identity, "GET", url, { now });
+  const forged = header.replace(
+    /sig=(.)/,
+    (_, c) => `sig=${c === "A" ? "B" : "A"}`,
+  );
+  // A forged copy being checked holds the nonce: the good copy arriving meanwhile is refused...
+  const [bad, good] = await Promise.all([
+    accepts(verify, "GET", "/v1/health", forged, "-"),
+    accepts(verify, "GET", "/v1/health", header, "-"),
+  ]);
+  assert.deepEqual([bad, good], [false, false]);
+  // ...and once the forgery has failed, the nonce is free for the real request, once.
+  assert.equal(await accepts(verify, "GET", "/v1/health", header, "-"), true);
+  assert.equal(await accepts(verify, "GET", "/v1/health", header, "-"), false);
+});
+
+Deno.test("one key flooding nonces does not lock out another key, and no dropped nonce can be replayed", async () => {
+  const now = 1_000_000_000;
+  const pairs = await Promise.all(
+    ["mallory", "alice", "bob"].map((name) => generateKeys(name)),
+  );
+  const [mallory, alice, bob] = await Promise.all(
+    pairs.map((k) => loadIdentity(k.privatePem, "id")),
+  );
+  const verify = await createVerifier(
+    parseAuthorizedKeys(pairs.map((k) => k.publicLine).join(""), "ak"),
+    { now: () => now, maxNoncesPerKey: 10, maxNonces: 25 },
+  );
+  const url = new URL("http://h:1/v1/health");
+  const sent: string[] = [];
+  const send = async (who: Identity, ts: number) => {
+    const header = await signRequest(who, "GET", url, { now: ts });
+    sent.push(header);
+    return await accepts(verify, "GET", "/v1/health", header, "-");
+  };
+  // Mallory signs far more requests than the cache holds for one key: each is fresh, each is accepted.
+  for (let i = 0; i < 100; i++) {
+    assert.equal(await send(mallory, now - 60_000 + i), true, `mallory ${i}`);
+  }
+  for (let i = 0; i < 12; i++) {
+    assert.equal(await send(alice, now - 30_000 + i), true, `alice ${i}`);
+    assert.equal(await send(bob, now - 30_000 + i), true, `bob ${i}`);
+  }
+  // Mallory's oldest kept nonce is younger than Alice's and Bob's requests
+  // above: with the cache full, Mallory's dropped nonces move only Mallory's floor.
+  assert.equal(await send(alice, now - 20_000), true, "alice after the flood");
+  for (const header of sent) {
+    assert.equal(
+      await accepts(verify, "GET", "/v1/health", header, "-"),
+      false,
+      "a replay is refused, kept or dropped",
+    );
+  }
 });
 
 Deno.test("stale and future timestamps, unknown keys and garbage headers are refused", async () => {
@@ -80,7 +226,7 @@ Deno.test("stale and future timestamps, unknown keys and garbage headers are ref
   for (const skew of [-6 * 60_000, 6 * 60_000]) {
     const header = await signRequest(identity, "GET", url, { now: now + skew });
     assert.equal(
-      await verify("GET", "/v1/health", header, "-"),
+      await accepts(verify, "GET", "/v1/health", header, "-"),
       false,
       `skew ${skew}`,
     );
@@ -88,13 +234,14 @@ Deno.test("stale and future timestamps, unknown keys and garbage headers are ref
   const inWindow = await signRequest(identity, "GET", url, {
     now: now - 60_000,
   });
-  assert.equal(await verify("GET", "/v1/health", inWindow, "-"), true);
+  assert.equal(await accepts(verify, "GET", "/v1/health", inWindow, "-"), true);
   const stranger = await loadIdentity(
     (await generateKeys("eve")).privatePem,
     "eve",
   );
   assert.equal(
-    await verify(
+    await accepts(
+      verify,
       "GET",
       "/v1/health",
       await signRequest(stranger, "GET", url, { now }),
@@ -112,7 +259,7 @@ Deno.test("stale and future timestamps, unknown keys and garbage headers are ref
     ]
   ) {
     assert.equal(
-      await verify("GET", "/v1/health", bad, "-"),
+      await accepts(verify, "GET", "/v1/health", bad, "-"),
       false,
       String(bad),
     );
@@ -161,11 +308,13 @@ Deno.test("writeKeyPair() makes HSYNC_DIR 0700, a 0600 private key and a public 
     );
     const url = new URL("http://h/v1/health");
     assert.equal(
-      await verifier(
+      await accepts(
+        verifier,
         "GET",
         url.pathname,
         await signRequest(identity, "GET", url),
         "-",
+        "http://h:80",
       ),
       true,
     );
@@ -230,5 +379,37 @@ Deno.test("loadAuthorizedKeys() names the file when it is missing, malformed or 
       (e: unknown) => e instanceof ConfigError && e.message === message,
       path,
     );
+  }
+});
+
+Deno.test("loadAuthorizedKeys() warns, naming the file and mode, when the file or its directory is writable by group or others", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "hsync_ak_" });
+  try {
+    const dir = join(tmp, "keys");
+    await Deno.mkdir(dir);
+    const file = join(dir, "authorized_keys");
+    await Deno.writeTextFile(file, (await generateKeys("a")).publicLine);
+    await Deno.chmod(dir, 0o755);
+    await Deno.chmod(file, 0o644);
+    assert.deepEqual((await loadAuthorizedKeys(file)).warnings, []);
+
+    await Deno.chmod(file, 0o664);
+    assert.deepEqual((await loadAuthorizedKeys(file)).warnings, [
+      `Authorized_keys "${file}" is writable by group or others (mode 0664): whoever can write it can add a key; run chmod go-w on it`,
+    ]);
+    await Deno.chmod(file, 0o600);
+    await Deno.chmod(dir, 0o1777);
+    assert.deepEqual((await loadAuthorizedKeys(file)).warnings, [
+      `Authorized_keys "${file}" is in directory "${dir}", writable by group or others (mode 1777): whoever can write there can replace the file; run chmod go-w on it`,
+    ]);
+    // Named through a symlink in a safe directory: the real file's directory counts too.
+    const link = join(tmp, "ak_link");
+    await Deno.symlink(file, link);
+    await Deno.chmod(tmp, 0o700);
+    assert.deepEqual((await loadAuthorizedKeys(link)).warnings, [
+      `Authorized_keys "${link}" is in directory "${dir}", writable by group or others (mode 1777): whoever can write there can replace the file; run chmod go-w on it`,
+    ]);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
   }
 });

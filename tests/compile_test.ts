@@ -43,8 +43,9 @@ Deno.test("the program sets grant only what the programs use", () => {
   // The client runs nothing and asks nothing of the system.
   assert.equal(hsync.run, undefined, "hsync must not have run");
   assert.equal(hsync.sys, undefined, "hsync must not have sys");
-  // The daemon asks the system for its host name only.
-  assert.deepEqual(hsyncd.sys, ["hostname"]);
+  // The daemon asks the system for its host name and interface addresses
+  // only (the names a signature may be bound to on a wildcard listener).
+  assert.deepEqual(hsyncd.sys, ["hostname", "networkInterfaces"]);
 });
 
 Deno.test("deno task serve and pull run the programs under their own sets", () => {

@@ -136,6 +136,15 @@ const BAD_VALUES: Array<[string, string, string, RegExp]> = [
   ["hscp", "Tls", "maybe", /expected yes or no/],
   ["hscp", "Min_part_size", "12Q", /size in bytes/],
   ["hsync", "Sync_interval_sec", "-2", /seconds above 0/],
+  [
+    "hsyncd",
+    "Server_name",
+    "good.example, bad name",
+    /: "bad name" is not host, host:port or https:\/\/host\[:port\]/,
+  ],
+  ["hsyncd", "Server_name", "a:70000", /"a:70000" is not host, host:port/],
+  ["hsyncd", "Server_name", "fd00::1", /IPv6 address goes in brackets/],
+  ["hsyncd", "Server_name", "https://a/b", /"https:\/\/a\/b" is not host/],
 ];
 
 for (const [section, key, value, why] of BAD_VALUES) {
@@ -200,6 +209,31 @@ Deno.test("lists are comma-separated and trimmed; empty means none", async () =>
   const s = serverSettings(config);
   assert.deepEqual(s.allowedHost, ["10.0.0.0/8", "192.168.*.*"]);
   assert.deepEqual(s.onlyAllowedPath, []);
+});
+
+Deno.test("Server_name takes host, host:port, [IPv6]:port and https://host[:port] entries; empty (the default) means none", async () => {
+  const readTextFile = fakeFs({
+    "/c.ini":
+      "[hsyncd]\nServer_name = Data1.Lab.Example, localhost:2222 ,[::1]:2222, https://files.example,\n",
+  });
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: "/h",
+    configFile: "/c.ini",
+    readTextFile,
+  });
+  assert.deepEqual(serverSettings(config).serverName, [
+    { host: "data1.lab.example" },
+    { host: "localhost", port: 2222 },
+    { host: "[::1]", port: 2222 },
+    { scheme: "https", host: "files.example" },
+  ]);
+  const builtIn = await loadConfig({
+    defaults,
+    hsyncDir: "/h",
+    readTextFile: fakeFs({}),
+  });
+  assert.deepEqual(serverSettings(builtIn).serverName, []);
 });
 
 Deno.test("formatConfig() lists the files searched and every key by section with its source", async () => {

@@ -13,6 +13,7 @@ import {
 } from "../lib/auth.ts";
 import { loadConfig, serverSettings } from "../lib/config.ts";
 import { createHandler, type HandlerOptions } from "../lib/server.ts";
+import { ServerNames } from "../lib/server_names.ts";
 import { WatchHub } from "../lib/watch_hub.ts";
 import type { WatchResult } from "../lib/wire.ts";
 
@@ -41,7 +42,13 @@ async function fixture(extra: Partial<HandlerOptions> = {}) {
     ...extra,
   });
   const call = (path: string, init?: RequestInit) =>
-    handler(new Request(`http://localhost${path}`, init), info);
+    handler(
+      new Request(
+        path.startsWith("/") ? `http://localhost${path}` : path,
+        init,
+      ),
+      info,
+    );
   return {
     data,
     call,
@@ -114,7 +121,13 @@ Deno.test("with authentication on, unsigned and badly signed requests get 401 an
   const verifier = await createVerifier(
     parseAuthorizedKeys(keys.publicLine, "ak"),
   );
-  await using f = await fixture({ verifier });
+  // The fixture's requests go to http://localhost/ (port 80).
+  const serverNames = new ServerNames({
+    tls: false,
+    hostIp: "127.0.0.1",
+    port: 80,
+  });
+  await using f = await fixture({ verifier, serverNames });
   await Deno.writeTextFile(join(f.data, "a.txt"), "secret data");
 
   const unsigned = await f.call(`/v1/file?path=${f.q(join(f.data, "a.txt"))}`);
@@ -174,4 +187,87 @@ Deno.test("with authentication on, unsigned and badly signed requests get 401 an
   });
   assert.equal(ok.status, 200);
   assert.ok(new Uint8Array(await ok.arrayBuffer()).length > 11);
+});
+
+Deno.test("with authentication on, a request signed for another server, or sent with a Host that is not one of the server's names, gets 401 and the log learns why", async () => {
+  const keys = await generateKeys("test");
+  const identity = await loadIdentity(keys.privatePem, "id");
+  const verifier = await createVerifier(
+    parseAuthorizedKeys(keys.publicLine, "ak"),
+  );
+  const reasons: string[] = [];
+  await using f = await fixture({
+    verifier,
+    serverNames: new ServerNames({
+      tls: false,
+      hostIp: "127.0.0.1",
+      port: 80,
+      configured: [{ host: "data1.example", port: 8080 }],
+    }),
+    onUnauthorized: (reason) => reasons.push(reason),
+  });
+  await Deno.writeTextFile(join(f.data, "a.txt"), "secret data");
+  const target = `/v1/file?path=${f.q(join(f.data, "a.txt"))}`;
+  // `sentTo` stands for the Host header, from which Deno builds request.url.
+  const send = async (
+    signedFor: string,
+    sentTo = "http://localhost",
+    host?: string,
+  ) => {
+    const header = await signRequest(
+      identity,
+      "GET",
+      new URL(signedFor + target),
+    );
+    const headers: Record<string, string> = { authorization: header };
+    if (host !== undefined) headers.host = host;
+    reasons.length = 0;
+    const response = await f.call(sentTo + target, { headers });
+    return { status: response.status, text: await response.text() };
+  };
+  const refusals: Array<[string, string, string | undefined, RegExp]> = [
+    // Captured from a request to another server that trusts the same key.
+    [
+      "http://other.example:80",
+      "http://localhost",
+      undefined,
+      /^bad signature/,
+    ],
+    ["https://localhost:80", "http://localhost", undefined, /^bad signature/],
+    ["http://localhost:8080", "http://localhost", undefined, /^bad signature/],
+    // Sent on to the other server as it was: not one of this server's names.
+    [
+      "http://other.example:80",
+      "http://other.example",
+      undefined,
+      /^Host "other\.example" is not one of this server's names/,
+    ],
+    // A Host that is not host[:port] (as the route-smuggling one of issue 16).
+    [
+      "http://localhost:80",
+      "http://localhost",
+      "localhost/v1/health?x=#",
+      /is not host\[:port\] or disagrees/,
+    ],
+  ];
+  for (const [signedFor, sentTo, host, why] of refusals) {
+    const r = await send(signedFor, sentTo, host);
+    assert.equal(r.status, 401, `${signedFor} to ${sentTo}`);
+    assert.ok(!r.text.includes("secret data"));
+    assert.deepEqual(JSON.parse(r.text), {
+      error: "unauthorized",
+      message: "Authentication required",
+    });
+    assert.equal(reasons.length, 1);
+    assert.match(reasons[0], why);
+  }
+  assert.deepEqual(await send("http://localhost"), {
+    status: 200,
+    text: "secret data",
+  });
+  assert.equal(
+    (await send("http://data1.example:8080", "http://data1.example:8080"))
+      .status,
+    200,
+  );
 });
