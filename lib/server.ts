@@ -549,17 +549,19 @@ function listCursor(after: string | null): string[] {
 }
 
 interface Pending {
+  /** The kernel's path of the directory. */
   real: string;
   rel: string;
-  id: string;
+  /** `lstat` of the directory when it was found: it must still be that very directory when entered. */
+  info: Deno.FileInfo;
   /** Where a resumed listing picks up inside this directory (see `listStream`). */
   after?: string[];
 }
 
 interface Level extends Pending {
-  /** The directory's entries, sorted by name (so a cut listing can resume). */
-  entries: Deno.DirEntry[];
-  /** Next entry to describe. */
+  /** The directory's names, sorted (so a cut listing can resume). */
+  names: string[];
+  /** Next name to describe. */
   next: number;
   /** Subdirectories found, entered in order once every entry is listed. */
   subdirs: Pending[];
@@ -567,10 +569,6 @@ interface Level extends Pending {
 
 function identity(info: Deno.FileInfo): string {
   return `${info.dev}:${info.ino ?? 0}`;
-}
-
-function byName(a: Deno.DirEntry, b: Deno.DirEntry): number {
-  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 
 /** One listed entry: its line, and the way down when it is a directory. */
@@ -582,10 +580,15 @@ interface Described {
 /**
  * Walks a checked directory: all entries of a directory, sorted by name, in
  * batches, then each of its subdirectories the same way. Memory depends on
- * depth and directory size, not on the size of the tree. Refused entries,
- * non-regular entries and symlinks that fail the rules are left out; a
- * symlink to a directory being walked (a loop) is left out; unreadable
- * directories are skipped.
+ * depth and on the names of the directories on the way, not on the size of
+ * the tree. Refused entries, non-regular entries and symlinks that fail the
+ * rules are left out; a symlink to a directory being walked (a loop) is left
+ * out; unreadable directories are skipped.
+ *
+ * Every directory is read, and its entries looked at, through the jail's
+ * proof (lib/path_guard.ts): only when its path still leads to the very
+ * directory that was found; a directory swapped for a symlink meanwhile is
+ * listed as empty, never from where the link points.
  *
  * The order is fixed by the names, so `after` (the last path a client got)
  * says exactly what it has: every entry of each directory on the way to
@@ -602,45 +605,25 @@ function listStream(
   const onStack = new Set<string>();
 
   function enter(p: Pending): void {
-    // Deno reads a directory's names in one go, synchronously or not; the
-    // synchronous form spares a thread-pool round trip per directory.
-    let entries: Deno.DirEntry[];
-    try {
-      entries = Array.from(Deno.readDirSync(p.real)).sort(byName);
-    } catch {
-      entries = []; // Unreadable or vanished directory: listed empty.
-    }
-    const level: Level = { ...p, entries, next: 0, subdirs: [] };
+    // Unreadable, vanished or swapped directory: listed empty.
+    const names = guard.readDirectory({ realPath: p.real, info: p.info }) ??
+      [];
+    const level: Level = { ...p, names, next: 0, subdirs: [] };
     const at = p.after?.[0];
     // An ancestor of the cut: its entries before the way down were listed
     // and walked, and so were their subdirectories.
     if (at !== undefined && p.after!.length > 1) {
-      while (level.next < entries.length && entries[level.next].name < at) {
+      while (level.next < names.length && names[level.next] < at) {
         level.next++;
       }
     }
     stack.push(level);
-    onStack.add(p.id);
-  }
-
-  /**
-   * Whether a directory found earlier is still that directory, reached with
-   * no symlink on the way: one swapped for a symlink since would otherwise
-   * be listed from wherever the link points.
-   */
-  async function unchanged(p: Pending): Promise<boolean> {
-    try {
-      const info = await Deno.lstat(p.real);
-      return info.isDirectory && identity(info) === p.id &&
-        await Deno.realPath(p.real) === p.real;
-    } catch {
-      return false;
-    }
+    onStack.add(identity(p.info));
   }
 
   function leave(): void {
     const level = stack.pop();
-    if (level !== undefined) onStack.delete(level.id);
+    if (level !== undefined) onStack.delete(identity(level.info));
   }
 
   /** Whether the client already has the line of `name`, an entry of `level`. */
@@ -653,48 +636,47 @@ function listStream(
   /** The line of one entry of `level` (and the way down when it is a directory); undefined when it is not listed. */
   function describe(
     level: Level,
-    entry: Deno.DirEntry,
-  ): Described | undefined | Promise<Described | undefined> {
-    const childPath = level.real === "/"
-      ? `/${entry.name}`
-      : `${level.real}/${entry.name}`;
-    if (entry.isSymlink) {
-      return guard.check(childPath).then(
-        (checked) =>
-          lineOf(level, entry, checked.info, checked.type, checked.realPath),
-        () => undefined,
-      );
+    name: string,
+    info: Deno.FileInfo | undefined,
+  ): Described | undefined {
+    if (info === undefined) return undefined;
+    if (info.isSymlink) {
+      try {
+        const checked = guard.checkSync(
+          level.real === "/" ? `/${name}` : `${level.real}/${name}`,
+        );
+        return lineOf(
+          level,
+          name,
+          checked.info,
+          checked.type,
+          checked.realPath,
+        );
+      } catch {
+        return undefined;
+      }
     }
-    if (!entry.isFile && !entry.isDirectory) return undefined;
-    if (!guard.allowsEntry(level.real, entry.name)) return undefined;
-    let info: Deno.FileInfo;
-    try {
-      // Synchronous: a local lstat takes microseconds, a thread-pool round trip more.
-      info = Deno.lstatSync(childPath);
-    } catch {
-      return undefined;
-    }
-    if (info.isFile) return lineOf(level, entry, info, "file", childPath);
-    if (info.isDirectory) return lineOf(level, entry, info, "dir", childPath);
-    return undefined;
+    if (!info.isFile && !info.isDirectory) return undefined;
+    if (!guard.allowsEntry(level.real, name)) return undefined;
+    const real = level.real === "/" ? `/${name}` : `${level.real}/${name}`;
+    return lineOf(level, name, info, info.isFile ? "file" : "dir", real);
   }
 
   function lineOf(
     level: Level,
-    entry: Deno.DirEntry,
+    name: string,
     info: Deno.FileInfo,
     type: EntryType,
     real: string,
   ): Described | undefined {
-    const rel = level.rel === "" ? entry.name : `${level.rel}/${entry.name}`;
+    const rel = level.rel === "" ? name : `${level.rel}/${name}`;
     const line: ListEntry = { path: rel, ...statEntry(info, type) };
     if (type !== "dir") return { line };
-    const id = identity(info);
-    if (onStack.has(id)) return undefined;
-    const descend: Pending = { real, rel, id };
+    if (onStack.has(identity(info))) return undefined;
+    const descend: Pending = { real, rel, info };
     // The way down to the cut goes on inside this directory.
     const after = level.after;
-    if (after !== undefined && after.length > 1 && entry.name === after[0]) {
+    if (after !== undefined && after.length > 1 && name === after[0]) {
       descend.after = after.slice(1);
     }
     return { line, descend };
@@ -705,43 +687,41 @@ function listStream(
       enter({
         real: root.realPath,
         rel: "",
-        id: identity(root.info),
+        info: root.info,
         after: after.length > 0 ? after : undefined,
       });
     },
-    async pull(controller) {
+    pull(controller) {
       while (stack.length > 0) {
         const top = stack[stack.length - 1];
-        if (top.next >= top.entries.length) {
+        if (top.next >= top.names.length) {
           const sub = top.subdirs.shift();
           if (sub === undefined) leave();
-          else if (!onStack.has(sub.id) && await unchanged(sub)) enter(sub);
+          else if (!onStack.has(identity(sub.info))) enter(sub);
           continue;
         }
-        const batch = top.entries.slice(top.next, top.next + LIST_BATCH);
+        const batch = top.names.slice(top.next, top.next + LIST_BATCH);
         top.next += batch.length;
-        // Only symlinks wait (their targets are checked); the rest is synchronous.
-        const described: Array<Described | undefined> = [];
-        let waits: Array<Promise<void>> | undefined;
-        for (let i = 0; i < batch.length; i++) {
-          const d = describe(top, batch[i]);
-          if (d instanceof Promise) {
-            (waits ??= []).push(d.then((got) => {
-              described[i] = got;
-            }));
-          } else described[i] = d;
+        const infos = guard.describeEntries(
+          { realPath: top.real, info: top.info },
+          batch,
+        );
+        if (infos === undefined) {
+          // The directory is not what it was any more: nothing more from it.
+          top.names = [];
+          top.subdirs = [];
+          continue;
         }
-        if (waits !== undefined) await Promise.all(waits);
         let text = "";
         for (let i = 0; i < batch.length; i++) {
-          const d = described[i];
+          const d = describe(top, batch[i], infos[i]);
           if (d === undefined) continue;
-          if (!listedBefore(top, batch[i].name)) {
+          if (!listedBefore(top, batch[i])) {
             text += JSON.stringify(d.line) + "\n";
           }
           if (d.descend !== undefined) top.subdirs.push(d.descend);
         }
-        if (top.next >= top.entries.length) top.entries = [];
+        if (top.next >= top.names.length) top.names = [];
         if (text !== "") {
           controller.enqueue(encoder.encode(text));
           return;
@@ -1144,7 +1124,11 @@ async function watch(ctx: Context, request: Request, url: URL) {
     { timeoutMs, pollMs, signal: request.signal },
   );
   if (ctx.watchHub.closed) throw stopping();
-  // Names the rules refuse are never revealed, not even as "changed".
+  // A name is told only when the jail finds it now, allowed, under the
+  // watched directory: the watcher follows names and may have been raced
+  // onto another directory, and a name that cannot be found cannot be told
+  // apart from one of that other directory's. A removed file is therefore not
+  // reported; its replacement is, once it exists.
   const visible: string[] = [];
   for (const rel of result.changed) {
     if (rel === "") {
@@ -1152,14 +1136,10 @@ async function watch(ctx: Context, request: Request, url: URL) {
       continue;
     }
     try {
-      await ctx.guard.check(posix.join(checked.path, rel));
+      ctx.guard.checkSync(posix.join(checked.path, rel));
       visible.push(rel);
-    } catch (error) {
-      // A removed file is still reported (rotation); a refused one is not.
-      if (
-        error instanceof Deno.errors.NotFound ||
-        (error instanceof HttpError && error.status === 404)
-      ) visible.push(rel);
+    } catch {
+      // refused, missing or changed: not told
     }
   }
   const body: WatchResult = { ...result, changed: visible };
