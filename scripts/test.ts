@@ -39,15 +39,15 @@ async function worker(): Promise<void> {
       new TextDecoder().decode(out.stderr);
     // One file's output at a time, whole, so files never interleave.
     await Deno.stdout.write(new TextEncoder().encode(text));
-    const summary = text.split("\n").reverse().find((line) =>
-      /^(\x1b\[[0-9;]*m)*(ok|FAILED)(\x1b\[[0-9;]*m)* \| \d+ passed/.test(line)
+    const summary = text.split("\n").map(plainText).reverse().find((line) =>
+      /^(ok|FAILED) \| \d+ passed/.test(line)
     );
     if (summary === undefined) {
       broken.push(file);
       totals.failed++;
       continue;
     }
-    const plain = summary.replace(/\x1b\[[0-9;]*m/g, "");
+    const plain = summary;
     const count = (what: string) =>
       Number(new RegExp(`(\\d+) ${what}`).exec(plain)?.[1] ?? 0);
     totals.passed += count("passed");
@@ -75,6 +75,12 @@ console.log(
   } (${seconds}s)`,
 );
 Deno.exit(ok ? 0 : 1);
+
+/** A line without terminal colour codes. */
+function plainText(line: string): string {
+  // deno-lint-ignore no-control-regex
+  return line.replace(/\x1b\[[0-9;]*m/g, "");
+}
 
 async function allTestFiles(dir: string): Promise<string[]> {
   const out: string[] = [];

@@ -128,6 +128,7 @@ async function buildSwapper(workDir: string): Promise<string | undefined> {
       // no such compiler: try the next
     }
   }
+  // deno-lint-ignore no-console
   console.log(
     "jail race: no C compiler (cc, gcc) found; swapping with three renames from Deno instead of renameat2",
   );

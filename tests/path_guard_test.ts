@@ -773,3 +773,75 @@ Deno.test("readSmallBatchSync() reads consecutive files up to the first declined
     await Deno.remove(f.tmp, { recursive: true });
   }
 });
+
+Deno.test("the built-in deny lists ignore letter case and cover what a home directory leaks", async () => {
+  const tmp = await Deno.realPath(
+    await Deno.makeTempDir({ prefix: "hsync_guard_case_" }),
+  );
+  try {
+    const config = await loadConfig({
+      defaults,
+      hsyncDir: join(tmp, "state"),
+      readTextFile: () => Promise.reject(new Deno.errors.NotFound("none")),
+    });
+    const settings = serverSettings(config, { Only_allowed_path: tmp });
+    const guard = await createPathGuard({
+      onlyAllowedPath: settings.onlyAllowedPath,
+      forbiddenDir: settings.forbiddenDir,
+      forbiddenFile: settings.forbiddenFile,
+      alwaysDenied: [join(tmp, "state"), join(tmp, "tls", "server.key")],
+    });
+    const refused = [
+      "server.PEM",
+      "ID_RSA",
+      "Id_Ed25519.pub",
+      ".SSH/k",
+      ".NETRC",
+      ".npmrc",
+      ".pypirc",
+      ".netrc",
+      ".git-credentials",
+      ".docker/config.json",
+      ".config/gh/hosts.yml",
+      ".CONFIG/GH/hosts.yml",
+      ".config/rclone/rclone.conf",
+      ".aws/credentials",
+      ".vault-token",
+      ".env",
+      ".env.production",
+      ".zsh_history",
+      ".python_history",
+      ".psql_history",
+      "deep/inside/.config/gh/x",
+      "STATE/x",
+      "tls/SERVER.KEY",
+    ];
+    const served = [
+      "data.csv",
+      "config/gh.txt",
+      ".config/other/x",
+      "gh/x",
+      "environment.txt",
+      "history.txt",
+    ];
+    for (const rel of [...refused, ...served]) {
+      const path = join(tmp, rel);
+      await Deno.mkdir(join(path, ".."), { recursive: true });
+      await Deno.writeTextFile(path, "x");
+    }
+    for (const rel of refused) {
+      const error = await refusal(guard, join(tmp, rel));
+      assert.equal(error.status, 403, `${rel}: ${error.message}`);
+    }
+    for (const rel of served) {
+      const checked = await guard.check(join(tmp, rel));
+      assert.equal(checked.type, "file", rel);
+    }
+    // A listing leaves out the same names.
+    assert.equal(guard.allowsEntry(tmp, ".NPMRC"), false);
+    assert.equal(guard.allowsEntry(join(tmp, ".config"), "GH"), false);
+    assert.equal(guard.allowsEntry(join(tmp, ".config"), "other"), true);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
