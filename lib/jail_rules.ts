@@ -121,15 +121,22 @@ export async function compileRules(
   }
   const deniedPaths = unique(denied);
 
+  /** Refused exact paths, lower-cased: the implicit deny list and absolute Forbidden_dir entries. */
+  const exactRefused = new Set([
+    ...deniedPaths,
+    ...dirRules.flatMap((rule) => rule.forms),
+  ]);
+  /** Each Forbidden_dir run as the end of a path (`/.config/gh`). */
+  const runSuffixes = forbiddenRuns.map((run) => `/${run.join("/")}`);
+
   function childRefused(path: string, name: string): boolean {
-    const low = lower(path);
-    if (PSEUDO_ROOTS.includes(path) || deniedPaths.includes(low)) return true;
-    for (const rule of dirRules) {
-      if (rule.forms.includes(low)) return true;
-    }
     if (forbiddenNames.has(lower(name)) || anyFileRule(name)) return true;
-    // A run of names ending with this one (.config/gh at .../.config/gh).
-    return forbiddenRuns.length > 0 && runAt(low.split("/"), true);
+    if (PSEUDO_ROOTS.includes(path)) return true;
+    // Lower-cased once, and only when some rule looks at whole paths.
+    if (exactRefused.size === 0 && runSuffixes.length === 0) return false;
+    const low = lower(path);
+    return exactRefused.has(low) ||
+      runSuffixes.some((suffix) => low.endsWith(suffix));
   }
 
   /** Whether a `Forbidden_dir` run of names occurs in `components` (only ending at the last one with `atEnd`). */

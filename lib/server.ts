@@ -11,6 +11,7 @@ import {
   type CheckedPath,
   createPathGuard,
   MAX_PATH_BYTES,
+  type NamesCache,
   newSmallReadCache,
   type OpenedFile,
   type PathGuard,
@@ -80,6 +81,14 @@ export interface ServerLimits {
   bundleJobs: number;
   /** Bundle requests waiting for a streaming slot; one more is answered 503 `busy`. */
   bundleQueue: number;
+  /**
+   * Listings streaming at once; more wait their turn, in order. A listing is
+   * CPU-bound (an `lstat` per entry): a few at a time keep the event loop free
+   * for every other request and bound the names held in memory.
+   */
+  listJobs: number;
+  /** Listings waiting for a streaming slot; one more is answered 503 `busy`. */
+  listQueue: number;
 }
 
 /** The limits used when {@linkcode HandlerOptions.limits} leaves a field out. */
@@ -100,6 +109,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   // connection buffers; more of them at once only spreads the same CPU thinner.
   bundleJobs: 16,
   bundleQueue: 448,
+  listJobs: 2,
+  listQueue: 64,
 };
 
 /** Options of {@linkcode createHandler}. */
@@ -128,6 +139,10 @@ export type Handler = (
 ) => Promise<Response>;
 
 interface Context {
+  /** Reads of whole directories for listings, one at a time (see {@linkcode DirectoryReads}). */
+  directoryReads: DirectoryReads;
+  /** Listings streaming now. */
+  listSlots: Limiter;
   options: HandlerOptions;
   guard: PathGuard;
   limits: ServerLimits;
@@ -196,6 +211,8 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
     limits,
     hashSlots: new Slots(limits.hashJobs, limits.hashQueue),
     hashCache: new Lru(limits.hashCacheEntries),
+    directoryReads: new DirectoryReads(),
+    listSlots: new Limiter(limits.listJobs),
     bundleSlots: new Limiter(limits.bundleJobs),
     fileBodies: { running: 0 },
     watchHub: options.watchHub ?? new WatchHub(),
@@ -523,7 +540,7 @@ async function stat(ctx: Context, _request: Request, url: URL) {
 
 // ---------------------------------------------------------------- list
 
-async function list(ctx: Context, _request: Request, url: URL) {
+async function list(ctx: Context, request: Request, url: URL) {
   const checked = await ctx.guard.check(requirePath(url));
   if (checked.type !== "dir") {
     throw new HttpError(
@@ -533,9 +550,35 @@ async function list(ctx: Context, _request: Request, url: URL) {
     );
   }
   const after = listCursor(url.searchParams.get("after"));
-  const headers = baseHeaders("application/x-ndjson; charset=utf-8");
-  headers.set("cache-control", "no-store");
-  return new Response(listStream(ctx.guard, checked, after), { headers });
+  const slots = ctx.listSlots;
+  if (slots.active >= slots.limit && slots.waiting >= ctx.limits.listQueue) {
+    throw new HttpError(
+      503,
+      "busy",
+      `Cannot list now: ${ctx.limits.listJobs} listings are streaming and ${ctx.limits.listQueue} are waiting, retry later`,
+    );
+  }
+  let release: Release;
+  try {
+    release = await slots.acquire(request.signal);
+  } catch {
+    throw new HttpError(
+      503,
+      "busy",
+      "Cannot list: the client went away while its listing waited for a slot",
+    );
+  }
+  try {
+    const headers = baseHeaders("application/x-ndjson; charset=utf-8");
+    headers.set("cache-control", "no-store");
+    return new Response(
+      listStream(ctx.guard, ctx.directoryReads, checked, after, release),
+      { headers },
+    );
+  } catch (error) {
+    release();
+    throw error;
+  }
 }
 
 /**
@@ -578,6 +621,70 @@ interface Described {
 }
 
 /**
+ * Whole-directory reads of the listings, one at a time, and the names they
+ * read. Such a read is one synchronous call (the jail's proof needs the
+ * working directory to stay put during it; 150,000 names take about 0.3 s
+ * here), so after a long one the next waits as long again: the event loop is
+ * then free for other requests at least half of the time. Listings of one
+ * directory at about the same time share one read: its names are kept
+ * (`NAMES_KEPT_MS`, at most `NAMES_KEPT` names in all) and used again while
+ * the directory is the same inode with the same times.
+ */
+export class DirectoryReads implements NamesCache {
+  #tail: Promise<void> = Promise.resolve();
+  #kept = new Map<string, { names: string[]; at: number }>();
+  #keptNames = 0;
+
+  /** Runs `read` after the reads before it, and holds the next back by as long as it took. */
+  run<T>(read: () => T): Promise<T> {
+    const result = this.#tail.then(() => {
+      const started = performance.now();
+      const value = read();
+      return { value, ms: performance.now() - started };
+    });
+    this.#tail = result.then(
+      ({ ms }) =>
+        ms < 5 ? undefined : new Promise((done) => setTimeout(done, ms)),
+      () => undefined,
+    );
+    return result.then(({ value }) => value);
+  }
+
+  get(key: string): string[] | undefined {
+    this.#expire();
+    return this.#kept.get(key)?.names;
+  }
+
+  set(key: string, names: string[]): void {
+    this.#expire();
+    if (names.length < NAMES_WORTH_KEEPING || names.length > NAMES_KEPT) return;
+    this.#kept.set(key, { names, at: Date.now() });
+    this.#keptNames += names.length;
+    for (const [k, v] of this.#kept) {
+      if (this.#keptNames <= NAMES_KEPT) break;
+      this.#kept.delete(k);
+      this.#keptNames -= v.names.length;
+    }
+  }
+
+  #expire(): void {
+    const old = Date.now() - NAMES_KEPT_MS;
+    for (const [k, v] of this.#kept) {
+      if (v.at > old) break;
+      this.#kept.delete(k);
+      this.#keptNames -= v.names.length;
+    }
+  }
+}
+
+/** Directories smaller than this are read again each time (cheap). */
+const NAMES_WORTH_KEEPING = 4096;
+/** Names kept for other listings, over all directories. */
+const NAMES_KEPT = 1_000_000;
+/** How long names read for one listing serve others. */
+const NAMES_KEPT_MS = 10_000;
+
+/**
  * Walks a checked directory: all entries of a directory, sorted by name, in
  * batches, then each of its subdirectories the same way. Memory depends on
  * depth and on the names of the directories on the way, not on the size of
@@ -598,16 +705,19 @@ interface Described {
  */
 function listStream(
   guard: PathGuard,
+  reads: DirectoryReads,
   root: CheckedPath,
   after: string[],
+  release: Release,
 ): ReadableStream<Uint8Array> {
   const stack: Level[] = [];
   const onStack = new Set<string>();
 
-  function enter(p: Pending): void {
+  async function enter(p: Pending): Promise<void> {
     // Unreadable, vanished or swapped directory: listed empty.
-    const names = guard.readDirectory({ realPath: p.real, info: p.info }) ??
-      [];
+    const names = await reads.run(() =>
+      guard.readDirectory({ realPath: p.real, info: p.info }, reads) ?? []
+    );
     const level: Level = { ...p, names, next: 0, subdirs: [] };
     const at = p.after?.[0];
     // An ancestor of the cut: its entries before the way down were listed
@@ -683,21 +793,21 @@ function listStream(
   }
 
   return new ReadableStream<Uint8Array>({
-    start() {
-      enter({
+    async start() {
+      await enter({
         real: root.realPath,
         rel: "",
         info: root.info,
         after: after.length > 0 ? after : undefined,
       });
     },
-    pull(controller) {
+    async pull(controller) {
       while (stack.length > 0) {
         const top = stack[stack.length - 1];
         if (top.next >= top.names.length) {
           const sub = top.subdirs.shift();
           if (sub === undefined) leave();
-          else if (!onStack.has(identity(sub.info))) enter(sub);
+          else if (!onStack.has(identity(sub.info))) await enter(sub);
           continue;
         }
         const batch = top.names.slice(top.next, top.next + LIST_BATCH);
@@ -728,10 +838,12 @@ function listStream(
         }
       }
       controller.close();
+      release();
     },
     cancel() {
       stack.length = 0;
       onStack.clear();
+      release();
     },
   });
 }
