@@ -1,45 +1,63 @@
-/** The path jail of hsyncd: decides, after resolving symlinks, whether a requested path may be served. */
+/**
+ * The path jail of hsyncd: decides on what the kernel actually entered and
+ * opened whether a requested path may be served, and opens or lists it.
+ *
+ * Every decision is taken inside one synchronous section of the process's
+ * working directory (lib/cwd_anchor.ts): the directory holding an entry is
+ * entered with `chdir` and the rules are checked on the kernel's own path of
+ * it (`getcwd`), then the entry is looked at through that directory's inode
+ * (one name, never followed); a file is opened and then must be the very
+ * inode that name holds. A directory swapped for a symlink at any moment can
+ * only make an answer fail (409 `changed`), never lead out.
+ */
 import { posix } from "node:path";
 import {
+  close as closeCallback,
+  closeSync,
   constants as fsConstants,
-  type FileHandle,
-  open as nodeOpen,
-} from "node:fs/promises";
-import { closeSync, fstatSync, openSync, readSync, type Stats } from "node:fs";
-import picomatch from "picomatch";
-import { ConfigError, HttpError } from "./errors.ts";
+  fstat as fstatCallback,
+  fstatSync,
+  openSync,
+  read as readCallback,
+  readSync,
+  type Stats,
+} from "node:fs";
+import { HttpError } from "./errors.ts";
+import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
+import {
+  compileRules,
+  type JailRules,
+  type PathGuardOptions,
+  quote,
+  stripSlash,
+} from "./jail_rules.ts";
 import type { EntryType } from "./wire.ts";
+
+export { anyGlob, type PathGuardOptions } from "./jail_rules.ts";
 
 /** Longest request path accepted, in UTF-8 bytes (Linux PATH_MAX). */
 export const MAX_PATH_BYTES = 4096;
 /** Longest single path component accepted, in UTF-8 bytes (Linux NAME_MAX). */
 export const MAX_NAME_BYTES = 255;
-
-/** Pseudo file systems whose files report fake sizes: never served, whatever the configuration says. */
-const PSEUDO_ROOTS = ["/proc", "/sys"];
+/** Symlinks followed for one path at most (Linux's limit). */
+const MAX_LINKS = 40;
+/** Flags of every open: read only, and a FIFO swapped in opens at once (then refused) instead of hanging. */
+const OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK;
 
 const encoder = new TextEncoder();
-
-/** Rules of the jail, as configured (see `[hsyncd]` in hsync.ini). */
-export interface PathGuardOptions {
-  /** `Only_allowed_path`: absolute directories; empty allows everything not otherwise refused. Each must exist. */
-  onlyAllowedPath?: readonly string[];
-  /** `Forbidden_dir`: absolute directories (refused with everything below) or bare names (`.ssh`, refused anywhere). */
-  forbiddenDir?: readonly string[];
-  /** `Forbidden_file`: globs matched against file names. */
-  forbiddenFile?: readonly string[];
-  /** Paths always refused with everything below them: `HSYNC_DIR` and the server's certificate, key and authorized-keys files. */
-  alwaysDenied?: readonly string[];
-}
 
 /** A path that passed every rule. */
 export interface CheckedPath {
   /** The requested path, normalised (what error messages and file names show). */
   path: string;
-  /** The path with every symlink resolved (what was checked and what is opened). */
+  /** The path with every symlink resolved: the kernel's path of its directory and its name. */
   realPath: string;
+  /** The kernel's path of the directory holding it (`realPath` itself for `/`). */
+  dir: string;
+  /** Its name in `dir` (empty for `/`). */
+  name: string;
   type: EntryType;
-  /** `lstat` of `realPath`. */
+  /** `lstat` of the entry, taken through its directory's inode. */
   info: Deno.FileInfo;
 }
 
@@ -62,10 +80,21 @@ export interface OpenedFile {
   native(): Promise<Deno.FsFile | undefined>;
 }
 
+/** Names of directories read before, by identity and times (see `PathGuard.readDirectory`). */
+export interface NamesCache {
+  get(key: string): string[] | undefined;
+  set(key: string, names: string[]): void;
+}
+
+/** What a listing learns of one entry of a checked directory. */
+export type DirEntryInfo = Deno.FileInfo | undefined;
+
 /** The jail. All methods throw `HttpError` (400, 403, 404, 409) when a path cannot be served. */
 export interface PathGuard {
   /** Validates, normalises and resolves a requested absolute path, and checks the rules on both forms. */
   check(requestPath: string): Promise<CheckedPath>;
+  /** `check`, synchronously. */
+  checkSync(requestPath: string): CheckedPath;
   /**
    * Whether the entry `name` of an already checked real directory passes the
    * rules, without touching the file system. Only for entries that are not
@@ -73,19 +102,38 @@ export interface PathGuard {
    */
   allowsEntry(realDirPath: string, name: string): boolean;
   /**
-   * Opens a checked regular file without ever blocking on a FIFO or
-   * following a symlink, and verifies that the opened handle is the file
-   * that was checked (same device and inode) and that the checked real path
-   * still leads to it with no symlink on the way; otherwise 409 `changed`.
+   * Opens a checked regular file and proves the opened handle is the entry
+   * that was checked, still held by the checked directory under its name;
+   * otherwise 409 `changed`.
    */
   openFile(checked: CheckedPath): Promise<OpenedFile>;
+  /**
+   * The names in a checked directory, sorted, read through the directory's
+   * inode; undefined when `dir.realPath` no longer leads to that very
+   * directory (or it cannot be read). With `cache`, names read before are
+   * used again while the directory (same inode) has the same modification
+   * and change times.
+   */
+  readDirectory(
+    dir: { realPath: string; info: Deno.FileInfo },
+    cache?: NamesCache,
+  ): string[] | undefined;
+  /**
+   * `lstat` of each name in a checked directory, through its inode
+   * (undefined for a name that vanished); undefined as a whole when
+   * `dir.realPath` no longer leads to that very directory.
+   */
+  describeEntries(
+    dir: { realPath: string; info: Deno.FileInfo },
+    names: readonly string[],
+  ): DirEntryInfo[] | undefined;
   /**
    * Checks and reads a whole small regular file synchronously, with the same
    * rules and the same identity proof as `check` + `openFile`. Returns
    * undefined whenever anything is unusual (missing, refused, a symlink, a
    * race, larger than `maxBytes`): the caller then takes the asynchronous
    * path, which produces the precise answer. `cache` (from
-   * `newSmallReadCache`) keeps what was learnt of parent directories within
+   * `newSmallReadCache`) keeps rule verdicts on parent directories within
    * one request.
    */
   readSmallSync(
@@ -96,9 +144,7 @@ export interface PathGuard {
   /**
    * `readSmallSync` for consecutive paths: reads them in order until one is
    * declined or `maxTotal` bytes have been read, and returns the ones read
-   * (a prefix of `requestPaths`). Each parent directory's real path is
-   * proven once per batch, after its files were opened and before each is
-   * compared with what its path now leads to.
+   * (a prefix of `requestPaths`).
    */
   readSmallBatchSync(
     requestPaths: readonly string[],
@@ -115,210 +161,205 @@ export interface SmallFile {
   data: Uint8Array;
 }
 
-/** A small file opened by `readSmallBatchSync`, its bytes not read yet. */
-interface SmallOpen {
-  fd: number;
-  realPath: string;
-  dir: SmallDir;
-  /** `fstat` of the open file. */
-  stats: Stats;
-}
-
-/** Fills `data` from the start of the file; false if the file ends first. */
-function readFully(fd: number, data: Uint8Array): boolean {
-  let at = 0;
-  while (at < data.length) {
-    const n = readSync(fd, data, at, data.length - at, at);
-    if (n === 0) return false;
-    at += n;
-  }
-  return true;
-}
-
-/** What one request learnt of parent directories (normalised requested path -> facts). */
-export type SmallReadCache = Map<string, SmallDir>;
-
-interface SmallDir {
-  /** The directory with every symlink resolved. */
-  real: string;
-  /** Whether the rules allow what is below it, in both forms (then only a child's own name and path remain to check). */
-  allowed: boolean;
-}
+/** What one request learnt of parent directories: (path as asked, kernel path) -> whether the rules allow what is below it. */
+export type SmallReadCache = Map<string, boolean>;
 
 /** A cache for `readSmallSync`, valid for one request. */
 export function newSmallReadCache(): SmallReadCache {
   return new Map();
 }
 
-interface DirRule {
-  /** The entry as configured, for messages. */
-  entry: string;
-  /** The entry as written and as resolved. */
-  forms: string[];
-}
-
 /**
- * Builds the jail: resolves the configured directories once (a missing
- * `Only_allowed_path` entry is a `ConfigError`) and compiles the globs.
+ * Builds the jail: compiles the rules (a missing `Only_allowed_path` entry is
+ * a `ConfigError`) and prepares the working-directory anchor (a
+ * `ConfigError` when `/proc` cannot be used for it).
  */
 export async function createPathGuard(
   options: PathGuardOptions,
 ): Promise<PathGuard> {
-  const configuredRoots: string[] = [];
-  const realRoots: string[] = [];
-  for (const root of options.onlyAllowedPath ?? []) {
-    const normal = configuredAbsolute(root, "Only_allowed_path");
-    let real: string;
-    try {
-      real = await Deno.realPath(normal);
-    } catch (error) {
-      throw new ConfigError(
-        `Cannot use Only_allowed_path "${root}": ${describeFsError(error)}`,
-      );
-    }
-    configuredRoots.push(normal);
-    realRoots.push(real);
-  }
-
-  const dirRules: DirRule[] = [];
-  const forbiddenNames = new Set<string>();
-  for (const entry of options.forbiddenDir ?? []) {
-    if (entry.startsWith("/")) {
-      const normal = configuredAbsolute(entry, "Forbidden_dir");
-      dirRules.push({
-        entry,
-        forms: unique([normal, await realPathLoose(normal)]),
-      });
-    } else if (
-      entry === "" || entry.includes("/") || entry === "." || entry === ".." ||
-      entry.includes("\0")
-    ) {
-      throw new ConfigError(
-        `Invalid Forbidden_dir entry "${entry}": expected an absolute directory or a bare directory name`,
-      );
-    } else {
-      forbiddenNames.add(entry);
-    }
-  }
-
-  const fileRules = (options.forbiddenFile ?? []).map((glob) => ({
-    glob,
-    test: picomatch(glob, { dot: true }) as (name: string) => boolean,
-  }));
-
-  const denied: string[] = [];
-  for (const p of options.alwaysDenied ?? []) {
-    if (p === "") continue;
-    const normal = stripSlash(posix.resolve(Deno.cwd(), p));
-    denied.push(normal, await realPathLoose(normal));
-  }
-
-  return new Jail({
-    configuredRoots: unique([...configuredRoots, ...realRoots]),
-    realRoots: unique(realRoots),
-    dirRules,
-    forbiddenNames,
-    fileRules,
-    anyFileRule: anyGlob(fileRules.map((rule) => rule.glob)),
-    denied: unique(denied),
-  });
+  return new Jail(await compileRules(options), cwdAnchor());
 }
 
-/**
- * One test for a whole list of `Forbidden_file` globs, as picomatch decides
- * each (a name equal to a glob, or matching its expression), but with one
- * regular expression instead of one call per glob: the listing and the
- * bundles ask it about every file they serve.
- */
-export function anyGlob(globs: readonly string[]): (name: string) => boolean {
-  if (globs.length === 0) return () => false;
-  const literal = new Set(globs);
-  const all = new RegExp(
-    globs.map((glob) => picomatch.makeRe(glob, { dot: true }).source).join(
-      "|",
-    ),
-  );
-  return (name) => name !== "" && (literal.has(name) || all.test(name));
-}
-
-interface JailRules {
-  /** Roots as configured and as resolved: what a requested path is compared with. */
-  configuredRoots: string[];
-  /** Roots as resolved: what a real path is compared with. */
-  realRoots: string[];
-  dirRules: DirRule[];
-  forbiddenNames: Set<string>;
-  fileRules: Array<{ glob: string; test: (name: string) => boolean }>;
-  /** Whether any of `fileRules` refuses a name (they say which). */
-  anyFileRule: (name: string) => boolean;
-  denied: string[];
+/** A small file opened by `readSmallBatchSync`, its bytes not read yet. */
+interface SmallOpen {
+  fd: number;
+  stats: Stats;
 }
 
 class Jail implements PathGuard {
   #rules: JailRules;
+  #anchor: CwdAnchor;
   /** `allowsEntry`'s last directory and whether the rules allow what is below it. */
   #lastDir: string | undefined;
   #lastDirAllowed = false;
 
-  constructor(rules: JailRules) {
+  constructor(rules: JailRules, anchor: CwdAnchor) {
     this.#rules = rules;
+    this.#anchor = anchor;
   }
 
-  async check(requestPath: string): Promise<CheckedPath> {
+  check(requestPath: string): Promise<CheckedPath> {
+    try {
+      return Promise.resolve(this.checkSync(requestPath));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  checkSync(requestPath: string): CheckedPath {
     const path = normalizeRequest(requestPath);
     // Rules first, on the path as asked: a refused path is refused whether or not it exists.
-    const early = this.#refusal(path, path, this.#rules.configuredRoots);
+    const early = this.#rules.refusal(path, path, this.#rules.configuredRoots);
     if (early !== undefined) throw early;
+    return this.#resolve(path);
+  }
 
-    let realPath: string;
-    try {
-      realPath = await Deno.realPath(path);
-    } catch (error) {
-      throw await this.#resolveFailure(path, error);
+  /**
+   * Follows `path` to a file or directory: its directory is entered by the
+   * kernel (symlinks on the way followed as they are at that instant), the
+   * rules are checked on the kernel's path of it, and the last name is looked
+   * at through that directory; a symlink there is read and its target
+   * followed the same way.
+   */
+  #resolve(path: string): CheckedPath {
+    const rules = this.#rules;
+    let target = path;
+    let viaLink = false;
+    for (let hops = 0; hops <= MAX_LINKS; hops++) {
+      const slash = target.lastIndexOf("/");
+      const dirPath = target === "/"
+        ? "/"
+        : slash === 0
+        ? "/"
+        : target.slice(0, slash);
+      const name = target === "/" ? "" : target.slice(slash + 1);
+      let next: string | undefined;
+      let entered: string | undefined;
+      let result: CheckedPath | undefined;
+      try {
+        result = this.#anchor.run(dirPath, (at) => {
+          entered = at.real;
+          const real = name === "" ? at.real : join(at.real, name);
+          // Told apart only when no symlink was involved: the rule then names nothing the asker did not write.
+          const vague = viaLink || real !== path;
+          const refused = rules.refusal(real, path, rules.realRoots, vague);
+          if (refused !== undefined) throw refused;
+          const info = name === "" ? at.stat() : at.lstat(name);
+          if (info.isSymlink) {
+            next = posix.resolve(at.real, at.readLink(name));
+            return undefined;
+          }
+          let type: EntryType;
+          if (info.isFile) type = "file";
+          else if (info.isDirectory) type = "dir";
+          else {
+            throw new HttpError(
+              403,
+              "not_regular",
+              `Cannot serve ${
+                quote(path)
+              }: only regular files and directories are served`,
+            );
+          }
+          return { path, realPath: real, dir: at.real, name, type, info };
+        });
+      } catch (error) {
+        if (error instanceof HttpError) throw error;
+        if (entered === undefined) {
+          throw this.#missing(path, dirPath, name, error, viaLink);
+        }
+        throw fsFailure(path, error);
+      }
+      if (result !== undefined) return result;
+      target = next!;
+      viaLink = true;
     }
-    const late = this.#refusal(realPath, path, this.#rules.realRoots);
-    if (late !== undefined) throw late;
+    throw new HttpError(
+      404,
+      "not_found",
+      `Cannot serve ${quote(path)}: too many levels of symbolic links`,
+    );
+  }
 
-    let info: Deno.FileInfo;
-    try {
-      info = await Deno.lstat(realPath);
-    } catch (error) {
-      throw fsFailure(path, error);
+  /**
+   * The answer when the directory of a path could not be entered. A missing
+   * path is 404 only when the part of it that exists, as the kernel reaches
+   * it, passes the rules: otherwise a symlink into a refused area would tell
+   * which files exist there.
+   */
+  #missing(
+    path: string,
+    dirPath: string,
+    name: string,
+    error: unknown,
+    viaLink: boolean,
+  ): unknown {
+    const code = (error as { code?: string } | null)?.code;
+    const missing = error instanceof Deno.errors.NotFound ||
+      error instanceof Deno.errors.NotADirectory || code === "ENOENT" ||
+      code === "ENOTDIR";
+    if (!missing) {
+      // Permission denied on the way: where a symlink led is not told.
+      return viaLink
+        ? new HttpError(
+          403,
+          "refused",
+          `Cannot serve ${quote(path)}: it leads to a path the rules refuse`,
+        )
+        : fsFailure(path, error);
     }
-    let type: EntryType;
-    if (info.isFile) type = "file";
-    else if (info.isDirectory) type = "dir";
-    else {
-      throw new HttpError(
-        403,
-        "not_regular",
-        `Cannot serve ${
-          quote(path)
-        }: only regular files and directories are served`,
-      );
+    const rest = name === "" ? [] : [name];
+    let dir = dirPath;
+    while (dir !== "/") {
+      rest.unshift(posix.basename(dir));
+      dir = posix.dirname(dir);
+      let answer: unknown;
+      try {
+        answer = this.#anchor.run(dir, (at) => {
+          const candidate = join(at.real, ...rest);
+          return this.#rules.refusal(
+            candidate,
+            path,
+            this.#rules.realRoots,
+            viaLink || candidate !== path,
+          ) ?? fsFailure(path, error);
+        });
+      } catch {
+        continue;
+      }
+      return answer;
     }
-    return { path, realPath, type, info };
+    return fsFailure(path, error);
   }
 
   allowsEntry(realDirPath: string, name: string): boolean {
     if (name === "" || name.includes("/") || name === "." || name === "..") {
       return false;
     }
-    const path = realDirPath === "/" ? `/${name}` : `${realDirPath}/${name}`;
+    const path = join(realDirPath, name);
     // A listing asks about every entry of one directory in turn: the verdict
     // on the directory is kept, and each entry adds only its own path and name.
     if (this.#lastDir !== realDirPath) {
-      this.#lastDirAllowed = this.#refusal(
+      this.#lastDirAllowed = this.#rules.refusal(
         realDirPath,
         realDirPath,
         this.#rules.realRoots,
       ) === undefined;
       this.#lastDir = realDirPath;
     }
-    return this.#lastDirAllowed && !this.#childRefused(path, name);
+    return this.#lastDirAllowed && !this.#rules.childRefused(path, name);
   }
 
-  async openFile(checked: CheckedPath): Promise<OpenedFile> {
+  openFile(checked: CheckedPath): Promise<OpenedFile> {
+    if (checked.type !== "file") {
+      return Promise.reject(
+        new HttpError(
+          400,
+          "not_a_file",
+          `Cannot read ${quote(checked.path)}: it is a directory`,
+        ),
+      );
+    }
     const changed = () =>
       new HttpError(
         409,
@@ -327,47 +368,75 @@ class Jail implements PathGuard {
           quote(checked.path)
         }: it changed while being opened, retry`,
       );
-    if (checked.type !== "file") {
-      throw new HttpError(
-        400,
-        "not_a_file",
-        `Cannot read ${quote(checked.path)}: it is a directory`,
-      );
-    }
-    // O_NONBLOCK: a FIFO swapped in since the check opens at once instead of hanging (and is then refused).
-    // O_NOFOLLOW: a symlink swapped in since the check is refused.
-    let handle: FileHandle;
+    let fd = -1;
     try {
-      handle = await nodeOpen(
-        checked.realPath,
-        fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW,
-      );
+      const info = this.#anchor.run(checked.dir, (at) => {
+        if (at.real !== checked.dir) throw changed();
+        fd = openSync(checked.realPath, OPEN_FLAGS);
+        const opened = toFileInfo(fstatSync(fd));
+        // The proof: the name, looked at through the entered directory after
+        // the open, holds the very inode that was opened and checked.
+        const now = at.lstat(checked.name);
+        if (
+          !opened.isFile || !now.isFile || !sameFile(opened, now) ||
+          !sameFile(opened, checked.info)
+        ) throw changed();
+        return opened;
+      });
+      const file = new FdFile(fd, info, checked.realPath);
+      fd = -1;
+      return Promise.resolve(file);
     } catch (error) {
-      if ((error as { code?: string }).code === "ELOOP") throw changed();
-      throw fsFailure(checked.path, error);
-    }
-    try {
-      const info = toFileInfo(await handle.stat());
-      // Same device and inode as checked: whatever path led here, these are the checked bytes.
-      if (!info.isFile || !sameFile(info, checked.info)) throw changed();
-      // The check itself could have been raced: a directory on the way swapped
-      // for a symlink between realpath and lstat makes both the checked and
-      // the opened file one from outside. Now that the handle is fixed, the
-      // checked path must still resolve to itself, with no symlink on the
-      // way, and lead to this very file.
-      let again: string;
-      let now: Deno.FileInfo;
-      try {
-        again = await Deno.realPath(checked.realPath);
-        now = await Deno.lstat(checked.realPath);
-      } catch {
-        throw changed();
+      if (fd >= 0) closeSync(fd);
+      if (error instanceof HttpError) return Promise.reject(error);
+      const code = (error as { code?: string } | null)?.code;
+      if (error instanceof Deno.errors.NotFound || code === "ENOENT") {
+        return Promise.reject(changed());
       }
-      if (again !== checked.realPath || !sameFile(now, info)) throw changed();
-      return new HandleFile(handle, info, checked.realPath);
-    } catch (error) {
-      await handle.close();
-      throw error;
+      return Promise.reject(fsFailure(checked.path, error));
+    }
+  }
+
+  readDirectory(
+    dir: { realPath: string; info: Deno.FileInfo },
+    cache?: NamesCache,
+  ): string[] | undefined {
+    try {
+      return this.#anchor.run(dir.realPath, (at) => {
+        if (!isThatDirectory(at, dir)) return undefined;
+        const self = at.stat();
+        const key =
+          `${self.dev}:${self.ino}:${self.mtime?.getTime()}:${self.ctime?.getTime()}`;
+        const known = cache?.get(key);
+        if (known !== undefined) return known;
+        // The default order of sort() is by UTF-16 code units, the listing
+        // order contract, and ten times faster than a comparator.
+        const names = at.entries().map((e) => e.name).sort();
+        cache?.set(key, names);
+        return names;
+      });
+    } catch {
+      return undefined;
+    }
+  }
+
+  describeEntries(
+    dir: { realPath: string; info: Deno.FileInfo },
+    names: readonly string[],
+  ): DirEntryInfo[] | undefined {
+    try {
+      return this.#anchor.run(dir.realPath, (at) => {
+        if (!isThatDirectory(at, dir)) return undefined;
+        return names.map((name) => {
+          try {
+            return at.lstat(name);
+          } catch {
+            return undefined;
+          }
+        });
+      });
+    } catch {
+      return undefined;
     }
   }
 
@@ -387,17 +456,16 @@ class Jail implements PathGuard {
   ): SmallFile[] {
     const opened: SmallOpen[] = [];
     try {
+      this.#openSmallBatch(requestPaths, maxBytes, maxTotal, cache, opened);
+    } catch {
+      // Whatever was proven before the failure stands; the rest goes the long way.
+    }
+    try {
       let total = 0;
-      for (const requestPath of requestPaths) {
-        if (total >= maxTotal) break;
-        const got = this.#openSmall(requestPath, maxBytes, cache);
-        if (got === undefined) break;
-        opened.push(got);
-        total += got.stats.size;
-      }
+      for (const item of opened) total += item.stats.size;
       // One buffer for the whole batch: each file's bytes are a view of it.
       const slab = new Uint8Array(total);
-      const datas: Uint8Array[] = [];
+      const files: SmallFile[] = [];
       let at = 0;
       for (const item of opened) {
         const data = slab.subarray(at, at + item.stats.size);
@@ -409,203 +477,136 @@ class Jail implements PathGuard {
         }
         // Shrank or failed: the long way reports it; the files before it stand.
         if (!whole) break;
-        datas.push(data);
+        files.push({ info: toFileInfo(item.stats), data });
         at += data.length;
       }
-      // The proof, in this order: every file is open (its identity fixed);
-      // now each parent's real path must still resolve to itself (no
-      // directory on the way swapped for a symlink), and then each real path
-      // must lead to the very file that was opened. Defeating it takes a swap
-      // that is undone before the first step and redone before the second.
-      const proven = new Set<SmallDir>();
-      let good = 0;
-      for (const item of opened.slice(0, datas.length)) {
-        if (!proven.has(item.dir)) {
-          if (!resolvesToItself(item.dir.real)) break;
-          proven.add(item.dir);
-        }
-        let now: Deno.FileInfo;
-        try {
-          now = Deno.lstatSync(item.realPath);
-        } catch {
-          break;
-        }
-        if (now.dev !== item.stats.dev || now.ino !== item.stats.ino) break;
-        good++;
-      }
-      return opened.slice(0, good).map((item, i) => ({
-        info: toFileInfo(item.stats),
-        data: datas[i],
-      }));
+      return files;
     } finally {
       for (const item of opened) closeSync(item.fd);
     }
   }
 
-  /** Checks and opens one small file; undefined (nothing left open) when it must go the long way. */
-  #openSmall(
-    requestPath: string,
+  /**
+   * Opens consecutive small files with the proof of `openFile`, one
+   * directory section at a time, into `opened`; stops at the first path that
+   * must go the long way or at `maxTotal` bytes.
+   */
+  #openSmallBatch(
+    requestPaths: readonly string[],
     maxBytes: number,
+    maxTotal: number,
     cache: SmallReadCache,
-  ): SmallOpen | undefined {
-    let path: string;
-    try {
-      path = normalizeRequest(requestPath);
-    } catch {
-      return undefined;
+    opened: SmallOpen[],
+  ): void {
+    let total = 0;
+    let i = 0;
+    while (i < requestPaths.length && total < maxTotal) {
+      const first = splitRequest(requestPaths[i]);
+      if (first === undefined) return;
+      const dirPath = first.dir;
+      let stop = false;
+      this.#anchor.run(dirPath, (at) => {
+        const key = `${dirPath}\0${at.real}`;
+        let allowed = cache.get(key);
+        if (allowed === undefined) {
+          // Both forms: the directory as asked and as the kernel reached it.
+          allowed = this.#rules.refusal(
+                dirPath,
+                dirPath,
+                this.#rules.configuredRoots,
+              ) === undefined &&
+            this.#rules.refusal(at.real, dirPath, this.#rules.realRoots) ===
+              undefined;
+          cache.set(key, allowed);
+        }
+        while (i < requestPaths.length && total < maxTotal) {
+          const next = splitRequest(requestPaths[i]);
+          if (next === undefined || next.dir !== dirPath) return;
+          const got = allowed ? this.#openSmall(at, next, maxBytes) : undefined;
+          if (got === undefined) {
+            stop = true;
+            return;
+          }
+          opened.push(got);
+          total += got.stats.size;
+          i++;
+        }
+      });
+      if (stop) return;
     }
-    const slash = path.lastIndexOf("/");
-    if (slash === path.length - 1) return undefined; // the root itself
-    const dirPath = slash === 0 ? "/" : path.slice(0, slash);
-    const name = path.slice(slash + 1);
-    let dir = cache.get(dirPath);
-    if (dir === undefined) {
-      let real: string;
-      try {
-        real = Deno.realPathSync(dirPath);
-      } catch {
+  }
+
+  /** Opens one small file of the entered directory with the proof; undefined (nothing left open) when it must go the long way. */
+  #openSmall(
+    at: Inside,
+    request: { path: string; name: string },
+    maxBytes: number,
+  ): SmallOpen | undefined {
+    const realPath = join(at.real, request.name);
+    // Below an allowed directory only the child's own path and name can still be refused.
+    if (
+      this.#rules.childRefused(request.path, request.name) ||
+      this.#rules.childRefused(realPath, request.name)
+    ) return undefined;
+    let fd = -1;
+    try {
+      fd = openSync(realPath, OPEN_FLAGS);
+      const stats = fstatSync(fd);
+      if (!stats.isFile() || stats.size > maxBytes) {
+        closeSync(fd);
         return undefined;
       }
-      dir = {
-        real,
-        allowed:
-          this.#refusal(dirPath, dirPath, this.#rules.configuredRoots) ===
-            undefined &&
-          this.#refusal(real, dirPath, this.#rules.realRoots) === undefined,
-      };
-      cache.set(dirPath, dir);
-    }
-    // Below an allowed directory only the child's own path and name can still be refused.
-    if (!dir.allowed || this.#childRefused(path, name)) return undefined;
-    const realPath = dir.real === "/" ? `/${name}` : `${dir.real}/${name}`;
-    if (this.#childRefused(realPath, name)) return undefined;
-    let fd = -1;
-    /** Closes the file (once) and declines it. */
-    const drop = (): undefined => {
-      const open = fd;
-      fd = -1;
-      closeSync(open);
-      return undefined;
-    };
-    try {
-      // O_NOFOLLOW: a final symlink fails here (ELOOP) and goes the long way.
-      // O_NONBLOCK: a FIFO swapped in opens at once (and is then declined).
-      fd = openSync(
-        realPath,
-        fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW,
-      );
-      const stats = fstatSync(fd);
-      if (!stats.isFile() || stats.size > maxBytes) return drop();
-      return { fd, realPath, dir, stats };
+      const now = at.lstat(request.name);
+      if (!now.isFile || now.dev !== stats.dev || now.ino !== stats.ino) {
+        closeSync(fd);
+        return undefined;
+      }
+      return { fd, stats };
     } catch {
-      return fd >= 0 ? drop() : undefined;
+      if (fd >= 0) closeSync(fd);
+      return undefined;
     }
   }
+}
 
-  /**
-   * Whether a rule refuses `path` (whose parent passed every rule) for
-   * itself: only an exact match of a refused path, or its name.
-   */
-  #childRefused(path: string, name: string): boolean {
-    const rules = this.#rules;
-    if (PSEUDO_ROOTS.includes(path) || rules.denied.includes(path)) return true;
-    for (const rule of rules.dirRules) {
-      if (rule.forms.includes(path)) return true;
-    }
-    return rules.forbiddenNames.has(name) || rules.anyFileRule(name);
-  }
+/** Whether the entered directory is the checked one (same kernel path, same inode). */
+function isThatDirectory(
+  at: Inside,
+  dir: { realPath: string; info: Deno.FileInfo },
+): boolean {
+  if (at.real !== dir.realPath) return false;
+  const self = at.stat();
+  return self.isDirectory && sameFile(self, dir.info);
+}
 
-  /** The rule that refuses `path`, if any; messages show `shown` (the requested path, never the real one). */
-  #refusal(
-    path: string,
-    shown: string,
-    roots: readonly string[],
-  ): HttpError | undefined {
-    const refuse = (code: string, why: string) =>
-      new HttpError(403, code, `Cannot serve ${quote(shown)}: ${why}`);
-    for (const pseudo of PSEUDO_ROOTS) {
-      if (within(path, pseudo)) {
-        return refuse(
-          "not_regular",
-          `files under ${pseudo} are pseudo-files and are never served`,
-        );
-      }
-    }
-    for (const d of this.#rules.denied) {
-      if (within(path, d)) {
-        return refuse(
-          "forbidden",
-          "it belongs to hsyncd (its state directory, certificate or keys)",
-        );
-      }
-    }
-    for (const rule of this.#rules.dirRules) {
-      if (rule.forms.some((form) => within(path, form))) {
-        return refuse(
-          "forbidden_dir",
-          `refused by Forbidden_dir "${rule.entry}"`,
-        );
-      }
-    }
-    if (this.#rules.forbiddenNames.size > 0) {
-      for (const component of path.split("/")) {
-        if (this.#rules.forbiddenNames.has(component)) {
-          return refuse(
-            "forbidden_dir",
-            `refused by Forbidden_dir "${component}"`,
-          );
-        }
-      }
-    }
-    const name = posix.basename(path);
-    if (name !== "" && this.#rules.anyFileRule(name)) {
-      for (const rule of this.#rules.fileRules) {
-        if (rule.test(name)) {
-          return refuse(
-            "forbidden_file",
-            `refused by Forbidden_file "${rule.glob}"`,
-          );
-        }
-      }
-    }
-    if (roots.length > 0 && !roots.some((root) => within(path, root))) {
-      return refuse(
-        "outside_allowed",
-        "it is outside every Only_allowed_path directory",
-      );
-    }
+/** A requested path split into its normalised form, directory and name; undefined for the root or a bad path. */
+function splitRequest(
+  requestPath: string,
+): { path: string; dir: string; name: string } | undefined {
+  let path: string;
+  try {
+    path = normalizeRequest(requestPath);
+  } catch {
     return undefined;
   }
+  const slash = path.lastIndexOf("/");
+  if (slash === path.length - 1) return undefined; // the root itself
+  return {
+    path,
+    dir: slash === 0 ? "/" : path.slice(0, slash),
+    name: path.slice(slash + 1),
+  };
+}
 
-  /**
-   * Turns a failed `realpath` into an answer. A missing path is 404 only when
-   * the part of it that exists, resolved, passes the rules: otherwise a symlink
-   * into a forbidden area would tell which files exist there.
-   */
-  async #resolveFailure(path: string, error: unknown): Promise<unknown> {
-    if (
-      error instanceof Deno.errors.NotFound ||
-      error instanceof Deno.errors.NotADirectory
-    ) {
-      const rest: string[] = [];
-      let dir = path;
-      while (dir !== "/") {
-        rest.unshift(posix.basename(dir));
-        dir = posix.dirname(dir);
-        let real: string;
-        try {
-          real = await Deno.realPath(dir);
-        } catch {
-          continue;
-        }
-        const candidate = posix.join(real, ...rest);
-        const refused = this.#refusal(candidate, path, this.#rules.realRoots);
-        if (refused !== undefined) return refused;
-        break;
-      }
-    }
-    return fsFailure(path, error);
+/** Fills `data` from the start of the file; false if the file ends first. */
+function readFully(fd: number, data: Uint8Array): boolean {
+  let at = 0;
+  while (at < data.length) {
+    const n = readSync(fd, data, at, data.length - at, at);
+    if (n === 0) return false;
+    at += n;
   }
+  return true;
 }
 
 /**
@@ -619,15 +620,15 @@ let nativeOpensPending = 0;
 const NATIVE_OPENS_PENDING = 16;
 const NATIVE_OPEN_MS = 1000;
 
-/** An open regular file: positioned reads on a handle opened without following symlinks. */
-class HandleFile implements OpenedFile {
+/** An open regular file: positioned reads on a descriptor proven to be the checked file. */
+class FdFile implements OpenedFile {
   readonly info: Deno.FileInfo;
-  #handle: FileHandle;
+  #fd: number;
   #realPath: string;
   #closed = false;
 
-  constructor(handle: FileHandle, info: Deno.FileInfo, realPath: string) {
-    this.#handle = handle;
+  constructor(fd: number, info: Deno.FileInfo, realPath: string) {
+    this.#fd = fd;
     this.info = info;
     this.#realPath = realPath;
   }
@@ -656,36 +657,46 @@ class HandleFile implements OpenedFile {
       opening.then((f) => f.close(), () => {});
       return undefined;
     }
-    // Whatever the path led to, only the very inode of the proven handle is
-    // used: same device and inode means the same bytes.
+    // Whatever the path led to, only the very inode of the proven descriptor
+    // is used: same device and inode means the same bytes.
     try {
       const info = await file.stat();
       if (info.isFile && sameFile(info, this.info)) return file;
     } catch {
-      // fall through: closed below, and the handle serves
+      // fall through: closed below, and the descriptor serves
     }
     file.close();
     return undefined;
   }
 
-  async read(buffer: Uint8Array, position: number): Promise<number> {
-    const { bytesRead } = await this.#handle.read(
-      buffer,
-      0,
-      buffer.length,
-      position,
-    );
-    return bytesRead;
+  read(buffer: Uint8Array, position: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      readCallback(
+        this.#fd,
+        buffer,
+        0,
+        buffer.length,
+        position,
+        (error, bytesRead) => error ? reject(error) : resolve(bytesRead),
+      );
+    });
   }
 
-  async stat(): Promise<Deno.FileInfo> {
-    return toFileInfo(await this.#handle.stat());
+  stat(): Promise<Deno.FileInfo> {
+    return new Promise((resolve, reject) => {
+      fstatCallback(
+        this.#fd,
+        (error, stats) => error ? reject(error) : resolve(toFileInfo(stats)),
+      );
+    });
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
     this.#closed = true;
-    await this.#handle.close();
+    return new Promise((resolve, reject) => {
+      closeCallback(this.#fd, (error) => error ? reject(error) : resolve());
+    });
   }
 }
 
@@ -733,7 +744,7 @@ function normalizeRequest(requestPath: string): string {
     throw bad(`a path is at most ${MAX_PATH_BYTES} bytes`);
   }
   if (!requestPath.startsWith("/")) throw bad("the path must be absolute");
-  // Lexical normalisation: `..` cannot climb above `/`, and the result is checked again after realpath.
+  // Lexical normalisation: `..` cannot climb above `/`, and the result is checked again on the kernel's path.
   const path = stripSlash(posix.normalize(requestPath));
   for (const component of path.split("/")) {
     if (utf8Longer(component, MAX_NAME_BYTES)) {
@@ -770,7 +781,8 @@ function fsFailure(path: string, error: unknown): unknown {
     );
   }
   if (
-    error instanceof Deno.errors.PermissionDenied || code === "EACCES" ||
+    error instanceof Deno.errors.PermissionDenied ||
+    error instanceof Deno.errors.NotCapable || code === "EACCES" ||
     code === "EPERM"
   ) {
     return new HttpError(
@@ -782,66 +794,13 @@ function fsFailure(path: string, error: unknown): unknown {
   return error;
 }
 
-function describeFsError(error: unknown): string {
-  if (error instanceof Deno.errors.NotFound) return "no such directory";
-  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
-  return error instanceof Error ? error.message : String(error);
-}
-
-function configuredAbsolute(entry: string, key: string): string {
-  if (!entry.startsWith("/") || entry.includes("\0")) {
-    throw new ConfigError(
-      `Invalid ${key} entry "${entry}": expected an absolute path`,
-    );
-  }
-  return stripSlash(posix.normalize(entry));
-}
-
-/** `realpath` of the longest existing prefix of `path`, with the rest appended; `path` itself when nothing resolves. */
-async function realPathLoose(path: string): Promise<string> {
-  const rest: string[] = [];
-  let dir = path;
-  while (true) {
-    try {
-      return posix.join(await Deno.realPath(dir), ...rest);
-    } catch {
-      if (dir === "/") return path;
-      rest.unshift(posix.basename(dir));
-      dir = posix.dirname(dir);
-    }
-  }
-}
-
-/** Whether `realPath` still resolves to itself (no component has become a symlink). */
-function resolvesToItself(realPath: string): boolean {
-  try {
-    return Deno.realPathSync(realPath) === realPath;
-  } catch {
-    return false;
-  }
+/** `dir/name...`, with `/` as a directory handled. */
+function join(dir: string, ...names: string[]): string {
+  if (names.length === 0) return dir;
+  return dir === "/" ? `/${names.join("/")}` : `${dir}/${names.join("/")}`;
 }
 
 /** Same device and inode. */
 function sameFile(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
   return a.dev === b.dev && a.ino === b.ino;
-}
-
-/** True when `path` is `dir` or below it, compared by whole components. */
-function within(path: string, dir: string): boolean {
-  if (dir === "/") return true;
-  return path === dir || path.startsWith(`${dir}/`);
-}
-
-function stripSlash(path: string): string {
-  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
-}
-
-function unique(values: string[]): string[] {
-  return [...new Set(values)];
-}
-
-/** A value quoted for a message, control characters escaped and length bounded. */
-function quote(value: string): string {
-  const shown = value.length > 300 ? `${value.slice(0, 300)}...` : value;
-  return JSON.stringify(shown);
 }

@@ -12,6 +12,7 @@ import {
   type CheckedPath,
   createPathGuard,
   MAX_PATH_BYTES,
+  type NamesCache,
   newSmallReadCache,
   type OpenedFile,
   type PathGuard,
@@ -81,6 +82,14 @@ export interface ServerLimits {
   bundleJobs: number;
   /** Bundle requests waiting for a streaming slot; one more is answered 503 `busy`. */
   bundleQueue: number;
+  /**
+   * Listings streaming at once; more wait their turn, in order. A listing is
+   * CPU-bound (an `lstat` per entry): a few at a time keep the event loop free
+   * for every other request and bound the names held in memory.
+   */
+  listJobs: number;
+  /** Listings waiting for a streaming slot; one more is answered 503 `busy`. */
+  listQueue: number;
 }
 
 /** The limits used when {@linkcode HandlerOptions.limits} leaves a field out. */
@@ -101,6 +110,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   // connection buffers; more of them at once only spreads the same CPU thinner.
   bundleJobs: 16,
   bundleQueue: 448,
+  listJobs: 2,
+  listQueue: 64,
 };
 
 /** Options of {@linkcode createHandler}. */
@@ -137,6 +148,10 @@ export type Handler = (
 ) => Promise<Response>;
 
 interface Context {
+  /** Reads of whole directories for listings, one at a time (see {@linkcode DirectoryReads}). */
+  directoryReads: DirectoryReads;
+  /** Listings streaming now. */
+  listSlots: Limiter;
   options: HandlerOptions;
   guard: PathGuard;
   limits: ServerLimits;
@@ -205,6 +220,8 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
     limits,
     hashSlots: new Slots(limits.hashJobs, limits.hashQueue),
     hashCache: new Lru(limits.hashCacheEntries),
+    directoryReads: new DirectoryReads(),
+    listSlots: new Limiter(limits.listJobs),
     bundleSlots: new Limiter(limits.bundleJobs),
     fileBodies: { running: 0 },
     watchHub: options.watchHub ?? new WatchHub(),
@@ -558,7 +575,7 @@ async function stat(ctx: Context, _request: Request, url: URL) {
 
 // ---------------------------------------------------------------- list
 
-async function list(ctx: Context, _request: Request, url: URL) {
+async function list(ctx: Context, request: Request, url: URL) {
   const checked = await ctx.guard.check(requirePath(url));
   if (checked.type !== "dir") {
     throw new HttpError(
@@ -568,9 +585,35 @@ async function list(ctx: Context, _request: Request, url: URL) {
     );
   }
   const after = listCursor(url.searchParams.get("after"));
-  const headers = baseHeaders("application/x-ndjson; charset=utf-8");
-  headers.set("cache-control", "no-store");
-  return new Response(listStream(ctx.guard, checked, after), { headers });
+  const slots = ctx.listSlots;
+  if (slots.active >= slots.limit && slots.waiting >= ctx.limits.listQueue) {
+    throw new HttpError(
+      503,
+      "busy",
+      `Cannot list now: ${ctx.limits.listJobs} listings are streaming and ${ctx.limits.listQueue} are waiting, retry later`,
+    );
+  }
+  let release: Release;
+  try {
+    release = await slots.acquire(request.signal);
+  } catch {
+    throw new HttpError(
+      503,
+      "busy",
+      "Cannot list: the client went away while its listing waited for a slot",
+    );
+  }
+  try {
+    const headers = baseHeaders("application/x-ndjson; charset=utf-8");
+    headers.set("cache-control", "no-store");
+    return new Response(
+      listStream(ctx.guard, ctx.directoryReads, checked, after, release),
+      { headers },
+    );
+  } catch (error) {
+    release();
+    throw error;
+  }
 }
 
 /**
@@ -584,17 +627,19 @@ function listCursor(after: string | null): string[] {
 }
 
 interface Pending {
+  /** The kernel's path of the directory. */
   real: string;
   rel: string;
-  id: string;
+  /** `lstat` of the directory when it was found: it must still be that very directory when entered. */
+  info: Deno.FileInfo;
   /** Where a resumed listing picks up inside this directory (see `listStream`). */
   after?: string[];
 }
 
 interface Level extends Pending {
-  /** The directory's entries, sorted by name (so a cut listing can resume). */
-  entries: Deno.DirEntry[];
-  /** Next entry to describe. */
+  /** The directory's names, sorted (so a cut listing can resume). */
+  names: string[];
+  /** Next name to describe. */
   next: number;
   /** Subdirectories found, entered in order once every entry is listed. */
   subdirs: Pending[];
@@ -604,10 +649,6 @@ function identity(info: Deno.FileInfo): string {
   return `${info.dev}:${info.ino ?? 0}`;
 }
 
-function byName(a: Deno.DirEntry, b: Deno.DirEntry): number {
-  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
-}
-
 /** One listed entry: its line, and the way down when it is a directory. */
 interface Described {
   line: ListEntry;
@@ -615,12 +656,81 @@ interface Described {
 }
 
 /**
+ * Whole-directory reads of the listings, one at a time, and the names they
+ * read. Such a read is one synchronous call (the jail's proof needs the
+ * working directory to stay put during it; 150,000 names take about 0.3 s
+ * here), so after a long one the next waits as long again: the event loop is
+ * then free for other requests at least half of the time. Listings of one
+ * directory at about the same time share one read: its names are kept
+ * (`NAMES_KEPT_MS`, at most `NAMES_KEPT` names in all) and used again while
+ * the directory is the same inode with the same times.
+ */
+export class DirectoryReads implements NamesCache {
+  #tail: Promise<void> = Promise.resolve();
+  #kept = new Map<string, { names: string[]; at: number }>();
+  #keptNames = 0;
+
+  /** Runs `read` after the reads before it, and holds the next back by as long as it took. */
+  run<T>(read: () => T): Promise<T> {
+    const result = this.#tail.then(() => {
+      const started = performance.now();
+      const value = read();
+      return { value, ms: performance.now() - started };
+    });
+    this.#tail = result.then(
+      ({ ms }) =>
+        ms < 5 ? undefined : new Promise((done) => setTimeout(done, ms)),
+      () => undefined,
+    );
+    return result.then(({ value }) => value);
+  }
+
+  get(key: string): string[] | undefined {
+    this.#expire();
+    return this.#kept.get(key)?.names;
+  }
+
+  set(key: string, names: string[]): void {
+    this.#expire();
+    if (names.length < NAMES_WORTH_KEEPING || names.length > NAMES_KEPT) return;
+    this.#kept.set(key, { names, at: Date.now() });
+    this.#keptNames += names.length;
+    for (const [k, v] of this.#kept) {
+      if (this.#keptNames <= NAMES_KEPT) break;
+      this.#kept.delete(k);
+      this.#keptNames -= v.names.length;
+    }
+  }
+
+  #expire(): void {
+    const old = Date.now() - NAMES_KEPT_MS;
+    for (const [k, v] of this.#kept) {
+      if (v.at > old) break;
+      this.#kept.delete(k);
+      this.#keptNames -= v.names.length;
+    }
+  }
+}
+
+/** Directories smaller than this are read again each time (cheap). */
+const NAMES_WORTH_KEEPING = 4096;
+/** Names kept for other listings, over all directories. */
+const NAMES_KEPT = 1_000_000;
+/** How long names read for one listing serve others. */
+const NAMES_KEPT_MS = 10_000;
+
+/**
  * Walks a checked directory: all entries of a directory, sorted by name, in
  * batches, then each of its subdirectories the same way. Memory depends on
- * depth and directory size, not on the size of the tree. Refused entries,
- * non-regular entries and symlinks that fail the rules are left out; a
- * symlink to a directory being walked (a loop) is left out; unreadable
- * directories are skipped.
+ * depth and on the names of the directories on the way, not on the size of
+ * the tree. Refused entries, non-regular entries and symlinks that fail the
+ * rules are left out; a symlink to a directory being walked (a loop) is left
+ * out; unreadable directories are skipped.
+ *
+ * Every directory is read, and its entries looked at, through the jail's
+ * proof (lib/path_guard.ts): only when its path still leads to the very
+ * directory that was found; a directory swapped for a symlink meanwhile is
+ * listed as empty, never from where the link points.
  *
  * The order is fixed by the names, so `after` (the last path a client got)
  * says exactly what it has: every entry of each directory on the way to
@@ -630,52 +740,35 @@ interface Described {
  */
 function listStream(
   guard: PathGuard,
+  reads: DirectoryReads,
   root: CheckedPath,
   after: string[],
+  release: Release,
 ): ReadableStream<Uint8Array> {
   const stack: Level[] = [];
   const onStack = new Set<string>();
 
-  function enter(p: Pending): void {
-    // Deno reads a directory's names in one go, synchronously or not; the
-    // synchronous form spares a thread-pool round trip per directory.
-    let entries: Deno.DirEntry[];
-    try {
-      entries = Array.from(Deno.readDirSync(p.real)).sort(byName);
-    } catch {
-      entries = []; // Unreadable or vanished directory: listed empty.
-    }
-    const level: Level = { ...p, entries, next: 0, subdirs: [] };
+  async function enter(p: Pending): Promise<void> {
+    // Unreadable, vanished or swapped directory: listed empty.
+    const names = await reads.run(() =>
+      guard.readDirectory({ realPath: p.real, info: p.info }, reads) ?? []
+    );
+    const level: Level = { ...p, names, next: 0, subdirs: [] };
     const at = p.after?.[0];
     // An ancestor of the cut: its entries before the way down were listed
     // and walked, and so were their subdirectories.
     if (at !== undefined && p.after!.length > 1) {
-      while (level.next < entries.length && entries[level.next].name < at) {
+      while (level.next < names.length && names[level.next] < at) {
         level.next++;
       }
     }
     stack.push(level);
-    onStack.add(p.id);
-  }
-
-  /**
-   * Whether a directory found earlier is still that directory, reached with
-   * no symlink on the way: one swapped for a symlink since would otherwise
-   * be listed from wherever the link points.
-   */
-  async function unchanged(p: Pending): Promise<boolean> {
-    try {
-      const info = await Deno.lstat(p.real);
-      return info.isDirectory && identity(info) === p.id &&
-        await Deno.realPath(p.real) === p.real;
-    } catch {
-      return false;
-    }
+    onStack.add(identity(p.info));
   }
 
   function leave(): void {
     const level = stack.pop();
-    if (level !== undefined) onStack.delete(level.id);
+    if (level !== undefined) onStack.delete(identity(level.info));
   }
 
   /** Whether the client already has the line of `name`, an entry of `level`. */
@@ -688,105 +781,104 @@ function listStream(
   /** The line of one entry of `level` (and the way down when it is a directory); undefined when it is not listed. */
   function describe(
     level: Level,
-    entry: Deno.DirEntry,
-  ): Described | undefined | Promise<Described | undefined> {
-    const childPath = level.real === "/"
-      ? `/${entry.name}`
-      : `${level.real}/${entry.name}`;
-    if (entry.isSymlink) {
-      return guard.check(childPath).then(
-        (checked) =>
-          lineOf(level, entry, checked.info, checked.type, checked.realPath),
-        () => undefined,
-      );
+    name: string,
+    info: Deno.FileInfo | undefined,
+  ): Described | undefined {
+    if (info === undefined) return undefined;
+    if (info.isSymlink) {
+      try {
+        const checked = guard.checkSync(
+          level.real === "/" ? `/${name}` : `${level.real}/${name}`,
+        );
+        return lineOf(
+          level,
+          name,
+          checked.info,
+          checked.type,
+          checked.realPath,
+        );
+      } catch {
+        return undefined;
+      }
     }
-    if (!entry.isFile && !entry.isDirectory) return undefined;
-    if (!guard.allowsEntry(level.real, entry.name)) return undefined;
-    let info: Deno.FileInfo;
-    try {
-      // Synchronous: a local lstat takes microseconds, a thread-pool round trip more.
-      info = Deno.lstatSync(childPath);
-    } catch {
-      return undefined;
-    }
-    if (info.isFile) return lineOf(level, entry, info, "file", childPath);
-    if (info.isDirectory) return lineOf(level, entry, info, "dir", childPath);
-    return undefined;
+    if (!info.isFile && !info.isDirectory) return undefined;
+    if (!guard.allowsEntry(level.real, name)) return undefined;
+    const real = level.real === "/" ? `/${name}` : `${level.real}/${name}`;
+    return lineOf(level, name, info, info.isFile ? "file" : "dir", real);
   }
 
   function lineOf(
     level: Level,
-    entry: Deno.DirEntry,
+    name: string,
     info: Deno.FileInfo,
     type: EntryType,
     real: string,
   ): Described | undefined {
-    const rel = level.rel === "" ? entry.name : `${level.rel}/${entry.name}`;
+    const rel = level.rel === "" ? name : `${level.rel}/${name}`;
     const line: ListEntry = { path: rel, ...statEntry(info, type) };
     if (type !== "dir") return { line };
-    const id = identity(info);
-    if (onStack.has(id)) return undefined;
-    const descend: Pending = { real, rel, id };
+    if (onStack.has(identity(info))) return undefined;
+    const descend: Pending = { real, rel, info };
     // The way down to the cut goes on inside this directory.
     const after = level.after;
-    if (after !== undefined && after.length > 1 && entry.name === after[0]) {
+    if (after !== undefined && after.length > 1 && name === after[0]) {
       descend.after = after.slice(1);
     }
     return { line, descend };
   }
 
   return new ReadableStream<Uint8Array>({
-    start() {
-      enter({
+    async start() {
+      await enter({
         real: root.realPath,
         rel: "",
-        id: identity(root.info),
+        info: root.info,
         after: after.length > 0 ? after : undefined,
       });
     },
     async pull(controller) {
       while (stack.length > 0) {
         const top = stack[stack.length - 1];
-        if (top.next >= top.entries.length) {
+        if (top.next >= top.names.length) {
           const sub = top.subdirs.shift();
           if (sub === undefined) leave();
-          else if (!onStack.has(sub.id) && await unchanged(sub)) enter(sub);
+          else if (!onStack.has(identity(sub.info))) await enter(sub);
           continue;
         }
-        const batch = top.entries.slice(top.next, top.next + LIST_BATCH);
+        const batch = top.names.slice(top.next, top.next + LIST_BATCH);
         top.next += batch.length;
-        // Only symlinks wait (their targets are checked); the rest is synchronous.
-        const described: Array<Described | undefined> = [];
-        let waits: Array<Promise<void>> | undefined;
-        for (let i = 0; i < batch.length; i++) {
-          const d = describe(top, batch[i]);
-          if (d instanceof Promise) {
-            (waits ??= []).push(d.then((got) => {
-              described[i] = got;
-            }));
-          } else described[i] = d;
+        const infos = guard.describeEntries(
+          { realPath: top.real, info: top.info },
+          batch,
+        );
+        if (infos === undefined) {
+          // The directory is not what it was any more: nothing more from it.
+          top.names = [];
+          top.subdirs = [];
+          continue;
         }
-        if (waits !== undefined) await Promise.all(waits);
         let text = "";
         for (let i = 0; i < batch.length; i++) {
-          const d = described[i];
+          const d = describe(top, batch[i], infos[i]);
           if (d === undefined) continue;
-          if (!listedBefore(top, batch[i].name)) {
+          if (!listedBefore(top, batch[i])) {
             text += JSON.stringify(d.line) + "\n";
           }
           if (d.descend !== undefined) top.subdirs.push(d.descend);
         }
-        if (top.next >= top.entries.length) top.entries = [];
+        if (top.next >= top.names.length) top.names = [];
         if (text !== "") {
           controller.enqueue(encoder.encode(text));
           return;
         }
       }
       controller.close();
+      release();
     },
     cancel() {
       stack.length = 0;
       onStack.clear();
+      release();
     },
   });
 }
@@ -1179,7 +1271,11 @@ async function watch(ctx: Context, request: Request, url: URL) {
     { timeoutMs, pollMs, signal: request.signal },
   );
   if (ctx.watchHub.closed) throw stopping();
-  // Names the rules refuse are never revealed, not even as "changed".
+  // A name is told only when the jail finds it now, allowed, under the
+  // watched directory: the watcher follows names and may have been raced
+  // onto another directory, and a name that cannot be found cannot be told
+  // apart from one of that other directory's. A removed file is therefore not
+  // reported; its replacement is, once it exists.
   const visible: string[] = [];
   for (const rel of result.changed) {
     if (rel === "") {
@@ -1187,14 +1283,10 @@ async function watch(ctx: Context, request: Request, url: URL) {
       continue;
     }
     try {
-      await ctx.guard.check(posix.join(checked.path, rel));
+      ctx.guard.checkSync(posix.join(checked.path, rel));
       visible.push(rel);
-    } catch (error) {
-      // A removed file is still reported (rotation); a refused one is not.
-      if (
-        error instanceof Deno.errors.NotFound ||
-        (error instanceof HttpError && error.status === 404)
-      ) visible.push(rel);
+    } catch {
+      // refused, missing or changed: not told
     }
   }
   const body: WatchResult = { ...result, changed: visible };

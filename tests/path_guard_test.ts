@@ -154,25 +154,25 @@ Deno.test("path guard refuses every known attack with the exact status and code"
         "symlink to a file outside the root",
         d("link_out_file"),
         403,
-        "outside_allowed",
+        "refused",
       ],
       [
         "symlink to a directory outside the root",
         d("link_out_dir"),
         403,
-        "outside_allowed",
+        "refused",
       ],
       [
         "file through a symlinked directory outside",
         d("link_out_dir/secret.txt"),
         403,
-        "outside_allowed",
+        "refused",
       ],
       [
         "existence probe through a symlink outside",
         d("link_out_dir/no-such-file"),
         403,
-        "outside_allowed",
+        "refused",
       ],
       ["symlink loop", d("loop_a"), 404, "not_found"],
       [
@@ -185,7 +185,7 @@ Deno.test("path guard refuses every known attack with the exact status and code"
         "allowed-path prefix confusion through a symlink",
         d("link_data2/file.txt"),
         403,
-        "outside_allowed",
+        "refused",
       ],
       ["forbidden file name glob", d("id_rsa"), 403, "forbidden_file"],
       [
@@ -195,7 +195,7 @@ Deno.test("path guard refuses every known attack with the exact status and code"
         "forbidden_file",
       ],
       ["symlink named like a key", d("id_rsa.pub"), 403, "forbidden_file"],
-      ["innocent symlink to a key", d("innocent"), 403, "forbidden_file"],
+      ["innocent symlink to a key", d("innocent"), 403, "refused"],
       ["absolute Forbidden_dir", d("blocked/file.txt"), 403, "forbidden_dir"],
       ["absolute Forbidden_dir itself", d("blocked"), 403, "forbidden_dir"],
       ["bare-name Forbidden_dir .ssh", d(".ssh/config"), 403, "forbidden_dir"],
@@ -558,7 +558,14 @@ Deno.test("createPathGuard() refuses a configuration it cannot enforce", async (
     createPathGuard({ onlyAllowedPath: ["relative/dir"] }),
     ConfigError,
   );
-  await assert.rejects(createPathGuard({ forbiddenDir: ["a/b"] }), ConfigError);
+  await assert.rejects(
+    createPathGuard({ forbiddenDir: ["a//b"] }),
+    ConfigError,
+  );
+  await assert.rejects(
+    createPathGuard({ forbiddenDir: ["a/../b"] }),
+    ConfigError,
+  );
   await assert.rejects(createPathGuard({ forbiddenDir: [".."] }), ConfigError);
 });
 
@@ -764,5 +771,77 @@ Deno.test("readSmallBatchSync() reads consecutive files up to the first declined
     ]);
   } finally {
     await Deno.remove(f.tmp, { recursive: true });
+  }
+});
+
+Deno.test("the built-in deny lists ignore letter case and cover what a home directory leaks", async () => {
+  const tmp = await Deno.realPath(
+    await Deno.makeTempDir({ prefix: "hsync_guard_case_" }),
+  );
+  try {
+    const config = await loadConfig({
+      defaults,
+      hsyncDir: join(tmp, "state"),
+      readTextFile: () => Promise.reject(new Deno.errors.NotFound("none")),
+    });
+    const settings = serverSettings(config, { Only_allowed_path: tmp });
+    const guard = await createPathGuard({
+      onlyAllowedPath: settings.onlyAllowedPath,
+      forbiddenDir: settings.forbiddenDir,
+      forbiddenFile: settings.forbiddenFile,
+      alwaysDenied: [join(tmp, "state"), join(tmp, "tls", "server.key")],
+    });
+    const refused = [
+      "server.PEM",
+      "ID_RSA",
+      "Id_Ed25519.pub",
+      ".SSH/k",
+      ".NETRC",
+      ".npmrc",
+      ".pypirc",
+      ".netrc",
+      ".git-credentials",
+      ".docker/config.json",
+      ".config/gh/hosts.yml",
+      ".CONFIG/GH/hosts.yml",
+      ".config/rclone/rclone.conf",
+      ".aws/credentials",
+      ".vault-token",
+      ".env",
+      ".env.production",
+      ".zsh_history",
+      ".python_history",
+      ".psql_history",
+      "deep/inside/.config/gh/x",
+      "STATE/x",
+      "tls/SERVER.KEY",
+    ];
+    const served = [
+      "data.csv",
+      "config/gh.txt",
+      ".config/other/x",
+      "gh/x",
+      "environment.txt",
+      "history.txt",
+    ];
+    for (const rel of [...refused, ...served]) {
+      const path = join(tmp, rel);
+      await Deno.mkdir(join(path, ".."), { recursive: true });
+      await Deno.writeTextFile(path, "x");
+    }
+    for (const rel of refused) {
+      const error = await refusal(guard, join(tmp, rel));
+      assert.equal(error.status, 403, `${rel}: ${error.message}`);
+    }
+    for (const rel of served) {
+      const checked = await guard.check(join(tmp, rel));
+      assert.equal(checked.type, "file", rel);
+    }
+    // A listing leaves out the same names.
+    assert.equal(guard.allowsEntry(tmp, ".NPMRC"), false);
+    assert.equal(guard.allowsEntry(join(tmp, ".config"), "GH"), false);
+    assert.equal(guard.allowsEntry(join(tmp, ".config"), "other"), true);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
   }
 });
