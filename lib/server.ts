@@ -294,6 +294,19 @@ async function route(
   request: Request,
   url: URL,
 ): Promise<Response> {
+  // Deno builds the URL from the Host header and the request target: a Host
+  // holding a path (`127.0.0.1/v1/file?path=...#`) would route the request
+  // somewhere its request line does not say, past any proxy or firewall
+  // that reads request lines. Only a bare host[:port] is taken.
+  if (requestAuthority(request) === undefined) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      `Cannot serve a request whose Host is not a host name or address with an optional port: ${
+        JSON.stringify((request.headers.get("host") ?? "").slice(0, 100))
+      }`,
+    );
+  }
   const endpoint = ENDPOINTS.get(url.pathname);
   if (endpoint === undefined) {
     throw new HttpError(
