@@ -16,6 +16,7 @@ import { ConfigError } from "../lib/errors.ts";
 import {
   type AccessLogEntry,
   createHandler,
+  DirectoryReads,
   type Handler,
   type HandlerOptions,
 } from "../lib/server.ts";
@@ -1997,4 +1998,81 @@ Deno.test({
       }
     });
   },
+});
+
+Deno.test("listings beyond listJobs wait in line, and one past listQueue gets 503 busy", async () => {
+  await withFixture(
+    async (f) => {
+      for (let i = 0; i < 600; i++) {
+        await Deno.writeTextFile(join(f.root, `many-${i}.txt`), "x");
+      }
+      const first = await f.call(`/v1/list?path=${f.q("")}`);
+      assert.equal(first.status, 200);
+      const reader = first.body!.getReader();
+      assert.ok(!(await reader.read()).done);
+      // The first holds the only slot (its body is not finished): the second waits.
+      let secondDone = false;
+      const second = f.call(`/v1/list?path=${f.q("")}`).then((r) => {
+        secondDone = true;
+        return r;
+      });
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(secondDone, false);
+      await expectError(await f.call(`/v1/list?path=${f.q("")}`), 503, "busy");
+      await reader.cancel();
+      const res = await second;
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      assert.ok(text.includes('"path":"many-599.txt"'));
+    },
+    {},
+    { limits: { listJobs: 1, listQueue: 1 } },
+  );
+});
+
+Deno.test("readDirectory() reads a directory once for listings that share a cache, and again once it changes", async () => {
+  await withFixture(async (f) => {
+    const dir = join(f.root, "big");
+    await Deno.mkdir(dir);
+    for (let i = 0; i < 5000; i++) {
+      Deno.writeFileSync(join(dir, `n-${i}`), new Uint8Array());
+    }
+    const { createPathGuard } = await import("../lib/path_guard.ts");
+    const guard = await createPathGuard({ onlyAllowedPath: [f.root] });
+    const checked = await guard.check(dir);
+    const cache = new DirectoryReads();
+    const a = guard.readDirectory(checked, cache);
+    const b = guard.readDirectory(checked, cache);
+    assert.equal(a?.length, 5000);
+    // The very same array: the second listing did not read the directory.
+    assert.ok(a === b);
+    // A new name changes the directory's times: it is read again.
+    await new Promise((r) => setTimeout(r, 5));
+    await Deno.writeTextFile(join(dir, "zz-new"), "");
+    const c = guard.readDirectory(checked, cache);
+    assert.ok(c !== a);
+    assert.equal(c?.at(-1), "zz-new");
+    // Without a cache every call reads.
+    assert.ok(guard.readDirectory(checked) !== guard.readDirectory(checked));
+  });
+});
+
+Deno.test("DirectoryReads runs reads one at a time and leaves the event loop free after a long one", async () => {
+  const reads = new DirectoryReads();
+  const busy = (ms: number) => {
+    const end = performance.now() + ms;
+    while (performance.now() < end) { /* a long synchronous read */ }
+    return performance.now();
+  };
+  let timerRan = 0;
+  const firstEnd = reads.run(() => busy(40));
+  const secondStart = reads.run(() => performance.now());
+  setTimeout(() => timerRan = performance.now(), 0);
+  const [end1, start2] = await Promise.all([firstEnd, secondStart]);
+  assert.ok(
+    start2 - end1 >= 35,
+    `the next read started ${start2 - end1} ms after`,
+  );
+  // Something else got the event loop in between.
+  assert.ok(timerRan > end1 && timerRan < start2);
 });
