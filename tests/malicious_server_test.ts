@@ -801,10 +801,62 @@ function followServer(initial: Uint8Array<ArrayBuffer>) {
   return { server, s };
 }
 
-Deno.test("hsync --sync writes no server byte through a symlink swapped in for the followed file or its part file", async (t) => {
+Deno.test("hsync --sync writes no server byte through a symlink planted at or swapped in for the followed file or its part file", async (t) => {
   await using dir = await tempDir("hsync-malicious-");
   const v1 = fill(100 * 1024, 0x31);
   const grown = new Uint8Array([...v1, ...fill(1000, 0x32)]);
+
+  await t.step(
+    "a link at the followed file's name before the run is replaced; one planted between two rounds fails the file",
+    async () => {
+      const out = join(dir.path, "before");
+      await Deno.mkdir(out);
+      const target = join(out, "f.log");
+      const victim = join(dir.path, "before-victim.log");
+      await Deno.writeFile(victim, v1);
+      await Deno.symlink(victim, target);
+      const { server, s } = followServer(v1.slice());
+      const client = spawnClient([
+        "-i",
+        "/data/f.log",
+        "-o",
+        target,
+        "-host",
+        "127.0.0.1",
+        "-p",
+        String(server.addr.port),
+        "--sync",
+        "--quiet",
+      ], { HSYNC_DIR: join(dir.path, "state-0") });
+      try {
+        await waitFor("the first pull, then following", () => s.polls > 0);
+        assert.ok((await Deno.lstat(target)).isFile);
+        await Deno.remove(target);
+        await Deno.symlink(victim, target);
+        s.content = grown;
+        s.generation++;
+        await waitFor(
+          "the round to fail or to write",
+          async () =>
+            client.stderr().includes("failed:") ||
+            (await Deno.stat(victim)).size !== v1.length,
+          10_000,
+        );
+      } finally {
+        const r = await client.stop();
+        await server.shutdown();
+        assert.ok(sameBytesOf(await Deno.readFile(victim), v1), r.stderr);
+        assert.match(
+          r.stderr,
+          new RegExp(
+            `failed: f\\.log: Cannot write "${
+              literal(target)
+            }": it exists and is not a regular file`,
+          ),
+        );
+      }
+    },
+  );
 
   await t.step(
     "the followed file swapped for a link while new bytes are fetched",
