@@ -1,6 +1,7 @@
 /** Parses the hsync command line (old single-dash flags included) into a command, without touching Deno.args. */
 import { parseArgs } from "node:util";
 import { UsageError } from "./errors.ts";
+import { DEFAULT_MAX_ENTRIES } from "./pull.ts";
 
 /** Usage text of `hsync --help`. */
 export const CLIENT_USAGE = `Usage:
@@ -36,15 +37,24 @@ Options:
                           instead of size + modification time
       --include GLOB      pull only matching relative paths (repeatable)
       --exclude GLOB      skip matching relative paths (repeatable)
-  -P, --preserve          also set permission bits (mtime is always kept)
+  -P, --preserve          also set permission bits (mtime is always kept);
+                          setuid, setgid, sticky and write-for-others bits
+                          sent by the server are dropped, and the destination
+                          directory itself is never changed
+      --special-modes     with -P: apply those bits too (trust the server)
+      --max-entries N     stop with exit code 3 when a listing holds more
+                          than N entries (default 10000000)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
       --quiet             no progress output (the summary line still prints)
       --debug             stack traces and request details on errors
   -h, --help              this text
       --version           print the version
 
+Redirects are never followed: a server answering one stops the run (exit 3).
+
 Exit codes: 0 success, 1 usage or configuration error, 2 some files failed
-(the rest completed), 3 the server could not be reached or refused.`;
+(the rest completed), 3 the server could not be reached, refused, redirected
+or sent more than --max-entries entries.`;
 
 /** A pull (one-shot or --sync). */
 export interface PullCommand {
@@ -65,6 +75,10 @@ export interface PullCommand {
   include: string[];
   exclude: string[];
   preserve: boolean;
+  /** With `preserve`: also apply setuid, setgid, sticky and write-for-others bits. */
+  specialModes: boolean;
+  /** Most listing entries accepted (`--max-entries`). */
+  maxEntries: number;
   tls: boolean;
   quiet: boolean;
   debug: boolean;
@@ -93,6 +107,8 @@ const OPTIONS = {
   include: { type: "string", multiple: true },
   exclude: { type: "string", multiple: true },
   preserve: { type: "boolean", short: "P" },
+  "special-modes": { type: "boolean" },
+  "max-entries": { type: "string" },
   tls: { type: "boolean" },
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
@@ -201,6 +217,22 @@ export function parseClientArgs(argv: string[]): ClientCommand {
   if ((v["from-now"] || v["ignore-exists"]) && !v.sync) {
     throw new UsageError("--from-now only goes with --sync");
   }
+  if (v["special-modes"] && !v.preserve) {
+    throw new UsageError("--special-modes only goes with -P (--preserve)");
+  }
+  const maxEntries = v["max-entries"] === undefined
+    ? DEFAULT_MAX_ENTRIES
+    : Number(v["max-entries"]);
+  if (
+    !/^\d+$/.test(v["max-entries"] ?? "1") || maxEntries < 1 ||
+    !Number.isSafeInteger(maxEntries)
+  ) {
+    throw new UsageError(
+      `Invalid value "${
+        v["max-entries"]
+      }" for --max-entries: expected a whole number of at least 1`,
+    );
+  }
   const parallel = v.parallel === undefined ? 8 : Number(v.parallel);
   if (
     !/^\d+$/.test(v.parallel ?? "8") || parallel < 1 || parallel > 1024
@@ -225,6 +257,8 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     include: v.include ?? [],
     exclude: v.exclude ?? [],
     preserve: v.preserve ?? false,
+    specialModes: v["special-modes"] ?? false,
+    maxEntries,
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
@@ -255,6 +289,8 @@ export function transferOptions(cmd: PullCommand): {
   include: string[];
   exclude: string[];
   preserve: boolean;
+  specialModes: boolean;
+  maxEntries: number;
 } {
   return {
     remotePath: cmd.remotePath,
@@ -264,5 +300,7 @@ export function transferOptions(cmd: PullCommand): {
     include: cmd.include,
     exclude: cmd.exclude,
     preserve: cmd.preserve,
+    specialModes: cmd.specialModes,
+    maxEntries: cmd.maxEntries,
   };
 }

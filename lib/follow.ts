@@ -7,13 +7,20 @@ import { ConnectError, HttpError } from "./errors.ts";
 import { partPathFor } from "./journal.ts";
 import { Limiter } from "./limiter.ts";
 import {
+  checkName,
+  chmodOpened,
+  createChecked,
   ensureDirs,
+  fileIdOf,
   isDirectory,
   LocalPathError,
+  modeToApply,
+  openChecked,
   reason,
   safeComponents,
 } from "./local_path.ts";
 import {
+  DEFAULT_MAX_ENTRIES,
   parseContentRange,
   pull,
   type PullEvent,
@@ -109,8 +116,16 @@ export interface FollowOptions {
   parallelFiles?: number;
   include?: string[];
   exclude?: string[];
-  /** Also copy permission bits of files fetched whole. */
+  /** Also copy permission bits of files fetched whole (without setuid, setgid, sticky and write-for-others unless `specialModes`). */
   preserve?: boolean;
+  /** With `preserve`: apply setuid, setgid, sticky and write-for-others bits from the server too. */
+  specialModes?: boolean;
+  /**
+   * Most entries one listing may hold, and most paths followed at once
+   * (default {@linkcode DEFAULT_MAX_ENTRIES}): beyond, following stops with
+   * a `ConnectError`, so an endless listing cannot create endless files.
+   */
+  maxEntries?: number;
   /** Skip what exists at the start; follow only what appears after it. */
   fromNow?: boolean;
   /**
@@ -287,6 +302,8 @@ class Follower {
   #pulling = false;
   /** The first scan of a `--from-now` run is still to do (it records offsets instead of fetching). */
   #fromNowScan = false;
+  /** Why following was stopped: a server that cannot be trusted further. */
+  #fatal?: Error;
 
   constructor(options: FollowOptions) {
     this.#o = options;
@@ -295,6 +312,7 @@ class Follower {
       client: options.client,
       sign: options.sign,
       idleTimeoutMs: options.settings.dataTimeout * 1000,
+      onRefuse: (error) => this.#halt(error),
     });
     const globs = { dot: true, basename: true };
     if (options.include?.length) {
@@ -321,6 +339,8 @@ class Follower {
     try {
       await this.#start();
       await this.#pollLoop();
+    } catch (error) {
+      throw this.#fatal ?? error;
     } finally {
       outer?.removeEventListener("abort", onStop);
       // Rounds in progress finish their write (or are cut after the grace period).
@@ -331,6 +351,7 @@ class Follower {
       for (const timer of this.#timers) clearTimeout(timer);
       if (this.#dest !== "") await this.#saveState(true);
     }
+    if (this.#fatal !== undefined) throw this.#fatal;
     this.#summary.seconds = (performance.now() - started) / 1000;
     return this.#summary;
   }
@@ -406,6 +427,8 @@ class Follower {
         include: this.#o.include,
         exclude: this.#o.exclude,
         preserve: this.#o.preserve,
+        specialModes: this.#o.specialModes,
+        maxEntries: this.#o.maxEntries,
         signal: this.#stop.signal,
         onEvent: (event) => this.#emit({ type: "pull", event }),
         client: this.#o.client,
@@ -449,6 +472,14 @@ class Follower {
         if (failures > 0) this.#emit({ type: "reconnected" });
         failures = 0;
         waiting = false;
+        if (result.changed.length > this.#maxEntries) {
+          this.#halt(
+            new ConnectError(
+              `Watch answer from ${this.#remote.host} names more than ${this.#maxEntries} paths, the most one run accepts (--max-entries)`,
+            ),
+          );
+          return;
+        }
         if (result.rescan) {
           await this.#rescan(this.#fromNowScan);
           this.#fromNowScan = false;
@@ -546,15 +577,56 @@ class Follower {
       if (st.type === "file") this.#reconcile("", st, initial);
       return;
     }
+    let count = 0;
     for await (const entry of this.#remote.list(this.#o.remotePath, signal)) {
       if (signal.aborted) return;
+      this.#countListed(++count, this.#o.remotePath);
       if (!this.#allowed(entry.path)) continue;
       this.#reconcile(entry.path, entry, initial);
     }
   }
 
+  /** The most entries one listing may hold, and paths followed at once. */
+  get #maxEntries(): number {
+    return this.#o.maxEntries ?? DEFAULT_MAX_ENTRIES;
+  }
+
+  /** Stops following when one listing holds more than the bound (`count` entries so far). */
+  #countListed(count: number, remote: string): void {
+    if (count <= this.#maxEntries) return;
+    const error = new ConnectError(
+      `Listing of ${
+        JSON.stringify(remote)
+      } from ${this.#remote.host} has more than ${this.#maxEntries} entries, the most one run accepts (--max-entries)`,
+    );
+    this.#halt(error);
+    throw error;
+  }
+
+  /** Stops following when a path not yet known would exceed the bound on paths followed. */
+  #admit(rel: string): void {
+    if (this.#files.has(rel) || this.#dirs.has(rel)) return;
+    if (this.#files.size + this.#dirs.size < this.#maxEntries) return;
+    const error = new ConnectError(
+      `${
+        JSON.stringify(this.#o.remotePath)
+      } on ${this.#remote.host} has more than ${this.#maxEntries} entries to follow, the most one run accepts (--max-entries)`,
+    );
+    this.#halt(error);
+    throw error;
+  }
+
+  /** Stops following for good (a redirect, a bound exceeded); {@linkcode follow} then throws `error`. */
+  #halt(error: Error): void {
+    if (this.#fatal !== undefined) return;
+    this.#fatal = error;
+    this.#stop.abort(error);
+    this.#hard.abort(error);
+  }
+
   /** Compares one remote entry with the local side; schedules a round when they differ. */
   #reconcile(rel: string, entry: StatEntry, initial: boolean): void {
+    this.#admit(rel);
     if (entry.type === "dir") {
       if (this.#wanted(rel)) this.#ensureDir(rel);
       else this.#dirs.add(rel);
@@ -667,6 +739,7 @@ class Follower {
     const remote = this.#remotePathOf(rel);
     let t = this.#files.get(rel);
     if (t === undefined || (rel !== "" && this.#dirs.has(rel))) {
+      this.#admit(rel);
       // Not a file we follow: find out what it is.
       let st: StatEntry;
       try {
@@ -706,7 +779,7 @@ class Follower {
     }
     let why: FetchReason | undefined;
     try {
-      why = await this.#append(rel, t, target, local?.size ?? 0);
+      why = await this.#append(rel, t, target, local);
     } catch (error) {
       if (error instanceof Gone) return;
       throw error;
@@ -722,10 +795,12 @@ class Follower {
     }
     this.#dirs.add(rel);
     const signal = this.#hard.signal;
+    let count = 0;
     try {
       for await (
         const entry of this.#remote.list(this.#remotePathOf(rel), signal)
       ) {
+        this.#countListed(++count, this.#remotePathOf(rel));
         const child = `${rel}/${entry.path}`;
         if (!this.#allowed(child)) continue;
         this.#reconcile(child, entry, false);
@@ -741,14 +816,18 @@ class Follower {
    * local bytes (at most {@linkcode TAIL_BYTES}) and the range from the
    * local end are asked at once; the range's bytes are written only once the
    * hash matched, so the local file never holds a byte the server does not.
-   * Returns why the file must be fetched whole instead, if it must.
+   * Returns why the file must be fetched whole instead, if it must. The
+   * local file is read and written only through handles proven to be the
+   * regular file `local` (lstat-ed by the caller): a link planted at its
+   * name is never followed.
    */
   async #append(
     rel: string,
     t: Tracked,
     target: string,
-    localSize: number,
+    local: Deno.FileInfo | undefined,
   ): Promise<FetchReason | undefined> {
+    const localSize = local?.size ?? 0;
     const remote = this.#remotePathOf(rel);
     const offset = t.base + localSize;
     const k = Math.min(TAIL_BYTES, localSize);
@@ -787,7 +866,7 @@ class Follower {
         return "truncated";
       }
       if (tail !== undefined) {
-        const mine = await localTailHash(target, localSize - k, k);
+        const mine = await localTailHash(target, local!, localSize - k, k);
         if (mine !== tail.sha256) {
           return t.base > 0 ? "replaced" : "rewritten";
         }
@@ -827,7 +906,25 @@ class Follower {
         );
       }
       const end = cr.end + 1;
-      const written = await this.#writeBody(ex, target, offset, t.base, end);
+      const file = openTarget(target, local);
+      let written: number;
+      try {
+        written = await this.#writeBody(
+          ex,
+          file,
+          target,
+          offset - t.base,
+          end - t.base,
+        );
+        if (
+          t.base === 0 && now !== undefined && now.size === end &&
+          written === end - offset
+        ) {
+          await file.utime(new Date(), new Date(now.mtime)).catch(() => {});
+        }
+      } finally {
+        file.close();
+      }
       this.#summary.appendedBytes += written;
       if (written > 0) {
         this.#emit({
@@ -840,11 +937,6 @@ class Follower {
       if (offset + written < end) {
         throw new ShortBody(
           `Body for "${rel}" ended at byte ${offset + written} of ${end}`,
-        );
-      }
-      if (t.base === 0 && now !== undefined && now.size === end) {
-        await Deno.utime(target, new Date(), new Date(now.mtime)).catch(
-          () => {},
         );
       }
       this.#note(t, etag, id);
@@ -896,31 +988,24 @@ class Follower {
     }
   }
 
-  /** Streams a 206 body into `target` at `offset - base`, then fdatasync; returns the bytes written (all on the server). */
+  /** Streams a body into `file` (named `path`) at local bytes `[start, end)`, then fdatasync; returns the bytes written (all on the server). */
   async #writeBody(
     ex: Exchange,
-    target: string,
-    offset: number,
-    base: number,
+    file: Deno.FsFile,
+    path: string,
+    start: number,
     end: number,
   ): Promise<number> {
     const body = ex.response.body;
     if (body === null) {
-      throw new ProtocolError(`Range response for "${target}" has no body`);
+      throw new ProtocolError(`Range response for "${path}" has no body`);
     }
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(target, { write: true, create: true });
-    } catch (error) {
-      throw new LocalPathError(target, reason(error), error);
-    }
-    let pos = offset - base;
-    const limit = end - base;
+    let pos = start;
     const reader = body.getReader();
     let readError: unknown;
     try {
       await file.seek(pos, Deno.SeekMode.Start);
-      while (pos < limit) {
+      while (pos < end) {
         let chunk: ReadableStreamReadResult<Uint8Array>;
         try {
           chunk = await reader.read();
@@ -932,22 +1017,21 @@ class Follower {
         ex.kick();
         let data = chunk.value;
         // Never past the range asked: a longer body is cut, not written.
-        if (data.length > limit - pos) data = data.subarray(0, limit - pos);
+        if (data.length > end - pos) data = data.subarray(0, end - pos);
         let n = 0;
         while (n < data.length) n += await file.write(data.subarray(n));
         pos += data.length;
       }
       await file.syncData();
     } catch (error) {
-      throw new LocalPathError(target, reason(error), error);
+      throw new LocalPathError(path, reason(error), error);
     } finally {
-      file.close();
       reader.releaseLock();
     }
-    const written = pos - (offset - base);
-    if (readError !== undefined && pos < limit) {
+    const written = pos - start;
+    if (readError !== undefined && pos < end) {
       if (ex.signal.aborted) throw ex.signal.reason;
-      throw new ShortBody(`Body for "${target}" broke: ${message(readError)}`);
+      throw new ShortBody(`Body for "${path}" broke: ${message(readError)}`);
     }
     return written;
   }
@@ -957,14 +1041,19 @@ class Follower {
     const signal = this.#hard.signal;
     const target = this.#target(rel);
     const part = partPathFor(target);
+    let file: Deno.FsFile;
     try {
+      // A leftover part or a planted link goes; O_EXCL refuses one planted
+      // meanwhile, and the handle (not the name) takes every byte.
       await Deno.remove(part).catch((error) => {
         if (!(error instanceof Deno.errors.NotFound)) throw error;
       });
-      (await Deno.open(part, { write: true, createNew: true })).close();
+      file = createChecked(part);
     } catch (error) {
+      if (error instanceof LocalPathError) throw error;
       throw new LocalPathError(part, reason(error), error);
     }
+    const id = fileIdOf(file.statSync());
     let placed = false;
     let ex: Exchange | undefined;
     try {
@@ -986,7 +1075,7 @@ class Follower {
       }
       const etag = res.headers.get("etag");
       const parts = parseEtag(etag);
-      const written = await this.#writeBody(ex, part, 0, 0, length);
+      const written = await this.#writeBody(ex, file, part, 0, length);
       if (written < length) {
         throw new ShortBody(
           `Body for "${rel}" ended at byte ${written} of ${length}`,
@@ -994,16 +1083,20 @@ class Follower {
       }
       try {
         if (parts !== undefined && parts.size === length) {
-          await Deno.utime(part, new Date(), new Date(parts.mtime));
+          await file.utime(new Date(), new Date(parts.mtime));
         }
         if (this.#o.preserve) {
           const mode = (await this.#remote.stat(this.#remotePathOf(rel), signal)
             .catch(() => undefined))?.mode;
-          if (mode !== undefined) await Deno.chmod(part, mode & 0o7777);
+          if (mode !== undefined) {
+            chmodOpened(file, part, modeToApply(mode, this.#o.specialModes));
+          }
         }
+        checkName(part, id);
         await Deno.rename(part, target);
         placed = true;
       } catch (error) {
+        if (error instanceof LocalPathError) throw error;
         throw new LocalPathError(target, reason(error), error);
       }
       if (t.base !== 0) {
@@ -1020,6 +1113,7 @@ class Follower {
         reason: why,
       });
     } finally {
+      file.close();
       if (ex !== undefined) {
         ex.done();
         await ex.response.body?.cancel().catch(() => {});
@@ -1172,14 +1266,34 @@ function prefixesOf(parts: string[]): string[] {
   return out;
 }
 
-/** SHA-256 (hex) of `length` bytes of a local file from `offset`. */
+/**
+ * Opens the local file of an append: the regular file `local` when it
+ * existed (never a link planted since), else a new one (`O_EXCL`).
+ */
+function openTarget(
+  target: string,
+  local: Deno.FileInfo | undefined,
+): Deno.FsFile {
+  if (local !== undefined) {
+    return openChecked(target, { write: true, expected: fileIdOf(local) });
+  }
+  try {
+    return createChecked(target);
+  } catch (error) {
+    if (error instanceof LocalPathError) throw error;
+    throw new LocalPathError(target, reason(error), error);
+  }
+}
+
+/** SHA-256 (hex) of `length` bytes from `offset` of the regular file `local` at `path`. */
 async function localTailHash(
   path: string,
+  local: Deno.FileInfo,
   offset: number,
   length: number,
 ): Promise<string> {
   const buffer = new Uint8Array(length);
-  using file = await Deno.open(path, { read: true });
+  using file = openChecked(path, { expected: fileIdOf(local) });
   await file.seek(offset, Deno.SeekMode.Start);
   let n = 0;
   while (n < length) {

@@ -185,19 +185,36 @@ export async function saveJournal(
   data: JournalData,
   options: { sync?: boolean } = {},
 ): Promise<void> {
+  (await replaceJournal(path, data, options)).close();
+}
+
+/**
+ * Replaces a journal as {@linkcode saveJournal} does and returns the new
+ * journal still open for writing. Later saves of the same length overwrite
+ * it in place through this handle: the handle follows the inode, so a link
+ * planted at the journal's name afterwards is never written through (opening
+ * the name again would follow it).
+ */
+export async function replaceJournal(
+  path: string,
+  data: JournalData,
+  options: { sync?: boolean } = {},
+): Promise<Deno.FsFile> {
   const tmp = journalTempPathFor(path);
   const bytes = encodeJournal(data);
-  // A leftover (or planted) temporary entry is removed, never followed.
+  // A leftover (or planted) temporary entry is removed, never followed;
+  // O_EXCL then refuses anything planted at the name meanwhile.
   await removeIfPresent(tmp);
+  let file: Deno.FsFile | undefined;
   try {
-    {
-      using file = await Deno.open(tmp, { write: true, createNew: true });
-      let off = 0;
-      while (off < bytes.length) off += await file.write(bytes.subarray(off));
-      if (options.sync ?? true) await file.sync();
-    }
+    file = await Deno.open(tmp, { write: true, createNew: true });
+    let off = 0;
+    while (off < bytes.length) off += await file.write(bytes.subarray(off));
+    if (options.sync ?? true) await file.sync();
     await Deno.rename(tmp, path);
+    return file;
   } catch (error) {
+    file?.close();
     await removeIfPresent(tmp).catch(() => {});
     throw error;
   }

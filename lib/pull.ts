@@ -15,17 +15,26 @@ import {
   RangeSet,
   type RemoteIdentity,
   removeJournal,
+  replaceJournal,
   sameIdentity,
   saveJournal,
 } from "./journal.ts";
 import { Limiter } from "./limiter.ts";
 import {
+  checkName,
+  chmodOpened,
+  createChecked,
   ensureDirs,
+  type FileId,
+  fileIdOf,
   isDirectory,
   LocalPathError,
+  modeToApply,
+  openChecked,
   reason,
   safeComponents,
 } from "./local_path.ts";
+import { ConnectError } from "./errors.ts";
 import { type Exchange, Remote, remoteRootError } from "./remote.ts";
 import type { HashResult, ListEntry, StatEntry } from "./wire.ts";
 import {
@@ -78,8 +87,16 @@ export interface PullOptions {
   include?: string[];
   /** Globs on the relative path; an excluded directory excludes everything below it. */
   exclude?: string[];
-  /** Also copy permission bits (mtime is always copied). */
+  /** Also copy permission bits (mtime is always copied), without setuid, setgid, sticky and write-for-others unless `specialModes`. */
   preserve?: boolean;
+  /** With `preserve`: apply setuid, setgid, sticky and write-for-others bits from the server too. */
+  specialModes?: boolean;
+  /**
+   * Most listing entries one run accepts (default {@linkcode DEFAULT_MAX_ENTRIES}):
+   * a server listing more stops the run with a `ConnectError`, so an
+   * endless listing cannot create endless files.
+   */
+  maxEntries?: number;
   onEvent?: (event: PullEvent) => void;
   /** Stops cleanly when aborted, keeping `.hsync-part` files. */
   signal?: AbortSignal;
@@ -118,6 +135,8 @@ export interface PullSummary {
   resumed?: number;
 }
 
+/** Most listing entries one run accepts unless told otherwise (`--max-entries`). */
+export const DEFAULT_MAX_ENTRIES = 10_000_000;
 /** Files up to this size go through `POST /v1/bundle` (the server's own limit is 1 MiB). */
 export const SMALL_FILE_BYTES = 256 * 1024;
 /** Most files in one bundle request (the server accepts 10,000). */
@@ -177,6 +196,8 @@ interface FileJob {
 interface FileState {
   job: FileJob;
   part: string;
+  /** The part file's inode: every handle opened on `part` must be this one. */
+  id: FileId;
   journal: string;
   done: RangeSet;
   /** Each request writing now: where it started, and its file handle (whose position says what reached the kernel). */
@@ -218,7 +239,13 @@ class PullRun {
   readonly #compares = new Limiter(HASH_SLOTS);
   readonly #comparing = new Set<Promise<void>>();
   readonly #journalOn: boolean;
+  /** The caller's signal, or a stop of the whole run by {@linkcode PullRun.#stopRun}. */
   readonly #signal: AbortSignal;
+  readonly #halt = new AbortController();
+  /** Why the run was stopped: a server that cannot be trusted further. */
+  #fatal?: Error;
+  /** Listing entries received so far (all requests of the run). */
+  #entries = 0;
   readonly #tasks = new Set<Promise<void>>();
   readonly #verified = new Set<string>();
   /** Directories this run created: nothing in them needs comparing. */
@@ -251,12 +278,15 @@ class PullRun {
       client: options.client,
       sign: options.sign,
       idleTimeoutMs: s.dataTimeout * 1000,
+      onRefuse: (error) => this.#stopRun(error),
     });
     const requestLimit = Math.max(1, Math.min(s.maxRuning, s.maxTcpConn));
     this.#requests = new Limiter(requestLimit);
     this.#files = new Limiter(Math.max(1, options.parallelFiles));
     this.#batches = new Limiter(Math.min(BUNDLE_SLOTS, requestLimit));
-    this.#signal = options.signal ?? new AbortController().signal;
+    this.#signal = options.signal === undefined
+      ? this.#halt.signal
+      : AbortSignal.any([options.signal, this.#halt.signal]);
     this.#journalOn = options.journal ?? true;
     const globs = { dot: true, basename: true };
     if (options.include?.length) {
@@ -285,14 +315,17 @@ class PullRun {
         isDirectory(localPath));
     const dest = into && base !== "" ? join(localPath, base) : localPath;
     try {
-      if (root.type === "dir") await this.#pullTree(root, dest);
+      if (root.type === "dir") await this.#pullTree(dest);
       else await this.#pullOne(root, base, dest);
       await this.#drain();
-      if (!this.#signal.aborted) await this.#finishDirs();
+      if (!this.#signal.aborted) this.#finishDirs();
+    } catch (error) {
+      throw this.#fatal ?? error;
     } finally {
       // On an unexpected throw, still let running transfers stop before returning.
       await this.#drain();
     }
+    if (this.#fatal !== undefined) throw this.#fatal;
     this.#summary.seconds = (performance.now() - started) / 1000;
     return this.#summary;
   }
@@ -325,7 +358,7 @@ class PullRun {
     await this.#fetchFile(job, { throwLocal: true });
   }
 
-  async #pullTree(root: StatEntry, dest: string): Promise<void> {
+  async #pullTree(dest: string): Promise<void> {
     try {
       const existed = isDirectory(dest);
       Deno.mkdirSync(dest, { recursive: true });
@@ -337,7 +370,8 @@ class PullRun {
       if (error instanceof LocalPathError) throw error;
       throw new LocalPathError(dest, reason(error), error);
     }
-    this.#dirs.push({ path: dest, mtime: root.mtime, mode: root.mode });
+    // The destination itself keeps its mode and times: it may be the user's
+    // own directory (".", $HOME), which a server must not get to change.
     /** The path of the last entry received: a cut listing resumes after it. */
     let last: string | undefined;
     let attempt = 0;
@@ -413,6 +447,17 @@ class PullRun {
           return error;
         }
         if (next.done || this.#signal.aborted) return undefined;
+        const max = this.#o.maxEntries ?? DEFAULT_MAX_ENTRIES;
+        if (++this.#entries > max) {
+          this.#stopRun(
+            new ConnectError(
+              `Listing of ${
+                JSON.stringify(this.#o.remotePath)
+              } from ${this.#remote.host} has more than ${max} entries, the most one run accepts (--max-entries)`,
+            ),
+          );
+          return undefined;
+        }
         got(next.value.path);
         await this.#plan(next.value, dest);
       }
@@ -552,17 +597,23 @@ class PullRun {
       !info.isFile || info.size !== job.size ||
       info.mtime?.getTime() !== Math.trunc(job.mtime)
     ) return false;
-    if (
-      this.#o.preserve && ((info.mode ?? 0) & 0o7777) !== (job.mode & 0o7777)
-    ) {
+    const mode = this.#modeOf(job);
+    if (mode !== undefined && ((info.mode ?? 0) & 0o7777) !== mode) {
       try {
-        Deno.chmodSync(job.target, job.mode & 0o7777);
+        using file = openChecked(job.target, { expected: fileIdOf(info) });
+        chmodOpened(file, job.target, mode);
       } catch {
         return false;
       }
     }
     this.#skipped(job);
     return true;
+  }
+
+  /** The permission bits to give a file or directory, undefined without `preserve`. */
+  #modeOf(entry: { mode: number }): number | undefined {
+    if (!this.#o.preserve) return undefined;
+    return modeToApply(entry.mode, this.#o.specialModes);
   }
 
   /**
@@ -579,10 +630,13 @@ class PullRun {
     }
     if (!info.isFile || info.size !== job.size) return false;
     try {
-      const bad = await this.#compareHashes(job, job.target);
+      const id = fileIdOf(info);
+      const bad = await this.#compareHashes(job, job.target, id);
       if (bad.length > 0) return false;
-      await Deno.utime(job.target, new Date(), new Date(job.mtime));
-      if (this.#o.preserve) await Deno.chmod(job.target, job.mode & 0o7777);
+      using file = openChecked(job.target, { expected: id });
+      await file.utime(new Date(), new Date(job.mtime));
+      const mode = this.#modeOf(job);
+      if (mode !== undefined) chmodOpened(file, job.target, mode);
     } catch {
       return false;
     }
@@ -620,7 +674,7 @@ class PullRun {
   async #runBatch(batch: FileJob[]): Promise<void> {
     const pending = new Map(batch.map((job) => [job.rel, job]));
     const retry: FileJob[] = [];
-    const toVerify: Array<{ job: FileJob; sha256: string }> = [];
+    const toVerify: Array<{ job: FileJob; sha256: string; id: FileId }> = [];
     const release = await this.#requests.acquire(this.#signal);
     let ex: Exchange | undefined;
     try {
@@ -651,8 +705,11 @@ class PullRun {
           etag: h.etag,
         });
         if (!this.#o.verify) this.#writeWhole(job, frame.data);
-        else if (this.#writeWhole(job, frame.data, false)) {
-          toVerify.push({ job, sha256: sha256Hex(frame.data) });
+        else {
+          const id = this.#writeWhole(job, frame.data, false);
+          if (id !== undefined) {
+            toVerify.push({ job, sha256: sha256Hex(frame.data), id });
+          }
         }
       }
     } catch (error) {
@@ -682,45 +739,67 @@ class PullRun {
    * Writes a whole small file: part file, mtime (and mode), and unless
    * `place` is false, the rename into place. Synchronous on purpose:
    * measured here, file creation dominates and the async ops only add a
-   * thread-pool round trip per call (0.6 ms vs 1 ms per file). True when it
-   * worked; a failure is counted.
+   * thread-pool round trip per call (0.6 ms vs 1 ms per file). Returns the
+   * part file's identity when it worked; a failure is counted.
    */
-  #writeWhole(job: FileJob, data: Uint8Array, place = true): boolean {
+  #writeWhole(
+    job: FileJob,
+    data: Uint8Array,
+    place = true,
+  ): FileId | undefined {
     const part = partPathFor(job.target);
+    let id: FileId;
     try {
+      let file: Deno.FsFile;
       try {
-        Deno.writeFileSync(part, data, { createNew: true });
+        file = createChecked(part);
       } catch (error) {
         if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
         // A leftover part file (or a planted link): remove the entry itself,
         // never follow it; a journal of an earlier ranged attempt goes too.
         Deno.removeSync(part);
         removeJournalSync(journalPathFor(job.target));
-        Deno.writeFileSync(part, data, { createNew: true });
+        file = createChecked(part);
       }
-      Deno.utimeSync(part, new Date(), new Date(job.mtime));
-      if (this.#o.preserve) Deno.chmodSync(part, job.mode & 0o7777);
+      try {
+        let off = 0;
+        while (off < data.length) off += file.writeSync(data.subarray(off));
+        // Times and mode through the handle: the name may be swapped by now.
+        file.utimeSync(new Date(), new Date(job.mtime));
+        const mode = this.#modeOf(job);
+        if (mode !== undefined) chmodOpened(file, part, mode);
+        id = fileIdOf(file.statSync());
+      } finally {
+        file.close();
+      }
     } catch (error) {
       this.#busy.delete(job.target);
       this.#fail(
         job.rel,
-        new LocalPathError(job.target, reason(error)).message,
+        error instanceof LocalPathError
+          ? error.message
+          : new LocalPathError(job.target, reason(error)).message,
       );
-      return false;
+      return undefined;
     }
     this.#emit({ type: "progress", bytes: data.length });
-    return place ? this.#placeWhole(job) : true;
+    if (place && !this.#placeWhole(job, id)) return undefined;
+    return id;
   }
 
-  /** Renames a complete small part file into place. */
-  #placeWhole(job: FileJob): boolean {
+  /** Renames a complete small part file (the inode `id`) into place. */
+  #placeWhole(job: FileJob, id: FileId): boolean {
+    const part = partPathFor(job.target);
     try {
-      Deno.renameSync(partPathFor(job.target), job.target);
+      checkName(part, id);
+      Deno.renameSync(part, job.target);
     } catch (error) {
       this.#busy.delete(job.target);
       this.#fail(
         job.rel,
-        new LocalPathError(job.target, reason(error)).message,
+        error instanceof LocalPathError
+          ? error.message
+          : new LocalPathError(job.target, reason(error)).message,
       );
       return false;
     }
@@ -737,12 +816,12 @@ class PullRun {
    * placed, a mismatch fetched once more on its own.
    */
   async #verifyWhole(
-    list: Array<{ job: FileJob; sha256: string }>,
+    list: Array<{ job: FileJob; sha256: string; id: FileId }>,
   ): Promise<void> {
     let next = 0;
     const worker = async () => {
       while (next < list.length) {
-        const { job, sha256 } = list[next++];
+        const { job, sha256, id } = list[next++];
         if (this.#signal.aborted) {
           this.#busy.delete(job.target);
           continue;
@@ -756,7 +835,7 @@ class PullRun {
           continue;
         }
         if (theirs.etag === job.etag && theirs.sha256 === sha256) {
-          this.#placeWhole(job);
+          this.#placeWhole(job, id);
           continue;
         }
         const changed = theirs.etag !== job.etag;
@@ -793,11 +872,12 @@ class PullRun {
     try {
       while (true) {
         try {
-          await this.#fetchRanges(job);
+          const id = await this.#fetchRanges(job);
           if (this.#o.verify) {
             const bad = await this.#compareHashes(
               job,
               partPathFor(job.target),
+              id,
             );
             if (bad.length > 0) {
               const what = `SHA-256 of ${
@@ -819,7 +899,7 @@ class PullRun {
               continue;
             }
           }
-          await this.#place(job);
+          await this.#place(job, id);
           return;
         } catch (error) {
           if (!(error instanceof FileChanged) || restarts >= MAX_RESTARTS) {
@@ -863,29 +943,32 @@ class PullRun {
    * the same remote file, else starts over; fetches the missing ranges in
    * parallel while the journal follows what reaches the disk. The journal is
    * saved whatever happens (abort included), except when the file changed.
+   * Returns the part file's identity.
    */
-  async #fetchRanges(job: FileJob): Promise<void> {
+  async #fetchRanges(job: FileJob): Promise<FileId> {
     const state: FileState = {
       job,
       part: partPathFor(job.target),
+      id: { dev: -1, ino: -1 },
       journal: journalPathFor(job.target),
       done: new RangeSet(),
       writers: new Set(),
     };
     const resumed = this.#journalOn ? await this.#resumable(state) : undefined;
-    if (resumed === undefined) await createPart(state.part, job.size);
+    if (resumed === undefined) state.id = createPart(state.part);
     else {
+      state.id = resumed.id;
       state.done = resumed.written;
       const covered = resumed.written.covered;
       if (covered > 0) {
         this.#summary.resumed = (this.#summary.resumed ?? 0) + covered;
         this.#emit({ type: "progress", bytes: covered, resumed: true });
       }
-      if (resumed.written.isComplete(job.size)) return;
+      if (resumed.written.isComplete(job.size)) return state.id;
     }
     let saver: JournalSaver | undefined;
     if (this.#journalOn) {
-      saver = await JournalSaver.open(state, {
+      saver = JournalSaver.open(state, {
         intervalMs: this.#o.journalIntervalMs ?? 1000,
         flushed: resumed?.flushed,
       });
@@ -954,6 +1037,7 @@ class PullRun {
     if (!complete) {
       throw new ShortBody(`Missing bytes of "${job.rel}" after every range`);
     }
+    return state.id;
   }
 
   /**
@@ -964,7 +1048,9 @@ class PullRun {
    */
   async #resumable(
     state: FileState,
-  ): Promise<{ flushed: RangeSet; written: RangeSet } | undefined> {
+  ): Promise<
+    { flushed: RangeSet; written: RangeSet; id: FileId } | undefined
+  > {
     const journal = await loadJournal(state.journal);
     if (journal === undefined) return undefined;
     const { job } = state;
@@ -977,28 +1063,37 @@ class PullRun {
       });
       return undefined;
     }
+    let info: Deno.FileInfo;
     try {
-      const info = await Deno.lstat(state.part);
-      if (!info.isFile || info.size !== job.size) return undefined;
+      info = await Deno.lstat(state.part);
     } catch {
       return undefined;
     }
+    // The part grows only with the bytes written (no size is reserved up
+    // front), so it may be shorter than the file; shorter than what the
+    // journal claims flushed means someone cut it: nothing in it is trusted.
+    const claimedEnd = journal.done.reduce((end, [, b]) => Math.max(end, b), 0);
+    if (!info.isFile || info.size > job.size || info.size < claimedEnd) {
+      return undefined;
+    }
+    const id = fileIdOf(info);
     const flushed = new RangeSet(journal.done);
     const written = new RangeSet(journal.done);
     // Written but not flushed: kept when the server's SHA-256 agrees (after
     // a killed process they are intact; after a crash maybe not).
+    const unflushed = new RangeSet(journal.unflushed ?? []);
+    unflushed.remove(info.size, job.size);
     const spans: Array<[number, number]> = [];
-    for (const [a, b] of journal.unflushed ?? []) {
+    for (const [a, b] of unflushed.toArray()) {
       for (let s = a; s < b; s += HINT_SPAN_BYTES) {
         spans.push([s, Math.min(b, s + HINT_SPAN_BYTES)]);
       }
     }
     if (spans.length > 0) {
-      for (const [a, b] of await this.#matchingSpans(job, state.part, spans)) {
-        written.add(a, b);
-      }
+      const good = await this.#matchingSpans(job, state.part, spans, id);
+      for (const [a, b] of good) written.add(a, b);
     }
-    return { flushed, written };
+    return { flushed, written, id };
   }
 
   /** The spans whose SHA-256 in `path` matches the server's; none when the server cannot tell. */
@@ -1006,12 +1101,13 @@ class PullRun {
     job: FileJob,
     path: string,
     spans: Array<[number, number]>,
+    id: FileId,
   ): Promise<Array<[number, number]>> {
     let mine: string[];
     let theirs: HashResult[];
     try {
       [mine, theirs] = await Promise.all([
-        hashFile(path, spans, this.#signal),
+        hashFile(path, spans, this.#signal, id),
         Promise.all(spans.map(([a, b]) => this.#hashRemote(job, a, b, false))),
       ]);
     } catch (error) {
@@ -1172,14 +1268,17 @@ class PullRun {
       // With Content-Length the HTTP layer never passes more bytes than that;
       // without it, a limiter refuses to write past the range.
       if (length === null) body = body.pipeThrough(limitBytes(end - start));
-      consumed = true;
-      let file: Deno.FsFile;
+      // A positioned write: the part grows only with bytes that arrive.
+      // The handle must be the part this run made (or resumed), whatever
+      // was planted at its name since: a link is never written through.
+      const file = openChecked(state.part, { write: true, expected: state.id });
       try {
-        file = await Deno.open(state.part, { write: true });
         await file.seek(start, Deno.SeekMode.Start);
       } catch (error) {
+        file.close();
         throw new LocalPathError(state.part, reason(error), error);
       }
+      consumed = true;
       const writer = { start, file };
       state.writers.add(writer);
       let reported = start;
@@ -1241,17 +1340,23 @@ class PullRun {
     }
   }
 
-  /** Sets mtime (and mode), then renames the complete part file into place. */
-  async #place(job: FileJob): Promise<void> {
+  /** Sets mtime (and mode) of the complete part file `id` through a handle, then renames it into place. */
+  async #place(job: FileJob, id: FileId): Promise<void> {
     const part = partPathFor(job.target);
     try {
-      await Deno.utime(part, new Date(), new Date(job.mtime));
-      if (this.#o.preserve) await Deno.chmod(part, job.mode & 0o7777);
+      {
+        using file = openChecked(part, { expected: id });
+        await file.utime(new Date(), new Date(job.mtime));
+        const mode = this.#modeOf(job);
+        if (mode !== undefined) chmodOpened(file, part, mode);
+      }
       // The journal goes first: a crash in between costs a refetch, never a
       // journal left beside a final file.
       if (this.#journalOn) await removeJournal(journalPathFor(job.target));
+      checkName(part, id);
       await Deno.rename(part, job.target);
     } catch (error) {
+      if (error instanceof LocalPathError) throw error;
       throw new LocalPathError(job.target, reason(error), error);
     }
     this.#summary.files++;
@@ -1270,10 +1375,11 @@ class PullRun {
   async #compareHashes(
     job: FileJob,
     path: string,
+    id: FileId,
   ): Promise<Array<[number, number]>> {
     const spans = hashSpans(job.size);
     const [mine, theirs] = await Promise.all([
-      hashFile(path, spans, this.#signal),
+      hashFile(path, spans, this.#signal, id),
       Promise.all(
         spans.map(([a, b]) => this.#hashRemote(job, a, b, spans.length === 1)),
       ),
@@ -1317,14 +1423,13 @@ class PullRun {
 
   // ------------------------------------------------------------ bookkeeping
 
-  async #finishDirs(): Promise<void> {
+  #finishDirs(): void {
     // Deepest first (the listing puts a directory before its contents), so
     // setting a child's times does not change its parent's afterwards.
     for (let i = this.#dirs.length - 1; i >= 0; i--) {
       const d = this.#dirs[i];
       try {
-        if (this.#o.preserve) await Deno.chmod(d.path, d.mode & 0o7777);
-        await Deno.utime(d.path, new Date(), new Date(d.mtime));
+        setDirMeta(d.path, d.mtime, this.#modeOf(d));
       } catch (error) {
         this.#emit({
           type: "warning",
@@ -1333,6 +1438,13 @@ class PullRun {
         });
       }
     }
+  }
+
+  /** Stops the whole run for a server that cannot be trusted further; {@linkcode pull} then throws `error`. */
+  #stopRun(error: Error): void {
+    if (this.#fatal !== undefined) return;
+    this.#fatal = error;
+    this.#halt.abort(error);
   }
 
   #spawn(task: Promise<void>): void {
@@ -1367,16 +1479,50 @@ class PullRun {
   }
 }
 
-/** Creates (or recreates) the part file at its full size; a planted link in its place is removed, not followed. */
-async function createPart(part: string, size: number): Promise<void> {
+/**
+ * Creates (or recreates) an empty part file and returns its identity; a
+ * planted link in its place is removed, not followed. No size is reserved:
+ * a server announcing 10 TiB gets a part file only as big as what it sends.
+ */
+function createPart(part: string): FileId {
   try {
-    await Deno.remove(part).catch((error) => {
+    try {
+      Deno.removeSync(part);
+    } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
-    });
-    using file = await Deno.open(part, { write: true, createNew: true });
-    await file.truncate(size);
+    }
+    using file = createChecked(part);
+    return fileIdOf(file.statSync());
   } catch (error) {
     throw new DestinationError(part, reason(error), error);
+  }
+}
+
+/**
+ * Sets a directory's mtime (and mode) through a handle checked against its
+ * name, so a link swapped in is not followed. A directory that cannot be
+ * opened (no read permission) is checked by `lstat` and set by name.
+ */
+function setDirMeta(path: string, mtime: number, mode?: number): void {
+  let file: Deno.FsFile;
+  try {
+    file = openChecked(path, { dir: true });
+  } catch (error) {
+    if (
+      !(error instanceof LocalPathError) ||
+      !(error.cause instanceof Deno.errors.PermissionDenied)
+    ) throw error;
+    const info = Deno.lstatSync(path);
+    if (!info.isDirectory) throw error;
+    if (mode !== undefined) Deno.chmodSync(path, mode);
+    Deno.utimeSync(path, new Date(), new Date(mtime));
+    return;
+  }
+  try {
+    if (mode !== undefined) chmodOpened(file, path, mode);
+    file.utimeSync(new Date(), new Date(mtime));
+  } finally {
+    file.close();
   }
 }
 
@@ -1426,21 +1572,17 @@ class JournalSaver {
   }
 
   /** Opens the part file for flushing; `flushed` are the ranges already known to be flushed. */
-  static async open(
+  static open(
     state: FileState,
     options: { intervalMs: number; flushed?: RangeSet },
-  ): Promise<JournalSaver> {
-    try {
-      const file = await Deno.open(state.part, { read: true });
-      return new JournalSaver(
-        state,
-        file,
-        options.intervalMs,
-        options.flushed ?? new RangeSet(),
-      );
-    } catch (error) {
-      throw new LocalPathError(state.part, reason(error), error);
-    }
+  ): JournalSaver {
+    const file = openChecked(state.part, { expected: state.id });
+    return new JournalSaver(
+      state,
+      file,
+      options.intervalMs,
+      options.flushed ?? new RangeSet(),
+    );
   }
 
   /** Starts saving in the background. */
@@ -1490,14 +1632,9 @@ class JournalSaver {
           off += await place.file.write(bytes.subarray(off));
         }
       } else {
-        await saveJournal(this.#state.journal, data, { sync });
         this.#closeInPlace();
-        try {
-          const file = await Deno.open(this.#state.journal, { write: true });
-          this.#inPlace = { file, length: bytes.length };
-        } catch {
-          // The next save replaces the journal again.
-        }
+        const file = await replaceJournal(this.#state.journal, data, { sync });
+        this.#inPlace = { file, length: bytes.length };
       }
       this.#savedWritten = covered;
       this.#savedAt = performance.now();
@@ -1643,10 +1780,11 @@ async function hashFile(
   path: string,
   spans: Array<[number, number]>,
   signal: AbortSignal,
+  expected: FileId,
 ): Promise<string[]> {
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
+    file = openChecked(path, { expected });
   } catch (error) {
     throw new Error(`Cannot read ${JSON.stringify(path)}: ${reason(error)}`, {
       cause: error,

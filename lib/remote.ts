@@ -20,6 +20,19 @@ export interface RemoteOptions {
   sign?: (request: Request) => Promise<void> | void;
   /** Milliseconds a request may wait for headers or data before it is aborted (default 30 s). */
   idleTimeoutMs?: number;
+  /**
+   * Called, before it is thrown, with an error after which nothing more
+   * should be asked of this server (a redirect): the caller stops its run.
+   */
+  onRefuse?: (error: ConnectError) => void;
+}
+
+/** The server answered with a redirect, which hsync never follows (exit code 3). */
+export class RedirectRefused extends ConnectError {
+  constructor(message: string) {
+    super(message);
+    this.name = "RedirectRefused";
+  }
 }
 
 /** A request aborted because no data came for the idle timeout. */
@@ -63,6 +76,7 @@ export class Remote {
   readonly #client?: Deno.HttpClient;
   readonly #sign?: (request: Request) => Promise<void> | void;
   readonly #idleMs: number;
+  readonly #onRefuse?: (error: ConnectError) => void;
 
   constructor(options: RemoteOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -70,6 +84,7 @@ export class Remote {
     this.#client = options.client;
     this.#sign = options.sign;
     this.#idleMs = options.idleTimeoutMs ?? 30_000;
+    this.#onRefuse = options.onRefuse;
   }
 
   /** The URL of an endpoint with `path=P` (and more) as query values. */
@@ -80,7 +95,10 @@ export class Remote {
   }
 
   /**
-   * Sends one request under an idle timer. Throws `ConnectError` when the
+   * Sends one request under an idle timer. Redirects are never followed:
+   * one throws {@linkcode RedirectRefused} naming the URL and the
+   * Location (a signed request must not travel to another host, and a
+   * server must not point hsync elsewhere). Throws `ConnectError` when the
    * server cannot be reached, `HttpError` (with the server's code and
    * message) for an error status, `TimeoutError` when nothing arrives in time,
    * and the caller's abort reason when its signal aborts.
@@ -125,6 +143,7 @@ export class Remote {
         headers: options.headers,
         body: options.body,
         signal: controller.signal,
+        redirect: "manual",
       });
       if (this.#sign !== undefined) await this.#sign(request);
       let response: Response;
@@ -138,6 +157,19 @@ export class Remote {
         );
       }
       last = performance.now();
+      const location = response.headers.get("location");
+      if (
+        response.status >= 300 && response.status < 400 && location !== null
+      ) {
+        await response.body?.cancel().catch(() => {});
+        const refused = new RedirectRefused(
+          `Server ${this.host} redirected ${JSON.stringify(url.href)} to ${
+            JSON.stringify(location)
+          }: hsync does not follow redirects`,
+        );
+        this.#onRefuse?.(refused);
+        throw refused;
+      }
       if (response.ok || options.accept?.includes(response.status)) {
         return exchange(response);
       }

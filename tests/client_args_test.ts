@@ -122,6 +122,18 @@ const BAD: Array<[string[], string]> = [
     'Both -i "/a" and "h:/b" name a remote path: give one',
   ],
   [["-i", "/a", "--from-now"], "--from-now only goes with --sync"],
+  [
+    ["-i", "/a", "--special-modes"],
+    "--special-modes only goes with -P (--preserve)",
+  ],
+  [
+    ["-i", "/a", "--max-entries", "0"],
+    'Invalid value "0" for --max-entries: expected a whole number of at least 1',
+  ],
+  [
+    ["-i", "/a", "--max-entries", "1e6"],
+    'Invalid value "1e6" for --max-entries: expected a whole number of at least 1',
+  ],
   [["-i", "/a", "--sync=yes"], 'Option "--sync" does not take a value'],
 ];
 
@@ -134,3 +146,20 @@ for (const [argv, message] of BAD) {
     });
   });
 }
+
+Deno.test("-P keeps setuid, setgid, sticky and write-for-others bits only with --special-modes; --max-entries bounds a listing", () => {
+  const plain = parseClientArgs(["-i", "/a", "-P"]);
+  const special = parseClientArgs([
+    "-i",
+    "/a",
+    "-P",
+    "--special-modes",
+    "--max-entries",
+    "2500",
+  ]);
+  if (plain.kind !== "pull" || special.kind !== "pull") {
+    throw new Error("not a pull");
+  }
+  assert.deepEqual([plain.specialModes, plain.maxEntries], [false, 10_000_000]);
+  assert.deepEqual([special.specialModes, special.maxEntries], [true, 2500]);
+});

@@ -4,6 +4,7 @@ import { ConnectError, HttpError } from "../lib/errors.ts";
 import {
   errorFrom,
   MAX_LINE_CHARS,
+  RedirectRefused,
   Remote,
   splitLines,
   TimeoutError,
@@ -188,4 +189,45 @@ Deno.test("Remote reports an unreachable server as ConnectError", async () => {
     );
     return true;
   });
+});
+
+Deno.test("send() never follows a redirect: it tells onRefuse and throws one line naming the URL and the Location", async () => {
+  let followed = 0;
+  const other = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => {
+      followed++;
+      return new Response("{}");
+    },
+  );
+  const location = `http://127.0.0.1:${other.addr.port}/x`;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("moved", { status: 308, headers: { location } }),
+  );
+  try {
+    const refused: ConnectError[] = [];
+    const remote = new Remote({
+      baseUrl: `http://127.0.0.1:${server.addr.port}`,
+      onRefuse: (error) => refused.push(error),
+    });
+    const url = remote.url("/v1/stat", { path: "/a" });
+    await assert.rejects(
+      () => remote.send(url),
+      (error: unknown) => {
+        assert.ok(error instanceof RedirectRefused);
+        assert.ok(error instanceof ConnectError);
+        assert.equal(
+          error.message,
+          `Server ${remote.host} redirected "${url.href}" to "${location}": hsync does not follow redirects`,
+        );
+        return true;
+      },
+    );
+    assert.equal(refused.length, 1);
+    assert.equal(followed, 0);
+  } finally {
+    await server.shutdown();
+    await other.shutdown();
+  }
 });
