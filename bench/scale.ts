@@ -29,8 +29,10 @@ const HELP = `usage: deno run -q -P=bench bench/scale.ts [options]
   --small N       small files pulled by hsync and rsync (default 100000)
   --small-bytes N size of each small file (default 4096)
   --clients N     concurrent hsync clients against one hsyncd (default 64)
+  --flat N        entries of one flat directory listed at once (default 150000)
+  --listings N    concurrent listings of that directory (default 8)
   --runs N        runs per tool for --small, interleaved (default 3)
-  --only LIST     list,small,clients (default all)
+  --only LIST     list,small,clients,flat (default all)
   --keep          keep the temporary directory
 Writes bench/scale_results.md.`;
 
@@ -40,8 +42,10 @@ const { values: opts } = parseArgs({
     small: { type: "string", default: "100000" },
     "small-bytes": { type: "string", default: "4096" },
     clients: { type: "string", default: "64" },
+    flat: { type: "string", default: "150000" },
+    listings: { type: "string", default: "8" },
     runs: { type: "string", default: "3" },
-    only: { type: "string", default: "list,small,clients" },
+    only: { type: "string", default: "list,small,clients,flat" },
     keep: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
@@ -63,9 +67,11 @@ const SMALL = count("small", opts.small);
 const SMALL_BYTES = count("small-bytes", opts["small-bytes"]);
 const CLIENTS = count("clients", opts.clients);
 const RUNS = count("runs", opts.runs);
+const FLAT = count("flat", opts.flat);
+const LISTINGS = count("listings", opts.listings);
 const PARTS = opts.only.split(",").map((s) => s.trim());
 for (const p of PARTS) {
-  if (!["list", "small", "clients"].includes(p)) {
+  if (!["list", "small", "clients", "flat"].includes(p)) {
     console.error(`scale: --only ${opts.only}: unknown part "${p}"`);
     Deno.exit(64);
   }
@@ -121,6 +127,40 @@ async function countListing(port: number, path: string): Promise<number> {
     for (const b of chunk) if (b === 10) lines++;
   }
   return lines;
+}
+
+/**
+ * `listings` listings of one directory read to the end at once while
+ * `/v1/health` is asked every 50 ms: how long health waited at worst and at
+ * the median, and how long the listings took.
+ */
+async function healthWhileListing(
+  port: number,
+  dir: string,
+  listings: number,
+): Promise<{ worstMs: number; medianMs: number; listSeconds: number }> {
+  const t0 = performance.now();
+  let done = 0;
+  const all = Promise.all(
+    Array.from(
+      { length: listings },
+      () => countListing(port, dir).finally(() => done++),
+    ),
+  );
+  const waits: number[] = [];
+  while (done < listings) {
+    const a = performance.now();
+    const r = await fetch(`http://127.0.0.1:${port}/v1/health`);
+    await r.body?.cancel();
+    waits.push(performance.now() - a);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await all;
+  return {
+    worstMs: Math.max(...waits),
+    medianMs: median(waits),
+    listSeconds: (performance.now() - t0) / 1000,
+  };
 }
 
 const mib = (kib: number | null) =>
@@ -219,6 +259,41 @@ async function main(): Promise<number> {
         "",
       );
       console.log(lines.slice(-(rows.length + 1)).join("\n"));
+      await Deno.remove(root, { recursive: true });
+    }
+
+    if (PARTS.includes("flat")) {
+      const root = join(tmp, "flat");
+      const dir = join(root, "one");
+      console.log(`[flat] creating ${FLAT} empty files in one directory`);
+      Deno.mkdirSync(dir, { recursive: true });
+      const empty = new Uint8Array(0);
+      for (let i = 0; i < FLAT; i++) {
+        Deno.writeFileSync(
+          join(dir, `entry-${String(i).padStart(7, "0")}`),
+          empty,
+        );
+      }
+      const server = await startHsyncd(tmp, root, "hsyncd-flat");
+      servers.push(server);
+      const got = await healthWhileListing(server.port, dir, LISTINGS);
+      const hwm = await vmHWM(server.child.pid);
+      await stopServer(server);
+      servers.pop();
+      lines.push(
+        "## Health while listing one huge directory",
+        "",
+        `${LISTINGS} listings of one directory of ${FLAT} entries read to the end at once; ` +
+          "`GET /v1/health` asked every 50 ms meanwhile.",
+        "",
+        "| listings | entries | all listed s | health worst ms | health median ms | hsyncd peak RSS MiB |",
+        "| -------: | ------: | -----------: | --------------: | ---------------: | ------------------: |",
+        `| ${LISTINGS} | ${FLAT} | ${got.listSeconds.toFixed(1)} | ${
+          got.worstMs.toFixed(0)
+        } | ${got.medianMs.toFixed(0)} | ${mib(hwm)} |`,
+        "",
+      );
+      console.log(lines.slice(-4).join("\n"));
       await Deno.remove(root, { recursive: true });
     }
 
