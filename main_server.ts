@@ -20,7 +20,12 @@ import {
   SERVER_USAGE,
   type ServerArgs,
 } from "./lib/server_args.ts";
-import { openServerLog, type ServerLog } from "./lib/server_log.ts";
+import {
+  appendLogLine,
+  checkLogFileName,
+  openServerLog,
+  type ServerLog,
+} from "./lib/server_log.ts";
 import { createHandler } from "./lib/server.ts";
 import { WatchHub } from "./lib/watch_hub.ts";
 import { loadAuthorizedKeys, type Verifier } from "./lib/auth.ts";
@@ -123,6 +128,7 @@ async function serve(context: Context): Promise<number> {
     maxBytes: settings.logMaxBytes,
     keep: settings.logKeep,
     stream: Deno.stderr.writable,
+    onWriteError: (line) => console.error(`hsyncd: ${line}`),
   });
   let wrotePidfile = false;
   try {
@@ -364,6 +370,7 @@ async function start(context: Context): Promise<number> {
       ? join(context.hsyncDir, "hsyncd.log")
       : settings.logFile,
   );
+  await checkLogFileName(logFile);
   // The `--name=value` form, so no value can be taken for an option.
   const childArgs = [`--log=${logFile}`];
   const { Host_ip: host, Port: port } = args.overrides;
@@ -652,10 +659,10 @@ async function firstError(
 }
 
 /** Reports an error in one line (a stack trace only with --debug) and returns the exit code. */
-async function report(
+function report(
   error: unknown,
   args: ServerArgs | undefined,
-): Promise<number> {
+): number {
   const message = describeError(error);
   console.error(`hsyncd: ${message}`);
   if (!isExpected(error)) {
@@ -667,8 +674,11 @@ async function report(
   const logged = error instanceof Error && loggedErrors.has(error);
   if (args?.command === "run" && args.logFile !== undefined && !logged) {
     const line = `${new Date().toISOString()} ERROR ${message}\n`;
-    await Deno.writeTextFile(args.logFile, line, { append: true })
-      .catch(() => {});
+    try {
+      appendLogLine(args.logFile, line);
+    } catch {
+      // Not a file hsyncd may write to (e.g. a planted symlink): stderr had it.
+    }
   }
   return exitCodeFor(error);
 }
@@ -680,7 +690,7 @@ if (import.meta.main) {
     args = parseServerArgs(Deno.args);
     code = await main(args);
   } catch (error) {
-    code = await report(error, args);
+    code = report(error, args);
   }
   Deno.exit(code);
 }

@@ -1,4 +1,4 @@
-/** End-to-end tests of the real hsyncd against a local attacker: forged pidfiles and symlinks planted at the pidfile names. */
+/** End-to-end tests of the real hsyncd against a local attacker: forged pidfiles and symlinks planted at the pidfile and log names. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { systemProbe } from "../lib/daemon.ts";
@@ -98,6 +98,17 @@ async function alive(pid: number): Promise<boolean> {
     (await systemProbe.facts(pid))?.state !== "Z";
 }
 
+async function lstatOrUndefined(
+  path: string,
+): Promise<Deno.FileInfo | undefined> {
+  try {
+    return await Deno.lstat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
 async function assertVictimUnchanged(f: Fixture): Promise<void> {
   assert.equal(await Deno.readTextFile(f.victim), VICTIM_TEXT);
 }
@@ -161,6 +172,17 @@ async function kill(
     // Already exited.
   }
   await server.done;
+}
+
+async function stopAll(children: Deno.ChildProcess[]): Promise<void> {
+  for (const child of children) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await child.status;
+  }
 }
 
 Deno.test("hsyncd stop, restart and start refuse a pidfile naming another process with its start time copied, and that process lives on", async () => {
@@ -333,4 +355,118 @@ Deno.test("hsyncd writes its pidfile without following a symlink planted at its 
     await assertVictimUnchanged(f);
     assert.ok((await Deno.lstat(f.pidfile)).isSymlink);
   });
+});
+
+Deno.test("hsyncd refuses a log file name that is a symlink, in the foreground and detached, and leaves its target alone", async () => {
+  await withFixture(async (f) => {
+    const log = join(f.dir, "hsyncd.log");
+    await Deno.symlink(f.victim, log);
+    const line =
+      `hsyncd: Cannot open log file "${log}": it is a symbolic link\n`;
+
+    // Bounded: hsyncd that does not refuse serves on, and is killed.
+    const server = foreground(f, [...flags(f), "-l", log]);
+    const timer = setTimeout(() => kill(server), 10_000);
+    assert.equal(await server.done, 1, "exits with 1 instead of serving");
+    clearTimeout(timer);
+    assert.equal(server.stderr(), line);
+    await assertVictimUnchanged(f);
+    assert.equal(await lstatOrUndefined(f.pidfile), undefined);
+
+    const detached = await run(f, ["start", ...flags(f), "-l", log]);
+    assert.equal(detached.code, 1);
+    assert.equal(detached.stderr, line);
+    await assertVictimUnchanged(f);
+
+    // A failure before the log is open is still appended to the -l file
+    // (where `start` looks for it), but not through a symlink.
+    const badTls = join(f.dir, "bad_tls.ini");
+    await Deno.writeTextFile(badTls, "[hsyncd]\nCert_file = /nowhere.pem\n");
+    const early = await run(f, [...flags(f), "-c", badTls, "-l", log]);
+    assert.equal(early.code, 1);
+    assert.equal(
+      early.stderr,
+      "hsyncd: Cannot serve HTTPS: Cert_file is set but Key_file is not\n",
+    );
+    await assertVictimUnchanged(f);
+
+    // The detached default log in HSYNC_DIR, too.
+    await Deno.symlink(f.victim, join(f.hsyncDir, "hsyncd.log"));
+    const byDefault = await run(f, ["start", ...flags(f)]);
+    assert.equal(byDefault.code, 1);
+    assert.equal(
+      byDefault.stderr,
+      `hsyncd: Cannot open log file "${
+        join(f.hsyncDir, "hsyncd.log")
+      }": it is a symbolic link\n`,
+    );
+    await assertVictimUnchanged(f);
+  });
+});
+
+Deno.test("hsyncd never writes to a symlink planted at its log name while it rotates", async () => {
+  await withFixture(async (f) => {
+    // Deno opens a file by resolving every component in user space first;
+    // a deep directory widens the window between rotation's rename and that
+    // open, so the attacker below wins it within a second.
+    const logDir = join(f.dir, ...Array(60).fill("d"));
+    await Deno.mkdir(logDir, { recursive: true });
+    const log = join(logDir, "access.log");
+    // A second local user: plants `access.log -> victim` the instant
+    // rotation renames the log away, in a tight loop.
+    const attacker = new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `const [victim, log] = Deno.args; const end = Date.now() + 5000;
+         while (Date.now() < end) {
+           try { Deno.symlinkSync(victim, log); } catch { /* exists */ }
+         }`,
+        f.victim,
+        log,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    });
+    const server = foreground(f, [...flags(f), "-l", log]);
+    let raiders: Deno.ChildProcess[] = [];
+    try {
+      await waitListening(f, server.child, server.stderr);
+      raiders = [1, 2, 3].map(() => attacker.spawn());
+      for (const r of raiders) f.pids.add(r.pid);
+      // Until the attacker holds the name and hsyncd has had lines to
+      // write since (at most 5 s).
+      const deadline = Date.now() + 5000;
+      let won: number | undefined;
+      let n = 0;
+      while (Date.now() < Math.min(deadline, (won ?? Infinity) + 300)) {
+        if (won === undefined && (await lstatOrUndefined(log))?.isSymlink) {
+          won = Date.now();
+        }
+        const batch = Array.from(
+          { length: 8 },
+          () => fetch(`http://${HOST}:${f.port}/v1/health?n=${n++}`),
+        );
+        for (const r of await Promise.all(batch)) await r.body?.cancel();
+      }
+      await stopAll(raiders);
+      server.child.kill("SIGTERM");
+      assert.equal(await server.done, 0, server.stderr());
+      await assertVictimUnchanged(f);
+      assert.ok(
+        (await Deno.lstat(log)).isSymlink,
+        "the attacker won the log name during a rotation",
+      );
+      // Refused in one line (an open that merely failed would say nothing).
+      assert.ok(
+        server.stderr().includes(
+          `hsyncd: Cannot open log file "${log}": it is a symbolic link;`,
+        ),
+        server.stderr(),
+      );
+    } finally {
+      await stopAll(raiders);
+      await kill(server);
+    }
+  }, "Log_max_bytes = 300\nLog_keep = 2\n");
 });
