@@ -1,7 +1,7 @@
 // deno-lint-ignore-file no-console
 /** Entry of hsyncd: command line and configuration -> lib/server.ts -> Deno.serve, and start/stop/restart/status. */
 import defaults from "./hsync.ini" with { type: "text" };
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import {
   loadConfig,
   resolveHsyncDir,
@@ -20,7 +20,12 @@ import {
   SERVER_USAGE,
   type ServerArgs,
 } from "./lib/server_args.ts";
-import { openServerLog, type ServerLog } from "./lib/server_log.ts";
+import {
+  appendLogLine,
+  checkLogFileName,
+  openServerLog,
+  type ServerLog,
+} from "./lib/server_log.ts";
 import { createHandler } from "./lib/server.ts";
 import { WatchHub } from "./lib/watch_hub.ts";
 import { type AuthorizedKeys, loadAuthorizedKeys } from "./lib/auth.ts";
@@ -30,6 +35,7 @@ import {
   exposureWarning,
   formatUptime,
   ownProcessStart,
+  pidfileDirProblem,
   pidfilePath,
   type PidfileState,
   type PidInfo,
@@ -37,6 +43,7 @@ import {
   selfCommand,
   serverUrl,
   spawnDetached,
+  systemProbe,
   waitForPortFree,
   waitForStart,
   waitUntilGone,
@@ -114,9 +121,7 @@ async function main(args: ServerArgs): Promise<number> {
 async function serve(context: Context): Promise<number> {
   const { settings, pidfile } = context;
   const state = await checkPidfile(pidfile);
-  if (state.state === "running") {
-    throw new ConfigError(alreadyRunning(state.info));
-  }
+  refuseToStart(state, pidfile);
   const tls = await readTls(settings);
   const auth = await readAuth(settings);
   const log = await openServerLog({
@@ -124,6 +129,7 @@ async function serve(context: Context): Promise<number> {
     maxBytes: settings.logMaxBytes,
     keep: settings.logKeep,
     stream: Deno.stderr.writable,
+    onWriteError: (line) => console.error(`hsyncd: ${line}`),
   });
   let wrotePidfile = false;
   try {
@@ -223,6 +229,16 @@ async function serve(context: Context): Promise<number> {
     }
     const url = serverUrl(scheme, settings.hostIp, info.port);
     announce(log, `hsyncd ${VERSION} listening on ${url} (pid ${Deno.pid})`);
+    const uid = (await systemProbe.self()).uid;
+    const dirProblem = uid === undefined
+      ? undefined
+      : await pidfileDirProblem(dirname(pidfile), uid);
+    if (dirProblem !== undefined) {
+      alert(
+        log,
+        `Pidfile "${pidfile}" ${dirProblem}: "hsyncd stop" will not trust it`,
+      );
+    }
     if (auth !== undefined) {
       announce(
         log,
@@ -366,9 +382,7 @@ function watchSignals(): {
 async function start(context: Context): Promise<number> {
   const { settings, pidfile, args } = context;
   const state = await checkPidfile(pidfile);
-  if (state.state === "running") {
-    throw new ConfigError(alreadyRunning(state.info));
-  }
+  refuseToStart(state, pidfile);
   if (state.state === "stale") {
     await removePidfile(pidfile);
     console.error(
@@ -387,6 +401,7 @@ async function start(context: Context): Promise<number> {
       ? join(context.hsyncDir, "hsyncd.log")
       : settings.logFile,
   );
+  await checkLogFileName(logFile);
   // The `--name=value` form, so no value can be taken for an option.
   const childArgs = [`--log=${logFile}`];
   const { Host_ip: host, Port: port } = args.overrides;
@@ -445,6 +460,7 @@ async function restart(context: Context): Promise<number> {
   await readTls(context.settings);
   await readAuth(context.settings);
   const state = await checkPidfile(context.pidfile);
+  refuseToSignal(state, context.pidfile);
   if (state.state === "running") {
     await stopProcess(state.info, context.pidfile);
   } else {
@@ -462,9 +478,10 @@ async function restart(context: Context): Promise<number> {
   return await start(context);
 }
 
-/** `stop`: exit 0 when the server is gone, whether it was running or not. */
+/** `stop`: exit 0 when the server is gone, whether it was running or not; 1 when the pidfile cannot be trusted (nothing is signalled). */
 async function stop(pidfile: string): Promise<number> {
   const state = await checkPidfile(pidfile);
+  refuseToSignal(state, pidfile);
   if (state.state !== "running") {
     if (state.state === "stale") await removePidfile(pidfile);
     console.log(notRunning(pidfile, state, true));
@@ -497,9 +514,14 @@ async function stopProcess(info: PidInfo, pidfile: string): Promise<void> {
   console.log(`hsyncd stopped (pid ${info.pid})`);
 }
 
-/** `status`: exit 0 when running, 3 when not. */
+/** `status`: exit 0 when running, 3 when not, 1 when the pidfile cannot be trusted. */
 async function status(pidfile: string): Promise<number> {
   const state = await checkPidfile(pidfile);
+  if (state.state === "untrusted") {
+    throw new ConfigError(
+      `Cannot tell whether hsyncd runs: pidfile "${pidfile}" ${state.reason}`,
+    );
+  }
   if (state.state !== "running") {
     console.log(notRunning(pidfile, state));
     return NOT_RUNNING;
@@ -522,6 +544,27 @@ function notRunning(
   if (state.state !== "stale") return "hsyncd is not running";
   const what = removed ? "removed stale pidfile" : "stale pidfile";
   return `hsyncd is not running (${what} "${pidfile}": ${state.reason})`;
+}
+
+/** `start` and `run` go ahead only without a running hsyncd and with a pidfile they may replace. */
+function refuseToStart(state: PidfileState, pidfile: string): void {
+  if (state.state === "running") {
+    throw new ConfigError(alreadyRunning(state.info));
+  }
+  if (state.state === "untrusted") {
+    throw new ConfigError(
+      `Cannot start: pidfile "${pidfile}" ${state.reason}; remove it if no hsyncd runs`,
+    );
+  }
+}
+
+/** Nothing is signalled on the word of a pidfile that cannot be trusted. */
+function refuseToSignal(state: PidfileState, pidfile: string): void {
+  if (state.state === "untrusted") {
+    throw new ConfigError(
+      `Cannot stop hsyncd: pidfile "${pidfile}" ${state.reason}; no signal was sent`,
+    );
+  }
 }
 
 function alreadyRunning(info: PidInfo): string {
@@ -664,10 +707,10 @@ async function firstError(
 }
 
 /** Reports an error in one line (a stack trace only with --debug) and returns the exit code. */
-async function report(
+function report(
   error: unknown,
   args: ServerArgs | undefined,
-): Promise<number> {
+): number {
   const message = describeError(error);
   console.error(`hsyncd: ${message}`);
   if (!isExpected(error)) {
@@ -679,8 +722,11 @@ async function report(
   const logged = error instanceof Error && loggedErrors.has(error);
   if (args?.command === "run" && args.logFile !== undefined && !logged) {
     const line = `${new Date().toISOString()} ERROR ${message}\n`;
-    await Deno.writeTextFile(args.logFile, line, { append: true })
-      .catch(() => {});
+    try {
+      appendLogLine(args.logFile, line);
+    } catch {
+      // Not a file hsyncd may write to (e.g. a planted symlink): stderr had it.
+    }
   }
   return exitCodeFor(error);
 }
@@ -692,7 +738,7 @@ if (import.meta.main) {
     args = parseServerArgs(Deno.args);
     code = await main(args);
   } catch (error) {
-    code = await report(error, args);
+    code = report(error, args);
   }
   Deno.exit(code);
 }

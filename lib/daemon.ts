@@ -1,183 +1,41 @@
-/** Process management of hsyncd: the pidfile, liveness of a pid, waiting for exit and ports, detaching. */
-import process from "node:process";
+/** Process management of hsyncd: waiting for exit and ports, detaching, addresses; the pidfile is lib/pidfile.ts. */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ServerSettings } from "./config.ts";
 import { RUNTIME_FLAGS } from "./runtime_flags.ts";
+import {
+  isAlive,
+  type PidInfo,
+  type ProcessProbe,
+  readPidfile,
+  systemProbe,
+} from "./pidfile.ts";
 
-/** What the pidfile records about a running hsyncd. */
-export interface PidInfo {
-  pid: number;
-  /** Address the server listens on, as configured (0.0.0.0, ::, one IP). */
-  host: string;
-  port: number;
-  scheme: "http" | "https";
-  /** When the server started listening (ISO 8601). */
-  started: string;
-  /** Start time of the process in clock ticks since boot (`/proc/PID/stat` field 22), so a recycled pid is recognised. */
-  procStart?: number;
-  version: string;
-}
-
-/** What the pidfile says about the server. */
-export type PidfileState =
-  | { state: "absent" }
-  | { state: "running"; info: PidInfo }
-  | { state: "stale"; info?: PidInfo; reason: string };
-
-/** What `/proc` tells about one process. */
-export interface ProcessFacts {
-  /** Single-letter state; `Z` is a zombie (exited, not yet reaped). */
-  state: string;
-  /** Clock ticks since boot when the process started. */
-  start: number;
-  /** Arguments, NUL-separated in /proc, here as an array. */
-  cmdline: string[];
-}
-
-/** How liveness is probed; a seam for tests. */
-export interface ProcessProbe {
-  /** True when a process with this pid exists (whoever owns it). */
-  exists(pid: number): boolean;
-  /** Facts from /proc, or undefined when they cannot be read. */
-  facts(pid: number): Promise<ProcessFacts | undefined>;
-}
-
-/** Where the pidfile lives. */
-export function pidfilePath(hsyncDir: string): string {
-  return join(hsyncDir, "hsyncd.pid");
-}
-
-/** Writes the pidfile atomically (temporary file, then rename), creating its directory. */
-export async function writePidfile(path: string, info: PidInfo): Promise<void> {
-  await Deno.mkdir(dirname(path), { recursive: true });
-  const temp = `${path}.${info.pid}.tmp`;
-  try {
-    await Deno.writeTextFile(temp, JSON.stringify(info, null, 2) + "\n");
-    await Deno.rename(temp, path);
-  } catch (error) {
-    await Deno.remove(temp).catch(() => {});
-    throw error;
-  }
-}
-
-/** Reads the pidfile: undefined when absent, `"invalid"` when it is not one. */
-export async function readPidfile(
-  path: string,
-): Promise<PidInfo | "invalid" | undefined> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
-  try {
-    const info = JSON.parse(text) as PidInfo;
-    if (
-      Number.isSafeInteger(info.pid) && info.pid > 0 &&
-      typeof info.host === "string" && Number.isSafeInteger(info.port) &&
-      typeof info.started === "string"
-    ) {
-      return info;
-    }
-  } catch {
-    // Falls through: not JSON.
-  }
-  return "invalid";
-}
-
-/** Removes the pidfile; with `pid`, only when the file still names that process. */
-export async function removePidfile(path: string, pid?: number): Promise<void> {
-  if (pid !== undefined) {
-    const info = await readPidfile(path).catch(() => undefined);
-    if (typeof info !== "object" || info.pid !== pid) return;
-  }
-  await Deno.remove(path).catch((error) => {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  });
-}
-
-/**
- * The real probe. Deno grants `/proc` only with --allow-all, so its files are
- * read by `cat` (the `run` permission); `process.kill(pid, 0)` checks existence.
- */
-export const systemProbe: ProcessProbe = {
-  exists(pid) {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch (error) {
-      return (error as { code?: string }).code === "EPERM";
-    }
-  },
-  async facts(pid) {
-    try {
-      const out = await new Deno.Command("cat", {
-        args: [`/proc/${pid}/stat`, `/proc/${pid}/cmdline`],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "null",
-      }).output();
-      if (!out.success) return undefined;
-      return parseProcFacts(new TextDecoder().decode(out.stdout));
-    } catch {
-      return undefined;
-    }
-  },
-};
-
-/** Parses `/proc/PID/stat` followed by `/proc/PID/cmdline`. */
-export function parseProcFacts(text: string): ProcessFacts | undefined {
-  const newline = text.indexOf("\n");
-  const stat = newline < 0 ? text : text.slice(0, newline);
-  // The command name is in parentheses and may hold spaces: count after the last ")".
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const start = Number(fields[19]);
-  if (fields.length < 20 || !Number.isSafeInteger(start)) return undefined;
-  const cmdline = newline < 0
-    ? []
-    : text.slice(newline + 1).split("\0").filter((a) => a !== "");
-  return { state: fields[0], start, cmdline };
-}
-
-/** Start time of this process, recorded in the pidfile; undefined without /proc. */
-export async function ownProcessStart(
-  probe: ProcessProbe = systemProbe,
-): Promise<number | undefined> {
-  return (await probe.facts(Deno.pid))?.start;
-}
-
-/**
- * True when the pidfile's process is alive and is that same hsyncd: the start
- * time matches (or, with none recorded, the command line names hsyncd), so a
- * recycled pid is never taken for the server.
- */
-export async function isAlive(
-  info: PidInfo,
-  probe: ProcessProbe = systemProbe,
-): Promise<boolean> {
-  if (!probe.exists(info.pid)) return false;
-  const facts = await probe.facts(info.pid);
-  if (facts === undefined) return probe.exists(info.pid);
-  if (facts.state === "Z") return false;
-  if (info.procStart !== undefined) return facts.start === info.procStart;
-  return facts.cmdline.some((a) => /hsyncd|main_server\.ts/.test(a));
-}
-
-/** Reads the pidfile and tells whether it names a running hsyncd. */
-export async function checkPidfile(
-  path: string,
-  probe: ProcessProbe = systemProbe,
-): Promise<PidfileState> {
-  const info = await readPidfile(path);
-  if (info === undefined) return { state: "absent" };
-  if (info === "invalid") {
-    return { state: "stale", reason: "it is not an hsyncd pidfile" };
-  }
-  if (await isAlive(info, probe)) return { state: "running", info };
-  return { state: "stale", info, reason: `pid ${info.pid} is not running` };
-}
+// Re-exported so callers keep one import for the daemon's helpers.
+export {
+  checkPidfile,
+  identifyProcess,
+  isAlive,
+  isHsyncdExecutable,
+  ownProcessStart,
+  parsePidfile,
+  parseProcFacts,
+  parseUids,
+  pidfileDirProblem,
+  pidfilePath,
+  readPidfile,
+  removePidfile,
+  systemProbe,
+  writePidfile,
+} from "./pidfile.ts";
+export type {
+  PidfileState,
+  PidInfo,
+  ProcessFacts,
+  ProcessProbe,
+  ProcessVerdict,
+  SelfFacts,
+} from "./pidfile.ts";
 
 /** Polls until the process is gone; false when it is still alive after `timeoutMs`. */
 export async function waitUntilGone(

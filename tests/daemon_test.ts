@@ -6,9 +6,11 @@ import {
   connectHost,
   exposureWarning,
   formatUptime,
+  isHsyncdExecutable,
   isLoopback,
   ownProcessStart,
   parseProcFacts,
+  parseUids,
   pidfilePath,
   type PidInfo,
   type ProcessFacts,
@@ -37,16 +39,41 @@ function info(more: Partial<PidInfo> = {}): PidInfo {
   };
 }
 
-/** A fake process table: pid -> facts. */
-function fakeProbe(table: Map<number, ProcessFacts>): ProcessProbe {
+/** The uid of files this test creates (the test may run as root or not). */
+const UID = Deno.statSync(Deno.makeTempDirSync()).uid ?? 0;
+const EXE = "/usr/local/bin/hsyncd";
+
+/** Facts of a process of this user running hsyncd, with `more` changed. */
+function hsyncdFacts(more: Partial<ProcessFacts> = {}): ProcessFacts {
+  return {
+    state: "S",
+    start: 1000,
+    cmdline: [EXE],
+    uids: [UID, UID, UID, UID],
+    exe: EXE,
+    ...more,
+  };
+}
+
+/** A fake process table: pid -> facts (undefined: exists, but /proc cannot be read). */
+function fakeProbe(
+  table: Map<number, ProcessFacts | undefined>,
+  self: { uid?: number; exe?: string } = {},
+): ProcessProbe {
   return {
     exists: (pid) => table.has(pid),
     facts: (pid) => Promise.resolve(table.get(pid)),
+    self: () =>
+      Promise.resolve({
+        uid: "uid" in self ? self.uid : UID,
+        exe: self.exe ?? EXE,
+      }),
   };
 }
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "hsyncd_daemon_test_" });
+  await Deno.chmod(dir, 0o755);
   try {
     await fn(dir);
   } finally {
@@ -91,9 +118,9 @@ Deno.test("checkPidfile() tells absent, running and stale apart", async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, "hsyncd.pid");
     const table = new Map<number, ProcessFacts>([
-      [4242, { state: "S", start: 1000, cmdline: ["hsyncd"] }],
-      [5000, { state: "S", start: 9999, cmdline: ["bash"] }],
-      [6000, { state: "Z", start: 1000, cmdline: [] }],
+      [4242, hsyncdFacts()],
+      [5000, hsyncdFacts({ start: 9999, cmdline: ["bash"] })],
+      [6000, hsyncdFacts({ state: "Z", cmdline: [] })],
     ]);
     const probe = fakeProbe(table);
     assert.deepEqual(await checkPidfile(path, probe), { state: "absent" });
@@ -130,9 +157,16 @@ Deno.test("checkPidfile() without a recorded start time trusts only a command li
   await withTempDir(async (dir) => {
     const path = join(dir, "hsyncd.pid");
     const table = new Map<number, ProcessFacts>([
-      [1, { state: "S", start: 5, cmdline: ["/sbin/init"] }],
-      [2, { state: "S", start: 5, cmdline: ["/usr/local/bin/hsyncd"] }],
-      [3, { state: "S", start: 5, cmdline: ["deno", "run", "main_server.ts"] }],
+      [1, hsyncdFacts({ start: 5, cmdline: ["/sbin/init"] })],
+      [2, hsyncdFacts({ start: 5, cmdline: ["/usr/local/bin/hsyncd"] })],
+      [
+        3,
+        hsyncdFacts({
+          start: 5,
+          cmdline: ["deno", "run", "main_server.ts"],
+          exe: "/usr/bin/deno",
+        }),
+      ],
     ]);
     for (
       const [pid, expected] of [[1, "stale"], [2, "running"], [3, "running"]]
@@ -147,15 +181,44 @@ Deno.test("checkPidfile() without a recorded start time trusts only a command li
   });
 });
 
-Deno.test("systemProbe recognises this process and a process that has exited", async () => {
+Deno.test("systemProbe tells an hsyncd of this user from this test process, a recycled pid and an exited process", async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, "hsyncd.pid");
     const start = await ownProcessStart();
     assert.ok(start !== undefined && start > 0);
+    // This process runs deno, but its command line names no hsyncd.
     await writePidfile(path, info({ pid: Deno.pid, procStart: start }));
-    assert.equal((await checkPidfile(path)).state, "running");
+    assert.deepEqual(await checkPidfile(path), {
+      state: "untrusted",
+      info: info({ pid: Deno.pid, procStart: start }),
+      reason:
+        `names pid ${Deno.pid}, which is not this user's hsyncd: its command line does not name hsyncd`,
+    });
     await writePidfile(path, info({ pid: Deno.pid, procStart: start + 1 }));
     assert.equal((await checkPidfile(path)).state, "stale", "a recycled pid");
+
+    // The same executable as this process, with hsyncd on its command line.
+    const script = join(dir, "hsyncd_stand_in.ts");
+    await Deno.writeTextFile(script, "setTimeout(() => {}, 60_000);\n");
+    const standIn = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", script],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      let procStart: number | undefined;
+      for (let i = 0; i < 100 && procStart === undefined; i++) {
+        const facts = await systemProbe.facts(standIn.pid);
+        if (facts?.cmdline.includes(script)) procStart = facts.start;
+        else await new Promise((r) => setTimeout(r, 20));
+      }
+      await writePidfile(path, info({ pid: standIn.pid, procStart }));
+      assert.equal((await checkPidfile(path)).state, "running");
+    } finally {
+      standIn.kill("SIGKILL");
+      await standIn.status;
+    }
 
     const child = new Deno.Command("true").spawn();
     await child.status;
@@ -163,6 +226,232 @@ Deno.test("systemProbe recognises this process and a process that has exited", a
     await writePidfile(path, info({ pid: child.pid }));
     assert.equal((await checkPidfile(path)).state, "stale");
   });
+});
+
+Deno.test("systemProbe reads the owner and executable of a process, and who this process is", async () => {
+  const sleeper = new Deno.Command("sleep", {
+    args: ["30"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    const facts = await systemProbe.facts(sleeper.pid);
+    assert.ok(facts !== undefined);
+    assert.deepEqual(facts.uids?.slice(0, 2), [Deno.uid(), Deno.uid()]);
+    assert.match(facts.exe ?? "", /\/sleep$/);
+    assert.match(facts.cmdline[0], /sleep$/);
+    assert.equal(facts.cmdline[1], "30");
+  } finally {
+    sleeper.kill("SIGKILL");
+    await sleeper.status;
+  }
+  assert.deepEqual(await systemProbe.self(), {
+    uid: Deno.uid(),
+    exe: Deno.execPath(),
+  });
+});
+
+Deno.test("checkPidfile() refuses a live process with the recorded start time that is not this user's hsyncd", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "hsyncd.pid");
+    const not = "names pid 4242, which is not this user's hsyncd";
+    const cases: Array<[string, ProcessFacts | undefined, string]> = [
+      [
+        "a forged pidfile naming sleep",
+        hsyncdFacts({ exe: "/usr/bin/sleep", cmdline: ["sleep", "60"] }),
+        `${not}: its executable "/usr/bin/sleep" is not hsyncd`,
+      ],
+      [
+        "a renamed executable",
+        hsyncdFacts({ exe: "/usr/bin/bash", cmdline: ["hsyncd"] }),
+        `${not}: its executable "/usr/bin/bash" is not hsyncd`,
+      ],
+      [
+        "another user's process",
+        hsyncdFacts({ uids: [UID + 1, UID + 1, UID + 1, UID + 1] }),
+        `${not}: it runs as uid ${UID + 1}`,
+      ],
+      [
+        "a setuid process",
+        hsyncdFacts({ uids: [UID, UID + 1, UID + 1, UID + 1] }),
+        `${not}: it runs as uid ${UID}`,
+      ],
+      [
+        "an owner that cannot be read",
+        hsyncdFacts({ uids: undefined }),
+        `${not}: it runs as an unknown uid`,
+      ],
+      [
+        "an executable that cannot be read",
+        hsyncdFacts({ exe: undefined }),
+        `${not}: its executable cannot be read`,
+      ],
+      [
+        "a command line not naming hsyncd",
+        hsyncdFacts({ cmdline: ["/usr/local/bin/other"] }),
+        `${not}: its command line does not name hsyncd`,
+      ],
+      [
+        "a process whose /proc cannot be read",
+        undefined,
+        "names pid 4242, which cannot be checked: /proc/4242 cannot be read",
+      ],
+    ];
+    await writePidfile(path, info());
+    for (const [why, facts, reason] of cases) {
+      const probe = fakeProbe(new Map([[4242, facts]]));
+      assert.deepEqual(await checkPidfile(path, probe), {
+        state: "untrusted",
+        info: info(),
+        reason,
+      }, why);
+    }
+    const unknownSelf = fakeProbe(new Map([[4242, hsyncdFacts()]]), {
+      uid: undefined,
+    });
+    assert.deepEqual(await checkPidfile(path, unknownSelf), {
+      state: "untrusted",
+      reason: "cannot be checked: this user's uid cannot be read",
+    });
+    // The same binary after an upgrade replaced it on disk.
+    const upgraded = fakeProbe(
+      new Map([[4242, hsyncdFacts({ exe: "/opt/hs/bin/x (deleted)" })]]),
+      { exe: "/opt/hs/bin/x" },
+    );
+    assert.equal((await checkPidfile(path, upgraded)).state, "running");
+  });
+});
+
+Deno.test("checkPidfile() trusts no pidfile others could have written: a symlink, not a regular file, not ours, loose mode, hard links, an open directory", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "hsyncd.pid");
+    const probe = fakeProbe(new Map([[4242, hsyncdFacts()]]));
+    const real = join(dir, "elsewhere.json");
+    await Deno.writeTextFile(real, JSON.stringify(info()), { mode: 0o644 });
+    await Deno.chmod(real, 0o644);
+    const untrusted = async (why: string, reason: string) =>
+      assert.deepEqual(
+        await checkPidfile(path, probe),
+        { state: "untrusted", reason },
+        why,
+      );
+
+    await Deno.symlink(real, path);
+    await untrusted("a symlink", "is a symbolic link");
+    await Deno.remove(path);
+
+    await Deno.mkdir(path);
+    await untrusted("a directory", "is not a regular file");
+    await Deno.remove(path);
+
+    await Deno.link(real, path);
+    await untrusted("a hard link", "has 2 hard links");
+    await Deno.remove(path);
+
+    await writePidfile(path, info());
+    assert.equal((await checkPidfile(path, probe)).state, "running");
+    await Deno.chmod(path, 0o664);
+    await untrusted(
+      "group-writable",
+      "is writable by group or others (mode 0664)",
+    );
+    await Deno.chmod(path, 0o646);
+    await untrusted(
+      "world-writable",
+      "is writable by group or others (mode 0646)",
+    );
+    await Deno.chmod(path, 0o644);
+
+    const other = fakeProbe(new Map([[4242, hsyncdFacts()]]), {
+      uid: UID + 7,
+    });
+    assert.deepEqual(await checkPidfile(path, other), {
+      state: "untrusted",
+      reason: `is owned by uid ${UID}, not by this user (uid ${UID + 7})`,
+    });
+
+    await Deno.chmod(dir, 0o1777);
+    await untrusted(
+      "an HSYNC_DIR anyone can write",
+      `is in "${dir}", which others can write (mode 1777)`,
+    );
+    await Deno.chmod(dir, 0o755);
+    assert.equal((await checkPidfile(path, probe)).state, "running");
+  });
+});
+
+Deno.test("writePidfile() follows no symlink planted at a temporary name or at the pidfile", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "hsyncd.pid");
+    const victim = join(dir, "victim.txt");
+    await Deno.writeTextFile(victim, "victim\n");
+    // The temporary name used to be `hsyncd.pid.PID.tmp`, easy to plant.
+    await Deno.symlink(victim, `${path}.${info().pid}.tmp`);
+    await writePidfile(path, info());
+    assert.equal(await Deno.readTextFile(victim), "victim\n");
+    const written = await Deno.lstat(path);
+    assert.ok(written.isFile);
+    assert.equal((written.mode ?? 0) & 0o777, 0o644);
+    assert.deepEqual(await readPidfile(path), info());
+
+    await Deno.remove(path);
+    await Deno.symlink(victim, path);
+    await writePidfile(path, info());
+    assert.equal(await Deno.readTextFile(victim), "victim\n");
+    assert.ok((await Deno.lstat(path)).isFile, "the symlink was replaced");
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(names, [
+      "hsyncd.pid",
+      `hsyncd.pid.${info().pid}.tmp`,
+      "victim.txt",
+    ], "no temporary file of its own is left");
+  });
+});
+
+Deno.test("readPidfile() reads no symlink, FIFO or oversized file as a pidfile", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "hsyncd.pid");
+    const real = join(dir, "real.json");
+    await Deno.writeTextFile(real, JSON.stringify(info()));
+    await Deno.symlink(real, path);
+    assert.equal(await readPidfile(path), "invalid");
+    await Deno.remove(path);
+    const mkfifo = await new Deno.Command("mkfifo", { args: [path] }).output();
+    assert.ok(mkfifo.success);
+    assert.equal(await readPidfile(path), "invalid", "without hanging");
+    await Deno.remove(path);
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({ ...info(), pad: "x".repeat(5000) }),
+    );
+    assert.equal(await readPidfile(path), "invalid");
+  });
+});
+
+Deno.test("isHsyncdExecutable() accepts this program, an hsyncd binary and deno", () => {
+  const own = "/usr/local/bin/hsyncd";
+  const cases: Array<[string, boolean]> = [
+    ["/usr/local/bin/hsyncd", true],
+    ["/usr/local/bin/hsyncd (deleted)", true],
+    ["/opt/hsync/hsyncd-0.2", true],
+    ["/home/u/.deno/bin/deno", true],
+    ["/usr/bin/sleep", false],
+    ["/usr/bin/bash", false],
+    ["/tmp/not-hsyncd", false],
+  ];
+  for (const [exe, expected] of cases) {
+    assert.equal(isHsyncdExecutable(exe, own), expected, exe);
+  }
+  assert.equal(isHsyncdExecutable("/srv/x/run", "/srv/x/run"), true);
+});
+
+Deno.test("parseUids() reads the Uid line of /proc/PID/status", () => {
+  const status = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\n" +
+    "Uid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\n";
+  assert.deepEqual(parseUids(status), [1000, 1000, 1000, 1000]);
+  assert.equal(parseUids("Name:\tx\n"), undefined);
+  assert.equal(parseUids("Uid:\tx\ty\n"), undefined);
 });
 
 Deno.test("parseProcFacts() reads state, start time and command line, whatever the process name", () => {
@@ -177,9 +466,7 @@ Deno.test("parseProcFacts() reads state, start time and command line, whatever t
 });
 
 Deno.test("waitUntilGone() returns true once the process exits, false at the timeout", async () => {
-  const table = new Map<number, ProcessFacts>([
-    [4242, { state: "S", start: 1000, cmdline: [] }],
-  ]);
+  const table = new Map<number, ProcessFacts>([[4242, hsyncdFacts()]]);
   const probe = fakeProbe(table);
   assert.equal(await waitUntilGone(info(), 120, probe), false);
   setTimeout(() => table.delete(4242), 100);

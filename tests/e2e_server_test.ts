@@ -318,7 +318,8 @@ Deno.test("hsyncd detects a stale pidfile and replaces it", async () => {
       started: new Date().toISOString(),
       version: "0.1.0",
     };
-    await Deno.writeTextFile(f.pidfile, JSON.stringify(stale));
+    // 0644 whatever the umask: hsyncd trusts no pidfile others can write.
+    await Deno.writeTextFile(f.pidfile, JSON.stringify(stale), { mode: 0o644 });
 
     const status = await run(f, ["status"]);
     assert.equal(status.code, 3);
@@ -343,7 +344,7 @@ Deno.test("hsyncd detects a stale pidfile and replaces it", async () => {
       await server.kill();
     }
 
-    await Deno.writeTextFile(f.pidfile, JSON.stringify(stale));
+    await Deno.writeTextFile(f.pidfile, JSON.stringify(stale), { mode: 0o644 });
     const stop = await run(f, ["stop"]);
     assert.equal(stop.code, 0);
     assert.equal(
