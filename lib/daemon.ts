@@ -239,7 +239,7 @@ async function answers(info: PidInfo): Promise<boolean> {
     }
     const response = await fetch(
       `${serverUrl("http", host, info.port)}v1/health`,
-      { signal: AbortSignal.timeout(2000) },
+      { signal: AbortSignal.timeout(2000), redirect: "manual" },
     );
     await response.body?.cancel();
     return true;
