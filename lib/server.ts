@@ -113,11 +113,13 @@ export interface ServerLimits {
 /** The limits used when {@linkcode HandlerOptions.limits} leaves a field out. */
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   maxRequests: 512,
-  // One hsync uses at most Max_runing (16) requests; a few clients may share an address.
-  peerRequests: 64,
+  // Three quarters: one address (many clients behind a NAT, or one host
+  // running many pulls) never takes the last 128. 64 hsync pulls from one
+  // address need about this many (bench/scale.ts: 64/64 done; 35/64 at 256).
+  peerRequests: 384,
   maxWatches: 256,
-  // One `hsync --sync` holds one long-poll.
-  peerWatches: 32,
+  // One `hsync --sync` holds one long-poll; half, as for requests.
+  peerWatches: 128,
   // A path of MAX_PATH_BYTES percent-encoded (3 characters per byte) still fits.
   maxUrlBytes: 16 * 1024,
   maxHeaderBytes: 16 * 1024,
@@ -129,8 +131,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   hashQueue: 16,
   // One job per peer leaves the other slot to everyone else.
   peerHashJobs: 1,
-  // hsync asks for at most 4 hashes at once.
-  peerHashQueue: 8,
+  // hsync asks for at most 4 hashes at once; a few clients may share an address.
+  peerHashQueue: 32,
   // hsync asks for spans of at most 64 MiB (pull.ts HASH_SPAN_BYTES): well under a second of hashing.
   hashMaxBytes: 64 * 1024 * 1024,
   hashCacheEntries: 1024,
@@ -143,9 +145,11 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   // connection buffers; more of them at once only spreads the same CPU thinner.
   bundleJobs: 16,
   bundleQueue: 448,
-  // hsync sends at most 4 bundles at once (pull.ts BUNDLE_SLOTS).
-  peerBundles: 4,
-  peerBundleQueue: 28,
+  // Half of the streaming slots: another address always finds one free. One
+  // hsync sends at most 4 bundles at once (pull.ts BUNDLE_SLOTS); the rest of
+  // an address's bundles wait in its own line.
+  peerBundles: 8,
+  peerBundleQueue: 248,
 };
 
 /** Options of {@linkcode createHandler}. */
