@@ -828,7 +828,7 @@ class PullRun {
         }
         let theirs: HashResult;
         try {
-          theirs = await this.#hashRemote(job, 0, job.size, true);
+          theirs = await this.#hashRemote(job, 0, job.size);
         } catch (error) {
           this.#busy.delete(job.target);
           if (!this.#signal.aborted) this.#fail(job.rel, message(error));
@@ -1108,7 +1108,7 @@ class PullRun {
     try {
       [mine, theirs] = await Promise.all([
         hashFile(path, spans, this.#signal, id),
-        Promise.all(spans.map(([a, b]) => this.#hashRemote(job, a, b, false))),
+        Promise.all(spans.map(([a, b]) => this.#hashRemote(job, a, b))),
       ]);
     } catch (error) {
       if (this.#signal.aborted) throw error;
@@ -1381,7 +1381,7 @@ class PullRun {
     const [mine, theirs] = await Promise.all([
       hashFile(path, spans, this.#signal, id),
       Promise.all(
-        spans.map(([a, b]) => this.#hashRemote(job, a, b, spans.length === 1)),
+        spans.map(([a, b]) => this.#hashRemote(job, a, b)),
       ),
     ]);
     const bad: Array<[number, number]> = [];
@@ -1392,19 +1392,24 @@ class PullRun {
     return bad;
   }
 
-  /** `GET /v1/hash` of `[start, end)` (of the whole file with `whole`), a few at a time; busy answers (503) are retried with backoff. */
+  /**
+   * `GET /v1/hash` of `[start, end)`, a few at a time; busy answers (503)
+   * are retried with backoff. The span is always given, also for a whole
+   * file: hsyncd hashes at most 64 MiB per request, and a file that grew
+   * past that must come back as changed (its etag), not as refused.
+   */
   async #hashRemote(
     job: FileJob,
     start: number,
     end: number,
-    whole: boolean,
   ): Promise<HashResult> {
     try {
       return await this.#retry(() =>
         this.#hashes.run(
           () =>
             this.#remote.hash(job.remote, {
-              ...(whole ? {} : { offset: start, length: end - start }),
+              offset: start,
+              length: end - start,
               signal: this.#signal,
             }),
           this.#signal,

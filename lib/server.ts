@@ -17,7 +17,7 @@ import {
   type OpenedFile,
   type PathGuard,
 } from "./path_guard.ts";
-import { Limiter, type Release } from "./limiter.ts";
+import { KeyedLimiter, Limiter, LimitError, type Release } from "./limiter.ts";
 import { parseRange, type RangeRequest } from "./range_header.ts";
 import { VERSION } from "./version.ts";
 import { WatchHub } from "./watch_hub.ts";
@@ -50,18 +50,42 @@ export interface AccessLogEntry {
   ms: number;
 }
 
-/** Bounds on the work one server does; every field has a default in {@linkcode DEFAULT_LIMITS}. */
+/**
+ * Bounds on the work one server does; every field has a default in
+ * {@linkcode DEFAULT_LIMITS}. A `peer*` limit applies to each peer address
+ * on its own, beside the limit for all peers together; a request refused by
+ * any of them is answered 503 `busy` with `Retry-After` and the limit's name
+ * in `x-hsync-limit`.
+ */
 export interface ServerLimits {
-  /** Requests being answered at once (from headers until the body is sent); one more is answered 503 `busy`. */
+  /** Requests being answered at once (from admission until the body is sent), long-polls apart. */
   maxRequests: number;
+  /** Requests of one peer being answered at once, long-polls apart. */
+  peerRequests: number;
+  /** Long-polls (`/v1/watch`) open at once. */
+  maxWatches: number;
+  /** Long-polls of one peer open at once. */
+  peerWatches: number;
   /** Longest request target (path and query) in bytes; longer gets 414. */
   maxUrlBytes: number;
   /** Most bytes of request header names and values together; more gets 431. */
   maxHeaderBytes: number;
+  /** Bytes of request bodies held in memory at once (claimed before the first byte is read, until the request completes). */
+  bodyBytes: number;
+  /** Bytes of request bodies of one peer held in memory at once. */
+  peerBodyBytes: number;
+  /** Milliseconds a request body may go without a byte before it is abandoned (408). */
+  bodyIdleMs: number;
   /** Hash jobs running at once. */
   hashJobs: number;
   /** Hash jobs waiting for a slot; one more is answered 503 `busy`. */
   hashQueue: number;
+  /** Hash jobs of one peer running, or waiting in the shared queue, at once. */
+  peerHashJobs: number;
+  /** Hash jobs of one peer waiting behind its `peerHashJobs`; one more is answered 503 `busy`. */
+  peerHashQueue: number;
+  /** Most bytes one hash request may cover; a longer span is refused (400 `too_large`), ask in pieces. */
+  hashMaxBytes: number;
   /** Hash results remembered, by (etag, offset, length). */
   hashCacheEntries: number;
   /** Paths in one bundle request. */
@@ -82,6 +106,10 @@ export interface ServerLimits {
   bundleJobs: number;
   /** Bundle requests waiting for a streaming slot; one more is answered 503 `busy`. */
   bundleQueue: number;
+  /** Bundles of one peer streaming, or waiting in the shared queue, at once. */
+  peerBundles: number;
+  /** Bundles of one peer waiting behind its `peerBundles`; one more is answered 503 `busy`. */
+  peerBundleQueue: number;
   /**
    * Listings streaming at once; more wait their turn, in order. A listing is
    * CPU-bound (an `lstat` per entry): a few at a time keep the event loop free
@@ -90,16 +118,37 @@ export interface ServerLimits {
   listJobs: number;
   /** Listings waiting for a streaming slot; one more is answered 503 `busy`. */
   listQueue: number;
+  /** Listings of one peer streaming at once. */
+  peerListings: number;
+  /** Listings of one peer waiting behind its `peerListings`; one more is answered 503 `busy`. */
+  peerListQueue: number;
 }
 
 /** The limits used when {@linkcode HandlerOptions.limits} leaves a field out. */
 export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   maxRequests: 512,
+  // Three quarters: one address (many clients behind a NAT, or one host
+  // running many pulls) never takes the last 128. 64 hsync pulls from one
+  // address need about this many (bench/scale.ts: 64/64 done; 35/64 at 256).
+  peerRequests: 384,
+  maxWatches: 256,
+  // One `hsync --sync` holds one long-poll; half, as for requests.
+  peerWatches: 128,
   // A path of MAX_PATH_BYTES percent-encoded (3 characters per byte) still fits.
   maxUrlBytes: 16 * 1024,
   maxHeaderBytes: 16 * 1024,
+  // Eight bundle bodies of the largest size; hsync's are a few hundred KiB.
+  bodyBytes: 64 * 1024 * 1024,
+  peerBodyBytes: 16 * 1024 * 1024,
+  bodyIdleMs: 10_000,
   hashJobs: 2,
   hashQueue: 16,
+  // One job per peer leaves the other slot to everyone else.
+  peerHashJobs: 1,
+  // hsync asks for at most 4 hashes at once; a few clients may share an address.
+  peerHashQueue: 32,
+  // hsync asks for spans of at most 64 MiB (pull.ts HASH_SPAN_BYTES): well under a second of hashing.
+  hashMaxBytes: 64 * 1024 * 1024,
   hashCacheEntries: 1024,
   bundleMaxPaths: 10_000,
   bundleMaxFileBytes: 1024 * 1024,
@@ -110,8 +159,17 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   // connection buffers; more of them at once only spreads the same CPU thinner.
   bundleJobs: 16,
   bundleQueue: 448,
+  // Half of the streaming slots: another address always finds one free. One
+  // hsync sends at most 4 bundles at once (pull.ts BUNDLE_SLOTS); the rest of
+  // an address's bundles wait in its own line.
+  peerBundles: 8,
+  peerBundleQueue: 248,
+  // Listings are CPU-bound (an lstat per entry) and hold a directory's
+  // names: two at a time leave the event loop to everything else.
   listJobs: 2,
   listQueue: 64,
+  peerListings: 1,
+  peerListQueue: 16,
 };
 
 /** Options of {@linkcode createHandler}. */
@@ -150,15 +208,22 @@ export type Handler = (
 interface Context {
   /** Reads of whole directories for listings, one at a time (see {@linkcode DirectoryReads}). */
   directoryReads: DirectoryReads;
-  /** Listings streaming now. */
-  listSlots: Limiter;
+  /** Listings streaming or waiting to: in all and per peer. */
+  listings: KeyedLimiter;
   options: HandlerOptions;
   guard: PathGuard;
   limits: ServerLimits;
-  hashSlots: Slots;
+  /** Requests being answered, long-polls apart: in all and per peer. */
+  requests: KeyedLimiter;
+  /** Long-polls open: in all and per peer. */
+  watches: KeyedLimiter;
+  /** Bytes of request bodies held in memory: in all and per peer. */
+  bodies: KeyedLimiter;
+  /** Hash jobs running or waiting: in all and per peer. */
+  hashJobs: KeyedLimiter;
   hashCache: Lru<HashResult>;
-  /** Bundle responses streaming now. */
-  bundleSlots: Limiter;
+  /** Bundle responses streaming or waiting to: in all and per peer. */
+  bundles: KeyedLimiter;
   /** File bodies streaming now. */
   fileBodies: { running: number };
   watchHub: WatchHub;
@@ -214,31 +279,79 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
     ].filter((p) => p !== ""),
   });
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const keyed = (
+    total: number,
+    totalName: string,
+    perKey: number,
+    perKeyName: string,
+    queues: { total?: number; perKey?: number } = { total: 0, perKey: 0 },
+  ) =>
+    new KeyedLimiter(
+      new Limiter(total, { queue: queues.total, name: totalName }),
+      { perKey, perKeyQueue: queues.perKey, name: perKeyName },
+    );
   const ctx: Context = {
     options,
     guard,
     limits,
-    hashSlots: new Slots(limits.hashJobs, limits.hashQueue),
+    requests: keyed(
+      limits.maxRequests,
+      "maxRequests",
+      limits.peerRequests,
+      "peerRequests",
+    ),
+    watches: keyed(
+      limits.maxWatches,
+      "maxWatches",
+      limits.peerWatches,
+      "peerWatches",
+    ),
+    bodies: keyed(
+      limits.bodyBytes,
+      "bodyBytes",
+      limits.peerBodyBytes,
+      "peerBodyBytes",
+    ),
+    hashJobs: keyed(
+      limits.hashJobs,
+      "hashQueue",
+      limits.peerHashJobs,
+      "peerHashQueue",
+      { total: limits.hashQueue, perKey: limits.peerHashQueue },
+    ),
     hashCache: new Lru(limits.hashCacheEntries),
     directoryReads: new DirectoryReads(),
-    listSlots: new Limiter(limits.listJobs),
-    bundleSlots: new Limiter(limits.bundleJobs),
+    listings: keyed(
+      limits.listJobs,
+      "listQueue",
+      limits.peerListings,
+      "peerListQueue",
+      { total: limits.listQueue, perKey: limits.peerListQueue },
+    ),
+    bundles: keyed(
+      limits.bundleJobs,
+      "bundleQueue",
+      limits.peerBundles,
+      "peerBundleQueue",
+      { total: limits.bundleQueue, perKey: limits.peerBundleQueue },
+    ),
     fileBodies: { running: 0 },
     watchHub: options.watchHub ?? new WatchHub(),
   };
 
-  let inFlight = 0;
   return async function handle(request: Request, info) {
     const started = performance.now();
     const time = new Date();
     const remote = normalizeAddress(info.remoteAddr.hostname);
     const url = new URL(request.url);
-    // Counted until the response body has gone (or the connection dropped).
-    inFlight++;
-    info.completed.finally(() => inFlight--).catch(() => {});
+    const ticket = newTicket(ctx, remote, url.pathname);
+    tickets.set(request, ticket);
+    // What the request holds goes when its response has gone (or the connection dropped).
+    info.completed.finally(() => settle(ticket)).catch(() => {});
     let response: Response;
     try {
-      // Before anything else: a refused peer causes no file-system, signature or body work.
+      // A refused peer is turned away before it is counted anywhere, and
+      // none of its body is read: no file-system, signature or body work.
       if (!hostAllowed(remote)) {
         throw new HttpError(
           403,
@@ -247,23 +360,27 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
         );
       }
       checkRequestSize(request, url, limits);
-      if (inFlight > limits.maxRequests) {
-        throw new HttpError(
-          503,
-          "busy",
-          `Cannot serve now: ${limits.maxRequests} requests are being answered, retry later`,
-        );
-      }
       if (options.verifier !== undefined) {
+        // A good signature is checked before the request is counted; the
+        // signed body is read only once it is (`readBody` admits it first).
         await authenticate(options, request, url, remote, limits);
       }
+      admit(ticket);
       response = await route(ctx, request, url);
     } catch (error) {
       response = errorResponse(error);
       if (response.status === 500) reportError(ctx, error, request);
-      // A refusal sent before the body was read resets the stream (HTTP/2) or
-      // the connection, and the client sees that instead of the answer.
-      await discardBody(request, limits.bundleMaxBodyBytes);
+      if (error instanceof BusyError) {
+        response.headers.set(LIMIT_HEADER, error.limit);
+      }
+      // Nothing is drained here: a refused peer, or a body left unread, is
+      // told the connection ends (what Deno does with it: README "Bounded work").
+      if (
+        (request.body !== null && !ticket.bodyRead) ||
+        (error instanceof HttpError &&
+          (error.code === "host_not_allowed" || error.status === 401 ||
+            error.status === 408))
+      ) response.headers.set("connection", "close");
     }
     if (options.log !== undefined) {
       const length = response.headers.get("content-length");
@@ -368,35 +485,128 @@ function checkRequestSize(
   }
 }
 
-/** How long a refused request's body may take to arrive before the answer goes anyway. */
-const DISCARD_MS = 2000;
+/** Response header naming the limit behind a 503 `busy`. */
+const LIMIT_HEADER = "x-hsync-limit";
+
+/** 503 `busy`: a limit refused the request; `limit` names it (sent in {@linkcode LIMIT_HEADER}). */
+class BusyError extends HttpError {
+  readonly limit: string;
+  constructor(limit: string, message: string) {
+    super(503, "busy", message);
+    this.limit = limit;
+  }
+}
+
+/** What each limit bounds, for the message of a 503 `busy`. */
+const LIMIT_TEXT: Readonly<Record<string, (l: ServerLimits) => string>> = {
+  maxRequests: (l) => `${l.maxRequests} requests are being answered`,
+  peerRequests: (l) =>
+    `${l.peerRequests} requests of this address are being answered`,
+  maxWatches: (l) => `${l.maxWatches} watches are open`,
+  peerWatches: (l) => `${l.peerWatches} watches of this address are open`,
+  bodyBytes: (l) => `${l.bodyBytes} bytes of request bodies are held`,
+  peerBodyBytes: (l) =>
+    `${l.peerBodyBytes} bytes of request bodies of this address are held`,
+  hashQueue: (l) =>
+    `${l.hashJobs} hash jobs are running and ${l.hashQueue} are waiting`,
+  peerHashQueue: (l) =>
+    `this address has ${l.peerHashJobs} hash jobs running and ${l.peerHashQueue} waiting`,
+  bundleQueue: (l) =>
+    `${l.bundleJobs} bundles are streaming and ${l.bundleQueue} are waiting`,
+  peerBundleQueue: (l) =>
+    `this address has ${l.peerBundles} bundles streaming or queued and ${l.peerBundleQueue} waiting`,
+  listQueue: (l) =>
+    `${l.listJobs} listings are streaming and ${l.listQueue} are waiting`,
+  peerListQueue: (l) =>
+    `this address has ${l.peerListings} listings streaming and ${l.peerListQueue} waiting`,
+};
+
+/** The 503 `busy` for a refusal by one of the limiters of `ctx`. */
+function busy(ctx: Context, action: string, error: LimitError): BusyError {
+  const what = LIMIT_TEXT[error.limit]?.(ctx.limits) ?? "the server is busy";
+  return new BusyError(
+    error.limit,
+    `Cannot ${action} now: ${what} (limit ${error.limit}), retry later`,
+  );
+}
+
+/** Runs `take`, turning a refusal into a 503 `busy`. */
+function taking<T>(ctx: Context, action: string, take: () => T): T {
+  try {
+    return take();
+  } catch (error) {
+    if (error instanceof LimitError) throw busy(ctx, action, error);
+    throw error;
+  }
+}
 
 /**
- * Reads and drops what is left of a refused request's body, up to `max`
- * bytes and {@linkcode DISCARD_MS}: nothing is kept, so a refused peer costs
- * no memory, and one that never sends its body does not hold the answer.
+ * What one request holds (its place among requests or watches, the bytes of
+ * its body), given back together when the request completes. It is counted
+ * only by {@linkcode admit}: after the Allowed_host, size and signature
+ * checks, and before any byte of its body is read.
  */
-async function discardBody(request: Request, max: number): Promise<void> {
-  if (request.body === null || request.bodyUsed) return;
-  const declared = Number(request.headers.get("content-length") ?? "0");
-  const reader = request.body.getReader();
-  if (!(declared <= max)) {
-    await reader.cancel().catch(() => {});
-    return;
-  }
-  const timer = setTimeout(() => reader.cancel().catch(() => {}), DISCARD_MS);
-  try {
-    let total = 0;
-    while (total <= max) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      total += value.length;
-    }
-    await reader.cancel();
-  } catch {
-    // The client went away or the time ran out: answer anyway.
-  } finally {
-    clearTimeout(timer);
+interface Ticket {
+  ctx: Context;
+  peer: string;
+  path: string;
+  admitted: boolean;
+  /** Whether the whole body was read (else the connection is not reused). */
+  bodyRead: boolean;
+  /** The request completed: whatever it takes from now on goes back at once. */
+  settled: boolean;
+  releases: Release[];
+}
+
+/** The ticket of each request being answered (`readBody` runs inside `authenticate`, which only has the request). */
+const tickets = new WeakMap<Request, Ticket>();
+
+function newTicket(ctx: Context, peer: string, path: string): Ticket {
+  return {
+    ctx,
+    peer,
+    path,
+    admitted: false,
+    bodyRead: false,
+    settled: false,
+    releases: [],
+  };
+}
+
+function hold(ticket: Ticket, release: Release): void {
+  if (ticket.settled) release();
+  else ticket.releases.push(release);
+}
+
+function settle(ticket: Ticket): void {
+  ticket.settled = true;
+  for (const release of ticket.releases.splice(0)) release();
+}
+
+/** The peer address a request came from. */
+function peerOf(request: Request): string {
+  return tickets.get(request)?.peer ?? "";
+}
+
+/**
+ * Counts the request (once): long-polls among watches, the others among
+ * requests, each in all and for its peer; 503 `busy` when a limit is
+ * reached. A bundle is also refused here, before its body is read, when it
+ * could not wait for a streaming slot.
+ */
+function admit(ticket: Ticket): void {
+  if (ticket.admitted) return;
+  ticket.admitted = true;
+  const { ctx, peer } = ticket;
+  const watch = ticket.path === API.watch;
+  const limiter = watch ? ctx.watches : ctx.requests;
+  hold(
+    ticket,
+    taking(ctx, watch ? "watch" : "serve", () => limiter.take(peer)),
+  );
+  if (ticket.path === API.bundle) {
+    const full = ctx.bundles.refusal(peer);
+    if (full !== undefined) throw busy(ctx, "bundle", new LimitError(full));
   }
 }
 
@@ -598,23 +808,13 @@ async function list(ctx: Context, request: Request, url: URL) {
     );
   }
   const after = listCursor(url.searchParams.get("after"));
-  const slots = ctx.listSlots;
-  if (slots.active >= slots.limit && slots.waiting >= ctx.limits.listQueue) {
-    throw new HttpError(
-      503,
-      "busy",
-      `Cannot list now: ${ctx.limits.listJobs} listings are streaming and ${ctx.limits.listQueue} are waiting, retry later`,
-    );
-  }
   let release: Release;
   try {
-    release = await slots.acquire(request.signal);
-  } catch {
-    throw new HttpError(
-      503,
-      "busy",
-      "Cannot list: the client went away while its listing waited for a slot",
-    );
+    // Per peer first: one peer's listings wait in its own line.
+    release = await ctx.listings.acquire(peerOf(request), request.signal);
+  } catch (error) {
+    if (error instanceof LimitError) throw busy(ctx, "list", error);
+    throw clientGone();
   }
   try {
     const headers = baseHeaders("application/x-ndjson; charset=utf-8");
@@ -1083,11 +1283,13 @@ function optionalInteger(url: URL, name: string): number | undefined {
   return n;
 }
 
+/** The span to hash: within the file (else 416), and at most `max` bytes (else 400 `too_large`). */
 function hashSpan(
   path: string,
   size: number,
   offset: number | undefined,
   length: number | undefined,
+  max: number,
 ): { offset: number; length: number } {
   const o = offset ?? 0;
   const l = length ?? Math.max(0, size - o);
@@ -1100,6 +1302,15 @@ function hashSpan(
       }: the file has ${size} bytes`,
     );
   }
+  if (l > max) {
+    throw new HttpError(
+      400,
+      "too_large",
+      `Cannot hash ${l} bytes of ${
+        JSON.stringify(path)
+      } in one request: at most ${max} (hashMaxBytes), ask for spans with offset and length`,
+    );
+  }
   return { offset: o, length: l };
 }
 
@@ -1108,19 +1319,33 @@ async function hash(ctx: Context, request: Request, url: URL) {
   requireFile(checked);
   const offset = optionalInteger(url, "offset");
   const length = optionalInteger(url, "length");
-  const first = hashSpan(checked.path, checked.info.size, offset, length);
+  const max = ctx.limits.hashMaxBytes;
+  const first = hashSpan(checked.path, checked.info.size, offset, length, max);
   const cached = ctx.hashCache.get(
     cacheKey(etagFor(checked.info), first.offset, first.length),
   );
   if (cached !== undefined) return json(cached);
 
-  const release = await ctx.hashSlots.acquire();
+  let release: Release;
+  try {
+    // Per peer first: one peer's jobs wait in its own line, not in everyone's.
+    release = await ctx.hashJobs.acquire(peerOf(request), request.signal);
+  } catch (error) {
+    if (error instanceof LimitError) throw busy(ctx, "hash", error);
+    throw clientGone();
+  }
   try {
     if (request.signal.aborted) throw clientGone();
     const opened = await ctx.guard.openFile(checked);
     try {
       const etag = etagFor(opened.info);
-      const span = hashSpan(checked.path, opened.info.size, offset, length);
+      const span = hashSpan(
+        checked.path,
+        opened.info.size,
+        offset,
+        length,
+        max,
+      );
       const key = cacheKey(etag, span.offset, span.length);
       const again = ctx.hashCache.get(key);
       if (again !== undefined) return json(again);
@@ -1173,47 +1398,6 @@ async function sha256Of(
     remaining -= n;
   }
   return digest.digest("hex");
-}
-
-/** A counting semaphore with a bounded queue. */
-class Slots {
-  #free: number;
-  #limit: number;
-  #waiting: Array<() => void> = [];
-
-  constructor(jobs: number, queue: number) {
-    this.#free = Math.max(1, jobs);
-    this.#limit = Math.max(0, queue);
-  }
-
-  /** Resolves with a release function; throws 503 `busy` when the queue is full. */
-  acquire(): Promise<() => void> {
-    if (this.#free > 0) {
-      this.#free--;
-      return Promise.resolve(this.#releaser());
-    }
-    if (this.#waiting.length >= this.#limit) {
-      throw new HttpError(
-        503,
-        "busy",
-        "Cannot hash now: too many hash jobs are running, retry later",
-      );
-    }
-    return new Promise((resolve) => {
-      this.#waiting.push(() => resolve(this.#releaser()));
-    });
-  }
-
-  #releaser(): () => void {
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.#waiting.shift();
-      if (next !== undefined) next();
-      else this.#free++;
-    };
-  }
 }
 
 /** A small least-recently-used map. */
@@ -1319,18 +1503,14 @@ async function bundle(ctx: Context, request: Request) {
       `Cannot bundle from ${JSON.stringify(root.path)}: it is not a directory`,
     );
   }
-  const slots = ctx.bundleSlots;
-  if (slots.active >= slots.limit && slots.waiting >= ctx.limits.bundleQueue) {
-    throw new HttpError(
-      503,
-      "busy",
-      `Cannot bundle now: ${ctx.limits.bundleJobs} bundles are streaming and ${ctx.limits.bundleQueue} are waiting, retry later`,
-    );
-  }
+  // Whether it may wait was checked before its body was read (`admit`);
+  // the queues may have filled since. The body's bytes stay counted while
+  // it waits and streams (the paths are held until the end).
   let release: Release;
   try {
-    release = await slots.acquire(request.signal);
-  } catch {
+    release = await ctx.bundles.acquire(peerOf(request), request.signal);
+  } catch (error) {
+    if (error instanceof LimitError) throw busy(ctx, "bundle", error);
     throw new HttpError(
       503,
       "busy",
@@ -1351,6 +1531,8 @@ async function bundle(ctx: Context, request: Request) {
 
 async function readJsonBody(request: Request, max: number): Promise<unknown> {
   let bytes = verifiedBodies.get(request);
+  // Parsed once: the raw bytes need not stay beside what they parse into.
+  verifiedBodies.delete(request);
   if (bytes === undefined) {
     if (request.body === null) {
       throw new HttpError(400, "bad_request", "Missing JSON request body");
@@ -1368,11 +1550,20 @@ async function readJsonBody(request: Request, max: number): Promise<unknown> {
   }
 }
 
-/** The whole request body, refused with 413 as soon as it passes `max` bytes (never buffered beyond). */
+/**
+ * The whole request body, refused with 413 as soon as it passes `max` bytes
+ * (never buffered beyond). The request is admitted first (`authenticate`
+ * reads a signed body through here too). Its bytes count against the
+ * request-body budgets from before the first is read until the request
+ * completes (503 `busy` past them). A body that goes `bodyIdleMs` without a
+ * byte is abandoned (408).
+ */
 async function readBody(
   request: Request,
   max: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
+  const ticket = tickets.get(request);
+  if (ticket !== undefined) admit(ticket);
   const tooLarge = () =>
     new HttpError(
       413,
@@ -1380,20 +1571,74 @@ async function readBody(
       `Cannot read the request body: it is larger than ${max} bytes`,
     );
   const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > max) throw tooLarge();
+  const length = declared === null ? undefined : Number(declared);
+  if (length !== undefined && !(length <= max)) throw tooLarge();
   if (request.body === null) return new Uint8Array(0);
+  // Claimed before the first byte is read (a body of unknown length claims
+  // the most it may be, within the budgets, and more as it comes): bodies
+  // read at once never share out the budget so that none can complete.
+  let releases: Release[] = [];
+  let claimed = 0;
+  const claim = (bytes: number) => {
+    if (ticket === undefined || bytes <= 0) return;
+    const { ctx, peer } = ticket;
+    releases.push(
+      taking(ctx, "read the request body", () => ctx.bodies.take(peer, bytes)),
+    );
+    claimed += bytes;
+  };
+  const unclaim = () => {
+    for (const release of releases) release();
+    releases = [];
+    claimed = 0;
+  };
+  const limits = ticket?.ctx.limits ?? DEFAULT_LIMITS;
+  claim(
+    length !== undefined && Number.isSafeInteger(length)
+      ? length
+      : Math.min(max, limits.peerBodyBytes, limits.bodyBytes),
+  );
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = request.body.getReader();
-  while (true) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > max) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge();
+  let idle = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    while (true) {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        idle = true;
+        reader.cancel().catch(() => {});
+      }, limits.bodyIdleMs);
+      const { done, value } = await reader.read();
+      if (idle) {
+        throw new HttpError(
+          408,
+          "timeout",
+          `Cannot read the request body: no byte arrived for ${
+            limits.bodyIdleMs / 1000
+          } s`,
+        );
+      }
+      if (done) break;
+      total += value.length;
+      if (total > max) throw tooLarge();
+      if (total > claimed) claim(total - claimed);
+      chunks.push(value);
     }
-    chunks.push(value);
+  } catch (error) {
+    unclaim();
+    await reader.cancel().catch(() => {});
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  // Only what arrived stays claimed (no more than before: this cannot fail).
+  unclaim();
+  claim(total);
+  if (ticket !== undefined) {
+    for (const release of releases) hold(ticket, release);
+    ticket.bodyRead = true;
   }
   const bytes = new Uint8Array(total);
   let at = 0;

@@ -436,7 +436,10 @@ Deno.test("deploy/hsyncd.service runs hsyncd in the foreground as a dedicated us
   ]);
   assert.equal(one("CapabilityBoundingSet"), "");
   assert.equal(one("AmbientCapabilities"), "");
-  assert.equal(one("RestrictAddressFamilies"), "AF_INET AF_INET6 AF_UNIX AF_NETLINK");
+  assert.equal(
+    one("RestrictAddressFamilies"),
+    "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
+  );
   assert.equal(one("SystemCallArchitectures"), "native");
   // V8's JIT needs writable executable memory.
   assert.equal(unit.has("MemoryDenyWriteExecute"), false);

@@ -692,7 +692,12 @@ Deno.test("GET /v1/hash answers 503 busy beyond its queue", async () => {
         signal: abort.signal,
       });
       await new Promise((done) => setTimeout(done, 50));
-      const busy = await f.call(`/v1/hash?path=${f.q("hello.txt")}`);
+      // From another address: the shared queue refuses, not the first one's own.
+      const busy = await f.call(
+        `/v1/hash?path=${f.q("hello.txt")}`,
+        {},
+        "127.0.0.9",
+      );
       assert.equal(busy.headers.get("retry-after"), "1");
       await expectError(busy, 503, "busy");
       abort.abort();
@@ -704,7 +709,8 @@ Deno.test("GET /v1/hash answers 503 busy beyond its queue", async () => {
       await ok.body?.cancel();
     },
     {},
-    { limits: { hashJobs: 1, hashQueue: 0 } },
+    // A whole 4 GiB file in one job (more than the default hashMaxBytes).
+    { limits: { hashJobs: 1, hashQueue: 0, hashMaxBytes: 2 ** 33 } },
   );
 });
 
@@ -2026,7 +2032,9 @@ Deno.test("listings beyond listJobs wait in line, and one past listQueue gets 50
       assert.ok(text.includes('"path":"many-599.txt"'));
     },
     {},
-    { limits: { listJobs: 1, listQueue: 1 } },
+    {
+      limits: { listJobs: 1, listQueue: 1, peerListings: 1, peerListQueue: 1 },
+    },
   );
 });
 
