@@ -7,7 +7,7 @@ import {
   parseClientArgs,
   type PullCommand,
   transferOptions,
-} from "./lib/client_args.ts";
+} from "./lib/client/client_args.ts";
 import {
   clientSettings,
   formatConfig,
@@ -15,20 +15,20 @@ import {
   type LoadedConfig,
   type Overrides,
   resolveHsyncDir,
-} from "./lib/config.ts";
+} from "./lib/shared/config.ts";
 import {
   describeError,
   EXIT,
   exitCodeFor,
   isExpected,
   UsageError,
-} from "./lib/errors.ts";
-import { printable } from "./lib/printable.ts";
-import { pull } from "./lib/pull.ts";
-import { createReporter, formatSummary } from "./lib/progress.ts";
-import { openTransport } from "./lib/transport.ts";
-import { writeKeyPair } from "./lib/auth.ts";
-import { VERSION } from "./lib/version.ts";
+} from "./lib/shared/errors.ts";
+import { printable } from "./lib/client/printable.ts";
+import { pull } from "./lib/client/pull.ts";
+import { createReporter, formatSummary } from "./lib/client/progress.ts";
+import { openTransport } from "./lib/client/transport.ts";
+import { writeKeyPair } from "./lib/shared/auth.ts";
+import { VERSION } from "./lib/shared/version.ts";
 
 const encoder = new TextEncoder();
 
@@ -72,7 +72,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
   if (cmd.sync) {
     // Follow mode (issue 5 seam), loaded only for it: a one-shot pull starts
     // sooner without it.
-    const { runFollow } = await import("./lib/follow_cli.ts");
+    const { runFollow } = await import("./lib/client/follow_cli.ts");
     return await runFollow(cmd, settings, baseUrl, transport, config.hsyncDir);
   }
 

@@ -7,29 +7,29 @@ import {
   resolveHsyncDir,
   type ServerSettings,
   serverSettings,
-} from "./lib/config.ts";
+} from "./lib/shared/config.ts";
 import {
   ConfigError,
   describeError,
   exitCodeFor,
   isExpected,
-} from "./lib/errors.ts";
-import { VERSION } from "./lib/version.ts";
+} from "./lib/shared/errors.ts";
+import { VERSION } from "./lib/shared/version.ts";
 import {
   parseServerArgs,
   SERVER_USAGE,
   type ServerArgs,
-} from "./lib/server_args.ts";
+} from "./lib/server/server_args.ts";
 import {
   appendLogLine,
   checkLogFileName,
   openServerLog,
   type ServerLog,
-} from "./lib/server_log.ts";
-import { createHandler } from "./lib/server.ts";
-import { WatchHub } from "./lib/watch_hub.ts";
-import { type AuthorizedKeys, loadAuthorizedKeys } from "./lib/auth.ts";
-import { ServerNames } from "./lib/server_names.ts";
+} from "./lib/server/server_log.ts";
+import { createHandler } from "./lib/server/server.ts";
+import { WatchHub } from "./lib/server/watch_hub.ts";
+import { type AuthorizedKeys, loadAuthorizedKeys } from "./lib/shared/auth.ts";
+import { ServerNames } from "./lib/server/server_names.ts";
 import {
   checkPidfile,
   exposureWarning,
@@ -48,7 +48,7 @@ import {
   waitForStart,
   waitUntilGone,
   writePidfile,
-} from "./lib/daemon.ts";
+} from "./lib/server/daemon.ts";
 
 /** After SIGTERM, in-flight responses get this long before the process exits anyway. */
 const GRACE_MS = 10_000;

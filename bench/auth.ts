@@ -10,7 +10,7 @@ import {
   parseAuthorizedKeys,
   signRequest,
   writeKeyPair,
-} from "../lib/auth.ts";
+} from "../lib/shared/auth.ts";
 import { makeTestPki, type TestPki } from "../tests/_tls.ts";
 import { freePort, hsyncdArgs, hsyncPullArgs, REPO } from "./_common.ts";
 

@@ -5,9 +5,13 @@ import { parseArgs } from "node:util";
 import { createHash, randomFillSync } from "node:crypto";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
-import { clientSettings, loadConfig } from "../lib/config.ts";
-import { journalPathFor, loadJournal, partPathFor } from "../lib/journal.ts";
-import { pull } from "../lib/pull.ts";
+import { clientSettings, loadConfig } from "../lib/shared/config.ts";
+import {
+  journalPathFor,
+  loadJournal,
+  partPathFor,
+} from "../lib/shared/journal.ts";
+import { pull } from "../lib/client/pull.ts";
 import {
   freePort,
   hsyncdArgs,

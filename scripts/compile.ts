@@ -3,7 +3,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { join, relative, resolve } from "node:path";
-import { RUNTIME_FLAGS } from "../lib/runtime_flags.ts";
+import { RUNTIME_FLAGS } from "../lib/shared/runtime_flags.ts";
 
 /** The programs this repository ships. */
 export type Program = "hsyncd" | "hsync";

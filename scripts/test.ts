@@ -5,7 +5,7 @@
  *
  * Why not `deno test --parallel`: that runs test files as threads of one
  * process, and hsyncd's jail changes the process's working directory inside
- * its synchronous sections (lib/cwd_anchor.ts). In hsyncd there is one
+ * its synchronous sections (lib/server/jail/cwd_anchor.ts). In hsyncd there is one
  * JavaScript thread, so nothing else can see it; in-process servers of two
  * test files running as two threads would see each other's.
  *

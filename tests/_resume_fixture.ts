@@ -1,9 +1,13 @@
 /** Test fixture for resume and verify tests: the real hsyncd handler on loopback, with faults injected per file request and the bytes served counted. */
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
-import { clientSettings, loadConfig, serverSettings } from "../lib/config.ts";
-import { pull, type PullEvent, type PullOptions } from "../lib/pull.ts";
-import { createHandler } from "../lib/server.ts";
+import {
+  clientSettings,
+  loadConfig,
+  serverSettings,
+} from "../lib/shared/config.ts";
+import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
+import { createHandler } from "../lib/server/server.ts";
 
 /** One `GET /v1/file` request as the server saw it. */
 export interface FileRequest {

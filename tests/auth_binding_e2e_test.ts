@@ -1,7 +1,7 @@
 /** End to end with the real programs: a signature is good for the one hsyncd it was made for (its own names, Server_name, its certificate), once; Authorized_keys writable by others is warned about. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadIdentity, signRequest } from "../lib/auth.ts";
+import { loadIdentity, signRequest } from "../lib/shared/auth.ts";
 import {
   freePort,
   ROOT,

@@ -1,4 +1,4 @@
-/** Tests of lib/auth.ts: keys round-trip, signatures verify, and forged, stale, replayed or foreign requests are refused. */
+/** Tests of lib/shared/auth.ts: keys round-trip, signatures verify, and forged, stale, replayed or foreign requests are refused. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
@@ -12,9 +12,9 @@ import {
   signRequest,
   type VerifierOptions,
   writeKeyPair,
-} from "../lib/auth.ts";
-import { serverOrigin } from "../lib/server_names.ts";
-import { ConfigError } from "../lib/errors.ts";
+} from "../lib/shared/auth.ts";
+import { serverOrigin } from "../lib/shared/server_origin.ts";
+import { ConfigError } from "../lib/shared/errors.ts";
 
 type Verify = Awaited<ReturnType<typeof createVerifier>>;
 

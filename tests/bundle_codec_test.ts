@@ -1,12 +1,12 @@
-/** Tests of lib/bundle_codec.ts: frames round-trip through any chunking, and truncated or hostile streams are refused. */
+/** Tests of lib/shared/bundle_codec.ts: frames round-trip through any chunking, and truncated or hostile streams are refused. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   decodeFrames,
   encodeFrame,
   encodeFrames,
-} from "../lib/bundle_codec.ts";
-import type { BundleHeader } from "../lib/wire.ts";
+} from "../lib/shared/bundle_codec.ts";
+import type { BundleHeader } from "../lib/shared/wire.ts";
 
 function streamOf(
   bytes: Uint8Array,

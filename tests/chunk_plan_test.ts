@@ -1,7 +1,7 @@
-/** Tests of lib/chunk_plan.ts: table cases and a property test of the byte coverage. */
+/** Tests of lib/shared/chunk_plan.ts: table cases and a property test of the byte coverage. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { planChunks } from "../lib/chunk_plan.ts";
+import { planChunks } from "../lib/shared/chunk_plan.ts";
 
 const MiB = 1024 * 1024;
 

@@ -1,7 +1,7 @@
-/** Tests of lib/client_args.ts: old and new flags, the scp-style form, and one-line usage errors. */
+/** Tests of lib/client/client_args.ts: old and new flags, the scp-style form, and one-line usage errors. */
 import assert from "node:assert/strict";
-import { parseClientArgs, parseRemoteSpec } from "../lib/client_args.ts";
-import { UsageError } from "../lib/errors.ts";
+import { parseClientArgs, parseRemoteSpec } from "../lib/client/client_args.ts";
+import { UsageError } from "../lib/shared/errors.ts";
 
 Deno.test("the old flags -i -o -host -p -n keep working", () => {
   const c = parseClientArgs([

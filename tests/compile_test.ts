@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import denoJson from "../deno.json" with { type: "json" };
-import { VERSION } from "../lib/version.ts";
+import { VERSION } from "../lib/shared/version.ts";
 import {
   compileArgs,
   ENTRIES,

@@ -1,4 +1,4 @@
-/** Tests of lib/config.ts: layer precedence, validation messages, unknown keys, echo-config output. */
+/** Tests of lib/shared/config.ts: layer precedence, validation messages, unknown keys, echo-config output. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
@@ -10,8 +10,8 @@ import {
   parseBytes,
   resolveHsyncDir,
   serverSettings,
-} from "../lib/config.ts";
-import { ConfigError } from "../lib/errors.ts";
+} from "../lib/shared/config.ts";
+import { ConfigError } from "../lib/shared/errors.ts";
 
 function fakeFs(files: Record<string, string>) {
   return (path: string) => {

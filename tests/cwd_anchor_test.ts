@@ -1,6 +1,6 @@
-/** Tests of lib/cwd_anchor.ts: lookups stay on the directory entered, whatever its name becomes. */
+/** Tests of lib/server/jail/cwd_anchor.ts: lookups stay on the directory entered, whatever its name becomes. */
 import assert from "node:assert/strict";
-import { cwdAnchor } from "../lib/cwd_anchor.ts";
+import { cwdAnchor } from "../lib/server/jail/cwd_anchor.ts";
 
 async function withTree(
   fn: (root: string) => void | Promise<void>,

@@ -23,8 +23,8 @@ import {
   waitForPortFree,
   waitUntilGone,
   writePidfile,
-} from "../lib/daemon.ts";
-import { RUNTIME_FLAGS } from "../lib/runtime_flags.ts";
+} from "../lib/server/daemon.ts";
+import { RUNTIME_FLAGS } from "../lib/shared/runtime_flags.ts";
 
 function info(more: Partial<PidInfo> = {}): PidInfo {
   return {

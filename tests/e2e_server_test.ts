@@ -1,7 +1,7 @@
 /** End-to-end tests of the real hsyncd (`deno run -P=hsyncd main_server.ts`): lifecycle, pidfile, logs, errors, shutdown. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { systemProbe } from "../lib/daemon.ts";
+import { systemProbe } from "../lib/server/daemon.ts";
 import { freePort, ROOT, serverArgv } from "./_programs.ts";
 
 const HOST = "127.0.0.1";

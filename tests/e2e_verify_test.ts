@@ -1,7 +1,7 @@
 /** End-to-end --verify and --checksum: the real hsync against the real hsyncd (and a server whose bytes never match its hashes). */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { parseClientArgs } from "../lib/client_args.ts";
+import { parseClientArgs } from "../lib/client/client_args.ts";
 import { runClient, startServer, tempDir } from "./_programs.ts";
 import {
   bytes,

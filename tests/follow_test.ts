@@ -1,4 +1,4 @@
-/** Tests of lib/follow.ts against the real hsyncd handler on loopback: what is asked of the server, --from-now, state, tail checks, filters. */
+/** Tests of lib/client/follow.ts against the real hsyncd handler on loopback: what is asked of the server, --from-now, state, tail checks, filters. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
@@ -7,9 +7,9 @@ import {
   clientSettings,
   loadConfig,
   serverSettings,
-} from "../lib/config.ts";
-import { ConnectError } from "../lib/errors.ts";
-import { etagFor } from "../lib/file_identity.ts";
+} from "../lib/shared/config.ts";
+import { ConnectError } from "../lib/shared/errors.ts";
+import { etagFor } from "../lib/shared/file_identity.ts";
 import {
   follow,
   type FollowEvent,
@@ -19,9 +19,9 @@ import {
   parseEtag,
   saveFollowState,
   TAIL_BYTES,
-} from "../lib/follow.ts";
-import { type AccessLogEntry, createHandler } from "../lib/server.ts";
-import { WatchHub } from "../lib/watch_hub.ts";
+} from "../lib/client/follow.ts";
+import { type AccessLogEntry, createHandler } from "../lib/server/server.ts";
+import { WatchHub } from "../lib/server/watch_hub.ts";
 import { waitFor } from "./_programs.ts";
 
 interface Fixture extends AsyncDisposable {

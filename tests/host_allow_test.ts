@@ -1,11 +1,11 @@
-/** Tests of lib/host_allow.ts: Allowed_host patterns (IPs, wildcards, CIDR v4/v6, mapped addresses). */
+/** Tests of lib/shared/host_allow.ts: Allowed_host patterns (IPs, wildcards, CIDR v4/v6, mapped addresses). */
 import assert from "node:assert/strict";
-import { ConfigError } from "../lib/errors.ts";
+import { ConfigError } from "../lib/shared/errors.ts";
 import {
   createHostMatcher,
   isLoopbackHost,
   normalizeAddress,
-} from "../lib/host_allow.ts";
+} from "../lib/shared/host_allow.ts";
 
 const CASES: Array<[string, string[], string, boolean]> = [
   ["an empty list allows everyone", [], "203.0.113.7", true],

@@ -1,4 +1,4 @@
-/** Tests of lib/journal.ts: the range set, and a journal that is atomic and refuses to be misread. */
+/** Tests of lib/shared/journal.ts: the range set, and a journal that is atomic and refuses to be misread. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { join } from "node:path";
@@ -9,7 +9,7 @@ import {
   removeJournal,
   sameIdentity,
   saveJournal,
-} from "../lib/journal.ts";
+} from "../lib/shared/journal.ts";
 
 Deno.test("RangeSet merges overlapping and touching ranges and reports the gaps", () => {
   const r = new RangeSet([[10, 20], [0, 5], [5, 8], [18, 30]]);

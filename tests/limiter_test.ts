@@ -1,6 +1,6 @@
-/** Tests of lib/limiter.ts: bounds, FIFO order, aborts, bounded queues, per-key caps. */
+/** Tests of lib/shared/limiter.ts: bounds, FIFO order, aborts, bounded queues, per-key caps. */
 import assert from "node:assert/strict";
-import { KeyedLimiter, Limiter, LimitError } from "../lib/limiter.ts";
+import { KeyedLimiter, Limiter, LimitError } from "../lib/shared/limiter.ts";
 
 function tick(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));

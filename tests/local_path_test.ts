@@ -1,4 +1,4 @@
-/** Tests of lib/local_path.ts: one test per attack a hostile server (or a planted link) can try. */
+/** Tests of lib/client/local_path.ts: one test per attack a hostile server (or a planted link) can try. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
@@ -7,14 +7,13 @@ import {
   createChecked,
   ensureDirs,
   fileIdOf,
-  LocalPathError,
   modeToApply,
   openChecked,
-  reason,
   safeComponents,
   safeJoin,
   UnsafePathError,
-} from "../lib/local_path.ts";
+} from "../lib/client/local_path.ts";
+import { LocalPathError, reason } from "../lib/shared/errors.ts";
 
 const ROOT = "/out";
 

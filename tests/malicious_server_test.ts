@@ -2,8 +2,12 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { encodeFrame } from "../lib/bundle_codec.ts";
-import type { BundleRequest, ListEntry, StatEntry } from "../lib/wire.ts";
+import { encodeFrame } from "../lib/shared/bundle_codec.ts";
+import type {
+  BundleRequest,
+  ListEntry,
+  StatEntry,
+} from "../lib/shared/wire.ts";
 import {
   runClient,
   type RunResult,
@@ -11,7 +15,7 @@ import {
   tempDir,
   waitFor,
 } from "./_programs.ts";
-import { printable } from "../lib/printable.ts";
+import { printable } from "../lib/client/printable.ts";
 
 const KEEP = "untouched";
 

@@ -1,19 +1,19 @@
-/** Tests of lib/path_guard.ts: one step per attack on the path jail, plus a property over random paths. */
+/** Tests of lib/server/jail/path_guard.ts: one step per attack on the path jail, plus a property over random paths. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import fc from "fast-check";
 import picomatch from "picomatch";
 import defaults from "../hsync.ini" with { type: "text" };
-import { loadConfig, serverSettings } from "../lib/config.ts";
-import { ConfigError, HttpError } from "../lib/errors.ts";
+import { loadConfig, serverSettings } from "../lib/shared/config.ts";
+import { ConfigError, HttpError } from "../lib/shared/errors.ts";
 import {
   anyGlob,
   type CheckedPath,
   createPathGuard,
   newSmallReadCache,
   type PathGuard,
-} from "../lib/path_guard.ts";
+} from "../lib/server/jail/path_guard.ts";
 
 const SECRET = "TOP-SECRET-BYTES";
 

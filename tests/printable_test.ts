@@ -1,7 +1,7 @@
-/** Tests of lib/printable.ts. */
+/** Tests of lib/client/printable.ts. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { printable } from "../lib/printable.ts";
+import { printable } from "../lib/client/printable.ts";
 
 Deno.test("printable() escapes terminal controls and bidi overrides, keeps the rest", () => {
   assert.equal(printable("plain/näme ü 文件.txt"), "plain/näme ü 文件.txt");

@@ -1,4 +1,4 @@
-/** Tests of lib/progress.ts: number formats, the summary line, plain lines, the terminal bar, quiet. */
+/** Tests of lib/client/progress.ts: number formats, the summary line, plain lines, the terminal bar, quiet. */
 import assert from "node:assert/strict";
 import {
   createReporter,
@@ -10,7 +10,7 @@ import {
   formatSummary,
   type ProgressState,
   RateMeter,
-} from "../lib/progress.ts";
+} from "../lib/client/progress.ts";
 
 Deno.test("formatBytes() uses binary units with 3 significant digits", () => {
   const cases: Array<[number, string]> = [

@@ -1,7 +1,11 @@
-/** Resume through lib/pull.ts: journals saved while bytes arrive and on abort, reruns that fetch only what is missing, and files that changed in between. */
+/** Resume through lib/client/pull.ts: journals saved while bytes arrive and on abort, reruns that fetch only what is missing, and files that changed in between. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { journalTempPathFor, loadJournal, RangeSet } from "../lib/journal.ts";
+import {
+  journalTempPathFor,
+  loadJournal,
+  RangeSet,
+} from "../lib/shared/journal.ts";
 import {
   bytes,
   journalCovered,

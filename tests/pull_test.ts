@@ -1,20 +1,24 @@
-/** Integration tests of lib/pull.ts against the real hsyncd handler and against fake (broken or hostile) servers on loopback. */
+/** Integration tests of lib/client/pull.ts against the real hsyncd handler and against fake (broken or hostile) servers on loopback. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
-import { encodeFrame } from "../lib/bundle_codec.ts";
+import { encodeFrame } from "../lib/shared/bundle_codec.ts";
 import {
   type ClientSettings,
   clientSettings,
   loadConfig,
   serverSettings,
-} from "../lib/config.ts";
-import { ConnectError } from "../lib/errors.ts";
-import { LocalPathError } from "../lib/local_path.ts";
-import { pull, type PullEvent, type PullOptions } from "../lib/pull.ts";
-import { createHandler } from "../lib/server.ts";
+} from "../lib/shared/config.ts";
+import { ConnectError } from "../lib/shared/errors.ts";
+import { LocalPathError } from "../lib/shared/errors.ts";
+import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
+import { createHandler } from "../lib/server/server.ts";
 import { tempDir } from "./_programs.ts";
-import type { BundleRequest, ListEntry, StatEntry } from "../lib/wire.ts";
+import type {
+  BundleRequest,
+  ListEntry,
+  StatEntry,
+} from "../lib/shared/wire.ts";
 
 const MiB = 1024 * 1024;
 

@@ -1,7 +1,7 @@
-/** Tests of lib/range_header.ts: one `Range` header against a file size, never throwing. */
+/** Tests of lib/shared/range_header.ts: one `Range` header against a file size, never throwing. */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parseRange, type RangeRequest } from "../lib/range_header.ts";
+import { parseRange, type RangeRequest } from "../lib/shared/range_header.ts";
 
 const NONE: RangeRequest = { kind: "none" };
 const UNSAT: RangeRequest = { kind: "unsatisfiable" };

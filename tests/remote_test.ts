@@ -1,6 +1,6 @@
-/** Tests of lib/remote.ts: NDJSON line splitting, JSON errors, signing, timeouts, unreachable servers. */
+/** Tests of lib/client/remote.ts: NDJSON line splitting, JSON errors, signing, timeouts, unreachable servers. */
 import assert from "node:assert/strict";
-import { ConnectError, HttpError } from "../lib/errors.ts";
+import { ConnectError, HttpError } from "../lib/shared/errors.ts";
 import {
   errorFrom,
   MAX_LINE_CHARS,
@@ -8,7 +8,7 @@ import {
   Remote,
   splitLines,
   TimeoutError,
-} from "../lib/remote.ts";
+} from "../lib/client/remote.ts";
 
 function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
   return new ReadableStream({

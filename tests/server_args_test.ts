@@ -4,8 +4,8 @@ import {
   parseServerArgs,
   type ServerArgs,
   type ServerCommand,
-} from "../lib/server_args.ts";
-import { UsageError } from "../lib/errors.ts";
+} from "../lib/server/server_args.ts";
+import { UsageError } from "../lib/shared/errors.ts";
 
 function parsed(
   command: ServerCommand,

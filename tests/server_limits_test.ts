@@ -1,18 +1,22 @@
-/** Tests of lib/server.ts's bounded work: refused peers are not counted, per-peer and per-kind caps, body budgets and timeouts, hash spans. */
+/** Tests of lib/server/server.ts's bounded work: refused peers are not counted, per-peer and per-kind caps, body budgets and timeouts, hash spans. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
-import type { Verifier } from "../lib/auth.ts";
-import { ServerNames } from "../lib/server_names.ts";
-import { loadConfig, type Overrides, serverSettings } from "../lib/config.ts";
-import { decodeFrames } from "../lib/bundle_codec.ts";
+import type { Verifier } from "../lib/shared/auth.ts";
+import { ServerNames } from "../lib/server/server_names.ts";
+import {
+  loadConfig,
+  type Overrides,
+  serverSettings,
+} from "../lib/shared/config.ts";
+import { decodeFrames } from "../lib/shared/bundle_codec.ts";
 import {
   createHandler,
   type Handler,
   type HandlerOptions,
   type ServerLimits,
-} from "../lib/server.ts";
-import type { ErrorBody } from "../lib/wire.ts";
+} from "../lib/server/server.ts";
+import type { ErrorBody } from "../lib/shared/wire.ts";
 
 interface Setup {
   root: string;

@@ -6,8 +6,8 @@ import {
   checkLogFileName,
   formatAccessLine,
   openServerLog,
-} from "../lib/server_log.ts";
-import { ConfigError } from "../lib/errors.ts";
+} from "../lib/server/server_log.ts";
+import { ConfigError } from "../lib/shared/errors.ts";
 
 const VICTIM = "victim: must never change\n";
 

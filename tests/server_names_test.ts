@@ -1,13 +1,15 @@
-/** Tests of lib/server_names.ts: which names a signature may be bound to on one hsyncd, and how a request's authority is read. */
+/** Tests of lib/server/server_names.ts: which names a signature may be bound to on one hsyncd, and how a request's authority is read. */
 import assert from "node:assert/strict";
 import {
   certificateNames,
-  parseAuthority,
-  parseServerName,
   requestAuthority,
   ServerNames,
+} from "../lib/server/server_names.ts";
+import {
+  parseAuthority,
+  parseServerName,
   serverOrigin,
-} from "../lib/server_names.ts";
+} from "../lib/shared/server_origin.ts";
 import { haveOpenssl, makeTestPki } from "./_tls.ts";
 
 const LOCAL = "127.0.0.1";

@@ -1,4 +1,4 @@
-/** Tests of lib/server.ts: every v1 endpoint through the handler, a table of hostile requests, and one real socket. */
+/** Tests of lib/server/server.ts: every v1 endpoint through the handler, a table of hostile requests, and one real socket. */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join, posix } from "node:path";
@@ -9,18 +9,22 @@ import {
   createVerifier,
   generateKeys,
   parseAuthorizedKeys,
-} from "../lib/auth.ts";
-import { decodeFrames } from "../lib/bundle_codec.ts";
-import { loadConfig, type Overrides, serverSettings } from "../lib/config.ts";
-import { ConfigError } from "../lib/errors.ts";
+} from "../lib/shared/auth.ts";
+import { decodeFrames } from "../lib/shared/bundle_codec.ts";
+import {
+  loadConfig,
+  type Overrides,
+  serverSettings,
+} from "../lib/shared/config.ts";
+import { ConfigError } from "../lib/shared/errors.ts";
 import {
   type AccessLogEntry,
   createHandler,
   DirectoryReads,
   type Handler,
   type HandlerOptions,
-} from "../lib/server.ts";
-import { VERSION } from "../lib/version.ts";
+} from "../lib/server/server.ts";
+import { VERSION } from "../lib/shared/version.ts";
 import type {
   BundleHeader,
   ErrorBody,
@@ -28,7 +32,7 @@ import type {
   Health,
   ListEntry,
   StatEntry,
-} from "../lib/wire.ts";
+} from "../lib/shared/wire.ts";
 
 const SECRET = "TOP-SECRET-BYTES";
 const NON_ASCII = "naïve 日本.txt";
@@ -2045,7 +2049,9 @@ Deno.test("readDirectory() reads a directory once for listings that share a cach
     for (let i = 0; i < 5000; i++) {
       Deno.writeFileSync(join(dir, `n-${i}`), new Uint8Array());
     }
-    const { createPathGuard } = await import("../lib/path_guard.ts");
+    const { createPathGuard } = await import(
+      "../lib/server/jail/path_guard.ts"
+    );
     const guard = await createPathGuard({ onlyAllowedPath: [f.root] });
     const checked = await guard.check(dir);
     const cache = new DirectoryReads();

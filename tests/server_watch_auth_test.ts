@@ -1,4 +1,4 @@
-/** Tests of lib/server.ts for /v1/watch and key authentication, through the handler. */
+/** Tests of lib/server/server.ts for /v1/watch and key authentication, through the handler. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
@@ -10,12 +10,12 @@ import {
   loadIdentity,
   parseAuthorizedKeys,
   signRequest,
-} from "../lib/auth.ts";
-import { loadConfig, serverSettings } from "../lib/config.ts";
-import { createHandler, type HandlerOptions } from "../lib/server.ts";
-import { ServerNames } from "../lib/server_names.ts";
-import { WatchHub } from "../lib/watch_hub.ts";
-import type { WatchResult } from "../lib/wire.ts";
+} from "../lib/shared/auth.ts";
+import { loadConfig, serverSettings } from "../lib/shared/config.ts";
+import { createHandler, type HandlerOptions } from "../lib/server/server.ts";
+import { ServerNames } from "../lib/server/server_names.ts";
+import { WatchHub } from "../lib/server/watch_hub.ts";
+import type { WatchResult } from "../lib/shared/wire.ts";
 
 const info: Deno.ServeHandlerInfo<Deno.NetAddr> = {
   remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },

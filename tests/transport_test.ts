@@ -1,4 +1,4 @@
-/** Tests of lib/transport.ts: which identity and CA a run uses, one-line refusals, and the sign hook against the server's verifier. */
+/** Tests of lib/client/transport.ts: which identity and CA a run uses, one-line refusals, and the sign hook against the server's verifier. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
@@ -9,10 +9,14 @@ import {
   generateKeys,
   parseAuthorizedKeys,
   writeKeyPair,
-} from "../lib/auth.ts";
-import { clientSettings, loadConfig, type Overrides } from "../lib/config.ts";
-import { ConfigError } from "../lib/errors.ts";
-import { openTransport } from "../lib/transport.ts";
+} from "../lib/shared/auth.ts";
+import {
+  clientSettings,
+  loadConfig,
+  type Overrides,
+} from "../lib/shared/config.ts";
+import { ConfigError } from "../lib/shared/errors.ts";
+import { openTransport } from "../lib/client/transport.ts";
 
 async function settings(overrides: Overrides = {}) {
   const config = await loadConfig({

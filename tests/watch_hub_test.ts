@@ -1,7 +1,7 @@
-/** Tests of lib/watch_hub.ts: cursors, inotify wake-ups, file rotation, and the stat-poll fallback. */
+/** Tests of lib/server/watch_hub.ts: cursors, inotify wake-ups, file rotation, and the stat-poll fallback. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fsTypeFromMountinfo, WatchHub } from "../lib/watch_hub.ts";
+import { fsTypeFromMountinfo, WatchHub } from "../lib/server/watch_hub.ts";
 
 async function withHub(
   fn: (hub: WatchHub, dir: string) => Promise<void>,

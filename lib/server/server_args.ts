@@ -1,7 +1,7 @@
 /** Parses the command line of hsyncd into a subcommand, options and config overrides. */
 import { parseArgs } from "node:util";
-import { type Overrides, parseValue } from "./config.ts";
-import { UsageError } from "./errors.ts";
+import { type Overrides, parseValue } from "../shared/config.ts";
+import { UsageError } from "../shared/errors.ts";
 
 /** What hsyncd was asked to do; `run` serves in the foreground. */
 export type ServerCommand = "run" | "start" | "stop" | "restart" | "status";

@@ -2,10 +2,10 @@
 import { createHash } from "node:crypto";
 import { dirname, join, posix } from "node:path";
 import picomatch from "picomatch";
-import type { ClientSettings } from "./config.ts";
-import { ConnectError, HttpError } from "./errors.ts";
-import { partPathFor } from "./journal.ts";
-import { Limiter } from "./limiter.ts";
+import type { ClientSettings } from "../shared/config.ts";
+import { ConnectError, HttpError } from "../shared/errors.ts";
+import { partPathFor } from "../shared/journal.ts";
+import { Limiter } from "../shared/limiter.ts";
 import {
   checkName,
   chmodOpened,
@@ -13,12 +13,11 @@ import {
   ensureDirs,
   fileIdOf,
   isDirectory,
-  LocalPathError,
   modeToApply,
   openChecked,
-  reason,
   safeComponents,
 } from "./local_path.ts";
+import { LocalPathError, reason } from "../shared/errors.ts";
 import {
   DEFAULT_MAX_ENTRIES,
   parseContentRange,
@@ -32,7 +31,7 @@ import {
   type HashResult,
   type StatEntry,
   type WatchResult,
-} from "./wire.ts";
+} from "../shared/wire.ts";
 import {
   isRetryable,
   message,

@@ -2,8 +2,8 @@
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { type PullCommand, transferOptions } from "./client_args.ts";
-import type { ClientSettings } from "./config.ts";
-import { EXIT } from "./errors.ts";
+import type { ClientSettings } from "../shared/config.ts";
+import { EXIT } from "../shared/errors.ts";
 import { follow, type FollowEvent, type FollowSummary } from "./follow.ts";
 import {
   createReporter,

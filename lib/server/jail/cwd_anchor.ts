@@ -15,14 +15,14 @@
  * directory, `cwd -> /proc/self/cwd`: the kernel follows the `/proc` link to
  * the working directory's inode itself, not to a name. Opening still goes by
  * name; the jail then compares the opened handle's identity with the anchored
- * `lstat` of the name (see lib/path_guard.ts).
+ * `lstat` of the name (see lib/server/jail/path_guard.ts).
  *
  * The working directory is process-wide: every use is one synchronous
  * section (`run`) that enters, looks, and goes back to where the process
  * was, so no other code ever sees another working directory; nothing in
  * hsyncd uses relative paths.
  */
-import { ConfigError } from "./errors.ts";
+import { ConfigError } from "../../shared/errors.ts";
 
 /** What {@linkcode CwdAnchor.run} hands its callback: lookups inside the directory entered. */
 export interface Inside {

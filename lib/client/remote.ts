@@ -1,5 +1,5 @@
 /** The client side of the v1 HTTP interface: URLs, signing, timeouts, JSON errors and the streamed listing. */
-import { ConnectError, HttpError, ProtocolError } from "./errors.ts";
+import { ConnectError, HttpError, ProtocolError } from "../shared/errors.ts";
 import { tlsReason } from "./transport.ts";
 import {
   API,
@@ -8,7 +8,7 @@ import {
   type HashResult,
   type ListEntry,
   type StatEntry,
-} from "./wire.ts";
+} from "../shared/wire.ts";
 
 /** Options of {@linkcode Remote}. */
 export interface RemoteOptions {

@@ -6,7 +6,7 @@
  */
 import { posix } from "node:path";
 import picomatch from "picomatch";
-import { ConfigError, HttpError } from "./errors.ts";
+import { ConfigError, HttpError } from "../../shared/errors.ts";
 
 /** Pseudo file systems whose files report fake sizes, and devices: never served, whatever the configuration says. */
 export const PSEUDO_ROOTS = ["/proc", "/sys", "/dev"];

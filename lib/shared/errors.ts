@@ -90,3 +90,35 @@ export function describeError(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
 }
+
+/** A local file or directory that cannot be used (a planted symlink, a file where a directory belongs...). */
+export class LocalPathError extends Error {
+  /** The local path at fault. */
+  readonly path: string;
+  /** Why, in a few lower-case words (`it is a symbolic link`). */
+  readonly why: string;
+  constructor(path: string, why: string, cause?: unknown) {
+    super(`Cannot write ${JSON.stringify(path)}: ${why}`, { cause });
+    this.name = "LocalPathError";
+    this.path = path;
+    this.why = why;
+  }
+}
+
+/** A short lower-case reason for a file-system error: `permission denied`, `no space left on device`... */
+export function reason(error: unknown): string {
+  if (error instanceof LocalPathError) return error.why;
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.NotFound) return "no such file or directory";
+  if (error instanceof Deno.errors.AlreadyExists) return "it already exists";
+  if (error instanceof Deno.errors.NotADirectory) return "not a directory";
+  if (error instanceof Deno.errors.IsADirectory) return "it is a directory";
+  if (error instanceof Deno.errors.NotCapable) {
+    return "not allowed by the permissions of this program";
+  }
+  const text = error instanceof Error ? error.message : String(error);
+  // "No space left on device (os error 28): write '/x'" -> "no space left on device"
+  const m = /^([^(:]+?)\s*\(os error \d+\)/.exec(text);
+  const short = m ? m[1] : text;
+  return short.charAt(0).toLowerCase() + short.slice(1);
+}

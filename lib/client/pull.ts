@@ -2,9 +2,9 @@
 import { createHash } from "node:crypto";
 import { dirname, join, posix } from "node:path";
 import picomatch from "picomatch";
-import { decodeFrames } from "./bundle_codec.ts";
-import { type ByteRange, planChunks } from "./chunk_plan.ts";
-import type { ClientSettings } from "./config.ts";
+import { decodeFrames } from "../shared/bundle_codec.ts";
+import { type ByteRange, planChunks } from "../shared/chunk_plan.ts";
+import type { ClientSettings } from "../shared/config.ts";
 import {
   encodeJournal,
   type JournalData,
@@ -18,8 +18,8 @@ import {
   replaceJournal,
   sameIdentity,
   saveJournal,
-} from "./journal.ts";
-import { Limiter } from "./limiter.ts";
+} from "../shared/journal.ts";
+import { Limiter } from "../shared/limiter.ts";
 import {
   checkName,
   chmodOpened,
@@ -28,15 +28,14 @@ import {
   type FileId,
   fileIdOf,
   isDirectory,
-  LocalPathError,
   modeToApply,
   openChecked,
-  reason,
   safeComponents,
 } from "./local_path.ts";
-import { ConnectError } from "./errors.ts";
+import { LocalPathError, reason } from "../shared/errors.ts";
+import { ConnectError } from "../shared/errors.ts";
 import { type Exchange, Remote, remoteRootError } from "./remote.ts";
-import type { HashResult, ListEntry, StatEntry } from "./wire.ts";
+import type { HashResult, ListEntry, StatEntry } from "../shared/wire.ts";
 import {
   isRetryable,
   message,

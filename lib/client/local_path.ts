@@ -1,7 +1,8 @@
 /** Maps untrusted relative paths from the server onto the output directory, refusing anything that could write outside it. */
 import { closeSync, constants, fchmodSync, fstatSync, openSync } from "node:fs";
 import { join } from "node:path";
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "./journal.ts";
+import { JOURNAL_SUFFIX, PART_SUFFIX } from "../shared/journal.ts";
+import { LocalPathError, reason } from "../shared/errors.ts";
 
 /** A relative path from the server that must not be written. */
 export class UnsafePathError extends Error {
@@ -45,20 +46,6 @@ export function safeComponents(relPath: string): string[] {
     }
   }
   return parts;
-}
-
-/** A local file or directory that cannot be used (a planted symlink, a file where a directory belongs...). */
-export class LocalPathError extends Error {
-  /** The local path at fault. */
-  readonly path: string;
-  /** Why, in a few lower-case words (`it is a symbolic link`). */
-  readonly why: string;
-  constructor(path: string, why: string, cause?: unknown) {
-    super(`Cannot write ${JSON.stringify(path)}: ${why}`, { cause });
-    this.name = "LocalPathError";
-    this.path = path;
-    this.why = why;
-  }
 }
 
 /**
@@ -110,24 +97,6 @@ export function ensureDirs(
     verified.add(path);
   }
   return path;
-}
-
-/** A short lower-case reason for a file-system error: `permission denied`, `no space left on device`... */
-export function reason(error: unknown): string {
-  if (error instanceof LocalPathError) return error.why;
-  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
-  if (error instanceof Deno.errors.NotFound) return "no such file or directory";
-  if (error instanceof Deno.errors.AlreadyExists) return "it already exists";
-  if (error instanceof Deno.errors.NotADirectory) return "not a directory";
-  if (error instanceof Deno.errors.IsADirectory) return "it is a directory";
-  if (error instanceof Deno.errors.NotCapable) {
-    return "not allowed by the permissions of this program";
-  }
-  const text = error instanceof Error ? error.message : String(error);
-  // "No space left on device (os error 28): write '/x'" -> "no space left on device"
-  const m = /^([^(:]+?)\s*\(os error \d+\)/.exec(text);
-  const short = m ? m[1] : text;
-  return short.charAt(0).toLowerCase() + short.slice(1);
 }
 
 /** What makes a file the same file: its device and inode. */

@@ -8,7 +8,7 @@ import {
   type Sink,
 } from "@logtape/logtape";
 import { dirname } from "node:path";
-import { ConfigError } from "./errors.ts";
+import { ConfigError } from "../shared/errors.ts";
 import type { AccessLogEntry } from "./server.ts";
 
 /** Options of {@linkcode openServerLog}. */

@@ -3,8 +3,8 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { dirname, join, resolve } from "node:path";
 import { ConfigError } from "./errors.ts";
-import { reason } from "./local_path.ts";
-import { serverOrigin } from "./server_names.ts";
+import { reason } from "./errors.ts";
+import { serverOrigin } from "./server_origin.ts";
 
 function b64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("base64");

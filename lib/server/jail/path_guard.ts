@@ -3,7 +3,7 @@
  * opened whether a requested path may be served, and opens or lists it.
  *
  * Every decision is taken inside one synchronous section of the process's
- * working directory (lib/cwd_anchor.ts): the directory holding an entry is
+ * working directory (lib/server/jail/cwd_anchor.ts): the directory holding an entry is
  * entered with `chdir` and the rules are checked on the kernel's own path of
  * it (`getcwd`), then the entry is looked at through that directory's inode
  * (one name, never followed); a file is opened and then must be the very
@@ -22,7 +22,7 @@ import {
   readSync,
   type Stats,
 } from "node:fs";
-import { HttpError } from "./errors.ts";
+import { HttpError } from "../../shared/errors.ts";
 import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
 import {
   compileRules,
@@ -30,10 +30,10 @@ import {
   type PathGuardOptions,
   quote,
   stripSlash,
-} from "./jail_rules.ts";
-import type { EntryType } from "./wire.ts";
+} from "./rules.ts";
+import type { EntryType } from "../../shared/wire.ts";
 
-export { anyGlob, type PathGuardOptions } from "./jail_rules.ts";
+export { anyGlob, type PathGuardOptions } from "./rules.ts";
 
 /** Longest request path accepted, in UTF-8 bytes (Linux PATH_MAX). */
 export const MAX_PATH_BYTES = 4096;

@@ -3,7 +3,7 @@ import ini from "ini";
 import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
 import { isLoopbackHost } from "./host_allow.ts";
-import { parseServerName, type ServerNameEntry } from "./server_names.ts";
+import { parseServerName, type ServerNameEntry } from "./server_origin.ts";
 
 /** Sections of hsync.ini. */
 export type Section = "hsyncd" | "hscp" | "hsync";

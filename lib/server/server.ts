@@ -1,13 +1,21 @@
 /** The request handler of hsyncd: the v1 HTTP interface (DESIGN.md §5) behind Allowed_host and the path jail. */
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
-import { type BundleFrame, encodeFrame, encodeFrames } from "./bundle_codec.ts";
-import type { ServerSettings } from "./config.ts";
-import { BODY_DIGEST_HEADER, bodyDigest, type Verifier } from "./auth.ts";
+import {
+  type BundleFrame,
+  encodeFrame,
+  encodeFrames,
+} from "../shared/bundle_codec.ts";
+import type { ServerSettings } from "../shared/config.ts";
+import {
+  BODY_DIGEST_HEADER,
+  bodyDigest,
+  type Verifier,
+} from "../shared/auth.ts";
 import { requestAuthority, type ServerNames } from "./server_names.ts";
-import { HttpError } from "./errors.ts";
-import { etagFor, modeBits, mtimeMs } from "./file_identity.ts";
-import { createHostMatcher, normalizeAddress } from "./host_allow.ts";
+import { HttpError } from "../shared/errors.ts";
+import { etagFor, modeBits, mtimeMs } from "../shared/file_identity.ts";
+import { createHostMatcher, normalizeAddress } from "../shared/host_allow.ts";
 import {
   type CheckedPath,
   createPathGuard,
@@ -16,10 +24,15 @@ import {
   newSmallReadCache,
   type OpenedFile,
   type PathGuard,
-} from "./path_guard.ts";
-import { KeyedLimiter, Limiter, LimitError, type Release } from "./limiter.ts";
-import { parseRange, type RangeRequest } from "./range_header.ts";
-import { VERSION } from "./version.ts";
+} from "./jail/path_guard.ts";
+import {
+  KeyedLimiter,
+  Limiter,
+  LimitError,
+  type Release,
+} from "../shared/limiter.ts";
+import { parseRange, type RangeRequest } from "../shared/range_header.ts";
+import { VERSION } from "../shared/version.ts";
 import { WatchHub } from "./watch_hub.ts";
 import {
   API,
@@ -33,7 +46,7 @@ import {
   type ListEntry,
   type StatEntry,
   type WatchResult,
-} from "./wire.ts";
+} from "../shared/wire.ts";
 
 /** One line of the access log. */
 export interface AccessLogEntry {
@@ -941,7 +954,7 @@ const NAMES_KEPT_MS = 10_000;
  * out; unreadable directories are skipped.
  *
  * Every directory is read, and its entries looked at, through the jail's
- * proof (lib/path_guard.ts): only when its path still leads to the very
+ * proof (lib/server/jail/path_guard.ts): only when its path still leads to the very
  * directory that was found; a directory swapped for a symlink meanwhile is
  * listed as empty, never from where the link points.
  *

@@ -1,6 +1,6 @@
 /** Change feed behind `GET /v1/watch`: inotify (Deno.watchFs) per watched root, stat-poll fallback, and cursors that miss nothing. */
 import { basename, dirname, relative, sep } from "node:path";
-import type { WatchResult } from "./wire.ts";
+import type { WatchResult } from "../shared/wire.ts";
 
 /** Options of {@linkcode WatchHub}. */
 export interface WatchHubOptions {

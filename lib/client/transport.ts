@@ -6,10 +6,10 @@ import {
   type Identity,
   loadIdentity,
   signRequest,
-} from "./auth.ts";
-import type { ClientSettings } from "./config.ts";
-import { ConfigError } from "./errors.ts";
-import { reason } from "./local_path.ts";
+} from "../shared/auth.ts";
+import type { ClientSettings } from "../shared/config.ts";
+import { ConfigError } from "../shared/errors.ts";
+import { reason } from "../shared/errors.ts";
 
 /** What every request of a run goes through. */
 export interface Transport {

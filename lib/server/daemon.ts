@@ -1,8 +1,8 @@
-/** Process management of hsyncd: waiting for exit and ports, detaching, addresses; the pidfile is lib/pidfile.ts. */
+/** Process management of hsyncd: waiting for exit and ports, detaching, addresses; the pidfile is lib/server/pidfile.ts. */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { ServerSettings } from "./config.ts";
-import { RUNTIME_FLAGS } from "./runtime_flags.ts";
+import type { ServerSettings } from "../shared/config.ts";
+import { RUNTIME_FLAGS } from "../shared/runtime_flags.ts";
 import {
   isAlive,
   type PidInfo,

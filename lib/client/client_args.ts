@@ -1,6 +1,6 @@
 /** Parses the hsync command line (old single-dash flags included) into a command, without touching Deno.args. */
 import { parseArgs } from "node:util";
-import { UsageError } from "./errors.ts";
+import { UsageError } from "../shared/errors.ts";
 import { DEFAULT_MAX_ENTRIES } from "./pull.ts";
 
 /** Usage text of `hsync --help`. */

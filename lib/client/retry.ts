@@ -1,6 +1,6 @@
 /** What the client's transfers share about failing and trying again: the errors, the retry rule, the pause. */
-import { ConnectError, HttpError } from "./errors.ts";
-export { ProtocolError } from "./errors.ts";
+import { ConnectError, HttpError } from "../shared/errors.ts";
+export { ProtocolError } from "../shared/errors.ts";
 import { TimeoutError } from "./remote.ts";
 
 /** A body ended before every byte it announced arrived (retried from the last byte on disk). */
