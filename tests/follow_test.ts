@@ -9,14 +9,13 @@ import {
   serverSettings,
 } from "../lib/shared/config.ts";
 import { ConnectError } from "../lib/shared/errors.ts";
-import { etagFor } from "../lib/shared/file_identity.ts";
+import { etagFor, parseEtag } from "../lib/shared/file_identity.ts";
 import {
   follow,
   type FollowEvent,
   type FollowOptions,
   type FollowSummary,
   loadFollowState,
-  parseEtag,
   saveFollowState,
   TAIL_BYTES,
 } from "../lib/client/follow.ts";

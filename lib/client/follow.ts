@@ -3,8 +3,15 @@ import { createHash } from "node:crypto";
 import { dirname, join, posix } from "node:path";
 import picomatch from "picomatch";
 import type { ClientSettings } from "../shared/config.ts";
-import { ConnectError, HttpError } from "../shared/errors.ts";
+import {
+  ConnectError,
+  HttpError,
+  LocalPathError,
+  reason,
+} from "../shared/errors.ts";
 import { partPathFor } from "../shared/journal.ts";
+import { parseEtag } from "../shared/file_identity.ts";
+import { parseContentRange, rangeHeader } from "../shared/byte_range.ts";
 import { Limiter } from "../shared/limiter.ts";
 import {
   checkName,
@@ -17,10 +24,8 @@ import {
   openChecked,
   safeComponents,
 } from "./local_path.ts";
-import { LocalPathError, reason } from "../shared/errors.ts";
 import {
   DEFAULT_MAX_ENTRIES,
-  parseContentRange,
   pull,
   type PullEvent,
   type PullSummary,
@@ -160,30 +165,6 @@ export interface FollowSummary {
  */
 export async function follow(options: FollowOptions): Promise<FollowSummary> {
   return await new Follower(options).run();
-}
-
-/** What the server's ETag tells about a file (hsyncd's tags are `"dev-ino-size-mtime-ctime"` in hex, see file_identity.ts). */
-export interface EtagParts {
-  /** Device and inode: the same for the same file, whatever is written to it. */
-  id: string;
-  size: number;
-  mtime: number;
-}
-
-/** Parses an hsyncd ETag; undefined for any other form (then only sizes and tail hashes are used). */
-export function parseEtag(
-  etag: string | null | undefined,
-): EtagParts | undefined {
-  if (typeof etag !== "string") return undefined;
-  const m = /^"([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)"$/
-    .exec(etag);
-  if (m === null) return undefined;
-  const size = parseInt(m[3], 16);
-  const mtime = parseInt(m[4], 16);
-  if (!Number.isSafeInteger(size) || !Number.isSafeInteger(mtime)) {
-    return undefined;
-  }
-  return { id: `${m[1]}-${m[2]}`, size, mtime };
 }
 
 /** The saved state of one follower (remote root, local root, and per file its remote offset of local byte 0). */
@@ -843,7 +824,10 @@ class Follower {
       ex = await this.#remote.send(
         this.#remote.url(API.file, { path: remote }),
         {
-          headers: { range: `bytes=${offset}-`, "accept-encoding": "identity" },
+          headers: {
+            range: rangeHeader({ start: offset }),
+            "accept-encoding": "identity",
+          },
           accept: [416],
           signal: round.signal,
         },
@@ -899,12 +883,12 @@ class Follower {
         );
       }
       const cr = parseContentRange(res.headers.get("content-range"));
-      if (cr === undefined || cr.start !== offset) {
+      if (cr === undefined || cr.range.start !== offset) {
         throw new ProtocolError(
           `Range response for "${rel}" does not start at byte ${offset}`,
         );
       }
-      const end = cr.end + 1;
+      const end = cr.range.end;
       const file = openTarget(target, local);
       let written: number;
       try {

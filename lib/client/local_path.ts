@@ -1,7 +1,10 @@
 /** Maps untrusted relative paths from the server onto the output directory, refusing anything that could write outside it. */
 import { closeSync, constants, fchmodSync, fstatSync, openSync } from "node:fs";
 import { join } from "node:path";
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "../shared/journal.ts";
+import {
+  relativeComponents,
+  RelativePathError,
+} from "../shared/relative_path.ts";
 import { LocalPathError, reason } from "../shared/errors.ts";
 
 /** A relative path from the server that must not be written. */
@@ -28,24 +31,14 @@ export function safeJoin(root: string, relPath: string): string {
 
 /** The components of a relative path from the server, checked as {@linkcode safeJoin} does. */
 export function safeComponents(relPath: string): string[] {
-  const refuse = (why: string) => new UnsafePathError(relPath, why);
-  if (typeof relPath !== "string" || relPath === "") {
-    throw refuse("it is empty");
-  }
-  if (relPath.includes("\0")) throw refuse("it contains a NUL byte");
-  if (relPath.includes("\\")) throw refuse("it contains a backslash");
-  if (relPath.startsWith("/")) throw refuse("it is absolute");
-  const parts = relPath.split("/");
-  for (const part of parts) {
-    if (part === "") throw refuse("it has an empty component");
-    if (part === "." || part === "..") {
-      throw refuse(`it has a "${part}" component`);
+  try {
+    return relativeComponents(relPath);
+  } catch (error) {
+    if (error instanceof RelativePathError) {
+      throw new UnsafePathError(relPath, error.why);
     }
-    if (part.endsWith(PART_SUFFIX) || part.endsWith(JOURNAL_SUFFIX)) {
-      throw refuse("its name is reserved for hsync's partial files");
-    }
+    throw error;
   }
-  return parts;
 }
 
 /**

@@ -3,7 +3,11 @@ import { createHash } from "node:crypto";
 import { dirname, join, posix } from "node:path";
 import picomatch from "picomatch";
 import { decodeFrames } from "../shared/bundle_codec.ts";
-import { type ByteRange, planChunks } from "../shared/chunk_plan.ts";
+import {
+  type ByteRange,
+  parseContentRange,
+  planGaps,
+} from "../shared/byte_range.ts";
 import type { ClientSettings } from "../shared/config.ts";
 import {
   encodeJournal,
@@ -981,10 +985,13 @@ class PullRun {
         }
       }
     }
-    const ranges = planGaps(state.done.gaps(job.size), {
-      maxParts: this.#o.settings.maxPartNum,
-      minPartSize: this.#o.settings.minPartSize,
-    });
+    const ranges = planGaps(
+      state.done.gaps(job.size).map(([start, end]) => ({ start, end })),
+      {
+        maxParts: this.#o.settings.maxPartNum,
+        minPartSize: this.#o.settings.minPartSize,
+      },
+    );
     const controller = new AbortController();
     const onAbort = () => controller.abort(this.#signal.reason);
     this.#signal.addEventListener("abort", onAbort, { once: true });
@@ -1245,11 +1252,11 @@ class PullRun {
           `Range response for "${job.rel}" has no valid Content-Range`,
         );
       }
-      if (cr.start !== start || cr.end !== end - 1) {
+      if (cr.range.start !== start || cr.range.end !== end) {
         throw new ProtocolError(
-          `Server sent bytes ${cr.start}-${cr.end} of "${job.rel}" for ${start}-${
-            end - 1
-          }`,
+          `Server sent bytes ${cr.range.start}-${
+            cr.range.end - 1
+          } of "${job.rel}" for ${start}-${end - 1}`,
         );
       }
       if (res.body === null) {
@@ -1738,38 +1745,6 @@ function removeJournalSync(path: string): void {
   }
 }
 
-/** The missing ranges to fetch: one gap is split like a new file; several are split further while fewer than `maxParts`. */
-function planGaps(
-  gaps: Array<[number, number]>,
-  options: { maxParts: number; minPartSize: number },
-): ByteRange[] {
-  if (gaps.length === 1) {
-    const [offset, end] = gaps[0];
-    return planChunks(end - offset, options).map((r) => ({
-      start: r.start + offset,
-      end: r.end + offset,
-    }));
-  }
-  const ranges = gaps.map(([start, end]) => ({ start, end }));
-  while (ranges.length < options.maxParts) {
-    let big = 0;
-    for (let i = 1; i < ranges.length; i++) {
-      if (
-        ranges[i].end - ranges[i].start > ranges[big].end - ranges[big].start
-      ) big = i;
-    }
-    const r = ranges[big];
-    const length = r.end - r.start;
-    if (length < 2 * options.minPartSize) break;
-    const mid = r.start + Math.floor(length / 2);
-    ranges.splice(big, 1, { start: r.start, end: mid }, {
-      start: mid,
-      end: r.end,
-    });
-  }
-  return ranges;
-}
-
 /** `[start, end)` spans of at most {@linkcode HASH_SPAN_BYTES} covering a file (one empty span for an empty file). */
 function hashSpans(size: number): Array<[number, number]> {
   const spans: Array<[number, number]> = [];
@@ -1832,18 +1807,6 @@ function describeSpans(spans: Array<[number, number]>, size: number): string {
     ? ` and ${spans.length - 1} more part${spans.length > 2 ? "s" : ""}`
     : "";
   return `bytes ${a}-${b - 1}${more} of `;
-}
-
-/** `bytes A-B/SIZE` → numbers; undefined when malformed. */
-export function parseContentRange(
-  value: string | null,
-): { start: number; end: number; size: number } | undefined {
-  if (value === null) return undefined;
-  const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(value.trim());
-  if (m === null) return undefined;
-  const [start, end, size] = [Number(m[1]), Number(m[2]), Number(m[3])];
-  if (start > end || end >= size) return undefined;
-  return { start, end, size };
 }
 
 /** Passes at most `limit` bytes; one more is an error (so nothing past a range is ever written). */

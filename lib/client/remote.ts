@@ -1,4 +1,5 @@
 /** The client side of the v1 HTTP interface: URLs, signing, timeouts, JSON errors and the streamed listing. */
+import { rangeHeader } from "../shared/byte_range.ts";
 import { ConnectError, HttpError, ProtocolError } from "../shared/errors.ts";
 import { tlsReason } from "./transport.ts";
 import {
@@ -286,7 +287,10 @@ export class Remote {
   ): Promise<Exchange> {
     const headers = new Headers({ "accept-encoding": "identity" });
     if (options.start !== undefined && options.end !== undefined) {
-      headers.set("range", `bytes=${options.start}-${options.end - 1}`);
+      headers.set(
+        "range",
+        rangeHeader({ start: options.start, end: options.end }),
+      );
       if (options.ifRange !== undefined) {
         headers.set("if-range", options.ifRange);
       }

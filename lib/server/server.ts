@@ -19,7 +19,6 @@ import { createHostMatcher, normalizeAddress } from "../shared/host_allow.ts";
 import {
   type CheckedPath,
   createPathGuard,
-  MAX_PATH_BYTES,
   type NamesCache,
   newSmallReadCache,
   type OpenedFile,
@@ -31,7 +30,15 @@ import {
   LimitError,
   type Release,
 } from "../shared/limiter.ts";
-import { parseRange, type RangeRequest } from "../shared/range_header.ts";
+import {
+  contentRange,
+  parseRangeHeader,
+  type RangeRequest,
+} from "../shared/byte_range.ts";
+import {
+  relativeComponents,
+  RelativePathError,
+} from "../shared/relative_path.ts";
 import { VERSION } from "../shared/version.ts";
 import { WatchHub } from "./watch_hub.ts";
 import {
@@ -1127,8 +1134,8 @@ async function file(ctx: Context, request: Request, url: URL) {
     headers.set("etag", etag);
     headers.set("last-modified", new Date(mtimeMs(info)).toUTCString());
 
-    const rangeHeader = request.headers.get("range");
-    let range: RangeRequest = parseRange(rangeHeader, size);
+    const asked = request.headers.get("range");
+    let range: RangeRequest = parseRangeHeader(asked, size);
     if (
       range.kind !== "none" &&
       !ifRangeHolds(request.headers.get("if-range"), etag, info)
@@ -1136,11 +1143,11 @@ async function file(ctx: Context, request: Request, url: URL) {
       range = { kind: "none" };
     }
     if (range.kind === "unsatisfiable") {
-      headers.set("content-range", `bytes */${size}`);
+      headers.set("content-range", contentRange(undefined, size));
       const error = new HttpError(
         416,
         "bad_range",
-        `Cannot serve ${JSON.stringify(rangeHeader)} of ${
+        `Cannot serve ${JSON.stringify(asked)} of ${
           JSON.stringify(checked.path)
         }: the file has ${size} bytes`,
       );
@@ -1150,13 +1157,15 @@ async function file(ctx: Context, request: Request, url: URL) {
       "content-disposition",
       contentDisposition(posix.basename(checked.path)),
     );
-    const start = range.kind === "range" ? range.start : 0;
-    const length = range.kind === "range" ? range.end - range.start + 1 : size;
+    const start = range.kind === "range" ? range.range.start : 0;
+    const length = range.kind === "range"
+      ? range.range.end - range.range.start
+      : size;
     headers.set("content-length", String(length));
     let status = 200;
     if (range.kind === "range") {
       status = 206;
-      headers.set("content-range", `bytes ${range.start}-${range.end}/${size}`);
+      headers.set("content-range", contentRange(range.range, size));
     }
     if (opened === undefined) return new Response(null, { status, headers });
     // Natively only to the end of the file: the body then holds exactly
@@ -1681,27 +1690,24 @@ function parseBundleRequest(body: unknown, maxPaths: number): BundleRequest {
 
 /**
  * The components of a path relative to a root (a bundle's, or a listing's
- * `after`): plain names only (no `..`, `.`, empty, absolute, NUL); anything
- * else is a 400 (`code`) naming `action`.
+ * `after`), by the one rule of shared/relative_path.ts; a refusal is a 400
+ * (`code`) naming `action`.
  */
 function checkRelative(
   rel: string,
   action = "bundle",
   code = "bad_path",
 ): string[] {
-  const bad = (why: string) =>
-    new HttpError(400, code, `Cannot ${action} ${JSON.stringify(rel)}: ${why}`);
-  if (rel === "") throw bad("the path is empty");
-  if (rel.includes("\0")) throw bad("a path cannot contain NUL");
-  if (rel.startsWith("/")) throw bad("the path must be relative to the root");
-  if (rel.length > MAX_PATH_BYTES) throw bad("the path is too long");
-  const components = rel.split("/");
-  for (const component of components) {
-    if (component === "" || component === "." || component === "..") {
-      throw bad("only plain names separated by single slashes are allowed");
-    }
+  try {
+    return relativeComponents(rel);
+  } catch (error) {
+    if (!(error instanceof RelativePathError)) throw error;
+    throw new HttpError(
+      400,
+      code,
+      `Cannot ${action} ${JSON.stringify(rel)}: ${error.why}`,
+    );
   }
-  return components;
 }
 
 /**

@@ -23,3 +23,27 @@ export function etagFor(info: Deno.FileInfo): string {
 export function modeBits(info: Deno.FileInfo): number {
   return (info.mode ?? 0) & 0o7777;
 }
+
+/** What the server's ETag tells about a file (hsyncd's tags are `"dev-ino-size-mtime-ctime"` in hex, as {@linkcode etagFor} writes them). */
+export interface EtagParts {
+  /** Device and inode: the same for the same file, whatever is written to it. */
+  id: string;
+  size: number;
+  mtime: number;
+}
+
+/** Parses an hsyncd ETag; undefined for any other form (then only sizes and tail hashes are used). */
+export function parseEtag(
+  etag: string | null | undefined,
+): EtagParts | undefined {
+  if (typeof etag !== "string") return undefined;
+  const m = /^"([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)"$/
+    .exec(etag);
+  if (m === null) return undefined;
+  const size = parseInt(m[3], 16);
+  const mtime = parseInt(m[4], 16);
+  if (!Number.isSafeInteger(size) || !Number.isSafeInteger(mtime)) {
+    return undefined;
+  }
+  return { id: `${m[1]}-${m[2]}`, size, mtime };
+}

@@ -32,19 +32,18 @@ import {
   stripSlash,
 } from "./rules.ts";
 import type { EntryType } from "../../shared/wire.ts";
+import {
+  MAX_NAME_BYTES,
+  MAX_PATH_BYTES,
+  utf8Longer,
+} from "../../shared/relative_path.ts";
 
 export { anyGlob, type PathGuardOptions } from "./rules.ts";
 
-/** Longest request path accepted, in UTF-8 bytes (Linux PATH_MAX). */
-export const MAX_PATH_BYTES = 4096;
-/** Longest single path component accepted, in UTF-8 bytes (Linux NAME_MAX). */
-export const MAX_NAME_BYTES = 255;
 /** Symlinks followed for one path at most (Linux's limit). */
 const MAX_LINKS = 40;
 /** Flags of every open: read only, and a FIFO swapped in opens at once (then refused) instead of hanging. */
 const OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK;
-
-const encoder = new TextEncoder();
 
 /** A path that passed every rule. */
 export interface CheckedPath {
@@ -752,11 +751,6 @@ function normalizeRequest(requestPath: string): string {
     }
   }
   return path;
-}
-
-/** Whether `text` takes more than `max` bytes in UTF-8. */
-function utf8Longer(text: string, max: number): boolean {
-  return text.length * 3 > max && encoder.encode(text).length > max;
 }
 
 /** Maps a file-system error about `path` to an `HttpError` whose message shows only the requested path. */
