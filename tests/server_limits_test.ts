@@ -66,7 +66,12 @@ async function withServer(
       let done!: () => void;
       const completed = new Promise<void>((resolve) => done = resolve);
       finishers.push(done);
-      return handler(new Request(`http://localhost${path}`, init), {
+      // An HTTP/1.1 request, as Deno.serve hands it over (HTTP/2 has no Host).
+      const request = new Request(`http://localhost${path}`, init);
+      if (!request.headers.has("host")) {
+        request.headers.set("host", "localhost");
+      }
+      return handler(request, {
         remoteAddr: { transport: "tcp", hostname: remote, port: 1234 },
         completed,
       });

@@ -395,7 +395,11 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
       }
       // Nothing is drained here: a refused peer, or a body left unread, is
       // told the connection ends (what Deno does with it: README "Bounded work").
-      if (
+      // Only over HTTP/1.x: HTTP/2 forbids the header (curl fails the stream),
+      // and its requests carry no Host header (the authority is in the URL).
+      if (!request.headers.has("host")) {
+        // HTTP/2: the stream ends with the answer; nothing more to say.
+      } else if (
         (request.body !== null && !ticket.bodyRead) ||
         (error instanceof HttpError &&
           (error.code === "host_not_allowed" || error.status === 401 ||
