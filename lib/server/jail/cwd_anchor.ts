@@ -10,9 +10,9 @@
  * relative to the directory the process is in, and `O_NOFOLLOW` does not stop
  * a final symlink (measured with strace on Deno 2.9.6, and under a swap race:
  * a `chdir` + relative `open` served the outside file 149,316 times in 3.5 s).
- * `lstat`, `stat`, `readDir` and `readLink` pass the path to the kernel as
- * given, so they go through a symlink this module keeps in a private
- * directory, `cwd -> /proc/self/cwd`: the kernel follows the `/proc` link to
+ * `lstat`, `stat`, `readDir`, `readLink`, `mkdir`, `rename`, `remove` and
+ * `makeTempFile` pass the path to the kernel as given (also strace), so
+ * they go through a symlink this module keeps in a private directory, `cwd -> /proc/self/cwd`: the kernel follows the `/proc` link to
  * the working directory's inode itself, not to a name. Opening still goes by
  * name; the jail then compares the opened handle's identity with the anchored
  * `lstat` of the name (see lib/server/jail/path_guard.ts).
@@ -38,6 +38,19 @@ export interface Inside {
   readLink(name: string): string;
   /** Enters another directory (by path, following symlinks) and returns the kernel's path of it. */
   enter(path: string): string;
+  /**
+   * Creates a new empty regular file (mode 0600, `O_CREAT|O_EXCL`) with a
+   * fresh name starting with `prefix` in the entered directory, and returns
+   * its name. The one way to create a file there that Deno does not resolve
+   * by name first (its `open` does; `makeTempFile` hands the path as given).
+   */
+  createFile(prefix: string): string;
+  /** Renames `from` to `to`, both in the entered directory (an entry at `to` is replaced, never followed). */
+  rename(from: string, to: string): void;
+  /** Creates the directory `name` in the entered directory. */
+  mkdir(name: string, mode: number): void;
+  /** Removes the entry `name` of the entered directory (a symlink itself, never what it leads to). */
+  remove(name: string): void;
 }
 
 /** Race-free one-component lookups through the process's working directory. */
@@ -142,6 +155,14 @@ class Anchor implements CwdAnchor {
         entries: () => Array.from(Deno.readDirSync(link)),
         readLink: (name) => Deno.readLinkSync(`${link}/${name}`),
         enter: (path) => real = enter(path),
+        createFile: (prefix) => {
+          const path = Deno.makeTempFileSync({ dir: link, prefix });
+          return path.slice(link.length + 1);
+        },
+        rename: (from, to) =>
+          Deno.renameSync(`${link}/${from}`, `${link}/${to}`),
+        mkdir: (name, mode) => Deno.mkdirSync(`${link}/${name}`, { mode }),
+        remove: (name) => Deno.removeSync(`${link}/${name}`),
       };
       return inside(at);
     } finally {

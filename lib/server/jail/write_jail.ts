@@ -1,0 +1,587 @@
+/**
+ * Where and how hsyncd writes (push): only below a `Writable_path`
+ * directory, and every file created, opened, renamed or removed inside a
+ * directory the kernel actually entered (lib/server/jail/cwd_anchor.ts).
+ *
+ * The steps, each in one synchronous section of the working directory:
+ * - the directory of a target is entered (`chdir`) and the rules are checked
+ *   on its kernel path (`getcwd`): inside a writable root, outside
+ *   `HSYNC_DIR`, the server's key files and every deny rule;
+ * - a new file is created in that very directory with `O_CREAT|O_EXCL`
+ *   (mode 0600) under a fresh name, and renamed to its name there: both
+ *   calls reach the directory through `/proc/self/cwd`, not by name;
+ * - a file is opened for writing without `O_CREAT` or `O_TRUNC` (Deno
+ *   resolves an open by name), then must be the very inode, a regular file
+ *   with one link, that its name holds in the entered directory: otherwise it
+ *   is closed before a byte is written (409 `changed`);
+ * - renames and removals name entries of the entered directory only; an
+ *   entry at the final name is replaced, never followed.
+ * A directory swapped for a symlink at any moment can make a push fail,
+ * never create, replace or truncate anything elsewhere.
+ */
+import {
+  closeSync,
+  constants as fsConstants,
+  fdatasyncSync,
+  fstatSync,
+  openSync,
+  readSync,
+  type Stats,
+  writeSync,
+} from "node:fs";
+import { posix } from "node:path";
+import { ConfigError, HttpError } from "../../shared/errors.ts";
+import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/journal.ts";
+import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
+import {
+  compileRules,
+  type JailRules,
+  type PathGuardOptions,
+  quote,
+  stripSlash,
+} from "./rules.ts";
+
+/** Flags of every open for writing: no create, no truncate, and a FIFO fails at once instead of hanging. */
+const WRITE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_NONBLOCK;
+/** Flags of every open for reading a file of the jail's own (a journal). */
+const READ_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK;
+/** Prefix of files hsyncd is creating (then renames): never served, never a target. */
+const NEW_PREFIX = ".hsync-new-";
+
+/** Options of {@linkcode createWriteJail}: the read jail's rules plus the writable roots. */
+export interface WriteJailOptions extends PathGuardOptions {
+  /** `Writable_path`: absolute directories below which pushes may write; each must exist. */
+  writablePath: readonly string[];
+}
+
+/** A path that may be written: its directory as the kernel entered it, and its name there. */
+export interface WriteTarget {
+  /** The requested path, normalised (what messages show). */
+  path: string;
+  /** The kernel's path of its directory. */
+  dir: string;
+  /** Its name in `dir`. */
+  name: string;
+}
+
+/** A regular file of a target's directory, opened for writing and proven. */
+export interface WritableFile {
+  /** The descriptor (node:fs); the caller closes it. */
+  fd: number;
+  /** `fstat` of the descriptor when it was proven. */
+  info: Stats;
+}
+
+/** The write side of the jail. Every method throws `HttpError` (400, 403, 404, 409) when it refuses. */
+export interface WriteJail {
+  /** Whether any directory is writable (`Writable_path` set). */
+  readonly enabled: boolean;
+  /**
+   * Checks that `requestPath` may be written: its directory (which must
+   * exist) entered, the rules checked on the kernel's path of it and on its
+   * name. Creates nothing.
+   */
+  target(requestPath: string): WriteTarget;
+  /**
+   * Creates the missing directories of `requestPath` (it included) below a
+   * writable root, one level at a time, each inside the level entered before
+   * it; returns the kernel's path of the last one.
+   */
+  makeDirs(requestPath: string, mode?: number): string;
+  /**
+   * Opens the file `name` (the target's own name, or one beside it such as
+   * its part file) in the target's directory for writing, creating it empty
+   * (mode 0600) when it is missing and `create` is set.
+   */
+  open(target: WriteTarget, name: string, create: boolean): WritableFile;
+  /** Reads the whole file `name` beside the target when it is a regular file of at most `max` bytes; undefined otherwise. */
+  read(target: WriteTarget, name: string, max: number): Uint8Array | undefined;
+  /** Writes `data` to `name` beside the target atomically (new file, fdatasync, rename over). */
+  replace(target: WriteTarget, name: string, data: Uint8Array): void;
+  /**
+   * Renames `from` to `to` in the target's directory, when `from` still holds
+   * the inode `expect` (a regular file); an entry at `to` is replaced.
+   */
+  rename(
+    target: WriteTarget,
+    from: string,
+    to: string,
+    expect: { dev: number; ino: number },
+  ): void;
+  /** Removes `name` from the target's directory, if it is there (never what a symlink leads to). */
+  remove(target: WriteTarget, name: string): void;
+  /** `lstat` of `name` in the target's directory, or undefined when there is none. */
+  lstat(target: WriteTarget, name: string): Deno.FileInfo | undefined;
+}
+
+/**
+ * Builds the write jail: resolves `Writable_path` once (a missing entry is a
+ * `ConfigError`) and compiles the same deny rules as the read jail.
+ */
+export async function createWriteJail(
+  options: WriteJailOptions,
+): Promise<WriteJail> {
+  const roots: string[] = [];
+  for (const root of options.writablePath) {
+    if (!root.startsWith("/") || root.includes("\0")) {
+      throw new ConfigError(
+        `Invalid Writable_path entry "${root}": expected an absolute path`,
+      );
+    }
+    try {
+      const real = await Deno.realPath(root);
+      if (!(await Deno.stat(real)).isDirectory) {
+        throw new ConfigError(
+          `Cannot use Writable_path "${root}": not a directory`,
+        );
+      }
+      roots.push(real);
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      throw new ConfigError(
+        `Cannot use Writable_path "${root}": ${
+          error instanceof Deno.errors.NotFound
+            ? "no such directory"
+            : error instanceof Error
+            ? error.message
+            : String(error)
+        }`,
+      );
+    }
+  }
+  // The deny rules of reads, with the writable roots in place of Only_allowed_path.
+  const rules = await compileRules({ ...options, onlyAllowedPath: [] });
+  return new Writer(roots, rules, cwdAnchor());
+}
+
+class Writer implements WriteJail {
+  #roots: string[];
+  #rules: JailRules;
+  #anchor: CwdAnchor;
+
+  constructor(roots: string[], rules: JailRules, anchor: CwdAnchor) {
+    this.#roots = roots;
+    this.#rules = rules;
+    this.#anchor = anchor;
+  }
+
+  get enabled(): boolean {
+    return this.#roots.length > 0;
+  }
+
+  target(requestPath: string): WriteTarget {
+    const { path, dir, name } = this.#split(requestPath);
+    return this.#in(path, dir, (at) => {
+      this.#check(path, at.real, name);
+      return { path, dir: at.real, name };
+    });
+  }
+
+  makeDirs(requestPath: string, mode = 0o755): string {
+    const { path } = this.#split(requestPath);
+    // The deepest existing ancestor inside a writable root, then one level at a time.
+    const names = path.split("/").slice(1);
+    let known = "/";
+    let depth = 0;
+    for (let i = names.length; i >= 0; i--) {
+      const candidate = i === 0 ? "/" : `/${names.slice(0, i).join("/")}`;
+      try {
+        if (!Deno.statSync(candidate).isDirectory) continue;
+      } catch {
+        continue;
+      }
+      known = candidate;
+      depth = i;
+      break;
+    }
+    let real = this.#in(path, known, (at) => at.real);
+    for (let i = depth; i < names.length; i++) {
+      const name = names[i];
+      real = this.#in(path, real, (at) => {
+        if (at.real !== real) throw changed(path);
+        const child = join(at.real, name);
+        this.#check(path, at.real, name, true);
+        let info = lstatOrUndefined(at, name);
+        if (info === undefined) {
+          try {
+            at.mkdir(name, mode & 0o777);
+          } catch (error) {
+            if (!(error instanceof Deno.errors.AlreadyExists)) {
+              throw fsRefusal(path, error);
+            }
+          }
+          info = lstatOrUndefined(at, name);
+        }
+        if (info === undefined || !info.isDirectory) {
+          throw new HttpError(
+            409,
+            "not_a_directory",
+            `Cannot create directory ${quote(path)}: ${
+              quote(child)
+            } exists and is not a directory`,
+          );
+        }
+        // Into the very directory just looked at, by its name in this one.
+        const entered = at.enter(child);
+        if (entered !== child || !sameFile(at.stat(), info)) {
+          throw changed(path);
+        }
+        return entered;
+      });
+    }
+    // The last level itself must be writable, as any target's directory.
+    this.#in(path, real, (at) => this.#checkDir(path, at.real));
+    return real;
+  }
+
+  open(target: WriteTarget, name: string, create: boolean): WritableFile {
+    return this.#at(target, (at) => {
+      let info = lstatOrUndefined(at, name);
+      if (info === undefined) {
+        if (!create) {
+          throw new HttpError(
+            404,
+            "not_found",
+            `Cannot write ${quote(target.path)}: ${quote(name)} is missing`,
+          );
+        }
+        const fresh = at.createFile(NEW_PREFIX);
+        try {
+          at.rename(fresh, name);
+        } catch (error) {
+          tryRemove(at, fresh);
+          throw fsRefusal(target.path, error);
+        }
+        info = at.lstat(name);
+      }
+      if (!info.isFile) {
+        throw new HttpError(
+          409,
+          "not_regular",
+          `Cannot write ${quote(join(target.path, "..", name))}: it is ${
+            info.isSymlink
+              ? "a symbolic link"
+              : info.isDirectory
+              ? "a directory"
+              : "not a regular file"
+          }`,
+        );
+      }
+      return this.#openProven(at, target, name, WRITE_FLAGS);
+    });
+  }
+
+  read(
+    target: WriteTarget,
+    name: string,
+    max: number,
+  ): Uint8Array | undefined {
+    return this.#at(target, (at) => {
+      const info = lstatOrUndefined(at, name);
+      if (info === undefined || !info.isFile || info.size > max) {
+        return undefined;
+      }
+      const file = this.#openProven(at, target, name, READ_FLAGS);
+      try {
+        const data = new Uint8Array(file.info.size);
+        let got = 0;
+        while (got < data.length) {
+          const n = readSync(file.fd, data, got, data.length - got, got);
+          if (n === 0) return undefined;
+          got += n;
+        }
+        return data;
+      } finally {
+        closeSync(file.fd);
+      }
+    });
+  }
+
+  replace(target: WriteTarget, name: string, data: Uint8Array): void {
+    this.#at(target, (at) => {
+      const fresh = at.createFile(NEW_PREFIX);
+      try {
+        const file = this.#openProven(at, target, fresh, WRITE_FLAGS);
+        try {
+          let done = 0;
+          while (done < data.length) {
+            done += writeSync(file.fd, data, done, data.length - done, done);
+          }
+          fdatasyncSync(file.fd);
+        } finally {
+          closeSync(file.fd);
+        }
+        at.rename(fresh, name);
+      } catch (error) {
+        tryRemove(at, fresh);
+        throw error instanceof HttpError
+          ? error
+          : fsRefusal(target.path, error);
+      }
+    });
+  }
+
+  rename(
+    target: WriteTarget,
+    from: string,
+    to: string,
+    expect: { dev: number; ino: number },
+  ): void {
+    this.#at(target, (at) => {
+      const info = lstatOrUndefined(at, from);
+      if (info === undefined || !info.isFile || !sameFile(info, expect)) {
+        throw changed(target.path);
+      }
+      try {
+        at.rename(from, to);
+      } catch (error) {
+        throw fsRefusal(target.path, error);
+      }
+    });
+  }
+
+  remove(target: WriteTarget, name: string): void {
+    this.#at(target, (at) => {
+      if (lstatOrUndefined(at, name) === undefined) return;
+      try {
+        at.remove(name);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) {
+          throw fsRefusal(target.path, error);
+        }
+      }
+    });
+  }
+
+  lstat(target: WriteTarget, name: string): Deno.FileInfo | undefined {
+    return this.#at(target, (at) => lstatOrUndefined(at, name));
+  }
+
+  /** Opens `name` of the entered directory and proves it is the regular file (one link) that name holds now. */
+  #openProven(
+    at: Inside,
+    target: WriteTarget,
+    name: string,
+    flags: number,
+  ): WritableFile {
+    let fd = -1;
+    try {
+      fd = openSync(join(at.real, name), flags);
+      const info = fstatSync(fd);
+      const now = at.lstat(name);
+      if (
+        !info.isFile() || info.nlink !== 1 || !now.isFile ||
+        now.dev !== info.dev || now.ino !== info.ino
+      ) {
+        throw changed(target.path);
+      }
+      const file = { fd, info };
+      fd = -1;
+      return file;
+    } catch (error) {
+      if (error instanceof HttpError) throw error;
+      throw fsRefusal(target.path, error);
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+  }
+
+  /** Runs `inside` in the target's directory, refusing when its path no longer leads there. */
+  #at<T>(target: WriteTarget, inside: (at: Inside) => T): T {
+    return this.#in(target.path, target.dir, (at) => {
+      if (at.real !== target.dir) throw changed(target.path);
+      return inside(at);
+    });
+  }
+
+  /** `CwdAnchor.run`, with a directory that cannot be entered answered as the jail answers. */
+  #in<T>(path: string, dir: string, inside: (at: Inside) => T): T {
+    let entered = false;
+    try {
+      return this.#anchor.run(dir, (at) => {
+        entered = true;
+        return inside(at);
+      });
+    } catch (error) {
+      if (entered || error instanceof HttpError) throw error;
+      throw fsRefusal(path, error, "its directory");
+    }
+  }
+
+  /** Refuses a directory that is not inside a writable root, or that a deny rule refuses. */
+  #checkDir(path: string, dir: string): void {
+    if (this.#roots.length === 0) {
+      throw new HttpError(
+        403,
+        "read_only",
+        `Cannot write ${
+          quote(path)
+        }: this server accepts no writes (no Writable_path)`,
+      );
+    }
+    const refused = this.#rules.refusal(
+      dir,
+      path,
+      this.#roots,
+      dir !== posix.dirname(path),
+    );
+    if (refused !== undefined) throw asWriteRefusal(refused, path);
+  }
+
+  /** The checks of a target: its directory, and its own name and path (never one of hsync's partial-file names). */
+  #check(path: string, dir: string, name: string, isDir = false): void {
+    this.#checkDir(path, dir);
+    const real = join(dir, name);
+    const refused = this.#rules.refusal(
+      real,
+      path,
+      this.#roots,
+      real !== path && !isDir,
+    );
+    if (refused !== undefined) throw asWriteRefusal(refused, path);
+    if (
+      name.startsWith(NEW_PREFIX) || name.endsWith(PART_SUFFIX) ||
+      name.endsWith(JOURNAL_SUFFIX)
+    ) {
+      throw new HttpError(
+        400,
+        "bad_path",
+        `Cannot write ${
+          quote(path)
+        }: its name is reserved for hsync's partial files`,
+      );
+    }
+  }
+
+  /** A requested absolute path for writing, normalised, and its directory and name. */
+  #split(requestPath: string): { path: string; dir: string; name: string } {
+    if (typeof requestPath !== "string" || !requestPath.startsWith("/")) {
+      throw new HttpError(
+        400,
+        "bad_path",
+        `Cannot write ${quote(String(requestPath))}: the path must be absolute`,
+      );
+    }
+    if (requestPath.includes("\0")) {
+      throw new HttpError(
+        400,
+        "bad_path",
+        `Cannot write ${quote(requestPath)}: a path cannot contain NUL`,
+      );
+    }
+    const path = stripSlash(posix.normalize(requestPath));
+    if (path === "/") {
+      throw new HttpError(
+        400,
+        "bad_path",
+        `Cannot write ${quote(requestPath)}: it is the root directory`,
+      );
+    }
+    const slash = path.lastIndexOf("/");
+    return {
+      path,
+      dir: slash === 0 ? "/" : path.slice(0, slash),
+      name: path.slice(slash + 1),
+    };
+  }
+}
+
+/** A read-jail refusal reworded for a write (same status and code). */
+function asWriteRefusal(refused: HttpError, path: string): HttpError {
+  if (refused.code === "outside_allowed") {
+    return new HttpError(
+      403,
+      "not_writable",
+      `Cannot write ${
+        quote(path)
+      }: it is outside every Writable_path directory`,
+    );
+  }
+  return new HttpError(
+    refused.status,
+    refused.code,
+    refused.message.replace(/^Cannot serve /, "Cannot write "),
+  );
+}
+
+function lstatOrUndefined(at: Inside, name: string): Deno.FileInfo | undefined {
+  try {
+    return at.lstat(name);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
+function tryRemove(at: Inside, name: string): void {
+  try {
+    at.remove(name);
+  } catch {
+    // Gone already, or not ours to remove: nothing more to do.
+  }
+}
+
+function changed(path: string): HttpError {
+  return new HttpError(
+    409,
+    "changed",
+    `Cannot write ${quote(path)}: it changed while being written, retry`,
+  );
+}
+
+/** A file-system failure of a write as an `HttpError` naming the requested path only. */
+function fsRefusal(path: string, error: unknown, what = ""): unknown {
+  const code = (error as { code?: string } | null)?.code;
+  const where = what === "" ? quote(path) : `${what} of ${quote(path)}`;
+  if (
+    error instanceof Deno.errors.NotFound || code === "ENOENT" ||
+    error instanceof Deno.errors.NotADirectory || code === "ENOTDIR"
+  ) {
+    return new HttpError(
+      404,
+      "not_found",
+      `Cannot write ${where}: no such directory`,
+    );
+  }
+  if (
+    error instanceof Deno.errors.PermissionDenied ||
+    error instanceof Deno.errors.NotCapable || code === "EACCES" ||
+    code === "EPERM" || code === "EROFS"
+  ) {
+    return new HttpError(
+      403,
+      "permission_denied",
+      `Cannot write ${where}: permission denied`,
+    );
+  }
+  if (
+    code === "ENOSPC" || code === "EDQUOT" ||
+    /No space left/i.test(String(error))
+  ) {
+    return new HttpError(
+      507,
+      "disk_full",
+      `Cannot write ${where}: no space left on the server's disk`,
+    );
+  }
+  if (code === "ENXIO" || code === "ELOOP") {
+    return new HttpError(
+      409,
+      "not_regular",
+      `Cannot write ${where}: it is not a regular file`,
+    );
+  }
+  return error;
+}
+
+function join(dir: string, ...names: string[]): string {
+  const rest = names.join("/");
+  return posix.normalize(dir === "/" ? `/${rest}` : `${dir}/${rest}`);
+}
+
+function sameFile(
+  a: { dev: number; ino: number | null },
+  b: { dev: number; ino: number | null },
+): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
