@@ -48,6 +48,8 @@ export const SCHEMA: Record<Section, Record<string, Kind>> = {
     Key_file: "path",
     Authorized_keys: "path",
     Server_name: "names",
+    Writable_path: "list",
+    Anonymous_read: "bool",
     Log_file: "path",
     Log_max_bytes: "bytes",
     Log_keep: "count0",
@@ -185,6 +187,10 @@ export interface ServerSettings {
   authorizedKeys: string;
   /** More names a signature may be bound to (DNS names, proxies, forwarded ports). */
   serverName: ServerNameEntry[];
+  /** `Writable_path`: directories pushes may write below; empty accepts no writes. */
+  writablePath: string[];
+  /** `Anonymous_read`: with `Authorized_keys`, unsigned requests may still read; writes always need a key. */
+  anonymousRead: boolean;
   logFile: string;
   logMaxBytes: number;
   logKeep: number;
@@ -228,6 +234,8 @@ export function serverSettings(
     keyFile: get("Key_file") as string,
     authorizedKeys: get("Authorized_keys") as string,
     serverName: get("Server_name") as ServerNameEntry[],
+    writablePath: get("Writable_path") as string[],
+    anonymousRead: get("Anonymous_read") as boolean,
     logFile: get("Log_file") as string,
     logMaxBytes: get("Log_max_bytes") as number,
     logKeep: get("Log_keep") as number,
