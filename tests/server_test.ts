@@ -1,4 +1,4 @@
-/** Tests of lib/server/server.ts: every v1 endpoint through the handler, a table of hostile requests, and one real socket. */
+/** Tests of lib/server/handler.ts: every v1 endpoint through the handler, a table of hostile requests, and one real socket. */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join, posix } from "node:path";
@@ -20,10 +20,10 @@ import { ConfigError } from "../lib/shared/errors.ts";
 import {
   type AccessLogEntry,
   createHandler,
-  DirectoryReads,
   type Handler,
   type HandlerOptions,
-} from "../lib/server/server.ts";
+} from "../lib/server/handler.ts";
+import { DirectoryReads } from "../lib/server/directory_reads.ts";
 import { VERSION } from "../lib/shared/version.ts";
 import type {
   BundleHeader,

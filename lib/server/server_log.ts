@@ -9,7 +9,7 @@ import {
 } from "@logtape/logtape";
 import { dirname } from "node:path";
 import { ConfigError } from "../shared/errors.ts";
-import type { AccessLogEntry } from "./server.ts";
+import type { AccessLogEntry } from "./handler.ts";
 
 /** Options of {@linkcode openServerLog}. */
 export interface ServerLogOptions {
