@@ -31,9 +31,9 @@ function unauthorized(): HttpError {
  * to (its `Host`), and that must be one of this server's names, so a request
  * signed for another server is refused here. A signed body is then read
  * within the bundle body limit, checked against the declared digest and
- * kept for the endpoint (`readJsonBody`) (the request itself,
- * and its signal, stay as they are). A refusal says nothing more than 401;
- * its reason goes to `onUnauthorized`.
+ * kept for the endpoint's `readJsonBody` (the request itself, and its
+ * signal, stay as they are). A refusal says nothing more than 401; its
+ * reason goes to `onUnauthorized`.
  */
 export async function authenticate(
   options: AuthOptions,
