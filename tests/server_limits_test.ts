@@ -1,4 +1,4 @@
-/** Tests of lib/server/server.ts's bounded work: refused peers are not counted, per-peer and per-kind caps, body budgets and timeouts, hash spans. */
+/** Tests of lib/server/handler.ts's bounded work: refused peers are not counted, per-peer and per-kind caps, body budgets and timeouts, hash spans. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
@@ -15,7 +15,7 @@ import {
   type Handler,
   type HandlerOptions,
   type ServerLimits,
-} from "../lib/server/server.ts";
+} from "../lib/server/handler.ts";
 import type { ErrorBody } from "../lib/shared/wire.ts";
 
 interface Setup {

@@ -1,4 +1,4 @@
-/** Tests of lib/server/server.ts for /v1/watch and key authentication, through the handler. */
+/** Tests of lib/server/handler.ts for /v1/watch and key authentication, through the handler. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
@@ -12,7 +12,7 @@ import {
   signRequest,
 } from "../lib/shared/auth.ts";
 import { loadConfig, serverSettings } from "../lib/shared/config.ts";
-import { createHandler, type HandlerOptions } from "../lib/server/server.ts";
+import { createHandler, type HandlerOptions } from "../lib/server/handler.ts";
 import { ServerNames } from "../lib/server/server_names.ts";
 import { WatchHub } from "../lib/server/watch_hub.ts";
 import type { WatchResult } from "../lib/shared/wire.ts";

@@ -2,9 +2,11 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ServerSettings } from "../shared/config.ts";
+import { ConfigError } from "../shared/errors.ts";
 import { RUNTIME_FLAGS } from "../shared/runtime_flags.ts";
 import {
   isAlive,
+  type PidfileState,
   type PidInfo,
   type ProcessProbe,
   readPidfile,
@@ -86,8 +88,12 @@ export function formatUptime(ms: number): string {
 
 /** `http://HOST:PORT/`, with IPv6 addresses in brackets. */
 export function serverUrl(scheme: string, host: string, port: number): string {
-  const h = host.includes(":") ? `[${host}]` : host;
-  return `${scheme}://${h}:${port}/`;
+  return `${scheme}://${hostPort(host, port)}/`;
+}
+
+/** `HOST:PORT`, with an IPv6 address in brackets. */
+export function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** The address to connect to a server bound to `host` (a wildcard becomes loopback). */
@@ -117,10 +123,9 @@ export function exposureWarning(
   const where = settings.onlyAllowedPath.length > 0
     ? ` under ${settings.onlyAllowedPath.join(", ")}`
     : "";
-  const address = settings.hostIp.includes(":")
-    ? `[${settings.hostIp}]:${settings.port}`
-    : `${settings.hostIp}:${settings.port}`;
-  return `WARNING: serving every readable file${where} not refused by the path rules to ANY host that can reach ${address}; set Allowed_host or Authorized_keys`;
+  return `WARNING: serving every readable file${where} not refused by the path rules to ANY host that can reach ${
+    hostPort(settings.hostIp, settings.port)
+  }; set Allowed_host or Authorized_keys`;
 }
 
 /** How to run this same program again. */
@@ -251,4 +256,20 @@ async function answers(info: PidInfo): Promise<boolean> {
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** `start` and `run` go ahead only without a running hsyncd and with a pidfile they may replace. */
+export function refuseToStart(state: PidfileState, pidfile: string): void {
+  if (state.state === "running") {
+    throw new ConfigError(
+      `Cannot start: hsyncd is already running (pid ${state.info.pid}) on ${
+        serverUrl(state.info.scheme, state.info.host, state.info.port)
+      }; stop it with "hsyncd stop"`,
+    );
+  }
+  if (state.state === "untrusted") {
+    throw new ConfigError(
+      `Cannot start: pidfile "${pidfile}" ${state.reason}; remove it if no hsyncd runs`,
+    );
+  }
 }

@@ -9,7 +9,7 @@ import {
 } from "@logtape/logtape";
 import { dirname } from "node:path";
 import { ConfigError } from "../shared/errors.ts";
-import type { AccessLogEntry } from "./server.ts";
+import type { AccessLogEntry } from "./handler.ts";
 
 /** Options of {@linkcode openServerLog}. */
 export interface ServerLogOptions {
@@ -73,7 +73,7 @@ export async function openServerLog(
       });
     } catch (error) {
       throw new ConfigError(
-        `Cannot open log file "${options.file}": ${reason(error)}`,
+        `Cannot open log file "${options.file}": ${logFileProblem(error)}`,
       );
     }
   } else {
@@ -156,7 +156,8 @@ function oneWord(text: string): string {
     : text.replace(/[\s\p{Cc}]/gu, (c) => encodeURIComponent(c));
 }
 
-function reason(error: unknown): string {
+/** Why the log file cannot be opened or rotated, in a few words (the shared `reason()` says "no such file or directory"; here it is the directory that is missing). */
+function logFileProblem(error: unknown): string {
   if (error instanceof NotTheFile) return error.message;
   if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
   if (error instanceof Deno.errors.NotFound) return "no such directory";
@@ -341,7 +342,7 @@ function rotatingFileSink(
       if (!failing) {
         options.onWriteError?.(
           `Cannot ${doing} log file "${path}": ${
-            reason(error)
+            logFileProblem(error)
           }; its lines are dropped until it can be written`,
         );
       }

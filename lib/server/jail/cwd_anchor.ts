@@ -15,7 +15,7 @@
  * they go through a symlink this module keeps in a private directory, `cwd -> /proc/self/cwd`: the kernel follows the `/proc` link to
  * the working directory's inode itself, not to a name. Opening still goes by
  * name; the jail then compares the opened handle's identity with the anchored
- * `lstat` of the name (see lib/server/jail/path_guard.ts).
+ * `lstat` of the name (see lib/server/jail/opened_file.ts).
  *
  * The working directory is process-wide: every use is one synchronous
  * section (`run`) that enters, looks, and goes back to where the process

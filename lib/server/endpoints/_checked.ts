@@ -1,0 +1,53 @@
+/** What the endpoints do with paths the jail checked: their wire form, that one is a file, and a path relative to one. */
+import { HttpError } from "../../shared/errors.ts";
+import { etagFor, modeBits, mtimeMs } from "../../shared/file_identity.ts";
+import {
+  relativeComponents,
+  RelativePathError,
+} from "../../shared/relative_path.ts";
+import type { EntryType, StatEntry } from "../../shared/wire.ts";
+import type { CheckedPath } from "../jail/path_guard.ts";
+
+/** The wire form of an entry (`/v1/stat`, a listing line). */
+export function statEntry(info: Deno.FileInfo, type: EntryType): StatEntry {
+  return {
+    type,
+    size: type === "dir" ? 0 : info.size,
+    mtime: mtimeMs(info),
+    mode: modeBits(info),
+    etag: etagFor(info),
+  };
+}
+
+/** 400 `not_a_file` unless the checked path is a regular file. */
+export function requireFile(checked: CheckedPath): void {
+  if (checked.type !== "file") {
+    throw new HttpError(
+      400,
+      "not_a_file",
+      `Cannot read ${JSON.stringify(checked.path)}: it is a directory`,
+    );
+  }
+}
+
+/**
+ * The components of a path relative to a root (a bundle's, or a listing's
+ * `after`), by the one rule of shared/relative_path.ts; a refusal is a 400
+ * (`code`) naming `action`.
+ */
+export function checkRelative(
+  rel: string,
+  action = "bundle",
+  code = "bad_path",
+): string[] {
+  try {
+    return relativeComponents(rel);
+  } catch (error) {
+    if (!(error instanceof RelativePathError)) throw error;
+    throw new HttpError(
+      400,
+      code,
+      `Cannot ${action} ${JSON.stringify(rel)}: ${error.why}`,
+    );
+  }
+}

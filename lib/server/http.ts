@@ -1,0 +1,55 @@
+/** How hsyncd writes a response (JSON, headers every answer carries) and reads its query parameters. */
+import { HttpError } from "../shared/errors.ts";
+
+const encoder = new TextEncoder();
+
+/** `headers` (copied) with `content-type` and `x-content-type-options: nosniff`. */
+export function baseHeaders(contentType: string, headers?: Headers): Headers {
+  const out = new Headers(headers);
+  out.set("content-type", contentType);
+  out.set("x-content-type-options", "nosniff");
+  return out;
+}
+
+/** A JSON response with its length, never cached. */
+export function json(
+  value: unknown,
+  status = 200,
+  headers?: Headers,
+): Response {
+  const bytes = encoder.encode(JSON.stringify(value));
+  const out = baseHeaders("application/json; charset=utf-8", headers);
+  out.set("cache-control", "no-store");
+  out.set("content-length", String(bytes.length));
+  return new Response(bytes, { status, headers: out });
+}
+
+/** The `path` query parameter; 400 when missing. */
+export function requirePath(url: URL): string {
+  const path = url.searchParams.get("path");
+  if (path === null) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      'Missing query parameter "path"',
+    );
+  }
+  return path;
+}
+
+/** A whole number of bytes given as query parameter `name`, or undefined when absent; 400 when not one. */
+export function optionalInteger(url: URL, name: string): number | undefined {
+  const raw = url.searchParams.get(name);
+  if (raw === null) return undefined;
+  const n = Number(raw);
+  if (!/^\d{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      `Invalid query parameter ${name}=${
+        JSON.stringify(raw)
+      }: expected a whole number of bytes`,
+    );
+  }
+  return n;
+}
