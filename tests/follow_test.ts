@@ -15,10 +15,12 @@ import {
   type FollowEvent,
   type FollowOptions,
   type FollowSummary,
+} from "../lib/client/follow.ts";
+import { TAIL_BYTES } from "../lib/client/follow_file.ts";
+import {
   loadFollowState,
   saveFollowState,
-  TAIL_BYTES,
-} from "../lib/client/follow.ts";
+} from "../lib/client/follow_state.ts";
 import { type AccessLogEntry, createHandler } from "../lib/server/server.ts";
 import { WatchHub } from "../lib/server/watch_hub.ts";
 import { waitFor } from "./_programs.ts";
