@@ -272,7 +272,12 @@ Deno.test("a file rewritten in place with the same size is caught by the tail ha
   const local = join(f.out, "same.log");
   // -o is a file path here: the remote file gets that name.
   await waitFor("the first pull", () => same(log, f.out));
-  await Deno.writeTextFile(log, "bbbb\n");
+  // Overwritten in place, never truncated (a truncation seen between the two
+  // steps of writeTextFile is another case: "truncated").
+  {
+    using file = await Deno.open(log, { write: true });
+    await file.write(new TextEncoder().encode("bbbb\n"));
+  }
   await waitFor("the rewrite", () => same(log, f.out));
   await running.stop();
   assert.equal(await Deno.stat(local).catch(() => null), null);
