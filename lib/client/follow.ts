@@ -116,7 +116,7 @@ class Follower {
       client: options.client,
       sign: options.sign,
       idleTimeoutMs: options.settings.dataTimeout * 1000,
-      onRefuse: (error) => this.#halt(error),
+      onRefuse: (error) => this.#stopRun(error),
     });
   }
 
@@ -187,7 +187,7 @@ class Follower {
       hard: this.#hard.signal,
       summary: this.#summary,
       emit: (event) => this.#emit(event),
-      halt: (error) => this.#halt(error),
+      stopRun: (error) => this.#stopRun(error),
     });
 
     const saved = this.#o.stateFile === undefined
@@ -273,7 +273,7 @@ class Follower {
         failures = 0;
         waiting = false;
         if (result.changed.length > this.#maxEntries) {
-          this.#halt(
+          this.#stopRun(
             new ConnectError(
               `Watch answer from ${this.#remote.host} names more than ${this.#maxEntries} paths, the most one run accepts (--max-entries)`,
             ),
@@ -350,7 +350,7 @@ class Follower {
   }
 
   /** Stops following for good (a redirect, a bound exceeded); {@linkcode follow} then throws `error`. */
-  #halt(error: Error): void {
+  #stopRun(error: Error): void {
     if (this.#fatal !== undefined) return;
     this.#fatal = error;
     this.#stop.abort(error);

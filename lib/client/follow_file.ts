@@ -88,7 +88,7 @@ export async function appendNew(
   const onAbort = () => round.abort(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
   const hashP = k > 0
-    ? remoteHash(remote, f.remote, offset - k, k, round.signal)
+    ? tailHash(remote, f.remote, offset - k, k, round.signal)
     : Promise.resolve(undefined);
   // Never left unhandled: the range may fail first.
   hashP.catch(() => {});
@@ -276,7 +276,7 @@ export async function fetchWhole(
 }
 
 /** `GET /v1/hash` of a span: the result, "short" when the file is now shorter, "gone" when it is gone. */
-async function remoteHash(
+async function tailHash(
   remote: Remote,
   path: string,
   offset: number,

@@ -78,7 +78,7 @@ export interface FollowTreeOptions {
   /** Where events go. */
   emit: (event: FollowEvent) => void;
   /** Stops following for good (a bound exceeded). */
-  halt: (error: Error) => void;
+  stopRun: (error: Error) => void;
 }
 
 /** The files and directories followed, and the rounds that keep them identical. */
@@ -166,7 +166,7 @@ export class FollowTree {
       this.#o.remote.host,
       this.#o.maxEntries,
     );
-    this.#o.halt(error);
+    this.#o.stopRun(error);
     throw error;
   }
 
@@ -180,7 +180,7 @@ export class FollowTree {
         JSON.stringify(this.#o.remotePath)
       } on ${this.#o.remote.host} has more than ${max} entries to follow, the most one run accepts (--max-entries)`,
     );
-    this.#o.halt(error);
+    this.#o.stopRun(error);
     throw error;
   }
 
@@ -346,7 +346,7 @@ export class FollowTree {
       id: t.id,
     };
     if (local === undefined && t.base === 0) {
-      await this.#fetchWhole(f, t, t.id === undefined ? "new" : "missing");
+      await this.#fetchWholeAgain(f, t, t.id === undefined ? "new" : "missing");
       return;
     }
     let outcome;
@@ -366,12 +366,13 @@ export class FollowTree {
       if (error instanceof Gone) return;
       throw error;
     }
-    if ("refetch" in outcome) await this.#fetchWhole(f, t, outcome.refetch);
-    else this.#note(t, outcome.etag, outcome.id);
+    if ("refetch" in outcome) {
+      await this.#fetchWholeAgain(f, t, outcome.refetch);
+    } else this.#note(t, outcome.etag, outcome.id);
   }
 
   /** Fetches a file whole (placed under its name), and follows it from byte 0. */
-  async #fetchWhole(
+  async #fetchWholeAgain(
     f: FollowedFile,
     t: Tracked,
     why: FetchReason,

@@ -117,7 +117,7 @@ class PullRun {
   readonly #bundles: BundleFetcher;
   /** The caller's signal, or a stop of the whole run by {@linkcode PullRun.#stopRun}. */
   readonly #signal: AbortSignal;
-  readonly #halt = new AbortController();
+  readonly #runStop = new AbortController();
   /** Why the run was stopped: a server that cannot be trusted further. */
   #fatal?: Error;
   readonly #summary: PullSummary = {
@@ -144,8 +144,8 @@ class PullRun {
     });
     this.#limits = new Scheduler(s, options.parallelFiles);
     this.#signal = options.signal === undefined
-      ? this.#halt.signal
-      : AbortSignal.any([options.signal, this.#halt.signal]);
+      ? this.#runStop.signal
+      : AbortSignal.any([options.signal, this.#runStop.signal]);
     this.#tasks = new TaskGroup((error) => {
       if (!this.#signal.aborted) this.#fail("(internal)", message(error));
     });
@@ -426,7 +426,7 @@ class PullRun {
   #stopRun(error: Error): void {
     if (this.#fatal !== undefined) return;
     this.#fatal = error;
-    this.#halt.abort(error);
+    this.#runStop.abort(error);
   }
 
   #fail(path: string, text: string): void {
