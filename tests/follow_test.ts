@@ -21,7 +21,7 @@ import {
   loadFollowState,
   saveFollowState,
 } from "../lib/client/follow_state.ts";
-import { type AccessLogEntry, createHandler } from "../lib/server/server.ts";
+import { type AccessLogEntry, createHandler } from "../lib/server/handler.ts";
 import { WatchHub } from "../lib/server/watch_hub.ts";
 import { waitFor } from "./_programs.ts";
 

@@ -12,7 +12,7 @@ import {
 import { ConnectError } from "../lib/shared/errors.ts";
 import { LocalPathError } from "../lib/shared/errors.ts";
 import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
-import { createHandler } from "../lib/server/server.ts";
+import { createHandler } from "../lib/server/handler.ts";
 import { tempDir } from "./_programs.ts";
 import type {
   BundleRequest,
