@@ -5,7 +5,7 @@
  */
 import { decodeFrames } from "../shared/bundle_codec.ts";
 import { type FileId, fileIdOf } from "../shared/checked_open.ts";
-import { LocalPathError, reason } from "../shared/errors.ts";
+import { describeError, LocalPathError, reason } from "../shared/errors.ts";
 import { removeJournalSync } from "../shared/journal.ts";
 import {
   applyMeta,
@@ -17,7 +17,7 @@ import {
 import { sha256Hex } from "../shared/span_hash.ts";
 import type { HashResult } from "../shared/wire.ts";
 import type { Exchange } from "./remote.ts";
-import { message, ProtocolError } from "./retry.ts";
+import { ProtocolError } from "./retry.ts";
 import { HASH_SLOTS } from "./scheduler.ts";
 import { SMALL_FILE_BYTES } from "./plan.ts";
 import type { FileJob, PullContext } from "./transfer.ts";
@@ -226,7 +226,7 @@ export class BundleFetcher {
           });
         } catch (error) {
           ctx.targets.delete(job.target);
-          if (!ctx.signal.aborted) ctx.fail(job.rel, message(error));
+          if (!ctx.signal.aborted) ctx.fail(job.rel, describeError(error));
           continue;
         }
         if (theirs.etag === job.etag && theirs.sha256 === sha256) {

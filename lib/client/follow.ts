@@ -2,6 +2,7 @@
 import type { ClientSettings } from "../shared/config.ts";
 import {
   ConnectError,
+  describeError,
   HttpError,
   LocalPathError,
   reason,
@@ -20,7 +21,7 @@ import {
 } from "./placement.ts";
 import { pull } from "./pull.ts";
 import { Remote, remoteRootError } from "./remote.ts";
-import { Backoff, isRetryable, message, sleep } from "./retry.ts";
+import { Backoff, isRetryable, sleep } from "./retry.ts";
 
 export type { FollowEvent, FollowSummary } from "./follow_events.ts";
 export type { FetchReason } from "./follow_file.ts";
@@ -387,7 +388,7 @@ class Follower {
 
   /** Why the server could not be reached, without repeating its address. */
   #why(error: unknown): string {
-    const text = message(error);
+    const text = describeError(error);
     const prefix = `Cannot reach ${this.#remote.host}: `;
     return text.startsWith(prefix) ? text.slice(prefix.length) : text;
   }

@@ -6,6 +6,7 @@
 import { join, posix } from "node:path";
 import {
   ConnectError,
+  describeError,
   HttpError,
   LocalPathError,
   reason,
@@ -26,7 +27,7 @@ import type { PathFilter } from "./filters.ts";
 import { tooManyEntries } from "./listing.ts";
 import { ensureDirs, safeComponents } from "./placement.ts";
 import type { Remote } from "./remote.ts";
-import { isRetryable, message, ShortBody, sleep } from "./retry.ts";
+import { isRetryable, ShortBody, sleep } from "./retry.ts";
 import { TaskGroup } from "./scheduler.ts";
 
 /** Files synchronised at once (each round is one hash and one range request). */
@@ -101,7 +102,7 @@ export class FollowTree {
       options.emit({
         type: "failure",
         path: "(internal)",
-        message: message(error),
+        message: describeError(error),
       })
     );
   }
@@ -270,7 +271,7 @@ export class FollowTree {
               type: "warning",
               path: this.#label(rel),
               message: `Still failing after 5 attempts (${
-                message(error)
+                describeError(error)
               }); trying again every ${retryIn / 1000} s at most`,
             });
           }
@@ -278,7 +279,7 @@ export class FollowTree {
           this.#o.emit({
             type: "failure",
             path: this.#label(rel),
-            message: message(error),
+            message: describeError(error),
           });
         }
       }
@@ -437,7 +438,11 @@ export class FollowTree {
     try {
       parts = safeComponents(rel);
     } catch (error) {
-      this.#o.emit({ type: "warning", path: rel, message: message(error) });
+      this.#o.emit({
+        type: "warning",
+        path: rel,
+        message: describeError(error),
+      });
       return false;
     }
     // An excluded directory excludes everything below it, as in a pull.

@@ -1,8 +1,8 @@
 /** Listing a remote tree for a pull: entries streamed one by one, a cut listing asked again from after its last entry, and a bound on entries per run. */
-import { ConnectError } from "../shared/errors.ts";
+import { ConnectError, describeError } from "../shared/errors.ts";
 import type { ListEntry } from "../shared/wire.ts";
 import type { Remote } from "./remote.ts";
-import { type Backoff, isRetryable, message } from "./retry.ts";
+import { type Backoff, isRetryable } from "./retry.ts";
 
 /** Most listing entries one run accepts unless told otherwise (`--max-entries`). */
 export const DEFAULT_MAX_ENTRIES = 10_000_000;
@@ -74,9 +74,11 @@ export class TreeLister {
       const host = this.#remote.host;
       this.#o.onRetry(
         this.#last === undefined
-          ? `Listing from ${host} failed (${message(error)}); asking again`
+          ? `Listing from ${host} failed (${
+            describeError(error)
+          }); asking again`
           : `Listing from ${host} was cut (${
-            message(error)
+            describeError(error)
           }); asking for the rest`,
       );
       await backoff.wait(attempt, signal).catch(() => {});

@@ -5,11 +5,10 @@
  */
 import { join, posix } from "node:path";
 import { chmodOpened, fileIdOf, openChecked } from "../shared/checked_open.ts";
-import { reason } from "../shared/errors.ts";
+import { describeError, reason } from "../shared/errors.ts";
 import type { ListEntry } from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
 import { ensureDirs, safeComponents, setDirMeta } from "./placement.ts";
-import { message } from "./retry.ts";
 import type { FileJob, PullContext } from "./transfer.ts";
 import type { Verifier } from "./verify.ts";
 
@@ -94,7 +93,7 @@ export class Planner {
     try {
       parts = safeComponents(entry.path);
     } catch (error) {
-      ctx.fail(entry.path, message(error));
+      ctx.fail(entry.path, describeError(error));
       return;
     }
     if (!this.#o.filter.wants(parts)) return;
@@ -103,7 +102,7 @@ export class Planner {
         const path = ensureDirs(dest, parts, this.#verified, this.#created);
         this.#dirs.push({ path, mtime: entry.mtime, mode: entry.mode });
       } catch (error) {
-        ctx.fail(entry.path, message(error));
+        ctx.fail(entry.path, describeError(error));
       }
       return;
     }
@@ -125,7 +124,7 @@ export class Planner {
         this.#created,
       );
     } catch (error) {
-      ctx.fail(entry.path, message(error));
+      ctx.fail(entry.path, describeError(error));
       return;
     }
     if (ctx.targets.has(job.target)) {

@@ -7,7 +7,7 @@
 import { posix } from "node:path";
 import type { FileId } from "../shared/checked_open.ts";
 import type { ClientSettings } from "../shared/config.ts";
-import { LocalPathError, reason } from "../shared/errors.ts";
+import { describeError, LocalPathError, reason } from "../shared/errors.ts";
 import { removeJournal } from "../shared/journal.ts";
 import { journalPathFor, partPathFor, placePart } from "../shared/part_file.ts";
 import type { StatEntry } from "../shared/wire.ts";
@@ -23,7 +23,7 @@ import {
 } from "./placement.ts";
 import { Planner, routeOf } from "./plan.ts";
 import { Remote, remoteRootError } from "./remote.ts";
-import { Backoff, message, ProtocolError } from "./retry.ts";
+import { Backoff, ProtocolError } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import {
   FileChanged,
@@ -147,7 +147,7 @@ class PullRun {
       ? this.#runStop.signal
       : AbortSignal.any([options.signal, this.#runStop.signal]);
     this.#tasks = new TaskGroup((error) => {
-      if (!this.#signal.aborted) this.#fail("(internal)", message(error));
+      if (!this.#signal.aborted) this.#fail("(internal)", describeError(error));
     });
     const summary = this.#summary;
     const emit = (event: PullEvent) => this.#o.onEvent?.(event);
@@ -262,7 +262,10 @@ class PullRun {
       if (this.#signal.aborted) return;
       if (error !== undefined) {
         if (lister.last === undefined) throw this.#rootError(error);
-        this.#fail("(listing)", `Listing stopped early: ${message(error)}`);
+        this.#fail(
+          "(listing)",
+          `Listing stopped early: ${describeError(error)}`,
+        );
       }
       // Checksum comparisons still running may add files to the last bundle.
       await planner.settle();
@@ -270,7 +273,7 @@ class PullRun {
     } catch (error) {
       if (this.#signal.aborted) return;
       if (lister.last === undefined) throw error;
-      this.#fail("(listing)", `Listing stopped early: ${message(error)}`);
+      this.#fail("(listing)", `Listing stopped early: ${describeError(error)}`);
     } finally {
       this.#ctx.emit({
         type: "total",
@@ -362,7 +365,7 @@ class PullRun {
     } catch (error) {
       if (this.#signal.aborted) return;
       if (options.throwLocal && error instanceof DestinationError) throw error;
-      this.#fail(job.rel, message(error));
+      this.#fail(job.rel, describeError(error));
     } finally {
       this.#ctx.targets.delete(job.target);
     }

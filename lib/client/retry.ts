@@ -44,11 +44,6 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** The message of an error, or the thing thrown as text. */
-export function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** Longest pause between two attempts (milliseconds). */
 const MAX_PAUSE_MS = 30_000;
 

@@ -1,11 +1,11 @@
 /** Comparing local bytes with the server's by SHA-256, span by span: `--verify`, `--checksum`, and the unflushed ranges of a resumed journal. */
 import type { ByteRange } from "../shared/byte_range.ts";
 import type { FileId } from "../shared/checked_open.ts";
-import { reason } from "../shared/errors.ts";
+import { describeError, reason } from "../shared/errors.ts";
 import { hashSpans, spansOf } from "../shared/span_hash.ts";
 import type { HashResult } from "../shared/wire.ts";
 import type { Remote } from "./remote.ts";
-import { type Backoff, message } from "./retry.ts";
+import { type Backoff } from "./retry.ts";
 import type { Scheduler } from "./scheduler.ts";
 import { FileChanged, type FileJob } from "./transfer.ts";
 
@@ -122,7 +122,7 @@ export class Verifier {
       if (this.#signal.aborted) throw error;
       throw new Error(
         `Cannot get the SHA-256 of "${job.rel}" from the server: ${
-          message(error)
+          describeError(error)
         }`,
         { cause: error },
       );
