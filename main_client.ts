@@ -1,5 +1,5 @@
 // deno-lint-ignore-file no-console
-/** Entry of hsync: command line + configuration -> lib/pull, progress on stderr, the documented exit codes. */
+/** Entry of hsync: command line + configuration -> lib/client (pull, follow); the only part that prints, exits and listens for signals. */
 import defaults from "./hsync.ini" with { type: "text" };
 import {
   CLIENT_USAGE,
@@ -9,6 +9,7 @@ import {
   transferOptions,
 } from "./lib/client/client_args.ts";
 import {
+  type ClientSettings,
   clientSettings,
   formatConfig,
   loadConfig,
@@ -26,7 +27,7 @@ import {
 import { printable } from "./lib/client/printable.ts";
 import { pull } from "./lib/client/pull.ts";
 import { createReporter, formatSummary } from "./lib/client/progress.ts";
-import { openTransport } from "./lib/client/transport.ts";
+import { openTransport, type Transport } from "./lib/client/transport.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { VERSION } from "./lib/shared/version.ts";
 
@@ -70,22 +71,17 @@ async function runPull(cmd: PullCommand): Promise<number> {
   // Transport (issue 4 seam): TLS client and request signing.
   const transport = await openTransport(settings, config.hsyncDir);
   if (cmd.sync) {
-    // Follow mode (issue 5 seam), loaded only for it: a one-shot pull starts
-    // sooner without it.
-    const { runFollow } = await import("./lib/client/follow_cli.ts");
     return await runFollow(cmd, settings, baseUrl, transport, config.hsyncDir);
   }
 
   const controller = new AbortController();
   let interrupted = false;
-  const onSignal = () => {
+  const stopListening = onStopSignal(() => {
     if (interrupted) Deno.exit(130);
     interrupted = true;
     writeErr("\nhsync: interrupted, stopping (partial files are kept)\n");
     controller.abort();
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  });
 
   const reporter = await createReporter({
     quiet: cmd.quiet,
@@ -115,9 +111,70 @@ async function runPull(cmd: PullCommand): Promise<number> {
     return summary.failed > 0 ? EXIT.partial : EXIT.ok;
   } finally {
     reporter.stop();
+    stopListening();
+  }
+}
+
+/** `--sync`: follows until SIGINT/SIGTERM (exit 0) or until the server stays unreachable (throws `ConnectError`, exit 3). */
+async function runFollow(
+  cmd: PullCommand,
+  settings: ClientSettings,
+  baseUrl: string,
+  transport: Transport,
+  hsyncDir: string,
+): Promise<number> {
+  // Loaded only for --sync: a one-shot pull starts sooner without them.
+  const [{ follow }, report, { followStatePath }] = await Promise.all([
+    import("./lib/client/follow.ts"),
+    import("./lib/client/follow_report.ts"),
+    import("./lib/client/follow_state.ts"),
+  ]);
+  const controller = new AbortController();
+  const stopListening = onStopSignal(() => {
+    if (controller.signal.aborted) return;
+    writeErr("\nhsync: stopping: finishing the write in progress\n");
+    controller.abort();
+  });
+  const reporter = await report.createFollowReporter({
+    write: writeErr,
+    isTerminal: Deno.stderr.isTerminal(),
+    quiet: cmd.quiet,
+    debug: cmd.debug,
+    host: new URL(baseUrl).host,
+  });
+  try {
+    const summary = await follow({
+      baseUrl,
+      ...transferOptions(cmd),
+      settings,
+      fromNow: cmd.fromNow,
+      stateFile: followStatePath(
+        hsyncDir,
+        baseUrl,
+        cmd.remotePath,
+        cmd.localPath,
+      ),
+      signal: controller.signal,
+      onEvent: (event) => reporter.onEvent(event),
+      client: transport.client,
+      sign: transport.sign,
+    });
+    writeErr(`${report.formatFollowSummary(summary)}\n`);
+    return EXIT.ok;
+  } finally {
+    reporter.stop();
+    stopListening();
+  }
+}
+
+/** Calls `onSignal` on SIGINT and SIGTERM until the returned function is called. */
+function onStopSignal(onSignal: () => void): () => void {
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  return () => {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
-  }
+  };
 }
 
 async function run(command: ClientCommand): Promise<number> {

@@ -5,12 +5,10 @@ import { parseArgs } from "node:util";
 import { createHash, randomFillSync } from "node:crypto";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
+import type { ByteRange } from "../lib/shared/byte_range.ts";
 import { clientSettings, loadConfig } from "../lib/shared/config.ts";
-import {
-  journalPathFor,
-  loadJournal,
-  partPathFor,
-} from "../lib/shared/journal.ts";
+import { loadJournal } from "../lib/shared/journal.ts";
+import { journalPathFor, partPathFor } from "../lib/shared/part_file.ts";
 import { pull } from "../lib/client/pull.ts";
 import {
   freePort,
@@ -131,8 +129,8 @@ async function recorded(
   finalPath: string,
 ): Promise<{ flushed: number; unflushed: number }> {
   const j = await loadJournal(journalPathFor(finalPath));
-  const sum = (r: Array<[number, number]> = []) =>
-    r.reduce((n, [a, b]) => n + b - a, 0);
+  const sum = (r: ByteRange[] = []) =>
+    r.reduce((n, { start, end }) => n + end - start, 0);
   return { flushed: sum(j?.done), unflushed: sum(j?.unflushed) };
 }
 

@@ -7,7 +7,7 @@ import {
   serverSettings,
 } from "../lib/shared/config.ts";
 import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
-import { createHandler } from "../lib/server/server.ts";
+import { createHandler } from "../lib/server/handler.ts";
 
 /** One `GET /v1/file` request as the server saw it. */
 export interface FileRequest {

@@ -60,7 +60,7 @@ Deno.test("precedence is flag > -c FILE > $HSYNC_DIR/hsync.ini > built-in defaul
   assert.deepEqual(s.port, 4000); // flag
   assert.deepEqual(s.maxPartNum, 4); // -c
   assert.deepEqual(s.dataTimeout, 7); // $HSYNC_DIR
-  assert.deepEqual(s.maxRuning, 16); // built-in
+  assert.deepEqual(s.maxRangesInFlight, 16); // built-in
   assert.deepEqual(clientSettings(config, "hscp").port, 3000);
 });
 

@@ -1,11 +1,8 @@
 /** Resume through lib/client/pull.ts: journals saved while bytes arrive and on abort, reruns that fetch only what is missing, and files that changed in between. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import {
-  journalTempPathFor,
-  loadJournal,
-  RangeSet,
-} from "../lib/shared/journal.ts";
+import { journalTempPathFor, loadJournal } from "../lib/shared/journal.ts";
+import { RangeSet } from "../lib/shared/range_set.ts";
 import {
   bytes,
   journalCovered,
@@ -57,10 +54,10 @@ Deno.test("pull() aborted mid-transfer saves a journal of the bytes on disk, and
   assert.ok(saved, "the journal is kept on abort");
   assert.equal(new RangeSet(saved.done).covered, 4 * 300_000);
   assert.deepEqual(saved.done, [
-    [0, 300_000],
-    [2 * MiB, 2 * MiB + 300_000],
-    [4 * MiB, 4 * MiB + 300_000],
-    [6 * MiB, 6 * MiB + 300_000],
+    { start: 0, end: 300_000 },
+    { start: 2 * MiB, end: 2 * MiB + 300_000 },
+    { start: 4 * MiB, end: 4 * MiB + 300_000 },
+    { start: 6 * MiB, end: 6 * MiB + 300_000 },
   ]);
   await assert.rejects(() => Deno.stat(out), "no final file yet");
 

@@ -12,7 +12,7 @@ import {
 import { ConnectError } from "../lib/shared/errors.ts";
 import { LocalPathError } from "../lib/shared/errors.ts";
 import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
-import { createHandler } from "../lib/server/server.ts";
+import { createHandler } from "../lib/server/handler.ts";
 import { tempDir } from "./_programs.ts";
 import type {
   BundleRequest,
@@ -763,6 +763,26 @@ Deno.test("pull() never accepts a complete-looking chunked body shorter than the
   assert.equal(summary.failed, 1);
   assert.match(summary.failures[0].message, /ended at byte 0 of 50000/);
   await assert.rejects(() => Deno.stat(out));
+});
+
+Deno.test("pull() completes a file whose range answers are chunked (no Content-Length), to the last byte", async () => {
+  await using dir = await tempDir();
+  // Not a multiple of 64 KiB: Deno's FsFile.writable would hold the tail.
+  const content = bytes(300 * 1024 + 7, 16);
+  const { server } = fileServer(
+    content,
+    (a, b) => partial(content, a, b, { chunked: true }),
+  );
+  await using _ = server;
+  const out = join(dir.path, "f.bin");
+  const { summary } = await basePull({
+    baseUrl: server.baseUrl,
+    remotePath: "/data/f.bin",
+    localPath: out,
+  });
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, 1);
+  assert.ok(sameBytes(await Deno.readFile(out), content));
 });
 
 Deno.test("pull() refuses a range response for other bytes than asked", async () => {

@@ -1,7 +1,8 @@
 /** `verify` and `checksum` through lib/client/pull.ts: SHA-256 against the server's hash endpoint, one refetch, loud failure, busy hash slots, skip by checksum. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { HASH_SPAN_BYTES, type PullEvent } from "../lib/client/pull.ts";
+import type { PullEvent } from "../lib/client/pull.ts";
+import { HASH_SPAN_BYTES } from "../lib/client/verify.ts";
 import {
   bytes,
   leftovers,

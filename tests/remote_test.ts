@@ -231,3 +231,60 @@ Deno.test("send() never follows a redirect: it tells onRefuse and throws one lin
     await other.shutdown();
   }
 });
+
+Deno.test("Remote.file() asks for a range (open-ended too) with If-Range only beside a range; Remote.watch() refuses a malformed answer", async () => {
+  const seen: Array<Record<string, string | null>> = [];
+  let watchBody: unknown = { cursor: "c2", changed: ["a"], rescan: false };
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request) => {
+      const url = new URL(request.url);
+      seen.push({
+        path: url.pathname,
+        query: url.search,
+        range: request.headers.get("range"),
+        ifRange: request.headers.get("if-range"),
+        encoding: request.headers.get("accept-encoding"),
+      });
+      if (url.pathname === "/v1/watch") return Response.json(watchBody);
+      return new Response("x", { status: 416 });
+    },
+  );
+  try {
+    const remote = new Remote({
+      baseUrl: `http://127.0.0.1:${server.addr.port}`,
+    });
+    const files = [
+      await remote.file("/f", { range: { start: 5, end: 10 }, ifRange: '"e"' }),
+      await remote.file("/f", { range: { start: 7 } }),
+      await remote.file("/f", { ifRange: '"e"' }),
+    ];
+    for (const ex of files) {
+      // 416 is returned, not thrown: the caller decides what it means.
+      assert.equal(ex.response.status, 416);
+      await ex.response.body?.cancel();
+      ex.done();
+    }
+    assert.deepEqual(seen.map((s) => [s.range, s.ifRange, s.encoding]), [
+      ["bytes=5-9", '"e"', "identity"],
+      ["bytes=7-", null, "identity"],
+      [null, null, "identity"],
+    ]);
+    const result = await remote.watch("/d", {
+      cursor: "c1",
+      timeout: 25,
+      interval: 2,
+    });
+    assert.deepEqual(result, { cursor: "c2", changed: ["a"], rescan: false });
+    assert.equal(seen[3].query, "?path=%2Fd&timeout=25&interval=2&cursor=c1");
+    await remote.watch("/d", { cursor: null, timeout: 1, interval: 2 });
+    assert.equal(seen[4].query, "?path=%2Fd&timeout=1&interval=2");
+    watchBody = { cursor: 3, changed: [] };
+    await assert.rejects(
+      () => remote.watch("/d", { cursor: null, timeout: 1, interval: 2 }),
+      /Malformed watch answer/,
+    );
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -1,7 +1,7 @@
 /** Parses the hsync command line (old single-dash flags included) into a command, without touching Deno.args. */
 import { parseArgs } from "node:util";
 import { UsageError } from "../shared/errors.ts";
-import { DEFAULT_MAX_ENTRIES } from "./pull.ts";
+import { DEFAULT_MAX_ENTRIES } from "./listing.ts";
 
 /** Usage text of `hsync --help`. */
 export const CLIENT_USAGE = `Usage:

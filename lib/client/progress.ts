@@ -1,5 +1,5 @@
 /** Turns pull events into a live bar (terminal), periodic plain lines (logs, pipes) or nothing (--quiet), and the final summary line. */
-import type { PullEvent, PullSummary } from "./pull.ts";
+import type { PullEvent, PullSummary } from "./transfer.ts";
 import { printable } from "./printable.ts";
 
 /** Where the reporter writes: a function taking text, or a byte stream. */

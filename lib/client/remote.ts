@@ -9,6 +9,7 @@ import {
   type HashResult,
   type ListEntry,
   type StatEntry,
+  type WatchResult,
 } from "../shared/wire.ts";
 
 /** Options of {@linkcode Remote}. */
@@ -273,24 +274,21 @@ export class Remote {
   }
 
   /**
-   * `GET /v1/file`, whole or `[start, end)` with `If-Range`. A 200 or 416 is
-   * returned as is (the caller decides the file changed); other errors throw.
+   * `GET /v1/file`, whole or of `range` (an open end asks to the end of the
+   * file), with `If-Range` when given. A 200 or 416 is returned as is (the
+   * caller decides what it means); other errors throw.
    */
   file(
     path: string,
     options: {
-      start?: number;
-      end?: number;
+      range?: { start: number; end?: number };
       ifRange?: string;
       signal?: AbortSignal;
     } = {},
   ): Promise<Exchange> {
     const headers = new Headers({ "accept-encoding": "identity" });
-    if (options.start !== undefined && options.end !== undefined) {
-      headers.set(
-        "range",
-        rangeHeader({ start: options.start, end: options.end }),
-      );
+    if (options.range !== undefined) {
+      headers.set("range", rangeHeader(options.range));
       if (options.ifRange !== undefined) {
         headers.set("if-range", options.ifRange);
       }
@@ -300,6 +298,42 @@ export class Remote {
       signal: options.signal,
       accept: [416],
     });
+  }
+
+  /**
+   * `GET /v1/watch`: a long-poll answered at once without a cursor (with
+   * `rescan`), else when something under `path` changes or after `timeout`
+   * seconds; `interval` is the server's stat-poll period where it cannot
+   * watch. A malformed answer is a `ProtocolError`.
+   */
+  async watch(
+    path: string,
+    options: {
+      cursor: string | null;
+      timeout: number;
+      interval: number;
+      signal?: AbortSignal;
+    },
+  ): Promise<WatchResult> {
+    const query: Record<string, string> = {
+      path,
+      timeout: String(options.timeout),
+      interval: String(options.interval),
+    };
+    if (options.cursor !== null) query.cursor = options.cursor;
+    const ex = await this.send(this.url(API.watch, query), {
+      signal: options.signal,
+    });
+    try {
+      const body = await ex.response.json() as WatchResult;
+      if (
+        typeof body?.cursor !== "string" || !Array.isArray(body.changed) ||
+        typeof body.rescan !== "boolean"
+      ) throw new ProtocolError("Malformed watch answer");
+      return body;
+    } finally {
+      ex.done();
+    }
   }
 }
 

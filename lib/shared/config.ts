@@ -200,9 +200,12 @@ export interface ServerSettings {
 export interface ClientSettings {
   hostIp: string;
   port: number;
+  /** `Max_tcp_conn`: connections to the server at once. */
   maxTcpConn: number;
+  /** `Max_part_num`: ranges one file is split into at most. */
   maxPartNum: number;
-  maxRuning: number;
+  /** `Max_runing` (the old key's spelling): range requests in flight at most, over all files. */
+  maxRangesInFlight: number;
   minPartSize: number;
   /** Seconds. */
   dataTimeout: number;
@@ -264,7 +267,7 @@ export function clientSettings(
     port: get("Port") as number,
     maxTcpConn: get("Max_tcp_conn") as number,
     maxPartNum,
-    maxRuning: get("Max_runing") as number,
+    maxRangesInFlight: get("Max_runing") as number,
     minPartSize: get("Min_part_size") as number,
     dataTimeout: get("Data_timeout") as number,
     maxTimeoutRetry: get("Max_timeout_retry") as number,

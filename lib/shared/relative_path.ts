@@ -4,7 +4,7 @@
  * listing's `after=` read by hsyncd): plain names joined by single slashes.
  * The two sides differ in what they do with a refusal, never in the rule.
  */
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "./journal.ts";
+import { JOURNAL_SUFFIX, PART_SUFFIX } from "./part_file.ts";
 
 /** Longest path accepted, in UTF-8 bytes (Linux PATH_MAX). */
 export const MAX_PATH_BYTES = 4096;

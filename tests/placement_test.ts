@@ -1,18 +1,17 @@
-/** Tests of lib/client/local_path.ts: one test per attack a hostile server (or a planted link) can try. */
+/** Tests of lib/client/placement.ts: one test per attack a hostile server (or a planted link) can try, and where a remote root lands. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
-  checkName,
-  chmodOpened,
-  createChecked,
+  destinationOf,
   ensureDirs,
-  fileIdOf,
+  makeParentDir,
+  makeTreeRoot,
   modeToApply,
-  openChecked,
   safeComponents,
   safeJoin,
+  setDirMeta,
   UnsafePathError,
-} from "../lib/client/local_path.ts";
+} from "../lib/client/placement.ts";
 import { LocalPathError, reason } from "../lib/shared/errors.ts";
 
 const ROOT = "/out";
@@ -145,89 +144,6 @@ Deno.test("reason() gives short lower-case causes", () => {
   );
 });
 
-/** A temporary directory with `victim.txt` ("untouched") in it, removed by `await using`. */
-async function withVictim() {
-  const root = await Deno.makeTempDir();
-  const victim = join(root, "victim.txt");
-  await Deno.writeTextFile(victim, "untouched");
-  await Deno.chmod(victim, 0o600);
-  return {
-    root,
-    victim,
-    [Symbol.asyncDispose]: () => Deno.remove(root, { recursive: true }),
-  };
-}
-
-function refusedWith(why: RegExp) {
-  return (error: unknown) =>
-    error instanceof LocalPathError && why.test(error.message);
-}
-
-Deno.test("openChecked() never opens a symlink, a FIFO or a directory in place of a file", async () => {
-  await using d = await withVictim();
-  const name = join(d.root, "x.hsync-part");
-  await Deno.symlink(d.victim, name);
-  assert.throws(
-    () => openChecked(name, { write: true }),
-    refusedWith(/: it is a symbolic link$/),
-  );
-  await Deno.remove(name);
-  await new Deno.Command("mkfifo", { args: [name] }).output();
-  assert.throws(
-    () => openChecked(name, { write: true }),
-    refusedWith(/: it exists and is not a regular file$/),
-  );
-  assert.throws(
-    () => openChecked(d.root, { write: true }),
-    refusedWith(/: it exists and is not a regular file$/),
-  );
-  assert.equal(await Deno.readTextFile(d.victim), "untouched");
-});
-
-Deno.test("openChecked() refuses a regular file that is not the inode expected, and never truncates", async () => {
-  await using d = await withVictim();
-  const name = join(d.root, "part");
-  await Deno.writeTextFile(name, "mine");
-  const mine = fileIdOf(await Deno.lstat(name));
-  using file = openChecked(name, { write: true, expected: mine });
-  assert.equal((await file.stat()).size, 4);
-  await Deno.remove(name);
-  await Deno.writeTextFile(name, "theirs");
-  assert.throws(
-    () => openChecked(name, { write: true, expected: mine }),
-    refusedWith(/: it was replaced while hsync used it$/),
-  );
-  assert.throws(() => checkName(name, mine), refusedWith(/replaced/));
-  assert.equal(await Deno.readTextFile(name), "theirs");
-});
-
-Deno.test("createChecked() refuses any entry at the name, a dangling link included", async () => {
-  await using d = await withVictim();
-  const name = join(d.root, "new");
-  await Deno.symlink(join(d.root, "nowhere"), name);
-  assert.throws(() => createChecked(name), Deno.errors.AlreadyExists);
-  assert.ok(!(await Deno.stat(join(d.root, "nowhere")).catch(() => false)));
-  await Deno.remove(name);
-  using file = createChecked(name);
-  assert.ok((await file.stat()).isFile);
-});
-
-Deno.test("chmodOpened() changes the mode of the opened inode only, never of a link swapped in at its name", async () => {
-  await using d = await withVictim();
-  const name = join(d.root, "f.hsync-part");
-  using file = createChecked(name);
-  chmodOpened(file, name, 0o640);
-  assert.equal((await Deno.lstat(name)).mode! & 0o7777, 0o640);
-  await Deno.remove(name);
-  await Deno.symlink(d.victim, name);
-  assert.throws(
-    () => chmodOpened(file, name, 0o666),
-    refusedWith(/replaced/),
-  );
-  assert.equal((await Deno.stat(d.victim)).mode! & 0o7777, 0o600);
-  assert.throws(() => checkName(name, fileIdOf(file.statSync())), /symbolic/);
-});
-
 Deno.test("modeToApply() drops setuid, setgid, sticky and write-for-others bits unless asked", () => {
   assert.equal(modeToApply(0o100755), 0o755);
   assert.equal(modeToApply(0o4777), 0o775);
@@ -235,4 +151,82 @@ Deno.test("modeToApply() drops setuid, setgid, sticky and write-for-others bits 
   assert.equal(modeToApply(0o1777), 0o775);
   assert.equal(modeToApply(0o666), 0o664);
   assert.equal(modeToApply(0o6777, true), 0o6777);
+});
+
+Deno.test("destinationOf() puts a file into an existing directory, a tree at the path itself unless it ends in / or scp placement is asked", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const dir = join(root, "dir");
+    await Deno.mkdir(dir);
+    const file = { remoteIsDir: false };
+    const tree = { remoteIsDir: true };
+    assert.equal(destinationOf(dir, "/data/f.txt", file), join(dir, "f.txt"));
+    assert.equal(
+      destinationOf(join(root, "new"), "/data/f.txt", file),
+      join(root, "new"),
+    );
+    assert.equal(destinationOf(dir, "/data/t", tree), dir);
+    assert.equal(destinationOf(`${dir}/`, "/data/t", tree), join(dir, "t"));
+    assert.equal(
+      destinationOf(dir, "/data/t", { ...tree, scp: true }),
+      join(dir, "t"),
+    );
+    assert.equal(
+      destinationOf(join(root, "new"), "/data/t", { ...tree, scp: true }),
+      join(root, "new"),
+    );
+    // The server's root "/" has no base name: nothing is appended.
+    assert.equal(destinationOf(`${dir}/`, "/", tree), `${dir}/`);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("makeTreeRoot() and makeParentDir() make what is missing and name the path that is in the way", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    assert.equal(makeTreeRoot(join(root, "a", "b")), true);
+    assert.equal(makeTreeRoot(join(root, "a", "b")), false);
+    await Deno.writeTextFile(join(root, "f"), "x");
+    assert.throws(
+      () => makeTreeRoot(join(root, "f")),
+      (e: unknown) =>
+        e instanceof LocalPathError &&
+        e.message ===
+          `Cannot write "${join(root, "f")}": it exists and is not a directory`,
+    );
+    makeParentDir(join(root, "c", "d", "file.txt"));
+    assert.ok((await Deno.stat(join(root, "c", "d"))).isDirectory);
+    assert.throws(
+      () => makeParentDir(join(root, "f", "sub", "x")),
+      (e: unknown) =>
+        e instanceof LocalPathError && e.path === join(root, "f", "sub"),
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("setDirMeta() sets a directory's time and mode, and refuses a link swapped in for it", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const dir = join(root, "d");
+    await Deno.mkdir(dir);
+    setDirMeta(dir, 1_000_000_000_000, 0o750);
+    const info = await Deno.lstat(dir);
+    assert.equal(info.mtime?.getTime(), 1_000_000_000_000);
+    assert.equal(info.mode! & 0o7777, 0o750);
+    const other = join(root, "other");
+    await Deno.mkdir(other, { mode: 0o755 });
+    await Deno.chmod(other, 0o755);
+    await Deno.remove(dir);
+    await Deno.symlink(other, dir);
+    assert.throws(
+      () => setDirMeta(dir, 0, 0o700),
+      /it is a symbolic link/,
+    );
+    assert.equal((await Deno.stat(other)).mode! & 0o7777, 0o755);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

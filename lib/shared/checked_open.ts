@@ -1,96 +1,12 @@
-/** Maps untrusted relative paths from the server onto the output directory, refusing anything that could write outside it. */
+/**
+ * Opening a local file by name and proving the handle is the entry at that
+ * name (device, inode, type), for any side that writes files it does not
+ * fully control: Deno resolves every component of an opened path itself, so
+ * `O_NOFOLLOW` cannot stop a final symlink and the check must come after the
+ * open, before any byte is written.
+ */
 import { closeSync, constants, fchmodSync, fstatSync, openSync } from "node:fs";
-import { join } from "node:path";
-import {
-  relativeComponents,
-  RelativePathError,
-} from "../shared/relative_path.ts";
-import { LocalPathError, reason } from "../shared/errors.ts";
-
-/** A relative path from the server that must not be written. */
-export class UnsafePathError extends Error {
-  /** The refused path, as the server sent it. */
-  readonly path: string;
-  constructor(path: string, why: string) {
-    super(`Refused path ${JSON.stringify(path)} from the server: ${why}`);
-    this.name = "UnsafePathError";
-    this.path = path;
-  }
-}
-
-/**
- * Joins a `/`-separated relative path from the server onto `root`. Refuses
- * (with {@linkcode UnsafePathError}) a path that is empty, absolute, holds a
- * NUL or a backslash, has an empty, `.` or `..` component, or a component
- * ending in the client's own `.hsync-part`/`.hsync-journal` suffixes (which
- * would let one entry overwrite another's partial data).
- */
-export function safeJoin(root: string, relPath: string): string {
-  return join(root, ...safeComponents(relPath));
-}
-
-/** The components of a relative path from the server, checked as {@linkcode safeJoin} does. */
-export function safeComponents(relPath: string): string[] {
-  try {
-    return relativeComponents(relPath);
-  } catch (error) {
-    if (error instanceof RelativePathError) {
-      throw new UnsafePathError(relPath, error.why);
-    }
-    throw error;
-  }
-}
-
-/**
- * Makes sure every directory from `root` down to `root/components...`
- * exists and is a real directory, creating missing ones one level at a time.
- * An existing symlink or non-directory on the way is refused with
- * {@linkcode LocalPathError}, so a link planted in the output directory
- * cannot redirect writes. `root` itself is trusted (the user chose it).
- * Directories already checked in this run are remembered in `verified`,
- * and the ones it made in `created` (files there need no comparison).
- * Synchronous on purpose: a few microseconds per new directory, and no
- * other task can interleave between the check and the use.
- */
-export function ensureDirs(
-  root: string,
-  components: string[],
-  verified: Set<string>,
-  created?: Set<string>,
-): string {
-  let path = root;
-  for (const part of components) {
-    path = join(path, part);
-    if (verified.has(path)) continue;
-    let info: Deno.FileInfo | undefined;
-    try {
-      info = Deno.lstatSync(path);
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) {
-        throw new LocalPathError(path, reason(error), error);
-      }
-    }
-    if (info === undefined) {
-      try {
-        Deno.mkdirSync(path);
-        created?.add(path);
-      } catch (error) {
-        if (!(error instanceof Deno.errors.AlreadyExists)) {
-          throw new LocalPathError(path, reason(error), error);
-        }
-      }
-      info = Deno.lstatSync(path);
-    }
-    if (info.isSymlink) {
-      throw new LocalPathError(path, "it is a symbolic link");
-    }
-    if (!info.isDirectory) {
-      throw new LocalPathError(path, "it exists and is not a directory");
-    }
-    verified.add(path);
-  }
-  return path;
-}
+import { LocalPathError, reason } from "./errors.ts";
 
 /** What makes a file the same file: its device and inode. */
 export interface FileId {
@@ -263,14 +179,6 @@ export function chmodOpened(
   }
 }
 
-/** Permission bits a server may not set unless the user asks: setuid, setgid, sticky, and write for others. */
-export const UNSAFE_MODE_BITS = 0o7002;
-
-/** The permission bits of a server's `mode` to apply locally: without {@linkcode UNSAFE_MODE_BITS} unless `special`. */
-export function modeToApply(mode: number, special = false): number {
-  return mode & (special ? 0o7777 : 0o7777 & ~UNSAFE_MODE_BITS);
-}
-
 function refuseKind(path: string, info: Deno.FileInfo, dir: boolean): void {
   if (info.isSymlink) throw new LocalPathError(path, "it is a symbolic link");
   if (dir && !info.isDirectory) {
@@ -278,14 +186,5 @@ function refuseKind(path: string, info: Deno.FileInfo, dir: boolean): void {
   }
   if (!dir && !info.isFile) {
     throw new LocalPathError(path, "it exists and is not a regular file");
-  }
-}
-
-/** Whether `path` is a directory now (following links); false when it cannot be read. */
-export function isDirectory(path: string): boolean {
-  try {
-    return Deno.statSync(path).isDirectory;
-  } catch {
-    return false;
   }
 }

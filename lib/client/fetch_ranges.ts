@@ -1,0 +1,482 @@
+/**
+ * Fetching one file in byte ranges into its `.hsync-part`: resumed from its
+ * journal when that belongs to the same remote file, the missing ranges
+ * fetched in parallel with `If-Range` (each retried from its last byte on
+ * disk), the journal following what reaches the disk.
+ */
+import {
+  type ByteRange,
+  parseContentRange,
+  planGaps,
+} from "../shared/byte_range.ts";
+import { type FileId, fileIdOf, openChecked } from "../shared/checked_open.ts";
+import { writeChunk, WrittenRanges } from "../shared/chunk_writer.ts";
+import { LocalPathError, reason } from "../shared/errors.ts";
+import {
+  loadJournal,
+  removeJournal,
+  sameIdentity,
+  saveJournal,
+} from "../shared/journal.ts";
+import { JournalSaver } from "../shared/journal_saver.ts";
+import {
+  createPart,
+  journalPathFor,
+  partPathFor,
+} from "../shared/part_file.ts";
+import { RangeSet } from "../shared/range_set.ts";
+import { spansOf } from "../shared/span_hash.ts";
+import type { Exchange } from "./remote.ts";
+import { isRetryable, ProtocolError, ShortBody } from "./retry.ts";
+import {
+  FileChanged,
+  type FileJob,
+  identityOf,
+  type PullContext,
+} from "./transfer.ts";
+import type { Verifier } from "./verify.ts";
+
+/** Bytes per hash request when unflushed ranges are checked on resume (a mismatch costs a refetch of that much). */
+const HINT_SPAN_BYTES = 8 * 1024 * 1024;
+
+/** The part file cannot be created: the destination itself is unusable. */
+export class DestinationError extends LocalPathError {}
+
+/** Options of {@linkcode RangeFetcher}. */
+export interface RangeFetcherOptions {
+  /** Keep a resume journal beside each part (false for benchmarks only: no resuming then). */
+  journal: boolean;
+  /** Longest time in milliseconds between journal saves while bytes arrive. */
+  journalIntervalMs: number;
+  /** Checks unflushed ranges of a resumed journal against the server's hashes. */
+  verifier: Verifier;
+  /** Told the bytes a resumed journal let the file keep. */
+  onResumed: (bytes: number) => void;
+}
+
+/**
+ * Transfer state of one ranged file: its part file and inode, its journal,
+ * and the ranges written to the part (what the journal persists once they
+ * are flushed).
+ */
+interface FileState {
+  job: FileJob;
+  part: string;
+  /** The part file's inode: every handle opened on `part` must be this one. */
+  id: FileId;
+  journal: string;
+  written: WrittenRanges;
+}
+
+/** Fetches files in ranges into their part files, resumably. */
+export class RangeFetcher {
+  readonly #ctx: PullContext;
+  readonly #o: RangeFetcherOptions;
+
+  /** A fetcher for one pull. */
+  constructor(context: PullContext, options: RangeFetcherOptions) {
+    this.#ctx = context;
+    this.#o = options;
+  }
+
+  /**
+   * Makes the part file of `job` complete: resumes from the journal when it
+   * belongs to the same remote file, else starts over; fetches the missing
+   * ranges in parallel while the journal follows what reaches the disk. The
+   * journal is saved whatever happens (abort included), except when the
+   * file changed. Returns the part file's identity.
+   */
+  async fetch(job: FileJob): Promise<FileId> {
+    const ctx = this.#ctx;
+    const part = partPathFor(job.target);
+    const journal = journalPathFor(job.target);
+    const resumed = this.#o.journal
+      ? await this.#resumable(job, part, journal)
+      : undefined;
+    const state: FileState = {
+      job,
+      part,
+      id: resumed?.id ?? createEmptyPart(part),
+      journal,
+      written: new WrittenRanges(resumed?.written.toArray()),
+    };
+    if (resumed !== undefined) {
+      const covered = resumed.written.covered;
+      if (covered > 0) {
+        this.#o.onResumed(covered);
+        ctx.emit({ type: "progress", bytes: covered, resumed: true });
+      }
+      if (resumed.written.isComplete(job.size)) return state.id;
+    }
+    let saver: JournalSaver | undefined;
+    if (this.#o.journal) {
+      saver = JournalSaver.open({
+        journal,
+        part,
+        partId: state.id,
+        identity: identityOf(job),
+        written: state.written,
+        intervalMs: this.#o.journalIntervalMs,
+        flushed: resumed?.flushed,
+      });
+      if (resumed === undefined) {
+        try {
+          // Even before the first byte: a journal that claims nothing.
+          await saver.write();
+        } catch (error) {
+          saver.close();
+          throw new LocalPathError(journal, reason(error), error);
+        }
+      }
+    }
+    const ranges = planGaps(state.written.gaps(job.size), {
+      maxParts: ctx.settings.maxPartNum,
+      minPartSize: ctx.settings.minPartSize,
+    });
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(ctx.signal.reason);
+    ctx.signal.addEventListener("abort", onAbort, { once: true });
+    let failed = false;
+    let first: unknown;
+    saver?.start();
+    try {
+      // Every range settles before the file is retried or failed: none may still write.
+      await Promise.all(
+        ranges.map((range) =>
+          this.#fetchRange(state, range, controller.signal).catch((error) => {
+            if (failed) return;
+            failed = true;
+            first = error;
+            controller.abort(error);
+          })
+        ),
+      );
+    } finally {
+      ctx.signal.removeEventListener("abort", onAbort);
+      await saver?.stop();
+    }
+    const complete = !failed && state.written.isComplete(job.size);
+    if (saver !== undefined) {
+      try {
+        if (first instanceof FileChanged) {
+          await removeJournal(journal).catch(() => {});
+        } else if (complete) {
+          // No flush here: waiting for the disk would cost the transfer
+          // (rsync and cp do not either). The journal marks the rest as
+          // unflushed, so a crash before the rename resumes by checksum.
+          await saver.write().catch(() => {});
+        } else {
+          // Failed or interrupted: everything on disk now is flushed and
+          // claimed for a rerun (a failed save leaves the previous journal,
+          // which is still true).
+          await saver.flushAndWrite().catch(() => {});
+        }
+      } finally {
+        saver.close();
+      }
+    }
+    if (failed) {
+      if (first instanceof FileChanged) {
+        ctx.emit({ type: "progress", bytes: -state.written.covered });
+      }
+      throw first;
+    }
+    if (!complete) {
+      throw new ShortBody(`Missing bytes of "${job.rel}" after every range`);
+    }
+    return state.id;
+  }
+
+  /** Marks bytes that failed verification as missing, so the next round fetches exactly them. */
+  async forget(job: FileJob, spans: ByteRange[]): Promise<void> {
+    const path = journalPathFor(job.target);
+    const journal = this.#o.journal ? await loadJournal(path) : undefined;
+    let removed = 0;
+    if (
+      journal !== undefined && sameIdentity(journal.remote, identityOf(job))
+    ) {
+      const done = new RangeSet(journal.done);
+      const unflushed = new RangeSet(journal.unflushed ?? []);
+      const before = done.covered + unflushed.covered;
+      for (const span of spans) {
+        done.remove(span);
+        unflushed.remove(span);
+      }
+      removed = before - done.covered - unflushed.covered;
+      try {
+        await saveJournal(path, {
+          remote: journal.remote,
+          done: done.toArray(),
+          unflushed: unflushed.toArray(),
+        });
+      } catch (error) {
+        throw new LocalPathError(path, reason(error), error);
+      }
+    } else {
+      // No journal to amend: the whole file is fetched again.
+      removed = job.size;
+      await this.discard(job);
+    }
+    this.#ctx.emit({ type: "progress", bytes: -removed });
+  }
+
+  /** Removes a file's part and journal (their bytes cannot be trusted). */
+  async discard(job: FileJob): Promise<void> {
+    await removeJournal(journalPathFor(job.target)).catch(() => {});
+    await Deno.remove(partPathFor(job.target)).catch(() => {});
+  }
+
+  /**
+   * The ranges of an interrupted earlier pull that can be kept: its journal
+   * is for this remote identity and its part file is intact. Otherwise
+   * undefined (the file starts over), with a warning when the remote file
+   * changed in between.
+   */
+  async #resumable(
+    job: FileJob,
+    part: string,
+    path: string,
+  ): Promise<
+    { flushed: RangeSet; written: RangeSet; id: FileId } | undefined
+  > {
+    const journal = await loadJournal(path);
+    if (journal === undefined) return undefined;
+    if (!sameIdentity(journal.remote, identityOf(job))) {
+      this.#ctx.emit({
+        type: "warning",
+        path: job.rel,
+        message:
+          `File "${job.rel}" changed on the server since the interrupted pull, starting over`,
+      });
+      return undefined;
+    }
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(part);
+    } catch {
+      return undefined;
+    }
+    const flushed = new RangeSet(journal.done);
+    // The part grows only with the bytes written (no size is reserved up
+    // front), so it may be shorter than the file; shorter than what the
+    // journal claims flushed means someone cut it: nothing in it is trusted.
+    if (!info.isFile || info.size > job.size || info.size < flushed.end) {
+      return undefined;
+    }
+    const id = fileIdOf(info);
+    const written = new RangeSet(journal.done);
+    // Written but not flushed: kept when the server's SHA-256 agrees (after
+    // a killed process they are intact; after a crash maybe not).
+    const unflushed = new RangeSet(journal.unflushed ?? []);
+    unflushed.remove({ start: info.size, end: job.size });
+    const spans = unflushed.toArray().flatMap((range) =>
+      spansOf(range, HINT_SPAN_BYTES)
+    );
+    if (spans.length > 0) {
+      const good = await this.#o.verifier.matching(job, part, spans, id);
+      for (const span of good) written.add(span);
+    }
+    return { flushed, written, id };
+  }
+
+  /** Fetches `range` of the file, from the last byte on disk after each retryable failure. */
+  async #fetchRange(
+    state: FileState,
+    range: ByteRange,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const ctx = this.#ctx;
+    const cursor = { pos: range.start };
+    let attempt = 0;
+    while (cursor.pos < range.end) {
+      const before = cursor.pos;
+      const release = await ctx.limits.requests.acquire(signal);
+      let error: unknown;
+      try {
+        await this.#getRange(state, cursor, range.end, signal);
+      } catch (e) {
+        error = e;
+      } finally {
+        release();
+      }
+      if (error === undefined) continue;
+      if (signal.aborted) throw signal.reason;
+      if (!isRetryable(error)) throw error;
+      // A retry that made progress starts the count again.
+      attempt = cursor.pos > before ? 1 : attempt + 1;
+      if (attempt > ctx.backoff.maxRetries) throw error;
+      await ctx.backoff.wait(attempt, signal);
+    }
+  }
+
+  /** One ranged GET of `[cursor.pos, end)` streamed into the part file; advances `cursor.pos` by what reached the disk. */
+  async #getRange(
+    state: FileState,
+    cursor: { pos: number },
+    end: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { job } = state;
+    const start = cursor.pos;
+    const ex = await this.#ctx.remote.file(job.remote, {
+      range: { start, end },
+      ifRange: job.etag,
+      signal,
+    });
+    try {
+      const res = ex.response;
+      if (res.status === 200 || res.status === 416) {
+        throw new FileChanged(job.rel);
+      }
+      if (res.status !== 206) {
+        throw new ProtocolError(
+          `Unexpected status ${res.status} for a range of "${job.rel}"`,
+        );
+      }
+      const cr = parseContentRange(res.headers.get("content-range"));
+      if (cr === undefined || cr.size !== job.size) {
+        if (cr !== undefined) throw new FileChanged(job.rel);
+        throw new ProtocolError(
+          `Range response for "${job.rel}" has no valid Content-Range`,
+        );
+      }
+      if (cr.range.start !== start || cr.range.end !== end) {
+        throw new ProtocolError(
+          `Server sent bytes ${cr.range.start}-${
+            cr.range.end - 1
+          } of "${job.rel}" for ${start}-${end - 1}`,
+        );
+      }
+      const range = { start, end };
+      const usable = usableBody(ex, range, job.rel);
+      // The handle must be the part this run made (or resumed), whatever
+      // was planted at its name since: a link is never written through.
+      const file = openChecked(state.part, { write: true, expected: state.id });
+      let pos: number;
+      try {
+        pos = await receiveBody(ex, file, range, usable, {
+          label: job.rel,
+          path: state.part,
+          written: state.written,
+          onProgress: (pos) => {
+            this.#ctx.emit({ type: "progress", bytes: pos - cursor.pos });
+            cursor.pos = pos;
+          },
+        });
+      } finally {
+        file.close();
+      }
+      if (pos !== end) {
+        throw new ShortBody(
+          `Body for "${job.rel}" ended at byte ${pos} of ${end}`,
+        );
+      }
+    } finally {
+      ex.done();
+      await ex.response.body?.cancel().catch(() => {});
+    }
+  }
+}
+
+/** A response body checked to fit a range, ready for {@linkcode receiveBody}. */
+export interface UsableBody {
+  /** The response's body stream. */
+  body: ReadableStream<Uint8Array>;
+  /** Its Content-Length matched the range: the HTTP layer passes no more bytes than that. */
+  bounded: boolean;
+}
+
+/**
+ * The body of a file response that is to fill `range`: a response without
+ * a body, or announcing another length than the range, is a
+ * `ProtocolError` naming `label`. Called before the local file is opened.
+ */
+export function usableBody(
+  ex: Exchange,
+  range: ByteRange,
+  label: string,
+): UsableBody {
+  const res = ex.response;
+  if (res.body === null) {
+    throw new ProtocolError(`Range response for "${label}" has no body`);
+  }
+  const length = res.headers.get("content-length");
+  const expected = range.end - range.start;
+  if (length !== null && Number(length) !== expected) {
+    throw new ProtocolError(
+      `Range response for "${label}" announces ${length} bytes for ${expected}`,
+    );
+  }
+  return { body: res.body, bounded: length !== null };
+}
+
+/** Options of {@linkcode receiveBody}. */
+export interface ReceiveOptions {
+  /** The file's name in messages (its path relative to the root). */
+  label: string;
+  /** The local file written, for errors. */
+  path: string;
+  /** Flush the file's data before returning. */
+  sync?: boolean;
+  /** Where the bytes are counted while they arrive. */
+  written?: WrittenRanges;
+  /** Told how far the file holds the body (a local position) as it grows. */
+  onProgress?: (pos: number) => void;
+}
+
+/**
+ * Streams a checked body into local bytes `range` of `file` and returns the
+ * position reached: `range.end` when the body was complete, less when it
+ * ended early. A body longer than the range is a `ProtocolError`; a broken
+ * one throws its network error (retryable) or the abort reason, a local
+ * failure `LocalPathError`. The request's idle timer is kicked as bytes
+ * arrive. The caller opened `file` and closes it.
+ */
+export async function receiveBody(
+  ex: Exchange,
+  file: Deno.FsFile,
+  range: ByteRange,
+  usable: UsableBody,
+  options: ReceiveOptions,
+): Promise<number> {
+  const { pos, error } = await writeChunk(
+    file,
+    options.path,
+    usable.body,
+    range,
+    {
+      // With Content-Length the HTTP layer never passes more bytes than
+      // that; without it, the writer refuses to write past the range.
+      bounded: usable.bounded,
+      sync: options.sync,
+      written: options.written,
+      onProgress: (pos) => {
+        ex.kick();
+        options.onProgress?.(pos);
+      },
+    },
+  );
+  if (pos > range.end) {
+    throw new ProtocolError(
+      `Server sent too many bytes for "${options.label}"`,
+    );
+  }
+  if (error !== undefined) {
+    if (ex.signal.aborted) throw ex.signal.reason;
+    if (error instanceof TypeError || error instanceof ProtocolError) {
+      throw error;
+    }
+    throw new LocalPathError(options.path, reason(error), error);
+  }
+  return pos;
+}
+
+/** Creates (or recreates) the empty part file of a ranged fetch and returns its identity; an unusable destination is a {@linkcode DestinationError}. */
+function createEmptyPart(part: string): FileId {
+  try {
+    using file = createPart(part);
+    return fileIdOf(file.statSync());
+  } catch (error) {
+    throw new DestinationError(part, reason(error), error);
+  }
+}

@@ -1,0 +1,238 @@
+/**
+ * Planning a pull: each remote entry is checked, filtered and compared with
+ * the local copy, and a file that differs is routed (empty, bundle or
+ * ranges); directories are made as they are listed and get their times last.
+ */
+import { join, posix } from "node:path";
+import { chmodOpened, fileIdOf, openChecked } from "../shared/checked_open.ts";
+import { describeError, reason } from "../shared/errors.ts";
+import type { ListEntry } from "../shared/wire.ts";
+import type { PathFilter } from "./filters.ts";
+import { ensureDirs, safeComponents, setDirMeta } from "./placement.ts";
+import type { FileJob, PullContext } from "./transfer.ts";
+import type { Verifier } from "./verify.ts";
+
+/** Files up to this size go through `POST /v1/bundle` (the server's own limit is 1 MiB). */
+export const SMALL_FILE_BYTES = 256 * 1024;
+
+/** How a file that differs travels: nothing to fetch, whole in a bundle, or in ranges. */
+export type Route = "empty" | "bundle" | "ranges";
+
+/** The route of a file of `size` bytes. */
+export function routeOf(size: number): Route {
+  if (size === 0) return "empty";
+  return size <= SMALL_FILE_BYTES ? "bundle" : "ranges";
+}
+
+/** Options of {@linkcode Planner}. */
+export interface PlannerOptions {
+  /** The pulled root on the server. */
+  root: string;
+  /** Where the root goes locally (a directory for a tree). */
+  dest: string;
+  /** `--include`/`--exclude`. */
+  filter: PathFilter;
+  /** Decide "identical" by SHA-256 instead of size + mtime. */
+  checksum: boolean;
+  /** Compares local and remote SHA-256 for `checksum`. */
+  verifier: Verifier;
+  /** Hands on a file that differs (its target claimed). */
+  dispatch: (job: FileJob) => Promise<void>;
+  /** Runs a comparison in the background. */
+  spawn: (task: Promise<void>) => void;
+}
+
+/** Compares each listed entry with the local side and hands on what must be fetched. */
+export class Planner {
+  readonly #ctx: PullContext;
+  readonly #o: PlannerOptions;
+  /** Directories checked to be real directories in this run. */
+  readonly #verified = new Set<string>();
+  /** Directories this run created: nothing in them needs comparing. */
+  readonly #created = new Set<string>();
+  readonly #dirs: Array<{ path: string; mtime: number; mode: number }> = [];
+  /** `checksum` comparisons running beside the listing. */
+  readonly #comparing = new Set<Promise<void>>();
+
+  /** A planner for one pull. */
+  constructor(context: PullContext, options: PlannerOptions) {
+    this.#ctx = context;
+    this.#o = options;
+  }
+
+  /** Records that the tree's root directory was made by this run. */
+  rootCreated(): void {
+    this.#created.add(this.#o.dest);
+  }
+
+  /** The job of a remote root that is a file; undefined when identical (counted as skipped). */
+  async planRootFile(
+    root: { size: number; mtime: number; mode: number; etag: string },
+    base: string,
+  ): Promise<FileJob | undefined> {
+    const job: FileJob = {
+      rel: base || this.#o.dest,
+      remote: this.#o.root,
+      target: this.#o.dest,
+      size: root.size,
+      mtime: root.mtime,
+      mode: root.mode,
+      etag: root.etag,
+    };
+    const same = this.#o.checksum
+      ? await this.#sameByChecksum(job)
+      : this.#sameBySizeAndMtime(job);
+    return same ? undefined : job;
+  }
+
+  /** Plans one listing entry: refused, filtered out, a directory made, identical, or handed on. */
+  async plan(entry: ListEntry): Promise<void> {
+    const ctx = this.#ctx;
+    const dest = this.#o.dest;
+    let parts: string[];
+    try {
+      parts = safeComponents(entry.path);
+    } catch (error) {
+      ctx.fail(entry.path, describeError(error));
+      return;
+    }
+    if (!this.#o.filter.wants(parts)) return;
+    if (entry.type === "dir") {
+      try {
+        const path = ensureDirs(dest, parts, this.#verified, this.#created);
+        this.#dirs.push({ path, mtime: entry.mtime, mode: entry.mode });
+      } catch (error) {
+        ctx.fail(entry.path, describeError(error));
+      }
+      return;
+    }
+    const job: FileJob = {
+      rel: entry.path,
+      remote: posix.join(this.#o.root, entry.path),
+      target: join(dest, ...parts),
+      size: entry.size,
+      mtime: entry.mtime,
+      mode: entry.mode,
+      etag: entry.etag,
+    };
+    let parent: string;
+    try {
+      parent = ensureDirs(
+        dest,
+        parts.slice(0, -1),
+        this.#verified,
+        this.#created,
+      );
+    } catch (error) {
+      ctx.fail(entry.path, describeError(error));
+      return;
+    }
+    if (ctx.targets.has(job.target)) {
+      ctx.fail(entry.path, "The server listed this path twice");
+      return;
+    }
+    // A failed lstat costs about 50 us (it builds an error): skip it where
+    // nothing can exist yet.
+    const fresh = this.#created.has(parent);
+    if (this.#o.checksum && !fresh) {
+      // Hashing takes a while: a few comparisons run beside the listing.
+      ctx.targets.add(job.target);
+      const release = await ctx.limits.compares.acquire(ctx.signal);
+      const task = (async () => {
+        let same: boolean;
+        try {
+          same = await this.#sameByChecksum(job);
+        } finally {
+          release();
+        }
+        if (same || ctx.signal.aborted) ctx.targets.delete(job.target);
+        else await this.#o.dispatch(job);
+      })();
+      const tracked = task.catch(() => {}).finally(() =>
+        this.#comparing.delete(tracked)
+      );
+      this.#comparing.add(tracked);
+      this.#o.spawn(task);
+      return;
+    }
+    if (!fresh && this.#sameBySizeAndMtime(job)) return;
+    ctx.targets.add(job.target);
+    await this.#o.dispatch(job);
+  }
+
+  /** Waits for the `checksum` comparisons still running (they may hand on more files). */
+  async settle(): Promise<void> {
+    while (this.#comparing.size > 0) await Promise.all([...this.#comparing]);
+  }
+
+  /** Gives every directory listed its mtime (and mode), deepest first; a failure is a warning. */
+  finishDirs(): void {
+    // Deepest first (the listing puts a directory before its contents), so
+    // setting a child's times does not change its parent's afterwards.
+    for (let i = this.#dirs.length - 1; i >= 0; i--) {
+      const d = this.#dirs[i];
+      try {
+        setDirMeta(d.path, d.mtime, this.#ctx.modeOf(d));
+      } catch (error) {
+        this.#ctx.emit({
+          type: "warning",
+          path: d.path,
+          message: `Cannot set the time of "${d.path}": ${reason(error)}`,
+        });
+      }
+    }
+  }
+
+  /** Size and mtime (ms) equal: leave the file alone (and fix its mode with `preserve`). */
+  #sameBySizeAndMtime(job: FileJob): boolean {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(job.target);
+    } catch {
+      return false;
+    }
+    if (
+      !info.isFile || info.size !== job.size ||
+      info.mtime?.getTime() !== Math.trunc(job.mtime)
+    ) return false;
+    const mode = this.#ctx.modeOf(job);
+    if (mode !== undefined && ((info.mode ?? 0) & 0o7777) !== mode) {
+      try {
+        using file = openChecked(job.target, { expected: fileIdOf(info) });
+        chmodOpened(file, job.target, mode);
+      } catch {
+        return false;
+      }
+    }
+    this.#ctx.skipped(job);
+    return true;
+  }
+
+  /**
+   * Same size and the same SHA-256 as the server's (`checksum`): leave the
+   * content alone, and give it the remote mtime (and mode) so a later
+   * size + mtime comparison agrees. Any doubt means "fetch it".
+   */
+  async #sameByChecksum(job: FileJob): Promise<boolean> {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(job.target);
+    } catch {
+      return false;
+    }
+    if (!info.isFile || info.size !== job.size) return false;
+    try {
+      const id = fileIdOf(info);
+      const bad = await this.#o.verifier.differing(job, job.target, id);
+      if (bad.length > 0) return false;
+      using file = openChecked(job.target, { expected: id });
+      await file.utime(new Date(), new Date(job.mtime));
+      const mode = this.#ctx.modeOf(job);
+      if (mode !== undefined) chmodOpened(file, job.target, mode);
+    } catch {
+      return false;
+    }
+    this.#ctx.skipped(job);
+    return true;
+  }
+}

@@ -1,0 +1,87 @@
+/** The vocabulary the pieces of one pull share: a file job, the events a pull reports, and the context every piece is given. */
+import type { ClientSettings } from "../shared/config.ts";
+import type { RemoteIdentity } from "../shared/journal.ts";
+import type { Remote } from "./remote.ts";
+import type { Backoff } from "./retry.ts";
+import type { Scheduler } from "./scheduler.ts";
+
+/** What the engine reports while it runs (fed to a progress reporter). */
+export type PullEvent =
+  /** Files and bytes planned for transfer so far (skipped files excluded); `final` once the listing is complete. */
+  | { type: "total"; files: number; bytes: number; final: boolean }
+  /**
+   * Bytes written to disk since the last event (negative when a changed file
+   * starts over or bytes failed verification); `resumed` marks bytes found on
+   * disk from an interrupted earlier pull (not a transfer rate).
+   */
+  | { type: "progress"; bytes: number; resumed?: boolean }
+  /** A file was completed and renamed into place. */
+  | { type: "done"; path: string; bytes: number }
+  /** A file was identical and left alone. */
+  | { type: "skip"; path: string; bytes: number }
+  /** Something the user should know that is not a failure. */
+  | { type: "warning"; path?: string; message: string }
+  /** A file failed; the rest goes on. */
+  | { type: "failure"; path: string; message: string };
+
+/** What a pull did. */
+export interface PullSummary {
+  /** Files completed (written and renamed into place). */
+  files: number;
+  /** Bytes of the completed files. */
+  bytes: number;
+  seconds: number;
+  skipped: number;
+  failed: number;
+  failures: Array<{ path: string; message: string }>;
+  /** Bytes found on disk from interrupted earlier pulls (not fetched again). */
+  resumed?: number;
+}
+
+/** One remote file to fetch, and where it goes. */
+export interface FileJob {
+  /** Path relative to the pulled root (for messages and filters). */
+  rel: string;
+  /** Absolute path on the server. */
+  remote: string;
+  /** Final local path. */
+  target: string;
+  size: number;
+  mtime: number;
+  mode: number;
+  etag: string;
+}
+
+/** The remote identity a job's journal is made for. */
+export function identityOf(job: FileJob): RemoteIdentity {
+  return { size: job.size, mtime: job.mtime, etag: job.etag };
+}
+
+/** The remote file changed under us (200 to a ranged request, 416, other size, other ETag): start it over. */
+export class FileChanged extends Error {
+  constructor(path: string) {
+    super(`File "${path}" changed on the server`);
+    this.name = "FileChanged";
+  }
+}
+
+/** What every piece of one pull is given: the server, the limits, the stop signal, and where its outcomes go. */
+export interface PullContext {
+  readonly remote: Remote;
+  readonly settings: ClientSettings;
+  readonly limits: Scheduler;
+  /** The caller's signal, or a stop of the whole run. */
+  readonly signal: AbortSignal;
+  readonly backoff: Backoff;
+  /** Targets being written now: a second entry for one of them is refused. */
+  readonly targets: Set<string>;
+  /** The permission bits to give a file or directory, undefined without `preserve`. */
+  modeOf(entry: { mode: number }): number | undefined;
+  emit(event: PullEvent): void;
+  /** A file was placed: counted and told. */
+  placed(job: FileJob): void;
+  /** A file was identical and left alone: counted and told. */
+  skipped(job: FileJob): void;
+  /** A file (or the listing) failed: counted and told; the rest goes on. */
+  fail(path: string, message: string): void;
+}

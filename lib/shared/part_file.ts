@@ -1,0 +1,103 @@
+/**
+ * Part files: a file being received is written to `NAME.hsync-part` and gets
+ * its final name only when complete (times and mode set through its own
+ * handle, then renamed), whichever side receives it.
+ */
+import { removeIfPresentSync } from "./atomic_file.ts";
+import {
+  checkName,
+  chmodOpened,
+  createChecked,
+  type FileId,
+  openChecked,
+} from "./checked_open.ts";
+
+/** Suffix of partial data files. */
+export const PART_SUFFIX = ".hsync-part";
+/** Suffix of journal files. */
+export const JOURNAL_SUFFIX = ".hsync-journal";
+
+/** The partial-data path of a final destination path. */
+export function partPathFor(finalPath: string): string {
+  return finalPath + PART_SUFFIX;
+}
+
+/** The journal path of a final destination path. */
+export function journalPathFor(finalPath: string): string {
+  return finalPath + JOURNAL_SUFFIX;
+}
+
+/**
+ * Creates `part` as a new, empty regular file and returns its handle, checked
+ * to be the entry at that name. A leftover entry there (an earlier attempt,
+ * or a planted link) is removed, never followed, and `onLeftover` is told
+ * before the new file is made (so what went with the old one can go too);
+ * `O_EXCL` then refuses anything planted meanwhile. No size is reserved: a
+ * sender announcing 10 TiB gets a part file only as big as what it sends.
+ * Throws `LocalPathError` when the checked create fails, and the file
+ * system's own error when the leftover cannot be removed.
+ */
+export function createPart(
+  part: string,
+  options: { onLeftover?: () => void } = {},
+): Deno.FsFile {
+  try {
+    return createChecked(part);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+  }
+  removeIfPresentSync(part);
+  options.onLeftover?.();
+  return createChecked(part);
+}
+
+/** What a complete file gets before it takes its final name. */
+export interface PartMeta {
+  /** Modification time in milliseconds since the epoch; undefined leaves it as written. */
+  mtime?: number;
+  /** Permission bits to set; undefined leaves the mode as created. */
+  mode?: number;
+}
+
+/** Sets mtime (and mode) of the file open as `file` (named `path`) through the handle: the name may have been swapped by now. */
+export function applyMeta(
+  file: Deno.FsFile,
+  path: string,
+  meta: PartMeta,
+): void {
+  if (meta.mtime !== undefined) {
+    file.utimeSync(new Date(), new Date(meta.mtime));
+  }
+  if (meta.mode !== undefined) chmodOpened(file, path, meta.mode);
+}
+
+/**
+ * Renames the part file `id` to `target` once the name is proven to still
+ * be that inode, so a link swapped in meanwhile is never moved into place.
+ */
+export function renamePartSync(part: string, id: FileId, target: string): void {
+  checkName(part, id);
+  Deno.renameSync(part, target);
+}
+
+/**
+ * Places a complete part file `id`: mtime (and mode) through a checked
+ * handle, then `beforeRename` (a journal goes first: a crash in between costs
+ * a refetch, never a journal left beside a final file), then the rename of
+ * the proven name. Throws `LocalPathError` for a name that is not the part
+ * any more, and the file system's own errors otherwise.
+ */
+export async function placePart(
+  part: string,
+  id: FileId,
+  target: string,
+  options: PartMeta & { beforeRename?: () => Promise<void> },
+): Promise<void> {
+  {
+    using file = openChecked(part, { expected: id });
+    applyMeta(file, part, options);
+  }
+  await options.beforeRename?.();
+  checkName(part, id);
+  await Deno.rename(part, target);
+}

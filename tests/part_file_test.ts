@@ -1,0 +1,125 @@
+/** Tests of lib/shared/part_file.ts: a part file is created fresh, stamped through its own handle, and renamed only while it is still itself. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileIdOf } from "../lib/shared/checked_open.ts";
+import { LocalPathError } from "../lib/shared/errors.ts";
+import {
+  applyMeta,
+  createPart,
+  journalPathFor,
+  partPathFor,
+  placePart,
+  renamePartSync,
+} from "../lib/shared/part_file.ts";
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("partPathFor() and journalPathFor() name the part and journal beside the final path", () => {
+  assert.equal(partPathFor("/o/a.bin"), "/o/a.bin.hsync-part");
+  assert.equal(journalPathFor("/o/a.bin"), "/o/a.bin.hsync-journal");
+});
+
+Deno.test("createPart() makes a new empty file; a leftover or a planted link is removed, never followed, and onLeftover is told", async () => {
+  await withDir(async (dir) => {
+    const part = join(dir, "f.hsync-part");
+    let leftovers = 0;
+    const onLeftover = () => leftovers++;
+    createPart(part, { onLeftover }).close();
+    assert.equal(leftovers, 0);
+    await Deno.writeTextFile(part, "stale");
+    createPart(part, { onLeftover }).close();
+    assert.equal(leftovers, 1);
+    assert.equal(await Deno.readTextFile(part), "");
+    const victim = join(dir, "victim");
+    await Deno.writeTextFile(victim, "keep");
+    await Deno.remove(part);
+    await Deno.symlink(victim, part);
+    using file = createPart(part, { onLeftover });
+    assert.equal(leftovers, 2);
+    await file.write(new TextEncoder().encode("mine"));
+    assert.equal(await Deno.readTextFile(victim), "keep");
+    assert.ok((await Deno.lstat(part)).isFile);
+  });
+});
+
+Deno.test("placePart() sets mtime and mode, runs beforeRename, then renames the part into place", async () => {
+  await withDir(async (dir) => {
+    const target = join(dir, "f");
+    const part = partPathFor(target);
+    let id;
+    {
+      using file = createPart(part);
+      await file.write(new TextEncoder().encode("data"));
+      id = fileIdOf(file.statSync());
+    }
+    const order: string[] = [];
+    await placePart(part, id, target, {
+      mtime: 1_500_000_000_000,
+      mode: 0o640,
+      beforeRename: async () => {
+        order.push((await Deno.lstat(part)).isFile ? "part still there" : "?");
+      },
+    });
+    assert.deepEqual(order, ["part still there"]);
+    const info = await Deno.lstat(target);
+    assert.equal(info.mtime?.getTime(), 1_500_000_000_000);
+    assert.equal(info.mode! & 0o7777, 0o640);
+    assert.equal(await Deno.readTextFile(target), "data");
+    await assert.rejects(() => Deno.lstat(part));
+  });
+});
+
+Deno.test("placePart() and renamePartSync() never move a link or another file swapped in at the part's name", async () => {
+  await withDir(async (dir) => {
+    const target = join(dir, "f");
+    const part = partPathFor(target);
+    const victim = join(dir, "victim");
+    await Deno.writeTextFile(victim, "keep");
+    await Deno.chmod(victim, 0o600);
+    let id;
+    {
+      using file = createPart(part);
+      id = fileIdOf(file.statSync());
+    }
+    // Moved away, not removed: its inode number cannot come back at the name.
+    await Deno.rename(part, join(dir, "away"));
+    await Deno.symlink(victim, part);
+    await assert.rejects(
+      () => placePart(part, id, target, { mtime: 0, mode: 0o777 }),
+      (e: unknown) =>
+        e instanceof LocalPathError && /symbolic link/.test(e.message),
+    );
+    assert.throws(
+      () => renamePartSync(part, id, target),
+      (e: unknown) =>
+        e instanceof LocalPathError && /symbolic link/.test(e.message),
+    );
+    await Deno.remove(part);
+    await Deno.writeTextFile(part, "theirs");
+    assert.throws(() => renamePartSync(part, id, target), /replaced/);
+    await assert.rejects(() => Deno.lstat(target));
+    assert.equal(await Deno.readTextFile(victim), "keep");
+    assert.equal((await Deno.stat(victim)).mode! & 0o7777, 0o600);
+  });
+});
+
+Deno.test("applyMeta() leaves the time alone without an mtime", async () => {
+  await withDir(async (dir) => {
+    const part = join(dir, "p");
+    using file = createPart(part);
+    await file.write(new Uint8Array(1));
+    const before = file.statSync().mtime?.getTime();
+    applyMeta(file, part, {});
+    assert.equal(file.statSync().mtime?.getTime(), before);
+    applyMeta(file, part, { mtime: 1000, mode: 0o600 });
+    assert.equal(file.statSync().mtime?.getTime(), 1000);
+    assert.equal(file.statSync().mode! & 0o7777, 0o600);
+  });
+});
