@@ -31,7 +31,7 @@ import {
 } from "node:fs";
 import { posix } from "node:path";
 import { ConfigError, HttpError } from "../../shared/errors.ts";
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/journal.ts";
+import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/part_file.ts";
 import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
 import {
   compileRules,
