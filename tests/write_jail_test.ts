@@ -1,6 +1,5 @@
 /** Tests of lib/server/jail/write_jail.ts: one step per attack on a push, and a swap race that writes nothing outside. */
 import assert from "node:assert/strict";
-import { closeSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { HttpError } from "../lib/shared/errors.ts";
 import {
@@ -52,21 +51,36 @@ function refused(fn: () => unknown): HttpError {
 }
 
 /** Writes `text` into `name` beside `path` the way a push does: part file, write, rename into place. */
-function push(jail: WriteJail, path: string, text: string): void {
+async function push(
+  jail: WriteJail,
+  path: string,
+  text: string,
+): Promise<void> {
   const target = jail.target(path);
   const part = `${target.name}.hsync-part`;
-  const file = jail.open(target, part, true);
+  const { file, info } = await jail.open(target, part, true);
   try {
-    writeSync(file.fd, new TextEncoder().encode(text), 0, undefined, 0);
+    await file.truncate(0);
+    await file.write(new TextEncoder().encode(text));
   } finally {
-    closeSync(file.fd);
+    file.close();
   }
-  jail.rename(target, part, target.name, file.info);
+  jail.rename(target, part, target.name, info);
+}
+
+async function refusedAsync(fn: () => Promise<unknown>): Promise<HttpError> {
+  try {
+    await fn();
+  } catch (error) {
+    if (error instanceof HttpError) return error;
+    throw error;
+  }
+  assert.fail("expected a refusal");
 }
 
 Deno.test("a push writes a file below Writable_path through a part file renamed into place", async () => {
   await withFixture(async (f) => {
-    push(f.jail, join(f.root, "sub", "a.txt"), "hello");
+    await push(f.jail, join(f.root, "sub", "a.txt"), "hello");
     assert.equal(
       await Deno.readTextFile(join(f.root, "sub", "a.txt")),
       "hello",
@@ -76,7 +90,7 @@ Deno.test("a push writes a file below Writable_path through a part file renamed 
       ["a.txt"],
     );
     // A second push replaces it (the part file is created anew).
-    push(f.jail, join(f.root, "sub", "a.txt"), "again");
+    await push(f.jail, join(f.root, "sub", "a.txt"), "again");
     assert.equal(
       await Deno.readTextFile(join(f.root, "sub", "a.txt")),
       "again",
@@ -185,8 +199,8 @@ Deno.test("the write jail refuses every known attack with the exact status and c
       ],
     ];
     for (const [name, attempt, status, code] of attacks) {
-      await t.step(name, () => {
-        const error = refused(attempt);
+      await t.step(name, async () => {
+        const error = await refusedAsync(async () => await attempt());
         assert.equal(error.status, status, error.message);
         assert.equal(error.code, code, error.message);
         assert.ok(/^Cannot write /.test(error.message), error.message);
@@ -207,8 +221,8 @@ Deno.test("the write jail refuses every known attack with the exact status and c
     );
     await t.step(
       "a rename over a symlink replaces the link, never its target",
-      () => {
-        push(f.jail, r("victim_link"), "mine");
+      async () => {
+        await push(f.jail, r("victim_link"), "mine");
         assert.equal(
           Deno.readTextFileSync(join(f.outside, "victim.txt")),
           "VICTIM",
@@ -302,7 +316,7 @@ Deno.test("pushes into a directory swapped with a symlink in a tight loop create
     let refusedCount = 0;
     while (Date.now() < end) {
       try {
-        push(f.jail, join(d, "f.txt"), "PUSHED");
+        await push(f.jail, join(d, "f.txt"), "PUSHED");
         ok++;
       } catch (error) {
         if (!(error instanceof HttpError)) throw error;

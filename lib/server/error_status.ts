@@ -24,11 +24,11 @@ export class BusyError extends HttpError {
 
 /** What a file-system failure means to a client. */
 export interface FsFailureStatus {
-  /** Missing (or not a directory on the way), a symlink loop, or not permitted. */
-  kind: "missing" | "loop" | "denied";
-  status: 403 | 404;
+  /** Missing (or not a directory on the way), a symlink loop, not permitted, or no space left (writes). */
+  kind: "missing" | "loop" | "denied" | "full";
+  status: 403 | 404 | 507;
   /** The `error` code of the answer. */
-  code: "not_found" | "permission_denied";
+  code: "not_found" | "permission_denied" | "disk_full";
   /** Why, in a few lower-case words (`no such file or directory`). */
   reason: string;
 }
@@ -38,6 +38,7 @@ const FS_MEANINGS = {
   missing: [404, "not_found", "no such file or directory"],
   loop: [404, "not_found", "too many levels of symbolic links"],
   denied: [403, "permission_denied", "permission denied"],
+  full: [507, "disk_full", "no space left on the server's disk"],
 } as const;
 
 /** Which kind of file-system failure `error` is, by `Deno.errors` class or node error code. */
@@ -51,14 +52,20 @@ function fsFailureKind(error: unknown): FsFailureStatus["kind"] | undefined {
   if (error instanceof errors.FilesystemLoop || code === "ELOOP") return "loop";
   if (
     error instanceof errors.PermissionDenied ||
-    error instanceof errors.NotCapable || code === "EACCES" || code === "EPERM"
+    error instanceof errors.NotCapable || code === "EACCES" ||
+    code === "EPERM" || code === "EROFS"
   ) return "denied";
+  if (
+    code === "ENOSPC" || code === "EDQUOT" ||
+    (error instanceof Error && /No space left|Disk quota/i.test(error.message))
+  ) return "full";
   return undefined;
 }
 
 /**
  * What a file-system failure (a `Deno.errors` class, or a node error's
- * `code`) means to a client: missing (404) or not permitted (403);
+ * `code`) means to a client: missing (404), not permitted (403) or no
+ * space left (507);
  * undefined when it is nothing a client caused.
  */
 export function fsFailureStatus(error: unknown): FsFailureStatus | undefined {

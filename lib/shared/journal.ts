@@ -48,6 +48,11 @@ export async function loadJournal(
   } catch {
     return undefined;
   }
+  return decodeJournal(text);
+}
+
+/** A journal from its stored text; undefined when malformed (the caller starts over). */
+export function decodeJournal(text: string): JournalData | undefined {
   try {
     const j = JSON.parse(text);
     const r = j?.remote;

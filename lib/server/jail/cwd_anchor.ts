@@ -51,6 +51,10 @@ export interface Inside {
   mkdir(name: string, mode: number): void;
   /** Removes the entry `name` of the entered directory (a symlink itself, never what it leads to). */
   remove(name: string): void;
+  /** Sets the modification time (ms) of the entered directory itself. */
+  setOwnTime(mtimeMs: number): void;
+  /** Sets the permission bits of the entered directory itself. */
+  setOwnMode(mode: number): void;
 }
 
 /** Race-free one-component lookups through the process's working directory. */
@@ -163,6 +167,10 @@ class Anchor implements CwdAnchor {
           Deno.renameSync(`${link}/${from}`, `${link}/${to}`),
         mkdir: (name, mode) => Deno.mkdirSync(`${link}/${name}`, { mode }),
         remove: (name) => Deno.removeSync(`${link}/${name}`),
+        // utimensat and chmod follow the link to the working directory itself.
+        setOwnTime: (mtimeMs) =>
+          Deno.utimeSync(link, new Date(), new Date(mtimeMs)),
+        setOwnMode: (mode) => Deno.chmodSync(link, mode),
       };
       return inside(at);
     } finally {

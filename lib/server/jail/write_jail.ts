@@ -34,6 +34,16 @@ import { ConfigError, HttpError } from "../../shared/errors.ts";
 import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/part_file.ts";
 import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
 import {
+  asWriteRefusal,
+  changed,
+  join,
+  lstatOrUndefined,
+  openForWriting,
+  sameFile,
+  tryRemove,
+  writeFailure,
+} from "./write_support.ts";
+import {
   compileRules,
   type JailRules,
   type PathGuardOptions,
@@ -66,9 +76,15 @@ export interface WriteTarget {
 
 /** A regular file of a target's directory, opened for writing and proven. */
 export interface WritableFile {
-  /** The descriptor (node:fs); the caller closes it. */
+  /** The file; the caller closes it. */
+  file: Deno.FsFile;
+  /** Its device and inode (what `rename` expects) and size when it was proven. */
+  info: { dev: number; ino: number; size: number };
+}
+
+/** A descriptor proven to be a file of a target's directory. */
+interface ProvenFd {
   fd: number;
-  /** `fstat` of the descriptor when it was proven. */
   info: Stats;
 }
 
@@ -93,7 +109,13 @@ export interface WriteJail {
    * its part file) in the target's directory for writing, creating it empty
    * (mode 0600) when it is missing and `create` is set.
    */
-  open(target: WriteTarget, name: string, create: boolean): WritableFile;
+  open(
+    target: WriteTarget,
+    name: string,
+    create: boolean,
+  ): Promise<WritableFile>;
+  /** Sets the time (and, when given, the mode) of a directory made by `makeDirs`, entered again and proven. */
+  setDirMeta(path: string, real: string, mtimeMs?: number, mode?: number): void;
   /** Reads the whole file `name` beside the target when it is a regular file of at most `max` bytes; undefined otherwise. */
   read(target: WriteTarget, name: string, max: number): Uint8Array | undefined;
   /** Writes `data` to `name` beside the target atomically (new file, fdatasync, rename over). */
@@ -207,7 +229,7 @@ class Writer implements WriteJail {
             at.mkdir(name, mode & 0o777);
           } catch (error) {
             if (!(error instanceof Deno.errors.AlreadyExists)) {
-              throw fsRefusal(path, error);
+              throw writeFailure(path, error);
             }
           }
           info = lstatOrUndefined(at, name);
@@ -234,8 +256,12 @@ class Writer implements WriteJail {
     return real;
   }
 
-  open(target: WriteTarget, name: string, create: boolean): WritableFile {
-    return this.#at(target, (at) => {
+  async open(
+    target: WriteTarget,
+    name: string,
+    create: boolean,
+  ): Promise<WritableFile> {
+    const proven = this.#at(target, (at) => {
       let info = lstatOrUndefined(at, name);
       if (info === undefined) {
         if (!create) {
@@ -250,7 +276,7 @@ class Writer implements WriteJail {
           at.rename(fresh, name);
         } catch (error) {
           tryRemove(at, fresh);
-          throw fsRefusal(target.path, error);
+          throw writeFailure(target.path, error);
         }
         info = at.lstat(name);
       }
@@ -268,6 +294,49 @@ class Writer implements WriteJail {
         );
       }
       return this.#openProven(at, target, name, WRITE_FLAGS);
+    });
+    try {
+      // The proven descriptor pins the inode: a Deno file for the same
+      // device and inode is that very file, whatever its name led to.
+      const file = await openForWriting(join(target.dir, name));
+      if (file !== undefined) {
+        try {
+          const info = await file.stat();
+          if (
+            info.isFile && info.dev === proven.info.dev &&
+            info.ino === proven.info.ino
+          ) {
+            return {
+              file,
+              info: { dev: info.dev, ino: info.ino!, size: info.size },
+            };
+          }
+        } catch {
+          // refused below
+        }
+        file.close();
+      }
+      throw changed(target.path);
+    } finally {
+      closeSync(proven.fd);
+    }
+  }
+
+  setDirMeta(
+    path: string,
+    real: string,
+    mtimeMs?: number,
+    mode?: number,
+  ): void {
+    this.#in(path, real, (at) => {
+      if (at.real !== real) throw changed(path);
+      this.#checkDir(path, at.real);
+      try {
+        if (mode !== undefined) at.setOwnMode(mode & 0o777);
+        if (mtimeMs !== undefined) at.setOwnTime(mtimeMs);
+      } catch (error) {
+        throw writeFailure(path, error);
+      }
     });
   }
 
@@ -316,7 +385,7 @@ class Writer implements WriteJail {
         tryRemove(at, fresh);
         throw error instanceof HttpError
           ? error
-          : fsRefusal(target.path, error);
+          : writeFailure(target.path, error);
       }
     });
   }
@@ -335,7 +404,7 @@ class Writer implements WriteJail {
       try {
         at.rename(from, to);
       } catch (error) {
-        throw fsRefusal(target.path, error);
+        throw writeFailure(target.path, error);
       }
     });
   }
@@ -347,7 +416,7 @@ class Writer implements WriteJail {
         at.remove(name);
       } catch (error) {
         if (!(error instanceof Deno.errors.NotFound)) {
-          throw fsRefusal(target.path, error);
+          throw writeFailure(target.path, error);
         }
       }
     });
@@ -363,7 +432,7 @@ class Writer implements WriteJail {
     target: WriteTarget,
     name: string,
     flags: number,
-  ): WritableFile {
+  ): ProvenFd {
     let fd = -1;
     try {
       fd = openSync(join(at.real, name), flags);
@@ -380,7 +449,7 @@ class Writer implements WriteJail {
       return file;
     } catch (error) {
       if (error instanceof HttpError) throw error;
-      throw fsRefusal(target.path, error);
+      throw writeFailure(target.path, error);
     } finally {
       if (fd >= 0) closeSync(fd);
     }
@@ -404,7 +473,7 @@ class Writer implements WriteJail {
       });
     } catch (error) {
       if (entered || error instanceof HttpError) throw error;
-      throw fsRefusal(path, error, "its directory");
+      throw writeFailure(path, error, "its directory");
     }
   }
 
@@ -484,104 +553,4 @@ class Writer implements WriteJail {
       name: path.slice(slash + 1),
     };
   }
-}
-
-/** A read-jail refusal reworded for a write (same status and code). */
-function asWriteRefusal(refused: HttpError, path: string): HttpError {
-  if (refused.code === "outside_allowed") {
-    return new HttpError(
-      403,
-      "not_writable",
-      `Cannot write ${
-        quote(path)
-      }: it is outside every Writable_path directory`,
-    );
-  }
-  return new HttpError(
-    refused.status,
-    refused.code,
-    refused.message.replace(/^Cannot serve /, "Cannot write "),
-  );
-}
-
-function lstatOrUndefined(at: Inside, name: string): Deno.FileInfo | undefined {
-  try {
-    return at.lstat(name);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
-}
-
-function tryRemove(at: Inside, name: string): void {
-  try {
-    at.remove(name);
-  } catch {
-    // Gone already, or not ours to remove: nothing more to do.
-  }
-}
-
-function changed(path: string): HttpError {
-  return new HttpError(
-    409,
-    "changed",
-    `Cannot write ${quote(path)}: it changed while being written, retry`,
-  );
-}
-
-/** A file-system failure of a write as an `HttpError` naming the requested path only. */
-function fsRefusal(path: string, error: unknown, what = ""): unknown {
-  const code = (error as { code?: string } | null)?.code;
-  const where = what === "" ? quote(path) : `${what} of ${quote(path)}`;
-  if (
-    error instanceof Deno.errors.NotFound || code === "ENOENT" ||
-    error instanceof Deno.errors.NotADirectory || code === "ENOTDIR"
-  ) {
-    return new HttpError(
-      404,
-      "not_found",
-      `Cannot write ${where}: no such directory`,
-    );
-  }
-  if (
-    error instanceof Deno.errors.PermissionDenied ||
-    error instanceof Deno.errors.NotCapable || code === "EACCES" ||
-    code === "EPERM" || code === "EROFS"
-  ) {
-    return new HttpError(
-      403,
-      "permission_denied",
-      `Cannot write ${where}: permission denied`,
-    );
-  }
-  if (
-    code === "ENOSPC" || code === "EDQUOT" ||
-    /No space left/i.test(String(error))
-  ) {
-    return new HttpError(
-      507,
-      "disk_full",
-      `Cannot write ${where}: no space left on the server's disk`,
-    );
-  }
-  if (code === "ENXIO" || code === "ELOOP") {
-    return new HttpError(
-      409,
-      "not_regular",
-      `Cannot write ${where}: it is not a regular file`,
-    );
-  }
-  return error;
-}
-
-function join(dir: string, ...names: string[]): string {
-  const rest = names.join("/");
-  return posix.normalize(dir === "/" ? `/${rest}` : `${dir}/${rest}`);
-}
-
-function sameFile(
-  a: { dev: number; ino: number | null },
-  b: { dev: number; ino: number | null },
-): boolean {
-  return a.dev === b.dev && a.ino === b.ino;
 }

@@ -1,0 +1,114 @@
+/** The small pieces of the write jail: its answers to failures, and the open of a Deno file for writing that cannot hang. */
+import { posix } from "node:path";
+import { HttpError } from "../../shared/errors.ts";
+import { fsFailureStatus } from "../error_status.ts";
+import type { Inside } from "./cwd_anchor.ts";
+import { quote } from "./rules.ts";
+
+/**
+ * `Deno.open` for writing (no create, no truncate) that has not settled yet.
+ * It cannot say `O_NONBLOCK`, so a FIFO swapped in under the name would make
+ * it wait for a reader: such opens are given up on after `OPEN_MS`.
+ */
+const OPEN_MS = 1000;
+
+export async function openForWriting(
+  path: string,
+): Promise<Deno.FsFile | undefined> {
+  const opening = Deno.open(path, { write: true });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), OPEN_MS);
+  });
+  try {
+    const file = await Promise.race([opening, late]);
+    if (file === undefined) opening.then((f) => f.close(), () => {});
+    return file;
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A read-jail refusal reworded for a write (same status and code). */
+export function asWriteRefusal(refused: HttpError, path: string): HttpError {
+  if (refused.code === "outside_allowed") {
+    return new HttpError(
+      403,
+      "not_writable",
+      `Cannot write ${
+        quote(path)
+      }: it is outside every Writable_path directory`,
+    );
+  }
+  return new HttpError(
+    refused.status,
+    refused.code,
+    refused.message.replace(/^Cannot serve /, "Cannot write "),
+  );
+}
+
+export function lstatOrUndefined(
+  at: Inside,
+  name: string,
+): Deno.FileInfo | undefined {
+  try {
+    return at.lstat(name);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
+export function tryRemove(at: Inside, name: string): void {
+  try {
+    at.remove(name);
+  } catch {
+    // Gone already, or not ours to remove: nothing more to do.
+  }
+}
+
+export function changed(path: string): HttpError {
+  return new HttpError(
+    409,
+    "changed",
+    `Cannot write ${quote(path)}: it changed while being written, retry`,
+  );
+}
+
+/**
+ * A file-system failure of a write as an `HttpError` naming the requested
+ * path only: what it means comes from the one map (lib/server/error_status.ts);
+ * a FIFO or a loop where a file was expected is a conflict (409).
+ */
+export function writeFailure(path: string, error: unknown, what = ""): unknown {
+  const where = what === "" ? quote(path) : `${what} of ${quote(path)}`;
+  const code = (error as { code?: string } | null)?.code;
+  if (code === "ENXIO" || code === "ELOOP") {
+    return new HttpError(
+      409,
+      "not_regular",
+      `Cannot write ${where}: it is not a regular file`,
+    );
+  }
+  const fs = fsFailureStatus(error);
+  if (fs === undefined) return error;
+  return new HttpError(
+    fs.status,
+    fs.code,
+    `Cannot write ${where}: ${fs.reason}`,
+  );
+}
+
+export function join(dir: string, ...names: string[]): string {
+  const rest = names.join("/");
+  return posix.normalize(dir === "/" ? `/${rest}` : `${dir}/${rest}`);
+}
+
+export function sameFile(
+  a: { dev: number; ino: number | null },
+  b: { dev: number; ino: number | null },
+): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
