@@ -16,7 +16,9 @@ interface Fixture {
   jail: WriteJail;
 }
 
-async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
+async function withFixture(
+  fn: (f: Fixture) => void | Promise<void>,
+): Promise<void> {
   const tmp = await Deno.realPath(
     await Deno.makeTempDir({ prefix: "hsync_write_jail_" }),
   );
@@ -270,7 +272,7 @@ Deno.test("makeDirs() creates each missing level inside the writable root, and r
 });
 
 Deno.test("replace() and read() keep a small file beside a target atomically", async () => {
-  await withFixture(async (f) => {
+  await withFixture((f) => {
     const target = f.jail.target(join(f.root, "data.bin"));
     f.jail.replace(
       target,
