@@ -90,10 +90,14 @@ export async function makeFixture(
     .output();
   assert.equal(fifo.code, 0);
 
+  // An override of "@root" stands for the served root (not known before).
+  const resolved = Object.fromEntries(
+    Object.entries(overrides).map(([k, v]) => [k, v === "@root" ? root : v]),
+  );
   const settings = await settingsFor(hsyncDir, {
     Only_allowed_path: root,
     Key_file: keyFile,
-    ...overrides,
+    ...resolved,
   });
   const logs: AccessLogEntry[] = [];
   const handler = await createHandler({

@@ -45,7 +45,7 @@ Deno.test("the program sets grant only what the programs use", () => {
   assert.equal(hsync.sys, undefined, "hsync must not have sys");
   // The daemon asks the system for its host name and interface addresses
   // only (the names a signature may be bound to on a wildcard listener).
-  assert.deepEqual(hsyncd.sys, ["hostname", "networkInterfaces"]);
+  assert.deepEqual(hsyncd.sys, ["hostname", "networkInterfaces", "umask"]);
 });
 
 Deno.test("deno task serve and pull run the programs under their own sets", () => {

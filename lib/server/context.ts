@@ -10,7 +10,11 @@ import { DirectoryReads } from "./directory_reads.ts";
 import { createPathGuard, type PathGuard } from "./jail/path_guard.ts";
 import { DEFAULT_LIMITS, type ServerLimits } from "./limits.ts";
 import { Lru } from "./lru.ts";
+import { ConfigError } from "../shared/errors.ts";
+import { writeSetupError } from "./daemon.ts";
+import { Uploads } from "./uploads.ts";
 import { WatchHub } from "./watch_hub.ts";
+import { createWriteJail, type WriteJail } from "./jail/write_jail.ts";
 
 /** The state shared by the requests of one handler. */
 export interface ServerContext {
@@ -36,6 +40,12 @@ export interface ServerContext {
   directoryReads: DirectoryReads;
   /** File bodies streaming now. */
   fileBodies: { running: number };
+  /** Where pushes may write (`Writable_path`; none when empty). */
+  writeJail: WriteJail;
+  /** Uploads in progress: part files, journals, who writes them. */
+  uploads: Uploads;
+  /** Upload requests being written: in all and per peer. */
+  uploadJobs: KeyedLimiter;
   watchHub: WatchHub;
   /** Hands an unexpected error to `onError`; never throws. */
   reportError(error: unknown, request: Request): void;
@@ -84,6 +94,22 @@ export async function createContext(
     ].filter((p) => p !== ""),
   });
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const refused = writeSetupError({
+    ...settings,
+    writablePath: settings.writablePath ?? [],
+  });
+  if (refused !== undefined) throw new ConfigError(refused);
+  const writeJail = await createWriteJail({
+    writablePath: settings.writablePath ?? [],
+    forbiddenDir: settings.forbiddenDir,
+    forbiddenFile: settings.forbiddenFile,
+    alwaysDenied: [
+      options.hsyncDir,
+      settings.certFile,
+      settings.keyFile,
+      settings.authorizedKeys,
+    ].filter((p) => p !== ""),
+  });
   const keyed = (
     total: number,
     totalName: string,
@@ -141,6 +167,14 @@ export async function createContext(
       { total: limits.bundleQueue, perKey: limits.peerBundleQueue },
     ),
     fileBodies: { running: 0 },
+    writeJail,
+    uploads: new Uploads({ jail: writeJail, umask: processUmask() }),
+    uploadJobs: keyed(
+      limits.maxUploads,
+      "maxUploads",
+      limits.peerUploads,
+      "peerUploads",
+    ),
     watchHub: options.watchHub ?? new WatchHub(),
     reportError(error, request) {
       try {
@@ -150,4 +184,9 @@ export async function createContext(
       }
     },
   };
+}
+
+/** The process's umask (what modes of pushed files are masked with; the `umask` sys permission). */
+function processUmask(): number {
+  return Deno.umask();
 }

@@ -128,6 +128,61 @@ export function exposureWarning(
   }; set Allowed_host or Authorized_keys`;
 }
 
+/**
+ * Why a configuration that accepts writes must not start (or reload), or
+ * undefined: `Writable_path` without `Authorized_keys` on an address others
+ * can reach would let anyone write; a writable directory outside every
+ * `Only_allowed_path` could be written but never listed, so a push could
+ * not tell what is already there.
+ */
+export function writeSetupError(
+  settings: Pick<
+    ServerSettings,
+    | "hostIp"
+    | "port"
+    | "authorizedKeys"
+    | "writablePath"
+    | "onlyAllowedPath"
+  >,
+): string | undefined {
+  if (settings.writablePath.length === 0) return undefined;
+  if (settings.authorizedKeys === "" && !isLoopback(settings.hostIp)) {
+    return `Cannot accept writes on ${
+      hostPort(settings.hostIp, settings.port)
+    }: Writable_path is set but Authorized_keys is not, so anyone who can reach it could write; set Authorized_keys (the public lines of hsync keygen) or listen on 127.0.0.1`;
+  }
+  if (settings.onlyAllowedPath.length > 0) {
+    const inside = (path: string, root: string) =>
+      root === "/" || path === root || path.startsWith(`${root}/`);
+    for (const dir of settings.writablePath) {
+      if (!settings.onlyAllowedPath.some((root) => inside(dir, root))) {
+        return `Cannot use Writable_path "${dir}": it is outside every Only_allowed_path directory, so pushes could not list what is already there; add it to Only_allowed_path`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The warning for a loopback server that accepts writes without keys (any local user may write), or undefined. */
+export function writeWarning(
+  settings: Pick<
+    ServerSettings,
+    "hostIp" | "port" | "authorizedKeys" | "writablePath" | "anonymousRead"
+  >,
+): string | undefined {
+  if (settings.writablePath.length > 0 && settings.authorizedKeys === "") {
+    return `Writes below ${
+      settings.writablePath.join(", ")
+    } are accepted without a key from any local user of ${
+      hostPort(settings.hostIp, settings.port)
+    } (no Authorized_keys)`;
+  }
+  if (settings.anonymousRead && settings.authorizedKeys === "") {
+    return "Anonymous_read has no effect without Authorized_keys: every client may read";
+  }
+  return undefined;
+}
+
 /** How to run this same program again. */
 export interface SelfCommand {
   command: string;

@@ -23,6 +23,7 @@ import {
   waitForPortFree,
   waitForStart,
   waitUntilGone,
+  writeSetupError,
 } from "./daemon.ts";
 import { GRACE_MS, type Terminal } from "./lifecycle.ts";
 import { checkLogFileName } from "./server_log.ts";
@@ -61,6 +62,8 @@ export async function start(options: StartOptions): Promise<number> {
   for (const warning of (await readAuth(settings))?.warnings ?? []) {
     terminal.err(`warning: ${warning}`);
   }
+  const refused = writeSetupError(settings);
+  if (refused !== undefined) throw new ConfigError(refused);
   const warning = exposureWarning(settings);
   if (warning !== undefined) terminal.err(warning);
 
@@ -128,6 +131,8 @@ export async function restart(options: StartOptions): Promise<number> {
   // A configuration that cannot start must not stop the running server.
   await readTls(settings);
   await readAuth(settings);
+  const refused = writeSetupError(settings);
+  if (refused !== undefined) throw new ConfigError(refused);
   const state = await checkPidfile(pidfile);
   refuseToSignal(state, pidfile);
   if (state.state === "running") {

@@ -5,6 +5,7 @@
  * error_status.ts; then one access-log line.
  */
 import { HttpError } from "../shared/errors.ts";
+import { API } from "../shared/wire.ts";
 import { createHostMatcher, normalizeAddress } from "../shared/host_allow.ts";
 import { admit, openTicket, settle } from "./admission.ts";
 import { type ContextOptions, createContext } from "./context.ts";
@@ -73,7 +74,10 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
         );
       }
       checkRequestSize(request, url, ctx.limits);
-      if (options.verifier !== undefined) {
+      if (
+        options.verifier !== undefined &&
+        !anonymousRead(options, request, url)
+      ) {
         // A good signature is checked before the request is counted; the
         // signed body is read only once it is (`readBody` admits it first).
         await authenticate(options, request, url, remote, ctx.limits);
@@ -118,6 +122,32 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
     }
     return response;
   };
+}
+
+/** The endpoints that only read (a bundle is a read, though a POST). */
+const READS = new Set<string>([
+  API.health,
+  API.stat,
+  API.list,
+  API.file,
+  API.hash,
+  API.watch,
+  API.bundle,
+]);
+
+/**
+ * Whether an unsigned request may go unchecked: with `Anonymous_read`, a
+ * read that carries no signature. A signed request is always checked, and
+ * a write always needs one.
+ */
+function anonymousRead(
+  options: HandlerOptions,
+  request: Request,
+  url: URL,
+): boolean {
+  return options.settings.anonymousRead === true &&
+    !request.headers.has("authorization") && READS.has(url.pathname) &&
+    (request.method !== "POST" || url.pathname === API.bundle);
 }
 
 /** 414 for a request target over `maxUrlBytes`, 431 for headers over `maxHeaderBytes`. */

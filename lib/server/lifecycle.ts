@@ -23,6 +23,7 @@ import {
   serverUrl,
   systemProbe,
   writePidfile,
+  writeWarning,
 } from "./daemon.ts";
 import { createHandler } from "./handler.ts";
 import { openServerLog } from "./server_log.ts";
@@ -224,6 +225,8 @@ export async function serve(options: ServeOptions): Promise<number> {
     }
     const warning = exposureWarning(settings);
     if (warning !== undefined) alert(warning);
+    const writes = writeWarning(settings);
+    if (writes !== undefined) alert(writes);
 
     const stopReloading = options.signals.onHangup(async () => {
       try {

@@ -72,6 +72,10 @@ export interface ServerLimits {
   peerListings: number;
   /** Listings of one peer waiting behind its `peerListings`; one more is answered 503 `busy`. */
   peerListQueue: number;
+  /** Upload requests (a range, a commit, a bundle of files, a mkdir) being written at once; one more is answered 503 `busy`. */
+  maxUploads: number;
+  /** Upload requests of one peer being written at once. */
+  peerUploads: number;
 }
 
 /** The limits used when `HandlerOptions.limits` leaves a field out. */
@@ -120,6 +124,10 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   listQueue: 64,
   peerListings: 1,
   peerListQueue: 16,
+  // hsync sends up to 8 ranges and 4 bundles of one push at once; an upload
+  // body streams to disk (never held), so what it holds is a slot and a file.
+  maxUploads: 64,
+  peerUploads: 32,
 };
 
 /** What each limit bounds, for the message of a 503 `busy`. */
@@ -145,4 +153,7 @@ export const LIMIT_TEXT: Readonly<Record<string, (l: ServerLimits) => string>> =
       `${l.listJobs} listings are streaming and ${l.listQueue} are waiting`,
     peerListQueue: (l) =>
       `this address has ${l.peerListings} listings streaming and ${l.peerListQueue} waiting`,
+    maxUploads: (l) => `${l.maxUploads} uploads are being written`,
+    peerUploads: (l) =>
+      `${l.peerUploads} uploads of this address are being written`,
   };

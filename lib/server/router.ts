@@ -12,6 +12,10 @@ import { hashEndpoint } from "./endpoints/hash.ts";
 import { listEndpoint } from "./endpoints/list.ts";
 import { healthEndpoint, statEndpoint } from "./endpoints/meta.ts";
 import { watchEndpoint } from "./endpoints/watch.ts";
+import { commitEndpoint } from "./endpoints/commit.ts";
+import { mkdirEndpoint } from "./endpoints/mkdir.ts";
+import { uploadEndpoint } from "./endpoints/upload.ts";
+import { uploadBundleEndpoint } from "./endpoints/upload_bundle.ts";
 import { errorResponse } from "./error_status.ts";
 import { requestAuthority } from "./server_names.ts";
 
@@ -24,6 +28,10 @@ export const ENDPOINTS: readonly Endpoint[] = [
   hashEndpoint,
   bundleEndpoint,
   watchEndpoint,
+  uploadEndpoint,
+  commitEndpoint,
+  uploadBundleEndpoint,
+  mkdirEndpoint,
 ];
 
 const BY_PATH = new Map(ENDPOINTS.map((e) => [e.path, e]));

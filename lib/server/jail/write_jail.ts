@@ -30,7 +30,7 @@ import {
   writeSync,
 } from "node:fs";
 import { posix } from "node:path";
-import { ConfigError, HttpError } from "../../shared/errors.ts";
+import { HttpError } from "../../shared/errors.ts";
 import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/part_file.ts";
 import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
 import {
@@ -39,7 +39,9 @@ import {
   join,
   lstatOrUndefined,
   openForWriting,
+  resolveWritableRoots,
   sameFile,
+  splitWritePath,
   tryRemove,
   writeFailure,
 } from "./write_support.ts";
@@ -48,7 +50,6 @@ import {
   type JailRules,
   type PathGuardOptions,
   quote,
-  stripSlash,
 } from "./rules.ts";
 
 /** Flags of every open for writing: no create, no truncate, and a FIFO fails at once instead of hanging. */
@@ -114,8 +115,29 @@ export interface WriteJail {
     name: string,
     create: boolean,
   ): Promise<WritableFile>;
-  /** Sets the time (and, when given, the mode) of a directory made by `makeDirs`, entered again and proven. */
-  setDirMeta(path: string, real: string, mtimeMs?: number, mode?: number): void;
+  /**
+   * A descriptor (node:fs, write only) of `name` in the target's directory,
+   * proven to be the regular file with identity `expect` that the name holds
+   * (for `fchmod`: a mode set by name would follow a link planted there).
+   * The caller closes it.
+   */
+  openDescriptor(
+    target: WriteTarget,
+    name: string,
+    expect: { dev: number; ino: number },
+  ): number;
+  /** Creates a new file with a fresh name (`.hsync-new-...`) in the target's directory and opens it, proven; the caller renames it into place (or removes it). */
+  createFresh(target: WriteTarget): Promise<WritableFile & { name: string }>;
+  /**
+   * Sets the time and mode (each when given) of a directory made by
+   * `makeDirs`, entered again and proven; returns its `stat` after.
+   */
+  setDirMeta(
+    path: string,
+    real: string,
+    mtimeMs?: number,
+    mode?: number,
+  ): Deno.FileInfo;
   /** Reads the whole file `name` beside the target when it is a regular file of at most `max` bytes; undefined otherwise. */
   read(target: WriteTarget, name: string, max: number): Uint8Array | undefined;
   /** Writes `data` to `name` beside the target atomically (new file, fdatasync, rename over). */
@@ -143,34 +165,7 @@ export interface WriteJail {
 export async function createWriteJail(
   options: WriteJailOptions,
 ): Promise<WriteJail> {
-  const roots: string[] = [];
-  for (const root of options.writablePath) {
-    if (!root.startsWith("/") || root.includes("\0")) {
-      throw new ConfigError(
-        `Invalid Writable_path entry "${root}": expected an absolute path`,
-      );
-    }
-    try {
-      const real = await Deno.realPath(root);
-      if (!(await Deno.stat(real)).isDirectory) {
-        throw new ConfigError(
-          `Cannot use Writable_path "${root}": not a directory`,
-        );
-      }
-      roots.push(real);
-    } catch (error) {
-      if (error instanceof ConfigError) throw error;
-      throw new ConfigError(
-        `Cannot use Writable_path "${root}": ${
-          error instanceof Deno.errors.NotFound
-            ? "no such directory"
-            : error instanceof Error
-            ? error.message
-            : String(error)
-        }`,
-      );
-    }
-  }
+  const roots = await resolveWritableRoots(options.writablePath);
   // The deny rules of reads, with the writable roots in place of Only_allowed_path.
   const rules = await compileRules({ ...options, onlyAllowedPath: [] });
   return new Writer(roots, rules, cwdAnchor());
@@ -192,7 +187,7 @@ class Writer implements WriteJail {
   }
 
   target(requestPath: string): WriteTarget {
-    const { path, dir, name } = this.#split(requestPath);
+    const { path, dir, name } = splitWritePath(requestPath);
     return this.#in(path, dir, (at) => {
       this.#check(path, at.real, name);
       return { path, dir: at.real, name };
@@ -200,7 +195,7 @@ class Writer implements WriteJail {
   }
 
   makeDirs(requestPath: string, mode = 0o755): string {
-    const { path } = this.#split(requestPath);
+    const { path } = splitWritePath(requestPath);
     // The deepest existing ancestor inside a writable root, then one level at a time.
     const names = path.split("/").slice(1);
     let known = "/";
@@ -295,6 +290,39 @@ class Writer implements WriteJail {
       }
       return this.#openProven(at, target, name, WRITE_FLAGS);
     });
+    return await this.#asDenoFile(target, name, proven);
+  }
+
+  async createFresh(
+    target: WriteTarget,
+  ): Promise<WritableFile & { name: string }> {
+    const created = this.#at(target, (at) => {
+      const name = at.createFile(NEW_PREFIX);
+      try {
+        return {
+          name,
+          proven: this.#openProven(at, target, name, WRITE_FLAGS),
+        };
+      } catch (error) {
+        tryRemove(at, name);
+        throw error;
+      }
+    });
+    try {
+      const file = await this.#asDenoFile(target, created.name, created.proven);
+      return { ...file, name: created.name };
+    } catch (error) {
+      this.remove(target, created.name);
+      throw error;
+    }
+  }
+
+  /** A Deno file for the inode a proven descriptor holds (which it then closes). */
+  async #asDenoFile(
+    target: WriteTarget,
+    name: string,
+    proven: ProvenFd,
+  ): Promise<WritableFile> {
     try {
       // The proven descriptor pins the inode: a Deno file for the same
       // device and inode is that very file, whatever its name led to.
@@ -322,18 +350,34 @@ class Writer implements WriteJail {
     }
   }
 
+  openDescriptor(
+    target: WriteTarget,
+    name: string,
+    expect: { dev: number; ino: number },
+  ): number {
+    return this.#at(target, (at) => {
+      const proven = this.#openProven(at, target, name, WRITE_FLAGS);
+      if (!sameFile(proven.info, expect)) {
+        closeSync(proven.fd);
+        throw changed(target.path);
+      }
+      return proven.fd;
+    });
+  }
+
   setDirMeta(
     path: string,
     real: string,
     mtimeMs?: number,
     mode?: number,
-  ): void {
-    this.#in(path, real, (at) => {
+  ): Deno.FileInfo {
+    return this.#in(path, real, (at) => {
       if (at.real !== real) throw changed(path);
       this.#checkDir(path, at.real);
       try {
         if (mode !== undefined) at.setOwnMode(mode & 0o777);
         if (mtimeMs !== undefined) at.setOwnTime(mtimeMs);
+        return at.stat();
       } catch (error) {
         throw writeFailure(path, error);
       }
@@ -520,37 +564,5 @@ class Writer implements WriteJail {
         }: its name is reserved for hsync's partial files`,
       );
     }
-  }
-
-  /** A requested absolute path for writing, normalised, and its directory and name. */
-  #split(requestPath: string): { path: string; dir: string; name: string } {
-    if (typeof requestPath !== "string" || !requestPath.startsWith("/")) {
-      throw new HttpError(
-        400,
-        "bad_path",
-        `Cannot write ${quote(String(requestPath))}: the path must be absolute`,
-      );
-    }
-    if (requestPath.includes("\0")) {
-      throw new HttpError(
-        400,
-        "bad_path",
-        `Cannot write ${quote(requestPath)}: a path cannot contain NUL`,
-      );
-    }
-    const path = stripSlash(posix.normalize(requestPath));
-    if (path === "/") {
-      throw new HttpError(
-        400,
-        "bad_path",
-        `Cannot write ${quote(requestPath)}: it is the root directory`,
-      );
-    }
-    const slash = path.lastIndexOf("/");
-    return {
-      path,
-      dir: slash === 0 ? "/" : path.slice(0, slash),
-      name: path.slice(slash + 1),
-    };
   }
 }

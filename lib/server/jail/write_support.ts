@@ -1,9 +1,9 @@
 /** The small pieces of the write jail: its answers to failures, and the open of a Deno file for writing that cannot hang. */
 import { posix } from "node:path";
-import { HttpError } from "../../shared/errors.ts";
+import { ConfigError, HttpError } from "../../shared/errors.ts";
 import { fsFailureStatus } from "../error_status.ts";
 import type { Inside } from "./cwd_anchor.ts";
-import { quote } from "./rules.ts";
+import { quote, stripSlash } from "./rules.ts";
 
 /**
  * `Deno.open` for writing (no create, no truncate) that has not settled yet.
@@ -15,7 +15,8 @@ const OPEN_MS = 1000;
 export async function openForWriting(
   path: string,
 ): Promise<Deno.FsFile | undefined> {
-  const opening = Deno.open(path, { write: true });
+  // Read too: a commit verifies the part's SHA-256 through the same file.
+  const opening = Deno.open(path, { read: true, write: true });
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<undefined>((resolve) => {
     timer = setTimeout(() => resolve(undefined), OPEN_MS);
@@ -111,4 +112,73 @@ export function sameFile(
   b: { dev: number; ino: number | null },
 ): boolean {
   return a.dev === b.dev && a.ino === b.ino;
+}
+
+/** The real paths of the `Writable_path` entries; `ConfigError` naming one that is not an existing absolute directory. */
+export async function resolveWritableRoots(
+  entries: readonly string[],
+): Promise<string[]> {
+  const roots: string[] = [];
+  for (const root of entries) {
+    if (!root.startsWith("/") || root.includes("\0")) {
+      throw new ConfigError(
+        `Invalid Writable_path entry "${root}": expected an absolute path`,
+      );
+    }
+    try {
+      const real = await Deno.realPath(root);
+      if (!(await Deno.stat(real)).isDirectory) {
+        throw new ConfigError(
+          `Cannot use Writable_path "${root}": not a directory`,
+        );
+      }
+      roots.push(real);
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      throw new ConfigError(
+        `Cannot use Writable_path "${root}": ${
+          error instanceof Deno.errors.NotFound
+            ? "no such directory"
+            : error instanceof Error
+            ? error.message
+            : String(error)
+        }`,
+      );
+    }
+  }
+  return roots;
+}
+
+/** A requested absolute path for writing, normalised, and its directory and name. */
+export function splitWritePath(
+  requestPath: string,
+): { path: string; dir: string; name: string } {
+  if (typeof requestPath !== "string" || !requestPath.startsWith("/")) {
+    throw new HttpError(
+      400,
+      "bad_path",
+      `Cannot write ${quote(String(requestPath))}: the path must be absolute`,
+    );
+  }
+  if (requestPath.includes("\0")) {
+    throw new HttpError(
+      400,
+      "bad_path",
+      `Cannot write ${quote(requestPath)}: a path cannot contain NUL`,
+    );
+  }
+  const path = stripSlash(posix.normalize(requestPath));
+  if (path === "/") {
+    throw new HttpError(
+      400,
+      "bad_path",
+      `Cannot write ${quote(requestPath)}: it is the root directory`,
+    );
+  }
+  const slash = path.lastIndexOf("/");
+  return {
+    path,
+    dir: slash === 0 ? "/" : path.slice(0, slash),
+    name: path.slice(slash + 1),
+  };
 }

@@ -1,0 +1,102 @@
+/**
+ * `/v1/upload` (push): `GET` answers what the server holds of an upload,
+ * `PUT` writes one byte range of it (streamed to the part file, flushed,
+ * then recorded). Both only below `Writable_path`, through the write jail.
+ */
+import { parseContentRange } from "../../shared/byte_range.ts";
+import { HttpError } from "../../shared/errors.ts";
+import { API, HEADER } from "../../shared/wire.ts";
+import { ticketOf, waitForSlot } from "../admission.ts";
+import type { Endpoint, ServerContext } from "../context.ts";
+import { json, requirePath } from "../http.ts";
+import { streamedBodyDigest } from "../request_auth.ts";
+import { idleBody } from "../request_body.ts";
+
+/** `GET /v1/upload?path=P` (status) and `PUT /v1/upload?path=P&size=S&source=ID[&restart=1]` (one range). */
+export const uploadEndpoint: Endpoint = {
+  path: API.upload,
+  methods: ["GET", "PUT"],
+  run: upload,
+};
+
+async function upload(ctx: ServerContext, request: Request, url: URL) {
+  const target = ctx.writeJail.target(requirePath(url));
+  if (request.method === "GET") {
+    const status = ctx.uploads.status(target);
+    if (status === undefined) {
+      throw new HttpError(
+        404,
+        "not_found",
+        `Nothing is held of an upload of ${JSON.stringify(target.path)}`,
+      );
+    }
+    return json(status);
+  }
+  const size = requiredCount(url, "size");
+  const source = url.searchParams.get("source") ?? "";
+  if (source === "" || source.length > 256) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      'Missing or invalid query parameter "source"',
+    );
+  }
+  const cr = parseContentRange(request.headers.get("content-range"));
+  if (cr === undefined || cr.size !== size) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      `Cannot write to ${
+        JSON.stringify(target.path)
+      }: expected Content-Range: bytes A-B/${size}`,
+    );
+  }
+  const length = Number(request.headers.get("content-length"));
+  if (length !== cr.range.end - cr.range.start || request.body === null) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      `Cannot write to ${
+        JSON.stringify(target.path)
+      }: the body must be exactly the ${
+        cr.range.end - cr.range.start
+      } bytes of its Content-Range`,
+    );
+  }
+  const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
+  try {
+    const ticket = ticketOf(request);
+    if (ticket !== undefined) ticket.bodyRead = true;
+    const status = await ctx.uploads.write(
+      target,
+      {
+        size,
+        source,
+        session: request.headers.get(HEADER.uploadSession) ?? undefined,
+        restart: url.searchParams.get("restart") === "1",
+      },
+      cr.range,
+      idleBody(request.body, ctx.limits.bodyIdleMs),
+      streamedBodyDigest(request),
+    );
+    return json(status);
+  } finally {
+    release();
+  }
+}
+
+/** A whole number query parameter that must be there. */
+function requiredCount(url: URL, name: string): number {
+  const raw = url.searchParams.get(name);
+  const n = Number(raw);
+  if (raw === null || !/^\d{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      `Invalid query parameter ${name}=${
+        JSON.stringify(raw)
+      }: expected a whole number of bytes`,
+    );
+  }
+  return n;
+}

@@ -1,0 +1,421 @@
+/**
+ * Uploads in progress on hsyncd (push): for each target, its
+ * `NAME.hsync-part` and the same journal a pull keeps (the source's
+ * identity and the byte ranges flushed), who is writing it, and the commit
+ * that verifies and renames it into place. Everything on disk goes through
+ * the write jail (lib/server/jail/write_jail.ts).
+ */
+import { createHash } from "node:crypto";
+import { closeSync, fchmodSync } from "node:fs";
+import type { ByteRange } from "../shared/byte_range.ts";
+import { writeChunk } from "../shared/chunk_writer.ts";
+import { HttpError } from "../shared/errors.ts";
+import { etagFor, modeBits, mtimeMs } from "../shared/file_identity.ts";
+import { decodeJournal, encodeJournal } from "../shared/journal.ts";
+import { JOURNAL_SUFFIX, PART_SUFFIX } from "../shared/part_file.ts";
+import { RangeSet } from "../shared/range_set.ts";
+import type {
+  CommitRequest,
+  CommitResult,
+  SourceId,
+  UploadStatus,
+} from "../shared/wire.ts";
+import type { WriteJail, WriteTarget } from "./jail/write_jail.ts";
+
+/** Longest a journal may be (far more than any real list of ranges). */
+const MAX_JOURNAL_BYTES = 1024 * 1024;
+/** Bytes read at a time when a commit verifies a part's SHA-256. */
+const HASH_CHUNK = 1024 * 1024;
+
+/** Options of {@linkcode Uploads}. */
+export interface UploadsOptions {
+  jail: WriteJail;
+  /** How long a session keeps a path after its last request (another session gets 409 meanwhile). */
+  sessionIdleMs?: number;
+  /** The clock (ms). */
+  now?: () => number;
+  /** The server's umask (what modes are masked with unless `preserve`). */
+  umask?: number;
+}
+
+/** One upload in memory. */
+interface Upload {
+  target: WriteTarget;
+  size: number;
+  source: SourceId;
+  held: RangeSet;
+  session?: string;
+  lastActive: number;
+  /** Requests writing it now. */
+  writing: number;
+  /** Journal saves, one after the other. */
+  saving: Promise<void>;
+}
+
+/** Who is asking, and for which version of the file. */
+export interface UploadClaim {
+  size: number;
+  source: SourceId;
+  /** The `x-hsync-upload-session` of the request (one per hsync run). */
+  session?: string;
+}
+
+/** The uploads of one server. */
+export class Uploads {
+  #jail: WriteJail;
+  #idleMs: number;
+  #now: () => number;
+  #umask: number;
+  #live = new Map<string, Upload>();
+
+  constructor(options: UploadsOptions) {
+    this.#jail = options.jail;
+    this.#idleMs = options.sessionIdleMs ?? 60_000;
+    this.#now = options.now ?? Date.now;
+    this.#umask = options.umask ?? 0o022;
+  }
+
+  /** The umask modes of pushed files are masked with (unless `preserve`). */
+  get umask(): number {
+    return this.#umask;
+  }
+
+  /** What is held of an upload of `target`, or undefined when nothing is. */
+  status(target: WriteTarget): UploadStatus | undefined {
+    const u = this.#load(target);
+    return u === undefined ? undefined : statusOf(u);
+  }
+
+  /**
+   * Writes `body` (exactly the bytes of `range`) into the target's part
+   * file, flushes it, and records the range; `restart` first drops what was
+   * held. With `sha256`, the bytes are claimed only when the body has that
+   * digest (a signed request); without, a body cut short claims what
+   * reached the disk. Answers the status after the write.
+   */
+  async write(
+    target: WriteTarget,
+    claim: UploadClaim & { restart?: boolean },
+    range: ByteRange,
+    body: ReadableStream<Uint8Array>,
+    sha256?: string,
+  ): Promise<UploadStatus> {
+    if (
+      !(range.start >= 0 && range.end > range.start && range.end <= claim.size)
+    ) {
+      throw new HttpError(
+        416,
+        "bad_range",
+        `Cannot write bytes ${range.start}-${range.end - 1} of ${
+          JSON.stringify(target.path)
+        }: the file has ${claim.size} bytes`,
+      );
+    }
+    const u = this.#take(target, claim, claim.restart === true);
+    u.writing++;
+    try {
+      const part = `${target.name}${PART_SUFFIX}`;
+      const { file } = await this.#jail.open(target, part, true);
+      try {
+        const hash = sha256 === undefined ? undefined : createHash("sha256");
+        const stream = hash === undefined ? body : body.pipeThrough(
+          new TransformStream<Uint8Array, Uint8Array>({
+            transform(chunk, controller) {
+              hash.update(chunk);
+              controller.enqueue(chunk);
+            },
+          }),
+        );
+        // Written chunk by chunk: the body comes through JavaScript (an idle
+        // timer, a digest), which FsFile.writable must not be given
+        // (chunk_writer.ts); a byte past the range fails the write.
+        const result = await writeChunk(file, target.path, stream, range, {
+          sync: true,
+        });
+        const whole = result.error === undefined && result.pos === range.end;
+        if (hash !== undefined) {
+          if (whole && hash.digest("hex") === sha256) {
+            u.held.add(range);
+          } else if (whole) {
+            throw new HttpError(
+              401,
+              "unauthorized",
+              "Authentication required",
+            );
+          }
+        } else if (result.pos > range.start) {
+          u.held.add({
+            start: range.start,
+            end: Math.min(result.pos, range.end),
+          });
+        }
+        await this.#save(u);
+        if (result.error !== undefined && !whole) throw result.error;
+        if (result.pos !== range.end) {
+          throw new HttpError(
+            400,
+            "bad_request",
+            `Cannot write ${
+              JSON.stringify(target.path)
+            }: the body ended at byte ${result.pos}, before ${range.end}`,
+          );
+        }
+        return statusOf(u);
+      } finally {
+        file.close();
+      }
+    } finally {
+      u.writing--;
+      u.lastActive = this.#now();
+    }
+  }
+
+  /**
+   * Gives a complete upload its final name: every byte held for this
+   * source, the SHA-256 checked when asked (a mismatch drops the part and
+   * answers 422), mode and mtime set, renamed over the target (a file or link
+   * there replaced, never followed), journal removed. `hash` runs the
+   * verification (the caller bounds hash work).
+   */
+  async commit(
+    target: WriteTarget,
+    request: CommitRequest & { session?: string },
+    hash: <T>(job: () => Promise<T>) => Promise<T> = (job) => job(),
+  ): Promise<CommitResult> {
+    const part = `${target.name}${PART_SUFFIX}`;
+    let u = this.#load(target);
+    if (u === undefined && request.size === 0) {
+      u = this.#take(target, request, false);
+    }
+    // Another push writing it is told so before anything about its bytes.
+    if (u !== undefined) this.#own(u, request.session);
+    if (
+      u === undefined || u.size !== request.size ||
+      u.source !== request.source || !u.held.isComplete(request.size)
+    ) {
+      throw new HttpError(
+        409,
+        "incomplete",
+        `Cannot commit ${
+          JSON.stringify(target.path)
+        }: the server does not hold all ${request.size} bytes of this version (ask GET /v1/upload for what it holds)`,
+      );
+    }
+    u.writing++;
+    try {
+      const { file, info } = await this.#jail.open(target, part, true);
+      try {
+        if ((await file.stat()).size !== request.size) {
+          await file.truncate(request.size);
+        }
+        let sha256: string | undefined;
+        if (request.sha256 !== undefined) {
+          sha256 = await hash(() => sha256OfFile(file, request.size));
+          if (sha256 !== request.sha256) {
+            this.#drop(u);
+            throw new HttpError(
+              422,
+              "verify_failed",
+              `Cannot commit ${
+                JSON.stringify(target.path)
+              }: its SHA-256 on the server is not the one sent; the upload was dropped, send it again`,
+            );
+          }
+        }
+        const keep = request.preserve ? 0o777 : 0o777 & ~this.#umask;
+        this.#setMode(target, part, info, request.mode & keep);
+        await file.utime(new Date(), new Date(request.mtime));
+        this.#jail.rename(target, part, target.name, info);
+        this.#jail.remove(target, `${target.name}${JOURNAL_SUFFIX}`);
+        this.#live.delete(keyOf(target));
+        const now = this.#jail.lstat(target, target.name);
+        if (now === undefined) {
+          throw new HttpError(
+            409,
+            "changed",
+            `Cannot commit ${
+              JSON.stringify(target.path)
+            }: it changed while being committed, retry`,
+          );
+        }
+        const result: CommitResult = statOf(now);
+        if (sha256 !== undefined) result.sha256 = sha256;
+        return result;
+      } finally {
+        file.close();
+      }
+    } finally {
+      u.writing--;
+      u.lastActive = this.#now();
+    }
+  }
+
+  /** Sets `mode` through a descriptor proven to be `name` (a mode set by name would follow a link planted there). */
+  #setMode(
+    target: WriteTarget,
+    name: string,
+    expect: { dev: number; ino: number },
+    mode: number,
+  ): void {
+    const fd = this.#jail.openDescriptor(target, name, expect);
+    try {
+      fchmodSync(fd, mode);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** The upload of `target` for this claim, taken by its session: a new one, or the one held (409 when another session or another version holds it). */
+  #take(target: WriteTarget, claim: UploadClaim, restart: boolean): Upload {
+    let u = this.#load(target);
+    if (
+      u !== undefined &&
+      (restart || u.size !== claim.size || u.source !== claim.source)
+    ) {
+      this.#own(u, claim.session);
+      if (!restart) {
+        throw new HttpError(
+          409,
+          "source_changed",
+          `Cannot write ${
+            JSON.stringify(target.path)
+          }: the server holds part of another version of this file; send it with restart=1 to start over`,
+        );
+      }
+      this.#drop(u);
+      u = undefined;
+    }
+    if (u === undefined) {
+      u = {
+        target,
+        size: claim.size,
+        source: claim.source,
+        held: new RangeSet(),
+        lastActive: this.#now(),
+        writing: 0,
+        saving: Promise.resolve(),
+      };
+      this.#live.set(keyOf(target), u);
+    }
+    this.#own(u, claim.session);
+    return u;
+  }
+
+  /** Makes `session` the writer of `u`, or 409 while another session is writing it or wrote it lately. */
+  #own(u: Upload, session: string | undefined): void {
+    if (
+      u.session !== undefined && session !== u.session &&
+      (u.writing > 0 || this.#now() - u.lastActive < this.#idleMs)
+    ) {
+      throw new HttpError(
+        409,
+        "upload_in_progress",
+        `Cannot write ${
+          JSON.stringify(u.target.path)
+        }: another push of it is in progress, retry later`,
+      );
+    }
+    u.session = session;
+    u.lastActive = this.#now();
+  }
+
+  /** The upload of `target` from memory, or from its journal beside a part file. */
+  #load(target: WriteTarget): Upload | undefined {
+    const key = keyOf(target);
+    const live = this.#live.get(key);
+    if (live !== undefined) return live;
+    const bytes = this.#jail.read(
+      target,
+      `${target.name}${JOURNAL_SUFFIX}`,
+      MAX_JOURNAL_BYTES,
+    );
+    const data = bytes === undefined
+      ? undefined
+      : decodeJournal(new TextDecoder().decode(bytes));
+    const part = this.#jail.lstat(target, `${target.name}${PART_SUFFIX}`);
+    if (data === undefined || part === undefined || !part.isFile) {
+      return undefined;
+    }
+    const held = new RangeSet(data.done);
+    // Only what the part file still has: a shorter part holds less.
+    held.remove({ start: part.size, end: Number.MAX_SAFE_INTEGER });
+    const u: Upload = {
+      target,
+      size: data.remote.size,
+      source: data.remote.etag,
+      held,
+      lastActive: 0,
+      writing: 0,
+      saving: Promise.resolve(),
+    };
+    this.#live.set(key, u);
+    return u;
+  }
+
+  /** Records what `u` holds in its journal (after the bytes were flushed), saves in order. */
+  #save(u: Upload): Promise<void> {
+    const data = encodeJournal({
+      remote: { size: u.size, mtime: 0, etag: u.source },
+      done: u.held.toArray(),
+    });
+    u.saving = u.saving.then(() =>
+      this.#jail.replace(u.target, `${u.target.name}${JOURNAL_SUFFIX}`, data)
+    );
+    return u.saving;
+  }
+
+  /** Forgets an upload and removes its part and journal. */
+  #drop(u: Upload): void {
+    this.#live.delete(keyOf(u.target));
+    this.#jail.remove(u.target, `${u.target.name}${PART_SUFFIX}`);
+    this.#jail.remove(u.target, `${u.target.name}${JOURNAL_SUFFIX}`);
+  }
+}
+
+function keyOf(target: WriteTarget): string {
+  return `${target.dir}\0${target.name}`;
+}
+
+function statusOf(u: Upload): UploadStatus {
+  return {
+    size: u.size,
+    source: u.source,
+    held: u.held.toArray().map(({ start, end }): [number, number] => [
+      start,
+      end,
+    ]),
+  };
+}
+
+function statOf(info: Deno.FileInfo): CommitResult {
+  return {
+    type: "file",
+    size: info.size,
+    mtime: mtimeMs(info),
+    mode: modeBits(info),
+    etag: etagFor(info),
+  };
+}
+
+/** SHA-256 of the first `size` bytes of an open file. */
+async function sha256OfFile(file: Deno.FsFile, size: number): Promise<string> {
+  const digest = createHash("sha256");
+  await file.seek(0, Deno.SeekMode.Start);
+  const buffer = new Uint8Array(Math.min(HASH_CHUNK, Math.max(size, 1)));
+  let left = size;
+  while (left > 0) {
+    const n = await file.read(
+      left < buffer.length ? buffer.subarray(0, left) : buffer,
+    );
+    if (n === null || n === 0) {
+      throw new HttpError(
+        409,
+        "changed",
+        "Cannot verify the upload: its part file is shorter than its size",
+      );
+    }
+    digest.update(buffer.subarray(0, n));
+    left -= n;
+  }
+  return digest.digest("hex");
+}

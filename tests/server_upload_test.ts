@@ -1,0 +1,392 @@
+/** Tests of the push endpoints of hsyncd (lib/server/endpoints/upload.ts, commit.ts, upload_bundle.ts, mkdir.ts, lib/server/uploads.ts), in process. */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { encodeFrames } from "../lib/shared/bundle_codec.ts";
+import { ConfigError } from "../lib/shared/errors.ts";
+import type {
+  CommitResult,
+  UploadBundleHeader,
+  UploadBundleResult,
+  UploadStatus,
+} from "../lib/shared/wire.ts";
+import { createHandler } from "../lib/server/handler.ts";
+import { ServerNames } from "../lib/server/server_names.ts";
+import {
+  BODY_DIGEST_HEADER,
+  bodyDigest,
+  createVerifier,
+  generateKeys,
+  loadIdentity,
+  parseAuthorizedKeys,
+  signRequest,
+} from "../lib/shared/auth.ts";
+import {
+  expectError,
+  fakeInfo,
+  type Fixture,
+  settingsFor,
+  withFixture,
+} from "./_server_fixture.ts";
+
+const WRITABLE = { Host_ip: "127.0.0.1", Writable_path: "@root" };
+
+function sha256(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** `PUT /v1/upload` of `bytes[start, end)` of a file of `bytes.length`. */
+function put(
+  f: Fixture,
+  rel: string,
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  options: { source?: string; session?: string; restart?: boolean } = {},
+): Promise<Response> {
+  const query = new URLSearchParams({
+    path: join(f.root, rel),
+    size: String(bytes.length),
+    source: options.source ?? "src-1",
+  });
+  if (options.restart) query.set("restart", "1");
+  return f.call(`/v1/upload?${query}`, {
+    method: "PUT",
+    headers: {
+      "content-range": `bytes ${start}-${end - 1}/${bytes.length}`,
+      "content-length": String(end - start),
+      "x-hsync-upload-session": options.session ?? "session-a",
+    },
+    body: bytes.slice(start, end),
+  });
+}
+
+function commit(
+  f: Fixture,
+  rel: string,
+  body: Record<string, unknown>,
+  session = "session-a",
+): Promise<Response> {
+  return f.call(
+    `/v1/upload/commit?path=${encodeURIComponent(join(f.root, rel))}`,
+    {
+      method: "POST",
+      headers: { "x-hsync-upload-session": session },
+      body: JSON.stringify({ source: "src-1", mode: 0o640, ...body }),
+    },
+  );
+}
+
+const DATA: Uint8Array<ArrayBuffer> = new Uint8Array(200_000).map((_, i) =>
+  (i * 13 + (i >> 7)) & 255
+);
+
+Deno.test("a file pushed in ranges, out of order, is held as it arrives and committed with its mode and time", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.root, "in"));
+    assert.equal(
+      (await put(f, "in/a.bin", DATA, 100_000, 200_000)).status,
+      200,
+    );
+    const status = await (await f.call(
+      `/v1/upload?path=${f.q("in/a.bin")}`,
+    )).json() as UploadStatus;
+    assert.deepEqual(status, {
+      size: DATA.length,
+      source: "src-1",
+      held: [[100_000, 200_000]],
+    });
+    // Not complete: no final name yet.
+    await expectError(
+      await commit(f, "in/a.bin", {
+        size: DATA.length,
+        mtime: 1_700_000_000_000,
+      }),
+      409,
+      "incomplete",
+    );
+    assert.throws(() => Deno.statSync(join(f.root, "in/a.bin")));
+    assert.equal((await put(f, "in/a.bin", DATA, 0, 100_000)).status, 200);
+    const res = await commit(f, "in/a.bin", {
+      size: DATA.length,
+      mtime: 1_700_000_000_000,
+      sha256: sha256(DATA),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    const result = await res.json() as CommitResult;
+    assert.equal(result.sha256, sha256(DATA));
+    assert.deepEqual(await Deno.readFile(join(f.root, "in/a.bin")), DATA);
+    const info = await Deno.stat(join(f.root, "in/a.bin"));
+    assert.equal(info.mtime?.getTime(), 1_700_000_000_000);
+    assert.equal((info.mode ?? 0) & 0o777, 0o640 & ~Deno.umask());
+    assert.deepEqual(
+      [...Deno.readDirSync(join(f.root, "in"))].map((e) => e.name),
+      ["a.bin"],
+    );
+    await expectError(
+      await f.call(`/v1/upload?path=${f.q("in/a.bin")}`),
+      404,
+      "not_found",
+    );
+  }, WRITABLE);
+});
+
+Deno.test("what an upload holds survives a restart of hsyncd (the journal), and another version of the file starts over only when asked", async () => {
+  await withFixture(async (f) => {
+    assert.equal((await put(f, "r.bin", DATA, 0, 50_000)).status, 200);
+    // A new handler: nothing in memory, the journal beside the part tells.
+    const settings = await settingsFor(f.hsyncDir, {
+      Only_allowed_path: f.root,
+      Host_ip: "127.0.0.1",
+      Writable_path: f.root,
+    });
+    const again = await createHandler({
+      settings,
+      hsyncDir: f.hsyncDir,
+      hostname: "h",
+    });
+    const status = await (await again(
+      new Request(`http://localhost/v1/upload?path=${f.q("r.bin")}`),
+      fakeInfo("127.0.0.1"),
+    )).json() as UploadStatus;
+    assert.deepEqual(status.held, [[0, 50_000]]);
+    // The same path from another version of the file: refused, then restarted.
+    await expectError(
+      await put(f, "r.bin", DATA, 50_000, 60_000, { source: "src-2" }),
+      409,
+      "source_changed",
+    );
+    const restarted = await (await put(f, "r.bin", DATA, 50_000, 60_000, {
+      source: "src-2",
+      restart: true,
+    })).json() as UploadStatus;
+    assert.deepEqual(restarted, {
+      size: DATA.length,
+      source: "src-2",
+      held: [[50_000, 60_000]],
+    });
+  }, WRITABLE);
+});
+
+Deno.test("two pushes of one path at once: the second gets 409 upload_in_progress and no mixed file", async () => {
+  await withFixture(async (f) => {
+    assert.equal((await put(f, "c.bin", DATA, 0, 1000)).status, 200);
+    await expectError(
+      await put(f, "c.bin", DATA, 1000, 2000, { session: "session-b" }),
+      409,
+      "upload_in_progress",
+    );
+    await expectError(
+      await commit(f, "c.bin", { size: DATA.length, mtime: 0 }, "session-b"),
+      409,
+      "upload_in_progress",
+    );
+    const status = await (await f.call(`/v1/upload?path=${f.q("c.bin")}`))
+      .json() as UploadStatus;
+    assert.deepEqual(status.held, [[0, 1000]]);
+  }, WRITABLE);
+});
+
+Deno.test("a commit whose SHA-256 differs drops the upload (422) and names nothing", async () => {
+  await withFixture(async (f) => {
+    assert.equal((await put(f, "v.bin", DATA, 0, DATA.length)).status, 200);
+    await expectError(
+      await commit(f, "v.bin", {
+        size: DATA.length,
+        mtime: 0,
+        sha256: "0".repeat(64),
+      }),
+      422,
+      "verify_failed",
+    );
+    assert.throws(() => Deno.statSync(join(f.root, "v.bin")));
+    assert.throws(() => Deno.statSync(join(f.root, "v.bin.hsync-part")));
+    assert.throws(() => Deno.statSync(join(f.root, "v.bin.hsync-journal")));
+  }, WRITABLE);
+});
+
+Deno.test("an empty file is committed without a range, and replaces a symlink at its name without following it", async () => {
+  await withFixture(async (f) => {
+    await Deno.writeTextFile(join(f.tmp, "victim.txt"), "VICTIM");
+    await Deno.symlink(join(f.tmp, "victim.txt"), join(f.root, "e.txt"));
+    const res = await commit(f, "e.txt", { size: 0, mtime: 1_600_000_000_000 });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal((await Deno.lstat(join(f.root, "e.txt"))).isFile, true);
+    assert.equal((await Deno.lstat(join(f.root, "e.txt"))).size, 0);
+    assert.equal(await Deno.readTextFile(join(f.tmp, "victim.txt")), "VICTIM");
+  }, WRITABLE);
+});
+
+Deno.test("an upload bundle writes each file with its time and mode, and reports the refused ones one by one", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.root, "b"));
+    const files: Array<[string, string]> = [
+      ["one.txt", "first"],
+      ["id_rsa", "key"],
+      ["missing-dir/x.txt", "nowhere"],
+      ["../escape.txt", "out"],
+      ["two.txt", "second"],
+    ];
+    const frames = files.map(([path, text]) => ({
+      header: {
+        path,
+        size: text.length,
+        mtime: 1_650_000_000_000,
+        mode: 0o755,
+      } as UploadBundleHeader,
+      data: new TextEncoder().encode(text),
+    }));
+    frames.push({ header: { end: true }, data: new Uint8Array() });
+    const res = await f.call(
+      `/v1/upload/bundle?root=${f.q("b")}`,
+      { method: "POST", body: new Uint8Array(encodeFrames(frames)) },
+    );
+    assert.equal(res.status, 200, await res.clone().text());
+    const results = await res.json() as UploadBundleResult[];
+    assert.deepEqual(results.map((r) => "error" in r ? r.error : "ok"), [
+      "ok",
+      "forbidden_file",
+      "not_found",
+      "bad_path",
+      "ok",
+    ]);
+    assert.equal(await Deno.readTextFile(join(f.root, "b/one.txt")), "first");
+    assert.equal(await Deno.readTextFile(join(f.root, "b/two.txt")), "second");
+    const info = await Deno.stat(join(f.root, "b/two.txt"));
+    assert.equal(info.mtime?.getTime(), 1_650_000_000_000);
+    assert.equal((info.mode ?? 0) & 0o777, 0o755 & ~Deno.umask());
+    assert.deepEqual(
+      [...Deno.readDirSync(join(f.root, "b"))].map((e) => e.name).sort(),
+      ["one.txt", "two.txt"],
+    );
+    assert.throws(() => Deno.statSync(join(f.root, "escape.txt")));
+  }, WRITABLE);
+});
+
+Deno.test("mkdir creates missing levels below Writable_path and sets a directory's time; writes elsewhere are refused", async () => {
+  await withFixture(async (f) => {
+    const res = await f.call(
+      `/v1/mkdir?path=${f.q("x/y/z")}&mtime=1500000000000`,
+      { method: "POST" },
+    );
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(
+      (await Deno.stat(join(f.root, "x/y/z"))).mtime?.getTime(),
+      1_500_000_000_000,
+    );
+    await expectError(
+      await f.call(
+        `/v1/mkdir?path=${encodeURIComponent(join(f.tmp, "elsewhere"))}`,
+        { method: "POST" },
+      ),
+      403,
+      "not_writable",
+    );
+    await expectError(
+      await put(f, "../outside.bin", DATA, 0, 10),
+      403,
+      "not_writable",
+    );
+  }, WRITABLE);
+});
+
+Deno.test("a server with no Writable_path accepts no write (403 read_only)", async () => {
+  await withFixture(async (f) => {
+    await expectError(await put(f, "n.bin", DATA, 0, 10), 403, "read_only");
+    await expectError(
+      await f.call(`/v1/mkdir?path=${f.q("n")}`, { method: "POST" }),
+      403,
+      "read_only",
+    );
+  });
+});
+
+Deno.test("Writable_path without Authorized_keys on an address others can reach does not start", async () => {
+  const tmp = await Deno.makeTempDir();
+  try {
+    const settings = await settingsFor(join(tmp, "state"), {
+      Writable_path: tmp,
+      Host_ip: "0.0.0.0",
+    });
+    await assert.rejects(
+      createHandler({ settings, hsyncDir: join(tmp, "state"), hostname: "h" }),
+      (e: unknown) =>
+        e instanceof ConfigError && /Authorized_keys/.test(e.message),
+    );
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("a signed range whose body is not the one signed claims no byte (401); with Anonymous_read unsigned reads pass and unsigned writes do not", async () => {
+  const keys = await generateKeys("test");
+  const identity = await loadIdentity(keys.privatePem, "id");
+  const verifier = await createVerifier(
+    parseAuthorizedKeys(keys.publicLine, "ak"),
+  );
+  // The fixture's requests go to http://localhost/ (port 80).
+  const serverNames = new ServerNames({
+    tls: false,
+    hostIp: "127.0.0.1",
+    port: 80,
+  });
+  await withFixture(
+    async (f) => {
+      const body = DATA.slice(0, 1000);
+      const url = new URL(
+        `http://localhost/v1/upload?${new URLSearchParams({
+          path: join(f.root, "s.bin"),
+          size: String(DATA.length),
+          source: "src-1",
+        })}`,
+      );
+      const send = async (
+        bytes: Uint8Array<ArrayBuffer>,
+        declared: Uint8Array<ArrayBuffer>,
+      ) =>
+        await f.call(url.pathname + url.search, {
+          method: "PUT",
+          body: bytes,
+          headers: {
+            authorization: await signRequest(identity, "PUT", url, {
+              body: declared,
+            }),
+            [BODY_DIGEST_HEADER]: bodyDigest(declared),
+            "content-range": `bytes 0-999/${DATA.length}`,
+            "content-length": "1000",
+          },
+        });
+      const tampered = body.slice();
+      tampered[10] ^= 0xff;
+      await expectError(await send(tampered, body), 401, "unauthorized");
+      // Nothing was claimed for the tampered body.
+      const statusUrl = new URL(
+        `http://localhost/v1/upload?path=${f.q("s.bin")}`,
+      );
+      const status = await f.call(statusUrl.pathname + statusUrl.search, {
+        headers: {
+          authorization: await signRequest(identity, "GET", statusUrl),
+        },
+      });
+      const held = status.status === 404
+        ? []
+        : (await status.json() as UploadStatus).held;
+      assert.deepEqual(held, []);
+      const ok = await send(body, body);
+      assert.equal(ok.status, 200, await ok.clone().text());
+      assert.deepEqual((await ok.json() as UploadStatus).held, [[0, 1000]]);
+      // Anonymous reads pass, anonymous writes do not.
+      assert.equal(
+        (await f.call(`/v1/stat?path=${f.q("hello.txt")}`)).status,
+        200,
+      );
+      await expectError(
+        await put(f, "anon.bin", DATA, 0, 10),
+        401,
+        "unauthorized",
+      );
+    },
+    { ...WRITABLE, Authorized_keys: "", Anonymous_read: "yes" },
+    { verifier, serverNames },
+  );
+});
