@@ -1,5 +1,5 @@
 /** Encodes and decodes the length-prefixed frames of `POST /v1/bundle` (see `BundleHeader` in wire.ts). */
-import type { BundleHeader } from "./wire.ts";
+import type { BundleHeader, UploadBundleHeader } from "./wire.ts";
 
 /** Largest header accepted when decoding: a longer one means a corrupt or hostile stream. */
 export const MAX_HEADER_BYTES = 64 * 1024;
@@ -24,9 +24,15 @@ export function encodeFrame(
 /**
  * Encodes frames one after another into a single buffer (the same bytes as
  * concatenating `encodeFrame` of each): a 4-byte big-endian header length,
- * the header as JSON, then the data.
+ * the header as JSON, then the data. The same framing carries a push's
+ * small files to the server (`UploadBundleHeader`).
  */
-export function encodeFrames(frames: readonly BundleFrame[]): Uint8Array {
+export function encodeFrames(
+  frames: readonly {
+    header: BundleHeader | UploadBundleHeader;
+    data: Uint8Array;
+  }[],
+): Uint8Array<ArrayBuffer> {
   const headers = frames.map((f) => encoder.encode(JSON.stringify(f.header)));
   let size = 0;
   for (let i = 0; i < frames.length; i++) {

@@ -12,6 +12,14 @@ export const API = {
   hash: "/v1/hash",
   bundle: "/v1/bundle",
   watch: "/v1/watch",
+  /** Push: `GET` answers what the server holds of an upload, `PUT` writes one byte range of it. */
+  upload: "/v1/upload",
+  /** Push: verifies a complete upload and gives it its final name. */
+  commit: "/v1/upload/commit",
+  /** Push: many small files in one request (bundle frames, client to server). */
+  uploadBundle: "/v1/upload/bundle",
+  /** Push: creates a directory (and its missing parents), or sets a directory's time and mode. */
+  mkdir: "/v1/mkdir",
 } as const;
 
 /** Kinds of entry the server serves: nothing else ever leaves it. */
@@ -96,6 +104,78 @@ export interface WatchResult {
   /** True when the server cannot say what changed (cursor too old): the client must rescan. */
   rescan: boolean;
 }
+
+/**
+ * What identifies the local file an upload comes from (its device, inode,
+ * size and modification time, as the client sees them): an upload resumed
+ * with another identity starts over.
+ */
+export type SourceId = string;
+
+/** Body of `GET /v1/upload?path=P`: what the server holds of an upload in progress. */
+export interface UploadStatus {
+  /** The size the upload was started with. */
+  size: number;
+  /** The identity of the source it was started with. */
+  source: SourceId;
+  /** Byte ranges on the server's disk (flushed), half-open `[start, end)`, sorted. */
+  held: Array<[number, number]>;
+}
+
+/**
+ * Query of `PUT /v1/upload?path=P&size=S&source=ID[&restart=1]`, with
+ * `Content-Range: bytes A-B/S` and exactly those bytes as the body. `restart`
+ * drops what the server held (the source changed). The answer is the
+ * `UploadStatus` after the range was written and flushed.
+ */
+export interface UploadQuery {
+  path: string;
+  size: number;
+  source: SourceId;
+  restart?: boolean;
+}
+
+/** Request body of `POST /v1/upload/commit?path=P` (JSON). */
+export interface CommitRequest {
+  size: number;
+  source: SourceId;
+  /** Modification time to set, whole milliseconds since the epoch. */
+  mtime: number;
+  /** Permission bits to set (masked by the server: no special bits, at most its umask unless `preserve`). */
+  mode: number;
+  /** Keep `mode` as it is (`-P`), special bits still stripped. */
+  preserve?: boolean;
+  /** With `--verify`: the SHA-256 the committed file must have; it is refused (and dropped) otherwise. */
+  sha256?: string;
+}
+
+/** Body of a successful commit: the file as it now is on the server. */
+export interface CommitResult extends StatEntry {
+  /** SHA-256 of the committed file, when it was asked to verify. */
+  sha256?: string;
+}
+
+/**
+ * Header of one frame of a `POST /v1/upload/bundle?root=R` request body:
+ * the same framing as a bundle response (4-byte length, JSON header, then
+ * exactly `size` bytes), `path` relative to `R`; the last frame is
+ * `{"end": true}`. The answer is a JSON array of `UploadBundleResult`, one
+ * per file, in order.
+ */
+export type UploadBundleHeader =
+  | {
+    path: string;
+    size: number;
+    mtime: number;
+    mode: number;
+    preserve?: boolean;
+  }
+  | { end: true };
+
+/** One file's outcome in a `POST /v1/upload/bundle` answer. */
+export type UploadBundleResult =
+  | ({ path: string } & StatEntry)
+  | { path: string; error: string; message: string };
 
 /** Request headers used by both sides. */
 export const HEADER = {
