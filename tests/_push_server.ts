@@ -321,7 +321,7 @@ export function pushServer(options: PushServerOptions): PushServer {
       return error(409, "not_regular", `"${path}" is not a directory`);
     }
     const mode = url.searchParams.get("mode");
-    if (mode !== null) await Deno.chmod(path, parseInt(mode, 8));
+    if (mode !== null) await Deno.chmod(path, Number(mode));
     const mtime = url.searchParams.get("mtime");
     if (mtime !== null) {
       await Deno.utime(path, new Date(), new Date(Number(mtime)));

@@ -162,7 +162,8 @@ export class PushRemote {
     options: { mtime?: number; mode?: number; signal?: AbortSignal } = {},
   ): Promise<StatEntry> {
     const query: Record<string, string> = { path };
-    if (options.mode !== undefined) query.mode = options.mode.toString(8);
+    // Decimal, as every number in the query (`mode=493` is 0o755).
+    if (options.mode !== undefined) query.mode = String(options.mode);
     if (options.mtime !== undefined) query.mtime = String(options.mtime);
     const ex = await this.#remote.send(this.#remote.url(API.mkdir, query), {
       method: "POST",
