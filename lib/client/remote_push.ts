@@ -7,15 +7,13 @@ import {
   API,
   type CommitRequest,
   type CommitResult,
+  HEADER,
   type SourceId,
   type StatEntry,
   type UploadBundleResult,
   type UploadStatus,
 } from "../shared/wire.ts";
 import type { Exchange, Remote } from "./remote.ts";
-
-/** Header naming the hsync run a write belongs to (the server keeps two runs from writing one path at once). */
-export const SESSION_HEADER = "x-hsync-upload-session";
 
 /** A random session name for one run (32 hex digits). */
 export function newSession(): string {
@@ -133,14 +131,20 @@ export class PushRemote {
   /** `POST /v1/upload/bundle`: small files as frames below `root`; one result per file, in order. */
   async bundle(
     root: string,
-    frames: Uint8Array<ArrayBuffer>,
+    frames: Uint8Array,
     signal?: AbortSignal,
   ): Promise<UploadBundleResult[]> {
     const headers = this.#headers();
     headers.set("content-type", "application/octet-stream");
     const ex = await this.#remote.send(
       this.#remote.url(API.uploadBundle, { root }),
-      { method: "POST", headers, body: frames, signal },
+      {
+        method: "POST",
+        headers,
+        // encodeFrames allocates a plain ArrayBuffer.
+        body: frames as Uint8Array<ArrayBuffer>,
+        signal,
+      },
     );
     const body = await this.#json(ex);
     if (
@@ -182,7 +186,7 @@ export class PushRemote {
   }
 
   #headers(): Headers {
-    return new Headers({ [SESSION_HEADER]: this.#session });
+    return new Headers({ [HEADER.uploadSession]: this.#session });
   }
 
   async #json(ex: Exchange): Promise<unknown> {

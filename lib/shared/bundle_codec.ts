@@ -7,15 +7,15 @@ export const MAX_HEADER_BYTES = 64 * 1024;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** One frame: a header and the bytes that follow it. */
-export interface BundleFrame {
-  header: BundleHeader;
+/** One frame: a header and the bytes that follow it (a bundle response's by default; an upload bundle's header is `UploadBundleHeader`). */
+export interface BundleFrame<H = BundleHeader> {
+  header: H;
   data: Uint8Array;
 }
 
 /** Encodes one frame; `data` must hold exactly the header's `size` bytes (none for error and end frames). */
-export function encodeFrame(
-  header: BundleHeader,
+export function encodeFrame<H extends object = BundleHeader>(
+  header: H,
   data: Uint8Array = new Uint8Array(0),
 ): Uint8Array {
   return encodeFrames([{ header, data }]);
@@ -24,15 +24,11 @@ export function encodeFrame(
 /**
  * Encodes frames one after another into a single buffer (the same bytes as
  * concatenating `encodeFrame` of each): a 4-byte big-endian header length,
- * the header as JSON, then the data. The same framing carries a push's
- * small files to the server (`UploadBundleHeader`).
+ * the header as JSON, then the data.
  */
-export function encodeFrames(
-  frames: readonly {
-    header: BundleHeader | UploadBundleHeader;
-    data: Uint8Array;
-  }[],
-): Uint8Array<ArrayBuffer> {
+export function encodeFrames<H extends object = BundleHeader>(
+  frames: readonly BundleFrame<H>[],
+): Uint8Array {
   const headers = frames.map((f) => encoder.encode(JSON.stringify(f.header)));
   let size = 0;
   for (let i = 0; i < frames.length; i++) {
@@ -59,10 +55,13 @@ export const DEFAULT_MAX_FRAME_DATA = 64 * 1024 * 1024;
  * frame and on a stream that ends before the `{"end": true}` frame, so a
  * truncated response is never mistaken for a complete one.
  */
-export async function* decodeFrames(
+export async function* decodeFrames<
+  H extends { end: true } | { path: string; size?: number } = BundleHeader,
+>(
   stream: ReadableStream<Uint8Array>,
   maxData = DEFAULT_MAX_FRAME_DATA,
-): AsyncGenerator<BundleFrame> {
+  parse: (text: string) => H = parseHeader as unknown as (text: string) => H,
+): AsyncGenerator<BundleFrame<H>> {
   const reader = stream.getReader();
   let buffered: Uint8Array[] = [];
   let available = 0;
@@ -123,14 +122,14 @@ export async function* decodeFrames(
       if (!await fill(headerLen)) {
         throw new TypeError("Bundle stream ended inside a frame header");
       }
-      const header = parseHeader(decoder.decode(take(headerLen)));
+      const header = parse(decoder.decode(take(headerLen)));
       if ("end" in header) {
         if (available > 0 || await fill(1)) {
           throw new TypeError("Bundle stream has data after its end frame");
         }
         return;
       }
-      const size = "size" in header ? header.size : 0;
+      const size = "size" in header ? header.size ?? 0 : 0;
       if (size > maxData) {
         throw new TypeError(
           `Bundle frame for "${header.path}" is ${size} bytes, above the limit of ${maxData}`,
@@ -150,17 +149,23 @@ export async function* decodeFrames(
   }
 }
 
-function parseHeader(text: string): BundleHeader {
+/** The JSON object of a frame header; `TypeError` when it is not one. */
+export function headerObject(text: string): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
     throw new TypeError("Bundle frame header is not JSON");
   }
-  if (typeof value !== "object" || value === null) {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new TypeError("Bundle frame header is not an object");
   }
-  const h = value as Record<string, unknown>;
+  return value as Record<string, unknown>;
+}
+
+/** A bundle response's frame header. */
+function parseHeader(text: string): BundleHeader {
+  const h = headerObject(text);
   if (h.end === true) return { end: true };
   if (typeof h.path !== "string") {
     throw new TypeError("Bundle frame header has no path");
@@ -186,5 +191,30 @@ function parseHeader(text: string): BundleHeader {
     mtime,
     mode,
     etag: h.etag,
+  };
+}
+
+/** An upload bundle's frame header (`POST /v1/upload/bundle`, client to server). */
+export function parseUploadHeader(text: string): UploadBundleHeader {
+  const h = headerObject(text);
+  if (h.end === true) return { end: true };
+  const { path, size, mtime, mode } = h;
+  if (
+    typeof path !== "string" || !Number.isSafeInteger(size) ||
+    (size as number) < 0 || !Number.isSafeInteger(mtime) ||
+    !Number.isSafeInteger(mode)
+  ) {
+    throw new TypeError(
+      `Upload frame header${
+        typeof path === "string" ? ` for ${JSON.stringify(path)}` : ""
+      } is malformed`,
+    );
+  }
+  return {
+    path,
+    size: size as number,
+    mtime: mtime as number,
+    mode: mode as number,
+    preserve: h.preserve === true,
   };
 }

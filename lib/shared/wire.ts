@@ -181,4 +181,6 @@ export type UploadBundleResult =
 export const HEADER = {
   /** Signature header of key authentication (issue 4). */
   auth: "authorization",
+  /** Names the hsync run a push request belongs to (random, one per run): two runs never write one file at once. */
+  uploadSession: "x-hsync-upload-session",
 } as const;
