@@ -115,6 +115,23 @@ Deno.test("the sign hook produces headers the server's verifier accepts, body in
     );
     // The body is still there for fetch to send.
     assert.equal(await post.text(), json);
+
+    // A POST without a body declares none (hsyncd cannot tell it from an empty one).
+    const mkdir = new Request("http://h:1/v1/mkdir?path=%2Fin%2Fd", {
+      method: "POST",
+    });
+    await t.sign!(mkdir);
+    assert.equal(mkdir.headers.get(BODY_DIGEST_HEADER), "-");
+    assert.deepEqual(
+      await verify({
+        method: "POST",
+        server: "http://h:1",
+        pathAndQuery: "/v1/mkdir?path=%2Fin%2Fd",
+        authorization: mkdir.headers.get("authorization"),
+        bodySha256: "-",
+      }),
+      { ok: true },
+    );
   });
 });
 

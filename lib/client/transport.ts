@@ -105,7 +105,14 @@ export function signerFor(
   return async (request) => {
     const declared = request.headers.get(BODY_DIGEST_HEADER);
     let bodySha256: string | undefined;
-    if (request.body !== null) {
+    if (
+      request.body === null && request.method !== "GET" &&
+      request.method !== "HEAD"
+    ) {
+      // The server cannot tell a POST without a body from one with an empty
+      // body: say there is none.
+      request.headers.set(BODY_DIGEST_HEADER, bodyDigest(undefined));
+    } else if (request.body !== null) {
       if (declared !== null && /^[0-9a-f]{64}$/.test(declared)) {
         bodySha256 = declared;
       } else {
