@@ -495,9 +495,14 @@ Deno.test("409 upload_in_progress is waited for and retried, then reported in on
   const local = join(f.src, "big.bin");
   await Deno.writeFile(local, bytes(400 * KiB, 7));
   let busy = 2;
+  const refused: number[] = [];
   await using server = serve(f, {
     hook: (url, request) => {
       if (request.method !== "PUT" || busy-- <= 0) return undefined;
+      const m = /^bytes (\d+)-(\d+)\//.exec(
+        request.headers.get("content-range") ?? "",
+      );
+      refused.push(Number(m![2]) + 1 - Number(m![1]));
       return Response.json({
         error: "upload_in_progress",
         message: `"${
@@ -511,6 +516,8 @@ Deno.test("409 upload_in_progress is waited for and retried, then reported in on
   assert.deepEqual(warnings(r.events), [
     `"big.bin" is being written by another push to 127.0.0.1:${server.port}: waiting`,
   ]);
+  // Once the path is known to be held, only small PUTs ask again.
+  assert.deepEqual(refused, [400 * KiB, 64 * KiB]);
 
   busy = Infinity;
   await Deno.writeFile(local, bytes(400 * KiB, 8));

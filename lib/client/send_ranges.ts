@@ -32,6 +32,8 @@ const MAX_ROUNDS = 4;
 export const DEFAULT_BUSY_WAIT_MS = 75_000;
 /** Pause between two asks while another push holds the path. */
 const BUSY_PAUSE_MS = 2_000;
+/** Bytes of a PUT that asks whether another push still holds the path. */
+const BUSY_PROBE_BYTES = 64 * 1024;
 
 /** Options of {@linkcode RangeSender}. */
 export interface RangeSenderOptions {
@@ -249,10 +251,15 @@ export class RangeSender {
       known?.sha256.catch(() => {});
       return this.#hashLocal(job, chunk).then((h) => h[0]);
     };
-    // The first PUT of what is left of a gap.
+    // The first PUT of what is left of a gap; while another push holds the
+    // path, a small one (a refused body is still sent, at least in part).
     const chunkOf = (gap: ByteRange) => ({
       start: gap.start,
-      end: Math.min(gap.end, gap.start + this.#putMaxBytes),
+      end: Math.min(
+        gap.end,
+        gap.start +
+          (busySince === undefined ? this.#putMaxBytes : BUSY_PROBE_BYTES),
+      ),
     });
     while (todo.length > 0) {
       const gap = todo[0];
