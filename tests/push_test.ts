@@ -590,6 +590,31 @@ Deno.test("a local file written while it is sent is started over, never committe
   );
 });
 
+Deno.test("a local file that keeps changing while it is sent fails after three restarts, never committed", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "busy.log");
+  await Deno.writeFile(local, bytes(400 * KiB, 14));
+  await using server = serve(f, {
+    hook: async (_url, request) => {
+      if (request.method === "PUT") {
+        await Deno.writeFile(local, bytes(KiB, 15), { append: true });
+      }
+      return undefined;
+    },
+  });
+  const { summary, events } = await run(server, [local], f.dst + "/");
+  assert.deepEqual(summary.failures, [{
+    path: "busy.log",
+    message: `"busy.log" changed while it was sent (4 times): not committed`,
+  }]);
+  assert.deepEqual(
+    warnings(events),
+    Array(3).fill(`"busy.log" changed while it was sent: starting over`),
+  );
+  await assert.rejects(Deno.lstat(join(f.dst, "busy.log")));
+});
+
 Deno.test("a local file cut short while its body streams fails that PUT and starts over as it is now", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);

@@ -94,11 +94,6 @@ export class RangeSender {
       ctx.emit({ type: "progress", bytes, resumed });
     };
     for (let round = 1;; round++) {
-      if (round > MAX_ROUNDS) {
-        throw new Error(
-          `"${job.label}" kept changing while it was sent: not committed`,
-        );
-      }
       if (shown !== 0) progress(-shown);
       try {
         this.#checkUnchanged(job);
@@ -115,6 +110,15 @@ export class RangeSender {
       } catch (error) {
         if (ctx.signal.aborted) throw error;
         this.#refuse(error);
+        const startsOver = error instanceof LocalChanged ||
+          error instanceof StartOver ||
+          (error instanceof HttpError && error.code === "verify_failed" &&
+            !resent);
+        if (startsOver && round >= MAX_ROUNDS) {
+          throw new Error(
+            `${(error as Error).message} (${round} times): not committed`,
+          );
+        }
         if (error instanceof LocalChanged) {
           this.#restartFromLocal(job, error);
           expectOther = true;
