@@ -6,6 +6,7 @@ import {
   type ClientCommand,
   parseClientArgs,
   type PullCommand,
+  type PushCommand,
   transferOptions,
 } from "./lib/client/client_args.ts";
 import {
@@ -57,21 +58,32 @@ function formatHost(host: string): string {
   return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
 }
 
-async function runPull(cmd: PullCommand): Promise<number> {
+/** Settings, server URL and transport of a pull or a push. */
+async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
+  settings: ClientSettings;
+  baseUrl: string;
+  transport: Transport;
+  hsyncDir: string;
+}> {
   const config = await loadFor(cmd.configFile);
   const overrides: Overrides = {};
   if (cmd.host !== undefined) overrides.Host_ip = cmd.host;
   if (cmd.port !== undefined) overrides.Port = cmd.port;
   if (cmd.tls) overrides.Tls = "yes";
-  const section = cmd.sync ? "hsync" : "hscp";
+  const section = cmd.kind === "pull" && cmd.sync ? "hsync" : "hscp";
   const settings = clientSettings(config, section, overrides);
   const baseUrl = `${settings.tls ? "https" : "http"}://${
     formatHost(settings.hostIp)
   }:${settings.port}`;
   // Transport (issue 4 seam): TLS client and request signing.
   const transport = await openTransport(settings, config.hsyncDir);
+  return { settings, baseUrl, transport, hsyncDir: config.hsyncDir };
+}
+
+async function runPull(cmd: PullCommand): Promise<number> {
+  const { settings, baseUrl, transport, hsyncDir } = await connectionFor(cmd);
   if (cmd.sync) {
-    return await runFollow(cmd, settings, baseUrl, transport, config.hsyncDir);
+    return await runFollow(cmd, settings, baseUrl, transport, hsyncDir);
   }
 
   const controller = new AbortController();
@@ -109,6 +121,68 @@ async function runPull(cmd: PullCommand): Promise<number> {
     console.error(formatSummary(summary));
     if (interrupted) return 130;
     return summary.failed > 0 ? EXIT.partial : EXIT.ok;
+  } finally {
+    reporter.stop();
+    stopListening();
+  }
+}
+
+/** A push: local files and trees to the server; the same progress, summary and exit codes as a pull. */
+async function runPush(cmd: PushCommand): Promise<number> {
+  // Loaded only for a push: a pull starts sooner without it.
+  const { push, checkSources } = await import("./lib/client/push.ts");
+  // A bad local path is told before any request (nothing sent).
+  checkSources(cmd.sources);
+  const { settings, baseUrl, transport } = await connectionFor(cmd);
+  const controller = new AbortController();
+  let interrupted = false;
+  const stopListening = onStopSignal(() => {
+    if (interrupted) Deno.exit(130);
+    interrupted = true;
+    writeErr(
+      "\nhsync: interrupted, stopping (what the server holds is kept for a rerun)\n",
+    );
+    controller.abort();
+  });
+  const reporter = await createReporter({
+    quiet: cmd.quiet,
+    isTerminal: Deno.stderr.isTerminal(),
+    write: writeErr,
+  });
+  try {
+    const summary = await push({
+      baseUrl,
+      sources: cmd.sources,
+      remotePath: cmd.remotePath,
+      scpPlacement: cmd.scpStyle,
+      settings,
+      parallelFiles: cmd.parallel,
+      include: cmd.include,
+      exclude: cmd.exclude,
+      preserve: cmd.preserve,
+      verify: cmd.verify,
+      checksum: cmd.checksum,
+      maxEntries: cmd.maxEntries,
+      signal: controller.signal,
+      onEvent: (event) => reporter.onEvent(event),
+      client: transport.client,
+      sign: transport.sign,
+    });
+    reporter.stop();
+    for (const f of summary.failures) {
+      console.error(
+        `hsync: failed: ${printable(f.path)}: ${printable(f.message)}`,
+      );
+    }
+    console.error(formatSummary(summary));
+    if (interrupted) return 130;
+    return summary.failed > 0 ? EXIT.partial : EXIT.ok;
+  } catch (error) {
+    if (interrupted) {
+      reporter.stop();
+      return 130;
+    }
+    throw error;
   } finally {
     reporter.stop();
     stopListening();
@@ -212,6 +286,8 @@ async function run(command: ClientCommand): Promise<number> {
     }
     case "pull":
       return await runPull(command);
+    case "push":
+      return await runPush(command);
   }
 }
 
@@ -219,7 +295,8 @@ async function main(argv: string[]): Promise<number> {
   let debug = argv.includes("--debug");
   try {
     const command = parseClientArgs(argv);
-    debug = command.kind === "pull" && command.debug;
+    debug = (command.kind === "pull" || command.kind === "push") &&
+      command.debug;
     return await run(command);
   } catch (error) {
     const code = exitCodeFor(error);

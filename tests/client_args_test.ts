@@ -163,3 +163,91 @@ Deno.test("-P keeps setuid, setgid, sticky and write-for-others bits only with -
   assert.deepEqual([plain.specialModes, plain.maxEntries], [false, 10_000_000]);
   assert.deepEqual([special.specialModes, special.maxEntries], [true, 2500]);
 });
+
+Deno.test("LOCAL... HOST:/path is a push (the side with HOST: is remote); --push -i LOCAL -o REMOTE too", () => {
+  const c = parseClientArgs([
+    "./run42",
+    "b c.txt",
+    "10.0.0.1:2000:/data/incoming/",
+    "-n",
+    "3",
+    "--verify",
+    "--checksum",
+    "-P",
+    "--exclude",
+    "tmp",
+  ]);
+  if (c.kind !== "push") throw new Error(`not a push: ${c.kind}`);
+  assert.deepEqual(
+    [c.sources, c.remotePath, c.host, c.port, c.scpStyle, c.parallel],
+    [["./run42", "b c.txt"], "/data/incoming/", "10.0.0.1", "2000", true, 3],
+  );
+  assert.deepEqual([c.verify, c.checksum, c.preserve, c.exclude], [
+    true,
+    true,
+    true,
+    ["tmp"],
+  ]);
+  const old = parseClientArgs([
+    "--push",
+    "-i",
+    "run42",
+    "-o",
+    "/data/in",
+    "-host",
+    "h",
+    "-p",
+    "9",
+  ]);
+  if (old.kind !== "push") throw new Error("not a push");
+  assert.deepEqual(
+    [old.sources, old.remotePath, old.host, old.port, old.scpStyle],
+    [["run42"], "/data/in", "h", "9", false],
+  );
+  // One remote argument first is still a pull.
+  assert.equal(parseClientArgs(["h:/data/x", "out"]).kind, "pull");
+});
+
+const BAD_PUSH: Array<[string[], string]> = [
+  [
+    ["a", "h:/x", "h:/y"],
+    'Both "h:/x" and "h:/y" are remote: hsync copies between this machine and one server',
+  ],
+  [
+    ["h:/x", "h:/y"],
+    'Both "h:/x" and "h:/y" are remote: hsync copies between this machine and one server',
+  ],
+  [
+    ["a", "h:relative"],
+    'Unexpected argument "a": expected HOST[:PORT]:/remote/path, or use -i',
+  ],
+  [["--push", "-o", "/x"], "Missing the local path: give --push -i LOCAL_PATH"],
+  [
+    ["--push", "-i", "a"],
+    "Missing the remote path: give --push -o REMOTE_PATH",
+  ],
+  [
+    ["--push", "-i", "a", "-o", "rel"],
+    'Remote path "rel" is not absolute: it must start with /',
+  ],
+  [
+    ["--push", "a", "h:/x", "-i", "b"],
+    "Give the paths of a push either as LOCAL... HOST:/remote/path or with -i and -o, not both",
+  ],
+  [["a", "h:/x", "--sync"], "--sync does not go with a push"],
+  [["a", "h:/x", "--from-now"], "--from-now does not go with a push"],
+  [
+    ["a", "h:/x", "-P", "--special-modes"],
+    "--special-modes does not go with a push",
+  ],
+];
+
+for (const [argv, message] of BAD_PUSH) {
+  Deno.test(`bad push command line ${JSON.stringify(argv)} gets one line: ${message}`, () => {
+    assert.throws(() => parseClientArgs(argv), (e: Error) => {
+      assert.deepEqual(e instanceof UsageError, true);
+      assert.deepEqual(e.message, message);
+      return true;
+    });
+  });
+}

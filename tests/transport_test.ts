@@ -115,6 +115,61 @@ Deno.test("the sign hook produces headers the server's verifier accepts, body in
     );
     // The body is still there for fetch to send.
     assert.equal(await post.text(), json);
+
+    // A POST without a body declares none (hsyncd cannot tell it from an empty one).
+    const mkdir = new Request("http://h:1/v1/mkdir?path=%2Fin%2Fd", {
+      method: "POST",
+    });
+    await t.sign!(mkdir);
+    assert.equal(mkdir.headers.get(BODY_DIGEST_HEADER), "-");
+    assert.deepEqual(
+      await verify({
+        method: "POST",
+        server: "http://h:1",
+        pathAndQuery: "/v1/mkdir?path=%2Fin%2Fd",
+        authorization: mkdir.headers.get("authorization"),
+        bodySha256: "-",
+      }),
+      { ok: true },
+    );
+  });
+});
+
+Deno.test("the sign hook signs a body streamed from a file by its declared digest, without reading it", async () => {
+  await withDir(async (dir) => {
+    const keys = await writeKeyPair(dir);
+    const verify = await createVerifier(
+      parseAuthorizedKeys(keys.publicLine, "ak"),
+    );
+    const t = await openTransport(await settings(), dir);
+    const data = new Uint8Array(3 * 1024 * 1024).fill(7);
+    let pulled = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulled >= data.length) return controller.close();
+        controller.enqueue(data.subarray(pulled, pulled + 65536));
+        pulled += 65536;
+      },
+    }, { highWaterMark: 0 });
+    const digest = bodyDigest(data);
+    const put = new Request(
+      "http://h:1/v1/upload?path=%2Fin%2Fx&size=3145728&source=s",
+      { method: "PUT", body, headers: { [BODY_DIGEST_HEADER]: digest } },
+    );
+    await t.sign!(put);
+    assert.equal(pulled, 0, "the signer read none of the body");
+    assert.equal(put.headers.get(BODY_DIGEST_HEADER), digest);
+    assert.deepEqual(
+      await verify({
+        method: "PUT",
+        server: "http://h:1",
+        pathAndQuery: "/v1/upload?path=%2Fin%2Fx&size=3145728&source=s",
+        authorization: put.headers.get("authorization"),
+        bodySha256: digest,
+      }),
+      { ok: true },
+    );
+    assert.equal((await put.arrayBuffer()).byteLength, data.length);
   });
 });
 

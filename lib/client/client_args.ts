@@ -7,14 +7,18 @@ import { DEFAULT_MAX_ENTRIES } from "./listing.ts";
 export const CLIENT_USAGE = `Usage:
   hsync -i REMOTE_PATH [-o LOCAL_PATH] [-host IP] [-p PORT] [options]
   hsync HOST[:PORT]:/remote/path LOCAL_PATH [options]
+  hsync LOCAL_PATH... HOST[:PORT]:/remote/path [options]
+  hsync --push -i LOCAL_PATH -o REMOTE_PATH [-host IP] [-p PORT] [options]
   hsync echo-config [-c INI]
   hsync keygen [--force] [-c INI]
 
-Pull a file or a directory tree from hsyncd, fast, resumable and verified.
-An interrupted pull (Ctrl-C, a kill, a crash, a broken network) keeps its data
-in NAME.hsync-part with a journal beside it (NAME.hsync-journal); running the
-same command again fetches only the missing bytes, or starts a file over when
-it changed on the server. A file gets its final name only when complete.
+Pull a file or a directory tree from hsyncd, or push local files and trees to
+it, fast, resumable and verified. An interrupted pull (Ctrl-C, a kill, a crash,
+a broken network) keeps its data in NAME.hsync-part with a journal beside it
+(NAME.hsync-journal); running the same command again fetches only the missing
+bytes, or starts a file over when it changed on the server. A push is resumed
+the same way from what the server holds. A file gets its final name only when
+complete.
 
 Options:
   -i, --input PATH        remote path (absolute, on the server)
@@ -42,6 +46,11 @@ Options:
                           sent by the server are dropped, and the destination
                           directory itself is never changed
       --special-modes     with -P: apply those bits too (trust the server)
+      --push              push: -i names the local path, -o the remote one
+                          (the side written HOST:/path is the remote one);
+                          a remote path ending in /, an existing remote
+                          directory or several local paths get each local
+                          path inside it under its own name
       --max-entries N     stop with exit code 3 when a listing holds more
                           than N entries (default 10000000)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
@@ -84,13 +93,38 @@ export interface PullCommand {
   debug: boolean;
 }
 
+/** A push of local files and trees to the server. */
+export interface PushCommand {
+  kind: "push";
+  /** Local files and directories, in order. */
+  sources: string[];
+  /** Absolute path on the server. */
+  remotePath: string;
+  /** Given as `LOCAL... HOST:/path`: scp's placement rule applies to directories too. */
+  scpStyle: boolean;
+  host?: string;
+  port?: string;
+  parallel: number;
+  configFile?: string;
+  verify: boolean;
+  checksum: boolean;
+  include: string[];
+  exclude: string[];
+  preserve: boolean;
+  maxEntries: number;
+  tls: boolean;
+  quiet: boolean;
+  debug: boolean;
+}
+
 /** What the command line asks for. */
 export type ClientCommand =
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "echo-config"; configFile?: string }
   | { kind: "keygen"; force: boolean; configFile?: string }
-  | PullCommand;
+  | PullCommand
+  | PushCommand;
 
 const OPTIONS = {
   input: { type: "string", short: "i" },
@@ -108,6 +142,7 @@ const OPTIONS = {
   exclude: { type: "string", multiple: true },
   preserve: { type: "boolean", short: "P" },
   "special-modes": { type: "boolean" },
+  push: { type: "boolean" },
   "max-entries": { type: "string" },
   tls: { type: "boolean" },
   quiet: { type: "boolean" },
@@ -165,6 +200,15 @@ export function parseClientArgs(argv: string[]): ClientCommand {
       : { kind: "echo-config", configFile: v.config };
   }
 
+  const last = positionals[positionals.length - 1];
+  if (
+    v.push ||
+    (positionals.length > 1 && parseRemoteSpec(positionals[0]) === undefined &&
+      parseRemoteSpec(last) !== undefined)
+  ) {
+    return parsePush(v, positionals);
+  }
+
   let remotePath = v.input;
   let localPath = v.output;
   let host = v["host-ip"];
@@ -188,6 +232,15 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     if (positionals.length > 2) {
       throw new UsageError(`Unexpected argument "${positionals[2]}"`);
     }
+    if (
+      positionals.length === 2 && parseRemoteSpec(positionals[1]) !== undefined
+    ) {
+      throw new UsageError(
+        `Both "${positionals[0]}" and "${
+          positionals[1]
+        }" are remote: hsync copies between this machine and one server`,
+      );
+    }
     if (positionals.length === 2 && localPath !== undefined) {
       throw new UsageError(
         `Both -o "${localPath}" and "${
@@ -205,6 +258,45 @@ export function parseClientArgs(argv: string[]): ClientCommand {
       "Missing the remote path: give -i REMOTE_PATH or HOST:/remote/path",
     );
   }
+  checkRemotePath(remotePath);
+  if (v.force) throw new UsageError("--force only goes with keygen");
+  if ((v["from-now"] || v["ignore-exists"]) && !v.sync) {
+    throw new UsageError("--from-now only goes with --sync");
+  }
+  if (v["special-modes"] && !v.preserve) {
+    throw new UsageError("--special-modes only goes with -P (--preserve)");
+  }
+  const { maxEntries, parallel } = counts(v);
+  return {
+    kind: "pull",
+    remotePath,
+    localPath: localPath ?? ".",
+    scpStyle: positionals.length > 0,
+    host,
+    port,
+    parallel,
+    configFile: v.config,
+    sync: v.sync ?? false,
+    fromNow: (v["from-now"] || v["ignore-exists"]) ?? false,
+    verify: v.verify ?? false,
+    checksum: v.checksum ?? false,
+    include: v.include ?? [],
+    exclude: v.exclude ?? [],
+    preserve: v.preserve ?? false,
+    specialModes: v["special-modes"] ?? false,
+    maxEntries,
+    tls: v.tls ?? false,
+    quiet: v.quiet ?? false,
+    debug: v.debug ?? false,
+  };
+}
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>[
+  "values"
+];
+
+/** A remote path must be absolute and hold no NUL. */
+function checkRemotePath(remotePath: string): void {
   if (!remotePath.startsWith("/")) {
     throw new UsageError(
       `Remote path "${remotePath}" is not absolute: it must start with /`,
@@ -213,13 +305,10 @@ export function parseClientArgs(argv: string[]): ClientCommand {
   if (remotePath.includes("\0")) {
     throw new UsageError("Remote path contains a NUL byte");
   }
-  if (v.force) throw new UsageError("--force only goes with keygen");
-  if ((v["from-now"] || v["ignore-exists"]) && !v.sync) {
-    throw new UsageError("--from-now only goes with --sync");
-  }
-  if (v["special-modes"] && !v.preserve) {
-    throw new UsageError("--special-modes only goes with -P (--preserve)");
-  }
+}
+
+/** `--max-entries` and `-n`, checked. */
+function counts(v: Values): { maxEntries: number; parallel: number } {
   const maxEntries = v["max-entries"] === undefined
     ? DEFAULT_MAX_ENTRIES
     : Number(v["max-entries"]);
@@ -241,23 +330,90 @@ export function parseClientArgs(argv: string[]): ClientCommand {
       `Invalid value "${v.parallel}" for -n: expected a whole number from 1 to 1024`,
     );
   }
+  return { maxEntries, parallel };
+}
+
+/**
+ * `LOCAL... HOST[:PORT]:/remote/path` (the side with `HOST:` is the remote
+ * one), or `--push -i LOCAL -o /remote/path`.
+ */
+function parsePush(v: Values, positionals: string[]): PushCommand {
+  let sources: string[];
+  let remotePath: string;
+  let host = v["host-ip"];
+  let port = v.port;
+  const scpStyle = positionals.length > 0;
+  if (scpStyle) {
+    if (v.input !== undefined || v.output !== undefined) {
+      throw new UsageError(
+        `Give the paths of a push either as LOCAL... HOST:/remote/path or with -i and -o, not both`,
+      );
+    }
+    if (positionals.length < 2) {
+      throw new UsageError(
+        `Missing the remote path: give LOCAL_PATH... HOST[:PORT]:/remote/path`,
+      );
+    }
+    const spec = parseRemoteSpec(positionals[positionals.length - 1]);
+    if (spec === undefined) {
+      throw new UsageError(
+        `Unexpected argument "${
+          positionals[positionals.length - 1]
+        }": expected HOST[:PORT]:/remote/path last`,
+      );
+    }
+    sources = positionals.slice(0, -1);
+    const remote = sources.find((p) => parseRemoteSpec(p) !== undefined);
+    if (remote !== undefined) {
+      throw new UsageError(
+        `Both "${remote}" and "${
+          positionals[positionals.length - 1]
+        }" are remote: hsync copies between this machine and one server`,
+      );
+    }
+    remotePath = spec.path;
+    host = host ?? spec.host;
+    port = port ?? spec.port;
+  } else {
+    if (v.input === undefined) {
+      throw new UsageError("Missing the local path: give --push -i LOCAL_PATH");
+    }
+    if (v.output === undefined) {
+      throw new UsageError(
+        "Missing the remote path: give --push -o REMOTE_PATH",
+      );
+    }
+    sources = [v.input];
+    remotePath = v.output;
+  }
+  checkRemotePath(remotePath);
+  for (const source of sources) {
+    if (source === "") throw new UsageError("A local path is empty");
+  }
+  const pullOnly: Array<[boolean | undefined, string]> = [
+    [v.sync, "--sync"],
+    [v["from-now"] || v["ignore-exists"], "--from-now"],
+    [v["special-modes"], "--special-modes"],
+    [v.force, "--force"],
+  ];
+  for (const [given, flag] of pullOnly) {
+    if (given) throw new UsageError(`${flag} does not go with a push`);
+  }
+  const { maxEntries, parallel } = counts(v);
   return {
-    kind: "pull",
+    kind: "push",
+    sources,
     remotePath,
-    localPath: localPath ?? ".",
-    scpStyle: positionals.length > 0,
+    scpStyle,
     host,
     port,
     parallel,
     configFile: v.config,
-    sync: v.sync ?? false,
-    fromNow: (v["from-now"] || v["ignore-exists"]) ?? false,
     verify: v.verify ?? false,
     checksum: v.checksum ?? false,
     include: v.include ?? [],
     exclude: v.exclude ?? [],
     preserve: v.preserve ?? false,
-    specialModes: v["special-modes"] ?? false,
     maxEntries,
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,

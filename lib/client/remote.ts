@@ -61,6 +61,12 @@ export interface SendOptions {
   method?: string;
   headers?: HeadersInit;
   body?: string | Uint8Array<ArrayBuffer>;
+  /**
+   * A body streamed as it is made (a range read from a file), given the
+   * function that tells the idle timer bytes went out: a send that stalls
+   * times out like a response that does.
+   */
+  bodyStream?: (kick: () => void) => ReadableStream<Uint8Array>;
   signal?: AbortSignal;
   /** Statuses returned as they are instead of thrown as errors (2xx always are). */
   accept?: number[];
@@ -143,7 +149,8 @@ export class Remote {
       const request = new Request(url, {
         method: options.method ?? "GET",
         headers: options.headers,
-        body: options.body,
+        body: options.bodyStream?.(() => last = performance.now()) ??
+          options.body,
         signal: controller.signal,
         redirect: "manual",
       });

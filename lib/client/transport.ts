@@ -94,22 +94,38 @@ export async function openTransport(
 /**
  * The sign hook: sets `Authorization` over method, the server the request
  * goes to (scheme, host and port of its URL), path and query, a fresh
- * timestamp and nonce, and the body's digest.
+ * timestamp and nonce, and the body's digest. A request that already
+ * declares its digest in `x-hsync-content-sha256` (a range streamed from a
+ * file, hashed by the sender) is signed with that digest and its body is
+ * never read here; any other body is read from a clone (small requests).
  */
 export function signerFor(
   identity: Identity,
 ): (request: Request) => Promise<void> {
   return async (request) => {
-    let body: Uint8Array<ArrayBuffer> | undefined;
-    if (request.body !== null) {
-      // Bundle requests are small JSON; the clone leaves the original body unread for fetch.
-      body = new Uint8Array(await request.clone().arrayBuffer());
-      request.headers.set(BODY_DIGEST_HEADER, bodyDigest(body));
+    const declared = request.headers.get(BODY_DIGEST_HEADER);
+    let bodySha256: string | undefined;
+    if (
+      request.body === null && request.method !== "GET" &&
+      request.method !== "HEAD"
+    ) {
+      // The server cannot tell a POST without a body from one with an empty
+      // body: say there is none.
+      request.headers.set(BODY_DIGEST_HEADER, bodyDigest(undefined));
+    } else if (request.body !== null) {
+      if (declared !== null && /^[0-9a-f]{64}$/.test(declared)) {
+        bodySha256 = declared;
+      } else {
+        // The clone leaves the original body unread for fetch.
+        const body = new Uint8Array(await request.clone().arrayBuffer());
+        bodySha256 = bodyDigest(body);
+        request.headers.set(BODY_DIGEST_HEADER, bodySha256);
+      }
     }
     request.headers.set(
       "authorization",
       await signRequest(identity, request.method, new URL(request.url), {
-        body,
+        bodySha256,
       }),
     );
   };

@@ -140,13 +140,18 @@ export function bodyDigest(
 /**
  * Builds the `Authorization` header value for a request to `url`: the
  * signature covers the server it names (scheme, host, port), so it is good
- * for that server only.
+ * for that server only. The body's digest is `bodySha256` when given (a body
+ * streamed from a file, hashed by the caller), else that of `body`.
  */
 export async function signRequest(
   identity: Identity,
   method: string,
   url: URL,
-  options: { body?: Uint8Array<ArrayBuffer>; now?: number } = {},
+  options: {
+    body?: Uint8Array<ArrayBuffer>;
+    bodySha256?: string;
+    now?: number;
+  } = {},
 ): Promise<string> {
   const ts = options.now ?? Date.now();
   const nonce = b64(crypto.getRandomValues(new Uint8Array(16)));
@@ -156,7 +161,7 @@ export async function signRequest(
     pathAndQuery: url.pathname + url.search,
     timestamp: ts,
     nonce,
-    bodySha256: bodyDigest(options.body),
+    bodySha256: options.bodySha256 ?? bodyDigest(options.body),
   });
   const sig = new Uint8Array(
     await crypto.subtle.sign(

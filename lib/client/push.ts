@@ -1,0 +1,448 @@
+/**
+ * The push engine: local files and trees sent to hsyncd, identical files
+ * skipped, small files many per request, big files in parallel ranges that
+ * resume from what the server holds, each file under its final name only
+ * when complete (and verified with `--verify`). One way through: sources ->
+ * destination -> remote listing -> plan -> scheduler -> send -> commit ->
+ * directory times.
+ */
+import { posix } from "node:path";
+import type { ClientSettings } from "../shared/config.ts";
+import {
+  type ConnectError,
+  describeError,
+  HttpError,
+} from "../shared/errors.ts";
+import type { StatEntry } from "../shared/wire.ts";
+import { PathFilter } from "./filters.ts";
+import { DEFAULT_MAX_ENTRIES, TreeLister } from "./listing.ts";
+import { SMALL_FILE_BYTES } from "./plan.ts";
+import {
+  type PushContext,
+  type SendJob,
+  writeRefusal,
+} from "./push_context.ts";
+import {
+  checkSources,
+  goesInside,
+  normalizeRemote,
+  PushPlanner,
+  type PushSource,
+  SourceError,
+} from "./push_plan.ts";
+import { Remote, remoteRootError } from "./remote.ts";
+import { newSession, PushRemote } from "./remote_push.ts";
+import { Backoff } from "./retry.ts";
+import { Scheduler, TaskGroup } from "./scheduler.ts";
+import { BundleSender } from "./send_bundle.ts";
+import { RangeSender } from "./send_ranges.ts";
+import type { PullEvent, PullSummary } from "./transfer.ts";
+import { Verifier } from "./verify.ts";
+
+export { checkSources, SourceError } from "./push_plan.ts";
+
+/** Options of {@linkcode push}. */
+export interface PushOptions {
+  /** `http://127.0.0.1:10808`. */
+  baseUrl: string;
+  /** Local files and directories to send. */
+  sources: string[];
+  /**
+   * Absolute path on the server. Ending in `/`, with several sources, or an
+   * existing directory that gets a file: each source goes inside it under
+   * its own name. Otherwise the source is copied to this path itself (a
+   * directory created or merged into), unless `scpPlacement` puts a
+   * directory inside an existing remote directory, as scp does.
+   */
+  remotePath: string;
+  /** scp's rule for directories too (the `LOCAL... HOST:/path` form). */
+  scpPlacement?: boolean;
+  settings: ClientSettings;
+  /** Files sent in ranges at once (`-n`). */
+  parallelFiles: number;
+  /** Globs on the path relative to a pushed directory. */
+  include?: string[];
+  exclude?: string[];
+  /** `-P`: the server keeps the permission bits (never setuid, setgid, sticky). */
+  preserve?: boolean;
+  /** Commit each file only when the server's SHA-256 of it is the local one. */
+  verify?: boolean;
+  /** Decide "identical, skip" by SHA-256 instead of size + mtime. */
+  checksum?: boolean;
+  /** Most entries accepted from a listing of the destination. */
+  maxEntries?: number;
+  onEvent?: (event: PullEvent) => void;
+  /** Stops cleanly when aborted; what the server holds stays for a rerun. */
+  signal?: AbortSignal;
+  client?: Deno.HttpClient;
+  /** Called on every request before it is sent. */
+  sign?: (request: Request) => Promise<void> | void;
+  /** First retry delay in milliseconds (default 250). */
+  retryBaseMs?: number;
+  /** Longest wait for a path another push is writing (milliseconds). */
+  busyWaitMs?: number;
+  /** Most bytes per PUT (tests make it small). */
+  putMaxBytes?: number;
+  /** The session name of this run (default: random). */
+  session?: string;
+}
+
+/**
+ * Pushes `sources` to `remotePath`. Throws `SourceError` (nothing sent)
+ * for a local path that cannot be pushed, and `ConnectError` when the server
+ * cannot be reached or refuses this client's writes; per-file failures are
+ * counted in the summary instead.
+ */
+export async function push(options: PushOptions): Promise<PullSummary> {
+  const sources = checkSources(options.sources);
+  return await new PushRun(options).execute(sources);
+}
+
+class PushRun {
+  readonly #o: PushOptions;
+  readonly #ctx: PushContext;
+  readonly #remote: Remote;
+  readonly #tasks: TaskGroup;
+  readonly #signal: AbortSignal;
+  readonly #runStop = new AbortController();
+  readonly #planner: PushPlanner;
+  readonly #ranges: RangeSender;
+  readonly #bundles: BundleSender;
+  /** Remote directories known to exist. */
+  readonly #dirs = new Set<string>();
+  #fatal?: ConnectError;
+  readonly #summary: PullSummary = {
+    files: 0,
+    bytes: 0,
+    seconds: 0,
+    skipped: 0,
+    failed: 0,
+    failures: [],
+    resumed: 0,
+  };
+  #totalFiles = 0;
+  #totalBytes = 0;
+
+  constructor(options: PushOptions) {
+    this.#o = options;
+    const s = options.settings;
+    this.#remote = new Remote({
+      baseUrl: options.baseUrl,
+      client: options.client,
+      sign: options.sign,
+      idleTimeoutMs: s.dataTimeout * 1000,
+      onRefuse: (error) => this.#stopRun(error),
+    });
+    const limits = new Scheduler(s, options.parallelFiles);
+    this.#signal = options.signal === undefined
+      ? this.#runStop.signal
+      : AbortSignal.any([options.signal, this.#runStop.signal]);
+    this.#tasks = new TaskGroup((error) => {
+      if (!this.#signal.aborted) this.#fail("(internal)", describeError(error));
+    });
+    const summary = this.#summary;
+    const emit = (event: PullEvent) => {
+      if (event.type === "progress" && event.resumed) {
+        summary.resumed = (summary.resumed ?? 0) + event.bytes;
+      }
+      this.#o.onEvent?.(event);
+    };
+    this.#ctx = {
+      remote: this.#remote,
+      push: new PushRemote(this.#remote, options.session ?? newSession()),
+      settings: s,
+      limits,
+      signal: this.#signal,
+      backoff: new Backoff(options.retryBaseMs ?? 250, s.maxTimeoutRetry),
+      preserve: options.preserve ?? false,
+      verify: options.verify ?? false,
+      emit,
+      addTotal: (files, bytes) => this.#addTotal(files, bytes),
+      sent: (job) => {
+        summary.files++;
+        summary.bytes += job.size;
+        emit({ type: "done", path: job.label, bytes: job.size });
+      },
+      skipped: (label, bytes) => {
+        summary.skipped++;
+        emit({ type: "skip", path: label, bytes });
+      },
+      fail: (label, message) => this.#fail(label, message),
+      stopRun: (error) => this.#stopRun(error),
+    };
+    this.#ranges = new RangeSender(this.#ctx, {
+      busyWaitMs: options.busyWaitMs,
+      putMaxBytes: options.putMaxBytes,
+    });
+    this.#bundles = new BundleSender(this.#ctx, {
+      spawn: (task) => this.#tasks.spawn(task),
+      sendAlone: (job) => this.#sendRanged(job),
+    });
+    this.#planner = new PushPlanner(this.#ctx, {
+      filter: new PathFilter(options),
+      checksum: options.checksum ?? false,
+      verifier: new Verifier(this.#ctx),
+      ensureDir: (remote, label) => this.#ensureDir(remote, label),
+      dispatch: (job) => this.#dispatch(job),
+      spawn: (task) => this.#tasks.spawn(task),
+    });
+  }
+
+  async execute(sources: PushSource[]): Promise<PullSummary> {
+    const started = performance.now();
+    const given = this.#o.remotePath;
+    const base = normalizeRemote(given);
+    const several = sources.length > 1;
+    let root: StatEntry | undefined;
+    try {
+      // The first request is not retried: an unreachable server is told at once.
+      root = await this.#statOrNone(base, false);
+    } catch (error) {
+      throw this.#fatal ?? this.#rootError(error, base);
+    }
+    if ((given.endsWith("/") || several) && root?.type === "file") {
+      throw new SourceError(
+        `Remote path ${JSON.stringify(base)} exists and is not a directory`,
+      );
+    }
+    if (root?.type === "dir") this.#dirs.add(base);
+    try {
+      for (const source of sources) {
+        if (this.#signal.aborted) break;
+        await this.#pushSource(source, base, root, several);
+      }
+      await this.#planner.settle();
+      await this.#bundles.flush();
+      await this.#tasks.drain();
+      if (!this.#signal.aborted) await this.#planner.finishDirs();
+    } catch (error) {
+      if (this.#fatal === undefined && !this.#signal.aborted) throw error;
+    } finally {
+      await this.#tasks.drain();
+      this.#ctx.emit({
+        type: "total",
+        files: this.#totalFiles,
+        bytes: this.#totalBytes,
+        final: true,
+      });
+    }
+    if (this.#fatal !== undefined) throw this.#fatal;
+    this.#summary.seconds = (performance.now() - started) / 1000;
+    return this.#summary;
+  }
+
+  /** One local path: where it goes, what the server has there, then its files. */
+  async #pushSource(
+    source: PushSource,
+    base: string,
+    root: StatEntry | undefined,
+    several: boolean,
+  ): Promise<void> {
+    const into = goesInside(this.#o.remotePath, {
+      several,
+      remoteIsDir: root?.type === "dir",
+      sourceIsDir: source.isDir,
+      scp: this.#o.scpPlacement ?? false,
+    });
+    let dest = base;
+    let existing = root;
+    if (into) {
+      if (source.name === "") {
+        throw new SourceError(
+          `Local path ${
+            JSON.stringify(source.given)
+          } has no name to go inside ${JSON.stringify(base)} under`,
+        );
+      }
+      // The first write of a run: a server that takes none stops it here.
+      if (!await this.#ensureDir(base, source.name)) return;
+      dest = posix.join(base, source.name);
+      try {
+        existing = await this.#statOrNone(dest);
+      } catch (error) {
+        this.#failSource(source, dest, error);
+        return;
+      }
+    }
+    if (!source.isDir) {
+      const parent = posix.dirname(dest);
+      if (!into && existing === undefined && !this.#dirs.has(parent)) {
+        let above: StatEntry | undefined;
+        try {
+          above = await this.#statOrNone(parent);
+        } catch (error) {
+          this.#failSource(source, parent, error);
+          return;
+        }
+        if (above?.type === "dir") this.#dirs.add(parent);
+        else if (!await this.#ensureDir(parent, source.name)) return;
+      }
+      await this.#planner.planFile(source, {
+        remote: dest,
+        root: into ? base : parent,
+        under: into ? source.name : posix.basename(dest),
+      }, existing);
+      return;
+    }
+    if (existing !== undefined && existing.type !== "dir") {
+      this.#fail(
+        source.name,
+        `Remote path ${JSON.stringify(dest)} exists and is not a directory`,
+      );
+      return;
+    }
+    const entries = new Map<string, StatEntry>();
+    if (existing === undefined) {
+      if (!await this.#ensureDir(dest, source.name)) return;
+    } else {
+      this.#dirs.add(dest);
+      if (!await this.#listInto(dest, entries, source)) return;
+    }
+    await this.#planner.planTree({
+      source,
+      dest,
+      root: into ? base : dest,
+      underPrefix: into ? `${source.name}/` : "",
+      remote: entries,
+    });
+  }
+
+  /** The server's entries below `dest`, by relative path; false when the listing failed (counted). */
+  async #listInto(
+    dest: string,
+    entries: Map<string, StatEntry>,
+    source: PushSource,
+  ): Promise<boolean> {
+    const lister = new TreeLister(this.#remote, dest, {
+      signal: this.#signal,
+      backoff: this.#ctx.backoff,
+      maxEntries: this.#o.maxEntries ?? DEFAULT_MAX_ENTRIES,
+      onTooMany: (error) => this.#stopRun(error),
+      onRetry: (text) => this.#ctx.emit({ type: "warning", message: text }),
+    });
+    let error: unknown;
+    try {
+      error = await lister.run((entry) => {
+        entries.set(entry.path, entry);
+        if (entry.type === "dir") this.#dirs.add(posix.join(dest, entry.path));
+        return Promise.resolve();
+      });
+    } catch (e) {
+      error = e;
+    }
+    if (this.#signal.aborted) return false;
+    if (error === undefined) return true;
+    this.#failSource(source, dest, error);
+    return false;
+  }
+
+  /** Makes a remote directory and its parents unless known to exist; false when it could not be (counted, or the run stopped). */
+  async #ensureDir(remote: string, label: string): Promise<boolean> {
+    if (this.#dirs.has(remote)) return true;
+    try {
+      await this.#ctx.backoff.retry(
+        () => this.#ctx.push.mkdir(remote, { signal: this.#signal }),
+        this.#signal,
+      );
+    } catch (error) {
+      if (this.#signal.aborted) return false;
+      const refusal = writeRefusal(error, this.#remote.host);
+      if (refusal !== undefined) {
+        this.#stopRun(refusal);
+        return false;
+      }
+      this.#fail(
+        label,
+        `Cannot make remote directory ${JSON.stringify(remote)}: ${
+          describeError(error)
+        }`,
+      );
+      return false;
+    }
+    for (let d = remote; !this.#dirs.has(d); d = posix.dirname(d)) {
+      this.#dirs.add(d);
+      if (d === "/") break;
+    }
+    return true;
+  }
+
+  /** Hands on a file that differs: small ones to a bundle, the rest in ranges (one of `-n` slots each: the walk's backpressure). */
+  async #dispatch(job: SendJob): Promise<void> {
+    this.#addTotal(1, job.size);
+    if (job.size === 0 || (job.size <= SMALL_FILE_BYTES && !this.#o.verify)) {
+      await this.#bundles.add(job);
+      return;
+    }
+    const release = await this.#ctx.limits.files.acquire(this.#signal);
+    this.#tasks.spawn(this.#sendRanged(job).finally(release));
+  }
+
+  async #sendRanged(job: SendJob): Promise<void> {
+    try {
+      await this.#ranges.send(job);
+    } catch (error) {
+      if (this.#signal.aborted) return;
+      this.#fail(job.label, describeError(error));
+    }
+  }
+
+  /** The entry at `path`, undefined when there is none (404); other answers throw. */
+  async #statOrNone(
+    path: string,
+    retry = true,
+  ): Promise<StatEntry | undefined> {
+    const stat = () => this.#remote.stat(path, this.#signal);
+    try {
+      return retry
+        ? await this.#ctx.backoff.retry(stat, this.#signal)
+        : await stat();
+    } catch (error) {
+      if (error instanceof HttpError && error.status === 404) return undefined;
+      throw error;
+    }
+  }
+
+  /** A source whose destination cannot be read: the run stops for a refusal of this client, else the source fails. */
+  #failSource(source: PushSource, path: string, error: unknown): void {
+    if (this.#signal.aborted) return;
+    const refusal = writeRefusal(error, this.#remote.host) ??
+      (error instanceof HttpError ? undefined : this.#rootError(error, path));
+    if (refusal !== undefined) {
+      this.#stopRun(refusal);
+      return;
+    }
+    this.#fail(
+      source.name,
+      `Cannot read remote path ${JSON.stringify(path)}: ${
+        describeError(error)
+      }`,
+    );
+  }
+
+  #addTotal(files: number, bytes: number): void {
+    this.#totalFiles += files;
+    this.#totalBytes += bytes;
+    this.#ctx.emit({
+      type: "total",
+      files: this.#totalFiles,
+      bytes: this.#totalBytes,
+      final: false,
+    });
+  }
+
+  #stopRun(error: ConnectError): void {
+    if (this.#fatal !== undefined) return;
+    this.#fatal = error;
+    this.#runStop.abort(error);
+  }
+
+  #fail(path: string, text: string): void {
+    this.#summary.failed++;
+    this.#summary.failures.push({ path, message: text });
+    this.#ctx.emit({ type: "failure", path, message: text });
+  }
+
+  #rootError(error: unknown, path: string): ConnectError {
+    return remoteRootError(error, path, this.#remote.host, "read");
+  }
+}

@@ -1,0 +1,136 @@
+/** The vocabulary the pieces of one push share: a file to send, the local identity that names its upload, and the context every piece is given. */
+import type { FileId } from "../shared/checked_open.ts";
+import type { ClientSettings } from "../shared/config.ts";
+import { ConnectError, HttpError } from "../shared/errors.ts";
+import { etagFor } from "../shared/file_identity.ts";
+import type { SourceId } from "../shared/wire.ts";
+import type { Remote } from "./remote.ts";
+import type { PushRemote } from "./remote_push.ts";
+import type { Backoff } from "./retry.ts";
+import type { Scheduler } from "./scheduler.ts";
+import type { PullEvent } from "./transfer.ts";
+
+/** One local regular file to send, and where it goes. */
+export interface SendJob {
+  /** The file in messages: its path from the pushed source's parent (`run42/a/b.bin`). */
+  label: string;
+  /** Absolute local path (never a symbolic link). */
+  local: string;
+  /** Absolute path on the server. */
+  remote: string;
+  /** The server directory a bundle of this file is relative to. */
+  root: string;
+  /** The path below `root` (the shared relative-path rule). */
+  under: string;
+  size: number;
+  /** Modification time in whole milliseconds. */
+  mtime: number;
+  /** Permission bits. */
+  mode: number;
+  /** The inode every read must come from. */
+  id: FileId;
+  /** What names the upload on the server; changes when the file is replaced or rewritten. */
+  source: SourceId;
+}
+
+/**
+ * The identity of a local file as sent to the server (`dev-ino-size-mtime-ctime`
+ * in hex): another inode, another size, or any write (mtime, and ctime for a
+ * write whose mtime was set back) gives another one.
+ */
+export function sourceIdOf(info: Deno.FileInfo): SourceId {
+  return etagFor(info).slice(1, -1);
+}
+
+/** Fills `job`'s size, times, mode and identity from a fresh `lstat` of its file. */
+export function describeLocal(
+  job: Pick<SendJob, "size" | "mtime" | "mode" | "id" | "source">,
+  info: Deno.FileInfo,
+): void {
+  job.size = info.size;
+  job.mtime = info.mtime === null ? 0 : Math.floor(info.mtime.getTime());
+  job.mode = (info.mode ?? 0o644) & 0o7777;
+  job.id = { dev: info.dev, ino: info.ino ?? -1 };
+  job.source = sourceIdOf(info);
+}
+
+/** The local file changed (or went away) while it was being sent: never committed as it is. */
+export class LocalChanged extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LocalChanged";
+  }
+}
+
+/**
+ * The {@linkcode LocalChanged} behind an error, if any: fetch reports a
+ * request body that failed as a `TypeError` (then a `ConnectError`) whose
+ * cause chain holds the body's own error.
+ */
+export function localChangeIn(error: unknown): LocalChanged | undefined {
+  for (let e = error, i = 0; e instanceof Error && i < 6; i++) {
+    if (e instanceof LocalChanged) return e;
+    e = e.cause;
+  }
+  return undefined;
+}
+
+/** What every piece of one push is given: the server, the limits, the stop signal, and where its outcomes go. */
+export interface PushContext {
+  readonly remote: Remote;
+  readonly push: PushRemote;
+  readonly settings: ClientSettings;
+  readonly limits: Scheduler;
+  /** The caller's signal, or a stop of the whole run. */
+  readonly signal: AbortSignal;
+  readonly backoff: Backoff;
+  /** `-P`: the server keeps the permission bits as sent (special bits always stripped). */
+  readonly preserve: boolean;
+  /** `--verify`: every file is committed only when the server's SHA-256 is the local one. */
+  readonly verify: boolean;
+  emit(event: PullEvent): void;
+  /** More (or, negative, fewer) files and bytes to send than planned: a file that changed size. */
+  addTotal(files: number, bytes: number): void;
+  /** A file is on the server under its final name: counted and told. */
+  sent(job: SendJob): void;
+  /** A file was identical and left alone: counted and told. */
+  skipped(label: string, bytes: number): void;
+  /** A file failed: counted and told; the rest goes on. */
+  fail(label: string, message: string): void;
+  /** Stops the whole run: the server refuses this client's writes (exit code 3). */
+  stopRun(error: ConnectError): void;
+}
+
+/**
+ * The run-stopping error of a refusal that concerns every write of this
+ * client, or undefined for anything that concerns one file: 401 (the key is
+ * not accepted), 403 `read_only` or `not_writable` (the server, or that
+ * part of it, accepts no writes).
+ */
+export function writeRefusal(
+  error: unknown,
+  host: string,
+): ConnectError | undefined {
+  if (!(error instanceof HttpError)) return undefined;
+  if (error.status === 401) {
+    return new ConnectError(
+      `Not authenticated by ${host} for writing: ${error.message}`,
+      { status: 401, cause: error },
+    );
+  }
+  if (
+    error.status === 403 &&
+    (error.code === "read_only" || error.code === "not_writable")
+  ) {
+    return new ConnectError(`Refused by ${host}: ${error.message}`, {
+      status: 403,
+      cause: error,
+    });
+  }
+  return undefined;
+}
+
+/** The server's disk is full (507): trying again at once cannot help; the file fails and what the server holds stays. */
+export function isDiskFull(error: unknown): boolean {
+  return error instanceof HttpError && error.status === 507;
+}

@@ -1,0 +1,423 @@
+/**
+ * Planning a push: the local sources checked before anything is sent, where
+ * each goes on the server (scp's rule), and each local file compared with
+ * the server's copy (size + mtime, or SHA-256 with `--checksum`); what
+ * differs is handed on, directories are made before their files and get
+ * their times last.
+ */
+import { posix, resolve } from "node:path";
+import { fileIdOf } from "../shared/checked_open.ts";
+import { describeError, reason } from "../shared/errors.ts";
+import { JOURNAL_SUFFIX, PART_SUFFIX } from "../shared/part_file.ts";
+import { relativeComponents } from "../shared/relative_path.ts";
+import type { StatEntry } from "../shared/wire.ts";
+import type { PathFilter } from "./filters.ts";
+import {
+  describeLocal,
+  type PushContext,
+  type SendJob,
+} from "./push_context.ts";
+import type { FileJob } from "./transfer.ts";
+import type { Verifier } from "./verify.ts";
+
+/** A local path that cannot be pushed (exit code 1, nothing sent). */
+export class SourceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SourceError";
+  }
+}
+
+/** One local path given on the command line, checked. */
+export interface PushSource {
+  /** As given. */
+  given: string;
+  /** Where it is read from (symbolic links of the path itself resolved, as scp does). */
+  path: string;
+  /** The name it gets inside a remote directory: the last component as given. */
+  name: string;
+  isDir: boolean;
+}
+
+/**
+ * Checks every local path before anything is sent: it exists, is a regular
+ * file or a directory, and (with several) no two share a name. Throws
+ * {@linkcode SourceError} naming the path and the cause.
+ */
+export function checkSources(given: readonly string[]): PushSource[] {
+  const sources: PushSource[] = [];
+  const seen = new Map<string, string>();
+  for (const path of given) {
+    const q = JSON.stringify(path);
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.statSync(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) {
+        throw new SourceError(`Local path ${q} does not exist`);
+      }
+      throw new SourceError(`Cannot read local path ${q}: ${reason(error)}`);
+    }
+    if (!info.isFile && !info.isDirectory) {
+      throw new SourceError(
+        `Local path ${q} is not a regular file or directory`,
+      );
+    }
+    const name = posix.basename(resolve(path));
+    const other = seen.get(name);
+    if (other !== undefined) {
+      throw new SourceError(
+        `Local paths ${JSON.stringify(other)} and ${q} have the same name ${
+          JSON.stringify(name)
+        }: they would go to the same remote path`,
+      );
+    }
+    seen.set(name, path);
+    let real: string;
+    try {
+      real = Deno.realPathSync(path);
+    } catch (error) {
+      throw new SourceError(`Cannot read local path ${q}: ${reason(error)}`);
+    }
+    sources.push({ given: path, path: real, name, isDir: info.isDirectory });
+  }
+  return sources;
+}
+
+/** An absolute remote path without a trailing slash (`/` stays `/`). */
+export function normalizeRemote(path: string): string {
+  const p = posix.normalize(path);
+  return p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p;
+}
+
+/**
+ * Whether sources go inside `remotePath` under their own names (scp's
+ * rule): it ends in `/`, several sources are pushed, or it is an existing
+ * directory and the source is a file or the scp-style form was used. With
+ * `--push -o`, a directory is otherwise copied to the path itself (merged
+ * into), so the same command run twice syncs the same copy.
+ */
+export function goesInside(
+  remotePath: string,
+  options: {
+    several: boolean;
+    remoteIsDir: boolean;
+    sourceIsDir: boolean;
+    scp: boolean;
+  },
+): boolean {
+  return remotePath.endsWith("/") || options.several ||
+    (options.remoteIsDir && (!options.sourceIsDir || options.scp));
+}
+
+/** A directory of a push: where it is, what the server had, and whether its time must be set at the end. */
+interface DirRecord {
+  remote: string;
+  label: string;
+  mtime: number;
+  mode: number;
+  /** Its time (or mode with `-P`) must be set: made, written into, or different on the server. */
+  touched: boolean;
+}
+
+/** A pushed local tree and where it goes. */
+export interface TreePlan {
+  source: PushSource;
+  /** The remote directory the tree is copied to. */
+  dest: string;
+  /** The server directory bundles are relative to, and the path of `dest` below it (empty or ending in `/`). */
+  root: string;
+  underPrefix: string;
+  /** The server's entries below `dest`, by relative path (empty when it was made by this run). */
+  remote: Map<string, StatEntry>;
+}
+
+/** Options of {@linkcode PushPlanner}. */
+export interface PushPlannerOptions {
+  filter: PathFilter;
+  checksum: boolean;
+  verifier: Verifier;
+  /** Makes a remote directory (and its parents) unless known; false when it could not be (already counted). */
+  ensureDir: (remote: string, label: string) => Promise<boolean>;
+  /** Hands on a file that differs. */
+  dispatch: (job: SendJob) => Promise<void>;
+  /** Runs a comparison in the background. */
+  spawn: (task: Promise<void>) => void;
+}
+
+/** Walks local sources, compares each file with the server's copy, and hands on what must be sent. */
+export class PushPlanner {
+  readonly #ctx: PushContext;
+  readonly #o: PushPlannerOptions;
+  readonly #dirs: DirRecord[] = [];
+  readonly #dirByRemote = new Map<string, DirRecord>();
+  readonly #comparing = new Set<Promise<void>>();
+
+  /** A planner for one push. */
+  constructor(context: PushContext, options: PushPlannerOptions) {
+    this.#ctx = context;
+    this.#o = options;
+  }
+
+  /** Plans a single local file going to `remote` (whose current entry is `existing`). */
+  async planFile(
+    source: PushSource,
+    target: { remote: string; root: string; under: string },
+    existing: StatEntry | undefined,
+  ): Promise<void> {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(source.path);
+    } catch (error) {
+      this.#ctx.fail(
+        source.name,
+        `Cannot read ${JSON.stringify(source.given)}: ${reason(error)}`,
+      );
+      return;
+    }
+    const job = jobOf(source.path, source.name, target, info);
+    await this.#planJob(job, existing);
+  }
+
+  /** Walks a local tree depth first, making directories before their files. */
+  async planTree(tree: TreePlan): Promise<void> {
+    await this.#walk(tree, tree.source.path, []);
+  }
+
+  /** Waits for the `--checksum` comparisons still running (they may hand on more files). */
+  async settle(): Promise<void> {
+    while (this.#comparing.size > 0) await Promise.all([...this.#comparing]);
+  }
+
+  /**
+   * Gives every directory that was made, written into or differs on the
+   * server its local mtime (and mode with `-P`), deepest first, so setting
+   * a child's time does not change its parent's afterwards. A failure is a
+   * warning.
+   */
+  async finishDirs(): Promise<void> {
+    const ctx = this.#ctx;
+    for (let i = this.#dirs.length - 1; i >= 0; i--) {
+      const d = this.#dirs[i];
+      if (!d.touched || ctx.signal.aborted) continue;
+      try {
+        await ctx.backoff.retry(
+          () =>
+            ctx.push.mkdir(d.remote, {
+              mtime: d.mtime,
+              mode: ctx.preserve ? d.mode : undefined,
+              signal: ctx.signal,
+            }),
+          ctx.signal,
+        );
+      } catch (error) {
+        if (ctx.signal.aborted) return;
+        ctx.emit({
+          type: "warning",
+          path: d.label,
+          message: `Cannot set the time of remote directory ${
+            JSON.stringify(d.remote)
+          }: ${describeError(error)}`,
+        });
+      }
+    }
+  }
+
+  /** Marks the directory holding `remote` as changed by this run (its time is set again at the end). */
+  touchParentOf(remote: string): void {
+    const dir = this.#dirByRemote.get(posix.dirname(remote));
+    if (dir !== undefined) dir.touched = true;
+  }
+
+  async #walk(tree: TreePlan, dir: string, parts: string[]): Promise<void> {
+    const ctx = this.#ctx;
+    const labelOf = (p: string[]) => [tree.source.name, ...p].join("/");
+    let names: string[];
+    try {
+      names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    } catch (error) {
+      ctx.fail(
+        labelOf(parts) || tree.source.name,
+        `Cannot read ${JSON.stringify(dir)}: ${reason(error)}`,
+      );
+      return;
+    }
+    for (const name of names) {
+      if (ctx.signal.aborted) return;
+      const rel = [...parts, name];
+      const relPath = rel.join("/");
+      const label = labelOf(rel);
+      const local = posix.join(dir, name);
+      if (name.endsWith(PART_SUFFIX) || name.endsWith(JOURNAL_SUFFIX)) {
+        ctx.emit({
+          type: "warning",
+          path: label,
+          message:
+            `Skipped "${label}": hsync's partial files (${PART_SUFFIX}, ${JOURNAL_SUFFIX}) are not pushed`,
+        });
+        continue;
+      }
+      try {
+        relativeComponents(relPath);
+      } catch (error) {
+        ctx.fail(label, `Cannot push ${describeError(error)}`);
+        continue;
+      }
+      if (this.#o.filter.excludes(rel)) continue;
+      let info: Deno.FileInfo;
+      try {
+        info = Deno.lstatSync(local);
+      } catch (error) {
+        ctx.fail(
+          label,
+          `Cannot read ${JSON.stringify(local)}: ${reason(error)}`,
+        );
+        continue;
+      }
+      const remote = posix.join(tree.dest, relPath);
+      const existing = tree.remote.get(relPath);
+      if (info.isDirectory) {
+        if (existing !== undefined && existing.type !== "dir") {
+          ctx.fail(
+            label,
+            `Remote path ${
+              JSON.stringify(remote)
+            } exists and is not a directory`,
+          );
+          continue;
+        }
+        const record: DirRecord = {
+          remote,
+          label,
+          mtime: Math.floor(info.mtime?.getTime() ?? 0),
+          mode: (info.mode ?? 0o755) & 0o7777,
+          touched: existing === undefined ||
+            existing.mtime !== Math.floor(info.mtime?.getTime() ?? 0) ||
+            (ctx.preserve &&
+              (existing.mode & 0o777) !== ((info.mode ?? 0) & 0o777)),
+        };
+        if (this.#o.filter.wants(rel)) {
+          if (!await this.#o.ensureDir(remote, label)) continue;
+          if (existing === undefined) this.touchParentOf(remote);
+          this.#dirs.push(record);
+          this.#dirByRemote.set(remote, record);
+        }
+        await this.#walk(tree, local, rel);
+        continue;
+      }
+      if (!info.isFile) {
+        ctx.emit({
+          type: "warning",
+          path: label,
+          message: `Skipped "${label}": it is ${
+            kindOf(info)
+          } (only regular files and directories are pushed)`,
+        });
+        continue;
+      }
+      if (!this.#o.filter.wants(rel)) continue;
+      const job = jobOf(local, label, {
+        remote,
+        root: tree.root,
+        under: tree.underPrefix + relPath,
+      }, info);
+      if (!await this.#o.ensureDir(posix.dirname(remote), label)) continue;
+      await this.#planJob(job, existing);
+    }
+  }
+
+  /** Compares one file with the server's entry: identical (skipped), a conflict (failed), or handed on. */
+  async #planJob(job: SendJob, existing: StatEntry | undefined): Promise<void> {
+    const ctx = this.#ctx;
+    if (existing?.type === "dir") {
+      ctx.fail(
+        job.label,
+        `Remote path ${JSON.stringify(job.remote)} is a directory`,
+      );
+      return;
+    }
+    if (existing === undefined || existing.size !== job.size) {
+      return await this.#hand(job);
+    }
+    if (!this.#o.checksum) {
+      const sameMode = !ctx.preserve ||
+        (existing.mode & 0o777) === (job.mode & 0o777);
+      if (existing.mtime === job.mtime && sameMode) {
+        ctx.skipped(job.label, job.size);
+        return;
+      }
+      return await this.#hand(job);
+    }
+    // Hashing takes a while: a few comparisons run beside the walk.
+    const release = await ctx.limits.compares.acquire(ctx.signal);
+    const task = (async () => {
+      let same: boolean;
+      try {
+        same = await this.#sameByChecksum(job, existing);
+      } finally {
+        release();
+      }
+      if (ctx.signal.aborted) return;
+      if (same) ctx.skipped(job.label, job.size);
+      else await this.#hand(job);
+    })();
+    const tracked = task.catch(() => {}).finally(() =>
+      this.#comparing.delete(tracked)
+    );
+    this.#comparing.add(tracked);
+    this.#o.spawn(task);
+  }
+
+  async #hand(job: SendJob): Promise<void> {
+    this.touchParentOf(job.remote);
+    await this.#o.dispatch(job);
+  }
+
+  /** Same size and the same SHA-256, span by span, as the server's copy; any doubt means "send it". */
+  async #sameByChecksum(job: SendJob, existing: StatEntry): Promise<boolean> {
+    const asPulled: FileJob = {
+      rel: job.label,
+      remote: job.remote,
+      target: job.local,
+      size: job.size,
+      mtime: job.mtime,
+      mode: job.mode,
+      etag: existing.etag,
+    };
+    try {
+      const bad = await this.#o.verifier.differing(asPulled, job.local, job.id);
+      return bad.length === 0;
+    } catch {
+      return false;
+    }
+  }
+}
+
+/** The job of a local file from its `lstat`. */
+function jobOf(
+  local: string,
+  label: string,
+  target: { remote: string; root: string; under: string },
+  info: Deno.FileInfo,
+): SendJob {
+  const job: SendJob = {
+    label,
+    local,
+    ...target,
+    size: 0,
+    mtime: 0,
+    mode: 0,
+    id: fileIdOf(info),
+    source: "",
+  };
+  describeLocal(job, info);
+  return job;
+}
+
+function kindOf(info: Deno.FileInfo): string {
+  if (info.isSymlink) return "a symbolic link";
+  if (info.isFifo) return "a FIFO";
+  if (info.isSocket) return "a socket";
+  if (info.isCharDevice || info.isBlockDevice) return "a device";
+  return "a special file";
+}

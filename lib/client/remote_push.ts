@@ -1,0 +1,228 @@
+/** The client side of the v1 write endpoints (push): upload status, one range, commit, a bundle of small files, mkdir; each answer checked before it is believed. */
+import { BODY_DIGEST_HEADER } from "../shared/auth.ts";
+import { type ByteRange, contentRange } from "../shared/byte_range.ts";
+import { ProtocolError } from "../shared/errors.ts";
+import { RangeSet } from "../shared/range_set.ts";
+import {
+  API,
+  type CommitRequest,
+  type CommitResult,
+  HEADER,
+  type SourceId,
+  type StatEntry,
+  type UploadBundleResult,
+  type UploadStatus,
+} from "../shared/wire.ts";
+import type { Exchange, Remote } from "./remote.ts";
+
+/** A random session name for one run (32 hex digits). */
+export function newSession(): string {
+  return Array.from(
+    crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+/** What the server holds of an upload, checked: its size, its source, and the ranges held. */
+export interface HeldUpload {
+  size: number;
+  source: SourceId;
+  held: RangeSet;
+}
+
+/** What a PUT of one range says about the upload it belongs to. */
+export interface UploadTarget {
+  size: number;
+  source: SourceId;
+  /** Drop what the server holds of another source first. */
+  restart?: boolean;
+}
+
+/** The write endpoints of one server, for one session. */
+export class PushRemote {
+  readonly #remote: Remote;
+  readonly #session: string;
+
+  /** Writes to `remote`, as session `session`. */
+  constructor(remote: Remote, session: string) {
+    this.#remote = remote;
+    this.#session = session;
+  }
+
+  /** `GET /v1/upload`: what the server holds of an upload of `path`; undefined when nothing (404). */
+  async status(
+    path: string,
+    signal?: AbortSignal,
+  ): Promise<HeldUpload | undefined> {
+    const ex = await this.#remote.send(
+      this.#remote.url(API.upload, { path }),
+      { signal, headers: this.#headers(), accept: [404] },
+    );
+    if (ex.response.status === 404) {
+      ex.done();
+      await ex.response.body?.cancel().catch(() => {});
+      return undefined;
+    }
+    return checkStatus(await this.#json(ex), this.#remote.host);
+  }
+
+  /**
+   * `PUT /v1/upload`: bytes `range` of a file of `target.size`, whose
+   * SHA-256 is `sha256`, streamed by `body` (given the idle timer's kick).
+   * Returns what the server holds after it.
+   */
+  async put(
+    path: string,
+    target: UploadTarget,
+    range: ByteRange,
+    upload: {
+      sha256: string;
+      body: (kick: () => void) => ReadableStream<Uint8Array>;
+      signal?: AbortSignal;
+    },
+  ): Promise<HeldUpload> {
+    const query: Record<string, string> = {
+      path,
+      size: String(target.size),
+      source: target.source,
+    };
+    if (target.restart) query.restart = "1";
+    const headers = this.#headers();
+    headers.set("content-range", contentRange(range, target.size));
+    // Deno's fetch sends a streamed body chunked and drops this header; the
+    // server goes by Content-Range.
+    headers.set("content-length", String(range.end - range.start));
+    headers.set("content-type", "application/octet-stream");
+    headers.set(BODY_DIGEST_HEADER, upload.sha256);
+    const ex = await this.#remote.send(this.#remote.url(API.upload, query), {
+      method: "PUT",
+      headers,
+      bodyStream: upload.body,
+      signal: upload.signal,
+    });
+    return checkStatus(await this.#json(ex), this.#remote.host);
+  }
+
+  /** `POST /v1/upload/commit`: the upload complete (and verified with `sha256`) takes its final name. */
+  async commit(
+    path: string,
+    request: CommitRequest,
+    signal?: AbortSignal,
+  ): Promise<CommitResult> {
+    const headers = this.#headers();
+    headers.set("content-type", "application/json");
+    const ex = await this.#remote.send(
+      this.#remote.url(API.commit, { path }),
+      { method: "POST", headers, body: JSON.stringify(request), signal },
+    );
+    const body = await this.#json(ex) as Partial<CommitResult> | null;
+    if (
+      body?.type !== "file" || !Number.isSafeInteger(body.size) ||
+      typeof body.mtime !== "number" ||
+      (body.sha256 !== undefined && typeof body.sha256 !== "string")
+    ) {
+      throw new ProtocolError(
+        `Commit answer from ${this.#remote.host} is malformed`,
+      );
+    }
+    return body as CommitResult;
+  }
+
+  /** `POST /v1/upload/bundle`: small files as frames below `root`; one result per file, in order. */
+  async bundle(
+    root: string,
+    frames: Uint8Array,
+    signal?: AbortSignal,
+  ): Promise<UploadBundleResult[]> {
+    const headers = this.#headers();
+    headers.set("content-type", "application/octet-stream");
+    const ex = await this.#remote.send(
+      this.#remote.url(API.uploadBundle, { root }),
+      {
+        method: "POST",
+        headers,
+        // encodeFrames allocates a plain ArrayBuffer.
+        body: frames as Uint8Array<ArrayBuffer>,
+        signal,
+      },
+    );
+    const body = await this.#json(ex);
+    if (
+      !Array.isArray(body) ||
+      !body.every((r) =>
+        typeof r === "object" && r !== null && typeof r.path === "string"
+      )
+    ) {
+      throw new ProtocolError(
+        `Bundle answer from ${this.#remote.host} is malformed`,
+      );
+    }
+    return body as UploadBundleResult[];
+  }
+
+  /** `POST /v1/mkdir`: makes `path` and its missing parents; with `mtime` (and `mode`), sets them on it. */
+  async mkdir(
+    path: string,
+    options: { mtime?: number; mode?: number; signal?: AbortSignal } = {},
+  ): Promise<StatEntry> {
+    const query: Record<string, string> = { path };
+    // Decimal, as every number in the query (`mode=493` is 0o755).
+    if (options.mode !== undefined) query.mode = String(options.mode);
+    if (options.mtime !== undefined) query.mtime = String(options.mtime);
+    const ex = await this.#remote.send(this.#remote.url(API.mkdir, query), {
+      method: "POST",
+      headers: this.#headers(),
+      signal: options.signal,
+    });
+    const body = await this.#json(ex) as Partial<StatEntry> | null;
+    if (body?.type !== "dir") {
+      throw new ProtocolError(
+        `Answer from ${this.#remote.host} to making directory ${
+          JSON.stringify(path)
+        } is not a directory`,
+      );
+    }
+    return body as StatEntry;
+  }
+
+  #headers(): Headers {
+    return new Headers({ [HEADER.uploadSession]: this.#session });
+  }
+
+  async #json(ex: Exchange): Promise<unknown> {
+    try {
+      return await ex.response.json();
+    } catch (error) {
+      if (error instanceof SyntaxError) {
+        throw new ProtocolError(
+          `Answer from ${this.#remote.host} is not JSON`,
+        );
+      }
+      throw error;
+    } finally {
+      ex.done();
+    }
+  }
+}
+
+/** An `UploadStatus` checked: whole sizes, ranges inside the file. */
+function checkStatus(value: unknown, host: string): HeldUpload {
+  const s = value as Partial<UploadStatus> | null;
+  const bad = () =>
+    new ProtocolError(`Upload status from ${host} is malformed`);
+  if (
+    typeof s !== "object" || s === null || !Number.isSafeInteger(s.size) ||
+    (s.size as number) < 0 || typeof s.source !== "string" ||
+    !Array.isArray(s.held)
+  ) throw bad();
+  const size = s.size as number;
+  const held = new RangeSet();
+  for (const r of s.held) {
+    if (
+      !Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0]) ||
+      !Number.isSafeInteger(r[1]) || r[0] < 0 || r[1] < r[0] || r[1] > size
+    ) throw bad();
+    held.add({ start: r[0], end: r[1] });
+  }
+  return { size, source: s.source, held };
+}

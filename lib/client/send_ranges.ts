@@ -1,0 +1,587 @@
+/**
+ * Sending one file in byte ranges into the server's `.hsync-part`: what the
+ * server already holds of the same source is kept, the gaps go in parallel
+ * (each PUT declaring the SHA-256 of exactly its bytes, and retried from the
+ * server's status after a failure), then a commit gives the file its final
+ * name, with its mtime and mode (and verified with `--verify`).
+ */
+import { type ByteRange, planGaps } from "../shared/byte_range.ts";
+import { openChecked } from "../shared/checked_open.ts";
+import { HttpError, reason } from "../shared/errors.ts";
+import { RangeSet } from "../shared/range_set.ts";
+import { hashSpans } from "../shared/span_hash.ts";
+import {
+  describeLocal,
+  isDiskFull,
+  LocalChanged,
+  localChangeIn,
+  type PushContext,
+  type SendJob,
+  writeRefusal,
+} from "./push_context.ts";
+import type { HeldUpload } from "./remote_push.ts";
+import { isRetryable, sleep } from "./retry.ts";
+
+/** Most bytes one PUT carries: its SHA-256 is read before it is sent, and a refused body costs no more than this. */
+export const PUT_MAX_BYTES = 64 * 1024 * 1024;
+/** Bytes read from the file per chunk of a PUT body. */
+const READ_BYTES = 1024 * 1024;
+/** Times a file is started over (changed locally, or the server lost its upload) before it fails. */
+const MAX_ROUNDS = 4;
+/** How long a path another push is writing is waited for (the server holds it for 60 s after its last write). */
+export const DEFAULT_BUSY_WAIT_MS = 75_000;
+/** Pause between two asks while another push holds the path. */
+const BUSY_PAUSE_MS = 2_000;
+/** Bytes of a PUT that asks whether another push still holds the path. */
+const BUSY_PROBE_BYTES = 64 * 1024;
+
+/** Options of {@linkcode RangeSender}. */
+export interface RangeSenderOptions {
+  /** Longest wait for a path another push is writing (default {@linkcode DEFAULT_BUSY_WAIT_MS}). */
+  busyWaitMs?: number;
+  /** Most bytes per PUT (default {@linkcode PUT_MAX_BYTES}). */
+  putMaxBytes?: number;
+}
+
+/** The server holds another source, or lost what it held: the file starts over with `restart=1`. */
+class StartOver extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StartOver";
+  }
+}
+
+/** One round of sending a file: what the PUTs declare, and whether the first must drop what the server held. */
+interface Round {
+  job: SendJob;
+  restart: boolean;
+  /** Settles once the PUT carrying `restart=1` is answered: the other ranges wait for it. */
+  restarted: Promise<void>;
+  /** Set when that PUT is answered. */
+  markRestarted: () => void;
+  /** Stops every range of this round after the first failure. */
+  signal: AbortSignal;
+  /** Tells the progress bytes sent (negative: taken back). */
+  progress: (bytes: number) => void;
+}
+
+/** Sends files in ranges, resumably, and commits them. */
+export class RangeSender {
+  readonly #ctx: PushContext;
+  readonly #busyWaitMs: number;
+  readonly #putMaxBytes: number;
+
+  /** A sender for one push. */
+  constructor(context: PushContext, options: RangeSenderOptions = {}) {
+    this.#ctx = context;
+    this.#busyWaitMs = options.busyWaitMs ?? DEFAULT_BUSY_WAIT_MS;
+    this.#putMaxBytes = options.putMaxBytes ?? PUT_MAX_BYTES;
+  }
+
+  /**
+   * Sends `job` until it is committed. Throws (one line for the user) when
+   * it cannot be: the caller counts the failure. A refusal of every write
+   * (401, `read_only`, `not_writable`) also stops the run.
+   */
+  async send(job: SendJob): Promise<void> {
+    const ctx = this.#ctx;
+    let expectOther = false;
+    let resent = false;
+    // What this file added to the progress: a round that starts over takes it back.
+    let shown = 0;
+    const progress = (bytes: number, resumed?: boolean) => {
+      shown += bytes;
+      ctx.emit({ type: "progress", bytes, resumed });
+    };
+    for (let round = 1;; round++) {
+      if (shown !== 0) progress(-shown);
+      try {
+        this.#checkUnchanged(job);
+        const held = await this.#held(job, expectOther, progress);
+        await this.#sendGaps(job, held, progress);
+        this.#checkUnchanged(job);
+        let sha256: string | undefined;
+        if (ctx.verify) {
+          sha256 = (await this.#hashLocal(job, { start: 0, end: job.size }))[0];
+          this.#checkUnchanged(job);
+        }
+        await this.#commit(job, sha256);
+        return;
+      } catch (error) {
+        if (ctx.signal.aborted) throw error;
+        this.#refuse(error);
+        const startsOver = error instanceof LocalChanged ||
+          error instanceof StartOver ||
+          (error instanceof HttpError && error.code === "verify_failed" &&
+            !resent);
+        if (startsOver && round >= MAX_ROUNDS) {
+          throw new Error(
+            `${(error as Error).message} (${round} times): not committed`,
+          );
+        }
+        if (error instanceof LocalChanged) {
+          this.#restartFromLocal(job, error);
+          expectOther = true;
+          continue;
+        }
+        if (error instanceof StartOver) {
+          expectOther = true;
+          continue;
+        }
+        if (error instanceof HttpError && error.code === "verify_failed") {
+          if (resent) {
+            throw new Error(
+              `SHA-256 of "${job.label}" on the server still differs from the local file after sending it again: not committed`,
+            );
+          }
+          resent = true;
+          ctx.emit({
+            type: "warning",
+            path: job.label,
+            message:
+              `SHA-256 of "${job.label}" on the server differs from the local file: sending it again`,
+          });
+          expectOther = true;
+          continue;
+        }
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * What the server holds of this very source (kept), else nothing: an
+   * upload of another source is announced once (the local file changed
+   * since the interrupted push) and dropped by the round's first PUT.
+   */
+  async #held(
+    job: SendJob,
+    expectOther: boolean,
+    progress: (bytes: number, resumed?: boolean) => void,
+  ): Promise<{ held: RangeSet; restart: boolean }> {
+    const ctx = this.#ctx;
+    const status = await this.#retry(() =>
+      ctx.push.status(job.remote, ctx.signal)
+    );
+    if (status === undefined) return { held: new RangeSet(), restart: false };
+    if (status.size === job.size && status.source === job.source) {
+      const covered = status.held.covered;
+      if (covered > 0) progress(covered, true);
+      return { held: status.held, restart: false };
+    }
+    if (!expectOther) {
+      ctx.emit({
+        type: "warning",
+        path: job.label,
+        message:
+          `"${job.label}" changed since the interrupted push: starting over`,
+      });
+    }
+    return { held: new RangeSet(), restart: true };
+  }
+
+  /** Sends every gap of `held`, ranges in parallel; the first failure stops the others and is thrown once all settled. */
+  async #sendGaps(
+    job: SendJob,
+    state: { held: RangeSet; restart: boolean },
+    progress: (bytes: number) => void,
+  ): Promise<void> {
+    const ctx = this.#ctx;
+    const ranges = planGaps(state.held.gaps(job.size), {
+      maxParts: ctx.settings.maxPartNum,
+      minPartSize: ctx.settings.minPartSize,
+    });
+    if (ranges.length === 0) return;
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(ctx.signal.reason);
+    ctx.signal.addEventListener("abort", onAbort, { once: true });
+    let markRestarted = () => {};
+    const restarted = state.restart
+      ? new Promise<void>((resolve) => markRestarted = resolve)
+      : Promise.resolve();
+    const round: Round = {
+      job,
+      restart: state.restart,
+      restarted,
+      markRestarted,
+      signal: controller.signal,
+      progress,
+    };
+    let failed = false;
+    let first: unknown;
+    try {
+      await Promise.all(
+        ranges.map((range, i) =>
+          this.#sendRange(round, range, i === 0).catch((error) => {
+            round.markRestarted();
+            if (failed) return;
+            failed = true;
+            first = error;
+            controller.abort(error);
+          })
+        ),
+      );
+    } finally {
+      ctx.signal.removeEventListener("abort", onAbort);
+    }
+    if (failed) throw first;
+  }
+
+  /**
+   * Sends `range` in PUTs of at most {@linkcode PUT_MAX_BYTES}; after a
+   * failure, what is left is taken from the server's status (a body cut
+   * short leaves its flushed prefix there). `leads` carries the round's
+   * `restart=1`; the other ranges wait until it is answered.
+   */
+  async #sendRange(
+    round: Round,
+    range: ByteRange,
+    leads: boolean,
+  ): Promise<void> {
+    const ctx = this.#ctx;
+    const { job, signal, progress } = round;
+    if (!leads) await round.restarted;
+    let todo: ByteRange[] = [range];
+    let attempt = 0;
+    let busySince: number | undefined;
+    // The next chunk's SHA-256 is computed while this one is sent.
+    let ahead: { chunk: ByteRange; sha256: Promise<string> } | undefined;
+    const hash = (chunk: ByteRange) => {
+      const known = ahead;
+      ahead = undefined;
+      if (known?.chunk.start === chunk.start && known.chunk.end === chunk.end) {
+        return known.sha256;
+      }
+      known?.sha256.catch(() => {});
+      return this.#hashLocal(job, chunk).then((h) => h[0]);
+    };
+    // The first PUT of what is left of a gap; while another push holds the
+    // path, a small one (a refused body is still sent, at least in part).
+    const chunkOf = (gap: ByteRange) => ({
+      start: gap.start,
+      end: Math.min(
+        gap.end,
+        gap.start +
+          (busySince === undefined ? this.#putMaxBytes : BUSY_PROBE_BYTES),
+      ),
+    });
+    while (todo.length > 0) {
+      const gap = todo[0];
+      const chunk = chunkOf(gap);
+      const restart = leads && round.restart;
+      let counted = 0;
+      let error: unknown;
+      try {
+        // Hashed before the slot is taken: reading the file holds no connection.
+        const sha256 = await hash(chunk);
+        const next = chunkOf({ start: chunk.end, end: gap.end });
+        if (next.end > next.start) {
+          const pending = this.#hashLocal(job, next).then((h) => h[0]);
+          pending.catch(() => {});
+          ahead = { chunk: next, sha256: pending };
+        }
+        await ctx.limits.requests.run(
+          () =>
+            ctx.push.put(
+              job.remote,
+              {
+                size: job.size,
+                source: job.source,
+                restart,
+              },
+              chunk,
+              {
+                sha256,
+                body: (kick) =>
+                  spanStream(job, chunk, (n) => {
+                    counted += n;
+                    kick();
+                    progress(n);
+                  }),
+                signal,
+              },
+            ),
+          signal,
+        );
+      } catch (e) {
+        error = e;
+      } finally {
+        if (restart) {
+          leads = false;
+          round.markRestarted();
+        }
+      }
+      if (error === undefined) {
+        attempt = 0;
+        busySince = undefined;
+        todo = [{ start: chunk.end, end: gap.end }, ...todo.slice(1)]
+          .filter((r) => r.end > r.start);
+        continue;
+      }
+      if (counted > 0) progress(-counted);
+      if (signal.aborted) throw signal.reason;
+      const changed = localChangeIn(error);
+      if (changed !== undefined) throw changed;
+      if (error instanceof HttpError && error.code === "source_changed") {
+        throw new StartOver(`"${job.label}" changed on the server`);
+      }
+      if (error instanceof HttpError && error.code === "upload_in_progress") {
+        // Another run holds the path (or held it until it died, less than a
+        // minute ago): wait for it, then say so.
+        const now = performance.now();
+        if (busySince === undefined) {
+          busySince = now;
+          ctx.emit({
+            type: "warning",
+            path: job.label,
+            message:
+              `"${job.label}" is being written by another push to ${ctx.remote.host}: waiting`,
+          });
+        } else if (now - busySince >= this.#busyWaitMs) {
+          throw new Error(
+            `"${job.label}" is being written by another push to ${ctx.remote.host}: ${error.message}`,
+          );
+        }
+        await sleep(
+          Math.min(BUSY_PAUSE_MS, Math.max(10, this.#busyWaitMs / 8)),
+          signal,
+        );
+        continue;
+      }
+      // The file itself may be why (a body whose bytes are not the ones
+      // hashed is even refused as unsigned, 401): that is a restart, not a
+      // network error nor a key the server refuses.
+      this.#checkUnchanged(job);
+      if (!isRetryable(error) || isDiskFull(error)) throw error;
+      attempt++;
+      if (attempt > ctx.backoff.maxRetries) throw error;
+      await ctx.backoff.wait(attempt, signal);
+      todo = await this.#leftOf(round, range);
+      // The prefix of a cut body that the server kept counts again.
+      const kept = new RangeSet([{
+        start: chunk.start,
+        end: chunk.start + counted,
+      }]);
+      for (const r of todo) kept.remove(r);
+      if (kept.covered > 0) progress(kept.covered);
+    }
+  }
+
+  /** What is still missing of `range` according to the server's status after a failure. */
+  async #leftOf(round: Round, range: ByteRange): Promise<ByteRange[]> {
+    const ctx = this.#ctx;
+    const { job } = round;
+    let status: HeldUpload | undefined;
+    try {
+      status = await this.#retry(() =>
+        ctx.push.status(job.remote, round.signal)
+      );
+    } catch (error) {
+      if (round.signal.aborted) throw round.signal.reason;
+      throw error;
+    }
+    if (
+      status === undefined || status.size !== job.size ||
+      status.source !== job.source
+    ) {
+      if (round.restart && status === undefined) return [range];
+      throw new StartOver(
+        `The server no longer holds the upload of "${job.label}"`,
+      );
+    }
+    const left = new RangeSet([range]);
+    for (const r of status.held.toArray()) left.remove(r);
+    return left.toArray();
+  }
+
+  /** Commits the complete upload; an answer lost on the way is recognised by a stat of the final name. */
+  async #commit(job: SendJob, sha256: string | undefined): Promise<void> {
+    const ctx = this.#ctx;
+    const request = {
+      size: job.size,
+      source: job.source,
+      mtime: job.mtime,
+      mode: job.mode,
+      ...(ctx.preserve ? { preserve: true } : {}),
+      ...(sha256 === undefined ? {} : { sha256 }),
+    };
+    for (let attempt = 1;; attempt++) {
+      try {
+        const result = await ctx.push.commit(job.remote, request, ctx.signal);
+        if (
+          result.size !== job.size ||
+          (sha256 !== undefined && result.sha256 !== sha256)
+        ) {
+          throw new Error(
+            `The server committed "${job.label}" as ${result.size} bytes${
+              sha256 === undefined ? "" : " with another SHA-256"
+            } instead of ${job.size}`,
+          );
+        }
+        ctx.sent(job);
+        return;
+      } catch (error) {
+        if (ctx.signal.aborted) throw error;
+        if (error instanceof HttpError && error.code === "incomplete") {
+          if (attempt > 1 && await this.#committed(job)) {
+            ctx.sent(job);
+            return;
+          }
+          throw new StartOver(
+            `The server does not hold every byte of "${job.label}"`,
+          );
+        }
+        if (
+          !isRetryable(error) || isDiskFull(error) ||
+          attempt > ctx.backoff.maxRetries
+        ) throw error;
+        await ctx.backoff.wait(attempt, ctx.signal);
+        if (await this.#committed(job)) {
+          ctx.sent(job);
+          return;
+        }
+      }
+    }
+  }
+
+  /** Whether the final name already holds this file (a commit whose answer was lost). */
+  async #committed(job: SendJob): Promise<boolean> {
+    try {
+      const st = await this.#ctx.remote.stat(job.remote, this.#ctx.signal);
+      return st.type === "file" && st.size === job.size &&
+        st.mtime === job.mtime &&
+        (await this.#ctx.push.status(job.remote, this.#ctx.signal)) ===
+          undefined;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Stops the run for a refusal of every write (and throws it), unless the file itself was at fault. */
+  #refuse(error: unknown): void {
+    const refusal = writeRefusal(error, this.#ctx.remote.host);
+    if (refusal === undefined) return;
+    this.#ctx.stopRun(refusal);
+    throw refusal;
+  }
+
+  /** Takes the file as it is now, told once per change. */
+  #restartFromLocal(job: SendJob, changed: LocalChanged): void {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(job.local);
+    } catch (error) {
+      throw new Error(
+        `Cannot read ${JSON.stringify(job.local)}: ${reason(error)}`,
+      );
+    }
+    if (!info.isFile) {
+      throw new Error(
+        `Cannot read ${
+          JSON.stringify(job.local)
+        }: it is no longer a regular file`,
+      );
+    }
+    const before = job.size;
+    describeLocal(job, info);
+    this.#ctx.emit({
+      type: "warning",
+      path: job.label,
+      message: `${changed.message}: starting over`,
+    });
+    this.#ctx.addTotal(0, job.size - before);
+  }
+
+  /** Throws {@linkcode LocalChanged} when the local file is not the one being sent any more. */
+  #checkUnchanged(job: SendJob): void {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(job.local);
+    } catch {
+      throw new LocalChanged(`"${job.label}" was removed while it was sent`);
+    }
+    const now = { ...job };
+    describeLocal(now, info);
+    if (!info.isFile || now.source !== job.source) {
+      throw new LocalChanged(`"${job.label}" changed while it was sent`);
+    }
+  }
+
+  async #hashLocal(job: SendJob, span: ByteRange): Promise<string[]> {
+    try {
+      return await hashSpans(job.local, [span], {
+        expected: job.id,
+        signal: this.#ctx.signal,
+      });
+    } catch (error) {
+      if (this.#ctx.signal.aborted) throw error;
+      throw new LocalChanged(
+        `Cannot read ${JSON.stringify(job.local)}: ${reason(error)}`,
+      );
+    }
+  }
+
+  /** A read of the server's state, retried with backoff when the network or the server falters. */
+  #retry<T>(task: () => Promise<T>): Promise<T> {
+    return this.#ctx.backoff.retry(task, this.#ctx.signal);
+  }
+}
+
+/**
+ * The bytes `span` of `job`'s file as a stream, read through a handle proven
+ * to be `job.id`; a file shorter than the span errors the stream with
+ * {@linkcode LocalChanged}. `onBytes` is told each chunk handed on.
+ */
+function spanStream(
+  job: SendJob,
+  span: ByteRange,
+  onBytes: (n: number) => void,
+): ReadableStream<Uint8Array> {
+  let file: Deno.FsFile | undefined;
+  let pos = span.start;
+  const close = () => {
+    file?.close();
+    file = undefined;
+  };
+  return new ReadableStream<Uint8Array>({
+    async start() {
+      try {
+        file = openChecked(job.local, { expected: job.id });
+        await file.seek(span.start, Deno.SeekMode.Start);
+      } catch (error) {
+        close();
+        throw new LocalChanged(
+          `Cannot read ${JSON.stringify(job.local)}: ${reason(error)}`,
+        );
+      }
+    },
+    async pull(controller) {
+      const want = Math.min(READ_BYTES, span.end - pos);
+      if (want === 0 || file === undefined) {
+        close();
+        controller.close();
+        return;
+      }
+      const buffer = new Uint8Array(want);
+      let n: number | null;
+      try {
+        n = await file.read(buffer);
+      } catch (error) {
+        close();
+        throw new LocalChanged(
+          `Cannot read ${JSON.stringify(job.local)}: ${reason(error)}`,
+        );
+      }
+      if (n === null) {
+        close();
+        throw new LocalChanged(`"${job.label}" shrank while it was sent`);
+      }
+      pos += n;
+      onBytes(n);
+      controller.enqueue(buffer.subarray(0, n));
+    },
+    cancel() {
+      close();
+    },
+  });
+}

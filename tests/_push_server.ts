@@ -1,0 +1,401 @@
+/**
+ * Test fixture: a loopback server that implements the push protocol
+ * (/work/briefs/push_protocol.md) over a real directory, with the read
+ * endpoints a push uses (stat, list, hash), counters of what arrived, and
+ * hooks to make any request fail the way a real server or network would.
+ */
+import { createHash } from "node:crypto";
+import { dirname, join } from "node:path";
+import { RangeSet } from "../lib/shared/range_set.ts";
+import type {
+  ListEntry,
+  StatEntry,
+  UploadBundleResult,
+} from "../lib/shared/wire.ts";
+
+/** What the fake server holds of one upload in progress. */
+export interface FakeUpload {
+  size: number;
+  source: string;
+  held: RangeSet;
+  session: string;
+}
+
+/** One PUT as it arrived. */
+export interface PutRecord {
+  path: string;
+  start: number;
+  end: number;
+  restart: boolean;
+  /** Bytes of its body that arrived. */
+  received: number;
+  /** Bytes of it written to the part file. */
+  kept: number;
+  status: number;
+}
+
+/** A hook's answer: a response to send instead, or undefined to go on normally. */
+type Hook = (
+  url: URL,
+  request: Request,
+) => Response | undefined | Promise<Response | undefined>;
+
+/** Options of {@linkcode pushServer}. */
+export interface PushServerOptions {
+  /** Writes are accepted only below this directory (403 `not_writable` elsewhere). */
+  writable: string;
+  /** No writes at all (403 `read_only`). */
+  readOnly?: boolean;
+  /** Called first for every request; a response it returns is sent as is. */
+  hook?: Hook;
+  /** For a PUT: bytes of the body to keep before answering `cutStatus` (the rest is dropped, the prefix recorded). */
+  cutPut?: (put: PutRecord, count: number) => number | undefined;
+  /** Status answered after a cut PUT (default 500). */
+  cutStatus?: number;
+  /** For a commit: answer 422 `verify_failed` (and drop the part) when this returns true. */
+  failVerify?: (path: string, count: number) => boolean;
+}
+
+/** A running fake server. */
+export interface PushServer extends AsyncDisposable {
+  baseUrl: string;
+  port: number;
+  uploads: Map<string, FakeUpload>;
+  puts: PutRecord[];
+  /** Every request as `METHOD /path?query`. */
+  log: string[];
+  /** Bytes of PUT bodies that arrived. */
+  bytesPut(): number;
+  /** Files that arrived through bundles. */
+  bundled: string[];
+}
+
+function error(status: number, code: string, message: string): Response {
+  return Response.json({ error: code, message }, { status });
+}
+
+function statOf(info: Deno.FileInfo): StatEntry {
+  return {
+    type: info.isDirectory ? "dir" : "file",
+    size: info.isDirectory ? 0 : info.size,
+    mtime: Math.floor(info.mtime?.getTime() ?? 0),
+    mode: (info.mode ?? 0) & 0o7777,
+    etag: `"${info.ino}-${info.size}-${info.mtime?.getTime()}"`,
+  };
+}
+
+function inside(root: string, path: string): boolean {
+  return path === root || path.startsWith(root + "/");
+}
+
+/** Starts the fake server on an ephemeral loopback port. */
+export function pushServer(options: PushServerOptions): PushServer {
+  const uploads = new Map<string, FakeUpload>();
+  const puts: PutRecord[] = [];
+  const log: string[] = [];
+  const bundled: string[] = [];
+  let commits = 0;
+
+  const writable = (path: string): Response | undefined => {
+    if (options.readOnly) {
+      return error(
+        403,
+        "read_only",
+        `Cannot write "${path}": this server accepts no writes (no Writable_path)`,
+      );
+    }
+    if (!inside(options.writable, path)) {
+      return error(
+        403,
+        "not_writable",
+        `Cannot write "${path}": it is not below a Writable_path`,
+      );
+    }
+    return undefined;
+  };
+
+  async function list(root: string): Promise<string> {
+    const lines: string[] = [];
+    async function walk(dir: string, rel: string) {
+      const names = [];
+      for await (const e of Deno.readDir(dir)) names.push(e.name);
+      names.sort();
+      const subdirs: string[] = [];
+      for (const name of names) {
+        if (name.endsWith(".hsync-part")) continue;
+        const info = await Deno.lstat(join(dir, name));
+        const r = rel === "" ? name : `${rel}/${name}`;
+        const entry: ListEntry = { path: r, ...statOf(info) };
+        lines.push(JSON.stringify(entry));
+        if (info.isDirectory) subdirs.push(name);
+      }
+      for (const name of subdirs) {
+        await walk(join(dir, name), rel === "" ? name : `${rel}/${name}`);
+      }
+    }
+    await walk(root, "");
+    return lines.map((l) => l + "\n").join("");
+  }
+
+  async function put(url: URL, request: Request): Promise<Response> {
+    const path = url.searchParams.get("path") ?? "";
+    const size = Number(url.searchParams.get("size"));
+    const source = url.searchParams.get("source") ?? "";
+    const restart = url.searchParams.get("restart") === "1";
+    const session = request.headers.get("x-hsync-upload-session") ?? "";
+    const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(
+      request.headers.get("content-range") ?? "",
+    );
+    const body = new Uint8Array(await request.arrayBuffer());
+    const record: PutRecord = {
+      path,
+      start: m ? Number(m[1]) : -1,
+      end: m ? Number(m[2]) + 1 : -1,
+      restart,
+      received: body.length,
+      kept: 0,
+      status: 200,
+    };
+    const index = puts.push(record);
+    const answer = (r: Response) => {
+      record.status = r.status;
+      return r;
+    };
+    const refused = writable(path);
+    if (refused) return answer(refused);
+    if (m === null || Number(m[3]) !== size) {
+      return answer(error(400, "bad_range", "Bad Content-Range"));
+    }
+    try {
+      if (!(await Deno.stat(dirname(path))).isDirectory) throw new Error();
+    } catch {
+      return answer(error(404, "not_found", `No directory for "${path}"`));
+    }
+    let upload = uploads.get(path);
+    if (upload !== undefined && upload.session !== session) {
+      // Sessions are told apart only through the hook in these tests.
+      upload.session = session;
+    }
+    if (
+      upload !== undefined &&
+      (upload.size !== size || upload.source !== source)
+    ) {
+      if (!restart) {
+        return answer(
+          error(409, "source_changed", `"${path}" is held for another source`),
+        );
+      }
+      upload = undefined;
+      await Deno.remove(path + ".hsync-part").catch(() => {});
+    }
+    if (upload === undefined) {
+      upload = { size, source, held: new RangeSet(), session };
+      uploads.set(path, upload);
+      await Deno.writeFile(path + ".hsync-part", new Uint8Array(0));
+    }
+    const start = record.start;
+    const cut = options.cutPut?.(record, index);
+    const keep = cut === undefined ? body.length : Math.min(cut, body.length);
+    const declared = request.headers.get("x-hsync-content-sha256");
+    if (
+      cut === undefined &&
+      createHash("sha256").update(body).digest("hex") !== declared
+    ) {
+      return answer(error(401, "unauthorized", "Authentication required"));
+    }
+    if (cut === undefined && body.length !== record.end - start) {
+      return answer(error(400, "bad_range", "Short body"));
+    }
+    const file = await Deno.open(path + ".hsync-part", { write: true });
+    try {
+      await file.seek(start, Deno.SeekMode.Start);
+      let at = 0;
+      while (at < keep) at += await file.write(body.subarray(at, keep));
+    } finally {
+      file.close();
+    }
+    record.kept = keep;
+    upload.held.add({ start, end: start + keep });
+    if (cut !== undefined) {
+      return answer(
+        error(options.cutStatus ?? 500, "cut", "The body was cut short"),
+      );
+    }
+    return answer(Response.json(statusOf(upload)));
+  }
+
+  function statusOf(upload: FakeUpload) {
+    return {
+      size: upload.size,
+      source: upload.source,
+      held: upload.held.toArray().map((r) => [r.start, r.end]),
+    };
+  }
+
+  async function commit(url: URL, request: Request): Promise<Response> {
+    const path = url.searchParams.get("path") ?? "";
+    const req = await request.json();
+    const refused = writable(path);
+    if (refused) return refused;
+    const upload = uploads.get(path);
+    if (req.size === 0) {
+      await Deno.writeFile(path + ".hsync-part", new Uint8Array(0));
+    } else if (
+      upload === undefined || upload.source !== req.source ||
+      upload.size !== req.size || !upload.held.isComplete(req.size)
+    ) {
+      return error(409, "incomplete", `"${path}" is not complete`);
+    }
+    commits++;
+    const data = await Deno.readFile(path + ".hsync-part");
+    const sha256 = createHash("sha256").update(data).digest("hex");
+    if (
+      options.failVerify?.(path, commits) ||
+      (req.sha256 !== undefined && req.sha256 !== sha256)
+    ) {
+      uploads.delete(path);
+      await Deno.remove(path + ".hsync-part");
+      return error(422, "verify_failed", `SHA-256 of "${path}" differs`);
+    }
+    await Deno.chmod(path + ".hsync-part", req.mode & 0o777);
+    await Deno.utime(path + ".hsync-part", new Date(), new Date(req.mtime));
+    await Deno.rename(path + ".hsync-part", path);
+    uploads.delete(path);
+    const info = await Deno.lstat(path);
+    return Response.json({
+      ...statOf(info),
+      ...(req.sha256 === undefined ? {} : { sha256 }),
+    });
+  }
+
+  async function bundle(url: URL, request: Request): Promise<Response> {
+    const root = url.searchParams.get("root") ?? "";
+    const refused = writable(root);
+    if (refused) return refused;
+    const body = new Uint8Array(await request.arrayBuffer());
+    if (body.length > 8 * 1024 * 1024) {
+      return error(413, "too_large", "Body too large");
+    }
+    const view = new DataView(body.buffer);
+    const results: UploadBundleResult[] = [];
+    let at = 0;
+    while (true) {
+      const n = view.getUint32(at);
+      const header = JSON.parse(
+        new TextDecoder().decode(body.subarray(at + 4, at + 4 + n)),
+      );
+      at += 4 + n;
+      if (header.end) break;
+      const data = body.subarray(at, at + header.size);
+      at += header.size;
+      const path = join(root, header.path);
+      bundled.push(header.path);
+      if (header.path.includes("refuse-me")) {
+        results.push({
+          path: header.path,
+          error: "refused",
+          message: `Cannot write "${path}": the rules refuse it`,
+        });
+        continue;
+      }
+      await Deno.writeFile(path + ".hsync-part", data);
+      await Deno.chmod(path + ".hsync-part", header.mode & 0o777);
+      await Deno.utime(
+        path + ".hsync-part",
+        new Date(),
+        new Date(header.mtime),
+      );
+      await Deno.rename(path + ".hsync-part", path);
+      results.push({ path: header.path, ...statOf(await Deno.lstat(path)) });
+    }
+    return Response.json(results);
+  }
+
+  async function mkdir(url: URL): Promise<Response> {
+    const path = url.searchParams.get("path") ?? "";
+    const refused = writable(path);
+    if (refused) return refused;
+    try {
+      await Deno.mkdir(path, { recursive: true });
+    } catch {
+      return error(409, "not_regular", `"${path}" is not a directory`);
+    }
+    const mode = url.searchParams.get("mode");
+    if (mode !== null) await Deno.chmod(path, Number(mode));
+    const mtime = url.searchParams.get("mtime");
+    if (mtime !== null) {
+      await Deno.utime(path, new Date(), new Date(Number(mtime)));
+    }
+    return Response.json(statOf(await Deno.lstat(path)));
+  }
+
+  async function handle(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    log.push(`${request.method} ${url.pathname}${url.search}`);
+    const hooked = await options.hook?.(url, request);
+    if (hooked !== undefined) return hooked;
+    const path = url.searchParams.get("path") ?? "";
+    const route = `${request.method} ${url.pathname}`;
+    try {
+      switch (route) {
+        case "GET /v1/stat":
+          return Response.json(statOf(await Deno.lstat(path)));
+        case "GET /v1/list":
+          return new Response(await list(path));
+        case "GET /v1/hash": {
+          const data = await Deno.readFile(path);
+          const offset = Number(url.searchParams.get("offset") ?? 0);
+          const length = Number(
+            url.searchParams.get("length") ?? data.length - offset,
+          );
+          return Response.json({
+            sha256: createHash("sha256").update(
+              data.subarray(offset, offset + length),
+            ).digest("hex"),
+            offset,
+            length,
+            etag: statOf(await Deno.lstat(path)).etag,
+          });
+        }
+        case "GET /v1/upload": {
+          const upload = uploads.get(path);
+          if (upload === undefined) {
+            return error(404, "not_found", "Nothing held");
+          }
+          return Response.json(statusOf(upload));
+        }
+        case "PUT /v1/upload":
+          return await put(url, request);
+        case "POST /v1/upload/commit":
+          return await commit(url, request);
+        case "POST /v1/upload/bundle":
+          return await bundle(url, request);
+        case "POST /v1/mkdir":
+          return await mkdir(url);
+      }
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        return error(404, "not_found", `"${path}" does not exist`);
+      }
+      return error(500, "internal", String(e));
+    }
+    return error(404, "not_found", `No endpoint ${route}`);
+  }
+
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    handle,
+  );
+  return {
+    baseUrl: `http://127.0.0.1:${server.addr.port}`,
+    port: server.addr.port,
+    uploads,
+    puts,
+    log,
+    bundled,
+    bytesPut: () => puts.reduce((n, p) => n + p.received, 0),
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}

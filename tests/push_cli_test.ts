@@ -1,0 +1,154 @@
+/** The real hsync pushing (under its own permission set) to a fake server that implements the push protocol: exit codes, one-line errors, nothing sent on bad input. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { freePort, runClient, type RunResult, tempDir } from "./_programs.ts";
+import { type PushServer, pushServer } from "./_push_server.ts";
+
+async function hsync(
+  args: string[],
+  hsyncDir: string,
+): Promise<RunResult> {
+  return await runClient(args, { HSYNC_DIR: hsyncDir });
+}
+
+/** stderr's lines, without Deno's own warnings. */
+function lines(r: RunResult): string[] {
+  return r.stderr.split("\n").filter((l) => l !== "");
+}
+
+async function setup(
+  dir: string,
+): Promise<{ src: string; dst: string; hsyncDir: string }> {
+  const src = join(dir, "src");
+  const dst = join(dir, "dst");
+  const hsyncDir = join(dir, "hsync-dir");
+  for (const d of [src, dst, hsyncDir]) await Deno.mkdir(d);
+  return { src, dst, hsyncDir };
+}
+
+Deno.test("hsync LOCAL HOST:PORT:/dir/ pushes a tree, prints the summary line and exits 0; a refused file makes it exit 2", async () => {
+  await using dir = await tempDir();
+  const { src, dst, hsyncDir } = await setup(dir.path);
+  await Deno.mkdir(join(src, "run42/sub"), { recursive: true });
+  await Deno.writeTextFile(join(src, "run42/sub/a.txt"), "hello");
+  await Deno.writeFile(
+    join(src, "run42/big.bin"),
+    new Uint8Array(700_000).fill(3),
+  );
+  await using server = pushServer({ writable: dst });
+
+  let r = await hsync([
+    join(src, "run42"),
+    `127.0.0.1:${server.port}:${dst}/`,
+    "--quiet",
+  ], hsyncDir);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    lines(r).at(-1) ?? "",
+    /^hsync: 2 files, 683\.6 KiB in [\d.]+ s \([\d.]+ MB\/s\), 0 skipped, 0 failed$/,
+  );
+  assert.equal(await Deno.readTextFile(join(dst, "run42/sub/a.txt")), "hello");
+
+  await Deno.writeTextFile(join(src, "run42/refuse-me"), "no");
+  r = await hsync([
+    "--push",
+    "-i",
+    join(src, "run42"),
+    "-o",
+    join(dst, "run42"),
+    "-host",
+    "127.0.0.1",
+    "-p",
+    String(server.port),
+    "--quiet",
+  ], hsyncDir);
+  assert.equal(r.code, 2, r.stderr);
+  assert.deepEqual(lines(r).slice(-2), [
+    `hsync: failed: run42/refuse-me: Cannot write "${
+      join(dst, "run42/refuse-me")
+    }": the rules refuse it`,
+    lines(r).at(-1),
+  ]);
+  assert.match(lines(r).at(-1)!, /, 2 skipped, 1 failed$/);
+});
+
+Deno.test("bad local paths get one line and exit code 1, and nothing reaches the server", async () => {
+  await using dir = await tempDir();
+  const { src, dst, hsyncDir } = await setup(dir.path);
+  await Deno.mkdir(join(src, "a/x"), { recursive: true });
+  await Deno.mkdir(join(src, "b/x"), { recursive: true });
+  const fifo = join(src, "fifo");
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert.ok(made.success);
+  await using server = pushServer({ writable: dst });
+  const remote = `127.0.0.1:${server.port}:${dst}/`;
+  const cases: Array<[string[], string]> = [
+    [
+      [join(src, "missing"), remote],
+      `hsync: Local path "${join(src, "missing")}" does not exist`,
+    ],
+    [
+      [fifo, remote],
+      `hsync: Local path "${fifo}" is not a regular file or directory`,
+    ],
+    [
+      [join(src, "a/x"), join(src, "b/x"), remote],
+      `hsync: Local paths "${join(src, "a/x")}" and "${
+        join(src, "b/x")
+      }" have the same name "x": they would go to the same remote path`,
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const r = await hsync([...args, "--quiet"], hsyncDir);
+    assert.equal(r.code, 1, r.stderr);
+    assert.deepEqual(lines(r), [message]);
+  }
+  assert.deepEqual(server.log, []);
+});
+
+Deno.test("an unreachable server, a server that takes no writes and a refused key get one line and exit code 3", async () => {
+  await using dir = await tempDir();
+  const { src, dst, hsyncDir } = await setup(dir.path);
+  await Deno.writeTextFile(join(src, "f.txt"), "data");
+  const port = freePort();
+  let r = await hsync(
+    [join(src, "f.txt"), `127.0.0.1:${port}:${dst}/`],
+    hsyncDir,
+  );
+  assert.equal(r.code, 3, r.stderr);
+  assert.deepEqual(lines(r), [
+    `hsync: Cannot reach 127.0.0.1:${port}: connection refused`,
+  ]);
+
+  const servers: Array<[PushServer, string]> = [
+    [
+      pushServer({ writable: dst, readOnly: true }),
+      `Refused by HOST: Cannot write "${dst}": this server accepts no writes (no Writable_path)`,
+    ],
+    [
+      pushServer({
+        writable: dst,
+        hook: (_url, request) =>
+          request.method === "GET" ? undefined : Response.json({
+            error: "unauthorized",
+            message: "Authentication required",
+          }, { status: 401 }),
+      }),
+      "Not authenticated by HOST for writing: Authentication required",
+    ],
+  ];
+  for (const [server, message] of servers) {
+    await using _ = server;
+    r = await hsync([
+      join(src, "f.txt"),
+      `127.0.0.1:${server.port}:${dst}/`,
+      "--quiet",
+    ], hsyncDir);
+    assert.equal(r.code, 3, r.stderr);
+    assert.deepEqual(lines(r), [
+      `hsync: ${message.replace("HOST", `127.0.0.1:${server.port}`)}`,
+    ]);
+    assert.deepEqual(server.puts, []);
+  }
+  assert.deepEqual([...Deno.readDirSync(dst)], []);
+});

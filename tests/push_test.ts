@@ -1,0 +1,737 @@
+/** Tests of lib/client/push.ts against a fake server that implements the push protocol over a real directory (tests/_push_server.ts). */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import defaults from "../hsync.ini" with { type: "text" };
+import {
+  type ClientSettings,
+  clientSettings,
+  loadConfig,
+} from "../lib/shared/config.ts";
+import { ConnectError } from "../lib/shared/errors.ts";
+import { RangeSet } from "../lib/shared/range_set.ts";
+import { push, type PushOptions } from "../lib/client/push.ts";
+import { sourceIdOf } from "../lib/client/push_context.ts";
+import type { PullEvent } from "../lib/client/transfer.ts";
+import { tempDir } from "./_programs.ts";
+import {
+  type PushServer,
+  pushServer,
+  type PushServerOptions,
+} from "./_push_server.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const T0 = 1_600_000_000_000;
+
+async function settingsWith(
+  overrides: Record<string, string> = {},
+): Promise<ClientSettings> {
+  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
+  return clientSettings(config, "hscp", {
+    Data_timeout: "5",
+    Max_timeout_retry: "2",
+    Max_part_num: "4",
+    Min_part_size: "256K",
+    ...overrides,
+  });
+}
+
+/** Deterministic bytes that differ per seed and per position. */
+function bytes(size: number, seed: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(size);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+function sha(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** Every entry below `root`: type, size, mtime and SHA-256 (files), mtime (directories). */
+async function snapshot(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  async function walk(dir: string, rel: string) {
+    for await (const e of Deno.readDir(dir)) {
+      const r = rel === "" ? e.name : `${rel}/${e.name}`;
+      const path = join(dir, e.name);
+      const info = await Deno.lstat(path);
+      if (info.isDirectory) {
+        await walk(path, r);
+        out[r + "/"] = `dir ${info.mtime?.getTime()}`;
+      } else {
+        out[r] = `file ${info.size} ${info.mtime?.getTime()} ${
+          sha(await Deno.readFile(path))
+        }`;
+      }
+    }
+  }
+  await walk(root, "");
+  return out;
+}
+
+interface Fixture {
+  dir: string;
+  /** Local sources live here. */
+  src: string;
+  /** The server's writable directory. */
+  dst: string;
+}
+
+async function fixture(dir: string): Promise<Fixture> {
+  const src = join(dir, "src");
+  const dst = join(dir, "dst");
+  await Deno.mkdir(src);
+  await Deno.mkdir(dst);
+  return { dir, src, dst };
+}
+
+/** A tree with nested and empty directories, odd names, empty, small and big files; fixed times. */
+async function makeTree(root: string): Promise<number> {
+  const files: Array<[string, number]> = [
+    ["a.txt", 10],
+    ["empty", 0],
+    ["sp ace é.txt", 2000],
+    ["-dash", 5],
+    ["q?&#%=+ ;.bin", 777],
+    ["medium.bin", 300 * KiB],
+    ["big.bin", 1536 * KiB + 3],
+    ["sub/b.txt", 100],
+    ["sub/deep/er/c.bin", 270 * KiB],
+    ["sub/deep/d", 1],
+  ];
+  await Deno.mkdir(join(root, "sub/deep/er"), { recursive: true });
+  await Deno.mkdir(join(root, "empty dir/nested empty"), { recursive: true });
+  let seed = 1;
+  for (const [rel, size] of files) {
+    const path = join(root, rel);
+    await Deno.writeFile(path, bytes(size, seed++));
+    await Deno.utime(path, new Date(T0), new Date(T0 + seed * 1000));
+  }
+  for (
+    const d of [
+      "sub/deep/er",
+      "sub/deep",
+      "sub",
+      "empty dir/nested empty",
+      "empty dir",
+    ]
+  ) {
+    await Deno.utime(join(root, d), new Date(T0), new Date(T0 - 7000));
+  }
+  return files.length;
+}
+
+async function run(
+  server: PushServer,
+  sources: string[],
+  remotePath: string,
+  more: Partial<PushOptions> = {},
+  settings: Record<string, string> = {},
+): Promise<{ summary: Awaited<ReturnType<typeof push>>; events: PullEvent[] }> {
+  const events: PullEvent[] = [];
+  const summary = await push({
+    baseUrl: server.baseUrl,
+    sources,
+    remotePath,
+    settings: await settingsWith(settings),
+    parallelFiles: 4,
+    retryBaseMs: 1,
+    session: "test-session",
+    onEvent: (e) => events.push(e),
+    ...more,
+  });
+  return { summary, events };
+}
+
+function warnings(events: PullEvent[]): string[] {
+  return events.flatMap((e) => e.type === "warning" ? [e.message] : []);
+}
+
+function writes(server: PushServer): string[] {
+  return server.log.filter((l) => !l.startsWith("GET "));
+}
+
+function serve(
+  f: Fixture,
+  more: Partial<PushServerOptions> = {},
+): PushServer {
+  return pushServer({ writable: f.dst, ...more });
+}
+
+/** Leaves what the server would hold after an interrupted push of `local` to `remote`: bytes `held` of `content`, for `source`. */
+async function plantUpload(
+  server: PushServer,
+  remote: string,
+  content: Uint8Array,
+  held: [number, number],
+  source: string,
+): Promise<void> {
+  const part = new Uint8Array(held[1]);
+  part.set(content.subarray(held[0], held[1]), held[0]);
+  await Deno.writeFile(remote + ".hsync-part", part);
+  server.uploads.set(remote, {
+    size: content.length,
+    source,
+    held: new RangeSet([{ start: held[0], end: held[1] }]),
+    session: "earlier",
+  });
+}
+
+// ------------------------------------------------------------------ trees
+
+Deno.test("push() copies a tree byte-identical: nested and empty directories, odd names, empty, small and big files, times", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const count = await makeTree(join(f.src, "run42"));
+  await using server = serve(f);
+
+  const { summary, events } = await run(
+    server,
+    [join(f.src, "run42")],
+    f.dst + "/",
+  );
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, count);
+  assert.deepEqual(
+    await snapshot(join(f.dst, "run42")),
+    await snapshot(join(f.src, "run42")),
+  );
+  assert.deepEqual(warnings(events), []);
+  // Big files went in several ranges, small ones in bundles.
+  const bigPuts = server.puts.filter((p) => p.path.endsWith("/big.bin"));
+  assert.equal(bigPuts.length, 4);
+  assert.ok(server.bundled.includes("run42/a.txt"));
+  assert.ok(server.bundled.includes("run42/empty"));
+  assert.ok(!server.bundled.includes("run42/big.bin"));
+});
+
+Deno.test("pushing the same tree again skips every file and writes nothing", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const count = await makeTree(join(f.src, "run42"));
+  await using server = serve(f);
+  await run(server, [join(f.src, "run42")], f.dst + "/");
+  const before = server.log.length;
+
+  const { summary } = await run(server, [join(f.src, "run42")], f.dst + "/");
+  assert.deepEqual(
+    [summary.files, summary.skipped, summary.failed],
+    [0, count, 0],
+  );
+  assert.deepEqual(writes({ ...server, log: server.log.slice(before) }), []);
+});
+
+Deno.test("--push -o copies a directory to the path itself (merged into on a rerun); scp-style puts it inside an existing directory", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  await makeTree(join(f.src, "run42"));
+  await using server = serve(f);
+  const copy = join(f.dst, "copy");
+  let r = await run(server, [join(f.src, "run42")], copy);
+  assert.deepEqual(r.summary.failures, []);
+  assert.deepEqual(await snapshot(copy), await snapshot(join(f.src, "run42")));
+  r = await run(server, [join(f.src, "run42")], copy);
+  assert.equal(r.summary.files, 0);
+  assert.deepEqual(
+    (await Array.fromAsync(Deno.readDir(copy))).some((e) => e.name === "run42"),
+    false,
+  );
+
+  r = await run(server, [join(f.src, "run42")], copy, { scpPlacement: true });
+  assert.deepEqual(r.summary.failures, []);
+  assert.deepEqual(
+    await snapshot(join(copy, "run42")),
+    await snapshot(join(f.src, "run42")),
+  );
+});
+
+Deno.test("one file goes to a new name, inside an existing directory, and several sources go inside the remote directory", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const small = join(f.src, "small.txt");
+  const big = join(f.src, "big.bin");
+  await Deno.writeFile(small, bytes(1000, 1));
+  await Deno.writeFile(big, bytes(600 * KiB, 2));
+  await using server = serve(f);
+
+  let r = await run(server, [big], join(f.dst, "new/dir/renamed.bin"));
+  assert.deepEqual(r.summary.failures, []);
+  assert.equal(
+    sha(await Deno.readFile(join(f.dst, "new/dir/renamed.bin"))),
+    sha(await Deno.readFile(big)),
+  );
+  r = await run(server, [small], join(f.dst, "new"));
+  assert.deepEqual(r.summary.failures, []);
+  assert.equal(
+    await Deno.readTextFile(join(f.dst, "new/small.txt")),
+    await Deno.readTextFile(small),
+  );
+  r = await run(server, [small, big], join(f.dst, "several"));
+  assert.deepEqual(r.summary.failures, []);
+  assert.deepEqual(
+    (await Array.fromAsync(Deno.readDir(join(f.dst, "several")))).map((e) =>
+      e.name
+    ).sort(),
+    ["big.bin", "small.txt"],
+  );
+});
+
+Deno.test("--include and --exclude choose the files of a pushed tree; links and hsync's partial files are skipped with a warning", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const root = join(f.src, "t");
+  await Deno.mkdir(join(root, "keep/tmp"), { recursive: true });
+  await Deno.writeTextFile(join(root, "keep/a.fq"), "a");
+  await Deno.writeTextFile(join(root, "keep/b.log"), "b");
+  await Deno.writeTextFile(join(root, "keep/tmp/c.fq"), "c");
+  await Deno.writeTextFile(join(root, "x.fq.hsync-part"), "partial");
+  await Deno.symlink("/etc/passwd", join(root, "link.fq"));
+  await using server = serve(f);
+  const { summary, events } = await run(server, [root], f.dst + "/", {
+    include: ["*.fq"],
+    exclude: ["tmp"],
+  });
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, 1);
+  assert.equal(await Deno.readTextFile(join(f.dst, "t/keep/a.fq")), "a");
+  await assert.rejects(Deno.lstat(join(f.dst, "t/keep/b.log")));
+  await assert.rejects(Deno.lstat(join(f.dst, "t/keep/tmp")));
+  await assert.rejects(Deno.lstat(join(f.dst, "t/link.fq")));
+  assert.deepEqual(warnings(events).sort(), [
+    `Skipped "t/link.fq": it is a symbolic link (only regular files and directories are pushed)`,
+    `Skipped "t/x.fq.hsync-part": hsync's partial files (.hsync-part, .hsync-journal) are not pushed`,
+  ]);
+});
+
+Deno.test("-P sends permission bits marked preserve; directories get their times (and modes) last, deepest first", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const root = join(f.src, "t");
+  await Deno.mkdir(join(root, "inner"), { recursive: true });
+  await Deno.writeTextFile(join(root, "inner/small.sh"), "#!/bin/sh\n");
+  await Deno.writeFile(join(root, "inner/big.bin"), bytes(300 * KiB, 3));
+  await Deno.chmod(join(root, "inner/small.sh"), 0o751);
+  await Deno.chmod(join(root, "inner/big.bin"), 0o640);
+  await Deno.utime(join(root, "inner"), new Date(T0), new Date(T0 + 5000));
+  await Deno.chmod(join(root, "inner"), 0o750);
+  const bodies: string[] = [];
+  await using server = serve(f, {
+    hook: async (_url, request) => {
+      if (request.method === "POST") {
+        bodies.push(
+          new TextDecoder().decode(await request.clone().arrayBuffer()),
+        );
+      }
+      return undefined;
+    },
+  });
+  const { summary } = await run(server, [root], f.dst + "/", {
+    preserve: true,
+  });
+  assert.deepEqual(summary.failures, []);
+  const inner = join(f.dst, "t/inner");
+  assert.equal((await Deno.stat(join(inner, "small.sh"))).mode! & 0o777, 0o751);
+  assert.equal((await Deno.stat(join(inner, "big.bin"))).mode! & 0o777, 0o640);
+  assert.equal((await Deno.stat(inner)).mode! & 0o777, 0o750);
+  assert.equal((await Deno.stat(inner)).mtime?.getTime(), T0 + 5000);
+  assert.equal(bodies.filter((b) => b.includes('"preserve":true')).length, 2);
+  const times = server.log.filter((l) => /mkdir.*mtime=/.test(l));
+  assert.deepEqual(times.length, 1);
+  assert.match(times[0], new RegExp(`mode=${0o750}&`));
+  assert.ok(
+    server.log.indexOf(times[0]) >
+      server.log.findIndex((l) => l.startsWith("POST /v1/upload/commit")),
+  );
+});
+
+// ------------------------------------------------------------------ skipping
+
+Deno.test("--checksum sends a file with the same size and mtime but other bytes, and skips the same bytes with another mtime", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const root = join(f.src, "t");
+  await Deno.mkdir(root);
+  await Deno.writeFile(join(root, "same-time.bin"), bytes(5000, 1));
+  await Deno.writeFile(join(root, "other-time.bin"), bytes(400 * KiB, 2));
+  await using server = serve(f);
+  await run(server, [root], f.dst + "/");
+  const sameTime = join(f.dst, "t/same-time.bin");
+  const info = await Deno.stat(sameTime);
+  await Deno.writeFile(sameTime, bytes(5000, 9));
+  await Deno.utime(sameTime, new Date(), info.mtime!);
+  await Deno.utime(join(f.dst, "t/other-time.bin"), new Date(), new Date(T0));
+
+  let r = await run(server, [root], f.dst + "/");
+  assert.equal(r.summary.skipped, 1, "size + mtime: same-time.bin is skipped");
+  assert.notEqual(sha(await Deno.readFile(sameTime)), sha(bytes(5000, 1)));
+
+  await Deno.utime(join(f.dst, "t/other-time.bin"), new Date(), new Date(T0));
+  const before = server.puts.length;
+  r = await run(server, [root], f.dst + "/", { checksum: true });
+  assert.deepEqual(r.summary.failures, []);
+  assert.deepEqual([r.summary.files, r.summary.skipped], [1, 1]);
+  assert.equal(sha(await Deno.readFile(sameTime)), sha(bytes(5000, 1)));
+  assert.equal(server.puts.length, before, "other-time.bin was not sent");
+});
+
+// ------------------------------------------------------------------ resume
+
+Deno.test("an interrupted push is resumed: only the gaps the server's status reports are sent", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "big.bin");
+  const content = bytes(2 * MiB + 17, 3);
+  await Deno.writeFile(local, content);
+  await using server = serve(f);
+  const remote = join(f.dst, "big.bin");
+  await plantUpload(
+    server,
+    remote,
+    content,
+    [0, MiB + 5],
+    sourceIdOf(await Deno.lstat(local)),
+  );
+
+  const { summary, events } = await run(server, [local], f.dst + "/");
+  assert.deepEqual(summary.failures, []);
+  assert.equal(server.bytesPut(), content.length - (MiB + 5));
+  assert.ok(server.puts.every((p) => p.start >= MiB + 5 && !p.restart));
+  assert.equal(summary.resumed, MiB + 5);
+  assert.equal(sha(await Deno.readFile(remote)), sha(content));
+  assert.deepEqual(warnings(events), []);
+});
+
+Deno.test("a local file that changed since the interrupted push starts over with restart=1 and says so once", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "big.bin");
+  const content = bytes(MiB + 100, 4);
+  await Deno.writeFile(local, content);
+  await using server = serve(f);
+  const remote = join(f.dst, "big.bin");
+  await plantUpload(
+    server,
+    remote,
+    bytes(MiB + 100, 5),
+    [0, MiB],
+    "an-older-source",
+  );
+
+  const { summary, events } = await run(server, [local], f.dst + "/");
+  assert.deepEqual(summary.failures, []);
+  assert.deepEqual(warnings(events), [
+    `"big.bin" changed since the interrupted push: starting over`,
+  ]);
+  assert.equal(server.bytesPut(), content.length);
+  assert.equal(server.puts.filter((p) => p.restart).length, 1);
+  assert.equal(server.puts[0].restart, true);
+  assert.equal(sha(await Deno.readFile(remote)), sha(content));
+});
+
+Deno.test("a PUT cut short is retried from the server's status: the prefix it kept is not sent again", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "one.bin");
+  const content = bytes(200 * KiB + 300 * KiB, 6);
+  await Deno.writeFile(local, content);
+  await using server = serve(f, {
+    cutPut: (_put, n) => n === 1 ? 100_000 : undefined,
+  });
+  const { summary } = await run(server, [local], f.dst + "/", {}, {
+    Max_part_num: "1",
+  });
+  assert.deepEqual(summary.failures, []);
+  assert.equal(server.puts.length, 2);
+  assert.deepEqual(
+    [server.puts[1].start, server.puts[1].end],
+    [100_000, content.length],
+  );
+  assert.equal(sha(await Deno.readFile(join(f.dst, "one.bin"))), sha(content));
+});
+
+Deno.test("a range goes in several PUTs of at most putMaxBytes, each with the SHA-256 of exactly its bytes", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "chunked.bin");
+  const content = bytes(MiB + 1, 12);
+  await Deno.writeFile(local, content);
+  await using server = serve(f, {
+    cutPut: (_put, n) => n === 3 ? 5000 : undefined,
+  });
+  const { summary } = await run(server, [local], f.dst + "/", {
+    putMaxBytes: 100 * KiB,
+  }, { Max_part_num: "2", Min_part_size: "256K" });
+  assert.deepEqual(summary.failures, []);
+  assert.ok(server.puts.every((p) => p.end - p.start <= 100 * KiB));
+  const cut = server.puts.filter((p) => p.kept < p.received);
+  assert.equal(cut.length, 1);
+  assert.ok(
+    server.puts.some((p) => p.start === cut[0].start + 5000),
+    "the cut PUT's range went on from the byte after what the server kept",
+  );
+  assert.equal(
+    server.puts.reduce((n, p) => n + p.kept, 0),
+    content.length,
+    "no byte kept twice",
+  );
+  assert.equal(
+    sha(await Deno.readFile(join(f.dst, "chunked.bin"))),
+    sha(content),
+  );
+});
+
+// ------------------------------------------------------------------ conflicts
+
+Deno.test("409 upload_in_progress is waited for and retried, then reported in one line when it lasts", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "big.bin");
+  await Deno.writeFile(local, bytes(400 * KiB, 7));
+  let busy = 2;
+  const refused: number[] = [];
+  await using server = serve(f, {
+    hook: (url, request) => {
+      if (request.method !== "PUT" || busy-- <= 0) return undefined;
+      const m = /^bytes (\d+)-(\d+)\//.exec(
+        request.headers.get("content-range") ?? "",
+      );
+      refused.push(Number(m![2]) + 1 - Number(m![1]));
+      return Response.json({
+        error: "upload_in_progress",
+        message: `"${
+          url.searchParams.get("path")
+        }" is being written by another session`,
+      }, { status: 409 });
+    },
+  });
+  let r = await run(server, [local], f.dst + "/", { busyWaitMs: 800 });
+  assert.deepEqual(r.summary.failures, []);
+  assert.deepEqual(warnings(r.events), [
+    `"big.bin" is being written by another push to 127.0.0.1:${server.port}: waiting`,
+  ]);
+  // Once the path is known to be held, only small PUTs ask again.
+  assert.deepEqual(refused, [400 * KiB, 64 * KiB]);
+
+  busy = Infinity;
+  await Deno.writeFile(local, bytes(400 * KiB, 8));
+  r = await run(server, [local], f.dst + "/", { busyWaitMs: 200 });
+  assert.equal(r.summary.failed, 1);
+  assert.deepEqual(r.summary.failures[0], {
+    path: "big.bin",
+    message:
+      `"big.bin" is being written by another push to 127.0.0.1:${server.port}: "${
+        join(f.dst, "big.bin")
+      }" is being written by another session`,
+  });
+  assert.equal(
+    sha(await Deno.readFile(join(f.dst, "big.bin"))),
+    sha(bytes(400 * KiB, 7)),
+  );
+});
+
+Deno.test("--verify: a file the server hashes differently is sent once more, then fails without a final name", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "v.bin");
+  const content = bytes(300 * KiB, 9);
+  await Deno.writeFile(local, content);
+  let failures = 1;
+  await using server = serve(f, { failVerify: () => failures-- > 0 });
+  let r = await run(server, [local], f.dst + "/", { verify: true });
+  assert.deepEqual(r.summary.failures, []);
+  assert.equal(server.bytesPut(), 2 * content.length);
+  assert.deepEqual(warnings(r.events), [
+    `SHA-256 of "v.bin" on the server differs from the local file: sending it again`,
+  ]);
+  assert.equal(sha(await Deno.readFile(join(f.dst, "v.bin"))), sha(content));
+
+  failures = Infinity;
+  const small = join(f.src, "small.txt");
+  await Deno.writeTextFile(small, "small files go through commit too");
+  r = await run(server, [small], f.dst + "/", { verify: true });
+  assert.deepEqual(r.summary.failures, [{
+    path: "small.txt",
+    message:
+      `SHA-256 of "small.txt" on the server still differs from the local file after sending it again: not committed`,
+  }]);
+  await assert.rejects(Deno.lstat(join(f.dst, "small.txt")));
+});
+
+Deno.test("a local file written while it is sent is started over, never committed as it was", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "growing.bin");
+  await Deno.writeFile(local, bytes(500 * KiB, 10));
+  let grown = false;
+  await using server = serve(f, {
+    hook: async (_url, request) => {
+      if (request.method === "PUT" && !grown) {
+        grown = true;
+        await Deno.writeFile(local, bytes(50 * KiB, 11), { append: true });
+      }
+      return undefined;
+    },
+  });
+  const { summary, events } = await run(server, [local], f.dst + "/");
+  assert.deepEqual(summary.failures, []);
+  assert.deepEqual(warnings(events), [
+    `"growing.bin" changed while it was sent: starting over`,
+  ]);
+  assert.equal(
+    sha(await Deno.readFile(join(f.dst, "growing.bin"))),
+    sha(await Deno.readFile(local)),
+  );
+});
+
+Deno.test("a local file that keeps changing while it is sent fails after three restarts, never committed", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "busy.log");
+  await Deno.writeFile(local, bytes(400 * KiB, 14));
+  await using server = serve(f, {
+    hook: async (_url, request) => {
+      if (request.method === "PUT") {
+        await Deno.writeFile(local, bytes(KiB, 15), { append: true });
+      }
+      return undefined;
+    },
+  });
+  const { summary, events } = await run(server, [local], f.dst + "/");
+  assert.deepEqual(summary.failures, [{
+    path: "busy.log",
+    message: `"busy.log" changed while it was sent (4 times): not committed`,
+  }]);
+  assert.deepEqual(
+    warnings(events),
+    Array(3).fill(`"busy.log" changed while it was sent: starting over`),
+  );
+  await assert.rejects(Deno.lstat(join(f.dst, "busy.log")));
+});
+
+Deno.test("a local file cut short while its body streams fails that PUT and starts over as it is now", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "shrink.bin");
+  await Deno.writeFile(local, bytes(8 * MiB, 13));
+  let cut = false;
+  await using server = serve(f, {
+    hook: async (_url, request) => {
+      if (request.method === "PUT" && !cut) {
+        cut = true;
+        await Deno.truncate(local, 100 * KiB);
+      }
+      return undefined;
+    },
+  });
+  const { summary, events } = await run(server, [local], f.dst + "/", {}, {
+    Max_part_num: "1",
+  });
+  assert.deepEqual(summary.failures, []);
+  // Told by the failed body, or by the file's new identity when the server
+  // answered first.
+  assert.equal(warnings(events).length, 1);
+  assert.match(
+    warnings(events)[0],
+    /^"shrink\.bin" (shrank|changed) while it was sent: starting over$/,
+  );
+  assert.equal(
+    sha(await Deno.readFile(join(f.dst, "shrink.bin"))),
+    sha(bytes(100 * KiB, 13)),
+  );
+});
+
+// ------------------------------------------------------------------ refusals
+
+Deno.test("a server that takes no writes, a path outside Writable_path and a refused key stop the run with one line (ConnectError)", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  await makeTree(join(f.src, "run42"));
+  const cases: Array<[Partial<PushServerOptions>, string, RegExp]> = [
+    [
+      { readOnly: true },
+      f.dst + "/",
+      /^Refused by 127\.0\.0\.1:\d+: Cannot write ".*": this server accepts no writes \(no Writable_path\)$/,
+    ],
+    [
+      {},
+      dir.path + "/",
+      /^Refused by 127\.0\.0\.1:\d+: Cannot write ".*": it is not below a Writable_path$/,
+    ],
+    [
+      {
+        hook: (_url, request) =>
+          request.method === "GET" ? undefined : Response.json({
+            error: "unauthorized",
+            message: "Authentication required",
+          }, { status: 401 }),
+      },
+      f.dst + "/",
+      /^Not authenticated by 127\.0\.0\.1:\d+ for writing: Authentication required$/,
+    ],
+  ];
+  for (const [options, remotePath, message] of cases) {
+    await using server = serve(f, options);
+    await assert.rejects(
+      run(server, [join(f.src, "run42")], remotePath),
+      (e: Error) => e instanceof ConnectError && message.test(e.message),
+    );
+    assert.deepEqual(server.puts, []);
+    assert.deepEqual(server.bundled, []);
+  }
+  assert.deepEqual([...Deno.readDirSync(f.dst)], []);
+});
+
+Deno.test("a full disk on the server (507) fails the file at once with the server's reason; the other files go on", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const root = join(f.src, "t");
+  await Deno.mkdir(root);
+  await Deno.writeFile(join(root, "big.bin"), bytes(400 * KiB, 1));
+  await Deno.writeTextFile(join(root, "small.txt"), "fits");
+  await using server = serve(f, {
+    hook: (url, request) =>
+      request.method === "PUT"
+        ? Response.json({
+          error: "disk_full",
+          message: `Cannot write "${
+            url.searchParams.get("path")
+          }.hsync-part": no space left on device`,
+        }, { status: 507 })
+        : undefined,
+  });
+  const { summary } = await run(server, [root], f.dst + "/");
+  assert.deepEqual(summary.failures, [{
+    path: "t/big.bin",
+    message: `Cannot write "${
+      join(f.dst, "t/big.bin")
+    }.hsync-part": no space left on device`,
+  }]);
+  assert.equal(summary.files, 1);
+  assert.equal(server.log.filter((l) => l.startsWith("PUT")).length, 1);
+});
+
+Deno.test("a file the server refuses in a bundle fails on its own; the others arrive", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const root = join(f.src, "t");
+  await Deno.mkdir(root);
+  await Deno.writeTextFile(join(root, "refuse-me.txt"), "no");
+  await Deno.writeTextFile(join(root, "fine.txt"), "yes");
+  await using server = serve(f);
+  const { summary } = await run(server, [root], f.dst + "/");
+  assert.equal(summary.files, 1);
+  assert.deepEqual(summary.failures, [{
+    path: "t/refuse-me.txt",
+    message: `Cannot write "${
+      join(f.dst, "t/refuse-me.txt")
+    }": the rules refuse it`,
+  }]);
+  assert.equal(await Deno.readTextFile(join(f.dst, "t/fine.txt")), "yes");
+});
