@@ -16,6 +16,8 @@ export interface FaultProxy extends AsyncDisposable {
   readonly connections: number;
   /** Response bytes forwarded so far, over all connections. */
   readonly bytesForwarded: number;
+  /** Request bytes (client to server) forwarded so far, over all connections. */
+  readonly bytesUpstream: number;
   close(): Promise<void>;
 }
 
@@ -34,6 +36,7 @@ export function startFaultProxy(
   const tasks = new Set<Promise<void>>();
   let connections = 0;
   let bytesForwarded = 0;
+  let bytesUpstream = 0;
   let closed = false;
 
   function closeQuietly(c: Deno.Conn) {
@@ -69,6 +72,7 @@ export function startFaultProxy(
         while (off < chunk.length) off += await to.write(chunk.subarray(off));
         sent += chunk.length;
         if (fault) bytesForwarded += chunk.length;
+        else bytesUpstream += chunk.length;
         if (
           fault?.kind === "cut" && sent >= fault.afterBytes
         ) break;
@@ -127,6 +131,9 @@ export function startFaultProxy(
     },
     get bytesForwarded() {
       return bytesForwarded;
+    },
+    get bytesUpstream() {
+      return bytesUpstream;
     },
     close,
     [Symbol.asyncDispose]: close,

@@ -119,7 +119,8 @@ export async function startServer(
     try {
       const r = await fetch(`${url}/v1/health`);
       await r.body?.cancel();
-      if (r.ok) break;
+      // Any answer means it listens (401: it wants a signature).
+      if (r.ok || r.status === 401) break;
     } catch {
       // not listening yet
     }

@@ -321,6 +321,14 @@ Deno.test("hsyncd writes its pidfile without following a symlink planted at its 
     await Deno.symlink(f.victim, planted);
     try {
       await waitListening(f, server.child, server.stderr);
+      // hsyncd answers as soon as it listens; its pidfile follows.
+      for (
+        let i = 0;
+        i < 200 && await lstatOrUndefined(f.pidfile) === undefined;
+        i++
+      ) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
       await assertVictimUnchanged(f);
       const info = await Deno.lstat(f.pidfile);
       assert.ok(info.isFile, "the pidfile is a regular file");

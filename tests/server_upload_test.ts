@@ -134,6 +134,12 @@ Deno.test("a file pushed in ranges, out of order, is held as it arrives and comm
 Deno.test("what an upload holds survives a restart of hsyncd (the journal), and another version of the file starts over only when asked", async () => {
   await withFixture(async (f) => {
     assert.equal((await put(f, "r.bin", DATA, 0, 50_000)).status, 200);
+    // A status flushes what was written and records it in the journal.
+    assert.deepEqual(
+      (await (await f.call(`/v1/upload?path=${f.q("r.bin")}`))
+        .json() as UploadStatus).held,
+      [[0, 50_000]],
+    );
     // A new handler: nothing in memory, the journal beside the part tells.
     const settings = await settingsFor(f.hsyncDir, {
       Only_allowed_path: f.root,
@@ -156,11 +162,15 @@ Deno.test("what an upload holds survives a restart of hsyncd (the journal), and 
       409,
       "source_changed",
     );
-    const restarted = await (await put(f, "r.bin", DATA, 50_000, 60_000, {
+    const restarted = await put(f, "r.bin", DATA, 50_000, 60_000, {
       source: "src-2",
       restart: true,
-    })).json() as UploadStatus;
-    assert.deepEqual(restarted, {
+    });
+    assert.equal(restarted.status, 200, await restarted.clone().text());
+    await restarted.body?.cancel();
+    const now = await (await f.call(`/v1/upload?path=${f.q("r.bin")}`))
+      .json() as UploadStatus;
+    assert.deepEqual(now, {
       size: DATA.length,
       source: "src-2",
       held: [[50_000, 60_000]],
@@ -374,7 +384,13 @@ Deno.test("a signed range whose body is not the one signed claims no byte (401);
       assert.deepEqual(held, []);
       const ok = await send(body, body);
       assert.equal(ok.status, 200, await ok.clone().text());
-      assert.deepEqual((await ok.json() as UploadStatus).held, [[0, 1000]]);
+      await ok.body?.cancel();
+      const after = await f.call(statusUrl.pathname + statusUrl.search, {
+        headers: {
+          authorization: await signRequest(identity, "GET", statusUrl),
+        },
+      });
+      assert.deepEqual((await after.json() as UploadStatus).held, [[0, 1000]]);
       // Anonymous reads pass, anonymous writes do not.
       assert.equal(
         (await f.call(`/v1/stat?path=${f.q("hello.txt")}`)).status,

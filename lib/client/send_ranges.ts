@@ -22,14 +22,18 @@ import {
 import type { HeldUpload } from "./remote_push.ts";
 import { isRetryable, sleep } from "./retry.ts";
 
-/** Most bytes one PUT carries: its SHA-256 is read before it is sent, and a refused body costs no more than this. */
-export const PUT_MAX_BYTES = 64 * 1024 * 1024;
+/**
+ * Most bytes one PUT carries (hsyncd reads a range whole, at most 8 MiB): its
+ * SHA-256 is read before it is sent, and a PUT cut off costs no more than
+ * this when the push is resumed.
+ */
+export const PUT_MAX_BYTES = 8 * 1024 * 1024;
 /** Bytes read from the file per chunk of a PUT body. */
 const READ_BYTES = 1024 * 1024;
 /** Times a file is started over (changed locally, or the server lost its upload) before it fails. */
 const MAX_ROUNDS = 4;
-/** How long a path another push is writing is waited for (the server holds it for 60 s after its last write). */
-export const DEFAULT_BUSY_WAIT_MS = 75_000;
+/** How long a path another push is writing is waited for (the server holds it for 10 s after its last request). */
+export const DEFAULT_BUSY_WAIT_MS = 30_000;
 /** Pause between two asks while another push holds the path. */
 const BUSY_PAUSE_MS = 2_000;
 /** Bytes of a PUT that asks whether another push still holds the path. */

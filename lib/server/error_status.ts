@@ -41,8 +41,13 @@ const FS_MEANINGS = {
   full: [507, "disk_full", "no space left on the server's disk"],
 } as const;
 
-/** Which kind of file-system failure `error` is, by `Deno.errors` class or node error code. */
+/** Which kind of file-system failure `error` (or the error it wraps, its `cause`) is, by `Deno.errors` class or node error code. */
 function fsFailureKind(error: unknown): FsFailureStatus["kind"] | undefined {
+  const cause = (error as { cause?: unknown } | null)?.cause;
+  if (cause !== undefined && cause !== error) {
+    const inner = fsFailureKind(cause);
+    if (inner !== undefined) return inner;
+  }
   const code = (error as { code?: unknown } | null)?.code;
   const { errors } = Deno;
   if (

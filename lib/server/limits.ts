@@ -91,9 +91,11 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   // A path of MAX_PATH_BYTES percent-encoded (3 characters per byte) still fits.
   maxUrlBytes: 16 * 1024,
   maxHeaderBytes: 16 * 1024,
-  // Eight bundle bodies of the largest size; hsync's are a few hundred KiB.
-  bodyBytes: 64 * 1024 * 1024,
-  peerBodyBytes: 16 * 1024 * 1024,
+  // Bodies read whole: bundle requests (a few hundred KiB from hsync), upload
+  // bundles and upload ranges (at most bundleMaxBodyBytes, 8 MiB each). One
+  // push sends up to 8 ranges at once: 64 MiB for a peer, 128 MiB in all.
+  bodyBytes: 128 * 1024 * 1024,
+  peerBodyBytes: 64 * 1024 * 1024,
   bodyIdleMs: 10_000,
   hashJobs: 2,
   hashQueue: 16,

@@ -5,7 +5,6 @@ import {
   type Verifier,
 } from "../shared/auth.ts";
 import { HttpError } from "../shared/errors.ts";
-import { API } from "../shared/wire.ts";
 import type { ServerLimits } from "./limits.ts";
 import { keepVerifiedBody, readBody } from "./request_body.ts";
 import { requestAuthority, type ServerNames } from "./server_names.ts";
@@ -18,18 +17,6 @@ export interface AuthOptions {
   serverNames?: ServerNames;
   /** Told the reason of each 401 (the client is told nothing). */
   onUnauthorized?: (reason: string, request: Request, remote: string) => void;
-}
-
-/** The digests a signature declared for bodies that stream past `authenticate` (upload ranges). */
-const streamedDigests = new WeakMap<Request, string>();
-
-/**
- * The SHA-256 a signed upload range declared for its body, which its
- * endpoint must check before claiming a byte of it; undefined when the
- * request was not signed (a server without `Authorized_keys`).
- */
-export function streamedBodyDigest(request: Request): string | undefined {
-  return streamedDigests.get(request);
 }
 
 function unauthorized(): HttpError {
@@ -93,12 +80,6 @@ export async function authenticate(
   });
   if (!verdict.ok) throw refuse(verdict.reason);
   if (request.body === null) return;
-  if (request.method === "PUT" && url.pathname === API.upload) {
-    // An upload range streams to disk: its endpoint checks the digest on
-    // the way and claims none of its bytes unless it matches.
-    streamedDigests.set(request, declared);
-    return;
-  }
   const body = await readBody(request, limits.bundleMaxBodyBytes);
   if (bodyDigest(body) !== declared) {
     throw refuse("body does not match its declared digest");

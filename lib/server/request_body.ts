@@ -20,6 +20,19 @@ export function keepVerifiedBody(
   verifiedBodies.set(request, body);
 }
 
+/**
+ * The request body as bytes (at most `max`): the one `authenticate` read and
+ * checked against its signature, or read now (a server without keys).
+ */
+export async function readRawBody(
+  request: Request,
+  max: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const verified = verifiedBodies.get(request);
+  verifiedBodies.delete(request);
+  return verified ?? await readBody(request, max);
+}
+
 /** The request body parsed as JSON (at most `max` bytes; 400 when it is not JSON). */
 export async function readJsonBody(
   request: Request,
@@ -142,51 +155,4 @@ export async function readBody(
     at += chunk.length;
   }
   return bytes;
-}
-
-/**
- * A streamed request body (an upload range) that fails with 408 when no
- * byte arrives for `idleMs`, so a stalled client does not hold its slot and
- * its file for ever.
- */
-export function idleBody(
-  body: ReadableStream<Uint8Array>,
-  idleMs: number,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let idle = false;
-      timer = setTimeout(() => {
-        idle = true;
-        reader.cancel().catch(() => {});
-      }, idleMs);
-      try {
-        const { done, value } = await reader.read();
-        if (idle) {
-          controller.error(
-            new HttpError(
-              408,
-              "timeout",
-              `Cannot read the request body: no byte arrived for ${
-                idleMs / 1000
-              } s`,
-            ),
-          );
-          return;
-        }
-        if (done) controller.close();
-        else controller.enqueue(value);
-      } catch (error) {
-        controller.error(error);
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-    cancel(reason) {
-      clearTimeout(timer);
-      return reader.cancel(reason);
-    },
-  }, { highWaterMark: 0 });
 }

@@ -8,7 +8,6 @@
 import { createHash } from "node:crypto";
 import { closeSync, fchmodSync } from "node:fs";
 import type { ByteRange } from "../shared/byte_range.ts";
-import { writeChunk } from "../shared/chunk_writer.ts";
 import { HttpError } from "../shared/errors.ts";
 import { etagFor, modeBits, mtimeMs } from "../shared/file_identity.ts";
 import { decodeJournal, encodeJournal } from "../shared/journal.ts";
@@ -20,12 +19,24 @@ import type {
   SourceId,
   UploadStatus,
 } from "../shared/wire.ts";
+import { fsFailureStatus } from "./error_status.ts";
 import type { WriteJail, WriteTarget } from "./jail/write_jail.ts";
 
 /** Longest a journal may be (far more than any real list of ranges). */
 const MAX_JOURNAL_BYTES = 1024 * 1024;
 /** Bytes read at a time when a commit verifies a part's SHA-256. */
 const HASH_CHUNK = 1024 * 1024;
+/** Bytes written to an upload after which it is flushed and recorded at once. */
+const FLUSH_BYTES = 32 * 1024 * 1024;
+/**
+ * How long a push keeps a path after its last request: another run gets 409
+ * meanwhile. A running push sends a request every few milliseconds; a
+ * killed one frees the path this long after (at once when it was killed in
+ * the middle of a request).
+ */
+const SESSION_IDLE_MS = 10_000;
+/** Longest a written range waits for its flush (then it is recorded). */
+const FLUSH_MS = 500;
 
 /** Options of {@linkcode Uploads}. */
 export interface UploadsOptions {
@@ -43,7 +54,13 @@ interface Upload {
   target: WriteTarget;
   size: number;
   source: SourceId;
+  /** Ranges flushed to disk (and recorded in the journal). */
   held: RangeSet;
+  /** Ranges written but not flushed yet: recorded once a flush covers them. */
+  pending: RangeSet;
+  /** A flush waiting to run (a timer), and the one running. */
+  flushTimer?: ReturnType<typeof setTimeout>;
+  flushing?: Promise<void>;
   session?: string;
   lastActive: number;
   /** Requests writing it now. */
@@ -70,7 +87,7 @@ export class Uploads {
 
   constructor(options: UploadsOptions) {
     this.#jail = options.jail;
-    this.#idleMs = options.sessionIdleMs ?? 60_000;
+    this.#idleMs = options.sessionIdleMs ?? SESSION_IDLE_MS;
     this.#now = options.now ?? Date.now;
     this.#umask = options.umask ?? 0o022;
   }
@@ -80,28 +97,39 @@ export class Uploads {
     return this.#umask;
   }
 
-  /** What is held of an upload of `target`, or undefined when nothing is. */
-  status(target: WriteTarget): UploadStatus | undefined {
+  /** Frees `target` from `session` when that push's request broke (its client went away) and nothing else of it is writing. */
+  release(target: WriteTarget, session: string | undefined): void {
+    const u = this.#live.get(keyOf(target));
+    if (u !== undefined && u.session === session && u.writing === 0) {
+      u.session = undefined;
+    }
+  }
+
+  /** What is held of an upload of `target` (what was written is flushed first), or undefined when nothing is. */
+  async status(target: WriteTarget): Promise<UploadStatus | undefined> {
     const u = this.#load(target);
-    return u === undefined ? undefined : statusOf(u);
+    if (u === undefined) return undefined;
+    await this.#flush(u);
+    return statusOf(u);
   }
 
   /**
-   * Writes `body` (exactly the bytes of `range`) into the target's part
-   * file, flushes it, and records the range; `restart` first drops what was
-   * held. With `sha256`, the bytes are claimed only when the body has that
-   * digest (a signed request); without, a body cut short claims what
-   * reached the disk. Answers the status after the write.
+   * Writes `bytes` (exactly the bytes of `range`, already read whole and,
+   * for a signed request, checked against its signature) into the target's
+   * part file; `restart` first drops what was held. The range is recorded as
+   * held once a flush (`fdatasync`) covers it: at once past
+   * {@linkcode FLUSH_BYTES} written since the last one, else within
+   * {@linkcode FLUSH_MS}, and always before a status or a commit answers.
    */
   async write(
     target: WriteTarget,
     claim: UploadClaim & { restart?: boolean },
     range: ByteRange,
-    body: ReadableStream<Uint8Array>,
-    sha256?: string,
+    bytes: Uint8Array,
   ): Promise<UploadStatus> {
     if (
-      !(range.start >= 0 && range.end > range.start && range.end <= claim.size)
+      !(range.start >= 0 && range.end > range.start &&
+        range.end <= claim.size && bytes.length === range.end - range.start)
     ) {
       throw new HttpError(
         416,
@@ -117,56 +145,69 @@ export class Uploads {
       const part = `${target.name}${PART_SUFFIX}`;
       const { file } = await this.#jail.open(target, part, true);
       try {
-        const hash = sha256 === undefined ? undefined : createHash("sha256");
-        const stream = hash === undefined ? body : body.pipeThrough(
-          new TransformStream<Uint8Array, Uint8Array>({
-            transform(chunk, controller) {
-              hash.update(chunk);
-              controller.enqueue(chunk);
-            },
-          }),
-        );
-        // Written chunk by chunk: the body comes through JavaScript (an idle
-        // timer, a digest), which FsFile.writable must not be given
-        // (chunk_writer.ts); a byte past the range fails the write.
-        const result = await writeChunk(file, target.path, stream, range, {
-          sync: true,
-        });
-        const whole = result.error === undefined && result.pos === range.end;
-        if (hash !== undefined) {
-          if (whole && hash.digest("hex") === sha256) {
-            u.held.add(range);
-          } else if (whole) {
-            throw new HttpError(
-              401,
-              "unauthorized",
-              "Authentication required",
-            );
-          }
-        } else if (result.pos > range.start) {
-          u.held.add({
-            start: range.start,
-            end: Math.min(result.pos, range.end),
-          });
+        await file.seek(range.start, Deno.SeekMode.Start);
+        let done = 0;
+        while (done < bytes.length) {
+          done += await file.write(bytes.subarray(done));
         }
-        await this.#save(u);
-        if (result.error !== undefined && !whole) throw result.error;
-        if (result.pos !== range.end) {
-          throw new HttpError(
-            400,
-            "bad_request",
-            `Cannot write ${
-              JSON.stringify(target.path)
-            }: the body ended at byte ${result.pos}, before ${range.end}`,
-          );
-        }
-        return statusOf(u);
+      } catch (error) {
+        throw diskFailure(target.path, error);
       } finally {
         file.close();
       }
+      u.pending.add(range);
+      if (u.pending.covered >= FLUSH_BYTES) await this.#flush(u);
+      else this.#flushSoon(u);
+      return statusOf(u);
     } finally {
       u.writing--;
       u.lastActive = this.#now();
+    }
+  }
+
+  /** Flushes `u`'s part file and records what it covers, after {@linkcode FLUSH_MS} unless a flush comes first. */
+  #flushSoon(u: Upload): void {
+    if (u.flushTimer !== undefined) return;
+    u.flushTimer = setTimeout(() => {
+      u.flushTimer = undefined;
+      this.#flush(u).catch(() => {
+        // The next write, status or commit tries again and answers the failure.
+      });
+    }, FLUSH_MS);
+  }
+
+  /**
+   * Flushes the part file (`fdatasync` through a descriptor proven to be
+   * it) and moves what was written to held, then saves the journal: the
+   * journal never claims a byte that is not on the disk.
+   */
+  async #flush(u: Upload): Promise<void> {
+    clearTimeout(u.flushTimer);
+    u.flushTimer = undefined;
+    while (u.flushing !== undefined) await u.flushing;
+    if (u.pending.covered === 0) return;
+    const covered = u.pending.toArray();
+    u.pending = new RangeSet();
+    u.flushing = (async () => {
+      try {
+        const part = `${u.target.name}${PART_SUFFIX}`;
+        const { file } = await this.#jail.open(u.target, part, false);
+        try {
+          await file.syncData();
+        } finally {
+          file.close();
+        }
+      } catch (error) {
+        for (const r of covered) u.pending.add(r);
+        throw diskFailure(u.target.path, error);
+      }
+      for (const r of covered) u.held.add(r);
+      await this.#save(u);
+    })();
+    try {
+      await u.flushing;
+    } finally {
+      u.flushing = undefined;
     }
   }
 
@@ -188,7 +229,10 @@ export class Uploads {
       u = this.#take(target, request, false);
     }
     // Another push writing it is told so before anything about its bytes.
-    if (u !== undefined) this.#own(u, request.session);
+    if (u !== undefined) {
+      this.#own(u, request.session);
+      await this.#flush(u);
+    }
     if (
       u === undefined || u.size !== request.size ||
       u.source !== request.source || !u.held.isComplete(request.size)
@@ -291,6 +335,7 @@ export class Uploads {
         size: claim.size,
         source: claim.source,
         held: new RangeSet(),
+        pending: new RangeSet(),
         lastActive: this.#now(),
         writing: 0,
         saving: Promise.resolve(),
@@ -344,6 +389,7 @@ export class Uploads {
       size: data.remote.size,
       source: data.remote.etag,
       held,
+      pending: new RangeSet(),
       lastActive: 0,
       writing: 0,
       saving: Promise.resolve(),
@@ -366,10 +412,25 @@ export class Uploads {
 
   /** Forgets an upload and removes its part and journal. */
   #drop(u: Upload): void {
+    clearTimeout(u.flushTimer);
+    u.flushTimer = undefined;
+    u.pending = new RangeSet();
     this.#live.delete(keyOf(u.target));
     this.#jail.remove(u.target, `${u.target.name}${PART_SUFFIX}`);
     this.#jail.remove(u.target, `${u.target.name}${JOURNAL_SUFFIX}`);
   }
+}
+
+/** A write or flush that failed: what it means to a client (a full disk: 507), naming the requested path only. */
+function diskFailure(path: string, error: unknown): unknown {
+  if (error instanceof HttpError) return error;
+  const fs = fsFailureStatus(error);
+  if (fs === undefined) return error;
+  return new HttpError(
+    fs.status,
+    fs.code,
+    `Cannot write ${JSON.stringify(path)}: ${fs.reason}`,
+  );
 }
 
 function keyOf(target: WriteTarget): string {

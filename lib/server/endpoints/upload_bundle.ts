@@ -15,7 +15,7 @@ import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { errorStatus } from "../error_status.ts";
 import { json } from "../http.ts";
-import { readBody } from "../request_body.ts";
+import { readRawBody } from "../request_body.ts";
 import { checkRelative, statEntry } from "./_checked.ts";
 
 /** `POST /v1/upload/bundle?root=R` with frames of files below `R`. */
@@ -34,7 +34,7 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
       'Missing query parameter "root" (an absolute directory)',
     );
   }
-  const body = await readBody(request, ctx.limits.bundleMaxBodyBytes);
+  const body = await readRawBody(request, ctx.limits.bundleMaxBodyBytes);
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
   try {
     const results: UploadBundleResult[] = [];

@@ -1,0 +1,336 @@
+// deno-lint-ignore-file no-console
+/**
+ * End to end, the real hsync pushing to the real hsyncd (each under its
+ * permission set): a tree byte-identical and signed, a rerun that sends
+ * nothing, resume after SIGKILL of either program, a local file changed in
+ * between, refusals, two pushes of one file at once, and a full disk.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { startFaultProxy } from "./_fault_proxy.ts";
+import {
+  freePort,
+  runClient,
+  type RunningServer,
+  snapshotTree,
+  spawnClient,
+  startServer,
+  tempDir,
+  waitFor,
+} from "./_programs.ts";
+
+/** A server accepting pushes below `incoming` from the key made in `clientDir` (hsync keygen). */
+async function pushServer(
+  dir: string,
+  options: { keys?: boolean; port?: number; extra?: string } = {},
+): Promise<{ server: RunningServer; incoming: string; clientDir: string }> {
+  const incoming = join(dir, "incoming");
+  const clientDir = join(dir, "client-home");
+  await Deno.mkdir(incoming, { recursive: true });
+  await Deno.mkdir(clientDir, { recursive: true });
+  let keys = "";
+  if (options.keys !== false) {
+    const keygen = await runClient(["keygen"], { HSYNC_DIR: clientDir });
+    assert.equal(keygen.code, 0, keygen.stderr);
+    await Deno.writeTextFile(join(dir, "authorized_keys"), keygen.stdout);
+    keys = `Authorized_keys = ${join(dir, "authorized_keys")}\n`;
+  }
+  const server = await startServer({
+    dir,
+    port: options.port,
+    config: `[hsyncd]\nWritable_path = ${incoming}\n${keys}${
+      options.extra ?? ""
+    }`,
+  });
+  return { server, incoming, clientDir };
+}
+
+/** A local tree with nested and empty directories, odd names, a big and small files. */
+async function makeTree(root: string): Promise<void> {
+  for (const d of ["a/b/c", "empty", "with space", "ünïcödé"]) {
+    await Deno.mkdir(join(root, d), { recursive: true });
+  }
+  await Deno.writeTextFile(join(root, "a/b/c/deep.txt"), "deep");
+  await Deno.writeTextFile(join(root, "with space/x y.txt"), "spaces");
+  await Deno.writeTextFile(join(root, "ünïcödé/ä.txt"), "umlaut");
+  await Deno.writeFile(join(root, "empty.bin"), new Uint8Array());
+  const big = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) =>
+    (i * 31 + (i >> 11)) & 255
+  );
+  await Deno.writeFile(join(root, "a/big.bin"), big);
+  for (let i = 0; i < 50; i++) {
+    await Deno.writeTextFile(join(root, `a/small-${i}.txt`), `small ${i}\n`);
+  }
+  await Deno.chmod(join(root, "a/small-1.txt"), 0o755);
+}
+
+Deno.test("hsync pushes a tree to hsyncd byte-identical, signed and verified, and a rerun sends nothing", async () => {
+  await using tmp = await tempDir("hsync-push-");
+  const src = join(tmp.path, "run42");
+  await makeTree(src);
+  const { server, incoming, clientDir } = await pushServer(tmp.path);
+  await using _ = server;
+  const env = { HSYNC_DIR: clientDir };
+  const first = await runClient(
+    [src, `127.0.0.1:${server.port}:${incoming}/`, "--verify", "-P"],
+    env,
+  );
+  assert.equal(first.code, 0, first.stderr);
+  const want = await snapshotTree(src);
+  const got = await snapshotTree(join(incoming, "run42"));
+  assert.deepEqual(got, want);
+  // Times and modes came along.
+  const local = await Deno.stat(join(src, "a/small-1.txt"));
+  const remote = await Deno.stat(join(incoming, "run42/a/small-1.txt"));
+  assert.equal(remote.mtime?.getTime(), local.mtime?.getTime());
+  assert.equal((remote.mode ?? 0) & 0o777, 0o755);
+  // Nothing partial is left behind.
+  for (const [rel] of got) {
+    assert.ok(!/\.hsync-(part|journal)$|\.hsync-new-/.test(rel), rel);
+  }
+  const again = await runClient(
+    [src, `127.0.0.1:${server.port}:${incoming}/`, "-P"],
+    env,
+  );
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr + again.stdout, / 0 B|skipped 5[0-9]/);
+});
+
+Deno.test("an unsigned push, a push outside Writable_path and a push to a read-only server are refused with one line and exit 3, and write nothing", async () => {
+  await using tmp = await tempDir("hsync-push-refused-");
+  const src = join(tmp.path, "f.txt");
+  await Deno.writeTextFile(src, "data");
+  const { server, incoming, clientDir } = await pushServer(tmp.path);
+  await using _ = server;
+  const unsigned = await runClient(
+    [src, `127.0.0.1:${server.port}:${incoming}/`],
+    { HSYNC_DIR: join(tmp.path, "nobody") },
+  );
+  assert.equal(unsigned.code, 3, unsigned.stderr);
+  assert.equal(unsigned.stderr.trim().split("\n").length, 1, unsigned.stderr);
+  const outside = await runClient(
+    [src, `127.0.0.1:${server.port}:${join(tmp.path, "elsewhere")}/`],
+    { HSYNC_DIR: clientDir },
+  );
+  assert.equal(outside.code, 3, outside.stderr);
+  assert.match(outside.stderr, /Writable_path/);
+  assert.deepEqual([...Deno.readDirSync(incoming)], []);
+  assert.throws(() => Deno.statSync(join(tmp.path, "elsewhere")));
+});
+
+Deno.test("hsyncd refuses to start with Writable_path but no Authorized_keys on an address others can reach", async () => {
+  await using tmp = await tempDir("hsync-push-nokeys-");
+  await Deno.mkdir(join(tmp.path, "incoming"));
+  await Deno.writeTextFile(
+    join(tmp.path, "s.ini"),
+    `[hsyncd]\nWritable_path = ${join(tmp.path, "incoming")}\n`,
+  );
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      ...(await import("./_programs.ts")).serverArgv(),
+      "-host",
+      "0.0.0.0",
+      "-p",
+      String(freePort()),
+      "-c",
+      join(tmp.path, "s.ini"),
+    ],
+    env: { HSYNC_DIR: join(tmp.path, "h"), NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 1);
+  assert.match(new TextDecoder().decode(out.stderr), /Authorized_keys/);
+});
+
+/** A big local file of `size` bytes. */
+async function bigFile(
+  path: string,
+  size: number,
+  salt = 0,
+): Promise<Uint8Array> {
+  const data = new Uint8Array(size).map((_, i) =>
+    (i * 7 + salt + (i >> 13)) & 255
+  );
+  await Deno.writeFile(path, data);
+  return data;
+}
+
+Deno.test("a push killed with SIGKILL is resumed by the same command, sending again at most a part of what had arrived", async () => {
+  await using tmp = await tempDir("hsync-push-kill-");
+  const size = 96 * 1024 * 1024;
+  const src = join(tmp.path, "big.bin");
+  const data = await bigFile(src, size);
+  // Through the proxy the client signs for the proxy's port: the server
+  // is told it is one of its names.
+  const port = freePort();
+  await using proxy = startFaultProxy(port, () => ({ kind: "none" }));
+  const { server, incoming, clientDir } = await pushServer(tmp.path, {
+    port,
+    extra: `Server_name = 127.0.0.1:${proxy.port}\n`,
+  });
+  await using _ = server;
+  const env = { HSYNC_DIR: clientDir };
+  const args = [src, `127.0.0.1:${proxy.port}:${incoming}/`, "--quiet"];
+  const bg = spawnClient(args, env);
+  const part = join(incoming, "big.bin.hsync-part");
+  await waitFor("a third of the file on the server", async () => {
+    try {
+      return (await Deno.stat(part)).size > size / 3;
+    } catch {
+      return false;
+    }
+  }, 60_000);
+  await bg.stop("SIGKILL");
+  // What had arrived: the part file's bytes (written, flushed or about to be).
+  const arrived = (await Deno.stat(part)).size;
+  const before = proxy.bytesUpstream;
+  const rerun = await runClient(args, env);
+  assert.equal(rerun.code, 0, rerun.stderr);
+  assert.deepEqual(await Deno.readFile(join(incoming, "big.bin")), data);
+  const sentAgain = proxy.bytesUpstream - before - (size - arrived);
+  console.log(
+    `push resume: ${(arrived / 2 ** 20).toFixed(1)} MiB had arrived, ${
+      (Math.max(0, sentAgain) / 2 ** 20).toFixed(1)
+    } MiB of it sent again`,
+  );
+  // At most the one request that was cut (8 MiB), and requests' headers.
+  assert.ok(
+    sentAgain < 9 * 1024 * 1024,
+    `${sentAgain} bytes of what had arrived were sent again`,
+  );
+});
+
+Deno.test("hsyncd killed with SIGKILL mid-push and started again: the rerun completes from what its journal holds", async () => {
+  await using tmp = await tempDir("hsync-push-server-kill-");
+  const size = 64 * 1024 * 1024;
+  const src = join(tmp.path, "big.bin");
+  const data = await bigFile(src, size, 3);
+  const first = await pushServer(tmp.path);
+  const { incoming, clientDir } = first;
+  const env = { HSYNC_DIR: clientDir };
+  const port = first.server.port;
+  const bg = spawnClient(
+    [src, `127.0.0.1:${port}:${incoming}/`, "--quiet"],
+    env,
+  );
+  await waitFor("part of the file on the server", async () => {
+    try {
+      return (await Deno.stat(join(incoming, "big.bin.hsync-part"))).size >
+        size / 4;
+    } catch {
+      return false;
+    }
+  }, 60_000);
+  first.server.process.kill("SIGKILL");
+  await first.server.stop();
+  const cut = await bg.exited;
+  assert.notEqual(cut.code, 0);
+  assert.throws(() => Deno.statSync(join(incoming, "big.bin")));
+  const second = await startServer({
+    dir: tmp.path,
+    port,
+    config: await Deno.readTextFile(join(tmp.path, "server.ini")),
+  });
+  await using _ = second;
+  const rerun = await runClient([src, `127.0.0.1:${port}:${incoming}/`], env);
+  assert.equal(rerun.code, 0, rerun.stderr);
+  assert.deepEqual(await Deno.readFile(join(incoming, "big.bin")), data);
+});
+
+Deno.test("a local file changed since the interrupted push starts over and says so", async () => {
+  await using tmp = await tempDir("hsync-push-changed-");
+  const size = 48 * 1024 * 1024;
+  const src = join(tmp.path, "big.bin");
+  await bigFile(src, size);
+  const { server, incoming, clientDir } = await pushServer(tmp.path);
+  await using _ = server;
+  const env = { HSYNC_DIR: clientDir };
+  const args = [src, `127.0.0.1:${server.port}:${incoming}/`];
+  const bg = spawnClient(args, env);
+  await waitFor("part of the file on the server", async () => {
+    try {
+      return (await Deno.stat(join(incoming, "big.bin.hsync-journal"))).isFile;
+    } catch {
+      return false;
+    }
+  }, 60_000);
+  await bg.stop("SIGKILL");
+  const changed = await bigFile(src, size, 99);
+  const rerun = await runClient(args, env);
+  assert.equal(rerun.code, 0, rerun.stderr);
+  assert.match(rerun.stderr, /changed since the interrupted push/);
+  assert.deepEqual(await Deno.readFile(join(incoming, "big.bin")), changed);
+});
+
+Deno.test("two pushes of one file at once never mix: the file on the server is one of them, whole", async () => {
+  await using tmp = await tempDir("hsync-push-race-");
+  const size = 32 * 1024 * 1024;
+  const a = join(tmp.path, "a", "f.bin");
+  const b = join(tmp.path, "b", "f.bin");
+  await Deno.mkdir(join(tmp.path, "a"));
+  await Deno.mkdir(join(tmp.path, "b"));
+  const dataA = await bigFile(a, size, 1);
+  const dataB = await bigFile(b, size, 2);
+  const { server, incoming, clientDir } = await pushServer(tmp.path);
+  await using _ = server;
+  const env = { HSYNC_DIR: clientDir };
+  const [ra, rb] = await Promise.all([
+    runClient([a, `127.0.0.1:${server.port}:${incoming}/`], env),
+    runClient([b, `127.0.0.1:${server.port}:${incoming}/`], env),
+  ]);
+  assert.ok(ra.code === 0 || rb.code === 0, ra.stderr + rb.stderr);
+  const got = await Deno.readFile(join(incoming, "f.bin"));
+  const isA = got.length === size && got.every((v, i) => v === dataA[i]);
+  const isB = got.length === size && got.every((v, i) => v === dataB[i]);
+  assert.ok(isA || isB, "the file is a mix of the two pushes");
+  for (const r of [ra, rb]) {
+    if (r.code !== 0) assert.match(r.stderr, /another push|in progress/);
+  }
+});
+
+Deno.test("a push to a full disk fails that file with one line, keeps what was flushed, and names nothing", async () => {
+  await using tmp = await tempDir("hsync-push-full-");
+  const mnt = join(tmp.path, "small");
+  await Deno.mkdir(mnt);
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch(() => undefined);
+  if (mount === undefined || !mount.success) {
+    console.log(
+      `e2e_push: skipping the full-disk case: cannot mount a small tmpfs (${
+        mount === undefined
+          ? "no mount command"
+          : new TextDecoder().decode(mount.stderr).trim()
+      })`,
+    );
+    return;
+  }
+  try {
+    const incoming = join(mnt, "incoming");
+    await Deno.mkdir(incoming);
+    const clientDir = join(tmp.path, "client-home");
+    await Deno.mkdir(clientDir);
+    const keygen = await runClient(["keygen"], { HSYNC_DIR: clientDir });
+    await Deno.writeTextFile(join(tmp.path, "ak"), keygen.stdout);
+    await using server = await startServer({
+      dir: tmp.path,
+      config: `[hsyncd]\nWritable_path = ${incoming}\nAuthorized_keys = ${
+        join(tmp.path, "ak")
+      }\n`,
+    });
+    const src = join(tmp.path, "big.bin");
+    await bigFile(src, 4 * 1024 * 1024);
+    const r = await runClient(
+      [src, `127.0.0.1:${server.port}:${incoming}/`],
+      { HSYNC_DIR: clientDir },
+    );
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /no space left/);
+    assert.throws(() => Deno.statSync(join(incoming, "big.bin")));
+  } finally {
+    await new Deno.Command("umount", { args: [mnt] }).output().catch(() => {});
+  }
+});
