@@ -457,6 +457,33 @@ export function hsyncdArgs(
   ];
 }
 
+/** `deno` arguments for one quiet hsync push of `local` to `remote` on 127.0.0.1:`port` (the old flags' form). */
+export function hsyncPushArgs(
+  port: number,
+  local: string,
+  remote: string,
+  more: string[] = [],
+): string[] {
+  return [
+    "run",
+    "-q",
+    "-P=hsync",
+    ...RUNTIME_FLAGS.hsync,
+    join(REPO, "main_client.ts"),
+    "--push",
+    "-i",
+    local,
+    "-o",
+    remote,
+    "-host",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "--quiet",
+    ...more,
+  ];
+}
+
 /** `deno` arguments for one quiet hsync pull from 127.0.0.1:`port`, under the client's permission set and runtime flags. */
 export function hsyncPullArgs(
   port: number,
@@ -488,11 +515,18 @@ export async function startHsyncd(
   tmp: string,
   dataDir: string,
   name = "hsyncd",
+  options: { writable?: boolean } = {},
 ): Promise<Server & { env: Record<string, string> }> {
   const hsyncDir = join(tmp, `${name}-home`);
   await Deno.mkdir(hsyncDir, { recursive: true });
   const ini = join(tmp, `${name}.ini`);
-  await Deno.writeTextFile(ini, `[hsyncd]\nOnly_allowed_path = ${dataDir}\n`);
+  // A writable one takes pushes below dataDir (on loopback, without keys).
+  await Deno.writeTextFile(
+    ini,
+    `[hsyncd]\nOnly_allowed_path = ${dataDir}\n${
+      options.writable ? `Writable_path = ${dataDir}\n` : ""
+    }`,
+  );
   const port = freePort();
   const env = { HSYNC_DIR: hsyncDir, NO_COLOR: "1" };
   const c = await run("deno", ["cache", "main_server.ts", "main_client.ts"], {
@@ -511,10 +545,11 @@ export async function startHsyncd(
   return { ...server, env };
 }
 
-/** An `rsync --daemon` on a free loopback port exporting `dataDir` as module `bench`. */
+/** An `rsync --daemon` on a free loopback port exporting `dataDir` as module `bench`, and `writableDir` (when given) as the writable module `benchw`. */
 export async function startRsyncd(
   tmp: string,
   dataDir: string,
+  writableDir?: string,
 ): Promise<Server> {
   const conf = join(tmp, "rsyncd.conf");
   await Deno.writeTextFile(
@@ -530,6 +565,9 @@ export async function startRsyncd(
       `path = ${dataDir}`,
       "read only = yes",
       "",
+      ...(writableDir === undefined
+        ? []
+        : ["[benchw]", `path = ${writableDir}`, "read only = no", ""]),
     ].join("\n"),
   );
   const port = freePort();

@@ -7,6 +7,7 @@ import {
   ensureCommand,
   fmtSize,
   hsyncPullArgs,
+  hsyncPushArgs,
   live,
   type Manifest,
   manifestOf,
@@ -33,6 +34,9 @@ const HELP = `usage: deno task bench [options]
   --runs N        timed runs per tool and workload (default 3; workload B uses max(N,5))
   --only A,B,C    workloads: A = one big file, B = many 4 KiB files, C = 100 x 10 MiB
   --tools LIST    tools to compare (default hsync,rsync,curl,aria2c)
+  --direction L   pull, push or pull,push (default): push rows send the same
+                  data to a writable hsyncd and to a writable rsync daemon
+                  module (hsync and rsync only)
   --quick         small data for a smoke run (A 64 MiB, B 1000 files, C 20 files)
   --http-small    also run curl and aria2c on workload B (slow: one request per file)
   --timeout SEC   per-run time limit; a run past it is killed and FAILED (default 600)
@@ -49,6 +53,7 @@ const { values: opts } = parseArgs({
     runs: { type: "string", default: "3" },
     only: { type: "string", default: "A,B,C" },
     tools: { type: "string", default: "hsync,rsync,curl,aria2c" },
+    direction: { type: "string", default: "pull,push" },
     quick: { type: "boolean", default: false },
     "http-small": { type: "boolean", default: false },
     timeout: { type: "string", default: "600" },
@@ -80,7 +85,13 @@ type ToolId = "hsync" | "rsync" | "curl" | "aria2c";
 const ALL_WORKLOADS: WorkloadId[] = ["A", "B", "C"];
 const ALL_TOOLS: ToolId[] = ["hsync", "rsync", "curl", "aria2c"];
 
+type Direction = "pull" | "push";
 const workloads = parseList(opts.only, ALL_WORKLOADS, "--only");
+const directions = parseList(
+  opts.direction,
+  ["pull", "push"] as Direction[],
+  "--direction",
+);
 const tools = parseList(opts.tools, ALL_TOOLS, "--tools");
 
 function usage(msg: string): never {
@@ -223,6 +234,47 @@ interface Ctx {
   hsyncPort: number;
   rsyncPort: number;
   hsyncEnv: Record<string, string>;
+  /** The writable hsyncd pushes go to (0: none). */
+  pushPort: number;
+  pushEnv: Record<string, string>;
+  /** Where pushes land (served by the writable hsyncd and the rsync module `benchw`). */
+  incoming: string;
+}
+
+/**
+ * The push of `tool` for workload `w` into `incoming/<run>` (which exists):
+ * the expected result is `<run>/big.bin` for A and `<run>/<B|C>/...`.
+ */
+function pushInvocation(
+  tool: ToolId,
+  w: Workload,
+  ctx: Ctx,
+  run: string,
+): Invocation | null {
+  const src = join(ctx.dataDir, w.src);
+  const name = w.id === "A" ? "big.bin" : w.id;
+  switch (tool) {
+    case "hsync":
+      return {
+        cmd: "deno",
+        args: hsyncPushArgs(ctx.pushPort, src, join(ctx.incoming, run, name)),
+        cwd: REPO,
+        env: ctx.pushEnv,
+      };
+    case "rsync":
+      return {
+        cmd: "rsync",
+        args: [
+          "-a",
+          w.id === "A" ? src : `${src}/`,
+          `rsync://127.0.0.1:${ctx.rsyncPort}/benchw/${run}/${name}${
+            w.id === "A" ? "" : "/"
+          }`,
+        ],
+      };
+    default:
+      return null;
+  }
 }
 
 interface Invocation {
@@ -401,6 +453,7 @@ async function timedRun(inv: Invocation, ctx: Ctx): Promise<RunResult> {
 
 interface Row {
   workload: Workload;
+  direction: Direction;
   tool: ToolId;
   runs: RunResult[];
   skipped?: string;
@@ -515,6 +568,7 @@ async function main(): Promise<number> {
 
   let hsyncd: Server | null = null;
   let rsyncd: Server | null = null;
+  let pushd: Server | null = null;
   let serverHWM: number | null = null;
   const onSignal = () => {
     console.error("\nbench: interrupted, cleaning up");
@@ -548,7 +602,13 @@ async function main(): Promise<number> {
       hsyncPort: 0,
       rsyncPort: 0,
       hsyncEnv: {},
+      pushPort: 0,
+      pushEnv: {},
+      incoming: join(outDir, "push-incoming"),
     };
+    if (directions.includes("push")) {
+      await Deno.mkdir(ctx.incoming, { recursive: true });
+    }
 
     // --- hsyncd: serves the hsync client and, through its plain-HTTP file endpoint, curl and aria2c
     const wantHsyncd = tools.some((t) => t !== "rsync" && !skipped.has(t));
@@ -634,7 +694,11 @@ async function main(): Promise<number> {
     // --- rsync daemon (also started for curl/aria2c-free runs only when rsync is wanted)
     if (tools.includes("rsync") && !skipped.has("rsync")) {
       try {
-        rsyncd = await startRsyncd(tmp, dataDir);
+        rsyncd = await startRsyncd(
+          tmp,
+          dataDir,
+          directions.includes("push") ? ctx.incoming : undefined,
+        );
         ctx.rsyncPort = rsyncd.port;
         console.log(
           `[setup] rsync daemon pid ${rsyncd.child.pid} on 127.0.0.1:${ctx.rsyncPort}`,
@@ -645,15 +709,36 @@ async function main(): Promise<number> {
       }
     }
 
+    // --- a second hsyncd, writable, for the push rows
+    if (
+      directions.includes("push") && tools.includes("hsync") &&
+      !skipped.has("hsync")
+    ) {
+      try {
+        const started = await startHsyncd(tmp, ctx.incoming, "hsyncd-push", {
+          writable: true,
+        });
+        pushd = started;
+        ctx.pushPort = started.port;
+        ctx.pushEnv = started.env;
+        console.log(
+          `[setup] writable hsyncd pid ${pushd.child.pid} on 127.0.0.1:${ctx.pushPort}`,
+        );
+      } catch (e) {
+        console.log(`[setup] writable hsyncd: ${(e as Error).message}`);
+      }
+    }
+
     // --- runs
     const rows: Row[] = [];
     const active = tools.filter((t) => !skipped.has(t));
-    for (const w of ws) {
+    for (const w of directions.includes("pull") ? ws : []) {
       const n = w.id === "B" ? Math.max(RUNS, 5) : RUNS;
       const wRows = new Map<ToolId, Row>();
       for (const t of tools) {
         const row: Row = {
           workload: w,
+          direction: "pull",
           tool: t,
           runs: [],
           skipped: skipped.get(t),
@@ -724,6 +809,64 @@ async function main(): Promise<number> {
       await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     }
 
+    // --- push rows: the same data sent to the writable hsyncd and rsync module
+    const pushers = active.filter((t) =>
+      (t === "hsync" && pushd !== null) || (t === "rsync" && rsyncd !== null)
+    );
+    for (const w of directions.includes("push") ? ws : []) {
+      const n = w.id === "B" ? Math.max(RUNS, 5) : RUNS;
+      const wRows = new Map<ToolId, Row>();
+      for (const t of pushers) {
+        const row: Row = { workload: w, direction: "push", tool: t, runs: [] };
+        wRows.set(t, row);
+        rows.push(row);
+      }
+      console.log(
+        `\n[run] push ${w.id}: ${w.title} (${
+          (w.bytes / 1e6).toFixed(1)
+        } MB), ${n} runs per tool`,
+      );
+      const doneDirs: string[] = [];
+      for (let r = 0; r < n; r++) {
+        const order = pushers.map((_, i) => pushers[(i + r) % pushers.length]);
+        for (const t of order) {
+          const row = wRows.get(t)!;
+          const runDir = `push-${w.id}-${t}-${r + 1}`;
+          const dest = join(ctx.incoming, runDir);
+          await Deno.mkdir(dest, { recursive: true });
+          const inv = pushInvocation(t, w, ctx, runDir)!;
+          const res = await timedRun(inv, ctx);
+          if (res.ok) {
+            const bad = await verify(
+              w.id === "A" ? dest : join(dest, w.id),
+              w.manifest,
+            );
+            if (bad) res.ok = false, res.why = `wrong output: ${bad}`;
+          }
+          row.runs.push(res);
+          console.log(
+            `[run] push ${w.id} ${t.padEnd(6)} ${r + 1}/${n}: ${
+              res.seconds.toFixed(3)
+            } s, ` +
+              `client RSS ${
+                res.rssKiB === null
+                  ? "?"
+                  : (res.rssKiB / 1024).toFixed(0) + " MiB"
+              }, ` +
+              (res.ok ? "ok" : `FAILED (${res.why})`),
+          );
+          if (opts.out === undefined) doneDirs.push(dest);
+          else await Deno.remove(dest, { recursive: true }).catch(() => {});
+          await run("sync", [], { timeoutS: 600 });
+        }
+      }
+      for (const dir of doneDirs.splice(0)) {
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      }
+      await run("sync", [], { timeoutS: 600 });
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    }
+
     if (hsyncd) {
       serverHWM = await vmHWM(hsyncd.child.pid);
     }
@@ -738,7 +881,7 @@ async function main(): Promise<number> {
     console.log(`[done] wrote ${RESULTS_MD}`);
     return rows.some((r) => r.runs.some((x) => !x.ok)) ? 2 : 0;
   } finally {
-    for (const s of [hsyncd, rsyncd]) if (s) await stopServer(s);
+    for (const s of [hsyncd, rsyncd, pushd]) if (s) await stopServer(s);
     if (fallback) await fallback.shutdown();
     if (opts.keep) console.log(`[cleanup] kept ${tmp} and ${outDir}`);
     else {
@@ -871,14 +1014,16 @@ function report(
   for (const r of rows) {
     if (r.runs.length && r.runs.every((x) => x.ok)) {
       medians.set(
-        `${r.workload.id}/${r.tool}`,
+        `${r.direction}/${r.workload.id}/${r.tool}`,
         median(r.runs.map((x) => x.seconds)),
       );
     }
   }
   const notes: string[] = [];
   for (const r of rows) {
-    const wl = `${r.workload.id}: ${r.workload.title}`;
+    const wl = `${
+      r.direction === "push" ? "push " : ""
+    }${r.workload.id}: ${r.workload.title}`;
     if (r.runs.length === 0) {
       lines.push(`| ${wl} | ${r.tool} | skipped | | | | 0 |`);
       if (r.skipped && r.skipped !== skipped.get(r.tool)) {
@@ -899,8 +1044,8 @@ function report(
       notes.push(`${r.workload.id}/${r.tool} FAILED: ${whys.join("; ")}`);
       continue;
     }
-    const med = medians.get(`${r.workload.id}/${r.tool}`)!;
-    const base = medians.get(`${r.workload.id}/rsync`);
+    const med = medians.get(`${r.direction}/${r.workload.id}/${r.tool}`)!;
+    const base = medians.get(`${r.direction}/${r.workload.id}/rsync`);
     const ratio = base ? (med / base).toFixed(2) : "n/a";
     const times = r.runs.map((x) => x.seconds.toFixed(2)).join(", ");
     lines.push(
