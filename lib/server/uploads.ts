@@ -202,7 +202,8 @@ export class Uploads {
         throw diskFailure(u.target.path, error);
       }
       for (const r of covered) u.held.add(r);
-      await this.#save(u);
+      // Committed or dropped meanwhile: its journal is gone for good.
+      if (this.#live.get(keyOf(u.target)) === u) await this.#save(u);
     })();
     try {
       await u.flushing;
@@ -231,7 +232,14 @@ export class Uploads {
     // Another push writing it is told so before anything about its bytes.
     if (u !== undefined) {
       this.#own(u, request.session);
-      await this.#flush(u);
+      // A flush running now would save the journal again after the commit.
+      while (u.flushing !== undefined) await u.flushing.catch(() => {});
+      // What was written is complete once written (a pull places without a
+      // flush too): nothing to wait for, the journal goes with the commit.
+      u.held = new RangeSet([...u.held.toArray(), ...u.pending.toArray()]);
+      u.pending = new RangeSet();
+      clearTimeout(u.flushTimer);
+      u.flushTimer = undefined;
     }
     if (
       u === undefined || u.size !== request.size ||
