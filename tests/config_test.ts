@@ -64,7 +64,7 @@ Deno.test("precedence is flag > -c FILE > $HSYNC_DIR/hsync.ini > built-in defaul
   assert.deepEqual(clientSettings(config, "hscp").port, 3000);
 });
 
-Deno.test("Max_part_num: one stream to a server on this machine unless a file or flag sets it", async () => {
+Deno.test("Max_part_num: a pull uses one stream from a server on this machine unless a file or flag sets it", async () => {
   const builtIn = await loadConfig({
     defaults,
     hsyncDir: "/nonexistent",
@@ -82,6 +82,12 @@ Deno.test("Max_part_num: one stream to a server on this machine unless a file or
       assert.equal(parts(host), 8, host);
     }
     assert.equal(parts("127.0.0.1", { Max_part_num: "8" }), 8); // a flag stands
+    // A push keeps its parts: hsyncd flushes each range it writes.
+    assert.equal(
+      clientSettings(builtIn, section, { Host_ip: "127.0.0.1" }, "push")
+        .maxPartNum,
+      8,
+    );
   }
   const fromFile = await loadConfig({
     defaults,
@@ -249,7 +255,7 @@ Deno.test("formatConfig() lists the files searched and every key by section with
   // The built-in Host_ip is 127.0.0.1: say that one stream is used there.
   assert.match(
     text,
-    /\[hscp\][^[]*Max_part_num = 8 {2}; 1 to this loopback Host_ip \(no file sets it\)\n/,
+    /\[hscp\][^[]*Max_part_num = 8 {2}; 1 for a pull from this loopback Host_ip \(no file sets it\)\n/,
   );
   const remote = formatConfig(
     await loadConfig({
@@ -259,7 +265,7 @@ Deno.test("formatConfig() lists the files searched and every key by section with
     }),
   );
   assert.match(remote, /\[hscp\][^[]*Max_part_num = 8\n/);
-  assert.match(remote, /\[hsync\][^[]*Max_part_num = 8 {2}; 1 to this/);
+  assert.match(remote, /\[hsync\][^[]*Max_part_num = 8 {2}; 1 for a pull from this/);
 });
 
 Deno.test("resolveHsyncDir() prefers $HSYNC_DIR, else $HOME/.hsync", () => {

@@ -250,15 +250,18 @@ export function clientSettings(
   config: LoadedConfig,
   section: "hscp" | "hsync",
   overrides: Overrides = {},
+  direction: "pull" | "push" = "pull",
 ): ClientSettings {
   const get = getter(config, section, overrides);
   const hostIp = get("Host_ip") as string;
   let maxPartNum = get("Max_part_num") as number;
   // Parallel ranges get round a network's latency and per-connection limits;
-  // to an hsyncd on this machine they only share its cores (hsync.ini says
-  // what was measured). Unless a file sets Max_part_num, a loopback server
-  // gets one stream.
+  // a pull from an hsyncd on this machine they only share its cores
+  // (hsync.ini says what was measured). Unless a file sets Max_part_num, a
+  // loopback pull gets one stream. A push keeps its ranges: hsyncd writes
+  // and flushes each one, and one stream leaves it waiting on the disk.
   if (
+    direction === "pull" &&
     overrides.Max_part_num === undefined &&
     oneStreamToThisMachine(config, section, hostIp)
   ) maxPartNum = 1;
@@ -411,7 +414,7 @@ export function formatConfig(config: LoadedConfig): string {
           section,
           config.values[section].Host_ip?.raw ?? "",
         )
-      ) note = "  ; 1 to this loopback Host_ip (no file sets it)";
+      ) note = "  ; 1 for a pull from this loopback Host_ip (no file sets it)";
       lines.push(s === undefined ? `${key} =` : `${key} = ${s.raw}${note}`);
     }
   }
