@@ -31,6 +31,8 @@ export interface PutRecord {
   received: number;
   /** Bytes of it written to the part file. */
   kept: number;
+  /** The SHA-256 it declared (only a signed request does), checked against the whole body. */
+  declared: string | null;
   status: number;
 }
 
@@ -154,6 +156,7 @@ export function pushServer(options: PushServerOptions): PushServer {
       restart,
       received: body.length,
       kept: 0,
+      declared: request.headers.get("x-hsync-content-sha256"),
       status: 200,
     };
     const index = puts.push(record);
@@ -186,19 +189,25 @@ export function pushServer(options: PushServerOptions): PushServer {
         );
       }
       upload = undefined;
-      await Deno.remove(path + ".hsync-part").catch(() => {});
+      try {
+        Deno.removeSync(path + ".hsync-part");
+      } catch {
+        // None yet.
+      }
     }
     if (upload === undefined) {
       upload = { size, source, held: new RangeSet(), session };
       uploads.set(path, upload);
-      await Deno.writeFile(path + ".hsync-part", new Uint8Array(0));
+      // At once: a PUT arriving meanwhile finds the upload, so its part too.
+      Deno.writeFileSync(path + ".hsync-part", new Uint8Array(0));
     }
     const start = record.start;
     const cut = options.cutPut?.(record, index);
     const keep = cut === undefined ? body.length : Math.min(cut, body.length);
-    const declared = request.headers.get("x-hsync-content-sha256");
+    // Like hsyncd under Authorized_keys: a declared digest must be the body's.
+    const declared = record.declared;
     if (
-      cut === undefined &&
+      cut === undefined && declared !== null &&
       createHash("sha256").update(body).digest("hex") !== declared
     ) {
       return answer(error(401, "unauthorized", "Authentication required"));

@@ -467,9 +467,17 @@ Deno.test("a range goes in several PUTs of at most putMaxBytes, each with the SH
   });
   const { summary } = await run(server, [local], f.dst + "/", {
     putMaxBytes: 100 * KiB,
+    // A signing client declares each body's digest (this fake checks it).
+    sign: () => {},
   }, { Max_part_num: "2", Min_part_size: "256K" });
   assert.deepEqual(summary.failures, []);
   assert.ok(server.puts.every((p) => p.end - p.start <= 100 * KiB));
+  assert.ok(
+    server.puts.every((p) =>
+      p.declared !== null && /^[0-9a-f]{64}$/.test(p.declared)
+    ),
+    "every PUT of a signing client declares its body's SHA-256",
+  );
   const cut = server.puts.filter((p) => p.kept < p.received);
   assert.equal(cut.length, 1);
   assert.ok(

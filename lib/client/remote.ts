@@ -95,6 +95,16 @@ export class Remote {
     this.#onRefuse = options.onRefuse;
   }
 
+  /** Whether every request is signed (a body then declares its SHA-256). */
+  get signs(): boolean {
+    return this.#sign !== undefined;
+  }
+
+  /** How long a request may go without a byte either way before it times out. */
+  get idleMs(): number {
+    return this.#idleMs;
+  }
+
   /** The URL of an endpoint with `path=P` (and more) as query values. */
   url(endpoint: string, query: Record<string, string> = {}): URL {
     const url = new URL(this.baseUrl + endpoint);

@@ -67,17 +67,20 @@ export class PushRemote {
   }
 
   /**
-   * `PUT /v1/upload`: bytes `range` of a file of `target.size`, whose
-   * SHA-256 is `sha256`, streamed by `body` (given the idle timer's kick).
-   * Returns what the server holds after it.
+   * `PUT /v1/upload`: bytes `range` of a file of `target.size` (whose
+   * SHA-256 is `sha256` when requests are signed), as one buffer or
+   * streamed by `body` (given the idle timer's kick). Returns what the
+   * server holds after it.
    */
   async put(
     path: string,
     target: UploadTarget,
     range: ByteRange,
     upload: {
-      sha256: string;
-      body: (kick: () => void) => ReadableStream<Uint8Array>;
+      sha256?: string;
+      body:
+        | Uint8Array<ArrayBuffer>
+        | ((kick: () => void) => ReadableStream<Uint8Array>);
       signal?: AbortSignal;
     },
   ): Promise<HeldUpload> {
@@ -93,11 +96,15 @@ export class PushRemote {
     // server goes by Content-Range.
     headers.set("content-length", String(range.end - range.start));
     headers.set("content-type", "application/octet-stream");
-    headers.set(BODY_DIGEST_HEADER, upload.sha256);
+    if (upload.sha256 !== undefined) {
+      headers.set(BODY_DIGEST_HEADER, upload.sha256);
+    }
     const ex = await this.#remote.send(this.#remote.url(API.upload, query), {
       method: "PUT",
       headers,
-      bodyStream: upload.body,
+      ...(upload.body instanceof Uint8Array
+        ? { body: upload.body }
+        : { bodyStream: upload.body }),
       signal: upload.signal,
     });
     return checkStatus(await this.#json(ex), this.#remote.host);
