@@ -5,16 +5,14 @@
  * no measured cost in speed: hsync 79 vs 95 MB on 10,000 files of 4 KiB;
  * hsyncd 300 vs 379 MiB serving 64 clients at once.
  *
- * hsyncd also runs in V8's memory saver mode: serving 64 clients at once it
- * peaked at 163, 164 and 174 MiB against 198, 200 and 192 without. Over 16
- * interleaved pulls of 10,000 files of 4 KiB its CPU was 1.03 s against
- * 0.97 s on average (medians 1.01 and 1.04 s), the wall time the same; on
- * 1 GiB and on 100 files of 10 MiB no difference showed. (`--optimize-for-size`
- * saved as much memory but cost 20-40% of CPU on the small files.)
+ * hsyncd no longer runs in V8's memory saver mode: serving 64 clients at
+ * once it peaked at 163-174 MiB against 192-200 without, but it doubled
+ * hsyncd's CPU on a push (1 GiB on loopback: 3.5-4.1 s against 1.7-2.6 s,
+ * the push 3.1 s against 2.3 s).
  */
 export const RUNTIME_FLAGS: Readonly<
   Record<"hsyncd" | "hsync", readonly string[]>
 > = {
-  hsyncd: ["--v8-flags=--max-semi-space-size=2,--memory-saver-mode"],
+  hsyncd: ["--v8-flags=--max-semi-space-size=2"],
   hsync: ["--v8-flags=--max-semi-space-size=2"],
 };
