@@ -27,7 +27,12 @@ import {
 } from "./lib/shared/errors.ts";
 import { printable } from "./lib/client/printable.ts";
 import { pull } from "./lib/client/pull.ts";
-import { createReporter, formatSummary } from "./lib/client/progress.ts";
+import {
+  createReporter,
+  formatOutcomes,
+  formatSummary,
+  notTransferred,
+} from "./lib/client/progress.ts";
 import { openTransport, type Transport } from "./lib/client/transport.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { VERSION } from "./lib/shared/version.ts";
@@ -113,14 +118,12 @@ async function runPull(cmd: PullCommand): Promise<number> {
       sign: transport.sign,
     });
     reporter.stop();
-    for (const f of summary.failures) {
-      console.error(
-        `hsync: failed: ${printable(f.path)}: ${printable(f.message)}`,
-      );
-    }
+    for (const line of formatOutcomes(summary)) console.error(line);
     console.error(formatSummary(summary));
     if (interrupted) return 130;
-    return summary.failed > 0 ? EXIT.partial : EXIT.ok;
+    return summary.failed > 0 || notTransferred(summary) > 0
+      ? EXIT.partial
+      : EXIT.ok;
   } finally {
     reporter.stop();
     stopListening();
@@ -160,6 +163,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
       include: cmd.include,
       exclude: cmd.exclude,
       preserve: cmd.preserve,
+      ...cmd.copy,
       verify: cmd.verify,
       checksum: cmd.checksum,
       maxEntries: cmd.maxEntries,
@@ -169,14 +173,12 @@ async function runPush(cmd: PushCommand): Promise<number> {
       sign: transport.sign,
     });
     reporter.stop();
-    for (const f of summary.failures) {
-      console.error(
-        `hsync: failed: ${printable(f.path)}: ${printable(f.message)}`,
-      );
-    }
+    for (const line of formatOutcomes(summary)) console.error(line);
     console.error(formatSummary(summary));
     if (interrupted) return 130;
-    return summary.failed > 0 ? EXIT.partial : EXIT.ok;
+    return summary.failed > 0 || notTransferred(summary) > 0
+      ? EXIT.partial
+      : EXIT.ok;
   } catch (error) {
     if (interrupted) {
       reporter.stop();

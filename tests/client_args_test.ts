@@ -251,3 +251,55 @@ for (const [argv, message] of BAD_PUSH) {
     });
   });
 }
+
+Deno.test("-a is -P -l -H -S for a pull and a push; each also alone; --unsafe-links needs links; none with --sync", () => {
+  const pull = parseClientArgs(["-a", "h:/data/x", "out"]);
+  assert.ok(pull.kind === "pull");
+  assert.equal(pull.preserve, true);
+  assert.deepEqual(pull.copy, {
+    links: true,
+    hardLinks: true,
+    sparse: true,
+    unsafeLinks: false,
+  });
+  const push = parseClientArgs(["--archive", "./run42", "h:10808:/in/"]);
+  assert.ok(push.kind === "push");
+  assert.equal(push.preserve, true);
+  assert.deepEqual(push.copy, {
+    links: true,
+    hardLinks: true,
+    sparse: true,
+    unsafeLinks: false,
+  });
+  const each = parseClientArgs(["-l", "-S", "--unsafe-links", "-i", "/x"]);
+  assert.ok(each.kind === "pull");
+  assert.equal(each.preserve, false);
+  assert.deepEqual(each.copy, {
+    links: true,
+    hardLinks: false,
+    sparse: true,
+    unsafeLinks: true,
+  });
+  const h = parseClientArgs(["-H", "-i", "/x"]);
+  assert.ok(h.kind === "pull" && h.copy.hardLinks && !h.copy.links);
+  assert.throws(
+    () => parseClientArgs(["--unsafe-links", "-i", "/x"]),
+    (e: Error) =>
+      e instanceof UsageError &&
+      e.message === "--unsafe-links only goes with -l (--links) or -a",
+  );
+  assert.throws(
+    () => parseClientArgs(["-a", "--sync", "-i", "/x"]),
+    (e: Error) =>
+      e instanceof UsageError && /--sync follows files only/.test(e.message),
+  );
+  // -P and -n keep the old tool's meaning.
+  const old = parseClientArgs(["-P", "-n", "3", "-i", "/x"]);
+  assert.ok(old.kind === "pull" && old.preserve && old.parallel === 3);
+  assert.deepEqual(old.copy, {
+    links: false,
+    hardLinks: false,
+    sparse: false,
+    unsafeLinks: false,
+  });
+});

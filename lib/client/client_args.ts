@@ -29,7 +29,8 @@ Options:
                           to PATH itself (so reruns sync the same copy)
   -host, --host-ip IP     server address (default from hsync.ini, 127.0.0.1)
   -p, --port PORT         server port (default 10808)
-  -n, --parallel N        files transferred in parallel (default 8)
+  -n, --parallel N        files transferred in parallel (default 8; not
+                          rsync's --dry-run)
   -c, --config INI        configuration file (see hsync echo-config)
       --sync              pull, then follow remote changes ([hsync] section)
       --from-now          with --sync: skip existing content, follow new data
@@ -41,11 +42,24 @@ Options:
                           instead of size + modification time
       --include GLOB      pull only matching relative paths (repeatable)
       --exclude GLOB      skip matching relative paths (repeatable)
-  -P, --preserve          also set permission bits (mtime is always kept);
-                          setuid, setgid, sticky and write-for-others bits
-                          sent by the server are dropped, and the destination
-                          directory itself is never changed
+  -P, --preserve          set permission bits exactly as the source has them
+                          (without -P: the source's bits masked by the
+                          receiving side's umask, as cp and scp do; mtime is
+                          always kept); setuid, setgid, sticky and
+                          write-for-others bits sent by the server are
+                          dropped, and the destination directory itself is
+                          never changed. (-P is not rsync's --partial: hsync
+                          always keeps partial files.)
       --special-modes     with -P: apply those bits too (trust the server)
+  -a, --archive           -P -l -H -S: a faithful copy of the tree
+  -l, --links             copy symbolic links as links (without it a link is
+                          followed when it leads inside the served paths)
+  -H, --hard-links        names of one file stay names of one file
+  -S, --sparse            holes stay holes: long zero runs are neither sent
+                          nor written
+      --unsafe-links      with -l: also create links whose target is absolute
+                          or leads outside the copy (refused by default, each
+                          named; a push's server refuses them always)
       --push              push: -i names the local path, -o the remote one
                           (the side written HOST:/path is the remote one);
                           a remote path ending in /, an existing remote
@@ -61,8 +75,9 @@ Options:
 
 Redirects are never followed: a server answering one stops the run (exit 3).
 
-Exit codes: 0 success, 1 usage or configuration error, 2 some files failed
-(the rest completed), 3 the server could not be reached, refused, redirected
+Exit codes: 0 success, 1 usage or configuration error, 2 some entries failed
+or were not transferred (each named, or counted when the server's rules
+withhold them; the rest completed), 3 the server could not be reached, refused, redirected
 or sent more than --max-entries entries.`;
 
 /** A pull (one-shot or --sync). */
@@ -86,6 +101,8 @@ export interface PullCommand {
   preserve: boolean;
   /** With `preserve`: also apply setuid, setgid, sticky and write-for-others bits. */
   specialModes: boolean;
+  /** `-l`, `-H`, `-S`, `--unsafe-links`. */
+  copy: CopyFlags;
   /** Most listing entries accepted (`--max-entries`). */
   maxEntries: number;
   tls: boolean;
@@ -111,10 +128,24 @@ export interface PushCommand {
   include: string[];
   exclude: string[];
   preserve: boolean;
+  /** `-l`, `-H`, `-S`, `--unsafe-links`. */
+  copy: CopyFlags;
   maxEntries: number;
   tls: boolean;
   quiet: boolean;
   debug: boolean;
+}
+
+/** What a faithful copy keeps beyond bytes, times and modes (`-a` sets the first three). */
+export interface CopyFlags {
+  /** `-l`: symbolic links are copied as links. */
+  links: boolean;
+  /** `-H`: names of one file stay names of one file. */
+  hardLinks: boolean;
+  /** `-S`: long zero runs are neither sent nor written (they stay holes). */
+  sparse: boolean;
+  /** `--unsafe-links`: with `links`, links whose target leaves the copy are created too. */
+  unsafeLinks: boolean;
 }
 
 /** What the command line asks for. */
@@ -141,6 +172,11 @@ const OPTIONS = {
   include: { type: "string", multiple: true },
   exclude: { type: "string", multiple: true },
   preserve: { type: "boolean", short: "P" },
+  archive: { type: "boolean", short: "a" },
+  links: { type: "boolean", short: "l" },
+  "hard-links": { type: "boolean", short: "H" },
+  sparse: { type: "boolean", short: "S" },
+  "unsafe-links": { type: "boolean" },
   "special-modes": { type: "boolean" },
   push: { type: "boolean" },
   "max-entries": { type: "string" },
@@ -263,8 +299,14 @@ export function parseClientArgs(argv: string[]): ClientCommand {
   if ((v["from-now"] || v["ignore-exists"]) && !v.sync) {
     throw new UsageError("--from-now only goes with --sync");
   }
-  if (v["special-modes"] && !v.preserve) {
+  if (v["special-modes"] && !v.preserve && !v.archive) {
     throw new UsageError("--special-modes only goes with -P (--preserve)");
+  }
+  const copy = copyFlags(v);
+  if (v.sync && (copy.links || copy.hardLinks || copy.sparse)) {
+    throw new UsageError(
+      "--sync follows files only: -a, -l, -H and -S do not go with it (use -P for modes)",
+    );
   }
   const { maxEntries, parallel } = counts(v);
   return {
@@ -282,8 +324,9 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     checksum: v.checksum ?? false,
     include: v.include ?? [],
     exclude: v.exclude ?? [],
-    preserve: v.preserve ?? false,
+    preserve: (v.preserve || v.archive) ?? false,
     specialModes: v["special-modes"] ?? false,
+    copy,
     maxEntries,
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,
@@ -294,6 +337,20 @@ export function parseClientArgs(argv: string[]): ClientCommand {
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>[
   "values"
 ];
+
+/** `-a`, `-l`, `-H`, `-S` and `--unsafe-links`, checked. */
+function copyFlags(v: Values): CopyFlags {
+  const links = (v.links || v.archive) ?? false;
+  if (v["unsafe-links"] && !links) {
+    throw new UsageError("--unsafe-links only goes with -l (--links) or -a");
+  }
+  return {
+    links,
+    hardLinks: (v["hard-links"] || v.archive) ?? false,
+    sparse: (v.sparse || v.archive) ?? false,
+    unsafeLinks: v["unsafe-links"] ?? false,
+  };
+}
 
 /** A remote path must be absolute and hold no NUL. */
 function checkRemotePath(remotePath: string): void {
@@ -413,7 +470,8 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     checksum: v.checksum ?? false,
     include: v.include ?? [],
     exclude: v.exclude ?? [],
-    preserve: v.preserve ?? false,
+    preserve: (v.preserve || v.archive) ?? false,
+    copy: copyFlags(v),
     maxEntries,
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,
@@ -447,7 +505,7 @@ export function transferOptions(cmd: PullCommand): {
   preserve: boolean;
   specialModes: boolean;
   maxEntries: number;
-} {
+} & Partial<CopyFlags> {
   return {
     remotePath: cmd.remotePath,
     localPath: cmd.localPath,
@@ -458,5 +516,6 @@ export function transferOptions(cmd: PullCommand): {
     preserve: cmd.preserve,
     specialModes: cmd.specialModes,
     maxEntries: cmd.maxEntries,
+    ...cmd.copy,
   };
 }

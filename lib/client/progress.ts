@@ -202,7 +202,39 @@ export function formatSummary(summary: PullSummary): string {
     formatBytes(summary.bytes)
   } in ${formatSeconds(seconds)} (${
     formatRate(rate)
-  }), ${summary.skipped} skipped, ${summary.failed} failed`;
+  }), ${summary.skipped} skipped, ${summary.failed} failed${
+    notTransferred(summary) > 0
+      ? `, ${notTransferred(summary)} not transferred`
+      : ""
+  }`;
+}
+
+/** Entries asked for that were left out (named or withheld), not counting failures. */
+export function notTransferred(summary: PullSummary): number {
+  return (summary.omissions?.length ?? 0) + (summary.withheld ?? 0);
+}
+
+/**
+ * The lines that end a run with failures or omissions: each failure and
+ * each named omission, then how many entries the server's rules withheld.
+ */
+export function formatOutcomes(summary: PullSummary): string[] {
+  const lines = summary.failures.map((f) =>
+    `hsync: failed: ${printable(f.path)}: ${printable(f.message)}`
+  );
+  for (const o of summary.omissions ?? []) {
+    lines.push(
+      `hsync: not transferred: ${printable(o.path)}: ${printable(o.message)}`,
+    );
+  }
+  if ((summary.withheld ?? 0) > 0) {
+    lines.push(
+      `hsync: not transferred: ${summary.withheld} ${
+        summary.withheld === 1 ? "entry" : "entries"
+      } withheld by the server's rules`,
+    );
+  }
+  return lines;
 }
 
 /** `0 B`, `1023 B`, `1.0 KiB`, `12.3 MiB`, `1.50 GiB`. */

@@ -63,6 +63,14 @@ export interface PullOptions {
   preserve?: boolean;
   /** With `preserve`: apply setuid, setgid, sticky and write-for-others bits from the server too. */
   specialModes?: boolean;
+  /** `-l`: symbolic links are copied as links (a listing with `links=1`); without it they are followed. */
+  links?: boolean;
+  /** `-H`: names of one file stay names of one file. */
+  hardLinks?: boolean;
+  /** `-S`: long zero runs are neither sent nor written (they stay holes). */
+  sparse?: boolean;
+  /** With `links`: links whose target is absolute or leaves the copy are created too (else each is an omission). */
+  unsafeLinks?: boolean;
   /**
    * Most listing entries one run accepts (default {@linkcode DEFAULT_MAX_ENTRIES}):
    * a server listing more stops the run with a `ConnectError`, so an

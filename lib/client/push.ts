@@ -65,6 +65,14 @@ export interface PushOptions {
   exclude?: string[];
   /** `-P`: the server keeps the permission bits (never setuid, setgid, sticky). */
   preserve?: boolean;
+  /** `-l`: symbolic links are copied as links (a listing with `links=1`); without it they are followed. */
+  links?: boolean;
+  /** `-H`: names of one file stay names of one file. */
+  hardLinks?: boolean;
+  /** `-S`: long zero runs are neither sent nor written (they stay holes). */
+  sparse?: boolean;
+  /** With `links`: links whose target is absolute or leaves the copy are created too (else each is an omission). */
+  unsafeLinks?: boolean;
   /** Commit each file only when the server's SHA-256 of it is the local one. */
   verify?: boolean;
   /** Decide "identical, skip" by SHA-256 instead of size + mtime. */

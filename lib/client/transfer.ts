@@ -22,7 +22,15 @@ export type PullEvent =
   /** Something the user should know that is not a failure. */
   | { type: "warning"; path?: string; message: string }
   /** A file failed; the rest goes on. */
-  | { type: "failure"; path: string; message: string };
+  | { type: "failure"; path: string; message: string }
+  /**
+   * An entry the user asked for that is not transferred and is not a
+   * failure of the transfer: left out by the sending side (unreadable,
+   * special, a link that leads outside, a name the runtime cannot open,
+   * withheld by the server's rules: then without `path`) or refused by the
+   * receiving side (an unsafe link). Counted; the run exits 2.
+   */
+  | { type: "omitted"; path?: string; message: string };
 
 /** What a pull did. */
 export interface PullSummary {
@@ -34,6 +42,10 @@ export interface PullSummary {
   skipped: number;
   failed: number;
   failures: Array<{ path: string; message: string }>;
+  /** Entries not transferred that are not failures (see the `omitted` event): named ones, in order. */
+  omissions?: Array<{ path: string; message: string }>;
+  /** Entries the server's rules withheld (never named). */
+  withheld?: number;
   /** Bytes found on disk from interrupted earlier pulls (not fetched again). */
   resumed?: number;
 }

@@ -20,10 +20,20 @@ export const API = {
   uploadBundle: "/v1/upload/bundle",
   /** Push: creates a directory (and its missing parents), or sets a directory's time and mode. */
   mkdir: "/v1/mkdir",
+  /** Where a sparse file's data is (`-S`): the rest reads as zeros. */
+  extents: "/v1/extents",
+  /** Push (`-l`): creates a symbolic link. */
+  symlink: "/v1/symlink",
+  /** Push (`-H`): gives a file the server already has one more name. */
+  link: "/v1/link",
 } as const;
 
-/** Kinds of entry the server serves: nothing else ever leaves it. */
-export type EntryType = "file" | "dir";
+/**
+ * Kinds of entry the server serves: nothing else ever leaves it. A
+ * `symlink` is listed only to a listing that asks for links (`links=1`);
+ * otherwise a link is followed and listed as what it leads to.
+ */
+export type EntryType = "file" | "dir" | "symlink";
 
 /** Body of `GET /v1/health`. */
 export interface Health {
@@ -54,7 +64,82 @@ export interface StatEntry {
  */
 export interface ListEntry extends StatEntry {
   path: string;
+  /**
+   * A `symlink`'s text, as `readlink` gives it. Listed only when the link
+   * leads (through any further links) to an entry inside the served paths
+   * that the rules allow; otherwise the link is an omission (`link`).
+   */
+  target?: string;
+  /**
+   * A file with more than one name, in a listing that asks for hard links
+   * (`hardlinks=1`): every name of one file (one device and inode) has the
+   * same tag, opaque to the client.
+   */
+  inode?: string;
+  /**
+   * A file with fewer bytes allocated on disk than its size (it has holes):
+   * `GET /v1/extents` says where its data is.
+   */
+  sparse?: boolean;
 }
+
+/**
+ * Why a listing left an entry out:
+ * - `unreadable`: a directory (or entry) the server cannot read;
+ * - `special`: not a regular file, directory or symbolic link (FIFO, socket, device);
+ * - `link`: a symbolic link that leads outside the served paths, to a
+ *   refused entry, nowhere (dangling) or round in a loop: its name is
+ *   given, never where it leads;
+ * - `name`: a name that is not valid UTF-8 (the runtime cannot open it);
+ * - `withheld`: refused by the server's rules (`Forbidden_dir`,
+ *   `Forbidden_file`): counted, never named.
+ */
+export type OmitReason =
+  | "unreadable"
+  | "special"
+  | "link"
+  | "name"
+  | "withheld";
+
+/**
+ * A line of `GET /v1/list` for an entry the server did not list. It comes
+ * where the entry's own line would have come (so a listing resumed after it
+ * does not repeat it). `path` is relative to the listed directory, absent
+ * for `withheld`; a `name` omission's path carries U+FFFD where the name's
+ * bytes are not UTF-8.
+ */
+export interface ListOmission {
+  omitted: OmitReason;
+  path?: string;
+  /** One sentence for a human (never the target of a link). */
+  message: string;
+}
+
+/** One line of `GET /v1/list`: an entry, or an entry left out and why. */
+export type ListLine = ListEntry | ListOmission;
+
+/** Whether a listing line is an omission. */
+export function isOmission(line: ListLine): line is ListOmission {
+  return (line as ListOmission).omitted !== undefined;
+}
+
+/**
+ * Body of `GET /v1/extents?path=P`: where a file's data is, half-open
+ * `[start, end)`, sorted; every byte outside them is zero. Zero runs
+ * shorter than {@linkcode MIN_HOLE_BYTES} count as data. `etag` is the
+ * file's identity when it was read (a file fetched by these extents is
+ * fetched with `If-Match` on it, as any range is).
+ */
+export interface Extents {
+  size: number;
+  etag: string;
+  data: Array<[number, number]>;
+}
+
+/** Shortest zero run that is a hole (`-S`): 4 KiB blocks, runs of at least 32 KiB, aligned to 4 KiB. */
+export const MIN_HOLE_BYTES = 32 * 1024;
+/** Block size holes are aligned to. */
+export const HOLE_BLOCK_BYTES = 4096;
 
 /** Body of every error response. */
 export interface ErrorBody {
@@ -147,6 +232,30 @@ export interface CommitRequest {
   preserve?: boolean;
   /** With `--verify`: the SHA-256 the committed file must have; it is refused (and dropped) otherwise. */
   sha256?: string;
+  /**
+   * `-S`: ranges the client never sends because they are zeros. They count
+   * as held; the file is extended to `size` and they stay holes.
+   */
+  holes?: Array<[number, number]>;
+}
+
+/**
+ * Request body of `POST /v1/symlink?path=P` (JSON, `-l`): creates the
+ * symbolic link `P` (replacing a file or link there, never a directory)
+ * with this text. The server refuses (403 `unsafe_link`) a target that is
+ * absolute or leads outside the `Writable_path` it is created in.
+ */
+export interface SymlinkRequest {
+  target: string;
+}
+
+/**
+ * Request body of `POST /v1/link?path=P` (JSON, `-H`): gives the regular
+ * file at `existing` (absolute, below the same `Writable_path`, pushed in
+ * this run) the name `P` too (replacing a file or link there).
+ */
+export interface LinkRequest {
+  existing: string;
 }
 
 /** Body of a successful commit: the file as it now is on the server. */
