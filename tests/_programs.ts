@@ -36,9 +36,11 @@ export interface RunResult {
 export async function runClient(
   args: string[],
   env: Record<string, string> = {},
+  wrap: string[] = [],
 ): Promise<RunResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [...clientArgv(), ...args],
+  const [program, ...before] = [...wrap, Deno.execPath()];
+  const out = await new Deno.Command(program, {
+    args: [...before, ...clientArgv(), ...args],
     cwd: ROOT,
     env: { NO_COLOR: "1", ...env },
     stdin: "null",
@@ -74,6 +76,8 @@ export interface StartServerOptions {
   /** Extra command-line arguments. */
   args?: string[];
   port?: number;
+  /** A command the server runs under, e.g. `setpriv ...` (its arguments before the program's). */
+  wrap?: string[];
 }
 
 /** Starts hsyncd in the foreground on 127.0.0.1 and waits until `/v1/health` answers. */
@@ -85,8 +89,10 @@ export async function startServer(
   await Deno.mkdir(hsyncDir, { recursive: true });
   const configFile = `${options.dir}/server.ini`;
   await Deno.writeTextFile(configFile, options.config);
-  const process = new Deno.Command(Deno.execPath(), {
+  const [program, ...before] = [...(options.wrap ?? []), Deno.execPath()];
+  const process = new Deno.Command(program, {
     args: [
+      ...before,
       ...serverArgv(),
       "-host",
       "127.0.0.1",
