@@ -1,4 +1,4 @@
-// Benchmark of resume: bytes fetched again after a SIGKILL, kill-and-resume cycles, and what the journal costs (`deno run -q -P=bench bench/resume.ts`).
+// Benchmark of resume: bytes fetched (or pushed) again after a SIGKILL, kill-and-resume cycles, and what the journal costs (`deno run -q -P=bench bench/resume.ts`).
 // deno-lint-ignore-file no-console
 
 import { parseArgs } from "node:util";
@@ -10,10 +10,12 @@ import { clientSettings, loadConfig } from "../lib/shared/config.ts";
 import { loadJournal } from "../lib/shared/journal.ts";
 import { journalPathFor, partPathFor } from "../lib/shared/part_file.ts";
 import { pull } from "../lib/client/pull.ts";
+import { startFaultProxy } from "../tests/_fault_proxy.ts";
 import {
   freePort,
   hsyncdArgs,
   hsyncPullArgs,
+  hsyncPushArgs,
   median,
   REPO,
   sha256File,
@@ -21,10 +23,12 @@ import {
 
 const HELP = `usage: deno run -q -P=bench bench/resume.ts [options]
 
-  --only a,b,c    parts to run (default all):
+  --only a,b,c,d  parts to run (default all):
                     a = SIGKILL at a fraction of a big file, then rerun: bytes fetched again
                     b = kill-and-resume cycles at random moments: every result byte-identical
                     c = journal overhead: throughput with and without the journal
+                    d = a push killed at --kill-at of a --size-a file, then rerun:
+                        bytes sent again
   --size-a MiB    file size of part a (default 1024)
   --kill-at F     fraction of part a's file on disk when the client is killed (default 0.4)
   --runs-a N      repetitions of part a (default 3)
@@ -40,7 +44,7 @@ const HELP = `usage: deno run -q -P=bench bench/resume.ts [options]
 const { values: opts } = parseArgs({
   args: Deno.args,
   options: {
-    only: { type: "string", default: "a,b,c" },
+    only: { type: "string", default: "a,b,c,d" },
     "size-a": { type: "string", default: "1024" },
     "kill-at": { type: "string", default: "0.4" },
     "runs-a": { type: "string", default: "3" },
@@ -81,7 +85,7 @@ function positive(name: string, text: string, integer = true): number {
 const MiB = 1024 * 1024;
 const parts = opts.only.split(",").map((p) => p.trim()).filter((p) => p);
 for (const p of parts) {
-  if (!["a", "b", "c"].includes(p)) usage(`--only: unknown part "${p}"`);
+  if (!["a", "b", "c", "d"].includes(p)) usage(`--only: unknown part "${p}"`);
 }
 const SIZE_A = positive("size-a", opts["size-a"]) * MiB;
 const KILL_AT = positive("kill-at", opts["kill-at"], false);
@@ -171,12 +175,20 @@ interface Hsyncd {
   stop(): Promise<void>;
 }
 
-async function startHsyncd(work: string, data: string): Promise<Hsyncd> {
+/** hsyncd serving `data` and taking pushes below `incoming` (loopback: no keys needed). */
+async function startHsyncd(
+  work: string,
+  data: string,
+  incoming: string,
+): Promise<Hsyncd> {
   const port = freePort();
   const hsyncDir = join(work, "hsyncd-dir");
   await Deno.mkdir(hsyncDir, { recursive: true });
   const ini = join(work, "hsyncd.ini");
-  await Deno.writeTextFile(ini, `[hsyncd]\nOnly_allowed_path = ${data}\n`);
+  await Deno.writeTextFile(
+    ini,
+    `[hsyncd]\nOnly_allowed_path = ${data}, ${incoming}\nWritable_path = ${incoming}\n`,
+  );
   const log = join(work, "hsyncd.log");
   const child = new Deno.Command(Deno.execPath(), {
     args: hsyncdArgs(port, ini, ["-l", log]),
@@ -307,7 +319,9 @@ async function dataFile(size: number): Promise<{ path: string; sha: string }> {
   return d;
 }
 
-const server = await startHsyncd(work, data);
+const incoming = join(work, "incoming");
+await Deno.mkdir(incoming, { recursive: true });
+const server = await startHsyncd(work, data, incoming);
 
 try {
   // One untimed pull so Deno's caches are warm.
@@ -511,6 +525,89 @@ try {
       "",
     );
     console.log(report.slice(-9).join("\n"));
+  }
+  if (parts.includes("d")) {
+    const src = await dataFile(SIZE_A);
+    const rows: string[] = [];
+    const shares: number[] = [];
+    for (let i = 0; i < RUNS_A; i++) {
+      const remote = join(incoming, `d-${i}.bin`);
+      // Counts the request bytes of each run (headers included: a few KiB).
+      await using proxy = startFaultProxy(
+        server.port,
+        () => ({ kind: "none" }),
+      );
+      const args = hsyncPushArgs(proxy.port, src.path, remote);
+      const spawn = () =>
+        new Deno.Command(Deno.execPath(), {
+          args,
+          cwd: REPO,
+          env: { HSYNC_DIR: clientDir, NO_COLOR: "1" },
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+        }).spawn();
+      const killed = spawn();
+      const t0 = performance.now();
+      while (proxy.bytesUpstream < KILL_AT * SIZE_A) {
+        if (performance.now() - t0 > 600_000) {
+          throw new Error("part d: no progress");
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      killed.kill("SIGKILL");
+      await killed.output();
+      const sent = proxy.bytesUpstream;
+      // What the server kept: its status, once it has flushed what arrived.
+      await new Promise((r) => setTimeout(r, 1000));
+      const status = await fetch(
+        `http://127.0.0.1:${server.port}/v1/upload?path=${
+          encodeURIComponent(remote)
+        }`,
+      );
+      const held = status.ok
+        ? ((await status.json()).held as Array<[number, number]>)
+          .reduce((n, [a, b]) => n + b - a, 0)
+        : (await status.body?.cancel(), 0);
+      const before = proxy.bytesUpstream;
+      const rerun = await spawn().output();
+      if (rerun.code !== 0) {
+        throw new Error(
+          `hsync --push exited with ${rerun.code}: ${
+            new TextDecoder().decode(rerun.stderr).trim()
+          }`,
+        );
+      }
+      const pushed = proxy.bytesUpstream - before;
+      const ok = await sha256File(remote) === src.sha &&
+        (await leftovers(incoming)).length === 0;
+      if (!ok) failures++;
+      // Bytes that had been sent before the kill and went again in the rerun.
+      const again = Math.max(0, pushed - (SIZE_A - sent));
+      shares.push(again / sent);
+      rows.push(
+        `| ${i + 1} | ${mib(sent)} (${pct(sent / SIZE_A)}) | ${mib(held)} | ${
+          mib(pushed)
+        } | ${mib(again)} | ${pct(again / sent)} | ${ok ? "yes" : "NO"} |`,
+      );
+      await Deno.remove(remote).catch(() => {});
+      await syncDisks();
+    }
+    report.push(
+      `### d: a push killed with SIGKILL at ${pct(KILL_AT)} of a ${
+        mib(SIZE_A)
+      } file, then rerun`,
+      "",
+      "| run | sent before the kill | held by hsyncd | rerun sent | sent again | again / sent before | byte-identical |",
+      "| --: | --: | --: | --: | --: | --: | --- |",
+      ...rows,
+      "",
+      `median sent again: ${
+        pct(median(shares))
+      } of what had been sent (target at most 25%)`,
+      "",
+    );
+    console.log(report.slice(-rows.length - 6).join("\n"));
   }
 } finally {
   await server.stop();
