@@ -40,11 +40,13 @@ Deno.test("the program sets grant only what the programs use", () => {
     assert.ok(Array.isArray(set.env), `${name}: env must be a list`);
     assert.ok(set.env.includes("HSYNC_DIR") && set.env.includes("HOME"));
   }
-  // The client runs nothing and asks nothing of the system.
+  // The client runs nothing and asks the system only for its umask (the
+  // modes of what it copies are masked by it, as cp and scp do).
   assert.equal(hsync.run, undefined, "hsync must not have run");
-  assert.equal(hsync.sys, undefined, "hsync must not have sys");
+  assert.deepEqual(hsync.sys, ["umask"]);
   // The daemon asks the system for its host name and interface addresses
-  // only (the names a signature may be bound to on a wildcard listener).
+  // (the names a signature may be bound to on a wildcard listener) and its
+  // umask (what modes of pushed files are masked with).
   assert.deepEqual(hsyncd.sys, ["hostname", "networkInterfaces", "umask"]);
 });
 
