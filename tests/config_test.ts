@@ -265,7 +265,10 @@ Deno.test("formatConfig() lists the files searched and every key by section with
     }),
   );
   assert.match(remote, /\[hscp\][^[]*Max_part_num = 8\n/);
-  assert.match(remote, /\[hsync\][^[]*Max_part_num = 8 {2}; 1 for a pull from this/);
+  assert.match(
+    remote,
+    /\[hsync\][^[]*Max_part_num = 8 {2}; 1 for a pull from this/,
+  );
 });
 
 Deno.test("resolveHsyncDir() prefers $HSYNC_DIR, else $HOME/.hsync", () => {
