@@ -5,7 +5,7 @@
  * hooks to make any request fail the way a real server or network would.
  */
 import { createHash } from "node:crypto";
-import { dirname, join } from "node:path";
+import { dirname, join, normalize } from "node:path";
 import { RangeSet } from "../lib/shared/range_set.ts";
 import type {
   ListEntry,
@@ -56,6 +56,8 @@ export interface PushServerOptions {
   cutStatus?: number;
   /** For a commit: answer 422 `verify_failed` (and drop the part) when this returns true. */
   failVerify?: (path: string, count: number) => boolean;
+  /** Bits a file's mode loses unless `preserve` is asked (as hsyncd's umask; default 0o022). */
+  umask?: number;
 }
 
 /** A running fake server. */
@@ -70,6 +72,8 @@ export interface PushServer extends AsyncDisposable {
   bytesPut(): number;
   /** Files that arrived through bundles. */
   bundled: string[];
+  /** Every commit request body, in order. */
+  commits: Array<{ path: string; holes?: Array<[number, number]> }>;
 }
 
 function error(status: number, code: string, message: string): Response {
@@ -78,7 +82,7 @@ function error(status: number, code: string, message: string): Response {
 
 function statOf(info: Deno.FileInfo): StatEntry {
   return {
-    type: info.isDirectory ? "dir" : "file",
+    type: info.isDirectory ? "dir" : info.isSymlink ? "symlink" : "file",
     size: info.isDirectory ? 0 : info.size,
     mtime: Math.floor(info.mtime?.getTime() ?? 0),
     mode: (info.mode ?? 0) & 0o7777,
@@ -96,7 +100,10 @@ export function pushServer(options: PushServerOptions): PushServer {
   const puts: PutRecord[] = [];
   const log: string[] = [];
   const bundled: string[] = [];
+  const commitLog: PushServer["commits"] = [];
   let commits = 0;
+  const keep = (preserve: boolean | undefined) =>
+    preserve ? 0o777 : 0o777 & ~(options.umask ?? 0o022);
 
   const writable = (path: string): Response | undefined => {
     if (options.readOnly) {
@@ -116,7 +123,7 @@ export function pushServer(options: PushServerOptions): PushServer {
     return undefined;
   };
 
-  async function list(root: string): Promise<string> {
+  async function list(root: string, links: boolean): Promise<string> {
     const lines: string[] = [];
     async function walk(dir: string, rel: string) {
       const names = [];
@@ -125,9 +132,20 @@ export function pushServer(options: PushServerOptions): PushServer {
       const subdirs: string[] = [];
       for (const name of names) {
         if (name.endsWith(".hsync-part")) continue;
-        const info = await Deno.lstat(join(dir, name));
+        let info = await Deno.lstat(join(dir, name));
         const r = rel === "" ? name : `${rel}/${name}`;
+        if (info.isSymlink && !links) {
+          // As hsyncd: a link is listed as what it leads to (not descended here).
+          try {
+            info = await Deno.stat(join(dir, name));
+          } catch {
+            continue;
+          }
+          lines.push(JSON.stringify({ path: r, ...statOf(info) }));
+          continue;
+        }
         const entry: ListEntry = { path: r, ...statOf(info) };
+        if (info.isSymlink) entry.target = await Deno.readLink(join(dir, name));
         lines.push(JSON.stringify(entry));
         if (info.isDirectory) subdirs.push(name);
       }
@@ -244,20 +262,34 @@ export function pushServer(options: PushServerOptions): PushServer {
   async function commit(url: URL, request: Request): Promise<Response> {
     const path = url.searchParams.get("path") ?? "";
     const req = await request.json();
+    commitLog.push({ path, ...(req.holes ? { holes: req.holes } : {}) });
     const refused = writable(path);
     if (refused) return refused;
     const upload = uploads.get(path);
+    // Holes count as held (never sent: they stay holes).
+    const held = new RangeSet([
+      ...(upload?.held.toArray() ?? []),
+      ...(req.holes ?? []).map(([start, end]: [number, number]) => ({
+        start,
+        end,
+      })),
+    ]);
     if (req.size === 0) {
       await Deno.writeFile(path + ".hsync-part", new Uint8Array(0));
     } else if (
       upload === undefined || upload.source !== req.source ||
-      upload.size !== req.size || !upload.held.isComplete(req.size)
+      upload.size !== req.size || !held.isComplete(req.size)
     ) {
       return error(409, "incomplete", `"${path}" is not complete`);
     }
+    await Deno.truncate(path + ".hsync-part", req.size);
     commits++;
-    const data = await Deno.readFile(path + ".hsync-part");
-    const sha256 = createHash("sha256").update(data).digest("hex");
+    // Read only to verify: a sparse test file is 1 GiB.
+    let sha256: string | undefined;
+    if (req.sha256 !== undefined) {
+      const data = await Deno.readFile(path + ".hsync-part");
+      sha256 = createHash("sha256").update(data).digest("hex");
+    }
     if (
       options.failVerify?.(path, commits) ||
       (req.sha256 !== undefined && req.sha256 !== sha256)
@@ -266,7 +298,7 @@ export function pushServer(options: PushServerOptions): PushServer {
       await Deno.remove(path + ".hsync-part");
       return error(422, "verify_failed", `SHA-256 of "${path}" differs`);
     }
-    await Deno.chmod(path + ".hsync-part", req.mode & 0o777);
+    await Deno.chmod(path + ".hsync-part", req.mode & keep(req.preserve));
     await Deno.utime(path + ".hsync-part", new Date(), new Date(req.mtime));
     await Deno.rename(path + ".hsync-part", path);
     uploads.delete(path);
@@ -308,7 +340,10 @@ export function pushServer(options: PushServerOptions): PushServer {
         continue;
       }
       await Deno.writeFile(path + ".hsync-part", data);
-      await Deno.chmod(path + ".hsync-part", header.mode & 0o777);
+      await Deno.chmod(
+        path + ".hsync-part",
+        header.mode & keep(header.preserve),
+      );
       await Deno.utime(
         path + ".hsync-part",
         new Date(),
@@ -338,6 +373,55 @@ export function pushServer(options: PushServerOptions): PushServer {
     return Response.json(statOf(await Deno.lstat(path)));
   }
 
+  /** Where a new entry may go: a file or link there is replaced, a directory is not. */
+  async function clear(path: string): Promise<Response | undefined> {
+    try {
+      if ((await Deno.lstat(path)).isDirectory) {
+        return error(409, "is_directory", `"${path}" is a directory`);
+      }
+      await Deno.remove(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    return undefined;
+  }
+
+  async function symlink(url: URL, request: Request): Promise<Response> {
+    const path = url.searchParams.get("path") ?? "";
+    const { target } = await request.json();
+    const refused = writable(path);
+    if (refused) return refused;
+    const root = options.writable;
+    if (
+      typeof target !== "string" || target.startsWith("/") ||
+      !inside(root, normalize(join(dirname(path), target)))
+    ) {
+      return error(
+        403,
+        "unsafe_link",
+        `Cannot make "${path}": its target leads outside the Writable_path`,
+      );
+    }
+    const busy = await clear(path);
+    if (busy) return busy;
+    await Deno.symlink(target, path);
+    return Response.json(statOf(await Deno.lstat(path)));
+  }
+
+  async function link(url: URL, request: Request): Promise<Response> {
+    const path = url.searchParams.get("path") ?? "";
+    const { existing } = await request.json();
+    const refused = writable(path) ?? writable(existing);
+    if (refused) return refused;
+    if (!(await Deno.lstat(existing)).isFile) {
+      return error(409, "not_regular", `"${existing}" is not a file`);
+    }
+    const busy = await clear(path);
+    if (busy) return busy;
+    await Deno.link(existing, path);
+    return Response.json(statOf(await Deno.lstat(path)));
+  }
+
   async function handle(request: Request): Promise<Response> {
     const url = new URL(request.url);
     log.push(`${request.method} ${url.pathname}${url.search}`);
@@ -348,9 +432,11 @@ export function pushServer(options: PushServerOptions): PushServer {
     try {
       switch (route) {
         case "GET /v1/stat":
-          return Response.json(statOf(await Deno.lstat(path)));
+          return Response.json(statOf(await Deno.stat(path)));
         case "GET /v1/list":
-          return new Response(await list(path));
+          return new Response(
+            await list(path, url.searchParams.get("links") === "1"),
+          );
         case "GET /v1/hash": {
           const data = await Deno.readFile(path);
           const offset = Number(url.searchParams.get("offset") ?? 0);
@@ -381,6 +467,10 @@ export function pushServer(options: PushServerOptions): PushServer {
           return await bundle(url, request);
         case "POST /v1/mkdir":
           return await mkdir(url);
+        case "POST /v1/symlink":
+          return await symlink(url, request);
+        case "POST /v1/link":
+          return await link(url, request);
       }
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) {
@@ -402,6 +492,7 @@ export function pushServer(options: PushServerOptions): PushServer {
     puts,
     log,
     bundled,
+    commits: commitLog,
     bytesPut: () => puts.reduce((n, p) => n + p.received, 0),
     async [Symbol.asyncDispose]() {
       await server.shutdown();

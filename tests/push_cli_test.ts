@@ -152,3 +152,26 @@ Deno.test("an unreachable server, a server that takes no writes and a refused ke
   }
   assert.deepEqual([...Deno.readDirSync(dst)], []);
 });
+
+Deno.test("a FIFO in a pushed tree is named in a `not transferred` line and hsync exits 2; the rest arrives", async () => {
+  await using dir = await tempDir();
+  const { src, dst, hsyncDir } = await setup(dir.path);
+  await Deno.mkdir(join(src, "run42"));
+  await Deno.writeTextFile(join(src, "run42/a.txt"), "hello");
+  const made = await new Deno.Command("mkfifo", {
+    args: [join(src, "run42/pipe")],
+  }).output();
+  assert.ok(made.success);
+  await using server = pushServer({ writable: dst });
+  const r = await hsync([
+    join(src, "run42"),
+    `127.0.0.1:${server.port}:${dst}/`,
+    "--quiet",
+  ], hsyncDir);
+  assert.equal(r.code, 2, r.stderr);
+  assert.deepEqual(lines(r).slice(0, -1), [
+    "hsync: not transferred: run42/pipe: It is a FIFO: only regular files, directories and symbolic links are pushed",
+  ]);
+  assert.match(lines(r).at(-1)!, /, 0 failed, 1 not transferred$/);
+  assert.equal(await Deno.readTextFile(join(dst, "run42/a.txt")), "hello");
+});

@@ -283,7 +283,7 @@ Deno.test("one file goes to a new name, inside an existing directory, and severa
   );
 });
 
-Deno.test("--include and --exclude choose the files of a pushed tree; links and hsync's partial files are skipped with a warning", async () => {
+Deno.test("--include and --exclude choose the files of a pushed tree; links are followed, hsync's partial files are skipped with a warning", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   const root = join(f.src, "t");
@@ -292,20 +292,25 @@ Deno.test("--include and --exclude choose the files of a pushed tree; links and 
   await Deno.writeTextFile(join(root, "keep/b.log"), "b");
   await Deno.writeTextFile(join(root, "keep/tmp/c.fq"), "c");
   await Deno.writeTextFile(join(root, "x.fq.hsync-part"), "partial");
-  await Deno.symlink("/etc/passwd", join(root, "link.fq"));
+  await Deno.writeTextFile(join(f.dir, "outside.txt"), "out");
+  await Deno.symlink(join(f.dir, "outside.txt"), join(root, "link.fq"));
+  await Deno.symlink(join(f.dir, "outside.txt"), join(root, "link.log"));
   await using server = serve(f);
   const { summary, events } = await run(server, [root], f.dst + "/", {
     include: ["*.fq"],
     exclude: ["tmp"],
   });
   assert.deepEqual(summary.failures, []);
-  assert.equal(summary.files, 1);
+  assert.deepEqual(summary.omissions, []);
+  assert.equal(summary.files, 2);
   assert.equal(await Deno.readTextFile(join(f.dst, "t/keep/a.fq")), "a");
   await assert.rejects(Deno.lstat(join(f.dst, "t/keep/b.log")));
   await assert.rejects(Deno.lstat(join(f.dst, "t/keep/tmp")));
-  await assert.rejects(Deno.lstat(join(f.dst, "t/link.fq")));
+  await assert.rejects(Deno.lstat(join(f.dst, "t/link.log")));
+  const link = await Deno.lstat(join(f.dst, "t/link.fq"));
+  assert.ok(link.isFile);
+  assert.equal(await Deno.readTextFile(join(f.dst, "t/link.fq")), "out");
   assert.deepEqual(warnings(events).sort(), [
-    `Skipped "t/link.fq": it is a symbolic link (only regular files and directories are pushed)`,
     `Skipped "t/x.fq.hsync-part": hsync's partial files (.hsync-part, .hsync-journal) are not pushed`,
   ]);
 });
@@ -343,8 +348,13 @@ Deno.test("-P sends permission bits marked preserve; directories get their times
   assert.equal((await Deno.stat(inner)).mtime?.getTime(), T0 + 5000);
   assert.equal(bodies.filter((b) => b.includes('"preserve":true')).length, 2);
   const times = server.log.filter((l) => /mkdir.*mtime=/.test(l));
-  assert.deepEqual(times.length, 1);
+  // t/inner first, then the tree's own directory t.
+  assert.deepEqual(times.length, 2);
   assert.match(times[0], new RegExp(`mode=${0o750}&`));
+  assert.match(
+    times[1],
+    new RegExp(`path=${encodeURIComponent(join(f.dst, "t"))}&`),
+  );
   assert.ok(
     server.log.indexOf(times[0]) >
       server.log.findIndex((l) => l.startsWith("POST /v1/upload/commit")),

@@ -30,6 +30,7 @@ import {
   type PushSource,
   SourceError,
 } from "./push_plan.ts";
+import { LinkSender } from "./push_links.ts";
 import { Remote, remoteRootError } from "./remote.ts";
 import { newSession, PushRemote } from "./remote_push.ts";
 import { Backoff } from "./retry.ts";
@@ -116,8 +117,11 @@ class PushRun {
   readonly #planner: PushPlanner;
   readonly #ranges: RangeSender;
   readonly #bundles: BundleSender;
+  readonly #links: LinkSender;
   /** Remote directories known to exist. */
   readonly #dirs = new Set<string>();
+  /** Modes the server gave the directories this run asked it to make. */
+  readonly #madeModes = new Map<string, number>();
   #fatal?: ConnectError;
   readonly #summary: PullSummary = {
     files: 0,
@@ -126,6 +130,7 @@ class PushRun {
     skipped: 0,
     failed: 0,
     failures: [],
+    omissions: [],
     resumed: 0,
   };
   #totalFiles = 0;
@@ -170,12 +175,22 @@ class PushRun {
         summary.files++;
         summary.bytes += job.size;
         emit({ type: "done", path: job.label, bytes: job.size });
+        this.#links.settled(job.label, true);
       },
       skipped: (label, bytes) => {
         summary.skipped++;
         emit({ type: "skip", path: label, bytes });
+        this.#links.settled(label, true);
       },
       fail: (label, message) => this.#fail(label, message),
+      omit: (label, message) => {
+        summary.omissions?.push({ path: label, message });
+        emit({ type: "omitted", path: label, message });
+      },
+      linked: (label) => {
+        summary.files++;
+        emit({ type: "done", path: label, bytes: 0 });
+      },
       stopRun: (error) => this.#stopRun(error),
     };
     this.#ranges = new RangeSender(this.#ctx, {
@@ -186,6 +201,10 @@ class PushRun {
       spawn: (task) => this.#tasks.spawn(task),
       sendAlone: (job) => this.#sendRanged(job),
     });
+    this.#links = new LinkSender(this.#ctx, {
+      spawn: (task) => this.#tasks.spawn(task),
+      sendNow: (job) => this.#sendNow(job),
+    });
     this.#planner = new PushPlanner(this.#ctx, {
       filter: new PathFilter(options),
       checksum: options.checksum ?? false,
@@ -193,6 +212,12 @@ class PushRun {
       ensureDir: (remote, label) => this.#ensureDir(remote, label),
       dispatch: (job) => this.#dispatch(job),
       spawn: (task) => this.#tasks.spawn(task),
+      madeMode: (remote) => this.#madeModes.get(remote),
+      linker: this.#links,
+      links: options.links ?? false,
+      unsafeLinks: options.unsafeLinks ?? false,
+      hardLinks: options.hardLinks ?? false,
+      sparse: options.sparse ?? false,
     });
   }
 
@@ -300,7 +325,8 @@ class PushRun {
       return;
     }
     const entries = new Map<string, StatEntry>();
-    if (existing === undefined) {
+    const made = existing === undefined;
+    if (made) {
       if (!await this.#ensureDir(dest, source.name)) return;
     } else {
       this.#dirs.add(dest);
@@ -312,6 +338,8 @@ class PushRun {
       root: into ? base : dest,
       underPrefix: into ? `${source.name}/` : "",
       remote: entries,
+      made,
+      existing,
     });
   }
 
@@ -348,10 +376,11 @@ class PushRun {
   async #ensureDir(remote: string, label: string): Promise<boolean> {
     if (this.#dirs.has(remote)) return true;
     try {
-      await this.#ctx.backoff.retry(
+      const made = await this.#ctx.backoff.retry(
         () => this.#ctx.push.mkdir(remote, { signal: this.#signal }),
         this.#signal,
       );
+      this.#madeModes.set(remote, made.mode);
     } catch (error) {
       if (this.#signal.aborted) return false;
       const refusal = writeRefusal(error, this.#remote.host);
@@ -381,6 +410,13 @@ class PushRun {
       await this.#bundles.add(job);
       return;
     }
+    const release = await this.#ctx.limits.files.acquire(this.#signal);
+    this.#tasks.spawn(this.#sendRanged(job).finally(release));
+  }
+
+  /** Sends a file in ranges now, whatever its size (a hard link's stand-in: bundles may be gone already). */
+  async #sendNow(job: SendJob): Promise<void> {
+    this.#addTotal(1, job.size);
     const release = await this.#ctx.limits.files.acquire(this.#signal);
     this.#tasks.spawn(this.#sendRanged(job).finally(release));
   }
@@ -445,6 +481,7 @@ class PushRun {
   }
 
   #fail(path: string, text: string): void {
+    this.#links.settled(path, false);
     this.#summary.failed++;
     this.#summary.failures.push({ path, message: text });
     this.#ctx.emit({ type: "failure", path, message: text });

@@ -31,6 +31,8 @@ export interface SendJob {
   id: FileId;
   /** What names the upload on the server; changes when the file is replaced or rewritten. */
   source: SourceId;
+  /** `-S` and the file has holes (fewer blocks than bytes): only its data is sent. */
+  sparse?: boolean;
 }
 
 /**
@@ -97,6 +99,10 @@ export interface PushContext {
   skipped(label: string, bytes: number): void;
   /** A file failed: counted and told; the rest goes on. */
   fail(label: string, message: string): void;
+  /** An entry not sent that is not a failure of the transfer (a FIFO, an unreadable directory, an unsafe link): counted and told. */
+  omit(label: string, message: string): void;
+  /** A symbolic or hard link was made on the server: counted (no bytes) and told. */
+  linked(label: string): void;
   /** Stops the whole run: the server refuses this client's writes (exit code 3). */
   stopRun(error: ConnectError): void;
 }

@@ -19,6 +19,8 @@ import {
 } from "./push_context.ts";
 import type { FileJob } from "./transfer.ts";
 import type { Verifier } from "./verify.ts";
+import { inodeKey, localEntry } from "./local_entry.ts";
+import type { LinkSender } from "./push_links.ts";
 
 /** A local path that cannot be pushed (exit code 1, nothing sent). */
 export class SourceError extends Error {
@@ -116,6 +118,8 @@ interface DirRecord {
   label: string;
   mtime: number;
   mode: number;
+  /** The mode the server gave it when this run made it (its umask's): without `-P`, the local bits masked by it. */
+  made?: number;
   /** Its time (or mode with `-P`) must be set: made, written into, or different on the server. */
   touched: boolean;
 }
@@ -130,6 +134,10 @@ export interface TreePlan {
   underPrefix: string;
   /** The server's entries below `dest`, by relative path (empty when it was made by this run). */
   remote: Map<string, StatEntry>;
+  /** `dest` was made by this run. */
+  made: boolean;
+  /** The server's entry of `dest` when it was there. */
+  existing?: StatEntry;
 }
 
 /** Options of {@linkcode PushPlanner}. */
@@ -143,6 +151,18 @@ export interface PushPlannerOptions {
   dispatch: (job: SendJob) => Promise<void>;
   /** Runs a comparison in the background. */
   spawn: (task: Promise<void>) => void;
+  /** The mode a directory this run made was given by the server. */
+  madeMode: (remote: string) => number | undefined;
+  /** Makes symbolic and hard links on the server. */
+  linker: LinkSender;
+  /** `-l`: symbolic links are made as links (else followed). */
+  links: boolean;
+  /** With `links`: links that lead outside the copy too. */
+  unsafeLinks: boolean;
+  /** `-H`: names of one file stay names of one file. */
+  hardLinks: boolean;
+  /** `-S`: only the data of files with holes is sent. */
+  sparse: boolean;
 }
 
 /** Walks local sources, compares each file with the server's copy, and hands on what must be sent. */
@@ -175,13 +195,32 @@ export class PushPlanner {
       );
       return;
     }
-    const job = jobOf(source.path, source.name, target, info);
-    await this.#planJob(job, existing);
+    const job = this.#jobOf(source.path, source.name, target, info);
+    await this.#planName(job, info, existing);
   }
 
   /** Walks a local tree depth first, making directories before their files. */
   async planTree(tree: TreePlan): Promise<void> {
-    await this.#walk(tree, tree.source.path, []);
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.statSync(tree.source.path);
+    } catch (error) {
+      this.#ctx.omit(
+        tree.source.name,
+        `Cannot read directory ${JSON.stringify(tree.source.path)}: ${
+          reason(error)
+        }`,
+      );
+      return;
+    }
+    // The tree's own directory gets its time and mode too (as rsync gives them).
+    this.#record(
+      tree.dest,
+      tree.source.name,
+      info,
+      tree.made ? undefined : tree.existing,
+    );
+    await this.#walk(tree, tree.source.path, [], new Set([inodeKey(info)]));
   }
 
   /** Waits for the `--checksum` comparisons still running (they may hand on more files). */
@@ -205,7 +244,7 @@ export class PushPlanner {
           () =>
             ctx.push.mkdir(d.remote, {
               mtime: d.mtime,
-              mode: ctx.preserve ? d.mode : undefined,
+              mode: modeToSet(d, ctx.preserve),
               signal: ctx.signal,
             }),
           ctx.signal,
@@ -229,16 +268,21 @@ export class PushPlanner {
     if (dir !== undefined) dir.touched = true;
   }
 
-  async #walk(tree: TreePlan, dir: string, parts: string[]): Promise<void> {
+  async #walk(
+    tree: TreePlan,
+    dir: string,
+    parts: string[],
+    ancestors: Set<string>,
+  ): Promise<void> {
     const ctx = this.#ctx;
     const labelOf = (p: string[]) => [tree.source.name, ...p].join("/");
     let names: string[];
     try {
       names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
     } catch (error) {
-      ctx.fail(
-        labelOf(parts) || tree.source.name,
-        `Cannot read ${JSON.stringify(dir)}: ${reason(error)}`,
+      ctx.omit(
+        labelOf(parts),
+        `Cannot read directory ${JSON.stringify(dir)}: ${reason(error)}`,
       );
       return;
     }
@@ -247,7 +291,6 @@ export class PushPlanner {
       const rel = [...parts, name];
       const relPath = rel.join("/");
       const label = labelOf(rel);
-      const local = posix.join(dir, name);
       if (name.endsWith(PART_SUFFIX) || name.endsWith(JOURNAL_SUFFIX)) {
         ctx.emit({
           type: "warning",
@@ -264,70 +307,121 @@ export class PushPlanner {
         continue;
       }
       if (this.#o.filter.excludes(rel)) continue;
-      let info: Deno.FileInfo;
-      try {
-        info = Deno.lstatSync(local);
-      } catch (error) {
-        ctx.fail(
-          label,
-          `Cannot read ${JSON.stringify(local)}: ${reason(error)}`,
-        );
-        continue;
-      }
+      const entry = localEntry(posix.join(dir, name), name, relPath, {
+        links: this.#o.links,
+        unsafeLinks: this.#o.unsafeLinks,
+        ancestors,
+      });
+      // Only a directory is walked into when the include globs do not name it.
+      if (entry.kind !== "dir" && !this.#o.filter.wants(rel)) continue;
       const remote = posix.join(tree.dest, relPath);
       const existing = tree.remote.get(relPath);
-      if (info.isDirectory) {
-        if (existing !== undefined && existing.type !== "dir") {
-          ctx.fail(
-            label,
-            `Remote path ${
-              JSON.stringify(remote)
-            } exists and is not a directory`,
-          );
-          continue;
-        }
-        const record: DirRecord = {
+      if (entry.kind === "fail") ctx.fail(label, entry.message);
+      else if (entry.kind === "omit") ctx.omit(label, entry.message);
+      else if (entry.kind === "symlink") {
+        if (!await this.#o.ensureDir(posix.dirname(remote), label)) continue;
+        this.touchParentOf(remote);
+        this.#o.linker.symlink(label, remote, entry.target);
+      } else if (entry.kind === "dir") {
+        await this.#planDir({ remote, label, rel, existing }, entry.info);
+        const inner = new Set(ancestors).add(inodeKey(entry.info));
+        await this.#walk(tree, entry.path, rel, inner);
+      } else {
+        const job = this.#jobOf(entry.path, label, {
           remote,
-          label,
-          mtime: Math.floor(info.mtime?.getTime() ?? 0),
-          mode: (info.mode ?? 0o755) & 0o7777,
-          touched: existing === undefined ||
-            existing.mtime !== Math.floor(info.mtime?.getTime() ?? 0) ||
-            (ctx.preserve &&
-              (existing.mode & 0o777) !== ((info.mode ?? 0) & 0o777)),
-        };
-        if (this.#o.filter.wants(rel)) {
-          if (!await this.#o.ensureDir(remote, label)) continue;
-          if (existing === undefined) this.touchParentOf(remote);
-          this.#dirs.push(record);
-          this.#dirByRemote.set(remote, record);
-        }
-        await this.#walk(tree, local, rel);
-        continue;
+          root: tree.root,
+          under: tree.underPrefix + relPath,
+        }, entry.info);
+        if (!await this.#o.ensureDir(posix.dirname(remote), label)) continue;
+        await this.#planName(job, entry.info, existing);
       }
-      if (!info.isFile) {
-        ctx.emit({
-          type: "warning",
-          path: label,
-          message: `Skipped "${label}": it is ${
-            kindOf(info)
-          } (only regular files and directories are pushed)`,
-        });
-        continue;
-      }
-      if (!this.#o.filter.wants(rel)) continue;
-      const job = jobOf(local, label, {
-        remote,
-        root: tree.root,
-        under: tree.underPrefix + relPath,
-      }, info);
-      if (!await this.#o.ensureDir(posix.dirname(remote), label)) continue;
-      await this.#planJob(job, existing);
     }
   }
 
+  /** A directory of the tree: made on the server (unless filtered out) and remembered for its time and mode. */
+  async #planDir(
+    at: {
+      remote: string;
+      label: string;
+      rel: string[];
+      existing: StatEntry | undefined;
+    },
+    info: Deno.FileInfo,
+  ): Promise<void> {
+    const { remote, label, rel, existing } = at;
+    if (existing !== undefined && existing.type !== "dir") {
+      this.#ctx.fail(
+        label,
+        `Remote path ${JSON.stringify(remote)} exists and is not a directory`,
+      );
+      return;
+    }
+    if (!this.#o.filter.wants(rel)) return;
+    if (!await this.#o.ensureDir(remote, label)) return;
+    if (existing === undefined) this.touchParentOf(remote);
+    this.#record(remote, label, info, existing);
+  }
+
+  /** Remembers a directory whose time (and mode) is set at the end. */
+  #record(
+    remote: string,
+    label: string,
+    info: Deno.FileInfo,
+    existing: StatEntry | undefined,
+  ): void {
+    const mtime = Math.floor(info.mtime?.getTime() ?? 0);
+    const mode = (info.mode ?? 0o755) & 0o7777;
+    const record: DirRecord = {
+      remote,
+      label,
+      mtime,
+      mode,
+      made: existing === undefined ? this.#o.madeMode(remote) : undefined,
+      touched: existing === undefined || existing.mtime !== mtime ||
+        (this.#ctx.preserve && (existing.mode & 0o777) !== (mode & 0o777)),
+    };
+    this.#dirs.push(record);
+    this.#dirByRemote.set(remote, record);
+  }
+
+  /** A file's job, marked sparse with `-S` when it has fewer blocks than bytes. */
+  #jobOf(
+    local: string,
+    label: string,
+    target: { remote: string; root: string; under: string },
+    info: Deno.FileInfo,
+  ): SendJob {
+    const job = jobOf(local, label, target, info);
+    if (
+      this.#o.sparse && info.size > 0 && info.blocks !== null &&
+      info.blocks * 512 < info.size
+    ) job.sparse = true;
+    return job;
+  }
+
+  /** A file planned alone, or (`-H`) as one of the names of a file with several. */
+  async #planName(
+    job: SendJob,
+    info: Deno.FileInfo,
+    existing: StatEntry | undefined,
+  ): Promise<void> {
+    if (this.#o.hardLinks && info.nlink !== null && info.nlink > 1) {
+      await this.#o.linker.name(
+        inodeKey(info),
+        job,
+        (send) => this.#planJob(job, existing, send),
+      );
+      return;
+    }
+    await this.#planJob(job, existing);
+  }
+
   /** Compares one file with the server's entry: identical (skipped), a conflict (failed), or handed on. */
-  async #planJob(job: SendJob, existing: StatEntry | undefined): Promise<void> {
+  async #planJob(
+    job: SendJob,
+    existing: StatEntry | undefined,
+    send = this.#o.dispatch,
+  ): Promise<void> {
     const ctx = this.#ctx;
     if (existing?.type === "dir") {
       ctx.fail(
@@ -337,7 +431,7 @@ export class PushPlanner {
       return;
     }
     if (existing === undefined || existing.size !== job.size) {
-      return await this.#hand(job);
+      return await this.#hand(job, send);
     }
     if (!this.#o.checksum) {
       const sameMode = !ctx.preserve ||
@@ -346,7 +440,7 @@ export class PushPlanner {
         ctx.skipped(job.label, job.size);
         return;
       }
-      return await this.#hand(job);
+      return await this.#hand(job, send);
     }
     // Hashing takes a while: a few comparisons run beside the walk.
     const release = await ctx.limits.compares.acquire(ctx.signal);
@@ -359,7 +453,7 @@ export class PushPlanner {
       }
       if (ctx.signal.aborted) return;
       if (same) ctx.skipped(job.label, job.size);
-      else await this.#hand(job);
+      else await this.#hand(job, send);
     })();
     const tracked = task.catch(() => {}).finally(() =>
       this.#comparing.delete(tracked)
@@ -368,9 +462,12 @@ export class PushPlanner {
     this.#o.spawn(task);
   }
 
-  async #hand(job: SendJob): Promise<void> {
+  async #hand(
+    job: SendJob,
+    send: (job: SendJob) => Promise<void>,
+  ): Promise<void> {
     this.touchParentOf(job.remote);
-    await this.#o.dispatch(job);
+    await send(job);
   }
 
   /** Same size and the same SHA-256, span by span, as the server's copy; any doubt means "send it". */
@@ -414,10 +511,14 @@ function jobOf(
   return job;
 }
 
-function kindOf(info: Deno.FileInfo): string {
-  if (info.isSymlink) return "a symbolic link";
-  if (info.isFifo) return "a FIFO";
-  if (info.isSocket) return "a socket";
-  if (info.isCharDevice || info.isBlockDevice) return "a device";
-  return "a special file";
+/**
+ * The mode to give a directory at the end: with `-P` its own bits; else,
+ * for one this run made, its bits masked by the server's umask (the bits
+ * it was made with), as cp and scp mask by theirs; otherwise none.
+ */
+function modeToSet(d: DirRecord, preserve: boolean): number | undefined {
+  if (preserve) return d.mode;
+  if (d.made === undefined) return undefined;
+  const masked = d.mode & d.made & 0o777;
+  return masked === (d.made & 0o777) ? undefined : masked;
 }

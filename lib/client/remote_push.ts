@@ -8,8 +8,10 @@ import {
   type CommitRequest,
   type CommitResult,
   HEADER,
+  type LinkRequest,
   type SourceId,
   type StatEntry,
+  type SymlinkRequest,
   type UploadBundleResult,
   type UploadStatus,
 } from "../shared/wire.ts";
@@ -190,6 +192,51 @@ export class PushRemote {
       );
     }
     return body as StatEntry;
+  }
+
+  /** `POST /v1/symlink` (`-l`): makes `path` a symbolic link with the text `target`. */
+  async symlink(
+    path: string,
+    target: string,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const request: SymlinkRequest = { target };
+    await this.#postJson(API.symlink, path, request, signal);
+  }
+
+  /** `POST /v1/link` (`-H`): gives the file at `existing` (pushed in this run) the name `path` too. */
+  async link(
+    path: string,
+    existing: string,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const request: LinkRequest = { existing };
+    await this.#postJson(API.link, path, request, signal);
+  }
+
+  /** A JSON request about `path` whose answer must be a JSON object (the new entry). */
+  async #postJson(
+    endpoint: string,
+    path: string,
+    request: unknown,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const headers = this.#headers();
+    headers.set("content-type", "application/json");
+    const ex = await this.#remote.send(this.#remote.url(endpoint, { path }), {
+      method: "POST",
+      headers,
+      body: JSON.stringify(request),
+      signal,
+    });
+    const body = await this.#json(ex);
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      throw new ProtocolError(
+        `Answer from ${this.#remote.host} to making ${
+          JSON.stringify(path)
+        } is malformed`,
+      );
+    }
   }
 
   #headers(): Headers {

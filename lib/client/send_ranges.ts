@@ -11,6 +11,7 @@ import { openChecked } from "../shared/checked_open.ts";
 import { HttpError, reason } from "../shared/errors.ts";
 import { RangeSet } from "../shared/range_set.ts";
 import { hashSpans } from "../shared/span_hash.ts";
+import type { CommitRequest } from "../shared/wire.ts";
 import {
   describeLocal,
   isDiskFull,
@@ -21,6 +22,7 @@ import {
   writeRefusal,
 } from "./push_context.ts";
 import type { HeldUpload } from "./remote_push.ts";
+import { holesOf } from "./push_holes.ts";
 import { isRetryable, sleep } from "./retry.ts";
 
 /**
@@ -107,19 +109,31 @@ export class RangeSender {
       shown += bytes;
       ctx.emit({ type: "progress", bytes, resumed });
     };
+    // Bytes of holes taken off the planned total (never sent).
+    let unsent = 0;
     for (let round = 1;; round++) {
       if (shown !== 0) progress(-shown);
       try {
         this.#checkUnchanged(job);
+        let holes: RangeSet | undefined;
+        if (job.sparse) {
+          holes = await holesOf(job, ctx.signal);
+          ctx.addTotal(0, unsent - holes.covered);
+          unsent = holes.covered;
+        }
         const held = await this.#held(job, expectOther, progress);
-        await this.#sendGaps(job, held, progress);
+        const skip = new RangeSet([
+          ...held.held.toArray(),
+          ...(holes?.toArray() ?? []),
+        ]);
+        await this.#sendGaps(job, { ...held, held: skip }, progress);
         this.#checkUnchanged(job);
         let sha256: string | undefined;
         if (ctx.verify) {
           sha256 = (await this.#hashLocal(job, { start: 0, end: job.size }))[0];
           this.#checkUnchanged(job);
         }
-        await this.#commit(job, sha256);
+        await this.#commit(job, sha256, holes);
         return;
       } catch (error) {
         if (ctx.signal.aborted) throw error;
@@ -418,15 +432,22 @@ export class RangeSender {
   }
 
   /** Commits the complete upload; an answer lost on the way is recognised by a stat of the final name. */
-  async #commit(job: SendJob, sha256: string | undefined): Promise<void> {
+  async #commit(
+    job: SendJob,
+    sha256: string | undefined,
+    holes: RangeSet | undefined,
+  ): Promise<void> {
     const ctx = this.#ctx;
-    const request = {
+    const request: CommitRequest = {
       size: job.size,
       source: job.source,
       mtime: job.mtime,
       mode: job.mode,
       ...(ctx.preserve ? { preserve: true } : {}),
       ...(sha256 === undefined ? {} : { sha256 }),
+      ...(holes === undefined || holes.covered === 0 ? {} : {
+        holes: holes.toArray().map((r): [number, number] => [r.start, r.end]),
+      }),
     };
     for (let attempt = 1;; attempt++) {
       try {
