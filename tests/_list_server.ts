@@ -77,6 +77,8 @@ export interface ListServerOptions {
   lines: FakeLine[];
   /** The first listing is cut (the connection broken) after this many lines. */
   cutAfter?: number;
+  /** List `symlink` entries even when `links=1` was not asked (a broken server). */
+  linksUnasked?: boolean;
 }
 
 /** A running fake server. */
@@ -234,7 +236,8 @@ export function listServer(options: ListServerOptions): ListServer {
   );
 
   function listing(url: URL, cutAfter: number | undefined): Response {
-    const links = url.searchParams.get("links") === "1";
+    const links = url.searchParams.get("links") === "1" ||
+      options.linksUnasked === true;
     const hardLinks = url.searchParams.get("hardlinks") === "1";
     const after = url.searchParams.get("after");
     let lines = options.lines.filter((l) =>

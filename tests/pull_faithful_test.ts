@@ -5,6 +5,10 @@ import defaults from "../hsync.ini" with { type: "text" };
 import { clientSettings, loadConfig } from "../lib/shared/config.ts";
 import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
 import { UNSAFE_LINK_MESSAGE } from "../lib/client/plan.ts";
+import { PathFilter } from "../lib/client/filters.ts";
+import type { FollowEvent } from "../lib/client/follow_events.ts";
+import { FollowTree } from "../lib/client/follow_tree.ts";
+import { Remote } from "../lib/client/remote.ts";
 import { runClient, tempDir } from "./_programs.ts";
 import {
   bytesContent,
@@ -273,6 +277,7 @@ Deno.test("-H fetches the other names on their own when the first name fails", a
   const { summary } = await run(server.baseUrl, dest, { hardLinks: true });
   assert.deepEqual(summary.failures.map((f) => f.path), ["blocked"]);
   assert.equal(await Deno.readTextFile(join(dest, "ok")), "x");
+  assert.ok(server.log.some((l) => l.includes("hardlinks=1")));
 });
 
 Deno.test("-S fetches a sparse file of 1 GiB by its extents: a few KiB cross, and it lands sparse with its bytes in place", async () => {
@@ -382,4 +387,73 @@ Deno.test("hsync exits 2 with a 'not transferred' line for an omission, and -a g
   assert.equal(img.size, 64 * MiB);
   assert.ok(img.blocks! * 512 < MiB);
   assert.ok(server.sent < 64 * MiB / 100);
+});
+
+Deno.test("--sync's tree scan warns once per named omission instead of failing on the line", async () => {
+  await using dir = await tempDir();
+  const lines: FakeLine[] = [
+    { path: "a.txt", type: "file", content: bytesContent(text("a")) },
+    { omitted: "special", path: "fifo", message: "Not a regular file (FIFO)" },
+    { omitted: "withheld", message: "Withheld by the server's rules" },
+  ];
+  await using server = listServer({ root: ROOT, lines });
+  const events: FollowEvent[] = [];
+  const stop = new AbortController();
+  const tree = new FollowTree({
+    remote: new Remote({ baseUrl: server.baseUrl }),
+    remotePath: ROOT,
+    isDir: true,
+    dest: dir.path,
+    filter: new PathFilter(),
+    fromNow: true,
+    maxEntries: 100,
+    stop: stop.signal,
+    hard: stop.signal,
+    summary: {
+      appendedBytes: 0,
+      fetchedFiles: 0,
+      fetchedBytes: 0,
+      seconds: 0,
+    },
+    emit: (e) => events.push(e),
+    stopRun: (error) => {
+      throw error;
+    },
+  });
+  await tree.rescan(true);
+  await tree.drain();
+  assert.deepEqual(events, [{
+    type: "warning",
+    path: "fifo",
+    message: `"fifo" is not followed: Not a regular file (FIFO)`,
+  }]);
+  assert.equal(tree.files, 1);
+});
+
+Deno.test("a listing line is checked: a symlink only when links were asked, a malformed omission refused", async () => {
+  const lines: FakeLine[] = [
+    { path: "l", type: "symlink", target: "x" },
+  ];
+  await using server = listServer({ root: ROOT, lines });
+  const remote = new Remote({ baseUrl: server.baseUrl });
+  const got = [];
+  for await (const l of remote.list(ROOT, undefined, { links: true })) {
+    got.push(l);
+  }
+  assert.equal(got.length, 1);
+  await using broken = listServer({ root: ROOT, lines, linksUnasked: true });
+  await assert.rejects(async () => {
+    for await (const _ of new Remote({ baseUrl: broken.baseUrl }).list(ROOT)) {
+      // draining
+    }
+  }, /malformed entry/);
+  await using hostile = listServer({
+    root: ROOT,
+    lines: [{ omitted: "special", message: "no path" } as never],
+  });
+  await assert.rejects(async () => {
+    for await (const _ of new Remote({ baseUrl: hostile.baseUrl }).list(ROOT)) {
+      // draining
+    }
+  }, /malformed omission/);
 });
