@@ -28,6 +28,7 @@ import { RangeSet } from "../shared/range_set.ts";
 import { spansOf } from "../shared/span_hash.ts";
 import type { Exchange } from "./remote.ts";
 import { isRetryable, ProtocolError, ShortBody } from "./retry.ts";
+import { holesOf, receiveSkippingZeros } from "./sparse.ts";
 import {
   FileChanged,
   type FileJob,
@@ -52,6 +53,10 @@ export interface RangeFetcherOptions {
   verifier: Verifier;
   /** Told the bytes a resumed journal let the file keep. */
   onResumed: (bytes: number) => void;
+  /** `-S`: part files are sized at once, and long zero runs stay holes. */
+  sparse?: boolean;
+  /** With `sparse`: the file has holes (fetched by its extents). */
+  hasHoles?: (job: FileJob) => boolean;
 }
 
 /**
@@ -66,6 +71,8 @@ interface FileState {
   id: FileId;
   journal: string;
   written: WrittenRanges;
+  /** The part was sized with `truncate` and nothing was written in its gaps: zero runs need no writing. */
+  skipZeros: boolean;
 }
 
 /** Fetches files in ranges into their part files, resumably. */
@@ -90,23 +97,47 @@ export class RangeFetcher {
     const ctx = this.#ctx;
     const part = partPathFor(job.target);
     const journal = journalPathFor(job.target);
+    const sparse = this.#o.sparse ?? false;
+    // Asked first: a file that changed since the listing starts over now.
+    const holes = sparse && this.#o.hasHoles?.(job)
+      ? await this.#holes(job)
+      : undefined;
     const resumed = this.#o.journal
       ? await this.#resumable(job, part, journal)
       : undefined;
     const state: FileState = {
       job,
       part,
-      id: resumed?.id ?? createEmptyPart(part),
+      id: resumed?.id ?? createEmptyPart(part, sparse ? job.size : 0),
       journal,
       written: new WrittenRanges(resumed?.written.toArray()),
+      skipZeros: sparse && resumed === undefined,
     };
+    if (sparse && resumed !== undefined) sizePart(state);
     if (resumed !== undefined) {
       const covered = resumed.written.covered;
       if (covered > 0) {
         this.#o.onResumed(covered);
         ctx.emit({ type: "progress", bytes: covered, resumed: true });
       }
-      if (resumed.written.isComplete(job.size)) return state.id;
+    }
+    let flushed = resumed?.flushed;
+    if (holes !== undefined) {
+      // Holes are held from the start: never asked for, never written, and
+      // claimed as flushed (the part's size makes them read as zeros).
+      const before = state.written.covered;
+      flushed = new RangeSet(flushed?.toArray());
+      for (const hole of holes.toArray()) {
+        state.written.add(hole);
+        flushed.add(hole);
+      }
+      const added = state.written.covered - before;
+      if (added > 0) {
+        ctx.emit({ type: "progress", bytes: added, resumed: true });
+      }
+    }
+    if (resumed !== undefined && state.written.isComplete(job.size)) {
+      return state.id;
     }
     let saver: JournalSaver | undefined;
     if (this.#o.journal) {
@@ -117,7 +148,7 @@ export class RangeFetcher {
         identity: identityOf(job),
         written: state.written,
         intervalMs: this.#o.journalIntervalMs,
-        flushed: resumed?.flushed,
+        flushed,
       });
       if (resumed === undefined) {
         try {
@@ -279,6 +310,22 @@ export class RangeFetcher {
     return { flushed, written, id };
   }
 
+  /**
+   * Where the data of a file with holes is (`GET /v1/extents`), as holes:
+   * extents of another identity than the listing's mean the file changed.
+   */
+  async #holes(job: FileJob): Promise<RangeSet> {
+    const ctx = this.#ctx;
+    const extents = await ctx.backoff.retry(
+      () => ctx.remote.extents(job.remote, ctx.signal),
+      ctx.signal,
+    );
+    if (extents.etag !== job.etag || extents.size !== job.size) {
+      throw new FileChanged(job.rel);
+    }
+    return holesOf(extents);
+  }
+
   /** Fetches `range` of the file, from the last byte on disk after each retryable failure. */
   async #fetchRange(
     state: FileState,
@@ -354,7 +401,8 @@ export class RangeFetcher {
       const file = openChecked(state.part, { write: true, expected: state.id });
       let pos: number;
       try {
-        pos = await receiveBody(ex, file, range, usable, {
+        const receive = state.skipZeros ? receiveSkippingZeros : receiveBody;
+        pos = await receive(ex, file, range, usable, {
           label: job.rel,
           path: state.part,
           written: state.written,
@@ -375,6 +423,19 @@ export class RangeFetcher {
       ex.done();
       await ex.response.body?.cancel().catch(() => {});
     }
+  }
+}
+
+/** Extends a resumed part to the file's size (`-S`): what was never written reads as zeros and takes no room. */
+function sizePart(state: FileState): void {
+  try {
+    using file = openChecked(state.part, { write: true, expected: state.id });
+    if (file.statSync().size < state.job.size) {
+      file.truncateSync(state.job.size);
+    }
+  } catch (error) {
+    if (error instanceof LocalPathError) throw error;
+    throw new LocalPathError(state.part, reason(error), error);
   }
 }
 
@@ -471,10 +532,16 @@ export async function receiveBody(
   return pos;
 }
 
-/** Creates (or recreates) the empty part file of a ranged fetch and returns its identity; an unusable destination is a {@linkcode DestinationError}. */
-function createEmptyPart(part: string): FileId {
+/**
+ * Creates (or recreates) the empty part file of a ranged fetch, `size`
+ * bytes of zeros that take no room (`-S`: what is never written stays a
+ * hole), and returns its identity; an unusable destination is a
+ * {@linkcode DestinationError}.
+ */
+function createEmptyPart(part: string, size: number): FileId {
   try {
     using file = createPart(part);
+    if (size > 0) file.truncateSync(size);
     return fileIdOf(file.statSync());
   } catch (error) {
     throw new DestinationError(part, reason(error), error);

@@ -13,7 +13,11 @@ import {
 } from "../shared/errors.ts";
 import { parseEtag } from "../shared/file_identity.ts";
 import { Limiter } from "../shared/limiter.ts";
-import type { StatEntry } from "../shared/wire.ts";
+import {
+  isOmission,
+  type ListOmission,
+  type StatEntry,
+} from "../shared/wire.ts";
 import type { FollowEvent, FollowSummary } from "./follow_events.ts";
 import {
   appendNew,
@@ -154,9 +158,26 @@ export class FollowTree {
     for await (const entry of remote.list(remotePath, signal)) {
       if (signal.aborted) return;
       this.#countListed(++count, remotePath);
+      if (isOmission(entry)) {
+        this.#omitted("", entry);
+        continue;
+      }
       if (!this.#allowed(entry.path)) continue;
       this.#reconcile(entry.path, entry, initial);
     }
+  }
+
+  /** An entry the server left out of a listing of `dir`: a warning when it is named (it is not followed). */
+  #omitted(dir: string, line: ListOmission): void {
+    if (line.path === undefined) return;
+    const rel = dir === "" ? line.path : `${dir}/${line.path}`;
+    const parts = rel.split("/");
+    if (this.#o.filter.excludes(parts) || !this.#wanted(rel)) return;
+    this.#o.emit({
+      type: "warning",
+      path: rel,
+      message: `"${rel}" is not followed: ${line.message}`,
+    });
   }
 
   /** Stops following when one listing holds more than the bound (`count` entries so far). */
@@ -407,6 +428,10 @@ export class FollowTree {
     try {
       for await (const entry of this.#o.remote.list(remote, this.#o.hard)) {
         this.#countListed(++count, remote);
+        if (isOmission(entry)) {
+          this.#omitted(rel, entry);
+          continue;
+        }
         const child = `${rel}/${entry.path}`;
         if (!this.#allowed(child)) continue;
         this.#reconcile(child, entry, false);

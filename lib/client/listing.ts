@@ -1,7 +1,11 @@
 /** Listing a remote tree for a pull: entries streamed one by one, a cut listing asked again from after its last entry, and a bound on entries per run. */
 import { ConnectError, describeError } from "../shared/errors.ts";
-import type { ListEntry } from "../shared/wire.ts";
-import type { Remote } from "./remote.ts";
+import {
+  isOmission,
+  type ListEntry,
+  type ListOmission,
+} from "../shared/wire.ts";
+import type { ListQuery, Remote } from "./remote.ts";
 import { type Backoff, isRetryable } from "./retry.ts";
 
 /** Most listing entries one run accepts unless told otherwise (`--max-entries`). */
@@ -32,6 +36,8 @@ export interface TreeListerOptions {
   onTooMany: (error: ConnectError) => void;
   /** Told, in one sentence, that a listing failed or was cut and is asked again. */
   onRetry: (text: string) => void;
+  /** `links=1` and `hardlinks=1` (see `ListQuery`). */
+  query?: Omit<ListQuery, "after">;
 }
 
 /** Lists one remote tree, entry by entry, through every cut. */
@@ -41,6 +47,12 @@ export class TreeLister {
   readonly #o: TreeListerOptions;
   #entries = 0;
   #last?: string;
+  /**
+   * Omissions received since the last entry: a listing resumed after that
+   * entry sends them again, so they are handed on only once an entry
+   * follows them or the listing ends.
+   */
+  #pending: ListOmission[] = [];
 
   /** A lister of the tree at `root` on `remote`. */
   constructor(remote: Remote, root: string, options: TreeListerOptions) {
@@ -60,17 +72,33 @@ export class TreeLister {
    * with backoff; a listing that got further starts the count of attempts
    * again. Returns undefined when the listing is complete (or the run was
    * stopped), else the listing's error that ended it early. An error of
-   * `onEntry` is thrown.
+   * `onEntry` is thrown. Omission lines go to `onOmission`, each once
+   * (never used as the point a cut listing resumes from).
    */
-  async run(onEntry: (entry: ListEntry) => Promise<void>): Promise<unknown> {
+  async run(
+    onEntry: (entry: ListEntry) => Promise<void>,
+    onOmission: (line: ListOmission) => void = () => {},
+  ): Promise<unknown> {
     const { signal, backoff } = this.#o;
     let attempt = 0;
+    const handOn = () => {
+      for (const line of this.#pending) onOmission(line);
+      this.#pending = [];
+    };
     while (true) {
       const received = this.#last;
-      const error = await this.#listFrom(received, onEntry);
-      if (error === undefined || signal.aborted) return undefined;
+      const error = await this.#listFrom(received, onEntry, handOn);
+      if (error === undefined || signal.aborted) {
+        if (!signal.aborted) handOn();
+        return undefined;
+      }
       attempt = this.#last !== received ? 1 : attempt + 1;
-      if (!isRetryable(error) || attempt > backoff.maxRetries) return error;
+      if (!isRetryable(error) || attempt > backoff.maxRetries) {
+        handOn();
+        return error;
+      }
+      // The next listing starts after the last entry: it sends these again.
+      this.#pending = [];
       const host = this.#remote.host;
       this.#o.onRetry(
         this.#last === undefined
@@ -90,13 +118,16 @@ export class TreeLister {
   async #listFrom(
     after: string | undefined,
     onEntry: (entry: ListEntry) => Promise<void>,
+    handOn: () => void,
   ): Promise<unknown> {
     const { signal, maxEntries } = this.#o;
-    const listing = this.#remote.list(this.#root, signal, after)
-      [Symbol.asyncIterator]();
+    const listing = this.#remote.list(this.#root, signal, {
+      ...this.#o.query,
+      after,
+    })[Symbol.asyncIterator]();
     try {
       while (true) {
-        let next: IteratorResult<ListEntry>;
+        let next: IteratorResult<ListEntry | ListOmission>;
         try {
           next = await listing.next();
         } catch (error) {
@@ -109,8 +140,14 @@ export class TreeLister {
           );
           return undefined;
         }
-        this.#last = next.value.path;
-        await onEntry(next.value);
+        const line = next.value;
+        if (isOmission(line)) {
+          this.#pending.push(line);
+          continue;
+        }
+        handOn();
+        this.#last = line.path;
+        await onEntry(line);
       }
     } finally {
       await listing.return?.(undefined).catch(() => {});

@@ -155,6 +155,29 @@ export function modeToApply(mode: number, special = false): number {
   return mode & (special ? 0o7777 : 0o7777 & ~UNSAFE_MODE_BITS);
 }
 
+/** Permission bits a file's creation leaves out by default: `umask(2)`; 0o022 when it cannot be read. */
+export function localUmask(): number {
+  try {
+    return Deno.umask();
+  } catch {
+    return 0o022;
+  }
+}
+
+/**
+ * The permission bits of an entry this run creates, from the server's
+ * `mode`: exactly as {@linkcode modeToApply} gives them with `preserve`
+ * (`-P`), else also masked by the local `umask` as cp and scp do, so a
+ * private file stays private and an executable stays executable.
+ */
+export function modeForNew(
+  mode: number,
+  options: { preserve?: boolean; special?: boolean; umask: number },
+): number {
+  if (options.preserve) return modeToApply(mode, options.special);
+  return modeToApply(mode) & ~options.umask;
+}
+
 /** Whether `path` is a directory now (following links); false when it cannot be read. */
 export function isDirectory(path: string): boolean {
   try {

@@ -6,8 +6,11 @@
 import { join, posix } from "node:path";
 import { chmodOpened, fileIdOf, openChecked } from "../shared/checked_open.ts";
 import { describeError, reason } from "../shared/errors.ts";
-import type { ListEntry } from "../shared/wire.ts";
+import { linkStaysInside } from "../shared/link_target.ts";
+import type { ListEntry, ListOmission } from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
+import type { HardLinks } from "./hard_links.ts";
+import { placeSymlink } from "./links.ts";
 import { ensureDirs, safeComponents, setDirMeta } from "./placement.ts";
 import type { FileJob, PullContext } from "./transfer.ts";
 import type { Verifier } from "./verify.ts";
@@ -40,7 +43,21 @@ export interface PlannerOptions {
   dispatch: (job: FileJob) => Promise<void>;
   /** Runs a comparison in the background. */
   spawn: (task: Promise<void>) => void;
+  /** `-P`: files and directories that exist already get the server's mode too. */
+  preserve?: boolean;
+  /** `--unsafe-links`: `symlink` entries whose target leaves the copy are created too. */
+  unsafeLinks?: boolean;
+  /** `-H`: names tagged as one file, linked instead of fetched twice. */
+  hardLinks?: HardLinks;
+  /** `-S`: told each file the listing says has holes. */
+  sparse?: (job: FileJob) => void;
+  /** Told an entry that is not transferred and is not a failure (no `path`: withheld). */
+  omit: (path: string | undefined, message: string) => void;
 }
+
+/** The omission of a `symlink` entry whose target leaves the copy, without `--unsafe-links`. */
+export const UNSAFE_LINK_MESSAGE =
+  "Symbolic link target leads outside the copy: not created (--unsafe-links creates it)";
 
 /** Compares each listed entry with the local side and hands on what must be fetched. */
 export class Planner {
@@ -50,7 +67,9 @@ export class Planner {
   readonly #verified = new Set<string>();
   /** Directories this run created: nothing in them needs comparing. */
   readonly #created = new Set<string>();
-  readonly #dirs: Array<{ path: string; mtime: number; mode: number }> = [];
+  readonly #dirs: Array<
+    { path: string; mtime: number; mode: number; created: boolean }
+  > = [];
   /** `checksum` comparisons running beside the listing. */
   readonly #comparing = new Set<Promise<void>>();
 
@@ -100,10 +119,19 @@ export class Planner {
     if (entry.type === "dir") {
       try {
         const path = ensureDirs(dest, parts, this.#verified, this.#created);
-        this.#dirs.push({ path, mtime: entry.mtime, mode: entry.mode });
+        this.#dirs.push({
+          path,
+          mtime: entry.mtime,
+          mode: entry.mode,
+          created: this.#created.has(path),
+        });
       } catch (error) {
         ctx.fail(entry.path, describeError(error));
       }
+      return;
+    }
+    if (entry.type === "symlink") {
+      this.#planSymlink(entry, parts);
       return;
     }
     const job: FileJob = {
@@ -115,6 +143,7 @@ export class Planner {
       mode: entry.mode,
       etag: entry.etag,
     };
+    if (entry.sparse === true) this.#o.sparse?.(job);
     let parent: string;
     try {
       parent = ensureDirs(
@@ -130,6 +159,14 @@ export class Planner {
     if (ctx.targets.has(job.target)) {
       ctx.fail(entry.path, "The server listed this path twice");
       return;
+    }
+    // The first name of a file with several is fetched as usual; the others wait for it.
+    const links = this.#o.hardLinks;
+    if (entry.inode !== undefined && links !== undefined) {
+      // Claimed before a waiting name may be linked (and released) at once.
+      ctx.targets.add(job.target);
+      if (!links.claim(entry.inode, job)) return;
+      ctx.targets.delete(job.target);
     }
     // A failed lstat costs about 50 us (it builds an error): skip it where
     // nothing can exist yet.
@@ -160,6 +197,66 @@ export class Planner {
     await this.#o.dispatch(job);
   }
 
+  /** An omission line of the listing: told unless `--include`/`--exclude` leave its path out anyway. */
+  omitted(line: ListOmission): void {
+    if (line.path !== undefined) {
+      try {
+        if (!this.#o.filter.wants(safeComponents(line.path))) return;
+      } catch {
+        // A path that could not be written is still named.
+      }
+    }
+    this.#o.omit(line.path, line.message);
+  }
+
+  /** A `symlink` entry (`-l`): created in place, unless its target leaves the copy. */
+  #planSymlink(entry: ListEntry, parts: string[]): void {
+    const ctx = this.#ctx;
+    const text = entry.target ?? "";
+    if (!this.#o.unsafeLinks && !linkStaysInside(entry.path, text)) {
+      this.#o.omit(entry.path, UNSAFE_LINK_MESSAGE);
+      return;
+    }
+    let path: string;
+    try {
+      // A link made earlier in this run is never gone through: ensureDirs refuses it.
+      path = join(
+        ensureDirs(
+          this.#o.dest,
+          parts.slice(0, -1),
+          this.#verified,
+          this.#created,
+        ),
+        parts[parts.length - 1],
+      );
+    } catch (error) {
+      ctx.fail(entry.path, describeError(error));
+      return;
+    }
+    if (ctx.targets.has(path)) {
+      ctx.fail(entry.path, "The server listed this path twice");
+      return;
+    }
+    const job: FileJob = {
+      rel: entry.path,
+      remote: posix.join(this.#o.root, entry.path),
+      target: path,
+      size: 0,
+      mtime: entry.mtime,
+      mode: entry.mode,
+      etag: entry.etag,
+    };
+    let outcome;
+    try {
+      outcome = placeSymlink(path, text);
+    } catch (error) {
+      ctx.fail(entry.path, describeError(error));
+      return;
+    }
+    if (outcome === "same") ctx.skipped(job);
+    else ctx.placed(job);
+  }
+
   /** Waits for the `checksum` comparisons still running (they may hand on more files). */
   async settle(): Promise<void> {
     while (this.#comparing.size > 0) await Promise.all([...this.#comparing]);
@@ -171,8 +268,12 @@ export class Planner {
     // setting a child's times does not change its parent's afterwards.
     for (let i = this.#dirs.length - 1; i >= 0; i--) {
       const d = this.#dirs[i];
+      // A directory that was there keeps its mode unless -P (as rsync does).
+      const mode = d.created || this.#o.preserve
+        ? this.#ctx.modeOf(d)
+        : undefined;
       try {
-        setDirMeta(d.path, d.mtime, this.#ctx.modeOf(d));
+        setDirMeta(d.path, d.mtime, mode);
       } catch (error) {
         this.#ctx.emit({
           type: "warning",
@@ -195,7 +296,7 @@ export class Planner {
       !info.isFile || info.size !== job.size ||
       info.mtime?.getTime() !== Math.trunc(job.mtime)
     ) return false;
-    const mode = this.#ctx.modeOf(job);
+    const mode = this.#o.preserve ? this.#ctx.modeOf(job) : undefined;
     if (mode !== undefined && ((info.mode ?? 0) & 0o7777) !== mode) {
       try {
         using file = openChecked(job.target, { expected: fileIdOf(info) });
@@ -227,7 +328,7 @@ export class Planner {
       if (bad.length > 0) return false;
       using file = openChecked(job.target, { expected: id });
       await file.utime(new Date(), new Date(job.mtime));
-      const mode = this.#ctx.modeOf(job);
+      const mode = this.#o.preserve ? this.#ctx.modeOf(job) : undefined;
       if (mode !== undefined) chmodOpened(file, job.target, mode);
     } catch {
       return false;

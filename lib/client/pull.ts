@@ -15,11 +15,14 @@ import { BundleFetcher } from "./fetch_bundle.ts";
 import { DestinationError, RangeFetcher } from "./fetch_ranges.ts";
 import { PathFilter } from "./filters.ts";
 import { DEFAULT_MAX_ENTRIES, TreeLister } from "./listing.ts";
+import { HardLinks } from "./hard_links.ts";
+import { placeHardLink } from "./links.ts";
 import {
   destinationOf,
+  localUmask,
   makeParentDir,
   makeTreeRoot,
-  modeToApply,
+  modeForNew,
 } from "./placement.ts";
 import { Planner, routeOf } from "./plan.ts";
 import { Remote, remoteRootError } from "./remote.ts";
@@ -139,6 +142,12 @@ class PullRun {
   };
   #plannedFiles = 0;
   #plannedBytes = 0;
+  /** Paths already told as omitted (a resumed listing may repeat one). */
+  readonly #omitted = new Set<string>();
+  /** `-H`: names of one file. */
+  readonly #hardLinks?: HardLinks;
+  /** `-S`: files the listing says have holes (fetched by their extents). */
+  readonly #sparse = new WeakSet<FileJob>();
 
   constructor(options: PullOptions) {
     this.#o = options;
@@ -159,6 +168,13 @@ class PullRun {
     });
     const summary = this.#summary;
     const emit = (event: PullEvent) => this.#o.onEvent?.(event);
+    const umask = localUmask();
+    if (options.hardLinks) {
+      this.#hardLinks = new HardLinks({
+        link: (first, job) => this.#link(first, job),
+        fetch: (job) => this.#tasks.spawn(this.#fetchAlone(job)),
+      });
+    }
     this.#ctx = {
       remote: this.#remote,
       settings: s,
@@ -167,21 +183,28 @@ class PullRun {
       backoff: new Backoff(options.retryBaseMs ?? 250, s.maxTimeoutRetry),
       targets: new Set(),
       modeOf: (entry) =>
-        options.preserve
-          ? modeToApply(entry.mode, options.specialModes)
-          : undefined,
+        modeForNew(entry.mode, {
+          preserve: options.preserve,
+          special: options.specialModes,
+          umask,
+        }),
       emit,
       placed: (job) => {
         this.#ctx.targets.delete(job.target);
         summary.files++;
         summary.bytes += job.size;
         emit({ type: "done", path: job.rel, bytes: job.size });
+        this.#hardLinks?.settled(job.rel, true);
       },
       skipped: (job) => {
         summary.skipped++;
         emit({ type: "skip", path: job.rel, bytes: job.size });
+        this.#hardLinks?.settled(job.rel, true);
       },
-      fail: (path, text) => this.#fail(path, text),
+      fail: (path, text) => {
+        this.#fail(path, text);
+        this.#hardLinks?.settled(path, false);
+      },
     };
     this.#verifier = new Verifier(this.#ctx);
     this.#ranges = new RangeFetcher(this.#ctx, {
@@ -189,6 +212,8 @@ class PullRun {
       journalIntervalMs: options.journalIntervalMs ?? 1000,
       verifier: this.#verifier,
       onResumed: (bytes) => summary.resumed = (summary.resumed ?? 0) + bytes,
+      sparse: options.sparse ?? false,
+      hasHoles: (job) => this.#sparse.has(job),
     });
     this.#bundles = new BundleFetcher(this.#ctx, {
       root: options.remotePath,
@@ -220,6 +245,11 @@ class PullRun {
       verifier: this.#verifier,
       dispatch: (job) => this.#dispatch(job),
       spawn: (task) => this.#tasks.spawn(task),
+      preserve: this.#o.preserve,
+      unsafeLinks: this.#o.unsafeLinks,
+      hardLinks: this.#hardLinks,
+      sparse: this.#o.sparse ? (job) => this.#sparse.add(job) : undefined,
+      omit: (path, message) => this.#omit(path, message),
     });
     try {
       if (root.type === "dir") await this.#pullTree(planner, dest);
@@ -264,9 +294,13 @@ class PullRun {
       maxEntries: this.#o.maxEntries ?? DEFAULT_MAX_ENTRIES,
       onTooMany: (error) => this.#stopRun(error),
       onRetry: (text) => this.#ctx.emit({ type: "warning", message: text }),
+      query: { links: this.#o.links, hardLinks: this.#o.hardLinks },
     });
     try {
-      const error = await lister.run((entry) => planner.plan(entry));
+      const error = await lister.run(
+        (entry) => planner.plan(entry),
+        (line) => planner.omitted(line),
+      );
       if (this.#signal.aborted) return;
       if (error !== undefined) {
         if (lister.last === undefined) throw this.#rootError(error);
@@ -295,7 +329,11 @@ class PullRun {
   /** Sends a file that is not identical on its route: written at once when empty, in a bundle when small, else in ranges. */
   async #dispatch(job: FileJob): Promise<void> {
     this.#addTotal(1, job.size);
-    switch (routeOf(job.size)) {
+    // A file with holes is fetched by its extents (ranges) whatever its size.
+    const route = this.#sparse.has(job) && job.size > 0
+      ? "ranges"
+      : routeOf(job.size);
+    switch (route) {
       case "empty":
         this.#bundles.writeWhole(job, new Uint8Array(0));
         return;
@@ -317,6 +355,30 @@ class PullRun {
   }
 
   // ------------------------------------------------------------ fetch, verify, place
+
+  /** A name of a file with several (`-H`) whose first name failed: fetched on its own. */
+  async #fetchAlone(job: FileJob): Promise<void> {
+    this.#addTotal(1, job.size);
+    if (job.size === 0) this.#bundles.writeWhole(job, new Uint8Array(0));
+    else await this.#fetchFile(job);
+  }
+
+  /** A name of a file with several (`-H`) made a hard link of its first name, which is in place. */
+  #link(first: FileJob, job: FileJob): void {
+    const named = { ...job, size: 0 };
+    let outcome;
+    try {
+      outcome = placeHardLink(first.target, job.target);
+    } catch (error) {
+      this.#ctx.targets.delete(job.target);
+      this.#ctx.fail(job.rel, describeError(error));
+      return;
+    }
+    if (outcome === "same") {
+      this.#ctx.targets.delete(job.target);
+      this.#ctx.skipped(named);
+    } else this.#ctx.placed(named);
+  }
 
   /**
    * Fetches one file in ranges (resuming from its journal), verifies it when
@@ -438,6 +500,19 @@ class PullRun {
     if (this.#fatal !== undefined) return;
     this.#fatal = error;
     this.#runStop.abort(error);
+  }
+
+  /** An entry not transferred that is not a failure: named once, or counted as withheld. */
+  #omit(path: string | undefined, message: string): void {
+    const summary = this.#summary;
+    if (path === undefined) {
+      summary.withheld = (summary.withheld ?? 0) + 1;
+    } else {
+      if (this.#omitted.has(path)) return;
+      this.#omitted.add(path);
+      (summary.omissions ??= []).push({ path, message });
+    }
+    this.#ctx.emit({ type: "omitted", path, message });
   }
 
   #fail(path: string, text: string): void {

@@ -6,8 +6,10 @@ import {
   API,
   type BundleRequest,
   type ErrorBody,
+  type Extents,
   type HashResult,
   type ListEntry,
+  type ListLine,
   type StatEntry,
   type WatchResult,
 } from "../shared/wire.ts";
@@ -210,18 +212,22 @@ export class Remote {
   }
 
   /**
-   * `GET /v1/list`: the tree under a directory, entry by entry, in constant
-   * memory; after `after` (the path of the last entry received before a
-   * listing was cut) when given.
+   * `GET /v1/list`: the tree under a directory, line by line, in constant
+   * memory: entries and omissions (see `isOmission`). `query.after` (the
+   * path of the last entry received before a listing was cut) asks for the
+   * rest; `links` and `hardLinks` ask for `symlink` entries and `inode`
+   * tags (a `symlink` line is refused as malformed unless asked for).
    */
   async *list(
     path: string,
     signal?: AbortSignal,
-    after?: string,
-  ): AsyncGenerator<ListEntry> {
-    const query: Record<string, string> = { path };
-    if (after !== undefined) query.after = after;
-    const ex = await this.send(this.url(API.list, query), { signal });
+    query: ListQuery = {},
+  ): AsyncGenerator<ListLine> {
+    const q: Record<string, string> = { path };
+    if (query.after !== undefined) q.after = query.after;
+    if (query.links) q.links = "1";
+    if (query.hardLinks) q.hardlinks = "1";
+    const ex = await this.send(this.url(API.list, q), { signal });
     try {
       const body = ex.response.body;
       if (body === null) return;
@@ -235,11 +241,32 @@ export class Remote {
             `Listing from ${this.host} has a line that is not JSON`,
           );
         }
-        yield checkListEntry(entry, this.host);
+        yield checkListLine(entry, this.host, query.links ?? false);
       }
     } finally {
       ex.done();
     }
+  }
+
+  /**
+   * `GET /v1/extents`: where a sparse file's data is. A malformed answer
+   * (ranges unsorted, overlapping or outside the size) is a `ProtocolError`.
+   */
+  async extents(path: string, signal?: AbortSignal): Promise<Extents> {
+    const ex = await this.send(this.url(API.extents, { path }), { signal });
+    let body: Partial<Extents> | null;
+    try {
+      body = await ex.response.json();
+    } catch (error) {
+      if (error instanceof SyntaxError) body = null;
+      else throw error;
+    } finally {
+      ex.done();
+    }
+    if (!validExtents(body)) {
+      throw new ProtocolError(`Extents answer from ${this.host} is malformed`);
+    }
+    return body;
   }
 
   /** `POST /v1/bundle`: the response (frames, to decode with `decodeFrames`) under an idle timer. */
@@ -408,18 +435,60 @@ export async function* splitLines(
   }
 }
 
-function checkListEntry(value: unknown, host: string): ListEntry {
+/** What a listing asks for besides the path (see {@linkcode Remote.list}). */
+export interface ListQuery {
+  /** Resume after this entry's path. */
+  after?: string;
+  /** `links=1`: symbolic links listed as `symlink` entries. */
+  links?: boolean;
+  /** `hardlinks=1`: names of one file tagged with one `inode`. */
+  hardLinks?: boolean;
+}
+
+/** An omission or an entry, checked field by field (a `symlink` only when `links` was asked). */
+function checkListLine(value: unknown, host: string, links: boolean): ListLine {
   const e = value as Record<string, unknown> | null;
+  if (typeof e === "object" && e !== null && "omitted" in e) {
+    if (
+      typeof e.omitted !== "string" || typeof e.message !== "string" ||
+      (e.path !== undefined && typeof e.path !== "string") ||
+      (e.path === undefined && e.omitted !== "withheld")
+    ) {
+      throw new ProtocolError(`Listing from ${host} has a malformed omission`);
+    }
+    return e as unknown as ListLine;
+  }
   if (
     typeof e !== "object" || e === null || typeof e.path !== "string" ||
-    (e.type !== "file" && e.type !== "dir") ||
+    (e.type !== "file" && e.type !== "dir" &&
+      !(links && e.type === "symlink" && typeof e.target === "string")) ||
     !Number.isSafeInteger(e.size) || (e.size as number) < 0 ||
     typeof e.mtime !== "number" || !Number.isFinite(e.mtime) ||
-    typeof e.mode !== "number" || typeof e.etag !== "string"
+    typeof e.mode !== "number" || typeof e.etag !== "string" ||
+    (e.inode !== undefined && typeof e.inode !== "string") ||
+    (e.sparse !== undefined && typeof e.sparse !== "boolean")
   ) {
     throw new ProtocolError(`Listing from ${host} has a malformed entry`);
   }
   return e as unknown as ListEntry;
+}
+
+/** Sorted, disjoint, non-empty data ranges within the size, and an ETag. */
+function validExtents(body: Partial<Extents> | null): body is Extents {
+  if (
+    typeof body?.etag !== "string" || !Number.isSafeInteger(body.size) ||
+    (body.size as number) < 0 || !Array.isArray(body.data)
+  ) return false;
+  let at = 0;
+  for (const pair of body.data as unknown[]) {
+    if (
+      !Array.isArray(pair) || pair.length !== 2 ||
+      !Number.isSafeInteger(pair[0]) || !Number.isSafeInteger(pair[1]) ||
+      pair[0] < at || pair[1] <= pair[0] || pair[1] > body.size!
+    ) return false;
+    at = pair[1];
+  }
+  return true;
 }
 
 /** `connection refused`, `connection reset`... from a fetch error. */
