@@ -406,3 +406,131 @@ Deno.test("a signed range whose body is not the one signed claims no byte (401);
     { verifier, serverNames },
   );
 });
+
+Deno.test("a commit with holes (-S): 64 MiB of which two 4 KiB ranges were sent commits with the right bytes, verified, and stays sparse on disk", async () => {
+  await withFixture(async (f) => {
+    const size = 64 * 1024 * 1024;
+    const block = 4096;
+    const at = 32 * 1024 * 1024;
+    const head = DATA.slice(0, block);
+    const middle = DATA.slice(block, 2 * block);
+    const send = (start: number, bytes: Uint8Array<ArrayBuffer>) => {
+      const query = new URLSearchParams({
+        path: join(f.root, "sparse.bin"),
+        size: String(size),
+        source: "src-1",
+      });
+      return f.call(`/v1/upload?${query}`, {
+        method: "PUT",
+        headers: {
+          "content-range": `bytes ${start}-${start + bytes.length - 1}/${size}`,
+          "x-hsync-upload-session": "session-a",
+        },
+        body: bytes,
+      });
+    };
+    assert.equal((await send(0, head)).status, 200);
+    assert.equal((await send(at, middle)).status, 200);
+    const whole = new Uint8Array(size);
+    whole.set(head, 0);
+    whole.set(middle, at);
+    const holes = [[block, at], [at + block, size]];
+    // Without the holes it is not complete.
+    await expectError(
+      await commit(f, "sparse.bin", { size, mtime: 0 }),
+      409,
+      "incomplete",
+    );
+    const res = await commit(f, "sparse.bin", {
+      size,
+      mtime: 1_700_000_000_000,
+      holes,
+      sha256: sha256(whole),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal((await res.json() as CommitResult).size, size);
+    const path = join(f.root, "sparse.bin");
+    assert.ok(
+      (await Deno.readFile(path)).every((b, i) => b === whole[i]),
+      "the committed bytes differ",
+    );
+    const info = await Deno.stat(path);
+    assert.equal(info.size, size);
+    assert.ok(
+      (info.blocks ?? size) * 512 < 1024 * 1024,
+      `${info.blocks} blocks allocated`,
+    );
+  }, WRITABLE);
+});
+
+Deno.test("a file that is all holes commits without a range; holes ending at its end extend it; a part nothing records does not show through", async () => {
+  await withFixture(async (f) => {
+    const size = 8 * 1024 * 1024;
+    const res = await commit(f, "zeros.bin", {
+      size,
+      mtime: 0,
+      holes: [[0, size]],
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    const info = await Deno.stat(join(f.root, "zeros.bin"));
+    assert.equal(info.size, size);
+    assert.ok((info.blocks ?? size) * 512 < 64 * 1024, `${info.blocks}`);
+    // A part file left with other bytes, and no journal saying it is held.
+    await Deno.writeFile(
+      join(f.root, "left.bin.hsync-part"),
+      new Uint8Array(20_000).fill(0x55),
+    );
+    assert.equal(
+      (await put(f, "left.bin", DATA.slice(0, 30_000), 0, 1000)).status,
+      200,
+    );
+    const done = await commit(f, "left.bin", {
+      size: 30_000,
+      mtime: 0,
+      holes: [[1000, 30_000]],
+    });
+    assert.equal(done.status, 200, await done.clone().text());
+    const want = new Uint8Array(30_000);
+    want.set(DATA.slice(0, 1000));
+    const got = await Deno.readFile(join(f.root, "left.bin"));
+    assert.equal(got.length, want.length);
+    assert.equal(got.findIndex((b, i) => b !== want[i]), -1);
+  }, WRITABLE);
+});
+
+Deno.test("holes that are not sorted, overlap, are empty, not whole numbers or past the end are refused (400 bad_request)", async () => {
+  await withFixture(async (f) => {
+    assert.equal((await put(f, "h.bin", DATA, 0, DATA.length)).status, 200);
+    const size = DATA.length;
+    const bad: unknown[] = [
+      "all",
+      [[0]],
+      [[0, 10, 20]],
+      [[10, 5]],
+      [[10, 10]],
+      [[-1, 10]],
+      [[0, 1.5]],
+      [["0", "10"]],
+      [[0, size + 1]],
+      [[100, 200], [0, 50]],
+      [[0, 100], [50, 200]],
+      [null],
+    ];
+    for (const holes of bad) {
+      const body = await expectError(
+        await commit(f, "h.bin", { size, mtime: 0, holes }),
+        400,
+        "bad_request",
+      );
+      assert.match(body.message, /^Invalid commit request: hole/);
+    }
+    // Still there to commit.
+    const ok = await commit(f, "h.bin", {
+      size,
+      mtime: 0,
+      holes: [[0, 10], [10, 20], [size - 1, size]],
+    });
+    assert.equal(ok.status, 200, await ok.clone().text());
+    assert.deepEqual(await Deno.readFile(join(f.root, "h.bin")), DATA);
+  }, WRITABLE);
+});

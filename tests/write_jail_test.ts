@@ -338,3 +338,74 @@ Deno.test("pushes into a directory swapped with a symlink in a tight loop create
     assert.ok(ok > 0, `no push got through the race (${refusedCount} refused)`);
   });
 });
+
+Deno.test("symlinks and hard links made while a directory is swapped with a symlink in a tight loop are made inside Writable_path only, and never link a file from outside", async () => {
+  await withFixture(async (f) => {
+    const d = join(f.root, "d");
+    const s = join(f.root, "s");
+    await Deno.mkdir(d);
+    await Deno.symlink(f.outside, s);
+    await Deno.writeTextFile(join(d, "f.txt"), "INSIDE");
+    await Deno.writeTextFile(join(f.outside, "f.txt"), "VICTIM");
+    await Deno.writeTextFile(join(f.root, "keep.txt"), "KEEP");
+    const victim = Deno.lstatSync(join(f.outside, "f.txt"));
+    const before = [...Deno.readDirSync(f.outside)].map((e) => e.name).sort();
+    const swapper = await startSwapper(f.tmp, [d, s], 3);
+    const end = Date.now() + 2700;
+    const made = { symlink: 0, link: 0, linkFrom: 0 };
+    let refusedCount = 0;
+    const attempt = (kind: keyof typeof made, fn: () => unknown) => {
+      try {
+        fn();
+        made[kind]++;
+      } catch (error) {
+        if (!(error instanceof HttpError)) throw error;
+        refusedCount++;
+      }
+    };
+    while (Date.now() < end) {
+      // Made in the swapped directory: never in the outside one.
+      attempt(
+        "symlink",
+        () => f.jail.symlink(f.jail.target(join(d, "l")), "f.txt"),
+      );
+      attempt("link", () =>
+        f.jail.link(
+          f.jail.target(join(d, "h")),
+          f.jail.target(join(f.root, "keep.txt")),
+        ));
+      // Linked from the swapped directory: never the outside file.
+      attempt("linkFrom", () =>
+        f.jail.link(
+          f.jail.target(join(f.root, "from")),
+          f.jail.target(join(d, "f.txt")),
+        ));
+      const from = f.jail.lstat(f.jail.target(join(f.root, "x")), "from");
+      assert.ok(from === undefined || from.ino !== victim.ino);
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    await swapper.done;
+    assert.deepEqual(
+      [...Deno.readDirSync(f.outside)].map((e) => e.name).sort(),
+      before,
+    );
+    assert.equal(Deno.lstatSync(join(f.outside, "f.txt")).nlink, 1);
+    assert.equal(Deno.readTextFileSync(join(f.outside, "f.txt")), "VICTIM");
+    assert.equal(Deno.readLinkSync(join(d, "l")), "f.txt");
+    assert.equal(Deno.readTextFileSync(join(f.root, "from")), "INSIDE");
+    assert.deepEqual(
+      [...Deno.readDirSync(d)].map((e) => e.name).sort(),
+      ["f.txt", "h", "l"],
+    );
+    assert.deepEqual(
+      [...Deno.readDirSync(f.root)].map((e) => e.name).sort(),
+      ["d", "from", "keep.txt", "s", "state", "sub"],
+    );
+    for (const [kind, n] of Object.entries(made)) {
+      assert.ok(
+        n > 0,
+        `no ${kind} got through the race (${refusedCount} refused)`,
+      );
+    }
+  });
+});

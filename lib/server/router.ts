@@ -13,7 +13,9 @@ import { listEndpoint } from "./endpoints/list.ts";
 import { healthEndpoint, statEndpoint } from "./endpoints/meta.ts";
 import { watchEndpoint } from "./endpoints/watch.ts";
 import { commitEndpoint } from "./endpoints/commit.ts";
+import { linkEndpoint } from "./endpoints/link.ts";
 import { mkdirEndpoint } from "./endpoints/mkdir.ts";
+import { symlinkEndpoint } from "./endpoints/symlink.ts";
 import { uploadEndpoint } from "./endpoints/upload.ts";
 import { uploadBundleEndpoint } from "./endpoints/upload_bundle.ts";
 import { errorResponse } from "./error_status.ts";
@@ -32,6 +34,8 @@ export const ENDPOINTS: readonly Endpoint[] = [
   commitEndpoint,
   uploadBundleEndpoint,
   mkdirEndpoint,
+  symlinkEndpoint,
+  linkEndpoint,
 ];
 
 const BY_PATH = new Map(ENDPOINTS.map((e) => [e.path, e]));

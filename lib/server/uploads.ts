@@ -225,8 +225,12 @@ export class Uploads {
     hash: <T>(job: () => Promise<T>) => Promise<T> = (job) => job(),
   ): Promise<CommitResult> {
     const part = `${target.name}${PART_SUFFIX}`;
+    // Holes are never sent: they count as held, and stay holes on disk.
+    const holes = new RangeSet(
+      (request.holes ?? []).map(([start, end]) => ({ start, end })),
+    );
     let u = this.#load(target);
-    if (u === undefined && request.size === 0) {
+    if (u === undefined && holes.isComplete(request.size)) {
       u = this.#take(target, request, false);
     }
     // Another push writing it is told so before anything about its bytes.
@@ -243,7 +247,9 @@ export class Uploads {
     }
     if (
       u === undefined || u.size !== request.size ||
-      u.source !== request.source || !u.held.isComplete(request.size)
+      u.source !== request.source ||
+      !new RangeSet([...u.held.toArray(), ...holes.toArray()])
+        .isComplete(request.size)
     ) {
       throw new HttpError(
         409,
@@ -257,6 +263,8 @@ export class Uploads {
     try {
       const { file, info } = await this.#jail.open(target, part, true);
       try {
+        // Through the proven handle; a part shorter than its size (holes at
+        // its end) is extended, and the bytes added read as zeros.
         if ((await file.stat()).size !== request.size) {
           await file.truncate(request.size);
         }
@@ -338,6 +346,9 @@ export class Uploads {
       u = undefined;
     }
     if (u === undefined) {
+      // A part nothing records is no one's: its bytes would show through
+      // the holes of a commit (`-S`), which are never written.
+      this.#jail.remove(target, `${target.name}${PART_SUFFIX}`);
       u = {
         target,
         size: claim.size,

@@ -6,6 +6,9 @@ import type { Endpoint, ServerContext } from "../context.ts";
 import { json, requirePath } from "../http.ts";
 import { readJsonBody } from "../request_body.ts";
 
+/** Longest commit request: room for about 150,000 holes. */
+const MAX_COMMIT_BYTES = 4 * 1024 * 1024;
+
 /** `POST /v1/upload/commit?path=P` with a `CommitRequest`. */
 export const commitEndpoint: Endpoint = {
   path: API.commit,
@@ -15,7 +18,7 @@ export const commitEndpoint: Endpoint = {
 
 async function commit(ctx: ServerContext, request: Request, url: URL) {
   const target = ctx.writeJail.target(requirePath(url));
-  const body = parseCommit(await readJsonBody(request, 64 * 1024));
+  const body = parseCommit(await readJsonBody(request, MAX_COMMIT_BYTES));
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "commit");
   try {
     const result = await ctx.uploads.commit(
@@ -60,12 +63,41 @@ function parseCommit(body: unknown): CommitRequest {
   if (b.sha256 !== undefined && !/^[0-9a-f]{64}$/.test(String(b.sha256))) {
     throw bad("sha256 must be 64 hex digits");
   }
+  const size = count("size");
   return {
-    size: count("size"),
+    size,
     source: b.source,
     mtime: count("mtime"),
     mode: count("mode") & 0o7777,
     preserve: b.preserve === true,
     sha256: b.sha256 === undefined ? undefined : String(b.sha256),
+    holes: b.holes === undefined ? undefined : parseHoles(b.holes, size, bad),
   };
+}
+
+/** Holes as `[start, end)` pairs of whole numbers within `[0, size)`, sorted, not overlapping, none empty. */
+function parseHoles(
+  holes: unknown,
+  size: number,
+  bad: (why: string) => HttpError,
+): Array<[number, number]> {
+  if (!Array.isArray(holes)) {
+    throw bad("holes must be an array of [start, end]");
+  }
+  let last = 0;
+  return holes.map((hole: unknown, i) => {
+    const [start, end] = Array.isArray(hole) && hole.length === 2
+      ? hole
+      : [NaN, NaN];
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end)) {
+      throw bad(`hole ${i} must be [start, end] in whole bytes`);
+    }
+    if (!(start >= last && end > start && end <= size)) {
+      throw bad(
+        `hole ${i} [${start}, ${end}] must be sorted, not overlap the one before, not be empty and end within the ${size} bytes`,
+      );
+    }
+    last = end;
+    return [start, end];
+  });
 }

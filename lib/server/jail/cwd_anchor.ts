@@ -10,8 +10,8 @@
  * relative to the directory the process is in, and `O_NOFOLLOW` does not stop
  * a final symlink (measured with strace on Deno 2.9.6, and under a swap race:
  * a `chdir` + relative `open` served the outside file 149,316 times in 3.5 s).
- * `lstat`, `stat`, `readDir`, `readLink`, `mkdir`, `rename`, `remove` and
- * `makeTempFile` pass the path to the kernel as given (also strace), so
+ * `lstat`, `stat`, `readDir`, `readLink`, `mkdir`, `rename`, `remove`,
+ * `symlink`, `link` and `makeTempFile` pass the path to the kernel as given (also strace), so
  * they go through a symlink this module keeps in a private directory, `cwd -> /proc/self/cwd`: the kernel follows the `/proc` link to
  * the working directory's inode itself, not to a name. Opening still goes by
  * name; the jail then compares the opened handle's identity with the anchored
@@ -49,6 +49,14 @@ export interface Inside {
   rename(from: string, to: string): void;
   /** Creates the directory `name` in the entered directory. */
   mkdir(name: string, mode: number): void;
+  /** Creates the symbolic link `name` in the entered directory, holding `text` as given (`symlink(2)`: nothing is followed). */
+  symlink(text: string, name: string): void;
+  /**
+   * Gives the entry at the absolute path `existing` the name `name` in the
+   * entered directory (`linkat` without `AT_SYMLINK_FOLLOW`: a final symlink
+   * is linked itself). `existing` goes by name: the caller proves what was linked.
+   */
+  link(existing: string, name: string): void;
   /** Removes the entry `name` of the entered directory (a symlink itself, never what it leads to). */
   remove(name: string): void;
   /** Sets the modification time (ms) of the entered directory itself. */
@@ -166,6 +174,8 @@ class Anchor implements CwdAnchor {
         rename: (from, to) =>
           Deno.renameSync(`${link}/${from}`, `${link}/${to}`),
         mkdir: (name, mode) => Deno.mkdirSync(`${link}/${name}`, { mode }),
+        symlink: (text, name) => Deno.symlinkSync(text, `${link}/${name}`),
+        link: (existing, name) => Deno.linkSync(existing, `${link}/${name}`),
         remove: (name) => Deno.removeSync(`${link}/${name}`),
         // utimensat and chmod follow the link to the working directory itself.
         setOwnTime: (mtimeMs) =>

@@ -36,6 +36,7 @@ import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
 import {
   asWriteRefusal,
   changed,
+  describe,
   join,
   lstatOrUndefined,
   openForWriting,
@@ -50,7 +51,9 @@ import {
   type JailRules,
   type PathGuardOptions,
   quote,
+  within,
 } from "./rules.ts";
+import { checkLinkSource, placeLink, placeSymlink } from "./write_links.ts";
 
 /** Flags of every open for writing: no create, no truncate, and a FIFO fails at once instead of hanging. */
 const WRITE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_NONBLOCK;
@@ -156,6 +159,18 @@ export interface WriteJail {
   remove(target: WriteTarget, name: string): void;
   /** `lstat` of `name` in the target's directory, or undefined when there is none. */
   lstat(target: WriteTarget, name: string): Deno.FileInfo | undefined;
+  /**
+   * Makes the target a symbolic link holding `text` as given (a file or link
+   * there replaced; 409 `is_a_directory`); 403 `unsafe_link` unless the text
+   * stays inside the target's writable root. Answers its `lstat`.
+   */
+  symlink(target: WriteTarget, text: string): Deno.FileInfo;
+  /**
+   * Gives the regular file `existing` (400 `not_a_file` otherwise, 404 when
+   * missing), below the same writable root, the target's name too (a file or
+   * link there replaced; 409 `is_a_directory`). Answers the target's `lstat`.
+   */
+  link(target: WriteTarget, existing: WriteTarget): Deno.FileInfo;
 }
 
 /**
@@ -280,11 +295,7 @@ class Writer implements WriteJail {
           409,
           "not_regular",
           `Cannot write ${quote(join(target.path, "..", name))}: it is ${
-            info.isSymlink
-              ? "a symbolic link"
-              : info.isDirectory
-              ? "a directory"
-              : "not a regular file"
+            describe(info)
           }`,
         );
       }
@@ -468,6 +479,33 @@ class Writer implements WriteJail {
 
   lstat(target: WriteTarget, name: string): Deno.FileInfo | undefined {
     return this.#at(target, (at) => lstatOrUndefined(at, name));
+  }
+
+  symlink(target: WriteTarget, text: string): Deno.FileInfo {
+    const place = { ...target, root: this.#rootOf(target) };
+    return this.#at(target, (at) => placeSymlink(at, place, text, NEW_PREFIX));
+  }
+
+  link(target: WriteTarget, existing: WriteTarget): Deno.FileInfo {
+    const place = { ...target, root: this.#rootOf(target) };
+    const info = checkLinkSource(
+      target.path,
+      existing.path,
+      this.#rootOf(existing) === place.root,
+      this.#at(existing, (at) => lstatOrUndefined(at, existing.name)),
+    );
+    const real = join(existing.dir, existing.name);
+    return this.#at(
+      target,
+      (at) =>
+        placeLink(at, place, { path: existing.path, real, info }, NEW_PREFIX),
+    );
+  }
+
+  /** The writable root a target's directory is in (the deepest, when roots nest). */
+  #rootOf(target: WriteTarget): string {
+    const roots = this.#roots.filter((root) => within(target.dir, root));
+    return roots.reduce((a, b) => (b.length > a.length ? b : a), "");
   }
 
   /** Opens `name` of the entered directory and proves it is the regular file (one link) that name holds now. */

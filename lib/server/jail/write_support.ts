@@ -102,6 +102,17 @@ export function writeFailure(path: string, error: unknown, what = ""): unknown {
   );
 }
 
+/** What an entry that is not a regular file is, for a message. */
+export function describe(info: Deno.FileInfo): string {
+  return info.isSymlink
+    ? "a symbolic link"
+    : info.isDirectory
+    ? "a directory"
+    : info.isFile
+    ? "a regular file"
+    : "not a regular file";
+}
+
 export function join(dir: string, ...names: string[]): string {
   const rest = names.join("/");
   return posix.normalize(dir === "/" ? `/${rest}` : `${dir}/${rest}`);
