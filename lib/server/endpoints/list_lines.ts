@@ -62,18 +62,17 @@ function realOf(dirReal: string, name: string): string {
 
 /**
  * The omission line a walked directory gets when its names cannot be read,
- * before anything inside it (the listed directory itself is `.`); none
- * when it has simply gone.
+ * before anything inside it (the listed directory itself is `.`). One that
+ * vanished gets one too: its line was sent, and an empty directory would
+ * stand for it in silence.
  */
-export function unreadableLine(
-  rel: string,
-  why: DirectoryFailure,
-): ListLine | undefined {
-  if (why === "missing") return undefined;
+export function unreadableLine(rel: string, why: DirectoryFailure): ListLine {
   const message = why === "denied"
     ? "Directory cannot be read: permission denied"
     : why === "changed"
     ? "Directory changed while being read: it was not listed"
+    : why === "missing"
+    ? "Directory vanished before it was read"
     : "Directory cannot be read";
   return { omitted: "unreadable", path: rel === "" ? "." : rel, message };
 }

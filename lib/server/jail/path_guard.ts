@@ -325,6 +325,32 @@ class Jail implements PathGuard {
     return fsFailure(path, error);
   }
 
+  /**
+   * Whether every path a link's text names on its way passes the rules, as
+   * the text reads (from `from`, its directory): the text may be told, and
+   * `a/../b` is followed as `b`, so a refused `a` must not ride along in it.
+   * Ancestors of a served directory are on the way to it, not refused.
+   */
+  #namesOnlyAllowed(from: string, text: string): boolean {
+    const rules = this.#rules;
+    let at = text.startsWith("/") ? "/" : from;
+    for (const part of text.split("/")) {
+      if (part === "" || part === ".") continue;
+      if (part === "..") {
+        at = posix.dirname(at);
+        continue;
+      }
+      at = join(at, part);
+      const onTheWay = rules.configuredRoots.some((root) =>
+        root.startsWith(`${at}/`)
+      );
+      if (!onTheWay && rules.refusal(at, at, rules.configuredRoots)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   allowsEntry(realDirPath: string, name: string): boolean {
     if (name === "" || name.includes("/") || name === "." || name === "..") {
       return false;
@@ -427,6 +453,9 @@ class Jail implements PathGuard {
       return undefined;
     }
     if (read === "missing" || read === "refused") return { kind: read };
+    if (!this.#namesOnlyAllowed(dir.realPath, read.text)) {
+      return { kind: "refused" };
+    }
     try {
       const target = this.#resolve(
         posix.resolve(dir.realPath, read.text),
