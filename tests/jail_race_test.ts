@@ -18,7 +18,7 @@ const SECRETS = [
   "forbiddenname",
 ];
 
-Deno.test("a directory swapped with a symlink in a tight loop leaks no byte and no name through file, stat, bundle, list or watch", async () => {
+Deno.test("a directory swapped with a symlink in a tight loop leaks no byte, no name and no link target through file, stat, bundle, list (links kept or followed) or watch", async () => {
   await using tmp = await tempDir("hsync-race-");
   const jail = `${tmp.path}/jail`;
   const outside = `${tmp.path}/outside`;
@@ -42,7 +42,15 @@ Deno.test("a directory swapped with a symlink in a tight loop leaks no byte and 
       `[hsyncd]\nOnly_allowed_path = ${jail}\nForbidden_dir = ${jail}/forbidden\n`,
   });
   const base = server.url;
-  const seen = { file: 0, stat: 0, bundle: 0, list: 0, watch: 0 };
+  const seen = {
+    file: 0,
+    stat: 0,
+    bundle: 0,
+    list: 0,
+    listParent: 0,
+    listLinks: 0,
+    watch: 0,
+  };
   const leaks: string[] = [];
   const check = (what: string, text: string) => {
     for (const secret of SECRETS) {
@@ -119,6 +127,26 @@ Deno.test("a directory swapped with a symlink in a tight loop leaks no byte and 
     }
   }
 
+  /** The directory holding both swaps, listed with links kept (`links=1`) or followed. */
+  async function parentLists(links: boolean) {
+    while (Date.now() < end) {
+      const r = await fetch(
+        `${base}/v1/list?path=${q(jail)}${links ? "&links=1" : ""}`,
+      );
+      const text = await r.text();
+      const what = `list${links ? " links=1" : ""} of the parent`;
+      check(what, text);
+      // Where the links lead is never told, nor the refused directory's name.
+      for (const hidden of ["/outside", "/forbidden", '"forbidden"']) {
+        if (text.includes(hidden)) leaks.push(`${what}: ${hidden}`);
+      }
+      if (r.ok && text.includes("private.txt")) {
+        if (links) seen.listLinks++;
+        else seen.listParent++;
+      }
+    }
+  }
+
   async function watches(dir: string) {
     let cursor = "";
     while (Date.now() < end) {
@@ -139,6 +167,8 @@ Deno.test("a directory swapped with a symlink in a tight loop leaks no byte and 
 
   await Promise.all([
     writer(),
+    parentLists(true),
+    parentLists(false),
     ...["d", "e"].flatMap((dir) => [
       files(dir),
       bundles(dir),

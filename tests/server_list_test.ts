@@ -2,15 +2,22 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DirectoryReads } from "../lib/server/directory_reads.ts";
-import type { ListEntry, StatEntry } from "../lib/shared/wire.ts";
+import {
+  isOmission,
+  type ListEntry,
+  type ListLine,
+  type StatEntry,
+} from "../lib/shared/wire.ts";
 import {
   expectError,
+  type Fixture,
   NON_ASCII,
   SECRET,
   withFixture,
 } from "./_server_fixture.ts";
+import { statEntry as statEntryOf } from "../lib/server/endpoints/_checked.ts";
 
-Deno.test("GET /v1/list streams well-formed NDJSON without refused entries", async () => {
+Deno.test("GET /v1/list streams well-formed NDJSON, each refused entry in its place as an omission", async () => {
   await withFixture(async (f) => {
     const res = await f.call(`/v1/list?path=${f.q("")}`);
     assert.equal(res.status, 200);
@@ -20,9 +27,10 @@ Deno.test("GET /v1/list streams well-formed NDJSON without refused entries", asy
     );
     const text = await res.text();
     assert.ok(text.endsWith("\n"));
-    const entries = text.trimEnd().split("\n").map((line) =>
-      JSON.parse(line) as ListEntry
+    const lines = text.trimEnd().split("\n").map((line) =>
+      JSON.parse(line) as ListLine
     );
+    const entries = lines.filter((l) => !isOmission(l)) as ListEntry[];
     const paths = entries.map((e) => e.path);
     assert.deepEqual(
       [...paths].sort(),
@@ -41,6 +49,54 @@ Deno.test("GET /v1/list streams well-formed NDJSON without refused entries", asy
         "with space.txt",
       ].sort(),
     );
+    // The root's own lines, entries and omissions, in name order: the
+    // refused ones (.ssh, id_rsa, server-private.bin, state-dir) unnamed.
+    const top = lines.filter((l) =>
+      l.path === undefined || !l.path.includes("/")
+    );
+    assert.deepEqual(
+      top.map((l) => isOmission(l) ? `${l.omitted} ${l.path ?? ""}` : l.path),
+      [
+        "withheld ",
+        "big.bin",
+        "empty.bin",
+        "emptydir",
+        "special fifo",
+        "hello.txt",
+        "withheld ",
+        "link_in_dir",
+        "link link_out",
+        "link loop",
+        NON_ASCII,
+        "nested",
+        "withheld ",
+        "withheld ",
+        "with space.txt",
+      ],
+    );
+    const byOmitted = new Map(
+      lines.filter(isOmission).map((l) => [l.path ?? "", l]),
+    );
+    assert.deepEqual(byOmitted.get("fifo"), {
+      omitted: "special",
+      path: "fifo",
+      message: "Not a regular file: FIFO",
+    });
+    assert.deepEqual(byOmitted.get("link_out"), {
+      omitted: "link",
+      path: "link_out",
+      message:
+        "Symbolic link leads outside the served paths, to a refused entry or nowhere",
+    });
+    assert.deepEqual(byOmitted.get("loop"), {
+      omitted: "link",
+      path: "loop",
+      message: "Symbolic link loops back to a directory above it",
+    });
+    assert.deepEqual(byOmitted.get(""), {
+      omitted: "withheld",
+      message: "Withheld by the server's rules",
+    });
     for (const e of entries) {
       assert.ok(e.type === "file" || e.type === "dir");
       assert.ok(!e.path.startsWith("/") && e.path !== "");
@@ -60,6 +116,12 @@ Deno.test("GET /v1/list streams well-formed NDJSON without refused entries", asy
     assert.equal(byPath.get("emptydir")!.type, "dir");
     assert.equal(byPath.get("link_in_dir")!.type, "dir");
     assert.ok(!text.includes(SECRET));
+    // Neither a refused name nor where a link leads.
+    for (
+      const hidden of ["id_rsa", ".ssh", "state-dir", "server-private", f.tmp]
+    ) {
+      assert.ok(!text.includes(hidden), hidden);
+    }
 
     const stat = await (await f.call(`/v1/stat?path=${f.q("hello.txt")}`))
       .json() as StatEntry;
@@ -122,6 +184,7 @@ Deno.test("GET /v1/list?after= resumes a cut listing exactly after the last entr
     }
     await Deno.writeTextFile(join(t, "b/id_rsa"), SECRET);
     await Deno.symlink(join(t, "b/c"), join(t, "l"));
+    /** The lines of a listing of the tree, as text (a withheld line has no path). */
     const listing = async (after?: string) => {
       const q = after === undefined
         ? ""
@@ -129,41 +192,48 @@ Deno.test("GET /v1/list?after= resumes a cut listing exactly after the last entr
       const res = await f.call(`/v1/list?path=${f.q("tree")}${q}`);
       assert.equal(res.status, 200);
       const text = await res.text();
-      return text === ""
-        ? []
-        : text.trimEnd().split("\n").map((line) =>
-          (JSON.parse(line) as ListEntry).path
-        );
+      return text === "" ? [] : text.trimEnd().split("\n");
     };
-    const all = await listing();
-    assert.equal(all.length, 600 + 6 + 6 + 3, all.join(" "));
+    const pathOf = (line: string) =>
+      (JSON.parse(line) as ListLine).path ?? "(withheld)";
+    const lines = await listing();
+    const all = lines.map(pathOf);
+    assert.equal(all.length, 600 + 6 + 6 + 3 + 1, all.join(" "));
     assert.ok(!all.includes("b/id_rsa"));
+    assert.deepEqual(all.slice(all.indexOf("b/1"), all.indexOf("b/1") + 3), [
+      "b/1",
+      "b/c",
+      "(withheld)",
+    ]);
     // A directory's own entries come sorted, before any of its subdirectories.
-    const top = all.filter((p) => !p.includes("/"));
+    const top = all.filter((p) => !p.includes("/") && p !== "(withheld)");
     assert.deepEqual(top, ["a", "b", "e", "l", "m", "z"]);
     assert.deepEqual(all.slice(0, 6), top);
-    // Every cut: the rest, exactly.
+    // Every cut after a line with a path: the rest, exactly, omissions too
+    // (a withheld line comes again only when nothing named came after it).
     for (
       let k = 0;
       k < all.length;
       k += k < 20 || k > all.length - 20 ? 1 : 37
     ) {
+      if (all[k] === "(withheld)") continue;
       assert.deepEqual(
         await listing(all[k]),
-        all.slice(k + 1),
+        lines.slice(k + 1),
         `after ${all[k]}`,
       );
     }
+    const paths = async (after: string) => (await listing(after)).map(pathOf);
     // The entry the listing was cut after has gone: the rest still follows it.
     await Deno.remove(join(t, "b/c/2"));
     assert.deepEqual(
-      await listing("b/c/2"),
+      await paths("b/c/2"),
       all.slice(all.indexOf("b/c/2") + 1).filter((p) => p !== "l/2"),
     );
     // A way down that has gone: its later siblings still come.
     await Deno.remove(join(t, "b"), { recursive: true });
     assert.deepEqual(
-      await listing("b/c/d/3"),
+      await paths("b/c/d/3"),
       all.slice(all.indexOf("b/c/d/3") + 1).filter((p) => !p.startsWith("l/")),
     );
     for (const bad of ["", "/abs", "a/../b", "a//b", "./a", "a/."]) {
@@ -200,6 +270,19 @@ Deno.test("GET /v1/list never lists a directory that was swapped for a symlink w
     }
     assert.ok(!text.includes("outside-name.txt"), text);
     assert.ok(!text.includes(SECRET));
+    // Not listed as empty in silence: the directory is said to be unread
+    // (the listing may have entered it between the rename and the symlink).
+    const unread = text.trimEnd().split("\n").map((l) => JSON.parse(l))
+      .filter((l: ListLine) => isOmission(l) && l.path === "nested");
+    assert.equal(unread.length, 1, text);
+    assert.ok(
+      [
+        "Directory changed while being read: it was not listed",
+        "Directory vanished before it was read",
+      ].includes(unread[0].message),
+      text,
+    );
+    assert.equal(unread[0].omitted, "unreadable");
   });
 });
 
@@ -282,4 +365,263 @@ Deno.test("DirectoryReads runs reads one at a time and leaves the event loop fre
   );
   // Something else got the event loop in between.
   assert.ok(timerRan > end1 && timerRan < start2);
+});
+
+/** A tree holding one of every kind of entry a listing must name or withhold, under `root/odd`. */
+async function oddTree(f: Fixture): Promise<{ socket: Deno.Listener }> {
+  const odd = join(f.root, "odd");
+  await Deno.mkdir(join(odd, "sub"), { recursive: true });
+  await Deno.writeTextFile(join(odd, "hello"), "hello");
+  await Deno.writeTextFile(join(odd, "sub/in-sub"), "x");
+  await Deno.writeTextFile(join(odd, "id_rsa"), SECRET);
+  const mkfifo = await new Deno.Command("mkfifo", {
+    args: [join(odd, "pipe")],
+  }).output();
+  assert.ok(mkfifo.success);
+  const socket = Deno.listen({ transport: "unix", path: join(odd, "sock") });
+  await Deno.symlink("never-made.txt", join(odd, "dangling"));
+  await Deno.symlink(join(f.tmp, "secret.txt"), join(odd, "out"));
+  await Deno.symlink(".", join(odd, "self"));
+  await Deno.symlink("hello", join(odd, "to_file"));
+  await Deno.symlink("sub", join(odd, "to_dir"));
+  // Inside, but to a refused file; and a refused name leading to an allowed one.
+  await Deno.symlink("id_rsa", join(odd, "to_secret"));
+  await Deno.symlink("hello", join(odd, "id_rsa_link"));
+  // Leads to an allowed file, but its text names a refused directory.
+  await Deno.symlink(".ssh/../hello", join(odd, "via_refused"));
+  // Absolute, inside: the directories above the served one are on its way.
+  await Deno.symlink(join(odd, "hello"), join(odd, "abs_in"));
+  await Deno.writeTextFile(join(odd, "hard_a"), "twice");
+  await Deno.link(join(odd, "hard_a"), join(odd, "hard_b"));
+  // A name whose bytes are not UTF-8 ("caf\xe9.txt"), made by the shell.
+  const bad = await new Deno.Command("sh", {
+    args: ["-c", `cd "$1" && printf x > "$(printf 'caf\\351.txt')"`, "sh", odd],
+  }).output();
+  assert.ok(bad.success, new TextDecoder().decode(bad.stderr));
+  const sparse = await Deno.open(join(odd, "sparse.bin"), {
+    write: true,
+    create: true,
+  });
+  await sparse.truncate(8 * 1024 * 1024);
+  await sparse.seek(4 * 1024 * 1024, Deno.SeekMode.Start);
+  await sparse.write(new TextEncoder().encode("abc"));
+  sparse.close();
+  return { socket };
+}
+
+/** The lines of `GET /v1/list` of `rel` with `query`. */
+async function listLines(
+  f: Fixture,
+  rel: string,
+  query = "",
+): Promise<{ text: string; lines: ListLine[] }> {
+  const res = await f.call(`/v1/list?path=${f.q(rel)}${query}`);
+  const text = await res.text();
+  assert.equal(res.status, 200, text);
+  return {
+    text,
+    lines: text === ""
+      ? []
+      : text.trimEnd().split("\n").map((l) => JSON.parse(l) as ListLine),
+  };
+}
+
+/** One line in short: `path type` for an entry, `omitted path` for an omission. */
+function short(line: ListLine): string {
+  return isOmission(line)
+    ? `${line.omitted} ${line.path ?? "-"}`
+    : `${line.path} ${line.type}`;
+}
+
+const LINK_MESSAGE =
+  "Symbolic link leads outside the served paths, to a refused entry or nowhere";
+
+Deno.test("GET /v1/list names FIFOs, sockets, bad links, loops and names it cannot open, and withholds refused entries unnamed", async () => {
+  await withFixture(async (f) => {
+    const { socket } = await oddTree(f);
+    try {
+      const { text, lines } = await listLines(f, "odd");
+      assert.deepEqual(lines.map(short), [
+        "abs_in file",
+        "name caf\uFFFD.txt",
+        "link dangling",
+        "hard_a file",
+        "hard_b file",
+        "hello file",
+        "withheld -",
+        "withheld -",
+        "link out",
+        "special pipe",
+        "link self",
+        "special sock",
+        "sparse.bin file",
+        "sub dir",
+        "to_dir dir",
+        "to_file file",
+        "link to_secret",
+        "link via_refused",
+        "sub/in-sub file",
+        "to_dir/in-sub file",
+      ]);
+      const omitted = new Map(
+        lines.filter(isOmission).map((l) => [l.path, l.message]),
+      );
+      assert.equal(omitted.get("pipe"), "Not a regular file: FIFO");
+      assert.equal(omitted.get("sock"), "Not a regular file: socket");
+      for (const link of ["dangling", "out", "to_secret", "via_refused"]) {
+        assert.equal(omitted.get(link), LINK_MESSAGE, link);
+      }
+      assert.equal(
+        omitted.get("self"),
+        "Symbolic link loops back to a directory above it",
+      );
+      assert.equal(
+        omitted.get("caf\uFFFD.txt"),
+        "Name is not valid UTF-8: the server cannot open it",
+      );
+      // Followed links are listed as what they lead to.
+      const byPath = new Map(
+        lines.filter((l) => !isOmission(l)).map((
+          l,
+        ) => [l.path, l as ListEntry]),
+      );
+      assert.equal(byPath.get("to_file")!.etag, byPath.get("hello")!.etag);
+      // Where links lead, and refused names, are never told.
+      for (
+        const hidden of [SECRET, "id_rsa", "never-made", ".ssh", "secret.txt"]
+      ) {
+        assert.ok(!text.includes(hidden), hidden);
+      }
+    } finally {
+      socket.close();
+    }
+  });
+});
+
+Deno.test("GET /v1/list?links=1 lists a link that stays inside as a link with its text, never walked into, and names the others", async () => {
+  await withFixture(async (f) => {
+    const { socket } = await oddTree(f);
+    try {
+      const { text, lines } = await listLines(f, "odd", "&links=1");
+      assert.deepEqual(lines.map(short), [
+        "abs_in symlink",
+        "name caf\uFFFD.txt",
+        "link dangling",
+        "hard_a file",
+        "hard_b file",
+        "hello file",
+        "withheld -",
+        "withheld -",
+        "link out",
+        "special pipe",
+        "self symlink",
+        "special sock",
+        "sparse.bin file",
+        "sub dir",
+        "to_dir symlink",
+        "to_file symlink",
+        "link to_secret",
+        "link via_refused",
+        "sub/in-sub file",
+      ]);
+      const byPath = new Map(
+        lines.filter((l) => !isOmission(l)).map((
+          l,
+        ) => [l.path, l as ListEntry]),
+      );
+      const link = Deno.lstatSync(join(f.root, "odd/to_file"));
+      assert.deepEqual(byPath.get("to_file"), {
+        path: "to_file",
+        ...statEntryOf(link, "symlink"),
+        target: "hello",
+      });
+      assert.equal(byPath.get("to_dir")!.target, "sub");
+      assert.equal(byPath.get("self")!.target, ".");
+      assert.equal(byPath.get("abs_in")!.target, join(f.root, "odd/hello"));
+      assert.equal(byPath.get("to_file")!.size, "hello".length);
+      for (
+        const hidden of [SECRET, "id_rsa", "never-made", ".ssh", "secret.txt"]
+      ) {
+        assert.ok(!text.includes(hidden), hidden);
+      }
+    } finally {
+      socket.close();
+    }
+  });
+});
+
+Deno.test("GET /v1/list tags hard-linked files with hardlinks=1 only, and marks sparse files always", async () => {
+  await withFixture(async (f) => {
+    const { socket } = await oddTree(f);
+    try {
+      const entries = async (query: string) =>
+        new Map(
+          (await listLines(f, "odd", query)).lines
+            .filter((l) => !isOmission(l))
+            .map((l) => [l.path, l as ListEntry]),
+        );
+      const tagged = await entries("&hardlinks=1");
+      const a = Deno.statSync(join(f.root, "odd/hard_a"));
+      assert.equal(tagged.get("hard_a")!.inode, `${a.dev}:${a.ino}`);
+      assert.equal(tagged.get("hard_b")!.inode, tagged.get("hard_a")!.inode);
+      for (const single of ["hello", "sparse.bin", "to_file", "sub"]) {
+        assert.equal(tagged.get(single)!.inode, undefined, single);
+      }
+      const plain = await entries("");
+      for (const e of plain.values()) assert.equal(e.inode, undefined, e.path);
+      for (const listing of [tagged, plain]) {
+        assert.equal(listing.get("sparse.bin")!.sparse, true);
+        assert.equal(listing.get("sparse.bin")!.size, 8 * 1024 * 1024);
+        for (const full of ["hello", "hard_a", "sub", "to_file"]) {
+          assert.equal(listing.get(full)!.sparse, undefined, full);
+        }
+      }
+      // An empty file has no blocks and no holes either.
+      assert.equal((await entries("")).get("sub/in-sub")!.sparse, undefined);
+    } finally {
+      socket.close();
+    }
+  });
+});
+
+Deno.test("GET /v1/list keeps an unreadable directory's line and says it was not read, before anything inside it", async () => {
+  if (Deno.uid() === 0) {
+    // deno-lint-ignore no-console
+    console.log(
+      "skipped: running as root, which reads a directory of mode 000 anyway (the swap test covers the unreadable line)",
+    );
+    return;
+  }
+  await withFixture(async (f) => {
+    const dir = join(f.root, "locked");
+    await Deno.mkdir(join(dir, "inner"), { recursive: true });
+    await Deno.writeTextFile(join(dir, "inner/x"), "x");
+    await Deno.writeTextFile(join(f.root, "nested/zz"), "z");
+    await Deno.chmod(dir, 0o000);
+    try {
+      const { lines } = await listLines(f, "");
+      const shorts = lines.map(short);
+      const line = shorts.indexOf("locked dir");
+      const omission = shorts.indexOf("unreadable locked");
+      assert.ok(line >= 0 && omission > line, shorts.join(" | "));
+      // Entered in order: after the directories before it, before those after it.
+      assert.ok(shorts.indexOf("link_in_dir/deep dir") < omission);
+      assert.ok(shorts.indexOf("nested/zz file") > omission);
+      assert.ok(!shorts.some((s) => s.includes("inner")));
+      assert.deepEqual(lines[omission], {
+        omitted: "unreadable",
+        path: "locked",
+        message: "Directory cannot be read: permission denied",
+      });
+      // The listed directory itself: ".".
+      await Deno.chmod(dir, 0o300);
+      assert.deepEqual((await listLines(f, "locked")).lines, [{
+        omitted: "unreadable",
+        path: ".",
+        message: "Directory cannot be read: permission denied",
+      }]);
+    } finally {
+      await Deno.chmod(dir, 0o700);
+    }
+  });
 });

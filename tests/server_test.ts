@@ -181,6 +181,8 @@ function throughEveryEndpoint(
     }],
     ["hash", `/v1/hash?path=${query}`, {}],
     ["hash (range)", `/v1/hash?path=${query}&offset=0&length=1`, {}],
+    ["extents", `/v1/extents?path=${query}`, {}],
+    ["list (links=1)", `/v1/list?path=${query}&links=1&hardlinks=1`, {}],
     ["watch", `/v1/watch?path=${query}&timeout=0`, {}],
     ["bundle root", "/v1/bundle", {
       method: "POST",
@@ -610,7 +612,7 @@ Deno.test("hostile requests are refused without leaking a secret byte", async (t
     }
 
     await t.step(
-      "the listing of the root never names refused entries",
+      "the listing of the root never names refused entries, and names the links and specials it leaves out without where they lead",
       async () => {
         const res = await handlers.strict(
           new Request(`http://localhost/v1/list?path=${E(f.root)}`),
@@ -625,25 +627,51 @@ Deno.test("hostile requests are refused without leaking a secret byte", async (t
             ".ssh",
             "state-dir",
             "server-private.bin",
-            "link_out",
-            "link_out_dir",
-            "link_root2",
             "cert.pem",
             "authorized",
             "blocked",
-            "innocent",
-            "fifo",
-            "socket",
-            "zero_link",
-            "environ_link",
-            "state_link",
-            "loop_a",
-            "loop_b",
-            '"loop',
+            "/dev/zero",
+            "/proc/self/environ",
+            "hsyncd.pid",
+            outside,
+            root2,
             SECRET,
           ]
         ) {
           assert.ok(!text.includes(name), name);
+        }
+        // Left out and named, each as one omission line, never as an entry.
+        const lines = text.trimEnd().split("\n").map((l) => JSON.parse(l));
+        const omitted = new Map(
+          lines.filter((l) => l.omitted !== undefined).map((l) => [
+            l.path,
+            l.omitted,
+          ]),
+        );
+        for (
+          const [name, why] of [
+            ["link_out", "link"],
+            ["link_out_dir", "link"],
+            ["link_root2", "link"],
+            ["innocent", "link"],
+            ["zero_link", "link"],
+            ["environ_link", "link"],
+            ["state_link", "link"],
+            ["loop_a", "link"],
+            ["loop_b", "link"],
+            ["loop", "link"],
+            ["fifo", "special"],
+            ["socket", "special"],
+          ]
+        ) {
+          assert.equal(omitted.get(name), why, name);
+          assert.ok(
+            !lines.some((l) =>
+              l.omitted === undefined &&
+              (l.path === name || l.path.startsWith(`${name}/`))
+            ),
+            name,
+          );
         }
         cases++;
       },

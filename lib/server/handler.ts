@@ -131,6 +131,7 @@ const READS = new Set<string>([
   API.list,
   API.file,
   API.hash,
+  API.extents,
   API.watch,
   API.bundle,
 ]);

@@ -7,6 +7,7 @@ import { HttpError } from "../shared/errors.ts";
 import { API_VERSION } from "../shared/wire.ts";
 import type { Endpoint, ServerContext } from "./context.ts";
 import { bundleEndpoint } from "./endpoints/bundle.ts";
+import { extentsEndpoint } from "./endpoints/extents.ts";
 import { fileEndpoint } from "./endpoints/file.ts";
 import { hashEndpoint } from "./endpoints/hash.ts";
 import { listEndpoint } from "./endpoints/list.ts";
@@ -28,6 +29,7 @@ export const ENDPOINTS: readonly Endpoint[] = [
   listEndpoint,
   fileEndpoint,
   hashEndpoint,
+  extentsEndpoint,
   bundleEndpoint,
   watchEndpoint,
   uploadEndpoint,

@@ -60,7 +60,7 @@ export function zeroRuns(
  * as far as it goes.
  */
 export async function dataExtents(
-  file: Deno.FsFile,
+  file: Pick<Deno.FsFile, "read" | "seek">,
   size: number,
   minBytes = MIN_HOLE_BYTES,
 ): Promise<Array<[number, number]>> {

@@ -3,11 +3,12 @@ import { createHash } from "node:crypto";
 import { HttpError } from "../../shared/errors.ts";
 import { etagFor } from "../../shared/file_identity.ts";
 import { API, type HashResult } from "../../shared/wire.ts";
-import { clientGone, waitForSlot } from "../admission.ts";
+import { clientGone } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { json, optionalInteger, requirePath } from "../http.ts";
 import type { OpenedFile } from "../jail/path_guard.ts";
 import { requireFile } from "./_checked.ts";
+import { fileJob } from "./_file_jobs.ts";
 
 /** `GET /v1/hash?path=[&offset=&length=]`: the SHA-256 of a span (the whole file by default). */
 export const hashEndpoint: Endpoint = {
@@ -62,34 +63,18 @@ async function hash(ctx: ServerContext, request: Request, url: URL) {
   );
   if (cached !== undefined) return json(cached);
 
-  // Per peer first: one peer's jobs wait in its own line, not in everyone's.
-  const release = await waitForSlot(ctx, ctx.hashJobs, request, "hash");
-  try {
-    if (request.signal.aborted) throw clientGone();
-    const opened = await ctx.guard.openFile(checked);
-    try {
-      const etag = etagFor(opened.info);
-      const span = hashSpan(
-        checked.path,
-        opened.info.size,
-        offset,
-        length,
-        max,
-      );
-      const key = cacheKey(etag, span.offset, span.length);
-      const again = ctx.hashCache.get(key);
-      if (again !== undefined) return json(again);
-      const sha256 = await sha256Of(opened, span, request.signal, checked.path);
-      const result: HashResult = { sha256, ...span, etag };
-      // A file modified while being hashed is answered (the etag says what was seen) but not cached.
-      if (etagFor(await opened.stat()) === etag) ctx.hashCache.set(key, result);
-      return json(result);
-    } finally {
-      await opened.close();
-    }
-  } finally {
-    release();
-  }
+  return await fileJob(ctx, request, checked, "hash", async (opened) => {
+    const etag = etagFor(opened.info);
+    const span = hashSpan(checked.path, opened.info.size, offset, length, max);
+    const key = cacheKey(etag, span.offset, span.length);
+    const again = ctx.hashCache.get(key);
+    if (again !== undefined) return json(again);
+    const sha256 = await sha256Of(opened, span, request.signal, checked.path);
+    const result: HashResult = { sha256, ...span, etag };
+    // A file modified while being hashed is answered (the etag says what was seen) but not cached.
+    if (etagFor(await opened.stat()) === etag) ctx.hashCache.set(key, result);
+    return json(result);
+  });
 }
 
 function cacheKey(etag: string, offset: number, length: number): string {

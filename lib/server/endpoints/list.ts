@@ -1,15 +1,26 @@
 /** `/v1/list`: a directory tree as NDJSON lines, walked name by name through the jail, resumable after a cut. */
 import { HttpError } from "../../shared/errors.ts";
 import type { Release } from "../../shared/limiter.ts";
-import { API, type EntryType, type ListEntry } from "../../shared/wire.ts";
+import { API, type ListLine } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import type { DirectoryReads } from "../directory_reads.ts";
 import { baseHeaders, requirePath } from "../http.ts";
 import type { CheckedPath, PathGuard } from "../jail/path_guard.ts";
-import { checkRelative, statEntry } from "./_checked.ts";
+import { checkRelative } from "./_checked.ts";
+import {
+  describeEntry,
+  identity,
+  type ListOptions,
+  OMISSION_MESSAGES,
+  unreadableLine,
+  type WalkedDir,
+} from "./list_lines.ts";
 
-/** `GET /v1/list?path=[&after=]`: every entry under a directory, one JSON line each. */
+/**
+ * `GET /v1/list?path=[&links=1][&hardlinks=1][&after=]`: every entry under a
+ * directory, one JSON line each: listed, or left out and why.
+ */
 export const listEndpoint: Endpoint = {
   path: API.list,
   methods: ["GET", "HEAD"],
@@ -30,13 +41,21 @@ async function list(ctx: ServerContext, request: Request, url: URL) {
     );
   }
   const after = listCursor(url.searchParams.get("after"));
+  const options: ListOptions = {
+    links: url.searchParams.get("links") === "1",
+    hardLinks: url.searchParams.get("hardlinks") === "1",
+  };
   // Per peer first: one peer's listings wait in its own line.
   const release = await waitForSlot(ctx, ctx.listings, request, "list");
   try {
     const headers = baseHeaders("application/x-ndjson; charset=utf-8");
     headers.set("cache-control", "no-store");
     return new Response(
-      listStream(ctx.guard, ctx.directoryReads, checked, after, release),
+      listStream(ctx.guard, ctx.directoryReads, checked, {
+        after,
+        options,
+        release,
+      }),
       { headers },
     );
   } catch (error) {
@@ -55,12 +74,7 @@ function listCursor(after: string | null): string[] {
     : checkRelative(after, "list after", "bad_request");
 }
 
-interface Pending {
-  /** The kernel's path of the directory. */
-  real: string;
-  rel: string;
-  /** `lstat` of the directory when it was found: it must still be that very directory when entered. */
-  info: Deno.FileInfo;
+interface Pending extends WalkedDir {
   /** Where a resumed listing picks up inside this directory (see `listStream`). */
   after?: string[];
 }
@@ -74,50 +88,65 @@ interface Level extends Pending {
   subdirs: Pending[];
 }
 
-function identity(info: Deno.FileInfo): string {
-  return `${info.dev}:${info.ino ?? 0}`;
-}
-
-/** One listed entry: its line, and the way down when it is a directory. */
-interface Described {
-  line: ListEntry;
-  descend?: Pending;
+/** How one listing runs: where it resumes, what it tells, and its slot. */
+interface StreamOptions {
+  after: string[];
+  options: ListOptions;
+  release: Release;
 }
 
 /**
  * Walks a checked directory: all entries of a directory, sorted by name, in
  * batches, then each of its subdirectories the same way. Memory depends on
  * depth and on the names of the directories on the way, not on the size of
- * the tree. Refused entries, non-regular entries and symlinks that fail the
- * rules are left out; a symlink to a directory being walked (a loop) is left
- * out; unreadable directories are skipped.
+ * the tree.
+ *
+ * Nothing is left out in silence: each entry is a line, listed or omitted
+ * (list_lines.ts says which and why) in its own place in the order; a
+ * directory whose names cannot be read gets an `unreadable` line when the
+ * walk enters it, before anything inside it. Only an entry that vanished
+ * meanwhile has no line.
  *
  * Every directory is read, and its entries looked at, through the jail's
  * proof (lib/server/jail/path_guard.ts): only when its path still leads to the very
  * directory that was found; a directory swapped for a symlink meanwhile is
- * listed as empty, never from where the link points.
+ * reported unreadable, never listed from where the link points.
  *
  * The order is fixed by the names, so `after` (the last path a client got)
  * says exactly what it has: every entry of each directory on the way to
  * `after` and the subdirectories before it, and in `after`'s own directory
  * the entries up to it. The walk resumes from there; entries that appeared
- * in that part since are not listed, like a snapshot.
+ * in that part since are not listed, like a snapshot. The rule is on names,
+ * not lines: an omission line (a withheld one too, which has no path) is
+ * skipped or sent again exactly as its entry's line would be.
  */
 function listStream(
   guard: PathGuard,
   reads: DirectoryReads,
   root: CheckedPath,
-  after: string[],
-  release: Release,
+  { after, options, release }: StreamOptions,
 ): ReadableStream<Uint8Array> {
   const stack: Level[] = [];
   const onStack = new Set<string>();
+  const above = (info: Deno.FileInfo) => onStack.has(identity(info));
 
-  async function enter(p: Pending): Promise<void> {
-    // Unreadable, vanished or swapped directory: listed empty.
-    const names = await reads.run(() =>
-      guard.readDirectory({ realPath: p.real, info: p.info }, reads) ?? []
-    );
+  /** Enters a directory; the line saying it cannot be read, if so. */
+  async function enter(p: Pending): Promise<ListLine | undefined> {
+    let problem: ListLine | undefined;
+    let names: string[] = [];
+    if (p.loop) {
+      problem = {
+        omitted: "unreadable",
+        path: p.rel,
+        message: OMISSION_MESSAGES.mountLoop,
+      };
+    } else {
+      const read = await reads.run(() =>
+        guard.readDirectory({ realPath: p.real, info: p.info }, reads)
+      );
+      if (Array.isArray(read)) names = read;
+      else problem = unreadableLine(p.rel, read);
+    }
     const level: Level = { ...p, names, next: 0, subdirs: [] };
     const at = p.after?.[0];
     // An ancestor of the cut: its entries before the way down were listed
@@ -129,6 +158,7 @@ function listStream(
     }
     stack.push(level);
     onStack.add(identity(p.info));
+    return problem;
   }
 
   function leave(): void {
@@ -143,95 +173,69 @@ function listStream(
     return after.length > 1 || name <= after[0];
   }
 
-  /** The line of one entry of `level` (and the way down when it is a directory); undefined when it is not listed. */
-  function describe(
-    level: Level,
-    name: string,
-    info: Deno.FileInfo | undefined,
-  ): Described | undefined {
-    if (info === undefined) return undefined;
-    if (info.isSymlink) {
-      try {
-        const checked = guard.checkSync(
-          level.real === "/" ? `/${name}` : `${level.real}/${name}`,
-        );
-        return lineOf(
-          level,
-          name,
-          checked.info,
-          checked.type,
-          checked.realPath,
-        );
-      } catch {
-        return undefined;
-      }
-    }
-    if (!info.isFile && !info.isDirectory) return undefined;
-    if (!guard.allowsEntry(level.real, name)) return undefined;
-    const real = level.real === "/" ? `/${name}` : `${level.real}/${name}`;
-    return lineOf(level, name, info, info.isFile ? "file" : "dir", real);
-  }
-
-  function lineOf(
-    level: Level,
-    name: string,
-    info: Deno.FileInfo,
-    type: EntryType,
-    real: string,
-  ): Described | undefined {
-    const rel = level.rel === "" ? name : `${level.rel}/${name}`;
-    const line: ListEntry = { path: rel, ...statEntry(info, type) };
-    if (type !== "dir") return { line };
-    if (onStack.has(identity(info))) return undefined;
-    const descend: Pending = { real, rel, info };
-    // The way down to the cut goes on inside this directory.
+  /** The way down from `level` into its entry `name`, resumed inside it when the cut is there. */
+  function wayDown(level: Level, name: string, dir: WalkedDir): Pending {
     const after = level.after;
     if (after !== undefined && after.length > 1 && name === after[0]) {
-      descend.after = after.slice(1);
+      return { ...dir, after: after.slice(1) };
     }
-    return { line, descend };
+    return dir;
+  }
+
+  /** The lines of the next batch of entries of the top directory. */
+  function nextBatch(top: Level): string {
+    const batch = top.names.slice(top.next, top.next + LIST_BATCH);
+    top.next += batch.length;
+    const dir = { realPath: top.real, info: top.info };
+    const infos = guard.describeEntries(dir, batch);
+    let text = "";
+    let i = 0;
+    for (; infos !== undefined && i < batch.length; i++) {
+      const d = describeEntry(guard, top, batch[i], infos[i], options, above);
+      if (d === "changed") break;
+      if (d.line !== undefined && !listedBefore(top, batch[i])) {
+        text += JSON.stringify(d.line) + "\n";
+      }
+      if (d.descend !== undefined) {
+        top.subdirs.push(wayDown(top, batch[i], d.descend));
+      }
+    }
+    if (infos !== undefined && i === batch.length) {
+      if (top.next >= top.names.length) top.names = [];
+      return text;
+    }
+    // The directory is not what it was any more: nothing more from it.
+    top.names = [];
+    top.subdirs = [];
+    return text + JSON.stringify(unreadableLine(top.rel, "changed")) + "\n";
   }
 
   return new ReadableStream<Uint8Array>({
-    async start() {
-      await enter({
+    async start(controller) {
+      const problem = await enter({
         real: root.realPath,
         rel: "",
         info: root.info,
         after: after.length > 0 ? after : undefined,
       });
+      if (problem !== undefined) {
+        controller.enqueue(encoder.encode(JSON.stringify(problem) + "\n"));
+      }
     },
     async pull(controller) {
       while (stack.length > 0) {
         const top = stack[stack.length - 1];
+        let text = "";
         if (top.next >= top.names.length) {
           const sub = top.subdirs.shift();
           if (sub === undefined) leave();
-          else if (!onStack.has(identity(sub.info))) await enter(sub);
-          continue;
-        }
-        const batch = top.names.slice(top.next, top.next + LIST_BATCH);
-        top.next += batch.length;
-        const infos = guard.describeEntries(
-          { realPath: top.real, info: top.info },
-          batch,
-        );
-        if (infos === undefined) {
-          // The directory is not what it was any more: nothing more from it.
-          top.names = [];
-          top.subdirs = [];
-          continue;
-        }
-        let text = "";
-        for (let i = 0; i < batch.length; i++) {
-          const d = describe(top, batch[i], infos[i]);
-          if (d === undefined) continue;
-          if (!listedBefore(top, batch[i])) {
-            text += JSON.stringify(d.line) + "\n";
+          else if (!onStack.has(identity(sub.info))) {
+            const problem = await enter(sub);
+            if (problem !== undefined) text = JSON.stringify(problem) + "\n";
           }
-          if (d.descend !== undefined) top.subdirs.push(d.descend);
+        } else {
+          text = nextBatch(top);
         }
-        if (top.next >= top.names.length) top.names = [];
         if (text !== "") {
           controller.enqueue(encoder.encode(text));
           return;

@@ -65,8 +65,32 @@ export interface NamesCache {
   set(key: string, names: string[]): void;
 }
 
-/** What a listing learns of one entry of a checked directory. */
-export type DirEntryInfo = Deno.FileInfo | undefined;
+/**
+ * What a listing learns of one entry of a checked directory: its `lstat`,
+ * `"missing"` when the name is not there (it vanished, or it is a name the
+ * runtime cannot spell: not valid UTF-8), or `"failed"` when it could not
+ * be looked at.
+ */
+export type DirEntryInfo = Deno.FileInfo | "missing" | "failed";
+
+/**
+ * Why a checked directory's names could not be read: `"missing"` (it is
+ * gone), `"changed"` (its path no longer leads to that very directory),
+ * `"denied"` (no permission) or `"failed"` (any other error).
+ */
+export type DirectoryFailure = "missing" | "changed" | "denied" | "failed";
+
+/**
+ * A symlink of a checked directory, followed: `ok` with the link's own
+ * `lstat`, its text and the entry it leads to (which passed every rule);
+ * `missing` when the name is gone; `refused` when it leads outside the
+ * served paths, to a refused entry, nowhere or round in a loop (nothing
+ * says which, nor where).
+ */
+export type FollowedLink =
+  | { kind: "ok"; link: Deno.FileInfo; text: string; target: CheckedPath }
+  | { kind: "missing" }
+  | { kind: "refused" };
 
 /** The jail. All methods throw `HttpError` (400, 403, 404, 409) when a path cannot be served. */
 export interface PathGuard {
@@ -88,24 +112,35 @@ export interface PathGuard {
   openFile(checked: CheckedPath): Promise<OpenedFile>;
   /**
    * The names in a checked directory, sorted, read through the directory's
-   * inode; undefined when `dir.realPath` no longer leads to that very
-   * directory (or it cannot be read). With `cache`, names read before are
+   * inode; why not when `dir.realPath` no longer leads to that very
+   * directory or it cannot be read. With `cache`, names read before are
    * used again while the directory (same inode) has the same modification
    * and change times.
    */
   readDirectory(
     dir: { realPath: string; info: Deno.FileInfo },
     cache?: NamesCache,
-  ): string[] | undefined;
+  ): string[] | DirectoryFailure;
   /**
-   * `lstat` of each name in a checked directory, through its inode
-   * (undefined for a name that vanished); undefined as a whole when
-   * `dir.realPath` no longer leads to that very directory.
+   * `lstat` of each name in a checked directory, through its inode;
+   * undefined as a whole when `dir.realPath` no longer leads to that very
+   * directory.
    */
   describeEntries(
     dir: { realPath: string; info: Deno.FileInfo },
     names: readonly string[],
   ): DirEntryInfo[] | undefined;
+  /**
+   * Follows the symlink `name` of a checked directory: its `lstat` and its
+   * text are read together through the directory's inode (so the text told
+   * is the one followed), then the text is followed as `check` follows a
+   * link. Undefined when `dir.realPath` no longer leads to that very
+   * directory. The caller checks the link's own name (`allowsEntry`).
+   */
+  followLink(
+    dir: { realPath: string; info: Deno.FileInfo },
+    name: string,
+  ): FollowedLink | undefined;
   /**
    * Checks and reads a whole small regular file synchronously, with the same
    * rules and the same identity proof as `check` + `openFile`. Returns
@@ -183,10 +218,10 @@ class Jail implements PathGuard {
    * at through that directory; a symlink there is read and its target
    * followed the same way.
    */
-  #resolve(path: string): CheckedPath {
+  #resolve(path: string, fromLink = false): CheckedPath {
     const rules = this.#rules;
     let target = path;
-    let viaLink = false;
+    let viaLink = fromLink;
     for (let hops = 0; hops <= MAX_LINKS; hops++) {
       const slash = target.lastIndexOf("/");
       const dirPath = target === "/"
@@ -290,6 +325,32 @@ class Jail implements PathGuard {
     return fsFailure(path, error);
   }
 
+  /**
+   * Whether every path a link's text names on its way passes the rules, as
+   * the text reads (from `from`, its directory): the text may be told, and
+   * `a/../b` is followed as `b`, so a refused `a` must not ride along in it.
+   * Ancestors of a served directory are on the way to it, not refused.
+   */
+  #namesOnlyAllowed(from: string, text: string): boolean {
+    const rules = this.#rules;
+    let at = text.startsWith("/") ? "/" : from;
+    for (const part of text.split("/")) {
+      if (part === "" || part === ".") continue;
+      if (part === "..") {
+        at = posix.dirname(at);
+        continue;
+      }
+      at = join(at, part);
+      const onTheWay = rules.configuredRoots.some((root) =>
+        root.startsWith(`${at}/`)
+      );
+      if (!onTheWay && rules.refusal(at, at, rules.configuredRoots)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   allowsEntry(realDirPath: string, name: string): boolean {
     if (name === "" || name.includes("/") || name === "." || name === "..") {
       return false;
@@ -324,10 +385,10 @@ class Jail implements PathGuard {
   readDirectory(
     dir: { realPath: string; info: Deno.FileInfo },
     cache?: NamesCache,
-  ): string[] | undefined {
+  ): string[] | DirectoryFailure {
     try {
-      return this.#anchor.run(dir.realPath, (at) => {
-        if (!isThatDirectory(at, dir)) return undefined;
+      return this.#anchor.run(dir.realPath, (at): string[] | "changed" => {
+        if (!isThatDirectory(at, dir)) return "changed";
         const self = at.stat();
         const key =
           `${self.dev}:${self.ino}:${self.mtime?.getTime()}:${self.ctime?.getTime()}`;
@@ -339,8 +400,13 @@ class Jail implements PathGuard {
         cache?.set(key, names);
         return names;
       });
-    } catch {
-      return undefined;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return "missing";
+      if (error instanceof Deno.errors.PermissionDenied) return "denied";
+      // A directory swapped for a file, or for a link to one, between
+      // being found and being entered.
+      if (error instanceof Deno.errors.NotADirectory) return "changed";
+      return "failed";
     }
   }
 
@@ -351,16 +417,53 @@ class Jail implements PathGuard {
     try {
       return this.#anchor.run(dir.realPath, (at) => {
         if (!isThatDirectory(at, dir)) return undefined;
-        return names.map((name) => {
+        return names.map((name): DirEntryInfo => {
           try {
             return at.lstat(name);
-          } catch {
-            return undefined;
+          } catch (error) {
+            return error instanceof Deno.errors.NotFound ? "missing" : "failed";
           }
         });
       });
     } catch {
       return undefined;
+    }
+  }
+
+  followLink(
+    dir: { realPath: string; info: Deno.FileInfo },
+    name: string,
+  ): FollowedLink | undefined {
+    let read: { link: Deno.FileInfo; text: string } | "missing" | "refused";
+    try {
+      const found = this.#anchor.run(dir.realPath, (at) => {
+        if (!isThatDirectory(at, dir)) return undefined;
+        try {
+          const link = at.lstat(name);
+          // Replaced by something else since it was described: not followed.
+          if (!link.isSymlink) return "refused";
+          return { link, text: at.readLink(name) };
+        } catch (error) {
+          return error instanceof Deno.errors.NotFound ? "missing" : "refused";
+        }
+      });
+      if (found === undefined) return undefined;
+      read = found;
+    } catch {
+      return undefined;
+    }
+    if (read === "missing" || read === "refused") return { kind: read };
+    if (!this.#namesOnlyAllowed(dir.realPath, read.text)) {
+      return { kind: "refused" };
+    }
+    try {
+      const target = this.#resolve(
+        posix.resolve(dir.realPath, read.text),
+        true,
+      );
+      return { kind: "ok", link: read.link, text: read.text, target };
+    } catch {
+      return { kind: "refused" };
     }
   }
 
