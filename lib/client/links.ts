@@ -27,21 +27,7 @@ export function placeSymlink(path: string, target: string): LinkOutcome {
     }
   }
   refuseDirectory(path, now);
-  const temp = partPathFor(path);
-  try {
-    removeLeftover(temp);
-    Deno.symlinkSync(target, temp);
-    refuseDirectory(path, lstatOrUndefined(path));
-    Deno.renameSync(temp, path);
-  } catch (error) {
-    try {
-      Deno.removeSync(temp);
-    } catch {
-      // nothing was made
-    }
-    if (error instanceof LocalPathError) throw error;
-    throw new LocalPathError(path, reason(error), error);
-  }
+  placeByRename(path, (temp) => Deno.symlinkSync(target, temp));
   return "created";
 }
 
@@ -66,15 +52,27 @@ export function placeHardLink(existing: string, path: string): LinkOutcome {
     return "same";
   }
   refuseDirectory(path, now);
-  const temp = partPathFor(path);
-  try {
-    removeLeftover(temp);
+  placeByRename(path, (temp) => {
     // link(2) does not follow a symlink at `existing`: the check below sees it.
     Deno.linkSync(existing, temp);
     const made = Deno.lstatSync(temp);
     if (!made.isFile || !sameFileId(fileIdOf(made), fileIdOf(source))) {
       throw new LocalPathError(existing, "it was replaced while hsync used it");
     }
+  });
+  return "created";
+}
+
+/**
+ * Makes the entry with `make(temp)` at `path`'s temporary name, then
+ * renames it over `path` unless a directory appeared there meanwhile; on
+ * any failure the temporary name is removed and the error names `path`.
+ */
+function placeByRename(path: string, make: (temp: string) => void): void {
+  const temp = partPathFor(path);
+  try {
+    removeLeftover(temp);
+    make(temp);
     refuseDirectory(path, lstatOrUndefined(path));
     Deno.renameSync(temp, path);
   } catch (error) {
@@ -86,7 +84,6 @@ export function placeHardLink(existing: string, path: string): LinkOutcome {
     if (error instanceof LocalPathError) throw error;
     throw new LocalPathError(path, reason(error), error);
   }
-  return "created";
 }
 
 function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
