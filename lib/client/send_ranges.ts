@@ -7,7 +7,6 @@
  */
 import { bodyDigest } from "../shared/auth.ts";
 import { type ByteRange, planGaps } from "../shared/byte_range.ts";
-import { openChecked } from "../shared/checked_open.ts";
 import { HttpError, reason } from "../shared/errors.ts";
 import { RangeSet } from "../shared/range_set.ts";
 import { hashSpans } from "../shared/span_hash.ts";
@@ -23,6 +22,7 @@ import {
 } from "./push_context.ts";
 import type { HeldUpload } from "./remote_push.ts";
 import { holesOf } from "./push_holes.ts";
+import { piecesOf, readSpan } from "./put_body.ts";
 import { isRetryable, sleep } from "./retry.ts";
 
 /**
@@ -34,8 +34,6 @@ import { isRetryable, sleep } from "./retry.ts";
  * at 265-275 MiB, 2 MiB 1.7-2.4 s at 185-205 MiB, 1 MiB 2.3-2.5 s at 145 MiB.
  */
 export const PUT_MAX_BYTES = 2 * 1024 * 1024;
-/** Bytes per piece of a PUT body that is streamed (a slow link's sign of life). */
-const PIECE_BYTES = 64 * 1024;
 /** Answered PUT buffers kept for the next ranges (the most requests in flight). */
 const MAX_FREE_BUFFERS = 16;
 /** Times a file is started over (changed locally, or the server lost its upload) before it fails. */
@@ -569,54 +567,4 @@ export class RangeSender {
   #retry<T>(task: () => Promise<T>): Promise<T> {
     return this.#ctx.backoff.retry(task, this.#ctx.signal);
   }
-}
-
-/**
- * The bytes `span` of `job`'s file read into `bytes` (as long as the span),
- * through a handle proven to be `job.id`; a file shorter than the span
- * throws {@linkcode LocalChanged}.
- */
-async function readSpan(
-  job: SendJob,
-  span: ByteRange,
-  bytes: Uint8Array<ArrayBuffer>,
-): Promise<Uint8Array<ArrayBuffer>> {
-  try {
-    using file = openChecked(job.local, { expected: job.id });
-    await file.seek(span.start, Deno.SeekMode.Start);
-    let done = 0;
-    while (done < bytes.length) {
-      const n = await file.read(bytes.subarray(done));
-      if (n === null) {
-        throw new LocalChanged(`"${job.label}" shrank while it was sent`);
-      }
-      done += n;
-    }
-  } catch (error) {
-    if (error instanceof LocalChanged) throw error;
-    throw new LocalChanged(
-      `Cannot read ${JSON.stringify(job.local)}: ${reason(error)}`,
-    );
-  }
-  return bytes;
-}
-
-/** `bytes` as a stream of pieces of at most {@linkcode PIECE_BYTES}; `onBytes` is told each piece handed on. */
-function piecesOf(
-  bytes: Uint8Array,
-  onBytes: (n: number) => void,
-): ReadableStream<Uint8Array> {
-  let at = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      if (at >= bytes.length) {
-        controller.close();
-        return;
-      }
-      const piece = bytes.subarray(at, at + PIECE_BYTES);
-      at += piece.length;
-      onBytes(piece.length);
-      controller.enqueue(piece);
-    },
-  });
 }
