@@ -87,8 +87,12 @@ export interface PullContext {
   readonly backoff: Backoff;
   /** Targets being written now: a second entry for one of them is refused. */
   readonly targets: Set<string>;
-  /** The permission bits to give a file or directory, undefined without `preserve`. */
-  modeOf(entry: { mode: number }): number | undefined;
+  /**
+   * The permission bits to give a file or directory this run creates: the
+   * server's, without the unsafe bits unless asked, masked by the local
+   * umask unless `preserve`.
+   */
+  modeOf(entry: { mode: number }): number;
   emit(event: PullEvent): void;
   /** A file was placed: counted and told. */
   placed(job: FileJob): void;
