@@ -32,6 +32,7 @@ import {
   formatOutcomes,
   formatSummary,
   notTransferred,
+  planLine,
 } from "./lib/client/progress.ts";
 import { openTransport, type Transport } from "./lib/client/transport.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
@@ -101,7 +102,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
   });
 
   const reporter = await createReporter({
-    quiet: cmd.quiet,
+    quiet: cmd.quiet || cmd.mirror.dryRun,
     isTerminal: Deno.stderr.isTerminal(),
     write: writeErr,
   });
@@ -113,7 +114,11 @@ async function runPull(cmd: PullCommand): Promise<number> {
       verify: cmd.verify,
       checksum: cmd.checksum,
       signal: controller.signal,
-      onEvent: (event) => reporter.onEvent(event),
+      onEvent: (event) => {
+        const line = planLine(event);
+        if (line !== undefined) console.log(line);
+        else reporter.onEvent(event);
+      },
       client: transport.client,
       sign: transport.sign,
     });
@@ -148,7 +153,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
     controller.abort();
   });
   const reporter = await createReporter({
-    quiet: cmd.quiet,
+    quiet: cmd.quiet || cmd.mirror.dryRun,
     isTerminal: Deno.stderr.isTerminal(),
     write: writeErr,
   });
@@ -168,7 +173,11 @@ async function runPush(cmd: PushCommand): Promise<number> {
       checksum: cmd.checksum,
       maxEntries: cmd.maxEntries,
       signal: controller.signal,
-      onEvent: (event) => reporter.onEvent(event),
+      onEvent: (event) => {
+        const line = planLine(event);
+        if (line !== undefined) console.log(line);
+        else reporter.onEvent(event);
+      },
       client: transport.client,
       sign: transport.sign,
     });

@@ -303,3 +303,91 @@ Deno.test("-a is -P -l -H -S for a pull and a push; each also alone; --unsafe-li
     unsafeLinks: false,
   });
 });
+
+Deno.test("several sources: HOST:/a HOST:/b DEST and repeated -i; the same name twice or two servers is a usage error", () => {
+  const c = parseClientArgs(["h:9:/data/a", "h:9:/x/b/", "dest/"]);
+  assert.ok(c.kind === "pull");
+  assert.deepEqual(c.remotePaths, ["/data/a", "/x/b/"]);
+  assert.equal(c.remotePath, "/data/a");
+  assert.equal(c.localPath, "dest/");
+  assert.equal(c.port, "9");
+  const i = parseClientArgs(["-i", "/data/a", "-i", "/data/b", "-o", "d"]);
+  assert.ok(i.kind === "pull");
+  assert.deepEqual(i.remotePaths, ["/data/a", "/data/b"]);
+  const refuse = (args: string[], re: RegExp) =>
+    assert.throws(
+      () => parseClientArgs(args),
+      (e: Error) => e instanceof UsageError && re.test(e.message),
+    );
+  refuse(
+    ["h:/data/a", "h:/other/a", "dest"],
+    /^"\/data\/a" and "\/other\/a" have the same name "a"/,
+  );
+  refuse(["h:/a", "g:/b", "dest"], /name different servers/);
+  refuse(["h:/a", "h:/b"], /are remote: hsync copies between/);
+  refuse(["-i", "/a", "-i", "/b", "--sync"], /--sync follows one remote path/);
+  // Globs are expanded later, on the server: their names are checked then.
+  const g = parseClientArgs(["h:/runs/*.bam", "h:/old/*.bam", "bams/"]);
+  assert.ok(g.kind === "pull" && g.remotePaths.length === 2);
+  // A push takes repeated -i too, with the same rule.
+  const p = parseClientArgs(["--push", "-i", "a", "-i", "b", "-o", "/in/"]);
+  assert.ok(p.kind === "push");
+  assert.deepEqual(p.sources, ["a", "b"]);
+  refuse(["x/a", "y/a", "h:/in/"], /have the same name "a"/);
+});
+
+Deno.test("--delete, --max-delete, --dry-run and the regex and file-list selections, checked", () => {
+  const c = parseClientArgs([
+    "h:/data",
+    "out",
+    "--delete",
+    "--max-delete",
+    "0",
+    "--include-regex",
+    "\\.bam$",
+    "--exclude-regex",
+    "^tmp/",
+    "--include-from",
+    "inc.txt",
+    "--exclude-from",
+    "-",
+    "--files-from",
+    "list.txt",
+  ]);
+  assert.ok(c.kind === "pull");
+  assert.deepEqual(c.mirror, { delete: true, maxDelete: 0, dryRun: false });
+  assert.deepEqual(c.select, {
+    includeRegex: ["\\.bam$"],
+    excludeRegex: ["^tmp/"],
+    includeFrom: ["inc.txt"],
+    excludeFrom: ["-"],
+    filesFrom: "list.txt",
+  });
+  const d = parseClientArgs(["--dry-run", "./run", "h:/in/"]);
+  assert.ok(d.kind === "push" && d.mirror.dryRun && !d.mirror.delete);
+  const refuse = (args: string[], message: string | RegExp) =>
+    assert.throws(
+      () => parseClientArgs(args),
+      (e: Error) =>
+        e instanceof UsageError &&
+        (typeof message === "string"
+          ? e.message === message
+          : message.test(e.message)),
+    );
+  refuse(
+    ["-i", "/x", "--include-regex", "a(b"],
+    'Invalid value "a(b" for --include-regex: Unterminated group',
+  );
+  refuse(
+    ["-i", "/x", "--max-delete", "5"],
+    "--max-delete only goes with --delete",
+  );
+  refuse(
+    ["-i", "/x", "--delete", "--max-delete", "many"],
+    'Invalid value "many" for --max-delete: expected a whole number of at least 0',
+  );
+  refuse(
+    ["-i", "/x", "--delete", "--sync"],
+    "--delete and --dry-run do not go with --sync",
+  );
+});

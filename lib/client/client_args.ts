@@ -6,7 +6,7 @@ import { DEFAULT_MAX_ENTRIES } from "./listing.ts";
 /** Usage text of `hsync --help`. */
 export const CLIENT_USAGE = `Usage:
   hsync -i REMOTE_PATH [-o LOCAL_PATH] [-host IP] [-p PORT] [options]
-  hsync HOST[:PORT]:/remote/path LOCAL_PATH [options]
+  hsync HOST[:PORT]:/remote/path... LOCAL_PATH [options]
   hsync LOCAL_PATH... HOST[:PORT]:/remote/path [options]
   hsync --push -i LOCAL_PATH -o REMOTE_PATH [-host IP] [-p PORT] [options]
   hsync echo-config [-c INI]
@@ -21,7 +21,10 @@ the same way from what the server holds. A file gets its final name only when
 complete.
 
 Options:
-  -i, --input PATH        remote path (absolute, on the server)
+  -i, --input PATH        remote path (absolute, on the server; repeatable:
+                          each goes inside the destination under its own
+                          name); *, ?, [...] and ** in it are expanded on
+                          the server
   -o, --output PATH       local destination (default: the current directory):
                           a path ending in / gets the remote entry inside it;
                           a remote file also goes inside an existing
@@ -40,8 +43,31 @@ Options:
                           then the file fails (it never gets its final name)
       --checksum          decide "identical, skip" by SHA-256 from the server
                           instead of size + modification time
-      --include GLOB      pull only matching relative paths (repeatable)
+      --include GLOB      transfer only matching relative paths (repeatable);
+                          a pattern without / matches a name at any depth,
+                          a leading / anchors it at the transfer root, a
+                          trailing / matches directories only, ** crosses
+                          directories; a match on a directory counts for
+                          everything below it
       --exclude GLOB      skip matching relative paths (repeatable)
+      --include-regex RE  like --include with a JavaScript regular expression
+                          searched in the relative path (repeatable)
+      --exclude-regex RE  like --exclude with a regular expression
+      --include-from FILE --include for each line of FILE (- for stdin)
+      --exclude-from FILE --exclude for each line of FILE
+      --files-from FILE   only the relative paths listed in FILE, one per
+                          line (- for stdin); a directory brings all below it
+      --delete            after a transfer without failures, delete what the
+                          destination has and the source does not (only
+                          inside the destination, never through a link,
+                          never what --include/--exclude leave out; on a
+                          push, on the server, with the same rights as a
+                          write)
+      --max-delete N      with --delete: more than N deletions means none,
+                          one line and exit code 2
+      --dry-run           list, compare and print what would be transferred,
+                          skipped and deleted; write nothing; exit 0 (-n
+                          keeps its old meaning: files in parallel)
   -P, --preserve          set permission bits exactly as the source has them
                           (without -P: the source's bits masked by the
                           receiving side's umask, as cp and scp do; mtime is
@@ -98,6 +124,12 @@ export interface PullCommand {
   checksum: boolean;
   include: string[];
   exclude: string[];
+  /** `--include-regex`, `--exclude-regex`, `--include-from`, `--exclude-from`, `--files-from`. */
+  select: SelectFlags;
+  /** `--delete`, `--max-delete`, `--dry-run`. */
+  mirror: MirrorFlags;
+  /** Every remote path asked for (`-i` repeated, or several `HOST:/path`), the first also in `remotePath`. */
+  remotePaths: string[];
   preserve: boolean;
   /** With `preserve`: also apply setuid, setgid, sticky and write-for-others bits. */
   specialModes: boolean;
@@ -127,6 +159,10 @@ export interface PushCommand {
   checksum: boolean;
   include: string[];
   exclude: string[];
+  /** `--include-regex`, `--exclude-regex`, `--include-from`, `--exclude-from`, `--files-from`. */
+  select: SelectFlags;
+  /** `--delete`, `--max-delete`, `--dry-run`. */
+  mirror: MirrorFlags;
   preserve: boolean;
   /** `-l`, `-H`, `-S`, `--unsafe-links`. */
   copy: CopyFlags;
@@ -134,6 +170,32 @@ export interface PushCommand {
   tls: boolean;
   quiet: boolean;
   debug: boolean;
+}
+
+/**
+ * Selection beyond `--include`/`--exclude`. The `-from` files are named
+ * here and read by the caller (`-` is standard input), one pattern or path
+ * per line; blank lines and lines starting with `#` or `;` are skipped.
+ */
+export interface SelectFlags {
+  /** JavaScript regular expressions searched in the relative path (checked here). */
+  includeRegex: string[];
+  excludeRegex: string[];
+  /** Files of globs, one per line, added to `--include`/`--exclude`. */
+  includeFrom: string[];
+  excludeFrom: string[];
+  /** A file of relative paths (`-`: standard input): only those entries (a directory with all below it). */
+  filesFrom?: string;
+}
+
+/** Mirroring: delete what the source does not have, or only say what would happen. */
+export interface MirrorFlags {
+  /** `--delete`: after a transfer with no failures, delete entries of the destination the source does not have. */
+  delete: boolean;
+  /** `--max-delete N`: more than N deletions means none, one line and exit 2. */
+  maxDelete?: number;
+  /** `--dry-run`: list, compare and print what would be transferred, skipped and deleted; write nothing; exit 0. */
+  dryRun: boolean;
 }
 
 /** What a faithful copy keeps beyond bytes, times and modes (`-a` sets the first three). */
@@ -158,7 +220,7 @@ export type ClientCommand =
   | PushCommand;
 
 const OPTIONS = {
-  input: { type: "string", short: "i" },
+  input: { type: "string", short: "i", multiple: true },
   output: { type: "string", short: "o" },
   "host-ip": { type: "string" },
   port: { type: "string", short: "p" },
@@ -171,6 +233,14 @@ const OPTIONS = {
   checksum: { type: "boolean" },
   include: { type: "string", multiple: true },
   exclude: { type: "string", multiple: true },
+  "include-regex": { type: "string", multiple: true },
+  "exclude-regex": { type: "string", multiple: true },
+  "include-from": { type: "string", multiple: true },
+  "exclude-from": { type: "string", multiple: true },
+  "files-from": { type: "string" },
+  delete: { type: "boolean" },
+  "max-delete": { type: "string" },
+  "dry-run": { type: "boolean" },
   preserve: { type: "boolean", short: "P" },
   archive: { type: "boolean", short: "a" },
   links: { type: "boolean", short: "l" },
@@ -245,56 +315,71 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     return parsePush(v, positionals);
   }
 
-  let remotePath = v.input;
+  let remotePaths = v.input ?? [];
   let localPath = v.output;
   let host = v["host-ip"];
   let port = v.port;
   if (positionals.length > 0) {
-    const spec = parseRemoteSpec(positionals[0]);
-    if (spec === undefined) {
+    // HOST:/a [HOST:/b ...] [LOCAL]: every argument but a last local one is remote.
+    const lastIsLocal = positionals.length > 1 &&
+      parseRemoteSpec(positionals[positionals.length - 1]) === undefined;
+    const remotes = lastIsLocal ? positionals.slice(0, -1) : positionals;
+    const specs = remotes.map((text) => {
+      const spec = parseRemoteSpec(text);
+      if (spec === undefined) {
+        throw new UsageError(
+          `Unexpected argument "${text}": expected HOST[:PORT]:/remote/path, or use -i`,
+        );
+      }
+      return { text, ...spec };
+    });
+    if (remotePaths.length > 0) {
       throw new UsageError(
-        `Unexpected argument "${
-          positionals[0]
-        }": expected HOST[:PORT]:/remote/path, or use -i`,
-      );
-    }
-    if (remotePath !== undefined) {
-      throw new UsageError(
-        `Both -i "${remotePath}" and "${
-          positionals[0]
+        `Both -i "${remotePaths[0]}" and "${
+          specs[0].text
         }" name a remote path: give one`,
       );
     }
-    if (positionals.length > 2) {
-      throw new UsageError(`Unexpected argument "${positionals[2]}"`);
-    }
-    if (
-      positionals.length === 2 && parseRemoteSpec(positionals[1]) !== undefined
-    ) {
+    if (!lastIsLocal && specs.length > 1) {
       throw new UsageError(
-        `Both "${positionals[0]}" and "${
-          positionals[1]
+        `Both "${specs[0].text}" and "${
+          specs[specs.length - 1].text
         }" are remote: hsync copies between this machine and one server`,
       );
     }
-    if (positionals.length === 2 && localPath !== undefined) {
+    const other = specs.find((p) =>
+      p.host !== specs[0].host || p.port !== specs[0].port
+    );
+    if (other !== undefined) {
+      throw new UsageError(
+        `"${
+          specs[0].text
+        }" and "${other.text}" name different servers: hsync copies between this machine and one server`,
+      );
+    }
+    if (lastIsLocal && localPath !== undefined) {
       throw new UsageError(
         `Both -o "${localPath}" and "${
-          positionals[1]
+          positionals[positionals.length - 1]
         }" name a local path: give one`,
       );
     }
-    remotePath = spec.path;
-    host = host ?? spec.host;
-    port = port ?? spec.port;
-    localPath = localPath ?? positionals[1];
+    remotePaths = specs.map((p) => p.path);
+    host = host ?? specs[0].host;
+    port = port ?? specs[0].port;
+    if (lastIsLocal) localPath = positionals[positionals.length - 1];
   }
-  if (remotePath === undefined) {
+  if (remotePaths.length === 0) {
     throw new UsageError(
       "Missing the remote path: give -i REMOTE_PATH or HOST:/remote/path",
     );
   }
-  checkRemotePath(remotePath);
+  for (const p of remotePaths) checkRemotePath(p);
+  checkSourceNames(remotePaths);
+  const remotePath = remotePaths[0];
+  if (v.sync && remotePaths.length > 1) {
+    throw new UsageError("--sync follows one remote path: give one");
+  }
   if (v.force) throw new UsageError("--force only goes with keygen");
   if ((v["from-now"] || v["ignore-exists"]) && !v.sync) {
     throw new UsageError("--from-now only goes with --sync");
@@ -303,6 +388,10 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     throw new UsageError("--special-modes only goes with -P (--preserve)");
   }
   const copy = copyFlags(v);
+  const mirror = mirrorFlags(v);
+  if (v.sync && (mirror.delete || mirror.dryRun)) {
+    throw new UsageError("--delete and --dry-run do not go with --sync");
+  }
   if (v.sync && (copy.links || copy.hardLinks || copy.sparse)) {
     throw new UsageError(
       "--sync follows files only: -a, -l, -H and -S do not go with it (use -P for modes)",
@@ -324,6 +413,9 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     checksum: v.checksum ?? false,
     include: v.include ?? [],
     exclude: v.exclude ?? [],
+    select: selectFlags(v),
+    mirror,
+    remotePaths,
     preserve: (v.preserve || v.archive) ?? false,
     specialModes: v["special-modes"] ?? false,
     copy,
@@ -337,6 +429,76 @@ export function parseClientArgs(argv: string[]): ClientCommand {
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>[
   "values"
 ];
+
+/** `--include-regex` and the others, each expression compiled once to check it. */
+function selectFlags(v: Values): SelectFlags {
+  for (const flag of ["include-regex", "exclude-regex"] as const) {
+    for (const re of v[flag] ?? []) {
+      try {
+        new RegExp(re);
+      } catch (error) {
+        throw new UsageError(
+          `Invalid value "${re}" for --${flag}: ${
+            error instanceof Error
+              ? error.message.replace(
+                /^Invalid regular expression: \/.*\/[a-z]*: /,
+                "",
+              )
+              : String(error)
+          }`,
+        );
+      }
+    }
+  }
+  return {
+    includeRegex: v["include-regex"] ?? [],
+    excludeRegex: v["exclude-regex"] ?? [],
+    includeFrom: v["include-from"] ?? [],
+    excludeFrom: v["exclude-from"] ?? [],
+    filesFrom: v["files-from"],
+  };
+}
+
+/** `--delete`, `--max-delete` and `--dry-run`, checked. */
+function mirrorFlags(v: Values): MirrorFlags {
+  const text = v["max-delete"];
+  if (
+    text !== undefined &&
+    (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)))
+  ) {
+    throw new UsageError(
+      `Invalid value "${text}" for --max-delete: expected a whole number of at least 0`,
+    );
+  }
+  if (text !== undefined && !v.delete) {
+    throw new UsageError("--max-delete only goes with --delete");
+  }
+  return {
+    delete: v.delete ?? false,
+    maxDelete: text === undefined ? undefined : Number(text),
+    dryRun: v["dry-run"] ?? false,
+  };
+}
+
+/**
+ * Several sources each go inside the destination under their own name: two
+ * with the same name would land on each other, so they are refused before
+ * anything moves. Glob patterns are checked once expanded.
+ */
+export function checkSourceNames(paths: string[]): void {
+  const seen = new Map<string, string>();
+  for (const p of paths) {
+    if (/[*?[]/.test(p)) continue;
+    const name = p.replace(/\/+$/, "").split("/").pop() ?? "";
+    const first = seen.get(name);
+    if (first !== undefined) {
+      throw new UsageError(
+        `"${first}" and "${p}" have the same name "${name}": each source goes inside the destination under its own name, so give them one at a time`,
+      );
+    }
+    seen.set(name, p);
+  }
+}
 
 /** `-a`, `-l`, `-H`, `-S` and `--unsafe-links`, checked. */
 function copyFlags(v: Values): CopyFlags {
@@ -432,7 +594,7 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     host = host ?? spec.host;
     port = port ?? spec.port;
   } else {
-    if (v.input === undefined) {
+    if (v.input === undefined || v.input.length === 0) {
       throw new UsageError("Missing the local path: give --push -i LOCAL_PATH");
     }
     if (v.output === undefined) {
@@ -440,13 +602,14 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
         "Missing the remote path: give --push -o REMOTE_PATH",
       );
     }
-    sources = [v.input];
+    sources = v.input;
     remotePath = v.output;
   }
   checkRemotePath(remotePath);
   for (const source of sources) {
     if (source === "") throw new UsageError("A local path is empty");
   }
+  checkSourceNames(sources);
   const pullOnly: Array<[boolean | undefined, string]> = [
     [v.sync, "--sync"],
     [v["from-now"] || v["ignore-exists"], "--from-now"],
@@ -470,6 +633,8 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     checksum: v.checksum ?? false,
     include: v.include ?? [],
     exclude: v.exclude ?? [],
+    select: selectFlags(v),
+    mirror: mirrorFlags(v),
     preserve: (v.preserve || v.archive) ?? false,
     copy: copyFlags(v),
     maxEntries,

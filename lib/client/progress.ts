@@ -162,6 +162,9 @@ function eventLine(event: PullEvent): string | undefined {
   if (event.type === "warning") {
     return `hsync: warning: ${printable(event.message)}`;
   }
+  if (event.type === "deleted") {
+    return `hsync: deleted ${printable(event.path)}`;
+  }
   return undefined;
 }
 
@@ -206,7 +209,19 @@ export function formatSummary(summary: PullSummary): string {
     notTransferred(summary) > 0
       ? `, ${notTransferred(summary)} not transferred`
       : ""
-  }`;
+  }${summary.deleted ? `, ${summary.deleted} deleted` : ""}`;
+}
+
+/**
+ * The line of a `--dry-run` plan event (for standard output: it is what the
+ * run was asked for); undefined for any other event.
+ */
+export function planLine(event: PullEvent): string | undefined {
+  if (event.type !== "plan") return undefined;
+  const size = event.action === "transfer"
+    ? ` (${formatBytes(event.bytes)})`
+    : "";
+  return `would ${event.action} ${printable(event.path)}${size}`;
 }
 
 /** Entries asked for that were left out (named or withheld), not counting failures. */

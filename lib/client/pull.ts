@@ -66,6 +66,21 @@ export interface PullOptions {
   preserve?: boolean;
   /** With `preserve`: apply setuid, setgid, sticky and write-for-others bits from the server too. */
   specialModes?: boolean;
+  /** `--include-regex`/`--exclude-regex`: regular expressions searched in the relative path. */
+  includeRegex?: string[];
+  excludeRegex?: string[];
+  /** `--files-from` (read by the caller): only these relative paths. */
+  filesFrom?: string[];
+  /**
+   * `--delete`: after a transfer with no failure and nothing left out, delete
+   * what the destination has below its root and the source does not (never
+   * what the filters leave out, never through a link), as `deleted` events.
+   */
+  deleteExtra?: boolean;
+  /** With `deleteExtra`: more than this many deletions means none (a failure, exit 2). */
+  maxDelete?: number;
+  /** `--dry-run`: list and compare, emit a `plan` event per entry, write nothing. */
+  dryRun?: boolean;
   /** `-l`: symbolic links are copied as links (a listing with `links=1`); without it they are followed. */
   links?: boolean;
   /** `-H`: names of one file stay names of one file. */

@@ -30,7 +30,19 @@ export type PullEvent =
    * withheld by the server's rules: then without `path`) or refused by the
    * receiving side (an unsafe link). Counted; the run exits 2.
    */
-  | { type: "omitted"; path?: string; message: string };
+  | { type: "omitted"; path?: string; message: string }
+  /**
+   * `--dry-run`: what the run would do with one entry (nothing is written):
+   * transfer it (`bytes` to send), skip it as identical, or delete it.
+   */
+  | {
+    type: "plan";
+    action: "transfer" | "skip" | "delete";
+    path: string;
+    bytes: number;
+  }
+  /** `--delete`: an entry the source does not have was deleted. */
+  | { type: "deleted"; path: string };
 
 /** What a pull did. */
 export interface PullSummary {
@@ -46,6 +58,8 @@ export interface PullSummary {
   omissions?: Array<{ path: string; message: string }>;
   /** Entries the server's rules withheld (never named). */
   withheld?: number;
+  /** `--delete`: entries deleted because the source does not have them. */
+  deleted?: number;
   /** Bytes found on disk from interrupted earlier pulls (not fetched again). */
   resumed?: number;
 }

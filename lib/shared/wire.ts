@@ -26,6 +26,10 @@ export const API = {
   symlink: "/v1/symlink",
   /** Push (`-H`): gives a file the server already has one more name. */
   link: "/v1/link",
+  /** Remote globs: the entries an absolute glob names, expanded through the jail. */
+  glob: "/v1/glob",
+  /** Push `--delete`: removes a file, a link or an empty directory. */
+  delete: "/v1/delete",
 } as const;
 
 /**
@@ -293,3 +297,32 @@ export const HEADER = {
   /** Names the hsync run a push request belongs to (random, one per run): two runs never write one file at once. */
   uploadSession: "x-hsync-upload-session",
 } as const;
+
+/**
+ * One line of the NDJSON answer of `GET /v1/glob?pattern=G` (`G` absolute,
+ * `/`-separated): an entry whose absolute path matches `G`, as `stat` would
+ * describe it (links followed, as a listing without `links=1`). Components
+ * of `G` are matched one directory level each with `*`, `?`, `[...]` (a
+ * leading `.` only by a pattern that starts with `.`, as a shell does); a
+ * `**` component matches any number of levels (none included). Entries the
+ * jail refuses are absent, as they are from a listing; the lines are sorted
+ * by path. A pattern without any of `*?[` names one entry (404 when it is
+ * not there). At most `maxEntries` lines (`--max-entries`): 413
+ * `too_many_matches` beyond.
+ */
+export interface GlobMatch extends StatEntry {
+  /** The absolute path on the server. */
+  path: string;
+}
+
+/**
+ * Answer of `POST /v1/delete?path=P` (push `--delete`, below
+ * `Writable_path`, signed when the server has keys, as every write): `P`,
+ * a file, a symbolic link (removed, never followed) or an empty directory,
+ * is gone. 404 when it is not there, 409 `not_empty` for a directory that
+ * still holds entries (the client deletes deepest first).
+ */
+export interface DeleteResult {
+  path: string;
+  type: EntryType;
+}

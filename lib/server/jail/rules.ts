@@ -5,7 +5,7 @@
  * case-insensitive file system `ID_RSA` is `id_rsa`); the allow rule does not.
  */
 import { posix } from "node:path";
-import picomatch from "picomatch";
+import { globRegExp, globTest } from "../../shared/glob.ts";
 import { ConfigError, HttpError } from "../../shared/errors.ts";
 
 /** Pseudo file systems whose files report fake sizes, and devices: never served, whatever the configuration says. */
@@ -107,9 +107,7 @@ export async function compileRules(
 
   const fileRules = (options.forbiddenFile ?? []).map((glob) => ({
     glob,
-    test: picomatch(glob, { dot: true, nocase: true }) as (
-      name: string,
-    ) => boolean,
+    test: globTest(glob, { dot: true, nocase: true }),
   }));
   const anyFileRule = anyGlob(fileRules.map((rule) => rule.glob));
 
@@ -240,9 +238,8 @@ export function anyGlob(globs: readonly string[]): (name: string) => boolean {
   if (globs.length === 0) return () => false;
   const literal = new Set(globs.map(lower));
   const all = new RegExp(
-    globs.map((glob) =>
-      picomatch.makeRe(glob, { dot: true, nocase: true }).source
-    ).join("|"),
+    globs.map((glob) => globRegExp(glob, { dot: true, nocase: true }).source)
+      .join("|"),
     "i",
   );
   return (name) => name !== "" && (literal.has(lower(name)) || all.test(name));
