@@ -162,7 +162,7 @@ export class FollowTree {
         this.#omitted("", entry);
         continue;
       }
-      if (!this.#allowed(entry.path)) continue;
+      if (!this.#allowed(entry.path, entry.type === "dir")) continue;
       this.#reconcile(entry.path, entry, initial);
     }
   }
@@ -210,11 +210,11 @@ export class FollowTree {
   #reconcile(rel: string, entry: StatEntry, initial: boolean): void {
     this.#admit(rel);
     if (entry.type === "dir") {
-      if (this.#wanted(rel)) this.#ensureDir(rel);
+      if (this.#wanted(rel, true)) this.#ensureDir(rel);
       else this.#dirs.add(rel);
       return;
     }
-    if (!this.#wanted(rel)) return;
+    if (!this.#wanted(rel, false)) return;
     let t = this.#followed.get(rel);
     const parts = parseEtag(entry.etag);
     if (t === undefined && initial && this.#o.fromNow) {
@@ -335,12 +335,14 @@ export class FollowTree {
         if (error instanceof HttpError && error.status === 404) return;
         throw error;
       }
+      // A change is told before its kind is known: `dir/` rules apply now.
+      if (rel !== "" && !this.#allowed(rel, st.type === "dir")) return;
       if (st.type === "dir") {
         await this.#syncDir(rel);
         return;
       }
       this.#dirs.delete(rel);
-      if (!this.#wanted(rel)) return;
+      if (!this.#wanted(rel, false)) return;
       if (t === undefined) {
         t = { base: 0 };
         this.#followed.set(rel, t);
@@ -418,7 +420,7 @@ export class FollowTree {
 
   /** A directory that appeared (or changed): created here, and everything in it compared. */
   async #syncDir(rel: string): Promise<void> {
-    if (!this.#dirs.has(rel) && this.#wanted(rel)) {
+    if (!this.#dirs.has(rel) && this.#wanted(rel, true)) {
       this.#ensureDir(rel);
       this.#o.emit({ type: "dir", path: this.#label(rel) });
     }
@@ -433,7 +435,7 @@ export class FollowTree {
           continue;
         }
         const child = `${rel}/${entry.path}`;
-        if (!this.#allowed(child)) continue;
+        if (!this.#allowed(child, entry.type === "dir")) continue;
         this.#reconcile(child, entry, false);
       }
     } catch (error) {
@@ -457,8 +459,8 @@ export class FollowTree {
 
   // ------------------------------------------------------------ paths
 
-  /** Whether a relative path from the server is safe (warned about when not) and not excluded. */
-  #allowed(rel: string): boolean {
+  /** Whether a relative path from the server is safe (warned about when not) and not excluded (`isDir` unknown: excluded either way). */
+  #allowed(rel: string, isDir?: boolean): boolean {
     let parts: string[];
     try {
       parts = safeComponents(rel);
@@ -471,12 +473,12 @@ export class FollowTree {
       return false;
     }
     // An excluded directory excludes everything below it, as in a pull.
-    return !this.#o.filter.excludes(parts);
+    return !this.#o.filter.excludes(parts, isDir);
   }
 
   /** Whether an allowed path is included (`--include`): a file is fetched, a directory made. */
-  #wanted(rel: string): boolean {
-    return rel === "" || this.#o.filter.includes(rel.split("/"));
+  #wanted(rel: string, isDir?: boolean): boolean {
+    return rel === "" || this.#o.filter.includes(rel.split("/"), isDir);
   }
 
   /** The local path of a relative path (its parent directories made and checked). */

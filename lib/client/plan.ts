@@ -115,7 +115,7 @@ export class Planner {
       ctx.fail(entry.path, describeError(error));
       return;
     }
-    if (!this.#o.filter.wants(parts)) return;
+    if (!this.#o.filter.wants(parts, entry.type === "dir")) return;
     if (entry.type === "dir") {
       try {
         const path = ensureDirs(dest, parts, this.#verified, this.#created);

@@ -306,6 +306,7 @@ export class PushPlanner {
         ctx.fail(label, `Cannot push ${describeError(error)}`);
         continue;
       }
+      // The kind is not known yet: left out here only if it would be either way.
       if (this.#o.filter.excludes(rel)) continue;
       const entry = localEntry(posix.join(dir, name), name, relPath, {
         links: this.#o.links,
@@ -313,7 +314,11 @@ export class PushPlanner {
         ancestors,
       });
       // Only a directory is walked into when the include globs do not name it.
-      if (entry.kind !== "dir" && !this.#o.filter.wants(rel)) continue;
+      if (
+        entry.kind === "dir"
+          ? this.#o.filter.excludes(rel, true)
+          : !this.#o.filter.wants(rel, false)
+      ) continue;
       const remote = posix.join(tree.dest, relPath);
       const existing = tree.remote.get(relPath);
       if (entry.kind === "fail") ctx.fail(label, entry.message);
@@ -356,7 +361,7 @@ export class PushPlanner {
       );
       return;
     }
-    if (!this.#o.filter.wants(rel)) return;
+    if (!this.#o.filter.wants(rel, true)) return;
     if (!await this.#o.ensureDir(remote, label)) return;
     if (existing === undefined) this.touchParentOf(remote);
     this.#record(remote, label, info, existing);
