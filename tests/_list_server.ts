@@ -80,6 +80,8 @@ export interface ListServerOptions {
   cutAfter?: number;
   /** List `symlink` entries even when `links=1` was not asked (a broken server). */
   linksUnasked?: boolean;
+  /** `/v1/glob`: the absolute paths each pattern matches (stat'ed from `lines`), or the error status it answers. */
+  globs?: Record<string, string[] | number>;
 }
 
 /** A running fake server. */
@@ -175,6 +177,24 @@ export function listServer(options: ListServerOptions): ListServer {
             data: e.content.data ?? [[0, e.content.size]],
           };
           return Response.json(body);
+        }
+        case "/v1/glob": {
+          const pattern = url.searchParams.get("pattern") ?? "";
+          const answer = options.globs?.[pattern] ?? 404;
+          if (typeof answer === "number") {
+            return Response.json({
+              error: answer === 413 ? "too_many_matches" : "not_found",
+              message: `Pattern ${JSON.stringify(pattern)}: ${answer}`,
+            }, { status: answer });
+          }
+          const text = answer.map((p) => {
+            const e = entries.get(p);
+            const stat = e === undefined
+              ? { type: "dir", size: 0, mtime: MTIME, mode: 0o755, etag: '"d"' }
+              : entryLine(e, false);
+            return JSON.stringify({ ...stat, path: p }) + "\n";
+          });
+          return new Response(text.join(""));
         }
         case "/v1/hash": {
           const e = entries.get(path ?? "");

@@ -3,7 +3,19 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
 import { clientSettings, loadConfig } from "../lib/shared/config.ts";
-import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
+import {
+  pull,
+  type PullEvent,
+  type PullOptions,
+  type PullSummary,
+} from "../lib/client/pull.ts";
+import { Remote } from "../lib/client/remote.ts";
+import {
+  expandSources,
+  isMultiSource,
+  pullSources,
+} from "../lib/client/sources.ts";
+import { ConnectError, exitCodeFor, UsageError } from "../lib/shared/errors.ts";
 import { tempDir } from "./_programs.ts";
 import { bytesContent, type FakeLine, listServer } from "./_list_server.ts";
 
@@ -294,4 +306,135 @@ Deno.test("--dry-run of one file creates no directory for it", async () => {
   assert.deepEqual(events.filter((e) => e.type === "plan"), [
     { type: "plan", action: "transfer", path: "a.txt", bytes: 3 },
   ]);
+});
+
+// ------------------------------------------------------------ several sources, remote globs
+
+Deno.test("remote globs expand on the server into sources, in order; a plain path is kept as it is", async () => {
+  await using server = listServer({
+    root: ROOT,
+    lines: TREE,
+    globs: { "/srv/*.bam": ["/srv/a.bam", "/srv/b.bam"] },
+  });
+  const remote = new Remote({ baseUrl: server.baseUrl });
+  assert.deepEqual(
+    await expandSources(remote, ["/srv/*.bam", "/srv/data"], {
+      maxEntries: 10,
+    }),
+    ["/srv/a.bam", "/srv/b.bam", "/srv/data"],
+  );
+  assert.ok(server.log.some((l) => l.startsWith("GET /v1/glob?pattern=")));
+});
+
+Deno.test("a remote glob that matches nothing or too much stops the run (exit 3); two matches with one name are a usage error", async () => {
+  await using server = listServer({
+    root: ROOT,
+    lines: TREE,
+    globs: {
+      "/srv/*.none": [],
+      "/srv/big/*": 413,
+      "/srv/run*/x.log": ["/srv/run1/x.log", "/srv/run2/x.log"],
+      "/srv/many/*": ["/srv/many/1", "/srv/many/2", "/srv/many/3"],
+    },
+  });
+  const remote = new Remote({ baseUrl: server.baseUrl });
+  const host = remote.host;
+  const expand = (p: string) => expandSources(remote, [p], { maxEntries: 2 });
+  await assert.rejects(expand("/srv/*.gone"), (e: Error) => {
+    assert.ok(e instanceof ConnectError);
+    assert.equal(exitCodeFor(e), 3);
+    assert.equal(
+      e.message,
+      `Remote path "/srv/*.gone" matches nothing on ${host}`,
+    );
+    return true;
+  });
+  await assert.rejects(
+    expand("/srv/*.none"),
+    new RegExp(`matches nothing on ${host}`),
+  );
+  await assert.rejects(expand("/srv/big/*"), (e: Error) => {
+    assert.equal(exitCodeFor(e), 3);
+    assert.match(e.message, /--max-entries/);
+    return true;
+  });
+  await assert.rejects(expand("/srv/many/*"), (e: Error) => {
+    assert.equal(exitCodeFor(e), 3);
+    assert.match(e.message, /matches more than 2 entries.*--max-entries/);
+    return true;
+  });
+  await assert.rejects(expand("/srv/run*/x.log"), (e: Error) => {
+    assert.ok(e instanceof UsageError);
+    assert.match(e.message, /same name "x.log"/);
+    return true;
+  });
+});
+
+Deno.test("several sources go inside the destination one after another, with one summary and growing totals", async () => {
+  const seen: PullOptions[] = [];
+  const events: PullEvent[] = [];
+  const fake = (o: PullOptions): Promise<PullSummary> => {
+    seen.push(o);
+    o.onEvent?.({ type: "total", files: 2, bytes: 10, final: true });
+    o.onEvent?.({ type: "failure", path: ".", message: "Deleted nothing" });
+    return Promise.resolve({
+      files: 2,
+      bytes: 10,
+      seconds: 1,
+      skipped: 1,
+      failed: 1,
+      failures: [{ path: ".", message: "Deleted nothing" }],
+      omissions: [{ path: "x", message: "unreadable" }],
+      withheld: 1,
+      deleted: 3,
+      resumed: 4,
+    });
+  };
+  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
+  const summary = await pullSources(
+    {
+      baseUrl: "http://127.0.0.1:1",
+      localPath: "out",
+      settings: clientSettings(config, "hscp", {}),
+      parallelFiles: 1,
+      deleteExtra: true,
+      onEvent: (e) => events.push(e),
+    },
+    ["/srv/a", "/srv/b/"],
+    fake,
+  );
+  assert.deepEqual(seen.map((o) => [o.remotePath, o.localPath]), [
+    ["/srv/a", "out/"],
+    ["/srv/b/", "out/"],
+  ]);
+  assert.ok(seen.every((o) => o.deleteExtra));
+  assert.deepEqual(events.filter((e) => e.type === "total"), [
+    { type: "total", files: 2, bytes: 10, final: false },
+    { type: "total", files: 4, bytes: 20, final: true },
+  ]);
+  assert.deepEqual(
+    events.flatMap((e) => e.type === "failure" ? [e.path] : []),
+    ["a", "b"],
+  );
+  assert.deepEqual({ ...summary, seconds: 0 }, {
+    files: 4,
+    bytes: 20,
+    seconds: 0,
+    skipped: 2,
+    failed: 2,
+    failures: [
+      { path: "a", message: "Deleted nothing" },
+      { path: "b", message: "Deleted nothing" },
+    ],
+    omissions: [
+      { path: "x", message: "unreadable" },
+      { path: "x", message: "unreadable" },
+    ],
+    withheld: 2,
+    deleted: 6,
+    resumed: 8,
+  });
+  assert.ok(!isMultiSource(["/srv/a"]));
+  assert.ok(isMultiSource(["/srv/a", "/srv/b"]));
+  assert.ok(isMultiSource(["/srv/*.bam"]));
 });
