@@ -50,7 +50,16 @@ export async function expandSources(
       }
     } catch (error) {
       if (error === tooMany) throw error;
-      if (error instanceof HttpError && error.status === 404) throw nothing;
+      if (error instanceof HttpError && error.status === 404) {
+        // A server from before remote globs has no such endpoint at all.
+        if (/^No endpoint /.test(error.message)) {
+          throw new ConnectError(
+            `Remote path ${p} is a glob and ${remote.host} does not expand globs (its hsyncd is older than this hsync)`,
+            { status: 404, cause: error },
+          );
+        }
+        throw nothing;
+      }
       if (error instanceof HttpError && error.status === 413) {
         throw new ConnectError(
           `Remote path ${p} matches more entries than ${remote.host} sends (--max-entries on the server): ${error.message}`,
