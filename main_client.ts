@@ -26,7 +26,14 @@ import {
   UsageError,
 } from "./lib/shared/errors.ts";
 import { printable } from "./lib/client/printable.ts";
-import { pull } from "./lib/client/pull.ts";
+import { pull, type PullOptions } from "./lib/client/pull.ts";
+import type { FilterOptions } from "./lib/client/filters.ts";
+import { Remote } from "./lib/client/remote.ts";
+import {
+  expandSources,
+  isMultiSource,
+  pullSources,
+} from "./lib/client/sources.ts";
 import {
   createReporter,
   formatOutcomes,
@@ -107,12 +114,16 @@ async function runPull(cmd: PullCommand): Promise<number> {
     write: writeErr,
   });
   try {
-    const summary = await pull({
+    const options: PullOptions = {
       baseUrl,
       ...transferOptions(cmd),
+      ...await pullSelection(cmd),
       settings,
       verify: cmd.verify,
       checksum: cmd.checksum,
+      deleteExtra: cmd.mirror.delete,
+      maxDelete: cmd.mirror.maxDelete,
+      dryRun: cmd.mirror.dryRun,
       signal: controller.signal,
       onEvent: (event) => {
         const line = planLine(event);
@@ -121,11 +132,27 @@ async function runPull(cmd: PullCommand): Promise<number> {
       },
       client: transport.client,
       sign: transport.sign,
-    });
+    };
+    let summary;
+    if (isMultiSource(cmd.remotePaths)) {
+      const remote = new Remote({
+        baseUrl,
+        client: transport.client,
+        sign: transport.sign,
+        idleTimeoutMs: settings.dataTimeout * 1000,
+      });
+      const sources = await expandSources(remote, cmd.remotePaths, {
+        maxEntries: cmd.maxEntries,
+        signal: controller.signal,
+      });
+      summary = await pullSources(options, sources);
+    } else summary = await pull(options);
     reporter.stop();
     for (const line of formatOutcomes(summary)) console.error(line);
     console.error(formatSummary(summary));
     if (interrupted) return 130;
+    // A dry run reports what a real run would do; its outcome is not the transfer's.
+    if (cmd.mirror.dryRun) return EXIT.ok;
     return summary.failed > 0 || notTransferred(summary) > 0
       ? EXIT.partial
       : EXIT.ok;
@@ -133,6 +160,49 @@ async function runPull(cmd: PullCommand): Promise<number> {
     reporter.stop();
     stopListening();
   }
+}
+
+/**
+ * The selection of a pull beyond `--include`/`--exclude`: the regular
+ * expressions and the `-from` files read. Until `selectionOptions` of
+ * lib/client/selection.ts is merged (issue 20, another part), read here;
+ * then this is one call: `selectionOptions(cmd.select, cmd.include,
+ * cmd.exclude, read)`.
+ */
+async function pullSelection(cmd: PullCommand): Promise<FilterOptions> {
+  const s = cmd.select;
+  const read = async (flag: string, name: string): Promise<string[]> => {
+    let text: string;
+    try {
+      text = name === "-"
+        ? await new Response(Deno.stdin.readable).text()
+        : await Deno.readTextFile(name);
+    } catch (error) {
+      throw new UsageError(
+        `Cannot read ${flag} "${name}": ${describeError(error)}`,
+      );
+    }
+    return text.split(/\r?\n/).filter((l) =>
+      l.trim() !== "" && !/^[#;]/.test(l)
+    );
+  };
+  const include = [...cmd.include];
+  const exclude = [...cmd.exclude];
+  for (const f of s.includeFrom) {
+    include.push(...await read("--include-from", f));
+  }
+  for (const f of s.excludeFrom) {
+    exclude.push(...await read("--exclude-from", f));
+  }
+  return {
+    include,
+    exclude,
+    includeRegex: s.includeRegex,
+    excludeRegex: s.excludeRegex,
+    filesFrom: s.filesFrom === undefined
+      ? undefined
+      : await read("--files-from", s.filesFrom),
+  };
 }
 
 /** A push: local files and trees to the server; the same progress, summary and exit codes as a pull. */

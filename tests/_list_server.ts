@@ -3,7 +3,8 @@
  * tree described in memory, speaking the contract of lib/shared/wire.ts
  * (`/v1/health`, `/v1/stat`, `/v1/list` with `links=1`, `hardlinks=1`,
  * `after` and omission lines, `/v1/file` with `Range` and `If-Range`,
- * `/v1/bundle`, `/v1/extents`), and counts the file bytes it sends.
+ * `/v1/bundle`, `/v1/extents`, `/v1/hash`), and counts the file bytes it
+ * sends.
  */
 import { encodeFrames } from "../lib/shared/bundle_codec.ts";
 import type {
@@ -79,6 +80,8 @@ export interface ListServerOptions {
   cutAfter?: number;
   /** List `symlink` entries even when `links=1` was not asked (a broken server). */
   linksUnasked?: boolean;
+  /** `/v1/glob`: the absolute paths each pattern matches (stat'ed from `lines`), or the error status it answers. */
+  globs?: Record<string, string[] | number>;
 }
 
 /** A running fake server. */
@@ -174,6 +177,39 @@ export function listServer(options: ListServerOptions): ListServer {
             data: e.content.data ?? [[0, e.content.size]],
           };
           return Response.json(body);
+        }
+        case "/v1/glob": {
+          const pattern = url.searchParams.get("pattern") ?? "";
+          const answer = options.globs?.[pattern] ?? 404;
+          if (typeof answer === "number") {
+            return Response.json({
+              error: answer === 413 ? "too_many_matches" : "not_found",
+              message: `Pattern ${JSON.stringify(pattern)}: ${answer}`,
+            }, { status: answer });
+          }
+          const text = answer.map((p) => {
+            const e = entries.get(p);
+            const stat = e === undefined
+              ? { type: "dir", size: 0, mtime: MTIME, mode: 0o755, etag: '"d"' }
+              : entryLine(e, false);
+            return JSON.stringify({ ...stat, path: p }) + "\n";
+          });
+          return new Response(text.join(""));
+        }
+        case "/v1/hash": {
+          const e = entries.get(path ?? "");
+          if (e?.content === undefined) return notFound(path);
+          const offset = Number(url.searchParams.get("offset") ?? 0);
+          const length = Number(
+            url.searchParams.get("length") ?? e.content.size - offset,
+          );
+          const digest = await crypto.subtle.digest(
+            "SHA-256",
+            e.content.read(offset, offset + length),
+          );
+          const sha256 = [...new Uint8Array(digest)]
+            .map((b) => b.toString(16).padStart(2, "0")).join("");
+          return Response.json({ sha256, offset, length, etag: etagOf(e) });
         }
         case "/v1/file": {
           const e = entries.get(path ?? "");

@@ -147,6 +147,56 @@ export function ensureDirs(
   return path;
 }
 
+/**
+ * `--dry-run`'s {@linkcode ensureDirs}: the same checks, creating nothing.
+ * A missing directory (and everything below it) goes into `absent`: what
+ * would be made there needs no comparison.
+ */
+export function probeDirs(
+  root: string,
+  components: string[],
+  verified: Set<string>,
+  absent: Set<string>,
+): string {
+  let path = root;
+  for (const part of components) {
+    const parent = path;
+    path = join(path, part);
+    if (verified.has(path) || absent.has(path)) continue;
+    if (absent.has(parent)) {
+      absent.add(path);
+      continue;
+    }
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(path);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) {
+        throw new LocalPathError(path, reason(error), error);
+      }
+      absent.add(path);
+      continue;
+    }
+    if (info.isSymlink) {
+      throw new LocalPathError(path, "it is a symbolic link");
+    }
+    if (!info.isDirectory) {
+      throw new LocalPathError(path, "it exists and is not a directory");
+    }
+    verified.add(path);
+  }
+  return path;
+}
+
+/** `--dry-run`'s {@linkcode makeTreeRoot}: true when `dest` is missing; `LocalPathError` when it is not a directory. */
+export function probeTreeRoot(dest: string): boolean {
+  if (isDirectory(dest)) return false;
+  if (exists(dest)) {
+    throw new LocalPathError(dest, "it exists and is not a directory");
+  }
+  return true;
+}
+
 /** Permission bits a server may not set unless the user asks: setuid, setgid, sticky, and write for others. */
 export const UNSAFE_MODE_BITS = 0o7002;
 

@@ -11,7 +11,12 @@ import type { ListEntry, ListOmission } from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
 import type { HardLinks } from "./hard_links.ts";
 import { placeSymlink } from "./links.ts";
-import { ensureDirs, safeComponents, setDirMeta } from "./placement.ts";
+import {
+  ensureDirs,
+  probeDirs,
+  safeComponents,
+  setDirMeta,
+} from "./placement.ts";
 import type { FileJob, PullContext } from "./transfer.ts";
 import type { Verifier } from "./verify.ts";
 
@@ -53,6 +58,8 @@ export interface PlannerOptions {
   sparse?: (job: FileJob) => void;
   /** Told an entry that is not transferred and is not a failure (no `path`: withheld). */
   omit: (path: string | undefined, message: string) => void;
+  /** `--dry-run`: the same checks and comparisons, creating and changing nothing (links told as `plan` events). */
+  dryRun?: boolean;
 }
 
 /** The omission of a `symlink` entry whose target leaves the copy, without `--unsafe-links`. */
@@ -118,7 +125,7 @@ export class Planner {
     if (!this.#o.filter.wants(parts, entry.type === "dir")) return;
     if (entry.type === "dir") {
       try {
-        const path = ensureDirs(dest, parts, this.#verified, this.#created);
+        const path = this.#dirsTo(parts);
         this.#dirs.push({
           path,
           mtime: entry.mtime,
@@ -146,12 +153,7 @@ export class Planner {
     if (entry.sparse === true) this.#o.sparse?.(job);
     let parent: string;
     try {
-      parent = ensureDirs(
-        dest,
-        parts.slice(0, -1),
-        this.#verified,
-        this.#created,
-      );
+      parent = this.#dirsTo(parts.slice(0, -1));
     } catch (error) {
       ctx.fail(entry.path, describeError(error));
       return;
@@ -220,15 +222,7 @@ export class Planner {
     let path: string;
     try {
       // A link made earlier in this run is never gone through: ensureDirs refuses it.
-      path = join(
-        ensureDirs(
-          this.#o.dest,
-          parts.slice(0, -1),
-          this.#verified,
-          this.#created,
-        ),
-        parts[parts.length - 1],
-      );
+      path = join(this.#dirsTo(parts.slice(0, -1)), parts[parts.length - 1]);
     } catch (error) {
       ctx.fail(entry.path, describeError(error));
       return;
@@ -246,6 +240,13 @@ export class Planner {
       mode: entry.mode,
       etag: entry.etag,
     };
+    if (this.#o.dryRun) {
+      if (sameSymlink(path, text)) ctx.skipped(job);
+      else {
+        ctx.emit({ type: "plan", action: "transfer", path: job.rel, bytes: 0 });
+      }
+      return;
+    }
     let outcome;
     try {
       outcome = placeSymlink(path, text);
@@ -255,6 +256,13 @@ export class Planner {
     }
     if (outcome === "same") ctx.skipped(job);
     else ctx.placed(job);
+  }
+
+  /** The local directory of `parts` below the destination, made unless `dryRun` (checked either way). */
+  #dirsTo(parts: string[]): string {
+    return this.#o.dryRun
+      ? probeDirs(this.#o.dest, parts, this.#verified, this.#created)
+      : ensureDirs(this.#o.dest, parts, this.#verified, this.#created);
   }
 
   /** Waits for the `checksum` comparisons still running (they may hand on more files). */
@@ -296,7 +304,9 @@ export class Planner {
       !info.isFile || info.size !== job.size ||
       info.mtime?.getTime() !== Math.trunc(job.mtime)
     ) return false;
-    const mode = this.#o.preserve ? this.#ctx.modeOf(job) : undefined;
+    const mode = this.#o.preserve && !this.#o.dryRun
+      ? this.#ctx.modeOf(job)
+      : undefined;
     if (mode !== undefined && ((info.mode ?? 0) & 0o7777) !== mode) {
       try {
         using file = openChecked(job.target, { expected: fileIdOf(info) });
@@ -326,6 +336,10 @@ export class Planner {
       const id = fileIdOf(info);
       const bad = await this.#o.verifier.differing(job, job.target, id);
       if (bad.length > 0) return false;
+      if (this.#o.dryRun) {
+        this.#ctx.skipped(job);
+        return true;
+      }
       using file = openChecked(job.target, { expected: id });
       await file.utime(new Date(), new Date(job.mtime));
       const mode = this.#o.preserve ? this.#ctx.modeOf(job) : undefined;
@@ -335,5 +349,14 @@ export class Planner {
     }
     this.#ctx.skipped(job);
     return true;
+  }
+}
+
+/** Whether `path` is a symbolic link whose text is `target` (a dry run's "skip"). */
+function sameSymlink(path: string, target: string): boolean {
+  try {
+    return Deno.lstatSync(path).isSymlink && Deno.readLinkSync(path) === target;
+  } catch {
+    return false;
   }
 }

@@ -23,7 +23,9 @@ import {
   makeParentDir,
   makeTreeRoot,
   modeForNew,
+  probeTreeRoot,
 } from "./placement.ts";
+import { deleteExtras } from "./pull_delete.ts";
 import { Planner, routeOf } from "./plan.ts";
 import { Remote, remoteRootError } from "./remote.ts";
 import { Backoff, ProtocolError } from "./retry.ts";
@@ -163,9 +165,16 @@ class PullRun {
   readonly #hardLinks?: HardLinks;
   /** `-S`: files the listing says have holes (fetched by their extents). */
   readonly #sparse = new WeakSet<FileJob>();
+  /** `--delete`: every relative path the listing had. */
+  readonly #listed?: Set<string>;
+  readonly #filter: PathFilter;
+  readonly #dry: boolean;
 
   constructor(options: PullOptions) {
     this.#o = options;
+    this.#dry = options.dryRun ?? false;
+    this.#filter = new PathFilter(options);
+    if (options.deleteExtra) this.#listed = new Set();
     const s = options.settings;
     this.#remote = new Remote({
       baseUrl: options.baseUrl,
@@ -213,7 +222,11 @@ class PullRun {
       },
       skipped: (job) => {
         summary.skipped++;
-        emit({ type: "skip", path: job.rel, bytes: job.size });
+        emit(
+          this.#dry
+            ? { type: "plan", action: "skip", path: job.rel, bytes: job.size }
+            : { type: "skip", path: job.rel, bytes: job.size },
+        );
         this.#hardLinks?.settled(job.rel, true);
       },
       fail: (path, text) => {
@@ -255,14 +268,16 @@ class PullRun {
     const planner = new Planner(this.#ctx, {
       root: remotePath,
       dest,
-      filter: new PathFilter(this.#o),
+      filter: this.#filter,
       checksum: this.#o.checksum ?? false,
       verifier: this.#verifier,
       dispatch: (job) => this.#dispatch(job),
       spawn: (task) => this.#tasks.spawn(task),
       preserve: this.#o.preserve,
       unsafeLinks: this.#o.unsafeLinks,
-      hardLinks: this.#hardLinks,
+      // A dry run fetches nothing for a first name to be linked to.
+      hardLinks: this.#dry ? undefined : this.#hardLinks,
+      dryRun: this.#dry,
       sparse: this.#o.sparse ? (job) => this.#sparse.add(job) : undefined,
       omit: (path, message) => this.#omit(path, message),
     });
@@ -272,7 +287,11 @@ class PullRun {
         await this.#pullOne(planner, root, dest, posix.basename(remotePath));
       }
       await this.#tasks.drain();
-      if (!this.#signal.aborted) planner.finishDirs();
+      if (!this.#signal.aborted && !this.#dry) planner.finishDirs();
+      if (
+        root.type === "dir" && this.#listed !== undefined &&
+        !this.#signal.aborted
+      ) this.#deleteExtras(dest);
     } catch (error) {
       throw this.#fatal ?? error;
     } finally {
@@ -292,9 +311,10 @@ class PullRun {
     dest: string,
     base: string,
   ): Promise<void> {
-    makeParentDir(dest);
+    if (!this.#dry) makeParentDir(dest);
     const job = await planner.planRootFile(root, base);
     if (job === undefined) return;
+    if (this.#dry) return await this.#dispatch(job);
     this.#addTotal(1, job.size);
     this.#ctx.targets.add(job.target);
     // The destination itself cannot be written: that is the run failing, not one file of many.
@@ -302,7 +322,9 @@ class PullRun {
   }
 
   async #pullTree(planner: Planner, dest: string): Promise<void> {
-    if (makeTreeRoot(dest)) planner.rootCreated();
+    if (this.#dry ? probeTreeRoot(dest) : makeTreeRoot(dest)) {
+      planner.rootCreated();
+    }
     const lister = new TreeLister(this.#remote, this.#o.remotePath, {
       signal: this.#signal,
       backoff: this.#ctx.backoff,
@@ -312,8 +334,12 @@ class PullRun {
       query: { links: this.#o.links, hardLinks: this.#o.hardLinks },
     });
     try {
+      const listed = this.#listed;
       const error = await lister.run(
-        (entry) => planner.plan(entry),
+        (entry) => {
+          listed?.add(entry.path);
+          return planner.plan(entry);
+        },
         (line) => planner.omitted(line),
       );
       if (this.#signal.aborted) return;
@@ -343,6 +369,12 @@ class PullRun {
 
   /** Sends a file that is not identical on its route: written at once when empty, in a bundle when small, else in ranges. */
   async #dispatch(job: FileJob): Promise<void> {
+    if (this.#dry) {
+      // The whole size: a `.hsync-part` of an interrupted run is not looked at.
+      this.#ctx.targets.delete(job.target);
+      const { rel: path, size: bytes } = job;
+      return this.#ctx.emit({ type: "plan", action: "transfer", path, bytes });
+    }
     this.#addTotal(1, job.size);
     // A file with holes is fetched by its extents (ranges) whatever its size.
     const route = this.#sparse.has(job) && job.size > 0
@@ -495,6 +527,24 @@ class PullRun {
       throw new LocalPathError(job.target, reason(error), error);
     }
     this.#ctx.placed(job);
+  }
+
+  // ------------------------------------------------------------ delete
+
+  /** `--delete` once the tree is transferred: see {@linkcode deleteExtras}. */
+  #deleteExtras(dest: string): void {
+    const s = this.#summary;
+    const deleted = deleteExtras({
+      root: dest,
+      listed: this.#listed!,
+      filter: this.#filter,
+      maxDelete: this.#o.maxDelete,
+      dryRun: this.#dry,
+      blocked: s.failed + (s.omissions?.length ?? 0) + (s.withheld ?? 0),
+      emit: this.#ctx.emit,
+      fail: (path, text) => this.#fail(path, text),
+    });
+    if (deleted > 0) s.deleted = deleted;
   }
 
   // ------------------------------------------------------------ bookkeeping

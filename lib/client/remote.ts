@@ -7,6 +7,7 @@ import {
   type BundleRequest,
   type ErrorBody,
   type Extents,
+  type GlobMatch,
   type HashResult,
   type ListEntry,
   type ListLine,
@@ -242,6 +243,43 @@ export class Remote {
           );
         }
         yield checkListLine(entry, this.host, query.links ?? false);
+      }
+    } finally {
+      ex.done();
+    }
+  }
+
+  /**
+   * `GET /v1/glob`: the entries an absolute glob names on the server,
+   * line by line (sorted by the server). A malformed line is a
+   * `ProtocolError`; 404 (nothing matches) and 413 (too many) are thrown
+   * as `HttpError`s for the caller to word.
+   */
+  async *glob(
+    pattern: string,
+    signal?: AbortSignal,
+  ): AsyncGenerator<GlobMatch> {
+    const ex = await this.send(this.url(API.glob, { pattern }), { signal });
+    try {
+      const body = ex.response.body;
+      if (body === null) return;
+      for await (const line of splitLines(body, ex.kick)) {
+        if (line.trim() === "") continue;
+        let m: Partial<GlobMatch> | null;
+        try {
+          m = JSON.parse(line);
+        } catch {
+          m = null;
+        }
+        if (
+          typeof m?.path !== "string" || !m.path.startsWith("/") ||
+          m.path.includes("\0") || (m.type !== "file" && m.type !== "dir")
+        ) {
+          throw new ProtocolError(
+            `Glob answer from ${this.host} has a malformed line`,
+          );
+        }
+        yield m as GlobMatch;
       }
     } finally {
       ex.done();
