@@ -277,6 +277,10 @@ Deno.test("--delete never deletes through a remote link to a directory: the link
   const { summary } = await f.run({ deleteExtra: true });
   assert.deepEqual(summary.failures, []);
   assert.deepEqual(f.server.deleted, [join(f.dst, "run/door")]);
+  // hsyncd lists what a link leads to, and below it, unless asked for links as links.
+  const listings = f.server.log.filter((l) => l.startsWith("GET /v1/list"));
+  assert.ok(listings.length > 0);
+  assert.ok(listings.every((l) => l.includes("links=1")), listings.join());
   assert.equal(
     Deno.readTextFileSync(join(f.dst, "elsewhere/precious.txt")),
     "p",
@@ -340,5 +344,24 @@ Deno.test("--dry-run of a tree the server does not have yet makes no directory: 
   assert.deepEqual(
     ofType(events, "plan").map((e) => `${e.action} ${e.path} ${e.bytes}`),
     ["transfer run/a/b/c.txt 1", "transfer run/d.txt 2"],
+  );
+});
+
+Deno.test("--dry-run with -l and -H: links and second names are told as transfers of no bytes, and nothing is made", async () => {
+  await using f = await fixture();
+  write(join(f.src, "run"), { "a.txt": "aaa" });
+  Deno.linkSync(join(f.src, "run/a.txt"), join(f.src, "run/b.txt"));
+  Deno.symlinkSync("a.txt", join(f.src, "run/s"));
+  const { events, summary } = await f.run({
+    dryRun: true,
+    links: true,
+    hardLinks: true,
+  });
+  assert.deepEqual(summary.failures, []);
+  assert.deepEqual(f.server.writes(), []);
+  assert.deepEqual(
+    ofType(events, "plan").map((e) => `${e.action} ${e.path} ${e.bytes}`)
+      .sort(),
+    ["transfer run/a.txt 3", "transfer run/b.txt 0", "transfer run/s 0"],
   );
 });
