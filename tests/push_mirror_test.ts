@@ -365,3 +365,22 @@ Deno.test("--dry-run with -l and -H: links and second names are told as transfer
     ["transfer run/a.txt 3", "transfer run/b.txt 0", "transfer run/s 0"],
   );
 });
+
+Deno.test("--delete: a remote link where the local tree has a file is replaced by the file, even of the same size and time", async () => {
+  await using f = await fixture();
+  write(join(f.src, "run"), { "a.txt": "a", "b.txt": "new" });
+  write(join(f.dst, "run"), { "a.txt": "a", "elsewhere.txt": "old" });
+  const link = join(f.dst, "run/b.txt");
+  Deno.symlinkSync("elsewhere.txt", link);
+  // As long as its text ("elsewhere.txt" is 13 bytes): make them equal.
+  write(join(f.src, "run"), { "b.txt": "x".repeat(13) });
+  const t = Deno.lstatSync(join(f.src, "run/b.txt")).mtime!;
+  new Deno.Command("touch", {
+    args: ["-h", "-d", t.toISOString(), link],
+  }).outputSync();
+  const { summary } = await f.run({ deleteExtra: true, exclude: ["else*"] });
+  assert.deepEqual(summary.failures, []);
+  assert.ok(Deno.lstatSync(link).isFile);
+  assert.equal(Deno.readTextFileSync(link), "x".repeat(13));
+  assert.equal(Deno.readTextFileSync(join(f.dst, "run/elsewhere.txt")), "old");
+});

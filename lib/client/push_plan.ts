@@ -434,7 +434,11 @@ export class PushPlanner {
       );
       return;
     }
-    if (existing === undefined || existing.size !== job.size) {
+    // A link listed as a link (`--delete`) is replaced, whatever its size.
+    if (
+      existing === undefined || existing.type === "symlink" ||
+      existing.size !== job.size
+    ) {
       return await this.#hand(job, send);
     }
     if (!this.#o.checksum) {
