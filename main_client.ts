@@ -23,8 +23,10 @@ import {
   EXIT,
   exitCodeFor,
   isExpected,
+  reason,
   UsageError,
 } from "./lib/shared/errors.ts";
+import type { FilterOptions } from "./lib/client/filters.ts";
 import { printable } from "./lib/client/printable.ts";
 import { pull, type PullOptions } from "./lib/client/pull.ts";
 import type { FilterOptions } from "./lib/client/filters.ts";
@@ -211,6 +213,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
   const { push, checkSources } = await import("./lib/client/push.ts");
   // A bad local path is told before any request (nothing sent).
   checkSources(cmd.sources);
+  const selection = await pushSelection(cmd);
   const { settings, baseUrl, transport } = await connectionFor(cmd);
   const controller = new AbortController();
   let interrupted = false;
@@ -235,8 +238,10 @@ async function runPush(cmd: PushCommand): Promise<number> {
       scpPlacement: cmd.scpStyle,
       settings,
       parallelFiles: cmd.parallel,
-      include: cmd.include,
-      exclude: cmd.exclude,
+      ...selection,
+      deleteExtra: cmd.mirror.delete,
+      maxDelete: cmd.mirror.maxDelete,
+      dryRun: cmd.mirror.dryRun,
       preserve: cmd.preserve,
       ...cmd.copy,
       verify: cmd.verify,
@@ -255,6 +260,8 @@ async function runPush(cmd: PushCommand): Promise<number> {
     for (const line of formatOutcomes(summary)) console.error(line);
     console.error(formatSummary(summary));
     if (interrupted) return 130;
+    // A dry run changed nothing: what it found is printed, and it succeeded.
+    if (cmd.mirror.dryRun) return EXIT.ok;
     return summary.failed > 0 || notTransferred(summary) > 0
       ? EXIT.partial
       : EXIT.ok;
@@ -268,6 +275,47 @@ async function runPush(cmd: PushCommand): Promise<number> {
     reporter.stop();
     stopListening();
   }
+}
+
+/**
+ * A push's selection: the globs, the regular expressions and the `-from`
+ * files read (`-` is standard input). Stands in for `selectionOptions()` of
+ * lib/client/selection.ts (issue 20) until that lands.
+ */
+async function pushSelection(cmd: PushCommand): Promise<FilterOptions> {
+  const { select } = cmd;
+  const listOf = async (flag: string, name: string): Promise<string[]> => {
+    let text: string;
+    try {
+      text = name === "-"
+        ? await new Response(Deno.stdin.readable).text()
+        : await Deno.readTextFile(name);
+    } catch (error) {
+      throw new UsageError(
+        `Cannot read ${flag} file ${JSON.stringify(name)}: ${reason(error)}`,
+      );
+    }
+    return text.split(/\r?\n/).filter((l) =>
+      l.trim() !== "" && !l.startsWith("#") && !l.startsWith(";")
+    );
+  };
+  const include = [...cmd.include];
+  for (const f of select.includeFrom) {
+    include.push(...await listOf("--include-from", f));
+  }
+  const exclude = [...cmd.exclude];
+  for (const f of select.excludeFrom) {
+    exclude.push(...await listOf("--exclude-from", f));
+  }
+  return {
+    include,
+    exclude,
+    includeRegex: select.includeRegex,
+    excludeRegex: select.excludeRegex,
+    filesFrom: select.filesFrom === undefined
+      ? undefined
+      : await listOf("--files-from", select.filesFrom),
+  };
 }
 
 /** `--sync`: follows until SIGINT/SIGTERM (exit 0) or until the server stays unreachable (throws `ConnectError`, exit 3). */

@@ -74,6 +74,10 @@ export interface PushServer extends AsyncDisposable {
   bundled: string[];
   /** Every commit request body, in order. */
   commits: Array<{ path: string; holes?: Array<[number, number]> }>;
+  /** The requests that would change something (every method but GET and HEAD), as in `log`. */
+  writes(): string[];
+  /** Paths `POST /v1/delete` removed, in order. */
+  deleted: string[];
 }
 
 function error(status: number, code: string, message: string): Response {
@@ -101,6 +105,7 @@ export function pushServer(options: PushServerOptions): PushServer {
   const log: string[] = [];
   const bundled: string[] = [];
   const commitLog: PushServer["commits"] = [];
+  const deleted: string[] = [];
   let commits = 0;
   const keep = (preserve: boolean | undefined) =>
     preserve ? 0o777 : 0o777 & ~(options.umask ?? 0o022);
@@ -422,6 +427,30 @@ export function pushServer(options: PushServerOptions): PushServer {
     return Response.json(statOf(await Deno.lstat(path)));
   }
 
+  /** `POST /v1/delete`: a file, a link (itself) or an empty directory (409 `not_empty` else), as lib/shared/wire.ts says. */
+  async function remove(url: URL): Promise<Response> {
+    const path = url.searchParams.get("path") ?? "";
+    const refused = writable(path);
+    if (refused) return refused;
+    if (path === options.writable) {
+      return error(403, "not_writable", `Cannot delete "${path}": a root`);
+    }
+    const info = await Deno.lstat(path);
+    try {
+      await Deno.remove(path);
+    } catch (e) {
+      if (info.isDirectory && !(e instanceof Deno.errors.NotFound)) {
+        return error(409, "not_empty", `"${path}" is not empty`);
+      }
+      throw e;
+    }
+    deleted.push(path);
+    return Response.json({
+      path,
+      type: info.isDirectory ? "dir" : info.isSymlink ? "symlink" : "file",
+    });
+  }
+
   async function handle(request: Request): Promise<Response> {
     const url = new URL(request.url);
     log.push(`${request.method} ${url.pathname}${url.search}`);
@@ -471,6 +500,8 @@ export function pushServer(options: PushServerOptions): PushServer {
           return await symlink(url, request);
         case "POST /v1/link":
           return await link(url, request);
+        case "POST /v1/delete":
+          return await remove(url);
       }
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) {
@@ -493,6 +524,9 @@ export function pushServer(options: PushServerOptions): PushServer {
     log,
     bundled,
     commits: commitLog,
+    deleted,
+    writes: () =>
+      log.filter((l) => !l.startsWith("GET ") && !l.startsWith("HEAD ")),
     bytesPut: () => puts.reduce((n, p) => n + p.received, 0),
     async [Symbol.asyncDispose]() {
       await server.shutdown();

@@ -91,12 +91,6 @@ Deno.test("bad local paths get one line and exit code 1, and nothing reaches the
       [fifo, remote],
       `hsync: Local path "${fifo}" is not a regular file or directory`,
     ],
-    [
-      [join(src, "a/x"), join(src, "b/x"), remote],
-      `hsync: Local paths "${join(src, "a/x")}" and "${
-        join(src, "b/x")
-      }" have the same name "x": they would go to the same remote path`,
-    ],
   ];
   for (const [args, message] of cases) {
     const r = await hsync([...args, "--quiet"], hsyncDir);
@@ -174,4 +168,165 @@ Deno.test("a FIFO in a pushed tree is named in a `not transferred` line and hsyn
   ]);
   assert.match(lines(r).at(-1)!, /, 0 failed, 1 not transferred$/);
   assert.equal(await Deno.readTextFile(join(dst, "run42/a.txt")), "hello");
+});
+
+Deno.test("two local sources with the same name exit 1 before any request, however the paths are written", async () => {
+  await using dir = await tempDir();
+  const { src, dst, hsyncDir } = await setup(dir.path);
+  await Deno.mkdir(join(src, "a/x"), { recursive: true });
+  await Deno.mkdir(join(src, "b/x"), { recursive: true });
+  await using server = pushServer({ writable: dst });
+  const remote = `127.0.0.1:${server.port}:${dst}/`;
+  const [ax, bx] = [join(src, "a/x"), join(src, "b/x")];
+  const usage = (first: string, second: string) => [
+    `hsync: "${first}" and "${second}" have the same name "x": each source goes inside the destination under its own name, so give them one at a time`,
+    "Try 'hsync --help' for more information.",
+  ];
+  const cases: Array<[string[], string[]]> = [
+    [[ax, bx, remote], usage(ax, bx)],
+    [[ax, `${bx}/`, remote], usage(ax, `${bx}/`)],
+    [["--push", "-i", ax, "-i", bx, "-o", `${dst}/`, "-p", "1"], usage(ax, bx)],
+    // Only resolved does "a/x/." show its name: refused all the same.
+    [[`${ax}/.`, bx, remote], [
+      `hsync: Local paths "${ax}/." and "${bx}" have the same name "x": they would go to the same remote path`,
+    ]],
+  ];
+  for (const [args, expected] of cases) {
+    const r = await hsync([...args, "--quiet"], hsyncDir);
+    assert.equal(r.code, 1, r.stderr);
+    assert.deepEqual(lines(r), expected);
+  }
+  assert.deepEqual(server.log, []);
+  assert.deepEqual([...Deno.readDirSync(dst)], []);
+});
+
+Deno.test("hsync --dry-run prints one `would ...` line per entry on stdout, sends no write and exits 0", async () => {
+  await using dir = await tempDir();
+  const { src, dst, hsyncDir } = await setup(dir.path);
+  await Deno.mkdir(join(src, "run/sub"), { recursive: true });
+  await Deno.mkdir(join(dst, "run"));
+  await Deno.writeTextFile(join(src, "run/sub/a.txt"), "hello");
+  await Deno.writeTextFile(join(src, "run/same.txt"), "same");
+  await Deno.writeTextFile(join(dst, "run/same.txt"), "same");
+  const t = new Date(1_600_000_000_000);
+  await Deno.utime(join(src, "run/same.txt"), t, t);
+  await Deno.utime(join(dst, "run/same.txt"), t, t);
+  await Deno.writeTextFile(join(dst, "run/extra.txt"), "extra");
+  const fifo = join(src, "run/pipe");
+  assert.ok(
+    (await new Deno.Command("mkfifo", { args: [fifo] }).output())
+      .success,
+  );
+  await using server = pushServer({ writable: dst });
+  const remote = `127.0.0.1:${server.port}:${dst}/`;
+  let r = await hsync(
+    ["--dry-run", "--delete", join(src, "run"), remote],
+    hsyncDir,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stdout.split("\n").filter((l) => l !== "").sort(), [
+    "would skip run/same.txt",
+    "would transfer run/sub/a.txt (5 B)",
+  ]);
+  // The FIFO is not transferred: a real run would delete nothing, and says so.
+  assert.deepEqual(lines(r).slice(0, -1), [
+    "hsync: failed: .: Would delete nothing: 0 failed, 1 not transferred (--delete deletes only after a complete transfer)",
+    "hsync: not transferred: run/pipe: It is a FIFO: only regular files, directories and symbolic links are pushed",
+  ]);
+  await Deno.remove(fifo);
+  r = await hsync(
+    ["--dry-run", "--delete", join(src, "run"), remote],
+    hsyncDir,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stdout.split("\n").filter((l) => l !== "").sort(), [
+    "would delete run/extra.txt",
+    "would skip run/same.txt",
+    "would transfer run/sub/a.txt (5 B)",
+  ]);
+  assert.deepEqual(server.writes(), []);
+  assert.deepEqual(
+    [...Deno.readDirSync(join(dst, "run"))].map((e) => e.name)
+      .sort(),
+    ["extra.txt", "same.txt"],
+  );
+});
+
+Deno.test("hsync --delete deletes on the server what the source does not have (`deleted` lines, counted); --max-delete 0 deletes none: one line, exit 2", async () => {
+  await using dir = await tempDir();
+  const { src, dst, hsyncDir } = await setup(dir.path);
+  await Deno.mkdir(join(src, "run"));
+  await Deno.writeTextFile(join(src, "run/a.txt"), "a");
+  await Deno.mkdir(join(dst, "run/old"), { recursive: true });
+  await Deno.writeTextFile(join(dst, "run/old/x.txt"), "x");
+  await Deno.writeTextFile(join(dst, "run/keep.tmp"), "excluded");
+  const excludes = join(dir.path, "excludes");
+  await Deno.writeTextFile(excludes, "# scratch files\n*.tmp\n\n");
+  await using server = pushServer({ writable: dst });
+  const remote = `127.0.0.1:${server.port}:${dst}/`;
+  let r = await hsync([
+    "--delete",
+    "--max-delete",
+    "0",
+    "--exclude-from",
+    excludes,
+    join(src, "run"),
+    remote,
+  ], hsyncDir);
+  assert.equal(r.code, 2, r.stderr);
+  assert.deepEqual(lines(r).slice(0, -1), [
+    "hsync: failed: .: Would delete 2 entries, more than --max-delete 0: deleted none",
+  ]);
+  assert.match(lines(r).at(-1)!, /, 1 failed$/);
+  assert.deepEqual(server.deleted, []);
+
+  r = await hsync(
+    ["--delete", "--exclude-from", excludes, join(src, "run"), remote],
+    hsyncDir,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(lines(r).slice(0, -1), [
+    "hsync: deleted run/old/x.txt",
+    "hsync: deleted run/old",
+  ]);
+  assert.match(lines(r).at(-1)!, /, 0 failed, 2 deleted$/);
+  assert.deepEqual(
+    [...Deno.readDirSync(join(dst, "run"))].map((e) => e.name).sort(),
+    ["a.txt", "keep.tmp"],
+  );
+});
+
+Deno.test("hsync --exclude-regex and --files-from select what a push sends", async () => {
+  await using dir = await tempDir();
+  const { src, dst, hsyncDir } = await setup(dir.path);
+  await Deno.mkdir(join(src, "run/logs"), { recursive: true });
+  for (const name of ["a.txt", "b.bak", "logs/1.log", "logs/2.txt"]) {
+    await Deno.writeTextFile(join(src, "run", name), name);
+  }
+  await using server = pushServer({ writable: dst });
+  const remote = `127.0.0.1:${server.port}:${dst}/`;
+  let r = await hsync([
+    "--exclude-regex",
+    "\\.(bak|log)$",
+    "--quiet",
+    join(src, "run"),
+    remote,
+  ], hsyncDir);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(server.bundled.sort(), [
+    "run/a.txt",
+    "run/logs/2.txt",
+  ]);
+  const list = join(dir.path, "list");
+  await Deno.writeTextFile(list, "b.bak\nlogs/1.log\n");
+  server.bundled.length = 0;
+  r = await hsync([
+    "--files-from",
+    list,
+    "--quiet",
+    join(src, "run"),
+    `127.0.0.1:${server.port}:${dst}/other/`,
+  ], hsyncDir);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(server.bundled.sort(), ["run/b.bak", "run/logs/1.log"]);
 });

@@ -30,6 +30,7 @@ import {
   type PushSource,
   SourceError,
 } from "./push_plan.ts";
+import { type DeleteScope, PushDeleter } from "./push_delete.ts";
 import { LinkSender } from "./push_links.ts";
 import { Remote, remoteRootError } from "./remote.ts";
 import { newSession, PushRemote } from "./remote_push.ts";
@@ -133,6 +134,9 @@ class PushRun {
   readonly #ranges: RangeSender;
   readonly #bundles: BundleSender;
   readonly #links: LinkSender;
+  readonly #filter: PathFilter;
+  /** `--delete`: each listed destination and what its local tree holds. */
+  readonly #scopes: DeleteScope[] = [];
   /** Remote directories known to exist. */
   readonly #dirs = new Set<string>();
   /** Modes the server gave the directories this run asked it to make. */
@@ -184,6 +188,7 @@ class PushRun {
       backoff: new Backoff(options.retryBaseMs ?? 250, s.maxTimeoutRetry),
       preserve: options.preserve ?? false,
       verify: options.verify ?? false,
+      dryRun: options.dryRun ?? false,
       emit,
       addTotal: (files, bytes) => this.#addTotal(files, bytes),
       sent: (job) => {
@@ -194,7 +199,11 @@ class PushRun {
       },
       skipped: (label, bytes) => {
         summary.skipped++;
-        emit({ type: "skip", path: label, bytes });
+        emit(
+          options.dryRun
+            ? { type: "plan", action: "skip", path: label, bytes }
+            : { type: "skip", path: label, bytes },
+        );
         this.#links.settled(label, true);
       },
       fail: (label, message) => this.#fail(label, message),
@@ -220,8 +229,9 @@ class PushRun {
       spawn: (task) => this.#tasks.spawn(task),
       sendNow: (job) => this.#sendNow(job),
     });
+    this.#filter = new PathFilter(options);
     this.#planner = new PushPlanner(this.#ctx, {
-      filter: new PathFilter(options),
+      filter: this.#filter,
       checksum: options.checksum ?? false,
       verifier: new Verifier(this.#ctx),
       ensureDir: (remote, label) => this.#ensureDir(remote, label),
@@ -262,6 +272,9 @@ class PushRun {
       await this.#planner.settle();
       await this.#bundles.flush();
       await this.#tasks.drain();
+      if (this.#o.deleteExtra && !this.#signal.aborted) {
+        await this.#deleteExtra();
+      }
       if (!this.#signal.aborted) await this.#planner.finishDirs();
     } catch (error) {
       if (this.#fatal === undefined && !this.#signal.aborted) throw error;
@@ -347,6 +360,10 @@ class PushRun {
       this.#dirs.add(dest);
       if (!await this.#listInto(dest, entries, source)) return;
     }
+    const local = new Set<string>();
+    if (this.#o.deleteExtra && !made) {
+      this.#scopes.push({ dest, name: source.name, remote: entries, local });
+    }
     await this.#planner.planTree({
       source,
       dest,
@@ -355,6 +372,26 @@ class PushRun {
       remote: entries,
       made,
       existing,
+      local,
+    });
+  }
+
+  /** `--delete`, once every file is settled: before the directories get their times (a deletion changes its directory's). */
+  async #deleteExtra(): Promise<void> {
+    const summary = this.#summary;
+    const deleter = new PushDeleter(this.#ctx, {
+      filter: this.#filter,
+      maxDelete: this.#o.maxDelete,
+      dryRun: this.#o.dryRun ?? false,
+      deleted: (extra) => {
+        summary.deleted = (summary.deleted ?? 0) + 1;
+        this.#planner.touchParentOf(extra.remote);
+        this.#ctx.emit({ type: "deleted", path: extra.label });
+      },
+    });
+    await deleter.run(this.#scopes, {
+      failed: summary.failed,
+      omitted: summary.omissions?.length ?? 0,
     });
   }
 
@@ -370,6 +407,8 @@ class PushRun {
       maxEntries: this.#o.maxEntries ?? DEFAULT_MAX_ENTRIES,
       onTooMany: (error) => this.#stopRun(error),
       onRetry: (text) => this.#ctx.emit({ type: "warning", message: text }),
+      // --delete removes a link itself: never an entry reached through it.
+      query: this.#o.deleteExtra ? { links: true } : undefined,
     });
     let error: unknown;
     try {
@@ -390,6 +429,10 @@ class PushRun {
   /** Makes a remote directory and its parents unless known to exist; false when it could not be (counted, or the run stopped). */
   async #ensureDir(remote: string, label: string): Promise<boolean> {
     if (this.#dirs.has(remote)) return true;
+    if (this.#ctx.dryRun) {
+      this.#knownDirs(remote);
+      return true;
+    }
     try {
       const made = await this.#ctx.backoff.retry(
         () => this.#ctx.push.mkdir(remote, { signal: this.#signal }),
@@ -411,15 +454,33 @@ class PushRun {
       );
       return false;
     }
+    this.#knownDirs(remote);
+    return true;
+  }
+
+  /** `remote` and its parents exist (made, or as a dry run would make them). */
+  #knownDirs(remote: string): void {
     for (let d = remote; !this.#dirs.has(d); d = posix.dirname(d)) {
       this.#dirs.add(d);
       if (d === "/") break;
     }
-    return true;
+  }
+
+  /** `--dry-run`: a file that would be sent is told, and stands for a sent one to the names linked to it. */
+  #wouldSend(job: SendJob): void {
+    this.#addTotal(1, job.size);
+    this.#ctx.emit({
+      type: "plan",
+      action: "transfer",
+      path: job.label,
+      bytes: job.size,
+    });
+    this.#links.settled(job.label, true);
   }
 
   /** Hands on a file that differs: small ones to a bundle, the rest in ranges (one of `-n` slots each: the walk's backpressure). */
   async #dispatch(job: SendJob): Promise<void> {
+    if (this.#ctx.dryRun) return this.#wouldSend(job);
     this.#addTotal(1, job.size);
     if (job.size === 0 || (job.size <= SMALL_FILE_BYTES && !this.#o.verify)) {
       await this.#bundles.add(job);
@@ -431,6 +492,7 @@ class PushRun {
 
   /** Sends a file in ranges now, whatever its size (a hard link's stand-in: bundles may be gone already). */
   async #sendNow(job: SendJob): Promise<void> {
+    if (this.#ctx.dryRun) return this.#wouldSend(job);
     this.#addTotal(1, job.size);
     const release = await this.#ctx.limits.files.acquire(this.#signal);
     this.#tasks.spawn(this.#sendRanged(job).finally(release));

@@ -90,6 +90,8 @@ export interface PushContext {
   readonly preserve: boolean;
   /** `--verify`: every file is committed only when the server's SHA-256 is the local one. */
   readonly verify: boolean;
+  /** `--dry-run`: compared and told as `plan` events; nothing is written. */
+  readonly dryRun: boolean;
   emit(event: PullEvent): void;
   /** More (or, negative, fewer) files and bytes to send than planned: a file that changed size. */
   addTotal(files: number, bytes: number): void;

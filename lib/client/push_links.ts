@@ -115,6 +115,10 @@ export class LinkSender {
   /** One link request, retried while the network or the server falters; counted. */
   async #make(label: string, request: () => Promise<void>): Promise<void> {
     const ctx = this.#ctx;
+    if (ctx.dryRun) {
+      ctx.emit({ type: "plan", action: "transfer", path: label, bytes: 0 });
+      return;
+    }
     try {
       await ctx.backoff.retry(request, ctx.signal);
     } catch (error) {

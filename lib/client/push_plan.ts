@@ -138,6 +138,8 @@ export interface TreePlan {
   made: boolean;
   /** The server's entry of `dest` when it was there. */
   existing?: StatEntry;
+  /** Filled with every relative path the walk meets (`--delete` keeps those). */
+  local?: Set<string>;
 }
 
 /** Options of {@linkcode PushPlanner}. */
@@ -236,6 +238,7 @@ export class PushPlanner {
    */
   async finishDirs(): Promise<void> {
     const ctx = this.#ctx;
+    if (ctx.dryRun) return;
     for (let i = this.#dirs.length - 1; i >= 0; i--) {
       const d = this.#dirs[i];
       if (!d.touched || ctx.signal.aborted) continue;
@@ -291,6 +294,7 @@ export class PushPlanner {
       const rel = [...parts, name];
       const relPath = rel.join("/");
       const label = labelOf(rel);
+      tree.local?.add(relPath);
       if (name.endsWith(PART_SUFFIX) || name.endsWith(JOURNAL_SUFFIX)) {
         ctx.emit({
           type: "warning",
@@ -435,7 +439,11 @@ export class PushPlanner {
       );
       return;
     }
-    if (existing === undefined || existing.size !== job.size) {
+    // A link listed as a link (`--delete`) is replaced, whatever its size.
+    if (
+      existing === undefined || existing.type === "symlink" ||
+      existing.size !== job.size
+    ) {
       return await this.#hand(job, send);
     }
     if (!this.#o.checksum) {

@@ -7,6 +7,7 @@ import {
   API,
   type CommitRequest,
   type CommitResult,
+  type DeleteResult,
   HEADER,
   type LinkRequest,
   type SourceId,
@@ -212,6 +213,32 @@ export class PushRemote {
   ): Promise<void> {
     const request: LinkRequest = { existing };
     await this.#postJson(API.link, path, request, signal);
+  }
+
+  /**
+   * `POST /v1/delete` (`--delete`): removes the file, link (never followed)
+   * or empty directory at `path`. False when it was not there (404); a
+   * directory that holds entries is refused (409 `not_empty`, thrown).
+   */
+  async delete(path: string, signal?: AbortSignal): Promise<boolean> {
+    const ex = await this.#remote.send(
+      this.#remote.url(API.delete, { path }),
+      { method: "POST", headers: this.#headers(), signal, accept: [404] },
+    );
+    if (ex.response.status === 404) {
+      ex.done();
+      await ex.response.body?.cancel().catch(() => {});
+      return false;
+    }
+    const body = await this.#json(ex) as Partial<DeleteResult> | null;
+    if (typeof body?.path !== "string") {
+      throw new ProtocolError(
+        `Answer from ${this.#remote.host} to deleting ${
+          JSON.stringify(path)
+        } is malformed`,
+      );
+    }
+    return true;
   }
 
   /** A JSON request about `path` whose answer must be a JSON object (the new entry). */
