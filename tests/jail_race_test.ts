@@ -18,7 +18,7 @@ const SECRETS = [
   "forbiddenname",
 ];
 
-Deno.test("a directory swapped with a symlink in a tight loop leaks no byte, no name and no link target through file, stat, bundle, list (links kept or followed) or watch", async () => {
+Deno.test("a directory swapped with a symlink in a tight loop leaks no byte, no name and no link target through file, stat, bundle, list (links kept or followed), glob or watch", async () => {
   await using tmp = await tempDir("hsync-race-");
   const jail = `${tmp.path}/jail`;
   const outside = `${tmp.path}/outside`;
@@ -49,6 +49,8 @@ Deno.test("a directory swapped with a symlink in a tight loop leaks no byte, no 
     list: 0,
     listParent: 0,
     listLinks: 0,
+    glob: 0,
+    globParent: 0,
     watch: 0,
   };
   const leaks: string[] = [];
@@ -147,6 +149,22 @@ Deno.test("a directory swapped with a symlink in a tight loop leaks no byte, no 
     }
   }
 
+  /** Globs over a swapped directory, and over the directory holding both swaps (one level, and `**`). */
+  async function globs(pattern: string, parent: boolean) {
+    while (Date.now() < end) {
+      const r = await fetch(`${base}/v1/glob?pattern=${q(pattern)}`);
+      const text = await r.text();
+      check(`glob ${pattern}`, text);
+      for (const hidden of ["/outside", "/forbidden"]) {
+        if (text.includes(hidden)) leaks.push(`glob ${pattern}: ${hidden}`);
+      }
+      if (r.ok && text.includes("private.txt")) {
+        if (parent) seen.globParent++;
+        else seen.glob++;
+      }
+    }
+  }
+
   async function watches(dir: string) {
     let cursor = "";
     while (Date.now() < end) {
@@ -169,6 +187,10 @@ Deno.test("a directory swapped with a symlink in a tight loop leaks no byte, no 
     writer(),
     parentLists(true),
     parentLists(false),
+    globs(`${jail}/d/*`, false),
+    globs(`${jail}/e/*.txt`, false),
+    globs(`${jail}/*/*`, true),
+    globs(`${jail}/**`, true),
     ...["d", "e"].flatMap((dir) => [
       files(dir),
       bundles(dir),

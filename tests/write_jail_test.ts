@@ -409,3 +409,82 @@ Deno.test("symlinks and hard links made while a directory is swapped with a syml
     }
   });
 });
+
+Deno.test("delete() removes one entry of the entered directory, never a writable root, even one nested in another", async () => {
+  await withFixture(async (f) => {
+    const nested = await createWriteJail({
+      writablePath: [f.root, join(f.root, "sub")],
+    });
+    await Deno.symlink(f.outside, join(f.root, "out"));
+    assert.equal(nested.delete(nested.target(join(f.root, "out"))), "symlink");
+    assert.equal(
+      Deno.readTextFileSync(join(f.outside, "victim.txt")),
+      "VICTIM",
+    );
+    for (const jail of [f.jail, nested]) {
+      const e = refused(() => jail.delete(jail.target(f.root)));
+      assert.equal(`${e.status} ${e.code}`, "403 not_writable");
+    }
+    const e = refused(() => nested.delete(nested.target(join(f.root, "sub"))));
+    assert.equal(`${e.status} ${e.code}`, "403 not_writable");
+    assert.match(e.message, /it is a Writable_path directory/);
+    assert.ok(Deno.statSync(join(f.root, "sub")).isDirectory);
+    // Not a root of f.jail: an empty directory like any other.
+    assert.equal(f.jail.delete(f.jail.target(join(f.root, "sub"))), "dir");
+  });
+});
+
+Deno.test("deletes in a directory swapped with a symlink in a tight loop remove nothing outside", async () => {
+  await withFixture(async (f) => {
+    const d = join(f.root, "d");
+    const s = join(f.root, "s");
+    await Deno.mkdir(d);
+    await Deno.symlink(f.outside, s);
+    // The outside holds the very names deleted in d: a file and an empty directory.
+    await Deno.writeTextFile(join(f.outside, "f.txt"), "VICTIM");
+    await Deno.mkdir(join(f.outside, "e"));
+    const snapshot = () =>
+      [...Deno.readDirSync(f.outside)].map((e) =>
+        `${e.name}:${
+          e.isFile ? Deno.readTextFileSync(join(f.outside, e.name)) : "dir"
+        }`
+      ).sort();
+    const before = snapshot();
+    const swapper = await startSwapper(f.tmp, [d, s], 3);
+    const end = Date.now() + 2700;
+    const removed = { file: 0, dir: 0 };
+    let refusedCount = 0;
+    const attempt = (fn: () => unknown) => {
+      try {
+        fn();
+      } catch (error) {
+        if (!(error instanceof HttpError)) throw error;
+        refusedCount++;
+      }
+    };
+    while (Date.now() < end) {
+      // Made through the jail (inside d only), then deleted through it.
+      await push(f.jail, join(d, "f.txt"), "PUSHED").catch(() => {});
+      attempt(() => f.jail.makeDirs(join(d, "e")));
+      attempt(() => {
+        if (f.jail.delete(f.jail.target(join(d, "f.txt"))) === "file") {
+          removed.file++;
+        }
+      });
+      attempt(() => {
+        if (f.jail.delete(f.jail.target(join(d, "e"))) === "dir") {
+          removed.dir++;
+        }
+      });
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    await swapper.done;
+    assert.deepEqual(snapshot(), before);
+    for (const [kind, n] of Object.entries(removed)) {
+      assert.ok(
+        n > 0,
+        `no ${kind} deleted during the race (${refusedCount} refused)`,
+      );
+    }
+  });
+});

@@ -129,6 +129,7 @@ const READS = new Set<string>([
   API.health,
   API.stat,
   API.list,
+  API.glob,
   API.file,
   API.hash,
   API.extents,

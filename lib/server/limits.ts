@@ -72,6 +72,12 @@ export interface ServerLimits {
   peerListings: number;
   /** Listings of one peer waiting behind its `peerListings`; one more is answered 503 `busy`. */
   peerListQueue: number;
+  /**
+   * Most entries one `/v1/glob` answers (a client's `maxEntries` is capped by
+   * it); one more is 413 `too_many_matches`. The matches are held to be
+   * sorted: this bounds the memory of a glob.
+   */
+  globMaxMatches: number;
   /** Upload requests (a range, a commit, a bundle of files, a mkdir) being written at once; one more is answered 503 `busy`. */
   maxUploads: number;
   /** Upload requests of one peer being written at once. */
@@ -126,6 +132,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   listQueue: 64,
   peerListings: 1,
   peerListQueue: 16,
+  // About 30 MB of matches held: more is a tree to pull, not a glob.
+  globMaxMatches: 100_000,
   // hsync sends up to 8 ranges and 4 bundles of one push at once; an upload
   // body streams to disk (never held), so what it holds is a slot and a file.
   maxUploads: 64,

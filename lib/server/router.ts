@@ -8,7 +8,9 @@ import { API_VERSION } from "../shared/wire.ts";
 import type { Endpoint, ServerContext } from "./context.ts";
 import { bundleEndpoint } from "./endpoints/bundle.ts";
 import { extentsEndpoint } from "./endpoints/extents.ts";
+import { deleteEndpoint } from "./endpoints/delete.ts";
 import { fileEndpoint } from "./endpoints/file.ts";
+import { globEndpoint } from "./endpoints/glob.ts";
 import { hashEndpoint } from "./endpoints/hash.ts";
 import { listEndpoint } from "./endpoints/list.ts";
 import { healthEndpoint, statEndpoint } from "./endpoints/meta.ts";
@@ -27,6 +29,7 @@ export const ENDPOINTS: readonly Endpoint[] = [
   healthEndpoint,
   statEndpoint,
   listEndpoint,
+  globEndpoint,
   fileEndpoint,
   hashEndpoint,
   extentsEndpoint,
@@ -38,6 +41,7 @@ export const ENDPOINTS: readonly Endpoint[] = [
   mkdirEndpoint,
   symlinkEndpoint,
   linkEndpoint,
+  deleteEndpoint,
 ];
 
 const BY_PATH = new Map(ENDPOINTS.map((e) => [e.path, e]));

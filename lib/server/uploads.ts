@@ -105,6 +105,14 @@ export class Uploads {
     }
   }
 
+  /** Whether another push session is writing `target`, or wrote it lately (its upload must not be pulled from under it). */
+  busyFor(target: WriteTarget, session: string | undefined): boolean {
+    const u = this.#live.get(keyOf(target));
+    return u !== undefined && u.session !== undefined &&
+      u.session !== session &&
+      (u.writing > 0 || this.#now() - u.lastActive < this.#idleMs);
+  }
+
   /** What is held of an upload of `target` (what was written is flushed first), or undefined when nothing is. */
   async status(target: WriteTarget): Promise<UploadStatus | undefined> {
     const u = this.#load(target);

@@ -53,6 +53,8 @@ import {
   quote,
   within,
 } from "./rules.ts";
+import type { EntryType } from "../../shared/wire.ts";
+import { removeEntry } from "./write_delete.ts";
 import { checkLinkSource, placeLink, placeSymlink } from "./write_links.ts";
 
 /** Flags of every open for writing: no create, no truncate, and a FIFO fails at once instead of hanging. */
@@ -171,6 +173,12 @@ export interface WriteJail {
    * link there replaced; 409 `is_a_directory`). Answers the target's `lstat`.
    */
   link(target: WriteTarget, existing: WriteTarget): Deno.FileInfo;
+  /**
+   * Removes the target itself (write_delete.ts: a file or a link unlinked,
+   * an empty directory removed; 404, 409 `not_empty`), never a writable
+   * root (403 `not_writable`). Answers what it was.
+   */
+  delete(target: WriteTarget): EntryType;
 }
 
 /**
@@ -500,6 +508,21 @@ class Writer implements WriteJail {
       (at) =>
         placeLink(at, place, { path: existing.path, real, info }, NEW_PREFIX),
     );
+  }
+
+  delete(target: WriteTarget): EntryType {
+    return this.#at(target, (at) => {
+      if (this.#roots.includes(join(at.real, target.name))) {
+        throw new HttpError(
+          403,
+          "not_writable",
+          `Cannot delete ${
+            quote(target.path)
+          }: it is a Writable_path directory`,
+        );
+      }
+      return removeEntry(at, target.path, target.name);
+    });
   }
 
   /** The writable root a target's directory is in (the deepest, when roots nest). */
