@@ -23,19 +23,18 @@ import {
   EXIT,
   exitCodeFor,
   isExpected,
-  reason,
   UsageError,
 } from "./lib/shared/errors.ts";
 import type { FilterOptions } from "./lib/client/filters.ts";
 import { printable } from "./lib/client/printable.ts";
 import { pull, type PullOptions } from "./lib/client/pull.ts";
-import type { FilterOptions } from "./lib/client/filters.ts";
 import { Remote } from "./lib/client/remote.ts";
 import {
   expandSources,
   isMultiSource,
   pullSources,
 } from "./lib/client/sources.ts";
+import { selectionOptions } from "./lib/client/selection.ts";
 import {
   createReporter,
   formatOutcomes,
@@ -172,39 +171,12 @@ async function runPull(cmd: PullCommand): Promise<number> {
  * cmd.exclude, read)`.
  */
 async function pullSelection(cmd: PullCommand): Promise<FilterOptions> {
-  const s = cmd.select;
-  const read = async (flag: string, name: string): Promise<string[]> => {
-    let text: string;
-    try {
-      text = name === "-"
-        ? await new Response(Deno.stdin.readable).text()
-        : await Deno.readTextFile(name);
-    } catch (error) {
-      throw new UsageError(
-        `Cannot read ${flag} "${name}": ${describeError(error)}`,
-      );
-    }
-    return text.split(/\r?\n/).filter((l) =>
-      l.trim() !== "" && !/^[#;]/.test(l)
-    );
-  };
-  const include = [...cmd.include];
-  const exclude = [...cmd.exclude];
-  for (const f of s.includeFrom) {
-    include.push(...await read("--include-from", f));
-  }
-  for (const f of s.excludeFrom) {
-    exclude.push(...await read("--exclude-from", f));
-  }
-  return {
-    include,
-    exclude,
-    includeRegex: s.includeRegex,
-    excludeRegex: s.excludeRegex,
-    filesFrom: s.filesFrom === undefined
-      ? undefined
-      : await read("--files-from", s.filesFrom),
-  };
+  return await selectionOptions(
+    cmd.select,
+    cmd.include,
+    cmd.exclude,
+    readSelectionFile,
+  );
 }
 
 /** A push: local files and trees to the server; the same progress, summary and exit codes as a pull. */
@@ -283,39 +255,12 @@ async function runPush(cmd: PushCommand): Promise<number> {
  * lib/client/selection.ts (issue 20) until that lands.
  */
 async function pushSelection(cmd: PushCommand): Promise<FilterOptions> {
-  const { select } = cmd;
-  const listOf = async (flag: string, name: string): Promise<string[]> => {
-    let text: string;
-    try {
-      text = name === "-"
-        ? await new Response(Deno.stdin.readable).text()
-        : await Deno.readTextFile(name);
-    } catch (error) {
-      throw new UsageError(
-        `Cannot read ${flag} file ${JSON.stringify(name)}: ${reason(error)}`,
-      );
-    }
-    return text.split(/\r?\n/).filter((l) =>
-      l.trim() !== "" && !l.startsWith("#") && !l.startsWith(";")
-    );
-  };
-  const include = [...cmd.include];
-  for (const f of select.includeFrom) {
-    include.push(...await listOf("--include-from", f));
-  }
-  const exclude = [...cmd.exclude];
-  for (const f of select.excludeFrom) {
-    exclude.push(...await listOf("--exclude-from", f));
-  }
-  return {
-    include,
-    exclude,
-    includeRegex: select.includeRegex,
-    excludeRegex: select.excludeRegex,
-    filesFrom: select.filesFrom === undefined
-      ? undefined
-      : await listOf("--files-from", select.filesFrom),
-  };
+  return await selectionOptions(
+    cmd.select,
+    cmd.include,
+    cmd.exclude,
+    readSelectionFile,
+  );
 }
 
 /** `--sync`: follows until SIGINT/SIGTERM (exit 0) or until the server stays unreachable (throws `ConnectError`, exit 3). */
@@ -444,4 +389,11 @@ async function main(argv: string[]): Promise<number> {
 
 if (import.meta.main) {
   Deno.exit(await main(Deno.args));
+}
+
+/** Reads a `-from` file of the selection flags; `-` is standard input. */
+async function readSelectionFile(name: string): Promise<string> {
+  return name === "-"
+    ? await new Response(Deno.stdin.readable).text()
+    : await Deno.readTextFile(name);
 }
