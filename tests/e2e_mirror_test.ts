@@ -302,3 +302,65 @@ Deno.test("e2e: remote globs expand on the server: one level, run4?, ** , nothin
     await s.stop();
   }
 });
+
+Deno.test("e2e: a push with --delete removes what the server has beyond the local tree (an excluded file and a link's target survive); --max-delete 0 and --dry-run write nothing", async () => {
+  await using dir = await tempDir();
+  const local = join(dir.path, "run42");
+  write(join(local, "a.txt"), "aaa");
+  write(join(local, "sub/b.txt"), "bb");
+  const incoming = join(dir.path, "incoming");
+  const copy = join(incoming, "run42");
+  write(join(copy, "extra.txt"), "old");
+  write(join(copy, "olddir/deep/x.txt"), "old");
+  write(join(copy, "keep.tmp"), "excluded: stays");
+  write(join(dir.path, "elsewhere/target.txt"), "not ours");
+  Deno.symlinkSync(
+    join(dir.path, "elsewhere"),
+    join(copy, "link_out"),
+  );
+  await using server = await startServer({
+    dir: dir.path,
+    config: `[hsyncd]\nWritable_path = ${incoming}\n`,
+  });
+  const net = `127.0.0.1:${server.port}:${incoming}/`;
+  const env = { HSYNC_DIR: join(dir.path, "client") };
+  const before = snapshot(copy);
+
+  const dry = await runClient(
+    [local, net, "--delete", "--exclude", "*.tmp", "--dry-run"],
+    env,
+  );
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.deepEqual(snapshot(copy), before, "a dry run writes nothing");
+  const planned = dry.stdout.split("\n").filter((l) => l !== "").sort();
+  assert.ok(planned.includes("would delete run42/extra.txt"), dry.stdout);
+  assert.ok(planned.includes("would delete run42/link_out"), dry.stdout);
+  assert.ok(!planned.some((l) => l.includes("keep.tmp")), dry.stdout);
+
+  const capped = await runClient(
+    [local, net, "--delete", "--max-delete", "0", "--exclude", "*.tmp"],
+    env,
+  );
+  assert.equal(capped.code, 2, capped.stderr);
+  assert.match(capped.stderr, /more than --max-delete 0: deleted none/);
+  assert.ok(exists(join(copy, "extra.txt")));
+
+  const r = await runClient(
+    [local, net, "--delete", "--exclude", "*.tmp"],
+    env,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /, 5 deleted$/m);
+  for (const gone of ["extra.txt", "olddir", "link_out"]) {
+    assert.ok(!exists(join(copy, gone)), `${gone} was deleted`);
+  }
+  assert.equal(
+    Deno.readTextFileSync(join(copy, "keep.tmp")),
+    "excluded: stays",
+  );
+  assert.equal(
+    Deno.readTextFileSync(join(dir.path, "elsewhere/target.txt")),
+    "not ours",
+  );
+  assert.equal(Deno.readTextFileSync(join(copy, "sub/b.txt")), "bb");
+});
