@@ -36,13 +36,14 @@ import {
   type PullContext,
   type PullEvent,
   type PullSummary,
+  type TreeOptions,
 } from "./transfer.ts";
 import { describeSpans, Verifier, VerifyFailed } from "./verify.ts";
 
 export type { PullEvent, PullSummary } from "./transfer.ts";
 
 /** Options of {@linkcode pull}. */
-export interface PullOptions {
+export interface PullOptions extends TreeOptions {
   /** `http://127.0.0.1:10808`. */
   baseUrl: string;
   /** Absolute path on the server. */
@@ -68,29 +69,6 @@ export interface PullOptions {
   preserve?: boolean;
   /** With `preserve`: apply setuid, setgid, sticky and write-for-others bits from the server too. */
   specialModes?: boolean;
-  /** `--include-regex`/`--exclude-regex`: regular expressions searched in the relative path. */
-  includeRegex?: string[];
-  excludeRegex?: string[];
-  /** `--files-from` (read by the caller): only these relative paths. */
-  filesFrom?: string[];
-  /**
-   * `--delete`: after a transfer with no failure and nothing left out, delete
-   * what the destination has below its root and the source does not (never
-   * what the filters leave out, never through a link), as `deleted` events.
-   */
-  deleteExtra?: boolean;
-  /** With `deleteExtra`: more than this many deletions means none (a failure, exit 2). */
-  maxDelete?: number;
-  /** `--dry-run`: list and compare, emit a `plan` event per entry, write nothing. */
-  dryRun?: boolean;
-  /** `-l`: symbolic links are copied as links (a listing with `links=1`); without it they are followed. */
-  links?: boolean;
-  /** `-H`: names of one file stay names of one file. */
-  hardLinks?: boolean;
-  /** `-S`: long zero runs are neither sent nor written (they stay holes). */
-  sparse?: boolean;
-  /** With `links`: links whose target is absolute or leaves the copy are created too (else each is an omission). */
-  unsafeLinks?: boolean;
   /**
    * Most listing entries one run accepts (default {@linkcode DEFAULT_MAX_ENTRIES}):
    * a server listing more stops the run with a `ConnectError`, so an

@@ -38,13 +38,13 @@ import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import { BundleSender } from "./send_bundle.ts";
 import { RangeSender } from "./send_ranges.ts";
-import type { PullEvent, PullSummary } from "./transfer.ts";
+import type { PullEvent, PullSummary, TreeOptions } from "./transfer.ts";
 import { Verifier } from "./verify.ts";
 
 export { checkSources, SourceError } from "./push_plan.ts";
 
 /** Options of {@linkcode push}. */
-export interface PushOptions {
+export interface PushOptions extends TreeOptions {
   /** `http://127.0.0.1:10808`. */
   baseUrl: string;
   /** Local files and directories to send. */
@@ -67,29 +67,6 @@ export interface PushOptions {
   exclude?: string[];
   /** `-P`: the server keeps the permission bits (never setuid, setgid, sticky). */
   preserve?: boolean;
-  /** `--include-regex`/`--exclude-regex`: regular expressions searched in the relative path. */
-  includeRegex?: string[];
-  excludeRegex?: string[];
-  /** `--files-from` (read by the caller): only these relative paths. */
-  filesFrom?: string[];
-  /**
-   * `--delete`: after a transfer with no failure and nothing left out, delete
-   * what the destination has below its root and the source does not (never
-   * what the filters leave out, never through a link), as `deleted` events.
-   */
-  deleteExtra?: boolean;
-  /** With `deleteExtra`: more than this many deletions means none (a failure, exit 2). */
-  maxDelete?: number;
-  /** `--dry-run`: list and compare, emit a `plan` event per entry, write nothing. */
-  dryRun?: boolean;
-  /** `-l`: symbolic links are copied as links (a listing with `links=1`); without it they are followed. */
-  links?: boolean;
-  /** `-H`: names of one file stay names of one file. */
-  hardLinks?: boolean;
-  /** `-S`: long zero runs are neither sent nor written (they stay holes). */
-  sparse?: boolean;
-  /** With `links`: links whose target is absolute or leaves the copy are created too (else each is an omission). */
-  unsafeLinks?: boolean;
   /** Commit each file only when the server's SHA-256 of it is the local one. */
   verify?: boolean;
   /** Decide "identical, skip" by SHA-256 instead of size + mtime. */

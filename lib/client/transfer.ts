@@ -115,3 +115,30 @@ export interface PullContext {
   /** A file (or the listing) failed: counted and told; the rest goes on. */
   fail(path: string, message: string): void;
 }
+
+/** What a pull and a push take alike beyond their endpoints: selection, mirroring and what a faithful copy keeps. */
+export interface TreeOptions {
+  /** `--include-regex`/`--exclude-regex`: regular expressions searched in the relative path. */
+  includeRegex?: string[];
+  excludeRegex?: string[];
+  /** `--files-from` (read by the caller): only these relative paths. */
+  filesFrom?: string[];
+  /**
+   * `--delete`: after a transfer with no failure and nothing left out, delete
+   * what the destination has below its root and the source does not (never
+   * what the filters leave out, never through a link), as `deleted` events.
+   */
+  deleteExtra?: boolean;
+  /** With `deleteExtra`: more than this many deletions means none (a failure, exit 2). */
+  maxDelete?: number;
+  /** `--dry-run`: list and compare, emit a `plan` event per entry, write nothing. */
+  dryRun?: boolean;
+  /** `-l`: symbolic links are copied as links (a listing with `links=1`); without it they are followed. */
+  links?: boolean;
+  /** `-H`: names of one file stay names of one file. */
+  hardLinks?: boolean;
+  /** `-S`: long zero runs are neither sent nor written (they stay holes). */
+  sparse?: boolean;
+  /** With `links`: links whose target is absolute or leaves the copy are created too (else each is an omission). */
+  unsafeLinks?: boolean;
+}
