@@ -298,6 +298,20 @@ Deno.test("e2e: remote globs expand on the server: one level, run4?, ** , nothin
     assert.equal(twice.code, 1, twice.stderr);
     assert.match(twice.stderr, /same name "a\.txt"/);
     assert.ok(!exists(join(dir.path, "twice")));
+
+    // --max-entries bounds a glob on the server too: it stops at the limit.
+    const many = await runClient([
+      ...s.net,
+      "-i",
+      `${s.data}/runs/*.bam`,
+      "-o",
+      join(dir.path, "many"),
+      "--max-entries",
+      "1",
+    ]);
+    assert.equal(many.code, 3, many.stderr);
+    assert.match(many.stderr, /than --max-entries 1 allows/);
+    assert.ok(!exists(join(dir.path, "many")));
   } finally {
     await s.stop();
   }

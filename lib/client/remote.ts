@@ -258,8 +258,12 @@ export class Remote {
   async *glob(
     pattern: string,
     signal?: AbortSignal,
+    maxEntries?: number,
   ): AsyncGenerator<GlobMatch> {
-    const ex = await this.send(this.url(API.glob, { pattern }), { signal });
+    const query: Record<string, string> = { pattern };
+    // The server stops at this many (413) instead of sending more than the run takes.
+    if (maxEntries !== undefined) query.maxEntries = String(maxEntries);
+    const ex = await this.send(this.url(API.glob, query), { signal });
     try {
       const body = ex.response.body;
       if (body === null) return;

@@ -44,7 +44,9 @@ export async function expandSources(
     );
     let found = 0;
     try {
-      for await (const match of remote.glob(path, options.signal)) {
+      for await (
+        const match of remote.glob(path, options.signal, options.maxEntries)
+      ) {
         if (++found > options.maxEntries) throw tooMany;
         out.push(match.path);
       }
@@ -62,7 +64,7 @@ export async function expandSources(
       }
       if (error instanceof HttpError && error.status === 413) {
         throw new ConnectError(
-          `Remote path ${p} matches more entries than ${remote.host} sends (--max-entries on the server): ${error.message}`,
+          `Remote path ${p} matches more entries than ${remote.host} lists for one glob or than --max-entries ${options.maxEntries} allows: ${error.message}`,
           { status: 413, cause: error },
         );
       }
