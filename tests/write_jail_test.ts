@@ -297,7 +297,14 @@ Deno.test("replace() and read() keep a small file beside a target atomically", a
   });
 });
 
-Deno.test("pushes into a directory swapped with a symlink in a tight loop create, replace and truncate nothing outside", async () => {
+/**
+ * Writes `write` again and again into `d` while `d` and a symlink to the
+ * outside swap places; nothing outside may change, and some writes must get
+ * through.
+ */
+async function raceOutside(
+  write: (jail: WriteJail, path: string, text: string) => Promise<void>,
+): Promise<void> {
   await withFixture(async (f) => {
     const d = join(f.root, "d");
     const s = join(f.root, "s");
@@ -318,7 +325,7 @@ Deno.test("pushes into a directory swapped with a symlink in a tight loop create
     let refusedCount = 0;
     while (Date.now() < end) {
       try {
-        await push(f.jail, join(d, "f.txt"), "PUSHED");
+        await write(f.jail, join(d, "f.txt"), "PUSHED");
         ok++;
       } catch (error) {
         if (!(error instanceof HttpError)) throw error;
@@ -336,6 +343,22 @@ Deno.test("pushes into a directory swapped with a symlink in a tight loop create
     );
     assert.deepEqual(after, before);
     assert.ok(ok > 0, `no push got through the race (${refusedCount} refused)`);
+  });
+}
+
+Deno.test("pushes into a directory swapped with a symlink in a tight loop create, replace and truncate nothing outside", async () => {
+  await raceOutside(push);
+});
+
+Deno.test("small files written whole (the upload bundle's replace, mode and time through the descriptor) into a directory swapped with a symlink change nothing outside", async () => {
+  await raceOutside((jail, path, text) => {
+    jail.replace(
+      jail.target(path),
+      path.split("/").pop()!,
+      new TextEncoder().encode(text),
+      { mode: 0o644, mtimeMs: 1_600_000_000_000, sync: false },
+    );
+    return Promise.resolve();
   });
 });
 

@@ -431,9 +431,9 @@ export class Uploads {
       remote: { size: u.size, mtime: 0, etag: u.source },
       done: u.held.toArray(),
     });
-    u.saving = u.saving.then(() =>
-      this.#jail.replace(u.target, `${u.target.name}${JOURNAL_SUFFIX}`, data)
-    );
+    u.saving = u.saving.then(() => {
+      this.#jail.replace(u.target, `${u.target.name}${JOURNAL_SUFFIX}`, data);
+    });
     return u.saving;
   }
 

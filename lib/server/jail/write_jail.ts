@@ -22,8 +22,10 @@
 import {
   closeSync,
   constants as fsConstants,
+  fchmodSync,
   fdatasyncSync,
   fstatSync,
+  futimesSync,
   openSync,
   readSync,
   type Stats,
@@ -94,6 +96,16 @@ interface ProvenFd {
   info: Stats;
 }
 
+/** How {@linkcode WriteJail.replace} treats the new file. */
+export interface ReplaceMeta {
+  /** Modification time to set, whole milliseconds since the epoch. */
+  mtimeMs?: number;
+  /** Permission bits to set. */
+  mode?: number;
+  /** Flush it before the rename (default true). */
+  sync?: boolean;
+}
+
 /** The write side of the jail. Every method throws `HttpError` (400, 403, 404, 409) when it refuses. */
 export interface WriteJail {
   /** Whether any directory is writable (`Writable_path` set). */
@@ -145,8 +157,18 @@ export interface WriteJail {
   ): Deno.FileInfo;
   /** Reads the whole file `name` beside the target when it is a regular file of at most `max` bytes; undefined otherwise. */
   read(target: WriteTarget, name: string, max: number): Uint8Array | undefined;
-  /** Writes `data` to `name` beside the target atomically (new file, fdatasync, rename over). */
-  replace(target: WriteTarget, name: string, data: Uint8Array): void;
+  /**
+   * Writes `data` to `name` beside the target atomically (new file, then
+   * rename over), in one synchronous section: flushed first (`fdatasync`)
+   * unless `meta.sync` is false, its mtime and mode set through the new
+   * file's descriptor when given. Returns the `lstat` of `name` after.
+   */
+  replace(
+    target: WriteTarget,
+    name: string,
+    data: Uint8Array,
+    meta?: ReplaceMeta,
+  ): Deno.FileInfo;
   /**
    * Renames `from` to `to` in the target's directory, when `from` still holds
    * the inode `expect` (a regular file); an entry at `to` is replaced.
@@ -429,8 +451,13 @@ class Writer implements WriteJail {
     });
   }
 
-  replace(target: WriteTarget, name: string, data: Uint8Array): void {
-    this.#at(target, (at) => {
+  replace(
+    target: WriteTarget,
+    name: string,
+    data: Uint8Array,
+    meta: ReplaceMeta = {},
+  ): Deno.FileInfo {
+    return this.#at(target, (at) => {
       const fresh = at.createFile(NEW_PREFIX);
       try {
         const file = this.#openProven(at, target, fresh, WRITE_FLAGS);
@@ -439,11 +466,19 @@ class Writer implements WriteJail {
           while (done < data.length) {
             done += writeSync(file.fd, data, done, data.length - done, done);
           }
-          fdatasyncSync(file.fd);
+          if (meta.mode !== undefined) fchmodSync(file.fd, meta.mode);
+          if (meta.mtimeMs !== undefined) {
+            const mtime = new Date(meta.mtimeMs);
+            futimesSync(file.fd, new Date(), mtime);
+          }
+          if (meta.sync !== false) fdatasyncSync(file.fd);
         } finally {
           closeSync(file.fd);
         }
         at.rename(fresh, name);
+        const now = lstatOrUndefined(at, name);
+        if (now === undefined) throw changed(target.path);
+        return now;
       } catch (error) {
         tryRemove(at, fresh);
         throw error instanceof HttpError
