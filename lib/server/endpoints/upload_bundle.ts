@@ -42,11 +42,31 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
       ctx.limits.bundleMaxBodyBytes,
       parseUploadHeader,
     );
+    // Consecutive files of one directory are written in one section of the
+    // jail (the client sends a directory's files together).
+    let group: Pending[] = [];
+    const flush = () => {
+      results.push(...writeGroup(ctx, group));
+      group = [];
+    };
     try {
       for await (const { header, data } of frames) {
         if ("end" in header) break;
-        results.push(writeOne(ctx, root, header, data));
+        let path: string;
+        try {
+          checkRelative(header.path, "upload");
+          path = root === "/"
+            ? `/${header.path}`
+            : `${root.replace(/\/+$/, "")}/${header.path}`;
+        } catch (error) {
+          flush();
+          results.push(refusal(header.path, error));
+          continue;
+        }
+        if (group.length > 0 && dirOf(group[0].path) !== dirOf(path)) flush();
+        group.push({ rel: header.path, path, header, data });
       }
+      flush();
     } catch (error) {
       if (error instanceof TypeError) {
         throw new HttpError(
@@ -63,34 +83,61 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
   }
 }
 
-/** Writes one file of the bundle; a refusal is its result, never a throw. */
-function writeOne(
+/** A file of the bundle waiting for the rest of its directory. */
+interface Pending {
+  rel: string;
+  /** The absolute request path. */
+  path: string;
+  header: Exclude<UploadBundleHeader, { end: true }>;
+  data: Uint8Array;
+}
+
+function dirOf(path: string): string {
+  return path.slice(0, path.lastIndexOf("/"));
+}
+
+/**
+ * Writes files of one directory: a fresh file each, not the part file (an
+ * upload of the path in ranges by another push keeps its part; whichever
+ * commits last wins, never a mix), its bytes, mode and time through its
+ * descriptor, renamed over the name, all in one synchronous section of the
+ * jail (10,000 files of 4 KiB pushed in 3.6-4.1 s when each step was a
+ * section of its own). A refusal is that file's result, never a throw.
+ */
+function writeGroup(
   ctx: ServerContext,
-  root: string,
-  header: Exclude<UploadBundleHeader, { end: true }>,
-  data: Uint8Array,
-): UploadBundleResult {
-  const rel = header.path;
+  group: Pending[],
+): UploadBundleResult[] {
+  if (group.length === 0) return [];
+  const keep = (p: Pending) =>
+    p.header.preserve ? 0o777 : 0o777 & ~ctx.uploads.umask;
+  let outcomes: Array<Deno.FileInfo | unknown>;
   try {
-    checkRelative(rel, "upload");
-    const target = ctx.writeJail.target(
-      root === "/" ? `/${rel}` : `${root.replace(/\/+$/, "")}/${rel}`,
-    );
-    // A fresh file, not the part file: an upload of this path in ranges by
-    // another push keeps its part; whichever commits last wins, never a mix.
-    // One synchronous section per file (new name, bytes, mode and time
-    // through its descriptor, rename): 10,000 files of 4 KiB took 3.9 s
-    // pushed when each step was a request to the jail of its own.
-    const keep = header.preserve ? 0o777 : 0o777 & ~ctx.uploads.umask;
-    const now = ctx.writeJail.replace(target, target.name, data, {
-      mtimeMs: header.mtime,
-      mode: header.mode & keep,
-      sync: false,
-    });
-    return { path: rel, ...statEntry(now, "file") };
+    outcomes = ctx.writeJail.writeFiles(group.map((p) => ({
+      path: p.path,
+      data: p.data,
+      meta: {
+        mtimeMs: p.header.mtime,
+        mode: p.header.mode & keep(p),
+        sync: false,
+      },
+    })));
   } catch (error) {
-    const { status, body } = errorStatus(error);
-    if (status === 500) throw error;
-    return { path: rel, error: body.error, message: body.message };
+    // The directory itself was refused or could not be entered.
+    outcomes = group.map(() => error);
   }
+  return group.map((p, i) => {
+    const o = outcomes[i];
+    return o instanceof HttpError ||
+        !(o && typeof o === "object" && "isFile" in o)
+      ? refusal(p.rel, o)
+      : { path: p.rel, ...statEntry(o as Deno.FileInfo, "file") };
+  });
+}
+
+/** A refused file's result; anything that is not a refusal is thrown (500). */
+function refusal(rel: string, error: unknown): UploadBundleResult {
+  const { status, body } = errorStatus(error);
+  if (status === 500) throw error;
+  return { path: rel, error: body.error, message: body.message };
 }

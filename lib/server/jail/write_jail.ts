@@ -48,16 +48,25 @@ import {
   tryRemove,
   writeFailure,
 } from "./write_support.ts";
-import {
-  compileRules,
-  type JailRules,
-  type PathGuardOptions,
-  quote,
-  within,
-} from "./rules.ts";
+import { compileRules, type JailRules, quote, within } from "./rules.ts";
 import type { EntryType } from "../../shared/wire.ts";
 import { removeEntry } from "./write_delete.ts";
 import { checkLinkSource, placeLink, placeSymlink } from "./write_links.ts";
+import type {
+  ReplaceMeta,
+  WritableFile,
+  WriteJail,
+  WriteJailOptions,
+  WriteTarget,
+} from "./write_jail_api.ts";
+
+export type {
+  ReplaceMeta,
+  WritableFile,
+  WriteJail,
+  WriteJailOptions,
+  WriteTarget,
+} from "./write_jail_api.ts";
 
 /** Flags of every open for writing: no create, no truncate, and a FIFO fails at once instead of hanging. */
 const WRITE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_NONBLOCK;
@@ -66,141 +75,10 @@ const READ_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK;
 /** Prefix of files hsyncd is creating (then renames): never served, never a target. */
 const NEW_PREFIX = ".hsync-new-";
 
-/** Options of {@linkcode createWriteJail}: the read jail's rules plus the writable roots. */
-export interface WriteJailOptions extends PathGuardOptions {
-  /** `Writable_path`: absolute directories below which pushes may write; each must exist. */
-  writablePath: readonly string[];
-}
-
-/** A path that may be written: its directory as the kernel entered it, and its name there. */
-export interface WriteTarget {
-  /** The requested path, normalised (what messages show). */
-  path: string;
-  /** The kernel's path of its directory. */
-  dir: string;
-  /** Its name in `dir`. */
-  name: string;
-}
-
-/** A regular file of a target's directory, opened for writing and proven. */
-export interface WritableFile {
-  /** The file; the caller closes it. */
-  file: Deno.FsFile;
-  /** Its device and inode (what `rename` expects) and size when it was proven. */
-  info: { dev: number; ino: number; size: number };
-}
-
 /** A descriptor proven to be a file of a target's directory. */
 interface ProvenFd {
   fd: number;
   info: Stats;
-}
-
-/** How {@linkcode WriteJail.replace} treats the new file. */
-export interface ReplaceMeta {
-  /** Modification time to set, whole milliseconds since the epoch. */
-  mtimeMs?: number;
-  /** Permission bits to set. */
-  mode?: number;
-  /** Flush it before the rename (default true). */
-  sync?: boolean;
-}
-
-/** The write side of the jail. Every method throws `HttpError` (400, 403, 404, 409) when it refuses. */
-export interface WriteJail {
-  /** Whether any directory is writable (`Writable_path` set). */
-  readonly enabled: boolean;
-  /**
-   * Checks that `requestPath` may be written: its directory (which must
-   * exist) entered, the rules checked on the kernel's path of it and on its
-   * name. Creates nothing.
-   */
-  target(requestPath: string): WriteTarget;
-  /**
-   * Creates the missing directories of `requestPath` (it included) below a
-   * writable root, one level at a time, each inside the level entered before
-   * it; returns the kernel's path of the last one.
-   */
-  makeDirs(requestPath: string, mode?: number): string;
-  /**
-   * Opens the file `name` (the target's own name, or one beside it such as
-   * its part file) in the target's directory for writing, creating it empty
-   * (mode 0600) when it is missing and `create` is set.
-   */
-  open(
-    target: WriteTarget,
-    name: string,
-    create: boolean,
-  ): Promise<WritableFile>;
-  /**
-   * A descriptor (node:fs, write only) of `name` in the target's directory,
-   * proven to be the regular file with identity `expect` that the name holds
-   * (for `fchmod`: a mode set by name would follow a link planted there).
-   * The caller closes it.
-   */
-  openDescriptor(
-    target: WriteTarget,
-    name: string,
-    expect: { dev: number; ino: number },
-  ): number;
-  /** Creates a new file with a fresh name (`.hsync-new-...`) in the target's directory and opens it, proven; the caller renames it into place (or removes it). */
-  createFresh(target: WriteTarget): Promise<WritableFile & { name: string }>;
-  /**
-   * Sets the time and mode (each when given) of a directory made by
-   * `makeDirs`, entered again and proven; returns its `stat` after.
-   */
-  setDirMeta(
-    path: string,
-    real: string,
-    mtimeMs?: number,
-    mode?: number,
-  ): Deno.FileInfo;
-  /** Reads the whole file `name` beside the target when it is a regular file of at most `max` bytes; undefined otherwise. */
-  read(target: WriteTarget, name: string, max: number): Uint8Array | undefined;
-  /**
-   * Writes `data` to `name` beside the target atomically (new file, then
-   * rename over), in one synchronous section: flushed first (`fdatasync`)
-   * unless `meta.sync` is false, its mtime and mode set through the new
-   * file's descriptor when given. Returns the `lstat` of `name` after.
-   */
-  replace(
-    target: WriteTarget,
-    name: string,
-    data: Uint8Array,
-    meta?: ReplaceMeta,
-  ): Deno.FileInfo;
-  /**
-   * Renames `from` to `to` in the target's directory, when `from` still holds
-   * the inode `expect` (a regular file); an entry at `to` is replaced.
-   */
-  rename(
-    target: WriteTarget,
-    from: string,
-    to: string,
-    expect: { dev: number; ino: number },
-  ): void;
-  /** Removes `name` from the target's directory, if it is there (never what a symlink leads to). */
-  remove(target: WriteTarget, name: string): void;
-  /** `lstat` of `name` in the target's directory, or undefined when there is none. */
-  lstat(target: WriteTarget, name: string): Deno.FileInfo | undefined;
-  /**
-   * Makes the target a symbolic link holding `text` as given (a file or link
-   * there replaced; 409 `is_a_directory`); 403 `unsafe_link` unless the text
-   * stays inside the target's writable root. Answers its `lstat`.
-   */
-  symlink(target: WriteTarget, text: string): Deno.FileInfo;
-  /**
-   * Gives the regular file `existing` (400 `not_a_file` otherwise, 404 when
-   * missing), below the same writable root, the target's name too (a file or
-   * link there replaced; 409 `is_a_directory`). Answers the target's `lstat`.
-   */
-  link(target: WriteTarget, existing: WriteTarget): Deno.FileInfo;
-  /**
-   * Removes the target itself (write_delete.ts: a file or a link unlinked,
-   * an empty directory removed; 404, 409 `not_empty`), never a writable
-   * root (403 `not_writable`). Answers what it was.
-   */
-  delete(target: WriteTarget): EntryType;
 }
 
 /**
@@ -457,35 +335,71 @@ class Writer implements WriteJail {
     data: Uint8Array,
     meta: ReplaceMeta = {},
   ): Deno.FileInfo {
-    return this.#at(target, (at) => {
-      const fresh = at.createFile(NEW_PREFIX);
+    return this.#at(
+      target,
+      (at) => this.#writeWhole(at, target, name, data, meta),
+    );
+  }
+
+  writeFiles(
+    files: ReadonlyArray<{ path: string; data: Uint8Array; meta: ReplaceMeta }>,
+  ): Array<Deno.FileInfo | HttpError> {
+    if (files.length === 0) return [];
+    const first = splitWritePath(files[0].path);
+    return this.#in(
+      first.path,
+      first.dir,
+      (at) =>
+        files.map(({ path: requestPath, data, meta }) => {
+          try {
+            const { path, dir, name } = splitWritePath(requestPath);
+            // Every file of the batch is in the directory entered.
+            if (dir !== first.dir) throw changed(path);
+            this.#check(path, at.real, name);
+            const target = { path, dir: at.real, name };
+            return this.#writeWhole(at, target, name, data, meta);
+          } catch (error) {
+            if (error instanceof HttpError) return error;
+            throw error;
+          }
+        }),
+    );
+  }
+
+  /** `replace`'s work, in the entered directory of `target`. */
+  #writeWhole(
+    at: Inside,
+    target: WriteTarget,
+    name: string,
+    data: Uint8Array,
+    meta: ReplaceMeta,
+  ): Deno.FileInfo {
+    const fresh = at.createFile(NEW_PREFIX);
+    try {
+      const file = this.#openProven(at, target, fresh, WRITE_FLAGS);
       try {
-        const file = this.#openProven(at, target, fresh, WRITE_FLAGS);
-        try {
-          let done = 0;
-          while (done < data.length) {
-            done += writeSync(file.fd, data, done, data.length - done, done);
-          }
-          if (meta.mode !== undefined) fchmodSync(file.fd, meta.mode);
-          if (meta.mtimeMs !== undefined) {
-            const mtime = new Date(meta.mtimeMs);
-            futimesSync(file.fd, new Date(), mtime);
-          }
-          if (meta.sync !== false) fdatasyncSync(file.fd);
-        } finally {
-          closeSync(file.fd);
+        let done = 0;
+        while (done < data.length) {
+          done += writeSync(file.fd, data, done, data.length - done, done);
         }
-        at.rename(fresh, name);
-        const now = lstatOrUndefined(at, name);
-        if (now === undefined) throw changed(target.path);
-        return now;
-      } catch (error) {
-        tryRemove(at, fresh);
-        throw error instanceof HttpError
-          ? error
-          : writeFailure(target.path, error);
+        if (meta.mode !== undefined) fchmodSync(file.fd, meta.mode);
+        if (meta.mtimeMs !== undefined) {
+          futimesSync(file.fd, new Date(), new Date(meta.mtimeMs));
+        }
+        if (meta.sync !== false) fdatasyncSync(file.fd);
+      } finally {
+        closeSync(file.fd);
       }
-    });
+      at.rename(fresh, name);
+      const now = lstatOrUndefined(at, name);
+      if (now === undefined) throw changed(target.path);
+      return now;
+    } catch (error) {
+      tryRemove(at, fresh);
+      throw error instanceof HttpError
+        ? error
+        : writeFailure(target.path, error);
+    }
   }
 
   rename(
