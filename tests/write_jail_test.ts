@@ -350,6 +350,20 @@ Deno.test("pushes into a directory swapped with a symlink in a tight loop create
   await raceOutside(push);
 });
 
+Deno.test("a batch of small files of one directory (an upload bundle's) written while it is swapped with a symlink changes nothing outside", async () => {
+  await raceOutside((jail, path, text) => {
+    const data = new TextEncoder().encode(text);
+    const meta = { mode: 0o644, mtimeMs: 1_600_000_000_000, sync: false };
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    const outcomes = jail.writeFiles([
+      { path: `${dir}/other.txt`, data, meta },
+      { path, data, meta },
+    ]);
+    const refused = outcomes.find((o) => o instanceof HttpError);
+    return refused === undefined ? Promise.resolve() : Promise.reject(refused);
+  });
+});
+
 Deno.test("small files written whole (the upload bundle's replace, mode and time through the descriptor) into a directory swapped with a symlink change nothing outside", async () => {
   await raceOutside((jail, path, text) => {
     jail.replace(
