@@ -334,3 +334,39 @@ Deno.test("a push to a full disk fails that file with one line, keeps what was f
     await new Deno.Command("umount", { args: [mnt] }).output().catch(() => {});
   }
 });
+
+Deno.test("small files pushed keep their mtime to the millisecond, so a rerun skips every one (nanosecond times that floating seconds would round down)", async () => {
+  await using tmp = await tempDir("hsync-push-mtime-");
+  const src = join(tmp.path, "small");
+  await Deno.mkdir(src);
+  const names: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    const name = `f${i}.txt`;
+    names.push(name);
+    await Deno.writeTextFile(join(src, name), `file ${i}\n`);
+    // As a file written now has them: whole nanoseconds, not milliseconds.
+    const touch = await new Deno.Command("touch", {
+      args: [
+        "-d",
+        `@1796578193.${String(554632645 + i * 1_000_017)}`,
+        join(src, name),
+      ],
+    }).output();
+    assert.ok(touch.success);
+  }
+  const { server, incoming } = await pushServer(tmp.path, { keys: false });
+  await using _ = server;
+  const args = [src, `127.0.0.1:${server.port}:${incoming}/`];
+  const first = await runClient(args);
+  assert.equal(first.code, 0, first.stderr);
+  for (const name of names) {
+    assert.equal(
+      (await Deno.stat(join(incoming, "small", name))).mtime?.getTime(),
+      (await Deno.stat(join(src, name))).mtime?.getTime(),
+      name,
+    );
+  }
+  const again = await runClient(args);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /hsync: 0 files, 0 B in .*, 20 skipped, 0 failed/);
+});

@@ -25,7 +25,6 @@ import {
   fchmodSync,
   fdatasyncSync,
   fstatSync,
-  futimesSync,
   openSync,
   readSync,
   type Stats,
@@ -44,6 +43,7 @@ import {
   openForWriting,
   resolveWritableRoots,
   sameFile,
+  setMtimeMs,
   splitWritePath,
   tryRemove,
   writeFailure,
@@ -384,7 +384,7 @@ class Writer implements WriteJail {
         }
         if (meta.mode !== undefined) fchmodSync(file.fd, meta.mode);
         if (meta.mtimeMs !== undefined) {
-          futimesSync(file.fd, new Date(), new Date(meta.mtimeMs));
+          setMtimeMs(file.fd, meta.mtimeMs);
         }
         if (meta.sync !== false) fdatasyncSync(file.fd);
       } finally {

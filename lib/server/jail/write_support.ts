@@ -1,4 +1,5 @@
 /** The small pieces of the write jail: its answers to failures, and the open of a Deno file for writing that cannot hang. */
+import { fstatSync, futimesSync } from "node:fs";
 import { posix } from "node:path";
 import { ConfigError, HttpError } from "../../shared/errors.ts";
 import { fsFailureStatus } from "../error_status.ts";
@@ -192,4 +193,22 @@ export function splitWritePath(
     dir: slash === 0 ? "/" : path.slice(0, slash),
     name: path.slice(slash + 1),
   };
+}
+
+/**
+ * Sets the modification time of the open descriptor `fd` to `ms` exactly
+ * as a whole millisecond reads back. node's `futimes` passes the time as
+ * floating seconds, which loses up to a few hundred nanoseconds: set as
+ * is, 1796578193.554 s came back as .553999900 and the file looked a
+ * millisecond older than the one it was copied from (a rerun sent it
+ * again). A little is added until the nanoseconds read back are within
+ * that millisecond.
+ */
+export function setMtimeMs(fd: number, ms: number): void {
+  const whole = Math.trunc(ms);
+  for (const extra of [0, 5e-7, 5e-6, 5e-5]) {
+    futimesSync(fd, new Date(), whole / 1000 + extra);
+    const ns = fstatSync(fd, { bigint: true }).mtimeNs;
+    if (ns / 1_000_000n === BigInt(whole)) return;
+  }
 }
