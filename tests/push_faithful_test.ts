@@ -206,6 +206,30 @@ Deno.test("-l makes symbolic links as links (not followed, not descended), names
   }]);
 });
 
+Deno.test("-l pushed again leaves a link alone when the server has the same link, and replaces one with another text", async () => {
+  await using dir = await tempDir();
+  const { src, dst, server } = await fixture(dir.path);
+  await using _ = server;
+  const root = join(src, "t");
+  await Deno.mkdir(join(root, "run_0423"), { recursive: true });
+  await Deno.symlink("run_0423", join(root, "latest"));
+  await Deno.symlink("run_0423", join(root, "other"));
+  let { summary } = await run(server, [root], dst + "/", { links: true });
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, 2);
+  Deno.removeSync(join(dst, "t/other"));
+  Deno.symlinkSync("elsewhere", join(dst, "t/other"));
+  server.log.length = 0;
+  ({ summary } = await run(server, [root], dst + "/", { links: true }));
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, 1, "only the link with another text is made");
+  assert.equal(summary.skipped, 1);
+  const made = server.log.filter((l) => l.startsWith("POST /v1/symlink"));
+  assert.equal(made.length, 1, made.join("\n"));
+  assert.ok(made[0].includes("other"), made[0]);
+  assert.equal(Deno.readLinkSync(join(dst, "t/other")), "run_0423");
+});
+
 // ------------------------------------------------------------ -H
 
 Deno.test("-H sends a file with several names once and links the others to it, small (bundled) and big (ranges) alike", async () => {

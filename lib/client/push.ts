@@ -384,8 +384,9 @@ class PushRun {
       maxEntries: this.#o.maxEntries ?? DEFAULT_MAX_ENTRIES,
       onTooMany: (error) => this.#stopRun(error),
       onRetry: (text) => this.#ctx.emit({ type: "warning", message: text }),
-      // --delete removes a link itself: never an entry reached through it.
-      query: this.#o.deleteExtra ? { links: true } : undefined,
+      // --delete removes a link itself: never an entry reached through it;
+      // -l compares a link with the link there.
+      query: this.#o.deleteExtra || this.#o.links ? { links: true } : undefined,
     });
     let error: unknown;
     try {

@@ -10,7 +10,7 @@ import { fileIdOf } from "../shared/checked_open.ts";
 import { describeError, reason } from "../shared/errors.ts";
 import { JOURNAL_SUFFIX, PART_SUFFIX } from "../shared/part_file.ts";
 import { relativeComponents } from "../shared/relative_path.ts";
-import type { StatEntry } from "../shared/wire.ts";
+import type { ListEntry, StatEntry } from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
 import {
   describeLocal,
@@ -328,6 +328,14 @@ export class PushPlanner {
       if (entry.kind === "fail") ctx.fail(label, entry.message);
       else if (entry.kind === "omit") ctx.omit(label, entry.message);
       else if (entry.kind === "symlink") {
+        // The same link already there (the listing has links with -l): left alone.
+        if (
+          existing?.type === "symlink" &&
+          (existing as ListEntry).target === entry.target
+        ) {
+          ctx.skipped(label, 0);
+          continue;
+        }
         if (!await this.#o.ensureDir(posix.dirname(remote), label)) continue;
         this.touchParentOf(remote);
         this.#o.linker.symlink(label, remote, entry.target);
