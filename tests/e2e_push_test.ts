@@ -373,3 +373,24 @@ Deno.test("small files pushed keep their mtime to the millisecond, so a rerun sk
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /hsync: 0 files, 0 B in .*, 20 skipped, 0 failed/);
 });
+
+Deno.test("hsync -a pushed again sends nothing and makes no link again: the same links and names of one file are skipped", async () => {
+  await using tmp = await tempDir("hsync-push-a-rerun-");
+  const src = join(tmp.path, "t");
+  await Deno.mkdir(join(src, "run_0423"), { recursive: true });
+  await Deno.writeTextFile(join(src, "run_0423/a.txt"), "a\n");
+  await Deno.link(join(src, "run_0423/a.txt"), join(src, "a2.txt"));
+  await Deno.symlink("run_0423", join(src, "latest"));
+  const { server, incoming } = await pushServer(tmp.path, { keys: false });
+  await using _ = server;
+  const args = ["-a", src, `127.0.0.1:${server.port}:${incoming}/`];
+  const first = await runClient(args);
+  assert.equal(first.code, 0, first.stderr);
+  const ino = (p: string) => Deno.statSync(join(incoming, "t", p)).ino;
+  assert.equal(ino("a2.txt"), ino("run_0423/a.txt"));
+  const again = await runClient(args);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /hsync: 0 files, 0 B in .*, 3 skipped, 0 failed/);
+  assert.equal(ino("a2.txt"), ino("run_0423/a.txt"));
+  assert.equal(Deno.readLinkSync(join(incoming, "t/latest")), "run_0423");
+});

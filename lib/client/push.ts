@@ -386,7 +386,11 @@ class PushRun {
       onRetry: (text) => this.#ctx.emit({ type: "warning", message: text }),
       // --delete removes a link itself: never an entry reached through it;
       // -l compares a link with the link there.
-      query: this.#o.deleteExtra || this.#o.links ? { links: true } : undefined,
+      query: {
+        links: this.#o.deleteExtra || this.#o.links ? true : undefined,
+        // -H compares the names of one file with the server's.
+        hardLinks: this.#o.hardLinks ? true : undefined,
+      },
     });
     let error: unknown;
     try {

@@ -170,6 +170,8 @@ export interface PushPlannerOptions {
 /** Walks local sources, compares each file with the server's copy, and hands on what must be sent. */
 export class PushPlanner {
   readonly #ctx: PushContext;
+  /** `-H`: the server's tag of each local file's first name, and whether that name was identical. */
+  readonly #firstNames = new Map<string, { tag?: string; same: boolean }>();
   readonly #o: PushPlannerOptions;
   readonly #dirs: DirRecord[] = [];
   readonly #dirByRemote = new Map<string, DirRecord>();
@@ -423,8 +425,26 @@ export class PushPlanner {
     existing: StatEntry | undefined,
   ): Promise<void> {
     if (this.#o.hardLinks && info.nlink !== null && info.nlink > 1) {
+      const key = inodeKey(info);
+      // The server's names of one file carry one tag (a listing with
+      // hardlinks=1): a later name already linked to an identical first
+      // name is left alone.
+      const tag = (existing as ListEntry | undefined)?.inode;
+      const first = this.#firstNames.get(key);
+      if (first === undefined) {
+        this.#firstNames.set(key, {
+          tag,
+          same: existing !== undefined && existing.type === "file" &&
+            existing.size === job.size && existing.mtime === job.mtime &&
+            (!this.#ctx.preserve ||
+              (existing.mode & 0o777) === (job.mode & 0o777)),
+        });
+      } else if (first.same && tag !== undefined && tag === first.tag) {
+        this.#ctx.skipped(job.label, job.size);
+        return;
+      }
       await this.#o.linker.name(
-        inodeKey(info),
+        key,
         job,
         (send) => this.#planJob(job, existing, send),
       );
