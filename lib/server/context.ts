@@ -82,16 +82,18 @@ export async function createContext(
   options: ContextOptions,
 ): Promise<ServerContext> {
   const { settings } = options;
+  // Never served, never written: the server's own directory and secrets.
+  const alwaysDenied = [
+    options.hsyncDir,
+    settings.certFile,
+    settings.keyFile,
+    settings.authorizedKeys,
+  ].filter((p) => p !== "");
   const guard = await createPathGuard({
     onlyAllowedPath: settings.onlyAllowedPath,
     forbiddenDir: settings.forbiddenDir,
     forbiddenFile: settings.forbiddenFile,
-    alwaysDenied: [
-      options.hsyncDir,
-      settings.certFile,
-      settings.keyFile,
-      settings.authorizedKeys,
-    ].filter((p) => p !== ""),
+    alwaysDenied,
   });
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const refused = writeSetupError({
@@ -103,12 +105,7 @@ export async function createContext(
     writablePath: settings.writablePath ?? [],
     forbiddenDir: settings.forbiddenDir,
     forbiddenFile: settings.forbiddenFile,
-    alwaysDenied: [
-      options.hsyncDir,
-      settings.certFile,
-      settings.keyFile,
-      settings.authorizedKeys,
-    ].filter((p) => p !== ""),
+    alwaysDenied,
   });
   const keyed = (
     total: number,

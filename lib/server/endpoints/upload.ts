@@ -8,7 +8,7 @@ import { HttpError } from "../../shared/errors.ts";
 import { API, HEADER } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
-import { json, requirePath } from "../http.ts";
+import { json, optionalInteger, requirePath } from "../http.ts";
 import { readRawBody } from "../request_body.ts";
 
 /** `GET /v1/upload?path=P` (status) and `PUT /v1/upload?path=P&size=S&source=ID[&restart=1]` (one range). */
@@ -103,15 +103,12 @@ async function upload(ctx: ServerContext, request: Request, url: URL) {
 
 /** A whole number query parameter that must be there. */
 function requiredCount(url: URL, name: string): number {
-  const raw = url.searchParams.get(name);
-  const n = Number(raw);
-  if (raw === null || !/^\d{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
+  const n = optionalInteger(url, name);
+  if (n === undefined) {
     throw new HttpError(
       400,
       "bad_request",
-      `Invalid query parameter ${name}=${
-        JSON.stringify(raw)
-      }: expected a whole number of bytes`,
+      `Invalid query parameter ${name}=null: expected a whole number of bytes`,
     );
   }
   return n;
