@@ -522,14 +522,26 @@ export async function receiveBody(
       `Server sent too many bytes for "${options.label}"`,
     );
   }
-  if (error !== undefined) {
-    if (ex.signal.aborted) throw ex.signal.reason;
-    if (error instanceof TypeError || error instanceof ProtocolError) {
-      throw error;
-    }
-    throw new LocalPathError(options.path, reason(error), error);
-  }
+  if (error !== undefined) throw bodyFailure(ex, options.path, error);
   return pos;
+}
+
+/**
+ * What a body that failed while it was written throws: the abort reason
+ * when the request was stopped, a network or protocol error as it is
+ * (retryable or not, the caller decides), any other a `LocalPathError`
+ * naming the local file.
+ */
+export function bodyFailure(
+  ex: Exchange,
+  path: string,
+  error: unknown,
+): unknown {
+  if (ex.signal.aborted) return ex.signal.reason;
+  if (error instanceof TypeError || error instanceof ProtocolError) {
+    return error;
+  }
+  return new LocalPathError(path, reason(error), error);
 }
 
 /**

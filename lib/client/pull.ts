@@ -31,6 +31,7 @@ import { Remote, remoteRootError } from "./remote.ts";
 import { Backoff, ProtocolError } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import {
+  emptySummary,
   FileChanged,
   type FileJob,
   type PullContext,
@@ -126,15 +127,7 @@ class PullRun {
   readonly #runStop = new AbortController();
   /** Why the run was stopped: a server that cannot be trusted further. */
   #fatal?: Error;
-  readonly #summary: PullSummary = {
-    files: 0,
-    bytes: 0,
-    seconds: 0,
-    skipped: 0,
-    failed: 0,
-    failures: [],
-    resumed: 0,
-  };
+  readonly #summary: PullSummary = emptySummary();
   #plannedFiles = 0;
   #plannedBytes = 0;
   /** Paths already told as omitted (a resumed listing may repeat one). */

@@ -38,7 +38,12 @@ import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import { BundleSender } from "./send_bundle.ts";
 import { RangeSender } from "./send_ranges.ts";
-import type { PullEvent, PullSummary, TreeOptions } from "./transfer.ts";
+import {
+  emptySummary,
+  type PullEvent,
+  type PullSummary,
+  type TreeOptions,
+} from "./transfer.ts";
 import { Verifier } from "./verify.ts";
 
 export { checkSources, SourceError } from "./push_plan.ts";
@@ -119,16 +124,7 @@ class PushRun {
   /** Modes the server gave the directories this run asked it to make. */
   readonly #madeModes = new Map<string, number>();
   #fatal?: ConnectError;
-  readonly #summary: PullSummary = {
-    files: 0,
-    bytes: 0,
-    seconds: 0,
-    skipped: 0,
-    failed: 0,
-    failures: [],
-    omissions: [],
-    resumed: 0,
-  };
+  readonly #summary: PullSummary = { ...emptySummary(), omissions: [] };
   #totalFiles = 0;
   #totalBytes = 0;
 

@@ -9,7 +9,7 @@ import { ConnectError, HttpError } from "../shared/errors.ts";
 import { hasGlob } from "../shared/glob.ts";
 import { pull, type PullOptions, type PullSummary } from "./pull.ts";
 import { Remote, remoteRootError } from "./remote.ts";
-import type { PullEvent } from "./transfer.ts";
+import { emptySummary, type PullEvent } from "./transfer.ts";
 
 /** Whether the remote paths make a run of several sources (more than one, or a glob): the destination is then a directory they go inside. */
 export function isMultiSource(remotePaths: readonly string[]): boolean {
@@ -92,15 +92,7 @@ export async function pullSources(
   const localPath = options.localPath.endsWith("/")
     ? options.localPath
     : `${options.localPath}/`;
-  const total: PullSummary = {
-    files: 0,
-    bytes: 0,
-    seconds: 0,
-    skipped: 0,
-    failed: 0,
-    failures: [],
-    resumed: 0,
-  };
+  const total: PullSummary = emptySummary();
   let files = 0;
   let bytes = 0;
   for (const [i, remotePath] of sources.entries()) {

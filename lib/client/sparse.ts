@@ -5,12 +5,16 @@
  * written, so they stay holes too.
  */
 import type { ByteRange } from "../shared/byte_range.ts";
-import { LocalPathError, ProtocolError, reason } from "../shared/errors.ts";
+import { ProtocolError } from "../shared/errors.ts";
 import { RangeSet } from "../shared/range_set.ts";
 import type { Extents } from "../shared/wire.ts";
 import { MIN_HOLE_BYTES } from "../shared/wire.ts";
 import { zeroRuns } from "../shared/zero_runs.ts";
-import type { ReceiveOptions, UsableBody } from "./fetch_ranges.ts";
+import {
+  bodyFailure,
+  type ReceiveOptions,
+  type UsableBody,
+} from "./fetch_ranges.ts";
 import type { Exchange } from "./remote.ts";
 
 /** Bytes of a body looked at for zero runs at a time (a multiple of the hole block). */
@@ -101,12 +105,6 @@ export async function receiveSkippingZeros(
   } catch (e) {
     error ??= e;
   }
-  if (error !== undefined) {
-    if (ex.signal.aborted) throw ex.signal.reason;
-    if (error instanceof TypeError || error instanceof ProtocolError) {
-      throw error;
-    }
-    throw new LocalPathError(options.path, reason(error), error);
-  }
+  if (error !== undefined) throw bodyFailure(ex, options.path, error);
   return pos;
 }

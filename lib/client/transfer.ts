@@ -64,6 +64,19 @@ export interface PullSummary {
   resumed?: number;
 }
 
+/** A summary of a run that has done nothing yet. */
+export function emptySummary(): PullSummary {
+  return {
+    files: 0,
+    bytes: 0,
+    seconds: 0,
+    skipped: 0,
+    failed: 0,
+    failures: [],
+    resumed: 0,
+  };
+}
+
 /** One remote file to fetch, and where it goes. */
 export interface FileJob {
   /** Path relative to the pulled root (for messages and filters). */
