@@ -27,7 +27,12 @@ import {
 } from "./lib/shared/errors.ts";
 import type { FilterOptions } from "./lib/client/filters.ts";
 import { printable } from "./lib/client/printable.ts";
-import { pull, type PullOptions } from "./lib/client/pull.ts";
+import {
+  pull,
+  type PullEvent,
+  type PullOptions,
+  type PullSummary,
+} from "./lib/client/pull.ts";
 import { Remote } from "./lib/client/remote.ts";
 import {
   expandSources,
@@ -41,6 +46,7 @@ import {
   formatSummary,
   notTransferred,
   planLine,
+  type Reporter,
 } from "./lib/client/progress.ts";
 import { openTransport, type Transport } from "./lib/client/transport.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
@@ -118,7 +124,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
     const options: PullOptions = {
       baseUrl,
       ...transferOptions(cmd),
-      ...await pullSelection(cmd),
+      ...await selectionOf(cmd),
       settings,
       verify: cmd.verify,
       checksum: cmd.checksum,
@@ -126,11 +132,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
       maxDelete: cmd.mirror.maxDelete,
       dryRun: cmd.mirror.dryRun,
       signal: controller.signal,
-      onEvent: (event) => {
-        const line = planLine(event);
-        if (line !== undefined) console.log(line);
-        else reporter.onEvent(event);
-      },
+      onEvent: (event) => toTerminal(event, reporter),
       client: transport.client,
       sign: transport.sign,
     };
@@ -149,28 +151,17 @@ async function runPull(cmd: PullCommand): Promise<number> {
       summary = await pullSources(options, sources);
     } else summary = await pull(options);
     reporter.stop();
-    for (const line of formatOutcomes(summary)) console.error(line);
-    console.error(formatSummary(summary));
-    if (interrupted) return 130;
-    // A dry run reports what a real run would do; its outcome is not the transfer's.
-    if (cmd.mirror.dryRun) return EXIT.ok;
-    return summary.failed > 0 || notTransferred(summary) > 0
-      ? EXIT.partial
-      : EXIT.ok;
+    return finish(summary, interrupted, cmd.mirror.dryRun);
   } finally {
     reporter.stop();
     stopListening();
   }
 }
 
-/**
- * The selection of a pull beyond `--include`/`--exclude`: the regular
- * expressions and the `-from` files read. Until `selectionOptions` of
- * lib/client/selection.ts is merged (issue 20, another part), read here;
- * then this is one call: `selectionOptions(cmd.select, cmd.include,
- * cmd.exclude, read)`.
- */
-async function pullSelection(cmd: PullCommand): Promise<FilterOptions> {
+/** What a pull or a push selects: the globs, the regular expressions and the `-from` files read (`-` is standard input). */
+async function selectionOf(
+  cmd: PullCommand | PushCommand,
+): Promise<FilterOptions> {
   return await selectionOptions(
     cmd.select,
     cmd.include,
@@ -179,13 +170,39 @@ async function pullSelection(cmd: PullCommand): Promise<FilterOptions> {
   );
 }
 
+/** An event of a pull or a push: a dry run's plan line on standard output, anything else to the progress reporter. */
+function toTerminal(event: PullEvent, reporter: Reporter): void {
+  const line = planLine(event);
+  if (line !== undefined) console.log(line);
+  else reporter.onEvent(event);
+}
+
+/**
+ * The end of a pull or a push: every failure and omission named, the
+ * summary line, and the exit code (a dry run changed nothing: what it
+ * found is printed, and it succeeded).
+ */
+function finish(
+  summary: PullSummary,
+  interrupted: boolean,
+  dryRun: boolean,
+): number {
+  for (const line of formatOutcomes(summary)) console.error(line);
+  console.error(formatSummary(summary));
+  if (interrupted) return 130;
+  if (dryRun) return EXIT.ok;
+  return summary.failed > 0 || notTransferred(summary) > 0
+    ? EXIT.partial
+    : EXIT.ok;
+}
+
 /** A push: local files and trees to the server; the same progress, summary and exit codes as a pull. */
 async function runPush(cmd: PushCommand): Promise<number> {
   // Loaded only for a push: a pull starts sooner without it.
   const { push, checkSources } = await import("./lib/client/push.ts");
   // A bad local path is told before any request (nothing sent).
   checkSources(cmd.sources);
-  const selection = await pushSelection(cmd);
+  const selection = await selectionOf(cmd);
   const { settings, baseUrl, transport } = await connectionFor(cmd);
   const controller = new AbortController();
   let interrupted = false;
@@ -220,23 +237,12 @@ async function runPush(cmd: PushCommand): Promise<number> {
       checksum: cmd.checksum,
       maxEntries: cmd.maxEntries,
       signal: controller.signal,
-      onEvent: (event) => {
-        const line = planLine(event);
-        if (line !== undefined) console.log(line);
-        else reporter.onEvent(event);
-      },
+      onEvent: (event) => toTerminal(event, reporter),
       client: transport.client,
       sign: transport.sign,
     });
     reporter.stop();
-    for (const line of formatOutcomes(summary)) console.error(line);
-    console.error(formatSummary(summary));
-    if (interrupted) return 130;
-    // A dry run changed nothing: what it found is printed, and it succeeded.
-    if (cmd.mirror.dryRun) return EXIT.ok;
-    return summary.failed > 0 || notTransferred(summary) > 0
-      ? EXIT.partial
-      : EXIT.ok;
+    return finish(summary, interrupted, cmd.mirror.dryRun);
   } catch (error) {
     if (interrupted) {
       reporter.stop();
@@ -247,20 +253,6 @@ async function runPush(cmd: PushCommand): Promise<number> {
     reporter.stop();
     stopListening();
   }
-}
-
-/**
- * A push's selection: the globs, the regular expressions and the `-from`
- * files read (`-` is standard input). Stands in for `selectionOptions()` of
- * lib/client/selection.ts (issue 20) until that lands.
- */
-async function pushSelection(cmd: PushCommand): Promise<FilterOptions> {
-  return await selectionOptions(
-    cmd.select,
-    cmd.include,
-    cmd.exclude,
-    readSelectionFile,
-  );
 }
 
 /** `--sync`: follows until SIGINT/SIGTERM (exit 0) or until the server stays unreachable (throws `ConnectError`, exit 3). */
