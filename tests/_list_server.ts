@@ -6,7 +6,10 @@
  * `/v1/bundle`, `/v1/extents`, `/v1/hash`), and counts the file bytes it
  * sends.
  */
+import defaults from "../hsync.ini" with { type: "text" };
+import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
 import { encodeFrames } from "../lib/shared/bundle_codec.ts";
+import { clientSettings, loadConfig } from "../lib/shared/config.ts";
 import type {
   BundleHeader,
   BundleRequest,
@@ -317,4 +320,36 @@ export function listServer(options: ListServerOptions): ListServer {
       await server.shutdown();
     },
   };
+}
+
+/** The root the pull tests serve their fake tree at. */
+export const ROOT = "/srv/data";
+
+/** `pull()` of {@linkcode ROOT} from a fake server into `localPath` with test settings; its summary and every event. */
+export async function run(
+  baseUrl: string,
+  localPath: string,
+  extra: Partial<PullOptions> = {},
+) {
+  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
+  const events: PullEvent[] = [];
+  const summary = await pull({
+    baseUrl,
+    remotePath: ROOT,
+    localPath,
+    settings: clientSettings(config, "hscp", {
+      Data_timeout: "5",
+      Max_timeout_retry: "2",
+    }),
+    parallelFiles: 4,
+    retryBaseMs: 1,
+    onEvent: (e) => events.push(e),
+    ...extra,
+  });
+  return { summary, events };
+}
+
+/** UTF-8 bytes of `s`. */
+export function text(s: string): Uint8Array {
+  return new TextEncoder().encode(s);
 }

@@ -1,9 +1,6 @@
 /** Faithful copies on the pulling side (issue 19): modes by default, omissions, symlinks (-l), hard links (-H) and holes (-S), against a fake server. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import defaults from "../hsync.ini" with { type: "text" };
-import { clientSettings, loadConfig } from "../lib/shared/config.ts";
-import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
 import { UNSAFE_LINK_MESSAGE } from "../lib/client/plan.ts";
 import { PathFilter } from "../lib/client/filters.ts";
 import type { FollowEvent } from "../lib/client/follow_events.ts";
@@ -14,39 +11,14 @@ import {
   bytesContent,
   type FakeLine,
   listServer,
+  ROOT,
+  run,
   sparseContent,
+  text,
 } from "./_list_server.ts";
 
-const ROOT = "/srv/data";
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
-
-async function run(
-  baseUrl: string,
-  localPath: string,
-  extra: Partial<PullOptions> = {},
-) {
-  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
-  const events: PullEvent[] = [];
-  const summary = await pull({
-    baseUrl,
-    remotePath: ROOT,
-    localPath,
-    settings: clientSettings(config, "hscp", {
-      Data_timeout: "5",
-      Max_timeout_retry: "2",
-    }),
-    parallelFiles: 4,
-    retryBaseMs: 1,
-    onEvent: (e) => events.push(e),
-    ...extra,
-  });
-  return { summary, events };
-}
-
-function text(s: string): Uint8Array {
-  return new TextEncoder().encode(s);
-}
 
 function modeOf(path: string): number {
   return (Deno.lstatSync(path).mode ?? 0) & 0o7777;

@@ -17,37 +17,16 @@ import {
 } from "../lib/client/sources.ts";
 import { ConnectError, exitCodeFor, UsageError } from "../lib/shared/errors.ts";
 import { tempDir } from "./_programs.ts";
-import { bytesContent, type FakeLine, listServer } from "./_list_server.ts";
+import {
+  bytesContent,
+  type FakeLine,
+  listServer,
+  ROOT,
+  run,
+  text,
+} from "./_list_server.ts";
 
-const ROOT = "/srv/data";
 const MTIME = 1_700_000_000_000;
-
-async function run(
-  baseUrl: string,
-  localPath: string,
-  extra: Partial<PullOptions> = {},
-) {
-  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
-  const events: PullEvent[] = [];
-  const summary = await pull({
-    baseUrl,
-    remotePath: ROOT,
-    localPath,
-    settings: clientSettings(config, "hscp", {
-      Data_timeout: "5",
-      Max_timeout_retry: "2",
-    }),
-    parallelFiles: 4,
-    retryBaseMs: 1,
-    onEvent: (e) => events.push(e),
-    ...extra,
-  });
-  return { summary, events };
-}
-
-function text(s: string): Uint8Array {
-  return new TextEncoder().encode(s);
-}
 
 function write(path: string, content = "x"): void {
   Deno.mkdirSync(join(path, ".."), { recursive: true });
