@@ -33,6 +33,27 @@ export async function readRawBody(
   return verified ?? await readBody(request, max);
 }
 
+/**
+ * The request body as the pieces it arrived in (at most `max` bytes in
+ * all), for a caller that writes them out as they are: no copy into one
+ * buffer. A body `authenticate` read and checked is one piece.
+ */
+export async function readRawPieces(
+  request: Request,
+  max: number,
+): Promise<Uint8Array[]> {
+  const verified = verifiedBodies.get(request);
+  verifiedBodies.delete(request);
+  return verified !== undefined ? [verified] : await readPieces(request, max);
+}
+
+/** Bytes in all of `pieces` (a body read by {@linkcode readRawPieces}). */
+export function piecesLength(pieces: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const piece of pieces) n += piece.length;
+  return n;
+}
+
 /** The request body parsed as JSON (at most `max` bytes; 400 when it is not JSON). */
 export async function readJsonBody(
   request: Request,
@@ -70,6 +91,23 @@ export async function readBody(
   request: Request,
   max: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
+  const chunks = await readPieces(request, max);
+  let total = 0;
+  for (const chunk of chunks) total += chunk.length;
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.length;
+  }
+  return bytes;
+}
+
+/** {@linkcode readBody}'s work, leaving the body in the pieces it arrived in. */
+async function readPieces(
+  request: Request,
+  max: number,
+): Promise<Uint8Array[]> {
   const ticket = ticketOf(request);
   if (ticket !== undefined) admit(ticket);
   const tooLarge = () =>
@@ -81,7 +119,7 @@ export async function readBody(
   const declared = request.headers.get("content-length");
   const length = declared === null ? undefined : Number(declared);
   if (length !== undefined && !(length <= max)) throw tooLarge();
-  if (request.body === null) return new Uint8Array(0);
+  if (request.body === null) return [];
   // Claimed before the first byte is read (a body of unknown length claims
   // the most it may be, within the budgets, and more as it comes): bodies
   // read at once never share out the budget so that none can complete.
@@ -148,11 +186,5 @@ export async function readBody(
     for (const release of releases) hold(ticket, release);
     ticket.bodyRead = true;
   }
-  const bytes = new Uint8Array(total);
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.length;
-  }
-  return bytes;
+  return chunks;
 }

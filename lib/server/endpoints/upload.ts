@@ -9,7 +9,7 @@ import { API, HEADER } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { json, optionalInteger, requirePath } from "../http.ts";
-import { readRawBody } from "../request_body.ts";
+import { piecesLength, readRawPieces } from "../request_body.ts";
 
 /** `GET /v1/upload?path=P` (status) and `PUT /v1/upload?path=P&size=S&source=ID[&restart=1]` (one range). */
 export const uploadEndpoint: Endpoint = {
@@ -65,21 +65,22 @@ async function upload(ctx: ServerContext, request: Request, url: URL) {
   // (256 MiB written between reads: 30 s of CPU), and a range is then
   // written only once its bytes are known to be the ones signed.
   const session = request.headers.get(HEADER.uploadSession) ?? undefined;
-  let body: Uint8Array;
+  let body: Uint8Array[];
   try {
-    body = await readRawBody(request, ctx.limits.bundleMaxBodyBytes);
+    body = await readRawPieces(request, ctx.limits.bundleMaxBodyBytes);
   } catch (error) {
     // Its client went away (killed, cut off): its next run may go on at once.
     ctx.uploads.release(target, session);
     throw error;
   }
-  if (body.length !== length) {
+  const bodyLength = piecesLength(body);
+  if (bodyLength !== length) {
     throw new HttpError(
       400,
       "bad_request",
       `Cannot write to ${
         JSON.stringify(target.path)
-      }: the body has ${body.length} bytes, its Content-Range ${length}`,
+      }: the body has ${bodyLength} bytes, its Content-Range ${length}`,
     );
   }
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");

@@ -179,7 +179,21 @@ class Writer implements WriteJail {
     name: string,
     create: boolean,
   ): Promise<WritableFile> {
-    const proven = this.#at(target, (at) => {
+    const proven = this.#openFile(target, name, create);
+    return await this.#asDenoFile(target, name, proven);
+  }
+
+  openWriteDescriptor(
+    target: WriteTarget,
+    name: string,
+    create: boolean,
+  ): number {
+    return this.#openFile(target, name, create).fd;
+  }
+
+  /** `name` in the target's directory opened for writing (created when missing and `create` is set), proven. */
+  #openFile(target: WriteTarget, name: string, create: boolean): ProvenFd {
+    return this.#at(target, (at) => {
       let info = lstatOrUndefined(at, name);
       if (info === undefined) {
         if (!create) {
@@ -209,7 +223,6 @@ class Writer implements WriteJail {
       }
       return this.#openProven(at, target, name, WRITE_FLAGS);
     });
-    return await this.#asDenoFile(target, name, proven);
   }
 
   async createFresh(

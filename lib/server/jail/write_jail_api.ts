@@ -64,6 +64,15 @@ export interface WriteJail {
     create: boolean,
   ): Promise<WritableFile>;
   /**
+   * Like {@linkcode WriteJail.open}, as a descriptor (node:fs, write only)
+   * for positional writes on the calling thread. The caller closes it.
+   */
+  openWriteDescriptor(
+    target: WriteTarget,
+    name: string,
+    create: boolean,
+  ): number;
+  /**
    * A descriptor (node:fs, write only) of `name` in the target's directory,
    * proven to be the regular file with identity `expect` that the name holds
    * (for `fchmod`: a mode set by name would follow a link planted there).
