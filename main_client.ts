@@ -96,7 +96,9 @@ async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
     formatHost(settings.hostIp)
   }:${settings.port}`;
   // Transport (issue 4 seam): TLS client and request signing.
-  const transport = await openTransport(settings, config.hsyncDir);
+  const transport = await openTransport(settings, config.hsyncDir, {
+    sshAuthSock: Deno.env.get("SSH_AUTH_SOCK"),
+  });
   return { settings, baseUrl, transport, hsyncDir: config.hsyncDir };
 }
 
