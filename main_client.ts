@@ -51,6 +51,7 @@ import {
 import { openTransport, type Transport } from "./lib/client/transport.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { profileFor } from "./lib/shared/host_profiles.ts";
+import { publicLineOfFile } from "./lib/client/ssh_identity.ts";
 import { checkHostResolves } from "./lib/client/host_lookup.ts";
 import { VERSION } from "./lib/shared/version.ts";
 
@@ -351,6 +352,10 @@ async function run(command: ClientCommand): Promise<number> {
       return EXIT.ok;
     }
     case "keygen": {
+      if (command.publicOf !== undefined) {
+        console.log(await publicLineOfFile(command.publicOf));
+        return EXIT.ok;
+      }
       const hsyncDir = hsyncDirOf();
       const user = (Deno.env.get("HOME") ?? "").split("/").filter(Boolean)
         .pop() ?? "hsync";

@@ -1,7 +1,15 @@
 /** Signing with SSH keys: an OpenSSH ed25519 key file, or the ed25519 keys of ssh-agent; always in the SSHSIG form with namespace `hsync`. */
 import { Buffer } from "node:buffer";
 import { authorization, SSH_SCHEME } from "../shared/auth.ts";
-import { importSeed, parseOpenSshPrivateKey } from "../shared/openssh_key.ts";
+import {
+  importSeed,
+  isOpenSshPrivateKey,
+  parseOpenSshPrivateKey,
+  parseSshPublicLine,
+  publicKeyOfPrivateFile,
+  sshPublicLine,
+} from "../shared/openssh_key.ts";
+import { ConfigError, reason } from "../shared/errors.ts";
 import { type RawSigner, signSshsig } from "../shared/sshsig.ts";
 import { type AgentKey, SshAgent } from "./ssh_agent.ts";
 
@@ -108,4 +116,32 @@ export async function agentSigning(
       return current !== index;
     },
   };
+}
+
+/**
+ * `hsync keygen --public FILE`: the `ssh-ed25519 AAAA... comment` line for
+ * Authorized_keys of an OpenSSH ed25519 key, read from its private key file
+ * (even an encrypted one: the public key is stored in clear) or its .pub
+ * line. `ConfigError` in one line naming the file otherwise.
+ */
+export async function publicLineOfFile(path: string): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new ConfigError(`Cannot read key file "${path}": ${reason(error)}`);
+  }
+  const fail = (why: string) =>
+    new ConfigError(`Cannot print a public key of "${path}": ${why}`);
+  if (isOpenSshPrivateKey(text)) {
+    const key = publicKeyOfPrivateFile(text);
+    if (typeof key === "string") throw fail(key);
+    return sshPublicLine(key.raw, key.comment);
+  }
+  const line = parseSshPublicLine(text.split("\n")[0]);
+  if (line === undefined) {
+    throw fail("it is neither an OpenSSH private key nor an ssh-ed25519 line");
+  }
+  if (!line.ok) throw fail(line.reason);
+  return sshPublicLine(line.raw, line.comment);
 }

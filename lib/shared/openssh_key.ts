@@ -257,3 +257,39 @@ export async function importSeed(seed: Uint8Array): Promise<CryptoKey> {
     ["sign"],
   );
 }
+
+/**
+ * The public key of an OpenSSH private key file, read from its clear part
+ * (so an encrypted key has one too; its comment is only in the encrypted
+ * part). Why not, when it holds no single ed25519 key.
+ */
+export function publicKeyOfPrivateFile(
+  text: string,
+): { raw: Uint8Array; comment: string } | string {
+  try {
+    const key = parseOpenSshPrivateKey(text, "");
+    return { raw: key.publicKey, comment: key.comment };
+  } catch {
+    // Encrypted, or not ed25519: the clear part says which.
+  }
+  const body = ARMOR.exec(text)?.[1].replace(/\s+/g, "") ?? "";
+  const bytes = new Uint8Array(Buffer.from(body, "base64"));
+  try {
+    if (decoder.decode(bytes.subarray(0, MAGIC.length)) !== MAGIC) {
+      return "not an openssh-key-v1 private key";
+    }
+    const r = new SshReader(bytes.subarray(MAGIC.length));
+    r.string(); // cipher
+    r.string(); // kdf
+    r.string(); // kdf options
+    if (r.uint32() !== 1) return "it holds more than one key";
+    const blob = r.string();
+    const raw = rawFromBlob(blob);
+    if (raw !== undefined) return { raw, comment: "" };
+    return `it is an ${
+      new SshReader(blob).text()
+    } key; hsync accepts ed25519 keys only`;
+  } catch {
+    return "the key file is truncated";
+  }
+}
