@@ -79,9 +79,9 @@ Deno.test("echo-config shows each profile with the file its keys came from", asy
   const text = formatConfig(await load());
   assert.match(
     text,
-    /\n\[host:lab\]\nHost_ip = 10\.0\.0\.7  ; from \/h\/hsync\.ini\nPort = 2222  ; from \/h\/hsync\.ini\n/,
+    /\n\[host:lab\]\nHost_ip = 10\.0\.0\.7 {2}; from \/h\/hsync\.ini\nPort = 2222 {2}; from \/h\/hsync\.ini\n/,
   );
-  assert.match(text, /\n\[host:bare\]\nPort = 4444  ; from \/h\/hsync\.ini$/);
+  assert.match(text, /\n\[host:bare\]\nPort = 4444 {2}; from \/h\/hsync\.ini$/);
 });
 
 Deno.test("a bad value in a profile names the file, the profile and the key", async () => {
