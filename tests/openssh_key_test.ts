@@ -102,9 +102,11 @@ Deno.test({
     const loaded = await loadAuthorizedKeys(file);
     assert.equal(loaded.keys, 2);
     assert.deepEqual(loaded.warnings, parsed.warnings);
-    assert.throws(
-      () => parseAuthorizedKeyLines("garbage here\n", file),
-      /Invalid public key on line 1 of /,
-    );
+    for (const bad of ["garbage here", "ssh-ed25519 AAAA damaged"]) {
+      assert.throws(
+        () => parseAuthorizedKeyLines(`# x\n${bad}\n`, file),
+        /Invalid public key on line 2 of /,
+      );
+    }
   },
 });

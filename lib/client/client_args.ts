@@ -212,7 +212,7 @@ export function parseClientArgs(argv: string[]): ClientCommand {
         kind: "keygen",
         force: v.force ?? false,
         configFile: v.config,
-        publicOf: v.public,
+        ...(v.public === undefined ? {} : { publicOf: v.public }),
       }
       : { kind: "echo-config", configFile: v.config };
   }

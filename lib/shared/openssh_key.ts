@@ -112,7 +112,8 @@ export function isSshKeyType(word: string): boolean {
  * Parses one line of OpenSSH's public key form (`.pub` files, the lines of
  * `authorized_keys`). Only a plain `ssh-ed25519 BASE64 [comment]` line is
  * usable; a line with options before the key type, or another key type,
- * says why it is not. Undefined when the line is not of OpenSSH's form at all.
+ * says why it is not. Undefined when the line is not of OpenSSH's form at all,
+ * or its ed25519 key is damaged.
  */
 export function parseSshPublicLine(line: string): SshPublicLine | undefined {
   const words = line.trim().split(/\s+/);
@@ -138,9 +139,8 @@ export function parseSshPublicLine(line: string): SshPublicLine | undefined {
   const raw = /^[A-Za-z0-9+/]+={0,2}$/.test(text)
     ? rawFromBlob(new Uint8Array(Buffer.from(text, "base64")))
     : undefined;
-  if (raw === undefined) {
-    return { ok: false, reason: `its ${SSH_ED25519} key is not valid base64` };
-  }
+  // A damaged key is no line to skip quietly: the caller reports it as malformed.
+  if (raw === undefined) return undefined;
   return { ok: true, raw, comment: words.slice(2).join(" ") };
 }
 
