@@ -50,6 +50,9 @@ import {
 } from "./lib/client/progress.ts";
 import { openTransport, type Transport } from "./lib/client/transport.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
+import { profileFor } from "./lib/shared/host_profiles.ts";
+import { publicLineOfFile } from "./lib/client/ssh_identity.ts";
+import { checkHostResolves } from "./lib/client/host_lookup.ts";
 import { VERSION } from "./lib/shared/version.ts";
 
 const encoder = new TextEncoder();
@@ -87,16 +90,31 @@ async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
 }> {
   const config = await loadFor(cmd.configFile);
   const overrides: Overrides = {};
-  if (cmd.host !== undefined) overrides.Host_ip = cmd.host;
+  // A `[host:NAME]` profile is used as ssh uses a Host alias; any other name must resolve.
+  const profile = cmd.host === undefined
+    ? undefined
+    : profileFor(config.profiles, cmd.host);
+  if (profile === undefined && cmd.host !== undefined) {
+    await checkHostResolves(cmd.host);
+    overrides.Host_ip = cmd.host;
+  } else if (profile?.hostIp !== undefined) overrides.Host_ip = profile.hostIp;
   if (cmd.port !== undefined) overrides.Port = cmd.port;
   if (cmd.tls) overrides.Tls = "yes";
   const section = cmd.kind === "pull" && cmd.sync ? "hsync" : "hscp";
-  const settings = clientSettings(config, section, overrides, cmd.kind);
+  const settings = clientSettings(
+    config,
+    section,
+    overrides,
+    cmd.kind,
+    profile?.name,
+  );
   const baseUrl = `${settings.tls ? "https" : "http"}://${
     formatHost(settings.hostIp)
   }:${settings.port}`;
   // Transport (issue 4 seam): TLS client and request signing.
-  const transport = await openTransport(settings, config.hsyncDir);
+  const transport = await openTransport(settings, config.hsyncDir, {
+    sshAuthSock: Deno.env.get("SSH_AUTH_SOCK"),
+  });
   return { settings, baseUrl, transport, hsyncDir: config.hsyncDir };
 }
 
@@ -334,6 +352,10 @@ async function run(command: ClientCommand): Promise<number> {
       return EXIT.ok;
     }
     case "keygen": {
+      if (command.publicOf !== undefined) {
+        console.log(await publicLineOfFile(command.publicOf));
+        return EXIT.ok;
+      }
       const hsyncDir = hsyncDirOf();
       const user = (Deno.env.get("HOME") ?? "").split("/").filter(Boolean)
         .pop() ?? "hsync";

@@ -272,7 +272,7 @@ Deno.test("malformed key files and authorized-keys lines are reported with their
     /Cannot use Identity_file "\/h\/id": not a PEM private key/,
   );
   assert.throws(
-    () => parseAuthorizedKeys("ssh-rsa AAAA x\n", "/etc/keys"),
+    () => parseAuthorizedKeys("ssh-ed25519x AAAA x\n", "/etc/keys"),
     /Invalid public key on line 1 of "\/etc\/keys"/,
   );
   assert.throws(
@@ -366,7 +366,7 @@ Deno.test("loadAuthorizedKeys() names the file when it is missing, malformed or 
     ],
     [
       "/k/bad",
-      'Invalid public key on line 1 of "/k/bad": expected "hsync-ed25519 BASE64 [comment]"',
+      'Invalid public key on line 1 of "/k/bad": expected "hsync-ed25519 BASE64 [comment]" or "ssh-ed25519 AAAA... [comment]"',
     ],
     [
       "/k/empty",

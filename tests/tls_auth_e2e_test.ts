@@ -474,7 +474,7 @@ Deno.test("hsyncd refuses to start, in one line, with an unreadable or invalid A
     ],
     [
       bad,
-      `hsyncd: Invalid public key on line 2 of "${bad}": expected "hsync-ed25519 BASE64 [comment]"\n`,
+      `hsyncd: Invalid public key on line 2 of "${bad}": expected "hsync-ed25519 BASE64 [comment]" or "ssh-ed25519 AAAA... [comment]"\n`,
     ],
   ];
   for (const [keys, message] of cases) {

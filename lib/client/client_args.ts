@@ -114,7 +114,13 @@ export type ClientCommand =
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "echo-config"; configFile?: string }
-  | { kind: "keygen"; force: boolean; configFile?: string }
+  | {
+    kind: "keygen";
+    force: boolean;
+    configFile?: string;
+    /** `--public FILE`: print the Authorized_keys line of this existing key instead. */
+    publicOf?: string;
+  }
   | PullCommand
   | PushCommand;
 
@@ -153,6 +159,7 @@ const OPTIONS = {
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
   force: { type: "boolean" },
+  public: { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
@@ -201,7 +208,12 @@ export function parseClientArgs(argv: string[]): ClientCommand {
       );
     }
     return sub === "keygen"
-      ? { kind: "keygen", force: v.force ?? false, configFile: v.config }
+      ? {
+        kind: "keygen",
+        force: v.force ?? false,
+        configFile: v.config,
+        ...(v.public === undefined ? {} : { publicOf: v.public }),
+      }
       : { kind: "echo-config", configFile: v.config };
   }
 
@@ -280,6 +292,9 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     throw new UsageError("--sync follows one remote path: give one");
   }
   if (v.force) throw new UsageError("--force only goes with keygen");
+  if (v.public !== undefined) {
+    throw new UsageError("--public only goes with keygen");
+  }
   if ((v["from-now"] || v["ignore-exists"]) && !v.sync) {
     throw new UsageError("--from-now only goes with --sync");
   }
@@ -514,6 +529,7 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     [v["from-now"] || v["ignore-exists"], "--from-now"],
     [v["special-modes"], "--special-modes"],
     [v.force, "--force"],
+    [v.public !== undefined, "--public"],
   ];
   for (const [given, flag] of pullOnly) {
     if (given) throw new UsageError(`${flag} does not go with a push`);

@@ -8,6 +8,7 @@ export const CLIENT_USAGE = `Usage:
   hsync --push -i LOCAL_PATH -o REMOTE_PATH [-host IP] [-p PORT] [options]
   hsync echo-config [-c INI]
   hsync keygen [--force] [-c INI]
+  hsync keygen --public KEY_FILE
 
 Pull a file or a directory tree from hsyncd, or push local files and trees to
 it, fast, resumable and verified. An interrupted pull (Ctrl-C, a kill, a crash,
@@ -91,6 +92,14 @@ Options:
       --max-entries N     stop with exit code 3 when a listing holds more
                           than N entries (default 10000000)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
+      --public KEY_FILE   with keygen: print the Authorized_keys line of an
+                          existing OpenSSH ed25519 key (private or .pub)
+
+HOST may name a [host:NAME] section of hsync.ini (Host_ip, Port, Tls,
+CA_file, Identity_file, ...), used as ssh uses a Host alias. Requests are
+signed with Identity_file (an hsync keygen key or an OpenSSH ed25519 key),
+else $HSYNC_DIR/id_ed25519, else the ed25519 keys of ssh-agent
+(SSH_AUTH_SOCK).
       --quiet             no progress output (the summary line still prints)
       --debug             stack traces and request details on errors
   -h, --help              this text

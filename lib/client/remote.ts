@@ -1,7 +1,7 @@
 /** The client side of the v1 HTTP interface: URLs, signing, timeouts, JSON errors and the streamed listing. */
 import { rangeHeader } from "../shared/byte_range.ts";
 import { ConnectError, HttpError, ProtocolError } from "../shared/errors.ts";
-import { tlsReason } from "./transport.ts";
+import { type RequestSigner, tlsReason } from "./transport.ts";
 import {
   API,
   type BundleRequest,
@@ -98,6 +98,11 @@ export class Remote {
     this.#onRefuse = options.onRefuse;
   }
 
+  #retryUnauthorized(request: Request): boolean {
+    const sign = this.#sign as RequestSigner | undefined;
+    return sign?.retryUnauthorized?.(request) ?? false;
+  }
+
   /** Whether every request is signed (a body then declares its SHA-256). */
   get signs(): boolean {
     return this.#sign !== undefined;
@@ -179,6 +184,15 @@ export class Remote {
         );
       }
       last = performance.now();
+      if (
+        response.status === 401 && options.body === undefined &&
+        options.bodyStream === undefined && this.#retryUnauthorized(request)
+      ) {
+        // Another of ssh-agent's keys, as ssh tries each in turn; a request with a body is never sent twice.
+        await response.body?.cancel().catch(() => {});
+        done();
+        return await this.send(url, options);
+      }
       const location = response.headers.get("location");
       if (
         response.status >= 300 && response.status < 400 && location !== null

@@ -10,16 +10,32 @@ import {
 import type { ClientSettings } from "../shared/config.ts";
 import { ConfigError } from "../shared/errors.ts";
 import { reason } from "../shared/errors.ts";
+import { isOpenSshPrivateKey } from "../shared/openssh_key.ts";
+import {
+  agentSigning,
+  type Authorize,
+  openSshIdentity,
+  sshAuthorization,
+} from "./ssh_identity.ts";
 
 /** What every request of a run goes through. */
 export interface Transport {
   /** HTTP client carrying the trusted CA; undefined for the default. */
   client?: Deno.HttpClient;
   /** Signs a request before it is sent; undefined without an identity. */
-  sign?: (request: Request) => Promise<void> | void;
+  sign?: RequestSigner;
   /** The identity file used for signing, if any (for messages). */
   identityFile?: string;
 }
+
+/**
+ * The sign hook of a run; with ssh-agent's keys, `retryUnauthorized` says
+ * whether a request refused with 401 should be sent again (signed by the
+ * next key).
+ */
+export type RequestSigner = ((request: Request) => Promise<void> | void) & {
+  retryUnauthorized?: (request: Request) => boolean;
+};
 
 /** File name of the default identity in `HSYNC_DIR`, written by `hsync keygen`. */
 export const DEFAULT_IDENTITY = "id_ed25519";
@@ -29,6 +45,8 @@ export interface TransportOptions {
   readTextFile?: (path: string) => Promise<string>;
   /** `lstat`-like: mode bits of a file, or throws `NotFound`. */
   stat?: (path: string) => Promise<{ mode: number | null }>;
+  /** `SSH_AUTH_SOCK`: with no identity file, requests are signed by the agent's ed25519 keys. */
+  sshAuthSock?: string;
 }
 
 /**
@@ -87,6 +105,13 @@ export async function openTransport(
     const identity = await readIdentity(read, stat, identityFile);
     transport.identityFile = identityFile;
     transport.sign = signerFor(identity);
+  } else if (options.sshAuthSock) {
+    const agent = await agentSigning(options.sshAuthSock);
+    if (agent !== undefined) {
+      transport.sign = Object.assign(signerFor(agent.authorize), {
+        retryUnauthorized: agent.retryUnauthorized,
+      });
+    }
   }
   return transport;
 }
@@ -98,10 +123,14 @@ export async function openTransport(
  * declares its digest in `x-hsync-content-sha256` (a range streamed from a
  * file, hashed by the sender) is signed with that digest and its body is
  * never read here; any other body is read from a clone (small requests).
+ * `identity` is an hsync key, or makes the header itself (SSH keys).
  */
 export function signerFor(
-  identity: Identity,
+  identity: Identity | Authorize,
 ): (request: Request) => Promise<void> {
+  const authorize: Authorize = typeof identity === "function"
+    ? identity
+    : (method, url, options) => signRequest(identity, method, url, options);
   return async (request) => {
     const declared = request.headers.get(BODY_DIGEST_HEADER);
     let bodySha256: string | undefined;
@@ -124,9 +153,7 @@ export function signerFor(
     }
     request.headers.set(
       "authorization",
-      await signRequest(identity, request.method, new URL(request.url), {
-        bodySha256,
-      }),
+      await authorize(request.method, new URL(request.url), { bodySha256 }),
     );
   };
 }
@@ -135,7 +162,7 @@ async function readIdentity(
   read: (path: string) => Promise<string>,
   stat: (path: string) => Promise<{ mode: number | null }>,
   path: string,
-): Promise<Identity> {
+): Promise<Identity | Authorize> {
   let mode: number | null;
   try {
     mode = (await stat(path)).mode;
@@ -154,6 +181,11 @@ async function readIdentity(
   }
   const pem = await readConfigured(read, "Identity_file", path);
   try {
+    if (isOpenSshPrivateKey(pem)) {
+      const ssh = await openSshIdentity(pem, path);
+      return (method, url, options) =>
+        sshAuthorization(ssh, method, url, options);
+    }
     return await loadIdentity(pem, path);
   } catch (error) {
     throw new ConfigError(

@@ -5,6 +5,14 @@ import { dirname, join, resolve } from "node:path";
 import { ConfigError } from "./errors.ts";
 import { reason } from "./errors.ts";
 import { serverOrigin } from "./server_origin.ts";
+import {
+  type AuthorizedKey,
+  HSYNC_KEY_PREFIX as KEY_PREFIX,
+  parseAuthorizedKeyLines,
+} from "./authorized_keys.ts";
+import { isOpenSshPrivateKey } from "./openssh_key.ts";
+import { verifySshsig } from "./sshsig.ts";
+import { NonceCache } from "./nonce_cache.ts";
 
 function b64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("base64");
@@ -17,7 +25,8 @@ function unb64(text: string): Uint8Array<ArrayBuffer> {
 
 /** Scheme name in the `Authorization` header and prefix of public key lines. */
 export const SCHEME = "HSync-Ed25519";
-const KEY_PREFIX = "hsync-ed25519";
+/** Scheme of a request signed in OpenSSH's SSHSIG form (namespace `hsync`) by an SSH key: same fields, `sig` is the binary SSHSIG. */
+export const SSH_SCHEME = "HSync-SSHSIG";
 /** Default accepted clock difference between client and server. */
 export const DEFAULT_SKEW_MS = 5 * 60 * 1000;
 
@@ -67,7 +76,9 @@ export async function loadIdentity(
     .exec(pem);
   if (m === null) {
     throw new TypeError(
-      `Cannot use Identity_file "${source}": not a PEM private key (make one with hsync keygen)`,
+      `Cannot use Identity_file "${source}": not a PEM private key (make one with hsync keygen)${
+        isOpenSshPrivateKey(pem) ? " but an OpenSSH one" : ""
+      }`,
     );
   }
   let pkcs8: Uint8Array<ArrayBuffer>;
@@ -153,6 +164,36 @@ export async function signRequest(
     now?: number;
   } = {},
 ): Promise<string> {
+  return await authorization(
+    SCHEME,
+    identity.publicKey,
+    method,
+    url,
+    options,
+    async (text) =>
+      new Uint8Array(
+        await crypto.subtle.sign(
+          { name: "Ed25519" },
+          identity.privateKey,
+          text,
+        ),
+      ),
+  );
+}
+
+/**
+ * An `Authorization` header value of `scheme` for a request to `url` by the
+ * key `publicKey` (base64 of its raw bytes): a fresh timestamp and nonce,
+ * and `sign`'s signature over {@linkcode signedText}.
+ */
+export async function authorization(
+  scheme: string,
+  publicKey: string,
+  method: string,
+  url: URL,
+  options: { body?: Uint8Array; bodySha256?: string; now?: number },
+  sign: (text: Uint8Array<ArrayBuffer>) => Promise<Uint8Array>,
+): Promise<string> {
   const ts = options.now ?? Date.now();
   const nonce = b64(crypto.getRandomValues(new Uint8Array(16)));
   const text = signedText({
@@ -163,41 +204,18 @@ export async function signRequest(
     nonce,
     bodySha256: options.bodySha256 ?? bodyDigest(options.body),
   });
-  const sig = new Uint8Array(
-    await crypto.subtle.sign(
-      { name: "Ed25519" },
-      identity.privateKey,
-      encoder.encode(text),
-    ),
-  );
-  return `${SCHEME} key=${identity.publicKey}, ts=${ts}, nonce=${nonce}, sig=${
+  const sig = await sign(encoder.encode(text));
+  return `${scheme} key=${publicKey}, ts=${ts}, nonce=${nonce}, sig=${
     b64(sig)
   }`;
 }
 
-/** Parses an authorized-keys text: one `hsync-ed25519 BASE64 [comment]` per line, `#` comments. */
-export function parseAuthorizedKeys(text: string, source: string): string[] {
-  const keys: string[] = [];
-  text.split("\n").forEach((line, i) => {
-    const t = line.trim();
-    if (t === "" || t.startsWith("#")) return;
-    const [kind, key] = t.split(/\s+/);
-    let raw: Uint8Array | undefined;
-    try {
-      raw = kind === KEY_PREFIX ? unb64(key ?? "") : undefined;
-    } catch {
-      raw = undefined;
-    }
-    if (raw === undefined || raw.length !== 32) {
-      throw new TypeError(
-        `Invalid public key on line ${
-          i + 1
-        } of "${source}": expected "${KEY_PREFIX} BASE64 [comment]"`,
-      );
-    }
-    keys.push(key);
-  });
-  return keys;
+/** The keys of an authorized-keys text (see {@linkcode parseAuthorizedKeyLines}); lines skipped are not reported. */
+export function parseAuthorizedKeys(
+  text: string,
+  source: string,
+): AuthorizedKey[] {
+  return parseAuthorizedKeyLines(text, source).keys;
 }
 
 /** Options of {@linkcode createVerifier}. */
@@ -244,114 +262,17 @@ export type Verdict = { ok: true } | { ok: false; reason: string };
  */
 export type Verifier = (request: SignedRequest) => Promise<Verdict>;
 
-/** A nonce taken for a request whose signature is being checked or was good. */
-interface NonceEntry {
-  timestamp: number;
-  expiry: number;
-  confirmed: boolean;
-}
-
-/**
- * The nonces seen, per key, each until its timestamp has left the accepted
- * window. A nonce is taken before its signature is checked (so concurrent
- * copies of one request cannot all pass) and given back when the signature
- * fails. Bounds: per key and in all. A key over its bound, or the key with
- * most nonces when all are over the total, loses its oldest checked nonce,
- * and its requests signed at or before that nonce's time are refused from
- * then on (its floor): a replay of a forgotten nonce stays refused, and no
- * key can lock out another. Nonces still being checked are never dropped,
- * so a forged request cannot raise a key's floor.
- */
-class NonceCache {
-  readonly #byKey = new Map<string, Map<string, NonceEntry>>();
-  readonly #floor = new Map<string, number>();
-  #size = 0;
-  readonly #max: number;
-  readonly #maxPerKey: number;
-
-  constructor(max: number, maxPerKey: number) {
-    this.#max = max;
-    this.#maxPerKey = maxPerKey;
-  }
-
-  /** Takes `nonce` for `key`; the reason when it cannot be taken. */
-  take(
-    key: string,
-    nonce: string,
-    timestamp: number,
-    expiry: number,
-    now: number,
-  ): string | undefined {
-    if (timestamp <= (this.#floor.get(key) ?? -Infinity)) {
-      return "timestamp at or before the oldest nonce this key has had dropped";
-    }
-    let nonces = this.#byKey.get(key);
-    if (nonces === undefined) this.#byKey.set(key, nonces = new Map());
-    this.#expire(nonces, now);
-    if (nonces.has(nonce)) return "nonce already used";
-    if (nonces.size >= this.#maxPerKey && !this.#dropOldest(key, nonces)) {
-      return "every nonce of this key is still being checked";
-    }
-    if (this.#size >= this.#max) {
-      for (const map of this.#byKey.values()) this.#expire(map, now);
-      const [biggest, map] = [...this.#byKey].reduce((a, b) =>
-        b[1].size > a[1].size ? b : a
-      );
-      if (this.#size >= this.#max && !this.#dropOldest(biggest, map)) {
-        return "nonce cache full of requests being checked";
-      }
-    }
-    nonces.set(nonce, { timestamp, expiry, confirmed: false });
-    this.#size++;
-    return undefined;
-  }
-
-  /** The signature was good: the nonce stays until it expires. */
-  confirm(key: string, nonce: string): void {
-    const entry = this.#byKey.get(key)?.get(nonce);
-    if (entry !== undefined) entry.confirmed = true;
-  }
-
-  /** The signature failed: the nonce is free again. */
-  release(key: string, nonce: string): void {
-    const nonces = this.#byKey.get(key);
-    if (nonces?.get(nonce)?.confirmed === false) {
-      nonces.delete(nonce);
-      this.#size--;
-    }
-  }
-
-  // Insertion order is arrival order, close to expiry order: a scan from the front.
-  #expire(nonces: Map<string, NonceEntry>, now: number): void {
-    for (const [nonce, entry] of nonces) {
-      if (entry.expiry > now) break;
-      nonces.delete(nonce);
-      this.#size--;
-    }
-  }
-
-  #dropOldest(key: string, nonces: Map<string, NonceEntry>): boolean {
-    for (const [nonce, entry] of nonces) {
-      if (!entry.confirmed) continue;
-      nonces.delete(nonce);
-      this.#size--;
-      this.#floor.set(
-        key,
-        Math.max(this.#floor.get(key) ?? -Infinity, entry.timestamp),
-      );
-      return true;
-    }
-    return false;
-  }
-}
-
 function refuse(reason: string): Verdict {
   return { ok: false, reason };
 }
 
-/** Creates the server-side verifier for a list of authorised public keys (base64). */
+/**
+ * Creates the server-side verifier for a list of authorised public keys
+ * (base64 of the raw key: an hsync key; or with their kind). An hsync key
+ * signs with {@linkcode SCHEME}, an SSH key with {@linkcode SSH_SCHEME} only.
+ */
 export async function createVerifier(
-  publicKeys: string[],
+  publicKeys: Array<string | AuthorizedKey>,
   options: VerifierOptions = {},
 ): Promise<Verifier> {
   const skew = options.skewMs ?? DEFAULT_SKEW_MS;
@@ -360,38 +281,56 @@ export async function createVerifier(
     options.maxNonces ?? MAX_NONCES,
     options.maxNoncesPerKey ?? MAX_NONCES_PER_KEY,
   );
-  const keys = new Map<string, CryptoKey>();
-  for (const k of publicKeys) {
-    keys.set(
-      k,
-      await crypto.subtle.importKey(
+  const keys = new Map<
+    string,
+    { key: CryptoKey; raw: Uint8Array; schemes: Set<string> }
+  >();
+  for (const entry of publicKeys) {
+    const { key: k, kind } = typeof entry === "string"
+      ? { key: entry, kind: "hsync" }
+      : entry;
+    const raw = unb64(k);
+    const known = keys.get(k) ?? {
+      key: await crypto.subtle.importKey(
         "raw",
-        unb64(k),
+        raw,
         { name: "Ed25519" },
         false,
-        [
-          "verify",
-        ],
+        ["verify"],
       ),
-    );
+      raw,
+      schemes: new Set<string>(),
+    };
+    known.schemes.add(kind === "ssh" ? SSH_SCHEME : SCHEME);
+    keys.set(k, known);
   }
   // Everything up to the nonce being taken runs without an await, so copies
   // of one request arriving together cannot all get past the replay check.
   return async (request) => {
     const header = request.authorization;
-    if (header === null || !header.startsWith(SCHEME + " ")) {
-      return refuse(`no ${SCHEME} Authorization header`);
+    const scheme = [SCHEME, SSH_SCHEME].find((s) =>
+      header?.startsWith(s + " ")
+    );
+    if (header === null || scheme === undefined) {
+      return refuse(`no ${SCHEME} or ${SSH_SCHEME} Authorization header`);
     }
     const fields = new Map<string, string>();
-    for (const part of header.slice(SCHEME.length + 1).split(",")) {
+    for (const part of header.slice(scheme.length + 1).split(",")) {
       const eq = part.indexOf("=");
       if (eq > 0) {
         fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
       }
     }
     const keyText = fields.get("key") ?? "";
-    const key = keys.get(keyText);
-    if (key === undefined) return refuse("key not in Authorized_keys");
+    const known = keys.get(keyText);
+    if (known === undefined) return refuse("key not in Authorized_keys");
+    if (!known.schemes.has(scheme)) {
+      return refuse(
+        `key in Authorized_keys as ${
+          scheme === SCHEME ? "an SSH" : "an hsync"
+        } key signs with ${scheme === SCHEME ? SSH_SCHEME : SCHEME} only`,
+      );
+    }
     const ts = Number(fields.get("ts"));
     const nonce = fields.get("nonce") ?? "";
     let sig: Uint8Array<ArrayBuffer>;
@@ -411,28 +350,37 @@ export async function createVerifier(
     }
     const taken = nonces.take(keyText, nonce, ts, Math.max(t, ts) + skew, t);
     if (taken !== undefined) return refuse(taken);
+    const text = encoder.encode(signedText({
+      method: request.method,
+      server: request.server,
+      pathAndQuery: request.pathAndQuery,
+      timestamp: ts,
+      nonce,
+      bodySha256: request.bodySha256,
+    }));
     let ok: boolean;
-    try {
-      ok = await crypto.subtle.verify(
-        { name: "Ed25519" },
-        key,
-        sig,
-        encoder.encode(signedText({
-          method: request.method,
-          server: request.server,
-          pathAndQuery: request.pathAndQuery,
-          timestamp: ts,
-          nonce,
-          bodySha256: request.bodySha256,
-        })),
-      );
-    } catch {
-      ok = false; // a signature of the wrong length
+    let why = "";
+    if (scheme === SSH_SCHEME) {
+      why = await verifySshsig(sig, text, known.raw, known.key) ?? "";
+      ok = why === "";
+    } else {
+      try {
+        ok = await crypto.subtle.verify(
+          { name: "Ed25519" },
+          known.key,
+          sig,
+          text,
+        );
+      } catch {
+        ok = false; // a signature of the wrong length
+      }
     }
     if (ok) nonces.confirm(keyText, nonce);
     else nonces.release(keyText, nonce);
     return ok ? { ok } : refuse(
-      `bad signature (not over this method, server ${request.server}, path and body)`,
+      `bad signature (not over this method, server ${request.server}, path and body${
+        why === "" ? "" : `: ${why}`
+      })`,
     );
   };
 }
@@ -468,12 +416,13 @@ export async function loadAuthorizedKeys(
       `Cannot read Authorized_keys "${path}": ${reason(error)}`,
     );
   }
-  let keys: string[];
+  let parsed: ReturnType<typeof parseAuthorizedKeyLines>;
   try {
-    keys = parseAuthorizedKeys(text, path);
+    parsed = parseAuthorizedKeyLines(text, path);
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }
+  const keys = parsed.keys;
   if (keys.length === 0) {
     // An empty list would refuse everyone: almost certainly a mistake, so say so instead of starting.
     throw new ConfigError(
@@ -483,11 +432,14 @@ export async function loadAuthorizedKeys(
   return {
     verifier: await createVerifier(keys, options),
     keys: keys.length,
-    warnings: await writableWarnings(
-      path,
-      options.stat ?? Deno.stat,
-      options.realPath ?? Deno.realPath,
-    ),
+    warnings: [
+      ...parsed.warnings,
+      ...await writableWarnings(
+        path,
+        options.stat ?? Deno.stat,
+        options.realPath ?? Deno.realPath,
+      ),
+    ],
   };
 }
 

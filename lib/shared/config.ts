@@ -4,6 +4,12 @@ import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
 import { isLoopbackHost } from "./host_allow.ts";
 import { parseServerName, type ServerNameEntry } from "./server_origin.ts";
+import {
+  formatProfiles,
+  mergeProfile,
+  profileName,
+  type Profiles,
+} from "./host_profiles.ts";
 
 /** Sections of hsync.ini. */
 export type Section = "hsyncd" | "hscp" | "hsync";
@@ -75,6 +81,8 @@ export interface LoadedConfig {
   searched: SearchedFile[];
   values: Record<Section, Record<string, Setting>>;
   warnings: string[];
+  /** `[host:NAME]` sections by name. */
+  profiles?: Profiles;
 }
 
 /** Options of {@linkcode loadConfig}. */
@@ -97,8 +105,9 @@ export async function loadConfig(options: LoadOptions): Promise<LoadedConfig> {
   const read = options.readTextFile ?? Deno.readTextFile;
   const values: LoadedConfig["values"] = { hsyncd: {}, hscp: {}, hsync: {} };
   const warnings: string[] = [];
+  const profiles: Profiles = {};
   const searched: SearchedFile[] = [{ path: BUILTIN, found: true }];
-  mergeLayer(values, warnings, BUILTIN, options.defaults);
+  mergeLayer(values, warnings, BUILTIN, options.defaults, profiles);
 
   const userFile = join(options.hsyncDir, "hsync.ini");
   const layers: Array<{ path: string; required: boolean }> = [
@@ -126,9 +135,9 @@ export async function loadConfig(options: LoadOptions): Promise<LoadedConfig> {
       );
     }
     searched.push({ path: layer.path, found: true });
-    mergeLayer(values, warnings, layer.path, text);
+    mergeLayer(values, warnings, layer.path, text, profiles);
   }
-  return { searched, values, warnings };
+  return { searched, values, warnings, profiles };
 }
 
 function mergeLayer(
@@ -136,6 +145,7 @@ function mergeLayer(
   warnings: string[],
   source: string,
   text: string,
+  profiles: Profiles,
 ): void {
   let parsed: Record<string, unknown>;
   try {
@@ -146,6 +156,19 @@ function mergeLayer(
     );
   }
   for (const [sectionName, body] of Object.entries(parsed)) {
+    const profile = profileName(sectionName);
+    if (profile !== undefined && typeof body === "object" && body !== null) {
+      const keys = Object.keys(SCHEMA.hsync);
+      mergeProfile(
+        profiles,
+        warnings,
+        profile,
+        body as Record<string, unknown>,
+        keys,
+        source,
+      );
+      continue;
+    }
     const section = findKey(Object.keys(SCHEMA), sectionName) as
       | Section
       | undefined;
@@ -251,8 +274,9 @@ export function clientSettings(
   section: "hscp" | "hsync",
   overrides: Overrides = {},
   direction: "pull" | "push" = "pull",
+  profile?: string,
 ): ClientSettings {
-  const get = getter(config, section, overrides);
+  const get = getter(config, section, overrides, profile);
   const hostIp = get("Host_ip") as string;
   let maxPartNum = get("Max_part_num") as number;
   // Parallel ranges get round a network's latency and per-connection limits;
@@ -263,6 +287,7 @@ export function clientSettings(
   if (
     direction === "pull" &&
     overrides.Max_part_num === undefined &&
+    config.profiles?.[profile ?? ""]?.Max_part_num === undefined &&
     oneStreamToThisMachine(config, section, hostIp)
   ) maxPartNum = 1;
   return {
@@ -299,12 +324,21 @@ function getter(
   config: LoadedConfig,
   section: Section,
   overrides: Overrides,
+  profile?: string,
 ): (key: string) => Value {
   return (key) => {
     const kind = SCHEMA[section][key];
     const flag = overrides[key];
     if (flag !== undefined) {
       return parseValue(kind, flag, `command line option for ${key}`);
+    }
+    const own = config.profiles?.[profile ?? ""]?.[key];
+    if (own !== undefined) {
+      return parseValue(
+        kind,
+        own.raw,
+        `"${own.source}" [host:${profile}] ${key}`,
+      );
     }
     const setting = config.values[section][key];
     if (setting === undefined) {
@@ -418,6 +452,7 @@ export function formatConfig(config: LoadedConfig): string {
       lines.push(s === undefined ? `${key} =` : `${key} = ${s.raw}${note}`);
     }
   }
+  lines.push(...formatProfiles(config.profiles));
   return lines.join("\n");
 }
 
