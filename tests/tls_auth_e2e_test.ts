@@ -400,7 +400,7 @@ Deno.test({
         );
         refusedInOneLine(
           await runClient(args, { HSYNC_DIR: f.clientDir }),
-          /^hsync: Cannot reach 127\.0\.0\.1:\d+: the server does not speak plain HTTP \(is it HTTPS\? use --tls\)$/,
+          /^hsync: 127\.0\.0\.1:\d+ speaks HTTPS: add --tls or Tls = yes$/,
         );
       },
     );

@@ -202,10 +202,10 @@ export function tlsReason(text: string): string | undefined {
     }`;
   }
   if (/InvalidContentType|corrupt message/i.test(text)) {
-    return "the server does not speak HTTPS (is Tls on for a plain HTTP server?)";
+    return "the server does not speak HTTPS";
   }
   if (/invalid HTTP version parsed/i.test(text)) {
-    return "the server does not speak plain HTTP (is it HTTPS? use --tls)";
+    return "the server does not speak HTTP";
   }
   return undefined;
 }
