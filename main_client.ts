@@ -49,6 +49,7 @@ import {
   type Reporter,
 } from "./lib/client/progress.ts";
 import { openTransport, type Transport } from "./lib/client/transport.ts";
+import { type AuthFacts, withAuthAdvice } from "./lib/client/auth_advice.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { VERSION } from "./lib/shared/version.ts";
 
@@ -97,6 +98,13 @@ async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
   }:${settings.port}`;
   // Transport (issue 4 seam): TLS client and request signing.
   const transport = await openTransport(settings, config.hsyncDir);
+  authFacts = {
+    host: new URL(baseUrl).host,
+    signed: transport.sign !== undefined,
+    identityFile: transport.identityFile,
+    fingerprint: transport.fingerprint,
+    hsyncDir: config.hsyncDir,
+  };
   return { settings, baseUrl, transport, hsyncDir: config.hsyncDir };
 }
 
@@ -357,6 +365,9 @@ async function run(command: ClientCommand): Promise<number> {
   }
 }
 
+/** How this run authenticates, once it is known: a 401 is then told with what to do. */
+let authFacts: AuthFacts | undefined;
+
 async function main(argv: string[]): Promise<number> {
   let debug = argv.includes("--debug");
   try {
@@ -364,7 +375,10 @@ async function main(argv: string[]): Promise<number> {
     debug = (command.kind === "pull" || command.kind === "push") &&
       command.debug;
     return await run(command);
-  } catch (error) {
+  } catch (thrown) {
+    const error = authFacts === undefined
+      ? thrown
+      : withAuthAdvice(thrown, authFacts);
     const code = exitCodeFor(error);
     console.error(`hsync: ${printable(describeError(error))}`);
     if (error instanceof UsageError) {

@@ -6,6 +6,7 @@
  */
 import { ConnectError, HttpError } from "../shared/errors.ts";
 import { API_HEADER, type ErrorBody } from "../shared/wire.ts";
+import { Unauthorized } from "./auth_advice.ts";
 import { tlsReason } from "./transport.ts";
 
 /** Most bytes of an error answer read: its JSON body is short, another server's page may not be. */
@@ -45,7 +46,15 @@ export async function answerError(
     response.headers.get(API_HEADER) === null && body === undefined &&
     response.status < 500
   ) return notHsyncd(response, url);
-  return httpError(response, body);
+  const error = httpError(response, body);
+  if (response.status !== 401) return error;
+  // The server's clock, for "this machine's clock is N minutes ahead".
+  const date = Date.parse(response.headers.get("date") ?? "");
+  return new Unauthorized(
+    error.code,
+    error.message,
+    Number.isNaN(date) ? undefined : date,
+  );
 }
 
 /**

@@ -9,6 +9,7 @@ import {
 } from "../shared/auth.ts";
 import type { ClientSettings } from "../shared/config.ts";
 import { ConfigError } from "../shared/errors.ts";
+import { ed25519Fingerprint } from "../shared/key_fingerprint.ts";
 import { reason } from "../shared/errors.ts";
 
 /** What every request of a run goes through. */
@@ -19,6 +20,8 @@ export interface Transport {
   sign?: (request: Request) => Promise<void> | void;
   /** The identity file used for signing, if any (for messages). */
   identityFile?: string;
+  /** `SHA256:...` of the signing key, as ssh prints it (for messages). */
+  fingerprint?: string;
 }
 
 /** File name of the default identity in `HSYNC_DIR`, written by `hsync keygen`. */
@@ -86,6 +89,7 @@ export async function openTransport(
   if (identityFile !== undefined) {
     const identity = await readIdentity(read, stat, identityFile);
     transport.identityFile = identityFile;
+    transport.fingerprint = ed25519Fingerprint(identity.publicKey);
     transport.sign = signerFor(identity);
   }
   return transport;

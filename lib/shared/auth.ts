@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { dirname, join, resolve } from "node:path";
 import { ConfigError } from "./errors.ts";
 import { reason } from "./errors.ts";
+import { ed25519Fingerprint } from "./key_fingerprint.ts";
 import { serverOrigin } from "./server_origin.ts";
 
 function b64(bytes: Uint8Array): string {
@@ -288,7 +289,7 @@ class NonceCache {
     let nonces = this.#byKey.get(key);
     if (nonces === undefined) this.#byKey.set(key, nonces = new Map());
     this.#expire(nonces, now);
-    if (nonces.has(nonce)) return "nonce already used";
+    if (nonces.has(nonce)) return "replayed nonce (already used)";
     if (nonces.size >= this.#maxPerKey && !this.#dropOldest(key, nonces)) {
       return "every nonce of this key is still being checked";
     }
@@ -380,7 +381,7 @@ export async function createVerifier(
   return async (request) => {
     const header = request.authorization;
     if (header === null || !header.startsWith(SCHEME + " ")) {
-      return refuse(`no ${SCHEME} Authorization header`);
+      return refuse(`no signature (no ${SCHEME} Authorization header)`);
     }
     const fields = new Map<string, string>();
     for (const part of header.slice(SCHEME.length + 1).split(",")) {
@@ -391,7 +392,13 @@ export async function createVerifier(
     }
     const keyText = fields.get("key") ?? "";
     const key = keys.get(keyText);
-    if (key === undefined) return refuse("key not in Authorized_keys");
+    if (key === undefined) {
+      return refuse(
+        `unknown key ${
+          ed25519Fingerprint(keyText) ?? "(malformed)"
+        } (not in Authorized_keys)`,
+      );
+    }
     const ts = Number(fields.get("ts"));
     const nonce = fields.get("nonce") ?? "";
     let sig: Uint8Array<ArrayBuffer>;
@@ -406,7 +413,9 @@ export async function createVerifier(
     const t = now();
     if (Math.abs(t - ts) > skew) {
       return refuse(
-        `timestamp ${Math.round((ts - t) / 1000)} s from the server's clock`,
+        `stale time: timestamp ${
+          Math.round((ts - t) / 1000)
+        } s from the server's clock`,
       );
     }
     const taken = nonces.take(keyText, nonce, ts, Math.max(t, ts) + skew, t);
