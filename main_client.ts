@@ -48,7 +48,12 @@ import {
   planLine,
   type Reporter,
 } from "./lib/client/progress.ts";
-import { openTransport, type Transport } from "./lib/client/transport.ts";
+import {
+  DEFAULT_IDENTITY,
+  identityFileOf,
+  openTransport,
+  type Transport,
+} from "./lib/client/transport.ts";
 import { type AuthFacts, withAuthAdvice } from "./lib/client/auth_advice.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { VERSION } from "./lib/shared/version.ts";
@@ -336,9 +341,18 @@ async function run(command: ClientCommand): Promise<number> {
     case "echo-config": {
       const config = await loadFor(command.configFile);
       // Validate every section so a bad value is reported here too.
-      clientSettings(config, "hscp");
-      clientSettings(config, "hsync");
-      console.log(formatConfig(config));
+      const shown: Record<string, Record<string, string>> = {};
+      for (const section of ["hscp", "hsync"] as const) {
+        const settings = clientSettings(config, section);
+        if (settings.identityFile !== "") continue;
+        const used = await identityFileOf(settings, config.hsyncDir);
+        shown[section] = {
+          Identity_file: used === undefined
+            ? `  ; none: no "${DEFAULT_IDENTITY}" in $HSYNC_DIR (requests are not signed)`
+            : `${used}  ; default: ${DEFAULT_IDENTITY} in $HSYNC_DIR`,
+        };
+      }
+      console.log(formatConfig(config, shown));
       return EXIT.ok;
     }
     case "keygen": {

@@ -73,19 +73,7 @@ export async function openTransport(
     }
   }
 
-  let identityFile: string | undefined;
-  if (settings.identityFile !== "") {
-    identityFile = resolveIn(hsyncDir, settings.identityFile);
-  } else {
-    const fallback = join(hsyncDir, DEFAULT_IDENTITY);
-    try {
-      await stat(fallback);
-      identityFile = fallback;
-    } catch (error) {
-      // No default key: requests go unsigned. Any other failure is reported below when reading it.
-      if (!(error instanceof Deno.errors.NotFound)) identityFile = fallback;
-    }
-  }
+  const identityFile = await identityFileOf(settings, hsyncDir, stat);
   if (identityFile !== undefined) {
     const identity = await readIdentity(read, stat, identityFile);
     transport.identityFile = identityFile;
@@ -93,6 +81,29 @@ export async function openTransport(
     transport.sign = signerFor(identity);
   }
   return transport;
+}
+
+/**
+ * The key file a run signs with: `Identity_file` (relative to `HSYNC_DIR`),
+ * else `$HSYNC_DIR/id_ed25519` when it exists; undefined when requests go
+ * unsigned. Used by `openTransport` and shown by `hsync echo-config`.
+ */
+export async function identityFileOf(
+  settings: Pick<ClientSettings, "identityFile">,
+  hsyncDir: string,
+  stat: (path: string) => Promise<unknown> = Deno.stat,
+): Promise<string | undefined> {
+  if (settings.identityFile !== "") {
+    return resolveIn(hsyncDir, settings.identityFile);
+  }
+  const fallback = join(hsyncDir, DEFAULT_IDENTITY);
+  try {
+    await stat(fallback);
+    return fallback;
+  } catch (error) {
+    // No default key: requests go unsigned. Any other failure is reported when reading it.
+    return error instanceof Deno.errors.NotFound ? undefined : fallback;
+  }
 }
 
 /**
