@@ -788,20 +788,10 @@ Deno.test("with authentication on, a request body is checked against its signatu
   await withFixture(
     async (f) => {
       for (
-        const [headers, code] of <Array<[Record<string, string>, string]>> [
-          [{}, "unauthorized"],
-          [
-            { authorization: "HSync-Ed25519 key=x, ts=1, nonce=y, sig=z" },
-            "unauthorized",
-          ],
-          // The fixture's Host is none of the server's names: the one reason told.
-          [
-            {
-              [BODY_DIGEST_HEADER]: "0".repeat(64),
-              authorization: "Basic eA==",
-            },
-            "unknown_server_name",
-          ],
+        const headers of <Array<Record<string, string>>> [
+          {},
+          { authorization: "HSync-Ed25519 key=x, ts=1, nonce=y, sig=z" },
+          { [BODY_DIGEST_HEADER]: "0".repeat(64), authorization: "Basic eA==" },
         ]
       ) {
         pulled = 0;
@@ -816,7 +806,7 @@ Deno.test("with authentication on, a request body is checked against its signatu
         await expectError(
           await f.call("/v1/bundle", { method: "POST", body, headers }),
           401,
-          code,
+          "unauthorized",
         );
         assert.ok(pulledAtVerdict <= 0, `${pulledAtVerdict} chunks read first`);
         assert.ok(pulled * chunk <= maxBody + 2 * chunk, `${pulled} chunks`);
