@@ -48,7 +48,13 @@ import {
   planLine,
   type Reporter,
 } from "./lib/client/progress.ts";
-import { openTransport, type Transport } from "./lib/client/transport.ts";
+import {
+  DEFAULT_IDENTITY,
+  identityFileOf,
+  openTransport,
+  type Transport,
+} from "./lib/client/transport.ts";
+import { type AuthFacts, withAuthAdvice } from "./lib/client/auth_advice.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { profileFor } from "./lib/shared/host_profiles.ts";
 import { publicLineOfFile } from "./lib/client/ssh_identity.ts";
@@ -115,6 +121,13 @@ async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
   const transport = await openTransport(settings, config.hsyncDir, {
     sshAuthSock: Deno.env.get("SSH_AUTH_SOCK"),
   });
+  authFacts = {
+    host: new URL(baseUrl).host,
+    signed: transport.sign !== undefined,
+    identityFile: transport.identityFile,
+    fingerprint: transport.fingerprint,
+    hsyncDir: config.hsyncDir,
+  };
   return { settings, baseUrl, transport, hsyncDir: config.hsyncDir };
 }
 
@@ -346,9 +359,18 @@ async function run(command: ClientCommand): Promise<number> {
     case "echo-config": {
       const config = await loadFor(command.configFile);
       // Validate every section so a bad value is reported here too.
-      clientSettings(config, "hscp");
-      clientSettings(config, "hsync");
-      console.log(formatConfig(config));
+      const shown: Record<string, Record<string, string>> = {};
+      for (const section of ["hscp", "hsync"] as const) {
+        const settings = clientSettings(config, section);
+        if (settings.identityFile !== "") continue;
+        const used = await identityFileOf(settings, config.hsyncDir);
+        shown[section] = {
+          Identity_file: used === undefined
+            ? `  ; none: no "${DEFAULT_IDENTITY}" in $HSYNC_DIR (requests are not signed)`
+            : `${used}  ; default: ${DEFAULT_IDENTITY} in $HSYNC_DIR`,
+        };
+      }
+      console.log(formatConfig(config, shown));
       return EXIT.ok;
     }
     case "keygen": {
@@ -379,6 +401,9 @@ async function run(command: ClientCommand): Promise<number> {
   }
 }
 
+/** How this run authenticates, once it is known: a 401 is then told with what to do. */
+let authFacts: AuthFacts | undefined;
+
 async function main(argv: string[]): Promise<number> {
   let debug = argv.includes("--debug");
   try {
@@ -386,7 +411,10 @@ async function main(argv: string[]): Promise<number> {
     debug = (command.kind === "pull" || command.kind === "push") &&
       command.debug;
     return await run(command);
-  } catch (error) {
+  } catch (thrown) {
+    const error = authFacts === undefined
+      ? thrown
+      : withAuthAdvice(thrown, authFacts);
     const code = exitCodeFor(error);
     console.error(`hsync: ${printable(describeError(error))}`);
     if (error instanceof UsageError) {

@@ -11,7 +11,12 @@ import {
   resolveHsyncDir,
   serverSettings,
 } from "./lib/shared/config.ts";
-import { describeError, exitCodeFor, isExpected } from "./lib/shared/errors.ts";
+import {
+  describeError,
+  exitCodeFor,
+  isExpected,
+  UsageError,
+} from "./lib/shared/errors.ts";
 import { VERSION } from "./lib/shared/version.ts";
 import {
   parseServerArgs,
@@ -131,6 +136,9 @@ function report(
 ): number {
   const message = describeError(error);
   console.error(`hsyncd: ${message}`);
+  if (error instanceof UsageError) {
+    console.error("Try 'hsyncd --help' for more information.");
+  }
   if (!isExpected(error)) {
     if (args?.debug && error instanceof Error) console.error(error.stack);
     else console.error("hsyncd: run with --debug for details");

@@ -244,9 +244,12 @@ async function assertPulled(f: Fixture, r: RunResult, out: string) {
 
 function assertRefused(r: RunResult, port: number): void {
   assert.equal(r.code, 3, r.stderr);
-  assert.equal(
+  // The one refusal the server explains: the name the request was sent to.
+  assert.match(
     r.stderr,
-    `hsync: Not authenticated by 127.0.0.1:${port}: Authentication required\n`,
+    new RegExp(
+      `^hsync: 127\\.0\\.0\\.1:${port} refused key SHA256:\\S+ \\(".*id_ed25519"\\): Host "127\\.0\\.0\\.1:${port}" is not one of this server's names \\(add it to Server_name on the server, or connect by a name it has\\)\n$`,
+    ),
   );
 }
 
@@ -293,12 +296,19 @@ Deno.test("a request signed for one hsyncd is refused by another trusting the sa
         authorization: captured,
       });
       assert.equal(r.status, 401, `Host: ${host}`);
+      // A name B does not have is the one reason told (it says nothing of keys).
       assert.equal(
         r.body,
-        '{"error":"unauthorized","message":"Authentication required"}',
+        host === hostA
+          ? JSON.stringify({
+            error: "unknown_server_name",
+            message:
+              `Host "${hostA}" is not one of this server's names (add it to Server_name on the server, or connect by a name it has)`,
+          })
+          : '{"error":"unauthorized","message":"Authentication required"}',
       );
     }
-    // The log says which check failed; the client was told nothing.
+    // The log says which check failed; the client was told nothing more.
     await serverB.said(
       new RegExp(
         `Refused GET /v1/stat from 127\\.0\\.0\\.1 \\(401\\): Host "${hostA}" is not one of this server's names`,
@@ -319,7 +329,7 @@ Deno.test("a request signed for one hsyncd is refused by another trusting the sa
       authorization: captured,
     });
     assert.equal(again.status, 401);
-    await serverA.said(/\(401\): nonce already used/);
+    await serverA.said(/\(401\): replayed nonce \(already used\)/);
   });
 
   await t.step(

@@ -73,7 +73,7 @@ Deno.test("a key pair from generateKeys() signs requests that the server accepts
       authorization: header,
       bodySha256: "-",
     }),
-    { ok: false, reason: "nonce already used" },
+    { ok: false, reason: "replayed nonce (already used)" },
   );
 });
 

@@ -107,11 +107,11 @@ const BAD: Array<[string[], string]> = [
   ],
   [
     ["-i", "/a", "-n", "0"],
-    'Invalid value "0" for -n: expected a whole number from 1 to 1024',
+    '-n needs a positive number of files in parallel, got "0"',
   ],
   [
     ["-i", "/a", "-n", "x"],
-    'Invalid value "x" for -n: expected a whole number from 1 to 1024',
+    '-n needs a positive number of files in parallel, got "x"',
   ],
   [
     ["somefile", "out"],
@@ -128,11 +128,11 @@ const BAD: Array<[string[], string]> = [
   ],
   [
     ["-i", "/a", "--max-entries", "0"],
-    'Invalid value "0" for --max-entries: expected a whole number of at least 1',
+    '--max-entries needs a positive number of entries, got "0"',
   ],
   [
     ["-i", "/a", "--max-entries", "1e6"],
-    'Invalid value "1e6" for --max-entries: expected a whole number of at least 1',
+    '--max-entries needs a positive number of entries, got "1e6"',
   ],
   [["-i", "/a", "--sync=yes"], 'Option "--sync" does not take a value'],
 ];
@@ -384,7 +384,7 @@ Deno.test("--delete, --max-delete, --dry-run and the regex and file-list selecti
   );
   refuse(
     ["-i", "/x", "--delete", "--max-delete", "many"],
-    'Invalid value "many" for --max-delete: expected a whole number of at least 0',
+    '--max-delete needs a number of deletions (0 or more), got "many"',
   );
   refuse(
     ["-i", "/x", "--delete", "--sync"],

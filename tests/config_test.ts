@@ -265,10 +265,38 @@ Deno.test("formatConfig() lists the files searched and every key by section with
     }),
   );
   assert.match(remote, /\[hscp\][^[]*Max_part_num = 8\n/);
+  // --sync takes Host_ip from [hscp] (no file sets it in [hsync]): remote too.
   assert.match(
     remote,
-    /\[hsync\][^[]*Max_part_num = 8 {2}; 1 for a pull from this/,
+    /\[hsync\][^[]*Host_ip = 10\.0\.0\.7 {2}; from \/h\/hsync.ini \[hscp\]\n/,
   );
+  assert.match(remote, /\[hsync\]\n(?:.*\n)*?Max_part_num = 8\n/);
+});
+
+Deno.test("clientSettings() for --sync takes connection keys from [hscp] unless [hsync] sets them in a file of equal or higher precedence", async () => {
+  const config = await loadConfig({
+    defaults,
+    hsyncDir: "/h",
+    configFile: "/c.ini",
+    readTextFile: fakeFs({
+      "/h/hsync.ini": "[hsync]\nPort = 1111\nCA_file = /old.pem\n",
+      "/c.ini":
+        "[hscp]\nTls = yes\nPort = 2222\nCA_file = /ca.pem\nData_timeout = 9\n[hsync]\nCA_file = /sync.pem\n",
+    }),
+  });
+  const sync = clientSettings(config, "hsync");
+  assert.equal(sync.tls, true);
+  // -c outranks $HSYNC_DIR/hsync.ini: its [hscp] Port wins over the user's [hsync] one.
+  assert.equal(sync.port, 2222);
+  // In one file, [hsync] wins.
+  assert.equal(sync.caFile, "/sync.pem");
+  // Only connection keys are shared: tuning stays per section.
+  assert.equal(
+    sync.dataTimeout,
+    clientSettings(config, "hsync", {}).dataTimeout,
+  );
+  assert.notEqual(sync.dataTimeout, 9);
+  assert.equal(clientSettings(config, "hscp").caFile, "/ca.pem");
 });
 
 Deno.test("resolveHsyncDir() prefers $HSYNC_DIR, else $HOME/.hsync", () => {

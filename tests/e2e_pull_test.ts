@@ -202,7 +202,7 @@ Deno.test("bad input gets one clear line and the documented exit code", async (t
       name: "port out of range",
       args: ["-i", "/x", "-p", "70000"],
       code: 1,
-      line: /"70000".*Port.*1 to 65535/,
+      line: /^hsync: -p needs a port number \(1-65535\), got "70000"$/,
     },
     {
       name: "unreachable host",

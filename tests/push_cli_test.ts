@@ -128,7 +128,9 @@ Deno.test("an unreachable server, a server that takes no writes and a refused ke
             message: "Authentication required",
           }, { status: 401 }),
       }),
-      "Not authenticated by HOST for writing: Authentication required",
+      `HOST requires a key: run "hsync keygen" and add the public line of "${
+        join(hsyncDir, "id_ed25519.pub")
+      }" to the server's Authorized_keys`,
     ],
   ];
   for (const [server, message] of servers) {

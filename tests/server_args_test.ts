@@ -69,22 +69,22 @@ for (const [argv, expected] of accepted) {
 const refused: Array<[string[], string]> = [
   [
     ["-p", "70000"],
-    'Invalid value "70000" for -p/--port: a port is a whole number from 1 to 65535',
+    '-p needs a port number (1-65535), got "70000"',
   ],
   [
     ["--port", "0"],
-    'Invalid value "0" for -p/--port: a port is a whole number from 1 to 65535',
+    '-p needs a port number (1-65535), got "0"',
   ],
   [
     ["-p", "http"],
-    'Invalid value "http" for -p/--port: a port is a whole number from 1 to 65535',
+    '-p needs a port number (1-65535), got "http"',
   ],
   [["-p"], 'Option "-p/--port" needs a value'],
   [["-p", "-d"], 'Option "-p/--port" needs a value'],
   [["-host"], 'Option "-host/--host-ip" needs a value'],
   [
     ["-host="],
-    'Invalid value "" for -host/--host-ip: expected an IP address or host name',
+    '-host needs an IP address or host name, got ""',
   ],
   [["--daemon=yes"], 'Option "-d/--daemon" does not take a value'],
   [["--foo"], 'Unknown option "--foo": see hsyncd --help'],

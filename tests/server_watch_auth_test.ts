@@ -254,10 +254,17 @@ Deno.test("with authentication on, a request signed for another server, or sent 
     const r = await send(signedFor, sentTo, host);
     assert.equal(r.status, 401, `${signedFor} to ${sentTo}`);
     assert.ok(!r.text.includes("secret data"));
-    assert.deepEqual(JSON.parse(r.text), {
-      error: "unauthorized",
-      message: "Authentication required",
-    });
+    // A name the server does not have is the one reason told: it says nothing of keys.
+    assert.deepEqual(
+      JSON.parse(r.text),
+      host === undefined && sentTo === "http://other.example"
+        ? {
+          error: "unknown_server_name",
+          message:
+            `Host "other.example" is not one of this server's names (add it to Server_name on the server, or connect by a name it has)`,
+        }
+        : { error: "unauthorized", message: "Authentication required" },
+    );
     assert.equal(reasons.length, 1);
     assert.match(reasons[0], why);
   }

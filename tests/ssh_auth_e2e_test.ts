@@ -70,7 +70,7 @@ Deno.test({
         { HSYNC_DIR: f.empty, SSH_AUTH_SOCK: agent.socket },
       );
       assert.equal(r.code, 3, r.stderr);
-      assert.match(r.stderr, /Not authenticated by/);
+      assert.match(r.stderr, /requires a key: run "hsync keygen"/);
     });
 
     await agent.add(f.stranger);

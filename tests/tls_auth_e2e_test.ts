@@ -273,9 +273,25 @@ Deno.test({
           join(f.dir, "out-stranger"),
           trusted,
         );
+        const r = await runClient(args, { HSYNC_DIR: strangerDir });
+        const key = join(strangerDir, "id_ed25519");
+        const fingerprint = /refused key (SHA256:[A-Za-z0-9+/]{43}) /.exec(
+          r.stderr,
+        )?.[1];
+        assert.ok(fingerprint !== undefined, r.stderr);
         refusedInOneLine(
-          await runClient(args, { HSYNC_DIR: strangerDir }),
-          /^hsync: Not authenticated by 127\.0\.0\.1:\d+: Authentication required$/,
+          r,
+          new RegExp(
+            `^hsync: 127\\.0\\.0\\.1:${server.port} refused key ${
+              fingerprint.replaceAll("+", "\\+")
+            } \\("${key}"\\): add its public line \\(in "${key}\\.pub"\\) to the server's Authorized_keys$`,
+          ),
+        );
+        // The server's log names the same key, as ssh-keygen -l prints it.
+        assert.ok(
+          server.stderr.includes(`(401): unknown key ${fingerprint} `) ||
+            server.stdout.includes(`(401): unknown key ${fingerprint} `),
+          server.stdout + server.stderr,
         );
       },
     );
@@ -289,8 +305,13 @@ Deno.test({
       );
       refusedInOneLine(
         await runClient(args, { HSYNC_DIR: join(f.dir, "empty-state") }),
-        /^hsync: Not authenticated by 127\.0\.0\.1:\d+: Authentication required$/,
+        new RegExp(
+          `^hsync: 127\\.0\\.0\\.1:${server.port} requires a key: run "hsync keygen" and add the public line of "${
+            join(f.dir, "empty-state", "id_ed25519.pub")
+          }" to the server's Authorized_keys$`,
+        ),
       );
+      assert.match(server.stdout + server.stderr, /\(401\): no signature /);
     });
 
     await t.step("an unsigned curl gets 401 and nothing more", async () => {
@@ -400,7 +421,7 @@ Deno.test({
         );
         refusedInOneLine(
           await runClient(args, { HSYNC_DIR: f.clientDir }),
-          /^hsync: Cannot reach 127\.0\.0\.1:\d+: the server does not speak plain HTTP \(is it HTTPS\? use --tls\)$/,
+          /^hsync: 127\.0\.0\.1:\d+ speaks HTTPS: add --tls or Tls = yes$/,
         );
       },
     );

@@ -1,6 +1,12 @@
 /** Parses the hsync command line (old single-dash flags included) into a command, without touching Deno.args. */
 import { parseArgs } from "node:util";
 import { UsageError } from "../shared/errors.ts";
+import {
+  badFlagValue,
+  checkHost,
+  checkPort,
+  joinNegativeValues,
+} from "../shared/flag_values.ts";
 import { DEFAULT_MAX_ENTRIES } from "./listing.ts";
 
 export { CLIENT_USAGE } from "./client_usage.ts";
@@ -164,6 +170,16 @@ const OPTIONS = {
   version: { type: "boolean" },
 } as const;
 
+/** Every spelling of the options that take a number, for {@linkcode joinNegativeValues}. */
+const VALUE_FLAGS: Record<string, string> = {
+  "-n": "--parallel",
+  "--parallel": "--parallel",
+  "-p": "--port",
+  "--port": "--port",
+  "--max-entries": "--max-entries",
+  "--max-delete": "--max-delete",
+};
+
 /** Rewrites the old single-dash long flag `-host` (and `-host=IP`) to `--host-ip`. */
 export function normalizeOldFlags(args: string[]): string[] {
   return args.map((a) => {
@@ -188,7 +204,7 @@ export function parseClientArgs(argv: string[]): ClientCommand {
   let parsed;
   try {
     parsed = parseArgs({
-      args: normalizeOldFlags(argv),
+      args: joinNegativeValues(normalizeOldFlags(argv), VALUE_FLAGS),
       options: OPTIONS,
       allowPositionals: true,
       strict: true,
@@ -228,8 +244,8 @@ export function parseClientArgs(argv: string[]): ClientCommand {
 
   let remotePaths = v.input ?? [];
   let localPath = v.output;
-  let host = v["host-ip"];
-  let port = v.port;
+  let host = flagHost(v);
+  let port = flagPort(v);
   if (positionals.length > 0) {
     // HOST:/a [HOST:/b ...] [LOCAL]: every argument but a last local one is remote.
     const lastIsLocal = positionals.length > 1 &&
@@ -277,7 +293,8 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     }
     remotePaths = specs.map((p) => p.path);
     host = host ?? specs[0].host;
-    port = port ?? specs[0].port;
+    port = port ??
+      (specs[0].port && checkPort(`"${specs[0].text}"`, specs[0].port));
     if (lastIsLocal) localPath = positionals[positionals.length - 1];
   }
   if (remotePaths.length === 0) {
@@ -380,8 +397,10 @@ function mirrorFlags(v: Values): MirrorFlags {
     text !== undefined &&
     (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)))
   ) {
-    throw new UsageError(
-      `Invalid value "${text}" for --max-delete: expected a whole number of at least 0`,
+    throw badFlagValue(
+      "--max-delete",
+      "a number of deletions (0 or more)",
+      text,
     );
   }
   if (text !== undefined && !v.delete) {
@@ -440,6 +459,17 @@ function checkRemotePath(remotePath: string): void {
   }
 }
 
+/** `-host`, checked. */
+function flagHost(v: Values): string | undefined {
+  const text = v["host-ip"];
+  return text === undefined ? undefined : checkHost("-host", text);
+}
+
+/** `-p`, checked. */
+function flagPort(v: Values): string | undefined {
+  return v.port === undefined ? undefined : checkPort("-p", v.port);
+}
+
 /** `--max-entries` and `-n`, checked. */
 function counts(v: Values): { maxEntries: number; parallel: number } {
   const maxEntries = v["max-entries"] === undefined
@@ -449,18 +479,25 @@ function counts(v: Values): { maxEntries: number; parallel: number } {
     !/^\d+$/.test(v["max-entries"] ?? "1") || maxEntries < 1 ||
     !Number.isSafeInteger(maxEntries)
   ) {
-    throw new UsageError(
-      `Invalid value "${
-        v["max-entries"]
-      }" for --max-entries: expected a whole number of at least 1`,
+    throw badFlagValue(
+      "--max-entries",
+      "a positive number of entries",
+      v["max-entries"] ?? "",
     );
   }
   const parallel = v.parallel === undefined ? 8 : Number(v.parallel);
-  if (
-    !/^\d+$/.test(v.parallel ?? "8") || parallel < 1 || parallel > 1024
-  ) {
-    throw new UsageError(
-      `Invalid value "${v.parallel}" for -n: expected a whole number from 1 to 1024`,
+  if (!/^\d+$/.test(v.parallel ?? "8") || parallel < 1) {
+    throw badFlagValue(
+      "-n",
+      "a positive number of files in parallel",
+      v.parallel ?? "",
+    );
+  }
+  if (parallel > 1024) {
+    throw badFlagValue(
+      "-n",
+      "at most 1024 files in parallel",
+      v.parallel ?? "",
     );
   }
   return { maxEntries, parallel };
@@ -473,8 +510,8 @@ function counts(v: Values): { maxEntries: number; parallel: number } {
 function parsePush(v: Values, positionals: string[]): PushCommand {
   let sources: string[];
   let remotePath: string;
-  let host = v["host-ip"];
-  let port = v.port;
+  let host = flagHost(v);
+  let port = flagPort(v);
   const scpStyle = positionals.length > 0;
   if (scpStyle) {
     if (v.input !== undefined || v.output !== undefined) {
@@ -506,7 +543,9 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     }
     remotePath = spec.path;
     host = host ?? spec.host;
-    port = port ?? spec.port;
+    port = port ??
+      (spec.port &&
+        checkPort(`"${positionals[positionals.length - 1]}"`, spec.port));
   } else {
     if (v.input === undefined || v.input.length === 0) {
       throw new UsageError("Missing the local path: give --push -i LOCAL_PATH");

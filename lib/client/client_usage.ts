@@ -33,7 +33,9 @@ Options:
   -n, --parallel N        files transferred in parallel (default 8; not
                           rsync's --dry-run)
   -c, --config INI        configuration file (see hsync echo-config)
-      --sync              pull, then follow remote changes ([hsync] section)
+      --sync              pull, then follow remote changes ([hsync] section;
+                          Host_ip, Port, Tls, CA_file, Identity_file also
+                          from [hscp] unless [hsync] sets them)
       --from-now          with --sync: skip existing content, follow new data
                           (also accepted as --ignore-exists)
       --verify            after each file, compare its SHA-256 with the

@@ -1,11 +1,17 @@
 /** The client side of the v1 HTTP interface: URLs, signing, timeouts, JSON errors and the streamed listing. */
 import { rangeHeader } from "../shared/byte_range.ts";
 import { ConnectError, HttpError, ProtocolError } from "../shared/errors.ts";
-import { type RequestSigner, tlsReason } from "./transport.ts";
+import type { RequestSigner } from "./transport.ts";
+import {
+  answerError,
+  foreignSuccess,
+  type Listener,
+  probeListener,
+  unreachableError,
+} from "./server_probe.ts";
 import {
   API,
   type BundleRequest,
-  type ErrorBody,
   type Extents,
   type GlobMatch,
   type HashResult,
@@ -14,6 +20,8 @@ import {
   type StatEntry,
   type WatchResult,
 } from "../shared/wire.ts";
+
+export { errorFrom } from "./server_probe.ts";
 
 /** Options of {@linkcode Remote}. */
 export interface RemoteOptions {
@@ -88,6 +96,8 @@ export class Remote {
   readonly #sign?: (request: Request) => Promise<void> | void;
   readonly #idleMs: number;
   readonly #onRefuse?: (error: ConnectError) => void;
+  /** What listens on the server's port, asked once when a request got no HTTP answer. */
+  #probe?: Promise<Listener | undefined>;
 
   constructor(options: RemoteOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -178,9 +188,10 @@ export class Remote {
         response = await fetch(request, { client: this.#client });
       } catch (error) {
         if (controller.signal.aborted) throw controller.signal.reason;
-        throw new ConnectError(
-          `Cannot reach ${this.host}: ${networkReason(error)}`,
-          { cause: error },
+        throw await unreachableError(
+          error,
+          url,
+          () => this.#probe ??= probeListener(url),
         );
       }
       last = performance.now();
@@ -207,9 +218,12 @@ export class Remote {
         throw refused;
       }
       if (response.ok || options.accept?.includes(response.status)) {
-        return exchange(response);
+        const foreign = foreignSuccess(response, url);
+        if (foreign === undefined) return exchange(response);
+        await response.body?.cancel().catch(() => {});
+        throw foreign;
       }
-      throw await errorFrom(response);
+      throw await answerError(response, url);
     } catch (error) {
       done();
       throw error;
@@ -437,23 +451,6 @@ export class Remote {
   }
 }
 
-/** Builds the error of a failed response from its JSON body (`{error, message}`), or from its status. */
-export async function errorFrom(response: Response): Promise<HttpError> {
-  let body: Partial<ErrorBody> | undefined;
-  try {
-    body = await response.json();
-  } catch {
-    body = undefined;
-  }
-  const code = typeof body?.error === "string"
-    ? body.error
-    : `http_${response.status}`;
-  const message = typeof body?.message === "string" && body.message !== ""
-    ? body.message
-    : `${response.status} ${response.statusText}`.trim();
-  return new HttpError(response.status, code, message);
-}
-
 /**
  * Splits a byte stream into lines (without the `\n`; a final line without
  * one is yielded too). Memory is bounded by the longest line, itself capped
@@ -545,26 +542,6 @@ function validExtents(body: Partial<Extents> | null): body is Extents {
     at = pair[1];
   }
   return true;
-}
-
-/** `connection refused`, `connection reset`... from a fetch error. */
-function networkReason(error: unknown): string {
-  // Deno says "fetch failed" and puts the details in the cause chain.
-  let text = "";
-  for (let e: unknown = error, i = 0; e !== undefined && i < 5; i++) {
-    const m = e instanceof Error ? e.message : String(e);
-    if (m !== "fetch failed") text = text === "" ? m : `${text}: ${m}`;
-    e = e instanceof Error ? e.cause : undefined;
-  }
-  if (text === "") text = "fetch failed";
-  const tls = tlsReason(text);
-  if (tls !== undefined) return tls;
-  if (/connection refused/i.test(text)) return "connection refused";
-  if (/connection reset/i.test(text)) return "connection reset";
-  if (/dns error|failed to lookup/i.test(text)) return "unknown host";
-  const parts = text.split(": ");
-  const last = parts[parts.length - 1].replace(/\s*\(os error \d+\)$/, "");
-  return last.charAt(0).toLowerCase() + last.slice(1);
 }
 
 /**

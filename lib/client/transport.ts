@@ -1,4 +1,5 @@
 /** How the client reaches the server: the HTTP client (TLS trust) and the request signer (key authentication). */
+import { Buffer } from "node:buffer";
 import { isAbsolute, join } from "node:path";
 import {
   BODY_DIGEST_HEADER,
@@ -9,6 +10,7 @@ import {
 } from "../shared/auth.ts";
 import type { ClientSettings } from "../shared/config.ts";
 import { ConfigError } from "../shared/errors.ts";
+import { ed25519Fingerprint } from "../shared/key_fingerprint.ts";
 import { reason } from "../shared/errors.ts";
 import { isOpenSshPrivateKey } from "../shared/openssh_key.ts";
 import {
@@ -26,6 +28,8 @@ export interface Transport {
   sign?: RequestSigner;
   /** The identity file used for signing, if any (for messages). */
   identityFile?: string;
+  /** `SHA256:...` of the signing key, as ssh prints it (for messages). */
+  fingerprint?: string;
 }
 
 /**
@@ -88,22 +92,15 @@ export async function openTransport(
     }
   }
 
-  let identityFile: string | undefined;
-  if (settings.identityFile !== "") {
-    identityFile = resolveIn(hsyncDir, settings.identityFile);
-  } else {
-    const fallback = join(hsyncDir, DEFAULT_IDENTITY);
-    try {
-      await stat(fallback);
-      identityFile = fallback;
-    } catch (error) {
-      // No default key: requests go unsigned. Any other failure is reported below when reading it.
-      if (!(error instanceof Deno.errors.NotFound)) identityFile = fallback;
-    }
-  }
+  const identityFile = await identityFileOf(settings, hsyncDir, stat);
   if (identityFile !== undefined) {
-    const identity = await readIdentity(read, stat, identityFile);
+    const { identity, publicKey } = await readIdentity(
+      read,
+      stat,
+      identityFile,
+    );
     transport.identityFile = identityFile;
+    transport.fingerprint = ed25519Fingerprint(publicKey);
     transport.sign = signerFor(identity);
   } else if (options.sshAuthSock) {
     const agent = await agentSigning(options.sshAuthSock);
@@ -114,6 +111,29 @@ export async function openTransport(
     }
   }
   return transport;
+}
+
+/**
+ * The key file a run signs with: `Identity_file` (relative to `HSYNC_DIR`),
+ * else `$HSYNC_DIR/id_ed25519` when it exists; undefined when requests go
+ * unsigned. Used by `openTransport` and shown by `hsync echo-config`.
+ */
+export async function identityFileOf(
+  settings: Pick<ClientSettings, "identityFile">,
+  hsyncDir: string,
+  stat: (path: string) => Promise<unknown> = Deno.stat,
+): Promise<string | undefined> {
+  if (settings.identityFile !== "") {
+    return resolveIn(hsyncDir, settings.identityFile);
+  }
+  const fallback = join(hsyncDir, DEFAULT_IDENTITY);
+  try {
+    await stat(fallback);
+    return fallback;
+  } catch (error) {
+    // No default key: requests go unsigned. Any other failure is reported when reading it.
+    return error instanceof Deno.errors.NotFound ? undefined : fallback;
+  }
 }
 
 /**
@@ -162,7 +182,7 @@ async function readIdentity(
   read: (path: string) => Promise<string>,
   stat: (path: string) => Promise<{ mode: number | null }>,
   path: string,
-): Promise<Identity | Authorize> {
+): Promise<{ identity: Identity | Authorize; publicKey: string }> {
   let mode: number | null;
   try {
     mode = (await stat(path)).mode;
@@ -183,10 +203,14 @@ async function readIdentity(
   try {
     if (isOpenSshPrivateKey(pem)) {
       const ssh = await openSshIdentity(pem, path);
-      return (method, url, options) =>
-        sshAuthorization(ssh, method, url, options);
+      return {
+        identity: (method, url, options) =>
+          sshAuthorization(ssh, method, url, options),
+        publicKey: Buffer.from(ssh.raw).toString("base64"),
+      };
     }
-    return await loadIdentity(pem, path);
+    const identity = await loadIdentity(pem, path);
+    return { identity, publicKey: identity.publicKey };
   } catch (error) {
     throw new ConfigError(
       error instanceof Error ? error.message : String(error),
@@ -234,10 +258,10 @@ export function tlsReason(text: string): string | undefined {
     }`;
   }
   if (/InvalidContentType|corrupt message/i.test(text)) {
-    return "the server does not speak HTTPS (is Tls on for a plain HTTP server?)";
+    return "the server does not speak HTTPS";
   }
   if (/invalid HTTP version parsed/i.test(text)) {
-    return "the server does not speak plain HTTP (is it HTTPS? use --tls)";
+    return "the server does not speak HTTP";
   }
   return undefined;
 }

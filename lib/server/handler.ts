@@ -5,7 +5,7 @@
  * error_status.ts; then one access-log line.
  */
 import { HttpError } from "../shared/errors.ts";
-import { API } from "../shared/wire.ts";
+import { API, API_HEADER, API_VERSION } from "../shared/wire.ts";
 import { createHostMatcher, normalizeAddress } from "../shared/host_allow.ts";
 import { admit, openTicket, settle } from "./admission.ts";
 import { type ContextOptions, createContext } from "./context.ts";
@@ -100,6 +100,8 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
             error.status === 408))
       ) response.headers.set("connection", "close");
     }
+    // How hsync tells hsyncd from another HTTP server on this address.
+    response.headers.set(API_HEADER, String(API_VERSION));
     if (options.log !== undefined) {
       const length = response.headers.get("content-length");
       try {

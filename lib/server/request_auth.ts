@@ -19,6 +19,13 @@ export interface AuthOptions {
   onUnauthorized?: (reason: string, request: Request, remote: string) => void;
 }
 
+/**
+ * `error` code of a 401 for a request sent to a name this server does not
+ * have: the one refusal whose reason the client is told, as it gives away
+ * nothing about keys and its fix is on the client's or the admin's side.
+ */
+export const UNKNOWN_SERVER_NAME = "unknown_server_name";
+
 function unauthorized(): HttpError {
   return new HttpError(401, "unauthorized", "Authentication required");
 }
@@ -32,8 +39,8 @@ function unauthorized(): HttpError {
  * signed for another server is refused here. A signed body is then read
  * within the bundle body limit, checked against the declared digest and
  * kept for the endpoint's `readJsonBody` (the request itself, and its
- * signal, stay as they are). A refusal says nothing more than 401; its
- * reason goes to `onUnauthorized`.
+ * signal, stay as they are). A refusal says nothing more than 401 (but
+ * for {@linkcode UNKNOWN_SERVER_NAME}); its reason goes to `onUnauthorized`.
  */
 export async function authenticate(
   options: AuthOptions,
@@ -42,13 +49,13 @@ export async function authenticate(
   remote: string,
   limits: ServerLimits,
 ): Promise<void> {
-  const refuse = (reason: string) => {
+  const refuse = (reason: string, told?: HttpError) => {
     try {
       options.onUnauthorized?.(reason, request, remote);
     } catch {
       // A failing logger must not change the answer.
     }
-    return unauthorized();
+    return told ?? unauthorized();
   };
   let declared = "-";
   if (request.body !== null) {
@@ -69,6 +76,12 @@ export async function authenticate(
   if (server === undefined) {
     throw refuse(
       `Host "${authority}" is not one of this server's names (add it to Server_name if clients use it)`,
+      // Without names (a handler built for tests) there is no name to tell about.
+      options.serverNames && new HttpError(
+        401,
+        UNKNOWN_SERVER_NAME,
+        `Host "${authority}" is not one of this server's names (add it to Server_name on the server, or connect by a name it has)`,
+      ),
     );
   }
   const verdict = await options.verifier!({

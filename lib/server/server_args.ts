@@ -2,6 +2,11 @@
 import { parseArgs } from "node:util";
 import { type Overrides, parseValue } from "../shared/config.ts";
 import { UsageError } from "../shared/errors.ts";
+import {
+  checkHost,
+  checkPort,
+  joinNegativeValues,
+} from "../shared/flag_values.ts";
 
 /** What hsyncd was asked to do; `run` serves in the foreground. */
 export type ServerCommand = "run" | "start" | "stop" | "restart" | "status";
@@ -68,7 +73,10 @@ export function parseServerArgs(args: string[]): ServerArgs {
   let parsed;
   try {
     parsed = parseArgs({
-      args: rewriteOldFlags(args),
+      args: joinNegativeValues(rewriteOldFlags(args), {
+        "-p": "--port",
+        "--port": "--port",
+      }),
       options: OPTIONS,
       strict: true,
       allowPositionals: true,
@@ -97,10 +105,10 @@ export function parseServerArgs(args: string[]): ServerArgs {
 
   const overrides: Overrides = {};
   if (values["host-ip"] !== undefined) {
-    overrides.Host_ip = checked("host", values["host-ip"], "-host/--host-ip");
+    overrides.Host_ip = checkHost("-host", values["host-ip"]);
   }
   if (values.port !== undefined) {
-    overrides.Port = checked("port", values.port, "-p/--port");
+    overrides.Port = checkPort("-p", values.port);
   }
   if (values.log !== undefined) {
     if (values.log.trim() === "") {
@@ -157,7 +165,7 @@ function isShortCluster(arg: string): boolean {
 
 /** Validates an option value by the same rules as the ini key, as a usage error. */
 function checked(
-  kind: "host" | "port" | "path",
+  kind: "path",
   raw: string,
   option: string,
 ): string {

@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { dirname, join, resolve } from "node:path";
 import { ConfigError } from "./errors.ts";
 import { reason } from "./errors.ts";
+import { ed25519Fingerprint } from "./key_fingerprint.ts";
 import { serverOrigin } from "./server_origin.ts";
 import {
   type AuthorizedKey,
@@ -312,7 +313,9 @@ export async function createVerifier(
       header?.startsWith(s + " ")
     );
     if (header === null || scheme === undefined) {
-      return refuse(`no ${SCHEME} or ${SSH_SCHEME} Authorization header`);
+      return refuse(
+        `no signature (no ${SCHEME} or ${SSH_SCHEME} Authorization header)`,
+      );
     }
     const fields = new Map<string, string>();
     for (const part of header.slice(scheme.length + 1).split(",")) {
@@ -323,7 +326,13 @@ export async function createVerifier(
     }
     const keyText = fields.get("key") ?? "";
     const known = keys.get(keyText);
-    if (known === undefined) return refuse("key not in Authorized_keys");
+    if (known === undefined) {
+      return refuse(
+        `unknown key ${
+          ed25519Fingerprint(keyText) ?? "(malformed)"
+        } (not in Authorized_keys)`,
+      );
+    }
     if (!known.schemes.has(scheme)) {
       return refuse(
         `key in Authorized_keys as ${
@@ -345,7 +354,9 @@ export async function createVerifier(
     const t = now();
     if (Math.abs(t - ts) > skew) {
       return refuse(
-        `timestamp ${Math.round((ts - t) / 1000)} s from the server's clock`,
+        `stale time: timestamp ${
+          Math.round((ts - t) / 1000)
+        } s from the server's clock`,
       );
     }
     const taken = nonces.take(keyText, nonce, ts, Math.max(t, ts) + skew, t);

@@ -340,7 +340,7 @@ function getter(
         `"${own.source}" [host:${profile}] ${key}`,
       );
     }
-    const setting = config.values[section][key];
+    const setting = effectiveSetting(config, section, key);
     if (setting === undefined) {
       throw new ConfigError(
         `Missing key ${key} in [${section}] of the built-in defaults`,
@@ -349,9 +349,44 @@ function getter(
     return parseValue(
       kind,
       setting.raw,
-      `"${setting.source}" [${section}] ${key}`,
+      `"${setting.source}" [${setting.section ?? section}] ${key}`,
     );
   };
+}
+
+/** Connection keys `--sync` ([hsync]) takes from [hscp] unless [hsync] sets them (README "Configuration"). */
+export const SHARED_CLIENT_KEYS = [
+  "Host_ip",
+  "Port",
+  "Tls",
+  "CA_file",
+  "Identity_file",
+] as const;
+
+/**
+ * The value a section uses for a key, and where it came from. For [hsync],
+ * a connection key ({@linkcode SHARED_CLIENT_KEYS}) set in [hscp] by a
+ * file of higher precedence than any that sets it in [hsync] comes from
+ * [hscp] (`section` then says so): a setting given once serves both; in
+ * one file, [hsync] wins.
+ */
+export function effectiveSetting(
+  config: LoadedConfig,
+  section: Section,
+  key: string,
+): (Setting & { section?: Section }) | undefined {
+  const own = config.values[section][key];
+  if (
+    section !== "hsync" ||
+    !(SHARED_CLIENT_KEYS as readonly string[]).includes(key)
+  ) return own;
+  const shared = config.values.hscp[key];
+  if (shared === undefined) return own;
+  const rank = (s: Setting | undefined) =>
+    s === undefined
+      ? -1
+      : config.searched.findIndex((f) => f.path === s.source);
+  return rank(shared) > rank(own) ? { ...shared, section: "hscp" } : own;
 }
 
 /** Parses one raw value of the given kind; `where` names file, section and key in the error. */
@@ -430,8 +465,15 @@ export function parseBytes(text: string): number | undefined {
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
-/** `hsync echo-config`: the files searched in order and every effective value by section. */
-export function formatConfig(config: LoadedConfig): string {
+/**
+ * `hsync echo-config`: the files searched in order and every effective value
+ * by section; `shown` replaces the line of a key whose effective value is
+ * not in any file (the default key file, when it exists).
+ */
+export function formatConfig(
+  config: LoadedConfig,
+  shown: Partial<Record<Section, Record<string, string>>> = {},
+): string {
   const lines = ["; files searched, lowest precedence first:"];
   for (const f of config.searched) {
     lines.push(`;   ${f.path}${f.found ? "" : " (not found)"}`);
@@ -439,17 +481,23 @@ export function formatConfig(config: LoadedConfig): string {
   for (const section of Object.keys(SCHEMA) as Section[]) {
     lines.push("", `[${section}]`);
     for (const key of Object.keys(SCHEMA[section])) {
-      const s = config.values[section][key];
-      let note = s?.source === BUILTIN ? "" : `  ; from ${s?.source}`;
+      const s = effectiveSetting(config, section, key);
+      let note = s?.source === BUILTIN
+        ? ""
+        : `  ; from ${s?.source}${s?.section ? ` [${s.section}]` : ""}`;
       if (
         key === "Max_part_num" &&
         oneStreamToThisMachine(
           config,
           section,
-          config.values[section].Host_ip?.raw ?? "",
+          effectiveSetting(config, section, "Host_ip")?.raw ?? "",
         )
       ) note = "  ; 1 for a pull from this loopback Host_ip (no file sets it)";
-      lines.push(s === undefined ? `${key} =` : `${key} = ${s.raw}${note}`);
+      const value = shown[section]?.[key];
+      if (value !== undefined) lines.push(`${key} = ${value}`);
+      else {lines.push(
+          s === undefined ? `${key} =` : `${key} = ${s.raw}${note}`,
+        );}
     }
   }
   lines.push(...formatProfiles(config.profiles));

@@ -44,7 +44,7 @@ export class NonceCache {
     let nonces = this.#byKey.get(key);
     if (nonces === undefined) this.#byKey.set(key, nonces = new Map());
     this.#expire(nonces, now);
-    if (nonces.has(nonce)) return "nonce already used";
+    if (nonces.has(nonce)) return "replayed nonce (already used)";
     if (nonces.size >= this.#maxPerKey && !this.#dropOldest(key, nonces)) {
       return "every nonce of this key is still being checked";
     }

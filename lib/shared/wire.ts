@@ -3,6 +3,12 @@
 /** The API version served by `/v1/health` and spoken by the client. */
 export const API_VERSION = 1;
 
+/**
+ * Header on every answer of hsyncd, holding {@linkcode API_VERSION}: how
+ * hsync tells hsyncd from another HTTP server on the same address.
+ */
+export const API_HEADER = "x-hsync-api";
+
 /** Endpoint paths of the v1 interface (a public contract, DESIGN.md §5). */
 export const API = {
   health: "/v1/health",
