@@ -135,6 +135,8 @@ async function runPull(cmd: PullCommand): Promise<number> {
       onEvent: (event) => toTerminal(event, reporter),
       client: transport.client,
       sign: transport.sign,
+      noWait: cmd.noWait,
+      onLockWait: cmd.quiet ? undefined : waitLine,
     };
     let summary;
     if (isMultiSource(cmd.remotePaths)) {
@@ -156,6 +158,15 @@ async function runPull(cmd: PullCommand): Promise<number> {
     reporter.stop();
     stopListening();
   }
+}
+
+/** The one line a run waiting for another hsync's destination lock prints. */
+function waitLine(dir: string, pid: number | undefined): void {
+  writeErr(
+    `hsync: waiting for another hsync writing into ${
+      printable(JSON.stringify(dir))
+    }${pid === undefined ? "" : ` (pid ${pid})`}\n`,
+  );
 }
 
 /** What a pull or a push selects: the globs, the regular expressions and the `-from` files read (`-` is standard input). */

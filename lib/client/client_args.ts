@@ -39,6 +39,8 @@ export interface PullCommand {
   tls: boolean;
   quiet: boolean;
   debug: boolean;
+  /** `--no-wait`: another hsync writing into the same destination stops this run (exit 1) instead of making it wait. */
+  noWait: boolean;
 }
 
 /** A push of local files and trees to the server. */
@@ -69,6 +71,8 @@ export interface PushCommand {
   tls: boolean;
   quiet: boolean;
   debug: boolean;
+  /** `--no-wait`: another hsync writing into the same destination stops this run (exit 1) instead of making it wait. */
+  noWait: boolean;
 }
 
 /**
@@ -151,17 +155,20 @@ const OPTIONS = {
   "max-entries": { type: "string" },
   tls: { type: "boolean" },
   quiet: { type: "boolean" },
+  "no-wait": { type: "boolean" },
   debug: { type: "boolean" },
   force: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
 
-/** Rewrites the old single-dash long flag `-host` (and `-host=IP`) to `--host-ip`. */
+/** Rewrites the old tool's long flags: `-host` (and `-host=IP`) to `--host-ip`, `--num N` (and `--num=N`) to `-n`'s `--parallel`. */
 export function normalizeOldFlags(args: string[]): string[] {
   return args.map((a) => {
     if (a === "-host") return "--host-ip";
     if (a.startsWith("-host=")) return `--host-ip=${a.slice(6)}`;
+    if (a === "--num") return "--parallel";
+    if (a.startsWith("--num=")) return `--parallel=${a.slice(6)}`;
     return a;
   });
 }
@@ -322,6 +329,7 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
+    noWait: v["no-wait"] ?? false,
   };
 }
 
@@ -540,6 +548,7 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
+    noWait: v["no-wait"] ?? false,
   };
 }
 

@@ -30,7 +30,7 @@ Options:
   -host, --host-ip IP     server address (default from hsync.ini, 127.0.0.1)
   -p, --port PORT         server port (default 10808)
   -n, --parallel N        files transferred in parallel (default 8; not
-                          rsync's --dry-run)
+                          rsync's --dry-run; --num N is the old tool's name)
   -c, --config INI        configuration file (see hsync echo-config)
       --sync              pull, then follow remote changes ([hsync] section)
       --from-now          with --sync: skip existing content, follow new data
@@ -91,6 +91,10 @@ Options:
       --max-entries N     stop with exit code 3 when a listing holds more
                           than N entries (default 10000000)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
+      --no-wait           another hsync writing into the same destination
+                          directory (a pull into it, or a push into the same
+                          server directory) stops this run with exit code 1
+                          instead of making it wait for the other to finish
       --quiet             no progress output (the summary line still prints)
       --debug             stack traces and request details on errors
   -h, --help              this text
