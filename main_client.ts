@@ -51,6 +51,7 @@ import {
 import { openTransport, type Transport } from "./lib/client/transport.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { VERSION } from "./lib/shared/version.ts";
+import { enterInvocationDir } from "./lib/shared/invocation_dir.ts";
 
 const encoder = new TextEncoder();
 
@@ -371,6 +372,8 @@ async function run(command: ClientCommand): Promise<number> {
 async function main(argv: string[]): Promise<number> {
   let debug = argv.includes("--debug");
   try {
+    // Before any path is read: relative paths are the user's, not the repository's.
+    enterInvocationDir();
     const command = parseClientArgs(argv);
     debug = (command.kind === "pull" || command.kind === "push") &&
       command.debug;

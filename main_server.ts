@@ -13,6 +13,7 @@ import {
 } from "./lib/shared/config.ts";
 import { describeError, exitCodeFor, isExpected } from "./lib/shared/errors.ts";
 import { VERSION } from "./lib/shared/version.ts";
+import { enterInvocationDir } from "./lib/shared/invocation_dir.ts";
 import {
   parseServerArgs,
   SERVER_USAGE,
@@ -155,6 +156,8 @@ if (import.meta.main) {
   let args: ServerArgs | undefined;
   let code: number;
   try {
+    // Before any path is read: relative paths are the user's, not the repository's.
+    enterInvocationDir();
     args = parseServerArgs(Deno.args);
     code = await main(args);
   } catch (error) {
