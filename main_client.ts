@@ -72,6 +72,7 @@ async function loadFor(
   const hsyncDir = hsyncDirOf();
   const config = await loadConfig({ defaults, hsyncDir, configFile });
   for (const w of config.warnings) console.error(`hsync: warning: ${w}`);
+  for (const n of config.notes ?? []) console.error(`hsync: note: ${n}`);
   return { ...config, hsyncDir };
 }
 

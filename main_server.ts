@@ -92,10 +92,12 @@ async function main(args: ServerArgs): Promise<number> {
     return {
       settings: serverSettings(config, args.overrides),
       warnings: config.warnings,
+      notes: config.notes ?? [],
     };
   };
-  const { settings, warnings } = await readSettings();
+  const { settings, warnings, notes } = await readSettings();
   for (const warning of warnings) terminal.err(`warning: ${warning}`);
+  for (const note of notes) terminal.err(`note: ${note}`);
   switch (args.command) {
     case "run":
       return await serve({
