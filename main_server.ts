@@ -20,7 +20,12 @@ import {
   type ServerArgs,
 } from "./lib/server/server_args.ts";
 import { appendLogLine } from "./lib/server/server_log.ts";
-import { pidfilePath } from "./lib/server/daemon.ts";
+import {
+  checkPidfile,
+  DEFAULT_PORT,
+  pidfilePath,
+} from "./lib/server/daemon.ts";
+import { pidfileToManage, restartArgs } from "./lib/server/instances.ts";
 import { restart, start, status, stop } from "./lib/server/daemon_commands.ts";
 import {
   alreadyLogged,
@@ -65,7 +70,8 @@ const signals: ServeSignals = {
   },
 };
 
-async function main(args: ServerArgs): Promise<number> {
+async function main(given: ServerArgs): Promise<number> {
+  const args = await effectiveArgs(given);
   if (args.help) {
     console.log(SERVER_USAGE);
     return 0;
@@ -78,7 +84,7 @@ async function main(args: ServerArgs): Promise<number> {
     HSYNC_DIR: Deno.env.get("HSYNC_DIR"),
     HOME: Deno.env.get("HOME"),
   }));
-  const pidfile = pidfilePath(hsyncDir);
+  const pidfile = await managedPidfile(given, hsyncDir);
   if (args.command === "status") return await status(pidfile, terminal);
   if (args.command === "stop") return await stop(pidfile, terminal);
 
@@ -104,6 +110,7 @@ async function main(args: ServerArgs): Promise<number> {
         settings,
         hsyncDir,
         pidfile,
+        startArgs: Deno.args,
         warnings,
         reload: readSettings,
         terminal,
@@ -115,7 +122,7 @@ async function main(args: ServerArgs): Promise<number> {
       const options = {
         args,
         hsyncDir,
-        pidfile,
+        pidfile: pidfilePath(hsyncDir, settings.port),
         settings,
         mainModule: import.meta.url,
         terminal,
@@ -124,6 +131,51 @@ async function main(args: ServerArgs): Promise<number> {
         ? await start(options)
         : await restart(options);
     }
+  }
+}
+
+/** The pidfile a daemon command is about: its port's, or (status, stop, restart without -p) the only one there is. */
+async function managedPidfile(
+  args: ServerArgs,
+  hsyncDir: string,
+): Promise<string> {
+  const port = Number(args.overrides.Port ?? await configuredPort(args));
+  if (args.command === "run" || args.command === "start") {
+    return pidfilePath(hsyncDir, port);
+  }
+  return await pidfileToManage(
+    hsyncDir,
+    port,
+    args.overrides.Port !== undefined,
+  );
+}
+
+/** The arguments to act on: for `restart`, the running server's own (its port, address, files and options) under those given. */
+async function effectiveArgs(given: ServerArgs): Promise<ServerArgs> {
+  if (given.command !== "restart") return given;
+  const hsyncDir = resolve(resolveHsyncDir({
+    HSYNC_DIR: Deno.env.get("HSYNC_DIR"),
+    HOME: Deno.env.get("HOME"),
+  }));
+  const state = await checkPidfile(await managedPidfile(given, hsyncDir));
+  if (state.state !== "running" || state.info.args === undefined) return given;
+  return restartArgs(given, state.info.args, state.info.cwd);
+}
+
+/** The port the configuration files give (undefined: the default), for the pidfile of a command without -p; a file that cannot be read is the command's own to report. */
+async function configuredPort(args: ServerArgs): Promise<number> {
+  try {
+    const config = await loadConfig({
+      defaults,
+      hsyncDir: resolve(resolveHsyncDir({
+        HSYNC_DIR: Deno.env.get("HSYNC_DIR"),
+        HOME: Deno.env.get("HOME"),
+      })),
+      configFile: args.configFile,
+    });
+    return serverSettings(config, {}).port;
+  } catch {
+    return DEFAULT_PORT;
   }
 }
 
