@@ -71,7 +71,7 @@ export interface PushCommand {
   tls: boolean;
   quiet: boolean;
   debug: boolean;
-  /** `--no-wait`: another hsync writing into the same destination stops this run (exit 1) instead of making it wait. */
+  /** `--no-wait`: accepted; a push takes no destination lock yet (the server side is to come). */
   noWait: boolean;
 }
 

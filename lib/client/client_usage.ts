@@ -91,10 +91,9 @@ Options:
       --max-entries N     stop with exit code 3 when a listing holds more
                           than N entries (default 10000000)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
-      --no-wait           another hsync writing into the same destination
-                          directory (a pull into it, or a push into the same
-                          server directory) stops this run with exit code 1
-                          instead of making it wait for the other to finish
+      --no-wait           another hsync pulling into the same destination
+                          directory stops this pull with exit code 1 instead
+                          of making it wait for the other to finish
       --quiet             no progress output (the summary line still prints)
       --debug             stack traces and request details on errors
   -h, --help              this text
