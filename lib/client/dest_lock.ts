@@ -70,6 +70,8 @@ export async function lockDestination(
     options.signal?.throwIfAborted();
     const file = openLockFile(path);
     if (file === undefined) continue;
+    // No hsync can write there either: each file then fails on its own, in one line.
+    if (file === "unwritable") return { release() {} };
     let held = false;
     try {
       if (!await file.tryLock(true)) {
@@ -107,20 +109,29 @@ export async function lockDestination(
   }
 }
 
-/** The lock file at `path`, created when absent; undefined when it vanished in between (try again). */
-function openLockFile(path: string): Deno.FsFile | undefined {
+/**
+ * The lock file at `path`, created when absent; undefined when it vanished
+ * in between (try again); `"unwritable"` when the directory refuses a new
+ * file (read-only, no permission).
+ */
+function openLockFile(path: string): Deno.FsFile | undefined | "unwritable" {
   try {
     return createChecked(path);
   } catch (error) {
+    // A failed open (not a check of what was opened) carries its cause.
+    if (error instanceof LocalPathError && error.cause !== undefined) {
+      return "unwritable";
+    }
     if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
   }
   try {
     return openChecked(path, { write: true });
   } catch (error) {
-    if (
-      error instanceof LocalPathError &&
-      error.cause instanceof Deno.errors.NotFound
-    ) return undefined;
+    if (error instanceof LocalPathError && error.cause !== undefined) {
+      return error.cause instanceof Deno.errors.NotFound
+        ? undefined
+        : "unwritable";
+    }
     throw error;
   }
 }
