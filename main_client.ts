@@ -60,6 +60,7 @@ import { profileFor } from "./lib/shared/host_profiles.ts";
 import { publicLineOfFile } from "./lib/client/ssh_identity.ts";
 import { checkHostResolves } from "./lib/client/host_lookup.ts";
 import { VERSION } from "./lib/shared/version.ts";
+import { enterInvocationDir } from "./lib/shared/invocation_dir.ts";
 
 const encoder = new TextEncoder();
 
@@ -80,6 +81,7 @@ async function loadFor(
   const hsyncDir = hsyncDirOf();
   const config = await loadConfig({ defaults, hsyncDir, configFile });
   for (const w of config.warnings) console.error(`hsync: warning: ${w}`);
+  for (const n of config.notes ?? []) console.error(`hsync: note: ${n}`);
   return { ...config, hsyncDir };
 }
 
@@ -166,6 +168,8 @@ async function runPull(cmd: PullCommand): Promise<number> {
       onEvent: (event) => toTerminal(event, reporter),
       client: transport.client,
       sign: transport.sign,
+      noWait: cmd.noWait,
+      onLockWait: cmd.quiet ? undefined : waitLine,
     };
     let summary;
     if (isMultiSource(cmd.remotePaths)) {
@@ -187,6 +191,15 @@ async function runPull(cmd: PullCommand): Promise<number> {
     reporter.stop();
     stopListening();
   }
+}
+
+/** The one line a run waiting for another hsync's destination lock prints. */
+function waitLine(dir: string, pid: number | undefined): void {
+  writeErr(
+    `hsync: waiting for another hsync writing into ${
+      printable(JSON.stringify(dir))
+    }${pid === undefined ? "" : ` (pid ${pid})`}\n`,
+  );
 }
 
 /** What a pull or a push selects: the globs, the regular expressions and the `-from` files read (`-` is standard input). */
@@ -407,6 +420,8 @@ let authFacts: AuthFacts | undefined;
 async function main(argv: string[]): Promise<number> {
   let debug = argv.includes("--debug");
   try {
+    // Before any path is read: relative paths are the user's, not the repository's.
+    enterInvocationDir();
     const command = parseClientArgs(argv);
     debug = (command.kind === "pull" || command.kind === "push") &&
       command.debug;

@@ -18,13 +18,19 @@ import {
   UsageError,
 } from "./lib/shared/errors.ts";
 import { VERSION } from "./lib/shared/version.ts";
+import { enterInvocationDir } from "./lib/shared/invocation_dir.ts";
 import {
   parseServerArgs,
   SERVER_USAGE,
   type ServerArgs,
 } from "./lib/server/server_args.ts";
 import { appendLogLine } from "./lib/server/server_log.ts";
-import { pidfilePath } from "./lib/server/daemon.ts";
+import {
+  checkPidfile,
+  DEFAULT_PORT,
+  pidfilePath,
+} from "./lib/server/daemon.ts";
+import { pidfileToManage, restartArgs } from "./lib/server/instances.ts";
 import { restart, start, status, stop } from "./lib/server/daemon_commands.ts";
 import {
   alreadyLogged,
@@ -69,7 +75,8 @@ const signals: ServeSignals = {
   },
 };
 
-async function main(args: ServerArgs): Promise<number> {
+async function main(given: ServerArgs): Promise<number> {
+  const args = await effectiveArgs(given);
   if (args.help) {
     console.log(SERVER_USAGE);
     return 0;
@@ -82,7 +89,7 @@ async function main(args: ServerArgs): Promise<number> {
     HSYNC_DIR: Deno.env.get("HSYNC_DIR"),
     HOME: Deno.env.get("HOME"),
   }));
-  const pidfile = pidfilePath(hsyncDir);
+  const pidfile = await managedPidfile(given, hsyncDir);
   if (args.command === "status") return await status(pidfile, terminal);
   if (args.command === "stop") return await stop(pidfile, terminal);
 
@@ -96,16 +103,19 @@ async function main(args: ServerArgs): Promise<number> {
     return {
       settings: serverSettings(config, args.overrides),
       warnings: config.warnings,
+      notes: config.notes ?? [],
     };
   };
-  const { settings, warnings } = await readSettings();
+  const { settings, warnings, notes } = await readSettings();
   for (const warning of warnings) terminal.err(`warning: ${warning}`);
+  for (const note of notes) terminal.err(`note: ${note}`);
   switch (args.command) {
     case "run":
       return await serve({
         settings,
         hsyncDir,
         pidfile,
+        startArgs: Deno.args,
         warnings,
         reload: readSettings,
         terminal,
@@ -117,7 +127,7 @@ async function main(args: ServerArgs): Promise<number> {
       const options = {
         args,
         hsyncDir,
-        pidfile,
+        pidfile: pidfilePath(hsyncDir, settings.port),
         settings,
         mainModule: import.meta.url,
         terminal,
@@ -126,6 +136,51 @@ async function main(args: ServerArgs): Promise<number> {
         ? await start(options)
         : await restart(options);
     }
+  }
+}
+
+/** The pidfile a daemon command is about: its port's, or (status, stop, restart without -p) the only one there is. */
+async function managedPidfile(
+  args: ServerArgs,
+  hsyncDir: string,
+): Promise<string> {
+  const port = Number(args.overrides.Port ?? await configuredPort(args));
+  if (args.command === "run" || args.command === "start") {
+    return pidfilePath(hsyncDir, port);
+  }
+  return await pidfileToManage(
+    hsyncDir,
+    port,
+    args.overrides.Port !== undefined,
+  );
+}
+
+/** The arguments to act on: for `restart`, the running server's own (its port, address, files and options) under those given. */
+async function effectiveArgs(given: ServerArgs): Promise<ServerArgs> {
+  if (given.command !== "restart") return given;
+  const hsyncDir = resolve(resolveHsyncDir({
+    HSYNC_DIR: Deno.env.get("HSYNC_DIR"),
+    HOME: Deno.env.get("HOME"),
+  }));
+  const state = await checkPidfile(await managedPidfile(given, hsyncDir));
+  if (state.state !== "running" || state.info.args === undefined) return given;
+  return restartArgs(given, state.info.args, state.info.cwd);
+}
+
+/** The port the configuration files give (undefined: the default), for the pidfile of a command without -p; a file that cannot be read is the command's own to report. */
+async function configuredPort(args: ServerArgs): Promise<number> {
+  try {
+    const config = await loadConfig({
+      defaults,
+      hsyncDir: resolve(resolveHsyncDir({
+        HSYNC_DIR: Deno.env.get("HSYNC_DIR"),
+        HOME: Deno.env.get("HOME"),
+      })),
+      configFile: args.configFile,
+    });
+    return serverSettings(config, {}).port;
+  } catch {
+    return DEFAULT_PORT;
   }
 }
 
@@ -163,6 +218,8 @@ if (import.meta.main) {
   let args: ServerArgs | undefined;
   let code: number;
   try {
+    // Before any path is read: relative paths are the user's, not the repository's.
+    enterInvocationDir();
     args = parseServerArgs(Deno.args);
     code = await main(args);
   } catch (error) {

@@ -88,14 +88,18 @@ Deno.test("writePidfile() and readPidfile() round-trip, creating the directory",
     await writePidfile(path, info());
     assert.deepEqual(await readPidfile(path), info());
     const names = [...Deno.readDirSync(join(dir, "nested"))].map((e) => e.name);
-    assert.deepEqual(names, ["hsyncd.pid"], "no temporary file is left behind");
+    assert.deepEqual(
+      names.sort(),
+      ["hsyncd.json", "hsyncd.pid"],
+      "no temporary file is left behind",
+    );
   });
 });
 
 Deno.test("readPidfile() calls a file that is not a pidfile invalid", async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, "hsyncd.pid");
-    for (const text of ["", "1234\n", "{}", '{"pid": -1}', "not json"]) {
+    for (const text of ["", "-1234\n", "{}", '{"pid": -1}', "not json"]) {
       await Deno.writeTextFile(path, text);
       assert.equal(await readPidfile(path), "invalid", text);
     }
@@ -402,6 +406,7 @@ Deno.test("writePidfile() follows no symlink planted at a temporary name or at t
     assert.ok((await Deno.lstat(path)).isFile, "the symlink was replaced");
     const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
     assert.deepEqual(names, [
+      "hsyncd.json",
       "hsyncd.pid",
       `hsyncd.pid.${info().pid}.tmp`,
       "victim.txt",

@@ -1,7 +1,7 @@
 /** End-to-end tests of the real hsyncd against a local attacker: forged pidfiles and symlinks planted at the pidfile and log names. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { systemProbe } from "../lib/server/daemon.ts";
+import { pidfilePath, systemProbe } from "../lib/server/daemon.ts";
 import { freePort, ROOT, serverArgv } from "./_programs.ts";
 
 const HOST = "127.0.0.1";
@@ -37,13 +37,15 @@ async function withFixture(
   );
   const victim = join(dir, "victim.txt");
   await Deno.writeTextFile(victim, VICTIM_TEXT);
+  const port = freePort();
   const f: Fixture = {
     dir,
     hsyncDir,
     config,
-    pidfile: join(hsyncDir, "hsyncd.pid"),
+    // Not the default port: the pidfile names it.
+    pidfile: pidfilePath(hsyncDir, port),
     victim,
-    port: freePort(),
+    port,
     pids: new Set(),
   };
   try {
@@ -334,8 +336,8 @@ Deno.test("hsyncd writes its pidfile without following a symlink planted at its 
       assert.ok(info.isFile, "the pidfile is a regular file");
       assert.equal((info.mode ?? 0) & 0o022, 0, "not writable by others");
       assert.equal(
-        JSON.parse(await Deno.readTextFile(f.pidfile)).pid,
-        server.child.pid,
+        await Deno.readTextFile(f.pidfile),
+        `${server.child.pid}\n`,
       );
       const stop = await run(f, ["stop"]);
       assert.equal(stop.code, 0, stop.stderr);

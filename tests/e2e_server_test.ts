@@ -1,7 +1,7 @@
 /** End-to-end tests of the real hsyncd (`deno run -P=hsyncd main_server.ts`): lifecycle, pidfile, logs, errors, shutdown. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { systemProbe } from "../lib/server/daemon.ts";
+import { pidfilePath, systemProbe } from "../lib/server/daemon.ts";
 import { freePort, ROOT, serverArgv } from "./_programs.ts";
 
 const HOST = "127.0.0.1";
@@ -31,13 +31,15 @@ async function withFixture(
     config,
     `[hsyncd]\nOnly_allowed_path = ${data}\n${configExtra}`,
   );
+  const port = freePort();
   const f: Fixture = {
     dir,
     hsyncDir: join(dir, "hsync"),
     data,
     config,
-    pidfile: join(dir, "hsync", "hsyncd.pid"),
-    port: freePort(),
+    // Not the default port: the pidfile names it.
+    pidfile: pidfilePath(join(dir, "hsync"), port),
+    port,
     pids: new Set(),
   };
   try {
@@ -167,7 +169,10 @@ async function exists(path: string): Promise<boolean> {
 }
 
 async function readPid(path: string): Promise<number> {
-  return JSON.parse(await Deno.readTextFile(path)).pid;
+  // A plain pid (kill -HUP $(cat hsyncd.pid)).
+  const text = await Deno.readTextFile(path);
+  assert.match(text, /^\d+\n$/);
+  return Number(text);
 }
 
 /** True while the process runs (an exited process not yet reaped does not count). */

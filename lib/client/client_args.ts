@@ -45,6 +45,8 @@ export interface PullCommand {
   tls: boolean;
   quiet: boolean;
   debug: boolean;
+  /** `--no-wait`: another hsync writing into the same destination stops this run (exit 1) instead of making it wait. */
+  noWait: boolean;
 }
 
 /** A push of local files and trees to the server. */
@@ -75,6 +77,8 @@ export interface PushCommand {
   tls: boolean;
   quiet: boolean;
   debug: boolean;
+  /** `--no-wait`: accepted; a push takes no destination lock yet (the server side is to come). */
+  noWait: boolean;
 }
 
 /**
@@ -163,6 +167,7 @@ const OPTIONS = {
   "max-entries": { type: "string" },
   tls: { type: "boolean" },
   quiet: { type: "boolean" },
+  "no-wait": { type: "boolean" },
   debug: { type: "boolean" },
   force: { type: "boolean" },
   public: { type: "string" },
@@ -180,11 +185,13 @@ const VALUE_FLAGS: Record<string, string> = {
   "--max-delete": "--max-delete",
 };
 
-/** Rewrites the old single-dash long flag `-host` (and `-host=IP`) to `--host-ip`. */
+/** Rewrites the old tool's long flags: `-host` (and `-host=IP`) to `--host-ip`, `--num N` (and `--num=N`) to `-n`'s `--parallel`. */
 export function normalizeOldFlags(args: string[]): string[] {
   return args.map((a) => {
     if (a === "-host") return "--host-ip";
     if (a.startsWith("-host=")) return `--host-ip=${a.slice(6)}`;
+    if (a === "--num") return "--parallel";
+    if (a.startsWith("--num=")) return `--parallel=${a.slice(6)}`;
     return a;
   });
 }
@@ -354,6 +361,7 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
+    noWait: v["no-wait"] ?? false,
   };
 }
 
@@ -595,6 +603,7 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
+    noWait: v["no-wait"] ?? false,
   };
 }
 

@@ -31,7 +31,7 @@ Options:
   -host, --host-ip IP     server address (default from hsync.ini, 127.0.0.1)
   -p, --port PORT         server port (default 10808)
   -n, --parallel N        files transferred in parallel (default 8; not
-                          rsync's --dry-run)
+                          rsync's --dry-run; --num N is the old tool's name)
   -c, --config INI        configuration file (see hsync echo-config)
       --sync              pull, then follow remote changes ([hsync] section;
                           Host_ip, Port, Tls, CA_file, Identity_file also
@@ -94,6 +94,9 @@ Options:
       --max-entries N     stop with exit code 3 when a listing holds more
                           than N entries (default 10000000)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
+      --no-wait           another hsync pulling into the same destination
+                          directory stops this pull with exit code 1 instead
+                          of making it wait for the other to finish
       --public KEY_FILE   with keygen: print the Authorized_keys line of an
                           existing OpenSSH ed25519 key (private or .pub)
 

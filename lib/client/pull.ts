@@ -25,6 +25,7 @@ import {
   modeForNew,
   probeTreeRoot,
 } from "./placement.ts";
+import { type DestinationLock, lockDestination } from "./dest_lock.ts";
 import { deleteExtras } from "./pull_delete.ts";
 import { Planner, routeOf } from "./plan.ts";
 import { Remote, remoteRootError } from "./remote.ts";
@@ -98,6 +99,10 @@ export interface PullOptions extends TreeOptions {
   journal?: boolean;
   /** Longest time in milliseconds between journal saves while bytes arrive (default 1000). */
   journalIntervalMs?: number;
+  /** Another hsync writing into the destination directory stops this run (`DestinationBusy`) instead of making it wait. */
+  noWait?: boolean;
+  /** Called once when this run waits for another hsync writing into `dir`. */
+  onLockWait?: (dir: string, pid: number | undefined) => void;
 }
 
 /** How many times a file that keeps changing on the server is started over. */
@@ -140,6 +145,8 @@ class PullRun {
   readonly #listed?: Set<string>;
   readonly #filter: PathFilter;
   readonly #dry: boolean;
+  /** The destination directory's lock, held from before the listing to the end. */
+  #lock?: DestinationLock;
 
   constructor(options: PullOptions) {
     this.#o = options;
@@ -268,6 +275,7 @@ class PullRun {
     } finally {
       // On an unexpected throw, still let running transfers stop before returning.
       await this.#tasks.drain();
+      this.#lock?.release();
     }
     if (this.#fatal !== undefined) throw this.#fatal;
     this.#summary.seconds = (performance.now() - started) / 1000;
@@ -282,7 +290,10 @@ class PullRun {
     dest: string,
     base: string,
   ): Promise<void> {
-    if (!this.#dry) makeParentDir(dest);
+    if (!this.#dry) {
+      makeParentDir(dest);
+      if (!await this.#lockDir(posix.dirname(dest))) return;
+    }
     const job = await planner.planRootFile(root, base);
     if (job === undefined) return;
     if (this.#dry) return await this.#dispatch(job);
@@ -292,10 +303,31 @@ class PullRun {
     await this.#fetchFile(job, { throwLocal: true });
   }
 
+  /**
+   * Two runs writing into one directory would each see the other's part
+   * files vanish: the second waits (or stops) here, before it lists, so it
+   * then finds complete files and skips them. False when the run was
+   * stopped while it waited.
+   */
+  async #lockDir(dir: string): Promise<boolean> {
+    try {
+      this.#lock = await lockDestination(dir, {
+        wait: !this.#o.noWait,
+        onWait: this.#o.onLockWait,
+        signal: this.#signal,
+      });
+      return true;
+    } catch (error) {
+      if (this.#signal.aborted) return false;
+      throw error;
+    }
+  }
+
   async #pullTree(planner: Planner, dest: string): Promise<void> {
     if (this.#dry ? probeTreeRoot(dest) : makeTreeRoot(dest)) {
       planner.rootCreated();
     }
+    if (!this.#dry && !await this.#lockDir(dest)) return;
     const lister = new TreeLister(this.#remote, this.#o.remotePath, {
       signal: this.#signal,
       backoff: this.#ctx.backoff,

@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { describeError, reason } from "../shared/errors.ts";
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "../shared/part_file.ts";
+import { isHsyncOwnName } from "../shared/part_file.ts";
 import type { PathFilter } from "./filters.ts";
 import type { PullEvent } from "./transfer.ts";
 
@@ -22,7 +22,7 @@ export interface Extra {
  * The entries below `root` whose relative path is not in `listed`, children
  * before their directory. Kept: what the filter leaves out (and everything
  * below an excluded directory), `.hsync-part`/`.hsync-journal` files (an
- * interrupted transfer's data), and a directory that keeps anything. A
+ * interrupted transfer's data), the `.hsync-lock` of a running pull, and a directory that keeps anything. A
  * symbolic link is an entry itself (checked with lstat), never followed.
  */
 export function findExtras(
@@ -52,7 +52,7 @@ function walk(
   }
   let all = true;
   for (const name of names) {
-    if (name.endsWith(PART_SUFFIX) || name.endsWith(JOURNAL_SUFFIX)) {
+    if (isHsyncOwnName(name)) {
       all = false;
       continue;
     }

@@ -8,7 +8,7 @@
  */
 import { posix } from "node:path";
 import { describeError, HttpError } from "../shared/errors.ts";
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "../shared/part_file.ts";
+import { isHsyncOwnName } from "../shared/part_file.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
 import { type PushContext, writeRefusal } from "./push_context.ts";
@@ -62,7 +62,7 @@ export function extraEntries(
       if (scope.local.has(rel)) continue;
       const parts = rel.split("/");
       const name = parts[parts.length - 1];
-      if (name.endsWith(PART_SUFFIX) || name.endsWith(JOURNAL_SUFFIX)) continue;
+      if (isHsyncOwnName(name)) continue;
       if (leftOut(filter, parts, entry.type === "dir")) continue;
       const extra: ExtraEntry = {
         remote: posix.join(scope.dest, rel),

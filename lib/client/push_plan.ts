@@ -8,7 +8,7 @@
 import { posix, resolve } from "node:path";
 import { fileIdOf } from "../shared/checked_open.ts";
 import { describeError, reason } from "../shared/errors.ts";
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "../shared/part_file.ts";
+import { JOURNAL_SUFFIX, LOCK_NAME, PART_SUFFIX } from "../shared/part_file.ts";
 import { relativeComponents } from "../shared/relative_path.ts";
 import type { ListEntry, StatEntry } from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
@@ -297,6 +297,8 @@ export class PushPlanner {
       const relPath = rel.join("/");
       const label = labelOf(rel);
       tree.local?.add(relPath);
+      // The lock of a pull writing into this tree now: not the user's data.
+      if (name === LOCK_NAME) continue;
       if (name.endsWith(PART_SUFFIX) || name.endsWith(JOURNAL_SUFFIX)) {
         ctx.emit({
           type: "warning",

@@ -16,6 +16,7 @@ import {
 // Re-exported so callers keep one import for the daemon's helpers.
 export {
   checkPidfile,
+  DEFAULT_PORT,
   identifyProcess,
   isAlive,
   isHsyncdExecutable,

@@ -184,6 +184,11 @@ export async function status(
     return NOT_RUNNING;
   }
   const { info } = state;
+  // Without its facts file only the pid is known.
+  if (info.port === 0) {
+    terminal.out(`hsyncd is running (pid ${info.pid})`);
+    return 0;
+  }
   const up = formatUptime(Date.now() - Date.parse(info.started));
   terminal.out(
     `hsyncd is running (pid ${info.pid}) on ${

@@ -61,6 +61,8 @@ export interface ServeOptions {
   settings: ServerSettings;
   hsyncDir: string;
   pidfile: string;
+  /** The arguments this server was started with, recorded for `restart`. */
+  startArgs?: string[];
   /** Configuration warnings, already printed; repeated in a log file. */
   warnings: string[];
   /** Reads the configuration again, the way it was read at start (for SIGHUP). */
@@ -189,6 +191,8 @@ export async function serve(options: ServeOptions): Promise<number> {
       started: new Date().toISOString(),
       procStart: await ownProcessStart(),
       version: VERSION,
+      args: options.startArgs,
+      cwd: Deno.cwd(),
     };
     try {
       await writePidfile(pidfile, info);

@@ -1,6 +1,16 @@
-/** The pidfile of hsyncd and the process it names: written and read without following a planted symlink, trusted only when provably this user's hsyncd. */
+/**
+ * The pidfile of hsyncd and the process it names: written and read without
+ * following a planted symlink, trusted only when provably this user's
+ * hsyncd. The pidfile holds the bare process id (`kill -HUP $(cat
+ * hsyncd.pid)`); the other facts (address, start time, the arguments it was
+ * started with) are in the facts file beside it (lib/server/pid_facts.ts).
+ */
 import process from "node:process";
 import { basename, dirname, join } from "node:path";
+import { factsPath, mergeFacts, parseFacts } from "./pid_facts.ts";
+
+/** The port hsyncd listens on when none is configured (its pidfile is plain `hsyncd.pid`). */
+export const DEFAULT_PORT = 10808;
 
 /** What the pidfile records about a running hsyncd. */
 export interface PidInfo {
@@ -14,6 +24,10 @@ export interface PidInfo {
   /** Start time of the process in clock ticks since boot (`/proc/PID/stat` field 22), so a recycled pid is recognised. */
   procStart?: number;
   version: string;
+  /** The command-line arguments the server was started with, for `restart`. */
+  args?: string[];
+  /** The directory it was started in (its relative paths are from there). */
+  cwd?: string;
 }
 
 /**
@@ -59,9 +73,12 @@ export interface ProcessProbe {
   self(): Promise<SelfFacts>;
 }
 
-/** Where the pidfile lives. */
-export function pidfilePath(hsyncDir: string): string {
-  return join(hsyncDir, "hsyncd.pid");
+/** Where the pidfile of the server on `port` lives: `hsyncd.pid` for the default port, `hsyncd-PORT.pid` for another. */
+export function pidfilePath(hsyncDir: string, port = DEFAULT_PORT): string {
+  return join(
+    hsyncDir,
+    port === DEFAULT_PORT ? "hsyncd.pid" : `hsyncd-${port}.pid`,
+  );
 }
 
 /** Longest pidfile read; anything longer is not one. */
@@ -75,7 +92,14 @@ const PIDFILE_MAX_BYTES = 4096;
  */
 export async function writePidfile(path: string, info: PidInfo): Promise<void> {
   await Deno.mkdir(dirname(path), { recursive: true, mode: 0o755 });
-  const bytes = new TextEncoder().encode(JSON.stringify(info, null, 2) + "\n");
+  // The facts first: whoever sees the pid finds them.
+  await writeAtomic(factsPath(path), JSON.stringify(info, null, 2) + "\n");
+  await writeAtomic(path, `${info.pid}\n`);
+}
+
+/** Replaces `path` by a file holding `text`, never writing through a symlink. */
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
   const { file, path: temp } = await createExclusive(path);
   try {
     try {
@@ -186,24 +210,29 @@ export async function readPidfile(
   const read = await readPidfileText(path);
   if (read.kind === "absent") return undefined;
   if (read.kind === "refused") return "invalid";
-  return parsePidfile(read.text) ?? "invalid";
+  const facts = await readPidfileText(factsPath(path));
+  return parsePidfile(
+    read.text,
+    facts.kind === "text" ? facts.text : undefined,
+  ) ?? "invalid";
 }
 
-/** The pidfile's record, or undefined when the text is not one. */
-export function parsePidfile(text: string): PidInfo | undefined {
-  try {
-    const info = JSON.parse(text) as PidInfo;
-    if (
-      Number.isSafeInteger(info.pid) && info.pid > 0 &&
-      typeof info.host === "string" && Number.isSafeInteger(info.port) &&
-      typeof info.started === "string"
-    ) {
-      return info;
-    }
-  } catch {
-    // Falls through: not JSON.
+/**
+ * The pidfile's record, or undefined when the text is not one: a bare pid
+ * completed by the facts file's text when that names the same pid (without
+ * it, only the pid is known), or the JSON pidfile of an older hsyncd.
+ */
+export function parsePidfile(
+  text: string,
+  factsText?: string,
+): PidInfo | undefined {
+  const bare = /^\s*(\d{1,10})\s*$/.exec(text);
+  if (bare !== null) {
+    const pid = Number(bare[1]);
+    if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+    return mergeFacts(pid, factsText);
   }
-  return undefined;
+  return parseFacts(text);
 }
 
 /** Removes the pidfile; with `pid`, only when the file still names that process. */
@@ -212,9 +241,11 @@ export async function removePidfile(path: string, pid?: number): Promise<void> {
     const info = await readPidfile(path).catch(() => undefined);
     if (typeof info !== "object" || info.pid !== pid) return;
   }
-  await Deno.remove(path).catch((error) => {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  });
+  for (const name of [path, factsPath(path)]) {
+    await Deno.remove(name).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+  }
 }
 
 /**
@@ -492,7 +523,13 @@ export async function checkPidfile(
   if (fileProblem !== undefined) {
     return { state: "untrusted", reason: fileProblem };
   }
-  const info = parsePidfile(read.text);
+  // Facts another user could have written (restart runs their arguments) are not read.
+  const facts = await readPidfileText(factsPath(path));
+  const factsText = facts.kind === "text" &&
+      pidfileProblem(facts.stat, self.uid) === undefined
+    ? facts.text
+    : undefined;
+  const info = parsePidfile(read.text, factsText);
   if (info === undefined) {
     return { state: "stale", reason: "it is not an hsyncd pidfile" };
   }

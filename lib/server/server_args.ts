@@ -48,8 +48,11 @@ Without a command it runs in the foreground (what systemd wants).
 Commands:
   start          run detached in the background (same as -d)
   stop           stop the running hsyncd and wait until it is gone
-  restart        stop, wait until the port is free, start again
+  restart        stop, wait until the port is free, start again with the
+                 options it was started with (options given here win)
   status         print pid, address and uptime (exit 3 when not running)
+  (stop, restart and status act on the server of -p PORT, or without -p
+  on the only one using $HSYNC_DIR)
 
 Options:
   -host IP, --host-ip IP   address to listen on (ini: Host_ip)
@@ -62,8 +65,11 @@ Options:
       --version            print the version
       --debug              print stack traces of unexpected errors
 
-$HSYNC_DIR (default ~/.hsync) holds hsync.ini, the pidfile hsyncd.pid and
-the log of a detached server, hsyncd.log.
+$HSYNC_DIR (default ~/.hsync) holds hsync.ini, the pidfile hsyncd.pid (a
+plain process id: kill -HUP $(cat hsyncd.pid) reloads) with the server's
+address, start time and start options in hsyncd.json, and the log of a
+detached server, hsyncd.log. A server on another port than 10808 has
+hsyncd-PORT.pid and hsyncd-PORT.json, so several can share one $HSYNC_DIR.
 
 Exit codes: 0 success, 1 usage or configuration error,
 3 not running (status).`;

@@ -83,6 +83,8 @@ export interface LoadedConfig {
   warnings: string[];
   /** `[host:NAME]` sections by name. */
   profiles?: Profiles;
+  /** Keys of the old tool that are accepted and not used, each with what replaced it (issue 21). */
+  notes?: string[];
 }
 
 /** Options of {@linkcode loadConfig}. */
@@ -97,6 +99,13 @@ export interface LoadOptions {
   readTextFile?: (path: string) => Promise<string>;
 }
 
+/** Keys of the old Python tool, in any section: what replaced each (said once, not an "unknown key" warning). */
+const OLD_KEYS: Record<string, string> = {
+  md5_check_nproc:
+    "files are checked by SHA-256 on the server (--verify, --checksum), as many at once as -n files",
+  hsync_verify: "verification is asked for on the command line with --verify",
+};
+
 /** Name under which the built-in defaults are reported. */
 export const BUILTIN = "(built-in defaults)";
 
@@ -106,8 +115,9 @@ export async function loadConfig(options: LoadOptions): Promise<LoadedConfig> {
   const values: LoadedConfig["values"] = { hsyncd: {}, hscp: {}, hsync: {} };
   const warnings: string[] = [];
   const profiles: Profiles = {};
+  const notes: string[] = [];
   const searched: SearchedFile[] = [{ path: BUILTIN, found: true }];
-  mergeLayer(values, warnings, BUILTIN, options.defaults, profiles);
+  mergeLayer(values, { warnings, notes }, BUILTIN, options.defaults, profiles);
 
   const userFile = join(options.hsyncDir, "hsync.ini");
   const layers: Array<{ path: string; required: boolean }> = [
@@ -135,14 +145,14 @@ export async function loadConfig(options: LoadOptions): Promise<LoadedConfig> {
       );
     }
     searched.push({ path: layer.path, found: true });
-    mergeLayer(values, warnings, layer.path, text, profiles);
+    mergeLayer(values, { warnings, notes }, layer.path, text, profiles);
   }
-  return { searched, values, warnings, profiles };
+  return { searched, values, warnings, notes, profiles };
 }
 
 function mergeLayer(
   values: LoadedConfig["values"],
-  warnings: string[],
+  { warnings, notes }: { warnings: string[]; notes: string[] },
   source: string,
   text: string,
   profiles: Profiles,
@@ -180,6 +190,13 @@ function mergeLayer(
     }
     for (const [keyName, raw] of Object.entries(body)) {
       const key = findKey(Object.keys(SCHEMA[section]), keyName);
+      const replaced = OLD_KEYS[keyName.trim().toLowerCase()];
+      if (key === undefined && replaced !== undefined) {
+        notes.push(
+          `"${keyName}" in [${section}] of "${source}" is the old tool's and is not used: ${replaced}`,
+        );
+        continue;
+      }
       if (key === undefined) {
         warnings.push(
           `Unknown key "${keyName}" in [${section}] of "${source}" is ignored`,

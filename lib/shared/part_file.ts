@@ -17,6 +17,19 @@ export const PART_SUFFIX = ".hsync-part";
 /** Suffix of journal files. */
 export const JOURNAL_SUFFIX = ".hsync-journal";
 
+/**
+ * Name of the lock file a pull keeps in its destination directory while it
+ * writes there (lib/client/dest_lock.ts): never listed, pushed, deleted or
+ * written as a transferred entry.
+ */
+export const LOCK_NAME = ".hsync-lock";
+
+/** True for the names hsync keeps for itself: partial data, journals and the destination lock. */
+export function isHsyncOwnName(name: string): boolean {
+  return name.endsWith(PART_SUFFIX) || name.endsWith(JOURNAL_SUFFIX) ||
+    name === LOCK_NAME;
+}
+
 /** The partial-data path of a final destination path. */
 export function partPathFor(finalPath: string): string {
   return finalPath + PART_SUFFIX;

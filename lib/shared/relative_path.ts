@@ -4,7 +4,7 @@
  * listing's `after=` read by hsyncd): plain names joined by single slashes.
  * The two sides differ in what they do with a refusal, never in the rule.
  */
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "./part_file.ts";
+import { isHsyncOwnName } from "./part_file.ts";
 
 /** Longest path accepted, in UTF-8 bytes (Linux PATH_MAX). */
 export const MAX_PATH_BYTES = 4096;
@@ -32,7 +32,7 @@ export class RelativePathError extends Error {
  * absolute, holds a NUL or a backslash, is longer than {@linkcode
  * MAX_PATH_BYTES}, has an empty, `.` or `..` component, a component longer
  * than {@linkcode MAX_NAME_BYTES}, or a component ending in hsync's own
- * `.hsync-part`/`.hsync-journal` suffixes (one entry could otherwise
+ * `.hsync-part`/`.hsync-journal` suffixes or named `.hsync-lock` (one entry could otherwise
  * overwrite another's partial data).
  */
 export function relativeComponents(rel: string): string[] {
@@ -53,8 +53,8 @@ export function relativeComponents(rel: string): string[] {
     if (utf8Longer(part, MAX_NAME_BYTES)) {
       throw refuse(`it has a name longer than ${MAX_NAME_BYTES} bytes`);
     }
-    if (part.endsWith(PART_SUFFIX) || part.endsWith(JOURNAL_SUFFIX)) {
-      throw refuse("its name is reserved for hsync's partial files");
+    if (isHsyncOwnName(part)) {
+      throw refuse("its name is reserved for hsync's partial files and lock");
     }
   }
   return parts;

@@ -1,4 +1,5 @@
 /** What one entry of a directory walked by `/v1/list` becomes: its line (an entry, or an omission and why) and the way down into it. */
+import { LOCK_NAME } from "../../shared/part_file.ts";
 import type { EntryType, ListEntry, ListLine } from "../../shared/wire.ts";
 import type {
   DirectoryFailure,
@@ -95,6 +96,8 @@ export function describeEntry(
   above: (info: Deno.FileInfo) => boolean,
 ): Described | "changed" {
   const rel = relOf(dir.rel, name);
+  // The lock of a pull writing here now: no client may copy it as data.
+  if (name === LOCK_NAME) return {};
   if (!guard.allowsEntry(dir.real, name)) {
     return {
       line: { omitted: "withheld", message: OMISSION_MESSAGES.withheld },
