@@ -9,11 +9,13 @@ import {
   hsyncPullArgs,
   live,
   manifestOf,
+  type Relay,
   REPO,
   run,
   type Server,
   setDefaultTimeout,
   startHsyncd,
+  startRelay,
   startRsyncd,
   stopServer,
   tail,
@@ -30,6 +32,12 @@ hsyncd and, in the same run, from an rsync daemon; the memory of each server
   --clients N     clients at once against each server (default 64)
   --runs N        rounds, each server once per round, order alternated (default 1)
   --every MS      sampling interval (default 50)
+  --rtt MS        clients reach each server through a relay process
+                  (bench/_link_main.ts) with this round trip (default 20;
+                  0: straight to the server)
+  --window KiB    the relay's window per connection and direction (default
+                  64: about 3 MB/s per connection at 20 ms), so that each
+                  client lasts long enough for all N to overlap
   --out DIR       write the clients' copies under DIR (e.g. a tmpfs; default
                   the temporary directory under /var/tmp)
   --keep          keep the temporary directory
@@ -41,6 +49,8 @@ const { values: opts } = parseArgs({
     clients: { type: "string", default: "64" },
     runs: { type: "string", default: "1" },
     every: { type: "string", default: "50" },
+    rtt: { type: "string", default: "20" },
+    window: { type: "string", default: "64" },
     out: { type: "string" },
     keep: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
@@ -61,6 +71,8 @@ function count(flag: string, value: string): number {
 const CLIENTS = count("clients", opts.clients);
 const RUNS = count("runs", opts.runs);
 const EVERY_MS = count("every", opts.every);
+const RTT_MS = opts.rtt === "0" ? 0 : count("rtt", opts.rtt);
+const WINDOW_KIB = count("window", opts.window);
 setDefaultTimeout(1800);
 const RESULTS_MD = join(REPO, "bench", "memory_results.md");
 
@@ -172,6 +184,25 @@ async function main(): Promise<number> {
     servers.push(hsyncd);
     const rsyncd = await startRsyncd(tmp, data);
     servers.push(rsyncd);
+    // The port each tool's clients use: a relay's, or the server's own.
+    const portOf = new Map<Server, number>();
+    for (
+      const [name, server] of [["hsyncd", hsyncd], ["rsyncd", rsyncd]] as const
+    ) {
+      if (RTT_MS === 0) {
+        portOf.set(server, server.port);
+        continue;
+      }
+      const relay: Relay = await startRelay(
+        tmp,
+        `relay-${name}`,
+        server.port,
+        RTT_MS / 2,
+        WINDOW_KIB * 1024,
+      );
+      servers.unshift(relay);
+      portOf.set(server, relay.port);
+    }
     console.log(
       `[setup] hsyncd pid ${hsyncd.child.pid}, rsync daemon pid ${rsyncd.child.pid}; ` +
         `${CLIENTS} clients of ${fmtSize(perClient)} each`,
@@ -191,11 +222,12 @@ async function main(): Promise<number> {
         : ["rsyncd", "hsyncd"];
       for (const tool of order) {
         const server = tool === "hsyncd" ? hsyncd : rsyncd;
+        const port = portOf.get(server)!;
         // Idle: a short sampling with no client.
-        const idleSampler = startSampler(server.child.pid, server.port);
+        const idleSampler = startSampler(server.child.pid, port);
         await new Promise((res) => setTimeout(res, 1000));
         const idle = await idleSampler.stop();
-        const sampler = startSampler(server.child.pid, server.port);
+        const sampler = startSampler(server.child.pid, port);
         await new Promise((res) => setTimeout(res, 300));
         console.log(`[${tool}] round ${r + 1}: ${CLIENTS} clients at once`);
         const t0 = performance.now();
@@ -206,13 +238,13 @@ async function main(): Promise<number> {
         const results = await Promise.all(
           outs.map((out) =>
             tool === "hsyncd"
-              ? run("deno", hsyncPullArgs(hsyncd.port, src, out), {
+              ? run("deno", hsyncPullArgs(port, src, out), {
                 cwd: REPO,
                 env: hsyncd.env,
               })
               : run("rsync", [
                 "-a",
-                `rsync://127.0.0.1:${rsyncd.port}/bench/tree/`,
+                `rsync://127.0.0.1:${port}/bench/tree/`,
                 `${out}/`,
               ])
           ),
@@ -259,6 +291,10 @@ async function main(): Promise<number> {
       `- each of ${CLIENTS} clients at once pulls 4 files of 8 MiB and 200 of 16 KiB (${
         fmtSize(perClient)
       }): \`hsync\` (deno run, no configuration file) from hsyncd, \`rsync -a\` from an rsync daemon`,
+      RTT_MS === 0
+        ? "- clients connect straight to the server (loopback)"
+        : `- clients reach each server through a relay process (bench/_link_main.ts): round trip ${RTT_MS} ms, ` +
+          `window ${WINDOW_KIB} KiB per connection and direction, so each client lasts long enough that all overlap`,
       "",
       "| server | round | clients ok | clients connected at once (most) | connections (most) | wall s | idle PSS MiB | peak PSS MiB | of it anon / file / shmem MiB | RSS summed then MiB | processes then |",
       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
