@@ -592,3 +592,51 @@ export function median(xs: number[]): number {
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
+
+/** A relay process (bench/_link_main.ts) in front of one server. */
+export interface Relay extends Server {
+  /** The server behind it. */
+  upstreamPort: number;
+}
+
+/**
+ * Starts bench/_link_main.ts in its own `deno run` process: 127.0.0.1:(a free
+ * port) relayed to 127.0.0.1:`upstreamPort`, every byte `delayMs` late each
+ * way, `windowBytes` per connection and direction. Stop it with
+ * {@linkcode stopServer}; its CPU time is {@linkcode cpuSeconds} of its pid.
+ */
+export async function startRelay(
+  tmp: string,
+  name: string,
+  upstreamPort: number,
+  delayMs: number,
+  windowBytes: number,
+): Promise<Relay> {
+  const port = freePort();
+  const server = await startServer(
+    "deno",
+    [
+      "run",
+      "-q",
+      "--allow-net=127.0.0.1",
+      join(REPO, "bench", "_link_main.ts"),
+      String(port),
+      String(upstreamPort),
+      String(delayMs),
+      String(windowBytes),
+    ],
+    { cwd: REPO, env: { NO_COLOR: "1" }, log: join(tmp, `${name}.out`), port },
+    () => tcpOpen(port),
+    name,
+  );
+  return { ...server, upstreamPort };
+}
+
+/** User + system CPU seconds a process has used so far (from /proc/PID/stat; 100 ticks a second), or null when gone. */
+export async function cpuSeconds(pid: number): Promise<number | null> {
+  const stat = await readProc(`/proc/${pid}/stat`);
+  // Fields after the command name, which may hold spaces: state is [0], utime [11], stime [12].
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  if (f.length < 13) return null;
+  return (Number(f[11]) + Number(f[12])) / 100;
+}

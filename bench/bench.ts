@@ -1,9 +1,10 @@
-// Benchmark: hsync pull speed and memory vs rsync, curl and aria2c on loopback (`deno task bench`).
+// Benchmark: hsync pull and push speed and memory vs rsync, curl and aria2c on loopback, or through relays that add a round trip (`deno task bench [--rtt MS]`).
 // deno-lint-ignore-file no-console
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import {
+  cpuSeconds,
   ensureCommand,
   fmtSize,
   hsyncPullArgs,
@@ -13,12 +14,14 @@ import {
   manifestOf,
   median,
   readProc,
+  type Relay,
   REPO,
   run,
   type Server,
   setDefaultTimeout,
   sha256File,
   startHsyncd,
+  startRelay,
   startRsyncd,
   stopServer,
   tail,
@@ -38,6 +41,16 @@ const HELP = `usage: deno task bench [options]
                   data to a writable hsyncd and to a writable rsync daemon
                   module (hsync and rsync only)
   --quick         small data for a smoke run (A 64 MiB, B 1000 files, C 20 files)
+  --rtt MS        every tool talks to its server through a relay process
+                  (bench/_link_main.ts) that delays each byte MS/2 each way,
+                  so the round trip is MS; 0 (default) is plain loopback.
+                  Writes bench/results-rtt<MS>.md instead of results.md and
+                  uses the distance sizes (A 256 MiB, B 2000 files of 4 KiB,
+                  C 20 files of 10 MiB) unless --full or --quick
+  --window KiB    with --rtt: unacknowledged bytes per connection and
+                  direction (default 4096), what limits one TCP stream
+  --full          with --rtt: the full sizes (A 1 GiB, B 10000, C 100 files)
+  --size-a MiB    size of workload A (overrides the default of any mode)
   --http-small    also run curl and aria2c on workload B (slow: one request per file)
   --timeout SEC   per-run time limit; a run past it is killed and FAILED (default 600)
   --out DIR       write the pulled copies under DIR (default: the temporary
@@ -55,6 +68,10 @@ const { values: opts } = parseArgs({
     tools: { type: "string", default: "hsync,rsync,curl,aria2c" },
     direction: { type: "string", default: "pull,push" },
     quick: { type: "boolean", default: false },
+    rtt: { type: "string", default: "0" },
+    window: { type: "string", default: "4096" },
+    full: { type: "boolean", default: false },
+    "size-a": { type: "string" },
     "http-small": { type: "boolean", default: false },
     timeout: { type: "string", default: "600" },
     out: { type: "string" },
@@ -79,6 +96,26 @@ if (!Number.isInteger(RUNS) || RUNS < 1) {
 if (!(TIMEOUT_S > 0)) {
   usage(`--timeout must be a positive number, got "${opts.timeout}"`);
 }
+/** Round trip the relays add, in ms (0: no relay, plain loopback). */
+const RTT_MS = Number(opts.rtt);
+if (!Number.isInteger(RTT_MS) || RTT_MS < 0) {
+  usage(`--rtt must be a whole number of milliseconds, got "${opts.rtt}"`);
+}
+const WINDOW_KIB = Number(opts.window);
+if (!Number.isInteger(WINDOW_KIB) || WINDOW_KIB < 64) {
+  usage(
+    `--window must be a whole number of KiB, at least 64, got "${opts.window}"`,
+  );
+}
+const SIZE_A_MIB = opts["size-a"] === undefined
+  ? undefined
+  : Number(opts["size-a"]);
+if (
+  SIZE_A_MIB !== undefined && (!Number.isInteger(SIZE_A_MIB) || SIZE_A_MIB < 1)
+) {
+  usage(`--size-a must be a whole number of MiB, got "${opts["size-a"]}"`);
+}
+if (opts.quick && opts.full) usage("--quick and --full exclude each other");
 
 type WorkloadId = "A" | "B" | "C";
 type ToolId = "hsync" | "rsync" | "curl" | "aria2c";
@@ -121,6 +158,17 @@ const SIZES = opts.quick
     cFiles: 20,
     cBytes: 10 * MiB,
   }
+  : RTT_MS > 0 && !opts.full
+  // At a distance one stream moves ~80 MB/s (4 MiB window, 50 ms): the
+  // sizes of issue 23's table keep a run affordable.
+  ? {
+    aBytes: 256 * MiB,
+    bFiles: 2000,
+    bDirs: 20,
+    bBytes: 4096,
+    cFiles: 20,
+    cBytes: 10 * MiB,
+  }
   : {
     aBytes: 1024 * MiB,
     bFiles: 10000,
@@ -129,8 +177,13 @@ const SIZES = opts.quick
     cFiles: 100,
     cBytes: 10 * MiB,
   };
+if (SIZE_A_MIB !== undefined) SIZES.aBytes = SIZE_A_MIB * MiB;
 
-const RESULTS_MD = join(REPO, "bench", "results.md");
+const RESULTS_MD = join(
+  REPO,
+  "bench",
+  RTT_MS > 0 ? `results-rtt${RTT_MS}.md` : "results.md",
+);
 const NO_COLOR = { NO_COLOR: "1" };
 
 interface Workload {
@@ -239,6 +292,29 @@ interface Ctx {
   pushEnv: Record<string, string>;
   /** Where pushes land (served by the writable hsyncd and the rsync module `benchw`). */
   incoming: string;
+  /** With --rtt: the relay processes the ports above lead to. */
+  relays: Relay[];
+}
+
+/**
+ * The port a tool should use for the server on `port`: with --rtt, that of
+ * a new relay process in front of it (kept in `ctx.relays`), else `port`.
+ */
+async function viaRelay(ctx: Ctx, name: string, port: number): Promise<number> {
+  if (RTT_MS === 0) return port;
+  const relay = await startRelay(
+    ctx.tmp,
+    name,
+    port,
+    RTT_MS / 2,
+    WINDOW_KIB * 1024,
+  );
+  ctx.relays.push(relay);
+  console.log(
+    `[setup] ${name} pid ${relay.child.pid}: 127.0.0.1:${relay.port} -> ${port}, ` +
+      `round trip ${RTT_MS} ms, window ${WINDOW_KIB} KiB`,
+  );
+  return relay.port;
 }
 
 /**
@@ -412,11 +488,32 @@ interface RunResult {
   seconds: number;
   rssKiB: number | null;
   why?: string;
+  /** CPU seconds the relays used during the run (with --rtt). */
+  relayCpu?: number;
+}
+
+/** ", relay CPU 0.42 s, " for the run log (empty without --rtt). */
+function relayNote(res: RunResult): string {
+  return res.relayCpu === undefined
+    ? ""
+    : `relay CPU ${res.relayCpu.toFixed(2)} s, `;
+}
+
+/** CPU seconds used so far by all relays together (null when one could not be read). */
+async function relaysCpu(ctx: Ctx): Promise<number | null> {
+  let sum = 0;
+  for (const r of ctx.relays) {
+    const s = await cpuSeconds(r.child.pid);
+    if (s === null) return null;
+    sum += s;
+  }
+  return sum;
 }
 
 async function timedRun(inv: Invocation, ctx: Ctx): Promise<RunResult> {
   const timeFile = join(ctx.tmp, "time.out");
   await Deno.remove(timeFile).catch(() => {});
+  const cpu0 = ctx.relays.length ? await relaysCpu(ctx) : null;
   // time -> timeout -> client: `timeout` bounds the client, `time` reports the peak RSS of the
   // largest process in the tree (Linux propagates children's maxrss), i.e. the client's.
   const r = await run(
@@ -440,13 +537,15 @@ async function timedRun(inv: Invocation, ctx: Ctx): Promise<RunResult> {
     /^\d+$/.test(l.trim())
   );
   const rssKiB = m ? Number(m.trim()) : null;
+  const cpu1 = cpu0 === null ? null : await relaysCpu(ctx);
+  const relayCpu = cpu0 === null || cpu1 === null ? undefined : cpu1 - cpu0;
   if (r.code !== 0) {
     const why = r.code === 124 || r.signal
       ? `killed after ${TIMEOUT_S} s timeout`
       : `exit ${r.code}${r.stderr.trim() ? `: ${tail(r.stderr)}` : ""}`;
-    return { ok: false, seconds: r.seconds, rssKiB, why };
+    return { ok: false, seconds: r.seconds, rssKiB, why, relayCpu };
   }
-  return { ok: true, seconds: r.seconds, rssKiB };
+  return { ok: true, seconds: r.seconds, rssKiB, relayCpu };
 }
 
 // ---------------------------------------------------------------- main
@@ -486,9 +585,10 @@ async function envInfo(): Promise<Record<string, string>> {
 
 async function toolVersion(tool: ToolId): Promise<string> {
   if (tool === "hsync") {
-    const v = await Deno.readTextFile(join(REPO, "lib", "version.ts")).catch(
-      () => "",
-    );
+    const v = await Deno.readTextFile(join(REPO, "lib", "shared", "version.ts"))
+      .catch(
+        () => "",
+      );
     return `hsync ${
       v.match(/["'](\d+\.\d+\.\d+[^"']*)["']/)?.[1] ?? "(source)"
     } via deno run`;
@@ -570,6 +670,7 @@ async function main(): Promise<number> {
   let rsyncd: Server | null = null;
   let pushd: Server | null = null;
   let serverHWM: number | null = null;
+  const relays: Relay[] = [];
   const onSignal = () => {
     console.error("\nbench: interrupted, cleaning up");
     for (const c of live) {
@@ -577,7 +678,7 @@ async function main(): Promise<number> {
         c.kill("SIGTERM");
       } catch { /* gone */ }
     }
-    for (const s of [hsyncd, rsyncd]) {
+    for (const s of [hsyncd, rsyncd, pushd, ...relays]) {
       try {
         s?.child.kill("SIGTERM");
       } catch { /* gone */ }
@@ -605,6 +706,7 @@ async function main(): Promise<number> {
       pushPort: 0,
       pushEnv: {},
       incoming: join(outDir, "push-incoming"),
+      relays,
     };
     if (directions.includes("push")) {
       await Deno.mkdir(ctx.incoming, { recursive: true });
@@ -619,11 +721,11 @@ async function main(): Promise<number> {
         console.log("[setup] caching the programs' modules, starting hsyncd");
         const started = await startHsyncd(tmp, dataDir);
         hsyncd = started;
-        ctx.hsyncPort = started.port;
         ctx.hsyncEnv = started.env;
         console.log(
-          `[setup] hsyncd pid ${hsyncd.child.pid} on 127.0.0.1:${ctx.hsyncPort}`,
+          `[setup] hsyncd pid ${hsyncd.child.pid} on 127.0.0.1:${started.port}`,
         );
+        ctx.hsyncPort = await viaRelay(ctx, "relay-hsyncd", started.port);
       } catch (e) {
         hsyncdFailure = (e as Error).message;
         if (tools.includes("hsync") && !skipped.has("hsync")) {
@@ -680,7 +782,11 @@ async function main(): Promise<number> {
       // No hsyncd (not written yet, or failed): serve the same URLs from a minimal in-process
       // stand-in so curl and aria2c can still be exercised; the report says so.
       fallback = startStandIn(dataDir);
-      ctx.hsyncPort = fallback.addr.port;
+      ctx.hsyncPort = await viaRelay(
+        ctx,
+        "relay-stand-in",
+        fallback.addr.port,
+      );
       standInNote = `hsyncd was not available (${
         serverMissing
           ? "main_server.ts not found"
@@ -699,10 +805,10 @@ async function main(): Promise<number> {
           dataDir,
           directions.includes("push") ? ctx.incoming : undefined,
         );
-        ctx.rsyncPort = rsyncd.port;
         console.log(
-          `[setup] rsync daemon pid ${rsyncd.child.pid} on 127.0.0.1:${ctx.rsyncPort}`,
+          `[setup] rsync daemon pid ${rsyncd.child.pid} on 127.0.0.1:${rsyncd.port}`,
         );
+        ctx.rsyncPort = await viaRelay(ctx, "relay-rsyncd", rsyncd.port);
       } catch (e) {
         skipped.set("rsync", (e as Error).message);
         console.log(`[setup] skipping rsync: ${(e as Error).message}`);
@@ -719,11 +825,11 @@ async function main(): Promise<number> {
           writable: true,
         });
         pushd = started;
-        ctx.pushPort = started.port;
         ctx.pushEnv = started.env;
         console.log(
-          `[setup] writable hsyncd pid ${pushd.child.pid} on 127.0.0.1:${ctx.pushPort}`,
+          `[setup] writable hsyncd pid ${pushd.child.pid} on 127.0.0.1:${started.port}`,
         );
+        ctx.pushPort = await viaRelay(ctx, "relay-hsyncd-push", started.port);
       } catch (e) {
         console.log(`[setup] writable hsyncd: ${(e as Error).message}`);
       }
@@ -790,7 +896,7 @@ async function main(): Promise<number> {
                   ? "?"
                   : (res.rssKiB / 1024).toFixed(0) + " MiB"
               }, ` +
-              (res.ok ? "ok" : `FAILED (${res.why})`),
+              relayNote(res) + (res.ok ? "ok" : `FAILED (${res.why})`),
           );
           // Kept until the workload ends: on this VM's ext4 (mounted with
           // `discard`) file creation runs up to 10x slower for seconds after a
@@ -853,7 +959,7 @@ async function main(): Promise<number> {
                   ? "?"
                   : (res.rssKiB / 1024).toFixed(0) + " MiB"
               }, ` +
-              (res.ok ? "ok" : `FAILED (${res.why})`),
+              relayNote(res) + (res.ok ? "ok" : `FAILED (${res.why})`),
           );
           if (opts.out === undefined) doneDirs.push(dest);
           else await Deno.remove(dest, { recursive: true }).catch(() => {});
@@ -881,7 +987,9 @@ async function main(): Promise<number> {
     console.log(`[done] wrote ${RESULTS_MD}`);
     return rows.some((r) => r.runs.some((x) => !x.ok)) ? 2 : 0;
   } finally {
-    for (const s of [hsyncd, rsyncd, pushd]) if (s) await stopServer(s);
+    for (const s of [...relays, hsyncd, rsyncd, pushd]) {
+      if (s) await stopServer(s);
+    }
     if (fallback) await fallback.shutdown();
     if (opts.keep) console.log(`[cleanup] kept ${tmp} and ${outDir}`);
     else {
@@ -1004,11 +1112,31 @@ function report(
     `- transfer: loopback 127.0.0.1, page cache warm, fresh empty destination per run, runs interleaved ` +
       "with the tool order rotated each run",
     `- outputs written to: ${info.out}`,
-    "",
   );
+  const far = RTT_MS > 0;
+  if (far) {
+    lines.push(
+      `- distance: every tool reaches its server through its own relay process (bench/_link_main.ts, one ` +
+        `per server): round trip ${RTT_MS} ms (${
+          RTT_MS / 2
+        } ms each way), window ${WINDOW_KIB} KiB per ` +
+        "connection and direction, one round trip for each new connection's handshake",
+      "- hsync: no configuration file (no `-c`, no hsync.ini in its HSYNC_DIR), only `-host` and `-p`",
+      `- sizes: A ${fmtSize(SIZES.aBytes)}; B ${SIZES.bFiles} files of ${
+        fmtSize(SIZES.bBytes)
+      } in ${SIZES.bDirs} dirs; C ${SIZES.cFiles} files of ${
+        fmtSize(SIZES.cBytes)
+      }`,
+    );
+  }
+  lines.push("");
+  // With --rtt: ratio vs aria2c (pull A only) and the relays' CPU.
+  const farHead = far ? " ratio vs aria2c | relay CPU s |" : "";
+  const farRule = far ? "---:|---:|" : "";
+  const farEmpty = far ? " | |" : "";
   lines.push(
-    "| workload | tool | median s | MB/s | client peak RSS MiB | ratio vs rsync | runs |",
-    "|---|---|---:|---:|---:|---:|---|",
+    `| workload | tool | median s | MB/s | client peak RSS MiB | ratio vs rsync |${farHead} runs |`,
+    `|---|---|---:|---:|---:|---:|${farRule}---|`,
   );
   const medians = new Map<string, number>();
   for (const r of rows) {
@@ -1025,7 +1153,7 @@ function report(
       r.direction === "push" ? "push " : ""
     }${r.workload.id}: ${r.workload.title}`;
     if (r.runs.length === 0) {
-      lines.push(`| ${wl} | ${r.tool} | skipped | | | | 0 |`);
+      lines.push(`| ${wl} | ${r.tool} | skipped | | | |${farEmpty} 0 |`);
       if (r.skipped && r.skipped !== skipped.get(r.tool)) {
         notes.push(`${r.workload.id}/${r.tool} skipped: ${r.skipped}`);
       }
@@ -1038,7 +1166,7 @@ function report(
     const rssTxt = rss.length ? (Math.max(...rss) / 1024).toFixed(0) : "?";
     if (failed.length) {
       lines.push(
-        `| ${wl} | ${r.tool} | **FAILED** (${failed.length}/${r.runs.length} runs) | | ${rssTxt} | | ${r.runs.length} |`,
+        `| ${wl} | ${r.tool} | **FAILED** (${failed.length}/${r.runs.length} runs) | | ${rssTxt} | |${farEmpty} ${r.runs.length} |`,
       );
       const whys = [...new Set(failed.map((x) => x.why))];
       notes.push(`${r.workload.id}/${r.tool} FAILED: ${whys.join("; ")}`);
@@ -1048,11 +1176,23 @@ function report(
     const base = medians.get(`${r.direction}/${r.workload.id}/rsync`);
     const ratio = base ? (med / base).toFixed(2) : "n/a";
     const times = r.runs.map((x) => x.seconds.toFixed(2)).join(", ");
+    let farCells = "";
+    if (far) {
+      const aria = r.direction === "pull" && r.workload.id === "A"
+        ? medians.get(`pull/A/aria2c`)
+        : undefined;
+      const cpu = r.runs.map((x) => x.relayCpu).filter((x): x is number =>
+        x !== undefined
+      );
+      farCells = ` ${aria ? (med / aria).toFixed(2) : ""} | ${
+        cpu.length ? median(cpu).toFixed(2) : "?"
+      } |`;
+    }
     lines.push(
       `| ${wl} | ${r.tool} | ${med.toFixed(3)} | ${
         (r.workload.bytes / 1e6 / med).toFixed(1)
       } | ${rssTxt} | ` +
-        `${ratio} | ${r.runs.length} (${times}) |`,
+        `${ratio} |${farCells} ${r.runs.length} (${times}) |`,
     );
   }
   lines.push("");
@@ -1069,7 +1209,11 @@ function report(
   lines.push(
     "Notes: wall time of the client process only (hsync includes `deno run` start-up); MB = 10^6 bytes; " +
       "ratio = median / rsync median (lower is faster); every run verified (file list, sizes, SHA-256), " +
-      "a wrong output is FAILED, never a time; client RSS from `/usr/bin/time -f %M` (largest process of the client).",
+      "a wrong output is FAILED, never a time; client RSS from `/usr/bin/time -f %M` (largest process of the client)." +
+      (far
+        ? " Ratio vs aria2c is for pull A only (aria2c -x16 -s16 -k1M); relay CPU s is the median user + system " +
+          "CPU the relay processes used during a run (from /proc/PID/stat), to show the relay is not the bottleneck."
+        : ""),
   );
   if (standInNote) notes.push(standInNote);
   for (const [t, why] of skipped) notes.push(`${t} skipped: ${why}`);
