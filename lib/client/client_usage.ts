@@ -98,7 +98,13 @@ Options:
 
 Redirects are never followed: a server answering one stops the run (exit 3).
 
-Exit codes: 0 success, 1 usage or configuration error, 2 some entries failed
-or were not transferred (each named, or counted when the server's rules
-withhold them; the rest completed), 3 the server could not be reached, refused, redirected
-or sent more than --max-entries entries.`;
+Exit codes:
+  0    success
+  1    usage or configuration error
+  2    some entries failed or were not transferred (each named, or counted
+       when the server's rules withhold them); the rest completed
+  3    the server answered and refused: path missing, key or path refused,
+       a redirect, more than --max-entries entries (retrying will not help)
+  4    the server could not be reached: connection refused, unknown host,
+       TLS, timeout, connection lost, not HTTP, not hsyncd (retry later)
+  130  interrupted (Ctrl-C, SIGTERM)`;

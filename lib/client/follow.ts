@@ -277,6 +277,7 @@ class Follower {
           this.#stopRun(
             new ConnectError(
               `Watch answer from ${this.#remote.host} names more than ${this.#maxEntries} paths, the most one run accepts (--max-entries)`,
+              { refused: true },
             ),
           );
           return;

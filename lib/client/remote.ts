@@ -35,7 +35,7 @@ export interface RemoteOptions {
 /** The server answered with a redirect, which hsync never follows (exit code 3). */
 export class RedirectRefused extends ConnectError {
   constructor(message: string) {
-    super(message);
+    super(message, { refused: true });
     this.name = "RedirectRefused";
   }
 }
