@@ -49,10 +49,32 @@ import {
   type Reporter,
 } from "./lib/client/progress.ts";
 import { openTransport, type Transport } from "./lib/client/transport.ts";
+import {
+  errorSummaryJson,
+  followEventJson,
+  followSummaryJson,
+  type JsonEvent,
+  pullEventJson,
+  summaryJson,
+} from "./lib/client/json_events.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { VERSION } from "./lib/shared/version.ts";
 
 const encoder = new TextEncoder();
+
+/** `--json`: whether it was asked for, and whether the summary that ends the output was written. */
+const json = { on: false, ended: false, started: performance.now() };
+
+/** Writes one `--json` line on standard output (the only thing written there). */
+function writeJson(event: JsonEvent | undefined): void {
+  if (event === undefined) return;
+  if (event.type === "summary") json.ended = true;
+  console.log(JSON.stringify(event));
+}
+
+function elapsedMs(): number {
+  return performance.now() - json.started;
+}
 
 function writeErr(text: string): void {
   Deno.stderr.writeSync(encoder.encode(text));
@@ -170,11 +192,12 @@ async function selectionOf(
   );
 }
 
-/** An event of a pull or a push: a dry run's plan line on standard output, anything else to the progress reporter. */
+/** An event of a pull or a push: a dry run's plan line (or with `--json` every event told) on standard output, anything else to the progress reporter. */
 function toTerminal(event: PullEvent, reporter: Reporter): void {
+  if (json.on) writeJson(pullEventJson(event));
   const line = planLine(event);
-  if (line !== undefined) console.log(line);
-  else reporter.onEvent(event);
+  if (line === undefined) reporter.onEvent(event);
+  else if (!json.on) console.log(line);
 }
 
 /**
@@ -189,11 +212,15 @@ function finish(
 ): number {
   for (const line of formatOutcomes(summary)) console.error(line);
   console.error(formatSummary(summary));
-  if (interrupted) return 130;
-  if (dryRun) return EXIT.ok;
-  return summary.failed > 0 || notTransferred(summary) > 0
+  const code = interrupted
+    ? EXIT.interrupted
+    : dryRun
+    ? EXIT.ok
+    : summary.failed > 0 || notTransferred(summary) > 0
     ? EXIT.partial
     : EXIT.ok;
+  if (json.on) writeJson(summaryJson(summary, code, elapsedMs()));
+  return code;
 }
 
 /** A push: local files and trees to the server; the same progress, summary and exit codes as a pull. */
@@ -246,7 +273,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
   } catch (error) {
     if (interrupted) {
       reporter.stop();
-      return 130;
+      return EXIT.interrupted;
     }
     throw error;
   } finally {
@@ -295,11 +322,15 @@ async function runFollow(
         cmd.localPath,
       ),
       signal: controller.signal,
-      onEvent: (event) => reporter.onEvent(event),
+      onEvent: (event) => {
+        if (json.on) writeJson(followEventJson(event));
+        reporter.onEvent(event);
+      },
       client: transport.client,
       sign: transport.sign,
     });
     writeErr(`${report.formatFollowSummary(summary)}\n`);
+    if (json.on) writeJson(followSummaryJson(summary, EXIT.ok, elapsedMs()));
     return EXIT.ok;
   } finally {
     reporter.stop();
@@ -359,14 +390,30 @@ async function run(command: ClientCommand): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   let debug = argv.includes("--debug");
+  json.on = argv.includes("--json");
   try {
     const command = parseClientArgs(argv);
-    debug = (command.kind === "pull" || command.kind === "push") &&
-      command.debug;
-    return await run(command);
+    const transfer = command.kind === "pull" || command.kind === "push";
+    debug = transfer && command.debug;
+    json.on = transfer && command.json;
+    const code = await run(command);
+    // A run that ended without its summary (a push interrupted before it had one).
+    if (json.on && !json.ended) {
+      writeJson(
+        errorSummaryJson(
+          code === EXIT.interrupted ? "Interrupted" : "Stopped",
+          code,
+          elapsedMs(),
+        ),
+      );
+    }
+    return code;
   } catch (error) {
     const code = exitCodeFor(error);
     console.error(`hsync: ${printable(describeError(error))}`);
+    if (json.on && !json.ended) {
+      writeJson(errorSummaryJson(describeError(error), code, elapsedMs()));
+    }
     if (error instanceof UsageError) {
       console.error("Try 'hsync --help' for more information.");
     }

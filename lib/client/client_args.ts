@@ -39,6 +39,8 @@ export interface PullCommand {
   tls: boolean;
   quiet: boolean;
   debug: boolean;
+  /** `--json`: one JSON object per event on standard output (lib/client/json_events.ts). */
+  json: boolean;
 }
 
 /** A push of local files and trees to the server. */
@@ -69,6 +71,8 @@ export interface PushCommand {
   tls: boolean;
   quiet: boolean;
   debug: boolean;
+  /** `--json`: one JSON object per event on standard output (lib/client/json_events.ts). */
+  json: boolean;
 }
 
 /**
@@ -152,6 +156,7 @@ const OPTIONS = {
   tls: { type: "boolean" },
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
+  json: { type: "boolean" },
   force: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
@@ -322,6 +327,7 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
+    json: v.json ?? false,
   };
 }
 
@@ -540,6 +546,7 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     tls: v.tls ?? false,
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
+    json: v.json ?? false,
   };
 }
 

@@ -92,6 +92,13 @@ Options:
                           than N entries (default 10000000)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
       --quiet             no progress output (the summary line still prints)
+      --json              one JSON object per line on stdout (nothing else
+                          there): type "file" per entry (path, bytes, status
+                          transferred|skipped|failed|not_transferred|deleted,
+                          reason), "warning", "plan" (--dry-run), with --sync
+                          "append" (path, offset, bytes), "refetch" and
+                          "file" status "new"; "summary" last (totals,
+                          elapsed_ms, exit_code, error when stopped)
       --debug             stack traces and request details on errors
   -h, --help              this text
       --version           print the version
