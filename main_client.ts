@@ -49,6 +49,7 @@ import {
   type Reporter,
 } from "./lib/client/progress.ts";
 import { openTransport, type Transport } from "./lib/client/transport.ts";
+import { TokenBucket } from "./lib/client/bandwidth.ts";
 import {
   errorSummaryJson,
   followEventJson,
@@ -106,6 +107,7 @@ async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
   baseUrl: string;
   transport: Transport;
   hsyncDir: string;
+  bandwidth?: TokenBucket;
 }> {
   const config = await loadFor(cmd.configFile);
   const overrides: Overrides = {};
@@ -119,13 +121,31 @@ async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
   }:${settings.port}`;
   // Transport (issue 4 seam): TLS client and request signing.
   const transport = await openTransport(settings, config.hsyncDir);
-  return { settings, baseUrl, transport, hsyncDir: config.hsyncDir };
+  // One bucket for every connection of the run, both directions.
+  const bandwidth = cmd.bwlimit === undefined
+    ? undefined
+    : new TokenBucket(cmd.bwlimit);
+  return {
+    settings,
+    baseUrl,
+    transport,
+    hsyncDir: config.hsyncDir,
+    bandwidth,
+  };
 }
 
 async function runPull(cmd: PullCommand): Promise<number> {
-  const { settings, baseUrl, transport, hsyncDir } = await connectionFor(cmd);
+  const { settings, baseUrl, transport, hsyncDir, bandwidth } =
+    await connectionFor(cmd);
   if (cmd.sync) {
-    return await runFollow(cmd, settings, baseUrl, transport, hsyncDir);
+    return await runFollow(
+      cmd,
+      settings,
+      baseUrl,
+      transport,
+      hsyncDir,
+      bandwidth,
+    );
   }
 
   const controller = new AbortController();
@@ -157,6 +177,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
       onEvent: (event) => toTerminal(event, reporter),
       client: transport.client,
       sign: transport.sign,
+      bandwidth,
     };
     let summary;
     if (isMultiSource(cmd.remotePaths)) {
@@ -165,6 +186,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
         client: transport.client,
         sign: transport.sign,
         idleTimeoutMs: settings.dataTimeout * 1000,
+        bandwidth,
       });
       const sources = await expandSources(remote, cmd.remotePaths, {
         maxEntries: cmd.maxEntries,
@@ -230,7 +252,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
   // A bad local path is told before any request (nothing sent).
   checkSources(cmd.sources);
   const selection = await selectionOf(cmd);
-  const { settings, baseUrl, transport } = await connectionFor(cmd);
+  const { settings, baseUrl, transport, bandwidth } = await connectionFor(cmd);
   const controller = new AbortController();
   let interrupted = false;
   const stopListening = onStopSignal(() => {
@@ -267,6 +289,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
       onEvent: (event) => toTerminal(event, reporter),
       client: transport.client,
       sign: transport.sign,
+      bandwidth,
     });
     reporter.stop();
     return finish(summary, interrupted, cmd.mirror.dryRun);
@@ -289,6 +312,7 @@ async function runFollow(
   baseUrl: string,
   transport: Transport,
   hsyncDir: string,
+  bandwidth: TokenBucket | undefined,
 ): Promise<number> {
   // Loaded only for --sync: a one-shot pull starts sooner without them.
   const [{ follow }, report, { followStatePath }] = await Promise.all([
@@ -328,6 +352,7 @@ async function runFollow(
       },
       client: transport.client,
       sign: transport.sign,
+      bandwidth,
     });
     writeErr(`${report.formatFollowSummary(summary)}\n`);
     if (json.on) writeJson(followSummaryJson(summary, EXIT.ok, elapsedMs()));

@@ -2,6 +2,7 @@
 import { parseArgs } from "node:util";
 import { UsageError } from "../shared/errors.ts";
 import { DEFAULT_MAX_ENTRIES } from "./listing.ts";
+import { parseRate } from "./bandwidth.ts";
 
 export { CLIENT_USAGE } from "./client_usage.ts";
 
@@ -41,6 +42,8 @@ export interface PullCommand {
   debug: boolean;
   /** `--json`: one JSON object per event on standard output (lib/client/json_events.ts). */
   json: boolean;
+  /** `--bwlimit RATE`: bytes per second over every connection of the run. */
+  bwlimit?: number;
 }
 
 /** A push of local files and trees to the server. */
@@ -73,6 +76,8 @@ export interface PushCommand {
   debug: boolean;
   /** `--json`: one JSON object per event on standard output (lib/client/json_events.ts). */
   json: boolean;
+  /** `--bwlimit RATE`: bytes per second over every connection of the run. */
+  bwlimit?: number;
 }
 
 /**
@@ -157,6 +162,7 @@ const OPTIONS = {
   quiet: { type: "boolean" },
   debug: { type: "boolean" },
   json: { type: "boolean" },
+  bwlimit: { type: "string" },
   force: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
@@ -328,6 +334,7 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
     json: v.json ?? false,
+    bwlimit: bwlimitOf(v),
   };
 }
 
@@ -429,6 +436,19 @@ function checkRemotePath(remotePath: string): void {
   if (remotePath.includes("\0")) {
     throw new UsageError("Remote path contains a NUL byte");
   }
+}
+
+/** `--bwlimit RATE`, checked. */
+function bwlimitOf(v: Values): number | undefined {
+  const text = v.bwlimit;
+  if (text === undefined) return undefined;
+  const rate = parseRate(text);
+  if (rate === undefined) {
+    throw new UsageError(
+      `Invalid value "${text}" for --bwlimit: expected bytes per second above 0, with K, M or G for 1024, 1024² or 1024³ (500K, 1.5M, 10M)`,
+    );
+  }
+  return rate;
 }
 
 /** `--max-entries` and `-n`, checked. */
@@ -547,6 +567,7 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
     json: v.json ?? false,
+    bwlimit: bwlimitOf(v),
   };
 }
 

@@ -90,6 +90,10 @@ Options:
                           path inside it under its own name
       --max-entries N     stop with exit code 3 when a listing holds more
                           than N entries (default 10000000)
+      --bwlimit RATE      at most RATE bytes per second over all connections
+                          of the run, both directions, --sync too (500K,
+                          1.5M, 10M: K, M, G are powers of 1024; a plain
+                          number is bytes, not rsync's KiB)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
       --quiet             no progress output (the summary line still prints)
       --json              one JSON object per line on stdout (nothing else

@@ -73,14 +73,12 @@ export function followEventJson(event: FollowEvent): JsonEvent | undefined {
         bytes: event.bytes,
       };
     case "fetched":
-      return event.reason === "new"
-        ? file(event.path, event.bytes, "new")
-        : {
-          type: "refetch",
-          path: event.path,
-          bytes: event.bytes,
-          reason: event.reason,
-        };
+      return event.reason === "new" ? file(event.path, event.bytes, "new") : {
+        type: "refetch",
+        path: event.path,
+        bytes: event.bytes,
+        reason: event.reason,
+      };
     case "dir":
       return { type: "dir", path: event.path };
     case "reconnecting":
