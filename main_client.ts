@@ -305,7 +305,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
   }
 }
 
-/** `--sync`: follows until SIGINT/SIGTERM (exit 0) or until the server stays unreachable (throws `ConnectError`, exit 3). */
+/** `--sync`: follows until SIGINT/SIGTERM (exit 0) or until the server stays unreachable (throws `ConnectError`, exit 4). */
 async function runFollow(
   cmd: PullCommand,
   settings: ClientSettings,
