@@ -55,6 +55,15 @@ import {
   type Transport,
 } from "./lib/client/transport.ts";
 import { type AuthFacts, withAuthAdvice } from "./lib/client/auth_advice.ts";
+import { TokenBucket } from "./lib/client/bandwidth.ts";
+import {
+  errorSummaryJson,
+  followEventJson,
+  followSummaryJson,
+  type JsonEvent,
+  pullEventJson,
+  summaryJson,
+} from "./lib/client/json_events.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { profileFor } from "./lib/shared/host_profiles.ts";
 import { publicLineOfFile } from "./lib/client/ssh_identity.ts";
@@ -63,6 +72,20 @@ import { VERSION } from "./lib/shared/version.ts";
 import { enterInvocationDir } from "./lib/shared/invocation_dir.ts";
 
 const encoder = new TextEncoder();
+
+/** `--json`: whether it was asked for, and whether the summary that ends the output was written. */
+const json = { on: false, ended: false, started: performance.now() };
+
+/** Writes one `--json` line on standard output (the only thing written there). */
+function writeJson(event: JsonEvent | undefined): void {
+  if (event === undefined) return;
+  if (event.type === "summary") json.ended = true;
+  console.log(JSON.stringify(event));
+}
+
+function elapsedMs(): number {
+  return performance.now() - json.started;
+}
 
 function writeErr(text: string): void {
   Deno.stderr.writeSync(encoder.encode(text));
@@ -95,6 +118,7 @@ async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
   baseUrl: string;
   transport: Transport;
   hsyncDir: string;
+  bandwidth?: TokenBucket;
 }> {
   const config = await loadFor(cmd.configFile);
   const overrides: Overrides = {};
@@ -130,13 +154,31 @@ async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
     fingerprint: transport.fingerprint,
     hsyncDir: config.hsyncDir,
   };
-  return { settings, baseUrl, transport, hsyncDir: config.hsyncDir };
+  // One bucket for every connection of the run, both directions.
+  const bandwidth = cmd.bwlimit === undefined
+    ? undefined
+    : new TokenBucket(cmd.bwlimit);
+  return {
+    settings,
+    baseUrl,
+    transport,
+    hsyncDir: config.hsyncDir,
+    bandwidth,
+  };
 }
 
 async function runPull(cmd: PullCommand): Promise<number> {
-  const { settings, baseUrl, transport, hsyncDir } = await connectionFor(cmd);
+  const { settings, baseUrl, transport, hsyncDir, bandwidth } =
+    await connectionFor(cmd);
   if (cmd.sync) {
-    return await runFollow(cmd, settings, baseUrl, transport, hsyncDir);
+    return await runFollow(
+      cmd,
+      settings,
+      baseUrl,
+      transport,
+      hsyncDir,
+      bandwidth,
+    );
   }
 
   const controller = new AbortController();
@@ -170,6 +212,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
       sign: transport.sign,
       noWait: cmd.noWait,
       onLockWait: cmd.quiet ? undefined : waitLine,
+      bandwidth,
     };
     let summary;
     if (isMultiSource(cmd.remotePaths)) {
@@ -178,6 +221,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
         client: transport.client,
         sign: transport.sign,
         idleTimeoutMs: settings.dataTimeout * 1000,
+        bandwidth,
       });
       const sources = await expandSources(remote, cmd.remotePaths, {
         maxEntries: cmd.maxEntries,
@@ -214,11 +258,12 @@ async function selectionOf(
   );
 }
 
-/** An event of a pull or a push: a dry run's plan line on standard output, anything else to the progress reporter. */
+/** An event of a pull or a push: a dry run's plan line (or with `--json` every event told) on standard output, anything else to the progress reporter. */
 function toTerminal(event: PullEvent, reporter: Reporter): void {
+  if (json.on) writeJson(pullEventJson(event));
   const line = planLine(event);
-  if (line !== undefined) console.log(line);
-  else reporter.onEvent(event);
+  if (line === undefined) reporter.onEvent(event);
+  else if (!json.on) console.log(line);
 }
 
 /**
@@ -233,11 +278,15 @@ function finish(
 ): number {
   for (const line of formatOutcomes(summary)) console.error(line);
   console.error(formatSummary(summary));
-  if (interrupted) return 130;
-  if (dryRun) return EXIT.ok;
-  return summary.failed > 0 || notTransferred(summary) > 0
+  const code = interrupted
+    ? EXIT.interrupted
+    : dryRun
+    ? EXIT.ok
+    : summary.failed > 0 || notTransferred(summary) > 0
     ? EXIT.partial
     : EXIT.ok;
+  if (json.on) writeJson(summaryJson(summary, code, elapsedMs()));
+  return code;
 }
 
 /** A push: local files and trees to the server; the same progress, summary and exit codes as a pull. */
@@ -247,7 +296,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
   // A bad local path is told before any request (nothing sent).
   checkSources(cmd.sources);
   const selection = await selectionOf(cmd);
-  const { settings, baseUrl, transport } = await connectionFor(cmd);
+  const { settings, baseUrl, transport, bandwidth } = await connectionFor(cmd);
   const controller = new AbortController();
   let interrupted = false;
   const stopListening = onStopSignal(() => {
@@ -284,13 +333,14 @@ async function runPush(cmd: PushCommand): Promise<number> {
       onEvent: (event) => toTerminal(event, reporter),
       client: transport.client,
       sign: transport.sign,
+      bandwidth,
     });
     reporter.stop();
     return finish(summary, interrupted, cmd.mirror.dryRun);
   } catch (error) {
     if (interrupted) {
       reporter.stop();
-      return 130;
+      return EXIT.interrupted;
     }
     throw error;
   } finally {
@@ -299,13 +349,14 @@ async function runPush(cmd: PushCommand): Promise<number> {
   }
 }
 
-/** `--sync`: follows until SIGINT/SIGTERM (exit 0) or until the server stays unreachable (throws `ConnectError`, exit 3). */
+/** `--sync`: follows until SIGINT/SIGTERM (exit 0) or until the server stays unreachable (throws `ConnectError`, exit 4). */
 async function runFollow(
   cmd: PullCommand,
   settings: ClientSettings,
   baseUrl: string,
   transport: Transport,
   hsyncDir: string,
+  bandwidth: TokenBucket | undefined,
 ): Promise<number> {
   // Loaded only for --sync: a one-shot pull starts sooner without them.
   const [{ follow }, report, { followStatePath }] = await Promise.all([
@@ -339,11 +390,16 @@ async function runFollow(
         cmd.localPath,
       ),
       signal: controller.signal,
-      onEvent: (event) => reporter.onEvent(event),
+      onEvent: (event) => {
+        if (json.on) writeJson(followEventJson(event));
+        reporter.onEvent(event);
+      },
       client: transport.client,
       sign: transport.sign,
+      bandwidth,
     });
     writeErr(`${report.formatFollowSummary(summary)}\n`);
+    if (json.on) writeJson(followSummaryJson(summary, EXIT.ok, elapsedMs()));
     return EXIT.ok;
   } finally {
     reporter.stop();
@@ -419,19 +475,35 @@ let authFacts: AuthFacts | undefined;
 
 async function main(argv: string[]): Promise<number> {
   let debug = argv.includes("--debug");
+  json.on = argv.includes("--json");
   try {
     // Before any path is read: relative paths are the user's, not the repository's.
     enterInvocationDir();
     const command = parseClientArgs(argv);
-    debug = (command.kind === "pull" || command.kind === "push") &&
-      command.debug;
-    return await run(command);
+    const transfer = command.kind === "pull" || command.kind === "push";
+    debug = transfer && command.debug;
+    json.on = transfer && command.json;
+    const code = await run(command);
+    // A run that ended without its summary (a push interrupted before it had one).
+    if (json.on && !json.ended) {
+      writeJson(
+        errorSummaryJson(
+          code === EXIT.interrupted ? "Interrupted" : "Stopped",
+          code,
+          elapsedMs(),
+        ),
+      );
+    }
+    return code;
   } catch (thrown) {
     const error = authFacts === undefined
       ? thrown
       : withAuthAdvice(thrown, authFacts);
     const code = exitCodeFor(error);
     console.error(`hsync: ${printable(describeError(error))}`);
+    if (json.on && !json.ended) {
+      writeJson(errorSummaryJson(describeError(error), code, elapsedMs()));
+    }
     if (error instanceof UsageError) {
       console.error("Try 'hsync --help' for more information.");
     }

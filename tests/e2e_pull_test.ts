@@ -216,7 +216,7 @@ Deno.test("bad input gets one clear line and the documented exit code", async (t
         "-o",
         join(dir.path, "u"),
       ],
-      code: 3,
+      code: 4,
       line: /127\.0\.0\.1/,
     },
     {

@@ -262,7 +262,7 @@ Deno.test("a restarted follower continues each file from its last byte instead o
   assert.match(result.stderr, / 61 B appended/);
 });
 
-Deno.test("hsync --sync exits 3 with one line after Max_timeout_retry failed reconnections", async () => {
+Deno.test("hsync --sync exits 4 with one line after Max_timeout_retry failed reconnections", async () => {
   await using tmp = await tempDir();
   const f = await fixture(tmp.path, { Max_timeout_retry: "2" });
   await Deno.writeTextFile(join(f.data, "a.log"), "a\n");
@@ -272,7 +272,7 @@ Deno.test("hsync --sync exits 3 with one line after Max_timeout_retry failed rec
   f.server.process.kill("SIGKILL");
   await f.server.stop();
   const result = await client.exited;
-  assert.equal(result.code, 3, result.stderr);
+  assert.equal(result.code, 4, result.stderr);
   assert.match(
     result.stderr,
     /hsync: Cannot reach 127\.0\.0\.1:\d+ after 3 attempts: connection refused; stopped following\n/,

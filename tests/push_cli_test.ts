@@ -100,7 +100,7 @@ Deno.test("bad local paths get one line and exit code 1, and nothing reaches the
   assert.deepEqual(server.log, []);
 });
 
-Deno.test("an unreachable server, a server that takes no writes and a refused key get one line and exit code 3", async () => {
+Deno.test("an unreachable server (exit code 4), a server that takes no writes and a refused key (exit code 3) get one line", async () => {
   await using dir = await tempDir();
   const { src, dst, hsyncDir } = await setup(dir.path);
   await Deno.writeTextFile(join(src, "f.txt"), "data");
@@ -109,7 +109,7 @@ Deno.test("an unreachable server, a server that takes no writes and a refused ke
     [join(src, "f.txt"), `127.0.0.1:${port}:${dst}/`],
     hsyncDir,
   );
-  assert.equal(r.code, 3, r.stderr);
+  assert.equal(r.code, 4, r.stderr);
   assert.deepEqual(lines(r), [
     `hsync: Cannot reach 127.0.0.1:${port}: connection refused`,
   ]);

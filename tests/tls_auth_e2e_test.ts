@@ -168,9 +168,9 @@ function pullArgs(
   ];
 }
 
-/** Exit code 3 and exactly one line on stderr matching `pattern`. */
-function refusedInOneLine(r: RunResult, pattern: RegExp): void {
-  assert.equal(r.code, 3, r.stderr);
+/** Exit code 3 (refused; 4: not reached) and exactly one line on stderr matching `pattern`. */
+function refusedInOneLine(r: RunResult, pattern: RegExp, code = 3): void {
+  assert.equal(r.code, code, r.stderr);
   const lines = r.stderr.trimEnd().split("\n");
   assert.equal(lines.length, 1, r.stderr);
   assert.match(lines[0], pattern);
@@ -405,6 +405,7 @@ Deno.test({
         refusedInOneLine(
           await runClient(args, { HSYNC_DIR: f.clientDir }),
           /^hsync: Cannot reach 127\.0\.0\.1:\d+: the server's certificate is not signed by a trusted CA \(set CA_file to the CA that signed it\)$/,
+          4,
         );
       },
     );
@@ -422,6 +423,7 @@ Deno.test({
         refusedInOneLine(
           await runClient(args, { HSYNC_DIR: f.clientDir }),
           /^hsync: 127\.0\.0\.1:\d+ speaks HTTPS: add --tls or Tls = yes$/,
+          4,
         );
       },
     );
@@ -475,6 +477,7 @@ Deno.test({
     refusedInOneLine(
       r,
       /^hsync: Cannot reach 127\.0\.0\.1:\d+: the server's certificate is not valid for the host name "127\.0\.0\.1" \(connect with a name the certificate lists\)$/,
+      4,
     );
     assert.equal(await exists(join(f.dir, "out")), false);
   },

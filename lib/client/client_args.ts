@@ -8,6 +8,7 @@ import {
   joinNegativeValues,
 } from "../shared/flag_values.ts";
 import { DEFAULT_MAX_ENTRIES } from "./listing.ts";
+import { parseRate } from "./bandwidth.ts";
 
 export { CLIENT_USAGE } from "./client_usage.ts";
 
@@ -47,6 +48,10 @@ export interface PullCommand {
   debug: boolean;
   /** `--no-wait`: another hsync writing into the same destination stops this run (exit 1) instead of making it wait. */
   noWait: boolean;
+  /** `--json`: one JSON object per event on standard output (lib/client/json_events.ts). */
+  json: boolean;
+  /** `--bwlimit RATE`: bytes per second over every connection of the run. */
+  bwlimit?: number;
 }
 
 /** A push of local files and trees to the server. */
@@ -79,6 +84,10 @@ export interface PushCommand {
   debug: boolean;
   /** `--no-wait`: accepted; a push takes no destination lock yet (the server side is to come). */
   noWait: boolean;
+  /** `--json`: one JSON object per event on standard output (lib/client/json_events.ts). */
+  json: boolean;
+  /** `--bwlimit RATE`: bytes per second over every connection of the run. */
+  bwlimit?: number;
 }
 
 /**
@@ -169,6 +178,8 @@ const OPTIONS = {
   quiet: { type: "boolean" },
   "no-wait": { type: "boolean" },
   debug: { type: "boolean" },
+  json: { type: "boolean" },
+  bwlimit: { type: "string" },
   force: { type: "boolean" },
   public: { type: "string" },
   help: { type: "boolean", short: "h" },
@@ -362,6 +373,8 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
     noWait: v["no-wait"] ?? false,
+    json: v.json ?? false,
+    bwlimit: bwlimitOf(v),
   };
 }
 
@@ -476,6 +489,19 @@ function flagHost(v: Values): string | undefined {
 /** `-p`, checked. */
 function flagPort(v: Values): string | undefined {
   return v.port === undefined ? undefined : checkPort("-p", v.port);
+}
+
+/** `--bwlimit RATE`, checked. */
+function bwlimitOf(v: Values): number | undefined {
+  const text = v.bwlimit;
+  if (text === undefined) return undefined;
+  const rate = parseRate(text);
+  if (rate === undefined) {
+    throw new UsageError(
+      `Invalid value "${text}" for --bwlimit: expected bytes per second above 0, with K, M or G for 1024, 1024² or 1024³ (500K, 1.5M, 10M)`,
+    );
+  }
+  return rate;
 }
 
 /** `--max-entries` and `-n`, checked. */
@@ -604,6 +630,8 @@ function parsePush(v: Values, positionals: string[]): PushCommand {
     quiet: v.quiet ?? false,
     debug: v.debug ?? false,
     noWait: v["no-wait"] ?? false,
+    json: v.json ?? false,
+    bwlimit: bwlimitOf(v),
   };
 }
 

@@ -93,6 +93,10 @@ Options:
                           path inside it under its own name
       --max-entries N     stop with exit code 3 when a listing holds more
                           than N entries (default 10000000)
+      --bwlimit RATE      at most RATE bytes per second over all connections
+                          of the run, both directions, --sync too (500K,
+                          1.5M, 10M: K, M, G are powers of 1024; a plain
+                          number is bytes, not rsync's KiB)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
       --no-wait           another hsync pulling into the same destination
                           directory stops this pull with exit code 1 instead
@@ -106,13 +110,26 @@ signed with Identity_file (an hsync keygen key or an OpenSSH ed25519 key),
 else $HSYNC_DIR/id_ed25519, else the ed25519 keys of ssh-agent
 (SSH_AUTH_SOCK).
       --quiet             no progress output (the summary line still prints)
+      --json              one JSON object per line on stdout (nothing else
+                          there): type "file" per entry (path, bytes, status
+                          transferred|skipped|failed|not_transferred|deleted,
+                          reason), "warning", "plan" (--dry-run), with --sync
+                          "append" (path, offset, bytes), "refetch" and
+                          "file" status "new"; "summary" last (totals,
+                          elapsed_ms, exit_code, error when stopped)
       --debug             stack traces and request details on errors
   -h, --help              this text
       --version           print the version
 
 Redirects are never followed: a server answering one stops the run (exit 3).
 
-Exit codes: 0 success, 1 usage or configuration error, 2 some entries failed
-or were not transferred (each named, or counted when the server's rules
-withhold them; the rest completed), 3 the server could not be reached, refused, redirected
-or sent more than --max-entries entries.`;
+Exit codes:
+  0    success
+  1    usage or configuration error
+  2    some entries failed or were not transferred (each named, or counted
+       when the server's rules withhold them); the rest completed
+  3    the server answered and refused: path missing, key or path refused,
+       a redirect, more than --max-entries entries (retrying will not help)
+  4    the server could not be reached: connection refused, unknown host,
+       TLS, timeout, connection lost, not HTTP, not hsyncd (retry later)
+  130  interrupted (Ctrl-C, SIGTERM)`;

@@ -468,7 +468,9 @@ export function usableBody(
       `Range response for "${label}" announces ${length} bytes for ${expected}`,
     );
   }
-  return { body: res.body, bounded: length !== null };
+  // A body through --bwlimit is made in JavaScript: it must not take the
+  // native fast path of writeChunk (see there).
+  return { body: res.body, bounded: length !== null && !ex.throttled };
 }
 
 /** Options of {@linkcode receiveBody}. */

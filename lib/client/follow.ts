@@ -1,4 +1,5 @@
 /** The follower of `hsync --sync`: a first pull, then the server's watch long-poll, fetching only appended bytes after a bounded tail check. */
+import type { TokenBucket } from "./bandwidth.ts";
 import type { ClientSettings } from "../shared/config.ts";
 import {
   ConnectError,
@@ -71,6 +72,8 @@ export interface FollowOptions {
   sign?: (request: Request) => Promise<void> | void;
   /** First reconnect delay in milliseconds (doubles per attempt, with jitter); default 500. */
   retryBaseMs?: number;
+  /** `--bwlimit`: the one bucket every body of the run passes through. */
+  bandwidth?: TokenBucket;
 }
 
 /**
@@ -118,6 +121,7 @@ class Follower {
       sign: options.sign,
       idleTimeoutMs: options.settings.dataTimeout * 1000,
       onRefuse: (error) => this.#stopRun(error),
+      bandwidth: options.bandwidth,
     });
   }
 
@@ -231,6 +235,7 @@ class Follower {
         onEvent: (event) => this.#emit({ type: "pull", event }),
         client: this.#o.client,
         sign: this.#o.sign,
+        bandwidth: this.#o.bandwidth,
       });
       this.#emit({ type: "pulled", summary });
     }
@@ -277,6 +282,7 @@ class Follower {
           this.#stopRun(
             new ConnectError(
               `Watch answer from ${this.#remote.host} names more than ${this.#maxEntries} paths, the most one run accepts (--max-entries)`,
+              { refused: true },
             ),
           );
           return;

@@ -201,6 +201,7 @@ export class FollowTree {
       `${
         JSON.stringify(this.#o.remotePath)
       } on ${this.#o.remote.host} has more than ${max} entries to follow, the most one run accepts (--max-entries)`,
+      { refused: true },
     );
     this.#o.stopRun(error);
     throw error;

@@ -21,6 +21,7 @@ export function tooManyEntries(
     `Listing of ${
       JSON.stringify(remotePath)
     } from ${host} has more than ${max} entries, the most one run accepts (--max-entries)`,
+    { refused: true },
   );
 }
 

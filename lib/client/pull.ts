@@ -160,6 +160,7 @@ class PullRun {
       sign: options.sign,
       idleTimeoutMs: s.dataTimeout * 1000,
       onRefuse: (error) => this.#stopRun(error),
+      bandwidth: options.bandwidth,
     });
     this.#limits = new Scheduler(s, options.parallelFiles);
     this.#signal = options.signal === undefined

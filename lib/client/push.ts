@@ -137,6 +137,7 @@ class PushRun {
       sign: options.sign,
       idleTimeoutMs: s.dataTimeout * 1000,
       onRefuse: (error) => this.#stopRun(error),
+      bandwidth: options.bandwidth,
     });
     const limits = new Scheduler(s, options.parallelFiles);
     this.#signal = options.signal === undefined

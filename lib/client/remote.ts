@@ -9,6 +9,7 @@ import {
   probeListener,
   unreachableError,
 } from "./server_probe.ts";
+import { throttled, type TokenBucket } from "./bandwidth.ts";
 import {
   API,
   type BundleRequest,
@@ -38,12 +39,14 @@ export interface RemoteOptions {
    * should be asked of this server (a redirect): the caller stops its run.
    */
   onRefuse?: (error: ConnectError) => void;
+  /** `--bwlimit`: every body sent and received passes through it (one bucket for the whole run). */
+  bandwidth?: TokenBucket;
 }
 
 /** The server answered with a redirect, which hsync never follows (exit code 3). */
 export class RedirectRefused extends ConnectError {
   constructor(message: string) {
-    super(message);
+    super(message, { refused: true });
     this.name = "RedirectRefused";
   }
 }
@@ -65,6 +68,8 @@ export interface Exchange {
   kick(): void;
   /** Stops the idle timer (call when the body is consumed or abandoned). */
   done(): void;
+  /** The body passes through `--bwlimit` (a stream made in JavaScript, not fetch's own). */
+  throttled?: boolean;
 }
 
 /** Options of one request. */
@@ -98,6 +103,7 @@ export class Remote {
   readonly #onRefuse?: (error: ConnectError) => void;
   /** What listens on the server's port, asked once when a request got no HTTP answer. */
   #probe?: Promise<Listener | undefined>;
+  readonly #bandwidth?: TokenBucket;
 
   constructor(options: RemoteOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -106,6 +112,7 @@ export class Remote {
     this.#sign = options.sign;
     this.#idleMs = options.idleTimeoutMs ?? 30_000;
     this.#onRefuse = options.onRefuse;
+    this.#bandwidth = options.bandwidth;
   }
 
   #retryUnauthorized(request: Request): boolean {
@@ -144,6 +151,16 @@ export class Remote {
     const outer = options.signal;
     const onAbort = () => controller.abort(outer!.reason);
     if (outer?.aborted) throw outer.reason;
+    const bucket = this.#bandwidth;
+    // A body in one piece waits its turn before the idle timer starts.
+    if (bucket !== undefined && options.body !== undefined) {
+      await bucket.take(
+        typeof options.body === "string"
+          ? options.body.length
+          : options.body.byteLength,
+        outer,
+      );
+    }
     outer?.addEventListener("abort", onAbort, { once: true });
     const idleMs = this.#idleMs;
     let last = performance.now();
@@ -168,16 +185,22 @@ export class Remote {
       outer?.removeEventListener("abort", onAbort);
     };
     const exchange = (response: Response): Exchange => ({
-      response,
+      response: bucket === undefined || response.body === null
+        ? response
+        : new Response(
+          throttled(response.body, bucket, () => last = performance.now()),
+          response,
+        ),
       signal: controller.signal,
       kick: () => last = performance.now(),
       done,
+      throttled: bucket !== undefined && response.body !== null,
     });
     try {
       const request = new Request(url, {
         method: options.method ?? "GET",
         headers: options.headers,
-        body: options.bodyStream?.(() => last = performance.now()) ??
+        body: this.#bodyStream(options, () => last = performance.now()) ??
           options.body,
         signal: controller.signal,
         redirect: "manual",
@@ -228,6 +251,16 @@ export class Remote {
       done();
       throw error;
     }
+  }
+
+  /** The streamed body of a request, through the bandwidth limit when there is one. */
+  #bodyStream(
+    options: SendOptions,
+    kick: () => void,
+  ): ReadableStream<Uint8Array> | undefined {
+    const stream = options.bodyStream?.(kick);
+    if (stream === undefined || this.#bandwidth === undefined) return stream;
+    return throttled(stream, this.#bandwidth, kick);
   }
 
   /** `GET /v1/stat`: one entry. */

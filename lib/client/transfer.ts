@@ -1,5 +1,6 @@
 /** The vocabulary the pieces of one pull share: a file job, the events a pull reports, and the context every piece is given. */
 import type { ClientSettings } from "../shared/config.ts";
+import type { TokenBucket } from "./bandwidth.ts";
 import type { RemoteIdentity } from "../shared/journal.ts";
 import type { Remote } from "./remote.ts";
 import type { Backoff } from "./retry.ts";
@@ -154,4 +155,6 @@ export interface TreeOptions {
   sparse?: boolean;
   /** With `links`: links whose target is absolute or leaves the copy are created too (else each is an omission). */
   unsafeLinks?: boolean;
+  /** `--bwlimit`: the one bucket every body of the run passes through. */
+  bandwidth?: TokenBucket;
 }

@@ -30,14 +30,28 @@ export class ConfigError extends Error {
   }
 }
 
-/** The server could not be reached, or refused us (exit code 3). */
+/**
+ * The run cannot go on with this server: it answered and refused (exit
+ * code 3), or it could not be reached or is not an hsyncd (exit code 4).
+ */
 export class ConnectError extends Error {
   /** HTTP status when the server answered, undefined when it could not be reached. */
   readonly status?: number;
-  constructor(message: string, options?: { status?: number; cause?: unknown }) {
+  /**
+   * The server answered and said no (the path is missing, the key or the
+   * path is refused, a redirect, more than `--max-entries`): running again
+   * as is cannot help. By default true for a 3xx or 4xx `status`.
+   */
+  readonly refused: boolean;
+  constructor(
+    message: string,
+    options?: { status?: number; cause?: unknown; refused?: boolean },
+  ) {
     super(message, { cause: options?.cause });
     this.name = "ConnectError";
     this.status = options?.status;
+    const status = options?.status ?? 0;
+    this.refused = options?.refused ?? (status >= 300 && status < 500);
   }
 }
 
@@ -57,11 +71,20 @@ export class PartialFailure extends Error {
   }
 }
 
-/** Exit codes of both programs (DESIGN.md §3). */
+/** Exit codes of both programs (DESIGN.md §3, README "Exit codes"). */
 export const EXIT = {
   ok: 0,
+  /** A bad command line or configuration. */
   usage: 1,
+  /** Some entries failed or were not transferred; the rest completed. */
   partial: 2,
+  /** The server answered and refused, or the path is missing (a script should not simply retry). */
+  refused: 3,
+  /** The server could not be reached, or is not an hsyncd (a script may retry later). */
+  unreachable: 4,
+  /** Stopped by SIGINT or SIGTERM. */
+  interrupted: 130,
+  /** @deprecated The old single code for 3 and 4: use `refused` or `unreachable`. */
   connect: 3,
 } as const;
 
@@ -71,7 +94,27 @@ export function exitCodeFor(error: unknown): number {
     return EXIT.usage;
   }
   if (error instanceof PartialFailure) return EXIT.partial;
-  if (error instanceof ConnectError) return EXIT.connect;
+  if (error instanceof ConnectError) {
+    return error.refused ? EXIT.refused : EXIT.unreachable;
+  }
+  // An answer that does not fit the protocol: not an hsyncd.
+  if (error instanceof ProtocolError) return EXIT.unreachable;
+  if (error instanceof HttpError) {
+    return error.status >= 300 && error.status < 500
+      ? EXIT.refused
+      : EXIT.unreachable;
+  }
+  // fetch's own failure (connection refused, reset, TLS) and the idle timeout.
+  if (
+    error instanceof TypeError && /fetch|connect|tls|certificate/i.test(
+      `${error.message} ${
+        error.cause instanceof Error ? error.cause.message : ""
+      }`,
+    )
+  ) return EXIT.unreachable;
+  if (error instanceof Error && error.name === "TimeoutError") {
+    return EXIT.unreachable;
+  }
   return EXIT.usage;
 }
 
