@@ -39,7 +39,10 @@ Deno.test("hsync --num 2 pulls a tree from the real hsyncd", async () => {
   assert.equal(await Deno.readTextFile(join(out, "c")), "c\n");
   const bad = await runClient(["-i", data, "--num", "0"]);
   assert.equal(bad.code, 1);
-  assert.match(bad.stderr, /Invalid value "0" for -n/);
+  assert.match(
+    bad.stderr,
+    /-n needs a positive number of files in parallel, got "0"/,
+  );
 });
 
 Deno.test("the old ini keys MD5_check_nproc and Hsync_verify get one note each saying what replaced them, not an unknown-key warning", async () => {

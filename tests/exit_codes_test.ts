@@ -106,5 +106,5 @@ Deno.test("hsync exits 3 for a missing remote path and for a server that wants a
     HSYNC_DIR: stranger,
   });
   assert.equal(unsigned.code, 3, unsigned.stderr);
-  assert.match(unsigned.stderr, /Not authenticated/);
+  assert.match(unsigned.stderr, /requires a key: run "hsync keygen"/);
 });
