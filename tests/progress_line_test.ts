@@ -47,7 +47,7 @@ Deno.test("formatBarLine() at 80 and 60 columns keeps the bar and drops the leas
   assert.ok(usual80.length <= 79, usual80);
   assert.match(
     usual80,
-    /^\[-{20}\]   1% 1\.21 GiB\/96\.5 GiB\+ 123\.4 MB\/s ETA -:-- files 12\/40\+$/,
+    /^\[-{20}\] {3}1% 1\.21 GiB\/96\.5 GiB\+ 123\.4 MB\/s ETA -:-- files 12\/40\+$/,
   );
   const at80 = formatBarLine(busy, lineWidthFor(80));
   assert.ok(at80.length <= 79, at80);
@@ -120,7 +120,7 @@ Deno.test("a hashing phase shows its word and its own progress", () => {
     { ...state, hashing: { phase: "verifying", done: 50, total: 100 } },
     79,
   );
-  assert.match(bar, /^\[#{10}-{10}\] verifying  50% /);
+  assert.match(bar, /^\[#{10}-{10}\] verifying {2}50% /);
 });
 
 Deno.test("the reporter shows the checking phase from hashing events, then the transfer again", async () => {
@@ -139,7 +139,7 @@ Deno.test("the reporter shows the checking phase from hashing events, then the t
   });
   reporter.onEvent({ type: "hashing", phase: "checking", bytes: MiB });
   await new Promise((r) => setTimeout(r, 40));
-  assert.match(out, /^hsync: checking  25% 1\.00 MiB\/4\.00 MiB/m);
+  assert.match(out, /^hsync: checking {2}25% 1\.00 MiB\/4\.00 MiB/m);
   reporter.onEvent({ type: "hashing", phase: "checking", bytes: 3 * MiB });
   out = "";
   await new Promise((r) => setTimeout(r, 40));
