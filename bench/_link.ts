@@ -40,12 +40,15 @@ export function startLink(
     let wakeReader: (() => void) | undefined;
     let wakeWriter: (() => void) | undefined;
     let ended = false;
+    // The writing side went away: the reader must not wait for acknowledgements that never come.
+    let gone = false;
     const reader = (async () => {
       try {
         while (true) {
-          while (inFlight >= windowBytes) {
+          while (inFlight >= windowBytes && !gone) {
             await new Promise<void>((r) => wakeReader = r);
           }
+          if (gone) break;
           const buf = new Uint8Array(Math.min(64 * 1024, windowBytes));
           const n = await from.read(buf);
           if (n === null) break;
@@ -86,6 +89,8 @@ export function startLink(
       } catch {
         // a side went away
       }
+      gone = true;
+      wakeReader?.();
     })();
     await Promise.all([reader, writer]);
     closeQuietly(from);
