@@ -91,7 +91,8 @@ Options:
       --max-entries N     stop with exit code 3 when a listing holds more
                           than N entries (default 10000000)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
-      --quiet             no progress output (the summary line still prints)
+      --quiet             print nothing on success (no bar, no summary);
+                          warnings, errors and what failed still print
       --debug             stack traces and request details on errors
   -h, --help              this text
       --version           print the version
