@@ -18,8 +18,10 @@ export function startLink(
   upstreamPort: number,
   delayMs: number,
   windowBytes: number,
+  /** Where the relay listens (default: any free port). */
+  listenPort = 0,
 ): Link {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: listenPort });
   const port = (listener.addr as Deno.NetAddr).port;
   const open = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();

@@ -4,7 +4,9 @@ import { join } from "node:path";
 import { startLink } from "../bench/_link.ts";
 import {
   clientArgv,
+  freePort,
   ROOT,
+  runClient,
   startServer,
   tempDir,
   waitFor,
@@ -226,5 +228,45 @@ Deno.test({
     assert.ok(!text.includes("["), `nothing of the bar is left: ${text}`);
     const part = await Deno.stat(`${out}.hsync-part`);
     assert.ok(part.isFile, "the part file is kept for resume");
+  },
+});
+
+Deno.test({
+  name:
+    "a slow single-file push in a 60-column terminal redraws one row with an ETA and ends with the summary",
+  ignore: !TMUX,
+  async fn() {
+    await using dir = await tempDir();
+    const incoming = join(dir.path, "incoming");
+    await Deno.mkdir(incoming);
+    const clientDir = join(dir.path, "client-dir");
+    const keygen = await runClient(["keygen"], { HSYNC_DIR: clientDir });
+    assert.equal(keygen.code, 0, keygen.stderr);
+    const keys = join(dir.path, "authorized_keys");
+    await Deno.writeTextFile(keys, keygen.stdout);
+    const local = join(dir.path, "up.bin");
+    await Deno.writeFile(local, noise(6 * MiB));
+    // The link's port is a name the signatures are made for.
+    const linkPort = freePort();
+    await using server = await startServer({
+      dir: dir.path,
+      config:
+        `[hsyncd]\nWritable_path = ${incoming}\nAuthorized_keys = ${keys}\nServer_name = 127.0.0.1:${linkPort}\n`,
+    });
+    await using link = startLink(server.port, 20, 32 * 1024, linkPort);
+    const script = await scriptFor(dir.path, [
+      local,
+      `127.0.0.1:${link.port}:${incoming}/`,
+    ]);
+    await using pane = new Pane(dir.path, 60);
+    pane.start(script);
+    const { bars, last } = await watch(pane);
+    assert.equal(last.at(-1), "EXIT=0", last.join("\n"));
+    assert.match(last[1], /^hsync: 1 file, 6\.00 MiB in /, last.join("\n"));
+    assert.ok(new Set(bars).size >= 2, `redraws seen: ${bars.join("\n")}`);
+    assert.ok(
+      bars.some((b) => /ETA \d+:\d\d/.test(b)),
+      `an ETA: ${bars.join("\n")}`,
+    );
   },
 });
