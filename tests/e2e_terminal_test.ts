@@ -24,6 +24,8 @@ function hasTmux(): boolean {
 }
 
 const TMUX = hasTmux();
+// The reason a test is skipped belongs in the test output.
+// deno-lint-ignore no-console
 if (!TMUX) console.log("e2e_terminal_test: tmux is not installed: skipped");
 
 /** One tmux server of its own (a socket in `dir`) running one pane `columns` wide. */
