@@ -51,8 +51,8 @@ Deno.test("--quiet prints nothing at all on success, and still prints warnings a
   assert.match(lines[2], /^hsync: failed: sub\/b\.txt: /);
   assert.deepEqual(lines.slice(3), [
     "hsync: failed (2):",
-    "  sub",
-    "  sub/b.txt",
+    "hsync:   sub",
+    "hsync:   sub/b.txt",
   ]);
 });
 
@@ -83,10 +83,10 @@ Deno.test("a run with failures ends with the failed names after the summary", as
   assert.ok(summary > 0, r.stderr);
   assert.match(lines[summary], /, 4 failed$/);
   assert.deepEqual(lines.slice(summary + 1).sort(), [
-    "  a",
-    "  a/a.txt",
-    "  c",
-    "  c/c.txt",
+    "hsync:   a",
+    "hsync:   a/a.txt",
+    "hsync:   c",
+    "hsync:   c/c.txt",
     "hsync: failed (4):",
   ]);
   assert.equal(lines[summary + 1], "hsync: failed (4):");

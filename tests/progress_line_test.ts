@@ -228,8 +228,8 @@ Deno.test("formatFailedList() names what failed, one a line, at most 20", () => 
   summary.failed = 23;
   const lines = formatFailedList(summary);
   assert.equal(lines[0], "hsync: failed (23):");
-  assert.equal(lines[1], "  d/f0");
-  assert.equal(lines[20], "  d/f19");
-  assert.equal(lines[21], "  and 3 more");
+  assert.equal(lines[1], "hsync:   d/f0");
+  assert.equal(lines[20], "hsync:   d/f19");
+  assert.equal(lines[21], "hsync:   and 3 more");
   assert.equal(lines.length, 22);
 });

@@ -67,7 +67,7 @@ Deno.test("hsync LOCAL HOST:PORT:/dir/ pushes a tree, prints the summary line an
     }": the rules refuse it`,
     lines(r).at(-3),
     "hsync: failed (1):",
-    "  run42/refuse-me",
+    "hsync:   run42/refuse-me",
   ]);
   assert.match(lines(r).at(-3)!, /, 2 skipped, 1 failed$/);
 });
@@ -232,7 +232,7 @@ Deno.test("hsync --dry-run prints one `would ...` line per entry on stdout, send
     "hsync: failed: .: Would delete nothing: 0 failed, 1 not transferred (--delete deletes only after a complete transfer)",
     "hsync: not transferred: run/pipe: It is a FIFO: only regular files, directories and symbolic links are pushed",
   ]);
-  assert.deepEqual(lines(r).slice(-2), ["hsync: failed (1):", "  ."]);
+  assert.deepEqual(lines(r).slice(-2), ["hsync: failed (1):", "hsync:   ."]);
   await Deno.remove(fifo);
   r = await hsync(
     ["--dry-run", "--delete", join(src, "run"), remote],
@@ -278,7 +278,7 @@ Deno.test("hsync --delete deletes on the server what the source does not have (`
     "hsync: failed: .: Would delete 2 entries, more than --max-delete 0: deleted none",
   ]);
   assert.match(lines(r).at(-3)!, /, 1 failed$/);
-  assert.deepEqual(lines(r).slice(-2), ["hsync: failed (1):", "  ."]);
+  assert.deepEqual(lines(r).slice(-2), ["hsync: failed (1):", "hsync:   ."]);
   assert.deepEqual(server.deleted, []);
 
   r = await hsync(

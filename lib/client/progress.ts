@@ -367,8 +367,11 @@ export function formatFailedList(
   const names = summary.failures.map((f) => f.path);
   if (names.length === 0) return [];
   const lines = [`hsync: failed (${names.length}):`];
-  for (const name of names.slice(0, max)) lines.push(`  ${printable(name)}`);
-  if (names.length > max) lines.push(`  and ${names.length - max} more`);
+  // Every line keeps the program's prefix, as each line of hsync's stderr does.
+  for (const name of names.slice(0, max)) {
+    lines.push(`hsync:   ${printable(name)}`);
+  }
+  if (names.length > max) lines.push(`hsync:   and ${names.length - max} more`);
   return lines;
 }
 
