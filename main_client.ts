@@ -42,6 +42,7 @@ import {
 import { selectionOptions } from "./lib/client/selection.ts";
 import {
   createReporter,
+  formatFailedList,
   formatOutcomes,
   formatSummary,
   notTransferred,
@@ -64,6 +65,7 @@ import {
   pullEventJson,
   summaryJson,
 } from "./lib/client/json_events.ts";
+import { DEFAULT_COLUMNS } from "./lib/client/progress_line.ts";
 import { writeKeyPair } from "./lib/shared/auth.ts";
 import { profileFor } from "./lib/shared/host_profiles.ts";
 import { publicLineOfFile } from "./lib/client/ssh_identity.ts";
@@ -182,18 +184,15 @@ async function runPull(cmd: PullCommand): Promise<number> {
   }
 
   const controller = new AbortController();
+  const reporter = await reporterFor(cmd);
   let interrupted = false;
   const stopListening = onStopSignal(() => {
     if (interrupted) Deno.exit(130);
     interrupted = true;
-    writeErr("\nhsync: interrupted, stopping (partial files are kept)\n");
+    // The bar goes first, so nothing of it stays above the lines that end the run.
+    reporter.stop();
+    writeErr("hsync: interrupted, stopping (partial files are kept)\n");
     controller.abort();
-  });
-
-  const reporter = await createReporter({
-    quiet: cmd.quiet || cmd.mirror.dryRun,
-    isTerminal: Deno.stderr.isTerminal(),
-    write: writeErr,
   });
   try {
     const options: PullOptions = {
@@ -230,7 +229,11 @@ async function runPull(cmd: PullCommand): Promise<number> {
       summary = await pullSources(options, sources);
     } else summary = await pull(options);
     reporter.stop();
-    return finish(summary, interrupted, cmd.mirror.dryRun);
+    return finish(summary, reporter, {
+      interrupted,
+      dryRun: cmd.mirror.dryRun,
+      quiet: cmd.quiet,
+    });
   } finally {
     reporter.stop();
     stopListening();
@@ -266,18 +269,42 @@ function toTerminal(event: PullEvent, reporter: Reporter): void {
   else if (!json.on) console.log(line);
 }
 
+/** The terminal's width in columns (stderr's, else any standard stream's), or 80 when none is a terminal. */
+function terminalColumns(): number {
+  try {
+    return Deno.consoleSize().columns || DEFAULT_COLUMNS;
+  } catch {
+    return DEFAULT_COLUMNS;
+  }
+}
+
+/** The progress reporter of a pull or a push: a bar as wide as the terminal on one, plain lines otherwise. */
+async function reporterFor(cmd: PullCommand | PushCommand): Promise<Reporter> {
+  return await createReporter({
+    quiet: cmd.quiet || cmd.mirror.dryRun,
+    isTerminal: Deno.stderr.isTerminal(),
+    columns: terminalColumns,
+    write: writeErr,
+  });
+}
+
 /**
- * The end of a pull or a push: every failure and omission named, the
- * summary line, and the exit code (a dry run changed nothing: what it
- * found is printed, and it succeeded).
+ * The end of a pull or a push: every omission named, the summary line (not
+ * with `--quiet`, unless interrupted), what failed by name, and the exit
+ * code (a dry run changed nothing: what it found is printed, and it
+ * succeeded).
  */
 function finish(
   summary: PullSummary,
-  interrupted: boolean,
-  dryRun: boolean,
+  reporter: Reporter,
+  run: { interrupted: boolean; dryRun: boolean; quiet: boolean },
 ): number {
+  const { interrupted, dryRun } = run;
   for (const line of formatOutcomes(summary)) console.error(line);
-  console.error(formatSummary(summary));
+  if (!run.quiet || interrupted) {
+    console.error(formatSummary(summary, { ...reporter.tally(), interrupted }));
+  }
+  for (const line of formatFailedList(summary)) console.error(line);
   const code = interrupted
     ? EXIT.interrupted
     : dryRun
@@ -298,19 +325,16 @@ async function runPush(cmd: PushCommand): Promise<number> {
   const selection = await selectionOf(cmd);
   const { settings, baseUrl, transport, bandwidth } = await connectionFor(cmd);
   const controller = new AbortController();
+  const reporter = await reporterFor(cmd);
   let interrupted = false;
   const stopListening = onStopSignal(() => {
     if (interrupted) Deno.exit(130);
     interrupted = true;
+    reporter.stop();
     writeErr(
-      "\nhsync: interrupted, stopping (what the server holds is kept for a rerun)\n",
+      "hsync: interrupted, stopping (what the server holds is kept for a rerun)\n",
     );
     controller.abort();
-  });
-  const reporter = await createReporter({
-    quiet: cmd.quiet || cmd.mirror.dryRun,
-    isTerminal: Deno.stderr.isTerminal(),
-    write: writeErr,
   });
   try {
     const summary = await push({
@@ -336,7 +360,11 @@ async function runPush(cmd: PushCommand): Promise<number> {
       bandwidth,
     });
     reporter.stop();
-    return finish(summary, interrupted, cmd.mirror.dryRun);
+    return finish(summary, reporter, {
+      interrupted,
+      dryRun: cmd.mirror.dryRun,
+      quiet: cmd.quiet,
+    });
   } catch (error) {
     if (interrupted) {
       reporter.stop();
@@ -373,6 +401,7 @@ async function runFollow(
   const reporter = await report.createFollowReporter({
     write: writeErr,
     isTerminal: Deno.stderr.isTerminal(),
+    columns: terminalColumns,
     quiet: cmd.quiet,
     debug: cmd.debug,
     host: new URL(baseUrl).host,
@@ -398,7 +427,7 @@ async function runFollow(
       sign: transport.sign,
       bandwidth,
     });
-    writeErr(`${report.formatFollowSummary(summary)}\n`);
+    if (!cmd.quiet) writeErr(`${report.formatFollowSummary(summary)}\n`);
     if (json.on) writeJson(followSummaryJson(summary, EXIT.ok, elapsedMs()));
     return EXIT.ok;
   } finally {

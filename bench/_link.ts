@@ -88,12 +88,15 @@ export function startLink(
       }
     };
     const scratch = new Uint8Array(Math.min(READ_BYTES, windowBytes));
+    // The writing side went away: the reader must not wait for acknowledgements that never come.
+    let gone = false;
     const reader = (async () => {
       try {
         while (true) {
-          while (inFlight >= windowBytes) {
+          while (inFlight >= windowBytes && !gone) {
             await new Promise<void>((r) => wakeReader = r);
           }
+          if (gone) break;
           const room = Math.min(scratch.length, windowBytes - inFlight);
           const n = await from.read(scratch.subarray(0, room));
           if (n === null) break;
@@ -144,6 +147,7 @@ export function startLink(
         // a side went away
       }
       if (ackTimer !== undefined) clearTimeout(ackTimer);
+      gone = true;
       wakeReader?.();
     })();
     await Promise.all([reader, writer]);

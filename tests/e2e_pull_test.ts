@@ -72,7 +72,7 @@ Deno.test("hsync pulls a whole tree byte-identical, then a rerun skips every fil
     "a rerun skips every identical file and rewrites none",
     async () => {
       const before = (await Deno.stat(join(out, "name with spaces.log"))).ino;
-      const r = await runClient([...args, "-c", clientIni, "--quiet"]);
+      const r = await runClient([...args, "-c", clientIni]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, new RegExp(`${tree.files} skipped`));
       assert.equal(

@@ -336,7 +336,7 @@ Deno.test("hsync exits 2 with a 'not transferred' line for an omission, and -a g
   await Deno.mkdir(hsyncDir);
   const dest = join(dir.path, "copy");
   const r = await runClient(
-    [`127.0.0.1:${server.port}:${ROOT}`, dest, "-a", "--quiet"],
+    [`127.0.0.1:${server.port}:${ROOT}`, dest, "-a"],
     { HSYNC_DIR: hsyncDir },
   );
   assert.equal(r.code, 2, r.stderr);

@@ -40,7 +40,6 @@ Deno.test("hsync LOCAL HOST:PORT:/dir/ pushes a tree, prints the summary line an
   let r = await hsync([
     join(src, "run42"),
     `127.0.0.1:${server.port}:${dst}/`,
-    "--quiet",
   ], hsyncDir);
   assert.equal(r.code, 0, r.stderr);
   assert.match(
@@ -60,16 +59,17 @@ Deno.test("hsync LOCAL HOST:PORT:/dir/ pushes a tree, prints the summary line an
     "127.0.0.1",
     "-p",
     String(server.port),
-    "--quiet",
   ], hsyncDir);
   assert.equal(r.code, 2, r.stderr);
-  assert.deepEqual(lines(r).slice(-2), [
+  assert.deepEqual(lines(r).slice(-4), [
     `hsync: failed: run42/refuse-me: Cannot write "${
       join(dst, "run42/refuse-me")
     }": the rules refuse it`,
-    lines(r).at(-1),
+    lines(r).at(-3),
+    "hsync: failed (1):",
+    "hsync:   run42/refuse-me",
   ]);
-  assert.match(lines(r).at(-1)!, /, 2 skipped, 1 failed$/);
+  assert.match(lines(r).at(-3)!, /, 2 skipped, 1 failed$/);
 });
 
 Deno.test("bad local paths get one line and exit code 1, and nothing reaches the server", async () => {
@@ -162,7 +162,6 @@ Deno.test("a FIFO in a pushed tree is named in a `not transferred` line and hsyn
   const r = await hsync([
     join(src, "run42"),
     `127.0.0.1:${server.port}:${dst}/`,
-    "--quiet",
   ], hsyncDir);
   assert.equal(r.code, 2, r.stderr);
   assert.deepEqual(lines(r).slice(0, -1), [
@@ -231,10 +230,11 @@ Deno.test("hsync --dry-run prints one `would ...` line per entry on stdout, send
     "would transfer run/sub/a.txt (5 B)",
   ]);
   // The FIFO is not transferred: a real run would delete nothing, and says so.
-  assert.deepEqual(lines(r).slice(0, -1), [
+  assert.deepEqual(lines(r).slice(0, -3), [
     "hsync: failed: .: Would delete nothing: 0 failed, 1 not transferred (--delete deletes only after a complete transfer)",
     "hsync: not transferred: run/pipe: It is a FIFO: only regular files, directories and symbolic links are pushed",
   ]);
+  assert.deepEqual(lines(r).slice(-2), ["hsync: failed (1):", "hsync:   ."]);
   await Deno.remove(fifo);
   r = await hsync(
     ["--dry-run", "--delete", join(src, "run"), remote],
@@ -276,10 +276,11 @@ Deno.test("hsync --delete deletes on the server what the source does not have (`
     remote,
   ], hsyncDir);
   assert.equal(r.code, 2, r.stderr);
-  assert.deepEqual(lines(r).slice(0, -1), [
+  assert.deepEqual(lines(r).slice(0, -3), [
     "hsync: failed: .: Would delete 2 entries, more than --max-delete 0: deleted none",
   ]);
-  assert.match(lines(r).at(-1)!, /, 1 failed$/);
+  assert.match(lines(r).at(-3)!, /, 1 failed$/);
+  assert.deepEqual(lines(r).slice(-2), ["hsync: failed (1):", "hsync:   ."]);
   assert.deepEqual(server.deleted, []);
 
   r = await hsync(

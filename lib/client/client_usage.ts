@@ -109,7 +109,8 @@ CA_file, Identity_file, ...), used as ssh uses a Host alias. Requests are
 signed with Identity_file (an hsync keygen key or an OpenSSH ed25519 key),
 else $HSYNC_DIR/id_ed25519, else the ed25519 keys of ssh-agent
 (SSH_AUTH_SOCK).
-      --quiet             no progress output (the summary line still prints)
+      --quiet             print nothing on success (no bar, no summary);
+                          warnings, errors and what failed still print
       --json              one JSON object per line on stdout (nothing else
                           there): type "file" per entry (path, bytes, status
                           transferred|skipped|failed|not_transferred|deleted,

@@ -6,6 +6,7 @@ import {
   formatBytes,
   formatSummary,
   type Reporter,
+  type ReporterOptions,
 } from "./progress.ts";
 
 /** Milliseconds between two "appended" activity lines while following. */
@@ -94,6 +95,8 @@ export interface FollowReporterOptions {
   debug: boolean;
   /** `host:port` of the server, for messages. */
   host: string;
+  /** Width of the terminal for the first pull's bar (see `ReporterOptions`). */
+  columns?: ReporterOptions["columns"];
 }
 
 /** Receives follower events; `stop()` ends the bar and the activity timer. */
@@ -113,6 +116,7 @@ export async function createFollowReporter(
   let pulling: Reporter | undefined = await createReporter({
     quiet,
     isTerminal: options.isTerminal,
+    columns: options.columns,
     write,
   });
   let appended = 0;
@@ -140,12 +144,13 @@ export async function createFollowReporter(
         case "pulled":
           pulling?.stop();
           pulling = undefined;
-          for (const f of event.summary.failures) {
+          // Each failure was printed as it happened.
+          if (event.summary.failed > 0) {
             say(
-              `failed: ${f.path}: ${f.message} (tried again while following)`,
+              `${event.summary.failed} failed in the first pull (tried again while following)`,
             );
           }
-          write(`${formatSummary(event.summary)}\n`);
+          if (!quiet) write(`${formatSummary(event.summary)}\n`);
           return;
         case "appended":
           appended += event.bytes;

@@ -334,7 +334,12 @@ export class Planner {
     if (!info.isFile || info.size !== job.size) return false;
     try {
       const id = fileIdOf(info);
-      const bad = await this.#o.verifier.differing(job, job.target, id);
+      const bad = await this.#o.verifier.differing(
+        job,
+        job.target,
+        id,
+        "checking",
+      );
       if (bad.length > 0) return false;
       if (this.#o.dryRun) {
         this.#ctx.skipped(job);

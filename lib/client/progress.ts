@@ -1,6 +1,26 @@
-/** Turns pull events into a live bar (terminal), periodic plain lines (logs, pipes) or nothing (--quiet), and the final summary line. */
+/** Turns pull and push events into a live bar (terminal), periodic plain lines (logs, pipes) or nothing (--quiet), and the lines that end a run. */
 import type { PullEvent, PullSummary } from "./transfer.ts";
 import { printable } from "./printable.ts";
+import {
+  DEFAULT_COLUMNS,
+  formatBarLine,
+  formatBytes,
+  formatProgressLine,
+  formatRate,
+  formatSeconds,
+  lineWidthFor,
+  type ProgressState,
+} from "./progress_line.ts";
+
+export {
+  formatBarLine,
+  formatBytes,
+  formatDuration,
+  formatProgressLine,
+  formatRate,
+  formatSeconds,
+  type ProgressState,
+} from "./progress_line.ts";
 
 /** Where the reporter writes: a function taking text, or a byte stream. */
 export type Sink = ((text: string) => void) | WritableStream<Uint8Array>;
@@ -11,40 +31,45 @@ export interface ReporterOptions {
   write: Sink;
   /** Draw a live bar (true) or print a plain line now and then (false). */
   isTerminal: boolean;
-  /** Print nothing at all. */
+  /** No bar and no progress lines; warnings and failures still print. */
   quiet?: boolean;
   /** Milliseconds between plain lines (default 5000). */
   intervalMs?: number;
-  /** Width of the terminal in columns (default 100). */
-  columns?: number;
+  /**
+   * Width of the terminal in columns, or how to ask it (asked at every
+   * redraw, so a resized terminal gets a line that fits); default 80.
+   */
+  columns?: number | (() => number);
   /** Clock in milliseconds (default `performance.now`). */
   now?: () => number;
 }
 
-/** Receives pull events; `stop()` ends the bar or the timer (calling it twice is harmless). */
+/** What a run moved, as its events told it (the summary and an interrupted run use it). */
+export interface RunTally {
+  /** Bytes that arrived (pull) or were sent (push) in this run. */
+  transferred: number;
+  /** Bytes found already there from an interrupted earlier run (not moved again). */
+  resumed: number;
+  /** Bytes of files not complete yet that stay for the next run to resume from. */
+  kept: number;
+}
+
+/** Receives events; `stop()` clears the bar and draws no more (calling it twice is harmless). */
 export interface Reporter {
   onEvent(event: PullEvent): void;
+  /** Clears the bar for good; warnings and failures still print (an interrupted run needs them). */
   stop(): void;
+  /** This run's bytes so far. */
+  tally(): RunTally;
 }
 
-/** Counters shown by the bar and the plain lines. */
-export interface ProgressState {
-  bytesDone: number;
-  bytesTotal: number;
-  filesDone: number;
-  filesTotal: number;
-  /** True once the listing is complete (the totals will not grow). */
-  totalFinal: boolean;
-  /** Bytes per second over the last few seconds. */
-  rate: number;
-  failed: number;
-}
+/** Milliseconds between two redraws of the bar (5 per second). */
+const REDRAW_MS = 200;
 
-/** Creates the reporter for one pull (the bar's library is loaded only for a terminal). */
-export async function createReporter(
+/** Creates the reporter for one pull or push. */
+export function createReporter(
   options: ReporterOptions,
 ): Promise<Reporter> {
-  if (options.quiet) return { onEvent() {}, stop() {} };
   const write = toWriter(options.write);
   const now = options.now ?? (() => performance.now());
   const meter = new RateMeter(now);
@@ -57,67 +82,54 @@ export async function createReporter(
     rate: 0,
     failed: 0,
   };
-  let stopped = false;
-  const columns = options.columns ?? 100;
+  const tally = new Tally();
+  const columns = typeof options.columns === "function"
+    ? options.columns
+    : () => options.columns as number | undefined ?? DEFAULT_COLUMNS;
+  const common = (event: PullEvent) => {
+    tally.add(event);
+    return apply(state, meter, event);
+  };
 
-  if (options.isTerminal) {
-    const { default: cliProgress } = await import("cli-progress");
-    // cli-progress only handles drawing and throttling; the line is ours.
-    const stream = {
-      isTTY: true,
-      columns,
-      write(text: string) {
-        write(text);
-        return true;
-      },
-    };
-    const bar = new cliProgress.SingleBar({
-      stream,
-      format: () => formatBarLine(state, Math.min(columns, 100) - 1),
-      gracefulExit: false,
-      hideCursor: false,
-      linewrap: true,
-      clearOnComplete: true,
-      fps: 5,
-      etaBuffer: 50,
-    });
-    let started = false;
-    const update = () => {
-      state.rate = meter.rate;
-      if (!started) {
-        started = true;
-        bar.start(Math.max(1, state.bytesTotal), state.bytesDone);
-      } else {
-        bar.setTotal(Math.max(1, state.bytesTotal));
-        bar.update(state.bytesDone);
-      }
-    };
-    return {
+  if (options.quiet) {
+    return Promise.resolve({
       onEvent(event) {
-        if (stopped) return;
-        if (apply(state, meter, event)) update();
+        common(event);
         const line = eventLine(event);
-        if (line !== undefined) write(`\x1b[1G\x1b[0K${line}\n`);
+        if (line !== undefined) write(`${line}\n`);
       },
-      stop() {
-        if (stopped) return;
-        stopped = true;
-        if (started) bar.stop();
-      },
-    };
+      stop() {},
+      tally: () => tally.value(),
+    });
   }
 
+  if (options.isTerminal) {
+    const bar = new TerminalBar(write, () => {
+      state.rate = meter.rate;
+      return formatBarLine(state, lineWidthFor(columns()));
+    }, now);
+    return Promise.resolve({
+      onEvent(event) {
+        if (common(event)) bar.changed();
+        const line = eventLine(event);
+        if (line !== undefined) bar.above(line);
+      },
+      stop: () => bar.stop(),
+      tally: () => tally.value(),
+    });
+  }
+
+  let stopped = false;
   const timer = setInterval(() => {
     state.rate = meter.rate;
-    if (state.bytesTotal > 0 || state.filesTotal > 0) {
+    if (state.bytesTotal > 0 || state.filesTotal > 0 || state.hashing) {
       write(`hsync: ${formatProgressLine(state)}\n`);
     }
   }, options.intervalMs ?? 5000);
   Deno.unrefTimer(timer);
-  return {
+  return Promise.resolve({
     onEvent(event) {
-      if (stopped) return;
-      apply(state, meter, event);
+      common(event);
       const line = eventLine(event);
       if (line !== undefined) write(`${line}\n`);
     },
@@ -126,7 +138,70 @@ export async function createReporter(
       stopped = true;
       clearInterval(timer);
     },
-  };
+    tally: () => tally.value(),
+  });
+}
+
+/**
+ * The live bar: one line redrawn in place (carriage return, the line, erase
+ * to its end), never wider than the terminal, so a redraw never adds a
+ * screen line. Lines printed meanwhile go above it.
+ */
+class TerminalBar {
+  readonly #write: (text: string) => void;
+  readonly #line: () => string;
+  readonly #now: () => number;
+  #shown = false;
+  #stopped = false;
+  #dirty = false;
+  #last = -Infinity;
+  #timer?: ReturnType<typeof setInterval>;
+
+  constructor(
+    write: (text: string) => void,
+    line: () => string,
+    now: () => number,
+  ) {
+    this.#write = write;
+    this.#line = line;
+    this.#now = now;
+  }
+
+  /** Something shown changed: redraw now, or at the next tick when one was drawn just now. */
+  changed(): void {
+    if (this.#stopped) return;
+    this.#dirty = true;
+    if (this.#now() - this.#last >= REDRAW_MS) this.#draw();
+    if (this.#timer === undefined) {
+      // Also redraws without events, so the rate and ETA of a stalled transfer move.
+      const timer = setInterval(() => {
+        if (this.#dirty || this.#now() - this.#last >= 1000) this.#draw();
+      }, REDRAW_MS);
+      Deno.unrefTimer(timer);
+      this.#timer = timer;
+    }
+  }
+
+  /** Prints `text` as a line of its own above the bar. */
+  above(text: string): void {
+    this.#write(`\r\x1b[K${text}\n`);
+    if (this.#shown && !this.#stopped) this.#draw();
+  }
+
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    // Nothing of the bar stays on the screen (nor the `^C` the terminal echoed after it).
+    if (this.#shown) this.#write("\r\x1b[K");
+  }
+
+  #draw(): void {
+    this.#dirty = false;
+    this.#last = this.#now();
+    this.#shown = true;
+    this.#write(`\r${this.#line()}\x1b[K`);
+  }
 }
 
 /** Updates the counters; true when something shown changed. */
@@ -143,11 +218,23 @@ function apply(
       return true;
     case "progress":
       state.bytesDone += event.bytes;
-      // Bytes found on disk from an interrupted pull are done, not a transfer rate.
+      // Bytes found on disk from an interrupted earlier run are done, not a transfer rate.
       if (!event.resumed) meter.add(event.bytes);
       return true;
+    case "hashing": {
+      let h = state.hashing;
+      if (h === undefined || h.phase !== event.phase) {
+        h = state.hashing = { phase: event.phase, done: 0, total: 0 };
+      }
+      h.total += event.total ?? 0;
+      h.done += event.bytes;
+      if (h.done >= h.total) state.hashing = undefined;
+      return true;
+    }
     case "done":
-      state.filesDone++;
+    case "skip":
+      if (event.type === "done") state.filesDone++;
+      state.name = printable(event.path);
       return true;
     case "failure":
       state.failed++;
@@ -157,59 +244,74 @@ function apply(
   }
 }
 
-/** Lines printed as they happen (failures are listed again by the caller at the end). */
+/** Bytes moved, resumed and kept, from the events of one run. */
+class Tally {
+  #transferred = 0;
+  #resumed = 0;
+  #progress = 0;
+  #completed = 0;
+
+  add(event: PullEvent): void {
+    if (event.type === "progress") {
+      this.#progress += event.bytes;
+      if (event.resumed) this.#resumed += event.bytes;
+      else this.#transferred += event.bytes;
+    } else if (event.type === "done") this.#completed += event.bytes;
+  }
+
+  value(): RunTally {
+    return {
+      transferred: Math.max(0, this.#transferred),
+      resumed: Math.max(0, this.#resumed),
+      kept: Math.max(0, this.#progress - this.#completed),
+    };
+  }
+}
+
+/** Lines printed as they happen, above the bar, also with `--quiet`. */
 function eventLine(event: PullEvent): string | undefined {
-  if (event.type === "warning") {
-    return `hsync: warning: ${printable(event.message)}`;
+  switch (event.type) {
+    case "warning":
+      return `hsync: warning: ${printable(event.message)}`;
+    case "failure":
+      return `hsync: failed: ${printable(event.path)}: ${
+        printable(event.message)
+      }`;
+    case "deleted":
+      return `hsync: deleted ${printable(event.path)}`;
+    default:
+      return undefined;
   }
-  if (event.type === "deleted") {
-    return `hsync: deleted ${printable(event.path)}`;
-  }
-  return undefined;
 }
 
-/** `[#####-----]  45% 1.2 GiB/2.7 GiB 350.2 MB/s ETA 0:04 files 12/40`, cut to `width`. */
-export function formatBarLine(state: ProgressState, width = 99): string {
-  const fraction = state.bytesTotal > 0
-    ? Math.min(1, state.bytesDone / state.bytesTotal)
-    : 0;
-  const cells = 20;
-  const full = Math.round(fraction * cells);
-  const bar = "#".repeat(full) + "-".repeat(cells - full);
-  const line = `[${bar}] ${formatProgressLine(state)}`;
-  return line.length > width ? line.slice(0, width) : line;
-}
-
-/** `45% 1.2 GiB/2.7 GiB 350.2 MB/s ETA 0:04 files 12/40` (`+` after totals still growing). */
-export function formatProgressLine(state: ProgressState): string {
-  const more = state.totalFinal ? "" : "+";
-  const percent = state.bytesTotal > 0
-    ? Math.min(100, Math.floor(state.bytesDone / state.bytesTotal * 100))
-    : 0;
-  const eta = state.rate > 0 && state.totalFinal
-    ? formatDuration((state.bytesTotal - state.bytesDone) / state.rate)
-    : "-:--";
-  const failed = state.failed > 0 ? ` failed ${state.failed}` : "";
-  return `${String(percent).padStart(3)}% ${formatBytes(state.bytesDone)}/${
-    formatBytes(state.bytesTotal)
-  }${more} ${
-    formatRate(state.rate)
-  } ETA ${eta} files ${state.filesDone}/${state.filesTotal}${more}${failed}`;
-}
-
-/** The final line: `hsync: 41 files, 3.0 MiB in 0.42 s (7.49 MB/s), 0 skipped, 0 failed`. */
-export function formatSummary(summary: PullSummary): string {
+/**
+ * The summary line: `hsync: 41 files, 3.0 MiB in 0.42 s (7.49 MB/s), 0
+ * skipped, 0 failed`. With `run` (the reporter's tally) the bytes and the
+ * rate are those moved in this run, the bytes already there are told apart
+ * (`(12.0 MiB resumed)`), and an interrupted run says what it kept.
+ */
+export function formatSummary(
+  summary: PullSummary,
+  run?: RunTally & { interrupted?: boolean },
+): string {
   const seconds = Math.max(summary.seconds, 0);
-  const rate = seconds > 0 ? summary.bytes / seconds : 0;
-  return `hsync: ${summary.files} ${summary.files === 1 ? "file" : "files"}, ${
-    formatBytes(summary.bytes)
-  } in ${formatSeconds(seconds)} (${
+  const bytes = run?.transferred ?? summary.bytes;
+  const rate = seconds > 0 ? bytes / seconds : 0;
+  const resumed = run && run.resumed > 0
+    ? ` (${formatBytes(run.resumed)} resumed)`
+    : "";
+  const kept = run?.interrupted
+    ? `, ${formatBytes(run.kept)} kept for resume`
+    : "";
+  return `hsync: ${run?.interrupted ? "interrupted: " : ""}${summary.files} ${
+    summary.files === 1 ? "file" : "files"
+  }, ${formatBytes(bytes)}${resumed} in ${formatSeconds(seconds)} (${
     formatRate(rate)
   }), ${summary.skipped} skipped, ${summary.failed} failed${
     notTransferred(summary) > 0
       ? `, ${notTransferred(summary)} not transferred`
       : ""
-  }${summary.deleted ? `, ${summary.deleted} deleted` : ""}`;
+  }${summary.deleted ? `, ${summary.deleted} deleted` : ""}${kept}`;
 }
 
 /**
@@ -230,13 +332,12 @@ export function notTransferred(summary: PullSummary): number {
 }
 
 /**
- * The lines that end a run with failures or omissions: each failure and
- * each named omission, then how many entries the server's rules withheld.
+ * The lines before the summary of a run with omissions: each named
+ * omission, then how many entries the server's rules withheld (failures
+ * were printed as they happened, and are listed by name after the summary).
  */
 export function formatOutcomes(summary: PullSummary): string[] {
-  const lines = summary.failures.map((f) =>
-    `hsync: failed: ${printable(f.path)}: ${printable(f.message)}`
-  );
+  const lines: string[] = [];
   for (const o of summary.omissions ?? []) {
     lines.push(
       `hsync: not transferred: ${printable(o.path)}: ${printable(o.message)}`,
@@ -252,40 +353,26 @@ export function formatOutcomes(summary: PullSummary): string[] {
   return lines;
 }
 
-/** `0 B`, `1023 B`, `1.0 KiB`, `12.3 MiB`, `1.50 GiB`. */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let value = Math.max(0, bytes);
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
+/** Names listed at most by {@linkcode formatFailedList}. */
+export const FAILED_LIST_MAX = 20;
+
+/**
+ * The last lines of a run with failures: what failed, by name, one a line
+ * (at most `max`, then how many more); none without failures.
+ */
+export function formatFailedList(
+  summary: PullSummary,
+  max = FAILED_LIST_MAX,
+): string[] {
+  const names = summary.failures.map((f) => f.path);
+  if (names.length === 0) return [];
+  const lines = [`hsync: failed (${names.length}):`];
+  // Every line keeps the program's prefix, as each line of hsync's stderr does.
+  for (const name of names.slice(0, max)) {
+    lines.push(`hsync:   ${printable(name)}`);
   }
-  if (unit === 0) return `${Math.round(value)} B`;
-  return `${value < 10 ? value.toFixed(2) : value.toFixed(1)} ${units[unit]}`;
-}
-
-/** Decimal megabytes per second, as rsync and curl print them: `350.2 MB/s`. */
-export function formatRate(bytesPerSecond: number): string {
-  const mb = Math.max(0, bytesPerSecond) / 1e6;
-  return `${mb < 10 ? mb.toFixed(2) : mb.toFixed(1)} MB/s`;
-}
-
-/** `0.42 s`, `12.3 s`, `754 s`. */
-export function formatSeconds(seconds: number): string {
-  if (seconds < 10) return `${seconds.toFixed(2)} s`;
-  if (seconds < 100) return `${seconds.toFixed(1)} s`;
-  return `${Math.round(seconds)} s`;
-}
-
-/** `0:04`, `12:30`, `2:03:04`. */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return "-:--";
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const ss = String(s % 60).padStart(2, "0");
-  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+  if (names.length > max) lines.push(`hsync:   and ${names.length - max} more`);
+  return lines;
 }
 
 /** Bytes per second over a sliding window of a few seconds. */
@@ -314,12 +401,13 @@ export class RateMeter {
     ) this.#samples.shift();
   }
 
-  /** Bytes per second over the window (0 before any time has passed). */
+  /** Bytes per second over the window (0 before half a second has passed). */
   get rate(): number {
     const t = this.#now();
     const [t0, b0] = this.#samples[0];
     const elapsed = (t - t0) / 1000;
-    return elapsed > 0 ? Math.max(0, (this.#total - b0) / elapsed) : 0;
+    // Less than half a second of data says nothing about the rate.
+    return elapsed >= 0.5 ? Math.max(0, (this.#total - b0) / elapsed) : 0;
   }
 }
 

@@ -135,6 +135,8 @@ class PullRun {
   readonly #summary: PullSummary = emptySummary();
   #plannedFiles = 0;
   #plannedBytes = 0;
+  /** The listing is complete: later changes of the totals (a restart) keep them final. */
+  #totalFinal = false;
   /** Paths already told as omitted (a resumed listing may repeat one). */
   readonly #omitted = new Set<string>();
   /** `-H`: names of one file. */
@@ -298,6 +300,8 @@ class PullRun {
     const job = await planner.planRootFile(root, base);
     if (job === undefined) return;
     if (this.#dry) return await this.#dispatch(job);
+    // One file: its total is final at once (no `+`, an ETA from the start).
+    this.#totalFinal = true;
     this.#addTotal(1, job.size);
     this.#ctx.targets.add(job.target);
     // The destination itself cannot be written: that is the run failing, not one file of many.
@@ -362,12 +366,8 @@ class PullRun {
       if (lister.last === undefined) throw error;
       this.#fail("(listing)", `Listing stopped early: ${describeError(error)}`);
     } finally {
-      this.#ctx.emit({
-        type: "total",
-        files: this.#plannedFiles,
-        bytes: this.#plannedBytes,
-        final: true,
-      });
+      this.#totalFinal = true;
+      this.#addTotal(0, 0);
     }
   }
 
@@ -560,7 +560,7 @@ class PullRun {
       type: "total",
       files: this.#plannedFiles,
       bytes: this.#plannedBytes,
-      final: false,
+      final: this.#totalFinal,
     });
   }
 

@@ -127,6 +127,8 @@ class PushRun {
   readonly #summary: PullSummary = { ...emptySummary(), omissions: [] };
   #totalFiles = 0;
   #totalBytes = 0;
+  /** Every source is walked: later changes of the totals keep them final. */
+  #totalFinal = false;
 
   constructor(options: PushOptions) {
     this.#o = options;
@@ -244,6 +246,9 @@ class PushRun {
         await this.#pushSource(source, base, root, several);
       }
       await this.#planner.settle();
+      // Every source is walked: the totals are final (no `+`, an ETA).
+      this.#totalFinal = true;
+      this.#addTotal(0, 0);
       await this.#bundles.flush();
       await this.#tasks.drain();
       if (this.#o.deleteExtra && !this.#signal.aborted) {
@@ -254,12 +259,8 @@ class PushRun {
       if (this.#fatal === undefined && !this.#signal.aborted) throw error;
     } finally {
       await this.#tasks.drain();
-      this.#ctx.emit({
-        type: "total",
-        files: this.#totalFiles,
-        bytes: this.#totalBytes,
-        final: true,
-      });
+      this.#totalFinal = true;
+      this.#addTotal(0, 0);
     }
     if (this.#fatal !== undefined) throw this.#fatal;
     this.#summary.seconds = (performance.now() - started) / 1000;
@@ -526,7 +527,7 @@ class PushRun {
       type: "total",
       files: this.#totalFiles,
       bytes: this.#totalBytes,
-      final: false,
+      final: this.#totalFinal,
     });
   }
 

@@ -525,7 +525,12 @@ export class PushPlanner {
       etag: existing.etag,
     };
     try {
-      const bad = await this.#o.verifier.differing(asPulled, job.local, job.id);
+      const bad = await this.#o.verifier.differing(
+        asPulled,
+        job.local,
+        job.id,
+        "checking",
+      );
       return bad.length === 0;
     } catch {
       return false;

@@ -6,6 +6,9 @@ import type { Remote } from "./remote.ts";
 import type { Backoff } from "./retry.ts";
 import type { Scheduler } from "./scheduler.ts";
 
+/** What hashing is for, as the progress bar names it: `checking` (`--checksum`, before sending) or `verifying` (`--verify`, after). */
+export type HashPhase = "checking" | "verifying";
+
 /** What the engine reports while it runs (fed to a progress reporter). */
 export type PullEvent =
   /** Files and bytes planned for transfer so far (skipped files excluded); `final` once the listing is complete. */
@@ -16,6 +19,17 @@ export type PullEvent =
    * disk from an interrupted earlier pull (not a transfer rate).
    */
   | { type: "progress"; bytes: number; resumed?: boolean }
+  /**
+   * Hashing that moves no data: `checking` (`--checksum` comparing a file
+   * with the server's copy) or `verifying` (`--verify` comparing what
+   * arrived); `total` adds bytes to hash, `bytes` were hashed since.
+   */
+  | {
+    type: "hashing";
+    phase: HashPhase;
+    bytes: number;
+    total?: number;
+  }
   /** A file was completed and renamed into place. */
   | { type: "done"; path: string; bytes: number }
   /** A file was identical and left alone. */

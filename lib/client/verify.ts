@@ -7,7 +7,12 @@ import type { HashResult } from "../shared/wire.ts";
 import type { Remote } from "./remote.ts";
 import { type Backoff } from "./retry.ts";
 import type { Scheduler } from "./scheduler.ts";
-import { FileChanged, type FileJob } from "./transfer.ts";
+import {
+  FileChanged,
+  type FileJob,
+  type HashPhase,
+  type PullEvent,
+} from "./transfer.ts";
 
 /** Bytes per hash request of `--verify`/`--checksum` (bounds the server's work per request). */
 export const HASH_SPAN_BYTES = 64 * 1024 * 1024;
@@ -27,20 +32,23 @@ export class Verifier {
   readonly #limits: Scheduler;
   readonly #backoff: Backoff;
   readonly #signal: AbortSignal;
+  readonly #emit?: (event: PullEvent) => void;
 
-  /** A verifier asking `remote`, a few hashes at a time, until `signal` aborts. */
+  /** A verifier asking `remote`, a few hashes at a time, until `signal` aborts; `emit` is told how the local hashing goes. */
   constructor(
     context: {
       remote: Remote;
       limits: Scheduler;
       backoff: Backoff;
       signal: AbortSignal;
+      emit?: (event: PullEvent) => void;
     },
   ) {
     this.#remote = context.remote;
     this.#limits = context.limits;
     this.#backoff = context.backoff;
     this.#signal = context.signal;
+    this.#emit = context.emit;
   }
 
   /**
@@ -48,15 +56,17 @@ export class Verifier {
    * span by span ({@linkcode HASH_SPAN_BYTES} each, so no request makes the
    * server hash more than that); returns the spans that differ. Throws
    * `FileChanged` when the server hashed another identity than `job`'s.
+   * `phase` names the work on the progress bar.
    */
   async differing(
     job: FileJob,
     path: string,
     id: FileId,
+    phase: HashPhase = "verifying",
   ): Promise<ByteRange[]> {
     const spans = spansOf({ start: 0, end: job.size }, HASH_SPAN_BYTES);
     const [mine, theirs] = await Promise.all([
-      this.#hashLocal(path, spans, id),
+      this.#hashLocal(path, spans, id, phase),
       Promise.all(spans.map((span) => this.remoteHash(job, span))),
     ]);
     const bad: ByteRange[] = [];
@@ -134,17 +144,31 @@ export class Verifier {
     path: string,
     spans: ByteRange[],
     id: FileId,
+    phase?: HashPhase,
   ): Promise<string[]> {
+    const emit = phase === undefined ? undefined : this.#emit;
+    const total = spans.reduce((n, s) => n + s.end - s.start, 0);
+    emit?.({ type: "hashing", phase: phase!, bytes: 0, total });
+    let hashed = 0;
     try {
       return await hashSpans(path, spans, {
         expected: id,
         signal: this.#signal,
+        onRead: emit && ((bytes) => {
+          hashed += bytes;
+          emit({ type: "hashing", phase: phase!, bytes });
+        }),
       });
     } catch (error) {
       if (this.#signal.aborted) throw error;
       throw new Error(`Cannot read ${JSON.stringify(path)}: ${reason(error)}`, {
         cause: error,
       });
+    } finally {
+      // A file shorter than planned, or a stop, still ends its share of the phase.
+      if (total > hashed) {
+        emit?.({ type: "hashing", phase: phase!, bytes: total - hashed });
+      }
     }
   }
 }

@@ -15,7 +15,12 @@ const READ_BYTES = 1024 * 1024;
 export async function hashSpans(
   path: string,
   spans: readonly ByteRange[],
-  options: { expected: FileId; signal?: AbortSignal },
+  options: {
+    expected: FileId;
+    signal?: AbortSignal;
+    /** Told the bytes of each read (a progress display). */
+    onRead?: (bytes: number) => void;
+  },
 ): Promise<string[]> {
   using file = openChecked(path, { expected: options.expected });
   const buffer = new Uint8Array(
@@ -34,6 +39,7 @@ export async function hashSpans(
       if (n === null) break;
       digest.update(buffer.subarray(0, n));
       left -= n;
+      options.onRead?.(n);
     }
     out.push(digest.digest("hex"));
   }
