@@ -284,6 +284,8 @@ async function runPush(cmd: PushCommand): Promise<number> {
       onEvent: (event) => toTerminal(event, reporter),
       client: transport.client,
       sign: transport.sign,
+      noWait: cmd.noWait,
+      onLockWait: cmd.quiet ? undefined : waitLine,
     });
     reporter.stop();
     return finish(summary, interrupted, cmd.mirror.dryRun);
