@@ -161,18 +161,26 @@ Deno.test("POST /v1/lock: take, 409 for another, renew, release, and keyed by th
 
 Deno.test("POST /v1/lock: 403 outside Writable_path and on a server that takes no writes; GET is 405", async () => {
   await withFixture(async (f) => {
-    // Refused as mkdir refuses the same path, and nothing is made.
-    for (const path of [f.tmp, join(f.tmp, "new"), join(f.root, "state-dir")]) {
-      const q = encodeURIComponent(path);
-      const lock = await post(f.call, `path=${q}`);
-      const mkdir = await f.call(`/v1/mkdir?path=${q}`, { method: "POST" });
-      assert.equal(lock.status, 403, path);
-      assert.equal(
-        (await lock.json()).error,
-        (await mkdir.json()).error,
-        path,
+    // Outside Writable_path, existing or not: said so; nothing is made.
+    for (const path of [f.tmp, join(f.tmp, "new/x")]) {
+      const body = await expectError(
+        await post(f.call, `path=${encodeURIComponent(path)}`),
+        403,
+        "not_writable",
       );
+      assert.match(body.message, /Writable_path/);
     }
+    await Deno.stat(join(f.tmp, "new")).then(
+      () => assert.fail("made"),
+      () => {},
+    );
+    // The server's own directory, as mkdir refuses it.
+    const state = await post(f.call, `path=${f.q("state-dir/x")}`);
+    const mkdir = await f.call(`/v1/mkdir?path=${f.q("state-dir/x")}`, {
+      method: "POST",
+    });
+    assert.equal(state.status, 403);
+    assert.equal((await state.json()).error, (await mkdir.json()).error);
     await expectError(await post(f.call, "path=relative"), 400, "bad_path");
     assert.equal((await f.call(`/v1/lock?path=${f.q("")}`)).status, 405);
   }, { Host_ip: "127.0.0.1", Writable_path: "@root" });

@@ -168,11 +168,13 @@ class Writer implements WriteJail {
     const names = path.split("/").slice(1);
     const { known, depth } = deepestDir(names);
     return this.#in(path, known, (at) => {
-      this.#checkDir(path, at.real);
+      // Where no link was followed, the refusal may say why.
+      const vague = at.real !== known;
+      this.#checkDir(path, at.real, vague);
       const rest = names.slice(depth);
       if (rest.length === 0) return at.real;
       const real = join(at.real, ...rest);
-      const refused = this.#rules.refusal(real, path, this.#roots, true);
+      const refused = this.#rules.refusal(real, path, this.#roots, vague);
       if (refused !== undefined) throw asWriteRefusal(refused, path);
       return real;
     });
@@ -549,7 +551,11 @@ class Writer implements WriteJail {
   }
 
   /** Refuses a directory that is not inside a writable root, or that a deny rule refuses. */
-  #checkDir(path: string, dir: string): void {
+  #checkDir(
+    path: string,
+    dir: string,
+    vague = dir !== posix.dirname(path),
+  ): void {
     if (this.#roots.length === 0) {
       throw new HttpError(
         403,
@@ -559,12 +565,7 @@ class Writer implements WriteJail {
         }: this server accepts no writes (no Writable_path)`,
       );
     }
-    const refused = this.#rules.refusal(
-      dir,
-      path,
-      this.#roots,
-      dir !== posix.dirname(path),
-    );
+    const refused = this.#rules.refusal(dir, path, this.#roots, vague);
     if (refused !== undefined) throw asWriteRefusal(refused, path);
   }
 
