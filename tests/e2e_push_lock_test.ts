@@ -158,16 +158,16 @@ Deno.test("--no-wait: a push into a destination another push holds stops at once
   assert.deepEqual([...(await snapshotTree(incoming)).keys()], []);
 });
 
-Deno.test("the lease of a SIGKILLed push lapses: the next push waits for it, then sends everything", async () => {
-  await using dir = await tempDir("hsync-push-lock-");
-  const src = join(dir.path, "tree");
-  await makeTree(src);
-  const incoming = join(dir.path, "incoming");
-  const hsyncDir = join(dir.path, "hsync-dir");
+/**
+ * hsyncd in process (for a short lease) on loopback, accepting pushes below
+ * `DIR/incoming`; while `hang` is set every upload request hangs (until
+ * `unhang`), so a push surely holds its lease when it is stopped.
+ */
+async function hangingServer(dir: string, pushLeaseMs: number) {
+  const incoming = join(dir, "incoming");
+  const hsyncDir = join(dir, "hsync-dir");
   await Deno.mkdir(incoming);
   await Deno.mkdir(hsyncDir);
-  // In process, for a short lease; every upload of the first push hangs
-  // until it is killed, so it surely dies holding the lease.
   const handler = await createHandler({
     settings: await settingsFor(hsyncDir, {
       Host_ip: "127.0.0.1",
@@ -175,9 +175,9 @@ Deno.test("the lease of a SIGKILLed push lapses: the next push waits for it, the
     }),
     hsyncDir,
     hostname: "test-host",
-    limits: { pushLeaseMs: 5000 },
+    limits: { pushLeaseMs },
   });
-  let hang = true;
+  const state = { hang: true };
   let writing!: () => void;
   const firstWrite = new Promise<void>((r) => writing = r);
   let unhang!: () => void;
@@ -186,35 +186,66 @@ Deno.test("the lease of a SIGKILLed push lapses: the next push waits for it, the
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     async (request, info) => {
       const url = new URL(request.url);
-      if (hang && url.pathname.startsWith("/v1/upload")) {
+      if (state.hang && url.pathname.startsWith("/v1/upload")) {
         writing();
-        // The killed client never reads this.
+        // The stopped client never reads this.
         await hung;
         return new Response(null, { status: 503 });
       }
       return await handler(request, info);
     },
   );
-  try {
-    const dest = `127.0.0.1:${served.addr.port}:${incoming}/`;
-    const killed = spawnClient([src, dest]);
-    await firstWrite;
-    const k = await killed.stop("SIGKILL");
-    assert.equal(k.code, 137, k.stderr);
-    hang = false;
-    unhang();
-    const started = performance.now();
-    const r = await runClient([src, dest]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /waiting for another hsync writing into/);
-    assert.match(r.stderr, /hsync: 151 files, /);
-    assert.ok(performance.now() - started < 20_000);
-    assertSameTree(
-      await snapshotTree(join(incoming, "tree")),
-      await snapshotTree(src),
-    );
-  } finally {
-    unhang();
-    await served.shutdown();
-  }
+  return {
+    incoming,
+    url: `http://127.0.0.1:${served.addr.port}`,
+    dest: `127.0.0.1:${served.addr.port}:${incoming}/`,
+    firstWrite,
+    unhang() {
+      state.hang = false;
+      unhang();
+    },
+    async [Symbol.asyncDispose]() {
+      unhang();
+      await served.shutdown();
+    },
+  };
+}
+
+Deno.test("the lease of a SIGKILLed push lapses: the next push waits for it, then sends everything", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const src = join(dir.path, "tree");
+  await makeTree(src);
+  await using server = await hangingServer(dir.path, 5000);
+  const killed = spawnClient([src, server.dest]);
+  await server.firstWrite;
+  const k = await killed.stop("SIGKILL");
+  assert.equal(k.code, 137, k.stderr);
+  server.unhang();
+  const started = performance.now();
+  const r = await runClient([src, server.dest]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /waiting for another hsync writing into/);
+  assert.match(r.stderr, /hsync: 151 files, /);
+  assert.ok(performance.now() - started < 20_000);
+  assertSameTree(
+    await snapshotTree(join(server.incoming, "tree")),
+    await snapshotTree(src),
+  );
+});
+
+Deno.test("an interrupted push (Ctrl-C) gives its lease back: the next one takes it at once", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const src = join(dir.path, "tree");
+  await makeTree(src);
+  // A lease that would outlast the test: only a release frees it.
+  await using server = await hangingServer(dir.path, 600_000);
+  const stopped = spawnClient([src, server.dest]);
+  await server.firstWrite;
+  const r = await stopped.stop("SIGINT");
+  assert.equal(r.code, 130, r.stderr);
+  const again = await lockRequest(server.url, {
+    path: join(server.incoming, "tree"),
+  });
+  assert.equal(again.status, 200, await again.clone().text());
+  await again.body?.cancel();
 });
