@@ -358,6 +358,8 @@ async function runPush(cmd: PushCommand): Promise<number> {
       client: transport.client,
       sign: transport.sign,
       bandwidth,
+      noWait: cmd.noWait,
+      onLockWait: cmd.quiet ? undefined : waitLine,
     });
     reporter.stop();
     return finish(summary, reporter, {

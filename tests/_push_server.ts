@@ -74,7 +74,7 @@ export interface PushServer extends AsyncDisposable {
   bundled: string[];
   /** Every commit request body, in order. */
   commits: Array<{ path: string; holes?: Array<[number, number]> }>;
-  /** The requests that would change something (every method but GET and HEAD), as in `log`. */
+  /** The requests that would change something (every method but GET and HEAD; a destination's lease changes no file), as in `log`. */
   writes(): string[];
   /** Paths `POST /v1/delete` removed, in order. */
   deleted: string[];
@@ -525,8 +525,7 @@ export function pushServer(options: PushServerOptions): PushServer {
     bundled,
     commits: commitLog,
     deleted,
-    writes: () =>
-      log.filter((l) => !l.startsWith("GET ") && !l.startsWith("HEAD ")),
+    writes: () => log.filter((l) => !/^(GET|HEAD) |^POST \/v1\/lock\?/.test(l)),
     bytesPut: () => puts.reduce((n, p) => n + p.received, 0),
     async [Symbol.asyncDispose]() {
       await server.shutdown();

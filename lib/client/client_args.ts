@@ -82,7 +82,7 @@ export interface PushCommand {
   tls: boolean;
   quiet: boolean;
   debug: boolean;
-  /** `--no-wait`: accepted; a push takes no destination lock yet (the server side is to come). */
+  /** `--no-wait`: another push into the same server destination stops this run (exit 1) instead of making it wait. */
   noWait: boolean;
   /** `--json`: one JSON object per event on standard output (lib/client/json_events.ts). */
   json: boolean;

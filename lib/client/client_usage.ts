@@ -99,8 +99,9 @@ Options:
                           number is bytes, not rsync's KiB)
       --tls               use HTTPS (or Tls = yes in hsync.ini)
       --no-wait           another hsync pulling into the same destination
-                          directory stops this pull with exit code 1 instead
-                          of making it wait for the other to finish
+                          directory, or pushing into the same server
+                          destination, stops this run with exit code 1
+                          instead of making it wait for the other to finish
       --public KEY_FILE   with keygen: print the Authorized_keys line of an
                           existing OpenSSH ed25519 key (private or .pub)
 

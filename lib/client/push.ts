@@ -32,6 +32,8 @@ import {
 } from "./push_plan.ts";
 import { type DeleteScope, PushDeleter } from "./push_delete.ts";
 import { LinkSender } from "./push_links.ts";
+import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
+import { DestinationBusy } from "./dest_lock.ts";
 import { Remote, remoteRootError } from "./remote.ts";
 import { newSession, PushRemote } from "./remote_push.ts";
 import { Backoff } from "./retry.ts";
@@ -92,6 +94,10 @@ export interface PushOptions extends TreeOptions {
   putMaxBytes?: number;
   /** The session name of this run (default: random). */
   session?: string;
+  /** Another push holding the destination stops this run (`DestinationBusy`) instead of making it wait. */
+  noWait?: boolean;
+  /** Called once when this run waits for another push's lease (`HOST:DIR`). */
+  onLockWait?: (dest: string, pid: number | undefined) => void;
 }
 
 /**
@@ -224,16 +230,65 @@ class PushRun {
 
   async execute(sources: PushSource[]): Promise<PullSummary> {
     const started = performance.now();
-    const given = this.#o.remotePath;
-    const base = normalizeRemote(given);
-    const several = sources.length > 1;
-    let root: StatEntry | undefined;
+    const base = normalizeRemote(this.#o.remotePath);
+    // The first request is not retried: an unreachable server is told at once.
+    let root = await this.#rootStat(base, false);
+    const lease = await this.#lease(sources, base, root);
     try {
-      // The first request is not retried: an unreachable server is told at once.
-      root = await this.#statOrNone(base, false);
+      // What the server holds now: the push this one waited for changed it.
+      if (lease !== undefined) root = await this.#rootStat(base, true);
+      return await this.#run(sources, base, root, started);
+    } finally {
+      await lease?.release();
+    }
+  }
+
+  /** The entry at the destination (undefined: none); a failure stops the run. */
+  async #rootStat(
+    base: string,
+    retry: boolean,
+  ): Promise<StatEntry | undefined> {
+    try {
+      return await this.#statOrNone(base, retry);
     } catch (error) {
       throw this.#fatal ?? this.#rootError(error, base);
     }
+  }
+
+  /** The lease of the destination (none for a dry run, or from an older hsyncd), waited for unless `--no-wait`. */
+  async #lease(
+    sources: PushSource[],
+    base: string,
+    root: StatEntry | undefined,
+  ): Promise<PushLease | undefined> {
+    if (this.#ctx.dryRun) return undefined;
+    const path = leasePath(this.#o.remotePath, base, sources, {
+      remoteIsDir: root?.type === "dir",
+      scp: this.#o.scpPlacement ?? false,
+    });
+    try {
+      return await lockPushDestination(this.#remote, path, {
+        wait: !this.#o.noWait,
+        onWait: this.#o.onLockWait,
+        onLost: (message) => this.#ctx.emit({ type: "warning", message }),
+        signal: this.#signal,
+      });
+    } catch (error) {
+      if (error instanceof DestinationBusy || this.#signal.aborted) throw error;
+      throw this.#fatal ?? writeRefusal(error, this.#remote.host) ??
+        this.#rootError(error, path);
+    }
+  }
+
+  /** The push itself, once the destination is this run's. */
+  async #run(
+    sources: PushSource[],
+    base: string,
+    root: StatEntry | undefined,
+    started: number,
+  ): Promise<PullSummary> {
+    const given = this.#o.remotePath;
+    const several = sources.length > 1;
     if ((given.endsWith("/") || several) && root?.type === "file") {
       throw new SourceError(
         `Remote path ${JSON.stringify(base)} exists and is not a directory`,

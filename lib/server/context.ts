@@ -12,6 +12,7 @@ import { DEFAULT_LIMITS, type ServerLimits } from "./limits.ts";
 import { Lru } from "./lru.ts";
 import { ConfigError } from "../shared/errors.ts";
 import { writeSetupError } from "./daemon.ts";
+import { PushLocks } from "./push_locks.ts";
 import { Uploads } from "./uploads.ts";
 import { WatchHub } from "./watch_hub.ts";
 import { createWriteJail, type WriteJail } from "./jail/write_jail.ts";
@@ -46,6 +47,8 @@ export interface ServerContext {
   uploads: Uploads;
   /** Upload requests being written: in all and per peer. */
   uploadJobs: KeyedLimiter;
+  /** The leases of push destinations (`/v1/lock`). */
+  pushLocks: PushLocks;
   watchHub: WatchHub;
   /** Hands an unexpected error to `onError`; never throws. */
   reportError(error: unknown, request: Request): void;
@@ -172,6 +175,10 @@ export async function createContext(
       limits.peerUploads,
       "peerUploads",
     ),
+    pushLocks: new PushLocks({
+      leaseMs: limits.pushLeaseMs,
+      maxLeases: limits.pushLocks,
+    }),
     watchHub: options.watchHub ?? new WatchHub(),
     reportError(error, request) {
       try {

@@ -82,6 +82,10 @@ export interface ServerLimits {
   maxUploads: number;
   /** Upload requests of one peer being written at once. */
   peerUploads: number;
+  /** Milliseconds a push destination's lease (`/v1/lock`) lasts without a renewal. */
+  pushLeaseMs: number;
+  /** Push destinations locked at once; one more is answered 503 `busy`. */
+  pushLocks: number;
 }
 
 /** The limits used when `HandlerOptions.limits` leaves a field out. */
@@ -138,6 +142,10 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   // body streams to disk (never held), so what it holds is a slot and a file.
   maxUploads: 64,
   peerUploads: 32,
+  // hsync renews every 10 s: two renewals may fail before the lease lapses,
+  // and a killed push holds its destination at most this long.
+  pushLeaseMs: 30_000,
+  pushLocks: 4096,
 };
 
 /** What each limit bounds, for the message of a 503 `busy`. */

@@ -17,6 +17,7 @@ import { healthEndpoint, statEndpoint } from "./endpoints/meta.ts";
 import { watchEndpoint } from "./endpoints/watch.ts";
 import { commitEndpoint } from "./endpoints/commit.ts";
 import { linkEndpoint } from "./endpoints/link.ts";
+import { lockEndpoint } from "./endpoints/lock.ts";
 import { mkdirEndpoint } from "./endpoints/mkdir.ts";
 import { symlinkEndpoint } from "./endpoints/symlink.ts";
 import { uploadEndpoint } from "./endpoints/upload.ts";
@@ -42,6 +43,7 @@ export const ENDPOINTS: readonly Endpoint[] = [
   symlinkEndpoint,
   linkEndpoint,
   deleteEndpoint,
+  lockEndpoint,
 ];
 
 const BY_PATH = new Map(ENDPOINTS.map((e) => [e.path, e]));

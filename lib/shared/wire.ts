@@ -36,6 +36,8 @@ export const API = {
   glob: "/v1/glob",
   /** Push `--delete`: removes a file, a link or an empty directory. */
   delete: "/v1/delete",
+  /** Push: the lease of a destination, one push at a time writing into it. */
+  lock: "/v1/lock",
 } as const;
 
 /**
@@ -331,4 +333,21 @@ export interface GlobMatch extends StatEntry {
 export interface DeleteResult {
   path: string;
   type: EntryType;
+}
+
+/**
+ * Answer of `POST /v1/lock?path=DIR[&token=T][&release=1]` (push): the lease
+ * of the destination `DIR` (absolute, below `Writable_path`, resolved as the
+ * jail resolves writes; it need not exist yet), held by one push at a time.
+ * Without `token` it is taken; with it renewed (or taken again when it
+ * lapsed and nobody else took it); with `release=1` ended (`expires_ms` 0).
+ * 409 `locked` while another token holds `DIR`, a directory inside it or
+ * one it is inside. A lease not renewed within `expires_ms` lapses: a
+ * killed client never blocks a destination for long.
+ */
+export interface LockLease {
+  /** Names the holder: sent with every renewal and the release. */
+  token: string;
+  /** Milliseconds from now until the lease lapses unless renewed. */
+  expires_ms: number;
 }

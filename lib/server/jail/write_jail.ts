@@ -37,6 +37,7 @@ import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
 import {
   asWriteRefusal,
   changed,
+  deepestDir,
   describe,
   join,
   lstatOrUndefined,
@@ -121,19 +122,7 @@ class Writer implements WriteJail {
     const { path } = splitWritePath(requestPath);
     // The deepest existing ancestor inside a writable root, then one level at a time.
     const names = path.split("/").slice(1);
-    let known = "/";
-    let depth = 0;
-    for (let i = names.length; i >= 0; i--) {
-      const candidate = i === 0 ? "/" : `/${names.slice(0, i).join("/")}`;
-      try {
-        if (!Deno.statSync(candidate).isDirectory) continue;
-      } catch {
-        continue;
-      }
-      known = candidate;
-      depth = i;
-      break;
-    }
+    const { known, depth } = deepestDir(names);
     let real = this.#in(path, known, (at) => at.real);
     for (let i = depth; i < names.length; i++) {
       const name = names[i];
@@ -172,6 +161,23 @@ class Writer implements WriteJail {
     // The last level itself must be writable, as any target's directory.
     this.#in(path, real, (at) => this.#checkDir(path, at.real));
     return real;
+  }
+
+  resolve(requestPath: string): string {
+    const { path } = splitWritePath(requestPath);
+    const names = path.split("/").slice(1);
+    const { known, depth } = deepestDir(names);
+    return this.#in(path, known, (at) => {
+      // Where no link was followed, the refusal may say why.
+      const vague = at.real !== known;
+      this.#checkDir(path, at.real, vague);
+      const rest = names.slice(depth);
+      if (rest.length === 0) return at.real;
+      const real = join(at.real, ...rest);
+      const refused = this.#rules.refusal(real, path, this.#roots, vague);
+      if (refused !== undefined) throw asWriteRefusal(refused, path);
+      return real;
+    });
   }
 
   async open(
@@ -545,7 +551,11 @@ class Writer implements WriteJail {
   }
 
   /** Refuses a directory that is not inside a writable root, or that a deny rule refuses. */
-  #checkDir(path: string, dir: string): void {
+  #checkDir(
+    path: string,
+    dir: string,
+    vague = dir !== posix.dirname(path),
+  ): void {
     if (this.#roots.length === 0) {
       throw new HttpError(
         403,
@@ -555,12 +565,7 @@ class Writer implements WriteJail {
         }: this server accepts no writes (no Writable_path)`,
       );
     }
-    const refused = this.#rules.refusal(
-      dir,
-      path,
-      this.#roots,
-      dir !== posix.dirname(path),
-    );
+    const refused = this.#rules.refusal(dir, path, this.#roots, vague);
     if (refused !== undefined) throw asWriteRefusal(refused, path);
   }
 

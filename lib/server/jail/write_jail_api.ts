@@ -54,6 +54,13 @@ export interface WriteJail {
    */
   makeDirs(requestPath: string, mode?: number): string;
   /**
+   * The kernel's path `requestPath` has, or would have once made: its
+   * deepest existing directory entered and checked as a target's directory
+   * is (inside a writable root, no rule refusing it), the missing names
+   * after it. Creates nothing (what a lease of a destination is keyed by).
+   */
+  resolve(requestPath: string): string;
+  /**
    * Opens the file `name` (the target's own name, or one beside it such as
    * its part file) in the target's directory for writing, creating it empty
    * (mode 0600) when it is missing and `create` is set.

@@ -214,3 +214,18 @@ export function setMtimeMs(fd: number, ms: number): void {
     if (ns / 1_000_000n === BigInt(whole)) return;
   }
 }
+
+/** The deepest of the directories `/names[0]/...` that exists (`/` at least), and how many names it has. */
+export function deepestDir(names: string[]): { known: string; depth: number } {
+  for (let i = names.length; i > 0; i--) {
+    const candidate = `/${names.slice(0, i).join("/")}`;
+    try {
+      if (Deno.statSync(candidate).isDirectory) {
+        return { known: candidate, depth: i };
+      }
+    } catch {
+      // Missing (or unreadable): one level up.
+    }
+  }
+  return { known: "/", depth: 0 };
+}

@@ -1,0 +1,203 @@
+/**
+ * The lease of a push destination on the server (`POST /v1/lock`): one
+ * push at a time writes into a directory. Taken before the first write,
+ * renewed while the push runs, released at its end; a push killed with it
+ * held blocks the next one only until the lease lapses (hsyncd's
+ * `pushLeaseMs`, 30 s). A server without the endpoint (an older hsyncd)
+ * is pushed to without a lease.
+ */
+import { posix } from "node:path";
+import { describeError, ProtocolError } from "../shared/errors.ts";
+import { API, type LockLease } from "../shared/wire.ts";
+import { DestinationBusy } from "./dest_lock.ts";
+import { goesInside, type PushSource } from "./push_plan.ts";
+import type { Remote } from "./remote.ts";
+import { sleep } from "./retry.ts";
+
+/** How often a waiting push asks for the lease again. */
+const RETRY_MS = 1000;
+/** Longest time between renewals (a third of hsyncd's default lease). */
+const RENEW_MS = 10_000;
+/** How long the release at the end may take (it is best effort: the lease lapses anyway). */
+const RELEASE_MS = 2000;
+
+/** Options of {@linkcode lockPushDestination}. */
+export interface PushLockOptions {
+  /** False: throw {@linkcode DestinationBusy} instead of waiting. */
+  wait: boolean;
+  /** Called once when another push holds the destination and this one waits (`HOST:DIR`). */
+  onWait?: (dest: string, pid: number | undefined) => void;
+  /** Called once when a renewal finds the lease taken by another push (it lapsed). */
+  onLost?: (message: string) => void;
+  /** Stops the wait (the abort's reason is thrown). */
+  signal?: AbortSignal;
+  /** How often a waiting push asks again (tests make it short). */
+  retryMs?: number;
+}
+
+/** A lease held: renewed until `release`, which never throws. */
+export interface PushLease {
+  release(): Promise<void>;
+}
+
+/**
+ * The path a push locks: with several sources `base` itself (each goes
+ * inside it), else the one source's destination (`base/NAME` when it goes
+ * inside `base`), so pushes of other trees into one inbox run at once.
+ * `given` is the remote path as given, `base` normalized.
+ */
+export function leasePath(
+  given: string,
+  base: string,
+  sources: readonly PushSource[],
+  place: { remoteIsDir: boolean; scp: boolean },
+): string {
+  if (sources.length !== 1) return base;
+  const [one] = sources;
+  const into = goesInside(given, {
+    several: false,
+    remoteIsDir: place.remoteIsDir,
+    sourceIsDir: one.isDir,
+    scp: place.scp,
+  });
+  return into && one.name !== "" ? posix.join(base, one.name) : base;
+}
+
+/**
+ * Takes the lease of `path` on the server of `remote`, waiting while another
+ * push holds it (or throwing {@linkcode DestinationBusy} when told not to
+ * wait). Undefined when the server has no `/v1/lock` (404). Any other
+ * refusal or failure is thrown as `Remote.send` throws it.
+ */
+export async function lockPushDestination(
+  remote: Remote,
+  path: string,
+  options: PushLockOptions,
+): Promise<PushLease | undefined> {
+  const shown = `${remote.host}:${path}`;
+  let told = false;
+  while (true) {
+    options.signal?.throwIfAborted();
+    const answer = await ask(remote, { path }, options.signal);
+    if (answer === 404) return undefined;
+    if (answer !== 409) return new Renewal(remote, path, answer, options);
+    if (!options.wait) throw new DestinationBusy(shown, undefined);
+    if (!told) options.onWait?.(shown, undefined);
+    told = true;
+    await sleep(
+      options.retryMs ?? RETRY_MS,
+      options.signal ?? new AbortController().signal,
+    );
+  }
+}
+
+/** A held lease, renewed on a timer until released. */
+class Renewal implements PushLease {
+  readonly #remote: Remote;
+  readonly #path: string;
+  readonly #token: string;
+  readonly #options: PushLockOptions;
+  readonly #stop = new AbortController();
+  #timer?: ReturnType<typeof setTimeout>;
+  #pending?: Promise<void>;
+  #lost = false;
+
+  constructor(
+    remote: Remote,
+    path: string,
+    lease: LockLease,
+    options: PushLockOptions,
+  ) {
+    this.#remote = remote;
+    this.#path = path;
+    this.#token = lease.token;
+    this.#options = options;
+    // Three tries before the lease lapses, whatever length the server gives.
+    const every = Math.max(50, Math.min(RENEW_MS, lease.expires_ms / 3));
+    const tick = () => {
+      this.#pending = this.#renew().finally(() => {
+        if (!this.#stop.signal.aborted) this.#timer = setTimeout(tick, every);
+      });
+    };
+    this.#timer = setTimeout(tick, every);
+  }
+
+  async release(): Promise<void> {
+    this.#stop.abort();
+    clearTimeout(this.#timer);
+    await this.#pending;
+    try {
+      // Not the run's signal: an interrupted push still gives its lease back.
+      await ask(
+        this.#remote,
+        { path: this.#path, token: this.#token, release: "1" },
+        AbortSignal.timeout(RELEASE_MS),
+      );
+    } catch {
+      // The lease lapses on its own.
+    }
+  }
+
+  async #renew(): Promise<void> {
+    try {
+      const answer = await ask(
+        this.#remote,
+        { path: this.#path, token: this.#token },
+        this.#stop.signal,
+      );
+      if (answer === 409 && !this.#lost) {
+        this.#lost = true;
+        this.#options.onLost?.(
+          `The lock of ${
+            JSON.stringify(`${this.#remote.host}:${this.#path}`)
+          } lapsed and another push took it (no renewal reached the server in time)`,
+        );
+      }
+    } catch (error) {
+      // Tried again at the next tick; the lease outlives two failures.
+      if (!this.#stop.signal.aborted && error instanceof ProtocolError) {
+        this.#options.onLost?.(describeError(error));
+      }
+    }
+  }
+}
+
+/** One `POST /v1/lock`: the lease, or 404 (no such endpoint) or 409 (held by another). */
+async function ask(
+  remote: Remote,
+  query: Record<string, string>,
+  signal?: AbortSignal,
+): Promise<LockLease | 404 | 409> {
+  const ex = await remote.send(remote.url(API.lock, query), {
+    method: "POST",
+    signal,
+    accept: [404, 409],
+  });
+  try {
+    const status = ex.response.status;
+    if (status === 404 || status === 409) {
+      await ex.response.body?.cancel().catch(() => {});
+      return status;
+    }
+    let body: Partial<LockLease> | null;
+    try {
+      body = await ex.response.json();
+    } catch (error) {
+      if (error instanceof SyntaxError) body = null;
+      else throw error;
+    }
+    if (
+      typeof body?.token !== "string" || typeof body.expires_ms !== "number" ||
+      !(body.expires_ms >= 0)
+    ) {
+      throw new ProtocolError(
+        `Answer from ${remote.host} to locking ${
+          JSON.stringify(query.path)
+        } is malformed`,
+      );
+    }
+    return body as LockLease;
+  } finally {
+    ex.done();
+  }
+}

@@ -1,0 +1,251 @@
+/** End-to-end: one push at a time writes into a server destination (issue 21: two cron pushes into one directory). */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { createHandler } from "../lib/server/handler.ts";
+import type { LockLease } from "../lib/shared/wire.ts";
+import {
+  runClient,
+  snapshotTree,
+  spawnClient,
+  startServer,
+  tempDir,
+  waitFor,
+} from "./_programs.ts";
+import { settingsFor } from "./_server_fixture.ts";
+
+/** A tree to push: one file big enough to take a while, and many small ones. */
+async function makeTree(root: string): Promise<void> {
+  await Deno.mkdir(join(root, "sub"), { recursive: true });
+  const big = new Uint8Array(24 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
+  await Deno.writeFile(join(root, "big.bin"), big);
+  for (let i = 0; i < 150; i++) {
+    await Deno.writeTextFile(join(root, "sub", `f${i}.txt`), `file ${i}\n`);
+  }
+}
+
+/** Names hsync keeps for itself that must not stay behind. */
+function leftovers(tree: Map<string, unknown>): string[] {
+  return [...tree.keys()].filter((p) =>
+    /\.hsync-(part|journal|new-)|(^|\/)\.hsync-lock$/.test(p)
+  );
+}
+
+/** Asserts `got` holds exactly the files and directories of `want`, byte for byte. */
+function assertSameTree(
+  got: Map<string, string | Uint8Array>,
+  want: Map<string, string | Uint8Array>,
+): void {
+  assert.deepEqual(leftovers(got), []);
+  assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
+  for (const [path, bytes] of want) {
+    assert.deepEqual(got.get(path), bytes, path);
+  }
+}
+
+/** hsyncd on loopback (no keys: loopback takes unsigned writes) accepting pushes below `incoming`. */
+async function lockServer(dir: string) {
+  const incoming = join(dir, "incoming");
+  await Deno.mkdir(incoming, { recursive: true });
+  const server = await startServer({
+    dir,
+    config: `[hsyncd]\nWritable_path = ${incoming}\n`,
+  });
+  return { server, incoming };
+}
+
+/** `POST /v1/lock` as another push would send it. */
+async function lockRequest(
+  base: string,
+  query: Record<string, string>,
+): Promise<Response> {
+  return await fetch(
+    `${base}/v1/lock?${new URLSearchParams(query)}`,
+    { method: "POST" },
+  );
+}
+
+Deno.test("two hsync pushes of one tree into one server directory at once: both exit 0, the copy is whole, nothing is sent twice", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const src = join(dir.path, "tree");
+  await makeTree(src);
+  const { server, incoming } = await lockServer(dir.path);
+  await using _ = server;
+  const args = [src, `127.0.0.1:${server.port}:${incoming}/`];
+  await using first = spawnClient(args);
+  await using second = spawnClient(args);
+  const [a, b] = await Promise.all([first.exited, second.exited]);
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(b.code, 0, b.stderr);
+  assertSameTree(
+    await snapshotTree(join(incoming, "tree")),
+    await snapshotTree(src),
+  );
+  assert.deepEqual(leftovers(await snapshotTree(incoming)), []);
+  // One of them sent everything; the other waited, then found every file there.
+  const sent = [a, b].filter((r) => /hsync: 151 files, /.test(r.stderr));
+  const skipped = [a, b].filter((r) =>
+    /hsync: 0 files, 0 B in .*, 151 skipped, 0 failed/.test(r.stderr)
+  );
+  assert.equal(sent.length, 1, `${a.stderr}\n---\n${b.stderr}`);
+  assert.equal(skipped.length, 1, `${a.stderr}\n---\n${b.stderr}`);
+});
+
+Deno.test("a push into a destination another push holds waits with one line, then sends", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const src = join(dir.path, "tree");
+  await Deno.mkdir(src);
+  await Deno.writeTextFile(join(src, "a.txt"), "alpha\n");
+  const { server, incoming } = await lockServer(dir.path);
+  await using _ = server;
+  const held = await lockRequest(server.url, { path: join(incoming, "tree") });
+  assert.equal(held.status, 200);
+  const lease = await held.json() as LockLease;
+  await using client = spawnClient([
+    src,
+    `127.0.0.1:${server.port}:${incoming}/`,
+  ]);
+  await waitFor(
+    "the waiting line",
+    () => /waiting for another/.test(client.stderr()),
+  );
+  // Nothing is written while the other holds the destination.
+  await new Promise((r) => setTimeout(r, 500));
+  assert.deepEqual([...(await snapshotTree(incoming)).keys()], []);
+  const released = await lockRequest(server.url, {
+    path: join(incoming, "tree"),
+    token: lease.token,
+    release: "1",
+  });
+  assert.equal(released.status, 200);
+  await released.body?.cancel();
+  const r = await client.exited;
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stderr.split("\n").filter((l) => /waiting/.test(l)), [
+    `hsync: waiting for another hsync writing into "127.0.0.1:${server.port}:${incoming}/tree"`,
+  ]);
+  assert.equal(
+    await Deno.readTextFile(join(incoming, "tree/a.txt")),
+    "alpha\n",
+  );
+  // The push gave its lease back: another takes it at once.
+  const after = await lockRequest(server.url, { path: join(incoming, "tree") });
+  assert.equal(after.status, 200);
+  await after.body?.cancel();
+});
+
+Deno.test("--no-wait: a push into a destination another push holds stops at once with one line and exit code 1", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const src = join(dir.path, "tree");
+  await Deno.mkdir(src);
+  await Deno.writeTextFile(join(src, "a.txt"), "alpha\n");
+  const { server, incoming } = await lockServer(dir.path);
+  await using _ = server;
+  // The whole directory is held: a push into a directory inside it waits for it too.
+  const held = await lockRequest(server.url, { path: incoming });
+  assert.equal(held.status, 200);
+  await held.body?.cancel();
+  const r = await runClient([
+    src,
+    `127.0.0.1:${server.port}:${incoming}/`,
+    "--no-wait",
+  ]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(
+    r.stderr.trim(),
+    `hsync: Another hsync is writing into "127.0.0.1:${server.port}:${incoming}/tree"; not waiting (--no-wait)`,
+  );
+  assert.deepEqual([...(await snapshotTree(incoming)).keys()], []);
+});
+
+/**
+ * hsyncd in process (for a short lease) on loopback, accepting pushes below
+ * `DIR/incoming`; while `hang` is set every upload request hangs (until
+ * `unhang`), so a push surely holds its lease when it is stopped.
+ */
+async function hangingServer(dir: string, pushLeaseMs: number) {
+  const incoming = join(dir, "incoming");
+  const hsyncDir = join(dir, "hsync-dir");
+  await Deno.mkdir(incoming);
+  await Deno.mkdir(hsyncDir);
+  const handler = await createHandler({
+    settings: await settingsFor(hsyncDir, {
+      Host_ip: "127.0.0.1",
+      Writable_path: incoming,
+    }),
+    hsyncDir,
+    hostname: "test-host",
+    limits: { pushLeaseMs },
+  });
+  const state = { hang: true };
+  let writing!: () => void;
+  const firstWrite = new Promise<void>((r) => writing = r);
+  let unhang!: () => void;
+  const hung = new Promise<void>((r) => unhang = r);
+  const served = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (request, info) => {
+      const url = new URL(request.url);
+      if (state.hang && url.pathname.startsWith("/v1/upload")) {
+        writing();
+        // The stopped client never reads this.
+        await hung;
+        return new Response(null, { status: 503 });
+      }
+      return await handler(request, info);
+    },
+  );
+  return {
+    incoming,
+    url: `http://127.0.0.1:${served.addr.port}`,
+    dest: `127.0.0.1:${served.addr.port}:${incoming}/`,
+    firstWrite,
+    unhang() {
+      state.hang = false;
+      unhang();
+    },
+    async [Symbol.asyncDispose]() {
+      unhang();
+      await served.shutdown();
+    },
+  };
+}
+
+Deno.test("the lease of a SIGKILLed push lapses: the next push waits for it, then sends everything", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const src = join(dir.path, "tree");
+  await makeTree(src);
+  await using server = await hangingServer(dir.path, 5000);
+  const killed = spawnClient([src, server.dest]);
+  await server.firstWrite;
+  const k = await killed.stop("SIGKILL");
+  assert.equal(k.code, 137, k.stderr);
+  server.unhang();
+  const started = performance.now();
+  const r = await runClient([src, server.dest]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /waiting for another hsync writing into/);
+  assert.match(r.stderr, /hsync: 151 files, /);
+  assert.ok(performance.now() - started < 20_000);
+  assertSameTree(
+    await snapshotTree(join(server.incoming, "tree")),
+    await snapshotTree(src),
+  );
+});
+
+Deno.test("an interrupted push (Ctrl-C) gives its lease back: the next one takes it at once", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const src = join(dir.path, "tree");
+  await makeTree(src);
+  // A lease that would outlast the test: only a release frees it.
+  await using server = await hangingServer(dir.path, 600_000);
+  const stopped = spawnClient([src, server.dest]);
+  await server.firstWrite;
+  const r = await stopped.stop("SIGINT");
+  assert.equal(r.code, 130, r.stderr);
+  const again = await lockRequest(server.url, {
+    path: join(server.incoming, "tree"),
+  });
+  assert.equal(again.status, 200, await again.clone().text());
+  await again.body?.cancel();
+});

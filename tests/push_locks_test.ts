@@ -1,0 +1,210 @@
+/** Tests of the leases of push destinations (lib/server/push_locks.ts) and of `POST /v1/lock` in process. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { HttpError } from "../lib/shared/errors.ts";
+import type { LockLease } from "../lib/shared/wire.ts";
+import { PushLocks } from "../lib/server/push_locks.ts";
+import { expectError, withFixture } from "./_server_fixture.ts";
+
+/** A table on a clock the test moves. */
+function table(leaseMs = 30_000, maxLeases = 100) {
+  const clock = { now: 1_000_000 };
+  const locks = new PushLocks({ leaseMs, maxLeases, now: () => clock.now });
+  return { locks, clock };
+}
+
+function refusedWith(status: number, code: string) {
+  return (error: unknown) =>
+    error instanceof HttpError && error.status === status &&
+    error.code === code;
+}
+
+Deno.test("a lease is held by one token: another is refused 409 locked with the holder's age", () => {
+  const { locks, clock } = table();
+  const a = locks.take("/in/tree", "/in/tree");
+  assert.match(a.token, /^[0-9a-f]{32}$/);
+  assert.equal(a.expires_ms, 30_000);
+  clock.now += 12_000;
+  assert.throws(() => locks.take("/in/tree", "/in/tree"), (error) => {
+    assert.ok(refusedWith(409, "locked")(error));
+    assert.equal(
+      (error as Error).message,
+      'Cannot lock "/in/tree": another push into "/in/tree" is running (for 12 s)',
+    );
+    return true;
+  });
+});
+
+Deno.test("a lease lapses without renewal, and a renewal keeps it", () => {
+  const { locks, clock } = table(30_000);
+  const a = locks.take("/in", "/in");
+  clock.now += 20_000;
+  assert.deepEqual(locks.take("/in", "/in", a.token), a);
+  clock.now += 20_000;
+  // Renewed 20 s ago: still held.
+  assert.throws(() => locks.take("/in", "/in"), refusedWith(409, "locked"));
+  clock.now += 10_000;
+  // 30 s without a renewal: gone, and anyone takes it.
+  assert.equal(locks.size, 0);
+  const b = locks.take("/in", "/in");
+  assert.notEqual(b.token, a.token);
+  // The old holder's renewal is refused now.
+  assert.throws(
+    () => locks.take("/in", "/in", a.token),
+    refusedWith(409, "locked"),
+  );
+});
+
+Deno.test("a lapsed lease nobody took is taken again by its own token's renewal", () => {
+  const { locks, clock } = table(1000);
+  const a = locks.take("/in", "/in");
+  clock.now += 5000;
+  assert.deepEqual(locks.take("/in", "/in", a.token), a);
+  assert.throws(() => locks.take("/in", "/in"), refusedWith(409, "locked"));
+});
+
+Deno.test("release ends a lease for its token only; a wrong or malformed token is refused", () => {
+  const { locks } = table();
+  const a = locks.take("/in", "/in");
+  assert.throws(
+    () => locks.release("/in", "/in", "0".repeat(32)),
+    refusedWith(409, "locked"),
+  );
+  assert.throws(
+    () => locks.release("/in", "/in", "not-a-token"),
+    refusedWith(400, "bad_request"),
+  );
+  assert.throws(
+    () => locks.take("/in", "/in", "../x"),
+    refusedWith(400, "bad_request"),
+  );
+  assert.deepEqual(locks.release("/in", "/in", a.token), {
+    token: a.token,
+    expires_ms: 0,
+  });
+  assert.equal(locks.size, 0);
+  // Twice is harmless.
+  locks.release("/in", "/in", a.token);
+  locks.take("/in", "/in");
+});
+
+Deno.test("leases of a directory and of a path inside it conflict; siblings do not", () => {
+  const { locks } = table();
+  locks.take("/in/a", "/in/a");
+  locks.take("/in/b", "/in/b");
+  locks.take("/in/ab", "/in/ab");
+  assert.throws(() => locks.take("/in", "/in"), refusedWith(409, "locked"));
+  assert.throws(
+    () => locks.take("/in/a/x", "/in/a/x"),
+    refusedWith(409, "locked"),
+  );
+});
+
+Deno.test("at most maxLeases are held: one more is 503 busy", () => {
+  const { locks } = table(30_000, 2);
+  locks.take("/a", "/a");
+  locks.take("/b", "/b");
+  assert.throws(() => locks.take("/c", "/c"), refusedWith(503, "busy"));
+});
+
+async function post(
+  call: (path: string, init?: RequestInit) => Promise<Response>,
+  query: string,
+): Promise<Response> {
+  return await call(`/v1/lock?${query}`, { method: "POST" });
+}
+
+Deno.test("POST /v1/lock: take, 409 for another, renew, release, and keyed by the real path", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.root, "in"));
+    await Deno.symlink(join(f.root, "in"), join(f.root, "alias"));
+    const dest = encodeURIComponent(join(f.root, "in"));
+    const first = await post(f.call, `path=${dest}`);
+    assert.equal(first.status, 200);
+    const lease = await first.json() as LockLease;
+    assert.equal(lease.expires_ms, 30_000);
+    const body = await expectError(
+      await post(f.call, `path=${encodeURIComponent(join(f.root, "alias"))}`),
+      409,
+      "locked",
+    );
+    assert.match(body.message, /another push into .*alias" is running/);
+    // A path below it that does not exist yet is inside the lease too.
+    await expectError(
+      await post(
+        f.call,
+        `path=${encodeURIComponent(join(f.root, "in/new/x"))}`,
+      ),
+      409,
+      "locked",
+    );
+    const renewed = await post(f.call, `path=${dest}&token=${lease.token}`);
+    assert.deepEqual(await renewed.json(), lease);
+    await expectError(
+      await post(f.call, `path=${dest}&release=1`),
+      400,
+      "bad_request",
+    );
+    const released = await post(
+      f.call,
+      `path=${dest}&token=${lease.token}&release=1`,
+    );
+    assert.deepEqual(await released.json(), {
+      token: lease.token,
+      expires_ms: 0,
+    });
+    assert.equal((await post(f.call, `path=${dest}`)).status, 200);
+    // Nothing was created by any of it.
+    assert.equal(await Deno.stat(join(f.root, "in/new")).catch(() => 0), 0);
+  }, { Host_ip: "127.0.0.1", Writable_path: "@root" });
+});
+
+Deno.test("POST /v1/lock: 403 outside Writable_path and on a server that takes no writes; GET is 405", async () => {
+  await withFixture(async (f) => {
+    // Outside Writable_path, existing or not: said so; nothing is made.
+    for (const path of [f.tmp, join(f.tmp, "new/x")]) {
+      const body = await expectError(
+        await post(f.call, `path=${encodeURIComponent(path)}`),
+        403,
+        "not_writable",
+      );
+      assert.match(body.message, /Writable_path/);
+    }
+    await Deno.stat(join(f.tmp, "new")).then(
+      () => assert.fail("made"),
+      () => {},
+    );
+    // The server's own directory, as mkdir refuses it.
+    const state = await post(f.call, `path=${f.q("state-dir/x")}`);
+    const mkdir = await f.call(`/v1/mkdir?path=${f.q("state-dir/x")}`, {
+      method: "POST",
+    });
+    assert.equal(state.status, 403);
+    assert.equal((await state.json()).error, (await mkdir.json()).error);
+    await expectError(await post(f.call, "path=relative"), 400, "bad_path");
+    assert.equal((await f.call(`/v1/lock?path=${f.q("")}`)).status, 405);
+  }, { Host_ip: "127.0.0.1", Writable_path: "@root" });
+  await withFixture(async (f) => {
+    await expectError(
+      await post(f.call, `path=${f.q("")}`),
+      403,
+      "read_only",
+    );
+  }, { Host_ip: "127.0.0.1" });
+});
+
+Deno.test("POST /v1/lock: a short pushLeaseMs lapses on its own", async () => {
+  await withFixture(
+    async (f) => {
+      const dest = f.q("");
+      assert.equal((await post(f.call, `path=${dest}`)).status, 200);
+      await expectError(await post(f.call, `path=${dest}`), 409, "locked");
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal((await post(f.call, `path=${dest}`)).status, 200);
+    },
+    { Host_ip: "127.0.0.1", Writable_path: "@root" },
+    {
+      limits: { pushLeaseMs: 100 },
+    },
+  );
+});
