@@ -244,7 +244,7 @@ export interface ClientSettings {
   /** `Max_part_num`: ranges one file is split into at most. */
   maxPartNum: number;
   /**
-   * `Max_part_num` was given (a file, a profile or a flag): a big file is
+   * `Max_part_num` was given (a file or a profile): a big file is
    * split into that many ranges at once, as the old tool did. Otherwise it
    * is a bound, and how many streams pay is measured.
    */
