@@ -135,13 +135,7 @@ async function connectionFor(cmd: PullCommand | PushCommand): Promise<{
   if (cmd.port !== undefined) overrides.Port = cmd.port;
   if (cmd.tls) overrides.Tls = "yes";
   const section = cmd.kind === "pull" && cmd.sync ? "hsync" : "hscp";
-  const settings = clientSettings(
-    config,
-    section,
-    overrides,
-    cmd.kind,
-    profile?.name,
-  );
+  const settings = clientSettings(config, section, overrides, profile?.name);
   const baseUrl = `${settings.tls ? "https" : "http"}://${
     formatHost(settings.hostIp)
   }:${settings.port}`;

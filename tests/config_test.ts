@@ -64,7 +64,7 @@ Deno.test("precedence is flag > -c FILE > $HSYNC_DIR/hsync.ini > built-in defaul
   assert.deepEqual(clientSettings(config, "hscp").port, 3000);
 });
 
-Deno.test("Max_part_num: a pull uses one stream from a server on this machine unless a file or flag sets it", async () => {
+Deno.test("Max_part_num is the same bound for every address and direction: no host is assumed near or far", async () => {
   const builtIn = await loadConfig({
     defaults,
     hsyncDir: "/nonexistent",
@@ -74,28 +74,18 @@ Deno.test("Max_part_num: a pull uses one stream from a server on this machine un
     const parts = (host: string, overrides = {}) =>
       clientSettings(builtIn, section, { Host_ip: host, ...overrides })
         .maxPartNum;
-    assert.equal(clientSettings(builtIn, section).maxPartNum, 1); // 127.0.0.1
-    for (const host of ["127.0.0.1", "127.8.9.10", "::1", "localhost"]) {
-      assert.equal(parts(host), 1, host);
-    }
-    for (const host of ["10.0.0.7", "192.168.1.2", "fd00::1", "data.example"]) {
-      assert.equal(parts(host), 8, host);
-    }
-    assert.equal(parts("127.0.0.1", { Max_part_num: "8" }), 8); // a flag stands
-    // A push keeps its parts: hsyncd flushes each range it writes.
-    assert.equal(
-      clientSettings(builtIn, section, { Host_ip: "127.0.0.1" }, "push")
-        .maxPartNum,
-      8,
-    );
+    for (
+      const host of [
+        "127.0.0.1",
+        "::1",
+        "localhost",
+        "10.0.0.7",
+        "fd00::1",
+        "data.example",
+      ]
+    ) assert.equal(parts(host), 8, host);
+    assert.equal(parts("127.0.0.1", { Max_part_num: "2" }), 2); // a flag stands
   }
-  const fromFile = await loadConfig({
-    defaults,
-    hsyncDir: "/h",
-    readTextFile: fakeFs({ "/h/hsync.ini": "[hscp]\nMax_part_num = 8\n" }),
-  });
-  assert.equal(clientSettings(fromFile, "hscp").maxPartNum, 8);
-  assert.equal(clientSettings(fromFile, "hsync").maxPartNum, 1);
 });
 
 Deno.test("a missing $HSYNC_DIR/hsync.ini is noted, a missing -c file is an error naming it", async () => {
@@ -252,11 +242,7 @@ Deno.test("formatConfig() lists the files searched and every key by section with
     /\[hsyncd\]\nHost_ip = 0.0.0.0\nPort = 2222 {2}; from \/h\/hsync.ini\n/,
   );
   assert.match(text, /\[hsync\][^[]*Sync_interval_sec = 2/);
-  // The built-in Host_ip is 127.0.0.1: say that one stream is used there.
-  assert.match(
-    text,
-    /\[hscp\][^[]*Max_part_num = 8 {2}; 1 for a pull from this loopback Host_ip \(no file sets it\)\n/,
-  );
+  assert.match(text, /\[hscp\][^[]*Max_part_num = 8\n/);
   const remote = formatConfig(
     await loadConfig({
       defaults,

@@ -46,7 +46,7 @@ Deno.test("a [host:NAME] profile's keys win over [hscp], the command line wins o
   ]);
   const lab = profileFor(config.profiles, "lab");
   assert.deepEqual(lab, { name: "lab", hostIp: undefined });
-  const s = clientSettings(config, "hscp", {}, "pull", "lab");
+  const s = clientSettings(config, "hscp", {}, "lab");
   assert.equal(s.hostIp, "10.0.0.7");
   assert.equal(s.port, 2222);
   assert.equal(s.tls, true);
@@ -54,7 +54,7 @@ Deno.test("a [host:NAME] profile's keys win over [hscp], the command line wins o
   assert.equal(s.identityFile, "/keys/lab");
   assert.equal(s.maxPartNum, 8);
   assert.equal(
-    clientSettings(config, "hscp", { Port: "7" }, "pull", "lab").port,
+    clientSettings(config, "hscp", { Port: "7" }, "lab").port,
     7,
   );
   // Without the profile, [hscp] as before.
@@ -69,7 +69,7 @@ Deno.test("a profile without Host_ip connects to its own name; a name that is no
     name: "bare",
     hostIp: "bare",
   });
-  const s = clientSettings(config, "hscp", { Host_ip: "bare" }, "pull", "bare");
+  const s = clientSettings(config, "hscp", { Host_ip: "bare" }, "bare");
   assert.equal(s.port, 4444);
   assert.equal(s.identityFile, "base_key");
   assert.equal(profileFor(config.profiles, "other"), undefined);
@@ -94,7 +94,7 @@ Deno.test("a bad value in a profile names the file, the profile and the key", as
         : Promise.reject(new Deno.errors.NotFound(path)),
   });
   assert.throws(
-    () => clientSettings(config, "hscp", {}, "pull", "lab"),
+    () => clientSettings(config, "hscp", {}, "lab"),
     (e: Error) =>
       e.message ===
         `Invalid value "99999" for "${USER}" [host:lab] Port: a port is a whole number from 1 to 65535`,

@@ -215,6 +215,39 @@ Deno.test("push() copies a tree byte-identical: nested and empty directories, od
   assert.ok(!server.bundled.includes("run42/big.bin"));
 });
 
+Deno.test("the directories of a tree are made a few at a time and finished a depth at a time, not one round trip each", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const root = join(f.src, "many");
+  for (let i = 0; i < 12; i++) {
+    await Deno.mkdir(join(root, `d${i}`, "inner"), { recursive: true });
+    await Deno.writeTextFile(join(root, `d${i}`, "inner", "x.txt"), `${i}`);
+  }
+  let inFlight = 0;
+  let made = 0;
+  let finished = 0;
+  await using server = serve(f, {
+    hook: async (url, request) => {
+      if (request.method !== "POST" || url.pathname !== "/v1/mkdir") return;
+      inFlight++;
+      const finishing = url.searchParams.has("mtime");
+      if (finishing) finished = Math.max(finished, inFlight);
+      else made = Math.max(made, inFlight);
+      // Long enough for the others of the same round to arrive meanwhile.
+      await new Promise((done) => setTimeout(done, 30));
+      inFlight--;
+    },
+  });
+  const { summary } = await run(server, [root], f.dst + "/");
+  assert.deepEqual(summary.failures, []);
+  assert.deepEqual(
+    await snapshot(join(f.dst, "many")),
+    await snapshot(root),
+  );
+  assert.ok(made >= 12, `directories made at once: ${made}`);
+  assert.ok(finished >= 12, `directories finished at once: ${finished}`);
+});
+
 Deno.test("pushing the same tree again skips every file and writes nothing", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);

@@ -10,7 +10,8 @@ import {
   planGaps,
 } from "../shared/byte_range.ts";
 import { type FileId, fileIdOf, openChecked } from "../shared/checked_open.ts";
-import { writeChunk, WrittenRanges } from "../shared/chunk_writer.ts";
+import { receiveBody, usableBody } from "./receive_body.ts";
+import { WrittenRanges } from "../shared/chunk_writer.ts";
 import { LocalPathError, reason } from "../shared/errors.ts";
 import {
   loadJournal,
@@ -26,7 +27,8 @@ import {
 } from "../shared/part_file.ts";
 import { RangeSet } from "../shared/range_set.ts";
 import { spansOf } from "../shared/span_hash.ts";
-import type { Exchange } from "./remote.ts";
+import { PieceQueue } from "./piece_queue.ts";
+import { StreamGovernor } from "./stream_governor.ts";
 import { isRetryable, ProtocolError, ShortBody } from "./retry.ts";
 import { holesOf, receiveSkippingZeros } from "./sparse.ts";
 import {
@@ -37,6 +39,8 @@ import {
 } from "./transfer.ts";
 import type { Verifier } from "./verify.ts";
 
+/** How often a stream of a governed file tells its bytes (ms). */
+const GOVERNED_PROGRESS_MS = 50;
 /** Bytes per hash request when unflushed ranges are checked on resume (a mismatch costs a refetch of that much). */
 const HINT_SPAN_BYTES = 8 * 1024 * 1024;
 
@@ -79,11 +83,14 @@ interface FileState {
 export class RangeFetcher {
   readonly #ctx: PullContext;
   readonly #o: RangeFetcherOptions;
+  /** Streams per big file, learned over the whole run. */
+  readonly #governor: StreamGovernor;
 
   /** A fetcher for one pull. */
   constructor(context: PullContext, options: RangeFetcherOptions) {
     this.#ctx = context;
     this.#o = options;
+    this.#governor = new StreamGovernor({ max: context.settings.maxPartNum });
   }
 
   /**
@@ -160,28 +167,35 @@ export class RangeFetcher {
         }
       }
     }
-    const ranges = planGaps(state.written.gaps(job.size), {
-      maxParts: ctx.settings.maxPartNum,
-      minPartSize: ctx.settings.minPartSize,
-    });
+    const gaps = state.written.gaps(job.size);
     const controller = new AbortController();
     const onAbort = () => controller.abort(ctx.signal.reason);
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     let failed = false;
     let first: unknown;
+    const fail = (error: unknown) => {
+      if (failed) return;
+      failed = true;
+      first = error;
+      controller.abort(error);
+    };
     saver?.start();
     try {
       // Every range settles before the file is retried or failed: none may still write.
-      await Promise.all(
-        ranges.map((range) =>
-          this.#fetchRange(state, range, controller.signal).catch((error) => {
-            if (failed) return;
-            failed = true;
-            first = error;
-            controller.abort(error);
-          })
-        ),
-      );
+      if (this.#splits(job) && !ctx.settings.pinnedParts) {
+        await this.#fetchPieces(state, gaps, controller.signal, fail);
+      } else {
+        // A pinned Max_part_num: that many ranges at once, planned up front.
+        const ranges = planGaps(gaps, {
+          maxParts: ctx.settings.maxPartNum,
+          minPartSize: ctx.settings.minPartSize,
+        });
+        await Promise.all(
+          ranges.map((range) =>
+            this.#fetchRange(state, range, controller.signal).catch(fail)
+          ),
+        );
+      }
     } finally {
       ctx.signal.removeEventListener("abort", onAbort);
       await saver?.stop();
@@ -326,11 +340,77 @@ export class RangeFetcher {
     return holesOf(extents);
   }
 
+  /** Whether `job` is big enough to be fetched in pieces by several streams. */
+  #splits(job: FileJob): boolean {
+    const settings = this.#ctx.settings;
+    return settings.maxPartNum > 1 && job.size >= 2 * settings.minPartSize;
+  }
+
+  /**
+   * Fetches the gaps of a big file in pieces, by as many streams at once as
+   * the run's governor says pay (one at first, more while more raise the
+   * throughput): each stream takes the next piece from the front of what is
+   * left, sized by the governor, until nothing is; streams are added as the
+   * target grows and leave after their piece when it shrinks.
+   */
+  async #fetchPieces(
+    state: FileState,
+    gaps: ByteRange[],
+    signal: AbortSignal,
+    fail: (error: unknown) => void,
+  ): Promise<void> {
+    const governor = this.#governor;
+    const most = this.#ctx.settings.maxPartNum;
+    const left = new PieceQueue(gaps);
+    const running = new Set<Promise<void>>();
+    const wanted = () => Math.min(most, governor.target);
+    let active = 0;
+    const stream = async () => {
+      // Counted out at once when it leaves: two streams ending together
+      // must not both see the other one still there and both leave.
+      let counted = true;
+      const leave = () => {
+        if (counted) active--;
+        counted = false;
+      };
+      try {
+        while (!signal.aborted && active <= wanted()) {
+          const piece = left.take(governor.pieceBytes(left.remaining, active));
+          if (piece === undefined) break;
+          await this.#fetchRange(state, piece, signal, governor);
+        }
+      } finally {
+        leave();
+      }
+    };
+    const spawn = () => {
+      while (!signal.aborted && active < wanted() && left.remaining > 0) {
+        active++;
+        const task: Promise<void> = stream().catch(fail).finally(() => {
+          running.delete(task);
+        });
+        running.add(task);
+      }
+    };
+    const stop = governor.onChange(spawn);
+    try {
+      spawn();
+      while (running.size > 0) {
+        await Promise.all([...running]);
+        // Every stream left (the target shrank as they ended): go on.
+        if (running.size === 0) spawn();
+      }
+    } finally {
+      stop();
+    }
+  }
+
   /** Fetches `range` of the file, from the last byte on disk after each retryable failure. */
   async #fetchRange(
     state: FileState,
     range: ByteRange,
     signal: AbortSignal,
+    governor?: StreamGovernor,
   ): Promise<void> {
     const ctx = this.#ctx;
     const cursor = { pos: range.start };
@@ -340,7 +420,7 @@ export class RangeFetcher {
       const release = await ctx.limits.requests.acquire(signal);
       let error: unknown;
       try {
-        await this.#getRange(state, cursor, range.end, signal);
+        await this.#getRange(state, cursor, range.end, signal, governor);
       } catch (e) {
         error = e;
       } finally {
@@ -362,14 +442,17 @@ export class RangeFetcher {
     cursor: { pos: number },
     end: number,
     signal: AbortSignal,
+    governor?: StreamGovernor,
   ): Promise<void> {
     const { job } = state;
     const start = cursor.pos;
+    const asked = performance.now();
     const ex = await this.#ctx.remote.file(job.remote, {
       range: { start, end },
       ifRange: job.etag,
       signal,
     });
+    this.#governor.firstByte(performance.now() - asked);
     try {
       const res = ex.response;
       if (res.status === 200 || res.status === 416) {
@@ -406,8 +489,12 @@ export class RangeFetcher {
           label: job.rel,
           path: state.part,
           written: state.written,
+          // The governor measures in periods of a few hundred ms: its
+          // streams tell their bytes more often than the progress bar needs.
+          progressMs: governor === undefined ? undefined : GOVERNED_PROGRESS_MS,
           onProgress: (pos) => {
             this.#ctx.emit({ type: "progress", bytes: pos - cursor.pos });
+            governor?.bytes(pos - cursor.pos);
             cursor.pos = pos;
           },
         });
@@ -437,113 +524,6 @@ function sizePart(state: FileState): void {
     if (error instanceof LocalPathError) throw error;
     throw new LocalPathError(state.part, reason(error), error);
   }
-}
-
-/** A response body checked to fit a range, ready for {@linkcode receiveBody}. */
-export interface UsableBody {
-  /** The response's body stream. */
-  body: ReadableStream<Uint8Array>;
-  /** Its Content-Length matched the range: the HTTP layer passes no more bytes than that. */
-  bounded: boolean;
-}
-
-/**
- * The body of a file response that is to fill `range`: a response without
- * a body, or announcing another length than the range, is a
- * `ProtocolError` naming `label`. Called before the local file is opened.
- */
-export function usableBody(
-  ex: Exchange,
-  range: ByteRange,
-  label: string,
-): UsableBody {
-  const res = ex.response;
-  if (res.body === null) {
-    throw new ProtocolError(`Range response for "${label}" has no body`);
-  }
-  const length = res.headers.get("content-length");
-  const expected = range.end - range.start;
-  if (length !== null && Number(length) !== expected) {
-    throw new ProtocolError(
-      `Range response for "${label}" announces ${length} bytes for ${expected}`,
-    );
-  }
-  // A body through --bwlimit is made in JavaScript: it must not take the
-  // native fast path of writeChunk (see there).
-  return { body: res.body, bounded: length !== null && !ex.throttled };
-}
-
-/** Options of {@linkcode receiveBody}. */
-export interface ReceiveOptions {
-  /** The file's name in messages (its path relative to the root). */
-  label: string;
-  /** The local file written, for errors. */
-  path: string;
-  /** Flush the file's data before returning. */
-  sync?: boolean;
-  /** Where the bytes are counted while they arrive. */
-  written?: WrittenRanges;
-  /** Told how far the file holds the body (a local position) as it grows. */
-  onProgress?: (pos: number) => void;
-}
-
-/**
- * Streams a checked body into local bytes `range` of `file` and returns the
- * position reached: `range.end` when the body was complete, less when it
- * ended early. A body longer than the range is a `ProtocolError`; a broken
- * one throws its network error (retryable) or the abort reason, a local
- * failure `LocalPathError`. The request's idle timer is kicked as bytes
- * arrive. The caller opened `file` and closes it.
- */
-export async function receiveBody(
-  ex: Exchange,
-  file: Deno.FsFile,
-  range: ByteRange,
-  usable: UsableBody,
-  options: ReceiveOptions,
-): Promise<number> {
-  const { pos, error } = await writeChunk(
-    file,
-    options.path,
-    usable.body,
-    range,
-    {
-      // With Content-Length the HTTP layer never passes more bytes than
-      // that; without it, the writer refuses to write past the range.
-      bounded: usable.bounded,
-      sync: options.sync,
-      written: options.written,
-      onProgress: (pos) => {
-        ex.kick();
-        options.onProgress?.(pos);
-      },
-    },
-  );
-  if (pos > range.end) {
-    throw new ProtocolError(
-      `Server sent too many bytes for "${options.label}"`,
-    );
-  }
-  if (error !== undefined) throw bodyFailure(ex, options.path, error);
-  return pos;
-}
-
-/**
- * What a body that failed while it was written throws: the abort reason
- * when the request was stopped, a network or protocol error as it is
- * (retryable or not, the caller decides), any other a `LocalPathError`
- * naming the local file.
- */
-export function bodyFailure(
-  ex: Exchange,
-  path: string,
-  error: unknown,
-): unknown {
-  if (ex.signal.aborted) return ex.signal.reason;
-  if (error instanceof TypeError || error instanceof ProtocolError) {
-    return error;
-  }
-  return new LocalPathError(path, reason(error), error);
 }
 
 /**

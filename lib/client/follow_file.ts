@@ -14,7 +14,7 @@ import { parseEtag } from "../shared/file_identity.ts";
 import { createPart, partPathFor, placePart } from "../shared/part_file.ts";
 import { hashSpans } from "../shared/span_hash.ts";
 import type { HashResult } from "../shared/wire.ts";
-import { receiveBody, usableBody } from "./fetch_ranges.ts";
+import { receiveBody, usableBody } from "./receive_body.ts";
 import { modeToApply } from "./placement.ts";
 import type { Exchange, Remote } from "./remote.ts";
 import { ProtocolError, ShortBody } from "./retry.ts";

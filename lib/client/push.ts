@@ -30,6 +30,7 @@ import {
   type PushSource,
   SourceError,
 } from "./push_plan.ts";
+import { inBatches } from "./in_batches.ts";
 import { type DeleteScope, PushDeleter } from "./push_delete.ts";
 import { LinkSender } from "./push_links.ts";
 import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
@@ -217,6 +218,7 @@ class PushRun {
       checksum: options.checksum ?? false,
       verifier: new Verifier(this.#ctx),
       ensureDir: (remote, label) => this.#ensureDir(remote, label),
+      prepareDirs: (remotes) => this.#prepareDirs(remotes),
       dispatch: (job) => this.#dispatch(job),
       spawn: (task) => this.#tasks.spawn(task),
       madeMode: (remote) => this.#madeModes.get(remote),
@@ -459,6 +461,25 @@ class PushRun {
     if (error === undefined) return true;
     this.#failSource(source, dest, error);
     return false;
+  }
+
+  /** Makes the remote directories not known to exist, a few at a time; a failure is left for {@linkcode #ensureDir} to tell. */
+  async #prepareDirs(remotes: string[]): Promise<void> {
+    if (this.#ctx.dryRun) return;
+    const todo = remotes.filter((r) => !this.#dirs.has(r));
+    if (todo.length < 2) return;
+    await inBatches(todo, async (remote) => {
+      if (this.#signal.aborted) return;
+      try {
+        const made = await this.#ctx.push.mkdir(remote, {
+          signal: this.#signal,
+        });
+        this.#madeModes.set(remote, made.mode);
+        this.#knownDirs(remote);
+      } catch {
+        // Made again, and its failure told, by #ensureDir.
+      }
+    });
   }
 
   /** Makes a remote directory and its parents unless known to exist; false when it could not be (counted, or the run stopped). */

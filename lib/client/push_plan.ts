@@ -8,6 +8,7 @@
 import { posix, resolve } from "node:path";
 import { fileIdOf } from "../shared/checked_open.ts";
 import { describeError, reason } from "../shared/errors.ts";
+import { inBatches } from "./in_batches.ts";
 import { JOURNAL_SUFFIX, LOCK_NAME, PART_SUFFIX } from "../shared/part_file.ts";
 import { relativeComponents } from "../shared/relative_path.ts";
 import type { ListEntry, StatEntry } from "../shared/wire.ts";
@@ -149,6 +150,12 @@ export interface PushPlannerOptions {
   verifier: Verifier;
   /** Makes a remote directory (and its parents) unless known; false when it could not be (already counted). */
   ensureDir: (remote: string, label: string) => Promise<boolean>;
+  /**
+   * Makes these remote directories at once (a few requests in flight, not
+   * one round trip each), as far as it can; what it could not make is left
+   * to {@linkcode PushPlannerOptions.ensureDir}, which tells why.
+   */
+  prepareDirs: (remotes: string[]) => Promise<void>;
   /** Hands on a file that differs. */
   dispatch: (job: SendJob) => Promise<void>;
   /** Runs a comparison in the background. */
@@ -241,29 +248,43 @@ export class PushPlanner {
   async finishDirs(): Promise<void> {
     const ctx = this.#ctx;
     if (ctx.dryRun) return;
-    for (let i = this.#dirs.length - 1; i >= 0; i--) {
-      const d = this.#dirs[i];
-      if (!d.touched || ctx.signal.aborted) continue;
-      try {
-        await ctx.backoff.retry(
-          () =>
-            ctx.push.mkdir(d.remote, {
-              mtime: d.mtime,
-              mode: modeToSet(d, ctx.preserve),
-              signal: ctx.signal,
-            }),
-          ctx.signal,
-        );
-      } catch (error) {
-        if (ctx.signal.aborted) return;
-        ctx.emit({
-          type: "warning",
-          path: d.label,
-          message: `Cannot set the time of remote directory ${
-            JSON.stringify(d.remote)
-          }: ${describeError(error)}`,
-        });
-      }
+    // By depth, deepest first; the directories of one depth at once (a
+    // child's time is set before its parent's, whatever the order within).
+    const byDepth = new Map<number, DirRecord[]>();
+    for (const d of this.#dirs) {
+      if (!d.touched) continue;
+      const depth = d.remote.split("/").length;
+      byDepth.set(depth, [...byDepth.get(depth) ?? [], d]);
+    }
+    for (const depth of [...byDepth.keys()].sort((a, b) => b - a)) {
+      if (ctx.signal.aborted) return;
+      await inBatches(byDepth.get(depth)!, (d) => this.#finishDir(d));
+    }
+  }
+
+  /** Sets one directory's time (and mode); a failure is a warning. */
+  async #finishDir(d: DirRecord): Promise<void> {
+    const ctx = this.#ctx;
+    if (ctx.signal.aborted) return;
+    try {
+      await ctx.backoff.retry(
+        () =>
+          ctx.push.mkdir(d.remote, {
+            mtime: d.mtime,
+            mode: modeToSet(d, ctx.preserve),
+            signal: ctx.signal,
+          }),
+        ctx.signal,
+      );
+    } catch (error) {
+      if (ctx.signal.aborted) return;
+      ctx.emit({
+        type: "warning",
+        path: d.label,
+        message: `Cannot set the time of remote directory ${
+          JSON.stringify(d.remote)
+        }: ${describeError(error)}`,
+      });
     }
   }
 
@@ -281,9 +302,9 @@ export class PushPlanner {
   ): Promise<void> {
     const ctx = this.#ctx;
     const labelOf = (p: string[]) => [tree.source.name, ...p].join("/");
-    let names: string[];
+    let entries: Deno.DirEntry[];
     try {
-      names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+      entries = [...Deno.readDirSync(dir)];
     } catch (error) {
       ctx.omit(
         labelOf(parts),
@@ -291,6 +312,17 @@ export class PushPlanner {
       );
       return;
     }
+    const names = entries.map((e) => e.name).sort();
+    // The subdirectories missing on the server are made together first: a
+    // round trip for all of them, not one each (far away, that is the cost).
+    await this.#o.prepareDirs(
+      entries.filter((e) => {
+        const rel = [...parts, e.name];
+        return e.isDirectory && !tree.remote.has(rel.join("/")) &&
+          !this.#o.filter.excludes(rel, true) &&
+          this.#o.filter.wants(rel, true);
+      }).map((e) => posix.join(tree.dest, ...parts, e.name)),
+    );
     for (const name of names) {
       if (ctx.signal.aborted) return;
       const rel = [...parts, name];

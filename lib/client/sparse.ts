@@ -14,7 +14,7 @@ import {
   bodyFailure,
   type ReceiveOptions,
   type UsableBody,
-} from "./fetch_ranges.ts";
+} from "./receive_body.ts";
 import type { Exchange } from "./remote.ts";
 
 /** Bytes of a body looked at for zero runs at a time (a multiple of the hole block). */

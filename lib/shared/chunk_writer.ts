@@ -51,6 +51,8 @@ export interface ChunkOptions {
   sync?: boolean;
   /** Told how far the file holds the chunk (a position), every {@linkcode PROGRESS_MS} while it arrives and once at the end. */
   onProgress?: (pos: number) => void;
+  /** How often `onProgress` is told while the chunk arrives (default {@linkcode PROGRESS_MS}). */
+  progressMs?: number;
   /** Where the chunk is counted while it runs (and its bytes once it ends). */
   written?: WrittenRanges;
 }
@@ -97,7 +99,7 @@ export async function writeChunk(
       polling ??= file.seek(0, Deno.SeekMode.Current).then(report, () => {})
         .finally(() => polling = undefined);
     },
-    PROGRESS_MS,
+    options.progressMs ?? PROGRESS_MS,
   );
   let error: unknown;
   try {

@@ -2,7 +2,6 @@
 import ini from "ini";
 import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
-import { isLoopbackHost } from "./host_allow.ts";
 import { parseServerName, type ServerNameEntry } from "./server_origin.ts";
 import {
   formatProfiles,
@@ -244,6 +243,12 @@ export interface ClientSettings {
   maxTcpConn: number;
   /** `Max_part_num`: ranges one file is split into at most. */
   maxPartNum: number;
+  /**
+   * `Max_part_num` was given (a file or a profile): a big file is
+   * split into that many ranges at once, as the old tool did. Otherwise it
+   * is a bound, and how many streams pay is measured.
+   */
+  pinnedParts: boolean;
   /** `Max_runing` (the old key's spelling): range requests in flight at most, over all files. */
   maxRangesInFlight: number;
   minPartSize: number;
@@ -290,28 +295,22 @@ export function clientSettings(
   config: LoadedConfig,
   section: "hscp" | "hsync",
   overrides: Overrides = {},
-  direction: "pull" | "push" = "pull",
   profile?: string,
 ): ClientSettings {
   const get = getter(config, section, overrides, profile);
   const hostIp = get("Host_ip") as string;
-  let maxPartNum = get("Max_part_num") as number;
-  // Parallel ranges get round a network's latency and per-connection limits;
-  // a pull from an hsyncd on this machine they only share its cores
-  // (hsync.ini says what was measured). Unless a file sets Max_part_num, a
-  // loopback pull gets one stream. A push keeps its ranges: hsyncd writes
-  // and flushes each one, and one stream leaves it waiting on the disk.
-  if (
-    direction === "pull" &&
-    overrides.Max_part_num === undefined &&
-    config.profiles?.[profile ?? ""]?.Max_part_num === undefined &&
-    oneStreamToThisMachine(config, section, hostIp)
-  ) maxPartNum = 1;
+  // Max_part_num left at its default is a bound: how many streams a big
+  // file gets is measured (lib/client/stream_governor.ts), for any address.
+  const maxPartNum = get("Max_part_num") as number;
+  const pinnedParts = overrides.Max_part_num !== undefined ||
+    config.profiles?.[profile ?? ""]?.Max_part_num !== undefined ||
+    effectiveSetting(config, section, "Max_part_num")?.source !== BUILTIN;
   return {
     hostIp,
     port: get("Port") as number,
     maxTcpConn: get("Max_tcp_conn") as number,
     maxPartNum,
+    pinnedParts,
     maxRangesInFlight: get("Max_runing") as number,
     minPartSize: get("Min_part_size") as number,
     dataTimeout: get("Data_timeout") as number,
@@ -323,16 +322,6 @@ export function clientSettings(
     caFile: get("CA_file") as string,
     identityFile: get("Identity_file") as string,
   };
-}
-
-/** Whether Max_part_num of `section` is the built-in default and `hostIp` is this machine, so one stream is used. */
-function oneStreamToThisMachine(
-  config: LoadedConfig,
-  section: Section,
-  hostIp: string,
-): boolean {
-  return config.values[section].Max_part_num?.source === BUILTIN &&
-    isLoopbackHost(hostIp);
 }
 
 type Value = string | number | boolean | string[] | ServerNameEntry[];
@@ -499,17 +488,9 @@ export function formatConfig(
     lines.push("", `[${section}]`);
     for (const key of Object.keys(SCHEMA[section])) {
       const s = effectiveSetting(config, section, key);
-      let note = s?.source === BUILTIN
+      const note = s?.source === BUILTIN
         ? ""
         : `  ; from ${s?.source}${s?.section ? ` [${s.section}]` : ""}`;
-      if (
-        key === "Max_part_num" &&
-        oneStreamToThisMachine(
-          config,
-          section,
-          effectiveSetting(config, section, "Host_ip")?.raw ?? "",
-        )
-      ) note = "  ; 1 for a pull from this loopback Host_ip (no file sets it)";
       const value = shown[section]?.[key];
       if (value !== undefined) lines.push(`${key} = ${value}`);
       else {lines.push(
