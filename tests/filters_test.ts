@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { type FilterOptions, PathFilter } from "../lib/client/filters.ts";
 import { selectionOptions } from "../lib/client/selection.ts";
-import type { SelectFlags } from "../lib/client/client_args.ts";
+import type { SelectFlags } from "../lib/client/client_flags.ts";
 import { UsageError } from "../lib/shared/errors.ts";
 
 const parts = (rel: string) => rel.split("/");

@@ -1,6 +1,6 @@
 /** The selection flags of a run made into {@linkcode FilterOptions}: the `--include-from`, `--exclude-from` and `--files-from` files read and checked. */
 import { reason, UsageError } from "../shared/errors.ts";
-import type { SelectFlags } from "./client_args.ts";
+import type { SelectFlags } from "./client_flags.ts";
 import type { FilterOptions } from "./filters.ts";
 
 /**
