@@ -3,12 +3,11 @@ import assert from "node:assert/strict";
 import { ConnectError, HttpError } from "../lib/shared/errors.ts";
 import {
   errorFrom,
-  MAX_LINE_CHARS,
   RedirectRefused,
   Remote,
-  splitLines,
   TimeoutError,
 } from "../lib/client/remote.ts";
+import { MAX_LINE_CHARS, splitLines } from "../lib/client/ndjson_lines.ts";
 
 function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
   return new ReadableStream({

@@ -10,13 +10,13 @@ import {
   unreachableError,
 } from "./server_probe.ts";
 import { throttled, type TokenBucket } from "./bandwidth.ts";
+import { checkListLine, splitLines } from "./ndjson_lines.ts";
 import {
   API,
   type BundleRequest,
   type Extents,
   type GlobMatch,
   type HashResult,
-  type ListEntry,
   type ListLine,
   type StatEntry,
   type WatchResult,
@@ -87,9 +87,6 @@ export interface SendOptions {
   /** Statuses returned as they are instead of thrown as errors (2xx always are). */
   accept?: number[];
 }
-
-/** Longest NDJSON line accepted: a longer one means a corrupt or hostile stream. */
-export const MAX_LINE_CHARS = 1024 * 1024;
 
 /** One hsyncd server, addressed by base URL. */
 export class Remote {
@@ -484,43 +481,6 @@ export class Remote {
   }
 }
 
-/**
- * Splits a byte stream into lines (without the `\n`; a final line without
- * one is yielded too). Memory is bounded by the longest line, itself capped
- * at {@linkcode MAX_LINE_CHARS}. `onChunk` is called per chunk received.
- */
-export async function* splitLines(
-  stream: ReadableStream<Uint8Array>,
-  onChunk?: () => void,
-): AsyncGenerator<string> {
-  let rest = "";
-  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      onChunk?.();
-      let text = rest === "" ? value : rest + value;
-      let start = 0;
-      let nl: number;
-      while ((nl = text.indexOf("\n", start)) !== -1) {
-        yield text.slice(start, nl);
-        start = nl + 1;
-      }
-      text = start === 0 ? text : text.slice(start);
-      if (text.length > MAX_LINE_CHARS) {
-        throw new ProtocolError(
-          `Stream has a line longer than ${MAX_LINE_CHARS} characters`,
-        );
-      }
-      rest = text;
-    }
-    if (rest !== "") yield rest;
-  } finally {
-    await reader.cancel().catch(() => {});
-  }
-}
-
 /** What a listing asks for besides the path (see {@linkcode Remote.list}). */
 export interface ListQuery {
   /** Resume after this entry's path. */
@@ -529,34 +489,6 @@ export interface ListQuery {
   links?: boolean;
   /** `hardlinks=1`: names of one file tagged with one `inode`. */
   hardLinks?: boolean;
-}
-
-/** An omission or an entry, checked field by field (a `symlink` only when `links` was asked). */
-function checkListLine(value: unknown, host: string, links: boolean): ListLine {
-  const e = value as Record<string, unknown> | null;
-  if (typeof e === "object" && e !== null && "omitted" in e) {
-    if (
-      typeof e.omitted !== "string" || typeof e.message !== "string" ||
-      (e.path !== undefined && typeof e.path !== "string") ||
-      (e.path === undefined && e.omitted !== "withheld")
-    ) {
-      throw new ProtocolError(`Listing from ${host} has a malformed omission`);
-    }
-    return e as unknown as ListLine;
-  }
-  if (
-    typeof e !== "object" || e === null || typeof e.path !== "string" ||
-    (e.type !== "file" && e.type !== "dir" &&
-      !(links && e.type === "symlink" && typeof e.target === "string")) ||
-    !Number.isSafeInteger(e.size) || (e.size as number) < 0 ||
-    typeof e.mtime !== "number" || !Number.isFinite(e.mtime) ||
-    typeof e.mode !== "number" || typeof e.etag !== "string" ||
-    (e.inode !== undefined && typeof e.inode !== "string") ||
-    (e.sparse !== undefined && typeof e.sparse !== "boolean")
-  ) {
-    throw new ProtocolError(`Listing from ${host} has a malformed entry`);
-  }
-  return e as unknown as ListEntry;
 }
 
 /** Sorted, disjoint, non-empty data ranges within the size, and an ETag. */
