@@ -22,14 +22,14 @@ import {
   type SendJob,
   writeRefusal,
 } from "./push_context.ts";
+import { PushPlanner } from "./push_plan.ts";
 import {
   checkSources,
   goesInside,
   normalizeRemote,
-  PushPlanner,
   type PushSource,
   SourceError,
-} from "./push_plan.ts";
+} from "./push_sources.ts";
 import { inBatches } from "./in_batches.ts";
 import { type DeleteScope, PushDeleter } from "./push_delete.ts";
 import { LinkSender } from "./push_links.ts";
@@ -49,7 +49,7 @@ import {
 } from "./transfer.ts";
 import { Verifier } from "./verify.ts";
 
-export { checkSources, SourceError } from "./push_plan.ts";
+export { checkSources, SourceError } from "./push_sources.ts";
 
 /** Options of {@linkcode push}. */
 export interface PushOptions extends TreeOptions {

@@ -10,7 +10,7 @@ import { posix } from "node:path";
 import { describeError, ProtocolError } from "../shared/errors.ts";
 import { API, type LockLease } from "../shared/wire.ts";
 import { DestinationBusy } from "./dest_lock.ts";
-import { goesInside, type PushSource } from "./push_plan.ts";
+import { goesInside, type PushSource } from "./push_sources.ts";
 import type { Remote } from "./remote.ts";
 import { sleep } from "./retry.ts";
 
