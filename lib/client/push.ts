@@ -30,8 +30,8 @@ import {
   type PushSource,
   SourceError,
 } from "./push_sources.ts";
-import { inBatches } from "./in_batches.ts";
 import { type DeleteScope, PushDeleter } from "./push_delete.ts";
+import { RemoteDirs } from "./push_dirs.ts";
 import { LinkSender } from "./push_links.ts";
 import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
 import { DestinationBusy } from "./dest_lock.ts";
@@ -126,10 +126,7 @@ class PushRun {
   readonly #filter: PathFilter;
   /** `--delete`: each listed destination and what its local tree holds. */
   readonly #scopes: DeleteScope[] = [];
-  /** Remote directories known to exist. */
-  readonly #dirs = new Set<string>();
-  /** Modes the server gave the directories this run asked it to make. */
-  readonly #madeModes = new Map<string, number>();
+  readonly #dirs: RemoteDirs;
   #fatal?: ConnectError;
   readonly #summary: PullSummary = { ...emptySummary(), omissions: [] };
   #totalFiles = 0;
@@ -212,16 +209,17 @@ class PushRun {
       spawn: (task) => this.#tasks.spawn(task),
       sendNow: (job) => this.#sendNow(job),
     });
+    this.#dirs = new RemoteDirs(this.#ctx);
     this.#filter = new PathFilter(options);
     this.#planner = new PushPlanner(this.#ctx, {
       filter: this.#filter,
       checksum: options.checksum ?? false,
       verifier: new Verifier(this.#ctx),
-      ensureDir: (remote, label) => this.#ensureDir(remote, label),
-      prepareDirs: (remotes) => this.#prepareDirs(remotes),
+      ensureDir: (remote, label) => this.#dirs.ensure(remote, label),
+      prepareDirs: (remotes) => this.#dirs.prepare(remotes),
       dispatch: (job) => this.#dispatch(job),
       spawn: (task) => this.#tasks.spawn(task),
-      madeMode: (remote) => this.#madeModes.get(remote),
+      madeMode: (remote) => this.#dirs.madeMode(remote),
       linker: this.#links,
       links: options.links ?? false,
       unsafeLinks: options.unsafeLinks ?? false,
@@ -348,7 +346,7 @@ class PushRun {
         );
       }
       // The first write of a run: a server that takes none stops it here.
-      if (!await this.#ensureDir(base, source.name)) return;
+      if (!await this.#dirs.ensure(base, source.name)) return;
       dest = posix.join(base, source.name);
       try {
         existing = await this.#statOrNone(dest);
@@ -368,7 +366,7 @@ class PushRun {
           return;
         }
         if (above?.type === "dir") this.#dirs.add(parent);
-        else if (!await this.#ensureDir(parent, source.name)) return;
+        else if (!await this.#dirs.ensure(parent, source.name)) return;
       }
       await this.#planner.planFile(source, {
         remote: dest,
@@ -387,7 +385,7 @@ class PushRun {
     const entries = new Map<string, StatEntry>();
     const made = existing === undefined;
     if (made) {
-      if (!await this.#ensureDir(dest, source.name)) return;
+      if (!await this.#dirs.ensure(dest, source.name)) return;
     } else {
       this.#dirs.add(dest);
       if (!await this.#listInto(dest, entries, source)) return;
@@ -461,65 +459,6 @@ class PushRun {
     if (error === undefined) return true;
     this.#failSource(source, dest, error);
     return false;
-  }
-
-  /** Makes the remote directories not known to exist, a few at a time; a failure is left for {@linkcode #ensureDir} to tell. */
-  async #prepareDirs(remotes: string[]): Promise<void> {
-    if (this.#ctx.dryRun) return;
-    const todo = remotes.filter((r) => !this.#dirs.has(r));
-    if (todo.length < 2) return;
-    await inBatches(todo, async (remote) => {
-      if (this.#signal.aborted) return;
-      try {
-        const made = await this.#ctx.push.mkdir(remote, {
-          signal: this.#signal,
-        });
-        this.#madeModes.set(remote, made.mode);
-        this.#knownDirs(remote);
-      } catch {
-        // Made again, and its failure told, by #ensureDir.
-      }
-    });
-  }
-
-  /** Makes a remote directory and its parents unless known to exist; false when it could not be (counted, or the run stopped). */
-  async #ensureDir(remote: string, label: string): Promise<boolean> {
-    if (this.#dirs.has(remote)) return true;
-    if (this.#ctx.dryRun) {
-      this.#knownDirs(remote);
-      return true;
-    }
-    try {
-      const made = await this.#ctx.backoff.retry(
-        () => this.#ctx.push.mkdir(remote, { signal: this.#signal }),
-        this.#signal,
-      );
-      this.#madeModes.set(remote, made.mode);
-    } catch (error) {
-      if (this.#signal.aborted) return false;
-      const refusal = writeRefusal(error, this.#remote.host);
-      if (refusal !== undefined) {
-        this.#stopRun(refusal);
-        return false;
-      }
-      this.#fail(
-        label,
-        `Cannot make remote directory ${JSON.stringify(remote)}: ${
-          describeError(error)
-        }`,
-      );
-      return false;
-    }
-    this.#knownDirs(remote);
-    return true;
-  }
-
-  /** `remote` and its parents exist (made, or as a dry run would make them). */
-  #knownDirs(remote: string): void {
-    for (let d = remote; !this.#dirs.has(d); d = posix.dirname(d)) {
-      this.#dirs.add(d);
-      if (d === "/") break;
-    }
   }
 
   /** `--dry-run`: a file that would be sent is told, and stands for a sent one to the names linked to it. */
