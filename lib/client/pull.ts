@@ -5,14 +5,12 @@
  * verify -> place.
  */
 import { posix } from "node:path";
-import type { FileId } from "../shared/checked_open.ts";
 import type { ClientSettings } from "../shared/config.ts";
-import { describeError, LocalPathError, reason } from "../shared/errors.ts";
-import { removeJournal } from "../shared/journal.ts";
-import { journalPathFor, partPathFor, placePart } from "../shared/part_file.ts";
+import { describeError } from "../shared/errors.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import { BundleFetcher } from "./fetch_bundle.ts";
-import { DestinationError, RangeFetcher } from "./fetch_ranges.ts";
+import { FileFetcher } from "./fetch_file.ts";
+import { RangeFetcher } from "./fetch_ranges.ts";
 import { PathFilter } from "./filters.ts";
 import { DEFAULT_MAX_ENTRIES, TreeLister } from "./listing.ts";
 import { HardLinks } from "./hard_links.ts";
@@ -29,18 +27,17 @@ import { type DestinationLock, lockDestination } from "./dest_lock.ts";
 import { deleteExtras } from "./pull_delete.ts";
 import { Planner, routeOf } from "./plan.ts";
 import { Remote, remoteRootError } from "./remote.ts";
-import { Backoff, ProtocolError } from "./retry.ts";
+import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import {
   emptySummary,
-  FileChanged,
   type FileJob,
   type PullContext,
   type PullEvent,
   type PullSummary,
   type TreeOptions,
 } from "./transfer.ts";
-import { describeSpans, Verifier, VerifyFailed } from "./verify.ts";
+import { Verifier } from "./verify.ts";
 
 export type { PullEvent, PullSummary } from "./transfer.ts";
 
@@ -105,9 +102,6 @@ export interface PullOptions extends TreeOptions {
   onLockWait?: (dir: string, pid: number | undefined) => void;
 }
 
-/** How many times a file that keeps changing on the server is started over. */
-const MAX_RESTARTS = 3;
-
 /**
  * Pulls `remotePath` into `localPath`. Throws `ConnectError` when the server
  * cannot be reached or refuses the root, and an `Error` naming the path when
@@ -125,7 +119,7 @@ class PullRun {
   readonly #limits: Scheduler;
   readonly #tasks: TaskGroup;
   readonly #verifier: Verifier;
-  readonly #ranges: RangeFetcher;
+  readonly #files: FileFetcher;
   readonly #bundles: BundleFetcher;
   /** The caller's signal, or a stop of the whole run by {@linkcode PullRun.#stopRun}. */
   readonly #signal: AbortSignal;
@@ -216,7 +210,7 @@ class PullRun {
       },
     };
     this.#verifier = new Verifier(this.#ctx);
-    this.#ranges = new RangeFetcher(this.#ctx, {
+    const ranges = new RangeFetcher(this.#ctx, {
       journal: options.journal ?? true,
       journalIntervalMs: options.journalIntervalMs ?? 1000,
       verifier: this.#verifier,
@@ -224,11 +218,19 @@ class PullRun {
       sparse: options.sparse ?? false,
       hasHoles: (job) => this.#sparse.has(job),
     });
+    this.#files = new FileFetcher(this.#ctx, {
+      ranges,
+      verifier: this.#verifier,
+      verify: options.verify ?? false,
+      journal: options.journal ?? true,
+      addTotal: (files, bytes) => this.#addTotal(files, bytes),
+      fail: (path, text) => this.#fail(path, text),
+    });
     this.#bundles = new BundleFetcher(this.#ctx, {
       root: options.remotePath,
       verify: options.verify ?? false,
       verifier: this.#verifier,
-      fetchFile: (job, o) => this.#fetchFile(job, o),
+      fetchFile: (job, o) => this.#files.fetch(job, o),
       spawn: (task) => this.#tasks.spawn(task),
     });
   }
@@ -305,7 +307,7 @@ class PullRun {
     this.#addTotal(1, job.size);
     this.#ctx.targets.add(job.target);
     // The destination itself cannot be written: that is the run failing, not one file of many.
-    await this.#fetchFile(job, { throwLocal: true });
+    await this.#files.fetch(job, { throwLocal: true });
   }
 
   /**
@@ -400,18 +402,18 @@ class PullRun {
           this.#ctx.targets.delete(job.target);
           throw error;
         }
-        this.#tasks.spawn(this.#fetchFile(job).finally(release));
+        this.#tasks.spawn(this.#files.fetch(job).finally(release));
       }
     }
   }
 
-  // ------------------------------------------------------------ fetch, verify, place
+  // ------------------------------------------------------------ fetch (one file: fetch_file.ts)
 
   /** A name of a file with several (`-H`) whose first name failed: fetched on its own. */
   async #fetchAlone(job: FileJob): Promise<void> {
     this.#addTotal(1, job.size);
     if (job.size === 0) this.#bundles.writeWhole(job, new Uint8Array(0));
-    else await this.#fetchFile(job);
+    else await this.#files.fetch(job);
   }
 
   /** A name of a file with several (`-H`) made a hard link of its first name, which is in place. */
@@ -429,108 +431,6 @@ class PullRun {
       this.#ctx.targets.delete(job.target);
       this.#ctx.skipped(named);
     } else this.#ctx.placed(named);
-  }
-
-  /**
-   * Fetches one file in ranges (resuming from its journal), verifies it when
-   * asked, and places it; a file that changed on the server meanwhile is
-   * started over. A failure is counted, never thrown (except an unusable
-   * destination with `throwLocal`); `refetched` says the one refetch after a
-   * failed verification is used up.
-   */
-  async #fetchFile(
-    job: FileJob,
-    options: { throwLocal?: boolean; refetched?: boolean } = {},
-  ): Promise<void> {
-    let restarts = 0;
-    let refetched = options.refetched ?? false;
-    try {
-      while (true) {
-        try {
-          const id = await this.#ranges.fetch(job);
-          if (this.#o.verify) {
-            const part = partPathFor(job.target);
-            const bad = await this.#verifier.differing(job, part, id);
-            if (bad.length > 0) {
-              const what = `SHA-256 of ${
-                describeSpans(bad, job.size)
-              }"${job.rel}"`;
-              if (refetched) {
-                await this.#ranges.discard(job);
-                throw new VerifyFailed(
-                  `${what} still differs from the server's after fetching it again: not placed`,
-                );
-              }
-              refetched = true;
-              this.#ctx.emit({
-                type: "warning",
-                path: job.rel,
-                message: `${what} differs from the server's: fetching it again`,
-              });
-              await this.#ranges.forget(job, bad);
-              continue;
-            }
-          }
-          await this.#place(job, id);
-          return;
-        } catch (error) {
-          if (!(error instanceof FileChanged) || restarts >= MAX_RESTARTS) {
-            throw error instanceof FileChanged
-              ? new Error(`${error.message} ${MAX_RESTARTS + 1} times`)
-              : error;
-          }
-          restarts++;
-          await this.#restart(job, error);
-        }
-      }
-    } catch (error) {
-      if (this.#signal.aborted) return;
-      if (options.throwLocal && error instanceof DestinationError) throw error;
-      this.#fail(job.rel, describeError(error));
-    } finally {
-      this.#ctx.targets.delete(job.target);
-    }
-  }
-
-  /** A file that changed on the server starts over, as it is now (told once per restart). */
-  async #restart(job: FileJob, changed: FileChanged): Promise<void> {
-    this.#ctx.emit({
-      type: "warning",
-      path: job.rel,
-      message: `${changed.message}, starting over`,
-    });
-    await removeJournal(journalPathFor(job.target)).catch(() => {});
-    const st = await this.#ctx.backoff.retry(
-      () => this.#remote.stat(job.remote, this.#signal),
-      this.#signal,
-    );
-    if (st.type !== "file") {
-      throw new ProtocolError(`"${job.rel}" is no longer a file`);
-    }
-    this.#addTotal(0, st.size - job.size);
-    Object.assign(job, {
-      size: st.size,
-      mtime: st.mtime,
-      mode: st.mode,
-      etag: st.etag,
-    });
-  }
-
-  /** Sets mtime (and mode) of the complete part file `id` through a handle, removes the journal, then renames the part into place. */
-  async #place(job: FileJob, id: FileId): Promise<void> {
-    try {
-      await placePart(partPathFor(job.target), id, job.target, {
-        mtime: job.mtime,
-        mode: this.#ctx.modeOf(job),
-        beforeRename: this.#o.journal ?? true
-          ? () => removeJournal(journalPathFor(job.target))
-          : undefined,
-      });
-    } catch (error) {
-      if (error instanceof LocalPathError) throw error;
-      throw new LocalPathError(job.target, reason(error), error);
-    }
-    this.#ctx.placed(job);
   }
 
   // ------------------------------------------------------------ delete
