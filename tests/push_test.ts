@@ -248,6 +248,39 @@ Deno.test("the directories of a tree are made a few at a time and finished a dep
   assert.ok(finished >= 12, `directories finished at once: ${finished}`);
 });
 
+Deno.test("PUTs grow to 8 MiB when the server is far (its status answers take 8 ms or more), and stay at 2 MiB near", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const content = bytes(20 * 1024 * 1024, 11);
+  await Deno.writeFile(join(f.src, "big.bin"), content);
+  for (const [delayMs, want] of [[0, 2], [15, 8]] as const) {
+    await using server = serve(f, {
+      hook: async (url, request) => {
+        // A round trip: every small request of the push takes this long.
+        if (request.method === "GET" && url.pathname === "/v1/upload") {
+          await new Promise((done) => setTimeout(done, delayMs));
+        }
+      },
+    });
+    const dest = join(f.dst, `d${delayMs}`);
+    await Deno.mkdir(dest);
+    // One range: the PUTs are as long as they may be.
+    const { summary } = await run(
+      server,
+      [join(f.src, "big.bin")],
+      dest + "/",
+      {},
+      { Max_part_num: "1" },
+    );
+    assert.deepEqual(summary.failures, []);
+    const largest = Math.max(...server.puts.map((p) => p.end - p.start));
+    assert.equal(largest, want * 1024 * 1024, `status delayed ${delayMs} ms`);
+    assert.ok(
+      sha(await Deno.readFile(join(dest, "big.bin"))) === sha(content),
+    );
+  }
+});
+
 Deno.test("pushing the same tree again skips every file and writes nothing", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);

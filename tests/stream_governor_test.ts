@@ -31,7 +31,7 @@ function drive(
 Deno.test("a long path (each stream limited by its window) gets more streams while they add throughput, up to Max_part_num", () => {
   const clock = { now: 0 };
   const governor = new StreamGovernor({ max: 8, now: () => clock.now });
-  governor.firstByte(50);
+  governor.firstByte(5);
   // 80 bytes/ms per stream, whatever the count: a window per connection.
   const targets = drive(governor, clock, () => 80, 5000);
   assert.deepEqual(targets, [1, 4, 8]);
@@ -52,10 +52,28 @@ Deno.test("a server whose cores are the limit keeps one stream: the try with mor
 Deno.test("a gain that stops at four streams settles at four", () => {
   const clock = { now: 0 };
   const governor = new StreamGovernor({ max: 16, now: () => clock.now });
-  governor.firstByte(20);
+  governor.firstByte(5);
   const targets = drive(governor, clock, (n) => Math.min(4, n) * 100 / n, 5000);
   assert.deepEqual(targets, [1, 4, 16, 4]);
   assert.equal(governor.target, 4);
+});
+
+Deno.test("a first round trip of 8 ms or more starts at four streams at once, and the next try is measured against them", () => {
+  const clock = { now: 0 };
+  const governor = new StreamGovernor({ max: 8, now: () => clock.now });
+  let told = 0;
+  governor.onChange(() => told++);
+  governor.firstByte(50);
+  assert.equal(governor.target, 4);
+  assert.equal(told, 1);
+  // Four paid nothing more than eight would: it settles at four.
+  const targets = drive(governor, clock, (n) => Math.min(n, 4) * 80 / n, 5000);
+  assert.deepEqual(targets, [4, 8, 4]);
+  assert.equal(governor.settled, true);
+  // Near (a round trip under 8 ms): one stream first.
+  const near = new StreamGovernor({ max: 8, now: () => clock.now });
+  near.firstByte(2);
+  assert.equal(near.target, 1);
 });
 
 Deno.test("Max_part_num = 1 is one stream from the start, never tried higher", () => {
@@ -67,11 +85,11 @@ Deno.test("Max_part_num = 1 is one stream from the start, never tried higher", (
 
 Deno.test("the bytes of the warm-up after a change are not measured: new streams still connecting do not undo a try that pays", () => {
   const clock = { now: 0 };
-  const governor = new StreamGovernor({ max: 4, now: () => clock.now });
+  const governor = new StreamGovernor({ max: 16, now: () => clock.now });
   governor.firstByte(50);
   let sinceChange = 0;
   let last = governor.target;
-  const targets: number[] = [1];
+  const targets: number[] = [last];
   for (let t = 0; t < 6000; t += 50) {
     clock.now += 50;
     if (governor.target !== last) {
@@ -84,8 +102,8 @@ Deno.test("the bytes of the warm-up after a change are not measured: new streams
     const n = sinceChange <= 200 ? 1 : governor.target;
     governor.bytes(80 * n * 50);
   }
-  assert.deepEqual(targets, [1, 4]);
-  assert.equal(governor.target, 4);
+  assert.deepEqual(targets, [4, 16]);
+  assert.equal(governor.target, 16);
 });
 
 Deno.test("pieces: at least the minimum (a round trip stays small beside them) unless less is left, and room left for streams a try adds", () => {

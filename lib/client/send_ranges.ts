@@ -34,6 +34,16 @@ import { isRetryable, sleep } from "./retry.ts";
  * at 265-275 MiB, 2 MiB 1.7-2.4 s at 185-205 MiB, 1 MiB 2.3-2.5 s at 145 MiB.
  */
 export const PUT_MAX_BYTES = 2 * 1024 * 1024;
+/**
+ * Bytes of a PUT to a far server: each waits a round trip
+ * for its answer, so far away fewer, larger ones carry more per round trip
+ * (hsyncd takes at most 8 MiB per range).
+ */
+const FAR_PUT_BYTES = 8 * 1024 * 1024;
+/** A round trip this long (ms) makes PUTs {@linkcode FAR_PUT_BYTES}. */
+const FAR_RTT_MS = 8;
+/** Smallest range of a pushed file sent as a stream of PUTs beside the others (unless Max_part_num is pinned). */
+const PUSH_PART_BYTES = 32 * 1024 * 1024;
 /** Answered PUT buffers kept for the next ranges (the most requests in flight). */
 const MAX_FREE_BUFFERS = 16;
 /** Times a file is started over (changed locally, or the server lost its upload) before it fails. */
@@ -82,14 +92,25 @@ export class RangeSender {
   readonly #putMaxBytes: number;
   /** How fast the last PUT went (undefined before the first, and after a failure). */
   #bytesPerMs: number | undefined;
-  /** Buffers of `#putMaxBytes` whose PUT was answered, to read the next range into. */
-  readonly #free: Uint8Array<ArrayBuffer>[] = [];
+  /** PUTs may grow when they take long (not when a size was asked for). */
+  readonly #scalable: boolean;
+  /** The shortest status request of this push (ms): about the round trip. */
+  #rttMs: number | undefined;
+  /** Buffers whose PUT was answered, by size, to read the next range into. */
+  readonly #free = new Map<number, Uint8Array<ArrayBuffer>[]>();
 
   /** A sender for one push. */
   constructor(context: PushContext, options: RangeSenderOptions = {}) {
     this.#ctx = context;
     this.#busyWaitMs = options.busyWaitMs ?? DEFAULT_BUSY_WAIT_MS;
     this.#putMaxBytes = options.putMaxBytes ?? PUT_MAX_BYTES;
+    this.#scalable = options.putMaxBytes === undefined;
+  }
+
+  /** Bytes of the next PUT. */
+  #putBytes(): number {
+    const far = this.#rttMs !== undefined && this.#rttMs >= FAR_RTT_MS;
+    return far && this.#scalable ? FAR_PUT_BYTES : this.#putMaxBytes;
   }
 
   /**
@@ -186,9 +207,14 @@ export class RangeSender {
     progress: (bytes: number, resumed?: boolean) => void,
   ): Promise<{ held: RangeSet; restart: boolean }> {
     const ctx = this.#ctx;
+    const asked = performance.now();
     const status = await this.#retry(() =>
       ctx.push.status(job.remote, ctx.signal)
     );
+    // A small request's time is the round trip (at least): far away, PUTs
+    // grow so that each carries more per round trip.
+    const took = performance.now() - asked;
+    this.#rttMs = Math.min(this.#rttMs ?? took, took);
     if (status === undefined) return { held: new RangeSet(), restart: false };
     if (status.size === job.size && status.source === job.source) {
       const covered = status.held.covered;
@@ -213,9 +239,15 @@ export class RangeSender {
     progress: (bytes: number) => void,
   ): Promise<void> {
     const ctx = this.#ctx;
+    // Each range is a stream of PUTs, each waiting a round trip for its
+    // answer: far away, more of them keep the path full. Unless
+    // Max_part_num is pinned, ranges are as small as PUSH_PART_BYTES.
+    const settings = ctx.settings;
     const ranges = planGaps(state.held.gaps(job.size), {
-      maxParts: ctx.settings.maxPartNum,
-      minPartSize: ctx.settings.minPartSize,
+      maxParts: settings.maxPartNum,
+      minPartSize: settings.pinnedParts
+        ? settings.minPartSize
+        : Math.min(settings.minPartSize, PUSH_PART_BYTES),
     });
     if (ranges.length === 0) return;
     const controller = new AbortController();
@@ -277,7 +309,7 @@ export class RangeSender {
       end: Math.min(
         gap.end,
         gap.start +
-          (busySince === undefined ? this.#putMaxBytes : BUSY_PROBE_BYTES),
+          (busySince === undefined ? this.#putBytes() : BUSY_PROBE_BYTES),
       ),
     });
     while (todo.length > 0) {
@@ -289,8 +321,8 @@ export class RangeSender {
       try {
         await ctx.limits.requests.run(async () => {
           // Read once, in the slot: at most one chunk per request in flight.
-          const buffer = this.#free.pop() ??
-            new Uint8Array(this.#putMaxBytes);
+          const size = Math.max(this.#putMaxBytes, chunk.end - chunk.start);
+          const buffer = this.#free.get(size)?.pop() ?? new Uint8Array(size);
           const bytes = await readSpan(
             job,
             chunk,
@@ -324,14 +356,13 @@ export class RangeSender {
             this.#bytesPerMs = undefined;
             throw error;
           }
-          this.#bytesPerMs = bytes.length /
-            Math.max(1, performance.now() - started);
+          const took = performance.now() - started;
+          this.#bytesPerMs = bytes.length / Math.max(1, took);
           // Answered: the body was read whole (a failed one may still be in
           // use below, so only an answered buffer is reused).
-          if (
-            buffer.buffer.byteLength === this.#putMaxBytes &&
-            this.#free.length < MAX_FREE_BUFFERS
-          ) this.#free.push(buffer);
+          const pool = this.#free.get(size) ?? [];
+          this.#free.set(size, pool);
+          if (pool.length < MAX_FREE_BUFFERS) pool.push(buffer);
 
           if (quick) {
             counted = bytes.length;

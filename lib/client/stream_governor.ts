@@ -11,15 +11,17 @@
 /** Bytes of the smallest piece one request of a split file asks for. */
 export const MIN_PIECE_BYTES = 4 * 1024 * 1024;
 /** Shortest measuring period (ms); longer with a long round trip. */
-const MIN_PERIOD_MS = 200;
+const MIN_PERIOD_MS = 150;
 /** Round trips per measuring period. */
-const PERIOD_RTTS = 4;
+const PERIOD_RTTS = 3;
 /** Round trips after a change before its effect is measured (new streams connect and ask first). */
 const WARMUP_RTTS = 2;
 /** Milliseconds added to the warm-up (the bytes of a stream are told every 50 ms). */
 const WARMUP_MS = 100;
 /** Streams are multiplied by this at each try (few tries: a big file is soon done). */
 const STEP = 4;
+/** A first round trip this long (ms) starts a big file with {@linkcode STEP} streams. */
+const FAR_RTT_MS = 8;
 /** Throughput ratio a try must reach to be kept. */
 const GAIN = 1.25;
 /** Seconds of transfer one piece of a settled file carries at most (the tail evens out within that). */
@@ -77,9 +79,24 @@ export class StreamGovernor {
     return () => this.#listeners.delete(listener);
   }
 
-  /** A request's first byte came `ms` after it was sent (the round trip, roughly). */
+  /**
+   * A request's first byte came `ms` after it was sent (the round trip,
+   * roughly). The first one, when long, is a measurement already: one
+   * stream far away waits a round trip per window, so the first try starts
+   * at once instead of after a period of one stream.
+   */
   firstByte(ms: number): void {
+    const first = this.#rttMs === undefined;
     if (this.#rttMs === undefined || ms < this.#rttMs) this.#rttMs = ms;
+    if (
+      first && ms >= FAR_RTT_MS && !this.#settled && this.#target === 1 &&
+      this.#periodStart === undefined
+    ) {
+      // No one-stream rate to compare with: the next try is measured
+      // against this count.
+      this.#target = Math.min(this.#max, STEP);
+      for (const listener of [...this.#listeners]) listener();
+    }
   }
 
   /** `n` bytes of a split file arrived. */
