@@ -47,9 +47,8 @@ export function makeParentDir(path: string): void {
  */
 export function makeTreeRoot(dest: string): boolean {
   const existed = isDirectory(dest);
-  if (!existed && exists(dest)) {
-    throw new LocalPathError(dest, "it exists and is not a directory");
-  }
+  // No "is it something else" look before the mkdir: another hsync may make
+  // the directory in between (two runs into one destination), which is fine.
   try {
     Deno.mkdirSync(dest, { recursive: true });
     if (!Deno.statSync(dest).isDirectory) {
@@ -57,6 +56,9 @@ export function makeTreeRoot(dest: string): boolean {
     }
   } catch (error) {
     if (error instanceof LocalPathError) throw error;
+    if (error instanceof Deno.errors.AlreadyExists) {
+      throw new LocalPathError(dest, "it exists and is not a directory");
+    }
     throw new LocalPathError(dest, reason(error), error);
   }
   return !existed;

@@ -239,9 +239,8 @@ export class RangeSender {
     progress: (bytes: number) => void,
   ): Promise<void> {
     const ctx = this.#ctx;
-    // Each range is a stream of PUTs, each waiting a round trip for its
-    // answer: far away, more of them keep the path full. Unless
-    // Max_part_num is pinned, ranges are as small as PUSH_PART_BYTES.
+    // Each range is a stream of PUTs waiting a round trip each: far away,
+    // more ranges keep the path full (PUSH_PART_BYTES unless pinned).
     const settings = ctx.settings;
     const ranges = planGaps(state.held.gaps(job.size), {
       maxParts: settings.maxPartNum,
