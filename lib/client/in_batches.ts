@@ -1,7 +1,7 @@
 /** Many small requests of one kind (directories made or finished on the server) sent a few at a time: one round trip for a batch, not one each. */
 
 /** Requests of one kind in flight at most when many are sent at once (directories made or finished). */
-export const DIR_BATCH = 16;
+export const DIR_BATCH = 32;
 
 /** Runs `work` on every item, at most {@linkcode DIR_BATCH} at a time. */
 export async function inBatches<T>(
