@@ -215,7 +215,7 @@ Deno.test("push() copies a tree byte-identical: nested and empty directories, od
   assert.ok(!server.bundled.includes("run42/big.bin"));
 });
 
-Deno.test("the directories of a tree are made a few at a time and finished a depth at a time, not one round trip each", async () => {
+Deno.test("the directories of a tree are made a few at a time and finished together, not one round trip each", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   const root = join(f.src, "many");
@@ -384,7 +384,7 @@ Deno.test("--include and --exclude choose the files of a pushed tree; links are 
   ]);
 });
 
-Deno.test("-P sends permission bits marked preserve; directories get their times (and modes) last, deepest first", async () => {
+Deno.test("-P sends permission bits marked preserve; directories get their times (and modes) last, once every entry is in place", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   const root = join(f.src, "t");
@@ -417,16 +417,26 @@ Deno.test("-P sends permission bits marked preserve; directories get their times
   assert.equal((await Deno.stat(inner)).mtime?.getTime(), T0 + 5000);
   assert.equal(bodies.filter((b) => b.includes('"preserve":true')).length, 2);
   const times = server.log.filter((l) => /mkdir.*mtime=/.test(l));
-  // t/inner first, then the tree's own directory t.
+  // t/inner (with its mode) and the tree's own directory t, together (a
+  // directory's time set does not touch its parent's).
   assert.deepEqual(times.length, 2);
-  assert.match(times[0], new RegExp(`mode=${0o750}&`));
-  assert.match(
-    times[1],
-    new RegExp(`path=${encodeURIComponent(join(f.dst, "t"))}&`),
-  );
+  const inners = times.filter((l) => l.includes(encodeURIComponent(inner)));
+  assert.equal(inners.length, 1);
+  assert.match(inners[0], new RegExp(`mode=${0o750}&`));
   assert.ok(
-    server.log.indexOf(times[0]) >
-      server.log.findIndex((l) => l.startsWith("POST /v1/upload/commit")),
+    times.some((l) =>
+      l.includes(`path=${encodeURIComponent(join(f.dst, "t"))}&`)
+    ),
+  );
+  const lastCommit = server.log.findLastIndex((l) =>
+    l.startsWith("POST /v1/upload/commit") ||
+    l.startsWith("POST /v1/upload/bundle")
+  );
+  for (const t of times) assert.ok(server.log.indexOf(t) > lastCommit, t);
+  // The times hold: the parent's was not changed by the child's.
+  assert.equal(
+    (await Deno.stat(join(f.dst, "t"))).mtime?.getTime(),
+    (await Deno.stat(root)).mtime?.getTime(),
   );
 });
 

@@ -151,25 +151,17 @@ export class PushPlanner {
 
   /**
    * Gives every directory that was made, written into or differs on the
-   * server its local mtime (and mode with `-P`), deepest first, so setting
-   * a child's time does not change its parent's afterwards. A failure is a
-   * warning.
+   * server its local mtime (and mode with `-P`), all at once once every
+   * entry is in place: setting a directory's time or mode changes nothing
+   * in its parent (only making, renaming or removing an entry does). A
+   * failure is a warning.
    */
   async finishDirs(): Promise<void> {
-    const ctx = this.#ctx;
-    if (ctx.dryRun) return;
-    // By depth, deepest first; the directories of one depth at once (a
-    // child's time is set before its parent's, whatever the order within).
-    const byDepth = new Map<number, DirRecord[]>();
-    for (const d of this.#dirs) {
-      if (!d.touched) continue;
-      const depth = d.remote.split("/").length;
-      byDepth.set(depth, [...byDepth.get(depth) ?? [], d]);
-    }
-    for (const depth of [...byDepth.keys()].sort((a, b) => b - a)) {
-      if (ctx.signal.aborted) return;
-      await inBatches(byDepth.get(depth)!, (d) => this.#finishDir(d));
-    }
+    if (this.#ctx.dryRun) return;
+    await inBatches(
+      this.#dirs.filter((d) => d.touched),
+      (d) => this.#finishDir(d),
+    );
   }
 
   /** Sets one directory's time (and mode); a failure is a warning. */
