@@ -2,6 +2,7 @@
  * `--bwlimit`: one token bucket shared by every connection of a run, both
  * directions, and the stream wrapper that makes bodies pass through it.
  */
+import { sleep } from "../shared/sleep.ts";
 
 /** Options of {@linkcode TokenBucket}. */
 export interface TokenBucketOptions {
@@ -53,7 +54,10 @@ export class TokenBucket {
 
   /** Waits until `bytes` may pass (rejects with the signal's reason when it aborts). */
   async take(bytes: number, signal?: AbortSignal): Promise<void> {
-    await sleep(this.reserve(bytes), signal);
+    signal?.throwIfAborted();
+    // Within the budget it goes on at once, not after a timer turn.
+    const wait = this.reserve(bytes);
+    if (wait > 0) await sleep(wait, signal);
   }
 }
 
@@ -112,20 +116,4 @@ export function parseRate(text: string): number | undefined {
   ];
   const bytes = Math.floor(Number(m[1]) * unit);
   return bytes >= 1 && Number.isSafeInteger(bytes) ? bytes : undefined;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.reject(signal.reason);
-  if (ms <= 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

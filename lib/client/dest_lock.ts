@@ -16,6 +16,7 @@ import {
 } from "../shared/checked_open.ts";
 import { ConfigError, LocalPathError } from "../shared/errors.ts";
 import { LOCK_NAME } from "../shared/part_file.ts";
+import { sleep } from "../shared/sleep.ts";
 
 /** How often a waiting run tries the lock again (polled, so an abort stops the wait at once). */
 const RETRY_MS = 200;
@@ -79,7 +80,7 @@ export async function lockDestination(
         if (!options.wait) throw new DestinationBusy(dir, pid);
         if (!told) options.onWait?.(dir, pid);
         told = true;
-        await delay(RETRY_MS, options.signal);
+        await sleep(RETRY_MS, options.signal);
         continue;
       }
       try {
@@ -147,17 +148,4 @@ function holderPid(file: Deno.FsFile): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      if (signal?.aborted) reject(signal.reason);
-      else resolve();
-    }
-  });
 }

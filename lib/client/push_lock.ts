@@ -84,10 +84,7 @@ export async function lockPushDestination(
     if (!options.wait) throw new DestinationBusy(shown, undefined);
     if (!told) options.onWait?.(shown, undefined);
     told = true;
-    await sleep(
-      options.retryMs ?? RETRY_MS,
-      options.signal ?? new AbortController().signal,
-    );
+    await sleep(options.retryMs ?? RETRY_MS, options.signal);
   }
 }
 

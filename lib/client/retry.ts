@@ -3,6 +3,10 @@ import { ConnectError, HttpError } from "../shared/errors.ts";
 export { ProtocolError } from "../shared/errors.ts";
 import { TimeoutError } from "./remote.ts";
 
+import { sleep } from "../shared/sleep.ts";
+
+export { sleep };
+
 /** A body ended before every byte it announced arrived (retried from the last byte on disk). */
 export class ShortBody extends Error {
   constructor(message: string) {
@@ -26,22 +30,6 @@ export function isRetryable(
   }
   return error instanceof TimeoutError || error instanceof ConnectError ||
     error instanceof ShortBody || error instanceof TypeError;
-}
-
-/** Waits `ms`, or rejects with the signal's reason as soon as it aborts. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /** Longest pause between two attempts (milliseconds). */
