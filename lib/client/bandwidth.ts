@@ -2,6 +2,7 @@
  * `--bwlimit`: one token bucket shared by every connection of a run, both
  * directions, and the stream wrapper that makes bodies pass through it.
  */
+import { parseBytes } from "../shared/byte_units.ts";
 import { sleep } from "../shared/sleep.ts";
 
 /** Options of {@linkcode TokenBucket}. */
@@ -107,13 +108,8 @@ export function throttled(
  * `1.5M`, `500K`, `10MB/s`). Undefined when `text` is not one, or not above 0.
  */
 export function parseRate(text: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([kmg]?)(?:i?b)?(?:\/s)?\s*$/i.exec(
-    text,
-  );
-  if (m === null) return undefined;
-  const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[
-    m[2].toLowerCase() as "" | "k" | "m" | "g"
-  ];
-  const bytes = Math.floor(Number(m[1]) * unit);
-  return bytes >= 1 && Number.isSafeInteger(bytes) ? bytes : undefined;
+  const bytes = parseBytes(text.trim().replace(/\/s$/i, ""), {
+    fraction: true,
+  });
+  return bytes !== undefined && bytes >= 1 ? bytes : undefined;
 }

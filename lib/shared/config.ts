@@ -1,4 +1,5 @@
 /** Loads hsync.ini layers (built-in < $HSYNC_DIR < -c) into validated, typed settings. */
+import { parseBytes } from "./byte_units.ts";
 import ini from "ini";
 import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
@@ -460,17 +461,6 @@ export function parseValue(kind: Kind, raw: string, where: string): Value {
   }
 }
 
-/** Parses `1048576`, `64K`, `64M`, `1G` (binary multiples); undefined when malformed. */
-export function parseBytes(text: string): number | undefined {
-  const m = /^(\d+)\s*([kmgt]?)i?b?$/i.exec(text.trim());
-  if (m === null) return undefined;
-  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[
-    m[2].toLowerCase() as "" | "k" | "m" | "g" | "t"
-  ];
-  const n = Number(m[1]) * mult;
-  return Number.isSafeInteger(n) ? n : undefined;
-}
-
 /**
  * `hsync echo-config`: the files searched in order and every effective value
  * by section; `shown` replaces the line of a key whose effective value is
@@ -509,3 +499,5 @@ export function resolveHsyncDir(
   if (env.HSYNC_DIR) return env.HSYNC_DIR;
   return join(env.HOME ?? ".", ".hsync");
 }
+
+export { parseBytes };
