@@ -1,18 +1,7 @@
 /** Key fingerprints as ssh prints them (`SHA256:` and the unpadded base64 of the SHA-256 of the key's wire blob), for messages and logs. */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-
-/** The OpenSSH wire blob of an Ed25519 public key: `string "ssh-ed25519"`, `string key`. */
-function ed25519Blob(raw: Uint8Array): Uint8Array {
-  const name = new TextEncoder().encode("ssh-ed25519");
-  const blob = new Uint8Array(4 + name.length + 4 + raw.length);
-  const view = new DataView(blob.buffer);
-  view.setUint32(0, name.length);
-  blob.set(name, 4);
-  view.setUint32(4 + name.length, raw.length);
-  blob.set(raw, 8 + name.length);
-  return blob;
-}
+import { ed25519Blob } from "./openssh_key.ts";
 
 /** `SHA256:...` of an OpenSSH public key blob, as `ssh-keygen -l` prints it. */
 export function blobFingerprint(blob: Uint8Array): string {
