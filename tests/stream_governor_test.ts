@@ -31,7 +31,7 @@ function drive(
 Deno.test("a long path (each stream limited by its window) gets more streams while they add throughput, up to Max_part_num", () => {
   const clock = { now: 0 };
   const governor = new StreamGovernor({ max: 8, now: () => clock.now });
-  governor.firstByte(5);
+  governor.roundTrip(5);
   // 80 bytes/ms per stream, whatever the count: a window per connection.
   const targets = drive(governor, clock, () => 80, 5000);
   assert.deepEqual(targets, [1, 4, 8]);
@@ -41,7 +41,7 @@ Deno.test("a long path (each stream limited by its window) gets more streams whi
 Deno.test("a server whose cores are the limit keeps one stream: the try with more shows no gain and is undone", () => {
   const clock = { now: 0 };
   const governor = new StreamGovernor({ max: 8, now: () => clock.now });
-  governor.firstByte(1);
+  governor.roundTrip(1);
   // 1000 bytes/ms in all, however many streams share it.
   const targets = drive(governor, clock, (n) => 1000 / n, 5000);
   assert.deepEqual(targets, [1, 4, 1]);
@@ -52,7 +52,7 @@ Deno.test("a server whose cores are the limit keeps one stream: the try with mor
 Deno.test("a gain that stops at four streams settles at four", () => {
   const clock = { now: 0 };
   const governor = new StreamGovernor({ max: 16, now: () => clock.now });
-  governor.firstByte(5);
+  governor.roundTrip(5);
   const targets = drive(governor, clock, (n) => Math.min(4, n) * 100 / n, 5000);
   assert.deepEqual(targets, [1, 4, 16, 4]);
   assert.equal(governor.target, 4);
@@ -63,7 +63,7 @@ Deno.test("a first round trip of 8 ms or more starts at four streams at once, an
   const governor = new StreamGovernor({ max: 8, now: () => clock.now });
   let told = 0;
   governor.onChange(() => told++);
-  governor.firstByte(50);
+  governor.roundTrip(50);
   assert.equal(governor.target, 4);
   assert.equal(told, 1);
   // Four paid nothing more than eight would: it settles at four.
@@ -72,7 +72,7 @@ Deno.test("a first round trip of 8 ms or more starts at four streams at once, an
   assert.equal(governor.settled, true);
   // Near (a round trip under 8 ms): one stream first.
   const near = new StreamGovernor({ max: 8, now: () => clock.now });
-  near.firstByte(2);
+  near.roundTrip(2);
   assert.equal(near.target, 1);
 });
 
@@ -86,7 +86,7 @@ Deno.test("Max_part_num = 1 is one stream from the start, never tried higher", (
 Deno.test("the bytes of the warm-up after a change are not measured: new streams still connecting do not undo a try that pays", () => {
   const clock = { now: 0 };
   const governor = new StreamGovernor({ max: 16, now: () => clock.now });
-  governor.firstByte(50);
+  governor.roundTrip(50);
   let sinceChange = 0;
   let last = governor.target;
   const targets: number[] = [last];

@@ -360,6 +360,9 @@ export class RangeFetcher {
     fail: (error: unknown) => void,
   ): Promise<void> {
     const governor = this.#governor;
+    // The round trip measured so far (the stat, the listing) decides the start.
+    const rtt = this.#ctx.remote.roundTripMs;
+    if (rtt !== undefined) governor.roundTrip(rtt);
     const most = this.#ctx.settings.maxPartNum;
     const left = new PieceQueue(gaps);
     const running = new Set<Promise<void>>();
@@ -446,13 +449,11 @@ export class RangeFetcher {
   ): Promise<void> {
     const { job } = state;
     const start = cursor.pos;
-    const asked = performance.now();
     const ex = await this.#ctx.remote.file(job.remote, {
       range: { start, end },
       ifRange: job.etag,
       signal,
     });
-    this.#governor.firstByte(performance.now() - asked);
     try {
       const res = ex.response;
       if (res.status === 200 || res.status === 416) {

@@ -97,6 +97,7 @@ export class Remote {
   readonly #client?: Deno.HttpClient;
   readonly #sign?: (request: Request) => Promise<void> | void;
   readonly #idleMs: number;
+  #roundTripMs: number | undefined;
   readonly #onRefuse?: (error: ConnectError) => void;
   /** What listens on the server's port, asked once when a request got no HTTP answer. */
   #probe?: Promise<Listener | undefined>;
@@ -125,6 +126,11 @@ export class Remote {
   /** How long a request may go without a byte either way before it times out. */
   get idleMs(): number {
     return this.#idleMs;
+  }
+
+  /** The shortest wait for the answer of a request without a body (ms): about the round trip; undefined before one. */
+  get roundTripMs(): number | undefined {
+    return this.#roundTripMs;
   }
 
   /** The URL of an endpoint with `path=P` (and more) as query values. */
@@ -204,6 +210,7 @@ export class Remote {
       });
       if (this.#sign !== undefined) await this.#sign(request);
       let response: Response;
+      const sent = performance.now();
       try {
         response = await fetch(request, { client: this.#client });
       } catch (error) {
@@ -213,6 +220,11 @@ export class Remote {
           url,
           () => this.#probe ??= probeListener(url),
         );
+      }
+      // A request without a body answered: its wait is about a round trip.
+      if (options.body === undefined && options.bodyStream === undefined) {
+        const waited = performance.now() - sent;
+        this.#roundTripMs = Math.min(this.#roundTripMs ?? waited, waited);
       }
       last = performance.now();
       if (

@@ -94,8 +94,6 @@ export class RangeSender {
   #bytesPerMs: number | undefined;
   /** PUTs may grow when they take long (not when a size was asked for). */
   readonly #scalable: boolean;
-  /** The shortest status request of this push (ms): about the round trip. */
-  #rttMs: number | undefined;
   /** Buffers whose PUT was answered, by size, to read the next range into. */
   readonly #free = new Map<number, Uint8Array<ArrayBuffer>[]>();
 
@@ -109,7 +107,8 @@ export class RangeSender {
 
   /** Bytes of the next PUT. */
   #putBytes(): number {
-    const far = this.#rttMs !== undefined && this.#rttMs >= FAR_RTT_MS;
+    // Far away, PUTs grow so that each carries more per round trip.
+    const far = (this.#ctx.remote.roundTripMs ?? 0) >= FAR_RTT_MS;
     return far && this.#scalable ? FAR_PUT_BYTES : this.#putMaxBytes;
   }
 
@@ -207,14 +206,9 @@ export class RangeSender {
     progress: (bytes: number, resumed?: boolean) => void,
   ): Promise<{ held: RangeSet; restart: boolean }> {
     const ctx = this.#ctx;
-    const asked = performance.now();
     const status = await this.#retry(() =>
       ctx.push.status(job.remote, ctx.signal)
     );
-    // A small request's time is the round trip (at least): far away, PUTs
-    // grow so that each carries more per round trip.
-    const took = performance.now() - asked;
-    this.#rttMs = Math.min(this.#rttMs ?? took, took);
     if (status === undefined) return { held: new RangeSet(), restart: false };
     if (status.size === job.size && status.source === job.source) {
       const covered = status.held.covered;

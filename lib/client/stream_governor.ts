@@ -80,12 +80,12 @@ export class StreamGovernor {
   }
 
   /**
-   * A request's first byte came `ms` after it was sent (the round trip,
-   * roughly). The first one, when long, is a measurement already: one
-   * stream far away waits a round trip per window, so the first try starts
-   * at once instead of after a period of one stream.
+   * The round trip to the server is about `ms` (the shortest wait for an
+   * answer so far). The first one told, when long, is a measurement
+   * already: one stream far away waits a round trip per window, so the
+   * first try starts at once instead of after a period of one stream.
    */
-  firstByte(ms: number): void {
+  roundTrip(ms: number): void {
     const first = this.#rttMs === undefined;
     if (this.#rttMs === undefined || ms < this.#rttMs) this.#rttMs = ms;
     if (
