@@ -6,6 +6,7 @@
 import { dirname, join, posix } from "node:path";
 import { chmodOpened, openChecked } from "../shared/checked_open.ts";
 import { LocalPathError, reason } from "../shared/errors.ts";
+import { LOCK_NAME } from "../shared/part_file.ts";
 import {
   relativeComponents,
   RelativePathError,
@@ -62,6 +63,14 @@ export function makeTreeRoot(dest: string): boolean {
     throw new LocalPathError(dest, reason(error), error);
   }
   return !existed;
+}
+
+/** Whether `dir` holds nothing but a pull's lock file (a tree root no run has written into yet). */
+export function holdsOnlyLock(dir: string): boolean {
+  for (const entry of Deno.readDirSync(dir)) {
+    if (entry.name !== LOCK_NAME) return false;
+  }
+  return true;
 }
 
 /** A relative path from the server that must not be written. */

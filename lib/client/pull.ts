@@ -17,6 +17,7 @@ import { HardLinks } from "./hard_links.ts";
 import { placeHardLink } from "./links.ts";
 import {
   destinationOf,
+  holdsOnlyLock,
   localUmask,
   makeParentDir,
   makeTreeRoot,
@@ -331,10 +332,12 @@ class PullRun {
   }
 
   async #pullTree(planner: Planner, dest: string): Promise<void> {
-    if (this.#dry ? probeTreeRoot(dest) : makeTreeRoot(dest)) {
-      planner.rootCreated();
-    }
+    const created = this.#dry ? probeTreeRoot(dest) : makeTreeRoot(dest);
     if (!this.#dry && !await this.#lockDir(dest)) return;
+    // Nothing to compare in a root this run made, unless another run wrote
+    // into it before this one held the lock (two runs may both have found
+    // it missing): then it holds more than the lock.
+    if (created && (this.#dry || holdsOnlyLock(dest))) planner.rootCreated();
     const lister = new TreeLister(this.#remote, this.#o.remotePath, {
       signal: this.#signal,
       backoff: this.#ctx.backoff,
