@@ -350,6 +350,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
       signal: controller.signal,
       onEvent: (event) => toTerminal(event, reporter),
       client: transport.client,
+      caCerts: transport.caCerts,
       sign: transport.sign,
       bandwidth,
       noWait: cmd.noWait,

@@ -483,6 +483,62 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "a signed push over HTTPS with CA_file: a 12 MiB file in PUTs from memory lands byte-identical, and a wrong CA is refused",
+  ignore: !openssl,
+  async fn() {
+    await using tmp = await tempDir("hsync-tls-push-");
+    const f = await makeFixture(tmp.path);
+    const incoming = join(f.data, "incoming");
+    await Deno.mkdir(incoming);
+    const config = await serverConfig(f, "server.ini", [
+      `Cert_file = ${f.pki.certFile}`,
+      `Key_file = ${f.pki.keyFile}`,
+      `Authorized_keys = ${f.authorizedKeys}`,
+      `Writable_path = ${incoming}`,
+    ]);
+    await using server = new Hsyncd(f.dir, config);
+    await server.listening();
+    // Large enough for several PUTs after the first: those carry a buffer
+    // read whole, sent outside fetch (its own TLS trust and signature).
+    const local = join(f.dir, "upload.bin");
+    const bytes = new Uint8Array(12 * 1024 * 1024);
+    for (let at = 0; at < bytes.length; at += 65536) {
+      crypto.getRandomValues(bytes.subarray(at, at + 65536));
+    }
+    await Deno.writeFile(local, bytes);
+    const push = (caFile: string) =>
+      runClient([
+        "--tls",
+        "--verify",
+        "-c",
+        caFile,
+        local,
+        `127.0.0.1:${server.port}:${incoming}/`,
+      ], { HSYNC_DIR: f.clientDir });
+
+    const r = await push(await clientConfig(f, [`CA_file = ${f.pki.caFile}`]));
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(
+      await Deno.readFile(join(incoming, "upload.bin")),
+      bytes,
+    );
+
+    // A CA that did not sign the server's certificate: nothing is sent.
+    await Deno.remove(join(incoming, "upload.bin"));
+    const other = await makeTestPki(
+      await Deno.makeTempDir({ dir: f.dir, prefix: "other-pki-" }),
+    );
+    const refused = await push(
+      await clientConfig(f, [`CA_file = ${other.caFile}`]),
+    );
+    assert.equal(refused.code, 4, refused.stderr);
+    assert.match(refused.stderr, /the server.s certificate/);
+    assert.deepEqual([...Deno.readDirSync(incoming)], []);
+  },
+});
+
 Deno.test("hsyncd refuses to start, in one line, with an unreadable or invalid Authorized_keys", async () => {
   await using tmp = await tempDir("hsync-auth-");
   const data = join(tmp.path, "data");

@@ -170,6 +170,26 @@ Deno.test("the sign hook signs a body streamed from a file by its declared diges
       { ok: true },
     );
     assert.equal((await put.arrayBuffer()).byteLength, data.length);
+
+    // A body sent outside the Request (a buffer through node's client): the
+    // Request has none, and is signed by the digest it declares, not as
+    // bodiless.
+    const buffered = new Request(
+      "http://h:1/v1/upload?path=%2Fin%2Fy&size=3145728&source=s",
+      { method: "PUT", headers: { [BODY_DIGEST_HEADER]: digest } },
+    );
+    await t.sign!(buffered);
+    assert.equal(buffered.headers.get(BODY_DIGEST_HEADER), digest);
+    assert.deepEqual(
+      await verify({
+        method: "PUT",
+        server: "http://h:1",
+        pathAndQuery: "/v1/upload?path=%2Fin%2Fy&size=3145728&source=s",
+        authorization: buffered.headers.get("authorization"),
+        bodySha256: digest,
+      }),
+      { ok: true },
+    );
   });
 });
 

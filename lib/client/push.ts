@@ -85,6 +85,8 @@ export interface PushOptions extends TreeOptions {
   /** Stops cleanly when aborted; what the server holds stays for a rerun. */
   signal?: AbortSignal;
   client?: Deno.HttpClient;
+  /** CA_file's certificates (PEM), for the PUTs that do not go through fetch. */
+  caCerts?: string[];
   /** Called on every request before it is sent. */
   sign?: (request: Request) => Promise<void> | void;
   /** First retry delay in milliseconds (default 250). */
@@ -140,6 +142,7 @@ class PushRun {
     this.#remote = new Remote({
       baseUrl: options.baseUrl,
       client: options.client,
+      caCerts: options.caCerts,
       sign: options.sign,
       idleTimeoutMs: s.dataTimeout * 1000,
       onRefuse: (error) => this.#stopRun(error),
@@ -240,6 +243,7 @@ class PushRun {
       return await this.#run(sources, base, root, started);
     } finally {
       await lease?.release();
+      this.#remote.close();
     }
   }
 

@@ -1,4 +1,5 @@
 /** The client side of the v1 HTTP interface: URLs, signing, timeouts, JSON errors and the streamed listing. */
+import { BODY_DIGEST_HEADER, bodyDigest } from "../shared/auth.ts";
 import { rangeHeader } from "../shared/byte_range.ts";
 import { ConnectError, HttpError, ProtocolError } from "../shared/errors.ts";
 import type { RequestSigner } from "./transport.ts";
@@ -10,6 +11,7 @@ import {
   unreachableError,
 } from "./server_probe.ts";
 import { throttled, type TokenBucket } from "./bandwidth.ts";
+import { BufferRequests } from "./buffer_request.ts";
 import { checkListLine, splitLines } from "./ndjson_lines.ts";
 import {
   API,
@@ -41,7 +43,12 @@ export interface RemoteOptions {
   onRefuse?: (error: ConnectError) => void;
   /** `--bwlimit`: every body sent and received passes through it (one bucket for the whole run). */
   bandwidth?: TokenBucket;
+  /** CA_file's certificates (PEM), trusted beside the default roots by the sender of large buffered bodies. */
+  caCerts?: string[];
 }
+
+/** A body in one buffer this large or larger goes through {@linkcode BufferRequests}, not fetch. */
+const BUFFERED_MIN_BYTES = 256 * 1024;
 
 /** The server answered with a redirect, which hsync never follows (exit code 3). */
 export class RedirectRefused extends ConnectError {
@@ -102,6 +109,8 @@ export class Remote {
   /** What listens on the server's port, asked once when a request got no HTTP answer. */
   #probe?: Promise<Listener | undefined>;
   readonly #bandwidth?: TokenBucket;
+  readonly #caCerts?: string[];
+  #bufferRequests?: BufferRequests;
 
   constructor(options: RemoteOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -111,6 +120,7 @@ export class Remote {
     this.#idleMs = options.idleTimeoutMs ?? 30_000;
     this.#onRefuse = options.onRefuse;
     this.#bandwidth = options.bandwidth;
+    this.#caCerts = options.caCerts;
   }
 
   #retryUnauthorized(request: Request): boolean {
@@ -200,19 +210,33 @@ export class Remote {
       throttled: bucket !== undefined && response.body !== null,
     });
     try {
+      // A large body in one buffer goes through node's client, unread by
+      // the Request (its digest is declared when requests are signed).
+      const buffered = options.body instanceof Uint8Array &&
+          options.body.byteLength >= BUFFERED_MIN_BYTES
+        ? options.body
+        : undefined;
       const request = new Request(url, {
         method: options.method ?? "GET",
         headers: options.headers,
-        body: this.#bodyStream(options, () => last = performance.now()) ??
-          options.body,
+        body: buffered !== undefined ? undefined : this.#bodyStream(
+          options,
+          () => last = performance.now(),
+        ) ?? options.body,
         signal: controller.signal,
         redirect: "manual",
       });
+      if (
+        buffered !== undefined && this.#sign !== undefined &&
+        !request.headers.has(BODY_DIGEST_HEADER)
+      ) request.headers.set(BODY_DIGEST_HEADER, bodyDigest(buffered));
       if (this.#sign !== undefined) await this.#sign(request);
       let response: Response;
       const sent = performance.now();
       try {
-        response = await fetch(request, { client: this.#client });
+        response = buffered !== undefined
+          ? await this.#buffers().send(request, buffered)
+          : await fetch(request, { client: this.#client });
       } catch (error) {
         if (controller.signal.aborted) throw controller.signal.reason;
         throw await unreachableError(
@@ -263,6 +287,19 @@ export class Remote {
   }
 
   /** The streamed body of a request, through the bandwidth limit when there is one. */
+  /** The sender of large buffered bodies, made at the first. */
+  #buffers(): BufferRequests {
+    return this.#bufferRequests ??= new BufferRequests(this.baseUrl, {
+      caCerts: this.#caCerts,
+    });
+  }
+
+  /** Closes the connections kept for large buffered bodies (fetch's close by themselves). */
+  close(): void {
+    this.#bufferRequests?.close();
+    this.#bufferRequests = undefined;
+  }
+
   #bodyStream(
     options: SendOptions,
     kick: () => void,

@@ -24,6 +24,8 @@ import {
 export interface Transport {
   /** HTTP client carrying the trusted CA; undefined for the default. */
   client?: Deno.HttpClient;
+  /** CA_file's certificates (PEM) that `client` trusts, for senders other than fetch. */
+  caCerts?: string[];
   /** Signs a request before it is sent; undefined without an identity. */
   sign?: RequestSigner;
   /** The identity file used for signing, if any (for messages). */
@@ -83,6 +85,7 @@ export async function openTransport(
     }
     try {
       transport.client = Deno.createHttpClient({ caCerts: [pem] });
+      transport.caCerts = [pem];
     } catch (error) {
       throw new ConfigError(
         `Cannot use CA_file "${caFile}": ${
@@ -154,7 +157,11 @@ export function signerFor(
   return async (request) => {
     const declared = request.headers.get(BODY_DIGEST_HEADER);
     let bodySha256: string | undefined;
-    if (
+    if (declared !== null && /^[0-9a-f]{64}$/.test(declared)) {
+      // A body the sender hashed (a range of a file, or a buffer sent
+      // outside this Request): signed as declared, never read here.
+      bodySha256 = declared;
+    } else if (
       request.body === null && request.method !== "GET" &&
       request.method !== "HEAD"
     ) {
@@ -162,14 +169,10 @@ export function signerFor(
       // body: say there is none.
       request.headers.set(BODY_DIGEST_HEADER, bodyDigest(undefined));
     } else if (request.body !== null) {
-      if (declared !== null && /^[0-9a-f]{64}$/.test(declared)) {
-        bodySha256 = declared;
-      } else {
-        // The clone leaves the original body unread for fetch.
-        const body = new Uint8Array(await request.clone().arrayBuffer());
-        bodySha256 = bodyDigest(body);
-        request.headers.set(BODY_DIGEST_HEADER, bodySha256);
-      }
+      // The clone leaves the original body unread for fetch.
+      const body = new Uint8Array(await request.clone().arrayBuffer());
+      bodySha256 = bodyDigest(body);
+      request.headers.set(BODY_DIGEST_HEADER, bodySha256);
     }
     request.headers.set(
       "authorization",
