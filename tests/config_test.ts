@@ -83,7 +83,7 @@ Deno.test("Max_part_num is the same bound for every address and direction: no ho
         "fd00::1",
         "data.example",
       ]
-    ) assert.equal(parts(host), 8, host);
+    ) assert.equal(parts(host), 16, host);
     assert.equal(parts("127.0.0.1", { Max_part_num: "2" }), 2); // a flag stands
   }
 });
@@ -242,7 +242,7 @@ Deno.test("formatConfig() lists the files searched and every key by section with
     /\[hsyncd\]\nHost_ip = 0.0.0.0\nPort = 2222 {2}; from \/h\/hsync.ini\n/,
   );
   assert.match(text, /\[hsync\][^[]*Sync_interval_sec = 2/);
-  assert.match(text, /\[hscp\][^[]*Max_part_num = 8\n/);
+  assert.match(text, /\[hscp\][^[]*Max_part_num = 16\n/);
   const remote = formatConfig(
     await loadConfig({
       defaults,
@@ -250,13 +250,13 @@ Deno.test("formatConfig() lists the files searched and every key by section with
       readTextFile: fakeFs({ "/h/hsync.ini": "[hscp]\nHost_ip = 10.0.0.7\n" }),
     }),
   );
-  assert.match(remote, /\[hscp\][^[]*Max_part_num = 8\n/);
+  assert.match(remote, /\[hscp\][^[]*Max_part_num = 16\n/);
   // --sync takes Host_ip from [hscp] (no file sets it in [hsync]): remote too.
   assert.match(
     remote,
     /\[hsync\][^[]*Host_ip = 10\.0\.0\.7 {2}; from \/h\/hsync.ini \[hscp\]\n/,
   );
-  assert.match(remote, /\[hsync\]\n(?:.*\n)*?Max_part_num = 8\n/);
+  assert.match(remote, /\[hsync\]\n(?:.*\n)*?Max_part_num = 16\n/);
 });
 
 Deno.test("clientSettings() for --sync takes connection keys from [hscp] unless [hsync] sets them in a file of equal or higher precedence", async () => {

@@ -58,17 +58,31 @@ Deno.test("a gain that stops at four streams settles at four", () => {
   assert.equal(governor.target, 4);
 });
 
-Deno.test("a first round trip of 8 ms or more starts at four streams at once, and the next try is measured against them", () => {
+Deno.test("a first round trip of 8 ms or more starts at sixteen streams at once (at most Max_part_num), and the next try is measured against them", () => {
   const clock = { now: 0 };
-  const governor = new StreamGovernor({ max: 8, now: () => clock.now });
+  // At most sixteen (the default Max_part_num): decided at once.
+  const bounded = new StreamGovernor({ max: 16, now: () => clock.now });
+  bounded.roundTrip(50);
+  assert.equal(bounded.target, 16);
+  assert.equal(bounded.settled, true);
+  const eight = new StreamGovernor({ max: 8, now: () => clock.now });
+  eight.roundTrip(50);
+  assert.equal(eight.target, 8);
+  // A higher bound: sixteen first, then a try of more.
+  const governor = new StreamGovernor({ max: 64, now: () => clock.now });
   let told = 0;
   governor.onChange(() => told++);
   governor.roundTrip(50);
-  assert.equal(governor.target, 4);
+  assert.equal(governor.target, 16);
   assert.equal(told, 1);
-  // Four paid nothing more than eight would: it settles at four.
-  const targets = drive(governor, clock, (n) => Math.min(n, 4) * 80 / n, 5000);
-  assert.deepEqual(targets, [4, 8, 4]);
+  // Sixteen paid nothing more than 64 would: it settles at sixteen.
+  const targets = drive(
+    governor,
+    clock,
+    (n) => Math.min(n, 16) * 80 / n,
+    5000,
+  );
+  assert.deepEqual(targets, [16, 64, 16]);
   assert.equal(governor.settled, true);
   // Near (a round trip under 8 ms): one stream first.
   const near = new StreamGovernor({ max: 8, now: () => clock.now });
@@ -85,7 +99,7 @@ Deno.test("Max_part_num = 1 is one stream from the start, never tried higher", (
 
 Deno.test("the bytes of the warm-up after a change are not measured: new streams still connecting do not undo a try that pays", () => {
   const clock = { now: 0 };
-  const governor = new StreamGovernor({ max: 16, now: () => clock.now });
+  const governor = new StreamGovernor({ max: 64, now: () => clock.now });
   governor.roundTrip(50);
   let sinceChange = 0;
   let last = governor.target;
@@ -102,8 +116,8 @@ Deno.test("the bytes of the warm-up after a change are not measured: new streams
     const n = sinceChange <= 200 ? 1 : governor.target;
     governor.bytes(80 * n * 50);
   }
-  assert.deepEqual(targets, [4, 16]);
-  assert.equal(governor.target, 16);
+  assert.deepEqual(targets, [16, 64]);
+  assert.equal(governor.target, 64);
 });
 
 Deno.test("pieces: at least the minimum (a round trip stays small beside them) unless less is left, and room left for streams a try adds", () => {
@@ -119,6 +133,12 @@ Deno.test("pieces: at least the minimum (a round trip stays small beside them) u
   drive(governor, clock, () => 1_000_000, 3000);
   assert.equal(governor.pieceBytes(6 * MiB, 8), MIN_PIECE_BYTES);
   assert.equal(governor.pieceBytes(3 * MiB, 8), 3 * MiB);
+  // Decided at once far away, before any rate: four minimum pieces at a
+  // time (a round trip each), or a share of what is left.
+  const far = new StreamGovernor({ max: 16, now: () => clock.now });
+  far.roundTrip(50);
+  assert.equal(far.pieceBytes(1024 * MiB, 16), 4 * MIN_PIECE_BYTES);
+  assert.equal(far.pieceBytes(128 * MiB, 16), 8 * MiB);
 });
 
 Deno.test("PieceQueue hands out the gaps from the front, never across a gap, and says what is left", () => {
