@@ -13,6 +13,9 @@ import { Buffer } from "node:buffer";
 import * as http from "node:http";
 import * as https from "node:https";
 
+/** Bytes written to the socket at a time (each told to `onPiece`). */
+const PIECE_BYTES = 256 * 1024;
+
 /** Options of {@linkcode BufferRequests}. */
 export interface BufferRequestOptions {
   /** Extra certificates (PEM) trusted beside the default roots, for `https:` (CA_file). */
@@ -38,11 +41,22 @@ export class BufferRequests {
 
   /**
    * Sends `request` (its method, URL, headers and signal; its own body is
-   * ignored) with `body` as its body, and resolves to the answer, read
-   * whole. Rejects with a `TypeError` carrying the network's reason when no
-   * answer comes, and with the signal's reason when it aborts.
+   * ignored) with `body` as its body, written in pieces of
+   * {@linkcode PIECE_BYTES}: `onPiece` is told each piece the socket took
+   * (a sign of life for an idle timer, and progress), and `beforePiece`,
+   * when given, is awaited before each piece is written (a bandwidth
+   * limit). Resolves to the answer, read whole. Rejects with a `TypeError`
+   * carrying the network's reason when no answer comes, and with the
+   * signal's reason when it aborts.
    */
-  send(request: Request, body: Uint8Array): Promise<Response> {
+  send(
+    request: Request,
+    body: Uint8Array,
+    pace: {
+      beforePiece?: (bytes: number) => Promise<void>;
+      onPiece?: (bytes: number) => void;
+    } = {},
+  ): Promise<Response> {
     const url = new URL(request.url);
     const signal = request.signal;
     if (signal.aborted) return Promise.reject(signal.reason);
@@ -50,8 +64,11 @@ export class BufferRequests {
     request.headers.forEach((value, name) => headers[name] = value);
     headers["content-length"] = String(body.byteLength);
     return new Promise<Response>((resolve, reject) => {
+      let settled = false;
       const onAbort = () => outgoing.destroy(signal.reason);
       const settle = (error: unknown, response?: Response) => {
+        if (settled) return;
+        settled = true;
         signal.removeEventListener("abort", onAbort);
         if (response !== undefined) resolve(response);
         else reject(signal.aborted ? signal.reason : networkError(error));
@@ -68,32 +85,42 @@ export class BufferRequests {
         const pieces: Buffer[] = [];
         incoming.on("data", (piece: Buffer) => pieces.push(piece));
         incoming.on("error", (error) => settle(error));
-        incoming.on("end", () => {
-          const status = incoming.statusCode ?? 0;
-          const answer = new Headers();
-          for (const [name, value] of Object.entries(incoming.headers)) {
-            if (value === undefined) continue;
-            for (const v of Array.isArray(value) ? value : [value]) {
-              answer.append(name, v);
-            }
-          }
-          const bytes = Buffer.concat(pieces);
-          settle(
-            undefined,
-            new Response(
-              status === 204 || status === 304 ? null : new Uint8Array(bytes),
-              {
-                status,
-                statusText: incoming.statusMessage ?? "",
-                headers: answer,
-              },
-            ),
-          );
-        });
+        incoming.on(
+          "end",
+          () => settle(undefined, responseOf(incoming, pieces)),
+        );
       });
       outgoing.on("error", (error) => settle(error));
       signal.addEventListener("abort", onAbort, { once: true });
-      outgoing.end(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+      const whole = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+      const told = (n: number) => () => {
+        if (!settled) pace.onPiece?.(n);
+      };
+      if (pace.beforePiece === undefined) {
+        // Queued at once (views, not copies); each is told once written.
+        for (let at = 0; at < whole.length; at += PIECE_BYTES) {
+          const piece = whole.subarray(at, at + PIECE_BYTES);
+          outgoing.write(piece, told(piece.length));
+        }
+        outgoing.end();
+        return;
+      }
+      const paced = pace.beforePiece;
+      (async () => {
+        for (let at = 0; at < whole.length && !settled; at += PIECE_BYTES) {
+          const piece = whole.subarray(at, at + PIECE_BYTES);
+          await paced(piece.length);
+          if (settled) return;
+          await new Promise<void>((done, fail) =>
+            outgoing.write(piece, (error) => error ? fail(error) : done())
+          );
+          told(piece.length)();
+        }
+        outgoing.end();
+      })().catch((error) => {
+        settle(error);
+        outgoing.destroy();
+      });
     });
   }
 
@@ -101,6 +128,26 @@ export class BufferRequests {
   close(): void {
     this.#agent.destroy();
   }
+}
+
+/** The answer read whole, as a standard Response. */
+function responseOf(
+  incoming: http.IncomingMessage,
+  pieces: Buffer[],
+): Response {
+  const status = incoming.statusCode ?? 0;
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(incoming.headers)) {
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) {
+      headers.append(name, v);
+    }
+  }
+  const bytes = Buffer.concat(pieces);
+  return new Response(
+    status === 204 || status === 304 ? null : new Uint8Array(bytes),
+    { status, statusText: incoming.statusMessage ?? "", headers },
+  );
 }
 
 /** A failure with no answer, worded as fetch words its own (what `unreachableError` reads). */

@@ -43,12 +43,9 @@ export interface RemoteOptions {
   onRefuse?: (error: ConnectError) => void;
   /** `--bwlimit`: every body sent and received passes through it (one bucket for the whole run). */
   bandwidth?: TokenBucket;
-  /** CA_file's certificates (PEM), trusted beside the default roots by the sender of large buffered bodies. */
+  /** CA_file's certificates (PEM), trusted beside the default roots by the sender of byte bodies. */
   caCerts?: string[];
 }
-
-/** A body in one buffer this large or larger goes through {@linkcode BufferRequests}, not fetch. */
-const BUFFERED_MIN_BYTES = 256 * 1024;
 
 /** The server answered with a redirect, which hsync never follows (exit code 3). */
 export class RedirectRefused extends ConnectError {
@@ -83,13 +80,14 @@ export interface Exchange {
 export interface SendOptions {
   method?: string;
   headers?: HeadersInit;
-  body?: string | Uint8Array<ArrayBuffer>;
   /**
-   * A body streamed as it is made (a range read from a file), given the
-   * function that tells the idle timer bytes went out: a send that stalls
-   * times out like a response that does.
+   * The body: bytes are written in pieces, each a sign of life for the idle
+   * timer (a send that stalls times out like a response that does) and
+   * told to `onBodySent`; each piece passes `--bwlimit` on its way.
    */
-  bodyStream?: (kick: () => void) => ReadableStream<Uint8Array>;
+  body?: string | Uint8Array<ArrayBuffer>;
+  /** Told the bytes of a `Uint8Array` body as the socket takes them. */
+  onBodySent?: (bytes: number) => void;
   signal?: AbortSignal;
   /** Statuses returned as they are instead of thrown as errors (2xx always are). */
   accept?: number[];
@@ -165,14 +163,14 @@ export class Remote {
     const onAbort = () => controller.abort(outer!.reason);
     if (outer?.aborted) throw outer.reason;
     const bucket = this.#bandwidth;
-    // A body in one piece waits its turn before the idle timer starts.
-    if (bucket !== undefined && options.body !== undefined) {
-      await bucket.take(
-        typeof options.body === "string"
-          ? options.body.length
-          : options.body.byteLength,
-        outer,
-      );
+    // Bytes go through node's client, unread by the Request (their digest
+    // is declared when requests are signed), piece by piece.
+    const buffered = options.body instanceof Uint8Array
+      ? options.body
+      : undefined;
+    // A text body waits its turn before the idle timer starts.
+    if (typeof options.body === "string" && bucket !== undefined) {
+      await bucket.take(options.body.length, outer);
     }
     outer?.addEventListener("abort", onAbort, { once: true });
     const idleMs = this.#idleMs;
@@ -210,19 +208,10 @@ export class Remote {
       throttled: bucket !== undefined && response.body !== null,
     });
     try {
-      // A large body in one buffer goes through node's client, unread by
-      // the Request (its digest is declared when requests are signed).
-      const buffered = options.body instanceof Uint8Array &&
-          options.body.byteLength >= BUFFERED_MIN_BYTES
-        ? options.body
-        : undefined;
       const request = new Request(url, {
         method: options.method ?? "GET",
         headers: options.headers,
-        body: buffered !== undefined ? undefined : this.#bodyStream(
-          options,
-          () => last = performance.now(),
-        ) ?? options.body,
+        body: buffered !== undefined ? undefined : options.body,
         signal: controller.signal,
         redirect: "manual",
       });
@@ -235,7 +224,16 @@ export class Remote {
       const sent = performance.now();
       try {
         response = buffered !== undefined
-          ? await this.#buffers().send(request, buffered)
+          ? await this.#buffers().send(request, buffered, {
+            beforePiece: bucket === undefined ? undefined : async (n) => {
+              await bucket.take(n, controller.signal);
+              last = performance.now();
+            },
+            onPiece: (n) => {
+              last = performance.now();
+              options.onBodySent?.(n);
+            },
+          })
           : await fetch(request, { client: this.#client });
       } catch (error) {
         if (controller.signal.aborted) throw controller.signal.reason;
@@ -246,14 +244,14 @@ export class Remote {
         );
       }
       // A request without a body answered: its wait is about a round trip.
-      if (options.body === undefined && options.bodyStream === undefined) {
+      if (options.body === undefined) {
         const waited = performance.now() - sent;
         this.#roundTripMs = Math.min(this.#roundTripMs ?? waited, waited);
       }
       last = performance.now();
       if (
         response.status === 401 && options.body === undefined &&
-        options.bodyStream === undefined && this.#retryUnauthorized(request)
+        this.#retryUnauthorized(request)
       ) {
         // Another of ssh-agent's keys, as ssh tries each in turn; a request with a body is never sent twice.
         await response.body?.cancel().catch(() => {});
@@ -287,26 +285,17 @@ export class Remote {
   }
 
   /** The streamed body of a request, through the bandwidth limit when there is one. */
-  /** The sender of large buffered bodies, made at the first. */
+  /** The sender of byte bodies, made at the first. */
   #buffers(): BufferRequests {
     return this.#bufferRequests ??= new BufferRequests(this.baseUrl, {
       caCerts: this.#caCerts,
     });
   }
 
-  /** Closes the connections kept for large buffered bodies (fetch's close by themselves). */
+  /** Closes the connections kept for byte bodies (fetch's close by themselves). */
   close(): void {
     this.#bufferRequests?.close();
     this.#bufferRequests = undefined;
-  }
-
-  #bodyStream(
-    options: SendOptions,
-    kick: () => void,
-  ): ReadableStream<Uint8Array> | undefined {
-    const stream = options.bodyStream?.(kick);
-    if (stream === undefined || this.#bandwidth === undefined) return stream;
-    return throttled(stream, this.#bandwidth, kick);
   }
 
   /** `GET /v1/stat`: one entry. */

@@ -71,9 +71,8 @@ export class PushRemote {
 
   /**
    * `PUT /v1/upload`: bytes `range` of a file of `target.size` (whose
-   * SHA-256 is `sha256` when requests are signed), as one buffer or
-   * streamed by `body` (given the idle timer's kick). Returns what the
-   * server holds after it.
+   * SHA-256 is `sha256` when requests are signed), `onSent` told the bytes
+   * as they go out. Returns what the server holds after it.
    */
   async put(
     path: string,
@@ -81,9 +80,8 @@ export class PushRemote {
     range: ByteRange,
     upload: {
       sha256?: string;
-      body:
-        | Uint8Array<ArrayBuffer>
-        | ((kick: () => void) => ReadableStream<Uint8Array>);
+      body: Uint8Array<ArrayBuffer>;
+      onSent?: (bytes: number) => void;
       signal?: AbortSignal;
     },
   ): Promise<HeldUpload> {
@@ -95,9 +93,6 @@ export class PushRemote {
     if (target.restart) query.restart = "1";
     const headers = this.#headers();
     headers.set("content-range", contentRange(range, target.size));
-    // Deno's fetch sends a streamed body chunked and drops this header; the
-    // server goes by Content-Range.
-    headers.set("content-length", String(range.end - range.start));
     headers.set("content-type", "application/octet-stream");
     if (upload.sha256 !== undefined) {
       headers.set(BODY_DIGEST_HEADER, upload.sha256);
@@ -105,9 +100,8 @@ export class PushRemote {
     const ex = await this.#remote.send(this.#remote.url(API.upload, query), {
       method: "PUT",
       headers,
-      ...(upload.body instanceof Uint8Array
-        ? { body: upload.body }
-        : { bodyStream: upload.body }),
+      body: upload.body,
+      onBodySent: upload.onSent,
       signal: upload.signal,
     });
     return checkStatus(await this.#json(ex), this.#remote.host);

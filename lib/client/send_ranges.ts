@@ -22,16 +22,16 @@ import {
 } from "./push_context.ts";
 import type { HeldUpload } from "./remote_push.ts";
 import { holesOf } from "./push_holes.ts";
-import { piecesOf, readSpan } from "./put_body.ts";
+import { readSpan } from "./put_body.ts";
 import { isRetryable, sleep } from "./retry.ts";
 
 /**
  * Most bytes one PUT carries (hsyncd reads a range whole, at most 8 MiB): it
  * is read into memory before it is sent, and a PUT cut off costs no more
- * than this when the push is resumed. Pushing 1 GiB on loopback, 3 runs
- * each: 8 MiB took 1.9-2.6 s at a client peak of 380-440 MiB (fetch copies
- * each body, and the freed copies stay with the allocator), 4 MiB 1.7-2.3 s
- * at 265-275 MiB, 2 MiB 1.7-2.4 s at 185-205 MiB, 1 MiB 2.3-2.5 s at 145 MiB.
+ * than this when the push is resumed. Pushing 1 GiB on loopback (3 runs
+ * each, bodies written by node:http): 2 MiB took 1.47-1.85 s at a client peak
+ * of 92-103 MiB, 4 MiB 1.50-1.69 s at 107-118 MiB, 8 MiB 1.65-1.84 s at
+ * 142-156 MiB.
  */
 export const PUT_MAX_BYTES = 2 * 1024 * 1024;
 /**
@@ -90,8 +90,6 @@ export class RangeSender {
   readonly #ctx: PushContext;
   readonly #busyWaitMs: number;
   readonly #putMaxBytes: number;
-  /** How fast the last PUT went (undefined before the first, and after a failure). */
-  #bytesPerMs: number | undefined;
   /** PUTs may grow when they take long (not when a size was asked for). */
   readonly #scalable: boolean;
   /** Buffers whose PUT was answered, by size, to read the next range into. */
@@ -321,46 +319,27 @@ export class RangeSender {
             chunk,
             buffer.subarray(0, chunk.end - chunk.start),
           );
-          // A buffer goes out whole, with its length (hsyncd reads it in
-          // fewer, larger pieces than a chunked stream: 1 GiB took 0.7 s less
-          // on loopback) but tells nothing until answered: only when it
-          // should take at most a quarter of the idle timeout at the rate
-          // the last PUT went. Else it is streamed, each piece a sign of life.
-          const quick = this.#bytesPerMs !== undefined &&
-            bytes.length <= this.#bytesPerMs * ctx.remote.idleMs / 4;
-          const started = performance.now();
-          try {
-            await ctx.push.put(
-              job.remote,
-              { size: job.size, source: job.source, restart },
-              chunk,
-              {
-                sha256: ctx.remote.signs ? bodyDigest(bytes) : undefined,
-                body: quick ? bytes : (kick) =>
-                  piecesOf(bytes, (n) => {
-                    counted += n;
-                    kick();
-                    progress(n);
-                  }),
-                signal,
+          // Sent with its length, in pieces the progress (and the idle
+          // timer) is told of as the socket takes them.
+          await ctx.push.put(
+            job.remote,
+            { size: job.size, source: job.source, restart },
+            chunk,
+            {
+              sha256: ctx.remote.signs ? bodyDigest(bytes) : undefined,
+              body: bytes,
+              onSent: (n) => {
+                counted += n;
+                progress(n);
               },
-            );
-          } catch (error) {
-            this.#bytesPerMs = undefined;
-            throw error;
-          }
-          const took = performance.now() - started;
-          this.#bytesPerMs = bytes.length / Math.max(1, took);
+              signal,
+            },
+          );
           // Answered: the body was read whole (a failed one may still be in
           // use below, so only an answered buffer is reused).
           const pool = this.#free.get(size) ?? [];
           this.#free.set(size, pool);
           if (pool.length < MAX_FREE_BUFFERS) pool.push(buffer);
-
-          if (quick) {
-            counted = bytes.length;
-            progress(bytes.length);
-          }
         }, signal);
       } catch (e) {
         error = e;
