@@ -287,3 +287,110 @@ Deno.test("Remote.file() asks for a range (open-ended too) with If-Range only be
     await server.shutdown();
   }
 });
+
+/**
+ * A raw HTTP/1.1 server that reads a request's head, then its body at
+ * `bytesPerTick` every 100 ms (0: never), and answers `{}` once it has all.
+ */
+function slowReader(bytesPerTick: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const served = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      (async () => {
+        const buf = new Uint8Array(Math.max(64 * 1024, bytesPerTick));
+        let head = "";
+        let body = 0;
+        let length = -1;
+        while (length < 0) {
+          const n = await conn.read(buf);
+          if (n === null) return;
+          head += new TextDecoder().decode(buf.subarray(0, n));
+          const end = head.indexOf("\r\n\r\n");
+          if (end < 0) continue;
+          length = Number(/content-length: (\d+)/i.exec(head)![1]);
+          body = head.length - end - 4;
+        }
+        while (body < length) {
+          if (bytesPerTick === 0) return; // never reads again
+          await new Promise((r) => setTimeout(r, 100));
+          const n = await conn.read(buf.subarray(0, bytesPerTick));
+          if (n === null) return;
+          body += n;
+        }
+        await conn.write(new TextEncoder().encode(
+          "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nx-hsync-api: 1\r\n\r\n{}",
+        ));
+      })().catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    close: async () => {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // already closed
+        }
+      }
+      await served;
+    },
+  };
+}
+
+Deno.test("a byte body is a sign of life while the server takes it, however slowly, and one it stops taking times out", async () => {
+  // 12 MiB: more than the sockets' buffers hold, so the sender waits on the reader.
+  const body = new Uint8Array(12 * 1024 * 1024);
+  const slow = slowReader(0);
+  try {
+    const remote = new Remote({
+      baseUrl: `http://127.0.0.1:${slow.port}`,
+      idleTimeoutMs: 400,
+    });
+    let sent = 0;
+    const started = performance.now();
+    await assert.rejects(
+      () =>
+        remote.send(remote.url("/v1/upload"), {
+          method: "PUT",
+          body,
+          onBodySent: (n) => sent += n,
+        }),
+      TimeoutError,
+    );
+    assert.ok(performance.now() - started < 5000);
+    assert.ok(sent < body.length, `${sent}`);
+    remote.close();
+  } finally {
+    await slow.close();
+  }
+
+  // 4 MiB per 100 ms: 64 MiB take 1.6 s, more than the idle timeout, yet
+  // every piece the socket takes keeps the request alive (what the sockets
+  // hold when the last is written drains well within it).
+  const steady = slowReader(4 * 1024 * 1024);
+  try {
+    const remote = new Remote({
+      baseUrl: `http://127.0.0.1:${steady.port}`,
+      idleTimeoutMs: 1500,
+    });
+    let sent = 0;
+    const big = new Uint8Array(64 * 1024 * 1024);
+    const started = performance.now();
+    const ex = await remote.send(remote.url("/v1/upload"), {
+      method: "PUT",
+      body: big,
+      onBodySent: (n) => sent += n,
+    });
+    assert.deepEqual(await ex.response.json(), {});
+    ex.done();
+    assert.ok(performance.now() - started > 1500);
+    assert.equal(sent, big.length);
+    remote.close();
+  } finally {
+    await steady.close();
+  }
+});

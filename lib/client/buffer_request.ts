@@ -15,6 +15,8 @@ import * as https from "node:https";
 
 /** Bytes written to the socket at a time (each told to `onPiece`). */
 const PIECE_BYTES = 256 * 1024;
+/** Pieces handed to the socket before the first of them is written. */
+const PIECES_QUEUED = 2;
 
 /** Options of {@linkcode BufferRequests}. */
 export interface BufferRequestOptions {
@@ -93,28 +95,25 @@ export class BufferRequests {
       outgoing.on("error", (error) => settle(error));
       signal.addEventListener("abort", onAbort, { once: true });
       const whole = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-      const told = (n: number) => () => {
-        if (!settled) pace.onPiece?.(n);
-      };
-      if (pace.beforePiece === undefined) {
-        // Queued at once (views, not copies); each is told once written.
-        for (let at = 0; at < whole.length; at += PIECE_BYTES) {
-          const piece = whole.subarray(at, at + PIECE_BYTES);
-          outgoing.write(piece, told(piece.length));
-        }
-        outgoing.end();
-        return;
-      }
-      const paced = pace.beforePiece;
+      // A few pieces queued at once (views, not copies) keep the socket
+      // busy; each is told once written. Node's stream writes what queued
+      // meanwhile in one go and tells those only when all are written.
       (async () => {
+        const queued: Promise<void>[] = [];
         for (let at = 0; at < whole.length && !settled; at += PIECE_BYTES) {
           const piece = whole.subarray(at, at + PIECE_BYTES);
-          await paced(piece.length);
+          await pace.beforePiece?.(piece.length);
           if (settled) return;
-          await new Promise<void>((done, fail) =>
-            outgoing.write(piece, (error) => error ? fail(error) : done())
+          queued.push(
+            new Promise<void>((done) =>
+              outgoing.write(piece, (error) => {
+                if (error) settle(error);
+                else if (!settled) pace.onPiece?.(piece.length);
+                done();
+              })
+            ),
           );
-          told(piece.length)();
+          if (queued.length >= PIECES_QUEUED) await queued.shift();
         }
         outgoing.end();
       })().catch((error) => {
