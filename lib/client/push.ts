@@ -238,8 +238,11 @@ class PushRun {
     let root = await this.#rootStat(base, false);
     const lease = await this.#lease(sources, base, root);
     try {
-      // What the server holds now: the push this one waited for changed it.
-      if (lease !== undefined) root = await this.#rootStat(base, true);
+      // What the server holds now: the push this one waited for changed it
+      // (or one that ended since a stat found no destination made it).
+      if (lease !== undefined && (lease.waited || root === undefined)) {
+        root = await this.#rootStat(base, true);
+      }
       return await this.#run(sources, base, root, started);
     } finally {
       await lease?.release();

@@ -37,6 +37,8 @@ export interface PushLockOptions {
 
 /** A lease held: renewed until `release`, which never throws. */
 export interface PushLease {
+  /** Whether another push held the destination first (this one waited for it). */
+  readonly waited: boolean;
   release(): Promise<void>;
 }
 
@@ -80,7 +82,9 @@ export async function lockPushDestination(
     options.signal?.throwIfAborted();
     const answer = await ask(remote, { path }, options.signal);
     if (answer === 404) return undefined;
-    if (answer !== 409) return new Renewal(remote, path, answer, options);
+    if (answer !== 409) {
+      return new Renewal(remote, path, answer, { ...options, waited: told });
+    }
     if (!options.wait) throw new DestinationBusy(shown, undefined);
     if (!told) options.onWait?.(shown, undefined);
     told = true;
@@ -95,6 +99,7 @@ class Renewal implements PushLease {
   readonly #token: string;
   readonly #options: PushLockOptions;
   readonly #stop = new AbortController();
+  readonly waited: boolean;
   #timer?: ReturnType<typeof setTimeout>;
   #pending?: Promise<void>;
   #lost = false;
@@ -103,8 +108,9 @@ class Renewal implements PushLease {
     remote: Remote,
     path: string,
     lease: LockLease,
-    options: PushLockOptions,
+    options: PushLockOptions & { waited: boolean },
   ) {
+    this.waited = options.waited;
     this.#remote = remote;
     this.#path = path;
     this.#token = lease.token;
