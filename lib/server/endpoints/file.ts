@@ -26,12 +26,15 @@ export const fileEndpoint: Endpoint = {
  * response pipeline (measured here: 1 GiB at 128 KiB took the server 1.3 s of
  * CPU, at 512 KiB 0.8 s), while each streaming body holds a few chunks (the
  * connection's write buffer alone takes up to about 400 KiB): few bodies
- * stream in large chunks, many in small ones.
+ * stream in large chunks, many in small ones. Serving 64 clients at once
+ * (bench/memory.ts, 4 files of 8 MiB each and 506 connections), hsyncd
+ * peaked at 163 MiB of PSS with 128 KiB, 147 MiB with 64 KiB (in 33 s
+ * either way) and 138 MiB with 32 KiB (in 51 s).
  */
 const FILE_CHUNK_LARGE = 512 * 1024;
-const FILE_CHUNK = 128 * 1024;
-/** File bodies streaming at once up to which each reads `FILE_CHUNK_LARGE`: one hsync pull (8 ranges or 8 files). */
-const LARGE_CHUNK_BODIES = 8;
+const FILE_CHUNK = 64 * 1024;
+/** File bodies streaming at once up to which each reads `FILE_CHUNK_LARGE`: one hsync pull (16 ranges or files). */
+const LARGE_CHUNK_BODIES = 16;
 
 async function file(ctx: ServerContext, request: Request, url: URL) {
   const checked = await ctx.guard.check(requirePath(url));
