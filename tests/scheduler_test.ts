@@ -18,11 +18,11 @@ Deno.test("Scheduler: -n bounds ranged files, the smaller of Max_runing and Max_
   assert.equal(s.requests.limit, 3);
   assert.equal(s.bundles.limit, 3);
   const wide = new Scheduler(
-    await settings({ Max_runing: "12", Max_tcp_conn: "100" }),
+    await settings({ Max_runing: "6", Max_tcp_conn: "100" }),
     0,
   );
   assert.equal(wide.files.limit, 1, "-n 0 still moves one file");
-  assert.equal(wide.requests.limit, 12);
+  assert.equal(wide.requests.limit, 6);
   assert.equal(wide.bundles.limit, BUNDLE_SLOTS);
 });
 
