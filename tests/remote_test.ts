@@ -394,38 +394,3 @@ Deno.test("a byte body is a sign of life while the server takes it, however slow
     await steady.close();
   }
 });
-
-Deno.test("warm() opens that many connections at once, each with one health request, and a later request reuses one", async () => {
-  const ports = new Set<number>();
-  const paths: string[] = [];
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    async (request, info) => {
-      ports.add(info.remoteAddr.port);
-      paths.push(new URL(request.url).pathname);
-      // Slow enough that the warming requests overlap.
-      await new Promise((r) => setTimeout(r, 50));
-      return Response.json(
-        { type: "dir", size: 0, mtime: 0, mode: 0o755, etag: '"d"' },
-        { headers: { "x-hsync-api": "1" } },
-      );
-    },
-  );
-  try {
-    const remote = new Remote({
-      baseUrl: `http://127.0.0.1:${server.addr.port}`,
-    });
-    remote.warm(3);
-    const deadline = Date.now() + 5000;
-    while (paths.length < 3 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    await new Promise((r) => setTimeout(r, 100));
-    assert.deepEqual(paths, ["/v1/health", "/v1/health", "/v1/health"]);
-    assert.equal(ports.size, 3);
-    await remote.stat("/x");
-    assert.equal(ports.size, 3, "the stat went over a warm connection");
-  } finally {
-    await server.shutdown();
-  }
-});

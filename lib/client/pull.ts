@@ -29,7 +29,7 @@ import { deleteExtras } from "./pull_delete.ts";
 import { Planner, routeOf } from "./plan.ts";
 import { Remote, remoteRootError } from "./remote.ts";
 import { Backoff } from "./retry.ts";
-import { BUNDLE_SLOTS, Scheduler, TaskGroup } from "./scheduler.ts";
+import { Scheduler, TaskGroup } from "./scheduler.ts";
 import {
   emptySummary,
   type FileJob,
@@ -39,9 +39,6 @@ import {
   type TreeOptions,
 } from "./transfer.ts";
 import { Verifier } from "./verify.ts";
-
-/** A round trip this long (ms) opens the connections of a tree's pull while it is listed. */
-const WARM_RTT_MS = 8;
 
 export type { PullEvent, PullSummary } from "./transfer.ts";
 
@@ -351,19 +348,13 @@ class PullRun {
     });
     try {
       const listed = this.#listed;
-      const listing = lister.run(
+      const error = await lister.run(
         (entry) => {
           listed?.add(entry.path);
           return planner.plan(entry);
         },
         (line) => planner.omitted(line),
       );
-      // Far away, the connections the bundles and ranges will take open
-      // while the tree is listed (the listing keeps the one it has).
-      if (!this.#dry && (this.#remote.roundTripMs ?? 0) >= WARM_RTT_MS) {
-        this.#remote.warm(BUNDLE_SLOTS, this.#signal);
-      }
-      const error = await listing;
       if (this.#signal.aborted) return;
       if (error !== undefined) {
         if (lister.last === undefined) throw this.#rootError(error);

@@ -298,21 +298,6 @@ export class Remote {
     this.#bufferRequests = undefined;
   }
 
-  /**
-   * Opens `count` connections ahead of the requests that will use them
-   * (one `GET /v1/health` each, at once; failures are ignored): far away a
-   * new connection costs a round trip (more with TLS) before its first
-   * request goes out.
-   */
-  warm(count: number, signal?: AbortSignal): void {
-    for (let i = 0; i < count; i++) {
-      this.send(this.url(API.health), { signal }).then(async (ex) => {
-        await ex.response.body?.cancel();
-        ex.done();
-      }).catch(() => {});
-    }
-  }
-
   /** `GET /v1/stat`: one entry. */
   async stat(path: string, signal?: AbortSignal): Promise<StatEntry> {
     const ex = await this.send(this.url(API.stat, { path }), { signal });

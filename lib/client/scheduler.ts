@@ -5,13 +5,8 @@
 import type { ClientSettings } from "../shared/config.ts";
 import { Limiter } from "../shared/limiter.ts";
 
-/**
- * Bundle requests in flight at most (also bounded by {@linkcode
- * Scheduler.requests}). Far away each waits a round trip: 2,000 small files
- * at a 50 ms round trip go in six bundles (64, 128, ... files), all at once
- * with eight slots where four took two more round trips.
- */
-export const BUNDLE_SLOTS = 8;
+/** Bundle requests in flight at most (also bounded by {@linkcode Scheduler.requests}). */
+export const BUNDLE_SLOTS = 4;
 /** Hash requests in flight at most (the server queues a few and answers 503 beyond). */
 export const HASH_SLOTS = 4;
 
