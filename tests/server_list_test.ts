@@ -625,3 +625,24 @@ Deno.test("GET /v1/list keeps an unreadable directory's line and says it was not
     }
   });
 });
+
+Deno.test("GET /v1/list?ifdir=1 answers 204 and nothing more for a file, 404 for a missing path, and lists a directory as without it", async () => {
+  await withFixture(async (f) => {
+    const file = await f.call(`/v1/list?path=${f.q("hello.txt")}&ifdir=1`);
+    assert.equal(file.status, 204);
+    assert.equal(await file.text(), "");
+    // Without it, a file is still refused as not a directory.
+    const plain = await f.call(`/v1/list?path=${f.q("hello.txt")}`);
+    assert.equal(plain.status, 400);
+    assert.equal((await plain.json()).error, "not_a_directory");
+    const missing = await f.call(`/v1/list?path=${f.q("nope")}&ifdir=1`);
+    assert.equal(missing.status, 404);
+    await missing.body?.cancel();
+    const dir = await f.call(`/v1/list?path=${f.q("nested")}&ifdir=1`);
+    assert.equal(dir.status, 200);
+    assert.equal(
+      await dir.text(),
+      await (await f.call(`/v1/list?path=${f.q("nested")}`)).text(),
+    );
+  });
+});

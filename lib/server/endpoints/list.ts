@@ -18,8 +18,10 @@ import {
 } from "./list_lines.ts";
 
 /**
- * `GET /v1/list?path=[&links=1][&hardlinks=1][&after=]`: every entry under a
- * directory, one JSON line each: listed, or left out and why.
+ * `GET /v1/list?path=[&links=1][&hardlinks=1][&after=][&ifdir=1]`: every
+ * entry under a directory, one JSON line each: listed, or left out and why.
+ * With `ifdir=1` a path that is not a directory answers 204 and nothing
+ * more (a client asks for a listing with the stat, before it knows).
  */
 export const listEndpoint: Endpoint = {
   path: API.list,
@@ -33,6 +35,12 @@ const encoder = new TextEncoder();
 
 async function list(ctx: ServerContext, request: Request, url: URL) {
   const checked = await ctx.guard.check(requirePath(url));
+  if (checked.type !== "dir" && url.searchParams.get("ifdir") === "1") {
+    return new Response(null, {
+      status: 204,
+      headers: baseHeaders("application/x-ndjson; charset=utf-8"),
+    });
+  }
   if (checked.type !== "dir") {
     throw new HttpError(
       400,
