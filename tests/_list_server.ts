@@ -85,6 +85,8 @@ export interface ListServerOptions {
   linksUnasked?: boolean;
   /** `/v1/glob`: the absolute paths each pattern matches (stat'ed from `lines`), or the error status it answers. */
   globs?: Record<string, string[] | number>;
+  /** `/v1/stat` answers after this long, then logs `stat answered` (a far server's round trip). */
+  statDelayMs?: number;
 }
 
 /** A running fake server. */
@@ -154,6 +156,10 @@ export function listServer(options: ListServerOptions): ListServer {
             host: "fake",
           });
         case "/v1/stat": {
+          if (options.statDelayMs !== undefined) {
+            await new Promise((r) => setTimeout(r, options.statDelayMs));
+            log.push("stat answered");
+          }
           if (path === root) {
             return Response.json({
               type: "dir",

@@ -5,7 +5,7 @@ import {
   type ListEntry,
   type ListOmission,
 } from "../shared/wire.ts";
-import type { ListQuery, Remote } from "./remote.ts";
+import type { Exchange, ListQuery, Remote } from "./remote.ts";
 import { type Backoff, isRetryable } from "./retry.ts";
 
 /** Most listing entries one run accepts unless told otherwise (`--max-entries`). */
@@ -39,6 +39,8 @@ export interface TreeListerOptions {
   onRetry: (text: string) => void;
   /** `links=1` and `hardlinks=1` (see `ListQuery`). */
   query?: Omit<ListQuery, "after">;
+  /** The first listing, already asked for (`Remote.startList` with the same query). */
+  started?: Promise<Exchange>;
 }
 
 /** Lists one remote tree, entry by entry, through every cut. */
@@ -54,12 +56,15 @@ export class TreeLister {
    * follows them or the listing ends.
    */
   #pending: ListOmission[] = [];
+  /** The first listing when it was asked for ahead (taken by the first request). */
+  #started?: Promise<Exchange>;
 
   /** A lister of the tree at `root` on `remote`. */
   constructor(remote: Remote, root: string, options: TreeListerOptions) {
     this.#remote = remote;
     this.#root = root;
     this.#o = options;
+    this.#started = options.started;
   }
 
   /** The path of the last entry received (a cut listing resumes after it); undefined before the first. */
@@ -122,10 +127,14 @@ export class TreeLister {
     handOn: () => void,
   ): Promise<unknown> {
     const { signal, maxEntries } = this.#o;
-    const listing = this.#remote.list(this.#root, signal, {
-      ...this.#o.query,
-      after,
-    })[Symbol.asyncIterator]();
+    const started = this.#started;
+    this.#started = undefined;
+    const listing = this.#remote.list(
+      this.#root,
+      signal,
+      { ...this.#o.query, after },
+      after === undefined ? started : undefined,
+    )[Symbol.asyncIterator]();
     try {
       while (true) {
         let next: IteratorResult<ListEntry | ListOmission>;

@@ -27,7 +27,7 @@ import {
 import { type DestinationLock, lockDestination } from "./dest_lock.ts";
 import { deleteExtras } from "./pull_delete.ts";
 import { Planner, routeOf } from "./plan.ts";
-import { Remote, remoteRootError } from "./remote.ts";
+import { type Exchange, Remote, remoteRootError } from "./remote.ts";
 import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import {
@@ -239,12 +239,17 @@ class PullRun {
   async execute(): Promise<PullSummary> {
     const started = performance.now();
     const { remotePath, localPath } = this.#o;
+    // The listing is asked for with the stat, not a round trip after it
+    // (dropped when the root is not a directory).
+    const early = this.#earlyListing();
     let root: StatEntry;
     try {
       root = await this.#remote.stat(remotePath, this.#signal);
     } catch (error) {
+      early.drop();
       throw this.#rootError(error);
     }
+    if (root.type !== "dir") early.drop();
     const dest = destinationOf(localPath, remotePath, {
       remoteIsDir: root.type === "dir",
       scp: this.#o.scpPlacement,
@@ -266,7 +271,7 @@ class PullRun {
       omit: (path, message) => this.#omit(path, message),
     });
     try {
-      if (root.type === "dir") await this.#pullTree(planner, dest);
+      if (root.type === "dir") await this.#pullTree(planner, dest, early);
       else {
         await this.#pullOne(planner, root, dest, posix.basename(remotePath));
       }
@@ -317,11 +322,44 @@ class PullRun {
    * then finds complete files and skips them. False when the run was
    * stopped while it waited.
    */
-  async #lockDir(dir: string): Promise<boolean> {
+  /**
+   * The tree's listing, asked for now; `drop` cancels it (the root is not a
+   * directory, or it waited too long to be read).
+   */
+  #earlyListing(): { started: Promise<Exchange>; drop: () => void } {
+    const stop = new AbortController();
+    const started = this.#remote.startList(
+      this.#o.remotePath,
+      AbortSignal.any([this.#signal, stop.signal]),
+      { ...this.#listQuery(), ifDir: true },
+    );
+    // Its failure is the lister's to handle, or nobody's once dropped.
+    started.catch(() => {});
+    return {
+      started,
+      drop: () => {
+        stop.abort();
+        started.then((ex) => {
+          ex.response.body?.cancel().catch(() => {});
+          ex.done();
+        }).catch(() => {});
+      },
+    };
+  }
+
+  #listQuery(): { links?: boolean; hardLinks?: boolean } {
+    return { links: this.#o.links, hardLinks: this.#o.hardLinks };
+  }
+
+  /** Takes the destination's lock; false when the run stopped meanwhile. `onWaited` is told when another run held it first. */
+  async #lockDir(dir: string, onWaited = () => {}): Promise<boolean> {
     try {
       this.#lock = await lockDestination(dir, {
         wait: !this.#o.noWait,
-        onWait: this.#o.onLockWait,
+        onWait: (...args) => {
+          onWaited();
+          this.#o.onLockWait?.(...args);
+        },
         signal: this.#signal,
       });
       return true;
@@ -331,9 +369,23 @@ class PullRun {
     }
   }
 
-  async #pullTree(planner: Planner, dest: string): Promise<void> {
+  async #pullTree(
+    planner: Planner,
+    dest: string,
+    early: { started: Promise<Exchange>; drop: () => void },
+  ): Promise<void> {
     const created = this.#dry ? probeTreeRoot(dest) : makeTreeRoot(dest);
-    if (!this.#dry && !await this.#lockDir(dest)) return;
+    // A listing left unread while another run held the lock may have timed
+    // out: asked for again.
+    let started: Promise<Exchange> | undefined = early.started;
+    const waited = () => {
+      early.drop();
+      started = undefined;
+    };
+    if (!this.#dry && !await this.#lockDir(dest, waited)) {
+      early.drop();
+      return;
+    }
     // Nothing to compare in a root this run made, unless another run wrote
     // into it before this one held the lock (two runs may both have found
     // it missing): then it holds more than the lock.
@@ -344,7 +396,8 @@ class PullRun {
       maxEntries: this.#o.maxEntries ?? DEFAULT_MAX_ENTRIES,
       onTooMany: (error) => this.#stopRun(error),
       onRetry: (text) => this.#ctx.emit({ type: "warning", message: text }),
-      query: { links: this.#o.links, hardLinks: this.#o.hardLinks },
+      query: this.#listQuery(),
+      started,
     });
     try {
       const listed = this.#listed;

@@ -308,24 +308,44 @@ export class Remote {
     }
   }
 
+  /** Sends `GET /v1/list` (read by {@linkcode list}, which can be given it: a listing asked for before it is known to be wanted). */
+  startList(
+    path: string,
+    signal?: AbortSignal,
+    query: ListQuery = {},
+  ): Promise<Exchange> {
+    const q: Record<string, string> = { path };
+    if (query.after !== undefined) q.after = query.after;
+    if (query.links) q.links = "1";
+    if (query.hardLinks) q.hardlinks = "1";
+    if (query.ifDir) q.ifdir = "1";
+    return this.send(this.url(API.list, q), { signal });
+  }
+
   /**
    * `GET /v1/list`: the tree under a directory, line by line, in constant
    * memory: entries and omissions (see `isOmission`). `query.after` (the
    * path of the last entry received before a listing was cut) asks for the
    * rest; `links` and `hardLinks` ask for `symlink` entries and `inode`
    * tags (a `symlink` line is refused as malformed unless asked for).
+   * `started` is the request already sent by {@linkcode startList}.
    */
   async *list(
     path: string,
     signal?: AbortSignal,
     query: ListQuery = {},
+    started?: Promise<Exchange>,
   ): AsyncGenerator<ListLine> {
-    const q: Record<string, string> = { path };
-    if (query.after !== undefined) q.after = query.after;
-    if (query.links) q.links = "1";
-    if (query.hardLinks) q.hardlinks = "1";
-    const ex = await this.send(this.url(API.list, q), { signal });
+    const ex = await (started ?? this.startList(path, signal, query));
     try {
+      if (ex.response.status === 204) {
+        // Asked with `ifDir`: the path is not a directory (any more).
+        throw new HttpError(
+          400,
+          "not_a_directory",
+          `Cannot list ${JSON.stringify(path)}: it is not a directory`,
+        );
+      }
       const body = ex.response.body;
       if (body === null) return;
       for await (const line of splitLines(body, ex.kick)) {
@@ -527,6 +547,8 @@ export interface ListQuery {
   links?: boolean;
   /** `hardlinks=1`: names of one file tagged with one `inode`. */
   hardLinks?: boolean;
+  /** `ifdir=1`: a path that is not a directory answers 204 (a listing asked for with the stat). */
+  ifDir?: boolean;
 }
 
 /** Sorted, disjoint, non-empty data ranges within the size, and an ETag. */
