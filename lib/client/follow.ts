@@ -21,7 +21,8 @@ import {
   makeTreeRoot,
 } from "./placement.ts";
 import { pull } from "./pull.ts";
-import { Remote, remoteRootError } from "./remote.ts";
+import { Remote } from "./remote.ts";
+import { remoteRootError } from "./root_error.ts";
 import { Backoff, isRetryable, sleep } from "./retry.ts";
 
 export type { FollowEvent, FollowSummary } from "./follow_events.ts";

@@ -27,7 +27,8 @@ import {
 import { type DestinationLock, lockDestination } from "./dest_lock.ts";
 import { deleteExtras } from "./pull_delete.ts";
 import { Planner, routeOf } from "./plan.ts";
-import { type Exchange, Remote, remoteRootError } from "./remote.ts";
+import { type Exchange, Remote } from "./remote.ts";
+import { remoteRootError } from "./root_error.ts";
 import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import {

@@ -8,7 +8,8 @@ import { checkSourceNames } from "./client_args.ts";
 import { ConnectError, HttpError } from "../shared/errors.ts";
 import { hasGlob } from "../shared/glob.ts";
 import { pull, type PullOptions, type PullSummary } from "./pull.ts";
-import { Remote, remoteRootError } from "./remote.ts";
+import { Remote } from "./remote.ts";
+import { remoteRootError } from "./root_error.ts";
 import { emptySummary, type PullEvent } from "./transfer.ts";
 
 /** Whether the remote paths make a run of several sources (more than one, or a glob): the destination is then a directory they go inside. */
