@@ -394,3 +394,62 @@ Deno.test("a byte body is a sign of life while the server takes it, however slow
     await steady.close();
   }
 });
+
+Deno.test("a 503 busy from one of hsyncd's limits is waited for (Retry-After at a time) and asked again, up to the idle timeout; another 503 is an error at once", async () => {
+  let answers: Array<"busy" | "stopping" | "ok"> = [];
+  let asked = 0;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => {
+      asked++;
+      const next = answers.shift() ?? "busy";
+      if (next === "ok") {
+        return Response.json(
+          { type: "dir", size: 0, mtime: 0, mode: 0o755, etag: '"d"' },
+          { headers: { "x-hsync-api": "1" } },
+        );
+      }
+      return Response.json(
+        { error: "busy", message: "Cannot serve now" },
+        {
+          status: 503,
+          headers: {
+            "x-hsync-api": "1",
+            "retry-after": "0.1",
+            ...(next === "busy" ? { "x-hsync-limit": "peerRequests" } : {}),
+          },
+        },
+      );
+    },
+  );
+  try {
+    const remote = new Remote({
+      baseUrl: `http://127.0.0.1:${server.addr.port}`,
+      idleTimeoutMs: 1000,
+    });
+    answers = ["busy", "busy", "ok"];
+    const st = await remote.stat("/x");
+    assert.equal(st.type, "dir");
+    assert.equal(asked, 3);
+
+    // Busy for longer than the idle timeout: the 503 is the error.
+    asked = 0;
+    answers = [];
+    const started = performance.now();
+    await assert.rejects(() => remote.stat("/x"), (e: unknown) => {
+      assert.ok(e instanceof HttpError);
+      assert.equal(e.status, 503);
+      return true;
+    });
+    assert.ok(asked >= 3, `${asked}`);
+    assert.ok(performance.now() - started < 3000);
+
+    // A 503 that no limit names (a server stopping): an error at once.
+    asked = 0;
+    answers = ["stopping", "ok"];
+    await assert.rejects(() => remote.stat("/x"), HttpError);
+    assert.equal(asked, 1);
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -13,12 +13,15 @@ import {
 import { throttled, type TokenBucket } from "./bandwidth.ts";
 import { BufferRequests } from "./buffer_request.ts";
 import { checkListLine, splitLines } from "./ndjson_lines.ts";
+import { sleep } from "../shared/sleep.ts";
+import { busyPause } from "./busy_server.ts";
 import {
   API,
   type BundleRequest,
   type Extents,
   type GlobMatch,
   type HashResult,
+  HEADER,
   type ListLine,
   type StatEntry,
   type WatchResult,
@@ -155,9 +158,19 @@ export class Remote {
    * server must not point hsync elsewhere). Throws `ConnectError` when the
    * server cannot be reached, `HttpError` (with the server's code and
    * message) for an error status, `TimeoutError` when nothing arrives in time,
-   * and the caller's abort reason when its signal aborts.
+   * and the caller's abort reason when its signal aborts. A 503 `busy` from
+   * one of hsyncd's limits is waited for (its `Retry-After` at a time, for
+   * as long as the idle timeout) and the request sent again.
    */
-  async send(url: URL, options: SendOptions = {}): Promise<Exchange> {
+  send(url: URL, options: SendOptions = {}): Promise<Exchange> {
+    return this.#send(url, options, undefined);
+  }
+
+  async #send(
+    url: URL,
+    options: SendOptions,
+    busySince: number | undefined,
+  ): Promise<Exchange> {
     const controller = new AbortController();
     const outer = options.signal;
     const onAbort = () => controller.abort(outer!.reason);
@@ -258,6 +271,15 @@ export class Remote {
         done();
         return await this.send(url, options);
       }
+      const busy = busyPause(response, busySince, this.#idleMs);
+      if (busy !== undefined) {
+        // The server is at one of its limits: its turn comes, the file is
+        // not failed for it.
+        await response.body?.cancel().catch(() => {});
+        done();
+        await sleep(busy.pauseMs, outer);
+        return await this.#send(url, options, busy.since);
+      }
       const location = response.headers.get("location");
       if (
         response.status >= 300 && response.status < 400 && location !== null
@@ -284,7 +306,6 @@ export class Remote {
     }
   }
 
-  /** The streamed body of a request, through the bandwidth limit when there is one. */
   /** The sender of byte bodies, made at the first. */
   #buffers(): BufferRequests {
     return this.#bufferRequests ??= new BufferRequests(this.baseUrl, {

@@ -6,11 +6,11 @@
  * and every bundle error frame, is made here.
  */
 import { HttpError } from "../shared/errors.ts";
-import type { ErrorBody } from "../shared/wire.ts";
+import { type ErrorBody, HEADER } from "../shared/wire.ts";
 import { json } from "./http.ts";
 
 /** Response header naming the limit behind a 503 `busy`. */
-export const LIMIT_HEADER = "x-hsync-limit";
+export const LIMIT_HEADER = HEADER.limit;
 
 /** 503 `busy`: a limit refused the request; `limit` names it (sent in {@linkcode LIMIT_HEADER}). */
 export class BusyError extends HttpError {

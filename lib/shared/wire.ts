@@ -304,6 +304,8 @@ export const HEADER = {
   auth: "authorization",
   /** Names the hsync run a push request belongs to (random, one per run): two runs never write one file at once. */
   uploadSession: "x-hsync-upload-session",
+  /** On a 503 `busy`: the limit that refused the request (the client waits for it, `Retry-After` at a time). */
+  limit: "x-hsync-limit",
 } as const;
 
 /**
