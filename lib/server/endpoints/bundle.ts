@@ -31,8 +31,14 @@ export const bundleEndpoint: Endpoint = {
   run: bundle,
 };
 
-/** Bytes of frames sent together in one chunk (at least one frame). */
-const BUNDLE_CHUNK = 256 * 1024;
+/**
+ * Bytes of frames sent together in one chunk (at least one frame). Each
+ * bundle streaming holds about one chunk beside what the connection's write
+ * buffer takes. Serving 64 clients at once (bench/memory.ts), hsyncd peaked
+ * at 148 MiB of PSS with 256 KiB and 118 MiB with 64 KiB, in the same time;
+ * pulling 10,000 files of 4 KiB on loopback took 1.17-1.24 s either way.
+ */
+const BUNDLE_CHUNK = 64 * 1024;
 /** Most paths one synchronous batch looks at (it stops earlier at BUNDLE_CHUNK bytes). */
 const QUICK_BATCH = 128;
 
