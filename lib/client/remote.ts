@@ -21,7 +21,6 @@ import {
   type Extents,
   type GlobMatch,
   type HashResult,
-  HEADER,
   type ListLine,
   type StatEntry,
   type WatchResult,
