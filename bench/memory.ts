@@ -9,6 +9,7 @@ import {
   hsyncPullArgs,
   live,
   manifestOf,
+  median,
   type Relay,
   REPO,
   run,
@@ -320,6 +321,19 @@ async function main(): Promise<number> {
         }x (anonymous memory alone ${
           (h.busy.peak.pssAnon / s.busy.peak.pssAnon).toFixed(2)
         }x).`,
+        "",
+      );
+    }
+    if (RUNS > 1) {
+      // The peak swings with the garbage collector's timing: one round says little.
+      const peaks = (tool: string) =>
+        rounds.filter((x) => x.tool === tool).map((x) => x.busy.peak.pss);
+      const h = median(peaks("hsyncd"));
+      const s = median(peaks("rsyncd"));
+      lines.push(
+        `Median over ${RUNS} rounds: hsyncd ${mib(h)} MiB, rsync daemon ${
+          mib(s)
+        } MiB of peak PSS: ${(h / s).toFixed(2)}x.`,
         "",
       );
     }
