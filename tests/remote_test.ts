@@ -444,6 +444,21 @@ Deno.test("a 503 busy from one of hsyncd's limits is waited for (Retry-After at 
     assert.ok(asked >= 3, `${asked}`);
     assert.ok(performance.now() - started < 3000);
 
+    // A body sent again after a busy answer is counted once.
+    asked = 0;
+    answers = ["busy", "ok"];
+    const body = new Uint8Array(1024 * 1024);
+    let told = 0;
+    const ex = await remote.send(remote.url("/v1/upload"), {
+      method: "PUT",
+      body,
+      onBodySent: (n) => told += n,
+    });
+    await ex.response.body?.cancel();
+    ex.done();
+    assert.equal(asked, 2);
+    assert.equal(told, body.length);
+
     // A 503 that no limit names (a server stopping): an error at once.
     asked = 0;
     answers = ["stopping", "ok"];

@@ -88,7 +88,10 @@ export interface SendOptions {
    * told to `onBodySent`; each piece passes `--bwlimit` on its way.
    */
   body?: string | Uint8Array<ArrayBuffer>;
-  /** Told the bytes of a `Uint8Array` body as the socket takes them. */
+  /**
+   * Told the bytes of a `Uint8Array` body as the socket takes them, and
+   * told them back (negative) when the request is sent again.
+   */
   onBodySent?: (bytes: number) => void;
   signal?: AbortSignal;
   /** Statuses returned as they are instead of thrown as errors (2xx always are). */
@@ -185,6 +188,8 @@ export class Remote {
       await bucket.take(options.body.length, outer);
     }
     outer?.addEventListener("abort", onAbort, { once: true });
+    // Bytes of the body told to onBodySent by this attempt.
+    let told = 0;
     const idleMs = this.#idleMs;
     let last = performance.now();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -243,6 +248,7 @@ export class Remote {
             },
             onPiece: (n) => {
               last = performance.now();
+              told += n;
               options.onBodySent?.(n);
             },
           })
@@ -276,6 +282,8 @@ export class Remote {
         // not failed for it.
         await response.body?.cancel().catch(() => {});
         done();
+        // The body goes again: what of it was told counts no more.
+        if (told > 0) options.onBodySent?.(-told);
         await sleep(busy.pauseMs, outer);
         return await this.#send(url, options, busy.since);
       }
