@@ -27,7 +27,7 @@ import {
 import { type DestinationLock, lockDestination } from "./dest_lock.ts";
 import { deleteExtras } from "./pull_delete.ts";
 import { Planner, routeOf } from "./plan.ts";
-import { type Exchange, Remote } from "./remote.ts";
+import { type Exchange, type ListQuery, Remote } from "./remote.ts";
 import { remoteRootError } from "./root_error.ts";
 import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
@@ -318,12 +318,6 @@ class PullRun {
   }
 
   /**
-   * Two runs writing into one directory would each see the other's part
-   * files vanish: the second waits (or stops) here, before it lists, so it
-   * then finds complete files and skips them. False when the run was
-   * stopped while it waited.
-   */
-  /**
    * The tree's listing, asked for now; `drop` cancels it (the root is not a
    * directory, or it waited too long to be read).
    */
@@ -348,11 +342,17 @@ class PullRun {
     };
   }
 
-  #listQuery(): { links?: boolean; hardLinks?: boolean } {
+  #listQuery(): ListQuery {
     return { links: this.#o.links, hardLinks: this.#o.hardLinks };
   }
 
-  /** Takes the destination's lock; false when the run stopped meanwhile. `onWaited` is told when another run held it first. */
+  /**
+   * Two runs writing into one directory would each see the other's part
+   * files vanish: the second waits (or stops) here, before it lists, so it
+   * then finds complete files and skips them. False when the run was
+   * stopped while it waited; `onWaited` is told when another run held the
+   * lock first.
+   */
   async #lockDir(dir: string, onWaited = () => {}): Promise<boolean> {
     try {
       this.#lock = await lockDestination(dir, {
