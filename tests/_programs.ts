@@ -1,4 +1,5 @@
 /** Test fixture: runs the real hsyncd and hsync from source under their deno.json permission sets. */
+import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { RUNTIME_FLAGS } from "../scripts/compile.ts";
 
@@ -185,6 +186,24 @@ export async function tempDir(
       await Deno.remove(path, { recursive: true }).catch(() => {});
     },
   };
+}
+
+/** A tree for runs that must overlap: one file big enough to take a while (24 MiB), and 150 small ones in `sub/`. */
+export async function busyTree(root: string): Promise<void> {
+  await Deno.mkdir(join(root, "sub"), { recursive: true });
+  const big = new Uint8Array(24 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
+  await Deno.writeFile(join(root, "big.bin"), big);
+  for (let i = 0; i < 150; i++) {
+    await Deno.writeTextFile(join(root, "sub", `f${i}.txt`), `file ${i}\n`);
+  }
+}
+
+/** Names hsync and hsyncd keep for themselves (part files, journals, a pending rename, the lock) found in a snapshot: none may stay behind. */
+export function hsyncLeftovers(tree: Map<string, unknown>): string[] {
+  return [...tree.keys()].filter((p) =>
+    /\.hsync-(part|journal|new-)|(^|\/)\.hsync-lock$/.test(p)
+  );
 }
 
 /** Every file and directory below `root` with its type and bytes (files) for tree comparisons. */

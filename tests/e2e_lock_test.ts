@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  busyTree,
+  hsyncLeftovers,
   runClient,
   snapshotTree,
   spawnClient,
@@ -9,24 +11,6 @@ import {
   tempDir,
   waitFor,
 } from "./_programs.ts";
-
-/** A served tree: one file big enough to take a while, and many small ones. */
-async function makeTree(root: string): Promise<void> {
-  await Deno.mkdir(join(root, "sub"), { recursive: true });
-  const big = new Uint8Array(24 * 1024 * 1024);
-  for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
-  await Deno.writeFile(join(root, "big.bin"), big);
-  for (let i = 0; i < 150; i++) {
-    await Deno.writeTextFile(join(root, "sub", `f${i}.txt`), `file ${i}\n`);
-  }
-}
-
-/** Names hsync keeps for itself that must not stay behind. */
-function leftovers(tree: Map<string, unknown>): string[] {
-  return [...tree.keys()].filter((p) =>
-    /\.hsync-(part|journal)$|(^|\/)\.hsync-lock$/.test(p)
-  );
-}
 
 /** Holds the lock of `dir` as another hsync would (flock on DIR/.hsync-lock naming a pid). */
 async function holdLock(dir: string, pid: number): Promise<Deno.FsFile> {
@@ -44,7 +28,7 @@ async function holdLock(dir: string, pid: number): Promise<Deno.FsFile> {
 Deno.test("two hsync pulls of one tree into one directory at once: both exit 0, the copy is whole, nothing is fetched twice", async () => {
   await using dir = await tempDir();
   const data = join(dir.path, "data");
-  await makeTree(data);
+  await busyTree(data);
   await using server = await startServer({
     dir: dir.path,
     config: `[hsyncd]\nOnly_allowed_path = ${data}\n`,
@@ -67,7 +51,7 @@ Deno.test("two hsync pulls of one tree into one directory at once: both exit 0, 
   assert.equal(b.code, 0, b.stderr);
   const want = await snapshotTree(data);
   const got = await snapshotTree(out);
-  assert.deepEqual(leftovers(got), []);
+  assert.deepEqual(hsyncLeftovers(got), []);
   assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
   for (const [path, bytes] of want) {
     assert.deepEqual(got.get(path), bytes, path);
@@ -120,7 +104,7 @@ Deno.test("a pull into a directory another hsync writes into waits with one line
     `hsync: waiting for another hsync writing into "${out}" (pid 4242)`,
   ]);
   assert.equal(await Deno.readTextFile(join(out, "a.txt")), "alpha\n");
-  assert.deepEqual(leftovers(await snapshotTree(out)), []);
+  assert.deepEqual(hsyncLeftovers(await snapshotTree(out)), []);
 });
 
 Deno.test("--no-wait: a pull into a directory another hsync writes into stops at once with one line and exit code 1", async () => {

@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { createHandler } from "../lib/server/handler.ts";
 import type { LockLease } from "../lib/shared/wire.ts";
 import {
+  busyTree,
+  hsyncLeftovers,
   runClient,
   snapshotTree,
   spawnClient,
@@ -13,30 +15,12 @@ import {
 } from "./_programs.ts";
 import { settingsFor } from "./_server_fixture.ts";
 
-/** A tree to push: one file big enough to take a while, and many small ones. */
-async function makeTree(root: string): Promise<void> {
-  await Deno.mkdir(join(root, "sub"), { recursive: true });
-  const big = new Uint8Array(24 * 1024 * 1024);
-  for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
-  await Deno.writeFile(join(root, "big.bin"), big);
-  for (let i = 0; i < 150; i++) {
-    await Deno.writeTextFile(join(root, "sub", `f${i}.txt`), `file ${i}\n`);
-  }
-}
-
-/** Names hsync keeps for itself that must not stay behind. */
-function leftovers(tree: Map<string, unknown>): string[] {
-  return [...tree.keys()].filter((p) =>
-    /\.hsync-(part|journal|new-)|(^|\/)\.hsync-lock$/.test(p)
-  );
-}
-
 /** Asserts `got` holds exactly the files and directories of `want`, byte for byte. */
 function assertSameTree(
   got: Map<string, string | Uint8Array>,
   want: Map<string, string | Uint8Array>,
 ): void {
-  assert.deepEqual(leftovers(got), []);
+  assert.deepEqual(hsyncLeftovers(got), []);
   assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
   for (const [path, bytes] of want) {
     assert.deepEqual(got.get(path), bytes, path);
@@ -68,7 +52,7 @@ async function lockRequest(
 Deno.test("two hsync pushes of one tree into one server directory at once: both exit 0, the copy is whole, nothing is sent twice", async () => {
   await using dir = await tempDir("hsync-push-lock-");
   const src = join(dir.path, "tree");
-  await makeTree(src);
+  await busyTree(src);
   const { server, incoming } = await lockServer(dir.path);
   await using _ = server;
   const args = [src, `127.0.0.1:${server.port}:${incoming}/`];
@@ -81,7 +65,7 @@ Deno.test("two hsync pushes of one tree into one server directory at once: both 
     await snapshotTree(join(incoming, "tree")),
     await snapshotTree(src),
   );
-  assert.deepEqual(leftovers(await snapshotTree(incoming)), []);
+  assert.deepEqual(hsyncLeftovers(await snapshotTree(incoming)), []);
   // One of them sent everything; the other waited, then found every file there.
   const sent = [a, b].filter((r) => /hsync: 151 files, /.test(r.stderr));
   const skipped = [a, b].filter((r) =>
@@ -214,7 +198,7 @@ async function hangingServer(dir: string, pushLeaseMs: number) {
 Deno.test("the lease of a SIGKILLed push lapses: the next push waits for it, then sends everything", async () => {
   await using dir = await tempDir("hsync-push-lock-");
   const src = join(dir.path, "tree");
-  await makeTree(src);
+  await busyTree(src);
   await using server = await hangingServer(dir.path, 5000);
   const killed = spawnClient([src, server.dest]);
   await server.firstWrite;
@@ -236,7 +220,7 @@ Deno.test("the lease of a SIGKILLed push lapses: the next push waits for it, the
 Deno.test("an interrupted push (Ctrl-C) gives its lease back: the next one takes it at once", async () => {
   await using dir = await tempDir("hsync-push-lock-");
   const src = join(dir.path, "tree");
-  await makeTree(src);
+  await busyTree(src);
   // A lease that would outlast the test: only a release frees it.
   await using server = await hangingServer(dir.path, 600_000);
   const stopped = spawnClient([src, server.dest]);
