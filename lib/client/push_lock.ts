@@ -11,7 +11,7 @@ import { describeError, ProtocolError } from "../shared/errors.ts";
 import { API, type LockLease } from "../shared/wire.ts";
 import { DestinationBusy } from "./dest_lock.ts";
 import { goesInside, type PushSource } from "./push_sources.ts";
-import type { Remote } from "./remote.ts";
+import { jsonOrNull, type Remote } from "./remote.ts";
 import { sleep } from "./retry.ts";
 
 /** How often a waiting push asks for the lease again. */
@@ -182,13 +182,7 @@ async function ask(
       await ex.response.body?.cancel().catch(() => {});
       return status;
     }
-    let body: Partial<LockLease> | null;
-    try {
-      body = await ex.response.json();
-    } catch (error) {
-      if (error instanceof SyntaxError) body = null;
-      else throw error;
-    }
+    const body = await jsonOrNull(ex) as Partial<LockLease> | null;
     if (
       typeof body?.token !== "string" || typeof body.expires_ms !== "number" ||
       !(body.expires_ms >= 0)

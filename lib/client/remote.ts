@@ -440,15 +440,7 @@ export class Remote {
    */
   async extents(path: string, signal?: AbortSignal): Promise<Extents> {
     const ex = await this.send(this.url(API.extents, { path }), { signal });
-    let body: Partial<Extents> | null;
-    try {
-      body = await ex.response.json();
-    } catch (error) {
-      if (error instanceof SyntaxError) body = null;
-      else throw error;
-    } finally {
-      ex.done();
-    }
+    const body = await jsonOrNull(ex) as Partial<Extents> | null;
     if (!validExtents(body)) {
       throw new ProtocolError(`Extents answer from ${this.host} is malformed`);
     }
@@ -484,15 +476,7 @@ export class Remote {
     const ex = await this.send(this.url(API.hash, query), {
       signal: options.signal,
     });
-    let body: Partial<HashResult> | null;
-    try {
-      body = await ex.response.json();
-    } catch (error) {
-      if (error instanceof SyntaxError) body = null;
-      else throw error;
-    } finally {
-      ex.done();
-    }
+    const body = await jsonOrNull(ex) as Partial<HashResult> | null;
     if (
       typeof body?.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(body.sha256) ||
       typeof body.etag !== "string" || !Number.isSafeInteger(body.offset) ||
@@ -564,6 +548,18 @@ export class Remote {
     } finally {
       ex.done();
     }
+  }
+}
+
+/** The answer's body parsed as JSON, null when it is not JSON (its checks then call it malformed); the exchange is done. */
+export async function jsonOrNull(ex: Exchange): Promise<unknown> {
+  try {
+    return await ex.response.json();
+  } catch (error) {
+    if (error instanceof SyntaxError) return null;
+    throw error;
+  } finally {
+    ex.done();
   }
 }
 
