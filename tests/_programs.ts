@@ -188,6 +188,16 @@ export async function tempDir(
   };
 }
 
+/** Whether anything (a link included, never followed) is at `path`. */
+export function existsSync(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A tree for runs that must overlap: one file big enough to take a while (24 MiB), and 150 small ones in `sub/`. */
 export async function busyTree(root: string): Promise<void> {
   await Deno.mkdir(join(root, "sub"), { recursive: true });

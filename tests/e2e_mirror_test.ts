@@ -1,20 +1,11 @@
 /** End-to-end (issue 20, pull side): --delete, --max-delete, --dry-run, several sources and remote globs, through the real hsync and hsyncd. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { runClient, startServer, tempDir } from "./_programs.ts";
+import { existsSync, runClient, startServer, tempDir } from "./_programs.ts";
 
 function write(path: string, content = "x"): void {
   Deno.mkdirSync(join(path, ".."), { recursive: true });
   Deno.writeTextFileSync(path, content);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Every entry below `root` with kind, size and mtime (links not followed). */
@@ -93,9 +84,9 @@ Deno.test("e2e: --delete removes an extra file and directory, keeps an excluded 
       "*.log",
     ]);
     assert.equal(r.code, 0, r.stderr);
-    assert.ok(!exists(join(out, "extra.txt")));
-    assert.ok(!exists(join(out, "olddir")));
-    assert.ok(!exists(join(out, "link")));
+    assert.ok(!existsSync(join(out, "extra.txt")));
+    assert.ok(!existsSync(join(out, "olddir")));
+    assert.ok(!existsSync(join(out, "link")));
     assert.equal(Deno.readTextFileSync(join(out, "notes.log")), "mine");
     assert.equal(
       Deno.readTextFileSync(join(outside, "precious.txt")),
@@ -127,7 +118,7 @@ Deno.test("e2e: --max-delete 0 with one extra deletes nothing, says so in one li
       "0",
     ]);
     assert.equal(r.code, 2, r.stderr);
-    assert.ok(exists(join(out, "extra.txt")));
+    assert.ok(existsSync(join(out, "extra.txt")));
     const failed = r.stderr.split("\n").filter((l) => l.includes("failed:"));
     assert.deepEqual(failed, [
       "hsync: failed: .: Would delete 1 entries, more than --max-delete 0: deleted none",
@@ -177,7 +168,7 @@ Deno.test("e2e: --dry-run writes nothing and prints would transfer / skip / dele
       "--dry-run",
     ]);
     assert.equal(r2.code, 0, r2.stderr);
-    assert.ok(!exists(fresh));
+    assert.ok(!existsSync(fresh));
     assert.ok(r2.stdout.includes("would transfer a.txt (3 B)"), r2.stdout);
   } finally {
     await s.stop();
@@ -225,7 +216,7 @@ Deno.test("e2e: two sources land inside the destination under their names; the s
     ]);
     assert.equal(r3.code, 1, r3.stderr);
     assert.match(r3.stderr, /same name "a\.txt"/);
-    assert.ok(!exists(out3));
+    assert.ok(!existsSync(out3));
   } finally {
     await s.stop();
   }
@@ -286,7 +277,7 @@ Deno.test("e2e: remote globs expand on the server: one level, run4?, ** , nothin
     ]);
     assert.equal(none.code, 3, none.stderr);
     assert.match(none.stderr, /matches nothing on 127\.0\.0\.1:/);
-    assert.ok(!exists(join(dir.path, "none")));
+    assert.ok(!existsSync(join(dir.path, "none")));
 
     const twice = await runClient([
       ...s.net,
@@ -297,7 +288,7 @@ Deno.test("e2e: remote globs expand on the server: one level, run4?, ** , nothin
     ]);
     assert.equal(twice.code, 1, twice.stderr);
     assert.match(twice.stderr, /same name "a\.txt"/);
-    assert.ok(!exists(join(dir.path, "twice")));
+    assert.ok(!existsSync(join(dir.path, "twice")));
 
     // --max-entries bounds a glob on the server too: it stops at the limit.
     const many = await runClient([
@@ -311,7 +302,7 @@ Deno.test("e2e: remote globs expand on the server: one level, run4?, ** , nothin
     ]);
     assert.equal(many.code, 3, many.stderr);
     assert.match(many.stderr, /than --max-entries 1 allows/);
-    assert.ok(!exists(join(dir.path, "many")));
+    assert.ok(!existsSync(join(dir.path, "many")));
   } finally {
     await s.stop();
   }
@@ -357,7 +348,7 @@ Deno.test("e2e: a push with --delete removes what the server has beyond the loca
   );
   assert.equal(capped.code, 2, capped.stderr);
   assert.match(capped.stderr, /more than --max-delete 0: deleted none/);
-  assert.ok(exists(join(copy, "extra.txt")));
+  assert.ok(existsSync(join(copy, "extra.txt")));
 
   const r = await runClient(
     [local, net, "--delete", "--exclude", "*.tmp"],
@@ -366,7 +357,7 @@ Deno.test("e2e: a push with --delete removes what the server has beyond the loca
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /, 5 deleted$/m);
   for (const gone of ["extra.txt", "olddir", "link_out"]) {
-    assert.ok(!exists(join(copy, gone)), `${gone} was deleted`);
+    assert.ok(!existsSync(join(copy, gone)), `${gone} was deleted`);
   }
   assert.equal(
     Deno.readTextFileSync(join(copy, "keep.tmp")),

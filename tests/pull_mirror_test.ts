@@ -16,7 +16,7 @@ import {
   pullSources,
 } from "../lib/client/sources.ts";
 import { ConnectError, exitCodeFor, UsageError } from "../lib/shared/errors.ts";
-import { tempDir } from "./_programs.ts";
+import { existsSync, tempDir } from "./_programs.ts";
 import {
   bytesContent,
   type FakeLine,
@@ -68,15 +68,6 @@ const TREE: FakeLine[] = [
   { path: "keep/b.txt", type: "file", content: bytesContent(text("bb")) },
 ];
 
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test("--delete removes local files and directories the source does not have, children first, and counts them", async () => {
   await using dir = await tempDir();
   await using server = listServer({ root: ROOT, lines: TREE });
@@ -118,11 +109,11 @@ Deno.test("--delete keeps what the filters leave out and the part files of an in
     exclude: ["*.log", "cache"],
   });
   assert.equal(summary.failed, 0, JSON.stringify(summary.failures));
-  assert.ok(exists(join(dest, "notes.log")));
-  assert.ok(exists(join(dest, "cache/x.bin")));
-  assert.ok(exists(join(dest, "big.iso.hsync-part")));
-  assert.ok(exists(join(dest, "big.iso.hsync-journal")));
-  assert.ok(!exists(join(dest, "gone.txt")));
+  assert.ok(existsSync(join(dest, "notes.log")));
+  assert.ok(existsSync(join(dest, "cache/x.bin")));
+  assert.ok(existsSync(join(dest, "big.iso.hsync-part")));
+  assert.ok(existsSync(join(dest, "big.iso.hsync-journal")));
+  assert.ok(!existsSync(join(dest, "gone.txt")));
   assert.equal(summary.deleted, 1);
 });
 
@@ -137,8 +128,8 @@ Deno.test("--delete removes a link itself, never what it leads to", async () => 
   Deno.symlinkSync(join(outside, "precious.txt"), join(dest, "link-to-file"));
   const { summary } = await run(server.baseUrl, dest, { deleteExtra: true });
   assert.equal(summary.failed, 0, JSON.stringify(summary.failures));
-  assert.ok(!exists(join(dest, "link-to-dir")));
-  assert.ok(!exists(join(dest, "link-to-file")));
+  assert.ok(!existsSync(join(dest, "link-to-dir")));
+  assert.ok(!existsSync(join(dest, "link-to-file")));
   assert.equal(Deno.readTextFileSync(join(outside, "precious.txt")), "mine");
   assert.equal(summary.deleted, 2);
 });
@@ -158,8 +149,8 @@ Deno.test("--delete deletes nothing after an omission, and says so in one failur
   const { summary, events } = await run(server.baseUrl, dest, {
     deleteExtra: true,
   });
-  assert.ok(exists(join(dest, "secret/data.txt")));
-  assert.ok(exists(join(dest, "extra.txt")));
+  assert.ok(existsSync(join(dest, "secret/data.txt")));
+  assert.ok(existsSync(join(dest, "extra.txt")));
   assert.equal(summary.deleted, undefined);
   assert.deepEqual(summary.failures, [{
     path: ".",
@@ -177,7 +168,7 @@ Deno.test("--max-delete: more planned deletions than allowed deletes none, one f
     deleteExtra: true,
     maxDelete: 0,
   });
-  assert.ok(exists(join(dest, "extra.txt")));
+  assert.ok(existsSync(join(dest, "extra.txt")));
   assert.deepEqual(summary.failures, [{
     path: ".",
     message: "Would delete 1 entries, more than --max-delete 0: deleted none",
@@ -188,7 +179,7 @@ Deno.test("--max-delete: more planned deletions than allowed deletes none, one f
     maxDelete: 1,
   });
   assert.equal(again.summary.failed, 0);
-  assert.ok(!exists(join(dest, "extra.txt")));
+  assert.ok(!existsSync(join(dest, "extra.txt")));
 });
 
 Deno.test("--dry-run writes nothing into a missing destination and plans every file", async () => {
@@ -198,7 +189,7 @@ Deno.test("--dry-run writes nothing into a missing destination and plans every f
   const { summary, events } = await run(server.baseUrl, dest, {
     dryRun: true,
   });
-  assert.ok(!exists(dest));
+  assert.ok(!existsSync(dest));
   assert.equal(server.sent, 0);
   assert.equal(summary.failed, 0);
   const plans = events.filter((e) => e.type === "plan");
@@ -281,7 +272,7 @@ Deno.test("--dry-run of one file creates no directory for it", async () => {
     dryRun: true,
     onEvent: (e) => events.push(e),
   });
-  assert.ok(!exists(join(dir.path, "sub")));
+  assert.ok(!existsSync(join(dir.path, "sub")));
   assert.deepEqual(events.filter((e) => e.type === "plan"), [
     { type: "plan", action: "transfer", path: "a.txt", bytes: 3 },
   ]);

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { DeleteResult } from "../lib/shared/wire.ts";
+import { existsSync } from "./_programs.ts";
 import {
   createVerifier,
   generateKeys,
@@ -30,15 +31,6 @@ async function deleted(res: Response): Promise<DeleteResult> {
   return JSON.parse(text) as DeleteResult;
 }
 
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test("POST /v1/delete removes a file, an empty directory, and a symbolic link itself (what it leads to survives)", async () => {
   await withFixture(async (f) => {
     const file = join(f.root, "hello.txt");
@@ -46,14 +38,14 @@ Deno.test("POST /v1/delete removes a file, an empty directory, and a symbolic li
       path: file,
       type: "file",
     });
-    assert.equal(exists(file), false);
+    assert.equal(existsSync(file), false);
 
     const dir = join(f.root, "emptydir");
     assert.deepEqual(await deleted(await del(f, dir)), {
       path: dir,
       type: "dir",
     });
-    assert.equal(exists(dir), false);
+    assert.equal(existsSync(dir), false);
 
     // A link to a file, to a directory, and out of the served paths: each
     // removed itself, never followed.
@@ -63,7 +55,7 @@ Deno.test("POST /v1/delete removes a file, an empty directory, and a symbolic li
         path: join(f.root, name),
         type: "symlink",
       });
-      assert.equal(exists(join(f.root, name)), false, name);
+      assert.equal(existsSync(join(f.root, name)), false, name);
     }
     assert.equal(Deno.statSync(join(f.root, "big.bin")).size, f.big.length);
     assert.equal(
@@ -76,7 +68,7 @@ Deno.test("POST /v1/delete removes a file, an empty directory, and a symbolic li
     await deleted(await del(f, join(f.root, "nested/deep/leaf.txt")));
     await deleted(await del(f, join(f.root, "nested/deep")));
     await deleted(await del(f, join(f.root, "nested")));
-    assert.equal(exists(join(f.root, "nested")), false);
+    assert.equal(existsSync(join(f.root, "nested")), false);
   }, WRITABLE);
 });
 
@@ -98,7 +90,7 @@ Deno.test("POST /v1/delete refuses a directory that is not empty (409), a missin
       "not_found",
     );
     await expectError(await del(f, join(f.root, "fifo")), 403, "not_regular");
-    assert.equal(exists(join(f.root, "fifo")), true);
+    assert.equal(existsSync(join(f.root, "fifo")), true);
     const res = await f.call(
       `/v1/delete?path=${f.q("hello.txt")}`,
       { method: "GET" },
@@ -152,7 +144,7 @@ Deno.test("POST /v1/delete is admitted as every write: outside Writable_path, th
         join(f.root, ".ssh/known_hosts"),
         join(f.root, "state-dir/hsyncd.pid"),
       ]
-    ) assert.equal(exists(p), true, p);
+    ) assert.equal(existsSync(p), true, p);
   }, WRITABLE);
   await withFixture(async (f) => {
     await expectError(
@@ -160,7 +152,7 @@ Deno.test("POST /v1/delete is admitted as every write: outside Writable_path, th
       403,
       "read_only",
     );
-    assert.equal(exists(join(f.root, "hello.txt")), true);
+    assert.equal(existsSync(join(f.root, "hello.txt")), true);
   });
   const keys = await generateKeys("test");
   const verifier = await createVerifier(
@@ -173,7 +165,7 @@ Deno.test("POST /v1/delete is admitted as every write: outside Writable_path, th
         401,
         "unauthorized",
       );
-      assert.equal(exists(join(f.root, "hello.txt")), true);
+      assert.equal(existsSync(join(f.root, "hello.txt")), true);
     },
     { ...WRITABLE, Authorized_keys: "", Anonymous_read: "yes" },
     { verifier },
@@ -214,7 +206,7 @@ Deno.test("POST /v1/delete of a name another push session is uploading is 409 up
       (await del(f, join(f.root, "hello.txt"), "session-b")).status,
       200,
     );
-    assert.equal(exists(join(f.root, "hello.txt")), false);
-    assert.equal(exists(join(f.root, "hello.txt.hsync-part")), true);
+    assert.equal(existsSync(join(f.root, "hello.txt")), false);
+    assert.equal(existsSync(join(f.root, "hello.txt.hsync-part")), true);
   }, WRITABLE);
 });

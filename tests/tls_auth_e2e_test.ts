@@ -7,6 +7,7 @@ import {
   signRequest,
 } from "../lib/shared/auth.ts";
 import {
+  existsSync,
   freePort,
   ROOT,
   runClient,
@@ -479,7 +480,7 @@ Deno.test({
       /^hsync: Cannot reach 127\.0\.0\.1:\d+: the server's certificate is not valid for the host name "127\.0\.0\.1" \(connect with a name the certificate lists\)$/,
       4,
     );
-    assert.equal(await exists(join(f.dir, "out")), false);
+    assert.equal(existsSync(join(f.dir, "out")), false);
   },
 });
 
@@ -569,12 +570,3 @@ Deno.test("hsyncd refuses to start, in one line, with an unreadable or invalid A
     assert.equal(server.stdout, "");
   }
 });
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
