@@ -4,6 +4,7 @@
  * server, an HTTPS port asked in plain HTTP (or the reverse), or something
  * that speaks no HTTP at all. Each case gets one line that says what to fix.
  */
+import { joinBytes } from "../shared/bytes.ts";
 import { ConnectError, HttpError } from "../shared/errors.ts";
 import { API_HEADER, type ErrorBody } from "../shared/wire.ts";
 import { Unauthorized } from "./auth_advice.ts";
@@ -277,11 +278,7 @@ async function boundedText(response: Response): Promise<string> {
   } finally {
     await reader.cancel().catch(() => {});
   }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return new TextDecoder().decode(all.subarray(0, MAX_ERROR_BODY));
+  return new TextDecoder().decode(
+    joinBytes(chunks).subarray(0, MAX_ERROR_BODY),
+  );
 }

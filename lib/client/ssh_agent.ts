@@ -1,6 +1,6 @@
 /** A client of ssh-agent (draft-miller-ssh-agent) over its unix socket: list the keys, sign with one. */
+import { concatBytes } from "../shared/bytes.ts";
 import {
-  concatBytes,
   rawFromBlob,
   SSH_ED25519,
   SshReader,

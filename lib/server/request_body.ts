@@ -4,6 +4,7 @@
  * request completes, abandoned when idle; a signed body is read once, by the
  * signature check, and kept for its endpoint.
  */
+import { joinBytes } from "../shared/bytes.ts";
 import { HttpError } from "../shared/errors.ts";
 import type { Release } from "../shared/limiter.ts";
 import { admit, hold, taking, ticketOf } from "./admission.ts";
@@ -91,16 +92,7 @@ export async function readBody(
   request: Request,
   max: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  const chunks = await readPieces(request, max);
-  let total = 0;
-  for (const chunk of chunks) total += chunk.length;
-  const bytes = new Uint8Array(total);
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.length;
-  }
-  return bytes;
+  return joinBytes(await readPieces(request, max));
 }
 
 /** {@linkcode readBody}'s work, leaving the body in the pieces it arrived in. */

@@ -1,5 +1,6 @@
 /** OpenSSH key formats, ed25519 only: the `openssh-key-v1` private key file, `ssh-ed25519 AAAA...` public lines, and the SSH wire encoding they share. */
 import { Buffer } from "node:buffer";
+import { concatBytes } from "./bytes.ts";
 
 /** SSH name of the one key type hsync signs with. */
 export const SSH_ED25519 = "ssh-ed25519";
@@ -55,19 +56,6 @@ export function sshUint32(n: number): Uint8Array {
 export function sshString(value: Uint8Array | string): Uint8Array {
   const bytes = typeof value === "string" ? encoder.encode(value) : value;
   return concatBytes(sshUint32(bytes.length), bytes);
-}
-
-/** The parts one after the other. */
-export function concatBytes(
-  ...parts: Uint8Array[]
-): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** The SSH public key blob of an ed25519 key: string "ssh-ed25519", string raw key. */

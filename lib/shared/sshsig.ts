@@ -6,8 +6,8 @@
  */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
+import { concatBytes } from "./bytes.ts";
 import {
-  concatBytes,
   ed25519Blob,
   rawFromBlob,
   sameBytes,

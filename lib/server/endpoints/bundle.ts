@@ -8,6 +8,7 @@ import {
   encodeFrame,
   encodeFrames,
 } from "../../shared/bundle_codec.ts";
+import { joinBytes } from "../../shared/bytes.ts";
 import { HttpError } from "../../shared/errors.ts";
 import { etagFor, modeBits, mtimeMs } from "../../shared/file_identity.ts";
 import type { Release } from "../../shared/limiter.ts";
@@ -340,13 +341,12 @@ function bundleStream(
         }
         if (next >= paths.length && ahead.length === 0) {
           frames.push(encodeFrame({ end: true }));
-          size += frames[frames.length - 1].length;
-          controller.enqueue(concat(frames, size));
+          controller.enqueue(concat(frames));
           controller.close();
           finish();
           return;
         }
-        controller.enqueue(concat(frames, size));
+        controller.enqueue(concat(frames));
       } catch (error) {
         finish();
         throw error;
@@ -358,13 +358,6 @@ function bundleStream(
   });
 }
 
-function concat(parts: Uint8Array[], size: number): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+function concat(parts: Uint8Array[]): Uint8Array {
+  return parts.length === 1 ? parts[0] : joinBytes(parts);
 }
