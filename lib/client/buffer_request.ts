@@ -12,6 +12,7 @@
 import { Buffer } from "node:buffer";
 import * as http from "node:http";
 import * as https from "node:https";
+import { joinBytes } from "../shared/bytes.ts";
 
 /** Bytes written to the socket at a time (each told to `onPiece`). */
 const PIECE_BYTES = 256 * 1024;
@@ -142,9 +143,8 @@ function responseOf(
       headers.append(name, v);
     }
   }
-  const bytes = Buffer.concat(pieces);
   return new Response(
-    status === 204 || status === 304 ? null : new Uint8Array(bytes),
+    status === 204 || status === 304 ? null : joinBytes(pieces),
     { status, statusText: incoming.statusMessage ?? "", headers },
   );
 }
