@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { parseClientArgs, parseRemoteSpec } from "../lib/client/client_args.ts";
 import { UsageError } from "../lib/shared/errors.ts";
+import { renameFlags } from "../lib/shared/flag_values.ts";
 
 Deno.test("the old flags -i -o -host -p -n keep working", () => {
   const c = parseClientArgs([
@@ -390,4 +391,18 @@ Deno.test("--delete, --max-delete, --dry-run and the regex and file-list selecti
     ["-i", "/x", "--delete", "--sync"],
     "--delete and --dry-run do not go with --sync",
   );
+});
+
+Deno.test("the old flags -host and --num (and their =VALUE forms) are renamed, never after --", () => {
+  assert.deepEqual(
+    renameFlags(
+      ["-host", "h", "--num=3", "-host=x", "--", "-host", "--num=4"],
+      { "-host": "--host-ip", "--num": "--parallel" },
+    ),
+    ["--host-ip", "h", "--parallel=3", "--host-ip=x", "--", "-host", "--num=4"],
+  );
+  // -hostname is no -host.
+  assert.deepEqual(renameFlags(["-hostname"], { "-host": "--host-ip" }), [
+    "-hostname",
+  ]);
 });

@@ -1,7 +1,11 @@
 /** Parses the hsync command line (old single-dash flags included) into a command, without touching Deno.args. */
 import { parseArgs } from "node:util";
 import { UsageError } from "../shared/errors.ts";
-import { checkPort, joinNegativeValues } from "../shared/flag_values.ts";
+import {
+  checkPort,
+  joinNegativeValues,
+  renameFlags,
+} from "../shared/flag_values.ts";
 import {
   bwlimitOf,
   checkRemotePath,
@@ -125,13 +129,7 @@ const VALUE_FLAGS: Record<string, string> = {
 
 /** Rewrites the old tool's long flags: `-host` (and `-host=IP`) to `--host-ip`, `--num N` (and `--num=N`) to `-n`'s `--parallel`. */
 export function normalizeOldFlags(args: string[]): string[] {
-  return args.map((a) => {
-    if (a === "-host") return "--host-ip";
-    if (a.startsWith("-host=")) return `--host-ip=${a.slice(6)}`;
-    if (a === "--num") return "--parallel";
-    if (a.startsWith("--num=")) return `--parallel=${a.slice(6)}`;
-    return a;
-  });
+  return renameFlags(args, { "-host": "--host-ip", "--num": "--parallel" });
 }
 
 /** `HOST[:PORT]:/remote/path`, with `[v6]` hosts; undefined when `text` is not of that form. */

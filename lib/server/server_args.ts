@@ -6,6 +6,7 @@ import {
   checkHost,
   checkPort,
   joinNegativeValues,
+  renameFlags,
 } from "../shared/flag_values.ts";
 
 /** What hsyncd was asked to do; `run` serves in the foreground. */
@@ -137,24 +138,17 @@ export function parseServerArgs(args: string[]): ServerArgs {
   };
 }
 
-/** The old tool's single-dash long flag `-host` becomes `--host-ip`. */
+/** The old tool's single-dash long flag `-host` becomes `--host-ip`; another single-dash word is refused by its name. */
 function rewriteOldFlags(args: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === "--") {
-      out.push(...args.slice(i));
-      break;
-    }
-    if (arg === "-host") out.push("--host-ip");
-    else if (arg.startsWith("-host=")) {
-      out.push(`--host-ip=${arg.slice("-host=".length)}`);
-    } else if (/^-[A-Za-z]{2,}$/.test(arg) && !isShortCluster(arg)) {
+  const renamed = renameFlags(args, { "-host": "--host-ip" });
+  for (const arg of renamed) {
+    if (arg === "--") break;
+    if (/^-[A-Za-z]{2,}$/.test(arg) && !isShortCluster(arg)) {
       // Else `-hostname` would be reported as the unknown option `-o`.
       throw new UsageError(`Unknown option "${arg}": see hsyncd --help`);
-    } else out.push(arg);
+    }
   }
-  return out;
+  return renamed;
 }
 
 /** True for `-dh` (boolean flags) or `-dp8080` (flags, then one taking the rest as its value). */

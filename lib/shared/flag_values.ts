@@ -29,6 +29,26 @@ export function joinNegativeValues(
   return out;
 }
 
+/**
+ * The old tools' flags in today's spelling: each key of `renames` (`-host`)
+ * and its `KEY=VALUE` form become the value (`--host-ip`, `--host-ip=VALUE`).
+ * Nothing after `--` is touched (a file may be named `-host`).
+ */
+export function renameFlags(
+  args: string[],
+  renames: Record<string, string>,
+): string[] {
+  const end = args.indexOf("--");
+  const flags = end === -1 ? args : args.slice(0, end);
+  const renamed = flags.map((arg) => {
+    const eq = arg.indexOf("=");
+    const name = eq === -1 ? arg : arg.slice(0, eq);
+    const to = Object.hasOwn(renames, name) ? renames[name] : undefined;
+    return to === undefined ? arg : to + (eq === -1 ? "" : arg.slice(eq));
+  });
+  return end === -1 ? renamed : [...renamed, ...args.slice(end)];
+}
+
 /** `-p needs a port number (1-65535), got "abc"`. */
 export function badFlagValue(
   flag: string,
