@@ -90,14 +90,16 @@ export function createReporter(
     tally.add(event);
     return apply(state, meter, event);
   };
+  // Without a bar: counted, and its line (if any) printed as it is.
+  const plain = (event: PullEvent) => {
+    common(event);
+    const line = eventLine(event);
+    if (line !== undefined) write(`${line}\n`);
+  };
 
   if (options.quiet) {
     return Promise.resolve({
-      onEvent(event) {
-        common(event);
-        const line = eventLine(event);
-        if (line !== undefined) write(`${line}\n`);
-      },
+      onEvent: plain,
       stop() {},
       tally: () => tally.value(),
     });
@@ -128,11 +130,7 @@ export function createReporter(
   }, options.intervalMs ?? 5000);
   Deno.unrefTimer(timer);
   return Promise.resolve({
-    onEvent(event) {
-      common(event);
-      const line = eventLine(event);
-      if (line !== undefined) write(`${line}\n`);
-    },
+    onEvent: plain,
     stop() {
       if (stopped) return;
       stopped = true;
