@@ -112,15 +112,8 @@ export function shortenMiddle(text: string, width: number): string {
   if (width <= 1) return width === 1 ? "…" : "";
   const chars = [...text];
   const room = width - 1;
-  const headRoom = Math.ceil(room / 2);
-  let head = "";
-  let used = 0;
-  for (const c of chars) {
-    const w = charWidth(c.codePointAt(0)!);
-    if (used + w > headRoom) break;
-    head += c;
-    used += w;
-  }
+  const head = cutToWidth(text, Math.ceil(room / 2));
+  let used = displayWidth(head);
   let tail = "";
   for (let i = chars.length - 1; i >= 0; i--) {
     const w = charWidth(chars[i].codePointAt(0)!);
