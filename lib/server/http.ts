@@ -37,19 +37,27 @@ export function requirePath(url: URL): string {
   return path;
 }
 
+/** The 400 for query parameter `name` given as `raw` (null: missing), saying what was `expected`; the value is quoted, at most 80 characters of it. */
+export function badQuery(
+  name: string,
+  raw: string | null,
+  expected: string,
+): HttpError {
+  const shown = raw === null ? "null" : JSON.stringify(raw.slice(0, 80));
+  return new HttpError(
+    400,
+    "bad_request",
+    `Invalid query parameter ${name}=${shown}: expected ${expected}`,
+  );
+}
+
 /** A whole number of bytes given as query parameter `name`, or undefined when absent; 400 when not one. */
 export function optionalInteger(url: URL, name: string): number | undefined {
   const raw = url.searchParams.get(name);
   if (raw === null) return undefined;
   const n = Number(raw);
   if (!/^\d{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
-    throw new HttpError(
-      400,
-      "bad_request",
-      `Invalid query parameter ${name}=${
-        JSON.stringify(raw)
-      }: expected a whole number of bytes`,
-    );
+    throw badQuery(name, raw, "a whole number of bytes");
   }
   return n;
 }

@@ -7,6 +7,7 @@
 import { HttpError } from "../shared/errors.ts";
 import type { LockLease } from "../shared/wire.ts";
 import { within } from "./jail/rules.ts";
+import { badQuery } from "./http.ts";
 
 /** One lease held. */
 interface Lease {
@@ -128,13 +129,7 @@ function newToken(): string {
 
 function checkToken(token: string): void {
   if (!TOKEN.test(token)) {
-    throw new HttpError(
-      400,
-      "bad_request",
-      `Invalid query parameter token=${
-        JSON.stringify(token.slice(0, 80))
-      }: expected 32 hex digits from an earlier answer`,
-    );
+    throw badQuery("token", token, "32 hex digits from an earlier answer");
   }
 }
 

@@ -2,7 +2,7 @@
 import { HttpError } from "../../shared/errors.ts";
 import { API, type LockLease } from "../../shared/wire.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
-import { json, requirePath } from "../http.ts";
+import { badQuery, json, requirePath } from "../http.ts";
 import { splitWritePath } from "../jail/write_support.ts";
 
 /** `POST /v1/lock?path=DIR[&token=T][&release=1]` (see `LockLease` in shared/wire.ts). */
@@ -17,13 +17,7 @@ function lock(ctx: ServerContext, _request: Request, url: URL) {
   const token = url.searchParams.get("token") ?? undefined;
   const release = url.searchParams.get("release");
   if (release !== null && release !== "1") {
-    throw new HttpError(
-      400,
-      "bad_request",
-      `Invalid query parameter release=${
-        JSON.stringify(release.slice(0, 80))
-      }: expected 1`,
-    );
+    throw badQuery("release", release, "1");
   }
   // Keyed by the kernel's path: two names of one directory (a link) are one lease.
   const key = ctx.writeJail.resolve(requested);

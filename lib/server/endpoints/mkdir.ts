@@ -1,9 +1,8 @@
 /** `/v1/mkdir` (push): a directory and its missing parents below `Writable_path`, or its time and mode set at the end of a push. */
-import { HttpError } from "../../shared/errors.ts";
 import { API } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
-import { json, optionalInteger, requirePath } from "../http.ts";
+import { badQuery, json, optionalInteger, requirePath } from "../http.ts";
 import { statEntry } from "./_checked.ts";
 
 /** `POST /v1/mkdir?path=P[&mode=M][&mtime=T]`. */
@@ -18,11 +17,7 @@ async function mkdir(ctx: ServerContext, request: Request, url: URL) {
   const mode = optionalInteger(url, "mode");
   const mtime = optionalInteger(url, "mtime");
   if (mode !== undefined && mode > 0o7777) {
-    throw new HttpError(
-      400,
-      "bad_request",
-      `Invalid query parameter mode=${mode}: expected permission bits`,
-    );
+    throw badQuery("mode", String(mode), "permission bits");
   }
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "mkdir");
   try {

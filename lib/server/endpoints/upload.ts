@@ -8,7 +8,7 @@ import { HttpError } from "../../shared/errors.ts";
 import { API, HEADER } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
-import { json, optionalInteger, requirePath } from "../http.ts";
+import { badQuery, json, optionalInteger, requirePath } from "../http.ts";
 import { piecesLength, readRawPieces } from "../request_body.ts";
 
 /** `GET /v1/upload?path=P` (status) and `PUT /v1/upload?path=P&size=S&source=ID[&restart=1]` (one range). */
@@ -105,12 +105,6 @@ async function upload(ctx: ServerContext, request: Request, url: URL) {
 /** A whole number query parameter that must be there. */
 function requiredCount(url: URL, name: string): number {
   const n = optionalInteger(url, name);
-  if (n === undefined) {
-    throw new HttpError(
-      400,
-      "bad_request",
-      `Invalid query parameter ${name}=null: expected a whole number of bytes`,
-    );
-  }
+  if (n === undefined) throw badQuery(name, null, "a whole number of bytes");
   return n;
 }
