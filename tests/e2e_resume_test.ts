@@ -431,11 +431,19 @@ Deno.test("hsyncd killed and restarted in the middle of a pull costs a pause, no
       proxy.port,
       "[hscp]\nMin_part_size = 1M\nMax_part_num = 4\nData_timeout = 1\n",
     );
+    // The journal claims what arrived a little after it arrived: wait until
+    // the stalled ranges have all been claimed and nothing more comes.
+    let claimed = -1;
     await until(
-      "about 1 MiB per range claimed",
-      async () => await journalCovered(out + ".hsync-journal") > 4 * MiB - 8192,
+      "about 1 MiB per range claimed, and no more arriving",
+      async () => {
+        const now = await journalCovered(out + ".hsync-journal");
+        const settled = now === claimed && now > 4 * MiB - 8192;
+        claimed = now;
+        if (!settled) await new Promise((r) => setTimeout(r, 150));
+        return settled;
+      },
     );
-    const claimed = await journalCovered(out + ".hsync-journal");
     server.process.kill("SIGKILL");
     await server.stop();
     phase = 1;
