@@ -75,6 +75,32 @@ Deno.test("two hsync pushes of one tree into one server directory at once: both 
   assert.equal(skipped.length, 1, `${a.stderr}\n---\n${b.stderr}`);
 });
 
+Deno.test("a push learns what is at its destination with the lease: no /v1/stat of it, new or there already", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const src = join(dir.path, "tree");
+  await busyTree(src);
+  const { server, incoming } = await lockServer(dir.path);
+  await using _ = server;
+  const args = [src, `127.0.0.1:${server.port}:${incoming}/`];
+  const first = await runClient(args);
+  assert.equal(first.code, 0, first.stderr);
+  const again = await runClient(args);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /hsync: 0 files, .* 151 skipped, 0 failed/);
+  assertSameTree(
+    await snapshotTree(join(incoming, "tree")),
+    await snapshotTree(src),
+  );
+  await server.stop();
+  const log = server.stderr();
+  const dest = encodeURIComponent(join(incoming, "tree"));
+  const locks = log.split("\n").filter((l) =>
+    l.includes(`POST /v1/lock?path=${dest}&stat=1 200`)
+  );
+  assert.equal(locks.length, 2, log);
+  assert.doesNotMatch(log, new RegExp(`GET /v1/stat\\?path=${dest} `));
+});
+
 Deno.test("a push into a destination another push holds waits with one line, then sends", async () => {
   await using dir = await tempDir("hsync-push-lock-");
   const src = join(dir.path, "tree");

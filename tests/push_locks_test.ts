@@ -159,6 +159,42 @@ Deno.test("POST /v1/lock: take, 409 for another, renew, release, and keyed by th
   }, { Host_ip: "127.0.0.1", Writable_path: "@root" });
 });
 
+Deno.test("POST /v1/lock?stat=1 tells what is at the path once leased, as /v1/stat would: a directory, a file, null for nothing", async () => {
+  await withFixture(async (f) => {
+    const leased = async (rel: string) => {
+      const r = await post(f.call, `path=${f.q(rel)}&stat=1`);
+      assert.equal(r.status, 200);
+      return await r.json() as LockLease;
+    };
+    const dir = await leased("nested");
+    const stat = await (await f.call(`/v1/stat?path=${f.q("nested")}`)).json();
+    assert.deepEqual(dir.entry, stat);
+    const file = await leased("big.bin");
+    assert.equal(file.entry?.type, "file");
+    assert.equal(file.entry?.size, 300_000);
+    assert.equal((await leased("fresh/tree")).entry, null);
+    // A renewal may ask again; without stat=1 nothing is told.
+    const renewed = await post(
+      f.call,
+      `path=${f.q("nested")}&token=${dir.token}`,
+    );
+    assert.equal("entry" in await renewed.json(), false);
+    await expectError(
+      await post(f.call, `path=${f.q("nested")}&token=${dir.token}&stat=yes`),
+      400,
+      "bad_request",
+    );
+    await expectError(
+      await post(
+        f.call,
+        `path=${f.q("nested")}&token=${dir.token}&release=1&stat=1`,
+      ),
+      400,
+      "bad_request",
+    );
+  }, { Host_ip: "127.0.0.1", Writable_path: "@root" });
+});
+
 Deno.test("POST /v1/lock: 403 outside Writable_path and on a server that takes no writes; GET is 405", async () => {
   await withFixture(async (f) => {
     // Outside Writable_path, existing or not: said so; nothing is made.

@@ -136,6 +136,8 @@ class PushRun {
   #totalBytes = 0;
   /** Every source is walked: later changes of the totals keep them final. */
   #totalFinal = false;
+  /** The destination's entry as the lease's answer told it (undefined: nothing there). */
+  #leased?: { path: string; entry: StatEntry | undefined };
 
   constructor(options: PushOptions) {
     this.#o = options;
@@ -242,7 +244,12 @@ class PushRun {
       // What the server holds now: the push this one waited for changed it
       // (or one that ended since a stat found no destination made it).
       if (lease !== undefined && (lease.waited || root === undefined)) {
-        root = await this.#rootStat(base, true);
+        root = lease.path === base && lease.entry !== undefined
+          ? lease.entry ?? undefined
+          : await this.#rootStat(base, true);
+      }
+      if (lease?.entry !== undefined) {
+        this.#leased = { path: lease.path, entry: lease.entry ?? undefined };
       }
       return await this.#run(sources, base, root, started);
     } finally {
@@ -280,6 +287,7 @@ class PushRun {
         onWait: this.#o.onLockWait,
         onLost: (message) => this.#ctx.emit({ type: "warning", message }),
         signal: this.#signal,
+        stat: true,
       });
     } catch (error) {
       if (error instanceof DestinationBusy || this.#signal.aborted) throw error;
@@ -357,7 +365,9 @@ class PushRun {
       if (!await this.#dirs.ensure(base, source.name)) return;
       dest = posix.join(base, source.name);
       try {
-        existing = await this.#statOrNone(dest);
+        existing = this.#leased?.path === dest
+          ? this.#leased.entry
+          : await this.#statOrNone(dest);
       } catch (error) {
         this.#failSource(source, dest, error);
         return;

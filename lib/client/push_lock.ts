@@ -8,7 +8,7 @@
  */
 import { posix } from "node:path";
 import { describeError, ProtocolError } from "../shared/errors.ts";
-import { API, type LockLease } from "../shared/wire.ts";
+import { API, type LockLease, type StatEntry } from "../shared/wire.ts";
 import { DestinationBusy } from "./dest_lock.ts";
 import { goesInside, type PushSource } from "./push_sources.ts";
 import { jsonOrNull, type Remote } from "./remote.ts";
@@ -33,12 +33,21 @@ export interface PushLockOptions {
   signal?: AbortSignal;
   /** How often a waiting push asks again (tests make it short). */
   retryMs?: number;
+  /** Ask for the entry at the path with the lease (`stat=1`), saving a `/v1/stat`. */
+  stat?: boolean;
 }
 
 /** A lease held: renewed until `release`, which never throws. */
 export interface PushLease {
+  /** The path leased. */
+  readonly path: string;
   /** Whether another push held the destination first (this one waited for it). */
   readonly waited: boolean;
+  /**
+   * The entry at the path once leased (null: nothing there), when it was
+   * asked for and the server told it; undefined otherwise.
+   */
+  readonly entry: StatEntry | null | undefined;
   release(): Promise<void>;
 }
 
@@ -80,7 +89,11 @@ export async function lockPushDestination(
   let told = false;
   while (true) {
     options.signal?.throwIfAborted();
-    const answer = await ask(remote, { path }, options.signal);
+    const answer = await ask(
+      remote,
+      options.stat ? { path, stat: "1" } : { path },
+      options.signal,
+    );
     if (answer === 404) return undefined;
     if (answer !== 409) {
       return new Renewal(remote, path, answer, { ...options, waited: told });
@@ -95,11 +108,12 @@ export async function lockPushDestination(
 /** A held lease, renewed on a timer until released. */
 class Renewal implements PushLease {
   readonly #remote: Remote;
-  readonly #path: string;
+  readonly path: string;
   readonly #token: string;
   readonly #options: PushLockOptions;
   readonly #stop = new AbortController();
   readonly waited: boolean;
+  readonly entry: StatEntry | null | undefined;
   #timer?: ReturnType<typeof setTimeout>;
   #pending?: Promise<void>;
   #lost = false;
@@ -111,8 +125,11 @@ class Renewal implements PushLease {
     options: PushLockOptions & { waited: boolean },
   ) {
     this.waited = options.waited;
+    this.entry = lease.entry === null || isStatEntry(lease.entry)
+      ? lease.entry
+      : undefined;
     this.#remote = remote;
-    this.#path = path;
+    this.path = path;
     this.#token = lease.token;
     this.#options = options;
     // Three tries before the lease lapses, whatever length the server gives.
@@ -133,7 +150,7 @@ class Renewal implements PushLease {
       // Not the run's signal: an interrupted push still gives its lease back.
       await ask(
         this.#remote,
-        { path: this.#path, token: this.#token, release: "1" },
+        { path: this.path, token: this.#token, release: "1" },
         AbortSignal.timeout(RELEASE_MS),
       );
     } catch {
@@ -145,14 +162,14 @@ class Renewal implements PushLease {
     try {
       const answer = await ask(
         this.#remote,
-        { path: this.#path, token: this.#token },
+        { path: this.path, token: this.#token },
         this.#stop.signal,
       );
       if (answer === 409 && !this.#lost) {
         this.#lost = true;
         this.#options.onLost?.(
           `The lock of ${
-            JSON.stringify(`${this.#remote.host}:${this.#path}`)
+            JSON.stringify(`${this.#remote.host}:${this.path}`)
           } lapsed and another push took it (no renewal reached the server in time)`,
         );
       }
@@ -197,4 +214,13 @@ async function ask(
   } finally {
     ex.done();
   }
+}
+
+/** Whether `value` has the shape of a `/v1/stat` answer (an answer that does not is not used). */
+function isStatEntry(value: unknown): value is StatEntry {
+  const e = value as Partial<StatEntry> | null | undefined;
+  return typeof e === "object" && e !== null &&
+    (e.type === "file" || e.type === "dir" || e.type === "symlink") &&
+    typeof e.size === "number" && typeof e.mtime === "number" &&
+    typeof e.mode === "number";
 }

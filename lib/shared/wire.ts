@@ -352,4 +352,10 @@ export interface LockLease {
   token: string;
   /** Milliseconds from now until the lease lapses unless renewed. */
   expires_ms: number;
+  /**
+   * Asked with `stat=1` when the lease is taken: the entry at the path once
+   * leased, as `GET /v1/stat` gives it (null: nothing there). Absent when
+   * the server cannot say (the client asks `/v1/stat` then).
+   */
+  entry?: StatEntry | null;
 }

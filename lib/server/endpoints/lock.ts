@@ -1,23 +1,28 @@
 /** `/v1/lock` (push): the lease of a destination, so two pushes into one directory never write it at once. */
 import { HttpError } from "../../shared/errors.ts";
-import { API, type LockLease } from "../../shared/wire.ts";
+import { API, type LockLease, type StatEntry } from "../../shared/wire.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { badQuery, json, requirePath } from "../http.ts";
 import { splitWritePath } from "../jail/write_support.ts";
+import { statEntry } from "./_checked.ts";
 
-/** `POST /v1/lock?path=DIR[&token=T][&release=1]` (see `LockLease` in shared/wire.ts). */
+/** `POST /v1/lock?path=DIR[&token=T][&release=1][&stat=1]` (see `LockLease` in shared/wire.ts). */
 export const lockEndpoint: Endpoint = {
   path: API.lock,
   methods: ["POST"],
   run: lock,
 };
 
-function lock(ctx: ServerContext, _request: Request, url: URL) {
+async function lock(ctx: ServerContext, _request: Request, url: URL) {
   const requested = requirePath(url);
   const token = url.searchParams.get("token") ?? undefined;
   const release = url.searchParams.get("release");
   if (release !== null && release !== "1") {
     throw badQuery("release", release, "1");
+  }
+  const withStat = url.searchParams.get("stat");
+  if (withStat !== null && (withStat !== "1" || release !== null)) {
+    throw badQuery("stat", withStat, "1, when the lease is taken or renewed");
   }
   // Keyed by the kernel's path: two names of one directory (a link) are one lease.
   const key = ctx.writeJail.resolve(requested);
@@ -31,5 +36,27 @@ function lock(ctx: ServerContext, _request: Request, url: URL) {
       'Missing query parameter "token": only the holder releases a lease',
     );
   } else lease = ctx.pushLocks.release(key, shown, token);
-  return Promise.resolve(json(lease));
+  if (withStat !== null) {
+    const entry = await leasedEntry(ctx, requested);
+    if (entry !== undefined) lease = { ...lease, entry };
+  }
+  return json(lease);
+}
+
+/**
+ * What `GET /v1/stat` would answer for the path just leased, saving a push
+ * that round trip: null when nothing is there, undefined for any other
+ * refusal (the client asks `/v1/stat` itself and is told why).
+ */
+async function leasedEntry(
+  ctx: ServerContext,
+  path: string,
+): Promise<StatEntry | null | undefined> {
+  try {
+    const checked = await ctx.guard.check(path);
+    return statEntry(checked.info, checked.type);
+  } catch (error) {
+    if (error instanceof HttpError && error.status === 404) return null;
+    return undefined;
+  }
 }
