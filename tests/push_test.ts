@@ -215,7 +215,7 @@ Deno.test("push() copies a tree byte-identical: nested and empty directories, od
   assert.ok(!server.bundled.includes("run42/big.bin"));
 });
 
-Deno.test("the directories of a tree are made a few at a time and finished together, not one round trip each", async () => {
+Deno.test("the directories of a tree are made a few at a time (the tree's own with its first ones) and finished together, not one round trip each", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   const root = join(f.src, "many");
@@ -223,6 +223,10 @@ Deno.test("the directories of a tree are made a few at a time and finished toget
     await Deno.mkdir(join(root, `d${i}`, "inner"), { recursive: true });
     await Deno.writeTextFile(join(root, `d${i}`, "inner", "x.txt"), `${i}`);
   }
+  // Without -P a directory made gets its own bits, masked by the server's
+  // umask, as cp does: the tree's own too, though it was made meanwhile.
+  await Deno.chmod(join(root, "d3"), 0o700);
+  await Deno.chmod(root, 0o750);
   let inFlight = 0;
   let made = 0;
   let finished = 0;
@@ -244,8 +248,15 @@ Deno.test("the directories of a tree are made a few at a time and finished toget
     await snapshot(join(f.dst, "many")),
     await snapshot(root),
   );
-  assert.ok(made >= 12, `directories made at once: ${made}`);
+  // The tree's own directory and its 12 subdirectories in one round.
+  assert.ok(made >= 13, `directories made at once: ${made}`);
   assert.ok(finished >= 12, `directories finished at once: ${finished}`);
+  assert.equal((await Deno.stat(join(f.dst, "many"))).mode! & 0o777, 0o750);
+  assert.equal((await Deno.stat(join(f.dst, "many/d3"))).mode! & 0o777, 0o700);
+  assert.equal(
+    (await Deno.stat(join(f.dst, "many/d4"))).mode! & 0o777,
+    0o755,
+  );
 });
 
 Deno.test("PUTs grow to 8 MiB when the server is far (its answers to requests without a body take 8 ms or more), and stay at 2 MiB near", async () => {

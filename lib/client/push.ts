@@ -402,9 +402,10 @@ class PushRun {
     }
     const entries = new Map<string, StatEntry>();
     const made = existing === undefined;
-    if (made) {
-      if (!await this.#dirs.ensure(dest, source.name)) return;
-    } else {
+    // Made while the walk starts: its first subdirectories go meanwhile.
+    let ready: Promise<boolean> | undefined;
+    if (made) ready = this.#dirs.ensure(dest, source.name);
+    else {
       this.#dirs.add(dest);
       if (!await this.#listInto(dest, entries, source)) return;
     }
@@ -419,9 +420,11 @@ class PushRun {
       underPrefix: into ? `${source.name}/` : "",
       remote: entries,
       made,
+      ready,
       existing,
       local,
     });
+    await ready;
   }
 
   /** `--delete`, once every file is settled: before the directories get their times (a deletion changes its directory's). */

@@ -30,8 +30,8 @@ interface DirRecord {
   label: string;
   mtime: number;
   mode: number;
-  /** The mode the server gave it when this run made it (its umask's): without `-P`, the local bits masked by it. */
-  made?: number;
+  /** This run made it: without `-P`, the local bits masked by the mode the server gave it (its umask's). */
+  fresh: boolean;
   /** Its time (or mode with `-P`) must be set: made, written into, or different on the server. */
   touched: boolean;
 }
@@ -48,6 +48,12 @@ export interface TreePlan {
   remote: Map<string, StatEntry>;
   /** `dest` was made by this run. */
   made: boolean;
+  /**
+   * The making of `dest`, still in flight (false: it failed, and was told):
+   * its first subdirectories are made meanwhile (each with its parents), a
+   * round trip saved.
+   */
+  ready?: Promise<boolean>;
   /** The server's entry of `dest` when it was there. */
   existing?: StatEntry;
   /** Filled with every relative path the walk meets (`--delete` keeps those). */
@@ -140,14 +146,26 @@ export class PushPlanner {
       );
       return;
     }
-    // The tree's own directory gets its time and mode too (as rsync gives them).
-    this.#record(
-      tree.dest,
-      tree.source.name,
-      info,
-      tree.made ? undefined : tree.existing,
+    // The tree's own directory gets its time and mode too (as rsync gives
+    // them), once it is there.
+    const record = () =>
+      this.#record(
+        tree.dest,
+        tree.source.name,
+        info,
+        tree.made ? undefined : tree.existing,
+      );
+    if (tree.ready === undefined) record();
+    await this.#walk(
+      tree,
+      tree.source.path,
+      [],
+      new Set([inodeKey(info)]),
+      tree.ready?.then((made) => {
+        if (made) record();
+        return made;
+      }),
     );
-    await this.#walk(tree, tree.source.path, [], new Set([inodeKey(info)]));
   }
 
   /** Waits for the `--checksum` comparisons still running (they may hand on more files). */
@@ -179,7 +197,11 @@ export class PushPlanner {
         () =>
           ctx.push.mkdir(d.remote, {
             mtime: d.mtime,
-            mode: modeToSet(d, ctx.preserve),
+            mode: modeToSet(
+              d,
+              d.fresh ? this.#o.madeMode(d.remote) : undefined,
+              ctx.preserve,
+            ),
             signal: ctx.signal,
           }),
         ctx.signal,
@@ -207,6 +229,7 @@ export class PushPlanner {
     dir: string,
     parts: string[],
     ancestors: Set<string>,
+    ready?: Promise<boolean>,
   ): Promise<void> {
     const ctx = this.#ctx;
     const labelOf = (p: string[]) => [tree.source.name, ...p].join("/");
@@ -223,7 +246,7 @@ export class PushPlanner {
     const names = entries.map((e) => e.name).sort();
     // The subdirectories missing on the server are made together first: a
     // round trip for all of them, not one each (far away, that is the cost).
-    await this.#o.prepareDirs(
+    const prepared = this.#o.prepareDirs(
       entries.filter((e) => {
         const rel = [...parts, e.name];
         return e.isDirectory && !tree.remote.has(rel.join("/")) &&
@@ -231,6 +254,8 @@ export class PushPlanner {
           this.#o.filter.wants(rel, true);
       }).map((e) => posix.join(tree.dest, ...parts, e.name)),
     );
+    const [made] = await Promise.all([ready ?? true, prepared]);
+    if (!made) return;
     for (const name of names) {
       if (ctx.signal.aborted) return;
       await this.#breathe();
@@ -352,7 +377,7 @@ export class PushPlanner {
       label,
       mtime,
       mode,
-      made: existing === undefined ? this.#o.madeMode(remote) : undefined,
+      fresh: existing === undefined,
       touched: existing === undefined || existing.mtime !== mtime ||
         (this.#ctx.preserve && (existing.mode & 0o777) !== (mode & 0o777)),
     };
@@ -519,9 +544,13 @@ function jobOf(
  * for one this run made, its bits masked by the server's umask (the bits
  * it was made with), as cp and scp mask by theirs; otherwise none.
  */
-function modeToSet(d: DirRecord, preserve: boolean): number | undefined {
+function modeToSet(
+  d: DirRecord,
+  made: number | undefined,
+  preserve: boolean,
+): number | undefined {
   if (preserve) return d.mode;
-  if (d.made === undefined) return undefined;
-  const masked = d.mode & d.made & 0o777;
-  return masked === (d.made & 0o777) ? undefined : masked;
+  if (made === undefined) return undefined;
+  const masked = d.mode & made & 0o777;
+  return masked === (made & 0o777) ? undefined : masked;
 }
