@@ -337,3 +337,20 @@ export async function waitFor(
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** Counts calls of `FsFile.statSync` while `run` runs (each costs Deno six readlinks of the file's path under a permission set). */
+export async function handleStats(run: () => Promise<void>): Promise<number> {
+  const proto = Deno.FsFile.prototype;
+  const original = proto.statSync;
+  let calls = 0;
+  proto.statSync = function (this: Deno.FsFile) {
+    calls++;
+    return original.call(this);
+  };
+  try {
+    await run();
+  } finally {
+    proto.statSync = original;
+  }
+  return calls;
+}

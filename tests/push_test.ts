@@ -13,7 +13,7 @@ import { RangeSet } from "../lib/shared/range_set.ts";
 import { push, type PushOptions } from "../lib/client/push.ts";
 import { sourceIdOf } from "../lib/client/push_context.ts";
 import type { PullEvent } from "../lib/client/transfer.ts";
-import { tempDir } from "./_programs.ts";
+import { handleStats, tempDir } from "./_programs.ts";
 import {
   type PushServer,
   pushServer,
@@ -257,6 +257,34 @@ Deno.test("the directories of a tree are made a few at a time (the tree's own wi
     (await Deno.stat(join(f.dst, "many/d4"))).mode! & 0o777,
     0o755,
   );
+});
+
+Deno.test("a small file of a bundle is read with two fstats of its handle: the open's proof and the check after the read", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  /** Pushes a tree of `files` small files in 4 directories; the handle fstats it took. */
+  const pushTree = async (name: string, files: number): Promise<number> => {
+    const root = join(f.src, name);
+    for (let i = 0; i < files; i++) {
+      await Deno.mkdir(join(root, `d${i % 4}`), { recursive: true });
+      await Deno.writeFile(join(root, `d${i % 4}`, `f${i}`), bytes(900 + i, i));
+    }
+    await using server = serve(f);
+    const stats = await handleStats(async () => {
+      const { summary } = await run(server, [root], f.dst + "/");
+      assert.deepEqual(summary.failures, []);
+      assert.equal(summary.files, files);
+    });
+    assert.deepEqual(
+      await snapshot(join(f.dst, name)),
+      await snapshot(root),
+    );
+    return stats;
+  };
+  const few = await pushTree("few", 40);
+  const more = await pushTree("more", 80);
+  // Three per file before: the open's proof, the size before and after.
+  assert.ok(more - few <= 80, `handle fstats: ${few} for 40, ${more} for 80`);
 });
 
 Deno.test("PUTs grow to 8 MiB when the server is far (its answers to requests without a body take 8 ms or more), and stay at 2 MiB near", async () => {

@@ -9,7 +9,7 @@ import { describeError, LocalPathError, reason } from "../shared/errors.ts";
 import { removeJournalSync } from "../shared/journal.ts";
 import {
   applyMeta,
-  createPart,
+  createPartWithInfo,
   journalPathFor,
   partPathFor,
   renamePartSync,
@@ -95,15 +95,21 @@ export class BundleFetcher {
     try {
       // A leftover part file (or a planted link) is removed, never
       // followed; a journal of an earlier ranged attempt goes too.
-      const file = createPart(part, {
+      const { file, info } = createPartWithInfo(part, {
         onLeftover: () => removeJournalSync(journalPathFor(job.target)),
       });
       try {
         let off = 0;
         while (off < data.length) off += file.writeSync(data.subarray(off));
         // Times and mode through the handle: the name may be swapped by now.
-        applyMeta(file, part, { mtime: job.mtime, mode: ctx.modeOf(job) });
-        id = fileIdOf(file.statSync());
+        applyMeta(
+          file,
+          part,
+          { mtime: job.mtime, mode: ctx.modeOf(job) },
+          info,
+        );
+        // The handle's inode, proven when it was made.
+        id = fileIdOf(info);
       } finally {
         file.close();
       }

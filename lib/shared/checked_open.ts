@@ -48,6 +48,25 @@ export function openChecked(
   path: string,
   options: CheckedOpenOptions = {},
 ): Deno.FsFile {
+  return openCheckedWithInfo(path, options).file;
+}
+
+/**
+ * A handle proven by a checked open or create, with the `fstat` that proved
+ * it: its device and inode hold for as long as it is open, and its other
+ * fields until the caller changes the file (a handle's `statSync` costs
+ * Deno six `readlink`s of its path under a permission set: 8 us, not 2).
+ */
+export interface CheckedFile {
+  file: Deno.FsFile;
+  info: Deno.FileInfo;
+}
+
+/** {@linkcode openChecked}, with the `fstat` that proved the handle. */
+export function openCheckedWithInfo(
+  path: string,
+  options: CheckedOpenOptions = {},
+): CheckedFile {
   let before: Deno.FileInfo;
   try {
     before = Deno.lstatSync(path);
@@ -62,12 +81,11 @@ export function openChecked(
     throw new LocalPathError(path, reason(error), error);
   }
   try {
-    checkOpened(file, path, options);
+    return { file, info: checkOpened(file, path, options) };
   } catch (error) {
     file.close();
     throw error;
   }
-  return file;
 }
 
 /**
@@ -79,6 +97,11 @@ export function openChecked(
  * {@linkcode LocalPathError}.
  */
 export function createChecked(path: string): Deno.FsFile {
+  return createCheckedWithInfo(path).file;
+}
+
+/** {@linkcode createChecked}, with the `fstat` that proved the handle. */
+export function createCheckedWithInfo(path: string): CheckedFile {
   let file: Deno.FsFile;
   try {
     file = Deno.openSync(path, { read: true, write: true, createNew: true });
@@ -87,12 +110,11 @@ export function createChecked(path: string): Deno.FsFile {
     throw new LocalPathError(path, reason(error), error);
   }
   try {
-    checkOpened(file, path, {});
+    return { file, info: checkOpened(file, path, {}) };
   } catch (error) {
     file.close();
     throw error;
   }
-  return file;
 }
 
 /**
@@ -155,11 +177,13 @@ export function chmodOpened(
   file: Deno.FsFile,
   path: string,
   mode: number,
+  known?: Deno.FileInfo,
 ): void {
   // Most files are created with the mode they are to have (0666 less the
   // umask): nothing to change, no second open (10,000 small files pulled
-  // without -P took 0.4 s longer when each was opened again).
-  const own = file.statSync();
+  // without -P took 0.4 s longer when each was opened again). `known` is
+  // the handle's fstat when the caller has it (see CheckedFile).
+  const own = known ?? file.statSync();
   if (((own.mode ?? -1) & 0o7777) === mode) return;
   let fd: number;
   try {

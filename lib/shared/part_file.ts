@@ -5,9 +5,10 @@
  */
 import { removeIfPresentSync } from "./atomic_file.ts";
 import {
+  type CheckedFile,
   checkName,
   chmodOpened,
-  createChecked,
+  createCheckedWithInfo,
   type FileId,
   openChecked,
 } from "./checked_open.ts";
@@ -54,14 +55,22 @@ export function createPart(
   part: string,
   options: { onLeftover?: () => void } = {},
 ): Deno.FsFile {
+  return createPartWithInfo(part, options).file;
+}
+
+/** {@linkcode createPart}, with the `fstat` that proved the handle. */
+export function createPartWithInfo(
+  part: string,
+  options: { onLeftover?: () => void } = {},
+): CheckedFile {
   try {
-    return createChecked(part);
+    return createCheckedWithInfo(part);
   } catch (error) {
     if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
   }
   removeIfPresentSync(part);
   options.onLeftover?.();
-  return createChecked(part);
+  return createCheckedWithInfo(part);
 }
 
 /** What a complete file gets before it takes its final name. */
@@ -72,16 +81,21 @@ export interface PartMeta {
   mode?: number;
 }
 
-/** Sets mtime (and mode) of the file open as `file` (named `path`) through the handle: the name may have been swapped by now. */
+/**
+ * Sets mtime (and mode) of the file open as `file` (named `path`) through
+ * the handle: the name may have been swapped by now. `known` is the
+ * handle's fstat when the caller has it (its mode as yet unchanged).
+ */
 export function applyMeta(
   file: Deno.FsFile,
   path: string,
   meta: PartMeta,
+  known?: Deno.FileInfo,
 ): void {
   if (meta.mtime !== undefined) {
     file.utimeSync(new Date(), new Date(meta.mtime));
   }
-  if (meta.mode !== undefined) chmodOpened(file, path, meta.mode);
+  if (meta.mode !== undefined) chmodOpened(file, path, meta.mode, known);
 }
 
 /**
