@@ -7,7 +7,6 @@
  * directory times.
  */
 import { posix } from "node:path";
-import type { ClientSettings } from "../shared/config.ts";
 import {
   type ConnectError,
   describeError,
@@ -19,6 +18,7 @@ import { DEFAULT_MAX_ENTRIES, TreeLister } from "./listing.ts";
 import { SMALL_FILE_BYTES } from "./plan.ts";
 import {
   type PushContext,
+  type PushOptions,
   type SendJob,
   writeRefusal,
 } from "./push_context.ts";
@@ -42,67 +42,11 @@ import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import { BundleSender } from "./send_bundle.ts";
 import { RangeSender } from "./send_ranges.ts";
-import {
-  emptySummary,
-  type PullEvent,
-  type PullSummary,
-  type TreeOptions,
-} from "./transfer.ts";
+import { emptySummary, type PullEvent, type PullSummary } from "./transfer.ts";
 import { Verifier } from "./verify.ts";
 
 export { checkSources, SourceError } from "./push_sources.ts";
-
-/** Options of {@linkcode push}. */
-export interface PushOptions extends TreeOptions {
-  /** `http://127.0.0.1:10808`. */
-  baseUrl: string;
-  /** Local files and directories to send. */
-  sources: string[];
-  /**
-   * Absolute path on the server. Ending in `/`, with several sources, or an
-   * existing directory that gets a file: each source goes inside it under
-   * its own name. Otherwise the source is copied to this path itself (a
-   * directory created or merged into), unless `scpPlacement` puts a
-   * directory inside an existing remote directory, as scp does.
-   */
-  remotePath: string;
-  /** scp's rule for directories too (the `LOCAL... HOST:/path` form). */
-  scpPlacement?: boolean;
-  settings: ClientSettings;
-  /** Files sent in ranges at once (`-n`). */
-  parallelFiles: number;
-  /** Globs on the path relative to a pushed directory. */
-  include?: string[];
-  exclude?: string[];
-  /** `-P`: the server keeps the permission bits (never setuid, setgid, sticky). */
-  preserve?: boolean;
-  /** Commit each file only when the server's SHA-256 of it is the local one. */
-  verify?: boolean;
-  /** Decide "identical, skip" by SHA-256 instead of size + mtime. */
-  checksum?: boolean;
-  /** Most entries accepted from a listing of the destination. */
-  maxEntries?: number;
-  onEvent?: (event: PullEvent) => void;
-  /** Stops cleanly when aborted; what the server holds stays for a rerun. */
-  signal?: AbortSignal;
-  client?: Deno.HttpClient;
-  /** CA_file's certificates (PEM), for the PUTs that do not go through fetch. */
-  caCerts?: string[];
-  /** Called on every request before it is sent. */
-  sign?: (request: Request) => Promise<void> | void;
-  /** First retry delay in milliseconds (default 250). */
-  retryBaseMs?: number;
-  /** Longest wait for a path another push is writing (milliseconds). */
-  busyWaitMs?: number;
-  /** Most bytes per PUT (tests make it small). */
-  putMaxBytes?: number;
-  /** The session name of this run (default: random). */
-  session?: string;
-  /** Another push holding the destination stops this run (`DestinationBusy`) instead of making it wait. */
-  noWait?: boolean;
-  /** Called once when this run waits for another push's lease (`HOST:DIR`). */
-  onLockWait?: (dest: string, pid: number | undefined) => void;
-}
+export type { PushOptions } from "./push_context.ts";
 
 /**
  * Pushes `sources` to `remotePath`. Throws `SourceError` (nothing sent)

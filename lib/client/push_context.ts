@@ -8,7 +8,7 @@ import type { Remote } from "./remote.ts";
 import type { PushRemote } from "./remote_push.ts";
 import type { Backoff } from "./retry.ts";
 import type { Scheduler } from "./scheduler.ts";
-import type { PullEvent } from "./transfer.ts";
+import type { PullEvent, TreeOptions } from "./transfer.ts";
 
 /** One local regular file to send, and where it goes. */
 export interface SendJob {
@@ -141,4 +141,56 @@ export function writeRefusal(
 /** The server's disk is full (507): trying again at once cannot help; the file fails and what the server holds stays. */
 export function isDiskFull(error: unknown): boolean {
   return error instanceof HttpError && error.status === 507;
+}
+
+/** Options of `push` (lib/client/push.ts). */
+export interface PushOptions extends TreeOptions {
+  /** `http://127.0.0.1:10808`. */
+  baseUrl: string;
+  /** Local files and directories to send. */
+  sources: string[];
+  /**
+   * Absolute path on the server. Ending in `/`, with several sources, or an
+   * existing directory that gets a file: each source goes inside it under
+   * its own name. Otherwise the source is copied to this path itself (a
+   * directory created or merged into), unless `scpPlacement` puts a
+   * directory inside an existing remote directory, as scp does.
+   */
+  remotePath: string;
+  /** scp's rule for directories too (the `LOCAL... HOST:/path` form). */
+  scpPlacement?: boolean;
+  settings: ClientSettings;
+  /** Files sent in ranges at once (`-n`). */
+  parallelFiles: number;
+  /** Globs on the path relative to a pushed directory. */
+  include?: string[];
+  exclude?: string[];
+  /** `-P`: the server keeps the permission bits (never setuid, setgid, sticky). */
+  preserve?: boolean;
+  /** Commit each file only when the server's SHA-256 of it is the local one. */
+  verify?: boolean;
+  /** Decide "identical, skip" by SHA-256 instead of size + mtime. */
+  checksum?: boolean;
+  /** Most entries accepted from a listing of the destination. */
+  maxEntries?: number;
+  onEvent?: (event: PullEvent) => void;
+  /** Stops cleanly when aborted; what the server holds stays for a rerun. */
+  signal?: AbortSignal;
+  client?: Deno.HttpClient;
+  /** CA_file's certificates (PEM), for the PUTs that do not go through fetch. */
+  caCerts?: string[];
+  /** Called on every request before it is sent. */
+  sign?: (request: Request) => Promise<void> | void;
+  /** First retry delay in milliseconds (default 250). */
+  retryBaseMs?: number;
+  /** Longest wait for a path another push is writing (milliseconds). */
+  busyWaitMs?: number;
+  /** Most bytes per PUT (tests make it small). */
+  putMaxBytes?: number;
+  /** The session name of this run (default: random). */
+  session?: string;
+  /** Another push holding the destination stops this run (`DestinationBusy`) instead of making it wait. */
+  noWait?: boolean;
+  /** Called once when this run waits for another push's lease (`HOST:DIR`). */
+  onLockWait?: (dest: string, pid: number | undefined) => void;
 }
