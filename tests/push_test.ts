@@ -783,6 +783,65 @@ Deno.test("a local file cut short while its body streams fails that PUT and star
   );
 });
 
+Deno.test("into a path ending in /, the lease is asked for while the destination is stat'ed (one round trip for both)", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  await makeTree(join(f.src, "run42"));
+  let statAnswered = false;
+  let lockedBeforeStat: boolean | undefined;
+  const token = "0123456789abcdef0123456789abcdef";
+  await using server = serve(f, {
+    hook: async (url, request) => {
+      if (request.method === "GET" && url.pathname === "/v1/stat") {
+        // A far server: the stat takes its time.
+        await new Promise((done) => setTimeout(done, 150));
+        statAnswered = true;
+      }
+      if (url.pathname === "/v1/lock") {
+        lockedBeforeStat ??= !statAnswered;
+        return Response.json({ token, expires_ms: 30_000 });
+      }
+    },
+  });
+  const { summary } = await run(server, [join(f.src, "run42")], f.dst + "/");
+  assert.deepEqual(summary.failures, []);
+  assert.equal(lockedBeforeStat, true);
+  assert.deepEqual(
+    await snapshot(join(f.dst, "run42")),
+    await snapshot(join(f.src, "run42")),
+  );
+});
+
+Deno.test("a destination that cannot be stat'ed stops the push with one line, and the lease taken meanwhile goes back", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  await makeTree(join(f.src, "run42"));
+  const token = "0123456789abcdef0123456789abcdef";
+  const locks: string[] = [];
+  await using server = serve(f, {
+    hook: async (url, request) => {
+      if (request.method === "GET" && url.pathname === "/v1/stat") {
+        await new Promise((done) => setTimeout(done, 100));
+        return Response.json({
+          error: "forbidden",
+          message: "Access to this path is forbidden",
+        }, { status: 403 });
+      }
+      if (url.pathname === "/v1/lock") {
+        locks.push(url.search);
+        return Response.json({ token, expires_ms: 30_000 });
+      }
+    },
+  });
+  await assert.rejects(
+    () => run(server, [join(f.src, "run42")], f.dst + "/"),
+    ConnectError,
+  );
+  assert.equal(locks.length, 2, locks.join("\n"));
+  assert.match(locks[1], new RegExp(`token=${token}&release=1`));
+  assert.deepEqual(server.writes().filter((l) => !l.includes("/v1/lock")), []);
+});
+
 // ------------------------------------------------------------------ refusals
 
 Deno.test("a server that takes no writes, a path outside Writable_path and a refused key stop the run with one line (ConnectError)", async () => {

@@ -181,9 +181,39 @@ class PushRun {
   async execute(sources: PushSource[]): Promise<PullSummary> {
     const started = performance.now();
     const base = normalizeRemote(this.#o.remotePath);
-    // The first request is not retried: an unreachable server is told at once.
-    let root = await this.#rootStat(base, false);
-    const lease = await this.#lease(sources, base, root);
+    const place = { scp: this.#o.scpPlacement ?? false };
+    let root: StatEntry | undefined;
+    let lease: PushLease | undefined;
+    if (this.#o.remotePath.endsWith("/") || sources.length > 1) {
+      // Each source goes inside, whatever is there: the lease is asked for
+      // with the destination's stat, one round trip for both.
+      const leasing = this.#lease(
+        leasePath(this.#o.remotePath, base, sources, {
+          ...place,
+          remoteIsDir: true,
+        }),
+      );
+      leasing.catch(() => {});
+      try {
+        root = await this.#rootStat(base, false);
+      } catch (error) {
+        // No push: a lease taken meanwhile goes back, a wait for one ends.
+        this.#runStop.abort(error);
+        await leasing.then((held) => held?.release(), () => {});
+        this.#remote.close();
+        throw error;
+      }
+      lease = await leasing;
+    } else {
+      // The first request is not retried: an unreachable server is told at once.
+      root = await this.#rootStat(base, false);
+      lease = await this.#lease(
+        leasePath(this.#o.remotePath, base, sources, {
+          ...place,
+          remoteIsDir: root?.type === "dir",
+        }),
+      );
+    }
     try {
       // What the server holds now: the push this one waited for changed it
       // (or one that ended since a stat found no destination made it).
@@ -214,17 +244,9 @@ class PushRun {
     }
   }
 
-  /** The lease of the destination (none for a dry run, or from an older hsyncd), waited for unless `--no-wait`. */
-  async #lease(
-    sources: PushSource[],
-    base: string,
-    root: StatEntry | undefined,
-  ): Promise<PushLease | undefined> {
+  /** The lease of `path` (none for a dry run, or from an older hsyncd), waited for unless `--no-wait`. */
+  async #lease(path: string): Promise<PushLease | undefined> {
     if (this.#ctx.dryRun) return undefined;
-    const path = leasePath(this.#o.remotePath, base, sources, {
-      remoteIsDir: root?.type === "dir",
-      scp: this.#o.scpPlacement ?? false,
-    });
     try {
       return await lockPushDestination(this.#remote, path, {
         wait: !this.#o.noWait,
