@@ -812,6 +812,38 @@ Deno.test("into a path ending in /, the lease is asked for while the destination
   );
 });
 
+Deno.test("the lease goes back once, while the directories get their times (not a round trip after them)", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  await makeTree(join(f.src, "run42"));
+  const token = "0123456789abcdef0123456789abcdef";
+  let timesInFlight = 0;
+  const releases: number[] = [];
+  await using server = serve(f, {
+    hook: async (url, request) => {
+      if (url.pathname === "/v1/lock") {
+        if (url.searchParams.get("release") === "1") {
+          releases.push(timesInFlight);
+        }
+        return Response.json({ token, expires_ms: 30_000 });
+      }
+      if (request.method === "POST" && url.searchParams.has("mtime")) {
+        timesInFlight++;
+        await new Promise((done) => setTimeout(done, 150));
+        timesInFlight--;
+      }
+    },
+  });
+  const { summary } = await run(server, [join(f.src, "run42")], f.dst + "/");
+  assert.deepEqual(summary.failures, []);
+  assert.equal(releases.length, 1);
+  assert.ok(releases[0] > 0, "released while directory times were set");
+  assert.deepEqual(
+    await snapshot(join(f.dst, "run42")),
+    await snapshot(join(f.src, "run42")),
+  );
+});
+
 Deno.test("a destination that cannot be stat'ed stops the push with one line, and the lease taken meanwhile goes back", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);

@@ -225,7 +225,7 @@ class PushRun {
       if (lease?.entry !== undefined) {
         this.#leased = { path: lease.path, entry: lease.entry ?? undefined };
       }
-      return await this.#run(sources, base, root, started);
+      return await this.#run(sources, base, root, started, lease);
     } finally {
       await lease?.release();
       this.#remote.close();
@@ -268,6 +268,7 @@ class PushRun {
     base: string,
     root: StatEntry | undefined,
     started: number,
+    lease: PushLease | undefined,
   ): Promise<PullSummary> {
     const given = this.#o.remotePath;
     const several = sources.length > 1;
@@ -291,7 +292,11 @@ class PushRun {
       if (this.#o.deleteExtra && !this.#signal.aborted) {
         await this.#deleteExtra();
       }
-      if (!this.#signal.aborted) await this.#planner.finishDirs();
+      if (!this.#signal.aborted) {
+        // The lease goes back while the directories get their times: a
+        // push waiting for it asks once a second, after they are set.
+        await Promise.all([this.#planner.finishDirs(), lease?.release()]);
+      }
     } catch (error) {
       if (this.#fatal === undefined && !this.#signal.aborted) throw error;
     } finally {

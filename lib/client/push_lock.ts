@@ -48,6 +48,7 @@ export interface PushLease {
    * asked for and the server told it; undefined otherwise.
    */
   readonly entry: StatEntry | null | undefined;
+  /** Gives the lease back (once, however often it is called). */
   release(): Promise<void>;
 }
 
@@ -116,6 +117,7 @@ class Renewal implements PushLease {
   readonly entry: StatEntry | null | undefined;
   #timer?: ReturnType<typeof setTimeout>;
   #pending?: Promise<void>;
+  #released?: Promise<void>;
   #lost = false;
 
   constructor(
@@ -142,7 +144,11 @@ class Renewal implements PushLease {
     this.#timer = setTimeout(tick, every);
   }
 
-  async release(): Promise<void> {
+  release(): Promise<void> {
+    return this.#released ??= this.#release();
+  }
+
+  async #release(): Promise<void> {
     this.#stop.abort();
     clearTimeout(this.#timer);
     await this.#pending;
