@@ -5,7 +5,6 @@
  * verify -> place.
  */
 import { posix } from "node:path";
-import type { ClientSettings } from "../shared/config.ts";
 import { describeError } from "../shared/errors.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import { BundleFetcher } from "./fetch_bundle.ts";
@@ -57,15 +56,6 @@ export interface PullOptions extends TreeOptions {
    * `scpPlacement` is set.
    */
   localPath: string;
-  /** scp's rule for directories too: an existing destination directory gets the remote directory inside it. */
-  scpPlacement?: boolean;
-  settings: ClientSettings;
-  /** Files fetched in ranges at once (`-n`; see {@linkcode Scheduler}). */
-  parallelFiles: number;
-  /** Globs on the relative path (a pattern without `/` matches the name at any depth). */
-  include?: string[];
-  /** Globs on the relative path; an excluded directory excludes everything below it. */
-  exclude?: string[];
   /** Also copy permission bits (mtime is always copied), without setuid, setgid, sticky and write-for-others unless `specialModes`. */
   preserve?: boolean;
   /** With `preserve`: apply setuid, setgid, sticky and write-for-others bits from the server too. */

@@ -157,14 +157,6 @@ export interface PushOptions extends TreeOptions {
    * directory inside an existing remote directory, as scp does.
    */
   remotePath: string;
-  /** scp's rule for directories too (the `LOCAL... HOST:/path` form). */
-  scpPlacement?: boolean;
-  settings: ClientSettings;
-  /** Files sent in ranges at once (`-n`). */
-  parallelFiles: number;
-  /** Globs on the path relative to a pushed directory. */
-  include?: string[];
-  exclude?: string[];
   /** `-P`: the server keeps the permission bits (never setuid, setgid, sticky). */
   preserve?: boolean;
   /** Commit each file only when the server's SHA-256 of it is the local one. */

@@ -146,6 +146,15 @@ export interface PullContext {
 
 /** What a pull and a push take alike beyond their endpoints: selection, mirroring and what a faithful copy keeps. */
 export interface TreeOptions {
+  settings: ClientSettings;
+  /** Files sent or fetched in ranges at once (`-n`; see `Scheduler`). */
+  parallelFiles: number;
+  /** scp's rule for directories too: an existing destination directory gets a copied directory inside it. */
+  scpPlacement?: boolean;
+  /** Globs on the path relative to the tree (a pattern without `/` matches the name at any depth). */
+  include?: string[];
+  /** Globs on the relative path; an excluded directory excludes everything below it. */
+  exclude?: string[];
   /** `--include-regex`/`--exclude-regex`: regular expressions searched in the relative path. */
   includeRegex?: string[];
   excludeRegex?: string[];
