@@ -38,6 +38,15 @@ async function lockServer(dir: string) {
   return { server, incoming };
 }
 
+/** A busy tree below `dir`, a server to push it to, and the command line pushing it into its incoming directory. */
+async function treePush(dir: string) {
+  const src = join(dir, "tree");
+  await busyTree(src);
+  const { server, incoming } = await lockServer(dir);
+  const args = [src, `127.0.0.1:${server.port}:${incoming}/`];
+  return { src, server, incoming, args };
+}
+
 /** `POST /v1/lock` as another push would send it. */
 async function lockRequest(
   base: string,
@@ -51,11 +60,8 @@ async function lockRequest(
 
 Deno.test("two hsync pushes of one tree into one server directory at once: both exit 0, the copy is whole, nothing is sent twice", async () => {
   await using dir = await tempDir("hsync-push-lock-");
-  const src = join(dir.path, "tree");
-  await busyTree(src);
-  const { server, incoming } = await lockServer(dir.path);
+  const { src, server, incoming, args } = await treePush(dir.path);
   await using _ = server;
-  const args = [src, `127.0.0.1:${server.port}:${incoming}/`];
   await using first = spawnClient(args);
   await using second = spawnClient(args);
   const [a, b] = await Promise.all([first.exited, second.exited]);
@@ -77,11 +83,8 @@ Deno.test("two hsync pushes of one tree into one server directory at once: both 
 
 Deno.test("a push learns what is at its destination with the lease: no /v1/stat of it, new or there already", async () => {
   await using dir = await tempDir("hsync-push-lock-");
-  const src = join(dir.path, "tree");
-  await busyTree(src);
-  const { server, incoming } = await lockServer(dir.path);
+  const { src, server, incoming, args } = await treePush(dir.path);
   await using _ = server;
-  const args = [src, `127.0.0.1:${server.port}:${incoming}/`];
   const first = await runClient(args);
   assert.equal(first.code, 0, first.stderr);
   const again = await runClient(args);
