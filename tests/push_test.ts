@@ -783,13 +783,20 @@ Deno.test("a local file cut short while its body streams fails that PUT and star
   );
 });
 
+/** A lease token as hsyncd makes them. */
+const LEASE_TOKEN = "0123456789abcdef0123456789abcdef";
+
+/** hsyncd's answer granting the lease `LEASE_TOKEN` (a fake server's hook sends it). */
+function leaseAnswer(): Response {
+  return Response.json({ token: LEASE_TOKEN, expires_ms: 30_000 });
+}
+
 Deno.test("into a path ending in /, the lease is asked for while the destination is stat'ed (one round trip for both)", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   await makeTree(join(f.src, "run42"));
   let statAnswered = false;
   let lockedBeforeStat: boolean | undefined;
-  const token = "0123456789abcdef0123456789abcdef";
   await using server = serve(f, {
     hook: async (url, request) => {
       if (request.method === "GET" && url.pathname === "/v1/stat") {
@@ -799,7 +806,7 @@ Deno.test("into a path ending in /, the lease is asked for while the destination
       }
       if (url.pathname === "/v1/lock") {
         lockedBeforeStat ??= !statAnswered;
-        return Response.json({ token, expires_ms: 30_000 });
+        return leaseAnswer();
       }
     },
   });
@@ -816,7 +823,6 @@ Deno.test("the lease goes back once, while the directories get their times (not 
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   await makeTree(join(f.src, "run42"));
-  const token = "0123456789abcdef0123456789abcdef";
   let times = 0;
   let timesAnswered = 0;
   const releases: number[] = [];
@@ -826,7 +832,7 @@ Deno.test("the lease goes back once, while the directories get their times (not 
         if (url.searchParams.get("release") === "1") {
           releases.push(timesAnswered);
         }
-        return Response.json({ token, expires_ms: 30_000 });
+        return leaseAnswer();
       }
       if (request.method === "POST" && url.searchParams.has("mtime")) {
         times++;
@@ -851,7 +857,6 @@ Deno.test("a destination that cannot be stat'ed stops the push with one line, an
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   await makeTree(join(f.src, "run42"));
-  const token = "0123456789abcdef0123456789abcdef";
   const locks: string[] = [];
   await using server = serve(f, {
     hook: async (url, request) => {
@@ -864,7 +869,7 @@ Deno.test("a destination that cannot be stat'ed stops the push with one line, an
       }
       if (url.pathname === "/v1/lock") {
         locks.push(url.search);
-        return Response.json({ token, expires_ms: 30_000 });
+        return leaseAnswer();
       }
     },
   });
@@ -873,7 +878,7 @@ Deno.test("a destination that cannot be stat'ed stops the push with one line, an
     ConnectError,
   );
   assert.equal(locks.length, 2, locks.join("\n"));
-  assert.match(locks[1], new RegExp(`token=${token}&release=1`));
+  assert.match(locks[1], new RegExp(`token=${LEASE_TOKEN}&release=1`));
   assert.deepEqual(server.writes().filter((l) => !l.includes("/v1/lock")), []);
 });
 
