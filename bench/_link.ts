@@ -14,6 +14,8 @@
  * (`bench/_link_main.ts`) when something is timed beside it, so its copying
  * does not share an event loop with the measurement.
  */
+import { joinBytes } from "../lib/shared/bytes.ts";
+
 export interface Link extends AsyncDisposable {
   port: number;
   close(): Promise<void>;
@@ -134,7 +136,7 @@ export function startLink(
           queue.shift();
           const data = head.pieces.length === 1
             ? head.pieces[0]
-            : concat(head.pieces);
+            : joinBytes(head.pieces);
           let off = 0;
           while (off < data.length) off += await to.write(data.subarray(off));
           // The acknowledgement takes the way back.
@@ -201,14 +203,3 @@ export function startLink(
   return { port, close, [Symbol.asyncDispose]: close };
 }
 
-function concat(pieces: Uint8Array[]): Uint8Array {
-  let size = 0;
-  for (const p of pieces) size += p.length;
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const p of pieces) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
