@@ -23,6 +23,7 @@ import {
 import type { HeldUpload } from "./remote_push.ts";
 import { holesOf } from "./push_holes.ts";
 import { readSpan } from "./put_body.ts";
+import { FAR_RTT_MS } from "./stream_governor.ts";
 import { isRetryable, sleep } from "./retry.ts";
 
 /**
@@ -35,13 +36,11 @@ import { isRetryable, sleep } from "./retry.ts";
  */
 export const PUT_MAX_BYTES = 2 * 1024 * 1024;
 /**
- * Bytes of a PUT to a far server: each waits a round trip
+ * Bytes of a PUT to a far server ({@linkcode FAR_RTT_MS}): each waits a round trip
  * for its answer, so far away fewer, larger ones carry more per round trip
  * (hsyncd takes at most 8 MiB per range).
  */
 const FAR_PUT_BYTES = 8 * 1024 * 1024;
-/** A round trip this long (ms) makes PUTs {@linkcode FAR_PUT_BYTES}. */
-const FAR_RTT_MS = 8;
 /** Smallest range of a pushed file sent as a stream of PUTs beside the others (unless Max_part_num is pinned). */
 const PUSH_PART_BYTES = 32 * 1024 * 1024;
 /** Answered PUT buffers kept for the next ranges (the most requests in flight). */

@@ -22,11 +22,12 @@ const WARMUP_MS = 100;
 /** Streams are multiplied by this at each try (few tries: a big file is soon done). */
 const STEP = 4;
 /**
- * A first round trip this long (ms) starts a big file with
- * {@linkcode FAR_START} streams: far away one stream waits a round trip per
- * window, and the tries that would find more cost several round trips each.
+ * A round trip this long (ms) is a far server. A first one this long starts a
+ * big file with {@linkcode FAR_START} streams (far away one stream waits a
+ * round trip per window, and the tries that would find more cost several
+ * round trips each), and makes a push's PUTs larger.
  */
-const FAR_RTT_MS = 8;
+export const FAR_RTT_MS = 8;
 /**
  * Streams a big file starts with after a long first round trip (at most
  * `Max_part_num`), as aria2c's `-x16` opens its connections at once. Pulling
