@@ -4,7 +4,7 @@ import { API, type LockLease, type StatEntry } from "../../shared/wire.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { badQuery, json, requirePath } from "../http.ts";
 import { splitWritePath } from "../jail/write_support.ts";
-import { statEntry } from "./_checked.ts";
+import { statOf } from "./meta.ts";
 
 /** `POST /v1/lock?path=DIR[&token=T][&release=1][&stat=1]` (see `LockLease` in shared/wire.ts). */
 export const lockEndpoint: Endpoint = {
@@ -53,8 +53,7 @@ async function leasedEntry(
   path: string,
 ): Promise<StatEntry | null | undefined> {
   try {
-    const checked = await ctx.guard.check(path);
-    return statEntry(checked.info, checked.type);
+    return await statOf(ctx, path);
   } catch (error) {
     if (error instanceof HttpError && error.status === 404) return null;
     return undefined;

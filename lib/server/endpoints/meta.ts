@@ -1,6 +1,11 @@
 /** `/v1/health` (who answers) and `/v1/stat` (one entry's type, size, time, mode and ETag). */
 import { VERSION } from "../../shared/version.ts";
-import { API, API_VERSION, type Health } from "../../shared/wire.ts";
+import {
+  API,
+  API_VERSION,
+  type Health,
+  type StatEntry,
+} from "../../shared/wire.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { json, requirePath } from "../http.ts";
 import { statEntry } from "./_checked.ts";
@@ -30,6 +35,14 @@ function health(ctx: ServerContext): Promise<Response> {
 }
 
 async function stat(ctx: ServerContext, _request: Request, url: URL) {
-  const checked = await ctx.guard.check(requirePath(url));
-  return json(statEntry(checked.info, checked.type));
+  return json(await statOf(ctx, requirePath(url)));
+}
+
+/** What `GET /v1/stat` answers for `path` (its refusals thrown as HttpError). */
+export async function statOf(
+  ctx: ServerContext,
+  path: string,
+): Promise<StatEntry> {
+  const checked = await ctx.guard.check(path);
+  return statEntry(checked.info, checked.type);
 }
