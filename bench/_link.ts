@@ -202,4 +202,3 @@ export function startLink(
 
   return { port, close, [Symbol.asyncDispose]: close };
 }
-
