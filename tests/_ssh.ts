@@ -87,7 +87,7 @@ export interface Agent extends AsyncDisposable {
   add(key: string): Promise<void>;
 }
 
-/** Starts `ssh-agent -D -a DIR/agent.sock` and waits for its socket. */
+/** Starts `ssh-agent -D -a DIR/agent.sock` and waits until its socket takes a connection. */
 export async function startAgent(dir: string): Promise<Agent> {
   const socket = join(dir, "agent.sock");
   const child = new Deno.Command("ssh-agent", {
@@ -99,7 +99,10 @@ export async function startAgent(dir: string): Promise<Agent> {
   const deadline = Date.now() + 10_000;
   while (true) {
     try {
-      await Deno.lstat(socket);
+      // The socket exists from its bind(), before the agent listens on it:
+      // only a connection taken shows that ssh-add will be answered.
+      const probe = await Deno.connect({ transport: "unix", path: socket });
+      probe.close();
       break;
     } catch {
       if (Date.now() > deadline) {
