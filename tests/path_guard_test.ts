@@ -487,6 +487,19 @@ Deno.test("native() hands over the very file the handle proved, or nothing", asy
       }
       assert.equal(await opened.native(), undefined, "not once closed");
     });
+    await t.step("the file for each of 64 handles asking at once", async () => {
+      const checked = await f.guard.check(d("hello.txt"));
+      const handles = await Promise.all(
+        Array.from({ length: 64 }, () => f.guard.openFile(checked)),
+      );
+      try {
+        const files = await Promise.all(handles.map((h) => h.native()));
+        assert.equal(files.filter((x) => x !== undefined).length, 64);
+        for (const file of files) file?.close();
+      } finally {
+        await Promise.all(handles.map((h) => h.close()));
+      }
+    });
     for (
       const [name, swap] of [
         ["a file renamed over it", async (path: string) => {
@@ -538,6 +551,44 @@ Deno.test("native() hands over the very file the handle proved, or nothing", asy
         } finally {
           await opened.close();
           await Deno.remove(path);
+        }
+      },
+    );
+    await t.step(
+      "nothing at once while 16 opens hang on FIFOs; the file again once they are let go",
+      async () => {
+        const paths = Array.from({ length: 16 }, (_, i) => d(`fifo_${i}`));
+        const handles = [];
+        for (const path of paths) {
+          await Deno.writeTextFile(path, "proved");
+          handles.push(await f.guard.openFile(await f.guard.check(path)));
+        }
+        const plain = await f.guard.openFile(
+          await f.guard.check(d("hello.txt")),
+        );
+        try {
+          for (const path of paths) {
+            await Deno.remove(path);
+            await mkfifo(path);
+          }
+          const given = await Promise.all(handles.map((h) => h.native()));
+          assert.deepEqual(given, paths.map(() => undefined));
+          // All 16 still hang: no new open starts, and nothing waits.
+          const t0 = performance.now();
+          assert.equal(await plain.native(), undefined);
+          assert.ok(performance.now() - t0 < 500, "answered at once");
+          for (const path of paths) {
+            closeSync(
+              openSync(path, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK),
+            );
+          }
+          await new Promise((r) => setTimeout(r, 200));
+          const file = await plain.native();
+          assert.ok(file !== undefined, "opens again once they settled");
+          file.close();
+        } finally {
+          await Promise.all([...handles, plain].map((h) => h.close()));
+          for (const path of paths) await Deno.remove(path);
         }
       },
     );

@@ -15,6 +15,7 @@ import {
   type Stats,
 } from "node:fs";
 import { HttpError } from "../../shared/errors.ts";
+import { Limiter, type Release } from "../../shared/limiter.ts";
 import type { CwdAnchor } from "./cwd_anchor.ts";
 import { fsFailure } from "./request_path.ts";
 import { quote } from "./rules.ts";
@@ -102,15 +103,38 @@ export function openChecked(
 }
 
 /**
- * `Deno.open` of a checked file's real path (for `OpenedFile.native`) that
- * has not settled yet. `Deno.open` cannot say `O_NONBLOCK`, so a FIFO swapped
- * in under the path makes it hang until a writer comes; such opens are given
- * up on after `NATIVE_OPEN_MS`, and while `NATIVE_OPENS_PENDING` of them are
- * outstanding no new one starts: a file is then read through its handle.
+ * `Deno.open`s of checked files' real paths (for `OpenedFile.native`).
+ * `Deno.open` cannot say `O_NONBLOCK`, so a FIFO swapped in under the path
+ * makes it hang until a writer comes. At most `NATIVE_OPENS` run at once and
+ * the others wait their turn (64 clients asking for 4 files each at once:
+ * without the wait, all but the first 16 were read through JavaScript, and
+ * each slow connection then held about 0.5 MiB); an open or a wait is given
+ * up on after `NATIVE_OPEN_MS`. An open given up on gives its turn back but
+ * stays counted as stuck until it settles, and while `NATIVE_OPENS` are
+ * stuck no new one starts: files are then read through their handles.
  */
-let nativeOpensPending = 0;
-const NATIVE_OPENS_PENDING = 16;
+const NATIVE_OPENS = 16;
 const NATIVE_OPEN_MS = 1000;
+const nativeOpens = new Limiter(NATIVE_OPENS, { name: "native opens" });
+let nativeOpensStuck = 0;
+
+/** A turn to open natively, waited for at most `NATIVE_OPEN_MS`; `undefined` when none came. */
+async function nativeTurn(): Promise<Release | undefined> {
+  try {
+    return nativeOpens.take();
+  } catch {
+    // none free now: wait for one
+  }
+  const late = new AbortController();
+  const timer = setTimeout(() => late.abort(), NATIVE_OPEN_MS);
+  try {
+    return await nativeOpens.acquire(late.signal);
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** An open regular file: positioned reads on a descriptor proven to be the checked file. */
 class FdFile implements OpenedFile {
@@ -126,27 +150,32 @@ class FdFile implements OpenedFile {
   }
 
   async native(): Promise<Deno.FsFile | undefined> {
-    if (this.#closed || nativeOpensPending >= NATIVE_OPENS_PENDING) {
+    if (this.#closed || nativeOpensStuck >= NATIVE_OPENS) return undefined;
+    const release = await nativeTurn();
+    if (release === undefined) return undefined;
+    if (this.#closed) {
+      release();
       return undefined;
     }
-    nativeOpensPending++;
-    const opening = Deno.open(this.#realPath, { read: true }).finally(() => {
-      nativeOpensPending--;
-    });
+    const opening = Deno.open(this.#realPath, { read: true });
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<undefined>((resolve) => {
+    const given = new Promise<undefined>((resolve) => {
       timer = setTimeout(() => resolve(undefined), NATIVE_OPEN_MS);
     });
     let file: Deno.FsFile | undefined;
     try {
-      file = await Promise.race([opening, late]);
+      file = await Promise.race([opening, given]);
     } catch {
       return undefined;
     } finally {
       clearTimeout(timer);
+      release();
     }
     if (file === undefined) {
-      opening.then((f) => f.close(), () => {});
+      nativeOpensStuck++;
+      opening.then((f) => f.close(), () => {}).finally(() => {
+        nativeOpensStuck--;
+      });
       return undefined;
     }
     // Whatever the path led to, only the very inode of the proven descriptor
