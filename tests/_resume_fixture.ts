@@ -144,7 +144,14 @@ export async function startControlledServer(
       fileRequests.push(record);
       if (response.body === null) return response;
       const fault = self.onFile?.(record) ?? {};
-      const body = wrapBody(response.body, fault, (n) => served += n, stalls);
+      const length = Number(response.headers.get("content-length"));
+      const body = wrapBody(
+        response.body,
+        length,
+        fault,
+        (n) => served += n,
+        stalls,
+      );
       return new Response(body, {
         status: response.status,
         headers: response.headers,
@@ -201,8 +208,14 @@ function cutLines(
   }, { highWaterMark: 0 });
 }
 
+/**
+ * The body as sent, with `fault` applied: at most `length` bytes (its
+ * `content-length`), as `Deno.serve` sends of a file body that reads on past
+ * its range.
+ */
 function wrapBody(
   body: ReadableStream<Uint8Array>,
+  length: number,
   fault: BodyFault,
   count: (n: number) => void,
   stalls: Set<() => void>,
@@ -229,11 +242,12 @@ function wrapBody(
         return;
       }
       const { done, value } = await reader.read();
-      if (done) {
+      if (done || sent >= length) {
+        if (!done) await reader.cancel().catch(() => {});
         controller.close();
         return;
       }
-      let chunk = value;
+      let chunk = value.subarray(0, length - sent);
       if (
         fault.stallAfter !== undefined && sent + chunk.length > fault.stallAfter
       ) chunk = chunk.subarray(0, fault.stallAfter - sent);

@@ -524,7 +524,7 @@ Deno.test("hsyncd finishes an in-flight download after SIGTERM, refusing new con
   });
 });
 
-Deno.test("hsyncd sends a file that grows while it is sent only up to its content-length, and the connection serves the next request", async () => {
+Deno.test("hsyncd sends a file that grows while it is sent, or a range in its middle, only up to its content-length, and the connection serves the next request", async () => {
   await withFixture(async (f) => {
     const size = 4 * 1024 * 1024;
     const path = join(f.data, "growing.log");
@@ -563,6 +563,20 @@ Deno.test("hsyncd sends a file that grows while it is sent only up to its conten
         got.set(rest, first.length);
         assert.deepEqual(got, bytes.subarray(start));
         await Deno.truncate(path, size);
+      }
+      // Ranges in the middle, natively streamed (longer than one chunk) or
+      // not: exactly their bytes, though the file goes on after them.
+      for (const [start, length] of [[1000, 1_500_000], [3_000_000, 100_000]]) {
+        const head = await http.request(
+          `/v1/file?path=${encodeURIComponent(path)}`,
+          { range: `bytes=${start}-${start + length - 1}` },
+        );
+        assert.equal(head.status, 206);
+        assert.equal(head.headers.get("content-length"), String(length));
+        assert.deepEqual(
+          await http.body(length),
+          bytes.subarray(start, start + length),
+        );
       }
       // Nothing more was written on the connection: the next answer starts clean.
       const next = await http.request(

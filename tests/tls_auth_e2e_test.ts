@@ -570,3 +570,68 @@ Deno.test("hsyncd refuses to start, in one line, with an unreadable or invalid A
     assert.equal(server.stdout, "");
   }
 });
+
+Deno.test({
+  name:
+    "over HTTPS with HTTP/2, a range in the middle of a file and a file that grows while sent end exactly at their content-length",
+  ignore: !openssl,
+  async fn() {
+    await using tmp = await tempDir("hsync-h2-");
+    const f = await makeFixture(tmp.path);
+    const config = await serverConfig(f, "server.ini", [
+      `Cert_file = ${f.pki.certFile}`,
+      `Key_file = ${f.pki.keyFile}`,
+      "Allowed_host = 127.0.0.1",
+    ]);
+    const size = 4 * 1024 * 1024;
+    const bytes = new Uint8Array(size).map((_, i) =>
+      (i * 7 + (i >> 11)) & 0xff
+    );
+    const path = join(f.data, "grows.bin");
+    await Deno.writeFile(path, bytes);
+    await using server = new Hsyncd(f.dir, config);
+    await server.listening();
+    const url = `https://127.0.0.1:${server.port}/v1/file?path=${
+      encodeURIComponent(path)
+    }`;
+    const saved = join(f.dir, "got.bin");
+    const get = async (extra: string[], during?: () => Promise<void>) => {
+      const child = new Deno.Command("curl", {
+        args: [
+          "-sS",
+          "--http2",
+          "--cacert",
+          f.pki.caFile,
+          "-o",
+          saved,
+          "-w",
+          "%{http_version} %{http_code}",
+          ...extra,
+          url,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      await during?.();
+      const out = await child.output();
+      const dec = new TextDecoder();
+      return {
+        said: `${dec.decode(out.stdout)} ${dec.decode(out.stderr)}`.trim(),
+        body: await Deno.readFile(saved),
+      };
+    };
+    // 1.5 MB from the middle: more than one chunk, the file goes on after it.
+    const middle = await get(["-r", "1000-1500999"]);
+    assert.equal(middle.said, "2 206");
+    assert.deepEqual(middle.body, bytes.subarray(1000, 1_501_000));
+    // The whole file, read slowly, while 1 MiB is appended.
+    const whole = await get(["--limit-rate", "8M"], async () => {
+      await new Promise((r) => setTimeout(r, 150));
+      await Deno.writeFile(path, new Uint8Array(1024 * 1024).fill(0x7a), {
+        append: true,
+      });
+    });
+    assert.equal(whole.said, "2 200");
+    assert.deepEqual(whole.body, bytes);
+  },
+});

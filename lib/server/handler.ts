@@ -12,6 +12,7 @@ import { type ContextOptions, createContext } from "./context.ts";
 import { errorResponse } from "./error_status.ts";
 import type { ServerLimits } from "./limits.ts";
 import { authenticate, type AuthOptions } from "./request_auth.ts";
+import { overHttp1 } from "./http.ts";
 import { route } from "./router.ts";
 
 export { DEFAULT_LIMITS, type ServerLimits } from "./limits.ts";
@@ -89,9 +90,8 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
       if (response.status === 500) ctx.reportError(error, request);
       // Nothing is drained here: a refused peer, or a body left unread, is
       // told the connection ends (what Deno does with it: README "Bounded work").
-      // Only over HTTP/1.x: HTTP/2 forbids the header (curl fails the stream),
-      // and its requests carry no Host header (the authority is in the URL).
-      if (!request.headers.has("host")) {
+      // Only over HTTP/1.x: HTTP/2 forbids the header (curl fails the stream).
+      if (!overHttp1(request)) {
         // HTTP/2: the stream ends with the answer; nothing more to say.
       } else if (
         (request.body !== null && !ticket.bodyRead) ||

@@ -3,6 +3,16 @@ import { HttpError } from "../shared/errors.ts";
 
 const encoder = new TextEncoder();
 
+/**
+ * Whether the request came over HTTP/1.x: HTTP/1.1 requests must carry a Host
+ * header, HTTP/2 ones carry none (their authority is in the URL). Over
+ * HTTP/2 a body longer than its `content-length` fails the stream, and a
+ * `connection` header is forbidden.
+ */
+export function overHttp1(request: Request): boolean {
+  return request.headers.has("host");
+}
+
 /** `headers` (copied) with `content-type` and `x-content-type-options: nosniff`. */
 export function baseHeaders(contentType: string, headers?: Headers): Headers {
   const out = new Headers(headers);
