@@ -635,3 +635,33 @@ Deno.test({
     assert.deepEqual(whole.body, bytes);
   },
 });
+
+Deno.test({
+  name:
+    "hsync speaks HTTP/1.1 over TLS: its streams are connections of their own, as without TLS",
+  ignore: !openssl,
+  async fn() {
+    await using tmp = await tempDir("hsync-h1-");
+    const f = await makeFixture(tmp.path);
+    const seen: boolean[] = [];
+    // A stand-in server: HTTP/1.1 requests carry a Host header, HTTP/2 ones do not.
+    await using server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: await Deno.readTextFile(f.pki.certFile),
+      key: await Deno.readTextFile(f.pki.keyFile),
+      onListen() {},
+    }, (request) => {
+      seen.push(request.headers.has("host"));
+      return new Response("no", { status: 404 });
+    });
+    const config = await clientConfig(f, [`CA_file = ${f.pki.caFile}`]);
+    const r = await runClient(
+      pullArgs(server.addr.port, f.data, join(f.dir, "out"), config),
+      { HSYNC_DIR: f.clientDir },
+    );
+    assert.notEqual(r.code, 0, "not an hsyncd");
+    assert.ok(seen.length > 0, r.stderr);
+    assert.deepEqual(seen, seen.map(() => true));
+  },
+});
