@@ -45,6 +45,8 @@ export interface ControlledServer extends AsyncDisposable {
   readonly listAfters: Array<string | null>;
   /** Paths asked for in bundle requests since the server started. */
   readonly bundlePaths: string[];
+  /** Every request since the server started: its endpoint and the client's port (one per connection). */
+  readonly requests: Array<{ endpoint: string; port: number }>;
   /** Cuts the n-th listing (0-based) after this many lines: its body ends in an error. */
   onList?: (n: number) => number | undefined;
   /** Replaces the bytes of a bundle response (the whole body, buffered). */
@@ -74,9 +76,11 @@ export async function startControlledServer(
   let hashCount = 0;
   const listAfters: Array<string | null> = [];
   const bundlePaths: string[] = [];
+  const requests: Array<{ endpoint: string; port: number }> = [];
   const self: ControlledServer = {
     listAfters,
     bundlePaths,
+    requests,
     baseUrl: "",
     port: 0,
     get served() {
@@ -103,6 +107,10 @@ export async function startControlledServer(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     async (request, info) => {
       const url = new URL(request.url);
+      requests.push({
+        endpoint: url.pathname,
+        port: (info.remoteAddr as Deno.NetAddr).port,
+      });
       if (url.pathname === "/v1/hash") {
         hashRequests++;
         const replaced = self.onHash?.(hashCount++);

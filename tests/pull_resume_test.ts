@@ -388,3 +388,40 @@ Deno.test("pull() gives up on a listing that keeps being cut at the same place a
     Array.from({ length: 10 }, (_, i) => `f0${i}`),
   );
 });
+
+Deno.test("pull() of a tree opens connections for its first bundles while it looks at the root, and the bundles go on them", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  for (let i = 0; i < 400; i++) {
+    await Deno.writeTextFile(join(data, `f${i}`), `file ${i}\n`);
+  }
+  await using server = await startControlledServer(data);
+  const out = join(dir.path, "out");
+  const { summary } = await runPull({
+    baseUrl: server.baseUrl,
+    remotePath: data,
+    localPath: out,
+  });
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, 400);
+  const first = (endpoint: string) =>
+    server.requests.findIndex((r) => r.endpoint === endpoint);
+  // Four health checks go out with the stat and the listing.
+  const warmed = server.requests.filter((r) => r.endpoint === "/v1/health");
+  assert.equal(warmed.length, 4);
+  assert.ok(
+    server.requests.lastIndexOf(warmed[3]) < first("/v1/bundle"),
+    "warmed before the first bundle",
+  );
+  // The bundles find those connections open: no bundle needs a new one.
+  const before = new Set(
+    server.requests.slice(0, first("/v1/bundle")).map((r) => r.port),
+  );
+  const bundles = server.requests.filter((r) => r.endpoint === "/v1/bundle");
+  assert.ok(bundles.length >= 2, `${bundles.length} bundles`);
+  assert.ok(
+    bundles.every((r) => before.has(r.port)),
+    JSON.stringify(server.requests),
+  );
+});

@@ -326,6 +326,25 @@ export class Remote {
     this.#bufferRequests = undefined;
   }
 
+  /**
+   * Opens `count` more connections ahead of need: a `GET /v1/health` on
+   * each, its answer read whole so that the connection goes back to fetch's
+   * pool. A request that later needs a connection of its own then finds one
+   * open instead of waiting a round trip for it. Failures are ignored: the
+   * requests that matter report their own.
+   */
+  warm(count: number, signal?: AbortSignal): void {
+    for (let i = 0; i < count; i++) {
+      this.send(this.url(API.health), { signal }).then(async (ex) => {
+        try {
+          await ex.response.arrayBuffer();
+        } finally {
+          ex.done();
+        }
+      }).catch(() => {});
+    }
+  }
+
   /** `GET /v1/stat`: one entry. */
   async stat(path: string, signal?: AbortSignal): Promise<StatEntry> {
     const ex = await this.send(this.url(API.stat, { path }), { signal });
