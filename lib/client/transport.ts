@@ -58,11 +58,11 @@ export interface TransportOptions {
 /**
  * Builds the transport of a run from its settings. With `Tls` and a
  * `CA_file`, the HTTP client also trusts that CA (its certificates are
- * added to the default roots); without `CA_file` the
- * default trust store is used. Over TLS the client speaks HTTP/1.1 only:
- * HTTP/2 would carry every stream of a run on one connection, within one
- * connection's window (a 256 MiB file 50 ms away: 5.2 s over HTTP/2, 1.2 s
- * over HTTP/1.1 connections, as without TLS). Host names are always checked by the TLS
+ * added to the default roots); without `CA_file` the default trust store is
+ * used. Over TLS the client speaks HTTP/1.1 only: HTTP/2 would carry every
+ * stream of a run on one connection, within one connection's window (a
+ * 256 MiB file 50 ms away: 5.2 s over HTTP/2, 1.2 s over HTTP/1.1
+ * connections, as without TLS). Host names are always checked by the TLS
  * stack. With an `Identity_file` (or `$HSYNC_DIR/id_ed25519` when it exists),
  * every request is signed. Relative paths are resolved against `HSYNC_DIR`.
  * Throws `ConfigError` with one line naming the file when it cannot be used.
