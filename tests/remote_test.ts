@@ -1,13 +1,22 @@
 /** Tests of lib/client/remote.ts: NDJSON line splitting, JSON errors, signing, timeouts, unreachable servers. */
 import assert from "node:assert/strict";
-import { ConnectError, HttpError } from "../lib/shared/errors.ts";
+import {
+  ConnectError,
+  HttpError,
+  ProtocolError,
+} from "../lib/shared/errors.ts";
 import {
   errorFrom,
   RedirectRefused,
   Remote,
   TimeoutError,
 } from "../lib/client/remote.ts";
-import { MAX_LINE_CHARS, splitLines } from "../lib/client/ndjson_lines.ts";
+import {
+  MAX_LINE_CHARS,
+  parseGlobLine,
+  parseListLine,
+  splitLines,
+} from "../lib/client/ndjson_lines.ts";
 
 function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
   return new ReadableStream({
@@ -55,6 +64,62 @@ Deno.test("splitLines() refuses a line longer than the limit", async () => {
     () => chunk,
   );
   await assert.rejects(() => lines(chunks), /longer than/);
+});
+
+Deno.test("parseListLine() and parseGlobLine() take a well-formed line and refuse anything else in one line naming the server", () => {
+  const entry = {
+    path: "a/b",
+    type: "file",
+    size: 3,
+    mtime: 1,
+    mode: 0o644,
+    etag: '"x"',
+  };
+  assert.deepEqual(parseListLine(JSON.stringify(entry), "h:1", false), entry);
+  const link = { ...entry, type: "symlink", target: "b" };
+  assert.deepEqual(parseListLine(JSON.stringify(link), "h:1", true), link);
+  for (
+    const [line, links, message] of [
+      ["{", false, "Listing from h:1 has a line that is not JSON"],
+      [JSON.stringify(link), false, "Listing from h:1 has a malformed entry"],
+      [
+        JSON.stringify({ ...entry, size: -1 }),
+        false,
+        "Listing from h:1 has a malformed entry",
+      ],
+      [
+        JSON.stringify({ omitted: "link" }),
+        false,
+        "Listing from h:1 has a malformed omission",
+      ],
+    ] as const
+  ) {
+    assert.throws(
+      () => parseListLine(line, "h:1", links),
+      (e: unknown) => e instanceof ProtocolError && e.message === message,
+      line,
+    );
+  }
+  assert.deepEqual(
+    parseGlobLine('{"path":"/d/x","type":"dir"}', "h:1"),
+    { path: "/d/x", type: "dir" },
+  );
+  for (
+    const line of [
+      "not json",
+      '{"path":"d/x","type":"dir"}',
+      '{"path":"/d/\\u0000","type":"file"}',
+      '{"path":"/d/x","type":"symlink"}',
+    ]
+  ) {
+    assert.throws(
+      () => parseGlobLine(line, "h:1"),
+      (e: unknown) =>
+        e instanceof ProtocolError &&
+        e.message === "Glob answer from h:1 has a malformed line",
+      line,
+    );
+  }
 });
 
 Deno.test("errorFrom() keeps the server's code and message", async () => {

@@ -1,10 +1,10 @@
 /**
  * The server's NDJSON answers (listing, glob) read line by line: a byte
  * stream split into lines in memory bounded by the longest line, and each
- * listing line checked field by field before it is trusted.
+ * line checked field by field before it is trusted.
  */
 import { ProtocolError } from "../shared/errors.ts";
-import type { ListEntry, ListLine } from "../shared/wire.ts";
+import type { GlobMatch, ListEntry, ListLine } from "../shared/wire.ts";
 
 /** Longest NDJSON line accepted: a longer one means a corrupt or hostile stream. */
 export const MAX_LINE_CHARS = 1024 * 1024;
@@ -46,13 +46,18 @@ export async function* splitLines(
   }
 }
 
-/** An omission or an entry, checked field by field (a `symlink` only when `links` was asked). */
-export function checkListLine(
-  value: unknown,
+/** A listing line: an omission or an entry, checked field by field (a `symlink` only when `links` was asked). */
+export function parseListLine(
+  line: string,
   host: string,
   links: boolean,
 ): ListLine {
-  const e = value as Record<string, unknown> | null;
+  let e: Record<string, unknown> | null;
+  try {
+    e = JSON.parse(line);
+  } catch {
+    throw new ProtocolError(`Listing from ${host} has a line that is not JSON`);
+  }
   if (typeof e === "object" && e !== null && "omitted" in e) {
     if (
       typeof e.omitted !== "string" || typeof e.message !== "string" ||
@@ -76,4 +81,21 @@ export function checkListLine(
     throw new ProtocolError(`Listing from ${host} has a malformed entry`);
   }
   return e as unknown as ListEntry;
+}
+
+/** A line of a glob answer: an absolute path and its kind. */
+export function parseGlobLine(line: string, host: string): GlobMatch {
+  let m: Partial<GlobMatch> | null;
+  try {
+    m = JSON.parse(line);
+  } catch {
+    m = null;
+  }
+  if (
+    typeof m?.path !== "string" || !m.path.startsWith("/") ||
+    m.path.includes("\0") || (m.type !== "file" && m.type !== "dir")
+  ) {
+    throw new ProtocolError(`Glob answer from ${host} has a malformed line`);
+  }
+  return m as GlobMatch;
 }

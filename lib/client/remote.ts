@@ -12,7 +12,7 @@ import {
 } from "./server_probe.ts";
 import { throttled, type TokenBucket } from "./bandwidth.ts";
 import { BufferRequests } from "./buffer_request.ts";
-import { checkListLine, splitLines } from "./ndjson_lines.ts";
+import { parseGlobLine, parseListLine, splitLines } from "./ndjson_lines.ts";
 import { sleep } from "../shared/sleep.ts";
 import { busyPause } from "./busy_server.ts";
 import {
@@ -397,15 +397,7 @@ export class Remote {
       if (body === null) return;
       for await (const line of splitLines(body, ex.kick)) {
         if (line.trim() === "") continue;
-        let entry: unknown;
-        try {
-          entry = JSON.parse(line);
-        } catch {
-          throw new ProtocolError(
-            `Listing from ${this.host} has a line that is not JSON`,
-          );
-        }
-        yield checkListLine(entry, this.host, query.links ?? false);
+        yield parseListLine(line, this.host, query.links ?? false);
       }
     } finally {
       ex.done();
@@ -432,21 +424,7 @@ export class Remote {
       if (body === null) return;
       for await (const line of splitLines(body, ex.kick)) {
         if (line.trim() === "") continue;
-        let m: Partial<GlobMatch> | null;
-        try {
-          m = JSON.parse(line);
-        } catch {
-          m = null;
-        }
-        if (
-          typeof m?.path !== "string" || !m.path.startsWith("/") ||
-          m.path.includes("\0") || (m.type !== "file" && m.type !== "dir")
-        ) {
-          throw new ProtocolError(
-            `Glob answer from ${this.host} has a malformed line`,
-          );
-        }
-        yield m as GlobMatch;
+        yield parseGlobLine(line, this.host);
       }
     } finally {
       ex.done();
