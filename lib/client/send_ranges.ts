@@ -36,9 +36,9 @@ import { isRetryable, sleep } from "./retry.ts";
  */
 export const PUT_MAX_BYTES = 2 * 1024 * 1024;
 /**
- * Bytes of a PUT to a far server ({@linkcode FAR_RTT_MS}): each waits a round trip
- * for its answer, so far away fewer, larger ones carry more per round trip
- * (hsyncd takes at most 8 MiB per range).
+ * Bytes of a PUT to a far server ({@linkcode FAR_RTT_MS}): each waits a
+ * round trip for its answer, so far away fewer, larger ones carry more per
+ * round trip (hsyncd takes at most 8 MiB per range).
  */
 const FAR_PUT_BYTES = 8 * 1024 * 1024;
 /** Smallest range of a pushed file sent as a stream of PUTs beside the others (unless Max_part_num is pinned). */

@@ -118,13 +118,8 @@ const NATIVE_OPEN_MS = 1000;
 const nativeOpens = new Limiter(NATIVE_OPENS, { name: "native opens" });
 let nativeOpensStuck = 0;
 
-/** A turn to open natively, waited for at most `NATIVE_OPEN_MS`; `undefined` when none came. */
+/** A turn to open natively (at once when one is free), waited for at most `NATIVE_OPEN_MS`; `undefined` when none came. */
 async function nativeTurn(): Promise<Release | undefined> {
-  try {
-    return nativeOpens.take();
-  } catch {
-    // none free now: wait for one
-  }
   const late = new AbortController();
   const timer = setTimeout(() => late.abort(), NATIVE_OPEN_MS);
   try {
