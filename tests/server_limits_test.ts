@@ -284,6 +284,82 @@ Deno.test("a request body that stops arriving is abandoned after bodyIdleMs with
   );
 });
 
+/**
+ * Serves `s.handler` on a loopback port with `Deno.serve` (whose request
+ * bodies are read as bytes into one buffer, unlike a `Request` made here)
+ * and sends `head` then `pieces` on a raw connection, `gapMs` apart;
+ * resolves with the status line of the answer.
+ */
+async function rawExchange(
+  s: Setup,
+  head: string,
+  pieces: Uint8Array[],
+  gapMs: number,
+): Promise<{ status: string; afterMs: number }> {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) => s.handler(request, info),
+  );
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: server.addr.port,
+  });
+  try {
+    const started = performance.now();
+    const answer = (async () => {
+      const buf = new Uint8Array(4096);
+      const n = await conn.read(buf);
+      return {
+        status: new TextDecoder().decode(buf.subarray(0, n ?? 0)).split(
+          "\r\n",
+        )[0],
+        afterMs: performance.now() - started,
+      };
+    })();
+    await conn.write(new TextEncoder().encode(head));
+    let answered = false;
+    answer.finally(() => answered = true);
+    for (const piece of pieces) {
+      if (answered) break;
+      await delay(gapMs);
+      await conn.write(piece).catch(() => {});
+    }
+    return await answer;
+  } finally {
+    conn.close();
+    await server.shutdown();
+  }
+}
+
+Deno.test("a body of a declared length that stops arriving is abandoned after bodyIdleMs (408); one that keeps trickling in is read whole", async () => {
+  await withServer(
+    async (s) => {
+      const json = new TextEncoder().encode(
+        JSON.stringify({ root: s.root, paths: ["hello.txt"] }),
+      );
+      const head = (length: number) =>
+        `POST /v1/bundle HTTP/1.1\r\nHost: localhost\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`;
+      // 10 of 100 declared bytes, then nothing.
+      const stalled = await rawExchange(s, head(100), [json.slice(0, 10)], 0);
+      assert.match(stalled.status, / 408 /);
+      assert.ok(
+        stalled.afterMs >= 290 && stalled.afterMs < 2000,
+        `answered after ${stalled.afterMs} ms`,
+      );
+      // Eight pieces 120 ms apart: the body takes 960 ms, no gap 300.
+      const pieces = Array.from(
+        { length: 8 },
+        (_, i) => json.slice(i * json.length / 8, (i + 1) * json.length / 8),
+      );
+      const trickled = await rawExchange(s, head(json.length), pieces, 120);
+      assert.match(trickled.status, / 200 /);
+      assert.ok(trickled.afterMs >= 900, `answered after ${trickled.afterMs}`);
+    },
+    { bodyIdleMs: 300 },
+  );
+});
+
 Deno.test("100 queued bundles with 1 MiB bodies hold at most bodyBytes of them, peers at most peerBodyBytes; the rest get 503 before their bodies are read", async () => {
   const MiB = 1024 * 1024;
   const chunk = 64 * 1024;

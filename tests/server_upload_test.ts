@@ -11,6 +11,7 @@ import type {
   UploadStatus,
 } from "../lib/shared/wire.ts";
 import { createHandler } from "../lib/server/handler.ts";
+import { keptBodyBytes } from "../lib/server/body_buffers.ts";
 import { ServerNames } from "../lib/server/server_names.ts";
 import {
   BODY_DIGEST_HEADER,
@@ -43,6 +44,7 @@ function put(
   start: number,
   end: number,
   options: { source?: string; session?: string; restart?: boolean } = {},
+  call: Fixture["call"] = f.call,
 ): Promise<Response> {
   const query = new URLSearchParams({
     path: join(f.root, rel),
@@ -50,7 +52,7 @@ function put(
     source: options.source ?? "src-1",
   });
   if (options.restart) query.set("restart", "1");
-  return f.call(`/v1/upload?${query}`, {
+  return call(`/v1/upload?${query}`, {
     method: "PUT",
     headers: {
       "content-range": `bytes ${start}-${end - 1}/${bytes.length}`,
@@ -128,6 +130,65 @@ Deno.test("a file pushed in ranges, out of order, is held as it arrives and comm
       404,
       "not_found",
     );
+  }, WRITABLE);
+});
+
+Deno.test("ranges of four files pushed eight at a time through Deno.serve land exact: their bodies' buffers are used again, never two at once", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.root, "in"));
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      (request, info) => f.handler(request, info),
+    );
+    const call: Fixture["call"] = (path, init) =>
+      fetch(`http://127.0.0.1:${server.addr.port}${path}`, init);
+    try {
+      const MiB = 1024 * 1024;
+      const files = Array.from(
+        { length: 4 },
+        (_, k) =>
+          new Uint8Array(6 * MiB + k).map((_, i) =>
+            (i * 31 + k * 101 + (i >> 12)) & 255
+          ),
+      );
+      // Six ranges of about 1 MiB per file (kept buffers are 1 MiB and up).
+      const jobs = files.flatMap((bytes, k) =>
+        Array.from({ length: 6 }, (_, r) => ({
+          k,
+          start: Math.floor(r * bytes.length / 6),
+          end: Math.floor((r + 1) * bytes.length / 6),
+        }))
+      );
+      keptBodyBytes();
+      for (let i = 0; i < jobs.length; i += 8) {
+        const answers = await Promise.all(
+          jobs.slice(i, i + 8).map(({ k, start, end }) =>
+            put(f, `in/f${k}.bin`, files[k], start, end, {
+              session: `s${k}`,
+            }, call)
+          ),
+        );
+        for (const answer of answers) {
+          assert.equal(answer.status, 200, await answer.text());
+        }
+      }
+      assert.ok(keptBodyBytes() > 0, "bodies were read into kept buffers");
+      for (const [k, bytes] of files.entries()) {
+        const res = await commit(f, `in/f${k}.bin`, {
+          size: bytes.length,
+          mtime: 1_700_000_000_000,
+          sha256: sha256(bytes),
+        }, `s${k}`);
+        assert.equal(res.status, 200, await res.clone().text());
+        await res.body?.cancel();
+        assert.deepEqual(
+          await Deno.readFile(join(f.root, `in/f${k}.bin`)),
+          bytes,
+        );
+      }
+    } finally {
+      await server.shutdown();
+    }
   }, WRITABLE);
 });
 

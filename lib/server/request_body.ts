@@ -9,6 +9,7 @@ import { HttpError } from "../shared/errors.ts";
 import type { Release } from "../shared/limiter.ts";
 import { admit, hold, taking, ticketOf } from "./admission.ts";
 import { DEFAULT_LIMITS } from "./limits.ts";
+import { lendBodyBuffer, takeBodyBuffer } from "./body_buffers.ts";
 
 /** Bodies already read (and checked against their signature) by `authenticate`. */
 const verifiedBodies = new WeakMap<Request, Uint8Array<ArrayBuffer>>();
@@ -92,7 +93,20 @@ export async function readBody(
   request: Request,
   max: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  return joinBytes(await readPieces(request, max));
+  const pieces = await readPieces(request, max);
+  // A body of a declared length is one piece already.
+  return pieces.length === 1
+    ? pieces[0] as Uint8Array<ArrayBuffer>
+    : joinBytes(pieces);
+}
+
+/** A body that stopped before its declared length without an error. */
+function cut(total: number): HttpError {
+  return new HttpError(
+    400,
+    "bad_request",
+    `Cannot read the request body: it ended after ${total} bytes, short of its Content-Length`,
+  );
 }
 
 /** {@linkcode readBody}'s work, leaving the body in the pieces it arrived in. */
@@ -138,17 +152,58 @@ async function readPieces(
   );
   const chunks: Uint8Array[] = [];
   let total = 0;
-  const reader = request.body.getReader();
+  // A body of a declared length is read into one buffer of that length (a
+  // kept one for a large body); any other in the pieces it arrives in.
+  // (Deno hands some bodies, those it has whole already, as a plain stream.)
+  let buffer: ArrayBuffer | undefined;
+  let reader:
+    | ReadableStreamBYOBReader
+    | ReadableStreamDefaultReader<Uint8Array>
+    | undefined;
+  if (length !== undefined && length > 0) {
+    try {
+      reader = request.body.getReader({ mode: "byob" });
+      buffer = takeBodyBuffer(length);
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error;
+    }
+  }
+  reader ??= request.body.getReader();
+  // One timer for the whole body, looking again when it fires: a timer per
+  // read is thousands per 8 MiB body.
+  let lastByteAt = performance.now();
   let idle = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const watch = (ms: number) => {
+    timer = setTimeout(() => {
+      const quiet = performance.now() - lastByteAt;
+      if (quiet < limits.bodyIdleMs) return watch(limits.bodyIdleMs - quiet);
+      idle = true;
+      reader.cancel().catch(() => {});
+    }, ms);
+  };
+  watch(limits.bodyIdleMs);
   try {
     while (true) {
-      clearTimeout(timer);
-      timer = setTimeout(() => {
-        idle = true;
-        reader.cancel().catch(() => {});
-      }, limits.bodyIdleMs);
-      const { done, value } = await reader.read();
+      let got: ReadableStreamReadResult<Uint8Array>;
+      if (buffer === undefined) {
+        got = await (reader as ReadableStreamDefaultReader<Uint8Array>)
+          .read();
+      } else {
+        // Past the declared length, one byte more is asked for: a body that
+        // has it is too large, whatever it declared.
+        const room = total < length! ? length! - total : 1;
+        const view = total < length!
+          ? new Uint8Array(buffer, total, room)
+          : new Uint8Array(1);
+        got = await (reader as ReadableStreamBYOBReader).read(view);
+        if (total < length!) {
+          // The memory read into comes back as a new ArrayBuffer (none
+          // when the stream was cancelled: the body is given up then).
+          if (got.value === undefined && !idle) throw cut(total);
+          if (got.value !== undefined) buffer = got.value.buffer as ArrayBuffer;
+        }
+      }
       if (idle) {
         throw new HttpError(
           408,
@@ -158,11 +213,20 @@ async function readPieces(
           } s`,
         );
       }
+      const { done, value } = got;
       if (done) break;
+      lastByteAt = performance.now();
       total += value.length;
       if (total > max) throw tooLarge();
+      if (length !== undefined && total > length) {
+        throw new HttpError(
+          400,
+          "bad_request",
+          `Cannot read the request body: it is longer than its Content-Length (${length} bytes)`,
+        );
+      }
       if (total > claimed) claim(total - claimed);
-      chunks.push(value);
+      if (buffer === undefined) chunks.push(value);
     }
   } catch (error) {
     unclaim();
@@ -170,6 +234,10 @@ async function readPieces(
     throw error;
   } finally {
     clearTimeout(timer);
+  }
+  if (buffer !== undefined) {
+    lendBodyBuffer(buffer);
+    chunks.push(new Uint8Array(buffer, 0, total));
   }
   // Only what arrived stays claimed (no more than before: this cannot fail).
   unclaim();

@@ -9,6 +9,7 @@ import { API, HEADER } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { badQuery, json, optionalInteger, requirePath } from "../http.ts";
+import { giveBodyBuffer } from "../body_buffers.ts";
 import { piecesLength, readRawPieces } from "../request_body.ts";
 
 /** `GET /v1/upload?path=P` (status) and `PUT /v1/upload?path=P&size=S&source=ID[&restart=1]` (one range). */
@@ -73,32 +74,37 @@ async function upload(ctx: ServerContext, request: Request, url: URL) {
     ctx.uploads.release(target, session);
     throw error;
   }
-  const bodyLength = piecesLength(body);
-  if (bodyLength !== length) {
-    throw new HttpError(
-      400,
-      "bad_request",
-      `Cannot write to ${
-        JSON.stringify(target.path)
-      }: the body has ${bodyLength} bytes, its Content-Range ${length}`,
-    );
-  }
-  const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
   try {
-    const status = await ctx.uploads.write(
-      target,
-      {
-        size,
-        source,
-        session,
-        restart: url.searchParams.get("restart") === "1",
-      },
-      cr.range,
-      body,
-    );
-    return json(status);
+    const bodyLength = piecesLength(body);
+    if (bodyLength !== length) {
+      throw new HttpError(
+        400,
+        "bad_request",
+        `Cannot write to ${
+          JSON.stringify(target.path)
+        }: the body has ${bodyLength} bytes, its Content-Range ${length}`,
+      );
+    }
+    const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
+    try {
+      const status = await ctx.uploads.write(
+        target,
+        {
+          size,
+          source,
+          session,
+          restart: url.searchParams.get("restart") === "1",
+        },
+        cr.range,
+        body,
+      );
+      return json(status);
+    } finally {
+      release();
+    }
   } finally {
-    release();
+    // Written (synchronously) or refused: nothing reads it any more.
+    giveBodyBuffer(body);
   }
 }
 

@@ -14,6 +14,7 @@ import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { errorStatus } from "../error_status.ts";
 import { json } from "../http.ts";
+import { giveBodyBuffer } from "../body_buffers.ts";
 import { readRawBody } from "../request_body.ts";
 import { checkRelative, statEntry } from "./_checked.ts";
 
@@ -37,8 +38,9 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
   try {
     const results: UploadBundleResult[] = [];
+    // The frames' bytes are views of the body itself, no copy.
     const frames = decodeFrames(
-      new Blob([body]).stream(),
+      ReadableStream.from([body]),
       ctx.limits.bundleMaxBodyBytes,
       parseUploadHeader,
     );
@@ -80,6 +82,8 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
     return json(results);
   } finally {
     release();
+    // Every file is written (synchronously) or refused: nothing reads it now.
+    giveBodyBuffer([body]);
   }
 }
 
