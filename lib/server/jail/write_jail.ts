@@ -24,14 +24,12 @@ import {
   constants as fsConstants,
   fchmodSync,
   fdatasyncSync,
-  fstatSync,
-  openSync,
   readSync,
-  type Stats,
   writeSync,
 } from "node:fs";
 import { posix } from "node:path";
 import { HttpError } from "../../shared/errors.ts";
+import { mtimeMs } from "../../shared/file_identity.ts";
 import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/part_file.ts";
 import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
 import {
@@ -42,9 +40,12 @@ import {
   join,
   lstatOrUndefined,
   openForWriting,
+  openProven,
+  type ProvenFd,
   resolveWritableRoots,
   sameFile,
   setMtimeMs,
+  setMtimeMsOnce,
   splitWritePath,
   tryRemove,
   writeFailure,
@@ -75,12 +76,6 @@ const WRITE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_NONBLOCK;
 const READ_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK;
 /** Prefix of files hsyncd is creating (then renames): never served, never a target. */
 const NEW_PREFIX = ".hsync-new-";
-
-/** A descriptor proven to be a file of a target's directory. */
-interface ProvenFd {
-  fd: number;
-  info: Stats;
-}
 
 /**
  * Builds the write jail: resolves `Writable_path` once (a missing entry is a
@@ -227,7 +222,7 @@ class Writer implements WriteJail {
           }`,
         );
       }
-      return this.#openProven(at, target, name, WRITE_FLAGS);
+      return openProven(at, target, name, WRITE_FLAGS);
     });
   }
 
@@ -239,7 +234,7 @@ class Writer implements WriteJail {
       try {
         return {
           name,
-          proven: this.#openProven(at, target, name, WRITE_FLAGS),
+          proven: openProven(at, target, name, WRITE_FLAGS),
         };
       } catch (error) {
         tryRemove(at, name);
@@ -294,7 +289,7 @@ class Writer implements WriteJail {
     expect: { dev: number; ino: number },
   ): number {
     return this.#at(target, (at) => {
-      const proven = this.#openProven(at, target, name, WRITE_FLAGS);
+      const proven = openProven(at, target, name, WRITE_FLAGS);
       if (!sameFile(proven.info, expect)) {
         closeSync(proven.fd);
         throw changed(target.path);
@@ -332,7 +327,7 @@ class Writer implements WriteJail {
       if (info === undefined || !info.isFile || info.size > max) {
         return undefined;
       }
-      const file = this.#openProven(at, target, name, READ_FLAGS);
+      const file = openProven(at, target, name, READ_FLAGS);
       try {
         const data = new Uint8Array(file.info.size);
         let got = 0;
@@ -395,24 +390,31 @@ class Writer implements WriteJail {
   ): Deno.FileInfo {
     const fresh = at.createFile(NEW_PREFIX);
     try {
-      const file = this.#openProven(at, target, fresh, WRITE_FLAGS);
+      const file = openProven(at, target, fresh, WRITE_FLAGS);
       try {
         let done = 0;
         while (done < data.length) {
           done += writeSync(file.fd, data, done, data.length - done, done);
         }
         if (meta.mode !== undefined) fchmodSync(file.fd, meta.mode);
-        if (meta.mtimeMs !== undefined) {
-          setMtimeMs(file.fd, meta.mtimeMs);
-        }
+        const mtime = meta.mtimeMs;
+        // Checked below, by the lstat that gives the result.
+        if (mtime !== undefined) setMtimeMsOnce(file.fd, mtime);
         if (meta.sync !== false) fdatasyncSync(file.fd);
+        at.rename(fresh, name);
+        let now = lstatOrUndefined(at, name);
+        if (
+          now !== undefined && mtime !== undefined &&
+          mtimeMs(now) !== Math.trunc(mtime)
+        ) {
+          setMtimeMs(file.fd, mtime);
+          now = lstatOrUndefined(at, name);
+        }
+        if (now === undefined) throw changed(target.path);
+        return now;
       } finally {
         closeSync(file.fd);
       }
-      at.rename(fresh, name);
-      const now = lstatOrUndefined(at, name);
-      if (now === undefined) throw changed(target.path);
-      return now;
     } catch (error) {
       tryRemove(at, fresh);
       throw error instanceof HttpError
@@ -497,35 +499,6 @@ class Writer implements WriteJail {
   #rootOf(target: WriteTarget): string {
     const roots = this.#roots.filter((root) => within(target.dir, root));
     return roots.reduce((a, b) => (b.length > a.length ? b : a), "");
-  }
-
-  /** Opens `name` of the entered directory and proves it is the regular file (one link) that name holds now. */
-  #openProven(
-    at: Inside,
-    target: WriteTarget,
-    name: string,
-    flags: number,
-  ): ProvenFd {
-    let fd = -1;
-    try {
-      fd = openSync(join(at.real, name), flags);
-      const info = fstatSync(fd);
-      const now = at.lstat(name);
-      if (
-        !info.isFile() || info.nlink !== 1 || !now.isFile ||
-        now.dev !== info.dev || now.ino !== info.ino
-      ) {
-        throw changed(target.path);
-      }
-      const file = { fd, info };
-      fd = -1;
-      return file;
-    } catch (error) {
-      if (error instanceof HttpError) throw error;
-      throw writeFailure(target.path, error);
-    } finally {
-      if (fd >= 0) closeSync(fd);
-    }
   }
 
   /** Runs `inside` in the target's directory, refusing when its path no longer leads there. */
