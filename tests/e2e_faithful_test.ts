@@ -364,3 +364,68 @@ Deno.test("without -P a pull and a push keep a private file private and a script
   assert.equal(await bits(join(incoming, "tree/private.txt")), 0o600 & ~umask);
   assert.equal(await bits(join(incoming, "tree/script.sh")), 0o775 & ~umask);
 });
+
+Deno.test("times before 1970 survive a push and a pull, small files, a big one and a directory, and a rerun skips them all", async () => {
+  await using tmp = await tempDir("hsync-before1970-");
+  const data = join(tmp.path, "data");
+  const tree = join(data, "tree");
+  await Deno.mkdir(join(tree, "old"), { recursive: true });
+  await Deno.writeTextFile(join(tree, "small.txt"), "small\n");
+  await Deno.writeTextFile(join(tree, "old/inner.txt"), "inner\n");
+  // Past the size pushed and pulled in bundles: ranges and a commit.
+  await Deno.writeFile(
+    join(tree, "big.bin"),
+    new Uint8Array(600 * 1024).map((_, i) => i * 7),
+  );
+  await Deno.writeTextFile(join(tree, "now.txt"), "now\n");
+  // 1969-06-01 (a whole second) and 1969-12-31T23:59:58.500 (not).
+  const times: Record<string, number> = {
+    "small.txt": -18489600000,
+    "old/inner.txt": -1500,
+    "big.bin": -18489600000,
+    "old": -18489600000,
+  };
+  for (const [rel, ms] of Object.entries(times)) {
+    await Deno.utime(join(tree, rel), new Date(), new Date(ms));
+  }
+  const incoming = join(tmp.path, "incoming");
+  await Deno.mkdir(incoming);
+  await using server = await startServer({
+    dir: tmp.path,
+    config:
+      `[hsyncd]\nOnly_allowed_path = ${tmp.path}\nWritable_path = ${incoming}\n`,
+  });
+  const env = { HSYNC_DIR: join(tmp.path, "client") };
+  const mtime = async (p: string) => (await Deno.lstat(p)).mtime?.getTime();
+  const expectTimes = async (root: string) => {
+    for (const [rel, ms] of Object.entries(times)) {
+      assert.equal(await mtime(join(root, rel)), ms, `${root}/${rel}`);
+    }
+    assert.equal(
+      await mtime(join(root, "now.txt")),
+      await mtime(join(tree, "now.txt")),
+    );
+  };
+  const push = [tree, `127.0.0.1:${server.port}:${incoming}/`];
+  const pushed = await runClient(push, env);
+  assert.equal(pushed.code, 0, pushed.stderr);
+  await expectTimes(join(incoming, "tree"));
+  const again = await runClient(push, env);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /0 files, .* 4 skipped, 0 failed/);
+
+  const copies = join(tmp.path, "copies");
+  await Deno.mkdir(copies);
+  const copy = join(copies, "tree");
+  const pull = [`127.0.0.1:${server.port}:${tree}`, `${copies}/`];
+  const pulled = await runClient(pull, env);
+  assert.equal(pulled.code, 0, pulled.stderr);
+  await expectTimes(copy);
+  assert.deepEqual(
+    await Deno.readFile(join(copy, "big.bin")),
+    await Deno.readFile(join(tree, "big.bin")),
+  );
+  const pulledAgain = await runClient(pull, env);
+  assert.equal(pulledAgain.code, 0, pulledAgain.stderr);
+  assert.match(pulledAgain.stderr, /0 files, .* 4 skipped, 0 failed/);
+});

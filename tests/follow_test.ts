@@ -150,10 +150,24 @@ Deno.test("parseEtag() reads device, inode, size and mtime from hsyncd's ETag, a
       size: 5,
       mtime: Math.floor(info.mtime!.getTime()),
     });
+    // A time before 1970 is negative in the tag, and read back so.
+    await Deno.utime(path, new Date(), new Date(-18489600000));
+    const old = await Deno.stat(path);
+    assert.equal(parseEtag(etagFor(old))?.mtime, -18489600000);
   } finally {
     await Deno.remove(path);
   }
-  for (const other of ['W/"1-2-3-4-5"', '"abc"', "", '"1-2-3-4"', null]) {
+  for (
+    const other of [
+      'W/"1-2-3-4-5"',
+      '"abc"',
+      "",
+      '"1-2-3-4"',
+      null,
+      '"1-2-3--"',
+      '"1--2-3-4-5"',
+    ]
+  ) {
     assert.equal(parseEtag(other), undefined, String(other));
   }
 });

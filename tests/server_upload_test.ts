@@ -297,12 +297,14 @@ Deno.test("an upload bundle writes each file with its time and mode, and reports
       ["missing-dir/x.txt", "nowhere"],
       ["../escape.txt", "out"],
       ["two.txt", "second"],
+      // node's futimes would set a time before 1970 as now: refused.
+      ["old.txt", "1969"],
     ];
     const frames = files.map(([path, text]) => ({
       header: {
         path,
         size: text.length,
-        mtime: 1_650_000_000_000,
+        mtime: path === "old.txt" ? -18_489_600_000 : 1_650_000_000_000,
         mode: 0o755,
       } as UploadBundleHeader,
       data: new TextEncoder().encode(text),
@@ -320,7 +322,12 @@ Deno.test("an upload bundle writes each file with its time and mode, and reports
       "not_found",
       "bad_path",
       "ok",
+      "bad_request",
     ]);
+    assert.match(
+      (results[5] as { message: string }).message,
+      /before 1970.*PUT \/v1\/upload/,
+    );
     assert.equal(await Deno.readTextFile(join(f.root, "b/one.txt")), "first");
     assert.equal(await Deno.readTextFile(join(f.root, "b/two.txt")), "second");
     const info = await Deno.stat(join(f.root, "b/two.txt"));
@@ -344,6 +351,23 @@ Deno.test("mkdir creates missing levels below Writable_path and sets a directory
     assert.equal(
       (await Deno.stat(join(f.root, "x/y/z"))).mtime?.getTime(),
       1_500_000_000_000,
+    );
+    // A time before 1970, and one that is not a whole number.
+    const old = await f.call(
+      `/v1/mkdir?path=${f.q("x/y")}&mtime=-18489600000`,
+      { method: "POST" },
+    );
+    assert.equal(old.status, 200, await old.clone().text());
+    assert.equal(
+      (await Deno.stat(join(f.root, "x/y"))).mtime?.getTime(),
+      -18_489_600_000,
+    );
+    await expectError(
+      await f.call(`/v1/mkdir?path=${f.q("x")}&mtime=-1.5`, {
+        method: "POST",
+      }),
+      400,
+      "bad_request",
     );
     await expectError(
       await f.call(

@@ -469,7 +469,10 @@ class PushRun {
   async #dispatch(job: SendJob): Promise<void> {
     if (this.#ctx.dryRun) return this.#wouldSend(job);
     this.#addTotal(1, job.size);
-    if (job.size === 0 || (job.size <= SMALL_FILE_BYTES && !this.#o.verify)) {
+    // A time before 1970 goes with a commit: a bundle cannot set it.
+    const bundled = job.mtime >= 0 &&
+      (job.size === 0 || (job.size <= SMALL_FILE_BYTES && !this.#o.verify));
+    if (bundled) {
       await this.#bundles.add(job);
       return;
     }

@@ -71,3 +71,14 @@ export function optionalInteger(url: URL, name: string): number | undefined {
   }
   return n;
 }
+
+/** An optional time in milliseconds since 1970 (negative before it); 400 when it is not a whole number. */
+export function optionalTime(url: URL, name: string): number | undefined {
+  const raw = url.searchParams.get(name);
+  if (raw === null) return undefined;
+  const n = Number(raw);
+  if (!/^-?\d{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
+    throw badQuery(name, raw, "a whole number of milliseconds");
+  }
+  return n;
+}

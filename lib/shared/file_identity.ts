@@ -37,8 +37,10 @@ export function parseEtag(
   etag: string | null | undefined,
 ): EtagParts | undefined {
   if (typeof etag !== "string") return undefined;
-  const m = /^"([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)"$/
-    .exec(etag);
+  // Times before 1970 are negative: "-" then their hex digits.
+  const m =
+    /^"([0-9a-f]+)-([0-9a-f]+)-([0-9a-f]+)-(-?[0-9a-f]+)-(-?[0-9a-f]+)"$/
+      .exec(etag);
   if (m === null) return undefined;
   const size = parseInt(m[3], 16);
   const mtime = parseInt(m[4], 16);

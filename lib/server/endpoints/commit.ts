@@ -57,6 +57,13 @@ function parseCommit(body: unknown): CommitRequest {
     }
     return v as number;
   };
+  const time = (name: string) => {
+    const v = b[name];
+    if (!Number.isSafeInteger(v)) {
+      throw bad(`${name} must be a whole number of milliseconds`);
+    }
+    return v as number;
+  };
   if (typeof b.source !== "string" || b.source === "") {
     throw bad("source must be a string");
   }
@@ -67,7 +74,8 @@ function parseCommit(body: unknown): CommitRequest {
   return {
     size,
     source: b.source,
-    mtime: count("mtime"),
+    // Before 1970 too (a negative number of milliseconds).
+    mtime: time("mtime"),
     mode: count("mode") & 0o7777,
     preserve: b.preserve === true,
     sha256: b.sha256 === undefined ? undefined : String(b.sha256),

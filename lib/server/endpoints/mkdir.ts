@@ -2,7 +2,13 @@
 import { API } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
-import { badQuery, json, optionalInteger, requirePath } from "../http.ts";
+import {
+  badQuery,
+  json,
+  optionalInteger,
+  optionalTime,
+  requirePath,
+} from "../http.ts";
 import { statEntry } from "./_checked.ts";
 
 /** `POST /v1/mkdir?path=P[&mode=M][&mtime=T]`. */
@@ -15,7 +21,7 @@ export const mkdirEndpoint: Endpoint = {
 async function mkdir(ctx: ServerContext, request: Request, url: URL) {
   const path = requirePath(url);
   const mode = optionalInteger(url, "mode");
-  const mtime = optionalInteger(url, "mtime");
+  const mtime = optionalTime(url, "mtime");
   if (mode !== undefined && mode > 0o7777) {
     throw badQuery("mode", String(mode), "permission bits");
   }

@@ -65,6 +65,21 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
           results.push(refusal(header.path, error));
           continue;
         }
+        if (header.mtime < 0) {
+          // node's futimes takes a time before 1970 as now: never set so.
+          flush();
+          results.push(refusal(
+            header.path,
+            new HttpError(
+              400,
+              "bad_request",
+              `Cannot write ${
+                JSON.stringify(path)
+              } from a bundle: its time is before 1970; send it with PUT /v1/upload and a commit`,
+            ),
+          ));
+          continue;
+        }
         if (group.length > 0 && dirOf(group[0].path) !== dirOf(path)) flush();
         group.push({ rel: header.path, path, header, data });
       }

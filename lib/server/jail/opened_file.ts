@@ -223,10 +223,13 @@ export function toFileInfo(st: Stats): Deno.FileInfo {
     isDirectory: st.isDirectory(),
     isSymlink: st.isSymbolicLink(),
     size: st.size,
-    mtime: st.mtime,
-    atime: st.atime,
-    birthtime: st.birthtime,
-    ctime: st.ctime,
+    // From the milliseconds, rounded down as Deno rounds them: node's own
+    // Dates are a millisecond later before 1970 (-18489599999 for a time
+    // Deno reads as -18489600000), and the ETag would differ from a listing's.
+    mtime: dateOf(st.mtimeMs),
+    atime: dateOf(st.atimeMs),
+    birthtime: dateOf(st.birthtimeMs),
+    ctime: dateOf(st.ctimeMs),
     dev: st.dev,
     ino: st.ino,
     mode: st.mode,
@@ -241,6 +244,11 @@ export function toFileInfo(st: Stats): Deno.FileInfo {
     isFifo: st.isFIFO(),
     isSocket: st.isSocket(),
   };
+}
+
+/** A node `Stats` time in milliseconds as a Date (none when unknown). */
+function dateOf(ms: number): Date | null {
+  return Number.isFinite(ms) ? new Date(Math.floor(ms)) : null;
 }
 
 /** Same device and inode. */
