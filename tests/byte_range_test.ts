@@ -193,6 +193,8 @@ Deno.test("planGaps() splits one gap like a file and halves the largest of sever
       { start: 70, end: 90 },
     ],
   );
+  // No gap (an empty file, or one held whole): nothing to send, no throw.
+  assert.deepEqual(planGaps([], opts), []);
   // Nothing below twice the minimum is halved.
   assert.deepEqual(
     planGaps([{ start: 0, end: 19 }, { start: 30, end: 49 }], opts),

@@ -365,7 +365,7 @@ Deno.test("without -P a pull and a push keep a private file private and a script
   assert.equal(await bits(join(incoming, "tree/script.sh")), 0o775 & ~umask);
 });
 
-Deno.test("times before 1970 survive a push and a pull, small files, a big one and a directory, and a rerun skips them all", async () => {
+Deno.test("times before 1970 survive a push and a pull, small, empty and big files and a directory, and a rerun skips them all", async () => {
   await using tmp = await tempDir("hsync-before1970-");
   const data = join(tmp.path, "data");
   const tree = join(data, "tree");
@@ -378,11 +378,13 @@ Deno.test("times before 1970 survive a push and a pull, small files, a big one a
     new Uint8Array(600 * 1024).map((_, i) => i * 7),
   );
   await Deno.writeTextFile(join(tree, "now.txt"), "now\n");
+  await Deno.writeFile(join(tree, "empty"), new Uint8Array());
   // 1969-06-01 (a whole second) and 1969-12-31T23:59:58.500 (not).
   const times: Record<string, number> = {
     "small.txt": -18489600000,
     "old/inner.txt": -1500,
     "big.bin": -18489600000,
+    "empty": -18489600000,
     "old": -18489600000,
   };
   for (const [rel, ms] of Object.entries(times)) {
@@ -412,7 +414,7 @@ Deno.test("times before 1970 survive a push and a pull, small files, a big one a
   await expectTimes(join(incoming, "tree"));
   const again = await runClient(push, env);
   assert.equal(again.code, 0, again.stderr);
-  assert.match(again.stderr, /0 files, .* 4 skipped, 0 failed/);
+  assert.match(again.stderr, /0 files, .* 5 skipped, 0 failed/);
 
   const copies = join(tmp.path, "copies");
   await Deno.mkdir(copies);
@@ -427,5 +429,5 @@ Deno.test("times before 1970 survive a push and a pull, small files, a big one a
   );
   const pulledAgain = await runClient(pull, env);
   assert.equal(pulledAgain.code, 0, pulledAgain.stderr);
-  assert.match(pulledAgain.stderr, /0 files, .* 4 skipped, 0 failed/);
+  assert.match(pulledAgain.stderr, /0 files, .* 5 skipped, 0 failed/);
 });

@@ -62,6 +62,8 @@ export function planGaps(
   gaps: readonly ByteRange[],
   options: ChunkPlanOptions,
 ): ByteRange[] {
+  // Nothing to send (an empty file, or one the server holds whole).
+  if (gaps.length === 0) return [];
   if (gaps.length === 1) {
     const { start: offset, end } = gaps[0];
     return planChunks(end - offset, options).map((r) => ({
