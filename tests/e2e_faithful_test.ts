@@ -199,6 +199,18 @@ function compare(
   );
 }
 
+/** hsyncd serving `tmp` and taking pushes into `tmp/incoming`, and the client's environment. */
+async function servePushes(tmp: string) {
+  const incoming = join(tmp, "incoming");
+  await Deno.mkdir(incoming);
+  const server = await startServer({
+    dir: tmp,
+    config:
+      `[hsyncd]\nOnly_allowed_path = ${tmp}\nWritable_path = ${incoming}\n`,
+  });
+  return { server, incoming, env: { HSYNC_DIR: join(tmp, "client") } };
+}
+
 /** What a run says it did not transfer, one path (or count) per line. */
 function notTransferred(stderr: string): string[] {
   return stderr.split("\n").filter((l) =>
@@ -338,14 +350,9 @@ Deno.test("without -P a pull and a push keep a private file private and a script
   await Deno.chmod(join(tree, "private.txt"), 0o600);
   await Deno.writeTextFile(join(tree, "script.sh"), "#!/bin/sh\n");
   await Deno.chmod(join(tree, "script.sh"), 0o775);
-  const incoming = join(tmp.path, "incoming");
-  await Deno.mkdir(incoming);
-  await using server = await startServer({
-    dir: tmp.path,
-    config:
-      `[hsyncd]\nOnly_allowed_path = ${tmp.path}\nWritable_path = ${incoming}\n`,
-  });
-  const env = { HSYNC_DIR: join(tmp.path, "client") };
+  const served = await servePushes(tmp.path);
+  await using server = served.server;
+  const { incoming, env } = served;
   const copy = join(tmp.path, "copy");
   const pulled = await runClient(
     [`127.0.0.1:${server.port}:${tree}`, copy, "--quiet"],
@@ -390,14 +397,9 @@ Deno.test("times before 1970 survive a push and a pull, small, empty and big fil
   for (const [rel, ms] of Object.entries(times)) {
     await Deno.utime(join(tree, rel), new Date(), new Date(ms));
   }
-  const incoming = join(tmp.path, "incoming");
-  await Deno.mkdir(incoming);
-  await using server = await startServer({
-    dir: tmp.path,
-    config:
-      `[hsyncd]\nOnly_allowed_path = ${tmp.path}\nWritable_path = ${incoming}\n`,
-  });
-  const env = { HSYNC_DIR: join(tmp.path, "client") };
+  const served = await servePushes(tmp.path);
+  await using server = served.server;
+  const { incoming, env } = served;
   const mtime = async (p: string) => (await Deno.lstat(p)).mtime?.getTime();
   const expectTimes = async (root: string) => {
     for (const [rel, ms] of Object.entries(times)) {
