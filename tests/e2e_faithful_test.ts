@@ -433,3 +433,45 @@ Deno.test("times before 1970 survive a push and a pull, small, empty and big fil
   assert.equal(pulledAgain.code, 0, pulledAgain.stderr);
   assert.match(pulledAgain.stderr, /0 files, .* 5 skipped, 0 failed/);
 });
+
+Deno.test("names of 250 bytes and more are pushed and pulled, small and big: the part file is not named past the 255-byte limit", async () => {
+  await using tmp = await tempDir("hsync-longnames-");
+  const tree = join(tmp.path, "data/tree");
+  await Deno.mkdir(tree, { recursive: true });
+  const long = "n".repeat(250);
+  const accented = "\u00e9".repeat(125); // 250 bytes
+  await Deno.writeTextFile(join(tree, long), "small\n");
+  await Deno.writeFile(
+    join(tree, accented),
+    new Uint8Array(700 * 1024).map((_, i) => i * 13),
+  );
+  const served = await servePushes(tmp.path);
+  await using server = served.server;
+  const { incoming, env } = served;
+  const pushed = await runClient(
+    [tree, `127.0.0.1:${server.port}:${incoming}/`],
+    env,
+  );
+  assert.equal(pushed.code, 0, pushed.stderr);
+  const copies = join(tmp.path, "copies");
+  await Deno.mkdir(copies);
+  const pulled = await runClient(
+    [`127.0.0.1:${server.port}:${tree}`, `${copies}/`],
+    env,
+  );
+  assert.equal(pulled.code, 0, pulled.stderr);
+  for (const root of [join(incoming, "tree"), join(copies, "tree")]) {
+    for (const name of [long, accented]) {
+      assert.deepEqual(
+        await Deno.readFile(join(root, name)),
+        await Deno.readFile(join(tree, name)),
+        `${root}/${name}`,
+      );
+    }
+    assert.deepEqual(
+      [...Deno.readDirSync(root)].map((e) => e.name).sort(),
+      [long, accented].sort(),
+      "nothing else is left there",
+    );
+  }
+});

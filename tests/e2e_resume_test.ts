@@ -20,7 +20,7 @@ import {
   startControlledServer,
   until,
 } from "./_resume_fixture.ts";
-import { journalTempPathFor } from "../lib/shared/journal.ts";
+import { journalTempPathFor } from "../lib/shared/part_file.ts";
 
 const MiB = 1024 * 1024;
 

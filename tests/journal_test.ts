@@ -2,12 +2,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
-  journalTempPathFor,
   loadJournal,
   removeJournal,
   sameIdentity,
   saveJournal,
 } from "../lib/shared/journal.ts";
+import { journalTempPathFor } from "../lib/shared/part_file.ts";
 
 /** `[start, end)` pairs as ranges, for short tables. */
 function r(...pairs: Array<[number, number]>) {

@@ -7,6 +7,8 @@ import {
   applyMeta,
   createPart,
   journalPathFor,
+  journalTempPathFor,
+  partNameFor,
   partPathFor,
   placePart,
   renamePartSync,
@@ -24,6 +26,34 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
 Deno.test("partPathFor() and journalPathFor() name the part and journal beside the final path", () => {
   assert.equal(partPathFor("/o/a.bin"), "/o/a.bin.hsync-part");
   assert.equal(journalPathFor("/o/a.bin"), "/o/a.bin.hsync-journal");
+});
+
+Deno.test("a name too long for its part or journal suffix gets a shortened own name: within 255 bytes, the same every time, different for another name, cut between characters", async () => {
+  const bytes = (s: string) => new TextEncoder().encode(s).length;
+  const long = "a".repeat(250);
+  const part = partPathFor(`/d/${long}`);
+  assert.ok(part.startsWith("/d/a"));
+  const name = part.slice(3);
+  assert.ok(bytes(name) <= 255, `${bytes(name)} bytes`);
+  assert.match(name, /^a+~[0-9a-f]{16}\.hsync-part$/);
+  assert.equal(partPathFor(`/d/${long}`), part, "the same every run");
+  assert.notEqual(partPathFor(`/d/${long.slice(1)}b`), part);
+  const journal = journalPathFor(`/d/${long}`).slice(3);
+  assert.ok(bytes(journal) <= 255 && journal.endsWith(".hsync-journal"));
+  assert.ok(bytes(journalTempPathFor(`/d/${journal}`).slice(3)) <= 255);
+  // Two-byte characters: the cut never splits one.
+  const accented = "\u00e9".repeat(124);
+  const own = partNameFor(accented);
+  assert.ok(bytes(own) <= 255);
+  assert.match(own, /^\u00e9+~[0-9a-f]{16}\.hsync-part$/);
+  // A name that fits keeps the plain form, the one earlier runs left.
+  assert.equal(partNameFor("a".repeat(244)), `${"a".repeat(244)}.hsync-part`);
+  // And such a file can be made and found.
+  await withDir(async (dir) => {
+    const file = createPart(partPathFor(join(dir, long)));
+    file.close();
+    assert.ok((await Deno.lstat(partPathFor(join(dir, long)))).isFile);
+  });
 });
 
 Deno.test("createPart() makes a new empty file; a leftover or a planted link is removed, never followed, and onLeftover is told", async () => {

@@ -1,7 +1,8 @@
 /** Resume through lib/client/pull.ts: journals saved while bytes arrive and on abort, reruns that fetch only what is missing, and files that changed in between. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { journalTempPathFor, loadJournal } from "../lib/shared/journal.ts";
+import { loadJournal } from "../lib/shared/journal.ts";
+import { journalTempPathFor } from "../lib/shared/part_file.ts";
 import { RangeSet } from "../lib/shared/range_set.ts";
 import {
   bytes,

@@ -11,7 +11,7 @@ import type { ByteRange } from "../shared/byte_range.ts";
 import { HttpError } from "../shared/errors.ts";
 import { etagFor, modeBits, mtimeMs } from "../shared/file_identity.ts";
 import { decodeJournal, encodeJournal } from "../shared/journal.ts";
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "../shared/part_file.ts";
+import { journalNameFor, partNameFor } from "../shared/part_file.ts";
 import { RangeSet } from "../shared/range_set.ts";
 import type {
   CommitRequest,
@@ -152,7 +152,7 @@ export class Uploads {
     const u = this.#take(target, claim, claim.restart === true);
     u.writing++;
     try {
-      const part = `${target.name}${PART_SUFFIX}`;
+      const part = partNameFor(target.name);
       const fd = this.#jail.openWriteDescriptor(target, part, true);
       try {
         // Positional and on this thread: a write into the page cache costs
@@ -205,7 +205,7 @@ export class Uploads {
     u.pending = new RangeSet();
     u.flushing = (async () => {
       try {
-        const part = `${u.target.name}${PART_SUFFIX}`;
+        const part = partNameFor(u.target.name);
         const { file } = await this.#jail.open(u.target, part, false);
         try {
           await file.syncData();
@@ -239,7 +239,7 @@ export class Uploads {
     request: CommitRequest & { session?: string },
     hash: <T>(job: () => Promise<T>) => Promise<T> = (job) => job(),
   ): Promise<CommitResult> {
-    const part = `${target.name}${PART_SUFFIX}`;
+    const part = partNameFor(target.name);
     // Holes are never sent: they count as held, and stay holes on disk.
     const holes = new RangeSet(
       (request.holes ?? []).map(([start, end]) => ({ start, end })),
@@ -301,7 +301,7 @@ export class Uploads {
         this.#setMode(target, part, info, request.mode & keep);
         await file.utime(new Date(), new Date(request.mtime));
         this.#jail.rename(target, part, target.name, info);
-        this.#jail.remove(target, `${target.name}${JOURNAL_SUFFIX}`);
+        this.#jail.remove(target, journalNameFor(target.name));
         this.#live.delete(keyOf(target));
         const now = this.#jail.lstat(target, target.name);
         if (now === undefined) {
@@ -363,7 +363,7 @@ export class Uploads {
     if (u === undefined) {
       // A part nothing records is no one's: its bytes would show through
       // the holes of a commit (`-S`), which are never written.
-      this.#jail.remove(target, `${target.name}${PART_SUFFIX}`);
+      this.#jail.remove(target, partNameFor(target.name));
       u = {
         target,
         size: claim.size,
@@ -405,13 +405,13 @@ export class Uploads {
     if (live !== undefined) return live;
     const bytes = this.#jail.read(
       target,
-      `${target.name}${JOURNAL_SUFFIX}`,
+      journalNameFor(target.name),
       MAX_JOURNAL_BYTES,
     );
     const data = bytes === undefined
       ? undefined
       : decodeJournal(new TextDecoder().decode(bytes));
-    const part = this.#jail.lstat(target, `${target.name}${PART_SUFFIX}`);
+    const part = this.#jail.lstat(target, partNameFor(target.name));
     if (data === undefined || part === undefined || !part.isFile) {
       return undefined;
     }
@@ -439,7 +439,7 @@ export class Uploads {
       done: u.held.toArray(),
     });
     u.saving = u.saving.then(() => {
-      this.#jail.replace(u.target, `${u.target.name}${JOURNAL_SUFFIX}`, data);
+      this.#jail.replace(u.target, journalNameFor(u.target.name), data);
     });
     return u.saving;
   }
@@ -450,8 +450,8 @@ export class Uploads {
     u.flushTimer = undefined;
     u.pending = new RangeSet();
     this.#live.delete(keyOf(u.target));
-    this.#jail.remove(u.target, `${u.target.name}${PART_SUFFIX}`);
-    this.#jail.remove(u.target, `${u.target.name}${JOURNAL_SUFFIX}`);
+    this.#jail.remove(u.target, partNameFor(u.target.name));
+    this.#jail.remove(u.target, journalNameFor(u.target.name));
   }
 }
 

@@ -5,7 +5,7 @@ import {
   replaceFileKeepOpen,
 } from "./atomic_file.ts";
 import type { ByteRange } from "./byte_range.ts";
-import { PART_SUFFIX } from "./part_file.ts";
+import { journalTempPathFor } from "./part_file.ts";
 import { RangeSet } from "./range_set.ts";
 
 /** What identifies the file a partial copy belongs to (its sender's size, mtime and ETag). */
@@ -91,11 +91,6 @@ function readRanges(value: unknown, size: number): RangeSet | undefined {
     set.add({ start: pair[0], end: pair[1] });
   }
   return set;
-}
-
-/** The temporary file a journal is written to before it replaces the journal (a reserved name: no remote entry can have it). */
-export function journalTempPathFor(journalPath: string): string {
-  return journalPath + PART_SUFFIX;
 }
 
 /**

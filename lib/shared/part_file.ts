@@ -3,6 +3,7 @@
  * its final name only when complete (times and mode set through its own
  * handle, then renamed), whichever side receives it.
  */
+import { createHash } from "node:crypto";
 import { removeIfPresentSync } from "./atomic_file.ts";
 import {
   type CheckedFile,
@@ -31,14 +32,65 @@ export function isHsyncOwnName(name: string): boolean {
     name === LOCK_NAME;
 }
 
+/** Longest file name in bytes (`NAME_MAX` of Linux and most file systems). */
+const NAME_MAX_BYTES = 255;
+/** Hex digits of the SHA-256 of a long name kept in its shortened own name. */
+const HASH_CHARS = 16;
+const encoder = new TextEncoder();
+
+/**
+ * The name of hsync's own file (`suffix`: part, journal) for the entry
+ * `name`: `name` + `suffix` when that fits in a file name (255 bytes), else
+ * `name` cut at a character boundary, `~`, 16 hex digits of the SHA-256 of
+ * the whole name, and `suffix`. The same every run (a resume finds it) and
+ * different for different names; a name of 250 bytes can be received too.
+ */
+export function ownNameFor(name: string, suffix: string): string {
+  const whole = name + suffix;
+  if (encoder.encode(whole).length <= NAME_MAX_BYTES) return whole;
+  const hash = createHash("sha256").update(name).digest("hex");
+  const room = NAME_MAX_BYTES - encoder.encode(suffix).length - 1 -
+    HASH_CHARS;
+  let cut = "";
+  let bytes = 0;
+  for (const char of name) {
+    const size = encoder.encode(char).length;
+    if (bytes + size > room) break;
+    cut += char;
+    bytes += size;
+  }
+  return `${cut}~${hash.slice(0, HASH_CHARS)}${suffix}`;
+}
+
+/** The name of the part file of the entry `name` (see {@linkcode ownNameFor}). */
+export function partNameFor(name: string): string {
+  return ownNameFor(name, PART_SUFFIX);
+}
+
+/** The name of the journal of the entry `name` (see {@linkcode ownNameFor}). */
+export function journalNameFor(name: string): string {
+  return ownNameFor(name, JOURNAL_SUFFIX);
+}
+
+/** `path` with its last component `name` made {@linkcode ownNameFor}`(name, suffix)`. */
+function ownPathFor(path: string, suffix: string): string {
+  const slash = path.lastIndexOf("/");
+  return path.slice(0, slash + 1) + ownNameFor(path.slice(slash + 1), suffix);
+}
+
 /** The partial-data path of a final destination path. */
 export function partPathFor(finalPath: string): string {
-  return finalPath + PART_SUFFIX;
+  return ownPathFor(finalPath, PART_SUFFIX);
 }
 
 /** The journal path of a final destination path. */
 export function journalPathFor(finalPath: string): string {
-  return finalPath + JOURNAL_SUFFIX;
+  return ownPathFor(finalPath, JOURNAL_SUFFIX);
+}
+
+/** The temporary file a journal is written to before it replaces the journal (a reserved name: no remote entry can have it). */
+export function journalTempPathFor(journalPath: string): string {
+  return ownPathFor(journalPath, PART_SUFFIX);
 }
 
 /**
