@@ -454,8 +454,10 @@ Deno.test("hsyncd killed and restarted in the middle of a pull costs a pause, no
     assert.doesNotMatch(r.stderr, /failed: /);
     assert.ok(sameBytes(await Deno.readFile(out), content));
     // Headers and the stat aside, only what the journal lacked came again.
+    // The journal may still claim a few KiB that had arrived before the kill
+    // (it is saved every second): the lower bound allows for them.
     const again = proxy.bytesForwarded - before;
-    assert.ok(again >= content.length - claimed, String(again));
+    assert.ok(again >= content.length - claimed - 64 * 1024, String(again));
     assert.ok(again < content.length - claimed + 64 * 1024, String(again));
     assert.deepEqual(await leftovers(dir.path), []);
   } finally {
