@@ -5,6 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { removeIfPresentSync } from "./atomic_file.ts";
+import { MAX_NAME_BYTES, utf8Longer } from "./name_bytes.ts";
 import {
   type CheckedFile,
   checkName,
@@ -32,8 +33,6 @@ export function isHsyncOwnName(name: string): boolean {
     name === LOCK_NAME;
 }
 
-/** Longest file name in bytes (`NAME_MAX` of Linux and most file systems). */
-const NAME_MAX_BYTES = 255;
 /** Hex digits of the SHA-256 of a long name kept in its shortened own name. */
 const HASH_CHARS = 16;
 const encoder = new TextEncoder();
@@ -47,9 +46,9 @@ const encoder = new TextEncoder();
  */
 export function ownNameFor(name: string, suffix: string): string {
   const whole = name + suffix;
-  if (encoder.encode(whole).length <= NAME_MAX_BYTES) return whole;
+  if (!utf8Longer(whole, MAX_NAME_BYTES)) return whole;
   const hash = createHash("sha256").update(name).digest("hex");
-  const room = NAME_MAX_BYTES - encoder.encode(suffix).length - 1 -
+  const room = MAX_NAME_BYTES - encoder.encode(suffix).length - 1 -
     HASH_CHARS;
   let cut = "";
   let bytes = 0;

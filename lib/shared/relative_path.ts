@@ -4,14 +4,8 @@
  * listing's `after=` read by hsyncd): plain names joined by single slashes.
  * The two sides differ in what they do with a refusal, never in the rule.
  */
+import { MAX_NAME_BYTES, MAX_PATH_BYTES, utf8Longer } from "./name_bytes.ts";
 import { isHsyncOwnName } from "./part_file.ts";
-
-/** Longest path accepted, in UTF-8 bytes (Linux PATH_MAX). */
-export const MAX_PATH_BYTES = 4096;
-/** Longest single path component accepted, in UTF-8 bytes (Linux NAME_MAX). */
-export const MAX_NAME_BYTES = 255;
-
-const encoder = new TextEncoder();
 
 /** A relative path that breaks the rule; `why` says how, in a few lower-case words. */
 export class RelativePathError extends Error {
@@ -58,10 +52,4 @@ export function relativeComponents(rel: string): string[] {
     }
   }
   return parts;
-}
-
-/** Whether `text` takes more than `max` bytes in UTF-8. */
-export function utf8Longer(text: string, max: number): boolean {
-  // A UTF-16 code unit is at most 3 UTF-8 bytes: most texts need no encoding to be measured.
-  return text.length * 3 > max && encoder.encode(text).length > max;
 }

@@ -10,7 +10,7 @@ import {
   MAX_NAME_BYTES,
   MAX_PATH_BYTES,
   utf8Longer,
-} from "../../shared/relative_path.ts";
+} from "../../shared/name_bytes.ts";
 import {
   type GlobMatch,
   isOmission,

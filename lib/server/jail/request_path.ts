@@ -9,7 +9,7 @@ import {
   MAX_NAME_BYTES,
   MAX_PATH_BYTES,
   utf8Longer,
-} from "../../shared/relative_path.ts";
+} from "../../shared/name_bytes.ts";
 import { fsFailureStatus } from "../error_status.ts";
 import { quote, stripSlash } from "./rules.ts";
 
