@@ -63,22 +63,31 @@ export function badQuery(
 
 /** A whole number of bytes given as query parameter `name`, or undefined when absent; 400 when not one. */
 export function optionalInteger(url: URL, name: string): number | undefined {
-  const raw = url.searchParams.get(name);
-  if (raw === null) return undefined;
-  const n = Number(raw);
-  if (!/^\d{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
-    throw badQuery(name, raw, "a whole number of bytes");
-  }
-  return n;
+  return queryNumber(url, name, /^\d{1,16}$/, "a whole number of bytes");
 }
 
 /** An optional time in milliseconds since 1970 (negative before it); 400 when it is not a whole number. */
 export function optionalTime(url: URL, name: string): number | undefined {
+  return queryNumber(
+    url,
+    name,
+    /^-?\d{1,16}$/,
+    "a whole number of milliseconds",
+  );
+}
+
+/** Query parameter `name` as a safe integer written as `form` allows; undefined when absent, 400 (`expected`) otherwise. */
+function queryNumber(
+  url: URL,
+  name: string,
+  form: RegExp,
+  expected: string,
+): number | undefined {
   const raw = url.searchParams.get(name);
   if (raw === null) return undefined;
   const n = Number(raw);
-  if (!/^-?\d{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
-    throw badQuery(name, raw, "a whole number of milliseconds");
+  if (!form.test(raw) || !Number.isSafeInteger(n)) {
+    throw badQuery(name, raw, expected);
   }
   return n;
 }
