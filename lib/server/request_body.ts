@@ -196,9 +196,8 @@ async function readPieces(
       } else {
         // Past the declared length, one byte more is asked for: a body that
         // has it is too large, whatever it declared.
-        const room = total < length! ? length! - total : 1;
         const view = total < length!
-          ? new Uint8Array(buffer, total, room)
+          ? new Uint8Array(buffer, total, length! - total)
           : new Uint8Array(1);
         got = await (reader as ReadableStreamBYOBReader).read(view);
         if (total < length!) {
