@@ -68,7 +68,13 @@ export class BufferRequests {
     headers["content-length"] = String(body.byteLength);
     return new Promise<Response>((resolve, reject) => {
       let settled = false;
-      const onAbort = () => outgoing.destroy(signal.reason);
+      // Settled here, not by the request's own "error": node's client in
+      // Deno emits none for a request destroyed on a reused connection
+      // before its answer (a push stopped with Ctrl-C hung so).
+      const onAbort = () => {
+        settle(signal.reason);
+        outgoing.destroy(signal.reason);
+      };
       const settle = (error: unknown, response?: Response) => {
         if (settled) return;
         settled = true;
