@@ -252,6 +252,30 @@ export interface CommitRequest {
 }
 
 /**
+ * One directory of a `POST /v1/mkdir` whose body is a JSON array of them
+ * (no `path` in the query; the end of a push): every one is made with its
+ * missing parents first, then each is given `mtime` and `mode` (making a
+ * directory changes its parent's time, setting one changes nothing else).
+ * With `narrow`, `mode` only takes bits away from the directory's own (a
+ * directory the push made keeps no bit the server's umask took from it).
+ */
+export interface DirRequest {
+  /** Absolute, as `path` in the query of the one-directory form. */
+  path: string;
+  mtime?: number;
+  mode?: number;
+  narrow?: boolean;
+}
+
+/** Most directories in one `POST /v1/mkdir` array. */
+export const MKDIR_MAX_DIRS = 1000;
+
+/** One directory's outcome in the answer to a `POST /v1/mkdir` array, in order. */
+export type DirResult =
+  | ({ path: string } & StatEntry)
+  | { path: string; error: string; message: string };
+
+/**
  * Request body of `POST /v1/symlink?path=P` (JSON, `-l`): creates the
  * symbolic link `P` (replacing a file or link there, never a directory)
  * with this text. The server refuses (403 `unsafe_link`) a target that is
@@ -281,7 +305,8 @@ export interface CommitResult extends StatEntry {
  * the same framing as a bundle response (4-byte length, JSON header, then
  * exactly `size` bytes), `path` relative to `R`; the last frame is
  * `{"end": true}`. The answer is a JSON array of `UploadBundleResult`, one
- * per file, in order.
+ * per file, in order. With `parents=1` in the query, a file's missing
+ * directories are made first (as `POST /v1/mkdir` makes them).
  */
 export type UploadBundleHeader =
   | {

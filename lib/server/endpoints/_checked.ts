@@ -1,4 +1,4 @@
-/** What the endpoints do with paths the jail checked: their wire form, that one is a file, and a path relative to one. */
+/** What the endpoints do with paths the jail checked: their wire form, that one is a file, a path relative to one, and one entry's refusal among many. */
 import { HttpError } from "../../shared/errors.ts";
 import { etagFor, modeBits, mtimeMs } from "../../shared/file_identity.ts";
 import {
@@ -7,6 +7,7 @@ import {
 } from "../../shared/relative_path.ts";
 import type { EntryType, StatEntry } from "../../shared/wire.ts";
 import type { CheckedPath } from "../jail/path_guard.ts";
+import { errorStatus } from "../error_status.ts";
 
 /** The wire form of an entry (`/v1/stat`, a listing line). */
 export function statEntry(info: Deno.FileInfo, type: EntryType): StatEntry {
@@ -50,4 +51,18 @@ export function checkRelative(
       `Cannot ${action} ${JSON.stringify(rel)}: ${error.why}`,
     );
   }
+}
+
+/**
+ * One entry's refusal in an answer about many (a bundle's file, a
+ * directory of a `/v1/mkdir` array): its code and message. Anything that
+ * is not a refusal (it would be a 500) is thrown.
+ */
+export function refusalOf(
+  path: string,
+  error: unknown,
+): { path: string; error: string; message: string } {
+  const { status, body } = errorStatus(error);
+  if (status === 500) throw error;
+  return { path, error: body.error, message: body.message };
 }

@@ -1,7 +1,9 @@
 /**
  * `/v1/upload/bundle` (push): many small files in one request, each written
  * to a new part file beside its target, given its mode and time and renamed
- * into place; a file refused does not stop the others.
+ * into place; a file refused does not stop the others. With `parents=1`
+ * a file's missing directories are made first, so that a push of a new tree
+ * waits for no round trip of `mkdir`s before its first bundle.
  */
 import { decodeFrames, parseUploadHeader } from "../../shared/bundle_codec.ts";
 import { HttpError } from "../../shared/errors.ts";
@@ -12,13 +14,12 @@ import {
 } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
-import { errorStatus } from "../error_status.ts";
-import { json } from "../http.ts";
+import { badQuery, json } from "../http.ts";
 import { giveBodyBuffer } from "../body_buffers.ts";
 import { readRawBody } from "../request_body.ts";
-import { checkRelative, statEntry } from "./_checked.ts";
+import { checkRelative, refusalOf, statEntry } from "./_checked.ts";
 
-/** `POST /v1/upload/bundle?root=R` with frames of files below `R`. */
+/** `POST /v1/upload/bundle?root=R[&parents=1]` with frames of files below `R`. */
 export const uploadBundleEndpoint: Endpoint = {
   path: API.uploadBundle,
   methods: ["POST"],
@@ -34,6 +35,10 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
       'Missing query parameter "root" (an absolute directory)',
     );
   }
+  const parents = url.searchParams.get("parents");
+  if (parents !== null && parents !== "1") {
+    throw badQuery("parents", parents, "1");
+  }
   const body = await readRawBody(request, ctx.limits.bundleMaxBodyBytes);
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
   try {
@@ -48,7 +53,7 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
     // jail (the client sends a directory's files together).
     let group: Pending[] = [];
     const flush = () => {
-      results.push(...writeGroup(ctx, group));
+      results.push(...writeGroup(ctx, group, parents !== null));
       group = [];
     };
     try {
@@ -62,13 +67,13 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
             : `${root.replace(/\/+$/, "")}/${header.path}`;
         } catch (error) {
           flush();
-          results.push(refusal(header.path, error));
+          results.push(refusalOf(header.path, error));
           continue;
         }
         if (header.mtime < 0) {
           // node's futimes takes a time before 1970 as now: never set so.
           flush();
-          results.push(refusal(
+          results.push(refusalOf(
             header.path,
             new HttpError(
               400,
@@ -126,13 +131,13 @@ function dirOf(path: string): string {
 function writeGroup(
   ctx: ServerContext,
   group: Pending[],
+  parents: boolean,
 ): UploadBundleResult[] {
   if (group.length === 0) return [];
   const keep = (p: Pending) =>
     p.header.preserve ? 0o777 : 0o777 & ~ctx.uploads.umask;
-  let outcomes: Array<Deno.FileInfo | unknown>;
-  try {
-    outcomes = ctx.writeJail.writeFiles(group.map((p) => ({
+  const write = () =>
+    ctx.writeJail.writeFiles(group.map((p) => ({
       path: p.path,
       data: p.data,
       meta: {
@@ -141,22 +146,28 @@ function writeGroup(
         sync: false,
       },
     })));
+  let outcomes: Array<Deno.FileInfo | unknown>;
+  try {
+    try {
+      outcomes = write();
+    } catch (error) {
+      // No such directory: made (through the jail, level by level), then
+      // the files are written into it.
+      if (!parents || !(error instanceof HttpError) || error.status !== 404) {
+        throw error;
+      }
+      ctx.writeJail.makeDirs(dirOf(group[0].path));
+      outcomes = write();
+    }
   } catch (error) {
-    // The directory itself was refused or could not be entered.
+    // The directory itself was refused, or could not be made or entered.
     outcomes = group.map(() => error);
   }
   return group.map((p, i) => {
     const o = outcomes[i];
     return o instanceof HttpError ||
         !(o && typeof o === "object" && "isFile" in o)
-      ? refusal(p.rel, o)
+      ? refusalOf(p.rel, o)
       : { path: p.rel, ...statEntry(o as Deno.FileInfo, "file") };
   });
-}
-
-/** A refused file's result; anything that is not a refusal is thrown (500). */
-function refusal(rel: string, error: unknown): UploadBundleResult {
-  const { status, body } = errorStatus(error);
-  if (status === 500) throw error;
-  return { path: rel, error: body.error, message: body.message };
 }

@@ -303,12 +303,17 @@ class Writer implements WriteJail {
     real: string,
     mtimeMs?: number,
     mode?: number,
+    narrow = false,
   ): Deno.FileInfo {
     return this.#in(path, real, (at) => {
       if (at.real !== real) throw changed(path);
       this.#checkDir(path, at.real);
       try {
-        if (mode !== undefined) at.setOwnMode(mode & 0o777);
+        if (mode !== undefined) {
+          const own = narrow ? (at.stat().mode ?? 0) & 0o777 : -1;
+          const bits = narrow ? own & mode : mode & 0o777;
+          if (bits !== own) at.setOwnMode(bits);
+        }
         if (mtimeMs !== undefined) at.setOwnTime(mtimeMs);
         return at.stat();
       } catch (error) {

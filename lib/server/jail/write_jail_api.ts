@@ -94,13 +94,15 @@ export interface WriteJail {
   createFresh(target: WriteTarget): Promise<WritableFile & { name: string }>;
   /**
    * Sets the time and mode (each when given) of a directory made by
-   * `makeDirs`, entered again and proven; returns its `stat` after.
+   * `makeDirs`, entered again and proven; returns its `stat` after. With
+   * `narrow`, `mode` only takes bits away from the directory's own.
    */
   setDirMeta(
     path: string,
     real: string,
     mtimeMs?: number,
     mode?: number,
+    narrow?: boolean,
   ): Deno.FileInfo;
   /** Reads the whole file `name` beside the target when it is a regular file of at most `max` bytes; undefined otherwise. */
   read(target: WriteTarget, name: string, max: number): Uint8Array | undefined;
