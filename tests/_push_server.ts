@@ -8,6 +8,8 @@ import { createHash } from "node:crypto";
 import { dirname, join, normalize } from "node:path";
 import { RangeSet } from "../lib/shared/range_set.ts";
 import type {
+  DirRequest,
+  DirResult,
   ListEntry,
   StatEntry,
   UploadBundleResult,
@@ -344,6 +346,18 @@ export function pushServer(options: PushServerOptions): PushServer {
         });
         continue;
       }
+      if (url.searchParams.get("parents") === "1") {
+        try {
+          await Deno.mkdir(dirname(path), { recursive: true });
+        } catch {
+          results.push({
+            path: header.path,
+            error: "not_a_directory",
+            message: `Cannot create directory "${dirname(path)}"`,
+          });
+          continue;
+        }
+      }
       await Deno.writeFile(path + ".hsync-part", data);
       await Deno.chmod(
         path + ".hsync-part",
@@ -360,7 +374,44 @@ export function pushServer(options: PushServerOptions): PushServer {
     return Response.json(results);
   }
 
-  async function mkdir(url: URL): Promise<Response> {
+  /** The array form: every directory made, then each given its time and mode. */
+  async function mkdirMany(request: Request): Promise<Response> {
+    const dirs = await request.json() as DirRequest[];
+    const made: Array<string | undefined> = [];
+    for (const d of dirs) {
+      const refused = writable(d.path);
+      if (refused) {
+        made.push(((await refused.json()) as { message: string }).message);
+        continue;
+      }
+      try {
+        await Deno.mkdir(d.path, { recursive: true });
+        made.push(undefined);
+      } catch {
+        made.push(`"${d.path}" is not a directory`);
+      }
+    }
+    const results: DirResult[] = [];
+    for (const [i, d] of dirs.entries()) {
+      const refused = made[i];
+      if (refused !== undefined) {
+        results.push({ path: d.path, error: "refused", message: refused });
+        continue;
+      }
+      if (d.mode !== undefined) {
+        const own = (await Deno.stat(d.path)).mode! & 0o777;
+        await Deno.chmod(d.path, d.narrow ? own & d.mode : d.mode);
+      }
+      if (d.mtime !== undefined) {
+        await Deno.utime(d.path, new Date(), new Date(d.mtime));
+      }
+      results.push({ path: d.path, ...statOf(await Deno.lstat(d.path)) });
+    }
+    return Response.json(results);
+  }
+
+  async function mkdir(url: URL, request: Request): Promise<Response> {
+    if (!url.searchParams.has("path")) return await mkdirMany(request);
     const path = url.searchParams.get("path") ?? "";
     const refused = writable(path);
     if (refused) return refused;
@@ -495,7 +546,7 @@ export function pushServer(options: PushServerOptions): PushServer {
         case "POST /v1/upload/bundle":
           return await bundle(url, request);
         case "POST /v1/mkdir":
-          return await mkdir(url);
+          return await mkdir(url, request);
         case "POST /v1/symlink":
           return await symlink(url, request);
         case "POST /v1/link":

@@ -397,3 +397,42 @@ Deno.test("hsync -a pushed again sends nothing and makes no link again: the same
   assert.equal(ino("a2.txt"), ino("run_0423/a.txt"));
   assert.equal(Deno.readLinkSync(join(incoming, "t/latest")), "run_0423");
 });
+
+Deno.test("a new tree's directories are made by its bundles and, empty ones too, finished in one request: each gets its time and masked mode", async () => {
+  await using tmp = await tempDir("hsync-push-dirs-");
+  const src = join(tmp.path, "tree");
+  const T = 1_600_000_000_000;
+  const dirs = ["d0", "d1", "d2", "d3", "e", "e/deeper", "e/deeper/most"];
+  for (const d of dirs) await Deno.mkdir(join(src, d), { recursive: true });
+  for (const d of ["d0", "d1", "d2", "d3"]) {
+    await Deno.writeTextFile(join(src, d, "f.txt"), d);
+  }
+  await Deno.chmod(join(src, "d3"), 0o700);
+  await Deno.chmod(join(src, "e/deeper"), 0o750);
+  for (const [i, d] of ["", ...dirs].reverse().entries()) {
+    await Deno.utime(join(src, d), new Date(T), new Date(T + i * 1000));
+  }
+  const { server, incoming } = await pushServer(tmp.path, { keys: false });
+  await using _ = server;
+  const out = await runClient([src, `127.0.0.1:${server.port}:${incoming}/`], {
+    HSYNC_DIR: join(tmp.path, "client-home"),
+  });
+  assert.equal(out.code, 0, out.stderr);
+  await server.stop();
+  for (const d of ["", ...dirs]) {
+    const local = await Deno.stat(join(src, d));
+    const remote = await Deno.stat(join(incoming, "tree", d));
+    assert.equal(remote.mtime?.getTime(), local.mtime?.getTime(), d);
+    assert.equal(
+      remote.mode! & 0o777,
+      local.mode! & 0o777 & (0o755 & ~Deno.umask()),
+      d,
+    );
+  }
+  assert.equal(await Deno.readTextFile(join(incoming, "tree/d3/f.txt")), "d3");
+  // No mkdir of one directory (each a round trip before its files); one
+  // array for all at the end.
+  const log = server.stderr();
+  assert.doesNotMatch(log, /POST \/v1\/mkdir\?/);
+  assert.equal(log.match(/POST \/v1\/mkdir 200/g)?.length, 1, log);
+});

@@ -13,6 +13,7 @@ import { RangeSet } from "../lib/shared/range_set.ts";
 import { push, type PushOptions } from "../lib/client/push.ts";
 import { sourceIdOf } from "../lib/client/push_context.ts";
 import type { PullEvent } from "../lib/client/transfer.ts";
+import type { DirRequest } from "../lib/shared/wire.ts";
 import { handleStats, tempDir } from "./_programs.ts";
 import {
   type PushServer,
@@ -215,7 +216,7 @@ Deno.test("push() copies a tree byte-identical: nested and empty directories, od
   assert.ok(!server.bundled.includes("run42/big.bin"));
 });
 
-Deno.test("the directories of a tree are made a few at a time (the tree's own with its first ones) and finished together, not one round trip each", async () => {
+Deno.test("a new tree's directories are made by its bundles, not before them, and the empty ones with every time in one request at the end", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   const root = join(f.src, "many");
@@ -223,23 +224,20 @@ Deno.test("the directories of a tree are made a few at a time (the tree's own wi
     await Deno.mkdir(join(root, `d${i}`, "inner"), { recursive: true });
     await Deno.writeTextFile(join(root, `d${i}`, "inner", "x.txt"), `${i}`);
   }
+  await Deno.mkdir(join(root, "empty", "deeper"), { recursive: true });
+  await Deno.utime(join(root, "empty"), new Date(T0), new Date(T0 + 7000));
   // Without -P a directory made gets its own bits, masked by the server's
-  // umask, as cp does: the tree's own too, though it was made meanwhile.
+  // umask, as cp does: the tree's own too.
   await Deno.chmod(join(root, "d3"), 0o700);
+  await Deno.chmod(join(root, "empty", "deeper"), 0o705);
   await Deno.chmod(root, 0o750);
-  let inFlight = 0;
-  let made = 0;
-  let finished = 0;
+  const arrays: DirRequest[][] = [];
   await using server = serve(f, {
     hook: async (url, request) => {
       if (request.method !== "POST" || url.pathname !== "/v1/mkdir") return;
-      inFlight++;
-      const finishing = url.searchParams.has("mtime");
-      if (finishing) finished = Math.max(finished, inFlight);
-      else made = Math.max(made, inFlight);
-      // Long enough for the others of the same round to arrive meanwhile.
-      await new Promise((done) => setTimeout(done, 30));
-      inFlight--;
+      if (!url.searchParams.has("path")) {
+        arrays.push(await request.clone().json());
+      }
     },
   });
   const { summary } = await run(server, [root], f.dst + "/");
@@ -248,14 +246,33 @@ Deno.test("the directories of a tree are made a few at a time (the tree's own wi
     await snapshot(join(f.dst, "many")),
     await snapshot(root),
   );
-  // The tree's own directory and its 12 subdirectories in one round.
-  assert.ok(made >= 13, `directories made at once: ${made}`);
-  assert.ok(finished >= 12, `directories finished at once: ${finished}`);
+  // Nothing waits for a mkdir: the bundle makes its files' directories.
+  assert.deepEqual(
+    server.log.filter((l) => l.startsWith("POST /v1/mkdir?")),
+    [],
+  );
+  assert.ok(
+    server.log.findIndex((l) => l.startsWith("POST /v1/upload/bundle?")) <
+      server.log.findIndex((l) => l.startsWith("POST /v1/mkdir")),
+  );
+  // Every directory, the tree's own, the empty ones: one request.
+  assert.equal(arrays.length, 1);
+  assert.equal(arrays[0].length, 1 + 12 * 2 + 2);
+  assert.ok(arrays[0].every((d) => d.narrow === true && d.mtime !== undefined));
   assert.equal((await Deno.stat(join(f.dst, "many"))).mode! & 0o777, 0o750);
   assert.equal((await Deno.stat(join(f.dst, "many/d3"))).mode! & 0o777, 0o700);
   assert.equal(
     (await Deno.stat(join(f.dst, "many/d4"))).mode! & 0o777,
     0o755,
+  );
+  assert.equal(
+    (await Deno.stat(join(f.dst, "many/empty/deeper"))).mode! & 0o777,
+    0o705,
+  );
+  // The times hold: the empty directory's was set after its child was made.
+  assert.equal(
+    (await Deno.stat(join(f.dst, "many/empty"))).mtime?.getTime(),
+    T0 + 7000,
   );
 });
 
@@ -455,23 +472,23 @@ Deno.test("-P sends permission bits marked preserve; directories get their times
   assert.equal((await Deno.stat(inner)).mode! & 0o777, 0o750);
   assert.equal((await Deno.stat(inner)).mtime?.getTime(), T0 + 5000);
   assert.equal(bodies.filter((b) => b.includes('"preserve":true')).length, 2);
-  const times = server.log.filter((l) => /mkdir.*mtime=/.test(l));
+  const times = server.log.filter((l) => l === "POST /v1/mkdir");
   // t/inner (with its mode) and the tree's own directory t, together (a
   // directory's time set does not touch its parent's).
-  assert.deepEqual(times.length, 2);
-  const inners = times.filter((l) => l.includes(encodeURIComponent(inner)));
-  assert.equal(inners.length, 1);
-  assert.match(inners[0], new RegExp(`mode=${0o750}&`));
-  assert.ok(
-    times.some((l) =>
-      l.includes(`path=${encodeURIComponent(join(f.dst, "t"))}&`)
-    ),
+  assert.deepEqual(times.length, 1);
+  const asked = JSON.parse(bodies.find((b) => b.startsWith("[{")) ?? "[]");
+  assert.deepEqual(
+    asked.map((d: DirRequest) => [d.path, d.mode]).sort(),
+    [[join(f.dst, "t"), (await Deno.stat(root)).mode! & 0o7777], [
+      inner,
+      0o750,
+    ]],
   );
   const lastCommit = server.log.findLastIndex((l) =>
     l.startsWith("POST /v1/upload/commit") ||
     l.startsWith("POST /v1/upload/bundle")
   );
-  for (const t of times) assert.ok(server.log.indexOf(t) > lastCommit, t);
+  assert.ok(server.log.indexOf(times[0]) > lastCommit);
   // The times hold: the parent's was not changed by the child's.
   assert.equal(
     (await Deno.stat(join(f.dst, "t"))).mtime?.getTime(),
@@ -834,7 +851,7 @@ Deno.test("the lease goes back once, while the directories get their times (not 
         }
         return leaseAnswer();
       }
-      if (request.method === "POST" && url.searchParams.has("mtime")) {
+      if (request.method === "POST" && url.pathname === "/v1/mkdir") {
         times++;
         await new Promise((done) => setTimeout(done, 300));
         timesAnswered++;

@@ -1,4 +1,4 @@
-/** Many small requests of one kind (directories made or finished on the server) sent a few at a time: one round trip for a batch, not one each. */
+/** Many small requests of one kind (directories made or finished on the server) sent a few at a time: one round trip for a batch, not one each; and a list cut into runs. */
 import { Limiter } from "../shared/limiter.ts";
 
 /** Requests of one kind in flight at most when many are sent at once (directories made or finished). */
@@ -11,4 +11,13 @@ export async function inBatches<T>(
 ): Promise<void> {
   const slots = new Limiter(DIR_BATCH);
   await Promise.all(items.map((item) => slots.run(() => work(item))));
+}
+
+/** `items` in consecutive runs of at most `size`. */
+export function chunked<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) {
+    out.push(items.slice(i, i + size));
+  }
+  return out;
 }

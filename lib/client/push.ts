@@ -122,6 +122,8 @@ class PushRun {
       emit,
       addTotal: (files, bytes) => this.#addTotal(files, bytes),
       sent: (job) => {
+        // Its directory is there now (a bundle may have made it).
+        this.#dirs.add(posix.dirname(job.remote));
         summary.files++;
         summary.bytes += job.size;
         emit({ type: "done", path: job.label, bytes: job.size });
@@ -166,10 +168,9 @@ class PushRun {
       checksum: options.checksum ?? false,
       verifier: new Verifier(this.#ctx),
       ensureDir: (remote, label) => this.#dirs.ensure(remote, label),
-      prepareDirs: (remotes) => this.#dirs.prepare(remotes),
+      dirKnown: (remote) => this.#dirs.has(remote),
       dispatch: (job) => this.#dispatch(job),
       spawn: (task) => this.#tasks.spawn(task),
-      madeMode: (remote) => this.#dirs.madeMode(remote),
       linker: this.#links,
       links: options.links ?? false,
       unsafeLinks: options.unsafeLinks ?? false,
@@ -184,6 +185,8 @@ class PushRun {
     const place = { scp: this.#o.scpPlacement ?? false };
     let root: StatEntry | undefined;
     let lease: PushLease | undefined;
+    // Opened during the first round trip, for the first bundles or ranges.
+    if (!this.#ctx.dryRun) this.#remote.warmBodies(2, this.#signal);
     if (this.#o.remotePath.endsWith("/") || sources.length > 1) {
       // Each source goes inside, whatever is there: the lease is asked for
       // with the destination's stat, one round trip for both.
@@ -372,11 +375,9 @@ class PushRun {
       return;
     }
     const entries = new Map<string, StatEntry>();
+    // A new tree is made by the bundles of its files, and at the end.
     const made = existing === undefined;
-    // Made while the walk starts: its first subdirectories go meanwhile.
-    let ready: Promise<boolean> | undefined;
-    if (made) ready = this.#dirs.ensure(dest, source.name);
-    else {
+    if (!made) {
       this.#dirs.add(dest);
       if (!await this.#listInto(dest, entries, source)) return;
     }
@@ -391,11 +392,9 @@ class PushRun {
       underPrefix: into ? `${source.name}/` : "",
       remote: entries,
       made,
-      ready,
       existing,
       local,
     });
-    await ready;
   }
 
   /** `--delete`, once every file is settled: before the directories get their times (a deletion changes its directory's). */
@@ -489,6 +488,8 @@ class PushRun {
   }
 
   async #sendRanged(job: SendJob): Promise<void> {
+    // Its directory first (a bundle makes its own; a part file cannot).
+    if (!await this.#dirs.ensure(posix.dirname(job.remote), job.label)) return;
     try {
       await this.#ranges.send(job);
     } catch (error) {

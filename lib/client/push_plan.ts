@@ -1,17 +1,25 @@
 /**
  * Planning a push: each local file compared with the server's copy (size +
- * mtime, or SHA-256 with `--checksum`); what differs is handed on,
- * directories are made before their files and get their times last. The
- * sources themselves are checked, and placed, in push_sources.ts.
+ * mtime, or SHA-256 with `--checksum`); what differs is handed on.
+ * Directories are made by the first bundle of their files (a file sent in
+ * ranges, or linked, makes its own first), and the rest, with every time,
+ * all at once at the end. The sources themselves are checked, and placed,
+ * in push_sources.ts.
  */
 import { posix } from "node:path";
 import { fileIdOf } from "../shared/checked_open.ts";
 import { describeError, reason } from "../shared/errors.ts";
-import { inBatches } from "./in_batches.ts";
+import { chunked, inBatches } from "./in_batches.ts";
 import { JOURNAL_SUFFIX, LOCK_NAME, PART_SUFFIX } from "../shared/part_file.ts";
 import { relativeComponents } from "../shared/relative_path.ts";
 import { sleep } from "../shared/sleep.ts";
-import type { ListEntry, StatEntry } from "../shared/wire.ts";
+import {
+  type DirRequest,
+  type DirResult,
+  type ListEntry,
+  MKDIR_MAX_DIRS,
+  type StatEntry,
+} from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
 import {
   describeLocal,
@@ -30,7 +38,7 @@ interface DirRecord {
   label: string;
   mtime: number;
   mode: number;
-  /** This run made it: without `-P`, the local bits masked by the mode the server gave it (its umask's). */
+  /** Not on the server when the push started: without `-P`, given the local bits masked by the mode the server made it with (its umask's). */
   fresh: boolean;
   /** Its time (or mode with `-P`) must be set: made, written into, or different on the server. */
   touched: boolean;
@@ -46,14 +54,8 @@ export interface TreePlan {
   underPrefix: string;
   /** The server's entries below `dest`, by relative path (empty when it was made by this run). */
   remote: Map<string, StatEntry>;
-  /** `dest` was made by this run. */
+  /** `dest` is not on the server yet (its files' bundles make it). */
   made: boolean;
-  /**
-   * The making of `dest`, still in flight (false: it failed, and was told):
-   * its first subdirectories are made meanwhile (each with its parents), a
-   * round trip saved.
-   */
-  ready?: Promise<boolean>;
   /** The server's entry of `dest` when it was there. */
   existing?: StatEntry;
   /** Filled with every relative path the walk meets (`--delete` keeps those). */
@@ -67,18 +69,12 @@ export interface PushPlannerOptions {
   verifier: Verifier;
   /** Makes a remote directory (and its parents) unless known; false when it could not be (already counted). */
   ensureDir: (remote: string, label: string) => Promise<boolean>;
-  /**
-   * Makes these remote directories at once (a few requests in flight, not
-   * one round trip each), as far as it can; what it could not make is left
-   * to {@linkcode PushPlannerOptions.ensureDir}, which tells why.
-   */
-  prepareDirs: (remotes: string[]) => Promise<void>;
+  /** Whether a remote directory is known to exist now (made or written into). */
+  dirKnown: (remote: string) => boolean;
   /** Hands on a file that differs. */
   dispatch: (job: SendJob) => Promise<void>;
   /** Runs a comparison in the background. */
   spawn: (task: Promise<void>) => void;
-  /** The mode a directory this run made was given by the server. */
-  madeMode: (remote: string) => number | undefined;
   /** Makes symbolic and hard links on the server. */
   linker: LinkSender;
   /** `-l`: symbolic links are made as links (else followed). */
@@ -147,25 +143,14 @@ export class PushPlanner {
       return;
     }
     // The tree's own directory gets its time and mode too (as rsync gives
-    // them), once it is there.
-    const record = () =>
-      this.#record(
-        tree.dest,
-        tree.source.name,
-        info,
-        tree.made ? undefined : tree.existing,
-      );
-    if (tree.ready === undefined) record();
-    await this.#walk(
-      tree,
-      tree.source.path,
-      [],
-      new Set([inodeKey(info)]),
-      tree.ready?.then((made) => {
-        if (made) record();
-        return made;
-      }),
+    // them).
+    this.#record(
+      tree.dest,
+      tree.source.name,
+      info,
+      tree.made ? undefined : tree.existing,
     );
+    await this.#walk(tree, tree.source.path, [], new Set([inodeKey(info)]));
   }
 
   /** Waits for the `--checksum` comparisons still running (they may hand on more files). */
@@ -174,48 +159,86 @@ export class PushPlanner {
   }
 
   /**
-   * Gives every directory that was made, written into or differs on the
-   * server its local mtime (and mode with `-P`), all at once once every
-   * entry is in place: setting a directory's time or mode changes nothing
-   * in its parent (only making, renaming or removing an entry does). A
-   * failure is a warning.
+   * Makes the directories still missing (empty ones: the others were made
+   * by their files) and gives every directory that was made, written into
+   * or differs on the server its local mtime (and mode with `-P`): one
+   * `POST /v1/mkdir` array of up to {@linkcode MKDIR_MAX_DIRS}, made before
+   * any time is set (making a directory changes its parent's time, setting
+   * one changes nothing else). More directories go in several arrays at
+   * once, after a first round that only makes the missing ones. A
+   * directory that could not be made is a failure; a time or mode that
+   * could not be set, a warning.
    */
   async finishDirs(): Promise<void> {
     if (this.#ctx.dryRun) return;
-    await inBatches(
-      this.#dirs.filter((d) => d.touched),
-      (d) => this.#finishDir(d),
+    const touched = this.#dirs.filter((d) => d.touched);
+    const chunks = chunked(touched, MKDIR_MAX_DIRS);
+    if (chunks.length > 1) {
+      const fresh = chunked(touched.filter((d) => d.fresh), MKDIR_MAX_DIRS);
+      // What fails here fails again below, and is told there.
+      await inBatches(
+        fresh,
+        (dirs) =>
+          this.#sendDirs(dirs, (d) => ({ path: d.remote })).then(() => {}),
+      );
+    }
+    await inBatches(chunks, async (dirs) => {
+      let results: DirResult[] | undefined;
+      let why = "";
+      try {
+        results = await this.#sendDirs(dirs, (d) => this.#finalDir(d));
+      } catch (error) {
+        why = describeError(error);
+      }
+      if (this.#ctx.signal.aborted) return;
+      dirs.forEach((d, i) => {
+        const r = results?.[i];
+        if (r === undefined || "error" in r) {
+          this.#dirFailed(d, r === undefined ? why : r.message || r.error);
+        }
+      });
+    });
+  }
+
+  /** One `POST /v1/mkdir` array, retried while the network or the server falters. */
+  #sendDirs(
+    dirs: DirRecord[],
+    asked: (d: DirRecord) => DirRequest,
+  ): Promise<DirResult[]> {
+    const ctx = this.#ctx;
+    return ctx.backoff.retry(
+      () => ctx.push.mkdirs(dirs.map(asked), ctx.signal),
+      ctx.signal,
     );
   }
 
-  /** Sets one directory's time (and mode); a failure is a warning. */
-  async #finishDir(d: DirRecord): Promise<void> {
-    const ctx = this.#ctx;
-    if (ctx.signal.aborted) return;
-    try {
-      await ctx.backoff.retry(
-        () =>
-          ctx.push.mkdir(d.remote, {
-            mtime: d.mtime,
-            mode: modeToSet(
-              d,
-              d.fresh ? this.#o.madeMode(d.remote) : undefined,
-              ctx.preserve,
-            ),
-            signal: ctx.signal,
-          }),
-        ctx.signal,
-      );
-    } catch (error) {
-      if (ctx.signal.aborted) return;
-      ctx.emit({
-        type: "warning",
-        path: d.label,
-        message: `Cannot set the time of remote directory ${
-          JSON.stringify(d.remote)
-        }: ${describeError(error)}`,
-      });
+  /**
+   * A directory as it must end: its local time; with `-P` its own bits;
+   * else, when this run made it, its bits masked by the server's umask (the
+   * bits it was made with), as cp and scp mask by theirs.
+   */
+  #finalDir(d: DirRecord): DirRequest {
+    if (this.#ctx.preserve) {
+      return { path: d.remote, mtime: d.mtime, mode: d.mode };
     }
+    if (d.fresh) {
+      return { path: d.remote, mtime: d.mtime, mode: d.mode, narrow: true };
+    }
+    return { path: d.remote, mtime: d.mtime };
+  }
+
+  /** A directory the server did not finish: a failure when it is not there, else a warning. */
+  #dirFailed(d: DirRecord, why: string): void {
+    const where = JSON.stringify(d.remote);
+    if (d.fresh && !this.#o.dirKnown(d.remote)) {
+      this.#ctx.fail(d.label, `Cannot make remote directory ${where}: ${why}`);
+      return;
+    }
+    this.#ctx.emit({
+      type: "warning",
+      path: d.label,
+      message: `Cannot set the time of remote directory ${where}: ${why}`,
+    });
   }
 
   /** Marks the directory holding `remote` as changed by this run (its time is set again at the end). */
@@ -229,7 +252,6 @@ export class PushPlanner {
     dir: string,
     parts: string[],
     ancestors: Set<string>,
-    ready?: Promise<boolean>,
   ): Promise<void> {
     const ctx = this.#ctx;
     const labelOf = (p: string[]) => [tree.source.name, ...p].join("/");
@@ -244,18 +266,6 @@ export class PushPlanner {
       return;
     }
     const names = entries.map((e) => e.name).sort();
-    // The subdirectories missing on the server are made together first: a
-    // round trip for all of them, not one each (far away, that is the cost).
-    const prepared = this.#o.prepareDirs(
-      entries.filter((e) => {
-        const rel = [...parts, e.name];
-        return e.isDirectory && !tree.remote.has(rel.join("/")) &&
-          !this.#o.filter.excludes(rel, true) &&
-          this.#o.filter.wants(rel, true);
-      }).map((e) => posix.join(tree.dest, ...parts, e.name)),
-    );
-    const [made] = await Promise.all([ready ?? true, prepared]);
-    if (!made) return;
     for (const name of names) {
       if (ctx.signal.aborted) return;
       await this.#breathe();
@@ -310,7 +320,7 @@ export class PushPlanner {
         this.touchParentOf(remote);
         this.#o.linker.symlink(label, remote, entry.target);
       } else if (entry.kind === "dir") {
-        await this.#planDir({ remote, label, rel, existing }, entry.info);
+        this.#planDir({ remote, label, rel, existing }, entry.info);
         const inner = new Set(ancestors).add(inodeKey(entry.info));
         await this.#walk(tree, entry.path, rel, inner);
       } else {
@@ -319,7 +329,12 @@ export class PushPlanner {
           root: tree.root,
           under: tree.underPrefix + relPath,
         }, entry.info);
-        if (!await this.#o.ensureDir(posix.dirname(remote), label)) continue;
+        // A later name of the file is a link made in this directory: it
+        // must be there first (a bundle or a file sent in ranges makes its own).
+        if (
+          this.#o.hardLinks && (entry.info.nlink ?? 1) > 1 &&
+          !await this.#o.ensureDir(posix.dirname(remote), label)
+        ) continue;
         await this.#planName(job, entry.info, existing);
       }
     }
@@ -339,8 +354,8 @@ export class PushPlanner {
     this.#breathed = performance.now();
   }
 
-  /** A directory of the tree: made on the server (unless filtered out) and remembered for its time and mode. */
-  async #planDir(
+  /** A directory of the tree, remembered (unless filtered out) to be made if missing and given its time and mode at the end. */
+  #planDir(
     at: {
       remote: string;
       label: string;
@@ -348,7 +363,7 @@ export class PushPlanner {
       existing: StatEntry | undefined;
     },
     info: Deno.FileInfo,
-  ): Promise<void> {
+  ): void {
     const { remote, label, rel, existing } = at;
     if (existing !== undefined && existing.type !== "dir") {
       this.#ctx.fail(
@@ -358,7 +373,6 @@ export class PushPlanner {
       return;
     }
     if (!this.#o.filter.wants(rel, true)) return;
-    if (!await this.#o.ensureDir(remote, label)) return;
     if (existing === undefined) this.touchParentOf(remote);
     this.#record(remote, label, info, existing);
   }
@@ -537,20 +551,4 @@ function jobOf(
   };
   describeLocal(job, info);
   return job;
-}
-
-/**
- * The mode to give a directory at the end: with `-P` its own bits; else,
- * for one this run made, its bits masked by the server's umask (the bits
- * it was made with), as cp and scp mask by theirs; otherwise none.
- */
-function modeToSet(
-  d: DirRecord,
-  made: number | undefined,
-  preserve: boolean,
-): number | undefined {
-  if (preserve) return d.mode;
-  if (made === undefined) return undefined;
-  const masked = d.mode & made & 0o777;
-  return masked === (made & 0o777) ? undefined : masked;
 }

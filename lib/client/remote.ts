@@ -345,6 +345,20 @@ export class Remote {
     }
   }
 
+  /**
+   * The same for the connections that carry byte bodies (a push's bundles
+   * and ranges, sent through node's client): its first bundle, asked for
+   * far away, then waits no round trip for a connection.
+   */
+  warmBodies(count: number, signal?: AbortSignal): void {
+    for (let i = 0; i < count; i++) {
+      this.#buffers().send(
+        new Request(this.url(API.health), { signal }),
+        new Uint8Array(0),
+      ).then((response) => response.arrayBuffer()).catch(() => {});
+    }
+  }
+
   /** `GET /v1/stat`: one entry. */
   async stat(path: string, signal?: AbortSignal): Promise<StatEntry> {
     const ex = await this.send(this.url(API.stat, { path }), { signal });

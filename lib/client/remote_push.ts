@@ -8,6 +8,8 @@ import {
   type CommitRequest,
   type CommitResult,
   type DeleteResult,
+  type DirRequest,
+  type DirResult,
   HEADER,
   type LinkRequest,
   type SourceId,
@@ -132,7 +134,7 @@ export class PushRemote {
     return body as CommitResult;
   }
 
-  /** `POST /v1/upload/bundle`: small files as frames below `root`; one result per file, in order. */
+  /** `POST /v1/upload/bundle?parents=1`: small files as frames below `root`, their missing directories made; one result per file, in order. */
   async bundle(
     root: string,
     frames: Uint8Array,
@@ -141,7 +143,7 @@ export class PushRemote {
     const headers = this.#headers();
     headers.set("content-type", "application/octet-stream");
     const ex = await this.#remote.send(
-      this.#remote.url(API.uploadBundle, { root }),
+      this.#remote.url(API.uploadBundle, { root, parents: "1" }),
       {
         method: "POST",
         headers,
@@ -187,6 +189,34 @@ export class PushRemote {
       );
     }
     return body as StatEntry;
+  }
+
+  /** `POST /v1/mkdir` with an array: every directory made (with its parents), then each given its time and mode; one result each, in order. */
+  async mkdirs(
+    dirs: DirRequest[],
+    signal?: AbortSignal,
+  ): Promise<DirResult[]> {
+    const headers = this.#headers();
+    headers.set("content-type", "application/json");
+    const ex = await this.#remote.send(this.#remote.url(API.mkdir), {
+      method: "POST",
+      headers,
+      body: JSON.stringify(dirs),
+      signal,
+    });
+    const body = await this.#json(ex);
+    if (
+      !Array.isArray(body) || body.length !== dirs.length ||
+      !body.every((r, i) =>
+        typeof r === "object" && r !== null && r.path === dirs[i].path &&
+        ("error" in r ? typeof r.message === "string" : r.type === "dir")
+      )
+    ) {
+      throw new ProtocolError(
+        `Answer from ${this.#remote.host} to making ${dirs.length} directories is malformed`,
+      );
+    }
+    return body as DirResult[];
   }
 
   /** `POST /v1/symlink` (`-l`): makes `path` a symbolic link with the text `target`. */
