@@ -13,7 +13,7 @@ import { RangeSet } from "../lib/shared/range_set.ts";
 import { push, type PushOptions } from "../lib/client/push.ts";
 import { sourceIdOf } from "../lib/client/push_context.ts";
 import type { PullEvent } from "../lib/client/transfer.ts";
-import type { DirRequest } from "../lib/shared/wire.ts";
+import { type DirRequest, MKDIR_MAX_DIRS } from "../lib/shared/wire.ts";
 import { handleStats, tempDir } from "./_programs.ts";
 import {
   type PushServer,
@@ -274,6 +274,62 @@ Deno.test("a new tree's directories are made by its bundles, not before them, an
     (await Deno.stat(join(f.dst, "many/empty"))).mtime?.getTime(),
     T0 + 7000,
   );
+});
+
+Deno.test("more directories than one mkdir array holds are all made before any gets its time (one array at a time, the last first, when making them first failed)", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const root = join(f.src, "wide");
+  const count = MKDIR_MAX_DIRS + 5;
+  for (let i = 0; i < count; i++) {
+    await Deno.mkdir(join(root, `d${String(i).padStart(4, "0")}`), {
+      recursive: true,
+    });
+  }
+  // The last one holds one more level: in the second array, while the
+  // tree's own directory is in the first.
+  const last = `d${String(count - 1).padStart(4, "0")}`;
+  await Deno.mkdir(join(root, last, "inner"));
+  await Deno.utime(join(root, last), new Date(T0), new Date(T0 + 3000));
+  await Deno.utime(root, new Date(T0), new Date(T0 + 4000));
+  for (const failFirst of [false, true]) {
+    const dst = join(f.dst, String(failFirst));
+    await Deno.mkdir(dst);
+    const arrays: DirRequest[][] = [];
+    await using server = serve(f, {
+      hook: async (url, request) => {
+        if (url.pathname !== "/v1/mkdir" || url.searchParams.has("path")) {
+          return;
+        }
+        const asked = await request.clone().json() as DirRequest[];
+        arrays.push(asked);
+        if (failFirst && asked.every((d) => d.mtime === undefined)) {
+          return new Response("no", { status: 400 });
+        }
+      },
+    });
+    const { summary } = await run(server, [root], dst + "/");
+    assert.deepEqual(summary.failures, []);
+    assert.equal([...Deno.readDirSync(join(dst, "wide"))].length, count);
+    assert.equal(
+      (await Deno.stat(join(dst, "wide", last))).mtime?.getTime(),
+      T0 + 3000,
+    );
+    assert.equal(
+      (await Deno.stat(join(dst, "wide"))).mtime?.getTime(),
+      T0 + 4000,
+      `failFirst=${failFirst}`,
+    );
+    const makeOnly = arrays.filter((a) =>
+      a.every((d) => d.mtime === undefined)
+    );
+    assert.ok(makeOnly.length >= 2, `${makeOnly.length}`);
+    const timed = arrays.filter((a) => a.every((d) => d.mtime !== undefined));
+    const sizes = timed.map((a) => a.length);
+    const expected = [MKDIR_MAX_DIRS, count + 2 - MKDIR_MAX_DIRS];
+    if (failFirst) assert.deepEqual(sizes, expected.reverse());
+    else assert.deepEqual(sizes.sort((a, b) => b - a), expected);
+  }
 });
 
 Deno.test("a small file of a bundle is read with two fstats of its handle: the open's proof and the check after the read", async () => {

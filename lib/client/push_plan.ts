@@ -165,38 +165,47 @@ export class PushPlanner {
    * `POST /v1/mkdir` array of up to {@linkcode MKDIR_MAX_DIRS}, made before
    * any time is set (making a directory changes its parent's time, setting
    * one changes nothing else). More directories go in several arrays at
-   * once, after a first round that only makes the missing ones. A
-   * directory that could not be made is a failure; a time or mode that
-   * could not be set, a warning.
+   * once, after a first round that only makes the missing ones; if that
+   * round fails, one array at a time, the last first (a directory is
+   * listed before those inside it). A directory that could not be made is
+   * a failure; a time or mode that could not be set, a warning.
    */
   async finishDirs(): Promise<void> {
     if (this.#ctx.dryRun) return;
     const touched = this.#dirs.filter((d) => d.touched);
     const chunks = chunked(touched, MKDIR_MAX_DIRS);
+    let allMade = true;
     if (chunks.length > 1) {
       const fresh = chunked(touched.filter((d) => d.fresh), MKDIR_MAX_DIRS);
-      // What fails here fails again below, and is told there.
-      await inBatches(
-        fresh,
-        (dirs) =>
-          this.#sendDirs(dirs, (d) => ({ path: d.remote })).then(() => {}),
-      );
-    }
-    await inBatches(chunks, async (dirs) => {
-      let results: DirResult[] | undefined;
-      let why = "";
-      try {
-        results = await this.#sendDirs(dirs, (d) => this.#finalDir(d));
-      } catch (error) {
-        why = describeError(error);
-      }
-      if (this.#ctx.signal.aborted) return;
-      dirs.forEach((d, i) => {
-        const r = results?.[i];
-        if (r === undefined || "error" in r) {
-          this.#dirFailed(d, r === undefined ? why : r.message || r.error);
+      await inBatches(fresh, async (dirs) => {
+        try {
+          await this.#sendDirs(dirs, (d) => ({ path: d.remote }));
+        } catch {
+          // Told by the round below, which makes them again.
+          allMade = false;
         }
       });
+    }
+    const finish = (dirs: DirRecord[]) => this.#finishChunk(dirs);
+    if (allMade) await inBatches(chunks, finish);
+    else for (const dirs of chunks.reverse()) await finish(dirs);
+  }
+
+  /** One array of directories made and given their times; each failure told. */
+  async #finishChunk(dirs: DirRecord[]): Promise<void> {
+    let results: DirResult[] | undefined;
+    let why = "";
+    try {
+      results = await this.#sendDirs(dirs, (d) => this.#finalDir(d));
+    } catch (error) {
+      why = describeError(error);
+    }
+    if (this.#ctx.signal.aborted) return;
+    dirs.forEach((d, i) => {
+      const r = results?.[i];
+      if (r === undefined || "error" in r) {
+        this.#dirFailed(d, r === undefined ? why : r.message || r.error);
+      }
     });
   }
 
