@@ -892,6 +892,44 @@ Deno.test("into a path ending in /, the lease is asked for while the destination
   );
 });
 
+Deno.test("a tree pushed to a path without / asks for its lease first, the destination's stat in its answer: no stat before it", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  await makeTree(join(f.src, "run42"));
+  const asked: string[] = [];
+  await using server = serve(f, {
+    hook: (url, request) => {
+      asked.push(`${request.method} ${url.pathname}`);
+      if (url.pathname === "/v1/lock") {
+        // Nothing there yet (a stat would say 404).
+        return Promise.resolve(
+          url.searchParams.has("release") ? leaseAnswer() : Response.json({
+            token: LEASE_TOKEN,
+            expires_ms: 30_000,
+            entry: null,
+          }),
+        );
+      }
+      return Promise.resolve(undefined);
+    },
+  });
+  const { summary } = await run(
+    server,
+    [join(f.src, "run42")],
+    join(f.dst, "new-name"),
+  );
+  assert.deepEqual(summary.failures, []);
+  assert.equal(
+    asked.find((a) => a !== "GET /v1/health"),
+    "POST /v1/lock",
+  );
+  assert.ok(!asked.includes("GET /v1/stat"), asked.join(", "));
+  assert.deepEqual(
+    await snapshot(join(f.dst, "new-name")),
+    await snapshot(join(f.src, "run42")),
+  );
+});
+
 Deno.test("the lease goes back once, while the directories get their times (not a round trip after them)", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);

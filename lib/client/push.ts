@@ -207,6 +207,23 @@ class PushRun {
         throw error;
       }
       lease = await leasing;
+    } else if (
+      leasePath(this.#o.remotePath, base, sources, {
+        ...place,
+        remoteIsDir: true,
+      }) === base &&
+      leasePath(this.#o.remotePath, base, sources, {
+        ...place,
+        remoteIsDir: false,
+      }) === base
+    ) {
+      // The lease is the destination's whatever is there (a tree pushed to
+      // a path without `/`): asked for at once, its answer carrying the
+      // destination's stat, one round trip for both.
+      lease = await this.#lease(base);
+      root = lease?.entry !== undefined
+        ? lease.entry ?? undefined
+        : await this.#rootStat(base, false);
     } else {
       // The first request is not retried: an unreachable server is told at once.
       root = await this.#rootStat(base, false);
