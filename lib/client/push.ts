@@ -208,14 +208,12 @@ class PushRun {
       }
       lease = await leasing;
     } else if (
-      leasePath(this.#o.remotePath, base, sources, {
-        ...place,
-        remoteIsDir: true,
-      }) === base &&
-      leasePath(this.#o.remotePath, base, sources, {
-        ...place,
-        remoteIsDir: false,
-      }) === base
+      [true, false].every((remoteIsDir) =>
+        leasePath(this.#o.remotePath, base, sources, {
+          ...place,
+          remoteIsDir,
+        }) === base
+      )
     ) {
       // The lease is the destination's whatever is there (a tree pushed to
       // a path without `/`): asked for at once, its answer carrying the
