@@ -1,6 +1,6 @@
 /**
  * Test fixture: a loopback server that implements the push protocol
- * (/work/briefs/push_protocol.md) over a real directory, with the read
+ * (the README's table of write endpoints) over a real directory, with the read
  * endpoints a push uses (stat, list, hash), counters of what arrived, and
  * hooks to make any request fail the way a real server or network would.
  */
