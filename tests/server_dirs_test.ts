@@ -192,3 +192,39 @@ Deno.test("mkdir refuses an array that is not one, too long, or with a wrong fie
     assert.throws(() => Deno.statSync(join(f.root, "d0")));
   }, WRITABLE);
 });
+
+Deno.test("a mkdir array of many deep directories gives other work its turns while it runs", async () => {
+  await withFixture(async (f) => {
+    const levels = Array.from({ length: 20 }, (_, i) => `l${i}`).join("/");
+    const dirs = Array.from(
+      { length: 100 },
+      (_, i) => ({ path: join(f.root, "deep", `d${i}`, levels), mtime: T }),
+    );
+    // The longest wait of a 1 ms timer while the request runs.
+    let last = performance.now();
+    let longest = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+    }, 1);
+    const started = performance.now();
+    let took: number;
+    try {
+      assert.deepEqual(
+        new Set(await outcomes(await mkdirs(f, dirs))),
+        new Set(["ok"]),
+      );
+      took = performance.now() - started;
+      longest = Math.max(longest, performance.now() - last);
+    } finally {
+      clearInterval(timer);
+    }
+    // Two thousand directories take far longer than a turn.
+    assert.ok(took > 60, `took ${took.toFixed(0)} ms`);
+    assert.ok(
+      longest < took / 3,
+      `the timer waited ${longest.toFixed(0)} of ${took.toFixed(0)} ms`,
+    );
+  }, WRITABLE);
+});

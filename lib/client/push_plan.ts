@@ -12,7 +12,7 @@ import { describeError, reason } from "../shared/errors.ts";
 import { chunked, inBatches } from "./in_batches.ts";
 import { JOURNAL_SUFFIX, LOCK_NAME, PART_SUFFIX } from "../shared/part_file.ts";
 import { relativeComponents } from "../shared/relative_path.ts";
-import { sleep } from "../shared/sleep.ts";
+import { Breather } from "../shared/breather.ts";
 import {
   type DirRequest,
   type DirResult,
@@ -99,8 +99,14 @@ export class PushPlanner {
   readonly #dirs: DirRecord[] = [];
   readonly #dirByRemote = new Map<string, DirRecord>();
   readonly #comparing = new Set<Promise<void>>();
-  /** When the walk last let the event loop run. */
-  #breathed = performance.now();
+  /**
+   * Lets the event loop run once the walk has gone {@linkcode BREATHE_MS}
+   * without: its reads are synchronous and its awaits settle at once, so
+   * without a pause no request it started would connect or be answered
+   * until the whole tree was walked (a push of 2,000 small files sent its
+   * first bundle 130 ms after reading it).
+   */
+  readonly #breather = new Breather(BREATHE_MS);
 
   /** A planner for one push. */
   constructor(context: PushContext, options: PushPlannerOptions) {
@@ -277,7 +283,7 @@ export class PushPlanner {
     const names = entries.map((e) => e.name).sort();
     for (const name of names) {
       if (ctx.signal.aborted) return;
-      await this.#breathe();
+      await this.#breather.breathe();
       const rel = [...parts, name];
       const relPath = rel.join("/");
       const label = labelOf(rel);
@@ -347,20 +353,6 @@ export class PushPlanner {
         await this.#planName(job, entry.info, existing);
       }
     }
-  }
-
-  /**
-   * Lets the event loop run once the walk has gone {@linkcode BREATHE_MS}
-   * without: its reads are synchronous and its awaits settle at once, so
-   * without a pause no request it started would connect or be answered
-   * until the whole tree was walked (a push of 2,000 small files sent its
-   * first bundle 130 ms after reading it).
-   */
-  async #breathe(): Promise<void> {
-    const now = performance.now();
-    if (now - this.#breathed < BREATHE_MS) return;
-    await sleep(0);
-    this.#breathed = performance.now();
   }
 
   /** A directory of the tree, remembered (unless filtered out) to be made if missing and given its time and mode at the end. */

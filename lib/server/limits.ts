@@ -86,6 +86,13 @@ export interface ServerLimits {
   pushLeaseMs: number;
   /** Push destinations locked at once; one more is answered 503 `busy`. */
   pushLocks: number;
+  /**
+   * Milliseconds of a write request's synchronous work (the directories of
+   * a bundle, a `mkdir` array) before other requests get a turn: a thousand
+   * deep directories in one request would otherwise hold the server as long
+   * as a thousand requests, without their turns.
+   */
+  writeTurnMs: number;
 }
 
 /** The limits used when `HandlerOptions.limits` leaves a field out. */
@@ -146,6 +153,7 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   // and a killed push holds its destination at most this long.
   pushLeaseMs: 30_000,
   pushLocks: 4096,
+  writeTurnMs: 10,
 };
 
 /** What each limit bounds, for the message of a 503 `busy`. */

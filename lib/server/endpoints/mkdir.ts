@@ -20,6 +20,7 @@ import {
   optionalTime,
   requirePath,
 } from "../http.ts";
+import { Breather } from "../../shared/breather.ts";
 import { readJsonBody } from "../request_body.ts";
 import { refusalOf, statEntry } from "./_checked.ts";
 
@@ -58,17 +59,25 @@ async function mkdirMany(ctx: ServerContext, request: Request) {
   const dirs = parseDirs(await readJsonBody(request, MAX_DIRS_BODY_BYTES));
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "mkdir");
   try {
+    const breather = new Breather(ctx.limits.writeTurnMs);
     // All are made before any time is set: making one changes its parent's.
-    const made = dirs.map((d) => {
+    const made: Array<string | DirResult> = [];
+    for (const d of dirs) {
+      await breather.breathe();
       try {
-        return ctx.writeJail.makeDirs(d.path);
+        made.push(ctx.writeJail.makeDirs(d.path));
       } catch (error) {
-        return refusalOf(d.path, error);
+        made.push(refusalOf(d.path, error));
       }
-    });
-    const results: DirResult[] = dirs.map((d, i) => {
+    }
+    const results: DirResult[] = [];
+    for (const [i, d] of dirs.entries()) {
+      await breather.breathe();
       const real = made[i];
-      if (typeof real !== "string") return real;
+      if (typeof real !== "string") {
+        results.push(real);
+        continue;
+      }
       try {
         const info = ctx.writeJail.setDirMeta(
           d.path,
@@ -77,11 +86,11 @@ async function mkdirMany(ctx: ServerContext, request: Request) {
           d.mode,
           d.narrow,
         );
-        return { path: d.path, ...statEntry(info, "dir") };
+        results.push({ path: d.path, ...statEntry(info, "dir") });
       } catch (error) {
-        return refusalOf(d.path, error);
+        results.push(refusalOf(d.path, error));
       }
-    });
+    }
     return json(results);
   } finally {
     release();
