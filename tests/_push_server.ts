@@ -70,6 +70,8 @@ export interface PushServer extends AsyncDisposable {
   puts: PutRecord[];
   /** Every request as `METHOD /path?query`. */
   log: string[];
+  /** The client's port of each request in `log` (one per connection). */
+  ports: number[];
   /** Bytes of PUT bodies that arrived. */
   bytesPut(): number;
   /** Files that arrived through bundles. */
@@ -105,6 +107,7 @@ export function pushServer(options: PushServerOptions): PushServer {
   const uploads = new Map<string, FakeUpload>();
   const puts: PutRecord[] = [];
   const log: string[] = [];
+  const ports: number[] = [];
   const bundled: string[] = [];
   const commitLog: PushServer["commits"] = [];
   const deleted: string[] = [];
@@ -502,9 +505,13 @@ export function pushServer(options: PushServerOptions): PushServer {
     });
   }
 
-  async function handle(request: Request): Promise<Response> {
+  async function handle(
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Promise<Response> {
     const url = new URL(request.url);
     log.push(`${request.method} ${url.pathname}${url.search}`);
+    ports.push(info.remoteAddr.port);
     const hooked = await options.hook?.(url, request);
     if (hooked !== undefined) return hooked;
     const path = url.searchParams.get("path") ?? "";
@@ -573,6 +580,7 @@ export function pushServer(options: PushServerOptions): PushServer {
     uploads,
     puts,
     log,
+    ports,
     bundled,
     commits: commitLog,
     deleted,

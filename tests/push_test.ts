@@ -930,6 +930,42 @@ Deno.test("a tree pushed to a path without / asks for its lease first, the desti
   );
 });
 
+Deno.test("the directories' times and the lease's release at the end go on connections already open (no handshake after the last file)", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  // Small files only: every write before the end is a bundle.
+  for (let i = 0; i < 30; i++) {
+    await Deno.mkdir(join(f.src, "run42", `d${i % 3}`), { recursive: true });
+    await Deno.writeTextFile(join(f.src, "run42", `d${i % 3}`, `f${i}`), "x");
+  }
+  await using server = serve(f, {
+    hook: (url) =>
+      Promise.resolve(
+        url.pathname !== "/v1/lock" ? undefined : Response.json({
+          token: LEASE_TOKEN,
+          expires_ms: 30_000,
+          entry: null,
+        }),
+      ),
+  });
+  // To a path without `/`: the lease is the one request before the files.
+  const { summary } = await run(
+    server,
+    [join(f.src, "run42")],
+    join(f.dst, "run42"),
+  );
+  assert.deepEqual(summary.failures, []);
+  const at = (line: RegExp) => server.log.findLastIndex((l) => line.test(l));
+  for (const last of [/^POST \/v1\/mkdir$/, /release=1/]) {
+    const i = at(last);
+    assert.ok(i > 0, String(last));
+    assert.ok(
+      server.ports.slice(0, i).includes(server.ports[i]),
+      `${server.log[i]} came on a new connection`,
+    );
+  }
+});
+
 Deno.test("the lease goes back once, while the directories get their times (not a round trip after them)", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);

@@ -185,8 +185,13 @@ class PushRun {
     const place = { scp: this.#o.scpPlacement ?? false };
     let root: StatEntry | undefined;
     let lease: PushLease | undefined;
-    // Opened during the first round trip, for the first bundles or ranges.
-    if (!this.#ctx.dryRun) this.#remote.warmBodies(2, this.#signal);
+    // Opened during the first round trip: two for the first bundles or
+    // ranges, and one more for requests without a body, so that the
+    // directories' times and the lease's release at the end go at once.
+    if (!this.#ctx.dryRun) {
+      this.#remote.warmBodies(2, this.#signal);
+      this.#remote.warm(1, this.#signal);
+    }
     if (this.#o.remotePath.endsWith("/") || sources.length > 1) {
       // Each source goes inside, whatever is there: the lease is asked for
       // with the destination's stat, one round trip for both.
