@@ -87,10 +87,10 @@ export interface ServerLimits {
   /** Push destinations locked at once; one more is answered 503 `busy`. */
   pushLocks: number;
   /**
-   * Milliseconds of a write request's synchronous work (the directories of
-   * a bundle, a `mkdir` array) before other requests get a turn: a thousand
-   * deep directories in one request would otherwise hold the server as long
-   * as a thousand requests, without their turns.
+   * Milliseconds of a `mkdir` array's synchronous work before other requests
+   * get a turn: a thousand deep directories in one request would otherwise
+   * hold the server as long as a thousand requests, without their turns. (A
+   * turn costs about 2 ms here: Deno's `setTimeout(0)`.)
    */
   writeTurnMs: number;
 }

@@ -17,7 +17,6 @@ import type { Endpoint, ServerContext } from "../context.ts";
 import { badQuery, json } from "../http.ts";
 import { giveBodyBuffer } from "../body_buffers.ts";
 import { readRawBody } from "../request_body.ts";
-import { Breather } from "../../shared/breather.ts";
 import { checkRelative, refusalOf, statEntry } from "./_checked.ts";
 
 /** `POST /v1/upload/bundle?root=R[&parents=1]` with frames of files below `R`. */
@@ -57,12 +56,9 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
       results.push(...writeGroup(ctx, group, parents !== null));
       group = [];
     };
-    // Other requests are served between directories of a long bundle.
-    const breather = new Breather(ctx.limits.writeTurnMs);
     try {
       for await (const { header, data } of frames) {
         if ("end" in header) break;
-        await breather.breathe();
         let path: string;
         try {
           checkRelative(header.path, "upload");
