@@ -860,8 +860,13 @@ Deno.test("a local file cut short while its body streams fails that PUT and star
 const LEASE_TOKEN = "0123456789abcdef0123456789abcdef";
 
 /** hsyncd's answer granting the lease `LEASE_TOKEN` (a fake server's hook sends it). */
-function leaseAnswer(): Response {
-  return Response.json({ token: LEASE_TOKEN, expires_ms: 30_000 });
+/** A lease granted; with `entry` (null: nothing there), the destination's stat asked for with it. */
+function leaseAnswer(entry?: null): Response {
+  return Response.json({
+    token: LEASE_TOKEN,
+    expires_ms: 30_000,
+    ...(entry === undefined ? {} : { entry }),
+  });
 }
 
 Deno.test("into a path ending in /, the lease is asked for while the destination is stat'ed (one round trip for both)", async () => {
@@ -903,11 +908,7 @@ Deno.test("a tree pushed to a path without / asks for its lease first, the desti
       if (url.pathname === "/v1/lock") {
         // Nothing there yet (a stat would say 404).
         return Promise.resolve(
-          url.searchParams.has("release") ? leaseAnswer() : Response.json({
-            token: LEASE_TOKEN,
-            expires_ms: 30_000,
-            entry: null,
-          }),
+          leaseAnswer(url.searchParams.has("release") ? undefined : null),
         );
       }
       return Promise.resolve(undefined);
@@ -941,11 +942,7 @@ Deno.test("the directories' times and the lease's release at the end go on conne
   await using server = serve(f, {
     hook: (url) =>
       Promise.resolve(
-        url.pathname !== "/v1/lock" ? undefined : Response.json({
-          token: LEASE_TOKEN,
-          expires_ms: 30_000,
-          entry: null,
-        }),
+        url.pathname === "/v1/lock" ? leaseAnswer(null) : undefined,
       ),
   });
   // To a path without `/`: the lease is the one request before the files.
