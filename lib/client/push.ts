@@ -189,7 +189,7 @@ class PushRun {
     // ranges, and one more for requests without a body, so that the
     // directories' times and the lease's release at the end go at once.
     if (!this.#ctx.dryRun) {
-      this.#remote.warmBodies(2, this.#signal);
+      this.#remote.warm(2, this.#signal, true);
       this.#remote.warm(1, this.#signal);
     }
     if (this.#o.remotePath.endsWith("/") || sources.length > 1) {

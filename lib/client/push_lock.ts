@@ -11,7 +11,8 @@ import { describeError, ProtocolError } from "../shared/errors.ts";
 import { API, type LockLease, type StatEntry } from "../shared/wire.ts";
 import { DestinationBusy } from "./dest_lock.ts";
 import { goesInside, type PushSource } from "./push_sources.ts";
-import { jsonOrNull, type Remote } from "./remote.ts";
+import { jsonOrNull } from "./answers.ts";
+import type { Remote } from "./remote.ts";
 import { sleep } from "./retry.ts";
 
 /** How often a waiting push asks for the lease again. */

@@ -11,6 +11,7 @@ import {
   unreachableError,
 } from "./server_probe.ts";
 import { throttled, type TokenBucket } from "./bandwidth.ts";
+import { jsonOrNull, validExtents } from "./answers.ts";
 import { BufferRequests } from "./buffer_request.ts";
 import { parseGlobLine, parseListLine, splitLines } from "./ndjson_lines.ts";
 import { sleep } from "../shared/sleep.ts";
@@ -328,34 +329,27 @@ export class Remote {
 
   /**
    * Opens `count` more connections ahead of need: a `GET /v1/health` on
-   * each, its answer read whole so that the connection goes back to fetch's
-   * pool. A request that later needs a connection of its own then finds one
-   * open instead of waiting a round trip for it. Failures are ignored: the
-   * requests that matter report their own.
+   * each, its answer read whole so that the connection goes back to its
+   * pool (fetch's, or with `bodies` that of the connections carrying byte
+   * bodies: a push's bundles and ranges). A request that later needs a
+   * connection of its own then finds one open instead of waiting a round
+   * trip for it. Failures are ignored: the requests that matter report
+   * their own.
    */
-  warm(count: number, signal?: AbortSignal): void {
+  warm(count: number, signal?: AbortSignal, bodies = false): void {
+    const url = this.url(API.health);
     for (let i = 0; i < count; i++) {
-      this.send(this.url(API.health), { signal }).then(async (ex) => {
-        try {
-          await ex.response.arrayBuffer();
-        } finally {
-          ex.done();
-        }
-      }).catch(() => {});
-    }
-  }
-
-  /**
-   * The same for the connections that carry byte bodies (a push's bundles
-   * and ranges, sent through node's client): its first bundle, asked for
-   * far away, then waits no round trip for a connection.
-   */
-  warmBodies(count: number, signal?: AbortSignal): void {
-    for (let i = 0; i < count; i++) {
-      this.#buffers().send(
-        new Request(this.url(API.health), { signal }),
-        new Uint8Array(0),
-      ).then((response) => response.arrayBuffer()).catch(() => {});
+      const read = bodies
+        ? this.#buffers().send(new Request(url, { signal }), new Uint8Array(0))
+          .then((response) => response.arrayBuffer())
+        : this.send(url, { signal }).then(async (ex) => {
+          try {
+            await ex.response.arrayBuffer();
+          } finally {
+            ex.done();
+          }
+        });
+      read.catch(() => {});
     }
   }
 
@@ -562,18 +556,6 @@ export class Remote {
   }
 }
 
-/** The answer's body parsed as JSON, null when it is not JSON (its checks then call it malformed); the exchange is done. */
-export async function jsonOrNull(ex: Exchange): Promise<unknown> {
-  try {
-    return await ex.response.json();
-  } catch (error) {
-    if (error instanceof SyntaxError) return null;
-    throw error;
-  } finally {
-    ex.done();
-  }
-}
-
 /** What a listing asks for besides the path (see {@linkcode Remote.list}). */
 export interface ListQuery {
   /** Resume after this entry's path. */
@@ -584,22 +566,4 @@ export interface ListQuery {
   hardLinks?: boolean;
   /** `ifdir=1`: a path that is not a directory answers 204 (a listing asked for with the stat). */
   ifDir?: boolean;
-}
-
-/** Sorted, disjoint, non-empty data ranges within the size, and an ETag. */
-function validExtents(body: Partial<Extents> | null): body is Extents {
-  if (
-    typeof body?.etag !== "string" || !Number.isSafeInteger(body.size) ||
-    (body.size as number) < 0 || !Array.isArray(body.data)
-  ) return false;
-  let at = 0;
-  for (const pair of body.data as unknown[]) {
-    if (
-      !Array.isArray(pair) || pair.length !== 2 ||
-      !Number.isSafeInteger(pair[0]) || !Number.isSafeInteger(pair[1]) ||
-      pair[0] < at || pair[1] <= pair[0] || pair[1] > body.size!
-    ) return false;
-    at = pair[1];
-  }
-  return true;
 }
