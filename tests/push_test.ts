@@ -636,6 +636,87 @@ Deno.test("a local file that changed since the interrupted push starts over with
   assert.equal(sha(await Deno.readFile(remote)), sha(content));
 });
 
+Deno.test("files sent in ranges into a tree this push made ask nothing of their uploads: nothing can be held there", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  await makeTree(join(f.src, "run42"));
+  await using server = serve(f);
+  const { summary } = await run(
+    server,
+    [join(f.src, "run42")],
+    join(f.dst, "new-name"),
+  );
+  assert.deepEqual(summary.failures, []);
+  // big.bin, medium.bin and c.bin went in ranges.
+  assert.ok(server.puts.length >= 3);
+  assert.deepEqual(
+    server.log.filter((l) => l.startsWith("GET /v1/upload")),
+    [],
+  );
+  assert.deepEqual(
+    await snapshot(join(f.dst, "new-name")),
+    await snapshot(join(f.src, "run42")),
+  );
+});
+
+Deno.test("a part of another source in a tree thought new refuses the first PUT: the file starts over with restart=1 and arrives whole", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  await makeTree(join(f.src, "run42"));
+  const dest = join(f.dst, "new-name");
+  await Deno.mkdir(dest);
+  const stale = bytes(1536 * KiB + 3, 99);
+  await using server = serve(f, {
+    hook: (url) =>
+      url.pathname === "/v1/lock"
+        // Nothing there, says the lease (another push's part came after it).
+        ? leaseAnswer(url.searchParams.has("release") ? undefined : null)
+        : undefined,
+  });
+  await plantUpload(server, join(dest, "big.bin"), stale, [0, MiB], "other");
+  const { summary } = await run(server, [join(f.src, "run42")], dest);
+  assert.deepEqual(summary.failures, []);
+  const big = server.puts.filter((p) => p.path === join(dest, "big.bin"));
+  assert.equal(big[0].status, 409);
+  assert.equal(big.filter((p) => p.restart).length, 1);
+  assert.deepEqual(await snapshot(dest), await snapshot(join(f.src, "run42")));
+});
+
+Deno.test("a file whose lease tells what the server holds of it is resumed from that, without asking", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const local = join(f.src, "big.bin");
+  const content = bytes(2 * MiB + 17, 3);
+  await Deno.writeFile(local, content);
+  const remote = join(f.dst, "big.bin");
+  const source = sourceIdOf(await Deno.lstat(local));
+  let told: unknown;
+  await using server = serve(f, {
+    hook: (url) => {
+      if (url.pathname !== "/v1/lock") return undefined;
+      if (url.searchParams.has("release")) return leaseAnswer();
+      told = { size: content.length, source, held: [[0, MiB + 5]] };
+      return Response.json({
+        token: LEASE_TOKEN,
+        expires_ms: 30_000,
+        entry: null,
+        upload: told,
+      });
+    },
+  });
+  await plantUpload(server, remote, content, [0, MiB + 5], source);
+  const { summary } = await run(server, [local], f.dst + "/");
+  assert.deepEqual(summary.failures, []);
+  assert.ok(told !== undefined);
+  assert.deepEqual(
+    server.log.filter((l) => l.startsWith("GET /v1/upload")),
+    [],
+  );
+  assert.equal(server.bytesPut(), content.length - (MiB + 5));
+  assert.equal(summary.resumed, MiB + 5);
+  assert.equal(sha(await Deno.readFile(remote)), sha(content));
+});
+
 Deno.test("a PUT cut short is retried from the server's status: the prefix it kept is not sent again", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);

@@ -6,6 +6,7 @@ import { encodeFrames } from "../lib/shared/bundle_codec.ts";
 import { ConfigError } from "../lib/shared/errors.ts";
 import type {
   CommitResult,
+  LockLease,
   UploadBundleHeader,
   UploadBundleResult,
   UploadStatus,
@@ -130,6 +131,41 @@ Deno.test("a file pushed in ranges, out of order, is held as it arrives and comm
       404,
       "not_found",
     );
+  }, WRITABLE);
+});
+
+Deno.test("POST /v1/lock?stat=1 tells what is held of an upload to the path, as GET /v1/upload would: its ranges, null for none, nothing for a directory", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.root, "in"));
+    assert.equal((await put(f, "in/a.bin", DATA, 0, 50_000)).status, 200);
+    const leased = async (rel: string) => {
+      const r = await f.call(`/v1/lock?path=${f.q(rel)}&stat=1`, {
+        method: "POST",
+      });
+      assert.equal(r.status, 200);
+      const lease = await r.json() as LockLease;
+      // Given back at once: the next asks about a path inside or around it.
+      const back = await f.call(
+        `/v1/lock?path=${f.q(rel)}&token=${lease.token}&release=1`,
+        { method: "POST" },
+      );
+      assert.equal(back.status, 200);
+      await back.body?.cancel();
+      return lease;
+    };
+    const held = await leased("in/a.bin");
+    assert.equal(held.entry, null);
+    assert.deepEqual(
+      held.upload,
+      await (await f.call(`/v1/upload?path=${f.q("in/a.bin")}`)).json(),
+    );
+    assert.deepEqual(held.upload, {
+      size: DATA.length,
+      source: "src-1",
+      held: [[0, 50_000]],
+    });
+    assert.equal((await leased("in/b.bin")).upload, null);
+    assert.equal("upload" in await leased("in"), false);
   }, WRITABLE);
 });
 

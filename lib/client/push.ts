@@ -37,7 +37,7 @@ import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
 import { DestinationBusy } from "./dest_lock.ts";
 import { Remote } from "./remote.ts";
 import { remoteRootError } from "./root_error.ts";
-import { newSession, PushRemote } from "./remote_push.ts";
+import { type HeldUpload, newSession, PushRemote } from "./remote_push.ts";
 import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import { BundleSender } from "./send_bundle.ts";
@@ -81,7 +81,11 @@ class PushRun {
   /** Every source is walked: later changes of the totals keep them final. */
   #totalFinal = false;
   /** The destination's entry as the lease's answer told it (undefined: nothing there). */
-  #leased?: { path: string; entry: StatEntry | undefined };
+  #leased?: {
+    path: string;
+    entry: StatEntry | undefined;
+    upload: HeldUpload | null | undefined;
+  };
 
   constructor(options: PushOptions) {
     this.#o = options;
@@ -246,7 +250,11 @@ class PushRun {
           : await this.#rootStat(base, true);
       }
       if (lease?.entry !== undefined) {
-        this.#leased = { path: lease.path, entry: lease.entry ?? undefined };
+        this.#leased = {
+          path: lease.path,
+          entry: lease.entry ?? undefined,
+          upload: lease.upload,
+        };
       }
       return await this.#run(sources, base, root, started, lease);
     } finally {
@@ -380,11 +388,16 @@ class PushRun {
         if (above?.type === "dir") this.#dirs.add(parent);
         else if (!await this.#dirs.ensure(parent, source.name)) return;
       }
-      await this.#planner.planFile(source, {
-        remote: dest,
-        root: into ? base : parent,
-        under: into ? source.name : posix.basename(dest),
-      }, existing);
+      await this.#planner.planFile(
+        source,
+        {
+          remote: dest,
+          root: into ? base : parent,
+          under: into ? source.name : posix.basename(dest),
+        },
+        existing,
+        this.#leased?.path === dest ? this.#leased.upload : undefined,
+      );
       return;
     }
     if (existing !== undefined && existing.type !== "dir") {

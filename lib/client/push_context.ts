@@ -5,7 +5,7 @@ import { ConnectError, HttpError } from "../shared/errors.ts";
 import { etagFor } from "../shared/file_identity.ts";
 import type { SourceId } from "../shared/wire.ts";
 import type { Remote } from "./remote.ts";
-import type { PushRemote } from "./remote_push.ts";
+import type { HeldUpload, PushRemote } from "./remote_push.ts";
 import type { Backoff } from "./retry.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { PullEvent, TreeOptions } from "./transfer.ts";
@@ -33,6 +33,12 @@ export interface SendJob {
   source: SourceId;
   /** `-S` and the file has holes (fewer blocks than bytes): only its data is sent. */
   sparse?: boolean;
+  /**
+   * What the server holds of its upload, known without asking (null:
+   * nothing, as in a directory this push made); undefined: asked for. Used
+   * by the first round only.
+   */
+  held?: HeldUpload | null;
 }
 
 /**

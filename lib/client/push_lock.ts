@@ -13,6 +13,7 @@ import { DestinationBusy } from "./dest_lock.ts";
 import { goesInside, type PushSource } from "./push_sources.ts";
 import { jsonOrNull } from "./answers.ts";
 import type { Remote } from "./remote.ts";
+import { checkStatus, type HeldUpload } from "./remote_push.ts";
 import { sleep } from "./retry.ts";
 
 /** How often a waiting push asks for the lease again. */
@@ -49,6 +50,11 @@ export interface PushLease {
    * asked for and the server told it; undefined otherwise.
    */
   readonly entry: StatEntry | null | undefined;
+  /**
+   * What the server holds of an upload to the path (null: nothing), told
+   * with the entry when the path is not a directory; undefined otherwise.
+   */
+  readonly upload: HeldUpload | null | undefined;
   /** Gives the lease back (once, however often it is called). */
   release(): Promise<void>;
 }
@@ -116,6 +122,7 @@ class Renewal implements PushLease {
   readonly #stop = new AbortController();
   readonly waited: boolean;
   readonly entry: StatEntry | null | undefined;
+  readonly upload: HeldUpload | null | undefined;
   #timer?: ReturnType<typeof setTimeout>;
   #pending?: Promise<void>;
   #released?: Promise<void>;
@@ -131,6 +138,7 @@ class Renewal implements PushLease {
     this.entry = lease.entry === null || isStatEntry(lease.entry)
       ? lease.entry
       : undefined;
+    this.upload = uploadOf(lease.upload, remote.host);
     this.#remote = remote;
     this.path = path;
     this.#token = lease.token;
@@ -230,4 +238,18 @@ function isStatEntry(value: unknown): value is StatEntry {
     (e.type === "file" || e.type === "dir" || e.type === "symlink") &&
     typeof e.size === "number" && typeof e.mtime === "number" &&
     typeof e.mode === "number";
+}
+
+/** The upload status told with a lease, when well formed (else undefined: asked for later). */
+function uploadOf(
+  value: unknown,
+  host: string,
+): HeldUpload | null | undefined {
+  if (value === null) return null;
+  if (value === undefined) return undefined;
+  try {
+    return checkStatus(value, host);
+  } catch {
+    return undefined;
+  }
 }

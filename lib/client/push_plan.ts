@@ -31,6 +31,7 @@ import type { Verifier } from "./verify.ts";
 import { inodeKey, localEntry } from "./local_entry.ts";
 import type { LinkSender } from "./push_links.ts";
 import type { PushSource } from "./push_sources.ts";
+import type { HeldUpload } from "./remote_push.ts";
 
 /** A directory of a push: where it is, what the server had, and whether its time must be set at the end. */
 interface DirRecord {
@@ -114,11 +115,16 @@ export class PushPlanner {
     this.#o = options;
   }
 
-  /** Plans a single local file going to `remote` (whose current entry is `existing`). */
+  /**
+   * Plans a single local file going to `remote` (whose current entry is
+   * `existing`, and what the server holds of an upload to it `held`, when
+   * known).
+   */
   async planFile(
     source: PushSource,
     target: { remote: string; root: string; under: string },
     existing: StatEntry | undefined,
+    held?: HeldUpload | null,
   ): Promise<void> {
     let info: Deno.FileInfo;
     try {
@@ -131,6 +137,7 @@ export class PushPlanner {
       return;
     }
     const job = this.#jobOf(source.path, source.name, target, info);
+    if (held !== undefined) job.held = held;
     await this.#planName(job, info, existing);
   }
 
@@ -344,6 +351,8 @@ export class PushPlanner {
           root: tree.root,
           under: tree.underPrefix + relPath,
         }, entry.info);
+        // In a tree this push made, the server holds no upload of it.
+        if (tree.made) job.held = null;
         // A later name of the file is a link made in this directory: it
         // must be there first (a bundle or a file sent in ranges makes its own).
         if (

@@ -311,7 +311,8 @@ export class PushRemote {
 }
 
 /** An `UploadStatus` checked: whole sizes, ranges inside the file. */
-function checkStatus(value: unknown, host: string): HeldUpload {
+/** An upload status as the server sent it, checked (a {@linkcode ProtocolError} when malformed). */
+export function checkStatus(value: unknown, host: string): HeldUpload {
   const s = value as Partial<UploadStatus> | null;
   const bad = () =>
     new ProtocolError(`Upload status from ${host} is malformed`);

@@ -203,9 +203,14 @@ export class RangeSender {
     progress: (bytes: number, resumed?: boolean) => void,
   ): Promise<{ held: RangeSet; restart: boolean }> {
     const ctx = this.#ctx;
-    const status = await this.#retry(() =>
-      ctx.push.status(job.remote, ctx.signal)
-    );
+    // Told with the lease, or nothing in a directory this push made: no
+    // round trip (a part of another source the server does hold after all
+    // refuses the first PUT, and the next round asks).
+    const known = job.held;
+    job.held = undefined;
+    const status = known !== undefined
+      ? known ?? undefined
+      : await this.#retry(() => ctx.push.status(job.remote, ctx.signal));
     if (status === undefined) return { held: new RangeSet(), restart: false };
     if (status.size === job.size && status.source === job.source) {
       const covered = status.held.covered;

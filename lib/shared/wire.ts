@@ -383,4 +383,11 @@ export interface LockLease {
    * the server cannot say (the client asks `/v1/stat` then).
    */
   entry?: StatEntry | null;
+  /**
+   * Asked with `stat=1` too, when the path is not a directory: what the
+   * server holds of an upload to it, as `GET /v1/upload` gives it (null:
+   * nothing), saving a push of one file that round trip. Absent when the
+   * server cannot say.
+   */
+  upload?: UploadStatus | null;
 }

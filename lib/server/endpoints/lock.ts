@@ -1,6 +1,11 @@
 /** `/v1/lock` (push): the lease of a destination, so two pushes into one directory never write it at once. */
 import { HttpError } from "../../shared/errors.ts";
-import { API, type LockLease, type StatEntry } from "../../shared/wire.ts";
+import {
+  API,
+  type LockLease,
+  type StatEntry,
+  type UploadStatus,
+} from "../../shared/wire.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { badQuery, json, requirePath } from "../http.ts";
 import { splitWritePath } from "../jail/write_support.ts";
@@ -39,8 +44,27 @@ async function lock(ctx: ServerContext, _request: Request, url: URL) {
   if (withStat !== null) {
     const entry = await leasedEntry(ctx, requested);
     if (entry !== undefined) lease = { ...lease, entry };
+    if (entry !== undefined && entry?.type !== "dir") {
+      const upload = await leasedUpload(ctx, requested);
+      if (upload !== undefined) lease = { ...lease, upload };
+    }
   }
   return json(lease);
+}
+
+/**
+ * What `GET /v1/upload` would answer for the path just leased (null:
+ * nothing held), undefined when it would refuse.
+ */
+async function leasedUpload(
+  ctx: ServerContext,
+  path: string,
+): Promise<UploadStatus | null | undefined> {
+  try {
+    return await ctx.uploads.status(ctx.writeJail.target(path)) ?? null;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
