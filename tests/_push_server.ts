@@ -197,6 +197,10 @@ export function pushServer(options: PushServerOptions): PushServer {
     if (m === null || Number(m[3]) !== size) {
       return answer(error(400, "bad_range", "Bad Content-Range"));
     }
+    // With parents=1 a missing directory is made first, as hsyncd makes it.
+    if (url.searchParams.get("parents") === "1") {
+      await Deno.mkdir(dirname(path), { recursive: true }).catch(() => {});
+    }
     try {
       if (!(await Deno.stat(dirname(path))).isDirectory) throw new Error();
     } catch {

@@ -636,7 +636,7 @@ Deno.test("a local file that changed since the interrupted push starts over with
   assert.equal(sha(await Deno.readFile(remote)), sha(content));
 });
 
-Deno.test("files sent in ranges into a tree this push made ask nothing of their uploads: nothing can be held there", async () => {
+Deno.test("files sent in ranges into a tree this push made ask nothing first: no upload status (nothing can be held there), no mkdir (their PUTs make it)", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   await makeTree(join(f.src, "run42"));
@@ -651,6 +651,11 @@ Deno.test("files sent in ranges into a tree this push made ask nothing of their 
   assert.ok(server.puts.length >= 3);
   assert.deepEqual(
     server.log.filter((l) => l.startsWith("GET /v1/upload")),
+    [],
+  );
+  // Only the array at the end (sub/deep/er/c.bin's PUTs made its directory).
+  assert.deepEqual(
+    server.log.filter((l) => l.startsWith("POST /v1/mkdir?")),
     [],
   );
   assert.deepEqual(

@@ -1,4 +1,4 @@
-/** Tests of how hsyncd makes a push's directories (lib/server/endpoints/upload_bundle.ts with `parents=1`, mkdir.ts's array form), in process. */
+/** Tests of how hsyncd makes a push's directories (lib/server/endpoints/upload_bundle.ts and upload.ts with `parents=1`, mkdir.ts's array form), in process. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { encodeFrames } from "../lib/shared/bundle_codec.ts";
@@ -130,6 +130,70 @@ Deno.test("a bundle with parents=1 never makes a directory through a symlink, on
       },
     );
     assert.deepEqual(await outcomes(res), ["refused"]);
+    assert.throws(() => Deno.statSync(join(f.tmp, "elsewhere")));
+  }, WRITABLE);
+});
+
+/** `PUT /v1/upload` of all of `text` as one range to `rel`, with `query` added. */
+function putWhole(f: Fixture, rel: string, text: string, query = "") {
+  return f.call(
+    `/v1/upload?path=${f.q(rel)}&size=${text.length}&source=s1${query}`,
+    {
+      method: "PUT",
+      headers: { "content-range": `bytes 0-${text.length - 1}/${text.length}` },
+      body: new TextEncoder().encode(text),
+    },
+  );
+}
+
+Deno.test("a PUT with parents=1 makes its file's missing directories (and only with it), never through a symlink, on a file or outside Writable_path", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.root, "in"));
+    await expectError(
+      await putWhole(f, "in/new/deeper/a.bin", "abc"),
+      404,
+      "not_found",
+    );
+    assert.throws(() => Deno.statSync(join(f.root, "in/new")));
+    const res = await putWhole(f, "in/new/deeper/a.bin", "abc", "&parents=1");
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.body?.cancel();
+    assert.equal(
+      await Deno.readTextFile(join(f.root, "in/new/deeper/a.bin.hsync-part")),
+      "abc",
+    );
+    assert.equal(
+      (await Deno.stat(join(f.root, "in/new/deeper"))).mode! & 0o777,
+      0o755 & ~Deno.umask(),
+    );
+    await expectError(
+      await putWhole(f, "in/x/a.bin", "abc", "&parents=yes"),
+      400,
+      "bad_request",
+    );
+    const outside = join(f.tmp, "outside");
+    await Deno.mkdir(outside);
+    await Deno.symlink(outside, join(f.root, "in/link"));
+    await Deno.writeTextFile(join(f.root, "in/file"), "x");
+    for (const rel of ["in/link/made/a.bin", "in/file/made/b.bin"]) {
+      const refused = await putWhole(f, rel, "abc", "&parents=1");
+      assert.ok(refused.status >= 400, rel);
+      await refused.body?.cancel();
+    }
+    assert.deepEqual([...Deno.readDirSync(outside)], []);
+    assert.equal(await Deno.readTextFile(join(f.root, "in/file")), "x");
+    const elsewhere = await f.call(
+      `/v1/upload?path=${
+        encodeURIComponent(join(f.tmp, "elsewhere/x/a.bin"))
+      }&size=3&source=s1&parents=1`,
+      {
+        method: "PUT",
+        headers: { "content-range": "bytes 0-2/3" },
+        body: new TextEncoder().encode("abc"),
+      },
+    );
+    assert.equal(elsewhere.status, 403);
+    await elsewhere.body?.cancel();
     assert.throws(() => Deno.statSync(join(f.tmp, "elsewhere")));
   }, WRITABLE);
 });

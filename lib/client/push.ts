@@ -521,10 +521,10 @@ class PushRun {
   }
 
   async #sendRanged(job: SendJob): Promise<void> {
-    // Its directory first (a bundle makes its own; a part file cannot).
-    if (!await this.#dirs.ensure(posix.dirname(job.remote), job.label)) return;
+    // Its PUTs make its directory when it is missing, as bundles do.
     try {
       await this.#ranges.send(job);
+      this.#dirs.add(posix.dirname(job.remote));
     } catch (error) {
       if (this.#signal.aborted) return;
       this.#fail(job.label, describeError(error));

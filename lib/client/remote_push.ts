@@ -93,6 +93,8 @@ export class PushRemote {
       source: target.source,
     };
     if (target.restart) query.restart = "1";
+    // A missing directory is made by the server first (a new tree's).
+    query.parents = "1";
     const headers = this.#headers();
     headers.set("content-range", contentRange(range, target.size));
     headers.set("content-type", "application/octet-stream");

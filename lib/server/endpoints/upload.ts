@@ -8,11 +8,12 @@ import { HttpError } from "../../shared/errors.ts";
 import { API, HEADER } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
+import type { WriteTarget } from "../jail/write_jail_api.ts";
 import { badQuery, json, optionalInteger, requirePath } from "../http.ts";
 import { giveBodyBuffer } from "../body_buffers.ts";
 import { piecesLength, readRawPieces } from "../request_body.ts";
 
-/** `GET /v1/upload?path=P` (status) and `PUT /v1/upload?path=P&size=S&source=ID[&restart=1]` (one range). */
+/** `GET /v1/upload?path=P` (status) and `PUT /v1/upload?path=P&size=S&source=ID[&restart=1][&parents=1]` (one range). */
 export const uploadEndpoint: Endpoint = {
   path: API.upload,
   methods: ["GET", "PUT"],
@@ -20,7 +21,9 @@ export const uploadEndpoint: Endpoint = {
 };
 
 async function upload(ctx: ServerContext, request: Request, url: URL) {
-  const target = ctx.writeJail.target(requirePath(url));
+  const target = request.method === "PUT"
+    ? putTarget(ctx, url)
+    : ctx.writeJail.target(requirePath(url));
   if (request.method === "GET") {
     const status = await ctx.uploads.status(target);
     if (status === undefined) {
@@ -106,6 +109,27 @@ async function upload(ctx: ServerContext, request: Request, url: URL) {
     // Written (synchronously) or refused: nothing reads it any more.
     giveBodyBuffer(body);
   }
+}
+
+/**
+ * Where a PUT writes: with `parents=1`, a missing directory is made first
+ * (through the jail, level by level, as `POST /v1/mkdir` makes it), so the
+ * first range of a file in a new tree needs no request before it.
+ */
+function putTarget(ctx: ServerContext, url: URL): WriteTarget {
+  const path = requirePath(url);
+  const parents = url.searchParams.get("parents");
+  if (parents !== null && parents !== "1") {
+    throw badQuery("parents", parents, "1");
+  }
+  try {
+    return ctx.writeJail.target(path);
+  } catch (error) {
+    if (parents === null || !(error instanceof HttpError)) throw error;
+    if (error.status !== 404) throw error;
+  }
+  ctx.writeJail.makeDirs(path.slice(0, path.lastIndexOf("/")));
+  return ctx.writeJail.target(path);
 }
 
 /** A whole number query parameter that must be there. */
