@@ -134,6 +134,77 @@ Deno.test("a file pushed in ranges, out of order, is held as it arrives and comm
   }, WRITABLE);
 });
 
+Deno.test("a PUT with commit=1 commits the upload when its range completes it, with the time and mode it carries; one that does not only writes", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.root, "in"));
+    const path = join(f.root, "in/c.bin");
+    const committing = (
+      start: number,
+      end: number,
+      more: Record<string, string> = {},
+    ) => {
+      const query = new URLSearchParams({
+        path,
+        size: String(DATA.length),
+        source: "src-1",
+        commit: "1",
+        mtime: "1700000000000",
+        mode: String(0o640),
+        ...more,
+      });
+      return f.call(`/v1/upload?${query}`, {
+        method: "PUT",
+        headers: {
+          "content-range": `bytes ${start}-${end - 1}/${DATA.length}`,
+          "x-hsync-upload-session": "session-a",
+        },
+        body: DATA.slice(start, end),
+      });
+    };
+    const first = await committing(100_000, 200_000);
+    assert.equal(first.status, 200);
+    assert.equal("committed" in await first.json(), false);
+    assert.throws(() => Deno.statSync(path));
+    const last = await committing(0, 100_000);
+    assert.equal(last.status, 200);
+    const answer = await last.json() as UploadStatus;
+    assert.equal(answer.committed?.type, "file");
+    assert.equal(answer.committed?.size, DATA.length);
+    assert.equal(answer.committed?.mtime, 1_700_000_000_000);
+    assert.deepEqual(await Deno.readFile(path), DATA);
+    const info = await Deno.stat(path);
+    assert.equal(info.mtime?.getTime(), 1_700_000_000_000);
+    assert.equal((info.mode ?? 0) & 0o777, 0o640 & ~Deno.umask());
+    assert.deepEqual(
+      [...Deno.readDirSync(join(f.root, "in"))].map((e) => e.name),
+      ["c.bin"],
+    );
+    await expectError(
+      await f.call(`/v1/upload?path=${f.q("in/c.bin")}`),
+      404,
+      "not_found",
+    );
+    const bads: Array<Record<string, string>> = [
+      { commit: "2" },
+      { mode: "70000" },
+      { mtime: "soon" },
+    ];
+    for (const bad of bads) {
+      await expectError(await committing(0, 10, bad), 400, "bad_request");
+    }
+    const noTime = await f.call(
+      `/v1/upload?path=${f.q("in/d.bin")}&size=3&source=s&commit=1&mode=420`,
+      {
+        method: "PUT",
+        headers: { "content-range": "bytes 0-2/3" },
+        body: new Uint8Array(3),
+      },
+    );
+    await expectError(noTime, 400, "bad_request");
+    assert.throws(() => Deno.statSync(join(f.root, "in/d.bin")));
+  }, WRITABLE);
+});
+
 Deno.test("POST /v1/lock?stat=1 tells what is held of an upload to the path, as GET /v1/upload would: its ranges, null for none, nothing for a directory", async () => {
   await withFixture(async (f) => {
     await Deno.mkdir(join(f.root, "in"));

@@ -123,6 +123,18 @@ export class Uploads {
   }
 
   /**
+   * Whether every byte of `claim`'s upload of `target` is written (held, or
+   * written and waiting for its flush): a commit of it would take it.
+   */
+  complete(target: WriteTarget, claim: UploadClaim): boolean {
+    const u = this.#load(target);
+    return u !== undefined && u.size === claim.size &&
+      u.source === claim.source &&
+      new RangeSet([...u.held.toArray(), ...u.pending.toArray()])
+        .isComplete(u.size);
+  }
+
+  /**
    * Writes `pieces` (exactly the bytes of `range` in order, already read whole and,
    * for a signed request, checked against its signature) into the target's
    * part file; `restart` first drops what was held. The range is recorded as

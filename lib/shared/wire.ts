@@ -217,19 +217,33 @@ export interface UploadStatus {
   source: SourceId;
   /** Byte ranges on the server's disk (flushed), half-open `[start, end)`, sorted. */
   held: Array<[number, number]>;
+  /**
+   * In the answer to a PUT with `commit=1&mtime=T&mode=M[&preserve=1]` whose
+   * range completed the upload: the commit's result (as
+   * `POST /v1/upload/commit` answers), the file now under its final name.
+   */
+  committed?: CommitResult;
 }
 
 /**
  * Query of `PUT /v1/upload?path=P&size=S&source=ID[&restart=1]`, with
  * `Content-Range: bytes A-B/S` and exactly those bytes as the body. `restart`
- * drops what the server held (the source changed). The answer is the
- * `UploadStatus` after the range was written and flushed.
+ * drops what the server held (the source changed); `parents` makes a
+ * missing directory of `P` first; `commit` with `mtime` and `mode` (and
+ * `preserve`, as a commit's) commits the upload when this range completes
+ * it. The answer is the `UploadStatus` after the range was written (with
+ * `committed` when it was committed).
  */
 export interface UploadQuery {
   path: string;
   size: number;
   source: SourceId;
   restart?: boolean;
+  parents?: boolean;
+  commit?: boolean;
+  mtime?: number;
+  mode?: number;
+  preserve?: boolean;
 }
 
 /** Request body of `POST /v1/upload/commit?path=P` (JSON). */

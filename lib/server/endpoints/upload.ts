@@ -5,15 +5,25 @@
  */
 import { parseContentRange } from "../../shared/byte_range.ts";
 import { HttpError } from "../../shared/errors.ts";
-import { API, HEADER } from "../../shared/wire.ts";
+import { API, HEADER, type UploadStatus } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import type { WriteTarget } from "../jail/write_jail_api.ts";
-import { badQuery, json, optionalInteger, requirePath } from "../http.ts";
+import {
+  badQuery,
+  json,
+  optionalInteger,
+  optionalTime,
+  requirePath,
+} from "../http.ts";
 import { giveBodyBuffer } from "../body_buffers.ts";
 import { piecesLength, readRawPieces } from "../request_body.ts";
 
-/** `GET /v1/upload?path=P` (status) and `PUT /v1/upload?path=P&size=S&source=ID[&restart=1][&parents=1]` (one range). */
+/**
+ * `GET /v1/upload?path=P` (status) and
+ * `PUT /v1/upload?path=P&size=S&source=ID[&restart=1][&parents=1][&commit=1&mtime=T&mode=M[&preserve=1]]`
+ * (one range; with `commit=1`, the range that completes the upload commits it).
+ */
 export const uploadEndpoint: Endpoint = {
   path: API.upload,
   methods: ["GET", "PUT"],
@@ -44,6 +54,7 @@ async function upload(ctx: ServerContext, request: Request, url: URL) {
       'Missing or invalid query parameter "source"',
     );
   }
+  const commit = commitOf(url);
   const cr = parseContentRange(request.headers.get("content-range"));
   if (cr === undefined || cr.size !== size) {
     throw new HttpError(
@@ -90,17 +101,21 @@ async function upload(ctx: ServerContext, request: Request, url: URL) {
     }
     const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
     try {
+      const claim = { size, source, session };
       const status = await ctx.uploads.write(
         target,
-        {
-          size,
-          source,
-          session,
-          restart: url.searchParams.get("restart") === "1",
-        },
+        { ...claim, restart: url.searchParams.get("restart") === "1" },
         cr.range,
         body,
       );
+      // The range that completes an upload asked to commit commits it.
+      if (commit !== undefined && ctx.uploads.complete(target, claim)) {
+        const committed = await ctx.uploads.commit(target, {
+          ...claim,
+          ...commit,
+        });
+        return json({ ...status, committed } satisfies UploadStatus);
+      }
       return json(status);
     } finally {
       release();
@@ -130,6 +145,39 @@ function putTarget(ctx: ServerContext, url: URL): WriteTarget {
   }
   ctx.writeJail.makeDirs(path.slice(0, path.lastIndexOf("/")));
   return ctx.writeJail.target(path);
+}
+
+/**
+ * `commit=1&mtime=T&mode=M[&preserve=1]`: the file's time and mode, for the
+ * commit of the upload once a range completes it (undefined: no commit).
+ */
+function commitOf(
+  url: URL,
+): { mtime: number; mode: number; preserve: boolean } | undefined {
+  const commit = url.searchParams.get("commit");
+  if (commit === null) return undefined;
+  if (commit !== "1") throw badQuery("commit", commit, "1");
+  const mtime = optionalTime(url, "mtime");
+  if (mtime === undefined) {
+    throw badQuery(
+      "mtime",
+      null,
+      "a whole number of milliseconds, with commit=1",
+    );
+  }
+  const mode = optionalInteger(url, "mode");
+  if (mode === undefined || mode > 0o7777) {
+    throw badQuery(
+      "mode",
+      url.searchParams.get("mode"),
+      "permission bits, with commit=1",
+    );
+  }
+  const preserve = url.searchParams.get("preserve");
+  if (preserve !== null && preserve !== "1") {
+    throw badQuery("preserve", preserve, "1");
+  }
+  return { mtime, mode, preserve: preserve !== null };
 }
 
 /** A whole number query parameter that must be there. */
