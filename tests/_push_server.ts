@@ -262,6 +262,25 @@ export function pushServer(options: PushServerOptions): PushServer {
         error(options.cutStatus ?? 500, "cut", "The body was cut short"),
       );
     }
+    // With commit=1, the range that completes the upload commits it.
+    if (
+      url.searchParams.get("commit") === "1" && upload.held.isComplete(size)
+    ) {
+      const committed = await commitUpload(path, {
+        size,
+        source,
+        mtime: Number(url.searchParams.get("mtime")),
+        mode: Number(url.searchParams.get("mode")),
+        preserve: url.searchParams.get("preserve") === "1",
+      });
+      if (!committed.ok) return answer(committed);
+      return answer(
+        Response.json({
+          ...statusOf(upload),
+          committed: await committed.json(),
+        }),
+      );
+    }
     return answer(Response.json(statusOf(upload)));
   }
 
@@ -273,9 +292,18 @@ export function pushServer(options: PushServerOptions): PushServer {
     };
   }
 
-  async function commit(url: URL, request: Request): Promise<Response> {
-    const path = url.searchParams.get("path") ?? "";
-    const req = await request.json();
+  function commit(url: URL, request: Request): Promise<Response> {
+    return request.json().then((req) =>
+      commitUpload(url.searchParams.get("path") ?? "", req)
+    );
+  }
+
+  /** A commit, asked by `POST /v1/upload/commit` or by the PUT that completed the upload. */
+  async function commitUpload(
+    path: string,
+    // deno-lint-ignore no-explicit-any
+    req: any,
+  ): Promise<Response> {
     commitLog.push({ path, ...(req.holes ? { holes: req.holes } : {}) });
     const refused = writable(path);
     if (refused) return refused;

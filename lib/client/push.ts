@@ -156,6 +156,7 @@ class PushRun {
     this.#ranges = new RangeSender(this.#ctx, {
       busyWaitMs: options.busyWaitMs,
       putMaxBytes: options.putMaxBytes,
+      settledMs: options.settledMs,
     });
     this.#bundles = new BundleSender(this.#ctx, {
       spawn: (task) => this.#tasks.spawn(task),

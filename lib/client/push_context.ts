@@ -1,7 +1,7 @@
 /** The vocabulary the pieces of one push share: a file to send, the local identity that names its upload, and the context every piece is given. */
 import type { FileId } from "../shared/checked_open.ts";
 import type { ClientSettings } from "../shared/config.ts";
-import { ConnectError, HttpError } from "../shared/errors.ts";
+import { ConnectError, HttpError, reason } from "../shared/errors.ts";
 import { etagFor } from "../shared/file_identity.ts";
 import type { SourceId } from "../shared/wire.ts";
 import type { Remote } from "./remote.ts";
@@ -27,6 +27,8 @@ export interface SendJob {
   mtime: number;
   /** Permission bits. */
   mode: number;
+  /** When its inode last changed (ctime, ms; 0 when unknown). */
+  changedMs: number;
   /** The inode every read must come from. */
   id: FileId;
   /** What names the upload on the server; changes when the file is replaced or rewritten. */
@@ -52,10 +54,14 @@ export function sourceIdOf(info: Deno.FileInfo): SourceId {
 
 /** Fills `job`'s size, times, mode and identity from a fresh `lstat` of its file. */
 export function describeLocal(
-  job: Pick<SendJob, "size" | "mtime" | "mode" | "id" | "source">,
+  job: Pick<
+    SendJob,
+    "size" | "mtime" | "mode" | "changedMs" | "id" | "source"
+  >,
   info: Deno.FileInfo,
 ): void {
   job.size = info.size;
+  job.changedMs = info.ctime?.getTime() ?? 0;
   job.mtime = info.mtime === null ? 0 : Math.floor(info.mtime.getTime());
   job.mode = (info.mode ?? 0o644) & 0o7777;
   job.id = { dev: info.dev, ino: info.ino ?? -1 };
@@ -81,6 +87,52 @@ export function localChangeIn(error: unknown): LocalChanged | undefined {
     e = e.cause;
   }
   return undefined;
+}
+
+/** Throws {@linkcode LocalChanged} when the local file is not the one being sent any more. */
+export function checkUnchanged(job: SendJob): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(job.local);
+  } catch {
+    throw new LocalChanged(`"${job.label}" was removed while it was sent`);
+  }
+  const now = { ...job };
+  describeLocal(now, info);
+  if (!info.isFile || now.source !== job.source) {
+    throw new LocalChanged(`"${job.label}" changed while it was sent`);
+  }
+}
+
+/** Takes the file `changed` told of as it is now (told once per change), for a new round of sending it. */
+export function takeAsItIsNow(
+  ctx: PushContext,
+  job: SendJob,
+  changed: LocalChanged,
+): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(job.local);
+  } catch (error) {
+    throw new Error(
+      `Cannot read ${JSON.stringify(job.local)}: ${reason(error)}`,
+    );
+  }
+  if (!info.isFile) {
+    throw new Error(
+      `Cannot read ${
+        JSON.stringify(job.local)
+      }: it is no longer a regular file`,
+    );
+  }
+  const before = job.size;
+  describeLocal(job, info);
+  ctx.emit({
+    type: "warning",
+    path: job.label,
+    message: `${changed.message}: starting over`,
+  });
+  ctx.addTotal(0, job.size - before);
 }
 
 /** What every piece of one push is given: the server, the limits, the stop signal, and where its outcomes go. */
@@ -185,6 +237,8 @@ export interface PushOptions extends TreeOptions {
   busyWaitMs?: number;
   /** Most bytes per PUT (tests make it small). */
   putMaxBytes?: number;
+  /** How long ago a file must have last changed for its last PUT to commit it (milliseconds; default 2 s). */
+  settledMs?: number;
   /** The session name of this run (default: random). */
   session?: string;
   /** Another push holding the destination stops this run (`DestinationBusy`) instead of making it wait. */

@@ -556,6 +556,7 @@ function jobOf(
     size: 0,
     mtime: 0,
     mode: 0,
+    changedMs: 0,
     id: fileIdOf(info),
     source: "",
   };

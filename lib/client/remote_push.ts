@@ -41,6 +41,13 @@ export interface UploadTarget {
   source: SourceId;
   /** Drop what the server holds of another source first. */
   restart?: boolean;
+  /** The file's time and mode: the range that completes the upload commits it with them. */
+  commit?: { mtime: number; mode: number; preserve: boolean };
+}
+
+/** The answer to a PUT: what the server holds now, and the commit's result when this range completed an upload asked to commit. */
+export interface PutAnswer extends HeldUpload {
+  committed?: CommitResult;
 }
 
 /** The write endpoints of one server, for one session. */
@@ -86,7 +93,7 @@ export class PushRemote {
       onSent?: (bytes: number) => void;
       signal?: AbortSignal;
     },
-  ): Promise<HeldUpload> {
+  ): Promise<PutAnswer> {
     const query: Record<string, string> = {
       path,
       size: String(target.size),
@@ -95,6 +102,12 @@ export class PushRemote {
     if (target.restart) query.restart = "1";
     // A missing directory is made by the server first (a new tree's).
     query.parents = "1";
+    if (target.commit !== undefined) {
+      query.commit = "1";
+      query.mtime = String(target.commit.mtime);
+      query.mode = String(target.commit.mode);
+      if (target.commit.preserve) query.preserve = "1";
+    }
     const headers = this.#headers();
     headers.set("content-range", contentRange(range, target.size));
     headers.set("content-type", "application/octet-stream");
@@ -108,7 +121,12 @@ export class PushRemote {
       onBodySent: upload.onSent,
       signal: upload.signal,
     });
-    return checkStatus(await this.#json(ex), this.#remote.host);
+    const answer = await this.#json(ex) as PutAnswer | null;
+    const held: PutAnswer = checkStatus(answer, this.#remote.host);
+    if (answer?.committed !== undefined) {
+      held.committed = checkCommitted(answer.committed, this.#remote.host);
+    }
+    return held;
   }
 
   /** `POST /v1/upload/commit`: the upload complete (and verified with `sha256`) takes its final name. */
@@ -123,17 +141,7 @@ export class PushRemote {
       this.#remote.url(API.commit, { path }),
       { method: "POST", headers, body: JSON.stringify(request), signal },
     );
-    const body = await this.#json(ex) as Partial<CommitResult> | null;
-    if (
-      body?.type !== "file" || !Number.isSafeInteger(body.size) ||
-      typeof body.mtime !== "number" ||
-      (body.sha256 !== undefined && typeof body.sha256 !== "string")
-    ) {
-      throw new ProtocolError(
-        `Commit answer from ${this.#remote.host} is malformed`,
-      );
-    }
-    return body as CommitResult;
+    return checkCommitted(await this.#json(ex), this.#remote.host);
   }
 
   /** `POST /v1/upload/bundle?parents=1`: small files as frames below `root`, their missing directories made; one result per file, in order. */
@@ -313,6 +321,19 @@ export class PushRemote {
 }
 
 /** An `UploadStatus` checked: whole sizes, ranges inside the file. */
+/** A commit's result as the server sent it, checked (a {@linkcode ProtocolError} when malformed). */
+function checkCommitted(value: unknown, host: string): CommitResult {
+  const body = value as Partial<CommitResult> | null;
+  if (
+    body?.type !== "file" || !Number.isSafeInteger(body.size) ||
+    typeof body.mtime !== "number" ||
+    (body.sha256 !== undefined && typeof body.sha256 !== "string")
+  ) {
+    throw new ProtocolError(`Commit answer from ${host} is malformed`);
+  }
+  return body as CommitResult;
+}
+
 /** An upload status as the server sent it, checked (a {@linkcode ProtocolError} when malformed). */
 export function checkStatus(value: unknown, host: string): HeldUpload {
   const s = value as Partial<UploadStatus> | null;

@@ -12,35 +12,21 @@ import { RangeSet } from "../shared/range_set.ts";
 import { hashSpans } from "../shared/span_hash.ts";
 import type { CommitRequest } from "../shared/wire.ts";
 import {
-  describeLocal,
+  checkUnchanged,
   isDiskFull,
   LocalChanged,
   localChangeIn,
   type PushContext,
   type SendJob,
+  takeAsItIsNow,
   writeRefusal,
 } from "./push_context.ts";
-import type { HeldUpload } from "./remote_push.ts";
+import type { HeldUpload, UploadTarget } from "./remote_push.ts";
 import { holesOf } from "./push_holes.ts";
 import { readSpan } from "./put_body.ts";
-import { FAR_RTT_MS } from "./stream_governor.ts";
+import { PutSizes } from "./put_sizes.ts";
 import { isRetryable, sleep } from "./retry.ts";
 
-/**
- * Most bytes one PUT carries (hsyncd reads a range whole, at most 8 MiB): it
- * is read into memory before it is sent, and a PUT cut off costs no more
- * than this when the push is resumed. Pushing 1 GiB on loopback (3 runs
- * each, bodies written by node:http): 2 MiB took 1.47-1.85 s at a client peak
- * of 92-103 MiB, 4 MiB 1.50-1.69 s at 107-118 MiB, 8 MiB 1.65-1.84 s at
- * 142-156 MiB.
- */
-export const PUT_MAX_BYTES = 2 * 1024 * 1024;
-/**
- * Bytes of a PUT to a far server ({@linkcode FAR_RTT_MS}): each waits a
- * round trip for its answer, so far away fewer, larger ones carry more per
- * round trip (hsyncd takes at most 8 MiB per range).
- */
-const FAR_PUT_BYTES = 8 * 1024 * 1024;
 /** Smallest range of a pushed file sent as a stream of PUTs beside the others (unless Max_part_num is pinned). */
 const PUSH_PART_BYTES = 32 * 1024 * 1024;
 /** Answered PUT buffers kept for the next ranges (the most requests in flight). */
@@ -54,11 +40,20 @@ const BUSY_PAUSE_MS = 2_000;
 /** Bytes of a PUT that asks whether another push still holds the path. */
 const BUSY_PROBE_BYTES = 64 * 1024;
 
+/**
+ * A file whose inode changed less than this long ago (ms) may still be being
+ * written: its last range does not commit it; a commit of its own follows
+ * a last look at it.
+ */
+const SETTLED_MS = 2000;
+
 /** Options of {@linkcode RangeSender}. */
 export interface RangeSenderOptions {
+  /** Default {@linkcode SETTLED_MS}. */
+  settledMs?: number;
   /** Longest wait for a path another push is writing (default {@linkcode DEFAULT_BUSY_WAIT_MS}). */
   busyWaitMs?: number;
-  /** Most bytes per PUT (default {@linkcode PUT_MAX_BYTES}). */
+  /** Most bytes per PUT (default 2 MiB near, and more far away: see put_sizes.ts). */
   putMaxBytes?: number;
 }
 
@@ -82,15 +77,18 @@ interface Round {
   signal: AbortSignal;
   /** Tells the progress bytes sent (negative: taken back). */
   progress: (bytes: number) => void;
+  /** The file's time and mode, sent with every PUT: the range that completes the upload commits it. */
+  commit?: UploadTarget["commit"];
+  /** Set once a PUT's answer says the file was committed. */
+  committed: boolean;
 }
 
 /** Sends files in ranges, resumably, and commits them. */
 export class RangeSender {
   readonly #ctx: PushContext;
   readonly #busyWaitMs: number;
-  readonly #putMaxBytes: number;
-  /** PUTs may grow when they take long (not when a size was asked for). */
-  readonly #scalable: boolean;
+  readonly #sizes: PutSizes;
+  readonly #settledMs: number;
   /** Buffers whose PUT was answered, by size, to read the next range into. */
   readonly #free = new Map<number, Uint8Array<ArrayBuffer>[]>();
 
@@ -98,15 +96,8 @@ export class RangeSender {
   constructor(context: PushContext, options: RangeSenderOptions = {}) {
     this.#ctx = context;
     this.#busyWaitMs = options.busyWaitMs ?? DEFAULT_BUSY_WAIT_MS;
-    this.#putMaxBytes = options.putMaxBytes ?? PUT_MAX_BYTES;
-    this.#scalable = options.putMaxBytes === undefined;
-  }
-
-  /** Bytes of the next PUT. */
-  #putBytes(): number {
-    // Far away, PUTs grow so that each carries more per round trip.
-    const far = (this.#ctx.remote.roundTripMs ?? 0) >= FAR_RTT_MS;
-    return far && this.#scalable ? FAR_PUT_BYTES : this.#putMaxBytes;
+    this.#sizes = new PutSizes(context.remote, options.putMaxBytes);
+    this.#settledMs = options.settledMs ?? SETTLED_MS;
   }
 
   /**
@@ -129,7 +120,7 @@ export class RangeSender {
     for (let round = 1;; round++) {
       if (shown !== 0) progress(-shown);
       try {
-        this.#checkUnchanged(job);
+        checkUnchanged(job);
         let holes: RangeSet | undefined;
         if (job.sparse) {
           holes = await holesOf(job, ctx.signal);
@@ -141,12 +132,28 @@ export class RangeSender {
           ...held.held.toArray(),
           ...(holes?.toArray() ?? []),
         ]);
-        await this.#sendGaps(job, { ...held, held: skip }, progress);
-        this.#checkUnchanged(job);
+        // Committed by its last range, unless a commit must carry more
+        // (the SHA-256 with --verify, holes with -S) or the file may still
+        // be being written (it is looked at once more before its commit).
+        const commit = ctx.verify || (holes?.covered ?? 0) > 0 ||
+            Date.now() - job.changedMs < this.#settledMs
+          ? undefined
+          : { mtime: job.mtime, mode: job.mode, preserve: ctx.preserve };
+        const committed = await this.#sendGaps(
+          job,
+          { ...held, held: skip },
+          progress,
+          commit,
+        );
+        if (committed) {
+          ctx.sent(job);
+          return;
+        }
+        checkUnchanged(job);
         let sha256: string | undefined;
         if (ctx.verify) {
           sha256 = (await this.#hashLocal(job, { start: 0, end: job.size }))[0];
-          this.#checkUnchanged(job);
+          checkUnchanged(job);
         }
         await this.#commit(job, sha256, holes);
         return;
@@ -163,7 +170,7 @@ export class RangeSender {
           );
         }
         if (error instanceof LocalChanged) {
-          this.#restartFromLocal(job, error);
+          takeAsItIsNow(ctx, job, error);
           expectOther = true;
           continue;
         }
@@ -228,12 +235,17 @@ export class RangeSender {
     return { held: new RangeSet(), restart: true };
   }
 
-  /** Sends every gap of `held`, ranges in parallel; the first failure stops the others and is thrown once all settled. */
+  /**
+   * Sends every gap of `held`, ranges in parallel; the first failure stops
+   * the others and is thrown once all settled. With `commit`, every PUT
+   * asks for the commit: true when one was answered committed.
+   */
   async #sendGaps(
     job: SendJob,
     state: { held: RangeSet; restart: boolean },
     progress: (bytes: number) => void,
-  ): Promise<void> {
+    commit?: UploadTarget["commit"],
+  ): Promise<boolean> {
     const ctx = this.#ctx;
     // Each range is a stream of PUTs waiting a round trip each: far away,
     // more ranges keep the path full (PUSH_PART_BYTES unless pinned).
@@ -244,7 +256,7 @@ export class RangeSender {
         ? settings.minPartSize
         : Math.min(settings.minPartSize, PUSH_PART_BYTES),
     });
-    if (ranges.length === 0) return;
+    if (ranges.length === 0) return false;
     const controller = new AbortController();
     const onAbort = () => controller.abort(ctx.signal.reason);
     ctx.signal.addEventListener("abort", onAbort, { once: true });
@@ -259,9 +271,13 @@ export class RangeSender {
       markRestarted,
       signal: controller.signal,
       progress,
+      commit,
+      committed: false,
     };
     let failed = false;
     let first: unknown;
+    // Every range counts before the first PUT is sized.
+    const ends = ranges.map(() => this.#sizes.stream());
     try {
       await Promise.all(
         ranges.map((range, i) =>
@@ -271,17 +287,18 @@ export class RangeSender {
             failed = true;
             first = error;
             controller.abort(error);
-          })
+          }).finally(ends[i])
         ),
       );
     } finally {
       ctx.signal.removeEventListener("abort", onAbort);
     }
     if (failed) throw first;
+    return round.committed;
   }
 
   /**
-   * Sends `range` in PUTs of at most {@linkcode PUT_MAX_BYTES}; after a
+   * Sends `range` in PUTs (as large as {@linkcode PutSizes} says); after a
    * failure, what is left is taken from the server's status (a body cut
    * short leaves its flushed prefix there). `leads` carries the round's
    * `restart=1`; the other ranges wait until it is answered.
@@ -304,7 +321,7 @@ export class RangeSender {
       end: Math.min(
         gap.end,
         gap.start +
-          (busySince === undefined ? this.#putBytes() : BUSY_PROBE_BYTES),
+          (busySince === undefined ? this.#sizes.next() : BUSY_PROBE_BYTES),
       ),
     });
     while (todo.length > 0) {
@@ -316,18 +333,27 @@ export class RangeSender {
       try {
         await ctx.limits.requests.run(async () => {
           // Read once, in the slot: at most one chunk per request in flight.
-          const size = Math.max(this.#putMaxBytes, chunk.end - chunk.start);
+          const size = Math.max(this.#sizes.near, chunk.end - chunk.start);
           const buffer = this.#free.get(size)?.pop() ?? new Uint8Array(size);
           const bytes = await readSpan(
             job,
             chunk,
             buffer.subarray(0, chunk.end - chunk.start),
           );
+          // Read before this check: any write to the file since the push
+          // began shows, so no PUT (the one that commits either) carries
+          // bytes of another version.
+          checkUnchanged(job);
           // Sent with its length, in pieces the progress (and the idle
           // timer) is told of as the socket takes them.
-          await ctx.push.put(
+          const answer = await ctx.push.put(
             job.remote,
-            { size: job.size, source: job.source, restart },
+            {
+              size: job.size,
+              source: job.source,
+              restart,
+              commit: round.commit,
+            },
             chunk,
             {
               sha256: ctx.remote.signs ? bodyDigest(bytes) : undefined,
@@ -339,6 +365,14 @@ export class RangeSender {
               signal,
             },
           );
+          if (answer.committed !== undefined) {
+            if (answer.committed.size !== job.size) {
+              throw new Error(
+                `The server committed "${job.label}" as ${answer.committed.size} bytes instead of ${job.size}`,
+              );
+            }
+            round.committed = true;
+          }
           // Answered: the body was read whole (a failed one may still be in
           // use below, so only an answered buffer is reused).
           const pool = this.#free.get(size) ?? [];
@@ -393,7 +427,7 @@ export class RangeSender {
       // The file itself may be why (a body whose bytes are not the ones
       // hashed is even refused as unsigned, 401): that is a restart, not a
       // network error nor a key the server refuses.
-      this.#checkUnchanged(job);
+      checkUnchanged(job);
       if (!isRetryable(error) || isDiskFull(error)) throw error;
       attempt++;
       if (attempt > ctx.backoff.maxRetries) throw error;
@@ -421,6 +455,14 @@ export class RangeSender {
     } catch (error) {
       if (round.signal.aborted) throw round.signal.reason;
       throw error;
+    }
+    // A PUT that committed the file, its answer lost on the way.
+    if (
+      status === undefined && round.commit !== undefined &&
+      await this.#committed(job)
+    ) {
+      round.committed = true;
+      return [];
     }
     if (
       status === undefined || status.size !== job.size ||
@@ -512,48 +554,6 @@ export class RangeSender {
     if (refusal === undefined) return;
     this.#ctx.stopRun(refusal);
     throw refusal;
-  }
-
-  /** Takes the file as it is now, told once per change. */
-  #restartFromLocal(job: SendJob, changed: LocalChanged): void {
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.lstatSync(job.local);
-    } catch (error) {
-      throw new Error(
-        `Cannot read ${JSON.stringify(job.local)}: ${reason(error)}`,
-      );
-    }
-    if (!info.isFile) {
-      throw new Error(
-        `Cannot read ${
-          JSON.stringify(job.local)
-        }: it is no longer a regular file`,
-      );
-    }
-    const before = job.size;
-    describeLocal(job, info);
-    this.#ctx.emit({
-      type: "warning",
-      path: job.label,
-      message: `${changed.message}: starting over`,
-    });
-    this.#ctx.addTotal(0, job.size - before);
-  }
-
-  /** Throws {@linkcode LocalChanged} when the local file is not the one being sent any more. */
-  #checkUnchanged(job: SendJob): void {
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.lstatSync(job.local);
-    } catch {
-      throw new LocalChanged(`"${job.label}" was removed while it was sent`);
-    }
-    const now = { ...job };
-    describeLocal(now, info);
-    if (!info.isFile || now.source !== job.source) {
-      throw new LocalChanged(`"${job.label}" changed while it was sent`);
-    }
   }
 
   async #hashLocal(job: SendJob, span: ByteRange): Promise<string[]> {
