@@ -436,3 +436,44 @@ Deno.test("a new tree's directories are made by its bundles and, empty ones too,
   assert.doesNotMatch(log, /POST \/v1\/mkdir\?/);
   assert.equal(log.match(/POST \/v1\/mkdir 200/g)?.length, 1, log);
 });
+
+Deno.test("files sent in ranges into a new directory, unchanged for 2 s, are committed by their last PUT: no mkdir, no upload status, no commit request", async () => {
+  await using tmp = await tempDir("hsync-push-settled-");
+  const src = join(tmp.path, "tree");
+  await Deno.mkdir(join(src, "sub"), { recursive: true });
+  const T = 1_600_000_000_000;
+  for (const [rel, size] of [["one.bin", 3 << 20], ["sub/two.bin", 700_000]]) {
+    const data = new Uint8Array(size as number).map((_, i) => (i * 7) & 255);
+    await Deno.writeFile(join(src, rel as string), data);
+    await Deno.utime(join(src, rel as string), new Date(T), new Date(T));
+    await Deno.chmod(join(src, rel as string), 0o640);
+  }
+  const { server, incoming } = await pushServer(tmp.path, { keys: false });
+  await using _ = server;
+  // Changed (ctime) 2 s ago or more: settled, not being written.
+  await new Promise((done) => setTimeout(done, 2100));
+  const out = await runClient([src, `127.0.0.1:${server.port}:${incoming}/`], {
+    HSYNC_DIR: join(tmp.path, "client-home"),
+  });
+  assert.equal(out.code, 0, out.stderr);
+  await server.stop();
+  assert.deepEqual(
+    await snapshotTree(join(incoming, "tree")),
+    await snapshotTree(src),
+  );
+  for (const rel of ["one.bin", "sub/two.bin"]) {
+    const remote = await Deno.stat(join(incoming, "tree", rel));
+    assert.equal(remote.mtime?.getTime(), T, rel);
+    assert.equal(remote.mode! & 0o777, 0o640 & ~Deno.umask(), rel);
+  }
+  const log = server.stderr();
+  assert.match(log, /PUT \/v1\/upload\?\S*commit=1\S* 200/);
+  assert.doesNotMatch(
+    log,
+    /POST \/v1\/upload\/commit|GET \/v1\/upload|POST \/v1\/mkdir\?/,
+  );
+  assert.deepEqual(
+    [...Deno.readDirSync(join(incoming, "tree"))].map((e) => e.name).sort(),
+    ["one.bin", "sub"],
+  );
+});
