@@ -748,6 +748,21 @@ Deno.test("a file whose lease tells what the server holds of it is resumed from 
   assert.equal(sha(await Deno.readFile(remote)), sha(content));
 });
 
+Deno.test("an empty file sent alone (its time before 1970) into a new directory makes that directory first: it has no PUT to make it", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const root = join(f.src, "t");
+  await Deno.mkdir(join(root, "sub"), { recursive: true });
+  await Deno.writeFile(join(root, "sub/empty"), new Uint8Array());
+  await Deno.utime(join(root, "sub/empty"), new Date(), new Date(-1500));
+  await using server = serve(f);
+  const { summary } = await run(server, [root], join(f.dst, "new"));
+  assert.deepEqual(summary.failures, []);
+  const info = await Deno.stat(join(f.dst, "new/sub/empty"));
+  assert.equal(info.size, 0);
+  assert.equal(info.mtime?.getTime(), -1500);
+});
+
 Deno.test("a file last changed long enough ago is committed by the PUT that completes it (no commit request); one changed just now gets its own after a last look", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);

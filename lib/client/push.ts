@@ -522,7 +522,12 @@ class PushRun {
   }
 
   async #sendRanged(job: SendJob): Promise<void> {
-    // Its PUTs make its directory when it is missing, as bundles do.
+    // Its PUTs make its directory when it is missing, as bundles do; a file
+    // that may have none (empty, or all holes) makes it first.
+    if (
+      (job.size === 0 || job.sparse) &&
+      !await this.#dirs.ensure(posix.dirname(job.remote), job.label)
+    ) return;
     try {
       await this.#ranges.send(job);
       this.#dirs.add(posix.dirname(job.remote));
