@@ -763,6 +763,40 @@ Deno.test("an empty file sent alone (its time before 1970) into a new directory 
   assert.equal(info.mtime?.getTime(), -1500);
 });
 
+Deno.test("to an hsyncd that makes no directory for a PUT (an older one), a file sent in ranges makes it first and is sent again", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const root = join(f.src, "t");
+  await Deno.mkdir(join(root, "only-big"), { recursive: true });
+  const content = bytes(700 * KiB, 31);
+  await Deno.writeFile(join(root, "only-big/big.bin"), content);
+  await using server = serve(f, {
+    hook: async (url, request) => {
+      const path = url.searchParams.get("path") ?? "";
+      if (request.method !== "PUT") return undefined;
+      try {
+        await Deno.stat(join(path, ".."));
+        return undefined;
+      } catch {
+        return Response.json({
+          error: "not_found",
+          message: `No directory for "${path}"`,
+        }, { status: 404 });
+      }
+    },
+  });
+  const { summary } = await run(server, [root], join(f.dst, "new"));
+  assert.deepEqual(summary.failures, []);
+  assert.equal(
+    server.log.filter((l) => l.startsWith("POST /v1/mkdir?")).length,
+    1,
+  );
+  assert.equal(
+    sha(await Deno.readFile(join(f.dst, "new/only-big/big.bin"))),
+    sha(content),
+  );
+});
+
 Deno.test("a file last changed long enough ago is committed by the PUT that completes it (no commit request); one changed just now gets its own after a last look", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);

@@ -500,17 +500,12 @@ class PushRun {
 
   /** Hands on a file that differs: small ones to a bundle, the rest in ranges (one of `-n` slots each: the walk's backpressure). */
   async #dispatch(job: SendJob): Promise<void> {
-    if (this.#ctx.dryRun) return this.#wouldSend(job);
-    this.#addTotal(1, job.size);
     // A time before 1970 goes with a commit: a bundle cannot set it.
     const bundled = job.mtime >= 0 &&
       (job.size === 0 || (job.size <= SMALL_FILE_BYTES && !this.#o.verify));
-    if (bundled) {
-      await this.#bundles.add(job);
-      return;
-    }
-    const release = await this.#ctx.limits.files.acquire(this.#signal);
-    this.#tasks.spawn(this.#sendRanged(job).finally(release));
+    if (!bundled || this.#ctx.dryRun) return await this.#sendNow(job);
+    this.#addTotal(1, job.size);
+    await this.#bundles.add(job);
   }
 
   /** Sends a file in ranges now, whatever its size (a hard link's stand-in: bundles may be gone already). */
@@ -522,18 +517,23 @@ class PushRun {
   }
 
   async #sendRanged(job: SendJob): Promise<void> {
-    // Its PUTs make its directory when it is missing, as bundles do; a file
-    // that may have none (empty, or all holes) makes it first.
-    if (
-      (job.size === 0 || job.sparse) &&
-      !await this.#dirs.ensure(posix.dirname(job.remote), job.label)
-    ) return;
-    try {
-      await this.#ranges.send(job);
-      this.#dirs.add(posix.dirname(job.remote));
-    } catch (error) {
-      if (this.#signal.aborted) return;
-      this.#fail(job.label, describeError(error));
+    // Its PUTs make its missing directory; a file that may have none (empty,
+    // all holes), or refused 404 by an older hsyncd, makes it first.
+    const dir = posix.dirname(job.remote);
+    const early = job.size === 0 || job.sparse === true;
+    if (early && !await this.#dirs.ensure(dir, job.label)) return;
+    for (let made = early;; made = true) {
+      try {
+        await this.#ranges.send(job);
+        return this.#dirs.add(dir);
+      } catch (error) {
+        if (this.#signal.aborted) return;
+        const missing = error instanceof HttpError && error.status === 404;
+        if (!missing || made || this.#dirs.has(dir)) {
+          return this.#fail(job.label, describeError(error));
+        }
+        if (!await this.#dirs.ensure(dir, job.label)) return;
+      }
     }
   }
 
