@@ -30,7 +30,7 @@ Deno.test("readSpan reads exactly the span, and refuses a file replaced, a link 
   const data = new Uint8Array(100_000).map((_, i) => (i * 7) & 255);
   await Deno.writeFile(path, data);
   const job = jobOf(path);
-  const got = readSpan(
+  const got = await readSpan(
     job,
     { start: 1000, end: 61_000 },
     new Uint8Array(60_000),
@@ -42,7 +42,7 @@ Deno.test("readSpan reads exactly the span, and refuses a file replaced, a link 
   // Another file renamed over the name: another inode.
   await Deno.writeFile(join(dir.path, "other"), data);
   await Deno.rename(join(dir.path, "other"), path);
-  assert.throws(
+  await assert.rejects(
     () => readSpan(job, { start: 0, end: 10 }, new Uint8Array(10)),
     refused(/it was replaced while hsync used it$/),
   );
@@ -51,7 +51,7 @@ Deno.test("readSpan reads exactly the span, and refuses a file replaced, a link 
   await Deno.rename(path, real);
   await Deno.symlink(real, path);
   const linked = { ...jobOf(real), local: path };
-  assert.throws(
+  await assert.rejects(
     () => readSpan(linked, { start: 0, end: 10 }, new Uint8Array(10)),
     refused(/^Cannot read /),
   );
@@ -59,7 +59,7 @@ Deno.test("readSpan reads exactly the span, and refuses a file replaced, a link 
   await Deno.remove(path);
   const mkfifo = new Deno.Command("mkfifo", { args: [path] });
   if ((await mkfifo.output()).success) {
-    assert.throws(
+    await assert.rejects(
       () => readSpan(job, { start: 0, end: 10 }, new Uint8Array(10)),
       refused(/^Cannot read /),
     );
@@ -67,7 +67,7 @@ Deno.test("readSpan reads exactly the span, and refuses a file replaced, a link 
   }
   // Shorter than the span.
   await Deno.writeFile(path, data.subarray(0, 50));
-  assert.throws(
+  await assert.rejects(
     () => readSpan(jobOf(path), { start: 0, end: 100 }, new Uint8Array(100)),
     refused(/shrank while it was sent$/),
   );

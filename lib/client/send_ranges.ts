@@ -335,7 +335,7 @@ export class RangeSender {
           // Read once, in the slot: at most one chunk per request in flight.
           const size = Math.max(this.#sizes.near, chunk.end - chunk.start);
           const buffer = this.#free.get(size)?.pop() ?? new Uint8Array(size);
-          const bytes = readSpan(
+          const bytes = await readSpan(
             job,
             chunk,
             buffer.subarray(0, chunk.end - chunk.start),
