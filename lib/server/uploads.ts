@@ -328,13 +328,7 @@ export class Uploads {
         this.#live.delete(keyOf(target));
         const now = this.#jail.lstat(target, target.name);
         if (now === undefined) {
-          throw new HttpError(
-            409,
-            "changed",
-            `Cannot commit ${
-              JSON.stringify(target.path)
-            }: it changed while being committed, retry`,
-          );
+          throw changedInCommit(target);
         }
         const result: CommitResult = statOf(now);
         if (sha256 !== undefined) result.sha256 = sha256;
@@ -373,13 +367,7 @@ export class Uploads {
         now = this.#jail.lstat(target, target.name);
       }
       if (now === undefined) {
-        throw new HttpError(
-          409,
-          "changed",
-          `Cannot commit ${
-            JSON.stringify(target.path)
-          }: it changed while being committed, retry`,
-        );
+        throw changedInCommit(target);
       }
       return statOf(now);
     } finally {
@@ -526,6 +514,17 @@ function diskFailure(path: string, error: unknown): unknown {
     fs.status,
     fs.code,
     `Cannot write ${JSON.stringify(path)}: ${fs.reason}`,
+  );
+}
+
+/** The final name was gone right after a commit renamed the part there (409: the client asks again). */
+function changedInCommit(target: WriteTarget): HttpError {
+  return new HttpError(
+    409,
+    "changed",
+    `Cannot commit ${
+      JSON.stringify(target.path)
+    }: it changed while being committed, retry`,
   );
 }
 
