@@ -61,6 +61,13 @@ export function badQuery(
   );
 }
 
+/** Whether the switch `name=1` is given (absent: false); 400 for any other value. */
+export function optionalFlag(url: URL, name: string): boolean {
+  const raw = url.searchParams.get(name);
+  if (raw !== null && raw !== "1") throw badQuery(name, raw, "1");
+  return raw !== null;
+}
+
 /** A whole number of bytes given as query parameter `name`, or undefined when absent; 400 when not one. */
 export function optionalInteger(url: URL, name: string): number | undefined {
   return queryNumber(url, name, /^\d{1,16}$/, "a whole number of bytes");

@@ -1,4 +1,4 @@
-/** What the endpoints do with paths the jail checked: their wire form, that one is a file, a path relative to one, and one entry's refusal among many. */
+/** What the endpoints do with paths the jail checked: their wire form, that one is a file, a path relative to one, a directory made when missing, and one entry's refusal among many. */
 import { HttpError } from "../../shared/errors.ts";
 import { etagFor, modeBits, mtimeMs } from "../../shared/file_identity.ts";
 import {
@@ -7,6 +7,7 @@ import {
 } from "../../shared/relative_path.ts";
 import type { EntryType, StatEntry } from "../../shared/wire.ts";
 import type { CheckedPath } from "../jail/path_guard.ts";
+import type { WriteJail } from "../jail/write_jail_api.ts";
 import { errorStatus } from "../error_status.ts";
 
 /** The wire form of an entry (`/v1/stat`, a listing line). */
@@ -51,6 +52,29 @@ export function checkRelative(
       `Cannot ${action} ${JSON.stringify(rel)}: ${error.why}`,
     );
   }
+}
+
+/**
+ * `attempt()`, and with `parents` once more after the directory of
+ * `requestPath` was made through the jail (as `POST /v1/mkdir` makes it,
+ * level by level) when it found no such directory (404): a push's file in a
+ * new tree needs no `mkdir` before it.
+ */
+export function withParents<T>(
+  jail: WriteJail,
+  parents: boolean,
+  requestPath: string,
+  attempt: () => T,
+): T {
+  try {
+    return attempt();
+  } catch (error) {
+    if (!parents || !(error instanceof HttpError) || error.status !== 404) {
+      throw error;
+    }
+  }
+  jail.makeDirs(requestPath.slice(0, requestPath.lastIndexOf("/")));
+  return attempt();
 }
 
 /**

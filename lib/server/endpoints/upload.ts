@@ -8,14 +8,15 @@ import { HttpError } from "../../shared/errors.ts";
 import { API, HEADER, type UploadStatus } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
-import type { WriteTarget } from "../jail/write_jail_api.ts";
 import {
   badQuery,
   json,
+  optionalFlag,
   optionalInteger,
   optionalTime,
   requirePath,
 } from "../http.ts";
+import { withParents } from "./_checked.ts";
 import { giveBodyBuffer } from "../body_buffers.ts";
 import { piecesLength, readRawPieces } from "../request_body.ts";
 
@@ -31,9 +32,14 @@ export const uploadEndpoint: Endpoint = {
 };
 
 async function upload(ctx: ServerContext, request: Request, url: URL) {
-  const target = request.method === "PUT"
-    ? putTarget(ctx, url)
-    : ctx.writeJail.target(requirePath(url));
+  const path = requirePath(url);
+  // A PUT with parents=1 makes a missing directory first.
+  const target = withParents(
+    ctx.writeJail,
+    request.method === "PUT" && optionalFlag(url, "parents"),
+    path,
+    () => ctx.writeJail.target(path),
+  );
   if (request.method === "GET") {
     const status = await ctx.uploads.status(target);
     if (status === undefined) {
@@ -127,36 +133,13 @@ async function upload(ctx: ServerContext, request: Request, url: URL) {
 }
 
 /**
- * Where a PUT writes: with `parents=1`, a missing directory is made first
- * (through the jail, level by level, as `POST /v1/mkdir` makes it), so the
- * first range of a file in a new tree needs no request before it.
- */
-function putTarget(ctx: ServerContext, url: URL): WriteTarget {
-  const path = requirePath(url);
-  const parents = url.searchParams.get("parents");
-  if (parents !== null && parents !== "1") {
-    throw badQuery("parents", parents, "1");
-  }
-  try {
-    return ctx.writeJail.target(path);
-  } catch (error) {
-    if (parents === null || !(error instanceof HttpError)) throw error;
-    if (error.status !== 404) throw error;
-  }
-  ctx.writeJail.makeDirs(path.slice(0, path.lastIndexOf("/")));
-  return ctx.writeJail.target(path);
-}
-
-/**
  * `commit=1&mtime=T&mode=M[&preserve=1]`: the file's time and mode, for the
  * commit of the upload once a range completes it (undefined: no commit).
  */
 function commitOf(
   url: URL,
 ): { mtime: number; mode: number; preserve: boolean } | undefined {
-  const commit = url.searchParams.get("commit");
-  if (commit === null) return undefined;
-  if (commit !== "1") throw badQuery("commit", commit, "1");
+  if (!optionalFlag(url, "commit")) return undefined;
   const mtime = optionalTime(url, "mtime");
   if (mtime === undefined) {
     throw badQuery(
@@ -173,11 +156,7 @@ function commitOf(
       "permission bits, with commit=1",
     );
   }
-  const preserve = url.searchParams.get("preserve");
-  if (preserve !== null && preserve !== "1") {
-    throw badQuery("preserve", preserve, "1");
-  }
-  return { mtime, mode, preserve: preserve !== null };
+  return { mtime, mode, preserve: optionalFlag(url, "preserve") };
 }
 
 /** A whole number query parameter that must be there. */

@@ -14,10 +14,15 @@ import {
 } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
-import { badQuery, json } from "../http.ts";
+import { json, optionalFlag } from "../http.ts";
 import { giveBodyBuffer } from "../body_buffers.ts";
 import { readRawBody } from "../request_body.ts";
-import { checkRelative, refusalOf, statEntry } from "./_checked.ts";
+import {
+  checkRelative,
+  refusalOf,
+  statEntry,
+  withParents,
+} from "./_checked.ts";
 
 /** `POST /v1/upload/bundle?root=R[&parents=1]` with frames of files below `R`. */
 export const uploadBundleEndpoint: Endpoint = {
@@ -35,10 +40,7 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
       'Missing query parameter "root" (an absolute directory)',
     );
   }
-  const parents = url.searchParams.get("parents");
-  if (parents !== null && parents !== "1") {
-    throw badQuery("parents", parents, "1");
-  }
+  const parents = optionalFlag(url, "parents");
   const body = await readRawBody(request, ctx.limits.bundleMaxBodyBytes);
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
   try {
@@ -53,7 +55,7 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
     // jail (the client sends a directory's files together).
     let group: Pending[] = [];
     const flush = () => {
-      results.push(...writeGroup(ctx, group, parents !== null));
+      results.push(...writeGroup(ctx, group, parents));
       group = [];
     };
     try {
@@ -148,17 +150,7 @@ function writeGroup(
     })));
   let outcomes: Array<Deno.FileInfo | unknown>;
   try {
-    try {
-      outcomes = write();
-    } catch (error) {
-      // No such directory: made (through the jail, level by level), then
-      // the files are written into it.
-      if (!parents || !(error instanceof HttpError) || error.status !== 404) {
-        throw error;
-      }
-      ctx.writeJail.makeDirs(dirOf(group[0].path));
-      outcomes = write();
-    }
+    outcomes = withParents(ctx.writeJail, parents, group[0].path, write);
   } catch (error) {
     // The directory itself was refused, or could not be made or entered.
     outcomes = group.map(() => error);
