@@ -320,16 +320,10 @@ export class Uploads {
             );
           }
         }
-        const keep = request.preserve ? 0o777 : 0o777 & ~this.#umask;
-        this.#setMode(target, part, info, request.mode & keep);
+        this.#setMode(target, part, info, this.#modeOf(request));
         await file.utime(new Date(), new Date(request.mtime));
-        this.#jail.rename(target, part, target.name, info);
-        this.#jail.remove(target, journalNameFor(target.name));
-        this.#live.delete(keyOf(target));
-        const now = this.#jail.lstat(target, target.name);
-        if (now === undefined) {
-          throw changedInCommit(target);
-        }
+        const now = this.#place(target, info);
+        if (now === undefined) throw changedInCommit(target);
         const result: CommitResult = statOf(now);
         if (sha256 !== undefined) result.sha256 = sha256;
         return result;
@@ -349,30 +343,47 @@ export class Uploads {
    * pushed in ranges is committed by its last PUT, one per file.
    */
   #commitNow(target: WriteTarget, request: CommitRequest): CommitResult {
-    const part = partNameFor(target.name);
-    const fd = this.#jail.openWriteDescriptor(target, part, true);
+    const fd = this.#jail.openWriteDescriptor(
+      target,
+      partNameFor(target.name),
+      true,
+    );
     try {
       const info = fstatSync(fd);
       // A part shorter than its size (holes at its end) is extended.
       if (info.size !== request.size) ftruncateSync(fd, request.size);
-      const keep = request.preserve ? 0o777 : 0o777 & ~this.#umask;
-      fchmodSync(fd, request.mode & keep);
+      fchmodSync(fd, this.#modeOf(request));
       setMtimeMsOnce(fd, request.mtime);
-      this.#jail.rename(target, part, target.name, info);
-      this.#jail.remove(target, journalNameFor(target.name));
-      this.#live.delete(keyOf(target));
-      let now = this.#jail.lstat(target, target.name);
+      let now = this.#place(target, info);
       if (now !== undefined && mtimeMs(now) !== Math.trunc(request.mtime)) {
         setMtimeMs(fd, request.mtime);
         now = this.#jail.lstat(target, target.name);
       }
-      if (now === undefined) {
-        throw changedInCommit(target);
-      }
+      if (now === undefined) throw changedInCommit(target);
       return statOf(now);
     } finally {
       closeSync(fd);
     }
+  }
+
+  /** The mode a commit gives the file: no special bits, at most the umask's unless `preserve`. */
+  #modeOf(request: CommitRequest): number {
+    return request.mode & (request.preserve ? 0o777 : 0o777 & ~this.#umask);
+  }
+
+  /**
+   * The complete part (the inode `expect`) renamed over the target, its
+   * journal removed and the upload forgotten; the entry now at the name
+   * (undefined: gone already).
+   */
+  #place(
+    target: WriteTarget,
+    expect: { dev: number; ino: number },
+  ): Deno.FileInfo | undefined {
+    this.#jail.rename(target, partNameFor(target.name), target.name, expect);
+    this.#jail.remove(target, journalNameFor(target.name));
+    this.#live.delete(keyOf(target));
+    return this.#jail.lstat(target, target.name);
   }
 
   /** Sets `mode` through a descriptor proven to be `name` (a mode set by name would follow a link planted there). */
