@@ -524,8 +524,8 @@ class PushRun {
     if (early && !await this.#dirs.ensure(dir, job.label)) return;
     for (let made = early;; made = true) {
       try {
-        await this.#ranges.send(job);
-        return this.#dirs.add(dir);
+        // Sent: ctx.sent knows its directory now.
+        return await this.#ranges.send(job);
       } catch (error) {
         if (this.#signal.aborted) return;
         const missing = error instanceof HttpError && error.status === 404;

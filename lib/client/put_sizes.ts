@@ -66,13 +66,9 @@ export class PutSizes {
     return Math.max(this.near, Math.min(FAR_PUT_BYTES, share));
   }
 
-  /** A stream of PUTs starts; the function returned ends it. */
+  /** A stream of PUTs starts; the function returned ends it (called once). */
   stream(): () => void {
     this.#streams++;
-    let ended = false;
-    return () => {
-      if (!ended) this.#streams--;
-      ended = true;
-    };
+    return () => this.#streams--;
   }
 }

@@ -341,9 +341,9 @@ export class RangeSender {
             buffer.subarray(0, chunk.end - chunk.start),
           );
           // Read before this check: any write to the file since the push
-          // began shows, so no PUT (the one that commits either) carries
-          // bytes of another version.
-          checkUnchanged(job);
+          // began shows, so no PUT that may commit carries bytes of another
+          // version (without, the check before the commit request does).
+          if (round.commit !== undefined) checkUnchanged(job);
           // Sent with its length, in pieces the progress (and the idle
           // timer) is told of as the socket takes them.
           const answer = await ctx.push.put(
