@@ -1005,59 +1005,37 @@ Deno.test("--verify: a file the server hashes differently is sent once more, the
   await assert.rejects(Deno.lstat(join(f.dst, "small.txt")));
 });
 
-Deno.test("a local file written while it is sent is started over, never committed as it was", async () => {
-  await using dir = await tempDir();
-  const f = await fixture(dir.path);
-  const local = join(f.src, "growing.bin");
-  await Deno.writeFile(local, bytes(500 * KiB, 10));
-  let grown = false;
-  await using server = serve(f, {
-    hook: async (_url, request) => {
-      if (request.method === "PUT" && !grown) {
-        grown = true;
-        await Deno.writeFile(local, bytes(50 * KiB, 11), { append: true });
-      }
-      return undefined;
-    },
-  });
-  const { summary, events } = await run(server, [local], f.dst + "/");
-  assert.deepEqual(summary.failures, []);
-  assert.deepEqual(warnings(events), [
-    `"growing.bin" changed while it was sent: starting over`,
-  ]);
-  assert.equal(
-    sha(await Deno.readFile(join(f.dst, "growing.bin"))),
-    sha(await Deno.readFile(local)),
-  );
-});
-
-Deno.test("a settled file written while its PUTs that may commit it go is started over too: the next PUT looks at it first", async () => {
-  await using dir = await tempDir();
-  const f = await fixture(dir.path);
-  const local = join(f.src, "growing.bin");
-  await Deno.writeFile(local, bytes(500 * KiB, 12));
-  let grown = false;
-  await using server = serve(f, {
-    hook: async (_url, request) => {
-      if (request.method === "PUT" && !grown) {
-        grown = true;
-        await Deno.writeFile(local, bytes(50 * KiB, 13), { append: true });
-      }
-      return undefined;
-    },
-  });
-  const { summary, events } = await run(server, [local], f.dst + "/", {
-    settledMs: 0,
-    putMaxBytes: 128 * KiB,
-  });
-  assert.deepEqual(summary.failures, []);
-  assert.deepEqual(warnings(events), [
-    `"growing.bin" changed while it was sent: starting over`,
-  ]);
-  assert.equal(
-    sha(await Deno.readFile(join(f.dst, "growing.bin"))),
-    sha(await Deno.readFile(local)),
-  );
+Deno.test("a local file written while it is sent is started over, never committed as it was: changed just now (a look before its commit), or settled (a look before each PUT that may commit it)", async () => {
+  const ways: Array<[string, Partial<PushOptions>]> = [
+    ["fresh", {}],
+    ["settled", { settledMs: 0, putMaxBytes: 128 * KiB }],
+  ];
+  for (const [name, more] of ways) {
+    await using dir = await tempDir();
+    const f = await fixture(dir.path);
+    const local = join(f.src, "growing.bin");
+    await Deno.writeFile(local, bytes(500 * KiB, 10));
+    let grown = false;
+    await using server = serve(f, {
+      hook: async (_url, request) => {
+        if (request.method === "PUT" && !grown) {
+          grown = true;
+          await Deno.writeFile(local, bytes(50 * KiB, 11), { append: true });
+        }
+        return undefined;
+      },
+    });
+    const { summary, events } = await run(server, [local], f.dst + "/", more);
+    assert.deepEqual(summary.failures, [], name);
+    assert.deepEqual(warnings(events), [
+      `"growing.bin" changed while it was sent: starting over`,
+    ], name);
+    assert.equal(
+      sha(await Deno.readFile(join(f.dst, "growing.bin"))),
+      sha(await Deno.readFile(local)),
+      name,
+    );
+  }
 });
 
 Deno.test("a local file that keeps changing while it is sent fails after three restarts, never committed", async () => {
