@@ -161,7 +161,9 @@ export function reason(error: unknown): string {
   }
   const text = error instanceof Error ? error.message : String(error);
   // "No space left on device (os error 28): write '/x'" -> "no space left on device"
-  const m = /^([^(:]+?)\s*\(os error \d+\)/.exec(text);
+  const m = /^([^(:]+?)\s*\(os error \d+\)/.exec(text) ??
+    // node's "ENOENT: no such file or directory, open '/x'" -> "no such file or directory"
+    /^E[A-Z]+: ([^,]+)/.exec(text);
   const short = m ? m[1] : text;
   return short.charAt(0).toLowerCase() + short.slice(1);
 }

@@ -12,9 +12,9 @@ import {
   fstatSync,
   openSync,
   read as readCallback,
-  type Stats,
 } from "node:fs";
 import { HttpError } from "../../shared/errors.ts";
+import { toFileInfo } from "../../shared/node_stats.ts";
 import { Limiter, type Release } from "../../shared/limiter.ts";
 import type { CwdAnchor } from "./cwd_anchor.ts";
 import { fsFailure } from "./request_path.ts";
@@ -214,41 +214,6 @@ class FdFile implements OpenedFile {
       closeCallback(this.#fd, (error) => error ? reject(error) : resolve());
     });
   }
-}
-
-/** The `Deno.FileInfo` of a node `fstat`, so identity tags come out the same as from `Deno.lstat`. */
-export function toFileInfo(st: Stats): Deno.FileInfo {
-  return {
-    isFile: st.isFile(),
-    isDirectory: st.isDirectory(),
-    isSymlink: st.isSymbolicLink(),
-    size: st.size,
-    // From the milliseconds, rounded down as Deno rounds them: node's own
-    // Dates are a millisecond later before 1970 (-18489599999 for a time
-    // Deno reads as -18489600000), and the ETag would differ from a listing's.
-    mtime: dateOf(st.mtimeMs),
-    atime: dateOf(st.atimeMs),
-    birthtime: dateOf(st.birthtimeMs),
-    ctime: dateOf(st.ctimeMs),
-    dev: st.dev,
-    ino: st.ino,
-    mode: st.mode,
-    nlink: st.nlink,
-    uid: st.uid,
-    gid: st.gid,
-    rdev: st.rdev,
-    blksize: st.blksize,
-    blocks: st.blocks,
-    isBlockDevice: st.isBlockDevice(),
-    isCharDevice: st.isCharacterDevice(),
-    isFifo: st.isFIFO(),
-    isSocket: st.isSocket(),
-  };
-}
-
-/** A node `Stats` time in milliseconds as a Date (none when unknown). */
-function dateOf(ms: number): Date | null {
-  return Number.isFinite(ms) ? new Date(Math.floor(ms)) : null;
 }
 
 /** Same device and inode. */

@@ -6,7 +6,8 @@
  */
 import { closeSync, fstatSync, openSync, readSync, type Stats } from "node:fs";
 import type { CwdAnchor, Inside } from "./cwd_anchor.ts";
-import { OPEN_FLAGS, toFileInfo } from "./opened_file.ts";
+import { toFileInfo } from "../../shared/node_stats.ts";
+import { OPEN_FLAGS } from "./opened_file.ts";
 import { join, splitRequest } from "./request_path.ts";
 import type { JailRules } from "./rules.ts";
 
