@@ -26,6 +26,8 @@ export interface LocalEntryOptions {
   unsafeLinks: boolean;
   /** `dev:ino` of the directories being walked into: a link to one of them is a loop. */
   ancestors: ReadonlySet<string>;
+  /** The entry's `lstat` when it was read ahead. */
+  known?: Deno.FileInfo;
 }
 
 /** The `dev:ino` key of a file (hard links and loops are told by it). */
@@ -45,7 +47,7 @@ export function localEntry(
 ): LocalEntry {
   let info: Deno.FileInfo;
   try {
-    info = Deno.lstatSync(local);
+    info = options.known ?? Deno.lstatSync(local);
   } catch (error) {
     // readDir gives U+FFFD for bytes that are not UTF-8: no API opens that name.
     if (error instanceof Deno.errors.NotFound && name.includes("\uFFFD")) {

@@ -15,6 +15,7 @@ import {
 import type { StatEntry } from "../shared/wire.ts";
 import { PathFilter } from "./filters.ts";
 import { DEFAULT_MAX_ENTRIES, TreeLister } from "./listing.ts";
+import { forPush, type LocalPrefetch } from "./local_prefetch.ts";
 import { SMALL_FILE_BYTES } from "./plan.ts";
 import {
   type PushContext,
@@ -56,7 +57,13 @@ export type { PushOptions } from "./push_context.ts";
  */
 export async function push(options: PushOptions): Promise<PullSummary> {
   const sources = checkSources(options.sources);
-  return await new PushRun(options).execute(sources);
+  const filter = new PathFilter(options);
+  const ahead = forPush(filter, options);
+  return await ahead.during(
+    sources,
+    options.signal,
+    () => new PushRun(options, filter, ahead).execute(sources),
+  );
 }
 
 class PushRun {
@@ -87,8 +94,9 @@ class PushRun {
     upload: HeldUpload | null | undefined;
   };
 
-  constructor(options: PushOptions) {
+  constructor(options: PushOptions, filter: PathFilter, ahead: LocalPrefetch) {
     this.#o = options;
+    this.#filter = filter;
     const s = options.settings;
     this.#remote = new Remote({
       baseUrl: options.baseUrl,
@@ -161,13 +169,13 @@ class PushRun {
     this.#bundles = new BundleSender(this.#ctx, {
       spawn: (task) => this.#tasks.spawn(task),
       sendAlone: (job) => this.#sendRanged(job),
+      ahead,
     });
     this.#links = new LinkSender(this.#ctx, {
       spawn: (task) => this.#tasks.spawn(task),
       sendNow: (job) => this.#sendNow(job),
     });
     this.#dirs = new RemoteDirs(this.#ctx);
-    this.#filter = new PathFilter(options);
     this.#planner = new PushPlanner(this.#ctx, {
       filter: this.#filter,
       checksum: options.checksum ?? false,
@@ -181,6 +189,7 @@ class PushRun {
       unsafeLinks: options.unsafeLinks ?? false,
       hardLinks: options.hardLinks ?? false,
       sparse: options.sparse ?? false,
+      ahead,
     });
   }
 
@@ -434,17 +443,16 @@ class PushRun {
   /** `--delete`, once every file is settled: before the directories get their times (a deletion changes its directory's). */
   async #deleteExtra(): Promise<void> {
     const summary = this.#summary;
-    const deleter = new PushDeleter(this.#ctx, {
+    await new PushDeleter(this.#ctx, {
       filter: this.#filter,
       maxDelete: this.#o.maxDelete,
-      dryRun: this.#o.dryRun ?? false,
+      dryRun: this.#ctx.dryRun,
       deleted: (extra) => {
         summary.deleted = (summary.deleted ?? 0) + 1;
         this.#planner.touchParentOf(extra.remote);
         this.#ctx.emit({ type: "deleted", path: extra.label });
       },
-    });
-    await deleter.run(this.#scopes, {
+    }).run(this.#scopes, {
       failed: summary.failed,
       omitted: summary.omissions?.length ?? 0,
     });
@@ -470,32 +478,15 @@ class PushRun {
         hardLinks: this.#o.hardLinks ? true : undefined,
       },
     });
-    let error: unknown;
-    try {
-      error = await lister.run((entry) => {
-        entries.set(entry.path, entry);
-        if (entry.type === "dir") this.#dirs.add(posix.join(dest, entry.path));
-        return Promise.resolve();
-      });
-    } catch (e) {
-      error = e;
-    }
+    const error = await lister.run((entry) => {
+      entries.set(entry.path, entry);
+      if (entry.type === "dir") this.#dirs.add(posix.join(dest, entry.path));
+      return Promise.resolve();
+    }).catch((e: unknown) => e);
     if (this.#signal.aborted) return false;
     if (error === undefined) return true;
     this.#failSource(source, dest, error);
     return false;
-  }
-
-  /** `--dry-run`: a file that would be sent is told, and stands for a sent one to the names linked to it. */
-  #wouldSend(job: SendJob): void {
-    this.#addTotal(1, job.size);
-    this.#ctx.emit({
-      type: "plan",
-      action: "transfer",
-      path: job.label,
-      bytes: job.size,
-    });
-    this.#links.settled(job.label, true);
   }
 
   /** Hands on a file that differs: small ones to a bundle, the rest in ranges (one of `-n` slots each: the walk's backpressure). */
@@ -510,8 +501,13 @@ class PushRun {
 
   /** Sends a file in ranges now, whatever its size (a hard link's stand-in: bundles may be gone already). */
   async #sendNow(job: SendJob): Promise<void> {
-    if (this.#ctx.dryRun) return this.#wouldSend(job);
     this.#addTotal(1, job.size);
+    if (this.#ctx.dryRun) {
+      // Told, and it stands for a sent file to the names linked to it.
+      const { label: path, size: bytes } = job;
+      this.#ctx.emit({ type: "plan", action: "transfer", path, bytes });
+      return this.#links.settled(path, true);
+    }
     const release = await this.#ctx.limits.files.acquire(this.#signal);
     this.#tasks.spawn(this.#sendRanged(job).finally(release));
   }

@@ -29,6 +29,7 @@ import {
 import type { FileJob } from "./transfer.ts";
 import type { Verifier } from "./verify.ts";
 import { inodeKey, localEntry } from "./local_entry.ts";
+import type { LocalPrefetch } from "./local_prefetch.ts";
 import type { LinkSender } from "./push_links.ts";
 import type { PushSource } from "./push_sources.ts";
 import type { HeldUpload } from "./remote_push.ts";
@@ -86,6 +87,8 @@ export interface PushPlannerOptions {
   hardLinks: boolean;
   /** `-S`: only the data of files with holes is sent. */
   sparse: boolean;
+  /** Entries read ahead of the walk, which stops that reading when it starts. */
+  ahead?: LocalPrefetch;
 }
 
 /** Longest stretch (ms) of the walk without a turn of the event loop. */
@@ -126,6 +129,7 @@ export class PushPlanner {
     existing: StatEntry | undefined,
     held?: HeldUpload | null,
   ): Promise<void> {
+    this.#o.ahead?.stop();
     let info: Deno.FileInfo;
     try {
       info = Deno.lstatSync(source.path);
@@ -143,6 +147,7 @@ export class PushPlanner {
 
   /** Walks a local tree depth first, making directories before their files. */
   async planTree(tree: TreePlan): Promise<void> {
+    this.#o.ahead?.stop();
     let info: Deno.FileInfo;
     try {
       info = Deno.statSync(tree.source.path);
@@ -314,10 +319,12 @@ export class PushPlanner {
       }
       // The kind is not known yet: left out here only if it would be either way.
       if (this.#o.filter.excludes(rel)) continue;
-      const entry = localEntry(posix.join(dir, name), name, relPath, {
+      const path = posix.join(dir, name);
+      const entry = localEntry(path, name, relPath, {
         links: this.#o.links,
         unsafeLinks: this.#o.unsafeLinks,
         ancestors,
+        known: this.#o.ahead?.lstat(path),
       });
       // Only a directory is walked into when the include globs do not name it.
       if (

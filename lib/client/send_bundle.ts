@@ -4,8 +4,7 @@
  * each to a new part file and renames it into place with its mtime and mode.
  */
 import { encodeFrames } from "../shared/bundle_codec.ts";
-import { openCheckedWithInfo } from "../shared/checked_open.ts";
-import { describeError, reason } from "../shared/errors.ts";
+import { describeError } from "../shared/errors.ts";
 import type { UploadBundleHeader } from "../shared/wire.ts";
 import {
   describeLocal,
@@ -14,6 +13,8 @@ import {
   type SendJob,
   writeRefusal,
 } from "./push_context.ts";
+import type { LocalPrefetch } from "./local_prefetch.ts";
+import { readSmallLocal } from "./local_read.ts";
 import { SMALL_FILE_BYTES } from "./plan.ts";
 
 /** Most bytes of frames in one bundle request (the server's limit for a request body). */
@@ -35,21 +36,25 @@ export class BundleSender {
   #sent = 0;
 
   readonly #sendAlone: (job: SendJob) => Promise<void>;
+  readonly #ahead?: LocalPrefetch;
 
   /**
    * A sender for one push: `spawn` runs a request in the background,
-   * `sendAlone` sends a file that grew too big for a bundle meanwhile.
+   * `sendAlone` sends a file that grew too big for a bundle meanwhile,
+   * `ahead` holds files read before the walk.
    */
   constructor(
     context: PushContext,
     options: {
       spawn: (task: Promise<void>) => void;
       sendAlone: (job: SendJob) => Promise<void>;
+      ahead?: LocalPrefetch;
     },
   ) {
     this.#ctx = context;
     this.#spawn = options.spawn;
     this.#sendAlone = options.sendAlone;
+    this.#ahead = options.ahead;
   }
 
   /** Adds a small file to the next bundle of its directory, sent once full (waiting for a bundle slot). */
@@ -96,7 +101,7 @@ export class BundleSender {
       const planned = job.size;
       let data: Uint8Array | undefined;
       try {
-        data = readWhole(job);
+        data = readWhole(job, this.#ahead);
       } catch (error) {
         ctx.fail(job.label, describeError(error));
         continue;
@@ -175,61 +180,20 @@ function frameCost(job: SendJob): number {
 }
 
 /**
- * The whole content of a small file, read through a handle proven to be
- * its inode. A file written meanwhile is taken as it is after the read
- * (its size, mtime and mode from the same handle), read again when it
- * changed during the read, and refused after that. Undefined (and `job`
- * described as it is now) when it grew past {@linkcode SMALL_FILE_BYTES}.
+ * The whole content of a small file, read ahead or now through a
+ * descriptor proven to be its inode (see {@linkcode readSmallLocal}), with
+ * `job` described as that content is. Undefined (and `job` described as it
+ * is now) when it grew past {@linkcode SMALL_FILE_BYTES}.
  */
-function readWhole(job: SendJob): Uint8Array | undefined {
-  let file: Deno.FsFile;
-  let opened: Deno.FileInfo;
-  try {
-    ({ file, info: opened } = openCheckedWithInfo(job.local, {
-      expected: job.id,
-    }));
-  } catch (error) {
-    throw new Error(
-      `Cannot read ${JSON.stringify(job.local)}: ${reason(error)}`,
-    );
+function readWhole(
+  job: SendJob,
+  ahead: LocalPrefetch | undefined,
+): Uint8Array | undefined {
+  const got = ahead?.file(job.local, job.id) ??
+    readSmallLocal(job.local, job.id, SMALL_FILE_BYTES);
+  if (got.kind === "changing") {
+    throw new Error(`"${job.label}" kept changing while it was read: not sent`);
   }
-  try {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      // The first read starts where the open left it, with the fstat that
-      // proved the handle (one more costs Deno six readlinks).
-      const before = attempt === 0 ? opened : file.statSync();
-      if (before.size > SMALL_FILE_BYTES) {
-        describeLocal(job, before);
-        return undefined;
-      }
-      const data = new Uint8Array(before.size);
-      let at = 0;
-      if (attempt > 0) file.seekSync(0, Deno.SeekMode.Start);
-      while (at < data.length) {
-        const n = file.readSync(data.subarray(at));
-        if (n === null) break;
-        at += n;
-      }
-      const after = file.statSync();
-      const probe = new Uint8Array(1);
-      const more = file.readSync(probe);
-      if (
-        at === before.size && more === null &&
-        after.size === before.size &&
-        after.mtime?.getTime() === before.mtime?.getTime()
-      ) {
-        describeLocal(job, after);
-        return data;
-      }
-    }
-  } catch (error) {
-    throw new Error(
-      `Cannot read ${JSON.stringify(job.local)}: ${reason(error)}`,
-    );
-  } finally {
-    file.close();
-  }
-  throw new Error(
-    `"${job.label}" kept changing while it was read: not sent`,
-  );
+  describeLocal(job, got.info);
+  return got.kind === "read" ? got.data : undefined;
 }
