@@ -328,3 +328,29 @@ Deno.test("range bodies short of the end read large chunks when few stream at on
     await again.cancel();
   });
 });
+
+Deno.test("GET /v1/file?iffile=1 answers 204 and nothing more for a directory, the bytes of a file as without it, 404 for a missing path", async () => {
+  await withFixture(async (f) => {
+    const dir = await f.call(`/v1/file?path=${f.q("nested")}&iffile=1`);
+    assert.equal(dir.status, 204);
+    assert.equal(await dir.text(), "");
+    // Without it, a directory is still refused as not a file.
+    const plain = await f.call(`/v1/file?path=${f.q("nested")}`);
+    assert.equal(plain.status, 400);
+    await plain.body?.cancel();
+    const file = await f.call(`/v1/file?path=${f.q("big.bin")}&iffile=1`, {
+      headers: { range: "bytes=0-99" },
+    });
+    assert.equal(file.status, 206);
+    assert.deepEqual(
+      new Uint8Array(await file.arrayBuffer()),
+      f.big.subarray(0, 100),
+    );
+    const missing = await f.call(`/v1/file?path=${f.q("nope")}&iffile=1`);
+    assert.equal(missing.status, 404);
+    await missing.body?.cancel();
+    const bad = await f.call(`/v1/file?path=${f.q("nested")}&iffile=yes`);
+    assert.equal(bad.status, 400);
+    await bad.body?.cancel();
+  });
+});

@@ -10,11 +10,11 @@ import { etagFor, mtimeMs } from "../../shared/file_identity.ts";
 import { API } from "../../shared/wire.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { errorResponse } from "../error_status.ts";
-import { baseHeaders, overHttp1, requirePath } from "../http.ts";
+import { baseHeaders, optionalFlag, overHttp1, requirePath } from "../http.ts";
 import type { OpenedFile } from "../jail/path_guard.ts";
 import { requireFile } from "./_checked.ts";
 
-/** `GET /v1/file?path=`: the file's bytes; `Range` for one span. */
+/** `GET /v1/file?path=[&iffile=1]`: the file's bytes; `Range` for one span; with `iffile=1` a directory answers 204. */
 export const fileEndpoint: Endpoint = {
   path: API.file,
   methods: ["GET", "HEAD"],
@@ -38,6 +38,14 @@ const LARGE_CHUNK_BODIES = 16;
 
 async function file(ctx: ServerContext, request: Request, url: URL) {
   const checked = await ctx.guard.check(requirePath(url));
+  // Asked with the stat, before it is known to be a file (a pull of one
+  // file asks for its first range so): a directory is no error.
+  if (optionalFlag(url, "iffile") && checked.type === "dir") {
+    return new Response(null, {
+      status: 204,
+      headers: baseHeaders("application/octet-stream"),
+    });
+  }
   requireFile(checked);
   const head = request.method === "HEAD";
   // HEAD never opens the file: the checked lstat is enough for the headers.
