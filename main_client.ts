@@ -206,6 +206,7 @@ async function runPull(cmd: PullCommand): Promise<number> {
       noWait: cmd.noWait,
       onLockWait: cmd.quiet ? undefined : waitLine,
       bandwidth,
+      earlyRange: true,
     };
     let summary;
     if (isMultiSource(cmd.remotePaths)) {

@@ -254,6 +254,152 @@ Deno.test("pull() fetches a big file in parallel ranges, byte-identical", async 
   assert.equal(progressed, content.length);
 });
 
+/** A pull with `earlyRange` (as the command line asks), every request seen: path, query and range. */
+async function earlyPull(
+  baseUrl: string,
+  remotePath: string,
+  localPath: string,
+  settings: Record<string, string> = { Min_part_size: "1M" },
+) {
+  const seen: Array<{ path: string; iffile: boolean; range: string | null }> =
+    [];
+  const result = await basePull({
+    baseUrl,
+    remotePath,
+    localPath,
+    earlyRange: true,
+    // The signing hook sees every request as it goes.
+    sign: (request) => {
+      const url = new URL(request.url);
+      seen.push({
+        path: url.pathname,
+        iffile: url.searchParams.get("iffile") === "1",
+        range: request.headers.get("range"),
+      });
+    },
+  }, settings);
+  return { ...result, seen, files: seen.filter((r) => r.path === "/v1/file") };
+}
+
+/** The bytes a `Range: bytes=A-B` header asks for. */
+function rangeBytes(range: string | null): number {
+  const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? "");
+  return m === null ? NaN : Number(m[2]) - Number(m[1]) + 1;
+}
+
+Deno.test("earlyRange: one big file's first 8 MiB are asked for with its stat and taken, no byte asked twice", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(data);
+  const content = bytes(20 * MiB + 3, 8);
+  await Deno.writeFile(join(data, "big.bin"), content);
+  await using server = await realServer(data);
+  const out = join(dir.path, "out.bin");
+  const { summary, seen, files } = await earlyPull(
+    server.baseUrl,
+    join(data, "big.bin"),
+    out,
+  );
+  assert.deepEqual(summary.failures, []);
+  assert.ok(sameBytes(await Deno.readFile(out), content));
+  assert.equal(summary.bytes, content.length);
+  // With the stat and the early listing, before anything waits for them.
+  assert.deepEqual(
+    seen.slice(0, 3).map((r) => r.path).sort(),
+    ["/v1/file", "/v1/list", "/v1/stat"],
+  );
+  assert.deepEqual(files[0], {
+    path: "/v1/file",
+    iffile: true,
+    range: `bytes=0-${8 * MiB - 1}`,
+  });
+  assert.ok(files.length > 1, "the rest in other ranges");
+  assert.ok(
+    files.slice(1).every((r) => !r.iffile && !r.range?.startsWith("bytes=0-")),
+  );
+  assert.equal(
+    files.reduce((n, r) => n + rangeBytes(r.range), 0),
+    content.length,
+  );
+});
+
+Deno.test("earlyRange: a directory answers the early request 204, and a destination already there (a file, or a part to resume) gets none", async () => {
+  await using dir = await tempDir();
+  const data = join(dir.path, "data");
+  await Deno.mkdir(join(data, "tree"), { recursive: true });
+  for (let i = 0; i < 3; i++) {
+    await Deno.writeFile(join(data, "tree", `f${i}`), bytes(1000 + i, i));
+  }
+  const content = bytes(3 * MiB, 9);
+  await Deno.writeFile(join(data, "one.bin"), content);
+  await using server = await realServer(data);
+
+  const tree = await earlyPull(
+    server.baseUrl,
+    join(data, "tree"),
+    join(dir.path, "tree"),
+  );
+  assert.deepEqual(tree.summary.failures, []);
+  assert.equal(tree.summary.files, 3);
+  assert.deepEqual(tree.files.map((r) => r.iffile), [true]);
+  for (let i = 0; i < 3; i++) {
+    assert.ok(sameBytes(
+      await Deno.readFile(join(dir.path, "tree", `f${i}`)),
+      bytes(1000 + i, i),
+    ));
+  }
+
+  const out = join(dir.path, "one.bin");
+  const first = await earlyPull(server.baseUrl, join(data, "one.bin"), out);
+  assert.deepEqual(first.files.map((r) => r.iffile), [true]);
+  // Identical now: skipped, and nothing asked early.
+  const again = await earlyPull(server.baseUrl, join(data, "one.bin"), out);
+  assert.equal(again.summary.skipped, 1);
+  assert.deepEqual(again.files, []);
+  // A part and a journal at the name (an interrupted pull): resumed from
+  // them, never a byte asked for early.
+  await Deno.remove(out);
+  await Deno.writeFile(out + ".hsync-part", new Uint8Array(10));
+  await Deno.writeTextFile(out + ".hsync-journal", "{}");
+  const resumed = await earlyPull(server.baseUrl, join(data, "one.bin"), out);
+  assert.deepEqual(resumed.summary.failures, []);
+  assert.ok(resumed.files.every((r) => !r.iffile));
+  assert.ok(sameBytes(await Deno.readFile(out), content));
+});
+
+Deno.test("earlyRange: an early answer of another version than the stat's (ETag) is not taken: its bytes are asked again with If-Range", async () => {
+  await using dir = await tempDir();
+  const content = bytes(100_000, 10);
+  const ifRanges: Array<string | null> = [];
+  const { server } = fileServer(
+    content,
+    (a, b, _n, request) => {
+      ifRanges.push(request.headers.get("if-range"));
+      const end = Math.min(b, content.length - 1);
+      return {
+        status: 206,
+        headers: {
+          "content-range": `bytes ${a}-${end}/${content.length}`,
+          // The early request (no If-Range yet) meets an older version.
+          etag: request.headers.has("if-range") ? '"v1"' : '"v0"',
+        },
+        body: content.slice(a, end + 1),
+      };
+    },
+  );
+  await using _ = server;
+  const out = join(dir.path, "f.bin");
+  const { summary } = await basePull({
+    baseUrl: server.baseUrl,
+    remotePath: "/data/f.bin",
+    localPath: out,
+    earlyRange: true,
+  });
+  assert.deepEqual(summary.failures, []);
+  assert.deepEqual(ifRanges, [null, '"v1"']);
+  assert.ok(sameBytes(await Deno.readFile(out), content));
+});
+
 Deno.test("pull() applies include and exclude globs", async () => {
   await using dir = await tempDir();
   const data = join(dir.path, "data");

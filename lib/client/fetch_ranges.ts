@@ -27,7 +27,14 @@ import {
 } from "../shared/part_file.ts";
 import { RangeSet } from "../shared/range_set.ts";
 import { spansOf } from "../shared/span_hash.ts";
+import {
+  discard,
+  type EarlyBytes,
+  type EarlyRange,
+  serving,
+} from "./early_range.ts";
 import { PieceQueue } from "./piece_queue.ts";
+import type { Exchange } from "./remote.ts";
 import { StreamGovernor } from "./stream_governor.ts";
 import { isRetryable, ProtocolError, ShortBody } from "./retry.ts";
 import { holesOf, receiveSkippingZeros } from "./sparse.ts";
@@ -61,6 +68,8 @@ export interface RangeFetcherOptions {
   sparse?: boolean;
   /** With `sparse`: the file has holes (fetched by its extents). */
   hasHoles?: (job: FileJob) => boolean;
+  /** The first bytes of the pulled path, asked for with its stat. */
+  early?: EarlyRange;
 }
 
 /**
@@ -168,6 +177,7 @@ export class RangeFetcher {
       }
     }
     const gaps = state.written.gaps(job.size);
+    const early = await this.#o.early?.take(job, gaps[0]);
     const controller = new AbortController();
     const onAbort = () => controller.abort(ctx.signal.reason);
     ctx.signal.addEventListener("abort", onAbort, { once: true });
@@ -183,16 +193,23 @@ export class RangeFetcher {
     try {
       // Every range settles before the file is retried or failed: none may still write.
       if (this.#splits(job) && !ctx.settings.pinnedParts) {
-        await this.#fetchPieces(state, gaps, controller.signal, fail);
+        await this.#fetchPieces(state, gaps, controller.signal, fail, early);
       } else {
         // A pinned Max_part_num: that many ranges at once, planned up front.
         const ranges = planGaps(gaps, {
           maxParts: ctx.settings.maxPartNum,
           minPartSize: ctx.settings.minPartSize,
         });
+        const opening = serving(early, ranges[0]);
         await Promise.all(
-          ranges.map((range) =>
-            this.#fetchRange(state, range, controller.signal).catch(fail)
+          ranges.map((range, i) =>
+            this.#fetchRange(
+              state,
+              range,
+              controller.signal,
+              undefined,
+              i === 0 ? opening : undefined,
+            ).catch(fail)
           ),
         );
       }
@@ -358,6 +375,7 @@ export class RangeFetcher {
     gaps: ByteRange[],
     signal: AbortSignal,
     fail: (error: unknown) => void,
+    early: EarlyBytes | undefined,
   ): Promise<void> {
     const governor = this.#governor;
     // The round trip measured so far (the stat, the listing) decides the start.
@@ -365,10 +383,16 @@ export class RangeFetcher {
     if (rtt !== undefined) governor.roundTrip(rtt);
     const most = this.#ctx.settings.maxPartNum;
     const left = new PieceQueue(gaps);
+    // The early bytes are the first piece, for the first stream.
+    let opening = early === undefined
+      ? undefined
+      : { piece: left.take(early.end)!, exchange: early.exchange };
     const running = new Set<Promise<void>>();
     const wanted = () => Math.min(most, governor.target);
     let active = 0;
-    const stream = async () => {
+    const stream = async (
+      given?: { piece: ByteRange; exchange: Exchange },
+    ) => {
       // Counted out at once when it leaves: two streams ending together
       // must not both see the other one still there and both leave.
       let counted = true;
@@ -377,6 +401,15 @@ export class RangeFetcher {
         counted = false;
       };
       try {
+        if (given !== undefined) {
+          await this.#fetchRange(
+            state,
+            given.piece,
+            signal,
+            governor,
+            given.exchange,
+          );
+        }
         while (!signal.aborted && active <= wanted()) {
           const piece = left.take(governor.pieceBytes(left.remaining, active));
           if (piece === undefined) break;
@@ -387,9 +420,14 @@ export class RangeFetcher {
       }
     };
     const spawn = () => {
-      while (!signal.aborted && active < wanted() && left.remaining > 0) {
+      while (
+        !signal.aborted && active < wanted() &&
+        (opening !== undefined || left.remaining > 0)
+      ) {
         active++;
-        const task: Promise<void> = stream().catch(fail).finally(() => {
+        const given = opening;
+        opening = undefined;
+        const task: Promise<void> = stream(given).catch(fail).finally(() => {
           running.delete(task);
         });
         running.add(task);
@@ -405,29 +443,41 @@ export class RangeFetcher {
       }
     } finally {
       stop();
+      // Aborted before a stream took them.
+      discard(opening?.exchange);
     }
   }
 
-  /** Fetches `range` of the file, from the last byte on disk after each retryable failure. */
+  /**
+   * Fetches `range` of the file, from the last byte on disk after each
+   * retryable failure; the first try reads `opening` when given (an answer
+   * for exactly `range`, asked for early).
+   */
   async #fetchRange(
     state: FileState,
     range: ByteRange,
     signal: AbortSignal,
     governor?: StreamGovernor,
+    opening?: Exchange,
   ): Promise<void> {
     const ctx = this.#ctx;
     const cursor = { pos: range.start };
     let attempt = 0;
+    let given = opening;
     while (cursor.pos < range.end) {
       const before = cursor.pos;
-      const release = await ctx.limits.requests.acquire(signal);
       let error: unknown;
+      let release: (() => void) | undefined;
       try {
-        await this.#getRange(state, cursor, range.end, signal, governor);
+        release = await ctx.limits.requests.acquire(signal);
+        await this.#getRange(state, cursor, range.end, signal, governor, given);
       } catch (e) {
         error = e;
       } finally {
-        release();
+        release?.();
+        // Read, or never to be: a retry asks again.
+        discard(given);
+        given = undefined;
       }
       if (error === undefined) continue;
       if (signal.aborted) throw signal.reason;
@@ -446,14 +496,18 @@ export class RangeFetcher {
     end: number,
     signal: AbortSignal,
     governor?: StreamGovernor,
+    given?: Exchange,
   ): Promise<void> {
     const { job } = state;
     const start = cursor.pos;
-    const ex = await this.#ctx.remote.file(job.remote, {
+    const ex = given ?? await this.#ctx.remote.file(job.remote, {
       range: { start, end },
       ifRange: job.etag,
       signal,
     });
+    // An answer asked for early ends with this file's fetch too.
+    const cancel = () => discard(ex);
+    if (given !== undefined) signal.addEventListener("abort", cancel);
     try {
       const res = ex.response;
       if (res.status === 200 || res.status === 416) {
@@ -508,6 +562,7 @@ export class RangeFetcher {
         );
       }
     } finally {
+      signal.removeEventListener("abort", cancel);
       ex.done();
       await ex.response.body?.cancel().catch(() => {});
     }

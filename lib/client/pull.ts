@@ -8,6 +8,7 @@ import { posix } from "node:path";
 import { describeError } from "../shared/errors.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import { BundleFetcher } from "./fetch_bundle.ts";
+import { EarlyRange, nothingAt } from "./early_range.ts";
 import { FileFetcher } from "./fetch_file.ts";
 import { RangeFetcher } from "./fetch_ranges.ts";
 import { PathFilter } from "./filters.ts";
@@ -100,6 +101,8 @@ export interface PullOptions extends TreeOptions {
   noWait?: boolean;
   /** Called once when this run waits for another hsync writing into `dir`. */
   onLockWait?: (dir: string, pid: number | undefined) => void;
+  /** Ask for the first range of the root with its stat: a pull of one file waits no round trip for its first bytes (the command line asks). */
+  earlyRange?: boolean;
 }
 
 /**
@@ -120,6 +123,8 @@ class PullRun {
   readonly #tasks: TaskGroup;
   readonly #verifier: Verifier;
   readonly #files: FileFetcher;
+  /** The root's first bytes, asked for with its stat (a pull of one file). */
+  readonly #early = new EarlyRange();
   readonly #bundles: BundleFetcher;
   /** The caller's signal, or a stop of the whole run by {@linkcode PullRun.#stopRun}. */
   readonly #signal: AbortSignal;
@@ -217,6 +222,7 @@ class PullRun {
       onResumed: (bytes) => summary.resumed = (summary.resumed ?? 0) + bytes,
       sparse: options.sparse ?? false,
       hasHoles: (job) => this.#sparse.has(job),
+      early: this.#early,
     });
     this.#files = new FileFetcher(this.#ctx, {
       ranges,
@@ -241,16 +247,32 @@ class PullRun {
     // The listing is asked for with the stat, not a round trip after it
     // (dropped when the root is not a directory).
     const early = this.#earlyListing();
+    const stat = this.#remote.stat(remotePath, this.#signal);
+    stat.catch(() => {});
+    // And its first bytes, should it be a file not begun here.
+    const one = destinationOf(localPath, remotePath, {
+      remoteIsDir: false,
+      scp: this.#o.scpPlacement,
+    });
+    // (Not with a pinned Max_part_num: that many ranges, planned up front.)
+    if (
+      this.#o.earlyRange && !this.#dry && !remotePath.endsWith("/") &&
+      !this.#o.settings.pinnedParts && nothingAt(one)
+    ) {
+      this.#early.start(this.#remote, remotePath, this.#signal);
+    }
     // Connections for the files' streams open while the root is looked at.
     this.#remote.warm(WARM_CONNECTIONS, this.#signal);
     let root: StatEntry;
     try {
-      root = await this.#remote.stat(remotePath, this.#signal);
+      root = await stat;
     } catch (error) {
       early.drop();
+      this.#early.drop();
       throw this.#rootError(error);
     }
     if (root.type !== "dir") early.drop();
+    else this.#early.drop();
     const dest = destinationOf(localPath, remotePath, {
       remoteIsDir: root.type === "dir",
       scp: this.#o.scpPlacement,
@@ -287,6 +309,7 @@ class PullRun {
     } finally {
       // On an unexpected throw, still let running transfers stop before returning.
       await this.#tasks.drain();
+      this.#early.drop();
       this.#lock?.release();
     }
     if (this.#fatal !== undefined) throw this.#fatal;

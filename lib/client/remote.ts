@@ -502,6 +502,8 @@ export class Remote {
     options: {
       range?: { start: number; end?: number };
       ifRange?: string;
+      /** `iffile=1`: a directory answers 204 (asked before the stat tells). */
+      ifFile?: boolean;
       signal?: AbortSignal;
     } = {},
   ): Promise<Exchange> {
@@ -512,7 +514,9 @@ export class Remote {
         headers.set("if-range", options.ifRange);
       }
     }
-    return this.send(this.url(API.file, { path }), {
+    const query: Record<string, string> = { path };
+    if (options.ifFile) query.iffile = "1";
+    return this.send(this.url(API.file, query), {
       headers,
       signal: options.signal,
       accept: [416],
