@@ -18,6 +18,7 @@ import {
 } from "node:fs";
 import type { FileId } from "../shared/checked_open.ts";
 import { reason } from "../shared/errors.ts";
+import { readFully } from "../shared/fd_read.ts";
 import { toFileInfo } from "../shared/node_stats.ts";
 
 /** What reading a small file gave. */
@@ -62,9 +63,9 @@ export function readSmallLocal(
         return { kind: "big", info: toFileInfo(before) };
       }
       const data = new Uint8Array(before.size);
-      const at = readAt(fd, data);
+      const whole = readFully(fd, data);
       const after = fstatSync(fd);
-      if (at === data.length && atEnd(fd, at) && same(before, after)) {
+      if (whole && atEnd(fd, data.length) && same(before, after)) {
         return { kind: "read", info: toFileInfo(after), data };
       }
     }
@@ -82,17 +83,6 @@ class CannotRead extends Error {
     super(`Cannot read ${JSON.stringify(path)}: ${why}`);
     this.name = "CannotRead";
   }
-}
-
-/** Fills `data` from the start of the file; how many bytes there were. */
-function readAt(fd: number, data: Uint8Array): number {
-  let at = 0;
-  while (at < data.length) {
-    const n = readSync(fd, data, at, data.length - at, at);
-    if (n === 0) break;
-    at += n;
-  }
-  return at;
 }
 
 /** True when the file has no byte at `offset`. */

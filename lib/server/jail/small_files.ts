@@ -4,7 +4,8 @@
  * open, taken one directory section at a time; anything unusual is declined
  * so the caller takes the asynchronous path, which gives the precise answer.
  */
-import { closeSync, fstatSync, openSync, readSync, type Stats } from "node:fs";
+import { closeSync, fstatSync, openSync, type Stats } from "node:fs";
+import { readFully } from "../../shared/fd_read.ts";
 import type { CwdAnchor, Inside } from "./cwd_anchor.ts";
 import { toFileInfo } from "../../shared/node_stats.ts";
 import { OPEN_FLAGS } from "./opened_file.ts";
@@ -166,15 +167,4 @@ export class SmallFileReads {
       return undefined;
     }
   }
-}
-
-/** Fills `data` from the start of the file; false if the file ends first. */
-function readFully(fd: number, data: Uint8Array): boolean {
-  let at = 0;
-  while (at < data.length) {
-    const n = readSync(fd, data, at, data.length - at, at);
-    if (n === 0) return false;
-    at += n;
-  }
-  return true;
 }

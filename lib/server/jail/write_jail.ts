@@ -24,11 +24,11 @@ import {
   constants as fsConstants,
   fchmodSync,
   fdatasyncSync,
-  readSync,
   writeSync,
 } from "node:fs";
 import { posix } from "node:path";
 import { HttpError } from "../../shared/errors.ts";
+import { readFully } from "../../shared/fd_read.ts";
 import { mtimeMs } from "../../shared/file_identity.ts";
 import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/part_file.ts";
 import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
@@ -335,13 +335,7 @@ class Writer implements WriteJail {
       const file = openProven(at, target, name, READ_FLAGS);
       try {
         const data = new Uint8Array(file.info.size);
-        let got = 0;
-        while (got < data.length) {
-          const n = readSync(file.fd, data, got, data.length - got, got);
-          if (n === 0) return undefined;
-          got += n;
-        }
-        return data;
+        return readFully(file.fd, data) ? data : undefined;
       } finally {
         closeSync(file.fd);
       }
