@@ -81,6 +81,15 @@ export class PathFilter {
     return !this.#excludes(parts, isDir) && this.includes(parts, isDir);
   }
 
+  /**
+   * Whether a walk of a local tree takes the entry: a directory is gone into
+   * unless excluded (include globs may name what is below it), anything
+   * else is taken when wanted.
+   */
+  takes(parts: readonly string[], isDir: boolean): boolean {
+    return isDir ? !this.#excludes(parts, true) : this.wants(parts, false);
+  }
+
   #excludes(parts: readonly string[], isDir: boolean): boolean {
     if (this.#exclude?.(parts, isDir)) return true;
     const listed = this.#listed;

@@ -198,8 +198,7 @@ export function forPush(
   return new LocalPrefetch({
     smallBytes: SMALL_FILE_BYTES,
     readFiles: !options.verify && !options.dryRun,
-    wanted: (parts, isDir) =>
-      isDir ? !filter.excludes(parts, true) : filter.wants(parts, false),
+    wanted: (parts, isDir) => filter.takes(parts, isDir),
   });
 }
 

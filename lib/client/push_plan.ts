@@ -326,12 +326,7 @@ export class PushPlanner {
         ancestors,
         known: this.#o.ahead?.lstat(path),
       });
-      // Only a directory is walked into when the include globs do not name it.
-      if (
-        entry.kind === "dir"
-          ? this.#o.filter.excludes(rel, true)
-          : !this.#o.filter.wants(rel, false)
-      ) continue;
+      if (!this.#o.filter.takes(rel, entry.kind === "dir")) continue;
       const remote = posix.join(tree.dest, relPath);
       const existing = tree.remote.get(relPath);
       if (entry.kind === "fail") ctx.fail(label, entry.message);
