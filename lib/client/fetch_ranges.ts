@@ -448,11 +448,7 @@ export class RangeFetcher {
     }
   }
 
-  /**
-   * Fetches `range` of the file, from the last byte on disk after each
-   * retryable failure; the first try reads `opening` when given (an answer
-   * for exactly `range`, asked for early).
-   */
+  /** Fetches `range` of the file, from the last byte on disk after each retryable failure; the first try reads `opening` (an answer for exactly `range`) when given. */
   async #fetchRange(
     state: FileState,
     range: ByteRange,
@@ -466,17 +462,19 @@ export class RangeFetcher {
     let given = opening;
     while (cursor.pos < range.end) {
       const before = cursor.pos;
+      const release = await ctx.limits.requests.acquire(signal)
+        .catch((error: unknown) => {
+          discard(given); // never to be read
+          throw error;
+        });
       let error: unknown;
-      let release: (() => void) | undefined;
       try {
-        release = await ctx.limits.requests.acquire(signal);
+        // It ends the answer it is given, read or not; a retry asks again.
         await this.#getRange(state, cursor, range.end, signal, governor, given);
       } catch (e) {
         error = e;
       } finally {
-        release?.();
-        // Read, or never to be: a retry asks again.
-        discard(given);
+        release();
         given = undefined;
       }
       if (error === undefined) continue;

@@ -249,15 +249,15 @@ class PullRun {
     const early = this.#earlyListing();
     const stat = this.#remote.stat(remotePath, this.#signal);
     stat.catch(() => {});
-    // And its first bytes, should it be a file not begun here.
-    const one = destinationOf(localPath, remotePath, {
-      remoteIsDir: false,
-      scp: this.#o.scpPlacement,
-    });
-    // (Not with a pinned Max_part_num: that many ranges, planned up front.)
+    // And its first bytes, should it be a file not begun here (not with a
+    // pinned Max_part_num: that many ranges, planned up front).
     if (
       this.#o.earlyRange && !this.#dry && !remotePath.endsWith("/") &&
-      !this.#o.settings.pinnedParts && nothingAt(one)
+      !this.#o.settings.pinnedParts &&
+      nothingAt(destinationOf(localPath, remotePath, {
+        remoteIsDir: false,
+        scp: this.#o.scpPlacement,
+      }))
     ) {
       this.#early.start(this.#remote, remotePath, this.#signal);
     }
