@@ -27,7 +27,7 @@ import type {
 } from "../shared/wire.ts";
 import { fsFailureStatus } from "./error_status.ts";
 import type { WriteJail, WriteTarget } from "./jail/write_jail.ts";
-import { setMtimeMs, setMtimeMsOnce } from "./jail/write_support.ts";
+import { setMtimeMsOnce, withMtimeMs } from "./jail/write_support.ts";
 import { piecesLength } from "./request_body.ts";
 
 /** Longest a journal may be (far more than any real list of ranges). */
@@ -354,11 +354,12 @@ export class Uploads {
       if (info.size !== request.size) ftruncateSync(fd, request.size);
       fchmodSync(fd, this.#modeOf(request));
       setMtimeMsOnce(fd, request.mtime);
-      let now = this.#place(target, info);
-      if (now !== undefined && mtimeMs(now) !== Math.trunc(request.mtime)) {
-        setMtimeMs(fd, request.mtime);
-        now = this.#jail.lstat(target, target.name);
-      }
+      const now = withMtimeMs(
+        fd,
+        request.mtime,
+        this.#place(target, info),
+        () => this.#jail.lstat(target, target.name),
+      );
       if (now === undefined) throw changedInCommit(target);
       return statOf(now);
     } finally {

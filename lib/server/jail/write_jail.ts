@@ -29,7 +29,6 @@ import {
 import { posix } from "node:path";
 import { HttpError } from "../../shared/errors.ts";
 import { readFully } from "../../shared/fd_read.ts";
-import { mtimeMs } from "../../shared/file_identity.ts";
 import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/part_file.ts";
 import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
 import {
@@ -44,10 +43,10 @@ import {
   type ProvenFd,
   resolveWritableRoots,
   sameFile,
-  setMtimeMs,
   setMtimeMsOnce,
   splitWritePath,
   tryRemove,
+  withMtimeMs,
   writeFailure,
 } from "./write_support.ts";
 import { compileRules, type JailRules, quote, within } from "./rules.ts";
@@ -401,14 +400,10 @@ class Writer implements WriteJail {
         if (mtime !== undefined) setMtimeMsOnce(file.fd, mtime);
         if (meta.sync !== false) fdatasyncSync(file.fd);
         at.rename(fresh, name);
-        let now = lstatOrUndefined(at, name);
-        if (
-          now !== undefined && mtime !== undefined &&
-          mtimeMs(now) !== Math.trunc(mtime)
-        ) {
-          setMtimeMs(file.fd, mtime);
-          now = lstatOrUndefined(at, name);
-        }
+        const look = () => lstatOrUndefined(at, name);
+        const now = mtime === undefined
+          ? look()
+          : withMtimeMs(file.fd, mtime, look(), look);
         if (now === undefined) throw changed(target.path);
         return now;
       } finally {

@@ -8,6 +8,7 @@ import {
 } from "node:fs";
 import { posix } from "node:path";
 import { ConfigError, HttpError } from "../../shared/errors.ts";
+import { mtimeMs } from "../../shared/file_identity.ts";
 import { fsFailureStatus } from "../error_status.ts";
 import type { Inside } from "./cwd_anchor.ts";
 import type { WriteTarget } from "./write_jail_api.ts";
@@ -233,6 +234,22 @@ export function setMtimeMs(fd: number, ms: number): void {
     const ns = fstatSync(fd, { bigint: true }).mtimeNs;
     if (ns / 1_000_000n === BigInt(whole)) return;
   }
+}
+
+/**
+ * `now`, the entry at a name just given (by a rename) to the file open as
+ * `fd`, whose time {@linkcode setMtimeMsOnce} set: when that first try
+ * missed the millisecond, the time is set exactly and `look()` looks again.
+ */
+export function withMtimeMs(
+  fd: number,
+  ms: number,
+  now: Deno.FileInfo | undefined,
+  look: () => Deno.FileInfo | undefined,
+): Deno.FileInfo | undefined {
+  if (now === undefined || mtimeMs(now) === Math.trunc(ms)) return now;
+  setMtimeMs(fd, ms);
+  return look();
 }
 
 /** The deepest of the directories `/names[0]/...` that exists (`/` at least), and how many names it has. */
