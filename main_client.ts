@@ -4,6 +4,7 @@ import defaults from "./hsync.ini" with { type: "text" };
 import {
   CLIENT_USAGE,
   type ClientCommand,
+  isMultiSource,
   parseClientArgs,
   type PullCommand,
   type PushCommand,
@@ -27,18 +28,9 @@ import {
 } from "./lib/shared/errors.ts";
 import type { FilterOptions } from "./lib/client/filters.ts";
 import { printable } from "./lib/client/printable.ts";
-import {
-  pull,
-  type PullEvent,
-  type PullOptions,
-  type PullSummary,
-} from "./lib/client/pull.ts";
+import type { PullEvent, PullOptions, PullSummary } from "./lib/client/pull.ts";
+import { PullOpening } from "./lib/client/opening.ts";
 import { Remote } from "./lib/client/remote.ts";
-import {
-  expandSources,
-  isMultiSource,
-  pullSources,
-} from "./lib/client/sources.ts";
 import { selectionOptions } from "./lib/client/selection.ts";
 import {
   createReporter,
@@ -66,9 +58,7 @@ import {
   summaryJson,
 } from "./lib/client/json_events.ts";
 import { DEFAULT_COLUMNS } from "./lib/client/progress_line.ts";
-import { writeKeyPair } from "./lib/shared/auth.ts";
 import { profileFor } from "./lib/shared/host_profiles.ts";
-import { publicLineOfFile } from "./lib/client/ssh_identity.ts";
 import { checkHostResolves } from "./lib/client/host_lookup.ts";
 import { VERSION } from "./lib/shared/version.ts";
 import { enterInvocationDir } from "./lib/shared/invocation_dir.ts";
@@ -210,6 +200,9 @@ async function runPull(cmd: PullCommand): Promise<number> {
     };
     let summary;
     if (isMultiSource(cmd.remotePaths)) {
+      const { expandSources, pullSources } = await import(
+        "./lib/client/sources.ts"
+      );
       const remote = new Remote({
         baseUrl,
         client: transport.client,
@@ -222,7 +215,14 @@ async function runPull(cmd: PullCommand): Promise<number> {
         signal: controller.signal,
       });
       summary = await pullSources(options, sources);
-    } else summary = await pull(options);
+    } else {
+      // The first requests go out before the engine (and node's fs, crypto
+      // and HTTP modules under it) is loaded: loading it then overlaps
+      // their round trip instead of preceding it.
+      options.opening = new PullOpening(options, controller.signal);
+      const { pull } = await import("./lib/client/pull.ts");
+      summary = await pull(options);
+    }
     reporter.stop();
     return finish(summary, reporter, {
       interrupted,
@@ -471,12 +471,16 @@ async function run(command: ClientCommand): Promise<number> {
     }
     case "keygen": {
       if (command.publicOf !== undefined) {
+        const { publicLineOfFile } = await import(
+          "./lib/client/ssh_identity.ts"
+        );
         console.log(await publicLineOfFile(command.publicOf));
         return EXIT.ok;
       }
       const hsyncDir = hsyncDirOf();
       const user = (Deno.env.get("HOME") ?? "").split("/").filter(Boolean)
         .pop() ?? "hsync";
+      const { writeKeyPair } = await import("./lib/shared/auth.ts");
       const keys = await writeKeyPair(hsyncDir, {
         force: command.force,
         comment: `${user}@hsync-${new Date().toISOString().slice(0, 10)}`,

@@ -1,8 +1,8 @@
 /** Tests of lib/client/placement.ts: one test per attack a hostile server (or a planted link) can try, and where a remote root lands. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { destinationOf } from "../lib/client/destination.ts";
 import {
-  destinationOf,
   ensureDirs,
   makeParentDir,
   makeTreeRoot,

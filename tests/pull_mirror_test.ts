@@ -10,11 +10,8 @@ import {
   type PullSummary,
 } from "../lib/client/pull.ts";
 import { Remote } from "../lib/client/remote.ts";
-import {
-  expandSources,
-  isMultiSource,
-  pullSources,
-} from "../lib/client/sources.ts";
+import { expandSources, pullSources } from "../lib/client/sources.ts";
+import { isMultiSource } from "../lib/client/client_args.ts";
 import { ConnectError, exitCodeFor, UsageError } from "../lib/shared/errors.ts";
 import { existsSync, tempDir } from "./_programs.ts";
 import {

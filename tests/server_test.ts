@@ -3,11 +3,11 @@ import assert from "node:assert/strict";
 import { join, posix } from "node:path";
 import fc from "fast-check";
 import {
-  BODY_DIGEST_HEADER,
   createVerifier,
   generateKeys,
   parseAuthorizedKeys,
 } from "../lib/shared/auth.ts";
+import { BODY_DIGEST_HEADER } from "../lib/shared/wire.ts";
 import { decodeFrames } from "../lib/shared/bundle_codec.ts";
 import { ConfigError } from "../lib/shared/errors.ts";
 import { createHandler } from "../lib/server/handler.ts";

@@ -15,7 +15,6 @@ import { createHandler } from "../lib/server/handler.ts";
 import { keptBodyBytes } from "../lib/server/body_buffers.ts";
 import { ServerNames } from "../lib/server/server_names.ts";
 import {
-  BODY_DIGEST_HEADER,
   bodyDigest,
   createVerifier,
   generateKeys,
@@ -23,6 +22,7 @@ import {
   parseAuthorizedKeys,
   signRequest,
 } from "../lib/shared/auth.ts";
+import { BODY_DIGEST_HEADER } from "../lib/shared/wire.ts";
 import {
   expectError,
   fakeInfo,

@@ -3,7 +3,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
 import {
-  BODY_DIGEST_HEADER,
   bodyDigest,
   createVerifier,
   generateKeys,
@@ -11,6 +10,7 @@ import {
   parseAuthorizedKeys,
   signRequest,
 } from "../lib/shared/auth.ts";
+import { BODY_DIGEST_HEADER } from "../lib/shared/wire.ts";
 import { loadConfig, serverSettings } from "../lib/shared/config.ts";
 import { createHandler, type HandlerOptions } from "../lib/server/handler.ts";
 import { ServerNames } from "../lib/server/server_names.ts";

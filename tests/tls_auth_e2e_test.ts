@@ -1,11 +1,8 @@
 /** End to end with the real programs: hsyncd over HTTPS with Authorized_keys, hsync with --tls, CA_file and a key from hsync keygen. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import {
-  BODY_DIGEST_HEADER,
-  loadIdentity,
-  signRequest,
-} from "../lib/shared/auth.ts";
+import { loadIdentity, signRequest } from "../lib/shared/auth.ts";
+import { BODY_DIGEST_HEADER } from "../lib/shared/wire.ts";
 import {
   existsSync,
   freePort,

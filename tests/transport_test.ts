@@ -3,13 +3,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
 import {
-  BODY_DIGEST_HEADER,
   bodyDigest,
   createVerifier,
   generateKeys,
   parseAuthorizedKeys,
   writeKeyPair,
 } from "../lib/shared/auth.ts";
+import { BODY_DIGEST_HEADER } from "../lib/shared/wire.ts";
 import {
   clientSettings,
   loadConfig,

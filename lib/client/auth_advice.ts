@@ -4,7 +4,7 @@
  * refused" get different lines, each naming the file or fingerprint at hand.
  */
 import { join } from "node:path";
-import { DEFAULT_SKEW_MS } from "../shared/auth.ts";
+import { DEFAULT_SKEW_MS } from "../shared/wire.ts";
 import { ConnectError, HttpError } from "../shared/errors.ts";
 
 /** A 401 from hsyncd, with the server's clock (its `Date` header) when it sent one. */

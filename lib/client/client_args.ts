@@ -1,6 +1,7 @@
 /** Parses the hsync command line (old single-dash flags included) into a command, without touching Deno.args. */
 import { parseArgs } from "node:util";
 import { UsageError } from "../shared/errors.ts";
+import { hasGlob } from "../shared/wire.ts";
 import {
   checkPort,
   joinNegativeValues,
@@ -301,6 +302,11 @@ export function parseClientArgs(argv: string[]): ClientCommand {
     json: v.json ?? false,
     bwlimit: bwlimitOf(v),
   };
+}
+
+/** Whether the remote paths make a run of several sources (more than one, or a glob): the destination is then a directory they go inside. */
+export function isMultiSource(remotePaths: readonly string[]): boolean {
+  return remotePaths.length > 1 || remotePaths.some(hasGlob);
 }
 
 /**

@@ -15,7 +15,7 @@ import {
   openChecked,
 } from "../shared/checked_open.ts";
 import { ConfigError, LocalPathError } from "../shared/errors.ts";
-import { LOCK_NAME } from "../shared/part_file.ts";
+import { LOCK_NAME } from "../shared/own_names.ts";
 import { sleep } from "../shared/sleep.ts";
 
 /** How often a waiting run tries the lock again (polled, so an abort stops the wait at once). */

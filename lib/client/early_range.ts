@@ -11,7 +11,12 @@
  * destination already, so no byte comes twice.
  */
 import { type ByteRange, parseContentRange } from "../shared/byte_range.ts";
-import { journalPathFor, partPathFor } from "../shared/part_file.ts";
+import {
+  JOURNAL_SUFFIX,
+  PART_SUFFIX,
+  splitLastName,
+  unshortenedOwnName,
+} from "../shared/own_names.ts";
 import type { Exchange, Remote } from "./remote.ts";
 import { MIN_PIECE_BYTES } from "./stream_governor.ts";
 import type { FileJob } from "./transfer.ts";
@@ -103,10 +108,17 @@ export function serving(
 /**
  * Whether nothing is at `target`, its part file or its journal: only then
  * are early bytes asked for (a file there may be identical, and a part is
- * resumed from what it holds: nothing is fetched twice).
+ * resumed from what it holds: nothing is fetched twice). A name so long
+ * that its part's name is shortened with a hash counts as something there:
+ * the hash is not loaded before the first requests (no early bytes then).
  */
 export function nothingAt(target: string): boolean {
-  return [target, partPathFor(target), journalPathFor(target)].every((p) => {
+  const [dir, name] = splitLastName(target);
+  const own = [PART_SUFFIX, JOURNAL_SUFFIX].map((suffix) =>
+    unshortenedOwnName(name, suffix)
+  );
+  if (own.includes(undefined)) return false;
+  return [target, ...own.map((n) => dir + n)].every((p) => {
     try {
       Deno.lstatSync(p);
       return false;

@@ -14,12 +14,8 @@ import { loadFollowState, saveFollowState } from "./follow_state.ts";
 import { FollowTree } from "./follow_tree.ts";
 import { PathFilter } from "./filters.ts";
 import { DEFAULT_MAX_ENTRIES } from "./listing.ts";
-import {
-  destinationOf,
-  isDirectory,
-  makeParentDir,
-  makeTreeRoot,
-} from "./placement.ts";
+import { destinationOf, isDirectory } from "./destination.ts";
+import { makeParentDir, makeTreeRoot } from "./placement.ts";
 import { pull } from "./pull.ts";
 import { Remote } from "./remote.ts";
 import { remoteRootError } from "./root_error.ts";

@@ -1,34 +1,18 @@
 /**
- * Where remote entries land locally: the destination of a remote root, and
- * untrusted relative paths from the server mapped onto it, refusing anything
- * that could write outside it; directories made and given their times.
+ * Where remote entries land locally (below the destination of
+ * lib/client/destination.ts): untrusted relative paths from the server mapped
+ * onto it, refusing anything that could write outside it; directories made
+ * and given their times.
  */
-import { dirname, join, posix } from "node:path";
+import { dirname, join } from "node:path";
 import { chmodOpened, openChecked } from "../shared/checked_open.ts";
 import { LocalPathError, reason } from "../shared/errors.ts";
-import { LOCK_NAME } from "../shared/part_file.ts";
+import { isDirectory } from "./destination.ts";
+import { LOCK_NAME } from "../shared/own_names.ts";
 import {
   relativeComponents,
   RelativePathError,
 } from "../shared/relative_path.ts";
-
-/**
- * The local path a remote root is copied to. A file goes into an existing
- * directory (cp, scp); anything goes into a path ending in `/`. Otherwise a
- * directory is copied to that path itself, so the same command run twice
- * syncs the same copy instead of nesting a second one, unless `scp` asks for
- * scp's rule for directories too.
- */
-export function destinationOf(
-  localPath: string,
-  remotePath: string,
-  options: { remoteIsDir: boolean; scp?: boolean },
-): string {
-  const base = posix.basename(remotePath);
-  const into = localPath.endsWith("/") ||
-    ((!options.remoteIsDir || options.scp === true) && isDirectory(localPath));
-  return into && base !== "" ? join(localPath, base) : localPath;
-}
 
 /** Makes the directory a remote file is written into; `LocalPathError` naming it when it cannot be. */
 export function makeParentDir(path: string): void {
@@ -237,15 +221,6 @@ export function modeForNew(
 ): number {
   if (options.preserve) return modeToApply(mode, options.special);
   return modeToApply(mode) & ~options.umask;
-}
-
-/** Whether `path` is a directory now (following links); false when it cannot be read. */
-export function isDirectory(path: string): boolean {
-  try {
-    return Deno.statSync(path).isDirectory;
-  } catch {
-    return false;
-  }
 }
 
 /** Whether anything is at `path` (a dangling link included). */

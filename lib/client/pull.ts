@@ -8,15 +8,15 @@ import { posix } from "node:path";
 import { describeError } from "../shared/errors.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import { BundleFetcher } from "./fetch_bundle.ts";
-import { EarlyRange, nothingAt } from "./early_range.ts";
+import type { EarlyRange } from "./early_range.ts";
 import { FileFetcher } from "./fetch_file.ts";
 import { RangeFetcher } from "./fetch_ranges.ts";
 import { PathFilter } from "./filters.ts";
 import { DEFAULT_MAX_ENTRIES, TreeLister } from "./listing.ts";
 import { HardLinks } from "./hard_links.ts";
 import { placeHardLink } from "./links.ts";
+import { destinationOf } from "./destination.ts";
 import {
-  destinationOf,
   holdsOnlyLock,
   localUmask,
   makeParentDir,
@@ -27,7 +27,8 @@ import {
 import { type DestinationLock, lockDestination } from "./dest_lock.ts";
 import { deleteExtras } from "./pull_delete.ts";
 import { Planner, routeOf } from "./plan.ts";
-import { type Exchange, type ListQuery, Remote } from "./remote.ts";
+import { type EarlyListing, listQueryOf, PullOpening } from "./opening.ts";
+import type { Exchange, Remote } from "./remote.ts";
 import { remoteRootError } from "./root_error.ts";
 import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
@@ -42,14 +43,6 @@ import {
 import { Verifier } from "./verify.ts";
 
 export type { PullEvent, PullSummary } from "./transfer.ts";
-
-/**
- * Connections opened with the first requests, beside the stat's and the
- * listing's: the first bundles (or ranges) then find them open. Through a
- * 50 ms round trip, each of the first 4 bundles of a tree of small files
- * waited a round trip more for its connection than the bundles after it.
- */
-const WARM_CONNECTIONS = 4;
 
 /** Options of {@linkcode pull}. */
 export interface PullOptions extends TreeOptions {
@@ -103,6 +96,12 @@ export interface PullOptions extends TreeOptions {
   onLockWait?: (dir: string, pid: number | undefined) => void;
   /** Ask for the first range of the root with its stat: a pull of one file waits no round trip for its first bytes (the command line asks). */
   earlyRange?: boolean;
+  /**
+   * The first requests of this pull, sent already (by the command line,
+   * before it loaded the engine) for these very options; else the run sends
+   * them.
+   */
+  opening?: PullOpening;
 }
 
 /**
@@ -117,6 +116,7 @@ export async function pull(options: PullOptions): Promise<PullSummary> {
 
 class PullRun {
   readonly #o: PullOptions;
+  readonly #opening: PullOpening;
   readonly #ctx: PullContext;
   readonly #remote: Remote;
   readonly #limits: Scheduler;
@@ -124,7 +124,7 @@ class PullRun {
   readonly #verifier: Verifier;
   readonly #files: FileFetcher;
   /** The root's first bytes, asked for with its stat (a pull of one file). */
-  readonly #early = new EarlyRange();
+  readonly #early: EarlyRange;
   readonly #bundles: BundleFetcher;
   /** The caller's signal, or a stop of the whole run by {@linkcode PullRun.#stopRun}. */
   readonly #signal: AbortSignal;
@@ -155,18 +155,14 @@ class PullRun {
     this.#filter = new PathFilter(options);
     if (options.deleteExtra) this.#listed = new Set();
     const s = options.settings;
-    this.#remote = new Remote({
-      baseUrl: options.baseUrl,
-      client: options.client,
-      sign: options.sign,
-      idleTimeoutMs: s.dataTimeout * 1000,
-      onRefuse: (error) => this.#stopRun(error),
-      bandwidth: options.bandwidth,
-    });
-    this.#limits = new Scheduler(s, options.parallelFiles);
     this.#signal = options.signal === undefined
       ? this.#runStop.signal
       : AbortSignal.any([options.signal, this.#runStop.signal]);
+    this.#opening = options.opening ?? new PullOpening(options, this.#signal);
+    this.#opening.onRefuse((error) => this.#stopRun(error));
+    this.#remote = this.#opening.remote;
+    this.#early = this.#opening.early;
+    this.#limits = new Scheduler(s, options.parallelFiles);
     this.#tasks = new TaskGroup((error) => {
       if (!this.#signal.aborted) this.#fail("(internal)", describeError(error));
     });
@@ -244,28 +240,11 @@ class PullRun {
   async execute(): Promise<PullSummary> {
     const started = performance.now();
     const { remotePath, localPath } = this.#o;
-    // The listing is asked for with the stat, not a round trip after it
-    // (dropped when the root is not a directory).
-    const early = this.#earlyListing();
-    const stat = this.#remote.stat(remotePath, this.#signal);
-    stat.catch(() => {});
-    // And its first bytes, should it be a file not begun here (not with a
-    // pinned Max_part_num: that many ranges, planned up front).
-    if (
-      this.#o.earlyRange && !this.#dry && !remotePath.endsWith("/") &&
-      !this.#o.settings.pinnedParts &&
-      nothingAt(destinationOf(localPath, remotePath, {
-        remoteIsDir: false,
-        scp: this.#o.scpPlacement,
-      }))
-    ) {
-      this.#early.start(this.#remote, remotePath, this.#signal);
-    }
-    // Connections for the files' streams open while the root is looked at.
-    this.#remote.warm(WARM_CONNECTIONS, this.#signal);
+    // The stat, the listing and the first bytes went out together.
+    const early = this.#opening.listing;
     let root: StatEntry;
     try {
-      root = await stat;
+      root = await this.#opening.stat;
     } catch (error) {
       early.drop();
       this.#early.drop();
@@ -341,35 +320,6 @@ class PullRun {
   }
 
   /**
-   * The tree's listing, asked for now; `drop` cancels it (the root is not a
-   * directory, or it waited too long to be read).
-   */
-  #earlyListing(): { started: Promise<Exchange>; drop: () => void } {
-    const stop = new AbortController();
-    const started = this.#remote.startList(
-      this.#o.remotePath,
-      AbortSignal.any([this.#signal, stop.signal]),
-      { ...this.#listQuery(), ifDir: true },
-    );
-    // Its failure is the lister's to handle, or nobody's once dropped.
-    started.catch(() => {});
-    return {
-      started,
-      drop: () => {
-        stop.abort();
-        started.then((ex) => {
-          ex.response.body?.cancel().catch(() => {});
-          ex.done();
-        }).catch(() => {});
-      },
-    };
-  }
-
-  #listQuery(): ListQuery {
-    return { links: this.#o.links, hardLinks: this.#o.hardLinks };
-  }
-
-  /**
    * Two runs writing into one directory would each see the other's part
    * files vanish: the second waits (or stops) here, before it lists, so it
    * then finds complete files and skips them. False when the run was
@@ -396,7 +346,7 @@ class PullRun {
   async #pullTree(
     planner: Planner,
     dest: string,
-    early: { started: Promise<Exchange>; drop: () => void },
+    early: EarlyListing,
   ): Promise<void> {
     const created = this.#dry ? probeTreeRoot(dest) : makeTreeRoot(dest);
     // A listing left unread while another run held the lock may have timed
@@ -420,7 +370,7 @@ class PullRun {
       maxEntries: this.#o.maxEntries ?? DEFAULT_MAX_ENTRIES,
       onTooMany: (error) => this.#stopRun(error),
       onRetry: (text) => this.#ctx.emit({ type: "warning", message: text }),
-      query: this.#listQuery(),
+      query: listQueryOf(this.#o),
       started,
     });
     try {

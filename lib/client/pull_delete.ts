@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { describeError, reason } from "../shared/errors.ts";
-import { isHsyncOwnName } from "../shared/part_file.ts";
+import { isHsyncOwnName } from "../shared/own_names.ts";
 import type { PathFilter } from "./filters.ts";
 import type { PullEvent } from "./transfer.ts";
 

@@ -8,7 +8,7 @@
  */
 import { posix } from "node:path";
 import { describeError, HttpError } from "../shared/errors.ts";
-import { isHsyncOwnName } from "../shared/part_file.ts";
+import { isHsyncOwnName } from "../shared/own_names.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
 import { type PushContext, writeRefusal } from "./push_context.ts";

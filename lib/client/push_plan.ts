@@ -10,7 +10,7 @@ import { posix } from "node:path";
 import { fileIdOf } from "../shared/checked_open.ts";
 import { describeError, reason } from "../shared/errors.ts";
 import { chunked, inBatches } from "./in_batches.ts";
-import { JOURNAL_SUFFIX, LOCK_NAME, PART_SUFFIX } from "../shared/part_file.ts";
+import { JOURNAL_SUFFIX, LOCK_NAME, PART_SUFFIX } from "../shared/own_names.ts";
 import { relativeComponents } from "../shared/relative_path.ts";
 import { Breather } from "../shared/breather.ts";
 import {

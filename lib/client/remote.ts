@@ -1,5 +1,4 @@
 /** The client side of the v1 HTTP interface: URLs, signing, timeouts, JSON errors and the streamed listing. */
-import { BODY_DIGEST_HEADER, bodyDigest } from "../shared/auth.ts";
 import { rangeHeader } from "../shared/byte_range.ts";
 import { ConnectError, HttpError, ProtocolError } from "../shared/errors.ts";
 import type { RequestSigner } from "./transport.ts";
@@ -12,12 +11,13 @@ import {
 } from "./server_probe.ts";
 import { throttled, type TokenBucket } from "./bandwidth.ts";
 import { jsonOrNull, validExtents } from "./answers.ts";
-import { BufferRequests } from "./buffer_request.ts";
+import type { BufferRequests } from "./buffer_request.ts";
 import { parseGlobLine, parseListLine, splitLines } from "./ndjson_lines.ts";
 import { sleep } from "../shared/sleep.ts";
 import { busyPause } from "./busy_server.ts";
 import {
   API,
+  BODY_DIGEST_HEADER,
   type BundleRequest,
   type Extents,
   type GlobMatch,
@@ -114,7 +114,7 @@ export class Remote {
   #probe?: Promise<Listener | undefined>;
   readonly #bandwidth?: TokenBucket;
   readonly #caCerts?: string[];
-  #bufferRequests?: BufferRequests;
+  #bufferRequests?: Promise<BufferRequests>;
 
   constructor(options: RemoteOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -236,13 +236,16 @@ export class Remote {
       if (
         buffered !== undefined && this.#sign !== undefined &&
         !request.headers.has(BODY_DIGEST_HEADER)
-      ) request.headers.set(BODY_DIGEST_HEADER, bodyDigest(buffered));
+      ) {
+        const { bodyDigest } = await import("../shared/auth.ts");
+        request.headers.set(BODY_DIGEST_HEADER, bodyDigest(buffered));
+      }
       if (this.#sign !== undefined) await this.#sign(request);
       let response: Response;
       const sent = performance.now();
       try {
         response = buffered !== undefined
-          ? await this.#buffers().send(request, buffered, {
+          ? await (await this.#buffers()).send(request, buffered, {
             beforePiece: bucket === undefined ? undefined : async (n) => {
               await bucket.take(n, controller.signal);
               last = performance.now();
@@ -314,16 +317,19 @@ export class Remote {
     }
   }
 
-  /** The sender of byte bodies, made at the first. */
-  #buffers(): BufferRequests {
-    return this.#bufferRequests ??= new BufferRequests(this.baseUrl, {
-      caCerts: this.#caCerts,
-    });
+  /**
+   * The sender of byte bodies, made at the first (its module, node's HTTP
+   * client, is loaded only then: a pull starts without it).
+   */
+  #buffers(): Promise<BufferRequests> {
+    return this.#bufferRequests ??= import("./buffer_request.ts").then((m) =>
+      new m.BufferRequests(this.baseUrl, { caCerts: this.#caCerts })
+    );
   }
 
   /** Closes the connections kept for byte bodies (fetch's close by themselves). */
   close(): void {
-    this.#bufferRequests?.close();
+    this.#bufferRequests?.then((sender) => sender.close(), () => {});
     this.#bufferRequests = undefined;
   }
 
@@ -340,8 +346,9 @@ export class Remote {
     const url = this.url(API.health);
     for (let i = 0; i < count; i++) {
       const read = bodies
-        ? this.#buffers().send(new Request(url, { signal }), new Uint8Array(0))
-          .then((response) => response.arrayBuffer())
+        ? this.#buffers().then((sender) =>
+          sender.send(new Request(url, { signal }), new Uint8Array(0))
+        ).then((response) => response.arrayBuffer())
         : this.send(url, { signal }).then(async (ex) => {
           try {
             await ex.response.arrayBuffer();

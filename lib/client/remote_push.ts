@@ -1,5 +1,5 @@
 /** The client side of the v1 write endpoints (push): upload status, one range, commit, a bundle of small files, mkdir; each answer checked before it is believed. */
-import { BODY_DIGEST_HEADER } from "../shared/auth.ts";
+import { BODY_DIGEST_HEADER } from "../shared/wire.ts";
 import { type ByteRange, contentRange } from "../shared/byte_range.ts";
 import { ProtocolError } from "../shared/errors.ts";
 import { RangeSet } from "../shared/range_set.ts";

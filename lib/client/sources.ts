@@ -6,16 +6,11 @@
  */
 import { checkSourceNames } from "./client_args.ts";
 import { ConnectError, HttpError } from "../shared/errors.ts";
-import { hasGlob } from "../shared/glob.ts";
+import { hasGlob } from "../shared/wire.ts";
 import { pull, type PullOptions, type PullSummary } from "./pull.ts";
 import { Remote } from "./remote.ts";
 import { remoteRootError } from "./root_error.ts";
 import { emptySummary, type PullEvent } from "./transfer.ts";
-
-/** Whether the remote paths make a run of several sources (more than one, or a glob): the destination is then a directory they go inside. */
-export function isMultiSource(remotePaths: readonly string[]): boolean {
-  return remotePaths.length > 1 || remotePaths.some(hasGlob);
-}
 
 /**
  * Every remote path with its globs expanded on the server (`GET /v1/glob`),

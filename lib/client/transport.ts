@@ -1,24 +1,7 @@
 /** How the client reaches the server: the HTTP client (TLS trust) and the request signer (key authentication). */
-import { Buffer } from "node:buffer";
 import { isAbsolute, join } from "node:path";
-import {
-  BODY_DIGEST_HEADER,
-  bodyDigest,
-  type Identity,
-  loadIdentity,
-  signRequest,
-} from "../shared/auth.ts";
 import type { ClientSettings } from "../shared/config.ts";
-import { ConfigError } from "../shared/errors.ts";
-import { ed25519Fingerprint } from "../shared/key_fingerprint.ts";
-import { reason } from "../shared/errors.ts";
-import { isOpenSshPrivateKey } from "../shared/openssh_key.ts";
-import {
-  agentSigning,
-  type Authorize,
-  openSshIdentity,
-  sshAuthorization,
-} from "./ssh_identity.ts";
+import { ConfigError, reason } from "../shared/errors.ts";
 
 /** What every request of a run goes through. */
 export interface Transport {
@@ -104,23 +87,19 @@ export async function openTransport(
     }
   }
 
+  // The signing code (node's crypto among it) is loaded only for a run that
+  // signs: an unsigned one starts sooner without it.
   const identityFile = await identityFileOf(settings, hsyncDir, stat);
   if (identityFile !== undefined) {
-    const { identity, publicKey } = await readIdentity(
-      read,
-      stat,
-      identityFile,
-    );
+    const signing = await import("./request_signer.ts");
+    const pem = await readIdentityText(read, stat, identityFile);
+    const signer = await signing.identitySigner(pem, identityFile);
     transport.identityFile = identityFile;
-    transport.fingerprint = ed25519Fingerprint(publicKey);
-    transport.sign = signerFor(identity);
+    transport.fingerprint = signer.fingerprint;
+    transport.sign = signer.sign;
   } else if (options.sshAuthSock) {
-    const agent = await agentSigning(options.sshAuthSock);
-    if (agent !== undefined) {
-      transport.sign = Object.assign(signerFor(agent.authorize), {
-        retryUnauthorized: agent.retryUnauthorized,
-      });
-    }
+    const signing = await import("./request_signer.ts");
+    transport.sign = await signing.agentSigner(options.sshAuthSock);
   }
   return transport;
 }
@@ -148,53 +127,12 @@ export async function identityFileOf(
   }
 }
 
-/**
- * The sign hook: sets `Authorization` over method, the server the request
- * goes to (scheme, host and port of its URL), path and query, a fresh
- * timestamp and nonce, and the body's digest. A request that already
- * declares its digest in `x-hsync-content-sha256` (a range streamed from a
- * file, hashed by the sender) is signed with that digest and its body is
- * never read here; any other body is read from a clone (small requests).
- * `identity` is an hsync key, or makes the header itself (SSH keys).
- */
-export function signerFor(
-  identity: Identity | Authorize,
-): (request: Request) => Promise<void> {
-  const authorize: Authorize = typeof identity === "function"
-    ? identity
-    : (method, url, options) => signRequest(identity, method, url, options);
-  return async (request) => {
-    const declared = request.headers.get(BODY_DIGEST_HEADER);
-    let bodySha256: string | undefined;
-    if (declared !== null && /^[0-9a-f]{64}$/.test(declared)) {
-      // A body the sender hashed (a range of a file, or a buffer sent
-      // outside this Request): signed as declared, never read here.
-      bodySha256 = declared;
-    } else if (
-      request.body === null && request.method !== "GET" &&
-      request.method !== "HEAD"
-    ) {
-      // The server cannot tell a POST without a body from one with an empty
-      // body: say there is none.
-      request.headers.set(BODY_DIGEST_HEADER, bodyDigest(undefined));
-    } else if (request.body !== null) {
-      // The clone leaves the original body unread for fetch.
-      const body = new Uint8Array(await request.clone().arrayBuffer());
-      bodySha256 = bodyDigest(body);
-      request.headers.set(BODY_DIGEST_HEADER, bodySha256);
-    }
-    request.headers.set(
-      "authorization",
-      await authorize(request.method, new URL(request.url), { bodySha256 }),
-    );
-  };
-}
-
-async function readIdentity(
+/** The text of the key file at `path`, refused when other users can read it (as ssh does). */
+async function readIdentityText(
   read: (path: string) => Promise<string>,
   stat: (path: string) => Promise<{ mode: number | null }>,
   path: string,
-): Promise<{ identity: Identity | Authorize; publicKey: string }> {
+): Promise<string> {
   let mode: number | null;
   try {
     mode = (await stat(path)).mode;
@@ -211,23 +149,7 @@ async function readIdentity(
       }); run chmod 600 on it`,
     );
   }
-  const pem = await readConfigured(read, "Identity_file", path);
-  try {
-    if (isOpenSshPrivateKey(pem)) {
-      const ssh = await openSshIdentity(pem, path);
-      return {
-        identity: (method, url, options) =>
-          sshAuthorization(ssh, method, url, options),
-        publicKey: Buffer.from(ssh.raw).toString("base64"),
-      };
-    }
-    const identity = await loadIdentity(pem, path);
-    return { identity, publicKey: identity.publicKey };
-  } catch (error) {
-    throw new ConfigError(
-      error instanceof Error ? error.message : String(error),
-    );
-  }
+  return await readConfigured(read, "Identity_file", path);
 }
 
 async function readConfigured(

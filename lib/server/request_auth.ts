@@ -1,9 +1,6 @@
 /** Signed requests of hsyncd: the signature, the server it is bound to and the body's digest, checked before the body is read. */
-import {
-  BODY_DIGEST_HEADER,
-  bodyDigest,
-  type Verifier,
-} from "../shared/auth.ts";
+import { bodyDigest, type Verifier } from "../shared/auth.ts";
+import { BODY_DIGEST_HEADER } from "../shared/wire.ts";
 import { HttpError } from "../shared/errors.ts";
 import type { ServerLimits } from "./limits.ts";
 import { keepVerifiedBody, readBody } from "./request_body.ts";

@@ -14,6 +14,7 @@ import {
 import { isOpenSshPrivateKey } from "./openssh_key.ts";
 import { verifySshsig } from "./sshsig.ts";
 import { NonceCache } from "./nonce_cache.ts";
+import { DEFAULT_SKEW_MS } from "./wire.ts";
 
 function b64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("base64");
@@ -28,8 +29,6 @@ function unb64(text: string): Uint8Array<ArrayBuffer> {
 export const SCHEME = "HSync-Ed25519";
 /** Scheme of a request signed in OpenSSH's SSHSIG form (namespace `hsync`) by an SSH key: same fields, `sig` is the binary SSHSIG. */
 export const SSH_SCHEME = "HSync-SSHSIG";
-/** Default accepted clock difference between client and server. */
-export const DEFAULT_SKEW_MS = 5 * 60 * 1000;
 
 const encoder = new TextEncoder();
 
@@ -137,9 +136,6 @@ export function signedText(fields: SignedFields): string {
     fields.bodySha256,
   ].join("\n");
 }
-
-/** Header carrying {@linkcode bodyDigest} of a signed request's body, so the server checks the signature before reading the body. */
-export const BODY_DIGEST_HEADER = "x-hsync-content-sha256";
 
 /** Hex SHA-256 of a request body (`-` when there is none). */
 export function bodyDigest(

@@ -26,8 +26,3 @@ export function globTest(
 export function globRegExp(glob: string, options: GlobOptions = {}): RegExp {
   return picomatch.makeRe(glob, options);
 }
-
-/** Whether `text` holds a glob character (`*`, `?` or `[`): a path with none names one entry. */
-export function hasGlob(text: string): boolean {
-  return /[*?[]/.test(text);
-}

@@ -5,7 +5,13 @@
  */
 import { createHash } from "node:crypto";
 import { removeIfPresentSync } from "./atomic_file.ts";
-import { MAX_NAME_BYTES, utf8Longer } from "./name_bytes.ts";
+import { MAX_NAME_BYTES } from "./name_bytes.ts";
+import {
+  JOURNAL_SUFFIX,
+  PART_SUFFIX,
+  splitLastName,
+  unshortenedOwnName,
+} from "./own_names.ts";
 import {
   type CheckedFile,
   checkName,
@@ -14,24 +20,6 @@ import {
   type FileId,
   openChecked,
 } from "./checked_open.ts";
-
-/** Suffix of partial data files. */
-export const PART_SUFFIX = ".hsync-part";
-/** Suffix of journal files. */
-export const JOURNAL_SUFFIX = ".hsync-journal";
-
-/**
- * Name of the lock file a pull keeps in its destination directory while it
- * writes there (lib/client/dest_lock.ts): never listed, pushed, deleted or
- * written as a transferred entry.
- */
-export const LOCK_NAME = ".hsync-lock";
-
-/** True for the names hsync keeps for itself: partial data, journals and the destination lock. */
-export function isHsyncOwnName(name: string): boolean {
-  return name.endsWith(PART_SUFFIX) || name.endsWith(JOURNAL_SUFFIX) ||
-    name === LOCK_NAME;
-}
 
 /** Hex digits of the SHA-256 of a long name kept in its shortened own name. */
 const HASH_CHARS = 16;
@@ -45,8 +33,8 @@ const encoder = new TextEncoder();
  * different for different names; a name of 250 bytes can be received too.
  */
 export function ownNameFor(name: string, suffix: string): string {
-  const whole = name + suffix;
-  if (!utf8Longer(whole, MAX_NAME_BYTES)) return whole;
+  const whole = unshortenedOwnName(name, suffix);
+  if (whole !== undefined) return whole;
   const hash = createHash("sha256").update(name).digest("hex");
   const room = MAX_NAME_BYTES - encoder.encode(suffix).length - 1 -
     HASH_CHARS;
@@ -73,8 +61,8 @@ export function journalNameFor(name: string): string {
 
 /** `path` with its last component `name` made {@linkcode ownNameFor}`(name, suffix)`. */
 function ownPathFor(path: string, suffix: string): string {
-  const slash = path.lastIndexOf("/");
-  return path.slice(0, slash + 1) + ownNameFor(path.slice(slash + 1), suffix);
+  const [dir, name] = splitLastName(path);
+  return dir + ownNameFor(name, suffix);
 }
 
 /** The partial-data path of a final destination path. */

@@ -5,7 +5,7 @@
  * The two sides differ in what they do with a refusal, never in the rule.
  */
 import { MAX_NAME_BYTES, MAX_PATH_BYTES, utf8Longer } from "./name_bytes.ts";
-import { isHsyncOwnName } from "./part_file.ts";
+import { isHsyncOwnName } from "./own_names.ts";
 
 /** A relative path that breaks the rule; `why` says how, in a few lower-case words. */
 export class RelativePathError extends Error {

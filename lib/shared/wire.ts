@@ -337,6 +337,12 @@ export type UploadBundleResult =
   | ({ path: string } & StatEntry)
   | { path: string; error: string; message: string };
 
+/** Clock difference between client and server a signature's timestamp may have (hsyncd's default; lib/shared/auth.ts). */
+export const DEFAULT_SKEW_MS = 5 * 60 * 1000;
+
+/** Header carrying the hex SHA-256 of a signed request's body (`bodyDigest` in auth.ts), so the server checks the signature before reading the body. */
+export const BODY_DIGEST_HEADER = "x-hsync-content-sha256";
+
 /** Request headers used by both sides. */
 export const HEADER = {
   /** Signature header of key authentication (issue 4). */
@@ -362,6 +368,11 @@ export const HEADER = {
 export interface GlobMatch extends StatEntry {
   /** The absolute path on the server. */
   path: string;
+}
+
+/** Whether `text` holds a glob character (`*`, `?` or `[`): a path with none names one entry ({@linkcode GlobMatch}). */
+export function hasGlob(text: string): boolean {
+  return /[*?[]/.test(text);
 }
 
 /**

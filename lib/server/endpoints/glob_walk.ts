@@ -5,7 +5,8 @@
  * entry is, so a glob never matches what a listing would not list).
  */
 import { HttpError } from "../../shared/errors.ts";
-import { globTest, hasGlob } from "../../shared/glob.ts";
+import { globTest } from "../../shared/glob.ts";
+import { hasGlob } from "../../shared/wire.ts";
 import {
   MAX_NAME_BYTES,
   MAX_PATH_BYTES,

@@ -1,5 +1,5 @@
 /** What one entry of a directory walked by `/v1/list` becomes: its line (an entry, or an omission and why) and the way down into it. */
-import { LOCK_NAME } from "../../shared/part_file.ts";
+import { LOCK_NAME } from "../../shared/own_names.ts";
 import type { EntryType, ListEntry, ListLine } from "../../shared/wire.ts";
 import type {
   DirectoryFailure,

@@ -29,7 +29,7 @@ import {
 import { posix } from "node:path";
 import { HttpError } from "../../shared/errors.ts";
 import { readFully } from "../../shared/fd_read.ts";
-import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/part_file.ts";
+import { JOURNAL_SUFFIX, PART_SUFFIX } from "../../shared/own_names.ts";
 import { type CwdAnchor, cwdAnchor, type Inside } from "./cwd_anchor.ts";
 import {
   asWriteRefusal,
