@@ -30,6 +30,9 @@ import type { FilterOptions } from "./lib/client/filters.ts";
 import { printable } from "./lib/client/printable.ts";
 import type { PullEvent, PullOptions, PullSummary } from "./lib/client/pull.ts";
 import { PullOpening } from "./lib/client/opening.ts";
+import { PushOpening } from "./lib/client/push_opening.ts";
+import type { PushOptions } from "./lib/client/push_context.ts";
+import { checkSources } from "./lib/client/push_sources.ts";
 import { Remote } from "./lib/client/remote.ts";
 import { selectionOptions } from "./lib/client/selection.ts";
 import {
@@ -313,10 +316,8 @@ function finish(
 
 /** A push: local files and trees to the server; the same progress, summary and exit codes as a pull. */
 async function runPush(cmd: PushCommand): Promise<number> {
-  // Loaded only for a push: a pull starts sooner without it.
-  const { push, checkSources } = await import("./lib/client/push.ts");
   // A bad local path is told before any request (nothing sent).
-  checkSources(cmd.sources);
+  const sources = checkSources(cmd.sources);
   const selection = await selectionOf(cmd);
   const { settings, baseUrl, transport, bandwidth } = await connectionFor(cmd);
   const controller = new AbortController();
@@ -332,7 +333,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
     controller.abort();
   });
   try {
-    const summary = await push({
+    const options: PushOptions = {
       baseUrl,
       sources: cmd.sources,
       remotePath: cmd.remotePath,
@@ -356,7 +357,11 @@ async function runPush(cmd: PushCommand): Promise<number> {
       bandwidth,
       noWait: cmd.noWait,
       onLockWait: cmd.quiet ? undefined : waitLine,
-    });
+    };
+    // The first requests go out before the engine is loaded (as a pull's).
+    options.opening = new PushOpening(options, sources);
+    const { push } = await import("./lib/client/push.ts");
+    const summary = await push(options);
     reporter.stop();
     return finish(summary, reporter, {
       interrupted,

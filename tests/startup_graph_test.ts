@@ -59,10 +59,12 @@ async function staticClosure(entry: string): Promise<Set<string>> {
 
 Deno.test("hsync's first requests wait for no node fs, crypto, HTTP or resolver module and no npm package but ini", async () => {
   const loaded = await staticClosure("main_client.ts");
-  assert.ok(
-    [...loaded].some((s) => s.endsWith("/lib/client/opening.ts")),
-    "the opening is loaded before the first requests",
-  );
+  for (const opening of ["opening.ts", "push_opening.ts"]) {
+    assert.ok(
+      [...loaded].some((s) => s.endsWith(`/lib/client/${opening}`)),
+      `${opening} is loaded before the first requests`,
+    );
+  }
   assert.deepEqual(HEAVY.filter((m) => loaded.has(m)), []);
   const npm = [...loaded].filter((s) => s.startsWith("npm:"))
     .map((s) => s.replace(/^npm:\/?/, "").replace(/@[^@/]*$/, ""));

@@ -14,30 +14,12 @@ import {
   fileIdOf,
   openChecked,
 } from "../shared/checked_open.ts";
-import { ConfigError, LocalPathError } from "../shared/errors.ts";
+import { DestinationBusy, LocalPathError } from "../shared/errors.ts";
 import { LOCK_NAME } from "../shared/own_names.ts";
 import { sleep } from "../shared/sleep.ts";
 
 /** How often a waiting run tries the lock again (polled, so an abort stops the wait at once). */
 const RETRY_MS = 200;
-
-/** Another hsync writes into the directory and the run was told not to wait (`--no-wait`): exit code 1, as a setup the user must change. */
-export class DestinationBusy extends ConfigError {
-  /** The locked directory. */
-  readonly dir: string;
-  /** The holder's process id, when the lock file names one. */
-  readonly pid?: number;
-  constructor(dir: string, pid: number | undefined) {
-    super(
-      `Another hsync is writing into ${JSON.stringify(dir)}${
-        pid === undefined ? "" : ` (pid ${pid})`
-      }; not waiting (--no-wait)`,
-    );
-    this.name = "DestinationBusy";
-    this.dir = dir;
-    this.pid = pid;
-  }
-}
 
 /** Options of {@linkcode lockDestination}. */
 export interface LockOptions {

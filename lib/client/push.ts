@@ -27,7 +27,6 @@ import { PushPlanner } from "./push_plan.ts";
 import {
   checkSources,
   goesInside,
-  normalizeRemote,
   type PushSource,
   SourceError,
 } from "./push_sources.ts";
@@ -35,8 +34,9 @@ import { type DeleteScope, PushDeleter } from "./push_delete.ts";
 import { RemoteDirs } from "./push_dirs.ts";
 import { LinkSender } from "./push_links.ts";
 import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
-import { DestinationBusy } from "./dest_lock.ts";
-import { Remote } from "./remote.ts";
+import { PushOpening } from "./push_opening.ts";
+import { DestinationBusy } from "../shared/errors.ts";
+import type { Remote } from "./remote.ts";
 import { remoteRootError } from "./root_error.ts";
 import { type HeldUpload, newSession, PushRemote } from "./remote_push.ts";
 import { Backoff } from "./retry.ts";
@@ -58,12 +58,17 @@ export type { PushOptions } from "./push_context.ts";
 export async function push(options: PushOptions): Promise<PullSummary> {
   const sources = checkSources(options.sources);
   const filter = new PathFilter(options);
-  const ahead = forPush(filter, options);
-  return await ahead.during(
-    sources,
-    options.signal,
-    () => new PushRun(options, filter, ahead).execute(sources),
-  );
+  const opening = options.opening ?? new PushOpening(options, sources);
+  try {
+    const ahead = forPush(filter, options);
+    return await ahead.during(
+      sources,
+      options.signal,
+      () => new PushRun(options, opening, filter, ahead).execute(sources),
+    );
+  } finally {
+    await opening.close();
+  }
 }
 
 class PushRun {
@@ -72,7 +77,7 @@ class PushRun {
   readonly #remote: Remote;
   readonly #tasks: TaskGroup;
   readonly #signal: AbortSignal;
-  readonly #runStop = new AbortController();
+  readonly #opening: PushOpening;
   readonly #planner: PushPlanner;
   readonly #ranges: RangeSender;
   readonly #bundles: BundleSender;
@@ -94,23 +99,21 @@ class PushRun {
     upload: HeldUpload | null | undefined;
   };
 
-  constructor(options: PushOptions, filter: PathFilter, ahead: LocalPrefetch) {
+  constructor(
+    options: PushOptions,
+    opening: PushOpening,
+    filter: PathFilter,
+    ahead: LocalPrefetch,
+  ) {
     this.#o = options;
+    this.#opening = opening;
     this.#filter = filter;
     const s = options.settings;
-    this.#remote = new Remote({
-      baseUrl: options.baseUrl,
-      client: options.client,
-      caCerts: options.caCerts,
-      sign: options.sign,
-      idleTimeoutMs: s.dataTimeout * 1000,
-      onRefuse: (error) => this.#stopRun(error),
-      bandwidth: options.bandwidth,
-    });
+    this.#remote = opening.remote;
+    opening.onRefuse((error) => this.#stopRun(error));
+    opening.onLost((message) => this.#ctx.emit({ type: "warning", message }));
     const limits = new Scheduler(s, options.parallelFiles);
-    this.#signal = options.signal === undefined
-      ? this.#runStop.signal
-      : AbortSignal.any([options.signal, this.#runStop.signal]);
+    this.#signal = opening.signal;
     this.#tasks = new TaskGroup((error) => {
       if (!this.#signal.aborted) this.#fail("(internal)", describeError(error));
     });
@@ -195,49 +198,28 @@ class PushRun {
 
   async execute(sources: PushSource[]): Promise<PullSummary> {
     const started = performance.now();
-    const base = normalizeRemote(this.#o.remotePath);
-    const place = { scp: this.#o.scpPlacement ?? false };
+    const { base, first } = this.#opening;
     let root: StatEntry | undefined;
     let lease: PushLease | undefined;
-    // Opened during the first round trip: two for the first bundles or
-    // ranges, and one more for requests without a body, so that the
-    // directories' times and the lease's release at the end go at once.
-    if (!this.#ctx.dryRun) {
-      this.#remote.warm(2, this.#signal, true);
-      this.#remote.warm(1, this.#signal);
-    }
-    if (this.#o.remotePath.endsWith("/") || sources.length > 1) {
-      // Each source goes inside, whatever is there: the lease is asked for
-      // with the destination's stat, one round trip for both.
-      const leasing = this.#lease(
-        leasePath(this.#o.remotePath, base, sources, {
-          ...place,
-          remoteIsDir: true,
-        }),
-      );
+    // The first requests went out with the opening (firstAsk).
+    if (first.kind === "lease+stat") {
+      // Each source goes inside, whatever is there.
+      const leasing = this.#lease(first.lease);
       leasing.catch(() => {});
       try {
         root = await this.#rootStat(base, false);
       } catch (error) {
         // No push: a lease taken meanwhile goes back, a wait for one ends.
-        this.#runStop.abort(error);
+        this.#opening.runStop.abort(error);
         await leasing.then((held) => held?.release(), () => {});
         this.#remote.close();
         throw error;
       }
       lease = await leasing;
-    } else if (
-      [true, false].every((remoteIsDir) =>
-        leasePath(this.#o.remotePath, base, sources, {
-          ...place,
-          remoteIsDir,
-        }) === base
-      )
-    ) {
+    } else if (first.kind === "lease") {
       // The lease is the destination's whatever is there (a tree pushed to
-      // a path without `/`): asked for at once, its answer carrying the
-      // destination's stat, one round trip for both.
-      lease = await this.#lease(base);
+      // a path without `/`), its answer carrying the destination's stat.
+      lease = await this.#lease(first.lease);
       root = lease?.entry !== undefined
         ? lease.entry ?? undefined
         : await this.#rootStat(base, false);
@@ -246,7 +228,7 @@ class PushRun {
       root = await this.#rootStat(base, false);
       lease = await this.#lease(
         leasePath(this.#o.remotePath, base, sources, {
-          ...place,
+          scp: this.#o.scpPlacement ?? false,
           remoteIsDir: root?.type === "dir",
         }),
       );
@@ -289,13 +271,14 @@ class PushRun {
   async #lease(path: string): Promise<PushLease | undefined> {
     if (this.#ctx.dryRun) return undefined;
     try {
-      return await lockPushDestination(this.#remote, path, {
-        wait: !this.#o.noWait,
-        onWait: this.#o.onLockWait,
-        onLost: (message) => this.#ctx.emit({ type: "warning", message }),
-        signal: this.#signal,
-        stat: true,
-      });
+      return await (this.#opening.takeLease(path) ??
+        lockPushDestination(this.#remote, path, {
+          wait: !this.#o.noWait,
+          onWait: this.#o.onLockWait,
+          onLost: (message) => this.#ctx.emit({ type: "warning", message }),
+          signal: this.#signal,
+          stat: true,
+        }));
     } catch (error) {
       if (error instanceof DestinationBusy || this.#signal.aborted) throw error;
       throw this.#fatal ?? writeRefusal(error, this.#remote.host) ??
@@ -538,7 +521,13 @@ class PushRun {
     path: string,
     retry = true,
   ): Promise<StatEntry | undefined> {
-    const stat = () => this.#remote.stat(path, this.#signal);
+    // The first ask may have gone with the opening.
+    let asked = this.#opening.takeStat(path);
+    const stat = () => {
+      const answer = asked ?? this.#remote.stat(path, this.#signal);
+      asked = undefined;
+      return answer;
+    };
     try {
       return retry
         ? await this.#ctx.backoff.retry(stat, this.#signal)
@@ -580,7 +569,7 @@ class PushRun {
   #stopRun(error: ConnectError): void {
     if (this.#fatal !== undefined) return;
     this.#fatal = error;
-    this.#runStop.abort(error);
+    this.#opening.runStop.abort(error);
   }
 
   #fail(path: string, text: string): void {

@@ -1,4 +1,5 @@
 /** The vocabulary the pieces of one push share: a file to send, the local identity that names its upload, and the context every piece is given. */
+import type { PushOpening } from "./push_opening.ts";
 import type { FileId } from "../shared/checked_open.ts";
 import type { ClientSettings } from "../shared/config.ts";
 import { ConnectError, HttpError, reason } from "../shared/errors.ts";
@@ -245,4 +246,10 @@ export interface PushOptions extends TreeOptions {
   noWait?: boolean;
   /** Called once when this run waits for another push's lease (`HOST:DIR`). */
   onLockWait?: (dest: string, pid: number | undefined) => void;
+  /**
+   * The first requests of this push, sent already (by the command line,
+   * before it loaded the engine) for these very options; else the run sends
+   * them.
+   */
+  opening?: PushOpening;
 }

@@ -9,7 +9,7 @@
 import { posix } from "node:path";
 import { describeError, ProtocolError } from "../shared/errors.ts";
 import { API, type LockLease, type StatEntry } from "../shared/wire.ts";
-import { DestinationBusy } from "./dest_lock.ts";
+import { DestinationBusy } from "../shared/errors.ts";
 import { goesInside, type PushSource } from "./push_sources.ts";
 import { jsonOrNull } from "./answers.ts";
 import type { Remote } from "./remote.ts";

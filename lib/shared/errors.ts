@@ -30,6 +30,24 @@ export class ConfigError extends Error {
   }
 }
 
+/** Another hsync writes into the directory and the run was told not to wait (`--no-wait`), a local directory (a pull) or a remote one (a push): exit code 1, as a setup the user must change. */
+export class DestinationBusy extends ConfigError {
+  /** The locked directory. */
+  readonly dir: string;
+  /** The holder's process id, when the lock file names one. */
+  readonly pid?: number;
+  constructor(dir: string, pid: number | undefined) {
+    super(
+      `Another hsync is writing into ${JSON.stringify(dir)}${
+        pid === undefined ? "" : ` (pid ${pid})`
+      }; not waiting (--no-wait)`,
+    );
+    this.name = "DestinationBusy";
+    this.dir = dir;
+    this.pid = pid;
+  }
+}
+
 /**
  * The run cannot go on with this server: it answered and refused (exit
  * code 3), or it could not be reached or is not an hsyncd (exit code 4).

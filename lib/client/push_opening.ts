@@ -1,0 +1,165 @@
+/**
+ * A push's first requests, sent before its engine is loaded (as a pull's,
+ * lib/client/opening.ts): the destination's lease, its stat, or both,
+ * whichever the push asks first, and connections opened ahead. The run then
+ * takes each answer once instead of asking again; a lease it never takes is
+ * given back by {@linkcode PushOpening.close}.
+ */
+import type { ConnectError } from "../shared/errors.ts";
+import type { StatEntry } from "../shared/wire.ts";
+import type { PushOptions } from "./push_context.ts";
+import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
+import { normalizeRemote, type PushSource } from "./push_sources.ts";
+import { Remote } from "./remote.ts";
+
+/** Longest wait in {@linkcode PushOpening.close} for a lease's answer, to give it back (it lapses on its own otherwise). */
+const CLOSE_WAIT_MS = 2000;
+
+/**
+ * What a push asks first: with several sources or a path ending in `/`,
+ * the lease (of where they go inside) with the destination's stat, one
+ * round trip for both; the lease alone when its path does not depend on
+ * what is at the destination (the lease's answer carries the stat); else
+ * the stat, the lease's path waiting for it.
+ */
+export type FirstAsk =
+  | { kind: "lease+stat"; lease: string }
+  | { kind: "lease"; lease: string }
+  | { kind: "stat" };
+
+/** {@linkcode FirstAsk} of a push of `sources` to `given` (`base` normalized). */
+export function firstAsk(
+  given: string,
+  base: string,
+  sources: readonly PushSource[],
+  scp: boolean,
+): FirstAsk {
+  if (given.endsWith("/") || sources.length > 1) {
+    return {
+      kind: "lease+stat",
+      lease: leasePath(given, base, sources, { scp, remoteIsDir: true }),
+    };
+  }
+  const either = [true, false].every((remoteIsDir) =>
+    leasePath(given, base, sources, { scp, remoteIsDir }) === base
+  );
+  return either ? { kind: "lease", lease: base } : { kind: "stat" };
+}
+
+/** The first requests of one push, the server they went to and the stop of its run. */
+export class PushOpening {
+  /** The server, for the rest of the run. */
+  readonly remote: Remote;
+  /** Stops the run (and a wait for the lease). */
+  readonly runStop = new AbortController();
+  /** The caller's signal with {@linkcode runStop}. */
+  readonly signal: AbortSignal;
+  /** The destination, normalized. */
+  readonly base: string;
+  /** What was asked first. */
+  readonly first: FirstAsk;
+  #lease?: { path: string; answer: Promise<PushLease | undefined> };
+  #stat?: { path: string; answer: Promise<StatEntry> };
+  #onRefuse?: (error: ConnectError) => void;
+  #refused?: ConnectError;
+  #onLost?: (message: string) => void;
+
+  /** Sends the first requests of a push of `sources` (checked) with `options`. */
+  constructor(options: PushOptions, sources: readonly PushSource[]) {
+    this.remote = new Remote({
+      baseUrl: options.baseUrl,
+      client: options.client,
+      caCerts: options.caCerts,
+      sign: options.sign,
+      idleTimeoutMs: options.settings.dataTimeout * 1000,
+      onRefuse: (error) => {
+        this.#refused ??= error;
+        this.#onRefuse?.(error);
+      },
+      bandwidth: options.bandwidth,
+    });
+    this.signal = options.signal === undefined
+      ? this.runStop.signal
+      : AbortSignal.any([options.signal, this.runStop.signal]);
+    this.base = normalizeRemote(options.remotePath);
+    this.first = firstAsk(
+      options.remotePath,
+      this.base,
+      sources,
+      options.scpPlacement ?? false,
+    );
+    const dryRun = options.dryRun ?? false;
+    // Opened during the first round trip: two for the first bundles or
+    // ranges, and one more for requests without a body, so that the
+    // directories' times and the lease's release at the end go at once.
+    if (!dryRun) {
+      this.remote.warm(2, this.signal, true);
+      this.remote.warm(1, this.signal);
+    }
+    if (this.first.kind !== "stat" && !dryRun) {
+      const path = this.first.lease;
+      const answer = lockPushDestination(this.remote, path, {
+        wait: !options.noWait,
+        onWait: options.onLockWait,
+        onLost: (message) => this.#onLost?.(message),
+        signal: this.signal,
+        stat: true,
+      });
+      answer.catch(() => {});
+      this.#lease = { path, answer };
+    }
+    if (this.first.kind !== "lease") {
+      const answer = this.remote.stat(this.base, this.signal);
+      answer.catch(() => {});
+      this.#stat = { path: this.base, answer };
+    }
+  }
+
+  /** The lease of `path` asked for already (taken once), else undefined. */
+  takeLease(path: string): Promise<PushLease | undefined> | undefined {
+    if (this.#lease?.path !== path) return undefined;
+    const { answer } = this.#lease;
+    this.#lease = undefined;
+    return answer;
+  }
+
+  /** The stat of `path` asked for already (taken once), else undefined. */
+  takeStat(path: string): Promise<StatEntry> | undefined {
+    if (this.#stat?.path !== path) return undefined;
+    const { answer } = this.#stat;
+    this.#stat = undefined;
+    return answer;
+  }
+
+  /** Tells `handler` of an answer after which nothing more should be asked of this server: at once when one came already. */
+  onRefuse(handler: (error: ConnectError) => void): void {
+    this.#onRefuse = handler;
+    if (this.#refused !== undefined) handler(this.#refused);
+  }
+
+  /** Tells `handler` when a renewal finds the lease taken by another push. */
+  onLost(handler: (message: string) => void): void {
+    this.#onLost = handler;
+  }
+
+  /**
+   * Gives back a lease the run never took (it stopped before it asked):
+   * its answer is waited for (the token is needed to give it back) up to
+   * {@linkcode CLOSE_WAIT_MS}, then a wait for another push's lease ends.
+   */
+  async close(): Promise<void> {
+    const lease = this.#lease;
+    this.#lease = undefined;
+    this.#stat = undefined;
+    if (lease === undefined) return;
+    const settled = lease.answer.then((held) => held?.release(), () => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      settled,
+      new Promise((done) => timer = setTimeout(done, CLOSE_WAIT_MS)),
+    ]);
+    clearTimeout(timer);
+    this.runStop.abort(new Error("the push ended"));
+    await settled;
+  }
+}

@@ -1,0 +1,112 @@
+/** A push's first requests (lib/client/push_opening.ts): sent when the opening is made, before the engine runs; the run takes them instead of asking again, and a lease it never took is given back. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import defaults from "../hsync.ini" with { type: "text" };
+import { clientSettings, loadConfig } from "../lib/shared/config.ts";
+import { push, type PushOptions } from "../lib/client/push.ts";
+import { firstAsk, PushOpening } from "../lib/client/push_opening.ts";
+import { checkSources } from "../lib/client/push_sources.ts";
+import { tempDir } from "./_programs.ts";
+import { pushServer } from "./_push_server.ts";
+
+const TOKEN = "0123456789abcdef0123456789abcdef";
+
+async function until(done: () => boolean, what: () => string): Promise<void> {
+  const end = Date.now() + 5000;
+  while (!done()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what()}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** A local tree of three small files, a writable server that grants leases, and the options of a push of the tree to `dst/run`. */
+async function setup(dir: string) {
+  const src = join(dir, "src", "run");
+  const dst = join(dir, "dst");
+  await Deno.mkdir(src, { recursive: true });
+  await Deno.mkdir(dst);
+  for (const name of ["a", "b", "c"]) {
+    await Deno.writeTextFile(join(src, name), `${name}\n`);
+  }
+  const server = pushServer({
+    writable: dst,
+    hook: (url) => {
+      if (url.pathname !== "/v1/lock") return undefined;
+      return Response.json({
+        token: TOKEN,
+        expires_ms: 30_000,
+        ...(url.searchParams.has("stat") ? { entry: null } : {}),
+      });
+    },
+  });
+  const config = await loadConfig({ defaults, hsyncDir: "/nonexistent-hsync" });
+  const options: PushOptions = {
+    baseUrl: server.baseUrl,
+    sources: [src],
+    remotePath: join(dst, "run"),
+    settings: clientSettings(config, "hscp", { Max_timeout_retry: "0" }),
+    parallelFiles: 4,
+  };
+  return { src, dst, server, options };
+}
+
+const locks = (log: string[]) =>
+  log.filter((l) => l.startsWith("POST /v1/lock?") && !l.includes("release"));
+const releases = (log: string[]) =>
+  log.filter((l) => l.startsWith("POST /v1/lock?") && l.includes("release"));
+
+Deno.test("a push's lease and warm connections go out when its opening is made, and the run that takes it asks for no lease again", async () => {
+  await using dir = await tempDir();
+  const { src, dst, server, options } = await setup(dir.path);
+  await using _ = server;
+  const sources = checkSources(options.sources);
+  // A tree to a path without /: the lease first, its answer the stat.
+  assert.deepEqual(
+    firstAsk(options.remotePath, options.remotePath, sources, false),
+    {
+      kind: "lease",
+      lease: options.remotePath,
+    },
+  );
+  options.opening = new PushOpening(options, sources);
+  // Before push() is called at all.
+  await until(
+    () =>
+      locks(server.log).length === 1 &&
+      server.log.filter((l) => l.startsWith("GET /v1/health")).length >= 1,
+    () => server.log.join("\n"),
+  );
+  const summary = await push(options);
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, 3);
+  for (const name of ["a", "b", "c"]) {
+    assert.equal(
+      await Deno.readTextFile(join(dst, "run", name)),
+      await Deno.readTextFile(join(src, name)),
+    );
+  }
+  assert.equal(locks(server.log).length, 1, server.log.join("\n"));
+  // No stat before the lease's answer: it carried the destination's.
+  assert.equal(
+    server.log.filter((l) => l.startsWith("GET /v1/stat")).length,
+    0,
+    server.log.join("\n"),
+  );
+  assert.equal(releases(server.log).length, 1, server.log.join("\n"));
+});
+
+Deno.test("a lease the opening took is given back when the push stops before it takes it", async () => {
+  await using dir = await tempDir();
+  const { server, options } = await setup(dir.path);
+  await using _ = server;
+  const opening = new PushOpening(options, checkSources(options.sources));
+  await until(
+    () => locks(server.log).length === 1,
+    () => server.log.join("\n"),
+  );
+  await opening.close();
+  assert.equal(releases(server.log).length, 1, server.log.join("\n"));
+  // Closed twice, released once.
+  await opening.close();
+  assert.equal(releases(server.log).length, 1);
+});
