@@ -12,7 +12,9 @@ import {
   partPathFor,
   placePart,
   renamePartSync,
+  writeNewPart,
 } from "../lib/shared/part_file.ts";
+import { existsSync } from "./_programs.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir();
@@ -151,5 +153,67 @@ Deno.test("applyMeta() leaves the time alone without an mtime", async () => {
     applyMeta(file, part, { mtime: 1000, mode: 0o600 });
     assert.equal(file.statSync().mtime?.getTime(), 1000);
     assert.equal(file.statSync().mode! & 0o7777, 0o600);
+  });
+});
+
+Deno.test("writeNewPart() writes the whole part through one descriptor: bytes, mtime to the millisecond, mode; the identity it returns is the file's", async () => {
+  await withDir(async (dir) => {
+    // 1796578193.554 s, set as floating seconds, read back as .553999900.
+    for (const mtime of [1796578193554, 1_600_000_000_123, 999]) {
+      const part = join(dir, `f${mtime}.hsync-part`);
+      const data = new Uint8Array(5000).map((_, i) => i & 0xff);
+      const id = writeNewPart(part, data, { mtime, mode: 0o640 });
+      assert.deepEqual(await Deno.readFile(part), data);
+      const st = await Deno.lstat(part);
+      assert.equal(st.mtime?.getTime(), mtime);
+      assert.equal(st.mode! & 0o7777, 0o640);
+      assert.deepEqual(id, fileIdOf(st));
+    }
+  });
+});
+
+Deno.test("writeNewPart() removes a leftover or a planted link, never following it, tells onLeftover, and names the part when it cannot write", async () => {
+  await withDir(async (dir) => {
+    const outside = join(dir, "outside");
+    await Deno.writeTextFile(outside, "keep");
+    const part = join(dir, "a.hsync-part");
+    await Deno.symlink(outside, part);
+    let told = 0;
+    writeNewPart(part, new TextEncoder().encode("new"), {}, {
+      onLeftover: () => told++,
+    });
+    assert.equal(told, 1);
+    assert.equal(await Deno.readTextFile(outside), "keep");
+    assert.ok((await Deno.lstat(part)).isFile);
+    assert.equal(await Deno.readTextFile(part), "new");
+    // A dangling link too: the create never makes its target.
+    const dangling = join(dir, "b.hsync-part");
+    await Deno.symlink(join(dir, "nowhere"), dangling);
+    writeNewPart(dangling, new Uint8Array(1), {});
+    assert.ok(!existsSync(join(dir, "nowhere")));
+    const missing = join(dir, "no-such-dir", "c.hsync-part");
+    assert.throws(
+      () => writeNewPart(missing, new Uint8Array(1), {}),
+      (error: unknown) =>
+        error instanceof LocalPathError && error.path === missing &&
+        /no such file or directory/.test(error.message),
+    );
+  });
+});
+
+Deno.test("writeNewPart() sets a time before 1970 too (node's futimes would take it as now)", async () => {
+  await withDir(async (dir) => {
+    for (const mtime of [-18489600000, -1500]) {
+      const part = join(dir, `old${mtime}.hsync-part`);
+      const id = writeNewPart(part, new TextEncoder().encode("old"), {
+        mtime,
+        mode: 0o600,
+      });
+      const st = await Deno.lstat(part);
+      assert.equal(st.mtime?.getTime(), mtime);
+      assert.equal(st.mode! & 0o7777, 0o600);
+      assert.deepEqual(id, fileIdOf(st));
+      assert.equal(await Deno.readTextFile(part), "old");
+    }
   });
 });

@@ -4,15 +4,14 @@
  * is checked with `verify`); what a bundle leaves out is fetched on its own.
  */
 import { decodeFrames } from "../shared/bundle_codec.ts";
-import { type FileId, fileIdOf } from "../shared/checked_open.ts";
+import type { FileId } from "../shared/checked_open.ts";
 import { describeError, LocalPathError, reason } from "../shared/errors.ts";
 import { removeJournalSync } from "../shared/journal.ts";
 import {
-  applyMeta,
-  createPartWithInfo,
   journalPathFor,
   partPathFor,
   renamePartSync,
+  writeNewPart,
 } from "../shared/part_file.ts";
 import { sha256Hex } from "../shared/span_hash.ts";
 import type { HashResult } from "../shared/wire.ts";
@@ -94,25 +93,12 @@ export class BundleFetcher {
     let id: FileId;
     try {
       // A leftover part file (or a planted link) is removed, never
-      // followed; a journal of an earlier ranged attempt goes too.
-      const { file, info } = createPartWithInfo(part, {
-        onLeftover: () => removeJournalSync(journalPathFor(job.target)),
-      });
-      try {
-        let off = 0;
-        while (off < data.length) off += file.writeSync(data.subarray(off));
-        // Times and mode through the handle: the name may be swapped by now.
-        applyMeta(
-          file,
-          part,
-          { mtime: job.mtime, mode: ctx.modeOf(job) },
-          info,
-        );
-        // The handle's inode, proven when it was made.
-        id = fileIdOf(info);
-      } finally {
-        file.close();
-      }
+      // followed; a journal of an earlier ranged attempt goes too. Times
+      // and mode go through the descriptor: the name may be swapped by now.
+      id = writeNewPart(part, data, {
+        mtime: job.mtime,
+        mode: ctx.modeOf(job),
+      }, { onLeftover: () => removeJournalSync(journalPathFor(job.target)) });
     } catch (error) {
       this.#failed(job, error);
       return undefined;

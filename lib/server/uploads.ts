@@ -27,7 +27,7 @@ import type {
 } from "../shared/wire.ts";
 import { fsFailureStatus } from "./error_status.ts";
 import type { WriteJail, WriteTarget } from "./jail/write_jail.ts";
-import { setMtimeMsOnce, withMtimeMs } from "./jail/write_support.ts";
+import { setMtimeMsOnce, withMtimeMs } from "../shared/fd_times.ts";
 import { piecesLength } from "./request_body.ts";
 
 /** Longest a journal may be (far more than any real list of ranges). */

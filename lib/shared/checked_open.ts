@@ -48,25 +48,6 @@ export function openChecked(
   path: string,
   options: CheckedOpenOptions = {},
 ): Deno.FsFile {
-  return openCheckedWithInfo(path, options).file;
-}
-
-/**
- * A handle proven by a checked open or create, with the `fstat` that proved
- * it: its device and inode hold for as long as it is open, and its other
- * fields until the caller changes the file (a handle's `statSync` costs
- * Deno six `readlink`s of its path under a permission set: 8 us, not 2).
- */
-export interface CheckedFile {
-  file: Deno.FsFile;
-  info: Deno.FileInfo;
-}
-
-/** {@linkcode openChecked}, with the `fstat` that proved the handle. */
-export function openCheckedWithInfo(
-  path: string,
-  options: CheckedOpenOptions = {},
-): CheckedFile {
   let before: Deno.FileInfo;
   try {
     before = Deno.lstatSync(path);
@@ -81,7 +62,8 @@ export function openCheckedWithInfo(
     throw new LocalPathError(path, reason(error), error);
   }
   try {
-    return { file, info: checkOpened(file, path, options) };
+    checkOpened(file, path, options);
+    return file;
   } catch (error) {
     file.close();
     throw error;
@@ -97,11 +79,6 @@ export function openCheckedWithInfo(
  * {@linkcode LocalPathError}.
  */
 export function createChecked(path: string): Deno.FsFile {
-  return createCheckedWithInfo(path).file;
-}
-
-/** {@linkcode createChecked}, with the `fstat` that proved the handle. */
-export function createCheckedWithInfo(path: string): CheckedFile {
   let file: Deno.FsFile;
   try {
     file = Deno.openSync(path, { read: true, write: true, createNew: true });
@@ -110,7 +87,8 @@ export function createCheckedWithInfo(path: string): CheckedFile {
     throw new LocalPathError(path, reason(error), error);
   }
   try {
-    return { file, info: checkOpened(file, path, {}) };
+    checkOpened(file, path, {});
+    return file;
   } catch (error) {
     file.close();
     throw error;
@@ -177,13 +155,11 @@ export function chmodOpened(
   file: Deno.FsFile,
   path: string,
   mode: number,
-  known?: Deno.FileInfo,
 ): void {
   // Most files are created with the mode they are to have (0666 less the
   // umask): nothing to change, no second open (10,000 small files pulled
-  // without -P took 0.4 s longer when each was opened again). `known` is
-  // the handle's fstat when the caller has it (see CheckedFile).
-  const own = known ?? file.statSync();
+  // without -P took 0.4 s longer when each was opened again).
+  const own = file.statSync();
   if (((own.mode ?? -1) & 0o7777) === mode) return;
   let fd: number;
   try {

@@ -4,7 +4,17 @@
  * handle, then renamed), whichever side receives it.
  */
 import { createHash } from "node:crypto";
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fstatSync,
+  openSync,
+  writeSync,
+} from "node:fs";
 import { removeIfPresentSync } from "./atomic_file.ts";
+import { LocalPathError, reason } from "./errors.ts";
+import { setMtimeMs, setMtimeMsOnce } from "./fd_times.ts";
 import { MAX_NAME_BYTES } from "./name_bytes.ts";
 import {
   JOURNAL_SUFFIX,
@@ -13,11 +23,11 @@ import {
   unshortenedOwnName,
 } from "./own_names.ts";
 import {
-  type CheckedFile,
   checkName,
   chmodOpened,
-  createCheckedWithInfo,
+  createChecked,
   type FileId,
+  fileIdOf,
   openChecked,
 } from "./checked_open.ts";
 
@@ -94,23 +104,75 @@ export function createPart(
   part: string,
   options: { onLeftover?: () => void } = {},
 ): Deno.FsFile {
-  return createPartWithInfo(part, options).file;
-}
-
-/** {@linkcode createPart}, with the `fstat` that proved the handle. */
-export function createPartWithInfo(
-  part: string,
-  options: { onLeftover?: () => void } = {},
-): CheckedFile {
   try {
-    return createCheckedWithInfo(part);
+    return createChecked(part);
   } catch (error) {
     if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
   }
   removeIfPresentSync(part);
   options.onLeftover?.();
-  return createCheckedWithInfo(part);
+  return createChecked(part);
 }
+
+/**
+ * Writes `data` as the new part file `part`, whole, through one node
+ * descriptor: made with `O_CREAT|O_EXCL|O_NOFOLLOW` (an entry at the name,
+ * a link included, is removed, never followed, `onLeftover` told, and the
+ * file made once more), its bytes, then its mtime and mode set through the
+ * descriptor. Returns the inode's identity from the descriptor's own
+ * `fstat`; the rename ({@linkcode renamePartSync}) proves the name is still
+ * it. A small file of a bundle so costs no Deno handle, whose `statSync`
+ * reads six links of the path, and no `lstat` after the create: `O_EXCL`
+ * made the entry. `LocalPathError` naming `part` when anything fails (the
+ * part is left for the next try to remove). A time before 1970 is set
+ * through a Deno handle ({@linkcode createPart}): node's `futimes` takes it
+ * as now.
+ */
+export function writeNewPart(
+  part: string,
+  data: Uint8Array,
+  meta: PartMeta,
+  options: { onLeftover?: () => void } = {},
+): FileId {
+  if (meta.mtime !== undefined && meta.mtime < 0) {
+    using file = createPart(part, options);
+    let off = 0;
+    while (off < data.length) off += file.writeSync(data.subarray(off));
+    applyMeta(file, part, meta);
+    return fileIdOf(file.statSync());
+  }
+  let fd = -1;
+  try {
+    try {
+      fd = openSync(part, NEW_PART_FLAGS, 0o666);
+    } catch (error) {
+      if ((error as { code?: string }).code !== "EEXIST") throw error;
+      removeIfPresentSync(part);
+      options.onLeftover?.();
+      fd = openSync(part, NEW_PART_FLAGS, 0o666);
+    }
+    let off = 0;
+    while (off < data.length) off += writeSync(fd, data, off);
+    if (meta.mtime !== undefined) setMtimeMsOnce(fd, meta.mtime);
+    const st = fstatSync(fd, { bigint: true });
+    if (
+      meta.mtime !== undefined &&
+      st.mtimeNs / 1_000_000n !== BigInt(Math.trunc(meta.mtime))
+    ) setMtimeMs(fd, meta.mtime);
+    if (meta.mode !== undefined && Number(st.mode & 0o7777n) !== meta.mode) {
+      fchmodSync(fd, meta.mode);
+    }
+    return { dev: Number(st.dev), ino: Number(st.ino) };
+  } catch (error) {
+    throw new LocalPathError(part, reason(error), error);
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
+/** A new part file: write-only, created here, never through a link. */
+const NEW_PART_FLAGS = constants.O_WRONLY | constants.O_CREAT |
+  constants.O_EXCL | constants.O_NOFOLLOW;
 
 /** What a complete file gets before it takes its final name. */
 export interface PartMeta {
@@ -122,19 +184,17 @@ export interface PartMeta {
 
 /**
  * Sets mtime (and mode) of the file open as `file` (named `path`) through
- * the handle: the name may have been swapped by now. `known` is the
- * handle's fstat when the caller has it (its mode as yet unchanged).
+ * the handle: the name may have been swapped by now.
  */
 export function applyMeta(
   file: Deno.FsFile,
   path: string,
   meta: PartMeta,
-  known?: Deno.FileInfo,
 ): void {
   if (meta.mtime !== undefined) {
     file.utimeSync(new Date(), new Date(meta.mtime));
   }
-  if (meta.mode !== undefined) chmodOpened(file, path, meta.mode, known);
+  if (meta.mode !== undefined) chmodOpened(file, path, meta.mode);
 }
 
 /**

@@ -43,12 +43,11 @@ import {
   type ProvenFd,
   resolveWritableRoots,
   sameFile,
-  setMtimeMsOnce,
   splitWritePath,
   tryRemove,
-  withMtimeMs,
   writeFailure,
 } from "./write_support.ts";
+import { setMtimeMsOnce, withMtimeMs } from "../../shared/fd_times.ts";
 import { compileRules, type JailRules, quote, within } from "./rules.ts";
 import type { EntryType } from "../../shared/wire.ts";
 import { removeEntry } from "./write_delete.ts";
