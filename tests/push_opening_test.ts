@@ -110,3 +110,30 @@ Deno.test("a lease the opening took is given back when the push stops before it 
   await opening.close();
   assert.equal(releases(server.log).length, 1);
 });
+
+Deno.test("one file pushed to a new name: its stat and its directory's go out together when the opening is made, and the run asks neither again", async () => {
+  await using dir = await tempDir();
+  const { src, dst, server, options } = await setup(dir.path);
+  await using _ = server;
+  options.sources = [join(src, "a")];
+  options.remotePath = join(dst, "new-name");
+  const sources = checkSources(options.sources);
+  assert.deepEqual(
+    firstAsk(options.remotePath, options.remotePath, sources, false),
+    { kind: "stat" },
+  );
+  options.opening = new PushOpening(options, sources);
+  const stats = () => server.log.filter((l) => l.startsWith("GET /v1/stat"));
+  await until(() => stats().length === 2, () => server.log.join("\n"));
+  const summary = await push(options);
+  assert.deepEqual(summary.failures, []);
+  assert.equal(await Deno.readTextFile(join(dst, "new-name")), "a\n");
+  assert.equal(stats().length, 2, server.log.join("\n"));
+  assert.ok(
+    stats().some((l) =>
+      l.includes(encodeURIComponent(dst) + "&") ||
+      l.endsWith(encodeURIComponent(dst))
+    ),
+    server.log.join("\n"),
+  );
+});

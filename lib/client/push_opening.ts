@@ -1,10 +1,12 @@
 /**
  * A push's first requests, sent before its engine is loaded (as a pull's,
  * lib/client/opening.ts): the destination's lease, its stat, or both,
- * whichever the push asks first, and connections opened ahead. The run then
+ * whichever the push asks first (with one file's stat, that of the
+ * directory it would go into), and connections opened ahead. The run then
  * takes each answer once instead of asking again; a lease it never takes is
  * given back by {@linkcode PushOpening.close}.
  */
+import { posix } from "node:path";
 import type { ConnectError } from "../shared/errors.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import type { PushOptions } from "./push_context.ts";
@@ -59,7 +61,8 @@ export class PushOpening {
   /** What was asked first. */
   readonly first: FirstAsk;
   #lease?: { path: string; answer: Promise<PushLease | undefined> };
-  #stat?: { path: string; answer: Promise<StatEntry> };
+  /** Stats asked for already, by path. */
+  readonly #stats = new Map<string, Promise<StatEntry>>();
   #onRefuse?: (error: ConnectError) => void;
   #refused?: ConnectError;
   #onLost?: (message: string) => void;
@@ -109,10 +112,20 @@ export class PushOpening {
       this.#lease = { path, answer };
     }
     if (this.first.kind !== "lease") {
-      const answer = this.remote.stat(this.base, this.signal);
-      answer.catch(() => {});
-      this.#stat = { path: this.base, answer };
+      this.#statNow(this.base);
+      // One file to a path that may be new: should nothing be there, the
+      // push looks at the directory it would go into next. Asked now, one
+      // round trip for both.
+      if (sources.length === 1 && !sources[0].isDir && this.base !== "/") {
+        this.#statNow(posix.dirname(this.base));
+      }
     }
+  }
+
+  #statNow(path: string): void {
+    const answer = this.remote.stat(path, this.signal);
+    answer.catch(() => {});
+    this.#stats.set(path, answer);
   }
 
   /** The lease of `path` asked for already (taken once), else undefined. */
@@ -125,9 +138,8 @@ export class PushOpening {
 
   /** The stat of `path` asked for already (taken once), else undefined. */
   takeStat(path: string): Promise<StatEntry> | undefined {
-    if (this.#stat?.path !== path) return undefined;
-    const { answer } = this.#stat;
-    this.#stat = undefined;
+    const answer = this.#stats.get(path);
+    this.#stats.delete(path);
     return answer;
   }
 
@@ -150,7 +162,7 @@ export class PushOpening {
   async close(): Promise<void> {
     const lease = this.#lease;
     this.#lease = undefined;
-    this.#stat = undefined;
+    this.#stats.clear();
     if (lease === undefined) return;
     const settled = lease.answer.then((held) => held?.release(), () => {});
     let timer: ReturnType<typeof setTimeout> | undefined;
