@@ -10,7 +10,7 @@ import {
 import { PullOpening } from "../lib/client/opening.ts";
 import { pull, type PullOptions } from "../lib/client/pull.ts";
 import { createHandler } from "../lib/server/handler.ts";
-import { tempDir } from "./_programs.ts";
+import { tempDir, waitFor } from "./_programs.ts";
 
 const MiB = 1024 * 1024;
 
@@ -44,14 +44,6 @@ async function loggingServer(root: string, hsyncDir: string) {
   };
 }
 
-async function until(done: () => boolean, what: () => string): Promise<void> {
-  const end = Date.now() + 5000;
-  while (!done()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what()}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 Deno.test("a pull's stat, listing, first bytes and warm connections go out when its opening is made, and the run that takes it asks none of them again", async () => {
   await using dir = await tempDir();
   const data = join(dir.path, "data");
@@ -73,12 +65,12 @@ Deno.test("a pull's stat, listing, first bytes and warm connections go out when 
   const stop = new AbortController();
   options.opening = new PullOpening(options, stop.signal);
   // Before pull() is called at all.
-  await until(
+  await waitFor(
+    "the first requests at the server",
     () =>
       server.log.includes("/v1/stat") && server.log.includes("/v1/list") &&
       server.log.includes(`/v1/file iffile bytes=0-${8 * MiB - 1}`) &&
       server.log.filter((l) => l === "/v1/health").length === 4,
-    () => server.log.join("\n"),
   );
   const summary = await pull(options);
   assert.deepEqual(summary.failures, []);

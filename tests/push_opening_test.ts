@@ -6,18 +6,10 @@ import { clientSettings, loadConfig } from "../lib/shared/config.ts";
 import { push, type PushOptions } from "../lib/client/push.ts";
 import { firstAsk, PushOpening } from "../lib/client/push_opening.ts";
 import { checkSources } from "../lib/client/push_sources.ts";
-import { tempDir } from "./_programs.ts";
+import { tempDir, waitFor } from "./_programs.ts";
 import { pushServer } from "./_push_server.ts";
 
 const TOKEN = "0123456789abcdef0123456789abcdef";
-
-async function until(done: () => boolean, what: () => string): Promise<void> {
-  const end = Date.now() + 5000;
-  while (!done()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what()}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** A local tree of three small files, a writable server that grants leases, and the options of a push of the tree to `dst/run`. */
 async function setup(dir: string) {
@@ -70,11 +62,11 @@ Deno.test("a push's lease and warm connections go out when its opening is made, 
   );
   options.opening = new PushOpening(options, sources);
   // Before push() is called at all.
-  await until(
+  await waitFor(
+    "the first requests at the server",
     () =>
       locks(server.log).length === 1 &&
       server.log.filter((l) => l.startsWith("GET /v1/health")).length >= 1,
-    () => server.log.join("\n"),
   );
   const summary = await push(options);
   assert.deepEqual(summary.failures, []);
@@ -100,9 +92,9 @@ Deno.test("a lease the opening took is given back when the push stops before it 
   const { server, options } = await setup(dir.path);
   await using _ = server;
   const opening = new PushOpening(options, checkSources(options.sources));
-  await until(
+  await waitFor(
+    "the first requests at the server",
     () => locks(server.log).length === 1,
-    () => server.log.join("\n"),
   );
   await opening.close();
   assert.equal(releases(server.log).length, 1, server.log.join("\n"));
@@ -124,7 +116,7 @@ Deno.test("one file pushed to a new name: its stat and its directory's go out to
   );
   options.opening = new PushOpening(options, sources);
   const stats = () => server.log.filter((l) => l.startsWith("GET /v1/stat"));
-  await until(() => stats().length === 2, () => server.log.join("\n"));
+  await waitFor("the first requests at the server", () => stats().length === 2);
   const summary = await push(options);
   assert.deepEqual(summary.failures, []);
   assert.equal(await Deno.readTextFile(join(dst, "new-name")), "a\n");
