@@ -223,7 +223,9 @@ async function runPull(cmd: PullCommand): Promise<number> {
       // and HTTP modules under it) is loaded: loading it then overlaps
       // their round trip instead of preceding it.
       options.opening = new PullOpening(options, controller.signal);
-      const { pull } = await import("./lib/client/pull.ts");
+      const { pull } = await afterFirstRequests(() =>
+        import("./lib/client/pull.ts")
+      );
       summary = await pull(options);
     }
     reporter.stop();
@@ -360,7 +362,9 @@ async function runPush(cmd: PushCommand): Promise<number> {
     };
     // The first requests go out before the engine is loaded (as a pull's).
     options.opening = new PushOpening(options, sources);
-    const { push } = await import("./lib/client/push.ts");
+    const { push } = await afterFirstRequests(() =>
+      import("./lib/client/push.ts")
+    );
     const summary = await push(options);
     reporter.stop();
     return finish(summary, reporter, {
@@ -554,6 +558,22 @@ async function main(argv: string[]): Promise<number> {
 
 if (import.meta.main) {
   Deno.exit(await main(Deno.args));
+}
+
+/**
+ * Imports an engine once the first requests are sent, in steps, the
+ * heaviest of node's modules first, the event loop turning after each (an
+ * `lstat` of the working directory is one turn): the first requests'
+ * connections write their bytes between the steps, not after the whole
+ * engine is evaluated.
+ */
+async function afterFirstRequests<T>(engine: () => Promise<T>): Promise<T> {
+  for (const step of [() => import("node:fs"), () => import("node:crypto")]) {
+    await Deno.lstat(".");
+    await step();
+  }
+  await Deno.lstat(".");
+  return await engine();
 }
 
 /** Reads a `-from` file of the selection flags; `-` is standard input. */
