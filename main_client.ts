@@ -562,17 +562,18 @@ if (import.meta.main) {
 
 /**
  * Imports an engine once the first requests are sent, in steps, the
- * heaviest of node's modules first, the event loop turning after each (an
- * `lstat` of the working directory is one turn): the first requests'
- * connections write their bytes between the steps, not after the whole
- * engine is evaluated.
+ * heaviest of node's modules first, the event loop turning before each (an
+ * asynchronous `lstat` of `/` is one turn; it cannot fail in a way that
+ * matters, and a failure is ignored): the first requests' connections write
+ * their bytes between the steps, not after the whole engine is evaluated.
  */
 async function afterFirstRequests<T>(engine: () => Promise<T>): Promise<T> {
+  const turn = () => Deno.lstat("/").catch(() => undefined);
   for (const step of [() => import("node:fs"), () => import("node:crypto")]) {
-    await Deno.lstat(".");
+    await turn();
     await step();
   }
-  await Deno.lstat(".");
+  await turn();
   return await engine();
 }
 
