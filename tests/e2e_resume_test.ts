@@ -10,6 +10,7 @@ import {
   type RunResult,
   startServer,
   tempDir,
+  waitFor,
 } from "./_programs.ts";
 import {
   bytes,
@@ -18,7 +19,6 @@ import {
   leftovers,
   sameBytes,
   startControlledServer,
-  until,
 } from "./_resume_fixture.ts";
 import { journalTempPathFor } from "../lib/shared/part_file.ts";
 
@@ -126,7 +126,7 @@ Deno.test("hsync killed with SIGKILL before the first byte: the rerun fetches th
   const out = join(dir.path, "f.bin");
   s.server.onFile = () => ({ stallAfter: 0 });
   const bg = spawnClient(s.args(join(s.data, "f.bin"), out), s.hsyncDir);
-  await until("the journal made before the first byte", async () => {
+  await waitFor("the journal made before the first byte", async () => {
     try {
       await Deno.stat(out + ".hsync-journal");
       return s.server.fileRequests.length === 4;
@@ -159,7 +159,7 @@ Deno.test("hsync killed with SIGKILL mid-range: the rerun fetches exactly what t
   s.server.onFile = () => ({ stallAfter: 300_000 });
   const bg = spawnClient(s.args(join(s.data, "f.bin"), out), s.hsyncDir);
   // Saved while the pull runs (no exit, no signal handler involved).
-  await until(
+  await waitFor(
     "the journal claims every byte that arrived",
     async () => await journalCovered(out + ".hsync-journal") === 4 * 300_000,
   );
@@ -200,7 +200,7 @@ Deno.test("hsync killed with SIGKILL between files: the finished file stays, the
   };
   const bg = spawnClient(s.args(s.data, out, "-n", "1"), s.hsyncDir);
   let second: string | undefined;
-  await until("one file placed, the next one started", async () => {
+  await waitFor("one file placed, the next one started", async () => {
     second = s.server.fileRequests.find((r) => r.path !== first)?.path;
     if (first === undefined || second === undefined) return false;
     const name = (p: string) => p.slice(s.data.length + 1);
@@ -267,7 +267,7 @@ Deno.test("hsync killed with SIGKILL during a journal save: the rerun trusts onl
       await Deno.remove(out);
       s.server.onFile = () => ({ stallAfter: 250_000 });
       const bg = spawnClient(s.args(join(s.data, "f.bin"), out), s.hsyncDir);
-      await until(
+      await waitFor(
         "bytes claimed",
         async () => await journalCovered(journal) === 4 * 250_000,
       );
@@ -297,7 +297,7 @@ Deno.test("hsync stopped by SIGTERM or SIGINT saves its journal and exits 130; t
       const out = join(dir.path, "f.bin");
       s.server.onFile = () => ({ stallAfter: 200_000 });
       const bg = spawnClient(s.args(join(s.data, "f.bin"), out), s.hsyncDir);
-      await until(
+      await waitFor(
         "bytes claimed",
         async () =>
           await journalCovered(out + ".hsync-journal") === 4 * 200_000,
@@ -328,7 +328,7 @@ Deno.test("a remote file replaced while hsync was killed is started over, and th
   const out = join(dir.path, "f.bin");
   s.server.onFile = () => ({ stallAfter: 100_000 });
   const bg = spawnClient(s.args(join(s.data, "f.bin"), out), s.hsyncDir);
-  await until(
+  await waitFor(
     "bytes claimed",
     async () => await journalCovered(out + ".hsync-journal") === 4 * 100_000,
   );
@@ -363,7 +363,7 @@ Deno.test("a remote file replaced while hsync runs is started over (If-Range ans
   const out = join(dir.path, "f.bin");
   s.server.onFile = () => ({ stallAfter: 100_000 });
   const bg = spawnClient(s.args(join(s.data, "f.bin"), out), s.hsyncDir);
-  await until("ranges stalled", () => s.server.served === 4 * 100_000);
+  await waitFor("ranges stalled", () => s.server.served === 4 * 100_000);
   const replaced = bytes(4 * MiB, 11);
   await Deno.writeFile(join(s.data, "f.new"), replaced);
   await Deno.rename(join(s.data, "f.new"), join(s.data, "f.bin"));
@@ -434,7 +434,7 @@ Deno.test("hsyncd killed and restarted in the middle of a pull costs a pause, no
     // The journal claims what arrived a little after it arrived: wait until
     // the stalled ranges have all been claimed and nothing more comes.
     let claimed = -1;
-    await until(
+    await waitFor(
       "about 1 MiB per range claimed, and no more arriving",
       async () => {
         const now = await journalCovered(out + ".hsync-journal");
@@ -495,7 +495,7 @@ Deno.test("hsyncd killed and restarted in the middle of a listing: hsync asks th
       proxy.port,
       "[hscp]\nData_timeout = 1\n",
     );
-    await until("the first files placed", async () => {
+    await waitFor("the first files placed", async () => {
       try {
         await Deno.stat(join(out, "a/f000"));
         return true;
@@ -612,7 +612,7 @@ Deno.test("a read-only destination fails the file in one line, leaves partial fi
     const out = join(dest, "f.bin");
     s.server.onFile = () => ({ stallAfter: 100_000 });
     const bg = spawnClient(s.args(join(s.data, "f.bin"), out), s.hsyncDir);
-    await until(
+    await waitFor(
       "bytes claimed",
       async () => await journalCovered(out + ".hsync-journal") === 4 * 100_000,
     );

@@ -11,9 +11,8 @@ import {
   runPull,
   sameBytes,
   startControlledServer,
-  until,
 } from "./_resume_fixture.ts";
-import { tempDir } from "./_programs.ts";
+import { tempDir, waitFor } from "./_programs.ts";
 
 const MiB = 1024 * 1024;
 
@@ -44,7 +43,7 @@ Deno.test("pull() aborted mid-transfer saves a journal of the bytes on disk, and
       if (e.type === "progress") written += e.bytes;
     },
   });
-  await until("every range stalled", () => written === 4 * 300_000);
+  await waitFor("every range stalled", () => written === 4 * 300_000);
   // No flush yet (the interval is long): nothing is claimed before the abort.
   assert.deepEqual((await loadJournal(journal))?.done, []);
   controller.abort();
@@ -101,7 +100,7 @@ Deno.test("pull() saves the journal while bytes arrive, without waiting for the 
   });
   try {
     // 4 ranges of 1 MiB, each stalled: the saver claims the bytes while the pull still runs.
-    await until(
+    await waitFor(
       "the journal claims every byte that arrived",
       async () => await journalCovered(out + ".hsync-journal") === 4 * 123_457,
     );
@@ -131,7 +130,7 @@ Deno.test("pull() starts a file over, saying so once, when it changed on the ser
     signal: controller.signal,
     journalIntervalMs: 100,
   });
-  await until(
+  await waitFor(
     "bytes claimed",
     async () => await journalCovered(out + ".hsync-journal") > 0,
   );
@@ -178,7 +177,7 @@ Deno.test("pull() ignores a journal whose part file is gone or has another size"
     signal: controller.signal,
     journalIntervalMs: 100,
   });
-  await until(
+  await waitFor(
     "bytes claimed",
     async () => await journalCovered(out + ".hsync-journal") > 0,
   );
@@ -261,7 +260,7 @@ Deno.test("pull() with the journal off (benchmarks) keeps no journal and starts 
     signal: controller.signal,
     journal: false,
   });
-  await until("ranges stalled", () => server.served === 2 * 100_000);
+  await waitFor("ranges stalled", () => server.served === 2 * 100_000);
   controller.abort();
   await first;
   assert.deepEqual(await leftovers(dir.path), ["f.bin.hsync-part"]);
