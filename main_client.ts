@@ -219,9 +219,9 @@ async function runPull(cmd: PullCommand): Promise<number> {
       });
       summary = await pullSources(options, sources);
     } else {
-      // The first requests go out before the engine (and node's fs, crypto
-      // and HTTP modules under it) is loaded: loading it then overlaps
-      // their round trip instead of preceding it.
+      // The first requests go out before the engine (and node's fs and
+      // crypto modules under it) is loaded: loading it then overlaps their
+      // round trip instead of preceding it.
       options.opening = new PullOpening(options, controller.signal);
       const { pull } = await afterFirstRequests(() =>
         import("./lib/client/pull.ts")
