@@ -7,13 +7,12 @@ import {
   type ClientSettings,
   clientSettings,
   loadConfig,
-  serverSettings,
 } from "../lib/shared/config.ts";
 import { ConnectError } from "../lib/shared/errors.ts";
 import { LocalPathError } from "../lib/shared/errors.ts";
 import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
-import { createHandler } from "../lib/server/handler.ts";
 import { handleStats, tempDir } from "./_programs.ts";
+import { type RealServer, realServer } from "./_real_server.ts";
 import type {
   BundleRequest,
   ListEntry,
@@ -31,32 +30,6 @@ async function settingsWith(
     Max_timeout_retry: "2",
     ...overrides,
   });
-}
-
-interface TestServer extends AsyncDisposable {
-  baseUrl: string;
-}
-
-/** The real hsyncd handler serving `root` on an ephemeral loopback port. */
-async function realServer(root: string): Promise<TestServer> {
-  const hsyncDir = await Deno.makeTempDir({ prefix: "hsync-dir-" });
-  const config = await loadConfig({ defaults, hsyncDir });
-  const handler = await createHandler({
-    settings: serverSettings(config, { Only_allowed_path: root }),
-    hsyncDir,
-    hostname: "test",
-  });
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    handler,
-  );
-  return {
-    baseUrl: `http://127.0.0.1:${server.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      await server.shutdown();
-      await Deno.remove(hsyncDir, { recursive: true });
-    },
-  };
 }
 
 /** Deterministic bytes that differ per seed and per position. */
@@ -749,7 +722,7 @@ interface RawReply {
 /** A bare HTTP/1.1 server that can misbehave on purpose (one response per connection). */
 function rawServer(
   handle: (request: RawRequest) => RawReply,
-): TestServer & { stalls: Set<ReturnType<typeof setTimeout>> } {
+): RealServer & { stalls: Set<ReturnType<typeof setTimeout>> } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   const conns = new Set<Deno.Conn>();
