@@ -296,6 +296,31 @@ Deno.test("send() never follows a redirect: it tells onRefuse and throws one lin
   }
 });
 
+Deno.test("onRefuse() set after a redirect came (a run taking over requests sent before it) is told of it at once, then of later ones as they come", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () =>
+      new Response("moved", {
+        status: 307,
+        headers: { location: "http://127.0.0.1:1/x" },
+      }),
+  );
+  try {
+    const remote = new Remote({
+      baseUrl: `http://127.0.0.1:${server.addr.port}`,
+    });
+    await assert.rejects(() => remote.send(remote.url("/v1/stat")));
+    const refused: ConnectError[] = [];
+    remote.onRefuse((error) => refused.push(error));
+    assert.equal(refused.length, 1);
+    assert.ok(refused[0] instanceof RedirectRefused);
+    await assert.rejects(() => remote.send(remote.url("/v1/list")));
+    assert.equal(refused.length, 2, "a later refusal is told as it comes");
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("Remote.file() asks for a range (open-ended too) with If-Range only beside a range; Remote.watch() refuses a malformed answer", async () => {
   const seen: Array<Record<string, string | null>> = [];
   let watchBody: unknown = { cursor: "c2", changed: ["a"], rescan: false };

@@ -7,7 +7,6 @@
  * whose loading (30-35 ms of a run's start) then overlaps the first round
  * trip instead of preceding it.
  */
-import type { ConnectError } from "../shared/errors.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import { destinationOf } from "./destination.ts";
 import { EarlyRange, nothingAt } from "./early_range.ts";
@@ -38,8 +37,6 @@ export class PullOpening {
   readonly listing: EarlyListing;
   /** The root's first bytes, when asked for (dropped unless the root is a file). */
   readonly early = new EarlyRange();
-  #onRefuse?: (error: ConnectError) => void;
-  #refused?: ConnectError;
 
   /** Sends the first requests of a pull of `options`; `signal` stops them. */
   constructor(options: PullOptions, signal: AbortSignal) {
@@ -49,10 +46,6 @@ export class PullOpening {
       client: options.client,
       sign: options.sign,
       idleTimeoutMs: settings.dataTimeout * 1000,
-      onRefuse: (error) => {
-        this.#refused ??= error;
-        this.#onRefuse?.(error);
-      },
       bandwidth: options.bandwidth,
     });
     // The listing is asked for with the stat, not a round trip after it.
@@ -78,15 +71,6 @@ export class PullOpening {
     }
     // Connections for the files' streams open while the root is looked at.
     this.remote.warm(WARM_CONNECTIONS, signal);
-  }
-
-  /**
-   * Tells `handler` of an answer after which nothing more should be asked
-   * of this server (a redirect): at once when one came already.
-   */
-  onRefuse(handler: (error: ConnectError) => void): void {
-    this.#onRefuse = handler;
-    if (this.#refused !== undefined) handler(this.#refused);
   }
 }
 

@@ -159,8 +159,8 @@ class PullRun {
       ? this.#runStop.signal
       : AbortSignal.any([options.signal, this.#runStop.signal]);
     this.#opening = options.opening ?? new PullOpening(options, this.#signal);
-    this.#opening.onRefuse((error) => this.#stopRun(error));
     this.#remote = this.#opening.remote;
+    this.#remote.onRefuse((error) => this.#stopRun(error));
     this.#early = this.#opening.early;
     this.#limits = new Scheduler(s, options.parallelFiles);
     this.#tasks = new TaskGroup((error) => {

@@ -110,7 +110,7 @@ class PushRun {
     this.#filter = filter;
     const s = options.settings;
     this.#remote = opening.remote;
-    opening.onRefuse((error) => this.#stopRun(error));
+    this.#remote.onRefuse((error) => this.#stopRun(error));
     opening.onLost((message) => this.#ctx.emit({ type: "warning", message }));
     const limits = new Scheduler(s, options.parallelFiles);
     this.#signal = opening.signal;

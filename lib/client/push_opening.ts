@@ -7,7 +7,6 @@
  * given back by {@linkcode PushOpening.close}.
  */
 import { posix } from "node:path";
-import type { ConnectError } from "../shared/errors.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import type { PushOptions } from "./push_context.ts";
 import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
@@ -63,8 +62,6 @@ export class PushOpening {
   #lease?: { path: string; answer: Promise<PushLease | undefined> };
   /** Stats asked for already, by path. */
   readonly #stats = new Map<string, Promise<StatEntry>>();
-  #onRefuse?: (error: ConnectError) => void;
-  #refused?: ConnectError;
   #onLost?: (message: string) => void;
 
   /** Sends the first requests of a push of `sources` (checked) with `options`. */
@@ -75,10 +72,6 @@ export class PushOpening {
       caCerts: options.caCerts,
       sign: options.sign,
       idleTimeoutMs: options.settings.dataTimeout * 1000,
-      onRefuse: (error) => {
-        this.#refused ??= error;
-        this.#onRefuse?.(error);
-      },
       bandwidth: options.bandwidth,
     });
     this.signal = options.signal === undefined
@@ -141,12 +134,6 @@ export class PushOpening {
     const answer = this.#stats.get(path);
     this.#stats.delete(path);
     return answer;
-  }
-
-  /** Tells `handler` of an answer after which nothing more should be asked of this server: at once when one came already. */
-  onRefuse(handler: (error: ConnectError) => void): void {
-    this.#onRefuse = handler;
-    if (this.#refused !== undefined) handler(this.#refused);
   }
 
   /** Tells `handler` when a renewal finds the lease taken by another push. */

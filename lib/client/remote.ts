@@ -109,7 +109,9 @@ export class Remote {
   readonly #sign?: (request: Request) => Promise<void> | void;
   readonly #idleMs: number;
   #roundTripMs: number | undefined;
-  readonly #onRefuse?: (error: ConnectError) => void;
+  #onRefuse?: (error: ConnectError) => void;
+  /** The first refusal, told to a handler set after it came. */
+  #refused?: ConnectError;
   /** What listens on the server's port, asked once when a request got no HTTP answer. */
   #probe?: Promise<Listener | undefined>;
   readonly #bandwidth?: TokenBucket;
@@ -301,6 +303,7 @@ export class Remote {
             JSON.stringify(location)
           }: hsync does not follow redirects`,
         );
+        this.#refused ??= refused;
         this.#onRefuse?.(refused);
         throw refused;
       }
@@ -315,6 +318,16 @@ export class Remote {
       done();
       throw error;
     }
+  }
+
+  /**
+   * Tells `handler` (instead of `RemoteOptions.onRefuse`) of an answer after
+   * which nothing more should be asked of this server: at once when one came
+   * already, for a run that takes over requests sent before it existed.
+   */
+  onRefuse(handler: (error: ConnectError) => void): void {
+    this.#onRefuse = handler;
+    if (this.#refused !== undefined) handler(this.#refused);
   }
 
   /**
