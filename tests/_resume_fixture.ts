@@ -1,13 +1,9 @@
 /** Test fixture for resume and verify tests: the real hsyncd handler on loopback, with faults injected per file request and the bytes served counted. */
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
-import {
-  clientSettings,
-  loadConfig,
-  serverSettings,
-} from "../lib/shared/config.ts";
+import { clientSettings, loadConfig } from "../lib/shared/config.ts";
 import { pull, type PullEvent, type PullOptions } from "../lib/client/pull.ts";
-import { createHandler } from "../lib/server/handler.ts";
+import { realHandler } from "./_real_server.ts";
 
 /** One `GET /v1/file` request as the server saw it. */
 export interface FileRequest {
@@ -61,13 +57,7 @@ export interface ControlledServer extends AsyncDisposable {
 export async function startControlledServer(
   root: string,
 ): Promise<ControlledServer> {
-  const hsyncDir = await Deno.makeTempDir({ prefix: "hsync-dir-" });
-  const config = await loadConfig({ defaults, hsyncDir });
-  const handler = await createHandler({
-    settings: serverSettings(config, { Only_allowed_path: root }),
-    hsyncDir,
-    hostname: "test",
-  });
+  const { handler, hsyncDir } = await realHandler(root);
   const stalls = new Set<() => void>();
   let served = 0;
   let fileRequests: FileRequest[] = [];
