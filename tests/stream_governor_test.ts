@@ -1,10 +1,12 @@
-/** Tests of lib/client/stream_governor.ts and lib/client/piece_queue.ts: streams per big file chosen by measured throughput, pieces handed out from the front. */
+/** Tests of lib/client/stream_governor.ts, lib/client/piece_queue.ts and lib/client/piece_streams.ts: streams per big file chosen by measured throughput, pieces handed out from the front. */
 import assert from "node:assert/strict";
 import {
   MIN_PIECE_BYTES,
   StreamGovernor,
 } from "../lib/client/stream_governor.ts";
 import { PieceQueue } from "../lib/client/piece_queue.ts";
+import { fetchInPieces } from "../lib/client/piece_streams.ts";
+import type { Exchange } from "../lib/client/remote.ts";
 
 const MiB = 1024 * 1024;
 
@@ -155,4 +157,55 @@ Deno.test("PieceQueue hands out the gaps from the front, never across a gap, and
   assert.deepEqual(queue.take(100), { start: 22, end: 25 });
   assert.equal(queue.take(100), undefined);
   assert.equal(queue.remaining, 0);
+});
+
+Deno.test("fetchInPieces: streams starting together far away get equal pieces (not each a share of what the ones before left), and the pieces cover the file once", async () => {
+  const governor = new StreamGovernor({ max: 16 });
+  governor.roundTrip(50);
+  const size = 256 * MiB;
+  const taken: Array<{ start: number; end: number; early: boolean }> = [];
+  const pending: Array<() => void> = [];
+  const finishing = fetchInPieces({
+    gaps: [{ start: 0, end: size }],
+    governor,
+    most: 16,
+    early: { exchange: {} as Exchange, end: 8 * MiB },
+    signal: new AbortController().signal,
+    fail: (error) => {
+      throw error;
+    },
+    fetch: (cursor, exchange) => {
+      taken.push({
+        start: cursor.pos,
+        end: cursor.end,
+        early: exchange !== undefined,
+      });
+      // Arrives only when the test says so: every stream takes its first
+      // piece before any byte of another arrived.
+      return new Promise<void>((resolve) =>
+        pending.push(() => {
+          cursor.pos = cursor.end;
+          resolve();
+        })
+      );
+    },
+  });
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(taken.length, 16);
+  assert.deepEqual(taken[0], { start: 0, end: 8 * MiB, early: true });
+  const sizes = new Set(taken.slice(1).map((p) => p.end - p.start));
+  assert.deepEqual([...sizes], [16 * MiB]);
+  while (pending.length > 0) {
+    pending.shift()!();
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  await finishing;
+  const sorted = taken.map(({ start, end }) => ({ start, end }))
+    .sort((a, b) => a.start - b.start);
+  let next = 0;
+  for (const piece of sorted) {
+    assert.equal(piece.start, next);
+    next = piece.end;
+  }
+  assert.equal(next, size);
 });

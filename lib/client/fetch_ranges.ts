@@ -27,13 +27,8 @@ import {
 } from "../shared/part_file.ts";
 import { RangeSet } from "../shared/range_set.ts";
 import { spansOf } from "../shared/span_hash.ts";
-import {
-  discard,
-  type EarlyBytes,
-  type EarlyRange,
-  serving,
-} from "./early_range.ts";
-import { PieceQueue } from "./piece_queue.ts";
+import { discard, type EarlyRange, serving } from "./early_range.ts";
+import { fetchInPieces, type PieceCursor } from "./piece_streams.ts";
 import type { Exchange } from "./remote.ts";
 import { StreamGovernor } from "./stream_governor.ts";
 import { isRetryable, ProtocolError, ShortBody } from "./retry.ts";
@@ -193,7 +188,25 @@ export class RangeFetcher {
     try {
       // Every range settles before the file is retried or failed: none may still write.
       if (this.#splits(job) && !ctx.settings.pinnedParts) {
-        await this.#fetchPieces(state, gaps, controller.signal, fail, early);
+        // The round trip measured so far (the stat, the listing) decides the start.
+        const rtt = ctx.remote.roundTripMs;
+        if (rtt !== undefined) this.#governor.roundTrip(rtt);
+        await fetchInPieces({
+          gaps,
+          governor: this.#governor,
+          most: ctx.settings.maxPartNum,
+          early,
+          signal: controller.signal,
+          fail,
+          fetch: (cursor, exchange) =>
+            this.#fetchRange(
+              state,
+              cursor,
+              controller.signal,
+              this.#governor,
+              exchange,
+            ),
+        });
       } else {
         // A pinned Max_part_num: that many ranges at once, planned up front.
         const ranges = planGaps(gaps, {
@@ -205,7 +218,7 @@ export class RangeFetcher {
           ranges.map((range, i) =>
             this.#fetchRange(
               state,
-              range,
+              { pos: range.start, end: range.end },
               controller.signal,
               undefined,
               i === 0 ? opening : undefined,
@@ -364,103 +377,21 @@ export class RangeFetcher {
   }
 
   /**
-   * Fetches the gaps of a big file in pieces, by as many streams at once as
-   * the run's governor says pay (one at first, more while more raise the
-   * throughput): each stream takes the next piece from the front of what is
-   * left, sized by the governor, until nothing is; streams are added as the
-   * target grows and leave after their piece when it shrinks.
+   * Fetches the piece of `cursor` (moving `cursor.pos` as bytes reach the
+   * disk), from its last byte on disk after each retryable failure; the
+   * first try reads `opening` (an answer for exactly the piece) when given.
    */
-  async #fetchPieces(
-    state: FileState,
-    gaps: ByteRange[],
-    signal: AbortSignal,
-    fail: (error: unknown) => void,
-    early: EarlyBytes | undefined,
-  ): Promise<void> {
-    const governor = this.#governor;
-    // The round trip measured so far (the stat, the listing) decides the start.
-    const rtt = this.#ctx.remote.roundTripMs;
-    if (rtt !== undefined) governor.roundTrip(rtt);
-    const most = this.#ctx.settings.maxPartNum;
-    const left = new PieceQueue(gaps);
-    // The early bytes are the first piece, for the first stream.
-    let opening = early === undefined
-      ? undefined
-      : { piece: left.take(early.end)!, exchange: early.exchange };
-    const running = new Set<Promise<void>>();
-    const wanted = () => Math.min(most, governor.target);
-    let active = 0;
-    const stream = async (
-      given?: { piece: ByteRange; exchange: Exchange },
-    ) => {
-      // Counted out at once when it leaves: two streams ending together
-      // must not both see the other one still there and both leave.
-      let counted = true;
-      const leave = () => {
-        if (counted) active--;
-        counted = false;
-      };
-      try {
-        if (given !== undefined) {
-          await this.#fetchRange(
-            state,
-            given.piece,
-            signal,
-            governor,
-            given.exchange,
-          );
-        }
-        while (!signal.aborted && active <= wanted()) {
-          const piece = left.take(governor.pieceBytes(left.remaining, active));
-          if (piece === undefined) break;
-          await this.#fetchRange(state, piece, signal, governor);
-        }
-      } finally {
-        leave();
-      }
-    };
-    const spawn = () => {
-      while (
-        !signal.aborted && active < wanted() &&
-        (opening !== undefined || left.remaining > 0)
-      ) {
-        active++;
-        const given = opening;
-        opening = undefined;
-        const task: Promise<void> = stream(given).catch(fail).finally(() => {
-          running.delete(task);
-        });
-        running.add(task);
-      }
-    };
-    const stop = governor.onChange(spawn);
-    try {
-      spawn();
-      while (running.size > 0) {
-        await Promise.all([...running]);
-        // Every stream left (the target shrank as they ended): go on.
-        if (running.size === 0) spawn();
-      }
-    } finally {
-      stop();
-      // Aborted before a stream took them.
-      discard(opening?.exchange);
-    }
-  }
-
-  /** Fetches `range` of the file, from the last byte on disk after each retryable failure; the first try reads `opening` (an answer for exactly `range`) when given. */
   async #fetchRange(
     state: FileState,
-    range: ByteRange,
+    cursor: PieceCursor,
     signal: AbortSignal,
     governor?: StreamGovernor,
     opening?: Exchange,
   ): Promise<void> {
     const ctx = this.#ctx;
-    const cursor = { pos: range.start };
     let attempt = 0;
     let given = opening;
-    while (cursor.pos < range.end) {
+    while (cursor.pos < cursor.end) {
       const before = cursor.pos;
       const release = await ctx.limits.requests.acquire(signal)
         .catch((error: unknown) => {
@@ -470,7 +401,7 @@ export class RangeFetcher {
       let error: unknown;
       try {
         // It ends the answer it is given, read or not; a retry asks again.
-        await this.#getRange(state, cursor, range.end, signal, governor, given);
+        await this.#getRange(state, cursor, signal, governor, given);
       } catch (e) {
         error = e;
       } finally {
@@ -487,17 +418,16 @@ export class RangeFetcher {
     }
   }
 
-  /** One ranged GET of `[cursor.pos, end)` streamed into the part file; advances `cursor.pos` by what reached the disk. */
+  /** One ranged GET of `[cursor.pos, cursor.end)` streamed into the part file; advances `cursor.pos` by what reached the disk. */
   async #getRange(
     state: FileState,
-    cursor: { pos: number },
-    end: number,
+    cursor: PieceCursor,
     signal: AbortSignal,
     governor?: StreamGovernor,
     given?: Exchange,
   ): Promise<void> {
     const { job } = state;
-    const start = cursor.pos;
+    const { pos: start, end } = cursor;
     const ex = given ?? await this.#ctx.remote.file(job.remote, {
       range: { start, end },
       ifRange: job.etag,

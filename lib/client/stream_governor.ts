@@ -137,11 +137,14 @@ export class StreamGovernor {
 
   /**
    * Bytes the next piece of a file should ask for, given what is left of it
-   * and how many streams work on it: while the count is being tried, about
-   * one measuring period of a stream's share (so new streams find work);
-   * once decided, a share of what is left (at most a few seconds' worth).
+   * to hand out, how many streams work on it and the bytes they hold (asked
+   * for, not arrived): while the count is being tried, about one measuring
+   * period of a stream's share (so new streams find work); once decided, a
+   * share of the file's bytes still to come, those held included (so
+   * streams starting together get equal pieces, not each a share of what
+   * the ones before left), at most a few seconds' worth.
    */
-  pieceBytes(remaining: number, streams: number): number {
+  pieceBytes(remaining: number, streams: number, held = 0): number {
     const rate = this.#rate > 0 ? this.#rate : this.#liveRate();
     const perStream = rate / Math.max(1, streams);
     const ms = this.#settled
@@ -151,7 +154,7 @@ export class StreamGovernor {
     const sharers = this.#settled
       ? this.#target
       : Math.min(this.#max, this.#target * STEP);
-    const share = Math.ceil(remaining / Math.max(1, sharers));
+    const share = Math.ceil((remaining + held) / Math.max(1, sharers));
     // No rate yet: a decided count (far away, at once) asks for a few
     // minimum pieces at a time, each costing a round trip; else the minimum.
     const wanted = perStream > 0
