@@ -60,3 +60,32 @@ Deno.test("a pull's stat, listing, first bytes and warm connections go out when 
     log.join("\n"),
   );
 });
+
+Deno.test("a pull's opening asks for the stat before the listing: hsyncd answers in the order requests come, and a listing's first lines take it milliseconds", () => {
+  const sent: string[] = [];
+  const realFetch = globalThis.fetch;
+  globalThis.fetch = (input: RequestInfo | URL) => {
+    const url = input instanceof Request ? input.url : String(input);
+    sent.push(new URL(url).pathname);
+    return Promise.reject(new TypeError("no network in this test"));
+  };
+  const stop = new AbortController();
+  try {
+    const options = {
+      baseUrl: "http://127.0.0.1:9",
+      remotePath: "/data/tree",
+      localPath: "/nonexistent-hsync/out",
+      settings: {
+        dataTimeout: 5,
+        pinnedParts: false,
+      } as PullOptions["settings"],
+      parallelFiles: 4,
+    } as PullOptions;
+    new PullOpening(options, stop.signal);
+  } finally {
+    globalThis.fetch = realFetch;
+    stop.abort();
+  }
+  assert.equal(sent[0], "/v1/stat", sent.join(", "));
+  assert.ok(sent.includes("/v1/list"), sent.join(", "));
+});

@@ -48,6 +48,10 @@ export class PullOpening {
       idleTimeoutMs: settings.dataTimeout * 1000,
       bandwidth: options.bandwidth,
     });
+    // The stat first: hsyncd answers requests in the order they come, and
+    // a listing's first lines take it milliseconds to write.
+    this.stat = this.remote.stat(remotePath, signal);
+    this.stat.catch(() => {});
     // The listing is asked for with the stat, not a round trip after it.
     this.listing = startListing(
       this.remote,
@@ -55,8 +59,6 @@ export class PullOpening {
       listQueryOf(options),
       signal,
     );
-    this.stat = this.remote.stat(remotePath, signal);
-    this.stat.catch(() => {});
     // And its first bytes, should it be a file not begun here (not with a
     // pinned Max_part_num: that many ranges, planned up front).
     if (
