@@ -22,13 +22,15 @@ export interface FaultProxy extends AsyncDisposable {
 }
 
 /**
- * Starts a proxy to `127.0.0.1:upstreamPort`. `decide(n)` is asked for the
- * fault of the n-th connection (0-based), so a test can break the first
- * connections and let later ones (the retries) through.
+ * Starts a proxy to `127.0.0.1:upstreamPort`. `decide(n, request)` is asked
+ * for the fault of the n-th connection (0-based) once its first bytes came
+ * (`request`: their first line, as `GET /v1/list?...`), so a test can break
+ * the first connections, or the one of a given request, and let later ones
+ * (the retries) through.
  */
 export function startFaultProxy(
   upstreamPort: number,
-  decide: (connection: number) => Fault,
+  decide: (connection: number, request: string) => Fault,
 ): FaultProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
@@ -91,15 +93,35 @@ export function startFaultProxy(
         client.close();
         break;
       }
-      const fault = decide(connections++);
+      const index = connections++;
       open.add(client);
       const task = (async () => {
+        // The first request's bytes decide the fault; they go on first.
+        const first = new Uint8Array(64 * 1024);
+        let got: number | null = null;
+        try {
+          got = await client.read(first);
+        } catch {
+          // went away
+        }
+        if (got === null) {
+          closeQuietly(client);
+          return;
+        }
+        const line = new TextDecoder().decode(first.subarray(0, got))
+          .split("\r\n")[0];
+        const fault = decide(index, line);
         let upstream: Deno.Conn;
         try {
           upstream = await Deno.connect({
             hostname: "127.0.0.1",
             port: upstreamPort,
           });
+          let off = 0;
+          while (off < got) {
+            off += await upstream.write(first.subarray(off, got));
+          }
+          bytesUpstream += got;
         } catch {
           closeQuietly(client);
           return;

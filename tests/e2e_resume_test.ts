@@ -481,11 +481,15 @@ Deno.test("hsyncd killed and restarted in the middle of a listing: hsync asks th
   const port = freePort();
   const serverIni = `[hsyncd]\nOnly_allowed_path = ${data}\n`;
   let server = await startServer({ dir: dir.path, config: serverIni, port });
-  // The first connection (the stat, then the listing) stalls after 20 KB.
-  await using proxy = startFaultProxy(
-    port,
-    (n) => n === 0 ? { kind: "stall", afterBytes: 20_000 } : { kind: "none" },
-  );
+  // The first listing's connection stalls after 20 KB.
+  let stalled = false;
+  await using proxy = startFaultProxy(port, (_, request) => {
+    if (stalled || !request.startsWith("GET /v1/list?")) {
+      return { kind: "none" };
+    }
+    stalled = true;
+    return { kind: "stall", afterBytes: 20_000 };
+  });
   try {
     const out = join(dir.path, "out");
     const bg = await spawnPull(
