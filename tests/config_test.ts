@@ -12,6 +12,12 @@ import {
   serverSettings,
 } from "../lib/shared/config.ts";
 import { ConfigError } from "../lib/shared/errors.ts";
+import {
+  BUILTIN_DEFAULTS,
+  BUILTIN_TEXT,
+  parseIni,
+  parseIniText,
+} from "../lib/shared/ini_text.ts";
 
 function fakeFs(files: Record<string, string>) {
   return (path: string) => {
@@ -22,6 +28,24 @@ function fakeFs(files: Record<string, string>) {
     return Promise.resolve(text);
   };
 }
+
+Deno.test("the built-in defaults read at start-up are hsync.ini as the INI parser reads it, and a copy each time", async () => {
+  assert.equal(BUILTIN_TEXT, defaults);
+  // As JSON: the parser's objects have no prototype.
+  const plain = (o: unknown) => JSON.parse(JSON.stringify(o));
+  assert.deepEqual(
+    BUILTIN_DEFAULTS,
+    plain(await parseIniText(defaults)),
+    "lib/shared/hsync_ini.json is not hsync.ini any more: run deno task defaults",
+  );
+  const first = await parseIni(defaults);
+  (first.hscp as Record<string, string>).Port = "1";
+  assert.deepEqual(await parseIni(defaults), BUILTIN_DEFAULTS);
+  // Any other text goes through the parser.
+  assert.deepEqual(plain(await parseIni("[hscp]\nPort = 2\n")), {
+    hscp: { Port: "2" },
+  });
+});
 
 Deno.test("the built-in defaults alone give valid settings for every section", async () => {
   const config = await loadConfig({

@@ -2,6 +2,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { PathFilter } from "../lib/client/filters.ts";
+import { loadGlobs } from "../lib/shared/glob.ts";
+
+// PathFilter compiles globs synchronously: what a run awaits first (readyFilter).
+await loadGlobs();
 
 /** rsync's version line, or why the comparison cannot run here. */
 async function rsyncVersion(): Promise<{ version?: string; why?: string }> {

@@ -4,6 +4,10 @@ import { type FilterOptions, PathFilter } from "../lib/client/filters.ts";
 import { selectionOptions } from "../lib/client/selection.ts";
 import type { SelectFlags } from "../lib/client/client_flags.ts";
 import { UsageError } from "../lib/shared/errors.ts";
+import { loadGlobs } from "../lib/shared/glob.ts";
+
+// PathFilter compiles globs synchronously: what a run awaits first (readyFilter).
+await loadGlobs();
 
 const parts = (rel: string) => rel.split("/");
 

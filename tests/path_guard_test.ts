@@ -7,6 +7,7 @@ import picomatch from "picomatch";
 import defaults from "../hsync.ini" with { type: "text" };
 import { loadConfig, serverSettings } from "../lib/shared/config.ts";
 import { ConfigError, HttpError } from "../lib/shared/errors.ts";
+import { loadGlobs } from "../lib/shared/glob.ts";
 import {
   anyGlob,
   type CheckedPath,
@@ -306,6 +307,7 @@ Deno.test("allowsEntry() applies the rules to a directory entry by name", async 
 });
 
 Deno.test("anyGlob() refuses exactly the names one of its globs refuses", async () => {
+  await loadGlobs();
   const config = await loadConfig({
     defaults,
     hsyncDir: "/nonexistent-hsync-dir",

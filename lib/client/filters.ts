@@ -3,7 +3,7 @@
  * expression forms and `--files-from`, on paths relative to the transfer
  * root, where a match on an enclosing directory counts for everything below it.
  */
-import { globTest } from "../shared/glob.ts";
+import { globTest, loadGlobs } from "../shared/glob.ts";
 
 /** What selects the entries of a run (the `-from` files already read into lists). */
 export interface FilterOptions {
@@ -15,6 +15,13 @@ export interface FilterOptions {
   excludeRegex?: string[];
   /** `--files-from`: only these relative paths (a directory with all below it, and the directories on the way to each). */
   filesFrom?: string[];
+}
+
+/** Makes a {@linkcode PathFilter} of `options` possible: loads the glob matcher when it has globs (not otherwise: see lib/shared/glob.ts). */
+export async function readyFilter(options: FilterOptions): Promise<void> {
+  if ((options.include?.length ?? 0) + (options.exclude?.length ?? 0) > 0) {
+    await loadGlobs();
+  }
 }
 
 /**
@@ -30,7 +37,7 @@ export class PathFilter {
   readonly #listed?: Set<string>;
   readonly #onTheWay = new Set<string>();
 
-  /** Compiles the rules; empty or absent lists filter nothing (but a `filesFrom` list, even empty, selects). */
+  /** Compiles the rules (globs need {@linkcode readyFilter} awaited first); empty or absent lists filter nothing (but a `filesFrom` list, even empty, selects). */
   constructor(options: FilterOptions = {}) {
     this.#include = matcherOf(options.include, options.includeRegex);
     this.#exclude = matcherOf(options.exclude, options.excludeRegex);

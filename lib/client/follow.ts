@@ -12,7 +12,7 @@ import type { WatchResult } from "../shared/wire.ts";
 import type { FollowEvent, FollowSummary } from "./follow_events.ts";
 import { loadFollowState, saveFollowState } from "./follow_state.ts";
 import { FollowTree } from "./follow_tree.ts";
-import { PathFilter } from "./filters.ts";
+import { PathFilter, readyFilter } from "./filters.ts";
 import { DEFAULT_MAX_ENTRIES } from "./listing.ts";
 import { destinationOf, isDirectory } from "./destination.ts";
 import { makeParentDir, makeTreeRoot } from "./placement.ts";
@@ -80,6 +80,7 @@ export interface FollowOptions {
  * the destination cannot be written.
  */
 export async function follow(options: FollowOptions): Promise<FollowSummary> {
+  await readyFilter(options);
   return await new Follower(options).run();
 }
 

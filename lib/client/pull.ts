@@ -11,7 +11,7 @@ import { BundleFetcher } from "./fetch_bundle.ts";
 import type { EarlyRange } from "./early_range.ts";
 import { FileFetcher } from "./fetch_file.ts";
 import { RangeFetcher } from "./fetch_ranges.ts";
-import { PathFilter } from "./filters.ts";
+import { PathFilter, readyFilter } from "./filters.ts";
 import { DEFAULT_MAX_ENTRIES, TreeLister } from "./listing.ts";
 import { HardLinks } from "./hard_links.ts";
 import { placeHardLink } from "./links.ts";
@@ -111,6 +111,7 @@ export interface PullOptions extends TreeOptions {
  * summary instead.
  */
 export async function pull(options: PullOptions): Promise<PullSummary> {
+  await readyFilter(options);
   return await new PullRun(options).execute();
 }
 

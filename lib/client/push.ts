@@ -13,7 +13,7 @@ import {
   HttpError,
 } from "../shared/errors.ts";
 import type { StatEntry } from "../shared/wire.ts";
-import { PathFilter } from "./filters.ts";
+import { PathFilter, readyFilter } from "./filters.ts";
 import { DEFAULT_MAX_ENTRIES, TreeLister } from "./listing.ts";
 import { forPush, type LocalPrefetch } from "./local_prefetch.ts";
 import { SMALL_FILE_BYTES } from "./plan.ts";
@@ -57,6 +57,7 @@ export type { PushOptions } from "./push_context.ts";
  */
 export async function push(options: PushOptions): Promise<PullSummary> {
   const sources = checkSources(options.sources);
+  await readyFilter(options);
   const filter = new PathFilter(options);
   const opening = options.opening ?? new PushOpening(options, sources);
   try {

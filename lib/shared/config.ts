@@ -1,6 +1,6 @@
 /** Loads hsync.ini layers (built-in < $HSYNC_DIR < -c) into validated, typed settings. */
 import { parseBytes } from "./byte_units.ts";
-import ini from "ini";
+import { type ParsedIni, parseIni } from "./ini_text.ts";
 import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
 import { parseServerName, type ServerNameEntry } from "./server_origin.ts";
@@ -117,7 +117,13 @@ export async function loadConfig(options: LoadOptions): Promise<LoadedConfig> {
   const profiles: Profiles = {};
   const notes: string[] = [];
   const searched: SearchedFile[] = [{ path: BUILTIN, found: true }];
-  mergeLayer(values, { warnings, notes }, BUILTIN, options.defaults, profiles);
+  mergeLayer(
+    values,
+    { warnings, notes },
+    BUILTIN,
+    await parsed(BUILTIN, options.defaults),
+    profiles,
+  );
 
   const userFile = join(options.hsyncDir, "hsync.ini");
   const layers: Array<{ path: string; required: boolean }> = [
@@ -145,26 +151,35 @@ export async function loadConfig(options: LoadOptions): Promise<LoadedConfig> {
       );
     }
     searched.push({ path: layer.path, found: true });
-    mergeLayer(values, { warnings, notes }, layer.path, text, profiles);
+    mergeLayer(
+      values,
+      { warnings, notes },
+      layer.path,
+      await parsed(layer.path, text),
+      profiles,
+    );
   }
   return { searched, values, warnings, notes, profiles };
+}
+
+/** The configuration file `source` (its `text`) parsed; `ConfigError` when it cannot be. */
+async function parsed(source: string, text: string): Promise<ParsedIni> {
+  try {
+    return await parseIni(text);
+  } catch (error) {
+    throw new ConfigError(
+      `Cannot parse configuration file "${source}": ${String(error)}`,
+    );
+  }
 }
 
 function mergeLayer(
   values: LoadedConfig["values"],
   { warnings, notes }: { warnings: string[]; notes: string[] },
   source: string,
-  text: string,
+  parsed: ParsedIni,
   profiles: Profiles,
 ): void {
-  let parsed: Record<string, unknown>;
-  try {
-    parsed = ini.parse(text) as Record<string, unknown>;
-  } catch (error) {
-    throw new ConfigError(
-      `Cannot parse configuration file "${source}": ${String(error)}`,
-    );
-  }
   for (const [sectionName, body] of Object.entries(parsed)) {
     const profile = profileName(sectionName);
     if (profile !== undefined && typeof body === "object" && body !== null) {

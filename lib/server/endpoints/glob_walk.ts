@@ -5,7 +5,7 @@
  * entry is, so a glob never matches what a listing would not list).
  */
 import { HttpError } from "../../shared/errors.ts";
-import { globTest } from "../../shared/glob.ts";
+import { globTest, loadGlobs } from "../../shared/glob.ts";
 import { hasGlob } from "../../shared/wire.ts";
 import {
   MAX_NAME_BYTES,
@@ -116,6 +116,7 @@ export async function expandGlob(
   glob: GlobPattern,
   base: CheckedPath,
 ): Promise<GlobMatch[]> {
+  await loadGlobs();
   const steps = glob.rest.map(stepOf);
   const done = steps.length;
   const matches: GlobMatch[] = [];

@@ -5,7 +5,7 @@
  * case-insensitive file system `ID_RSA` is `id_rsa`); the allow rule does not.
  */
 import { posix } from "node:path";
-import { globRegExp, globTest } from "../../shared/glob.ts";
+import { globRegExp, globTest, loadGlobs } from "../../shared/glob.ts";
 import { ConfigError, HttpError } from "../../shared/errors.ts";
 
 /** Pseudo file systems whose files report fake sizes, and devices: never served, whatever the configuration says. */
@@ -64,6 +64,7 @@ export interface JailRules {
 export async function compileRules(
   options: PathGuardOptions,
 ): Promise<JailRules> {
+  await loadGlobs();
   const configuredRoots: string[] = [];
   const realRoots: string[] = [];
   for (const root of options.onlyAllowedPath ?? []) {
