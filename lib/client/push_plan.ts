@@ -168,7 +168,11 @@ export class PushPlanner {
       info,
       tree.made ? undefined : tree.existing,
     );
-    await this.#walk(tree, tree.source.path, [], new Set([inodeKey(info)]));
+    try {
+      await this.#walk(tree, tree.source.path, [], new Set([inodeKey(info)]));
+    } finally {
+      this.#breather.close();
+    }
   }
 
   /** Waits for the `--checksum` comparisons still running (they may hand on more files). */

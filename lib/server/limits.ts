@@ -87,12 +87,17 @@ export interface ServerLimits {
   /** Push destinations locked at once; one more is answered 503 `busy`. */
   pushLocks: number;
   /**
-   * Milliseconds of a `mkdir` array's synchronous work before other requests
-   * get a turn: a thousand deep directories in one request would otherwise
-   * hold the server as long as a thousand requests, without their turns. (A
-   * turn costs about 2 ms here: Deno's `setTimeout(0)`.)
+   * Milliseconds of synchronous work in one request (a listing, a bundle of
+   * uploaded files, a `mkdir` array) before the other requests get a turn:
+   * a listing of a million entries would otherwise hold every other client
+   * for seconds (a stat sent during a listing of 10,000 waited 100-140 ms),
+   * and a thousand deep directories in one request the server as long as a
+   * thousand requests. A turn costs 10-17 us (lib/shared/breather.ts); 5 ms
+   * between them made a pull of 2,000 small files through a 10 ms round
+   * trip 8-9% slower (its bundles cut into its listing), 20 ms not (median
+   * of 14, interleaved).
    */
-  writeTurnMs: number;
+  turnMs: number;
 }
 
 /** The limits used when `HandlerOptions.limits` leaves a field out. */
@@ -153,7 +158,7 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   // and a killed push holds its destination at most this long.
   pushLeaseMs: 30_000,
   pushLocks: 4096,
-  writeTurnMs: 10,
+  turnMs: 20,
 };
 
 /** What each limit bounds, for the message of a 503 `busy`. */

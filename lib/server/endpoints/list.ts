@@ -1,4 +1,5 @@
 /** `/v1/list`: a directory tree as NDJSON lines, walked name by name through the jail, resumable after a cut. */
+import { Breather } from "../../shared/breather.ts";
 import { HttpError } from "../../shared/errors.ts";
 import type { Release } from "../../shared/limiter.ts";
 import { API, type ListLine } from "../../shared/wire.ts";
@@ -63,6 +64,7 @@ async function list(ctx: ServerContext, request: Request, url: URL) {
         after,
         options,
         release,
+        turnMs: ctx.limits.turnMs,
       }),
       { headers },
     );
@@ -101,6 +103,8 @@ interface StreamOptions {
   after: string[];
   options: ListOptions;
   release: Release;
+  /** Milliseconds of walking before the other requests get a turn. */
+  turnMs: number;
 }
 
 /**
@@ -127,13 +131,26 @@ interface StreamOptions {
  * in that part since are not listed, like a snapshot. The rule is on names,
  * not lines: an omission line (a withheld one too, which has no path) is
  * skipped or sent again exactly as its entry's line would be.
+ *
+ * The walk lets the other requests in every `turnMs`: written into a fast
+ * socket, a listing's batches would otherwise follow each other without a
+ * turn of the event loop, and a stat sent while 10,000 entries were listed
+ * was answered after all of them (100-140 ms; 8-12 ms with the turns).
  */
 function listStream(
   guard: PathGuard,
   reads: DirectoryReads,
   root: CheckedPath,
-  { after, options, release }: StreamOptions,
+  { after, options, release, turnMs }: StreamOptions,
 ): ReadableStream<Uint8Array> {
+  const breather = new Breather(turnMs);
+  let finished = false;
+  const done = () => {
+    if (finished) return;
+    finished = true;
+    breather.close();
+    release();
+  };
   const stack: Level[] = [];
   const onStack = new Set<string>();
   const above = (info: Deno.FileInfo) => onStack.has(identity(info));
@@ -231,31 +248,37 @@ function listStream(
       }
     },
     async pull(controller) {
-      while (stack.length > 0) {
-        const top = stack[stack.length - 1];
-        let text = "";
-        if (top.next >= top.names.length) {
-          const sub = top.subdirs.shift();
-          if (sub === undefined) leave();
-          else if (!onStack.has(identity(sub.info))) {
-            const problem = await enter(sub);
-            if (problem !== undefined) text = JSON.stringify(problem) + "\n";
+      try {
+        await breather.breathe();
+        while (stack.length > 0) {
+          const top = stack[stack.length - 1];
+          let text = "";
+          if (top.next >= top.names.length) {
+            const sub = top.subdirs.shift();
+            if (sub === undefined) leave();
+            else if (!onStack.has(identity(sub.info))) {
+              const problem = await enter(sub);
+              if (problem !== undefined) text = JSON.stringify(problem) + "\n";
+            }
+          } else {
+            text = nextBatch(top);
           }
-        } else {
-          text = nextBatch(top);
+          if (text !== "") {
+            controller.enqueue(encoder.encode(text));
+            return;
+          }
         }
-        if (text !== "") {
-          controller.enqueue(encoder.encode(text));
-          return;
-        }
+        controller.close();
+        done();
+      } catch (error) {
+        done();
+        throw error;
       }
-      controller.close();
-      release();
     },
     cancel() {
       stack.length = 0;
       onStack.clear();
-      release();
+      done();
     },
   });
 }

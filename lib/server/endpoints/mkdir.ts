@@ -59,7 +59,7 @@ async function mkdirMany(ctx: ServerContext, request: Request) {
   const dirs = parseDirs(await readJsonBody(request, MAX_DIRS_BODY_BYTES));
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "mkdir");
   try {
-    const breather = new Breather(ctx.limits.writeTurnMs);
+    using breather = new Breather(ctx.limits.turnMs);
     // All are made before any time is set: making one changes its parent's.
     const made: Array<string | DirResult> = [];
     for (const d of dirs) {

@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import { Breather } from "../lib/shared/breather.ts";
+import { ROOT } from "./_programs.ts";
+
+/** Keeps this thread busy for `ms` (the synchronous work a breather breaks up). */
+function busy(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // Work.
+  }
+}
+
+Deno.test("a loop that breathes lets a request to a server of this process be answered before the loop ends", async () => {
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("answered"),
+  );
+  using breather = new Breather(2);
+  let answer: string | undefined;
+  const asked = fetch(`http://127.0.0.1:${server.addr.port}/`)
+    .then((r) => r.text()).then((text) => answer = text);
+  // At most 5 s of work in slices of 1 ms; the answer needs the runtime to
+  // accept, read and write on its sockets between them.
+  const end = performance.now() + 5000;
+  while (answer === undefined && performance.now() < end) {
+    busy(1);
+    await breather.breathe();
+  }
+  assert.equal(answer, "answered");
+  await asked;
+});
+
+Deno.test("turns asked for at once share one, and a breather closed after them leaves no socket open; it can turn and close again", async () => {
+  const breather = new Breather(0);
+  await Promise.all([breather.turn(), breather.turn(), breather.turn()]);
+  await breather.turn();
+  breather.close();
+  await breather.turn();
+  breather.close();
+  // The test's resource check fails on a socket left open.
+  await new Promise((r) => setTimeout(r, 0));
+});
+
+Deno.test("breathe turns only once its interval has passed", async () => {
+  using breather = new Breather(60_000);
+  // Nothing has run for a minute: no turn, so nothing is opened (the
+  // resource check would see a pair left open otherwise: none is made).
+  await breather.breathe();
+  await breather.breathe();
+});
+
+Deno.test("where no Unix socket may be made (the demo's set allows only 127.0.0.1), a timer turns the loop; no directory is left behind", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "hsync-breather-" });
+  try {
+    const script = `${tmp}/turns.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { Breather } from ${
+        JSON.stringify(
+          new URL("../lib/shared/breather.ts", import.meta.url).href,
+        )
+      };
+const b = new Breather(0);
+await b.turn(); await b.turn();
+b.close();
+console.log("turned");`,
+    );
+    const turnsDir = `${tmp}/tmp`;
+    await Deno.mkdir(turnsDir);
+    // hsync's own set (a Unix socket pair), then one without (a timer).
+    for (const set of ["hsync", "demo"]) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-q",
+          `-P=${set}`,
+          `--config=${ROOT}/deno.json`,
+          script,
+        ],
+        cwd: ROOT,
+        env: { TMPDIR: turnsDir, NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout).trim();
+      assert.equal(
+        text,
+        "turned",
+        `-P=${set}: ${new TextDecoder().decode(out.stderr)}`,
+      );
+      assert.equal(out.code, 0);
+      assert.deepEqual([...Deno.readDirSync(turnsDir)].map((e) => e.name), []);
+    }
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});

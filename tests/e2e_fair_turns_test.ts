@@ -1,0 +1,139 @@
+/**
+ * The real hsyncd answers other requests while it lists a big tree or
+ * writes a big bundle: its one thread lets them in every few milliseconds
+ * instead of after the whole request. Compared as a ratio of two times
+ * taken in the same run, so a slow machine slows both.
+ */
+import assert from "node:assert/strict";
+import { encodeFrames } from "../lib/shared/bundle_codec.ts";
+import type {
+  UploadBundleHeader,
+  UploadBundleResult,
+} from "../lib/shared/wire.ts";
+import { startServer, tempDir } from "./_programs.ts";
+
+/** Entries of the listed tree: its listing takes the server 100 ms or more. */
+const DIRS = 4;
+const FILES_PER_DIR = 3000;
+
+async function bigTree(root: string): Promise<void> {
+  for (let d = 0; d < DIRS; d++) {
+    const dir = `${root}/tree/d${d}`;
+    await Deno.mkdir(dir, { recursive: true });
+    for (let f = 0; f < FILES_PER_DIR; f++) {
+      Deno.writeFileSync(`${dir}/f${f}`, new Uint8Array(0));
+    }
+  }
+  await Deno.writeTextFile(`${root}/small.txt`, "small");
+}
+
+/** Sends a stat of `path` to `url` now; resolves to the ms until its answer. */
+function timedStat(url: string, path: string): Promise<number> {
+  const sent = performance.now();
+  return fetch(`${url}/v1/stat?path=${encodeURIComponent(path)}`).then(
+    async (response) => {
+      assert.equal(response.status, 200);
+      await response.body?.cancel();
+      return performance.now() - sent;
+    },
+  );
+}
+
+/**
+ * Fails unless the best of the rounds' ratios (stat time / request time)
+ * is under a half: one round slowed by the machine says nothing; every
+ * round held to the end says the thread was held (the ratio is then 1).
+ */
+function assertLetIn(ratios: number[], what: string): void {
+  assert.ok(
+    Math.min(...ratios) < 0.5,
+    `the stat took ${
+      ratios.map((r) => r.toFixed(2)).join(", ")
+    } of the ${what}'s time: the ${what} held the server`,
+  );
+}
+
+Deno.test("a stat sent while hsyncd lists 12,000 entries is answered long before the listing ends", async () => {
+  await using dir = await tempDir();
+  await bigTree(dir.path);
+  await using server = await startServer({
+    config: `[hsyncd]\nOnly_allowed_path = ${dir.path}\n`,
+    dir: dir.path,
+  });
+  const ratios: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    const listing = await fetch(
+      `${server.url}/v1/list?path=${encodeURIComponent(`${dir.path}/tree`)}`,
+    );
+    assert.equal(listing.status, 200);
+    const reader = listing.body!.getReader();
+    // The listing is under way once its first bytes are here.
+    const first = await reader.read();
+    assert.equal(first.done, false);
+    const listStart = performance.now();
+    let lines = 0;
+    const count = (bytes: Uint8Array) => {
+      for (const b of bytes) if (b === 10) lines++;
+    };
+    count(first.value!);
+    const stat = timedStat(server.url, `${dir.path}/small.txt`);
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      count(value);
+    }
+    const listMs = performance.now() - listStart;
+    const statMs = await stat;
+    // Every entry is there: directories and files, each a line.
+    assert.equal(lines, DIRS + DIRS * FILES_PER_DIR);
+    ratios.push(statMs / listMs);
+  }
+  assertLetIn(ratios, "listing");
+});
+
+Deno.test("a stat sent while hsyncd writes a pushed bundle of 1,000 files into one directory is answered before the bundle's answer", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(`${dir.path}/in`);
+  await Deno.writeTextFile(`${dir.path}/small.txt`, "small");
+  await using server = await startServer({
+    // Loopback only: writes without keys (hsyncd warns).
+    config:
+      `[hsyncd]\nOnly_allowed_path = ${dir.path}\nWritable_path = ${dir.path}/in\n`,
+    dir: dir.path,
+  });
+  const ratios: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    const frames: Array<{ header: UploadBundleHeader; data: Uint8Array }> = [];
+    for (let i = 0; i < 1000; i++) {
+      frames.push({
+        header: {
+          path: `r${round}/f${i}`,
+          size: 4,
+          mtime: 1_650_000_000_000,
+          mode: 0o644,
+        },
+        data: new TextEncoder().encode("data"),
+      });
+    }
+    frames.push({ header: { end: true }, data: new Uint8Array() });
+    const body = new Uint8Array(encodeFrames(frames));
+    const sent = performance.now();
+    const upload = fetch(
+      `${server.url}/v1/upload/bundle?parents=1&root=${
+        encodeURIComponent(`${dir.path}/in`)
+      }`,
+      { method: "POST", body },
+    ).then(async (response) => {
+      assert.equal(response.status, 200, await response.clone().text());
+      const results = await response.json() as UploadBundleResult[];
+      assert.equal(results.filter((r) => !("error" in r)).length, 1000);
+      return performance.now() - sent;
+    });
+    // Sent once the bundle's body is on its way: the server is writing it.
+    await new Promise((r) => setTimeout(r, 5));
+    const stat = timedStat(server.url, `${dir.path}/small.txt`);
+    const uploadMs = await upload;
+    ratios.push(await stat / uploadMs);
+  }
+  assertLetIn(ratios, "bundle");
+});
