@@ -1,15 +1,10 @@
 /**
- * The real hsyncd answers other requests while it lists a big tree or
- * writes a big bundle: its one thread lets them in every few milliseconds
- * instead of after the whole request. Compared as a ratio of two times
- * taken in the same run, so a slow machine slows both.
+ * The real hsyncd answers other requests while it lists a big tree: its one
+ * thread lets them in every few milliseconds instead of after the whole
+ * listing. Compared as a ratio of two times taken in the same run, so a
+ * slow machine slows both.
  */
 import assert from "node:assert/strict";
-import { encodeFrames } from "../lib/shared/bundle_codec.ts";
-import type {
-  UploadBundleHeader,
-  UploadBundleResult,
-} from "../lib/shared/wire.ts";
 import { startServer, tempDir } from "./_programs.ts";
 
 /** Entries of the listed tree: its listing takes the server 100 ms or more. */
@@ -89,51 +84,4 @@ Deno.test("a stat sent while hsyncd lists 12,000 entries is answered long before
     ratios.push(statMs / listMs);
   }
   assertLetIn(ratios, "listing");
-});
-
-Deno.test("a stat sent while hsyncd writes a pushed bundle of 1,000 files into one directory is answered before the bundle's answer", async () => {
-  await using dir = await tempDir();
-  await Deno.mkdir(`${dir.path}/in`);
-  await Deno.writeTextFile(`${dir.path}/small.txt`, "small");
-  await using server = await startServer({
-    // Loopback only: writes without keys (hsyncd warns).
-    config:
-      `[hsyncd]\nOnly_allowed_path = ${dir.path}\nWritable_path = ${dir.path}/in\n`,
-    dir: dir.path,
-  });
-  const ratios: number[] = [];
-  for (let round = 0; round < 3; round++) {
-    const frames: Array<{ header: UploadBundleHeader; data: Uint8Array }> = [];
-    for (let i = 0; i < 1000; i++) {
-      frames.push({
-        header: {
-          path: `r${round}/f${i}`,
-          size: 4,
-          mtime: 1_650_000_000_000,
-          mode: 0o644,
-        },
-        data: new TextEncoder().encode("data"),
-      });
-    }
-    frames.push({ header: { end: true }, data: new Uint8Array() });
-    const body = new Uint8Array(encodeFrames(frames));
-    const sent = performance.now();
-    const upload = fetch(
-      `${server.url}/v1/upload/bundle?parents=1&root=${
-        encodeURIComponent(`${dir.path}/in`)
-      }`,
-      { method: "POST", body },
-    ).then(async (response) => {
-      assert.equal(response.status, 200, await response.clone().text());
-      const results = await response.json() as UploadBundleResult[];
-      assert.equal(results.filter((r) => !("error" in r)).length, 1000);
-      return performance.now() - sent;
-    });
-    // Sent once the bundle's body is on its way: the server is writing it.
-    await new Promise((r) => setTimeout(r, 5));
-    const stat = timedStat(server.url, `${dir.path}/small.txt`);
-    const uploadMs = await upload;
-    ratios.push(await stat / uploadMs);
-  }
-  assertLetIn(ratios, "bundle");
 });

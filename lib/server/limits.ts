@@ -87,15 +87,18 @@ export interface ServerLimits {
   /** Push destinations locked at once; one more is answered 503 `busy`. */
   pushLocks: number;
   /**
-   * Milliseconds of synchronous work in one request (a listing, a bundle of
-   * uploaded files, a `mkdir` array) before the other requests get a turn:
-   * a listing of a million entries would otherwise hold every other client
-   * for seconds (a stat sent during a listing of 10,000 waited 100-140 ms),
-   * and a thousand deep directories in one request the server as long as a
-   * thousand requests. A turn costs 10-17 us (lib/shared/breather.ts); 5 ms
-   * between them made a pull of 2,000 small files through a 10 ms round
-   * trip 8-9% slower (its bundles cut into its listing), 20 ms not (median
-   * of 14, interleaved).
+   * Milliseconds of synchronous work in a listing or a `mkdir` array before
+   * the other requests get a turn: a listing of a million entries would
+   * otherwise hold every other client for seconds (a stat sent during a
+   * listing of 10,000 waited 100-140 ms), and a thousand deep directories in
+   * one request the server as long as a thousand requests. A turn costs
+   * 10-17 us (lib/shared/breather.ts); 5 ms between them made a pull of
+   * 2,000 small files through a 10 ms round trip 8-9% slower (its bundles cut
+   * into its listing), 20 ms not (median of 14, interleaved). Bundles, at
+   * most 1,000 files, take none: turns inside them made one client's
+   * bundles share the thread instead of one being answered first, and a
+   * push of 2,000 files through a 50 ms round trip 10% slower (559 -> 614
+   * ms, median of 14).
    */
   turnMs: number;
 }

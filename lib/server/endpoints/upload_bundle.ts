@@ -5,7 +5,6 @@
  * a file's missing directories are made first, so that a push of a new tree
  * waits for no round trip of `mkdir`s before its first bundle.
  */
-import { Breather } from "../../shared/breather.ts";
 import { decodeFrames, parseUploadHeader } from "../../shared/bundle_codec.ts";
 import { HttpError } from "../../shared/errors.ts";
 import {
@@ -24,12 +23,6 @@ import {
   statEntry,
   withParents,
 } from "./_checked.ts";
-
-/**
- * Most files written in one section of the jail: a thousand in one
- * directory took hsyncd 130 ms, which the other requests would wait.
- */
-const GROUP_FILES = 64;
 
 /** `POST /v1/upload/bundle?root=R[&parents=1]` with frames of files below `R`. */
 export const uploadBundleEndpoint: Endpoint = {
@@ -59,9 +52,7 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
       parseUploadHeader,
     );
     // Consecutive files of one directory are written in one section of the
-    // jail (the client sends a directory's files together), up to
-    // GROUP_FILES; the other requests get a turn between sections.
-    using breather = new Breather(ctx.limits.turnMs);
+    // jail (the client sends a directory's files together).
     let group: Pending[] = [];
     const flush = () => {
       results.push(...writeGroup(ctx, group, parents));
@@ -96,13 +87,7 @@ async function uploadBundle(ctx: ServerContext, request: Request, url: URL) {
           ));
           continue;
         }
-        if (
-          group.length >= GROUP_FILES ||
-          (group.length > 0 && dirOf(group[0].path) !== dirOf(path))
-        ) {
-          flush();
-          await breather.breathe();
-        }
+        if (group.length > 0 && dirOf(group[0].path) !== dirOf(path)) flush();
         group.push({ rel: header.path, path, header, data });
       }
       flush();
