@@ -49,6 +49,20 @@ Deno.test("breathe turns only once its interval has passed", async () => {
   await breather.breathe();
 });
 
+Deno.test("time a loop rests (waiting for others) is not work: no turn after a long rest", async () => {
+  // A breather of 20 ms that rests 60 ms, works 1, rests again: it must not
+  // turn (a turn would open a socket pair, which nothing closes here: the
+  // test's resource check would fail).
+  const breather = new Breather(20);
+  breather.rest();
+  await new Promise((r) => setTimeout(r, 60));
+  await breather.breathe();
+  busy(1);
+  breather.rest();
+  await new Promise((r) => setTimeout(r, 60));
+  await breather.breathe();
+});
+
 Deno.test("where no Unix socket may be made (the demo's set allows only 127.0.0.1), a timer turns the loop; no directory is left behind", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "hsync-breather-" });
   try {

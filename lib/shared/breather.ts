@@ -16,10 +16,21 @@
  */
 import { sleep } from "./sleep.ts";
 
-/** Pauses a loop for one turn of the event loop once `everyMs` have passed since the last pause. */
+/**
+ * Pauses a loop for one turn of the event loop once it has worked `everyMs`
+ * since the last pause. The loop works from its start or its last turn; a
+ * loop that waits for others between its steps (a stream waiting for its
+ * reader) says so with {@linkcode Breather.rest}, and that wait does not
+ * count: serving 64 clients at once, listings that counted it turned at
+ * every step, each turn a wait behind the other clients' work, and held
+ * their slots for it.
+ */
 export class Breather implements Disposable {
   readonly #everyMs: number;
-  #last = performance.now();
+  /** Milliseconds worked since the last turn, up to {@linkcode #since}. */
+  #worked = 0;
+  /** When the loop's current stretch of work began; undefined while it rests. */
+  #since: number | undefined = performance.now();
   #pair?: Promise<SocketPair | undefined>;
   /** The turn in progress: a second caller waits for it (it is a turn too). */
   #turning?: Promise<void>;
@@ -28,11 +39,23 @@ export class Breather implements Disposable {
     this.#everyMs = everyMs;
   }
 
-  /** Resolves at once, or after one turn of the event loop when the loop has run `everyMs` without. */
+  /** Resolves at once, or after one turn of the event loop when the loop has worked `everyMs` without. */
   async breathe(): Promise<void> {
-    if (performance.now() - this.#last < this.#everyMs) return;
+    const now = performance.now();
+    this.#worked += now - (this.#since ?? now);
+    this.#since = now;
+    if (this.#worked < this.#everyMs) return;
     await this.turn();
-    this.#last = performance.now();
+    this.#worked = 0;
+    this.#since = performance.now();
+  }
+
+  /** The loop waits for others until its next {@linkcode breathe}: that time is not work. */
+  rest(): void {
+    if (this.#since !== undefined) {
+      this.#worked += performance.now() - this.#since;
+    }
+    this.#since = undefined;
   }
 
   /** One turn of the event loop, now. */

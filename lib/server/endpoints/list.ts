@@ -265,6 +265,8 @@ function listStream(
           }
           if (text !== "") {
             controller.enqueue(encoder.encode(text));
+            // Until the next pull the listing waits for its reader.
+            breather.rest();
             return;
           }
         }
