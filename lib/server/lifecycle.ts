@@ -182,6 +182,34 @@ export async function serve(options: ServeOptions): Promise<number> {
     }
 
     const signals = options.signals.watchStop();
+    // From here on, before any wait: a SIGHUP with no listener ends the
+    // process, and hsyncd answers already (a reload sent right after the
+    // "listening" line killed it while it looked up its own uid).
+    const stopReloading = options.signals.onHangup(async () => {
+      try {
+        const next = await options.reload();
+        const nextAuth = await readAuth(next.settings);
+        const fresh = await handlerFor(next.settings, nextAuth);
+        handler = fresh;
+        const stale = needsRestart(active, next.settings);
+        active = next.settings;
+        for (const warning of next.warnings) log.warn(warning);
+        for (const warning of nextAuth?.warnings ?? []) alert(warning);
+        announce(
+          "Reloaded the configuration on SIGHUP" +
+            (stale.length > 0
+              ? ` (changes to ${stale.join(", ")} apply after a restart)`
+              : ""),
+        );
+      } catch (error) {
+        alert(
+          `Reload on SIGHUP failed, the previous configuration stays: ${
+            describeError(error)
+          }`,
+        );
+      }
+    });
+
     const scheme = tls === undefined ? "http" : "https";
     const info: PidInfo = {
       pid: Deno.pid,
@@ -198,6 +226,7 @@ export async function serve(options: ServeOptions): Promise<number> {
       await writePidfile(pidfile, info);
       wrotePidfile = true;
     } catch (error) {
+      stopReloading();
       await server.shutdown();
       throw new ConfigError(
         `Cannot write pidfile "${pidfile}": ${fileError(error)}`,
@@ -231,31 +260,6 @@ export async function serve(options: ServeOptions): Promise<number> {
     if (warning !== undefined) alert(warning);
     const writes = writeWarning(settings);
     if (writes !== undefined) alert(writes);
-
-    const stopReloading = options.signals.onHangup(async () => {
-      try {
-        const next = await options.reload();
-        const nextAuth = await readAuth(next.settings);
-        const fresh = await handlerFor(next.settings, nextAuth);
-        handler = fresh;
-        const stale = needsRestart(active, next.settings);
-        active = next.settings;
-        for (const warning of next.warnings) log.warn(warning);
-        for (const warning of nextAuth?.warnings ?? []) alert(warning);
-        announce(
-          "Reloaded the configuration on SIGHUP" +
-            (stale.length > 0
-              ? ` (changes to ${stale.join(", ")} apply after a restart)`
-              : ""),
-        );
-      } catch (error) {
-        alert(
-          `Reload on SIGHUP failed, the previous configuration stays: ${
-            describeError(error)
-          }`,
-        );
-      }
-    });
 
     const signal = await signals.first;
     stopReloading();
