@@ -182,55 +182,63 @@ Deno.test("serve() announces on the terminal, applies new rules on a hangup, kee
   }
 });
 
-Deno.test("serve() listens for a hangup before it says it listens: a reload sent as soon as the line shows never meets the default action (the end of the process)", async () => {
+/** A fresh temporary directory with `state` (HSYNC_DIR) and `data` (served) paths; removed by `await using`. */
+async function lifecycleDirs() {
   const tmp = await Deno.realPath(
     await Deno.makeTempDir({ prefix: "hsync_lifecycle_" }),
   );
-  try {
-    const hsyncDir = join(tmp, "state");
-    const data = join(tmp, "data");
-    await Deno.mkdir(data, { recursive: true });
-    const overrides = {
-      Host_ip: "127.0.0.1",
-      Port: String(freePort()),
-      Only_allowed_path: data,
-    };
-    const settings = await settingsFor(hsyncDir, overrides);
-    const fake = fakeSignals();
-    const t = fakeTerminal();
-    // Hangup listeners at the moment the line is printed.
-    let atListening: number | undefined;
-    const serving = serve({
-      settings,
-      hsyncDir,
-      pidfile: pidfilePath(hsyncDir),
+  const data = join(tmp, "data");
+  await Deno.mkdir(data, { recursive: true });
+  return {
+    hsyncDir: join(tmp, "state"),
+    data,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(tmp, { recursive: true });
+    },
+  };
+}
+
+Deno.test("serve() listens for a hangup before it says it listens: a reload sent as soon as the line shows never meets the default action (the end of the process)", async () => {
+  await using dirs = await lifecycleDirs();
+  const { hsyncDir, data } = dirs;
+  const overrides = {
+    Host_ip: "127.0.0.1",
+    Port: String(freePort()),
+    Only_allowed_path: data,
+  };
+  const settings = await settingsFor(hsyncDir, overrides);
+  const fake = fakeSignals();
+  const t = fakeTerminal();
+  // Hangup listeners at the moment the line is printed.
+  let atListening: number | undefined;
+  const serving = serve({
+    settings,
+    hsyncDir,
+    pidfile: pidfilePath(hsyncDir),
+    warnings: [],
+    reload: async () => ({
+      settings: await settingsFor(hsyncDir, overrides),
       warnings: [],
-      reload: async () => ({
-        settings: await settingsFor(hsyncDir, overrides),
-        warnings: [],
-      }),
-      terminal: {
-        out: (line) => {
-          if (line.includes(" listening on ")) {
-            atListening = fake.hangupListeners;
-          }
-          t.terminal.out(line);
-        },
-        err: t.terminal.err,
+    }),
+    terminal: {
+      out: (line) => {
+        if (line.includes(" listening on ")) {
+          atListening = fake.hangupListeners;
+        }
+        t.terminal.out(line);
       },
-      logStream: new WritableStream(),
-      signals: fake.signals,
-    });
-    await t.waitFor(t.out, /listening on/);
-    assert.equal(atListening, 1);
-    fake.hangup();
-    await t.waitFor(t.out, /^Reloaded the configuration on SIGHUP$/);
-    fake.stop();
-    assert.equal(await serving, 0);
-    assert.equal(fake.hangupListeners, 0);
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
+      err: t.terminal.err,
+    },
+    logStream: new WritableStream(),
+    signals: fake.signals,
+  });
+  await t.waitFor(t.out, /listening on/);
+  assert.equal(atListening, 1);
+  fake.hangup();
+  await t.waitFor(t.out, /^Reloaded the configuration on SIGHUP$/);
+  fake.stop();
+  assert.equal(await serving, 0);
+  assert.equal(fake.hangupListeners, 0);
 });
 
 Deno.test("serve() refuses an address in use in one line naming it, and leaves no pidfile", async () => {
