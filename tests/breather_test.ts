@@ -30,29 +30,45 @@ Deno.test("a loop that breathes lets a request to a server of this process be an
   await asked;
 });
 
-Deno.test("turns asked for at once share one, and a breather closed after them leaves no socket open; it can turn and close again", async () => {
+/** Sockets this process holds open, counted from outside (`ls -l /proc/PID/fd`). */
+async function openSockets(): Promise<number> {
+  const out = await new Deno.Command("ls", {
+    args: ["-l", `/proc/${Deno.pid}/fd`],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(out.stdout).split("\n")
+    .filter((line) => line.includes("socket:")).length;
+}
+
+Deno.test("a turn opens a socket pair once; turns asked for at once share one; close() leaves no socket open, and a breather can turn and close again", async () => {
+  const before = await openSockets();
   const breather = new Breather(0);
   await Promise.all([breather.turn(), breather.turn(), breather.turn()]);
   await breather.turn();
+  assert.equal(await openSockets(), before + 2);
   breather.close();
-  await breather.turn();
-  breather.close();
-  // The test's resource check fails on a socket left open.
   await new Promise((r) => setTimeout(r, 0));
+  assert.equal(await openSockets(), before);
+  await breather.turn();
+  assert.equal(await openSockets(), before + 2);
+  breather.close();
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(await openSockets(), before);
 });
 
-Deno.test("breathe turns only once its interval has passed", async () => {
-  using breather = new Breather(60_000);
-  // Nothing has run for a minute: no turn, so nothing is opened (the
-  // resource check would see a pair left open otherwise: none is made).
+Deno.test("breathe turns only once its interval has passed: nothing is opened before", async () => {
+  const before = await openSockets();
+  const breather = new Breather(60_000);
   await breather.breathe();
   await breather.breathe();
+  assert.equal(await openSockets(), before);
+  breather.close();
 });
 
 Deno.test("time a loop rests (waiting for others) is not work: no turn after a long rest", async () => {
-  // A breather of 20 ms that rests 60 ms, works 1, rests again: it must not
-  // turn (a turn would open a socket pair, which nothing closes here: the
-  // test's resource check would fail).
+  const before = await openSockets();
+  // 20 ms of work between turns; it rests 60 ms, works 1, rests 60 again.
   const breather = new Breather(20);
   breather.rest();
   await new Promise((r) => setTimeout(r, 60));
@@ -61,6 +77,15 @@ Deno.test("time a loop rests (waiting for others) is not work: no turn after a l
   breather.rest();
   await new Promise((r) => setTimeout(r, 60));
   await breather.breathe();
+  assert.equal(await openSockets(), before);
+  // Without the rests the same waits are work: it turns.
+  const counting = new Breather(20);
+  await new Promise((r) => setTimeout(r, 60));
+  await counting.breathe();
+  assert.equal(await openSockets(), before + 2);
+  counting.close();
+  breather.close();
+  await new Promise((r) => setTimeout(r, 0));
 });
 
 Deno.test("where no Unix socket may be made (the demo's set allows only 127.0.0.1), a timer turns the loop; no directory is left behind", async () => {

@@ -22,6 +22,27 @@ async function bigTree(root: string): Promise<void> {
   await Deno.writeTextFile(`${root}/small.txt`, "small");
 }
 
+/** Unix sockets process `pid` holds open: its descriptors' socket inodes found in /proc/net/unix. */
+async function unixSocketsOf(pid: number): Promise<number> {
+  const out = await new Deno.Command("ls", {
+    args: ["-l", `/proc/${pid}/fd`],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const held = new Set(
+    [...new TextDecoder().decode(out.stdout).matchAll(/socket:\[(\d+)\]/g)]
+      .map((m) => m[1]),
+  );
+  // Deno reads /proc/net only with every permission: cat reads it.
+  const table = await new Deno.Command("cat", {
+    args: ["/proc/net/unix"],
+    stdout: "piped",
+  }).output();
+  const unix = new TextDecoder().decode(table.stdout).split("\n").slice(1)
+    .map((line) => line.trim().split(/\s+/)[6]);
+  return unix.filter((inode) => inode !== undefined && held.has(inode)).length;
+}
+
 /** Sends a stat of `path` to `url` now; resolves to the ms until its answer. */
 function timedStat(url: string, path: string): Promise<number> {
   const sent = performance.now();
@@ -55,6 +76,8 @@ Deno.test("a stat sent while hsyncd lists 12,000 entries is answered long before
     config: `[hsyncd]\nOnly_allowed_path = ${dir.path}\n`,
     dir: dir.path,
   });
+  // Its own (the runtime's signal handling holds some).
+  const idle = await unixSocketsOf(server.process.pid);
   const ratios: number[] = [];
   for (let round = 0; round < 3; round++) {
     const listing = await fetch(
@@ -84,4 +107,6 @@ Deno.test("a stat sent while hsyncd lists 12,000 entries is answered long before
     ratios.push(statMs / listMs);
   }
   assertLetIn(ratios, "listing");
+  // Each listing closed the socket pair its turns went through.
+  assert.equal(await unixSocketsOf(server.process.pid), idle);
 });
