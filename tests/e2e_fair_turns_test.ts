@@ -5,7 +5,7 @@
  * slow machine slows both.
  */
 import assert from "node:assert/strict";
-import { startServer, tempDir } from "./_programs.ts";
+import { startServer, tempDir, unixSocketsOf } from "./_programs.ts";
 
 /** Entries of the listed tree: its listing takes the server 100 ms or more. */
 const DIRS = 4;
@@ -20,27 +20,6 @@ async function bigTree(root: string): Promise<void> {
     }
   }
   await Deno.writeTextFile(`${root}/small.txt`, "small");
-}
-
-/** Unix sockets process `pid` holds open: its descriptors' socket inodes found in /proc/net/unix. */
-async function unixSocketsOf(pid: number): Promise<number> {
-  const out = await new Deno.Command("ls", {
-    args: ["-l", `/proc/${pid}/fd`],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  const held = new Set(
-    [...new TextDecoder().decode(out.stdout).matchAll(/socket:\[(\d+)\]/g)]
-      .map((m) => m[1]),
-  );
-  // Deno reads /proc/net only with every permission: cat reads it.
-  const table = await new Deno.Command("cat", {
-    args: ["/proc/net/unix"],
-    stdout: "piped",
-  }).output();
-  const unix = new TextDecoder().decode(table.stdout).split("\n").slice(1)
-    .map((line) => line.trim().split(/\s+/)[6]);
-  return unix.filter((inode) => inode !== undefined && held.has(inode)).length;
 }
 
 /** Sends a stat of `path` to `url` now; resolves to the ms until its answer. */

@@ -14,7 +14,7 @@ import { push, type PushOptions } from "../lib/client/push.ts";
 import { sourceIdOf } from "../lib/client/push_context.ts";
 import type { PullEvent } from "../lib/client/transfer.ts";
 import { type DirRequest, MKDIR_MAX_DIRS } from "../lib/shared/wire.ts";
-import { handleStats, tempDir } from "./_programs.ts";
+import { handleStats, tempDir, unixSocketsOf } from "./_programs.ts";
 import {
   type PushServer,
   pushServer,
@@ -214,6 +214,27 @@ Deno.test("push() copies a tree byte-identical: nested and empty directories, od
   assert.ok(server.bundled.includes("run42/a.txt"));
   assert.ok(server.bundled.includes("run42/empty"));
   assert.ok(!server.bundled.includes("run42/big.bin"));
+});
+
+Deno.test("a push's walk and its reading ahead turn the event loop through socket pairs, and leave none open", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  // Enough files that both take turns (the reading ahead every 1 ms of
+  // work, the walk every 4).
+  const root = join(f.src, "many");
+  for (let d = 0; d < 10; d++) {
+    await Deno.mkdir(join(root, `d${d}`), { recursive: true });
+    for (let i = 0; i < 200; i++) {
+      Deno.writeFileSync(join(root, `d${d}`, `f${i}`), bytes(64, d * 1000 + i));
+    }
+  }
+  await using server = serve(f);
+  const before = await unixSocketsOf(Deno.pid);
+  const { summary } = await run(server, [root], f.dst + "/");
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, 2000);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(await unixSocketsOf(Deno.pid), before);
 });
 
 Deno.test("a new tree's directories are made by its bundles, not before them, and the empty ones with every time in one request at the end", async () => {
