@@ -82,106 +82,6 @@ function fakeTerminal() {
   return { terminal, out, err, waitFor };
 }
 
-Deno.test("serve() announces on the terminal, applies new rules on a hangup, keeps them when a reload fails, and stops on the stop signal", async () => {
-  const tmp = await Deno.realPath(
-    await Deno.makeTempDir({ prefix: "hsync_lifecycle_" }),
-  );
-  try {
-    const hsyncDir = join(tmp, "state");
-    const data = join(tmp, "data");
-    await Deno.mkdir(data, { recursive: true });
-    await Deno.writeTextFile(join(data, "a.txt"), "alpha");
-    const port = freePort();
-    const overrides = {
-      Host_ip: "127.0.0.1",
-      Port: String(port),
-      Only_allowed_path: data,
-    };
-    const settings = await settingsFor(hsyncDir, overrides);
-    const pidfile = pidfilePath(hsyncDir);
-    const fake = fakeSignals();
-    const t = fakeTerminal();
-    const logged: string[] = [];
-    let reloads = 0;
-    const serving = serve({
-      settings,
-      hsyncDir,
-      pidfile,
-      warnings: [],
-      reload: async () => {
-        reloads++;
-        if (reloads === 2) throw new ConfigError('Bad value of Port: "x"');
-        return {
-          settings: await settingsFor(hsyncDir, {
-            ...overrides,
-            Port: String(port + 1),
-            Forbidden_file: "a.txt",
-          }),
-          warnings: [],
-        };
-      },
-      terminal: t.terminal,
-      logStream: new WritableStream({
-        write(chunk) {
-          logged.push(new TextDecoder().decode(chunk));
-        },
-      }),
-      signals: fake.signals,
-    });
-    const listening = await t.waitFor(t.out, /listening on/);
-    assert.match(
-      listening,
-      new RegExp(
-        `^hsyncd \\S+ listening on http://127\\.0\\.0\\.1:${port}/ \\(pid ${Deno.pid}\\)$`,
-      ),
-    );
-    assert.ok(fake.listening);
-    assert.equal((await readPidfile(pidfile) as { port: number }).port, port);
-    const url = `http://127.0.0.1:${port}/v1/file?path=${
-      encodeURIComponent(join(data, "a.txt"))
-    }`;
-    assert.equal(await (await fetch(url)).text(), "alpha");
-
-    fake.hangup();
-    const reloaded = await t.waitFor(t.out, /^Reloaded the configuration/);
-    // The socket is the one it listens on: a new Port waits for a restart.
-    assert.equal(
-      reloaded,
-      "Reloaded the configuration on SIGHUP (changes to Port apply after a restart)",
-    );
-    // The new rules apply to the next request.
-    const now = await fetch(url);
-    assert.equal(now.status, 403);
-    await now.body?.cancel();
-    fake.hangup();
-    await new Promise((r) => setTimeout(r, 200));
-    // Without a log file, the failure is a warning in the log (standard error).
-    assert.ok(
-      logged.some((l) =>
-        l.includes(
-          'Reload on SIGHUP failed, the previous configuration stays: Bad value of Port: "x"',
-        )
-      ),
-      logged.join(""),
-    );
-    // The reloaded rules stay.
-    const refused = await fetch(url);
-    assert.equal(refused.status, 403);
-    assert.equal((await refused.json()).error, "forbidden_file");
-
-    fake.stop();
-    assert.equal(await serving, 0);
-    assert.deepEqual(t.out.slice(-1), [`hsyncd stopped (pid ${Deno.pid})`]);
-    assert.deepEqual(t.err, []);
-    assert.ok(!fake.listening);
-    assert.equal(fake.hangupListeners, 0);
-    assert.equal(await readPidfile(pidfile), undefined);
-    assert.ok(logged.some((l) => l.includes("Received SIGTERM")));
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
-});
-
 /** A fresh temporary directory with `state` (HSYNC_DIR) and `data` (served) paths; removed by `await using`. */
 async function lifecycleDirs() {
   const tmp = await Deno.realPath(
@@ -197,6 +97,98 @@ async function lifecycleDirs() {
     },
   };
 }
+
+Deno.test("serve() announces on the terminal, applies new rules on a hangup, keeps them when a reload fails, and stops on the stop signal", async () => {
+  await using dirs = await lifecycleDirs();
+  const { hsyncDir, data } = dirs;
+  await Deno.writeTextFile(join(data, "a.txt"), "alpha");
+  const port = freePort();
+  const overrides = {
+    Host_ip: "127.0.0.1",
+    Port: String(port),
+    Only_allowed_path: data,
+  };
+  const settings = await settingsFor(hsyncDir, overrides);
+  const pidfile = pidfilePath(hsyncDir);
+  const fake = fakeSignals();
+  const t = fakeTerminal();
+  const logged: string[] = [];
+  let reloads = 0;
+  const serving = serve({
+    settings,
+    hsyncDir,
+    pidfile,
+    warnings: [],
+    reload: async () => {
+      reloads++;
+      if (reloads === 2) throw new ConfigError('Bad value of Port: "x"');
+      return {
+        settings: await settingsFor(hsyncDir, {
+          ...overrides,
+          Port: String(port + 1),
+          Forbidden_file: "a.txt",
+        }),
+        warnings: [],
+      };
+    },
+    terminal: t.terminal,
+    logStream: new WritableStream({
+      write(chunk) {
+        logged.push(new TextDecoder().decode(chunk));
+      },
+    }),
+    signals: fake.signals,
+  });
+  const listening = await t.waitFor(t.out, /listening on/);
+  assert.match(
+    listening,
+    new RegExp(
+      `^hsyncd \\S+ listening on http://127\\.0\\.0\\.1:${port}/ \\(pid ${Deno.pid}\\)$`,
+    ),
+  );
+  assert.ok(fake.listening);
+  assert.equal((await readPidfile(pidfile) as { port: number }).port, port);
+  const url = `http://127.0.0.1:${port}/v1/file?path=${
+    encodeURIComponent(join(data, "a.txt"))
+  }`;
+  assert.equal(await (await fetch(url)).text(), "alpha");
+
+  fake.hangup();
+  const reloaded = await t.waitFor(t.out, /^Reloaded the configuration/);
+  // The socket is the one it listens on: a new Port waits for a restart.
+  assert.equal(
+    reloaded,
+    "Reloaded the configuration on SIGHUP (changes to Port apply after a restart)",
+  );
+  // The new rules apply to the next request.
+  const now = await fetch(url);
+  assert.equal(now.status, 403);
+  await now.body?.cancel();
+  fake.hangup();
+  await new Promise((r) => setTimeout(r, 200));
+  // Without a log file, the failure is a warning in the log (standard error).
+  assert.ok(
+    logged.some((l) =>
+      l.includes(
+        'Reload on SIGHUP failed, the previous configuration stays: Bad value of Port: "x"',
+      )
+    ),
+    logged.join(""),
+  );
+  // The reloaded rules stay.
+  const refused = await fetch(url);
+  assert.equal(refused.status, 403);
+  assert.equal((await refused.json()).error, "forbidden_file");
+
+  fake.stop();
+  assert.equal(await serving, 0);
+  assert.deepEqual(t.out.slice(-1), [`hsyncd stopped (pid ${Deno.pid})`]);
+  assert.deepEqual(t.err, []);
+  assert.ok(!fake.listening);
+  assert.equal(fake.hangupListeners, 0);
+  assert.equal(await readPidfile(pidfile), undefined);
+  assert.ok(logged.some((l) => l.includes("Received SIGTERM")));
+});
 
 Deno.test("serve() listens for a hangup before it says it listens: a reload sent as soon as the line shows never meets the default action (the end of the process)", async () => {
   await using dirs = await lifecycleDirs();
