@@ -65,6 +65,7 @@ import { profileFor } from "./lib/shared/host_profiles.ts";
 import { checkHostResolves } from "./lib/client/host_lookup.ts";
 import { VERSION } from "./lib/shared/version.ts";
 import { enterInvocationDir } from "./lib/shared/invocation_dir.ts";
+import { sleep } from "./lib/shared/sleep.ts";
 
 const encoder = new TextEncoder();
 
@@ -574,7 +575,7 @@ if (import.meta.main) {
  */
 async function afterFirstRequests<T>(engine: () => Promise<T>): Promise<T> {
   const turn = () => Deno.lstat("/").catch(() => undefined);
-  await new Promise((r) => setTimeout(r, 1));
+  await sleep(1);
   for (const step of [() => import("node:fs"), () => import("node:crypto")]) {
     await turn();
     await step();
