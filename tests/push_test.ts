@@ -382,7 +382,7 @@ Deno.test("a small file of a bundle is read through a node descriptor: no Deno h
   assert.equal(more - few, 0, `handle fstats: ${few} for 40, ${more} for 80`);
 });
 
-Deno.test("PUTs grow to 8 MiB when the server is far (answers to requests without a body take 16 ms or more), and stay at 2 MiB near", async () => {
+Deno.test("PUTs grow to 8 MiB when the server is far (a round trip of 8 ms or more, a first answer counting half when nothing later tells it: it waited for its connection too), and stay at 2 MiB near", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   const content = bytes(20 * 1024 * 1024, 11);
@@ -413,6 +413,35 @@ Deno.test("PUTs grow to 8 MiB when the server is far (answers to requests withou
       sha(await Deno.readFile(join(dest, "big.bin"))) === sha(content),
     );
   }
+});
+
+Deno.test("a round trip of 10 ms told by a request sent after the first answer (its connection open) makes PUTs of 8 MiB", async () => {
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const content = bytes(20 * 1024 * 1024, 13);
+  await Deno.writeFile(join(f.src, "big.bin"), content);
+  await using server = serve(f, {
+    hook: async (url, request) => {
+      if (request.method !== "PUT" && url.pathname !== "/v1/upload/bundle") {
+        await new Promise((done) => setTimeout(done, 10));
+      }
+    },
+  });
+  // To a new name: the stat first, then the lease, sent once the stat's
+  // answer came: its 10 ms are the round trip itself (the stat's alone,
+  // about as long, would count half).
+  const dest = join(f.dst, "new.bin");
+  const { summary } = await run(
+    server,
+    [join(f.src, "big.bin")],
+    dest,
+    {},
+    { Max_part_num: "1" },
+  );
+  assert.deepEqual(summary.failures, []);
+  const largest = Math.max(...server.puts.map((p) => p.end - p.start));
+  assert.equal(largest, 8 * 1024 * 1024);
+  assert.equal(sha(await Deno.readFile(dest)), sha(content));
 });
 
 Deno.test("far away, the PUTs in flight of many ranges together stay within what hsyncd takes from one peer (64 MiB)", async () => {

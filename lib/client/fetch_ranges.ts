@@ -189,7 +189,7 @@ export class RangeFetcher {
       // Every range settles before the file is retried or failed: none may still write.
       if (this.#splits(job) && !ctx.settings.pinnedParts) {
         // The round trip measured so far (the stat, the listing) decides the start.
-        const rtt = ctx.remote.roundTripMs;
+        const rtt = ctx.remote.trips.shortestMs;
         if (rtt !== undefined) this.#governor.roundTrip(rtt);
         await fetchInPieces({
           gaps,

@@ -26,15 +26,6 @@ const FAR_PUT_BYTES = 8 * 1024 * 1024;
  */
 const FAR_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 
-/**
- * The shortest wait for an answer to a request without a body (ms) from
- * which PUTs grow: {@linkcode FAR_RTT_MS} twice. A push's first answers,
- * all it may have, each carry their connection's handshake (a round trip)
- * and the client's own start: on loopback here, 7.5-15 ms (the start alone:
- * a round trip there is about 1 ms); at a 10 ms round trip, 20 ms or more.
- */
-const FAR_ANSWER_MS = 2 * FAR_RTT_MS;
-
 /** The size of the next PUT of one push, from the round trip to the server. */
 export class PutSizes {
   readonly #remote: Remote;
@@ -53,14 +44,15 @@ export class PutSizes {
   }
 
   /**
-   * Bytes of the next PUT: near, {@linkcode PUT_MAX_BYTES}; far (answers to
-   * requests without a body take {@linkcode FAR_ANSWER_MS} or more), as
+   * Bytes of the next PUT: near, {@linkcode PUT_MAX_BYTES}; far (a round
+   * trip, {@linkcode RoundTrips.pathMs}, of {@linkcode FAR_RTT_MS} or
+   * more), as
    * many as let every stream's PUT fit in what hsyncd takes from one peer,
    * up to {@linkcode FAR_PUT_BYTES}. (The wait for a PUT's own answer cannot
    * tell: on loopback it took 9-137 ms behind the other streams' bodies.)
    */
   next(): number {
-    const far = (this.#remote.roundTripMs ?? 0) >= FAR_ANSWER_MS;
+    const far = (this.#remote.trips.pathMs ?? 0) >= FAR_RTT_MS;
     if (!this.#scalable || !far) return this.near;
     const share = Math.floor(FAR_IN_FLIGHT_BYTES / Math.max(1, this.#streams));
     return Math.max(this.near, Math.min(FAR_PUT_BYTES, share));

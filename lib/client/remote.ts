@@ -15,6 +15,7 @@ import type { BufferRequests } from "./buffer_request.ts";
 import { parseGlobLine, parseListLine, splitLines } from "./ndjson_lines.ts";
 import { sleep } from "../shared/sleep.ts";
 import { busyPause } from "./busy_server.ts";
+import { RoundTrips } from "./round_trips.ts";
 import {
   API,
   BODY_DIGEST_HEADER,
@@ -108,7 +109,8 @@ export class Remote {
   readonly #client?: Deno.HttpClient;
   readonly #sign?: (request: Request) => Promise<void> | void;
   readonly #idleMs: number;
-  #roundTripMs: number | undefined;
+  /** The round trips its answers told. */
+  readonly trips = new RoundTrips();
   #onRefuse?: (error: ConnectError) => void;
   /** The first refusal, told to a handler set after it came. */
   #refused?: ConnectError;
@@ -142,11 +144,6 @@ export class Remote {
   /** How long a request may go without a byte either way before it times out. */
   get idleMs(): number {
     return this.#idleMs;
-  }
-
-  /** The shortest wait for the answer of a request without a body (ms): about the round trip; undefined before one. */
-  get roundTripMs(): number | undefined {
-    return this.#roundTripMs;
   }
 
   /** The URL of an endpoint with `path=P` (and more) as query values. */
@@ -244,10 +241,13 @@ export class Remote {
       }
       if (this.#sign !== undefined) await this.#sign(request);
       let response: Response;
-      const sent = performance.now();
+      // When the request went (after fetch's own start, the first call's
+      // 3-5 ms of setting itself up, which is no part of a round trip).
+      let sent = performance.now();
+      const opening = this.trips.opening;
       try {
-        response = buffered !== undefined
-          ? await (await this.#buffers()).send(request, buffered, {
+        if (buffered !== undefined) {
+          response = await (await this.#buffers()).send(request, buffered, {
             beforePiece: bucket === undefined ? undefined : async (n) => {
               await bucket.take(n, controller.signal);
               last = performance.now();
@@ -257,8 +257,12 @@ export class Remote {
               told += n;
               options.onBodySent?.(n);
             },
-          })
-          : await fetch(request, { client: this.#client });
+          });
+        } else {
+          const answer = fetch(request, { client: this.#client });
+          sent = performance.now();
+          response = await answer;
+        }
       } catch (error) {
         if (controller.signal.aborted) throw controller.signal.reason;
         throw await unreachableError(
@@ -268,10 +272,10 @@ export class Remote {
         );
       }
       // A request without a body answered: its wait is about a round trip.
-      if (options.body === undefined) {
-        const waited = performance.now() - sent;
-        this.#roundTripMs = Math.min(this.#roundTripMs ?? waited, waited);
-      }
+      this.trips.answered(
+        opening,
+        options.body === undefined ? performance.now() - sent : undefined,
+      );
       last = performance.now();
       if (
         response.status === 401 && options.body === undefined &&
