@@ -363,8 +363,10 @@ async function runPush(cmd: PushCommand): Promise<number> {
     };
     // The first requests go out before the engine is loaded (as a pull's).
     options.opening = new PushOpening(options, sources);
-    const { push } = await afterFirstRequests(() =>
-      import("./lib/client/push.ts")
+    const opening = options.opening;
+    const { push } = await afterFirstRequests(
+      () => import("./lib/client/push.ts"),
+      () => opening.settle(),
     );
     const summary = await push(options);
     reporter.stop();
@@ -567,15 +569,19 @@ if (import.meta.main) {
  * asynchronous `lstat` of `/` is one turn; it cannot fail in a way that
  * matters, and a failure is ignored): the first requests' connections write
  * their bytes between the steps, not after the whole engine is evaluated.
- * First a wait of 1 ms: an `lstat` turn does not always let the runtime look
+ * First a wait of 1 ms (`first`; a push's waits for its first answer:
+ * `PushOpening.settle`): an `lstat` turn does not always let the runtime look
  * at its sockets (a stat hsyncd was sent during a listing waited 17 such
  * turns), a timer does, and the connections opened meanwhile then write
  * their requests (through the 10 ms relay, the first request's bytes left
  * 4-7 ms after its SYN instead of 11-37).
  */
-async function afterFirstRequests<T>(engine: () => Promise<T>): Promise<T> {
+async function afterFirstRequests<T>(
+  engine: () => Promise<T>,
+  first: () => Promise<void> = () => sleep(1),
+): Promise<T> {
   const turn = () => Deno.lstat("/").catch(() => undefined);
-  await sleep(1);
+  await first();
   for (const step of [() => import("node:fs"), () => import("node:crypto")]) {
     await turn();
     await step();

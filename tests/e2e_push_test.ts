@@ -477,3 +477,33 @@ Deno.test("files sent in ranges into a new directory, unchanged for 2 s, are com
     ["one.bin", "sub"],
   );
 });
+
+Deno.test("a tree pushed to hsyncd on loopback goes in PUTs of 2 MiB: its first answers, taken before the client loads its engine, tell a near server", async () => {
+  await using tmp = await tempDir("hsync-push-near-");
+  const src = join(tmp.path, "tree");
+  await Deno.mkdir(src);
+  const size = 12 << 20;
+  for (const name of ["one.bin", "two.bin"]) {
+    const data = new Uint8Array(size).map((_, i) =>
+      (i * 13 + name.length) & 255
+    );
+    await Deno.writeFile(join(src, name), data);
+  }
+  const { server, incoming } = await pushServer(tmp.path, { keys: false });
+  await using _ = server;
+  const out = await runClient(
+    [src, `127.0.0.1:${server.port}:${incoming}/`, "-P"],
+    { HSYNC_DIR: join(tmp.path, "client-home") },
+  );
+  assert.equal(out.code, 0, out.stderr);
+  await server.stop();
+  assert.deepEqual(
+    await snapshotTree(join(incoming, "tree")),
+    await snapshotTree(src),
+  );
+  // 12 MiB in PUTs of 2 MiB: six each. Taken after the loads that hold the
+  // client (35-60 ms), the answers told a far server: PUTs of 8 MiB, two
+  // each.
+  const puts = server.stderr().match(/PUT \/v1\/upload\?\S* 20\d/g) ?? [];
+  assert.equal(puts.length, 2 * (size / (2 << 20)), puts.join("\n"));
+});

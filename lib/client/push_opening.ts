@@ -12,6 +12,17 @@ import type { PushOptions } from "./push_context.ts";
 import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
 import { normalizeRemote, type PushSource } from "./push_sources.ts";
 import { Remote } from "./remote.ts";
+import { FAR_RTT_MS } from "./stream_governor.ts";
+
+/**
+ * Longest wait for the first answer before a push loads what would hold it
+ * (ms). On loopback here a first answer comes 2.2-4.8 ms after its request
+ * went (its connection's handshake and the request); at a 10 ms round trip,
+ * 20 ms or more. One that has not come by then is taken after the loads,
+ * 30-60 ms later: a server that far is far ({@linkcode FAR_RTT_MS})
+ * anyway.
+ */
+const QUIET_MS = FAR_RTT_MS;
 
 /** Longest wait in {@linkcode PushOpening.close} for a lease's answer, to give it back (it lapses on its own otherwise). */
 const CLOSE_WAIT_MS = 2000;
@@ -63,6 +74,7 @@ export class PushOpening {
   /** Stats asked for already, by path. */
   readonly #stats = new Map<string, Promise<StatEntry>>();
   #onLost?: (message: string) => void;
+  readonly #dryRun: boolean;
 
   /** Sends the first requests of a push of `sources` (checked) with `options`. */
   constructor(options: PushOptions, sources: readonly PushSource[]) {
@@ -84,14 +96,12 @@ export class PushOpening {
       sources,
       options.scpPlacement ?? false,
     );
-    const dryRun = options.dryRun ?? false;
-    // Opened during the first round trip: two for the first bundles or
-    // ranges, and one more for requests without a body, so that the
-    // directories' times and the lease's release at the end go at once.
-    if (!dryRun) {
-      this.remote.warm(2, this.signal, true);
-      this.remote.warm(1, this.signal);
-    }
+    this.#dryRun = options.dryRun ?? false;
+    const dryRun = this.#dryRun;
+    // Opened during the first round trip: one for requests without a body,
+    // so that the directories' times and the lease's release at the end go
+    // at once (and two for the first bundles or ranges: `settle`).
+    if (!dryRun) this.remote.warm(1, this.signal);
     if (this.first.kind !== "stat" && !dryRun) {
       const path = this.first.lease;
       const answer = lockPushDestination(this.remote, path, {
@@ -113,6 +123,26 @@ export class PushOpening {
         this.#statNow(posix.dirname(this.base));
       }
     }
+  }
+
+  /**
+   * Waits for the first answer, at most {@linkcode QUIET_MS}, then opens
+   * two connections for the first bundles or ranges. Nothing heavy is
+   * loaded meanwhile (their http module holds the client 35-40 ms, the
+   * engine as long again): a first answer taken after such a hold would tell
+   * a round trip of 29-36 ms on loopback, and a push to a server 0.1 ms
+   * away would size its PUTs as if it were far (lib/client/put_sizes.ts).
+   * A server that has not answered by then is far, whatever holds the
+   * answer later.
+   */
+  async settle(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.remote.trips.first,
+      new Promise((done) => timer = setTimeout(done, QUIET_MS)),
+    ]);
+    clearTimeout(timer);
+    if (!this.#dryRun) this.remote.warm(2, this.signal, true);
   }
 
   #statNow(path: string): void {
