@@ -1,13 +1,13 @@
-/** Tests of lib/shared/checked_open.ts: a handle is used only once it is proven to be the entry at its name. */
+/** Tests of lib/shared/checked_open.ts (and chmod_opened.ts): a handle is used only once it is proven to be the entry at its name. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   checkName,
-  chmodOpened,
   createChecked,
   fileIdOf,
   openChecked,
 } from "../lib/shared/checked_open.ts";
+import { chmodOpened } from "../lib/shared/chmod_opened.ts";
 import { LocalPathError } from "../lib/shared/errors.ts";
 
 /** A temporary directory with `victim.txt` ("untouched") in it, removed by `await using`. */

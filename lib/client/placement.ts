@@ -5,7 +5,8 @@
  * and given their times.
  */
 import { dirname, join } from "node:path";
-import { chmodOpened, openChecked } from "../shared/checked_open.ts";
+import { openChecked } from "../shared/checked_open.ts";
+import { chmodOpened } from "../shared/chmod_opened.ts";
 import { LocalPathError, reason } from "../shared/errors.ts";
 import { isDirectory } from "./destination.ts";
 import { LOCK_NAME } from "../shared/own_names.ts";

@@ -4,7 +4,8 @@
  * ranges); directories are made as they are listed and get their times last.
  */
 import { join, posix } from "node:path";
-import { chmodOpened, fileIdOf, openChecked } from "../shared/checked_open.ts";
+import { fileIdOf, openChecked } from "../shared/checked_open.ts";
+import { chmodOpened } from "../shared/chmod_opened.ts";
 import { describeError, reason } from "../shared/errors.ts";
 import { linkStaysInside } from "../shared/link_target.ts";
 import type { ListEntry, ListOmission } from "../shared/wire.ts";

@@ -3,9 +3,9 @@
  * name (device, inode, type), for any side that writes files it does not
  * fully control: Deno resolves every component of an opened path itself, so
  * `O_NOFOLLOW` cannot stop a final symlink and the check must come after the
- * open, before any byte is written.
+ * open, before any byte is written. (Runtime calls only: a push loads
+ * this before its first request, ahead of node's modules.)
  */
-import { closeSync, constants, fchmodSync, fstatSync, openSync } from "node:fs";
 import { LocalPathError, reason } from "./errors.ts";
 
 /** What makes a file the same file: its device and inode. */
@@ -141,46 +141,6 @@ export function checkName(path: string, expected: FileId): void {
   refuseKind(path, named, false);
   if (!sameFileId(fileIdOf(named), expected)) {
     throw new LocalPathError(path, "it was replaced while hsync used it");
-  }
-}
-
-/**
- * Sets the permission bits of the file open as `file` (named `path`). Deno's
- * handles have no `fchmod`, so a second descriptor is opened with node:fs
- * (read-only and non-blocking: a FIFO swapped in cannot hang us) and used
- * only once its `fstat` shows the very inode of `file`; whatever now sits at
- * the name, only that inode's mode changes.
- */
-export function chmodOpened(
-  file: Deno.FsFile,
-  path: string,
-  mode: number,
-): void {
-  // Most files are created with the mode they are to have (0666 less the
-  // umask): nothing to change, no second open (10,000 small files pulled
-  // without -P took 0.4 s longer when each was opened again).
-  const own = file.statSync();
-  if (((own.mode ?? -1) & 0o7777) === mode) return;
-  let fd: number;
-  try {
-    fd = openSync(
-      path,
-      constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW,
-    );
-  } catch (error) {
-    throw new LocalPathError(path, reason(error), error);
-  }
-  try {
-    const st = fstatSync(fd);
-    if (!sameFileId({ dev: st.dev, ino: st.ino }, fileIdOf(own))) {
-      throw new LocalPathError(path, "it was replaced while hsync used it");
-    }
-    fchmodSync(fd, mode);
-  } catch (error) {
-    if (error instanceof LocalPathError) throw error;
-    throw new LocalPathError(path, reason(error), error);
-  } finally {
-    closeSync(fd);
   }
 }
 

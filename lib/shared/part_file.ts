@@ -24,12 +24,12 @@ import {
 } from "./own_names.ts";
 import {
   checkName,
-  chmodOpened,
   createChecked,
   type FileId,
   fileIdOf,
   openChecked,
 } from "./checked_open.ts";
+import { chmodOpened } from "./chmod_opened.ts";
 
 /** Hex digits of the SHA-256 of a long name kept in its shortened own name. */
 const HASH_CHARS = 16;
