@@ -322,7 +322,8 @@ async function runPush(cmd: PushCommand): Promise<number> {
   // A bad local path is told before any request (nothing sent).
   const sources = checkSources(cmd.sources);
   const selection = await selectionOf(cmd);
-  const { settings, baseUrl, transport, bandwidth } = await connectionFor(cmd);
+  const { settings, baseUrl, transport, bandwidth, hsyncDir } =
+    await connectionFor(cmd);
   const controller = new AbortController();
   const reporter = await reporterFor(cmd);
   let interrupted = false;
@@ -360,6 +361,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
       bandwidth,
       noWait: cmd.noWait,
       onLockWait: cmd.quiet ? undefined : waitLine,
+      leaseRecords: `${hsyncDir}/leases`,
     };
     // The first requests go out before the engine is loaded (as a pull's).
     options.opening = new PushOpening(options, sources);

@@ -98,7 +98,8 @@ Deno.test("a push learns what is at its destination with the lease: no /v1/stat 
   const log = server.stderr();
   const dest = encodeURIComponent(join(incoming, "tree"));
   const locks = log.split("\n").filter((l) =>
-    l.includes(`POST /v1/lock?path=${dest}&stat=1 200`)
+    new RegExp(`POST /v1/lock\\?path=${dest}&token=[0-9a-f]{32}&stat=1 200`)
+      .test(l)
   );
   assert.equal(locks.length, 2, log);
   assert.doesNotMatch(log, new RegExp(`GET /v1/stat\\?path=${dest} `));
@@ -224,18 +225,48 @@ async function hangingServer(dir: string, pushLeaseMs: number) {
   };
 }
 
-Deno.test("the lease of a SIGKILLed push lapses: the next push waits for it, then sends everything", async () => {
+Deno.test("the lease of a SIGKILLed push is taken back at once by the same push run again (its token was kept in HSYNC_DIR)", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const src = join(dir.path, "tree");
+  await busyTree(src);
+  const env = { HSYNC_DIR: join(dir.path, "client-home") };
+  // A lease that outlasts the test when all is well: only its token takes
+  // it back sooner (lost, the rerun waits a minute, and says so).
+  await using server = await hangingServer(dir.path, 60_000);
+  const killed = spawnClient([src, server.dest], env);
+  await server.firstWrite;
+  const k = await killed.stop("SIGKILL");
+  assert.equal(k.code, 137, k.stderr);
+  server.unhang();
+  const r = await runClient([src, server.dest], env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /waiting for another hsync/);
+  assert.match(r.stderr, /hsync: 151 files, /);
+  assertSameTree(
+    await snapshotTree(join(server.incoming, "tree")),
+    await snapshotTree(src),
+  );
+  // Given back at the end: the record is gone.
+  assert.deepEqual([...Deno.readDirSync(join(env.HSYNC_DIR, "leases"))], []);
+});
+
+Deno.test("the lease of a SIGKILLed push lapses for any other push: it waits for it, then sends everything", async () => {
   await using dir = await tempDir("hsync-push-lock-");
   const src = join(dir.path, "tree");
   await busyTree(src);
   await using server = await hangingServer(dir.path, 5000);
-  const killed = spawnClient([src, server.dest]);
+  const killed = spawnClient([src, server.dest], {
+    HSYNC_DIR: join(dir.path, "one-home"),
+  });
   await server.firstWrite;
   const k = await killed.stop("SIGKILL");
   assert.equal(k.code, 137, k.stderr);
   server.unhang();
   const started = performance.now();
-  const r = await runClient([src, server.dest]);
+  // Another user, or another machine: the killed push's token is not its.
+  const r = await runClient([src, server.dest], {
+    HSYNC_DIR: join(dir.path, "other-home"),
+  });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /waiting for another hsync writing into/);
   assert.match(r.stderr, /hsync: 151 files, /);
@@ -252,7 +283,9 @@ Deno.test("an interrupted push (Ctrl-C) gives its lease back: the next one takes
   await busyTree(src);
   // A lease that would outlast the test: only a release frees it.
   await using server = await hangingServer(dir.path, 600_000);
-  const stopped = spawnClient([src, server.dest]);
+  const stopped = spawnClient([src, server.dest], {
+    HSYNC_DIR: join(dir.path, "client-home"),
+  });
   await server.firstWrite;
   const r = await stopped.stop("SIGINT");
   assert.equal(r.code, 130, r.stderr);

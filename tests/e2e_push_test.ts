@@ -46,6 +46,11 @@ async function pushServer(
   return { server, incoming, clientDir };
 }
 
+/** The access lines of hsyncd's `log` answered 409 (a lease or a path held by another push). */
+function conflicts(log: string): string[] {
+  return log.split("\n").filter((line) => / 409 \d+ \d+ms$/.test(line));
+}
+
 /** A local tree with nested and empty directories, odd names, a big and small files. */
 async function makeTree(root: string): Promise<void> {
   for (const d of ["a/b/c", "empty", "with space", "ünïcödé"]) {
@@ -190,9 +195,15 @@ Deno.test("a push killed with SIGKILL is resumed by the same command, sending ag
   await new Promise((done) => setTimeout(done, 1500));
   const arrived = await journalCovered(journal);
   const before = proxy.bytesUpstream;
+  const logBefore = server.stderr().length;
   const rerun = await runClient(args, env);
   assert.equal(rerun.code, 0, rerun.stderr);
   assert.deepEqual(await Deno.readFile(join(incoming, "big.bin")), data);
+  // The rerun took the killed run's lease back by its token, and wrote as
+  // its session: no wait for the lease to lapse (30 s), none for the paths
+  // it wrote last (10 s).
+  assert.deepEqual(conflicts(server.stderr().slice(logBefore)), []);
+  assert.deepEqual([...Deno.readDirSync(join(clientDir, "leases"))], []);
   const sentAgain = proxy.bytesUpstream - before - (size - arrived);
   console.log(
     `push resume: ${(arrived / 2 ** 20).toFixed(1)} MiB had arrived, ${
@@ -205,6 +216,45 @@ Deno.test("a push killed with SIGKILL is resumed by the same command, sending ag
     sentAgain < 7 * 1024 * 1024,
     `${sentAgain} bytes of what had arrived were sent again`,
   );
+});
+
+Deno.test("a push stopped with Ctrl-C before its lease's answer came gives the lease back by its own token: the rerun waits for nothing", async () => {
+  await using tmp = await tempDir("hsync-push-int-");
+  const src = join(tmp.path, "f.bin");
+  const data = await bigFile(src, 1024 * 1024, 5);
+  const port = freePort();
+  let stall = true;
+  // The first run's lease request reaches hsyncd; its answer never comes back.
+  await using proxy = startFaultProxy(
+    port,
+    (_, request) =>
+      stall && request.startsWith("POST /v1/lock")
+        ? { kind: "stall", afterBytes: 0 }
+        : { kind: "none" },
+  );
+  const { server, incoming, clientDir } = await pushServer(tmp.path, {
+    port,
+    keys: false,
+    extra: `Server_name = 127.0.0.1:${proxy.port}\n`,
+  });
+  await using _ = server;
+  const env = { HSYNC_DIR: clientDir };
+  const args = [src, `127.0.0.1:${proxy.port}:${incoming}/`, "--quiet"];
+  const bg = spawnClient(args, env);
+  await waitFor(
+    "the lease taken at the server",
+    () => / POST \/v1\/lock\?\S* 200 /.test(server.stderr()),
+  );
+  const stopped = await bg.stop("SIGINT");
+  assert.equal(stopped.code, 130, stopped.stderr);
+  stall = false;
+  const logBefore = server.stderr().length;
+  const rerun = await runClient(args, env);
+  assert.equal(rerun.code, 0, rerun.stderr);
+  assert.deepEqual(await Deno.readFile(join(incoming, "f.bin")), data);
+  // Without its token the stopped run could not give the lease back: the
+  // rerun was answered 409 once a second until the lease lapsed (30 s).
+  assert.deepEqual(conflicts(server.stderr().slice(logBefore)), []);
 });
 
 Deno.test("hsyncd killed with SIGKILL mid-push and started again: the rerun completes from what its journal holds", async () => {

@@ -234,6 +234,10 @@ class PushRun {
         }),
       );
     }
+    // Its writes go as the lease's token (see PushRemote.session).
+    if (lease !== undefined && this.#o.session === undefined) {
+      this.#ctx.push.session = lease.token;
+    }
     try {
       // What the server holds now: the push this one waited for changed it
       // (or one that ended since a stat found no destination made it).
@@ -279,6 +283,7 @@ class PushRun {
           onLost: (message) => this.#ctx.emit({ type: "warning", message }),
           signal: this.#signal,
           stat: true,
+          records: this.#o.leaseRecords,
         }));
     } catch (error) {
       if (error instanceof DestinationBusy || this.#signal.aborted) throw error;

@@ -246,6 +246,8 @@ export interface PushOptions extends TreeOptions {
   noWait?: boolean;
   /** Called once when this run waits for another push's lease (`HOST:DIR`). */
   onLockWait?: (dest: string, pid: number | undefined) => void;
+  /** Where the tokens of this run's leases are kept while it runs (`$HSYNC_DIR/leases`; lib/client/lease_record.ts); none when undefined. */
+  leaseRecords?: string;
   /**
    * The first requests of this push, sent already (by the command line,
    * before it loaded the engine) for these very options; else the run sends

@@ -1,17 +1,20 @@
 /**
  * The lease of a push destination on the server (`POST /v1/lock`): one
  * push at a time writes into a directory. Taken before the first write,
- * renewed while the push runs, released at its end; a push killed with it
- * held blocks the next one only until the lease lapses (hsyncd's
- * `pushLeaseMs`, 30 s). A server without the endpoint (an older hsyncd)
- * is pushed to without a lease.
+ * renewed while the push runs, released at its end. Its token is the
+ * client's (lib/client/lease_record.ts): a push killed with the lease held,
+ * or stopped before the answer came, leaves it on disk, and the same push
+ * run again takes the lease back at once; any other push waits until the
+ * lease lapses (hsyncd's `pushLeaseMs`, 30 s). A server without the
+ * endpoint (an older hsyncd) is pushed to without a lease.
  */
 import { posix } from "node:path";
-import { describeError, ProtocolError } from "../shared/errors.ts";
+import { describeError, HttpError, ProtocolError } from "../shared/errors.ts";
 import { API, type LockLease, type StatEntry } from "../shared/wire.ts";
 import { DestinationBusy } from "../shared/errors.ts";
 import { goesInside, type PushSource } from "./push_sources.ts";
 import { jsonOrNull } from "./answers.ts";
+import { type LeaseRecord, leaseRecord } from "./lease_record.ts";
 import type { Remote } from "./remote.ts";
 import { checkStatus, type HeldUpload } from "./remote_push.ts";
 import { sleep } from "./retry.ts";
@@ -37,12 +40,16 @@ export interface PushLockOptions {
   retryMs?: number;
   /** Ask for the entry at the path with the lease (`stat=1`), saving a `/v1/stat`. */
   stat?: boolean;
+  /** Where the lease's token is kept while the push runs (lib/client/lease_record.ts); none when undefined. */
+  records?: string;
 }
 
 /** A lease held: renewed until `release`, which never throws. */
 export interface PushLease {
   /** The path leased. */
   readonly path: string;
+  /** The token it is held with. */
+  readonly token: string;
   /** Whether another push held the destination first (this one waited for it). */
   readonly waited: boolean;
   /**
@@ -94,22 +101,52 @@ export async function lockPushDestination(
   options: PushLockOptions,
 ): Promise<PushLease | undefined> {
   const shown = `${remote.host}:${path}`;
+  // The token is the client's own, so that it is known even when no answer
+  // comes, and kept on disk until the lease is given back.
+  const record = leaseRecord(options.records, remote.host, path);
   let told = false;
-  while (true) {
-    options.signal?.throwIfAborted();
-    const answer = await ask(
-      remote,
-      options.stat ? { path, stat: "1" } : { path },
-      options.signal,
-    );
-    if (answer === 404) return undefined;
-    if (answer !== 409) {
-      return new Renewal(remote, path, answer, { ...options, waited: told });
+  try {
+    while (true) {
+      options.signal?.throwIfAborted();
+      const answer = await ask(
+        remote,
+        options.stat
+          ? { path, token: record.token, stat: "1" }
+          : { path, token: record.token },
+        options.signal,
+      );
+      if (answer === 404) {
+        record.end(true);
+        return undefined;
+      }
+      if (answer !== 409) {
+        return new Renewal(remote, path, answer, {
+          ...options,
+          waited: told,
+          record,
+        });
+      }
+      if (!options.wait) throw new DestinationBusy(shown, undefined);
+      if (!told) options.onWait?.(shown, undefined);
+      told = true;
+      await sleep(options.retryMs ?? RETRY_MS, options.signal);
     }
-    if (!options.wait) throw new DestinationBusy(shown, undefined);
-    if (!told) options.onWait?.(shown, undefined);
-    told = true;
-    await sleep(options.retryMs ?? RETRY_MS, options.signal);
+  } catch (error) {
+    if (error instanceof HttpError || error instanceof DestinationBusy) {
+      // Refused or held by another: this token holds nothing.
+      record.end(true);
+    } else {
+      // Stopped or cut off, the lease perhaps taken at the server: given
+      // back by its token, and the record kept (should the release arrive
+      // first, the next push of the destination takes the lease back).
+      await ask(
+        remote,
+        { path, token: record.token, release: "1" },
+        AbortSignal.timeout(RELEASE_MS),
+      ).catch(() => {});
+      record.end(false);
+    }
+    throw error;
   }
 }
 
@@ -117,7 +154,7 @@ export async function lockPushDestination(
 class Renewal implements PushLease {
   readonly #remote: Remote;
   readonly path: string;
-  readonly #token: string;
+  readonly token: string;
   readonly #options: PushLockOptions;
   readonly #stop = new AbortController();
   readonly waited: boolean;
@@ -128,12 +165,15 @@ class Renewal implements PushLease {
   #released?: Promise<void>;
   #lost = false;
 
+  readonly #record: LeaseRecord;
+
   constructor(
     remote: Remote,
     path: string,
     lease: LockLease,
-    options: PushLockOptions & { waited: boolean },
+    options: PushLockOptions & { waited: boolean; record: LeaseRecord },
   ) {
+    this.#record = options.record;
     this.waited = options.waited;
     this.entry = lease.entry === null || isStatEntry(lease.entry)
       ? lease.entry
@@ -141,7 +181,7 @@ class Renewal implements PushLease {
     this.upload = uploadOf(lease.upload, remote.host);
     this.#remote = remote;
     this.path = path;
-    this.#token = lease.token;
+    this.token = lease.token;
     this.#options = options;
     // Three tries before the lease lapses, whatever length the server gives.
     const every = Math.max(50, Math.min(RENEW_MS, lease.expires_ms / 3));
@@ -165,11 +205,14 @@ class Renewal implements PushLease {
       // Not the run's signal: an interrupted push still gives its lease back.
       await ask(
         this.#remote,
-        { path: this.path, token: this.#token, release: "1" },
+        { path: this.path, token: this.token, release: "1" },
         AbortSignal.timeout(RELEASE_MS),
       );
+      this.#record.end(true);
     } catch {
-      // The lease lapses on its own.
+      // The lease lapses on its own, or the next push of the destination
+      // takes it back by the token kept.
+      this.#record.end(false);
     }
   }
 
@@ -177,7 +220,7 @@ class Renewal implements PushLease {
     try {
       const answer = await ask(
         this.#remote,
-        { path: this.path, token: this.#token },
+        { path: this.path, token: this.token },
         this.#stop.signal,
       );
       if (answer === 409 && !this.#lost) {

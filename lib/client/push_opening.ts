@@ -110,6 +110,7 @@ export class PushOpening {
         onLost: (message) => this.#onLost?.(message),
         signal: this.signal,
         stat: true,
+        records: options.leaseRecords,
       });
       answer.catch(() => {});
       this.#lease = { path, answer };

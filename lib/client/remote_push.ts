@@ -19,14 +19,10 @@ import {
   type UploadStatus,
 } from "../shared/wire.ts";
 import type { Exchange, Remote } from "./remote.ts";
+import { newLeaseToken } from "../shared/lease_token.ts";
 
 /** A random session name for one run (32 hex digits). */
-export function newSession(): string {
-  return Array.from(
-    crypto.getRandomValues(new Uint8Array(16)),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-}
+export const newSession = newLeaseToken;
 
 /** What the server holds of an upload, checked: its size, its source, and the ranges held. */
 export interface HeldUpload {
@@ -53,11 +49,22 @@ export interface PutAnswer extends HeldUpload {
 /** The write endpoints of one server, for one session. */
 export class PushRemote {
   readonly #remote: Remote;
-  readonly #session: string;
+  #session: string;
 
   /** Writes to `remote`, as session `session`. */
   constructor(remote: Remote, session: string) {
     this.#remote = remote;
+    this.#session = session;
+  }
+
+  /**
+   * The session the writes from now on go as: a push's is its lease's
+   * token once it holds the lease, so that the same push run again after
+   * a kill (which takes the lease back by its token) writes as the same
+   * session, and hsyncd does not keep the paths the killed run wrote last
+   * from it (for 10 s after a session's last request, another gets 409).
+   */
+  set session(session: string) {
     this.#session = session;
   }
 

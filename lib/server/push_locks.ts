@@ -5,6 +5,7 @@
  * so a client killed with its lease held blocks nobody for long.
  */
 import { HttpError } from "../shared/errors.ts";
+import { LEASE_TOKEN, newLeaseToken } from "../shared/lease_token.ts";
 import type { LockLease } from "../shared/wire.ts";
 import { within } from "./jail/rules.ts";
 import { badQuery } from "./http.ts";
@@ -27,9 +28,6 @@ export interface PushLocksOptions {
   /** The clock (tests give a fake one). */
   now?: () => number;
 }
-
-/** The shape of a token a client may send back: what {@linkcode newToken} makes. */
-const TOKEN = /^[0-9a-f]{32}$/;
 
 /**
  * The leases, by the kernel's path of the destination. A lease conflicts
@@ -70,7 +68,7 @@ export class PushLocks {
       );
     }
     const lease: Lease = {
-      token: token ?? newToken(),
+      token: token ?? newLeaseToken(),
       since: held?.since ?? now,
       expires: now + this.#leaseMs,
     };
@@ -119,17 +117,9 @@ export class PushLocks {
   }
 }
 
-/** A fresh token: 128 random bits in hex. */
-function newToken(): string {
-  return Array.from(
-    crypto.getRandomValues(new Uint8Array(16)),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-}
-
 function checkToken(token: string): void {
-  if (!TOKEN.test(token)) {
-    throw badQuery("token", token, "32 hex digits from an earlier answer");
+  if (!LEASE_TOKEN.test(token)) {
+    throw badQuery("token", token, "32 hex digits");
   }
 }
 
