@@ -24,7 +24,7 @@ import { FAR_RTT_MS } from "./stream_governor.ts";
  */
 const QUIET_MS = FAR_RTT_MS;
 
-/** Longest wait in {@linkcode PushOpening.close} for a lease's answer, to give it back (it lapses on its own otherwise). */
+/** Longest wait in {@linkcode PushOpening.close} for a lease's answer before it is given back by its token. */
 const CLOSE_WAIT_MS = 2000;
 
 /**
@@ -174,8 +174,10 @@ export class PushOpening {
 
   /**
    * Gives back a lease the run never took (it stopped before it asked):
-   * its answer is waited for (the token is needed to give it back) up to
-   * {@linkcode CLOSE_WAIT_MS}, then a wait for another push's lease ends.
+   * its answer is waited for (a release that overtook the request would
+   * free nothing) up to {@linkcode CLOSE_WAIT_MS}; then the request is
+   * stopped, which gives the lease back by its token all the same
+   * (lib/client/push_lock.ts), and a wait for another push's lease ends.
    */
   async close(): Promise<void> {
     const lease = this.#lease;
