@@ -541,19 +541,30 @@ Deno.test("a tree pushed to hsyncd on loopback goes in PUTs of 2 MiB: its first 
   }
   const { server, incoming } = await pushServer(tmp.path, { keys: false });
   await using _ = server;
-  const out = await runClient(
-    [src, `127.0.0.1:${server.port}:${incoming}/`, "-P"],
-    { HSYNC_DIR: join(tmp.path, "client-home") },
-  );
-  assert.equal(out.code, 0, out.stderr);
-  await server.stop();
-  assert.deepEqual(
-    await snapshotTree(join(incoming, "tree")),
-    await snapshotTree(src),
-  );
-  // 12 MiB in PUTs of 2 MiB: six each. Taken after the loads that hold the
-  // client (35-60 ms), the answers told a far server: PUTs of 8 MiB, two
-  // each.
-  const puts = server.stderr().match(/PUT \/v1\/upload\?\S* 20\d/g) ?? [];
-  assert.equal(puts.length, 2 * (size / (2 << 20)), puts.join("\n"));
+  // The first answer is waited for 8 ms at most: a machine too busy to
+  // give it in time may take one push for a far one. Three tries; taken
+  // after the loads that hold the client (35-60 ms), every try told a far
+  // server: PUTs of 8 MiB, two a file.
+  const counts: number[] = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const dest = join(incoming, `try${attempt}`);
+    await Deno.mkdir(dest);
+    const logBefore = server.stderr().length;
+    const out = await runClient(
+      [src, `127.0.0.1:${server.port}:${dest}/`, "-P"],
+      { HSYNC_DIR: join(tmp.path, "client-home") },
+    );
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(
+      await snapshotTree(join(dest, "tree")),
+      await snapshotTree(src),
+    );
+    // The access line is written as the answer starts: all are in by now.
+    const puts = server.stderr().slice(logBefore)
+      .match(/PUT \/v1\/upload\?\S* 20\d/g) ?? [];
+    counts.push(puts.length);
+    // 12 MiB in PUTs of 2 MiB: six a file.
+    if (puts.length === 2 * (size / (2 << 20))) return;
+  }
+  assert.fail(`PUTs of the three tries: ${counts.join(", ")} (12 wanted)`);
 });
