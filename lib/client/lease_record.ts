@@ -20,6 +20,7 @@ import {
   openChecked,
 } from "../shared/checked_open.ts";
 import { LEASE_TOKEN, newLeaseToken } from "../shared/lease_token.ts";
+import { writeAllSync } from "../shared/write_all.ts";
 
 /** Most bytes of a record read back. */
 const RECORD_MAX_BYTES = 8192;
@@ -68,13 +69,10 @@ export function leaseRecord(
     const token = left ?? fresh.token;
     file.truncateSync(0);
     file.seekSync(0, Deno.SeekMode.Start);
-    const text = new TextEncoder().encode(
-      JSON.stringify({ dest, token }) + "\n",
+    writeAllSync(
+      file,
+      new TextEncoder().encode(JSON.stringify({ dest, token }) + "\n"),
     );
-    let written = 0;
-    while (written < text.length) {
-      written += file.writeSync(text.subarray(written));
-    }
     const id = fileIdOf(file.statSync());
     let ended = false;
     return {

@@ -9,6 +9,7 @@ import {
 } from "@logtape/logtape";
 import { dirname } from "node:path";
 import { ConfigError } from "../shared/errors.ts";
+import { writeAllSync } from "../shared/write_all.ts";
 import type { AccessLogEntry } from "./handler.ts";
 
 /** Options of {@linkcode openServerLog}. */
@@ -188,7 +189,7 @@ export async function checkLogFileName(path: string): Promise<void> {
 export function appendLogLine(path: string, text: string): void {
   const file = openLogFile(path);
   try {
-    writeAll(file, new TextEncoder().encode(text));
+    writeAllSync(file, new TextEncoder().encode(text));
   } finally {
     file.close();
   }
@@ -250,12 +251,6 @@ function proven(path: string, file: Deno.FsFile): Deno.FsFile {
     throw new NotTheFile(problem);
   }
   return file;
-}
-
-function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
-  for (let done = 0; done < bytes.length;) {
-    done += file.writeSync(bytes.subarray(done));
-  }
 }
 
 /** Options of {@linkcode rotatingFileSink}. */
@@ -334,7 +329,7 @@ function rotatingFileSink(
         size = file.statSync().size;
         doing = "write";
       }
-      writeAll(file, bytes);
+      writeAllSync(file, bytes);
       size += bytes.length;
       await file.sync();
       failing = false;

@@ -15,6 +15,7 @@ import {
 import { removeIfPresentSync } from "./atomic_file.ts";
 import { LocalPathError, reason } from "./errors.ts";
 import { setMtimeMs, setMtimeMsOnce } from "./fd_times.ts";
+import { writeAllSync } from "./write_all.ts";
 import { MAX_NAME_BYTES } from "./name_bytes.ts";
 import {
   JOURNAL_SUFFIX,
@@ -136,8 +137,7 @@ export function writeNewPart(
 ): FileId {
   if (meta.mtime !== undefined && meta.mtime < 0) {
     using file = createPart(part, options);
-    let off = 0;
-    while (off < data.length) off += file.writeSync(data.subarray(off));
+    writeAllSync(file, data);
     applyMeta(file, part, meta);
     return fileIdOf(file.statSync());
   }
