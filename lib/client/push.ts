@@ -38,7 +38,8 @@ import { PushOpening } from "./push_opening.ts";
 import { DestinationBusy } from "../shared/errors.ts";
 import type { Remote } from "./remote.ts";
 import { remoteRootError } from "./root_error.ts";
-import { type HeldUpload, newSession, PushRemote } from "./remote_push.ts";
+import { type HeldUpload, PushRemote } from "./remote_push.ts";
+import { newLeaseToken } from "../shared/lease_token.ts";
 import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
 import { BundleSender } from "./send_bundle.ts";
@@ -127,7 +128,8 @@ class PushRun {
     };
     this.#ctx = {
       remote: this.#remote,
-      push: new PushRemote(this.#remote, options.session ?? newSession()),
+      // A random session until the lease's token takes its place (below).
+      push: new PushRemote(this.#remote, options.session ?? newLeaseToken()),
       settings: s,
       limits,
       signal: this.#signal,

@@ -19,10 +19,6 @@ import {
   type UploadStatus,
 } from "../shared/wire.ts";
 import type { Exchange, Remote } from "./remote.ts";
-import { newLeaseToken } from "../shared/lease_token.ts";
-
-/** A random session name for one run (32 hex digits). */
-export const newSession = newLeaseToken;
 
 /** What the server holds of an upload, checked: its size, its source, and the ranges held. */
 export interface HeldUpload {
