@@ -76,6 +76,8 @@ export interface PushServer extends AsyncDisposable {
   bytesPut(): number;
   /** Files that arrived through bundles. */
   bundled: string[];
+  /** Files in each bundle request, in order of arrival. */
+  bundleSizes: number[];
   /** Every commit request body, in order. */
   commits: Array<{ path: string; holes?: Array<[number, number]> }>;
   /** The requests that would change something (every method but GET and HEAD; a destination's lease changes no file), as in `log`. */
@@ -109,6 +111,7 @@ export function pushServer(options: PushServerOptions): PushServer {
   const log: string[] = [];
   const ports: number[] = [];
   const bundled: string[] = [];
+  const bundleSizes: number[] = [];
   const commitLog: PushServer["commits"] = [];
   const deleted: string[] = [];
   let commits = 0;
@@ -362,6 +365,8 @@ export function pushServer(options: PushServerOptions): PushServer {
     const view = new DataView(body.buffer);
     const results: UploadBundleResult[] = [];
     let at = 0;
+    // Counted as the request's own: bundles are answered concurrently.
+    const count = bundleSizes.push(0) - 1;
     while (true) {
       const n = view.getUint32(at);
       const header = JSON.parse(
@@ -373,6 +378,7 @@ export function pushServer(options: PushServerOptions): PushServer {
       at += header.size;
       const path = join(root, header.path);
       bundled.push(header.path);
+      bundleSizes[count]++;
       if (header.path.includes("refuse-me")) {
         results.push({
           path: header.path,
@@ -614,6 +620,7 @@ export function pushServer(options: PushServerOptions): PushServer {
     log,
     ports,
     bundled,
+    bundleSizes,
     commits: commitLog,
     deleted,
     writes: () => log.filter((l) => !/^(GET|HEAD) |^POST \/v1\/lock\?/.test(l)),

@@ -1,13 +1,15 @@
 /** Tests of lib/client/local_read.ts: a small local file is read whole only through a descriptor proven to be the file the walk found. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import type { FileId } from "../lib/shared/checked_open.ts";
-import { readSmallLocal } from "../lib/client/local_read.ts";
+import {
+  readSmallLocal,
+  type Walked,
+  walkedOf,
+} from "../lib/client/local_read.ts";
 import { tempDir } from "./_programs.ts";
 
-function idOf(path: string): FileId {
-  const info = Deno.lstatSync(path);
-  return { dev: info.dev, ino: info.ino ?? -1 };
+function idOf(path: string): Walked {
+  return walkedOf(Deno.lstatSync(path));
 }
 
 function refusedWith(why: RegExp) {
@@ -27,13 +29,51 @@ Deno.test("readSmallLocal() gives the bytes and the fstat of the very file the w
   assert.equal(got.info.mtime?.getTime(), 1_600_000_000_123);
   assert.deepEqual(
     { dev: got.info.dev, ino: got.info.ino },
-    { dev: idOf(path).dev, ino: idOf(path).ino },
+    idOf(path).id,
   );
   // Empty is read too.
   const empty = join(dir.path, "empty");
   await Deno.writeFile(empty, new Uint8Array(0));
   const none = readSmallLocal(empty, idOf(empty), 64);
   assert.equal(none.kind === "read" && none.data.length, 0);
+});
+
+Deno.test("readSmallLocal() takes a file written since the walk as it is now: its bytes with the fstat of those very bytes", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "f");
+  await Deno.writeTextFile(path, "before");
+  await Deno.utime(path, new Date(), new Date(1_600_000_000_000));
+  const walked = idOf(path);
+  // The same size, another time; then the same time set back (its ctime
+  // still tells the write).
+  for (
+    const [text, ms] of [["after1", 1_700_000_000_000], [
+      "after2",
+      1_600_000_000_000,
+    ]] as const
+  ) {
+    await Deno.writeTextFile(path, text);
+    await Deno.utime(path, new Date(), new Date(ms));
+    const got = readSmallLocal(path, walked, 64);
+    assert.equal(got.kind, "read");
+    if (got.kind !== "read") return;
+    assert.equal(new TextDecoder().decode(got.data), text);
+    assert.equal(got.info.mtime?.getTime(), ms);
+    assert.equal(
+      got.info.ctime?.getTime(),
+      Deno.lstatSync(path).ctime?.getTime(),
+    );
+  }
+  // Shorter and longer than the walk saw: read whole as they are.
+  for (const text of ["x", "a longer text"]) {
+    await Deno.writeTextFile(path, text);
+    const got = readSmallLocal(path, walked, 64);
+    assert.equal(
+      got.kind === "read" && new TextDecoder().decode(got.data),
+      text,
+    );
+    assert.equal(got.kind === "read" && got.info.size, text.length);
+  }
 });
 
 Deno.test("readSmallLocal() tells a file that grew past the size asked for, reading none of it", async () => {
@@ -45,7 +85,7 @@ Deno.test("readSmallLocal() tells a file that grew past the size asked for, read
   assert.equal(got.kind === "big" && got.info.size, 100);
 });
 
-Deno.test("readSmallLocal() never reads through a symlink, a FIFO or another inode swapped in at the name", async () => {
+Deno.test("readSmallLocal() never gives the bytes of a symlink, a FIFO or another inode swapped in at the name", async () => {
   await using dir = await tempDir();
   const path = join(dir.path, "f");
   await Deno.writeTextFile(path, "mine");
@@ -86,7 +126,13 @@ Deno.test("readSmallLocal() names the path and the cause when the file cannot be
   await using dir = await tempDir();
   const path = join(dir.path, "gone");
   assert.throws(
-    () => readSmallLocal(path, { dev: 1, ino: 1 }, 64),
+    () =>
+      readSmallLocal(path, {
+        id: { dev: 1, ino: 1 },
+        size: 0,
+        mtime: 0,
+        changedMs: 0,
+      }, 64),
     refusedWith(/^Cannot read ".*\/gone": no such file or directory$/),
   );
 });

@@ -378,7 +378,8 @@ Deno.test("a small file of a bundle is read through a node descriptor: no Deno h
   const few = await pushTree("few", 40);
   const more = await pushTree("more", 80);
   // Three per file once, then two (the open's proof, the check after the
-  // read): none now, whatever the number of files.
+  // read): none now (one node fstat after the read), whatever the number
+  // of files.
   assert.equal(more - few, 0, `handle fstats: ${few} for 40, ${more} for 80`);
 });
 

@@ -18,7 +18,7 @@ import { Breather } from "../shared/breather.ts";
 import type { FileId } from "../shared/checked_open.ts";
 import { sleep } from "../shared/sleep.ts";
 import type { PathFilter } from "./filters.ts";
-import { readSmallLocal, type SmallRead } from "./local_read.ts";
+import { readSmallLocal, type SmallRead, walkedOf } from "./local_read.ts";
 import { SMALL_FILE_BYTES } from "./plan.ts";
 import type { PushSource } from "./push_sources.ts";
 
@@ -170,11 +170,7 @@ export class LocalPrefetch {
 
   #read(path: string, info: Deno.FileInfo): void {
     try {
-      const got = readSmallLocal(
-        path,
-        { dev: info.dev, ino: info.ino ?? -1 },
-        this.#o.smallBytes,
-      );
+      const got = readSmallLocal(path, walkedOf(info), this.#o.smallBytes);
       if (got.kind !== "read") return;
       this.#files.set(path, got);
       this.#bytes += got.data.length;

@@ -1,7 +1,7 @@
 /**
  * A small local file read whole (for a bundle of a push) through a node
  * descriptor, proven by its own `fstat` to be the regular file the walk
- * found (same device and inode). Deno resolves every component of an opened
+ * found (same device and inode) before its bytes are used. Deno resolves every component of an opened
  * path itself, so `O_NOFOLLOW` does not stop a symbolic link swapped in at
  * the name: the `fstat` does (it shows the link's target, another inode).
  * `O_NONBLOCK` keeps a FIFO swapped in from hanging the open. A Deno handle
@@ -32,16 +32,42 @@ export type SmallRead =
 
 const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
 
+/** What the walk's `lstat` told of a file: its inode, size and times (ms). */
+export interface Walked {
+  id: FileId;
+  size: number;
+  mtime: number;
+  changedMs: number;
+}
+
+/** {@linkcode Walked} from an `lstat`. */
+export function walkedOf(info: Deno.FileInfo): Walked {
+  return {
+    id: { dev: info.dev, ino: info.ino ?? -1 },
+    size: info.size,
+    mtime: info.mtime === null ? 0 : Math.floor(info.mtime.getTime()),
+    changedMs: info.ctime?.getTime() ?? 0,
+  };
+}
+
 /**
- * Reads the regular file at `path`, which must be the inode `expected`,
- * when it holds at most `maxBytes`. A file written meanwhile is taken as it
- * is after the read (its size, time and mode from the same descriptor), and
- * read again when it changed during the read. Throws an `Error` naming the
- * path and the cause when it cannot be opened or is not that file any more.
+ * Reads the regular file at `path`, which must be the inode the walk found
+ * (`walked`), when it holds at most `maxBytes`. A file written meanwhile is
+ * taken as it is after the read (its size, time and mode from the same
+ * descriptor), and read again when it changed during the read. Throws an
+ * `Error` naming the path and the cause when it cannot be opened or is not
+ * that file any more.
+ *
+ * A file as the walk found it costs one `fstat`, after its bytes are read:
+ * it proves the descriptor is the walked inode, and its size and times the
+ * same as the walk's `lstat` (taken before the open) prove nothing wrote to
+ * it since. Another file swapped in is read (at most the walked size,
+ * without blocking) before it is refused, never sent; node's `fstat` costs
+ * about 10 us of JavaScript, a tenth of a small file's push.
  */
 export function readSmallLocal(
   path: string,
-  expected: FileId,
+  walked: Walked,
   maxBytes: number,
 ): SmallRead {
   const failure = (why: string) => new CannotRead(path, why);
@@ -51,12 +77,32 @@ export function readSmallLocal(
   } catch (error) {
     throw failure(reason(error));
   }
-  try {
-    let before = fstatSync(fd);
+  const expected = walked.id;
+  const check = (info: Stats) => {
     if (
-      !before.isFile() || before.dev !== expected.dev ||
-      before.ino !== expected.ino
+      !info.isFile() || info.dev !== expected.dev || info.ino !== expected.ino
     ) throw failure("it was replaced while hsync used it");
+    return info;
+  };
+  try {
+    let before: Stats;
+    if (walked.size <= maxBytes) {
+      const data = new Uint8Array(walked.size);
+      let whole = false;
+      try {
+        whole = readFully(fd, data) && atEnd(fd, data.length);
+      } catch {
+        // Not a file that reads (the fstat tells), or an error read again below.
+      }
+      before = check(fstatSync(fd));
+      if (
+        whole && before.size === walked.size &&
+        Math.floor(before.mtimeMs) === walked.mtime &&
+        Math.floor(before.ctimeMs) === walked.changedMs
+      ) return { kind: "read", info: toFileInfo(before), data };
+    } else {
+      before = check(fstatSync(fd));
+    }
     for (let attempt = 0; attempt < 3; attempt++) {
       if (attempt > 0) before = fstatSync(fd);
       if (before.size > maxBytes) {

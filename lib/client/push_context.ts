@@ -3,8 +3,9 @@ import type { PushOpening } from "./push_opening.ts";
 import type { FileId } from "../shared/checked_open.ts";
 import type { ClientSettings } from "../shared/config.ts";
 import { ConnectError, HttpError, reason } from "../shared/errors.ts";
-import { etagFor } from "../shared/file_identity.ts";
+import { identityTag } from "../shared/file_identity.ts";
 import type { SourceId } from "../shared/wire.ts";
+import { walkedOf } from "./local_read.ts";
 import type { Remote } from "./remote.ts";
 import type { HeldUpload, PushRemote } from "./remote_push.ts";
 import type { Backoff } from "./retry.ts";
@@ -32,8 +33,6 @@ export interface SendJob {
   changedMs: number;
   /** The inode every read must come from. */
   id: FileId;
-  /** What names the upload on the server; changes when the file is replaced or rewritten. */
-  source: SourceId;
   /** `-S` and the file has holes (fewer blocks than bytes): only its data is sent. */
   sparse?: boolean;
   /**
@@ -50,23 +49,45 @@ export interface SendJob {
  * write whose mtime was set back) gives another one.
  */
 export function sourceIdOf(info: Deno.FileInfo): SourceId {
-  return etagFor(info).slice(1, -1);
+  const job = {
+    size: 0,
+    mtime: 0,
+    mode: 0,
+    changedMs: 0,
+    id: { dev: 0, ino: 0 },
+  };
+  describeLocal(job, info);
+  return sourceOf(job);
+}
+
+/** {@linkcode sourceIdOf} of the file as `job` describes it. */
+export function sourceOf(
+  job: Pick<SendJob, "id" | "size" | "mtime" | "changedMs">,
+): SourceId {
+  // Asked only of files sent in ranges: a bundled file is never named so.
+  return identityTag(
+    job.id.dev,
+    Math.max(0, job.id.ino),
+    job.size,
+    job.mtime,
+    job.changedMs,
+  );
 }
 
 /** Fills `job`'s size, times, mode and identity from a fresh `lstat` of its file. */
 export function describeLocal(
   job: Pick<
     SendJob,
-    "size" | "mtime" | "mode" | "changedMs" | "id" | "source"
+    "size" | "mtime" | "mode" | "changedMs" | "id"
   >,
   info: Deno.FileInfo,
 ): void {
-  job.size = info.size;
-  job.changedMs = info.ctime?.getTime() ?? 0;
-  job.mtime = info.mtime === null ? 0 : Math.floor(info.mtime.getTime());
+  const walked = walkedOf(info);
+  job.size = walked.size;
+  job.changedMs = walked.changedMs;
+  job.mtime = walked.mtime;
   job.mode = (info.mode ?? 0o644) & 0o7777;
-  job.id = { dev: info.dev, ino: info.ino ?? -1 };
-  job.source = sourceIdOf(info);
+  job.id = walked.id;
 }
 
 /** The local file changed (or went away) while it was being sent: never committed as it is. */
@@ -100,7 +121,7 @@ export function checkUnchanged(job: SendJob): void {
   }
   const now = { ...job };
   describeLocal(now, info);
-  if (!info.isFile || now.source !== job.source) {
+  if (!info.isFile || sourceOf(now) !== sourceOf(job)) {
     throw new LocalChanged(`"${job.label}" changed while it was sent`);
   }
 }

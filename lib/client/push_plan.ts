@@ -564,7 +564,6 @@ function jobOf(
     mode: 0,
     changedMs: 0,
     id: fileIdOf(info),
-    source: "",
   };
   describeLocal(job, info);
   return job;

@@ -18,6 +18,7 @@ import {
   localChangeIn,
   type PushContext,
   type SendJob,
+  sourceOf,
   takeAsItIsNow,
   writeRefusal,
 } from "./push_context.ts";
@@ -219,7 +220,7 @@ export class RangeSender {
       ? known ?? undefined
       : await this.#retry(() => ctx.push.status(job.remote, ctx.signal));
     if (status === undefined) return { held: new RangeSet(), restart: false };
-    if (status.size === job.size && status.source === job.source) {
+    if (status.size === job.size && status.source === sourceOf(job)) {
       const covered = status.held.covered;
       if (covered > 0) progress(covered, true);
       return { held: status.held, restart: false };
@@ -350,7 +351,7 @@ export class RangeSender {
             job.remote,
             {
               size: job.size,
-              source: job.source,
+              source: sourceOf(job),
               restart,
               commit: round.commit,
             },
@@ -466,7 +467,7 @@ export class RangeSender {
     }
     if (
       status === undefined || status.size !== job.size ||
-      status.source !== job.source
+      status.source !== sourceOf(job)
     ) {
       if (round.restart && status === undefined) return [range];
       throw new StartOver(
@@ -487,7 +488,7 @@ export class RangeSender {
     const ctx = this.#ctx;
     const request: CommitRequest = {
       size: job.size,
-      source: job.source,
+      source: sourceOf(job),
       mtime: job.mtime,
       mode: job.mode,
       ...(ctx.preserve ? { preserve: true } : {}),

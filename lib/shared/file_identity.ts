@@ -12,11 +12,27 @@ export function mtimeMs(info: Deno.FileInfo): number {
  */
 export function etagFor(info: Deno.FileInfo): string {
   const ctime = info.ctime === null ? 0 : Math.floor(info.ctime.getTime());
+  return `"${
+    identityTag(info.dev, info.ino ?? 0, info.size, mtimeMs(info), ctime)
+  }"`;
+}
+
+/**
+ * The inside of {@linkcode etagFor}'s tag from its numbers
+ * (`dev-ino-size-mtime-ctime` in hex), for a caller that holds them already.
+ */
+export function identityTag(
+  dev: number,
+  ino: number,
+  size: number,
+  mtimeMs: number,
+  ctimeMs: number,
+): string {
   // Spelled out rather than mapped and joined: asked once per listed and
   // bundled file.
-  return `"${info.dev.toString(16)}-${(info.ino ?? 0).toString(16)}-${
-    info.size.toString(16)
-  }-${mtimeMs(info).toString(16)}-${ctime.toString(16)}"`;
+  return `${dev.toString(16)}-${ino.toString(16)}-${size.toString(16)}-${
+    mtimeMs.toString(16)
+  }-${ctimeMs.toString(16)}`;
 }
 
 /** Permission bits of an entry (`mode & 0o7777`, 0 when unknown). */
