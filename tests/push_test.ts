@@ -12,6 +12,7 @@ import { ConnectError } from "../lib/shared/errors.ts";
 import { RangeSet } from "../lib/shared/range_set.ts";
 import { push, type PushOptions } from "../lib/client/push.ts";
 import { sourceIdOf } from "../lib/client/push_context.ts";
+import { mostFilesPerBundle } from "../lib/client/send_bundle.ts";
 import type { PullEvent } from "../lib/client/transfer.ts";
 import { type DirRequest, MKDIR_MAX_DIRS } from "../lib/shared/wire.ts";
 import { handleStats, tempDir, unixSocketsOf } from "./_programs.ts";
@@ -381,6 +382,45 @@ Deno.test("a small file of a bundle is read through a node descriptor: no Deno h
   // read): none now (one node fstat after the read), whatever the number
   // of files.
   assert.equal(more - few, 0, `handle fstats: ${few} for 40, ${more} for 80`);
+});
+
+Deno.test("bundles carry at most 256 files near, so the last one (written after the walk has ended) stays short; far away they grow with the round trip", async () => {
+  assert.deepEqual(
+    [undefined, 0, 10, 64, 100, 200, 300, 5000].map(mostFilesPerBundle),
+    [256, 256, 256, 256, 400, 800, 1000, 1000],
+  );
+  await using dir = await tempDir();
+  const f = await fixture(dir.path);
+  const files = 1000;
+  const root = join(f.src, "many");
+  await Deno.mkdir(join(root, "d"), { recursive: true });
+  for (let i = 0; i < files; i++) {
+    await Deno.writeFile(join(root, "d", `f${i}`), bytes(20, i));
+  }
+  for (const [delayMs, most] of [[0, 256], [200, 1000]] as const) {
+    await using server = serve(f, {
+      hook: async (url, request) => {
+        if (request.method !== "PUT" && url.pathname !== "/v1/upload/bundle") {
+          await new Promise((done) => setTimeout(done, delayMs));
+        }
+      },
+    });
+    const dest = join(f.dst, `d${delayMs}`);
+    const { summary } = await run(server, [root], dest + "/");
+    assert.deepEqual(summary.failures, []);
+    assert.equal(summary.files, files);
+    const sizes = server.bundleSizes;
+    assert.equal(sizes.reduce((a, b) => a + b, 0), files);
+    const largest = Math.max(...sizes);
+    assert.ok(largest <= most, `${delayMs} ms: bundles of ${sizes}`);
+    // Near, 64, 128, then 256 at most (512 before); far, past 256.
+    if (delayMs > 0) assert.ok(largest > 256, `far: bundles of ${sizes}`);
+    else assert.equal(largest, 256, `near: bundles of ${sizes}`);
+    assert.deepEqual(
+      await snapshot(join(dest, "many")),
+      await snapshot(root),
+    );
+  }
 });
 
 Deno.test("PUTs grow to 8 MiB when the server is far (a round trip of 8 ms or more, a first answer counting half when nothing later tells it: it waited for its connection too), and stay at 2 MiB near", async () => {
