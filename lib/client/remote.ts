@@ -360,19 +360,19 @@ export class Remote {
    * their own.
    */
   warm(count: number, signal?: AbortSignal, bodies = false): void {
+    if (bodies) {
+      this.#buffers().then((sender) => sender.connectAhead(count), () => {});
+      return;
+    }
     const url = this.url(API.health);
     for (let i = 0; i < count; i++) {
-      const read = bodies
-        ? this.#buffers().then((sender) =>
-          sender.send(new Request(url, { signal }), new Uint8Array(0))
-        ).then((response) => response.arrayBuffer())
-        : this.send(url, { signal }).then(async (ex) => {
-          try {
-            await ex.response.arrayBuffer();
-          } finally {
-            ex.done();
-          }
-        });
+      const read = this.send(url, { signal }).then(async (ex) => {
+        try {
+          await ex.response.arrayBuffer();
+        } finally {
+          ex.done();
+        }
+      });
       read.catch(() => {});
     }
   }
