@@ -1,6 +1,7 @@
 /** Tests of lib/client/buffer_request.ts: bodies in memory sent through node's client over kept-alive connections. */
 import assert from "node:assert/strict";
 import { BufferRequests } from "../lib/client/buffer_request.ts";
+import { indexOfBlankLine } from "./_http_head.ts";
 
 /** A server whose `/hang` never answers (until it is shut down). */
 function hangingServer() {
@@ -74,7 +75,7 @@ function countingServer() {
     const decoder = new TextDecoder();
     try {
       while (true) {
-        const end = findHeadEnd(held);
+        const end = indexOfBlankLine(held);
         if (end < 0) {
           const got = await conn.read(buffer);
           if (got === null) return;
@@ -131,14 +132,11 @@ function countingServer() {
   };
 }
 
-function findHeadEnd(bytes: Uint8Array): number {
-  for (let i = 0; i + 3 < bytes.length; i++) {
-    if (
-      bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 &&
-      bytes[i + 3] === 10
-    ) return i;
+/** Waits (at most a second) until `server` has accepted `count` connections. */
+async function accepted(server: { accepted: number[] }, count: number) {
+  for (let i = 0; i < 200 && server.accepted.length < count; i++) {
+    await new Promise((done) => setTimeout(done, 5));
   }
-  return -1;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
@@ -153,9 +151,7 @@ Deno.test("connectAhead() opens connections with no request on them, and the nex
   const requests = new BufferRequests(server.url);
   try {
     requests.connectAhead(3);
-    for (let i = 0; i < 200 && server.accepted.length < 3; i++) {
-      await new Promise((done) => setTimeout(done, 5));
-    }
+    await accepted(server, 3);
     assert.equal(server.accepted.length, 3, "connections opened ahead");
     assert.equal(server.requests.length, 0, "no request on them");
     // Three bodies at once: each takes a connection opened ahead.
@@ -189,9 +185,7 @@ Deno.test("a connection opened ahead that the server closed meanwhile is not use
   const requests = new BufferRequests(server.url);
   try {
     requests.connectAhead(1);
-    for (let i = 0; i < 200 && server.accepted.length < 1; i++) {
-      await new Promise((done) => setTimeout(done, 5));
-    }
+    await accepted(server, 1);
     server.closeConnections();
     await new Promise((done) => setTimeout(done, 50));
     const controller = new AbortController();

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pidfilePath, systemProbe } from "../lib/server/daemon.ts";
+import { indexOfBlankLine } from "./_http_head.ts";
 import { freePort, ROOT, serverArgv } from "./_programs.ts";
 
 const HOST = "127.0.0.1";
@@ -646,14 +647,4 @@ class RawHttp {
     let at = 0;
     while (at < data.length) at += await this.#conn.write(data.subarray(at));
   }
-}
-
-function indexOfBlankLine(bytes: Uint8Array): number {
-  for (let i = 0; i + 3 < bytes.length; i++) {
-    if (
-      bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 &&
-      bytes[i + 3] === 10
-    ) return i;
-  }
-  return -1;
 }

@@ -20,7 +20,6 @@ function jobOf(path: string): SendJob {
     mode: 0o644,
     changedMs: 0,
     id: fileIdOf(info),
-    source: "s",
   };
 }
 
