@@ -249,7 +249,13 @@ Deno.test("hsync killed with SIGKILL during a journal save: the rerun trusts onl
     }
     await killed(bg, "SIGKILL");
     const claimed = await journalCovered(journal);
-    assert.ok(claimed === 0 || claimed === 4 * 250_000, String(claimed));
+    // The first save claims nothing, the second what every stream had when
+    // its range stalled: 250,000 bytes each (4 streams, or more when the
+    // pull had added some by then on a busy machine: 6 once).
+    assert.ok(
+      claimed === 0 || (claimed % 250_000 === 0 && claimed <= 16 * 250_000),
+      String(claimed),
+    );
     const { r, served } = await rerun(
       s.server,
       s.args(join(s.data, "f.bin"), out),
