@@ -1,9 +1,10 @@
 /**
  * A small local file read whole (for a bundle of a push) through a node
  * descriptor, proven by its own `fstat` to be the regular file the walk
- * found (same device and inode) before its bytes are used. Deno resolves every component of an opened
- * path itself, so `O_NOFOLLOW` does not stop a symbolic link swapped in at
- * the name: the `fstat` does (it shows the link's target, another inode).
+ * found (same device and inode) before its bytes are used. Deno resolves
+ * every component of an opened path itself, so `O_NOFOLLOW` does not stop a
+ * symbolic link swapped in at the name: the `fstat` does (it shows the
+ * link's target, another inode).
  * `O_NONBLOCK` keeps a FIFO swapped in from hanging the open. A Deno handle
  * would cost more: its `statSync` costs Deno six `readlink`s of the path
  * under a permission set (11 us against 7).

@@ -351,13 +351,13 @@ export class Remote {
   }
 
   /**
-   * Opens `count` more connections ahead of need: a `GET /v1/health` on
-   * each, its answer read whole so that the connection goes back to its
-   * pool (fetch's, or with `bodies` that of the connections carrying byte
-   * bodies: a push's bundles and ranges). A request that later needs a
-   * connection of its own then finds one open instead of waiting a round
-   * trip for it. Failures are ignored: the requests that matter report
-   * their own.
+   * Opens `count` more connections ahead of need. For fetch's pool, a `GET
+   * /v1/health` on each, its answer read whole so that the connection goes
+   * back to the pool; with `bodies`, connections for the byte bodies (a
+   * push's bundles and ranges) opened with no request on them
+   * (`BufferRequests.connectAhead`). A request that later needs a connection
+   * of its own then finds one open instead of waiting a round trip for it.
+   * Failures are ignored: the requests that matter report their own.
    */
   warm(count: number, signal?: AbortSignal, bodies = false): void {
     if (bodies) {
