@@ -1,7 +1,7 @@
 /** The lease tokens a push keeps on disk while it runs (lib/client/lease_record.ts). */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { leaseRecord } from "../lib/client/lease_record.ts";
+import { leaseRecord, STALE_RECORD_MS } from "../lib/client/lease_record.ts";
 import { tempDir } from "./_programs.ts";
 
 const HOST = "127.0.0.1:10808";
@@ -95,3 +95,49 @@ Deno.test("without a usable directory a push still gets a token of its own, and 
   assert.notEqual(again.token, r.token);
   again.end(true);
 });
+
+Deno.test("records left a day ago or more are pruned by the next push that ends; a record a push runs with, a newer one and a link are left", async () => {
+  await using tmp = await tempDir();
+  const dir = join(tmp.path, "leases");
+  const old = new Date(Date.now() - STALE_RECORD_MS - 60_000);
+  // Two pushes that never got their lease's answer, long ago.
+  for (const path of ["/in/a", "/in/b"]) {
+    leaseRecord(dir, HOST, path).end(false);
+  }
+  // One left an hour ago: its lease has lapsed, but it is not a day old.
+  leaseRecord(dir, HOST, "/in/recent").end(false);
+  // One a push still runs with (started long ago).
+  const running = leaseRecord(dir, HOST, "/in/running");
+  const [a, b, recent, run] = ["/in/a", "/in/b", "/in/recent", "/in/running"]
+    .map((p) => recordName(dir, p));
+  for (const name of [a, b, run]) Deno.utimeSync(name, old, old);
+  const hour = new Date(Date.now() - 3_600_000);
+  Deno.utimeSync(recent, hour, hour);
+  // A link planted among them, to a file outside: never followed.
+  const outside = join(tmp.path, "outside.lease");
+  Deno.writeTextFileSync(outside, "keep");
+  Deno.utimeSync(outside, old, old);
+  Deno.symlinkSync(outside, join(dir, "planted.lease"));
+
+  const now = leaseRecord(dir, HOST, "/in/now");
+  now.end(true);
+  assert.deepEqual(
+    names(dir),
+    [recent, run].map((p) => p.slice(dir.length + 1)).concat("planted.lease")
+      .sort(),
+  );
+  assert.equal(Deno.readTextFileSync(outside), "keep");
+  // The running push still ends as it would.
+  running.end(true);
+  assert.deepEqual(names(dir).includes(run.slice(dir.length + 1)), false);
+});
+
+/** The path of the record of `path`'s lease (found by its content). */
+function recordName(dir: string, path: string): string {
+  for (const entry of Deno.readDirSync(dir)) {
+    const full = join(dir, entry.name);
+    if (!entry.isFile) continue;
+    if (Deno.readTextFileSync(full).includes(`"${HOST}:${path}"`)) return full;
+  }
+  throw new Error(`no record of ${path}`);
+}

@@ -8,6 +8,11 @@
  * one found locked is another push of the same destination running now,
  * whose lease is left to it.
  *
+ * Records left behind are pruned by the next push that ends (whatever its
+ * destination) once they are a day old: a token is worth keeping only while
+ * its lease may still be held (30 s unless renewed), and a push that failed
+ * before its lease's answer (an unreachable server) left one each time.
+ *
  * Best effort throughout: without a usable `$HSYNC_DIR` a push still gets a
  * token of its own, only not kept.
  */
@@ -24,6 +29,10 @@ import { writeAllSync } from "../shared/write_all.ts";
 
 /** Most bytes of a record read back. */
 const RECORD_MAX_BYTES = 8192;
+/** Age (of its last write) past which an unlocked record is pruned. */
+export const STALE_RECORD_MS = 24 * 60 * 60 * 1000;
+/** Most records one push prunes (the rest wait for the next). */
+const PRUNED_AT_MOST = 100;
 
 /** The token a push asks its lease with. */
 export interface LeaseRecord {
@@ -91,11 +100,49 @@ export function leaseRecord(
         } finally {
           file.close();
         }
+        pruneStale(dir, name);
       },
     };
   } catch {
     file.close();
     return fresh;
+  }
+}
+
+/**
+ * Removes records of `dir` (but `own`) last written {@linkcode STALE_RECORD_MS}
+ * ago or more, each only while this process holds its lock: one a push
+ * runs with now is left to it. Never follows a link; errors skip a record.
+ */
+function pruneStale(dir: string, own: string): void {
+  const now = Date.now();
+  let pruned = 0;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = Array.from(Deno.readDirSync(dir));
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    if (pruned >= PRUNED_AT_MOST) return;
+    if (!entry.isFile || !entry.name.endsWith(".lease")) continue;
+    const path = join(dir, entry.name);
+    if (path === own) continue;
+    try {
+      const info = Deno.lstatSync(path);
+      const written = info.mtime?.getTime() ?? now;
+      if (!info.isFile || now - written < STALE_RECORD_MS) continue;
+      using file = openChecked(path, {
+        write: true,
+        expected: fileIdOf(info),
+      });
+      if (!file.tryLockSync(true)) continue;
+      checkName(path, fileIdOf(info));
+      removeIfPresentSync(path);
+      pruned++;
+    } catch {
+      // Gone, replaced or unreadable meanwhile: left to the next push.
+    }
   }
 }
 
