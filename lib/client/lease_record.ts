@@ -132,10 +132,8 @@ function pruneStale(dir: string, own: string): void {
       const info = Deno.lstatSync(path);
       const written = info.mtime?.getTime() ?? now;
       if (!info.isFile || now - written < STALE_RECORD_MS) continue;
-      using file = openChecked(path, {
-        write: true,
-        expected: fileIdOf(info),
-      });
+      // Read-only: the lock is all it is opened for.
+      using file = openChecked(path, { expected: fileIdOf(info) });
       if (!file.tryLockSync(true)) continue;
       checkName(path, fileIdOf(info));
       removeIfPresentSync(path);

@@ -49,15 +49,7 @@ export interface SendJob {
  * write whose mtime was set back) gives another one.
  */
 export function sourceIdOf(info: Deno.FileInfo): SourceId {
-  const job = {
-    size: 0,
-    mtime: 0,
-    mode: 0,
-    changedMs: 0,
-    id: { dev: 0, ino: 0 },
-  };
-  describeLocal(job, info);
-  return sourceOf(job);
+  return sourceOf(walkedOf(info));
 }
 
 /** {@linkcode sourceIdOf} of the file as `job` describes it. */
