@@ -244,3 +244,160 @@ Deno.test("POST /v1/lock: a short pushLeaseMs lapses on its own", async () => {
     },
   );
 });
+
+/** Resolves to "pending" when `p` has not settled within `ms`. */
+function within<T>(p: Promise<T>, ms = 30): Promise<T | "pending"> {
+  return Promise.race([
+    p,
+    new Promise<"pending">((r) => setTimeout(() => r("pending"), ms)),
+  ]);
+}
+
+const RUN = "0123456789abcdef0123456789abcdef";
+const OTHER_RUN = "fedcba9876543210fedcba9876543210";
+
+Deno.test("a push's last request waits until N requests of its run have completed, counting no other run or token", async () => {
+  const locks = new PushLocks({ leaseMs: 30_000, maxLeases: 10 });
+  const { token } = locks.take("/in", "/in");
+  const other = locks.take("/elsewhere", "/elsewhere").token;
+  const signal = new AbortController().signal;
+  const waiting = locks.settled(token, RUN, 3, { signal, maxMs: 10_000 });
+  locks.completed(token, RUN, false);
+  locks.completed(token, OTHER_RUN, false);
+  locks.completed(other, RUN, false);
+  locks.completed(token, "not a run", false);
+  locks.completed(null, RUN, false);
+  locks.completed(token, RUN, false);
+  assert.equal(await within(waiting), "pending");
+  locks.completed(token, RUN, false);
+  assert.equal(await within(waiting), undefined);
+  // Already there: at once.
+  assert.equal(
+    await locks.settled(token, RUN, 3, { signal, maxMs: 0 }),
+    undefined,
+  );
+});
+
+Deno.test("a push's last request is told why not, at once, when a request of its run failed, its lease went or its client went; and after maxMs", async () => {
+  const locks = new PushLocks({ leaseMs: 30_000, maxLeases: 10 });
+  const { token } = locks.take("/in", "/in");
+  const signal = new AbortController().signal;
+  const failing = locks.settled(token, RUN, 5, { signal, maxMs: 10_000 });
+  locks.completed(token, RUN, false);
+  locks.completed(token, RUN, true);
+  assert.match(String(await within(failing)), /refused or failed/);
+
+  const { token: t2 } = locks.take("/two", "/two");
+  const dropped = locks.settled(t2, RUN, 1, { signal, maxMs: 10_000 });
+  assert.equal(await within(dropped), "pending");
+  locks.release("/two", "/two", t2);
+  assert.match(String(await within(dropped)), /holds no lock/);
+
+  const { token: t3 } = locks.take("/three", "/three");
+  const stop = new AbortController();
+  const gone = locks.settled(t3, RUN, 1, {
+    signal: stop.signal,
+    maxMs: 10_000,
+  });
+  stop.abort();
+  assert.match(String(await within(gone)), /client closed/);
+
+  const late = await locks.settled(t3, RUN, 1, { signal, maxMs: 40 });
+  assert.match(String(late), /did not all complete within 0 s/);
+});
+
+Deno.test("a release that waits keeps the lease held while it waits (the push sends no renewal then); at most 4 runs of a token are counted", async () => {
+  const locks = new PushLocks({ leaseMs: 90, maxLeases: 10 });
+  const { token } = locks.take("/in", "/in");
+  const signal = new AbortController().signal;
+  const waiting = locks.settled(token, RUN, 1, {
+    signal,
+    maxMs: 5_000,
+    renew: "/in",
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  // Three lease lengths later, still held: another push is refused.
+  assert.throws(() => locks.take("/in", "/in"), refusedWith(409, "locked"));
+  locks.completed(token, RUN, false);
+  assert.equal(await waiting, undefined);
+  const runs = ["1", "2", "3", "4", "5"].map((d) => d.repeat(32));
+  for (const run of runs) locks.completed(token, run, false);
+  // The first run counted is forgotten for the fifth.
+  assert.match(
+    String(await locks.settled(token, runs[0], 1, { signal, maxMs: 0 })),
+    /did not all complete/,
+  );
+  assert.equal(
+    await locks.settled(token, runs[4], 1, { signal, maxMs: 0 }),
+    undefined,
+  );
+});
+
+Deno.test("POST /v1/lock?release=1&after=N&run=R releases once N requests of the run completed at the handler; 409 incomplete (lease kept) after a refused one; 400 for after or run alone or without release", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.root, "in"));
+    const dest = encodeURIComponent(join(f.root, "in"));
+    const lease = await (await post(f.call, `path=${dest}`))
+      .json() as LockLease;
+    assert.equal(lease.after, true);
+    const headers = {
+      "x-hsync-upload-session": lease.token,
+      "x-hsync-push-run": RUN,
+    };
+    const release = post(
+      f.call,
+      `path=${dest}&token=${lease.token}&release=1&after=2&run=${RUN}`,
+    );
+    assert.equal(await within(release, 50), "pending");
+    // Two requests of the run (a stat counts as well: any request of it).
+    const made = await f.call(
+      `/v1/mkdir?path=${encodeURIComponent(join(f.root, "in/a"))}`,
+      { method: "POST", headers },
+    );
+    assert.equal(made.status, 200);
+    await made.body?.cancel();
+    assert.equal(await within(release, 50), "pending");
+    const stat = await f.call(
+      `/v1/stat?path=${encodeURIComponent(join(f.root, "in/a"))}`,
+      { headers },
+    );
+    await stat.body?.cancel();
+    const released = await release;
+    assert.equal(released.status, 200);
+    assert.deepEqual(await released.json(), {
+      token: lease.token,
+      expires_ms: 0,
+    });
+
+    // A refused request of the run: the release is refused, the lease kept.
+    const again = await (await post(f.call, `path=${dest}`))
+      .json() as LockLease;
+    const refused = await f.call(`/v1/mkdir?path=%2Fetc%2Fx`, {
+      method: "POST",
+      headers: { ...headers, "x-hsync-upload-session": again.token },
+    });
+    assert.equal(refused.status, 403);
+    await refused.body?.cancel();
+    const body = await expectError(
+      await post(
+        f.call,
+        `path=${dest}&token=${again.token}&release=1&after=1&run=${RUN}`,
+      ),
+      409,
+      "incomplete",
+    );
+    assert.match(
+      body.message,
+      /^Cannot release the lock of ".*in" yet: one of its requests was refused or failed$/,
+    );
+    await expectError(await post(f.call, `path=${dest}`), 409, "locked");
+    for (
+      const query of [
+        `path=${dest}&token=${again.token}&release=1&after=1`,
+        `path=${dest}&token=${again.token}&release=1&run=${RUN}`,
+        `path=${dest}&token=${again.token}&after=1&run=${RUN}`,
+        `path=${dest}&token=${again.token}&release=1&after=x&run=${RUN}`,
+      ]
+    ) await expectError(await post(f.call, query), 400, "bad_request");
+  }, { Host_ip: "127.0.0.1", Writable_path: "@root" });
+});

@@ -5,7 +5,7 @@
  * error_status.ts; then one access-log line.
  */
 import { HttpError } from "../shared/errors.ts";
-import { API, API_HEADER, API_VERSION } from "../shared/wire.ts";
+import { API, API_HEADER, API_VERSION, HEADER } from "../shared/wire.ts";
 import { createHostMatcher, normalizeAddress } from "../shared/host_allow.ts";
 import { admit, openTicket, settle } from "./admission.ts";
 import { type ContextOptions, createContext } from "./context.ts";
@@ -99,6 +99,16 @@ export async function createHandler(options: HandlerOptions): Promise<Handler> {
           (error.code === "host_not_allowed" || error.status === 401 ||
             error.status === 408))
       ) response.headers.set("connection", "close");
+    }
+    // A push's request done (its work is, the answer going now): counted
+    // for the last requests of its run that wait on it (push_locks.ts).
+    // Only an admitted one: a refused peer or signature counts for nothing.
+    if (ticket.admitted) {
+      ctx.pushLocks.completed(
+        request.headers.get(HEADER.uploadSession),
+        request.headers.get(HEADER.pushRun),
+        response.status >= 400,
+      );
     }
     // How hsync tells hsyncd from another HTTP server on this address.
     response.headers.set(API_HEADER, String(API_VERSION));

@@ -73,6 +73,11 @@ export function optionalInteger(url: URL, name: string): number | undefined {
   return queryNumber(url, name, /^\d{1,16}$/, "a whole number of bytes");
 }
 
+/** An optional count (`after=N`); 400 when it is not a whole number. */
+export function optionalCount(url: URL, name: string): number | undefined {
+  return queryNumber(url, name, /^\d{1,16}$/, "a whole number");
+}
+
 /** An optional time in milliseconds since 1970 (negative before it); 400 when it is not a whole number. */
 export function optionalTime(url: URL, name: string): number | undefined {
   return queryNumber(

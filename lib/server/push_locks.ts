@@ -3,12 +3,37 @@
  * into a directory. Kept in memory only: a restart of hsyncd forgets them,
  * as it ends every push in progress anyway. A lease lapses unless renewed,
  * so a client killed with its lease held blocks nobody for long.
+ *
+ * While a lease is held, the requests of its push that name the lease's
+ * token and a run (`x-hsync-upload-session`, `x-hsync-push-run`) are
+ * counted as they complete, so that a push's last requests (its
+ * directories' times, the release) can be sent with the others still in
+ * flight and wait here until those are done (`after=N`), instead of a round
+ * trip after their answers.
  */
 import { HttpError } from "../shared/errors.ts";
 import { LEASE_TOKEN, newLeaseToken } from "../shared/lease_token.ts";
 import type { LockLease } from "../shared/wire.ts";
 import { within } from "./jail/rules.ts";
 import { badQuery } from "./http.ts";
+
+/** Runs of one token counted at most (a run again after a kill is a new one). */
+const MAX_RUNS = 4;
+
+/** What the requests of one run of a push have come to so far. */
+interface RunCount {
+  /** Requests completed (answered, whatever the status). */
+  done: number;
+  /** Whether one of them was refused or failed (status 400 or more). */
+  failed: boolean;
+}
+
+/** The runs of the pushes holding one token, and the requests waiting on them. */
+interface TokenRuns {
+  runs: Map<string, RunCount>;
+  /** Woken at every completion of the token's requests and when its last lease goes. */
+  waiters: Set<() => void>;
+}
 
 /** One lease held. */
 interface Lease {
@@ -36,6 +61,8 @@ export interface PushLocksOptions {
  */
 export class PushLocks {
   readonly #leases = new Map<string, Lease>();
+  /** By token, while a lease is held with it. */
+  readonly #tokens = new Map<string, TokenRuns>();
   readonly #leaseMs: number;
   readonly #max: number;
   readonly #now: () => number;
@@ -73,7 +100,10 @@ export class PushLocks {
       expires: now + this.#leaseMs,
     };
     this.#leases.set(key, lease);
-    return { token: lease.token, expires_ms: this.#leaseMs };
+    if (!this.#tokens.has(lease.token)) {
+      this.#tokens.set(lease.token, { runs: new Map(), waiters: new Set() });
+    }
+    return { token: lease.token, expires_ms: this.#leaseMs, after: true };
   }
 
   /** Ends the lease `token` holds on `key` (nothing when it lapsed); 409 `locked` while another token holds it. */
@@ -84,9 +114,82 @@ export class PushLocks {
     const held = this.#leases.get(key);
     if (held !== undefined) {
       if (held.token !== token) throw busy(shown, held, now);
-      this.#leases.delete(key);
+      this.#drop(key, held);
     }
     return { token, expires_ms: 0 };
+  }
+
+  /**
+   * Counts a completed request of run `run` of the push holding `token`
+   * (`failed`: answered 400 or more); nothing when no lease is held with
+   * that token or either is not of a token's shape.
+   */
+  completed(token: string | null, run: string | null, failed: boolean): void {
+    if (token === null || run === null || !LEASE_TOKEN.test(run)) return;
+    const held = this.#tokens.get(token);
+    if (held === undefined) return;
+    let count = held.runs.get(run);
+    if (count === undefined) {
+      if (held.runs.size >= MAX_RUNS) {
+        held.runs.delete(held.runs.keys().next().value!);
+      }
+      held.runs.set(run, count = { done: 0, failed: false });
+    }
+    count.done++;
+    if (failed) count.failed = true;
+    for (const wake of held.waiters) wake();
+  }
+
+  /**
+   * Waits until `n` requests of run `run` of the push holding `token` have
+   * completed, none refused or failed (at most `maxMs`, or until `signal`
+   * aborts). Undefined when they have; else why not (nothing was done
+   * then, and the push does what waited the long way). With `renew`, the
+   * lease of `key` is renewed while it waits: the push is alive as long as
+   * its request is, and sends no renewal meanwhile.
+   */
+  async settled(
+    token: string,
+    run: string,
+    n: number,
+    options: { signal: AbortSignal; maxMs: number; renew?: string },
+  ): Promise<string | undefined> {
+    checkToken(token);
+    if (!LEASE_TOKEN.test(run)) throw badQuery("run", run, "32 hex digits");
+    const deadline = this.#now() + options.maxMs;
+    while (true) {
+      const now = this.#now();
+      this.#sweep(now);
+      const held = this.#tokens.get(token);
+      if (held === undefined) return "this push holds no lock (it lapsed)";
+      const count = held.runs.get(run);
+      if (count?.failed) return "one of its requests was refused or failed";
+      if ((count?.done ?? 0) >= n) return undefined;
+      if (options.signal.aborted) return "the client closed the request";
+      if (now >= deadline) {
+        return `its other requests did not all complete within ${
+          Math.round(options.maxMs / 1000)
+        } s`;
+      }
+      const renewed = options.renew === undefined
+        ? undefined
+        : this.#leases.get(options.renew);
+      if (renewed?.token === token) renewed.expires = now + this.#leaseMs;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(
+          wake,
+          Math.min(deadline - now, this.#leaseMs / 3),
+        );
+        function wake() {
+          clearTimeout(timer);
+          held!.waiters.delete(wake);
+          options.signal.removeEventListener("abort", wake);
+          resolve();
+        }
+        held.waiters.add(wake);
+        options.signal.addEventListener("abort", wake);
+      });
+    }
   }
 
   /** Leases held now (for tests). */
@@ -98,8 +201,19 @@ export class PushLocks {
   /** Forgets the lapsed leases. */
   #sweep(now: number): void {
     for (const [key, lease] of this.#leases) {
-      if (lease.expires <= now) this.#leases.delete(key);
+      if (lease.expires <= now) this.#drop(key, lease);
     }
+  }
+
+  /** Ends `lease` (of `key`); its token's runs go with its last lease, and whatever waits on them is woken. */
+  #drop(key: string, lease: Lease): void {
+    this.#leases.delete(key);
+    for (const other of this.#leases.values()) {
+      if (other.token === lease.token) return;
+    }
+    const held = this.#tokens.get(lease.token);
+    this.#tokens.delete(lease.token);
+    for (const wake of held?.waiters ?? []) wake();
   }
 
   #refuseOthers(

@@ -349,6 +349,12 @@ export const HEADER = {
   auth: "authorization",
   /** Names the hsync run a push request belongs to (random, one per run): two runs never write one file at once. */
   uploadSession: "x-hsync-upload-session",
+  /**
+   * On a push's requests beside the session (its lease's token): this run
+   * of the push (32 hex digits, random), whose requests hsyncd counts as
+   * they complete for the `after=N` of its last ones.
+   */
+  pushRun: "x-hsync-push-run",
   /** On a 503 `busy`: the limit that refused the request (the client waits for it, `Retry-After` at a time). */
   limit: "x-hsync-limit",
 } as const;
@@ -396,12 +402,22 @@ export interface DeleteResult {
  * 409 `locked` while another token holds `DIR`, a directory inside it or
  * one it is inside. A lease not renewed within `expires_ms` lapses: a
  * killed client never blocks a destination for long.
+ *
+ * `release=1&after=N&run=R` releases it only once `N` requests of run `R`
+ * of the push (those carrying its token as `x-hsync-upload-session` and `R`
+ * as `x-hsync-push-run`) have completed, none answered 400 or more; it waits
+ * for them (renewing the lease meanwhile) up to the lease's length, else
+ * answers 409 `incomplete` and keeps the lease. The array form of
+ * `POST /v1/mkdir` takes the same `after=N` (its token and run from its own
+ * headers). A push sends them with its last bundles still in flight.
  */
 export interface LockLease {
   /** Names the holder: sent with every renewal and the release. */
   token: string;
   /** Milliseconds from now until the lease lapses unless renewed. */
   expires_ms: number;
+  /** The server takes `after=N` (above): absent from an older hsyncd, which would not wait. */
+  after?: boolean;
   /**
    * Asked with `stat=1` when the lease is taken: the entry at the path once
    * leased, as `GET /v1/stat` gives it (null: nothing there). Absent when

@@ -7,18 +7,18 @@ import {
   type UploadStatus,
 } from "../../shared/wire.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
-import { badQuery, json, requirePath } from "../http.ts";
+import { badQuery, json, optionalCount, requirePath } from "../http.ts";
 import { splitWritePath } from "../jail/write_support.ts";
 import { statOf } from "./meta.ts";
 
-/** `POST /v1/lock?path=DIR[&token=T][&release=1][&stat=1]` (see `LockLease` in shared/wire.ts). */
+/** `POST /v1/lock?path=DIR[&token=T][&release=1[&after=N&run=R]][&stat=1]` (see `LockLease` in shared/wire.ts). */
 export const lockEndpoint: Endpoint = {
   path: API.lock,
   methods: ["POST"],
   run: lock,
 };
 
-async function lock(ctx: ServerContext, _request: Request, url: URL) {
+async function lock(ctx: ServerContext, request: Request, url: URL) {
   const requested = requirePath(url);
   const token = url.searchParams.get("token") ?? undefined;
   const release = url.searchParams.get("release");
@@ -28,6 +28,22 @@ async function lock(ctx: ServerContext, _request: Request, url: URL) {
   const withStat = url.searchParams.get("stat");
   if (withStat !== null && (withStat !== "1" || release !== null)) {
     throw badQuery("stat", withStat, "1, when the lease is taken or renewed");
+  }
+  const after = optionalCount(url, "after");
+  const run = url.searchParams.get("run");
+  if ((after !== undefined || run !== null) && release === null) {
+    throw badQuery(
+      after !== undefined ? "after" : "run",
+      String(after ?? run),
+      "with release=1 only",
+    );
+  }
+  if ((after === undefined) !== (run === null)) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      'Query parameters "after" and "run" go together',
+    );
   }
   // Keyed by the kernel's path: two names of one directory (a link) are one lease.
   const key = ctx.writeJail.resolve(requested);
@@ -40,7 +56,23 @@ async function lock(ctx: ServerContext, _request: Request, url: URL) {
       "bad_request",
       'Missing query parameter "token": only the holder releases a lease',
     );
-  } else lease = ctx.pushLocks.release(key, shown, token);
+  } else {
+    if (after !== undefined && run !== null) {
+      const why = await ctx.pushLocks.settled(token, run, after, {
+        signal: request.signal,
+        maxMs: ctx.limits.pushLeaseMs,
+        renew: key,
+      });
+      if (why !== undefined) {
+        throw new HttpError(
+          409,
+          "incomplete",
+          `Cannot release the lock of ${JSON.stringify(shown)} yet: ${why}`,
+        );
+      }
+    }
+    lease = ctx.pushLocks.release(key, shown, token);
+  }
   if (withStat !== null) {
     const entry = await leasedEntry(ctx, requested);
     if (entry !== undefined) lease = { ...lease, entry };

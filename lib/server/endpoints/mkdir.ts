@@ -9,6 +9,7 @@ import {
   API,
   type DirRequest,
   type DirResult,
+  HEADER,
   MKDIR_MAX_DIRS,
 } from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
@@ -16,6 +17,7 @@ import type { Endpoint, ServerContext } from "../context.ts";
 import {
   badQuery,
   json,
+  optionalCount,
   optionalInteger,
   optionalTime,
   requirePath,
@@ -27,7 +29,7 @@ import { refusalOf, statEntry } from "./_checked.ts";
 /** Longest JSON array of directories: room for {@linkcode MKDIR_MAX_DIRS} long paths. */
 const MAX_DIRS_BODY_BYTES = 8 * 1024 * 1024;
 
-/** `POST /v1/mkdir?path=P[&mode=M][&mtime=T]`, or `POST /v1/mkdir` with a JSON array of `DirRequest`. */
+/** `POST /v1/mkdir?path=P[&mode=M][&mtime=T]`, or `POST /v1/mkdir[?after=N]` with a JSON array of `DirRequest`. */
 export const mkdirEndpoint: Endpoint = {
   path: API.mkdir,
   methods: ["POST"],
@@ -36,7 +38,7 @@ export const mkdirEndpoint: Endpoint = {
 
 async function mkdir(ctx: ServerContext, request: Request, url: URL) {
   if (!url.searchParams.has("path") && request.body !== null) {
-    return await mkdirMany(ctx, request);
+    return await mkdirMany(ctx, request, optionalCount(url, "after"));
   }
   const path = requirePath(url);
   const mode = optionalInteger(url, "mode");
@@ -54,9 +56,41 @@ async function mkdir(ctx: ServerContext, request: Request, url: URL) {
   }
 }
 
-/** The array form: every directory made, then each given its time and mode; one result each, in order (a refusal is that directory's result). */
-async function mkdirMany(ctx: ServerContext, request: Request) {
+/**
+ * The array form: every directory made, then each given its time and mode;
+ * one result each, in order (a refusal is that directory's result). With
+ * `after`, once that many requests of the push's run have completed (its
+ * files written: their directories' times would move after): 409
+ * `incomplete` and nothing done when they do not (see `LockLease`).
+ */
+async function mkdirMany(
+  ctx: ServerContext,
+  request: Request,
+  after: number | undefined,
+) {
   const dirs = parseDirs(await readJsonBody(request, MAX_DIRS_BODY_BYTES));
+  if (after !== undefined) {
+    const token = request.headers.get(HEADER.uploadSession);
+    const run = request.headers.get(HEADER.pushRun);
+    if (token === null || run === null) {
+      throw new HttpError(
+        400,
+        "bad_request",
+        `Query parameter "after" needs the headers ${HEADER.uploadSession} and ${HEADER.pushRun}`,
+      );
+    }
+    const why = await ctx.pushLocks.settled(token, run, after, {
+      signal: request.signal,
+      maxMs: ctx.limits.pushLeaseMs,
+    });
+    if (why !== undefined) {
+      throw new HttpError(
+        409,
+        "incomplete",
+        `Cannot set the times of ${dirs.length} directories yet: ${why}`,
+      );
+    }
+  }
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "mkdir");
   try {
     using breather = new Breather(ctx.limits.turnMs);
