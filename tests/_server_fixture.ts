@@ -57,6 +57,31 @@ export async function settingsFor(hsyncDir: string, overrides: Overrides) {
   return serverSettings(config, overrides);
 }
 
+/**
+ * hsyncd's handler in process for a push test, on loopback with no keys,
+ * accepting pushes below `DIR/incoming` (made, with `DIR/hsync-dir`);
+ * `limits` as in {@linkcode HandlerOptions}.
+ */
+export async function writableHandler(
+  dir: string,
+  limits?: HandlerOptions["limits"],
+): Promise<{ handler: Handler; incoming: string }> {
+  const incoming = join(dir, "incoming");
+  const hsyncDir = join(dir, "hsync-dir");
+  await Deno.mkdir(incoming);
+  await Deno.mkdir(hsyncDir);
+  const handler = await createHandler({
+    settings: await settingsFor(hsyncDir, {
+      Host_ip: "127.0.0.1",
+      Writable_path: incoming,
+    }),
+    hsyncDir,
+    hostname: "test-host",
+    ...(limits === undefined ? {} : { limits }),
+  });
+  return { handler, incoming };
+}
+
 /** Builds a {@linkcode Fixture}; `overrides` are ini values, `extra` handler options. */
 export async function makeFixture(
   overrides: Overrides = {},

@@ -1,7 +1,6 @@
 /** End-to-end: one push at a time writes into a server destination (issue 21: two cron pushes into one directory). */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createHandler } from "../lib/server/handler.ts";
 import type { LockLease } from "../lib/shared/wire.ts";
 import {
   busyTree,
@@ -13,7 +12,7 @@ import {
   tempDir,
   waitFor,
 } from "./_programs.ts";
-import { settingsFor } from "./_server_fixture.ts";
+import { writableHandler } from "./_server_fixture.ts";
 
 /** Asserts `got` holds exactly the files and directories of `want`, byte for byte. */
 function assertSameTree(
@@ -178,19 +177,7 @@ Deno.test("--no-wait: a push into a destination another push holds stops at once
  * `unhang`), so a push surely holds its lease when it is stopped.
  */
 async function hangingServer(dir: string, pushLeaseMs: number) {
-  const incoming = join(dir, "incoming");
-  const hsyncDir = join(dir, "hsync-dir");
-  await Deno.mkdir(incoming);
-  await Deno.mkdir(hsyncDir);
-  const handler = await createHandler({
-    settings: await settingsFor(hsyncDir, {
-      Host_ip: "127.0.0.1",
-      Writable_path: incoming,
-    }),
-    hsyncDir,
-    hostname: "test-host",
-    limits: { pushLeaseMs },
-  });
+  const { handler, incoming } = await writableHandler(dir, { pushLeaseMs });
   const state = { hang: true };
   let writing!: () => void;
   const firstWrite = new Promise<void>((r) => writing = r);

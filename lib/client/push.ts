@@ -34,6 +34,7 @@ import { type DeleteScope, PushDeleter } from "./push_delete.ts";
 import { RemoteDirs } from "./push_dirs.ts";
 import { LinkSender } from "./push_links.ts";
 import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
+import { endEarly } from "./push_end.ts";
 import { PushOpening } from "./push_opening.ts";
 import { DestinationBusy } from "../shared/errors.ts";
 import type { Remote } from "./remote.ts";
@@ -42,7 +43,7 @@ import { type HeldUpload, PushRemote } from "./remote_push.ts";
 import { newLeaseToken } from "../shared/lease_token.ts";
 import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
-import { BundleSender } from "./send_bundle.ts";
+import { BUNDLE_TASK, BundleSender } from "./send_bundle.ts";
 import { RangeSender } from "./send_ranges.ts";
 import { emptySummary, type PullEvent, type PullSummary } from "./transfer.ts";
 import { Verifier } from "./verify.ts";
@@ -173,7 +174,7 @@ class PushRun {
       settledMs: options.settledMs,
     });
     this.#bundles = new BundleSender(this.#ctx, {
-      spawn: (task) => this.#tasks.spawn(task),
+      spawn: (task) => this.#tasks.spawn(task, BUNDLE_TASK),
       sendAlone: (job) => this.#sendRanged(job),
       ahead,
     });
@@ -320,11 +321,17 @@ class PushRun {
       this.#totalFinal = true;
       this.#addTotal(0, 0);
       await this.#bundles.flush();
+      const early = endEarly(this.#ctx, lease, {
+        planner: this.#planner,
+        bundles: this.#bundles,
+        tasks: this.#tasks,
+        going: () => this.#fatal === undefined && !this.#o.deleteExtra,
+      });
       await this.#tasks.drain();
       if (this.#o.deleteExtra && !this.#signal.aborted) {
         await this.#deleteExtra();
       }
-      if (!this.#signal.aborted) {
+      if (!this.#signal.aborted && !await (await early)?.landed()) {
         // The lease goes back while the directories get their times: a
         // push waiting for it asks once a second, after they are set.
         await Promise.all([this.#planner.finishDirs(), lease?.release()]);

@@ -64,6 +64,19 @@ export interface PushLease {
   readonly upload: HeldUpload | null | undefined;
   /** Gives the lease back (once, however often it is called). */
   release(): Promise<void>;
+  /** The server takes `after=N` on the release and on `mkdir` (`LockLease.after`). */
+  readonly ordersLast: boolean;
+  /**
+   * Gives the lease back once `after` requests of run `run` have completed
+   * at the server, sent before their answers (`LockLease.after`); false when
+   * the server did not (409 `incomplete`, or no answer): the lease is still
+   * held and renewed then, and {@linkcode release} gives it back.
+   */
+  releaseAfter(
+    run: string,
+    after: number,
+    signal: AbortSignal,
+  ): Promise<boolean>;
 }
 
 /**
@@ -156,7 +169,9 @@ class Renewal implements PushLease {
   readonly path: string;
   readonly token: string;
   readonly #options: PushLockOptions;
-  readonly #stop = new AbortController();
+  #stop = new AbortController();
+  readonly #every: number;
+  readonly ordersLast: boolean;
   readonly waited: boolean;
   readonly entry: StatEntry | null | undefined;
   readonly upload: HeldUpload | null | undefined;
@@ -182,25 +197,72 @@ class Renewal implements PushLease {
     this.#remote = remote;
     this.path = path;
     this.token = lease.token;
+    this.ordersLast = lease.after === true;
     this.#options = options;
     // Three tries before the lease lapses, whatever length the server gives.
-    const every = Math.max(50, Math.min(RENEW_MS, lease.expires_ms / 3));
+    this.#every = Math.max(50, Math.min(RENEW_MS, lease.expires_ms / 3));
+    this.#renewals();
+  }
+
+  /** Renews the lease every `#every` ms until `#stop` aborts. */
+  #renewals(): void {
+    const stop = this.#stop.signal;
     const tick = () => {
       this.#pending = this.#renew().finally(() => {
-        if (!this.#stop.signal.aborted) this.#timer = setTimeout(tick, every);
+        if (!stop.aborted) this.#timer = setTimeout(tick, this.#every);
       });
     };
-    this.#timer = setTimeout(tick, every);
+    this.#timer = setTimeout(tick, this.#every);
+  }
+
+  /** Stops the renewals, and waits for one under way (a renewal arriving after the release would take the lease again). */
+  async #stopRenewals(): Promise<void> {
+    this.#stop.abort();
+    clearTimeout(this.#timer);
+    await this.#pending;
   }
 
   release(): Promise<void> {
     return this.#released ??= this.#release();
   }
 
+  async releaseAfter(
+    run: string,
+    after: number,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    if (this.#released !== undefined) return false;
+    // hsyncd renews the lease while the release waits there.
+    await this.#stopRenewals();
+    try {
+      const answer = await ask(
+        this.#remote,
+        {
+          path: this.path,
+          token: this.token,
+          release: "1",
+          after: String(after),
+          run,
+        },
+        signal,
+      );
+      if (answer !== 404 && answer !== 409 && this.#released === undefined) {
+        this.#record.end(true);
+        this.#released = Promise.resolve();
+        return true;
+      }
+    } catch {
+      // Given back the long way.
+    }
+    if (this.#released === undefined) {
+      this.#stop = new AbortController();
+      this.#renewals();
+    }
+    return false;
+  }
+
   async #release(): Promise<void> {
-    this.#stop.abort();
-    clearTimeout(this.#timer);
-    await this.#pending;
+    await this.#stopRenewals();
     try {
       // Not the run's signal: an interrupted push still gives its lease back.
       await ask(

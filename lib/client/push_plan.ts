@@ -35,7 +35,7 @@ import type { PushSource } from "./push_sources.ts";
 import type { HeldUpload } from "./remote_push.ts";
 
 /** A directory of a push: where it is, what the server had, and whether its time must be set at the end. */
-interface DirRecord {
+export interface DirRecord {
   remote: string;
   label: string;
   mtime: number;
@@ -213,6 +213,18 @@ export class PushPlanner {
     else for (const dirs of chunks.reverse()) await finish(dirs);
   }
 
+  /**
+   * What {@linkcode finishDirs} would send when it is one array (undefined
+   * when more, or nothing is sent at all), for a push that sends it early;
+   * its answer goes to {@linkcode dirsAnswered}.
+   */
+  lastDirs(): { dirs: DirRecord[]; asked: DirRequest[] } | undefined {
+    if (this.#ctx.dryRun) return undefined;
+    const dirs = this.#dirs.filter((d) => d.touched);
+    if (dirs.length > MKDIR_MAX_DIRS) return undefined;
+    return { dirs, asked: dirs.map((d) => this.#finalDir(d)) };
+  }
+
   /** One array of directories made and given their times; each failure told. */
   async #finishChunk(dirs: DirRecord[]): Promise<void> {
     let results: DirResult[] | undefined;
@@ -222,6 +234,15 @@ export class PushPlanner {
     } catch (error) {
       why = describeError(error);
     }
+    this.dirsAnswered(dirs, results, why);
+  }
+
+  /** The answer to an array of `dirs` (none: it failed, for `why`): each directory's failure told. */
+  dirsAnswered(
+    dirs: readonly DirRecord[],
+    results: DirResult[] | undefined,
+    why: string,
+  ): void {
     if (this.#ctx.signal.aborted) return;
     dirs.forEach((d, i) => {
       const r = results?.[i];

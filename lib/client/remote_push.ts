@@ -19,6 +19,7 @@ import {
   type UploadStatus,
 } from "../shared/wire.ts";
 import type { Exchange, Remote } from "./remote.ts";
+import { newLeaseToken } from "../shared/lease_token.ts";
 
 /** What the server holds of an upload, checked: its size, its source, and the ranges held. */
 export interface HeldUpload {
@@ -46,6 +47,10 @@ export interface PutAnswer extends HeldUpload {
 export class PushRemote {
   readonly #remote: Remote;
   #session: string;
+  /** This run of the push, on every request beside the session (`HEADER.pushRun`). */
+  readonly run = newLeaseToken();
+  #made = 0;
+  readonly #failures = new Set<() => void>();
 
   /** Writes to `remote`, as session `session`. */
   constructor(remote: Remote, session: string) {
@@ -62,6 +67,16 @@ export class PushRemote {
    */
   set session(session: string) {
     this.#session = session;
+    this.#made = 0;
+  }
+
+  /**
+   * Requests made as the session set last (tries again included): what a
+   * last request waits for with `after` (hsyncd counts those carrying the
+   * session and {@linkcode run} as they complete).
+   */
+  get made(): number {
+    return this.#made;
   }
 
   /** `GET /v1/upload`: what the server holds of an upload of `path`; undefined when nothing (404). */
@@ -69,7 +84,7 @@ export class PushRemote {
     path: string,
     signal?: AbortSignal,
   ): Promise<HeldUpload | undefined> {
-    const ex = await this.#remote.send(
+    const ex = await this.#send(
       this.#remote.url(API.upload, { path }),
       { signal, headers: this.#headers(), accept: [404] },
     );
@@ -117,7 +132,7 @@ export class PushRemote {
     if (upload.sha256 !== undefined) {
       headers.set(BODY_DIGEST_HEADER, upload.sha256);
     }
-    const ex = await this.#remote.send(this.#remote.url(API.upload, query), {
+    const ex = await this.#send(this.#remote.url(API.upload, query), {
       method: "PUT",
       headers,
       body: upload.body,
@@ -140,7 +155,7 @@ export class PushRemote {
   ): Promise<CommitResult> {
     const headers = this.#headers();
     headers.set("content-type", "application/json");
-    const ex = await this.#remote.send(
+    const ex = await this.#send(
       this.#remote.url(API.commit, { path }),
       { method: "POST", headers, body: JSON.stringify(request), signal },
     );
@@ -155,7 +170,7 @@ export class PushRemote {
   ): Promise<UploadBundleResult[]> {
     const headers = this.#headers();
     headers.set("content-type", "application/octet-stream");
-    const ex = await this.#remote.send(
+    const ex = await this.#send(
       this.#remote.url(API.uploadBundle, { root, parents: "1" }),
       {
         method: "POST",
@@ -188,7 +203,7 @@ export class PushRemote {
     // Decimal, as every number in the query (`mode=493` is 0o755).
     if (options.mode !== undefined) query.mode = String(options.mode);
     if (options.mtime !== undefined) query.mtime = String(options.mtime);
-    const ex = await this.#remote.send(this.#remote.url(API.mkdir, query), {
+    const ex = await this.#send(this.#remote.url(API.mkdir, query), {
       method: "POST",
       headers: this.#headers(),
       signal: options.signal,
@@ -204,14 +219,23 @@ export class PushRemote {
     return body as StatEntry;
   }
 
-  /** `POST /v1/mkdir` with an array: every directory made (with its parents), then each given its time and mode; one result each, in order. */
+  /**
+   * `POST /v1/mkdir` with an array: every directory made (with its
+   * parents), then each given its time and mode; one result each, in
+   * order. With `after`, hsyncd does it once that many requests of this
+   * run have completed (409 `incomplete`, nothing done, when they do not).
+   */
   async mkdirs(
     dirs: DirRequest[],
     signal?: AbortSignal,
+    after?: number,
   ): Promise<DirResult[]> {
     const headers = this.#headers();
     headers.set("content-type", "application/json");
-    const ex = await this.#remote.send(this.#remote.url(API.mkdir), {
+    const query: Record<string, string> = after === undefined
+      ? {}
+      : { after: String(after) };
+    const ex = await this.#send(this.#remote.url(API.mkdir, query), {
       method: "POST",
       headers,
       body: JSON.stringify(dirs),
@@ -258,7 +282,7 @@ export class PushRemote {
    * directory that holds entries is refused (409 `not_empty`, thrown).
    */
   async delete(path: string, signal?: AbortSignal): Promise<boolean> {
-    const ex = await this.#remote.send(
+    const ex = await this.#send(
       this.#remote.url(API.delete, { path }),
       { method: "POST", headers: this.#headers(), signal, accept: [404] },
     );
@@ -287,7 +311,7 @@ export class PushRemote {
   ): Promise<void> {
     const headers = this.#headers();
     headers.set("content-type", "application/json");
-    const ex = await this.#remote.send(this.#remote.url(endpoint, { path }), {
+    const ex = await this.#send(this.#remote.url(endpoint, { path }), {
       method: "POST",
       headers,
       body: JSON.stringify(request),
@@ -303,8 +327,34 @@ export class PushRemote {
     }
   }
 
+  /**
+   * Calls `listener` each time a request fails from now on (no answer, or
+   * one refused); the returned function stops it.
+   */
+  onFailure(listener: () => void): () => void {
+    this.#failures.add(listener);
+    return () => this.#failures.delete(listener);
+  }
+
+  /** `Remote.send`, telling the failure listeners when it throws. */
+  async #send(
+    url: URL,
+    init: Parameters<Remote["send"]>[1],
+  ): Promise<Exchange> {
+    try {
+      return await this.#remote.send(url, init);
+    } catch (error) {
+      for (const listener of this.#failures) listener();
+      throw error;
+    }
+  }
+
   #headers(): Headers {
-    return new Headers({ [HEADER.uploadSession]: this.#session });
+    this.#made++;
+    return new Headers({
+      [HEADER.uploadSession]: this.#session,
+      [HEADER.pushRun]: this.run,
+    });
   }
 
   async #json(ex: Exchange): Promise<unknown> {

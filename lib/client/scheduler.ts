@@ -51,7 +51,8 @@ export class Scheduler {
 
 /** Background tasks of one run: each is tracked until it settles, and its failure is reported, never lost. */
 export class TaskGroup {
-  readonly #tasks = new Set<Promise<void>>();
+  /** Each task running, and its kind. */
+  readonly #tasks = new Map<Promise<void>, string>();
   readonly #onError: (error: unknown) => void;
 
   /** A group reporting a task's uncaught error to `onError`. */
@@ -64,16 +65,23 @@ export class TaskGroup {
     return this.#tasks.size;
   }
 
-  /** Runs `task` in the background. */
-  spawn(task: Promise<void>): void {
+  /** Tasks of `kind` still running. */
+  count(kind: string): number {
+    let n = 0;
+    for (const k of this.#tasks.values()) if (k === kind) n++;
+    return n;
+  }
+
+  /** Runs `task` in the background (of `kind`, for {@linkcode count}). */
+  spawn(task: Promise<void>, kind = ""): void {
     const tracked: Promise<void> = task.catch(this.#onError).finally(() =>
       this.#tasks.delete(tracked)
     );
-    this.#tasks.add(tracked);
+    this.#tasks.set(tracked, kind);
   }
 
   /** Waits until every task, including those spawned meanwhile, has settled. */
   async drain(): Promise<void> {
-    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks.keys()]);
   }
 }

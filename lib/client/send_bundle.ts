@@ -44,6 +44,9 @@ const FIRST_BUNDLE_FILES = 64;
  */
 const READ_AHEAD = 2;
 
+/** The kind of the tasks a bundle sender spawns (`TaskGroup.count`). */
+export const BUNDLE_TASK = "bundle";
+
 /** Collects small files into bundles per server directory and sends them a few at a time. */
 export class BundleSender {
   readonly #ctx: PushContext;
@@ -52,6 +55,9 @@ export class BundleSender {
   #batch: SendJob[] = [];
   #bytes = 0;
   #sent = 0;
+  /** Bundles read and not posted yet. */
+  #unsent = 0;
+  #whenAllSent: Array<() => void> = [];
   readonly #readAhead = new Limiter(READ_AHEAD);
 
   readonly #sendAlone: (job: SendJob) => Promise<void>;
@@ -101,6 +107,18 @@ export class BundleSender {
     }
   }
 
+  /** Resolves once every bundle read so far has been posted (its answer perhaps not come), or given up. */
+  allSent(): Promise<void> {
+    if (this.#unsent === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#whenAllSent.push(resolve));
+  }
+
+  /** One bundle posted or given up. */
+  #posted(): void {
+    if (--this.#unsent > 0) return;
+    for (const resolve of this.#whenAllSent.splice(0)) resolve();
+  }
+
   /**
    * Reads the batch now and sends it as soon as a bundle slot is free: the
    * walk goes on meanwhile and waits only when {@linkcode READ_AHEAD}
@@ -121,13 +139,24 @@ export class BundleSender {
       waiting();
       throw error;
     }
+    this.#unsent++;
+    let posted = false;
+    const post = () => {
+      if (posted) return;
+      posted = true;
+      this.#posted();
+    };
     this.#spawn((async () => {
-      const release = await this.#ctx.limits.bundles.acquire(signal)
-        .finally(waiting);
       try {
-        await this.#run(root, bundle);
+        const release = await this.#ctx.limits.bundles.acquire(signal)
+          .finally(waiting);
+        try {
+          await this.#run(root, bundle, post);
+        } finally {
+          release();
+        }
       } finally {
-        release();
+        post();
       }
     })());
   }
@@ -169,28 +198,40 @@ export class BundleSender {
     return { jobs, body: encodeFrames(frames), alone };
   }
 
-  /** Sends a read bundle, then the files of it sent alone. */
-  async #run(root: string, bundle: ReadBundle): Promise<void> {
+  /** Sends a read bundle (`posted` told when its request is made), then the files of it sent alone. */
+  async #run(
+    root: string,
+    bundle: ReadBundle,
+    posted: () => void,
+  ): Promise<void> {
     if (bundle.body !== undefined) {
-      await this.#post(root, bundle.jobs, bundle.body);
+      await this.#post(root, bundle.jobs, bundle.body, posted);
     }
     for (const job of bundle.alone) await this.#sendAlone(job);
   }
 
-  /** Sends the frames `body` of `jobs` (retried while the network or server falters) and counts each file's outcome. */
-  async #post(root: string, jobs: SendJob[], body: Uint8Array): Promise<void> {
+  /** Sends the frames `body` of `jobs` (retried while the network or server falters; `posted` told at the first request) and counts each file's outcome. */
+  async #post(
+    root: string,
+    jobs: SendJob[],
+    body: Uint8Array,
+    posted: () => void,
+  ): Promise<void> {
     const ctx = this.#ctx;
     let results;
     try {
       results = await ctx.backoff.retry(
         () =>
           ctx.limits.requests.run(
-            () =>
-              ctx.push.bundle(root, body, ctx.signal).catch((error) => {
+            () => {
+              const answer = ctx.push.bundle(root, body, ctx.signal);
+              posted();
+              return answer.catch((error) => {
                 // Not worth another try: told as it is.
                 if (isDiskFull(error)) throw new Error(describeError(error));
                 throw error;
-              }),
+              });
+            },
             ctx.signal,
           ),
         ctx.signal,

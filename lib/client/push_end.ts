@@ -1,0 +1,89 @@
+/**
+ * The end of a push sent before the answers to its last bundles: its
+ * directories' times (one `POST /v1/mkdir` array) and the release of its
+ * lease go the moment its last bundle is posted, each with `after=N`, and
+ * hsyncd does them once the requests made before have completed (see
+ * `LockLease` in shared/wire.ts), instead of a round trip after their
+ * answers. Any request made after them (a try again, a file that grew too
+ * big for its bundle) means they may have come too soon: the push then ends
+ * the long way, as it does when hsyncd did not do them.
+ */
+import type { DirResult } from "../shared/wire.ts";
+import type { PushContext } from "./push_context.ts";
+import type { PushLease } from "./push_lock.ts";
+import type { DirRecord, PushPlanner } from "./push_plan.ts";
+import type { TaskGroup } from "./scheduler.ts";
+import { BUNDLE_TASK, type BundleSender } from "./send_bundle.ts";
+
+/** The end sent early: whether it did all the long way would have. */
+export interface EarlyEnd {
+  /** True once both were done, after every request the push made before them (the directories' failures told); false: end the long way. */
+  landed(): Promise<boolean>;
+}
+
+/**
+ * The end of a push sent the moment its last bundle is posted, when only
+ * bundles are in flight then and `going()` still holds (no failure, nothing
+ * to delete after); undefined: it ends the long way. Called once the walk
+ * is done and the last bundle read.
+ */
+export async function endEarly(
+  ctx: PushContext,
+  lease: PushLease | undefined,
+  o: {
+    planner: PushPlanner;
+    bundles: BundleSender;
+    tasks: TaskGroup;
+    going: () => boolean;
+  },
+): Promise<EarlyEnd | undefined> {
+  if (lease === undefined || !lease.ordersLast || !o.going()) return undefined;
+  await o.bundles.allSent();
+  if (
+    ctx.signal.aborted || !o.going() ||
+    o.tasks.size !== o.tasks.count(BUNDLE_TASK)
+  ) return undefined;
+  return sendEndEarly(ctx, o.planner, lease);
+}
+
+/**
+ * Sends the end of the push now, with every request it made so far
+ * perhaps still in flight; undefined when it cannot go early (more
+ * directories than one array holds, a dry run, a server that would not
+ * wait: the push ends the long way).
+ */
+export function sendEndEarly(
+  ctx: PushContext,
+  planner: PushPlanner,
+  lease: PushLease,
+): EarlyEnd | undefined {
+  const last = planner.lastDirs();
+  if (last === undefined || !lease.ordersLast) return undefined;
+  const push = ctx.push;
+  const after = push.made;
+  let made = after;
+  // A request of the push that fails now (no answer, or a refusal) may
+  // never reach hsyncd, which would wait for it: they end the long way.
+  const stop = new AbortController();
+  const unlisten = push.onFailure(() => stop.abort());
+  const signal = AbortSignal.any([ctx.signal, stop.signal]);
+  let dirs: Promise<DirResult[] | undefined> = Promise.resolve([]);
+  if (last.dirs.length > 0) {
+    dirs = push.mkdirs(last.asked, signal, after).catch(() => undefined);
+    made++;
+  }
+  // After the directories' times too: they are a request of the run.
+  const released = lease.releaseAfter(push.run, made, signal);
+  return {
+    async landed() {
+      const [results, gone] = await Promise.all([dirs, released]);
+      unlisten();
+      if (
+        !gone || results === undefined || push.made !== made ||
+        ctx.signal.aborted
+      ) return false;
+      planner.dirsAnswered(last.dirs as DirRecord[], results, "");
+      return true;
+    },
+  };
+}

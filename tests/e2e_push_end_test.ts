@@ -1,0 +1,185 @@
+/**
+ * End-to-end: a push sends its end (the directories' times, the release of
+ * its lease) with its last bundles still in flight, and hsyncd does it once
+ * they are written (`after=N`, lib/server/push_locks.ts): a round trip less,
+ * and the directories keep their times.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import type { LockLease } from "../lib/shared/wire.ts";
+import {
+  hsyncLeftovers,
+  runClient,
+  snapshotTree,
+  tempDir,
+} from "./_programs.ts";
+import { writableHandler } from "./_server_fixture.ts";
+
+const T = 1_600_000_000_000;
+
+/** A tree of `files` small files in three directories, a nested one and an empty one, each directory with its own time. */
+async function datedTree(src: string, files: number): Promise<string[]> {
+  const dirs = ["d0", "d1", "d2", "e", "e/f", "empty"];
+  for (const d of dirs) await Deno.mkdir(join(src, d), { recursive: true });
+  for (let i = 0; i < files; i++) {
+    const d = ["d0", "d1", "d2", "e/f"][i % 4];
+    await Deno.writeTextFile(join(src, d, `n${i}.txt`), `file ${i}\n`);
+  }
+  const all = ["", ...dirs];
+  for (const [i, d] of [...all].reverse().entries()) {
+    await Deno.utime(join(src, d), new Date(T), new Date(T + i * 1000));
+  }
+  return all;
+}
+
+/**
+ * hsyncd in process, accepting pushes below `incoming`, each bundle held
+ * `holdMs` before hsyncd reads it, and a log of when each request came in
+ * and was answered. `answerFirstBundle` may answer the first bundle itself
+ * (hsyncd never sees it).
+ */
+async function slowBundles(
+  dir: string,
+  holdMs: number,
+  answerFirstBundle?: (arrived: { mkdirAfter: Promise<void> }) => Promise<
+    Response
+  >,
+) {
+  const { handler, incoming } = await writableHandler(dir);
+  const events: string[] = [];
+  let mkdirCame!: () => void;
+  const mkdirAfter = new Promise<void>((r) => mkdirCame = r);
+  let bundles = 0;
+  const served = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (request, info) => {
+      const url = new URL(request.url);
+      const what = `${request.method} ${url.pathname}${url.search}`;
+      events.push(`in ${what}`);
+      if (/^\/v1\/mkdir$/.test(url.pathname) && url.searchParams.has("after")) {
+        mkdirCame();
+      }
+      let response: Response;
+      if (url.pathname === "/v1/upload/bundle") {
+        bundles++;
+        if (bundles === 1 && answerFirstBundle !== undefined) {
+          await request.body?.cancel();
+          response = await answerFirstBundle({ mkdirAfter });
+        } else {
+          await new Promise((r) => setTimeout(r, holdMs));
+          response = await handler(request, info);
+        }
+      } else response = await handler(request, info);
+      events.push(`out ${what} ${response.status}`);
+      return response;
+    },
+  );
+  return {
+    incoming,
+    events,
+    base: `http://127.0.0.1:${served.addr.port}`,
+    dest: `127.0.0.1:${served.addr.port}:${incoming}/`,
+    async [Symbol.asyncDispose]() {
+      await served.shutdown();
+    },
+  };
+}
+
+/** The position in `events` of the first event matching `re` (fails when none does). */
+function at(events: string[], re: RegExp): number {
+  const i = events.findIndex((e) => re.test(e));
+  assert.notEqual(i, -1, `${re} not in:\n${events.join("\n")}`);
+  return i;
+}
+
+/** Asserts the pushed tree is `src`'s, each directory with its time, and the lease is given back. */
+async function assertLanded(
+  server: Awaited<ReturnType<typeof slowBundles>>,
+  src: string,
+  dirs: string[],
+  clientHome: string,
+): Promise<void> {
+  const got = await snapshotTree(join(server.incoming, "tree"));
+  assert.deepEqual(hsyncLeftovers(got), []);
+  assert.deepEqual(got, await snapshotTree(src));
+  for (const d of dirs) {
+    const local = await Deno.stat(join(src, d));
+    const remote = await Deno.stat(join(server.incoming, "tree", d));
+    assert.equal(remote.mtime?.getTime(), local.mtime?.getTime(), `"${d}"`);
+  }
+  // Given back: another push takes the lease at once, and no record is left.
+  const taken = await fetch(
+    `${server.base}/v1/lock?${new URLSearchParams({
+      path: join(server.incoming, "tree"),
+    })}`,
+    { method: "POST" },
+  );
+  assert.equal(taken.status, 200);
+  assert.equal(typeof (await taken.json() as LockLease).token, "string");
+  assert.deepEqual([...Deno.readDirSync(join(clientHome, "leases"))], []);
+}
+
+Deno.test("a push sends its directories' times and its lease's release with its last bundle in flight; hsyncd does them once that bundle is written: every directory keeps its time", async () => {
+  await using tmp = await tempDir("hsync-push-end-");
+  const src = join(tmp.path, "tree");
+  const dirs = await datedTree(src, 100);
+  await using server = await slowBundles(tmp.path, 400);
+  const home = join(tmp.path, "client-home");
+  const out = await runClient([src, server.dest], { HSYNC_DIR: home });
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stderr, /hsync: 100 files, /);
+  const events = server.events;
+  const lastBundleOut = events.findLastIndex((e) =>
+    e.startsWith("out POST /v1/upload/bundle")
+  );
+  // Both went before the last bundle was answered (it was held 400 ms).
+  assert.ok(at(events, /^in POST \/v1\/mkdir\?after=\d+$/) < lastBundleOut);
+  assert.ok(
+    at(events, /^in POST \/v1\/lock\?.*release=1&after=\d+&run=/) <
+      lastBundleOut,
+  );
+  // And were answered after it: hsyncd waited.
+  assert.ok(
+    at(events, /^out POST \/v1\/mkdir\?after=\d+ 200$/) > lastBundleOut,
+  );
+  // Nothing ended the long way.
+  assert.equal(events.filter((e) => /^in POST \/v1\/mkdir/.test(e)).length, 1);
+  assert.equal(
+    events.filter((e) => /release=1/.test(e) && e.startsWith("in")).length,
+    1,
+  );
+  await assertLanded(server, src, dirs, home);
+});
+
+Deno.test("a bundle that fails after the end was sent is sent again and the push ends the long way: the directories keep their times, the lease is given back", async () => {
+  await using tmp = await tempDir("hsync-push-end-");
+  const src = join(tmp.path, "tree");
+  const dirs = await datedTree(src, 20);
+  // The one bundle's first try is answered 503 once the end has come
+  // (waiting for it): its files are written by the second try, after.
+  await using server = await slowBundles(tmp.path, 0, async (arrived) => {
+    // (A client that sends no early end: answered after 2 s, failing below.)
+    await Promise.race([
+      arrived.mkdirAfter,
+      new Promise((r) => setTimeout(r, 2000)),
+    ]);
+    await new Promise((r) => setTimeout(r, 100));
+    return Response.json(
+      { error: "busy", message: "Cannot upload now: test" },
+      { status: 503, headers: { "retry-after": "0" } },
+    );
+  });
+  const home = join(tmp.path, "client-home");
+  const out = await runClient([src, server.dest], { HSYNC_DIR: home });
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stderr, /hsync: 20 files, .* 0 failed/);
+  const events = server.events;
+  const early = at(events, /^in POST \/v1\/mkdir\?after=\d+$/);
+  const retried = events.findLastIndex((e) =>
+    e.startsWith("out POST /v1/upload/bundle") && e.endsWith(" 200")
+  );
+  assert.ok(early < retried, events.join("\n"));
+  // The long way after the last answer: the directories' times again.
+  assert.ok(at(events, /^in POST \/v1\/mkdir$/) > retried, events.join("\n"));
+  await assertLanded(server, src, dirs, home);
+});
