@@ -183,3 +183,45 @@ Deno.test("a bundle that fails after the end was sent is sent again and the push
   assert.ok(at(events, /^in POST \/v1\/mkdir$/) > retried, events.join("\n"));
   await assertLanded(server, src, dirs, home);
 });
+
+Deno.test("a bundle refused before hsyncd counts it, after the end was sent: the end is called off at once, the push ends the long way and tells the failure", async () => {
+  await using tmp = await tempDir("hsync-push-end-");
+  const src = join(tmp.path, "tree");
+  const dirs = await datedTree(src, 20);
+  // 413 from in front of hsyncd: hsyncd never counts that request, and
+  // would wait for it until the lease's length (30 s).
+  await using server = await slowBundles(tmp.path, 0, async (arrived) => {
+    await Promise.race([
+      arrived.mkdirAfter,
+      new Promise((r) => setTimeout(r, 2000)),
+    ]);
+    return Response.json(
+      { error: "too_large", message: "Cannot read the request body: test" },
+      { status: 413 },
+    );
+  });
+  const home = join(tmp.path, "client-home");
+  const started = performance.now();
+  const out = await runClient([src, server.dest], { HSYNC_DIR: home });
+  const took = performance.now() - started;
+  assert.equal(out.code, 2, out.stderr);
+  assert.match(out.stderr, /hsync: 0 files, .* 20 failed/);
+  assert.ok(took < 15_000, `took ${took} ms`);
+  const events = server.events;
+  const early = at(events, /^in POST \/v1\/mkdir\?after=\d+$/);
+  assert.ok(at(events, /^in POST \/v1\/mkdir$/) > early, events.join("\n"));
+  // The directories were made and given their times all the same.
+  for (const d of dirs) {
+    const local = await Deno.stat(join(src, d));
+    const remote = await Deno.stat(join(server.incoming, "tree", d));
+    assert.equal(remote.mtime?.getTime(), local.mtime?.getTime(), `"${d}"`);
+  }
+  const taken = await fetch(
+    `${server.base}/v1/lock?${new URLSearchParams({
+      path: join(server.incoming, "tree"),
+    })}`,
+    { method: "POST" },
+  );
+  assert.equal(taken.status, 200);
+  await taken.body?.cancel();
+});
