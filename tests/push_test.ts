@@ -1490,3 +1490,68 @@ Deno.test("a file the server refuses in a bundle fails on its own; the others ar
   }]);
   assert.equal(await Deno.readTextFile(join(f.dst, "t/fine.txt")), "yes");
 });
+
+Deno.test("to a server that waits (after: true with its lease), the end goes with the last bundles, after=N counting the requests made as the lease's token; never as another session, never to a server that does not say it", async () => {
+  for (
+    const [session, after] of [
+      [undefined, true],
+      ["test-session", true],
+      [undefined, false],
+    ] as const
+  ) {
+    await using dir = await tempDir();
+    const f = await fixture(dir.path);
+    for (let i = 0; i < 30; i++) {
+      await Deno.mkdir(join(f.src, "run42", `d${i % 3}`), { recursive: true });
+      await Deno.writeTextFile(join(f.src, "run42", `d${i % 3}`, `f${i}`), "x");
+    }
+    const runs = new Set<string>();
+    let counted = 0;
+    await using server = serve(f, {
+      hook: (url, request) => {
+        const run = request.headers.get("x-hsync-push-run");
+        if (
+          request.headers.get("x-hsync-upload-session") === LEASE_TOKEN &&
+          run !== null && !url.searchParams.has("after")
+        ) {
+          runs.add(run);
+          counted++;
+        }
+        return Promise.resolve(
+          url.pathname === "/v1/lock"
+            ? Response.json({
+              token: LEASE_TOKEN,
+              expires_ms: 30_000,
+              entry: null,
+              ...(after ? { after: true } : {}),
+            })
+            : undefined,
+        );
+      },
+    });
+    const { summary } = await run(
+      server,
+      [join(f.src, "run42")],
+      join(f.dst, "run42"),
+      { session },
+    );
+    assert.deepEqual(summary.failures, []);
+    const ends = server.log.filter((l) => /after=/.test(l));
+    if (session !== undefined || !after) {
+      assert.deepEqual(ends, []);
+      continue;
+    }
+    // (This fake server does not wait as it says: the directories' times
+    // it sets may move with the bundles after them; e2e_push_end_test.ts
+    // runs hsyncd.)
+    assert.equal(runs.size, 1);
+    const [theRun] = runs;
+    assert.ok(counted > 0);
+    assert.deepEqual(ends.sort(), [
+      `POST /v1/lock?path=${
+        encodeURIComponent(join(f.dst, "run42"))
+      }&token=${LEASE_TOKEN}&release=1&after=${counted + 1}&run=${theRun}`,
+      `POST /v1/mkdir?after=${counted}`,
+    ]);
+  }
+});

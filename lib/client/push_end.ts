@@ -58,7 +58,10 @@ export function sendEndEarly(
   lease: PushLease,
 ): EarlyEnd | undefined {
   const last = planner.lastDirs();
-  if (last === undefined || !lease.ordersLast) return undefined;
+  // hsyncd counts the requests that carry the lease's token as their session.
+  if (
+    last === undefined || !lease.ordersLast || ctx.push.session !== lease.token
+  ) return undefined;
   const push = ctx.push;
   const after = push.made;
   let made = after;

@@ -70,6 +70,10 @@ export class PushRemote {
     this.#made = 0;
   }
 
+  get session(): string {
+    return this.#session;
+  }
+
   /**
    * Requests made as the session set last (tries again included): what a
    * last request waits for with `after` (hsyncd counts those carrying the
