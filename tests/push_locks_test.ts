@@ -401,3 +401,56 @@ Deno.test("POST /v1/lock?release=1&after=N&run=R releases once N requests of the
     ) await expectError(await post(f.call, query), 400, "bad_request");
   }, { Host_ip: "127.0.0.1", Writable_path: "@root" });
 });
+
+Deno.test("POST /v1/lock&name=NAME leases PATH/NAME when PATH is a directory (and says so in path), else PATH; two names in one directory are leased at once; 400 for a name that is not one component", async () => {
+  await withFixture(async (f) => {
+    await Deno.mkdir(join(f.root, "in"));
+    const leaseOf = async (path: string, name: string) => {
+      const r = await post(
+        f.call,
+        `path=${encodeURIComponent(join(f.root, path))}&name=${
+          encodeURIComponent(name)
+        }&stat=1`,
+      );
+      assert.equal(r.status, 200);
+      return await r.json() as LockLease;
+    };
+    const a = await leaseOf("in", "a.bin");
+    assert.equal(a.path, join(f.root, "in/a.bin"));
+    assert.equal(a.entry, null);
+    // Another file into the same directory: its own lease, at once.
+    const b = await leaseOf("in", "b.bin");
+    assert.equal(b.path, join(f.root, "in/b.bin"));
+    // A path that is no directory is leased itself.
+    const c = await leaseOf("new-name", "c.bin");
+    assert.equal(c.path, join(f.root, "new-name"));
+    // The directory itself is held inside: a push into it waits.
+    await expectError(
+      await post(f.call, `path=${encodeURIComponent(join(f.root, "in"))}`),
+      409,
+      "locked",
+    );
+    // Given back with the name too (a push cut off before its answer).
+    const back = await post(
+      f.call,
+      `path=${
+        encodeURIComponent(join(f.root, "in"))
+      }&name=a.bin&token=${a.token}&release=1`,
+    );
+    assert.equal(back.status, 200);
+    await back.body?.cancel();
+    assert.equal((await leaseOf("in", "a.bin")).path, join(f.root, "in/a.bin"));
+    for (const name of ["", ".", "..", "x/y", "a\0b"]) {
+      await expectError(
+        await post(
+          f.call,
+          `path=${encodeURIComponent(join(f.root, "in"))}&name=${
+            encodeURIComponent(name)
+          }`,
+        ),
+        400,
+        "bad_request",
+      );
+    }
+  }, { Host_ip: "127.0.0.1", Writable_path: "@root" });
+});

@@ -403,6 +403,10 @@ export interface DeleteResult {
  * one it is inside. A lease not renewed within `expires_ms` lapses: a
  * killed client never blocks a destination for long.
  *
+ * With `name=NAME` (one path component), the lease is of `DIR/NAME` when
+ * `DIR` is a directory, and the answer says which (`path`): a push of one
+ * file asks its lease with the destination's stat, not after it.
+ *
  * `release=1&after=N&run=R` releases it only once `N` requests of run `R`
  * of the push (those carrying its token as `x-hsync-upload-session` and `R`
  * as `x-hsync-push-run`) have completed, none answered 400 or more; it waits
@@ -418,6 +422,12 @@ export interface LockLease {
   expires_ms: number;
   /** The server takes `after=N` (above): absent from an older hsyncd, which would not wait. */
   after?: boolean;
+  /**
+   * Asked with `name=NAME`: the path leased, `DIR/NAME` when `DIR` is a
+   * directory (where one file named NAME pushed to `DIR` goes), else `DIR`
+   * (normalized). Absent from an older hsyncd, which leased `DIR`.
+   */
+  path?: string;
   /**
    * Asked with `stat=1` when the lease is taken: the entry at the path once
    * leased, as `GET /v1/stat` gives it (null: nothing there). Absent when

@@ -1,4 +1,5 @@
 /** `/v1/lock` (push): the lease of a destination, so two pushes into one directory never write it at once. */
+import { posix } from "node:path";
 import { HttpError } from "../../shared/errors.ts";
 import {
   API,
@@ -11,7 +12,7 @@ import { badQuery, json, optionalCount, requirePath } from "../http.ts";
 import { splitWritePath } from "../jail/write_support.ts";
 import { statOf } from "./meta.ts";
 
-/** `POST /v1/lock?path=DIR[&token=T][&release=1[&after=N&run=R]][&stat=1]` (see `LockLease` in shared/wire.ts). */
+/** `POST /v1/lock?path=DIR[&name=NAME][&token=T][&release=1[&after=N&run=R]][&stat=1]` (see `LockLease` in shared/wire.ts). */
 export const lockEndpoint: Endpoint = {
   path: API.lock,
   methods: ["POST"],
@@ -19,7 +20,8 @@ export const lockEndpoint: Endpoint = {
 };
 
 async function lock(ctx: ServerContext, request: Request, url: URL) {
-  const requested = requirePath(url);
+  const name = url.searchParams.get("name");
+  const requested = await inside(ctx, requirePath(url), name);
   const token = url.searchParams.get("token") ?? undefined;
   const release = url.searchParams.get("release");
   if (release !== null && release !== "1") {
@@ -73,6 +75,7 @@ async function lock(ctx: ServerContext, request: Request, url: URL) {
     }
     lease = ctx.pushLocks.release(key, shown, token);
   }
+  if (name !== null) lease = { ...lease, path: shown };
   if (withStat !== null) {
     const entry = await leasedEntry(ctx, requested);
     if (entry !== undefined) lease = { ...lease, entry };
@@ -82,6 +85,26 @@ async function lock(ctx: ServerContext, request: Request, url: URL) {
     }
   }
   return json(lease);
+}
+
+/**
+ * The path a lease with `name` is of: `path/NAME` when `path` is a
+ * directory (as `GET /v1/stat` sees it), else `path`, as a push of one file
+ * named NAME places it: its lease asked with the stat, not a round trip
+ * after it. 400 for a name that is not one path component.
+ */
+async function inside(
+  ctx: ServerContext,
+  path: string,
+  name: string | null,
+): Promise<string> {
+  if (name === null) return path;
+  if (
+    name === "" || name === "." || name === ".." || name.includes("/") ||
+    name.includes("\0")
+  ) throw badQuery("name", name, "one path component");
+  const entry = await leasedEntry(ctx, path);
+  return entry?.type === "dir" ? posix.join(path, name) : path;
 }
 
 /**
