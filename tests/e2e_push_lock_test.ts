@@ -282,3 +282,46 @@ Deno.test("an interrupted push (Ctrl-C) gives its lease back: the next one takes
   assert.equal(again.status, 200, await again.clone().text());
   await again.body?.cancel();
 });
+
+Deno.test("one file pushed into a server directory (no / at the end) asks the lease of DIR/NAME with its first requests: two such pushes of other files into one directory run at once", async () => {
+  await using dir = await tempDir("hsync-push-lock-");
+  const { server, incoming } = await lockServer(dir.path);
+  await using _ = server;
+  const files = ["one.bin", "two.bin"];
+  for (const [i, name] of files.entries()) {
+    await Deno.writeFile(join(dir.path, name), new Uint8Array(300_000 + i));
+  }
+  const runs = files.map((name) =>
+    spawnClient([join(dir.path, name), `127.0.0.1:${server.port}:${incoming}`])
+  );
+  const results = await Promise.all(runs.map((r) => r.exited));
+  for (const r of results) {
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /waiting for another hsync/);
+  }
+  for (const [i, name] of files.entries()) {
+    assert.equal((await Deno.stat(join(incoming, name))).size, 300_000 + i);
+  }
+  await server.stop();
+  const log = server.stderr();
+  for (const name of files) {
+    // Asked once, with the name, and given back as DIR/NAME.
+    const asked = log.match(
+      new RegExp(
+        `POST /v1/lock\\?path=${
+          encodeURIComponent(incoming)
+        }&token=\\w+&stat=1&name=${name} 200`,
+        "g",
+      ),
+    );
+    assert.equal(asked?.length, 1, log);
+    assert.match(
+      log,
+      new RegExp(
+        `POST /v1/lock\\?path=${
+          encodeURIComponent(join(incoming, name))
+        }&token=\\w+&release=1`,
+      ),
+    );
+  }
+});

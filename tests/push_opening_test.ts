@@ -129,3 +129,118 @@ Deno.test("one file pushed to a new name: its stat and its directory's go out to
     server.log.join("\n"),
   );
 });
+
+/** A server granting leases as hsyncd does with `name` (of `path/NAME` when `path` is a directory, told in `path`), unless `older`; `refuseFirst` answers the first 409. */
+async function leasingServer(
+  dir: string,
+  options: { older?: boolean; refuseFirst?: boolean } = {},
+) {
+  const base = await setup(dir);
+  await base.server[Symbol.asyncDispose]();
+  let refused = false;
+  const server = pushServer({
+    writable: base.dst,
+    hook: async (url) => {
+      if (url.pathname !== "/v1/lock") return undefined;
+      if (options.refuseFirst && !refused) {
+        refused = true;
+        return Response.json({ error: "locked", message: "held" }, {
+          status: 409,
+        });
+      }
+      let path = url.searchParams.get("path")!;
+      const name = url.searchParams.get("name");
+      if (name !== null && !options.older) {
+        const isDir = await Deno.stat(path).then(
+          (s) => s.isDirectory,
+          () => false,
+        );
+        if (isDir) path = join(path, name);
+      }
+      return Response.json({
+        token: TOKEN,
+        expires_ms: 30_000,
+        ...(url.searchParams.has("stat") ? { entry: null } : {}),
+        ...(name !== null && !options.older ? { path } : {}),
+      });
+    },
+  });
+  return {
+    ...base,
+    server,
+    options: { ...base.options, baseUrl: server.baseUrl },
+  };
+}
+
+Deno.test("one file pushed to a path without /: its lease goes with its stats when the opening is made (name=, of the path or of path/NAME as the server tells), and the run asks for no lease again", async () => {
+  for (const into of ["new-name", ""]) {
+    await using dir = await tempDir();
+    const { src, dst, server, options } = await leasingServer(dir.path);
+    await using _ = server;
+    options.sources = [join(src, "a")];
+    options.remotePath = into === "" ? dst : join(dst, into);
+    const sources = checkSources(options.sources);
+    options.opening = new PushOpening(options, sources);
+    await waitFor(
+      "the lease at the server",
+      () => locks(server.log).length === 1,
+    );
+    const summary = await push(options);
+    assert.deepEqual(summary.failures, []);
+    assert.equal(await Deno.readTextFile(join(dst, into || "a")), "a\n");
+    const asked = locks(server.log);
+    assert.equal(asked.length, 1, server.log.join("\n"));
+    assert.match(
+      asked[0],
+      new RegExp(
+        `^POST /v1/lock\\?path=${
+          encodeURIComponent(options.remotePath)
+        }&token=[0-9a-f]{32}&stat=1&name=a$`,
+      ),
+    );
+    // Given back as the path the server leased.
+    assert.deepEqual(releases(server.log).length, 1);
+    assert.match(
+      releases(server.log)[0],
+      new RegExp(`path=${encodeURIComponent(join(dst, into || "a"))}&`),
+    );
+  }
+});
+
+Deno.test("one file pushed to a directory without /: an older server's lease of the directory itself goes back and the run asks for dir/NAME; held by another push, it is asked again by the run (which waits as always)", async () => {
+  for (const older of [true, false]) {
+    await using dir = await tempDir();
+    const { src, dst, server, options } = await leasingServer(dir.path, {
+      older,
+      refuseFirst: !older,
+    });
+    await using _ = server;
+    options.sources = [join(src, "a")];
+    options.remotePath = dst;
+    options.opening = new PushOpening(options, checkSources(options.sources));
+    const summary = await push(options);
+    assert.deepEqual(summary.failures, []);
+    assert.equal(await Deno.readTextFile(join(dst, "a")), "a\n");
+    const asked = locks(server.log);
+    assert.equal(asked.length, 2, server.log.join("\n"));
+    assert.match(asked[0], /&name=a$/);
+    assert.match(
+      asked[1],
+      new RegExp(`path=${encodeURIComponent(join(dst, "a"))}&token=`),
+    );
+    if (older) {
+      // The directory's lease went back before dir/NAME was asked for.
+      const back = server.log.findIndex((l) =>
+        l.startsWith(
+          `POST /v1/lock?path=${
+            encodeURIComponent(dst)
+          }&token=${TOKEN}&release=1`,
+        )
+      );
+      assert.ok(
+        back >= 0 && back < server.log.indexOf(asked[1]),
+        server.log.join("\n"),
+      );
+    }
+  }
+});

@@ -278,16 +278,17 @@ class PushRun {
   /** The lease of `path` (none for a dry run, or from an older hsyncd), waited for unless `--no-wait`. */
   async #lease(path: string): Promise<PushLease | undefined> {
     if (this.#ctx.dryRun) return undefined;
+    const ask = () =>
+      lockPushDestination(this.#remote, path, {
+        wait: !this.#o.noWait,
+        onWait: this.#o.onLockWait,
+        onLost: (message) => this.#ctx.emit({ type: "warning", message }),
+        signal: this.#signal,
+        stat: true,
+        records: this.#o.leaseRecords,
+      });
     try {
-      return await (this.#opening.takeLease(path) ??
-        lockPushDestination(this.#remote, path, {
-          wait: !this.#o.noWait,
-          onWait: this.#o.onLockWait,
-          onLost: (message) => this.#ctx.emit({ type: "warning", message }),
-          signal: this.#signal,
-          stat: true,
-          records: this.#o.leaseRecords,
-        }));
+      return await (this.#opening.takeLease(path, ask) ?? ask());
     } catch (error) {
       if (error instanceof DestinationBusy || this.#signal.aborted) throw error;
       throw this.#fatal ?? writeRefusal(error, this.#remote.host) ??

@@ -42,6 +42,12 @@ export interface PushLockOptions {
   stat?: boolean;
   /** Where the lease's token is kept while the push runs (lib/client/lease_record.ts); none when undefined. */
   records?: string;
+  /**
+   * One file of this name is pushed to the path: the lease is of `path/NAME`
+   * when the path is a directory (hsyncd says which, `PushLease.path`; an
+   * older one leases the path itself).
+   */
+  name?: string;
 }
 
 /** A lease held: renewed until `release`, which never throws. */
@@ -123,9 +129,12 @@ export async function lockPushDestination(
       options.signal?.throwIfAborted();
       const answer = await ask(
         remote,
-        options.stat
-          ? { path, token: record.token, stat: "1" }
-          : { path, token: record.token },
+        {
+          path,
+          token: record.token,
+          ...(options.stat ? { stat: "1" } : {}),
+          ...(options.name === undefined ? {} : { name: options.name }),
+        },
         options.signal,
       );
       if (answer === 404) {
@@ -154,7 +163,13 @@ export async function lockPushDestination(
       // first, the next push of the destination takes the lease back).
       await ask(
         remote,
-        { path, token: record.token, release: "1" },
+        {
+          path,
+          token: record.token,
+          release: "1",
+          // Where it went (`path/NAME` when the path is a directory).
+          ...(options.name === undefined ? {} : { name: options.name }),
+        },
         AbortSignal.timeout(RELEASE_MS),
       ).catch(() => {});
       record.end(false);
@@ -195,7 +210,8 @@ class Renewal implements PushLease {
       : undefined;
     this.upload = uploadOf(lease.upload, remote.host);
     this.#remote = remote;
-    this.path = path;
+    // Asked with a name, the path hsyncd leased (an older one: the path asked).
+    this.path = typeof lease.path === "string" ? lease.path : path;
     this.token = lease.token;
     this.ordersLast = lease.after === true;
     this.#options = options;

@@ -8,6 +8,7 @@
  */
 import { posix } from "node:path";
 import type { StatEntry } from "../shared/wire.ts";
+import { DestinationBusy } from "../shared/errors.ts";
 import type { PushOptions } from "./push_context.ts";
 import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
 import { normalizeRemote, type PushSource } from "./push_sources.ts";
@@ -79,7 +80,8 @@ export class PushOpening {
   readonly base: string;
   /** What was asked first. */
   readonly first: FirstAsk;
-  #lease?: { path: string; answer: Promise<PushLease | undefined> };
+  /** The lease asked first; `path` undefined: of one file, its path told by the answer. */
+  #lease?: { path?: string; answer: Promise<PushLease | undefined> };
   /** Stats asked for already, by path. */
   readonly #stats = new Map<string, Promise<StatEntry>>();
   #onLost?: (message: string) => void;
@@ -133,6 +135,26 @@ export class PushOpening {
         this.#statNow(posix.dirname(this.base));
       }
     }
+    // One file to a path without `/`: its lease is of the path, or of
+    // `path/NAME` when the path is a directory, which hsyncd tells (`name`):
+    // asked now too, not a round trip after the stat. Held by another push,
+    // it is not waited for here: the run asks again, as it would have.
+    const [one] = sources;
+    if (
+      this.first.kind === "stat" && !dryRun && sources.length === 1 &&
+      !one.isDir && one.name !== "" && this.base !== "/"
+    ) {
+      const answer = lockPushDestination(this.remote, this.base, {
+        wait: false,
+        onLost: (message) => this.#onLost?.(message),
+        signal: this.signal,
+        stat: true,
+        records: options.leaseRecords,
+        name: one.name,
+      });
+      answer.catch(() => {});
+      this.#lease = { path: undefined, answer };
+    }
   }
 
   /**
@@ -161,12 +183,32 @@ export class PushOpening {
     this.#stats.set(path, answer);
   }
 
-  /** The lease of `path` asked for already (taken once), else undefined. */
-  takeLease(path: string): Promise<PushLease | undefined> | undefined {
-    if (this.#lease?.path !== path) return undefined;
-    const { answer } = this.#lease;
+  /**
+   * The lease of `path` asked for already (taken once), else undefined.
+   * One of one file (its path told by its answer) is given back when it is
+   * of another path, or held by another push: `ask` asks for `path` then.
+   */
+  takeLease(
+    path: string,
+    ask: () => Promise<PushLease | undefined>,
+  ): Promise<PushLease | undefined> | undefined {
+    const lease = this.#lease;
+    if (lease === undefined) return undefined;
+    if (lease.path !== undefined) {
+      if (lease.path !== path) return undefined;
+      this.#lease = undefined;
+      return lease.answer;
+    }
     this.#lease = undefined;
-    return answer;
+    return lease.answer.then(async (held) => {
+      // None (an hsyncd without leases), or the right one.
+      if (held === undefined || held.path === path) return held;
+      await held.release();
+      return await ask();
+    }, async (error) => {
+      if (error instanceof DestinationBusy) return await ask();
+      throw error;
+    });
   }
 
   /** The stat of `path` asked for already (taken once), else undefined. */
