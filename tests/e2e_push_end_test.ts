@@ -33,8 +33,8 @@ async function datedTree(src: string, files: number): Promise<string[]> {
 }
 
 /**
- * hsyncd in process, accepting pushes below `incoming`, each bundle held
- * `holdMs` before hsyncd reads it, and a log of when each request came in
+ * hsyncd in process, accepting pushes below `incoming`, each bundle, PUT
+ * and commit held `holdMs` before hsyncd reads it, and a log of when each request came in
  * and was answered. `answerFirstBundle` may answer the first bundle itself
  * (hsyncd never sees it).
  */
@@ -69,6 +69,12 @@ async function slowBundles(
           await new Promise((r) => setTimeout(r, holdMs));
           response = await handler(request, info);
         }
+      } else if (
+        url.pathname === "/v1/upload/commit" ||
+        (request.method === "PUT" && url.pathname === "/v1/upload")
+      ) {
+        await new Promise((r) => setTimeout(r, holdMs));
+        response = await handler(request, info);
       } else response = await handler(request, info);
       events.push(`out ${what} ${response.status}`);
       return response;
@@ -224,4 +230,39 @@ Deno.test("a bundle refused before hsyncd counts it, after the end was sent: the
   );
   assert.equal(taken.status, 200);
   await taken.body?.cancel();
+});
+
+Deno.test("a tree with files sent in ranges ends with its last PUTs or commit in flight too: the release and the directories' times wait at hsyncd, every file committed, every directory with its time", async () => {
+  await using tmp = await tempDir("hsync-push-end-");
+  const src = join(tmp.path, "tree");
+  const dirs = await datedTree(src, 12);
+  // Two files in ranges (over 256 KiB), written just now: each is
+  // committed by a request of its own after its PUTs.
+  for (const [i, rel] of ["d0/big.bin", "e/f/big.bin"].entries()) {
+    const dir = join(src, rel, "..");
+    const { mtime } = await Deno.stat(dir);
+    await Deno.writeFile(
+      join(src, rel),
+      new Uint8Array(700_000 + i).map((_, k) => (k * 31 + i) & 255),
+    );
+    await Deno.utime(dir, new Date(T), mtime!);
+  }
+  await using server = await slowBundles(tmp.path, 300);
+  const home = join(tmp.path, "client-home");
+  const out = await runClient([src, server.dest], { HSYNC_DIR: home });
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stderr, /hsync: 14 files, /);
+  const events = server.events;
+  const lastWrite = events.findLastIndex((e) =>
+    /^out (PUT \/v1\/upload|POST \/v1\/upload\/commit|POST \/v1\/upload\/bundle)/
+      .test(e)
+  );
+  const release = at(events, /^in POST \/v1\/lock\?.*release=1&after=\d+&run=/);
+  assert.ok(release < lastWrite, events.join("\n"));
+  assert.ok(
+    at(events, /^out POST \/v1\/lock\?.*release=1&after=.* 200$/) > lastWrite,
+    events.join("\n"),
+  );
+  assert.equal(events.filter((e) => /^in POST \/v1\/mkdir/.test(e)).length, 1);
+  await assertLanded(server, src, dirs, home);
 });

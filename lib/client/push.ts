@@ -34,7 +34,7 @@ import { type DeleteScope, PushDeleter } from "./push_delete.ts";
 import { RemoteDirs } from "./push_dirs.ts";
 import { LinkSender } from "./push_links.ts";
 import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
-import { endEarly } from "./push_end.ts";
+import { BUNDLE_TASK, endEarly, PostsLeft, RANGED_TASK } from "./push_end.ts";
 import { PushOpening } from "./push_opening.ts";
 import { DestinationBusy } from "../shared/errors.ts";
 import type { Remote } from "./remote.ts";
@@ -43,7 +43,7 @@ import { type HeldUpload, PushRemote } from "./remote_push.ts";
 import { newLeaseToken } from "../shared/lease_token.ts";
 import { Backoff } from "./retry.ts";
 import { Scheduler, TaskGroup } from "./scheduler.ts";
-import { BUNDLE_TASK, BundleSender } from "./send_bundle.ts";
+import { BundleSender } from "./send_bundle.ts";
 import { RangeSender } from "./send_ranges.ts";
 import { emptySummary, type PullEvent, type PullSummary } from "./transfer.ts";
 import { Verifier } from "./verify.ts";
@@ -79,6 +79,8 @@ class PushRun {
   readonly #ctx: PushContext;
   readonly #remote: Remote;
   readonly #tasks: TaskGroup;
+  /** Tasks with requests still to make (the early end waits for none). */
+  readonly #posts = new PostsLeft();
   readonly #signal: AbortSignal;
   readonly #opening: PushOpening;
   readonly #planner: PushPlanner;
@@ -177,6 +179,7 @@ class PushRun {
       spawn: (task) => this.#tasks.spawn(task, BUNDLE_TASK),
       sendAlone: (job) => this.#sendRanged(job),
       ahead,
+      posts: this.#posts,
     });
     this.#links = new LinkSender(this.#ctx, {
       spawn: (task) => this.#tasks.spawn(task),
@@ -269,7 +272,10 @@ class PushRun {
     retry: boolean,
   ): Promise<StatEntry | undefined> {
     try {
-      return await this.#statOrNone(base, retry);
+      return await this.#opening.statOrNone(
+        base,
+        retry ? this.#ctx.backoff : undefined,
+      );
     } catch (error) {
       throw this.#fatal ?? this.#rootError(error, base);
     }
@@ -324,7 +330,7 @@ class PushRun {
       await this.#bundles.flush();
       const early = endEarly(this.#ctx, lease, {
         planner: this.#planner,
-        bundles: this.#bundles,
+        posts: this.#posts,
         tasks: this.#tasks,
         going: () => this.#fatal === undefined && !this.#o.deleteExtra,
       });
@@ -378,7 +384,7 @@ class PushRun {
       try {
         existing = this.#leased?.path === dest
           ? this.#leased.entry
-          : await this.#statOrNone(dest);
+          : await this.#opening.statOrNone(dest, this.#ctx.backoff);
       } catch (error) {
         this.#failSource(source, dest, error);
         return;
@@ -389,7 +395,7 @@ class PushRun {
       if (!into && existing === undefined && !this.#dirs.has(parent)) {
         let above: StatEntry | undefined;
         try {
-          above = await this.#statOrNone(parent);
+          above = await this.#opening.statOrNone(parent, this.#ctx.backoff);
         } catch (error) {
           this.#failSource(source, parent, error);
           return;
@@ -508,10 +514,17 @@ class PushRun {
       return this.#links.settled(path, true);
     }
     const release = await this.#ctx.limits.files.acquire(this.#signal);
-    this.#tasks.spawn(this.#sendRanged(job).finally(release));
+    const posted = this.#posts.begin();
+    this.#tasks.spawn(
+      this.#sendRanged(job, posted).finally(() => {
+        posted();
+        release();
+      }),
+      RANGED_TASK,
+    );
   }
 
-  async #sendRanged(job: SendJob): Promise<void> {
+  async #sendRanged(job: SendJob, posted?: () => void): Promise<void> {
     // Its PUTs make its missing directory; a file that may have none (empty,
     // all holes), or refused 404 by an older hsyncd, makes it first.
     const dir = posix.dirname(job.remote);
@@ -520,7 +533,7 @@ class PushRun {
     for (let made = early;; made = true) {
       try {
         // Sent: ctx.sent knows its directory now.
-        return await this.#ranges.send(job);
+        return await this.#ranges.send(job, posted);
       } catch (error) {
         if (this.#signal.aborted) return;
         const missing = error instanceof HttpError && error.status === 404;
@@ -529,28 +542,6 @@ class PushRun {
         }
         if (!await this.#dirs.ensure(dir, job.label)) return;
       }
-    }
-  }
-
-  /** The entry at `path`, undefined when there is none (404); other answers throw. */
-  async #statOrNone(
-    path: string,
-    retry = true,
-  ): Promise<StatEntry | undefined> {
-    // The first ask may have gone with the opening.
-    let asked = this.#opening.takeStat(path);
-    const stat = () => {
-      const answer = asked ?? this.#remote.stat(path, this.#signal);
-      asked = undefined;
-      return answer;
-    };
-    try {
-      return retry
-        ? await this.#ctx.backoff.retry(stat, this.#signal)
-        : await stat();
-    } catch (error) {
-      if (error instanceof HttpError && error.status === 404) return undefined;
-      throw error;
     }
   }
 

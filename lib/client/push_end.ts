@@ -13,7 +13,33 @@ import type { PushContext } from "./push_context.ts";
 import type { PushLease } from "./push_lock.ts";
 import type { DirRecord, PushPlanner } from "./push_plan.ts";
 import type { TaskGroup } from "./scheduler.ts";
-import { BUNDLE_TASK, type BundleSender } from "./send_bundle.ts";
+
+/**
+ * The tasks of a push with requests still to make: the end goes early only
+ * once none has (each says so when it made its last, or ended).
+ */
+export class PostsLeft {
+  #left = 0;
+  #idle: Array<() => void> = [];
+
+  /** One more task with requests to make; call what it returns once it made its last (more calls do nothing). */
+  begin(): () => void {
+    this.#left++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      if (--this.#left > 0) return;
+      for (const resolve of this.#idle.splice(0)) resolve();
+    };
+  }
+
+  /** Resolves once no task has a request left to make. */
+  idle(): Promise<void> {
+    if (this.#left === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+}
 
 /** The end sent early: whether it did all the long way would have. */
 export interface EarlyEnd {
@@ -21,28 +47,34 @@ export interface EarlyEnd {
   landed(): Promise<boolean>;
 }
 
+/** The kind of a task posting a bundle (`TaskGroup.count`). */
+export const BUNDLE_TASK = "bundle";
+/** The kind of a task sending one file in ranges. */
+export const RANGED_TASK = "ranged";
+
 /**
- * The end of a push sent the moment its last bundle is posted, when only
- * bundles are in flight then and `going()` still holds (no failure, nothing
- * to delete after); undefined: it ends the long way. Called once the walk
- * is done and the last bundle read.
+ * The end of a push sent the moment its last request is made (its last
+ * bundle posted, the PUT that commits its last file in ranges), when only
+ * such tasks are in flight then and `going()` still holds (no failure,
+ * nothing to delete after); undefined: it ends the long way. Called once
+ * the walk is done and the last bundle read.
  */
 export async function endEarly(
   ctx: PushContext,
   lease: PushLease | undefined,
   o: {
     planner: PushPlanner;
-    bundles: BundleSender;
+    posts: PostsLeft;
     tasks: TaskGroup;
     going: () => boolean;
   },
 ): Promise<EarlyEnd | undefined> {
   if (lease === undefined || !lease.ordersLast || !o.going()) return undefined;
-  await o.bundles.allSent();
-  if (
-    ctx.signal.aborted || !o.going() ||
-    o.tasks.size !== o.tasks.count(BUNDLE_TASK)
-  ) return undefined;
+  await o.posts.idle();
+  const tracked = o.tasks.count(BUNDLE_TASK) + o.tasks.count(RANGED_TASK);
+  if (ctx.signal.aborted || !o.going() || o.tasks.size !== tracked) {
+    return undefined;
+  }
   return sendEndEarly(ctx, o.planner, lease);
 }
 

@@ -8,7 +8,8 @@
  */
 import { posix } from "node:path";
 import type { StatEntry } from "../shared/wire.ts";
-import { DestinationBusy } from "../shared/errors.ts";
+import { DestinationBusy, HttpError } from "../shared/errors.ts";
+import type { Backoff } from "./retry.ts";
 import type { PushOptions } from "./push_context.ts";
 import { leasePath, lockPushDestination, type PushLease } from "./push_lock.ts";
 import { normalizeRemote, type PushSource } from "./push_sources.ts";
@@ -211,11 +212,30 @@ export class PushOpening {
     });
   }
 
-  /** The stat of `path` asked for already (taken once), else undefined. */
-  takeStat(path: string): Promise<StatEntry> | undefined {
-    const answer = this.#stats.get(path);
+  /**
+   * The entry at `path` (undefined: none there, 404): the stat asked for
+   * already (taken once), else asked now; with `backoff`, asked again while
+   * the network or the server falters. Other answers throw.
+   */
+  async statOrNone(
+    path: string,
+    backoff?: Backoff,
+  ): Promise<StatEntry | undefined> {
+    let asked = this.#stats.get(path);
     this.#stats.delete(path);
-    return answer;
+    const stat = () => {
+      const answer = asked ?? this.remote.stat(path, this.signal);
+      asked = undefined;
+      return answer;
+    };
+    try {
+      return backoff === undefined
+        ? await stat()
+        : await backoff.retry(stat, this.signal);
+    } catch (error) {
+      if (error instanceof HttpError && error.status === 404) return undefined;
+      throw error;
+    }
   }
 
   /** Tells `handler` when a renewal finds the lease taken by another push. */

@@ -17,6 +17,7 @@ import {
 import type { LocalPrefetch } from "./local_prefetch.ts";
 import { readSmallLocal } from "./local_read.ts";
 import { SMALL_FILE_BYTES } from "./plan.ts";
+import type { PostsLeft } from "./push_end.ts";
 
 /** Most bytes of frames in one bundle request (the server's limit for a request body). */
 export const UPLOAD_BUNDLE_MAX_BYTES = 8 * 1024 * 1024;
@@ -44,9 +45,6 @@ const FIRST_BUNDLE_FILES = 64;
  */
 const READ_AHEAD = 2;
 
-/** The kind of the tasks a bundle sender spawns (`TaskGroup.count`). */
-export const BUNDLE_TASK = "bundle";
-
 /** Collects small files into bundles per server directory and sends them a few at a time. */
 export class BundleSender {
   readonly #ctx: PushContext;
@@ -55,13 +53,11 @@ export class BundleSender {
   #batch: SendJob[] = [];
   #bytes = 0;
   #sent = 0;
-  /** Bundles read and not posted yet. */
-  #unsent = 0;
-  #whenAllSent: Array<() => void> = [];
   readonly #readAhead = new Limiter(READ_AHEAD);
 
   readonly #sendAlone: (job: SendJob) => Promise<void>;
   readonly #ahead?: LocalPrefetch;
+  readonly #posts?: PostsLeft;
 
   /**
    * A sender for one push: `spawn` runs a request in the background,
@@ -74,12 +70,15 @@ export class BundleSender {
       spawn: (task: Promise<void>) => void;
       sendAlone: (job: SendJob) => Promise<void>;
       ahead?: LocalPrefetch;
+      /** Told when each bundle's request is made (lib/client/push_end.ts). */
+      posts?: PostsLeft;
     },
   ) {
     this.#ctx = context;
     this.#spawn = options.spawn;
     this.#sendAlone = options.sendAlone;
     this.#ahead = options.ahead;
+    this.#posts = options.posts;
   }
 
   /** Adds a small file to the next bundle of its directory, sent once full (waiting for a bundle slot). */
@@ -107,18 +106,6 @@ export class BundleSender {
     }
   }
 
-  /** Resolves once every bundle read so far has been posted (its answer perhaps not come), or given up. */
-  allSent(): Promise<void> {
-    if (this.#unsent === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#whenAllSent.push(resolve));
-  }
-
-  /** One bundle posted or given up. */
-  #posted(): void {
-    if (--this.#unsent > 0) return;
-    for (const resolve of this.#whenAllSent.splice(0)) resolve();
-  }
-
   /**
    * Reads the batch now and sends it as soon as a bundle slot is free: the
    * walk goes on meanwhile and waits only when {@linkcode READ_AHEAD}
@@ -139,13 +126,8 @@ export class BundleSender {
       waiting();
       throw error;
     }
-    this.#unsent++;
-    let posted = false;
-    const post = () => {
-      if (posted) return;
-      posted = true;
-      this.#posted();
-    };
+    // Told once its request is made (or it is given up).
+    const post = this.#posts?.begin() ?? (() => {});
     this.#spawn((async () => {
       try {
         const release = await this.#ctx.limits.bundles.acquire(signal)

@@ -82,6 +82,10 @@ interface Round {
   commit?: UploadTarget["commit"];
   /** Set once a PUT's answer says the file was committed. */
   committed: boolean;
+  /** Ranges whose last PUT is not made yet (with `commit`). */
+  lastPuts: number;
+  /** Told once every range's last PUT is made (the push's end may go then). */
+  posted: () => void;
 }
 
 /** Sends files in ranges, resumably, and commits them. */
@@ -106,7 +110,7 @@ export class RangeSender {
    * it cannot be: the caller counts the failure. A refusal of every write
    * (401, `read_only`, `not_writable`) also stops the run.
    */
-  async send(job: SendJob): Promise<void> {
+  async send(job: SendJob, posted: () => void = () => {}): Promise<void> {
     const ctx = this.#ctx;
     let expectOther = false;
     let resent = false;
@@ -145,6 +149,7 @@ export class RangeSender {
           { ...held, held: skip },
           progress,
           commit,
+          posted,
         );
         if (committed) {
           ctx.sent(job);
@@ -156,7 +161,7 @@ export class RangeSender {
           sha256 = (await this.#hashLocal(job, { start: 0, end: job.size }))[0];
           checkUnchanged(job);
         }
-        await this.#commit(job, sha256, holes);
+        await this.#commit(job, sha256, holes, posted);
         return;
       } catch (error) {
         if (ctx.signal.aborted) throw error;
@@ -239,13 +244,15 @@ export class RangeSender {
   /**
    * Sends every gap of `held`, ranges in parallel; the first failure stops
    * the others and is thrown once all settled. With `commit`, every PUT
-   * asks for the commit: true when one was answered committed.
+   * asks for the commit: true when one was answered committed; `posted` is
+   * told once the last PUT of every range is made.
    */
   async #sendGaps(
     job: SendJob,
     state: { held: RangeSet; restart: boolean },
     progress: (bytes: number) => void,
-    commit?: UploadTarget["commit"],
+    commit: UploadTarget["commit"] | undefined,
+    posted: () => void,
   ): Promise<boolean> {
     const ctx = this.#ctx;
     // Each range is a stream of PUTs waiting a round trip each: far away,
@@ -274,6 +281,8 @@ export class RangeSender {
       progress,
       commit,
       committed: false,
+      lastPuts: ranges.length,
+      posted,
     };
     let failed = false;
     let first: unknown;
@@ -347,7 +356,7 @@ export class RangeSender {
           if (round.commit !== undefined) checkUnchanged(job);
           // Sent with its length, in pieces the progress (and the idle
           // timer) is told of as the socket takes them.
-          const answer = await ctx.push.put(
+          const answering = ctx.push.put(
             job.remote,
             {
               size: job.size,
@@ -366,6 +375,12 @@ export class RangeSender {
               signal,
             },
           );
+          // The range's last PUT, which may commit the file, is made.
+          if (
+            round.commit !== undefined && todo.length === 1 &&
+            chunk.end === gap.end && --round.lastPuts === 0
+          ) round.posted();
+          const answer = await answering;
           if (answer.committed !== undefined) {
             if (answer.committed.size !== job.size) {
               throw new Error(
@@ -484,6 +499,7 @@ export class RangeSender {
     job: SendJob,
     sha256: string | undefined,
     holes: RangeSet | undefined,
+    posted: () => void,
   ): Promise<void> {
     const ctx = this.#ctx;
     const request: CommitRequest = {
@@ -499,7 +515,9 @@ export class RangeSender {
     };
     for (let attempt = 1;; attempt++) {
       try {
-        const result = await ctx.push.commit(job.remote, request, ctx.signal);
+        const committing = ctx.push.commit(job.remote, request, ctx.signal);
+        posted();
+        const result = await committing;
         if (
           result.size !== job.size ||
           (sha256 !== undefined && result.sha256 !== sha256)
