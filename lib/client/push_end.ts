@@ -1,12 +1,13 @@
 /**
- * The end of a push sent before the answers to its last bundles: its
+ * The end of a push sent before the answers to its last requests: its
  * directories' times (one `POST /v1/mkdir` array) and the release of its
- * lease go the moment its last bundle is posted, each with `after=N`, and
+ * lease go the moment its last bundle is posted or the PUT (or commit)
+ * completing its last file in ranges is made, each with `after=N`, and
  * hsyncd does them once the requests made before have completed (see
  * `LockLease` in shared/wire.ts), instead of a round trip after their
- * answers. Any request made after them (a try again, a file that grew too
- * big for its bundle) means they may have come too soon: the push then ends
- * the long way, as it does when hsyncd did not do them.
+ * answers. Any request made after them (a try again) means they may have
+ * come too soon: the push then ends the long way, as it does when hsyncd
+ * did not do them.
  */
 import type { DirResult } from "../shared/wire.ts";
 import type { PushContext } from "./push_context.ts";

@@ -187,7 +187,10 @@ export class BundleSender {
     posted: () => void,
   ): Promise<void> {
     if (bundle.body !== undefined) {
-      await this.#post(root, bundle.jobs, bundle.body, posted);
+      // Files that grew too big for it go after its answer: their requests
+      // are the bundle's last then.
+      const last = bundle.alone.length === 0 ? posted : () => {};
+      await this.#post(root, bundle.jobs, bundle.body, last);
     }
     for (const job of bundle.alone) await this.#sendAlone(job);
   }
