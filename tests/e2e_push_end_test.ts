@@ -41,7 +41,7 @@ async function datedTree(src: string, files: number): Promise<string[]> {
 async function slowBundles(
   dir: string,
   holdMs: number,
-  answerFirstBundle?: (arrived: { mkdirAfter: Promise<void> }) => Promise<
+  answerFirstBundle?: (arrived: { endSent: Promise<void> }) => Promise<
     Response
   >,
 ) {
@@ -64,7 +64,13 @@ async function slowBundles(
         bundles++;
         if (bundles === 1 && answerFirstBundle !== undefined) {
           await request.body?.cancel();
-          response = await answerFirstBundle({ mkdirAfter });
+          // The end came (or, from a client that sends no early end,
+          // 2 s passed: the test fails below instead of hanging).
+          const endSent = Promise.race([
+            mkdirAfter,
+            new Promise<void>((r) => setTimeout(r, 2000)),
+          ]);
+          response = await answerFirstBundle({ endSent });
         } else {
           await new Promise((r) => setTimeout(r, holdMs));
           response = await handler(request, info);
@@ -108,12 +114,21 @@ async function assertLanded(
   const got = await snapshotTree(join(server.incoming, "tree"));
   assert.deepEqual(hsyncLeftovers(got), []);
   assert.deepEqual(got, await snapshotTree(src));
+  await assertEnded(server, src, dirs, clientHome);
+}
+
+/** Asserts each directory of the pushed tree has its time, and the lease is given back (another push takes it at once, no record is left). */
+async function assertEnded(
+  server: Awaited<ReturnType<typeof slowBundles>>,
+  src: string,
+  dirs: string[],
+  clientHome: string,
+): Promise<void> {
   for (const d of dirs) {
     const local = await Deno.stat(join(src, d));
     const remote = await Deno.stat(join(server.incoming, "tree", d));
     assert.equal(remote.mtime?.getTime(), local.mtime?.getTime(), `"${d}"`);
   }
-  // Given back: another push takes the lease at once, and no record is left.
   const taken = await fetch(
     `${server.base}/v1/lock?${new URLSearchParams({
       path: join(server.incoming, "tree"),
@@ -164,11 +179,7 @@ Deno.test("a bundle that fails after the end was sent is sent again and the push
   // The one bundle's first try is answered 503 once the end has come
   // (waiting for it): its files are written by the second try, after.
   await using server = await slowBundles(tmp.path, 0, async (arrived) => {
-    // (A client that sends no early end: answered after 2 s, failing below.)
-    await Promise.race([
-      arrived.mkdirAfter,
-      new Promise((r) => setTimeout(r, 2000)),
-    ]);
+    await arrived.endSent;
     await new Promise((r) => setTimeout(r, 100));
     return Response.json(
       { error: "busy", message: "Cannot upload now: test" },
@@ -197,10 +208,7 @@ Deno.test("a bundle refused before hsyncd counts it, after the end was sent: the
   // 413 from in front of hsyncd: hsyncd never counts that request, and
   // would wait for it until the lease's length (30 s).
   await using server = await slowBundles(tmp.path, 0, async (arrived) => {
-    await Promise.race([
-      arrived.mkdirAfter,
-      new Promise((r) => setTimeout(r, 2000)),
-    ]);
+    await arrived.endSent;
     return Response.json(
       { error: "too_large", message: "Cannot read the request body: test" },
       { status: 413 },
@@ -217,19 +225,7 @@ Deno.test("a bundle refused before hsyncd counts it, after the end was sent: the
   const early = at(events, /^in POST \/v1\/mkdir\?after=\d+$/);
   assert.ok(at(events, /^in POST \/v1\/mkdir$/) > early, events.join("\n"));
   // The directories were made and given their times all the same.
-  for (const d of dirs) {
-    const local = await Deno.stat(join(src, d));
-    const remote = await Deno.stat(join(server.incoming, "tree", d));
-    assert.equal(remote.mtime?.getTime(), local.mtime?.getTime(), `"${d}"`);
-  }
-  const taken = await fetch(
-    `${server.base}/v1/lock?${new URLSearchParams({
-      path: join(server.incoming, "tree"),
-    })}`,
-    { method: "POST" },
-  );
-  assert.equal(taken.status, 200);
-  await taken.body?.cancel();
+  await assertEnded(server, src, dirs, home);
 });
 
 Deno.test("a tree with files sent in ranges ends with its last PUTs or commit in flight too: the release and the directories' times wait at hsyncd, every file committed, every directory with its time", async () => {

@@ -384,6 +384,16 @@ Deno.test("a small file of a bundle is read through a node descriptor: no Deno h
   assert.equal(more - few, 0, `handle fstats: ${few} for 40, ${more} for 80`);
 });
 
+/** A hook making every small request of a push (all but PUTs and bundles) take `delayMs`: a round trip that long. */
+function roundTrip(delayMs: number) {
+  return async (url: URL, request: Request) => {
+    if (request.method !== "PUT" && url.pathname !== "/v1/upload/bundle") {
+      await new Promise((done) => setTimeout(done, delayMs));
+    }
+    return undefined;
+  };
+}
+
 Deno.test("bundles carry at most 256 files near, so the last one (written after the walk has ended) stays short; far away they grow with the round trip", async () => {
   assert.deepEqual(
     [undefined, 0, 10, 64, 100, 200, 300, 5000].map(mostFilesPerBundle),
@@ -398,13 +408,7 @@ Deno.test("bundles carry at most 256 files near, so the last one (written after 
     await Deno.writeFile(join(root, "d", `f${i}`), bytes(20, i));
   }
   for (const [delayMs, most] of [[0, 256], [200, 1000]] as const) {
-    await using server = serve(f, {
-      hook: async (url, request) => {
-        if (request.method !== "PUT" && url.pathname !== "/v1/upload/bundle") {
-          await new Promise((done) => setTimeout(done, delayMs));
-        }
-      },
-    });
+    await using server = serve(f, { hook: roundTrip(delayMs) });
     const dest = join(f.dst, `d${delayMs}`);
     const { summary } = await run(server, [root], dest + "/");
     assert.deepEqual(summary.failures, []);
@@ -429,14 +433,7 @@ Deno.test("PUTs grow to 8 MiB when the server is far (a round trip of 8 ms or mo
   const content = bytes(20 * 1024 * 1024, 11);
   await Deno.writeFile(join(f.src, "big.bin"), content);
   for (const [delayMs, want] of [[0, 2], [20, 8]] as const) {
-    await using server = serve(f, {
-      hook: async (url, request) => {
-        // A round trip: every small request of the push takes this long.
-        if (request.method !== "PUT" && url.pathname !== "/v1/upload/bundle") {
-          await new Promise((done) => setTimeout(done, delayMs));
-        }
-      },
-    });
+    await using server = serve(f, { hook: roundTrip(delayMs) });
     const dest = join(f.dst, `d${delayMs}`);
     await Deno.mkdir(dest);
     // One range: the PUTs are as long as they may be.
