@@ -16,7 +16,7 @@ export async function readSpan(
 ): Promise<Uint8Array<ArrayBuffer>> {
   try {
     using file = openChecked(job.local, { expected: job.id });
-    await file.seek(span.start, Deno.SeekMode.Start);
+    file.seekSync(span.start, Deno.SeekMode.Start);
     let done = 0;
     while (done < bytes.length) {
       const n = await file.read(bytes.subarray(done));

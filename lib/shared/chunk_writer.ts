@@ -25,11 +25,17 @@ export class WrittenRanges extends RangeSet {
     return () => this.#writers.delete(writer);
   }
 
-  /** Adds how far each running chunk got (operations on one handle run in order, so this follows its last write). */
-  async probe(): Promise<void> {
+  /**
+   * Adds how far each running chunk got: its handle's position, which the
+   * kernel moves once a write has put its bytes in the file (read while a
+   * write is under way, it is that write's start or its end). A synchronous
+   * seek: an asynchronous one is a trip to Deno's blocking threads, and
+   * took a pull of 20 x 10 MiB 30 ms of its main thread.
+   */
+  probe(): void {
     for (const w of [...this.#writers]) {
       try {
-        const pos = await w.file.seek(0, Deno.SeekMode.Current);
+        const pos = w.file.seekSync(0, Deno.SeekMode.Current);
         this.add({ start: w.start, end: pos });
       } catch {
         // That chunk just finished and closed its file: it recorded its own end.
@@ -81,7 +87,7 @@ export async function writeChunk(
 ): Promise<ChunkResult> {
   const { start, end } = range;
   try {
-    await file.seek(start, Deno.SeekMode.Start);
+    file.seekSync(start, Deno.SeekMode.Start);
   } catch (error) {
     throw new LocalPathError(path, reason(error), error);
   }
@@ -93,11 +99,13 @@ export async function writeChunk(
     reported = pos;
     options.onProgress?.(pos);
   };
-  let polling: Promise<void> | undefined;
   const timer = options.onProgress === undefined ? undefined : setInterval(
     () => {
-      polling ??= file.seek(0, Deno.SeekMode.Current).then(report, () => {})
-        .finally(() => polling = undefined);
+      try {
+        report(file.seekSync(0, Deno.SeekMode.Current));
+      } catch {
+        // The chunk is ending: its end is reported below.
+      }
     },
     options.progressMs ?? PROGRESS_MS,
   );
@@ -118,11 +126,10 @@ export async function writeChunk(
     error = e;
   } finally {
     clearInterval(timer);
-    await polling;
   }
   let pos: number;
   try {
-    pos = await file.seek(0, Deno.SeekMode.Current);
+    pos = file.seekSync(0, Deno.SeekMode.Current);
     if (options.sync) await file.syncData();
   } catch (e) {
     throw new LocalPathError(path, reason(e), e);

@@ -106,7 +106,7 @@ export class JournalSaver {
   write(sync = false): Promise<void> {
     const next = this.#writing.then(async () => {
       if (this.#closed) return;
-      await this.#written.probe();
+      this.#written.probe();
       const unflushed = new RangeSet(this.#written.toArray());
       for (const range of this.#flushed.toArray()) unflushed.remove(range);
       const data: JournalData = {
@@ -165,7 +165,7 @@ export class JournalSaver {
   }
 
   async #flush(): Promise<void> {
-    await this.#written.probe();
+    this.#written.probe();
     const snapshot = this.#written.toArray();
     const bytes = this.#written.covered - this.#flushed.covered;
     const t0 = performance.now();
@@ -177,7 +177,7 @@ export class JournalSaver {
   }
 
   async #tick(): Promise<void> {
-    await this.#written.probe();
+    this.#written.probe();
     const now = performance.now();
     const written = this.#written.covered;
     const unflushed = written - this.#flushed.covered;

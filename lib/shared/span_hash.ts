@@ -29,7 +29,7 @@ export async function hashSpans(
   const out: string[] = [];
   for (const { start, end } of spans) {
     const digest = createHash("sha256");
-    await file.seek(start, Deno.SeekMode.Start);
+    file.seekSync(start, Deno.SeekMode.Start);
     let left = end - start;
     while (left > 0) {
       options.signal?.throwIfAborted();

@@ -161,7 +161,7 @@ async function nativeBody(
   const file = await opened.native();
   if (file === undefined) return undefined;
   try {
-    if (start > 0) await file.seek(start, Deno.SeekMode.Start);
+    if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
     return file.readable;
   } catch {
     file.close();
