@@ -220,9 +220,9 @@ async function runPull(cmd: PullCommand): Promise<number> {
       });
       summary = await pullSources(options, sources);
     } else {
-      // The first requests go out before the engine (and node's fs and
-      // crypto modules under it) is loaded: loading it then overlaps their
-      // round trip instead of preceding it.
+      // The first requests go out before the engine (and node's crypto
+      // module under it) is loaded: loading it then overlaps their round
+      // trip instead of preceding it.
       options.opening = new PullOpening(options, controller.signal);
       const { pull } = await afterFirstRequests(() =>
         import("./lib/client/pull.ts")
@@ -369,6 +369,7 @@ async function runPush(cmd: PushCommand): Promise<number> {
     const { push } = await afterFirstRequests(
       () => import("./lib/client/push.ts"),
       () => opening.settle(),
+      true,
     );
     const summary = await push(options);
     reporter.stop();
@@ -576,15 +577,21 @@ if (import.meta.main) {
  * at its sockets (a stat hsyncd was sent during a listing waited 17 such
  * turns), a timer does, and the connections opened meanwhile then write
  * their requests (through the 10 ms relay, the first request's bytes left
- * 4-7 ms after its SYN instead of 11-37).
+ * 4-7 ms after its SYN instead of 11-37). node's fs is a step of a push's
+ * (its engine reads local files through node descriptors), not of a pull's:
+ * a pull loads it only to set a mode (lib/shared/part_file.ts's
+ * `readyToSetModes`).
  */
 async function afterFirstRequests<T>(
   engine: () => Promise<T>,
   first: () => Promise<void> = () => sleep(1),
+  nodeFs = false,
 ): Promise<T> {
   const turn = () => Deno.lstat("/").catch(() => undefined);
   await first();
-  for (const step of [() => import("node:fs"), () => import("node:crypto")]) {
+  const steps: Array<() => Promise<unknown>> = [() => import("node:crypto")];
+  if (nodeFs) steps.unshift(() => import("node:fs"));
+  for (const step of steps) {
     await turn();
     await step();
   }

@@ -7,7 +7,7 @@ import {
   fileIdOf,
   openChecked,
 } from "../lib/shared/checked_open.ts";
-import { chmodOpened } from "../lib/shared/chmod_opened.ts";
+import { chmodOpened, readyToChmod } from "../lib/shared/chmod_opened.ts";
 import { LocalPathError } from "../lib/shared/errors.ts";
 
 /** A temporary directory with `victim.txt` ("untouched") in it, removed by `await using`. */
@@ -81,6 +81,7 @@ Deno.test("chmodOpened() changes the mode of the opened inode only, never of a l
   await using d = await withVictim();
   const name = join(d.root, "f.hsync-part");
   using file = createChecked(name);
+  await readyToChmod();
   chmodOpened(file, name, 0o640);
   assert.equal((await Deno.lstat(name)).mode! & 0o7777, 0o640);
   await Deno.remove(name);
@@ -91,4 +92,48 @@ Deno.test("chmodOpened() changes the mode of the opened inode only, never of a l
   );
   assert.equal((await Deno.stat(d.victim)).mode! & 0o7777, 0o600);
   assert.throws(() => checkName(name, fileIdOf(file.statSync())), /symbolic/);
+});
+
+Deno.test("chmodOpened() needs nothing loaded for the mode a file has already; another mode before readyToChmod() is refused as the caller's mistake, the file untouched", async () => {
+  // In a process of its own: this one's tests may have loaded it already.
+  const script = `
+    import { createChecked } from "${
+    new URL("../lib/shared/checked_open.ts", import.meta.url).href
+  }";
+    import { chmodOpened, chmodReady } from "${
+    new URL("../lib/shared/chmod_opened.ts", import.meta.url).href
+  }";
+    const name = Deno.args[0];
+    using file = createChecked(name);
+    const own = file.statSync().mode! & 0o7777;
+    chmodOpened(file, name, own);
+    let refused = "";
+    try {
+      chmodOpened(file, name, own ^ 0o070);
+    } catch (error) {
+      refused = String(error);
+    }
+    console.log(JSON.stringify({ ready: chmodReady(), refused, mode: (Deno.lstatSync(name).mode! & 0o7777) === own }));
+  `;
+  await using d = await withVictim();
+  const file = join(d.root, "child.ts");
+  await Deno.writeTextFile(file, script);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-P=hsync",
+      "-q",
+      "--config",
+      new URL("../deno.json", import.meta.url).pathname,
+      file,
+      join(d.root, "f"),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.ok(out.success);
+  const got = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.equal(got.ready, false);
+  assert.match(got.refused, /before readyToChmod/);
+  assert.equal(got.mode, true);
 });

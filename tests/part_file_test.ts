@@ -11,6 +11,7 @@ import {
   partNameFor,
   partPathFor,
   placePart,
+  readyToSetModes,
   renamePartSync,
   writeNewPart,
 } from "../lib/shared/part_file.ts";
@@ -157,6 +158,8 @@ Deno.test("applyMeta() leaves the time alone without an mtime", async () => {
 });
 
 Deno.test("writeNewPart() writes the whole part through one descriptor: bytes, mtime to the millisecond, mode; the identity it returns is the file's", async () => {
+  // Through node's descriptor (a Deno handle before: tests/pull_modes_test.ts).
+  await readyToSetModes();
   await withDir(async (dir) => {
     // 1796578193.554 s, set as floating seconds, read back as .553999900.
     for (const mtime of [1796578193554, 1_600_000_000_123, 999]) {
@@ -202,6 +205,7 @@ Deno.test("writeNewPart() removes a leftover or a planted link, never following 
 });
 
 Deno.test("writeNewPart() sets a time before 1970 too (node's futimes would take it as now)", async () => {
+  await readyToSetModes();
   await withDir(async (dir) => {
     for (const mtime of [-18489600000, -1500]) {
       const part = join(dir, `old${mtime}.hsync-part`);

@@ -12,6 +12,7 @@ import {
   setDirMeta,
   UnsafePathError,
 } from "../lib/client/placement.ts";
+import { readyToChmod } from "../lib/shared/chmod_opened.ts";
 import { LocalPathError, reason } from "../lib/shared/errors.ts";
 
 const ROOT = "/out";
@@ -208,6 +209,7 @@ Deno.test("makeTreeRoot() and makeParentDir() make what is missing and name the 
 });
 
 Deno.test("setDirMeta() sets a directory's time and mode, and refuses a link swapped in for it", async () => {
+  await readyToChmod();
   const root = await Deno.makeTempDir();
   try {
     const dir = join(root, "d");

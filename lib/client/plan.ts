@@ -97,6 +97,8 @@ export class Planner {
     root: { size: number; mtime: number; mode: number; etag: string },
     base: string,
   ): Promise<FileJob | undefined> {
+    const modes = this.#ctx.readyForMode({ mode: root.mode, type: "file" });
+    if (modes !== undefined) await modes;
     const job: FileJob = {
       rel: base || this.#o.dest,
       remote: this.#o.root,
@@ -115,6 +117,8 @@ export class Planner {
   /** Plans one listing entry: refused, filtered out, a directory made, identical, or handed on. */
   async plan(entry: ListEntry): Promise<void> {
     const ctx = this.#ctx;
+    const modes = ctx.readyForMode(entry);
+    if (modes !== undefined) await modes;
     const dest = this.#o.dest;
     let parts: string[];
     try {

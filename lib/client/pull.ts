@@ -6,6 +6,7 @@
  */
 import { posix } from "node:path";
 import { describeError } from "../shared/errors.ts";
+import { readyToSetModes } from "../shared/part_file.ts";
 import type { StatEntry } from "../shared/wire.ts";
 import { BundleFetcher } from "./fetch_bundle.ts";
 import type { EarlyRange } from "./early_range.ts";
@@ -170,6 +171,8 @@ class PullRun {
     const summary = this.#summary;
     const emit = (event: PullEvent) => this.#o.onEvent?.(event);
     const umask = localUmask();
+    // Loading node's fs, once the first entry to get another mode is seen.
+    let modesReady: Promise<void> | undefined;
     if (options.hardLinks) {
       this.#hardLinks = new HardLinks({
         link: (first, job) => this.#link(first, job),
@@ -189,6 +192,17 @@ class PullRun {
           special: options.specialModes,
           umask,
         }),
+      readyForMode: (entry) => {
+        if (modesReady !== undefined || entry.type === "symlink") {
+          return modesReady;
+        }
+        // What a file (directory) is made with: 0666 (0777) less the umask.
+        const made = (entry.type === "dir" ? 0o777 : 0o666) & ~umask;
+        if (!options.preserve && this.#ctx.modeOf(entry) === made) {
+          return undefined;
+        }
+        return modesReady = readyToSetModes();
+      },
       emit,
       placed: (job) => {
         this.#ctx.targets.delete(job.target);

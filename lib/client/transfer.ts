@@ -135,6 +135,16 @@ export interface PullContext {
    * umask unless `preserve`.
    */
   modeOf(entry: { mode: number }): number;
+  /**
+   * Loads what setting a mode takes (node's fs, lib/shared/part_file.ts's
+   * `readyToSetModes`) once a listed file or directory is to get another
+   * mode than the one it is made with (or any, with `preserve`: a file
+   * left alone may get its mode); undefined when there is nothing to wait
+   * for. The planner asks it of every entry before anything is done for it.
+   */
+  readyForMode(
+    entry: { mode: number; type: string },
+  ): Promise<void> | undefined;
   emit(event: PullEvent): void;
   /** A file was placed: counted and told. */
   placed(job: FileJob): void;

@@ -1,30 +1,52 @@
 /**
  * The permission bits of a file open as a Deno handle, set through a second,
  * node descriptor proven to be the same inode (Deno's handles have no
- * `fchmod`); apart from lib/shared/checked_open.ts, which loads no node
- * module.
+ * `fchmod`). node's fs is loaded only by {@linkcode readyToChmod}, once a
+ * run knows it will set a mode other than the one files are made with: a
+ * pull that never does starts without it (loading it held the client's one
+ * thread 16-28 ms, on the path to its first files at a short round trip).
  */
-import { closeSync, constants, fchmodSync, fstatSync, openSync } from "node:fs";
 import { fileIdOf, sameFileId } from "./checked_open.ts";
 import { LocalPathError, reason } from "./errors.ts";
+
+let fs: typeof import("node:fs") | undefined;
+
+/** Loads what {@linkcode chmodOpened} needs to change a mode (once; at once after). */
+export async function readyToChmod(): Promise<void> {
+  fs ??= await import("node:fs");
+}
+
+/** Whether {@linkcode readyToChmod} has run (tests). */
+export function chmodReady(): boolean {
+  return fs !== undefined;
+}
 
 /**
  * Sets the permission bits of the file open as `file` (named `path`). Deno's
  * handles have no `fchmod`, so a second descriptor is opened with node:fs
  * (read-only and non-blocking: a FIFO swapped in cannot hang us) and used
  * only once its `fstat` shows the very inode of `file`; whatever now sits at
- * the name, only that inode's mode changes.
+ * the name, only that inode's mode changes. `own` is the handle's `fstat`
+ * when the caller has it (each costs Deno seven `readlink`s of the path).
+ * A mode to change before {@linkcode readyToChmod} is a mistake of the
+ * caller's, thrown as such.
  */
 export function chmodOpened(
   file: Deno.FsFile,
   path: string,
   mode: number,
+  own: Deno.FileInfo = file.statSync(),
 ): void {
   // Most files are created with the mode they are to have (0666 less the
   // umask): nothing to change, no second open (10,000 small files pulled
   // without -P took 0.4 s longer when each was opened again).
-  const own = file.statSync();
   if (((own.mode ?? -1) & 0o7777) === mode) return;
+  if (fs === undefined) {
+    throw new Error(
+      `chmodOpened(${JSON.stringify(path)}) before readyToChmod()`,
+    );
+  }
+  const { closeSync, constants, fchmodSync, fstatSync, openSync } = fs;
   let fd: number;
   try {
     fd = openSync(

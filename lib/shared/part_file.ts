@@ -4,17 +4,8 @@
  * handle, then renamed), whichever side receives it.
  */
 import { createHash } from "node:crypto";
-import {
-  closeSync,
-  constants,
-  fchmodSync,
-  fstatSync,
-  openSync,
-  writeSync,
-} from "node:fs";
 import { removeIfPresentSync } from "./atomic_file.ts";
 import { LocalPathError, reason } from "./errors.ts";
-import { setMtimeMs, setMtimeMsOnce } from "./fd_times.ts";
 import { writeAllSync } from "./write_all.ts";
 import { MAX_NAME_BYTES } from "./name_bytes.ts";
 import {
@@ -30,7 +21,7 @@ import {
   fileIdOf,
   openChecked,
 } from "./checked_open.ts";
-import { chmodOpened } from "./chmod_opened.ts";
+import { chmodOpened, chmodReady, readyToChmod } from "./chmod_opened.ts";
 
 /** Hex digits of the SHA-256 of a long name kept in its shortened own name. */
 const HASH_CHARS = 16;
@@ -105,29 +96,54 @@ export function createPart(
   part: string,
   options: { onLeftover?: () => void } = {},
 ): Deno.FsFile {
+  return madeAnew(part, options, () => createChecked(part));
+}
+
+/**
+ * `create()` (an `O_EXCL` create of `part`), run again once a leftover
+ * entry at the name is removed (`onLeftover` told first) when it found one.
+ */
+function madeAnew(
+  part: string,
+  options: { onLeftover?: () => void },
+  create: () => Deno.FsFile,
+): Deno.FsFile {
   try {
-    return createChecked(part);
+    return create();
   } catch (error) {
     if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
   }
   removeIfPresentSync(part);
   options.onLeftover?.();
-  return createChecked(part);
+  return create();
+}
+
+/** The writer through node's descriptors, once {@linkcode readyToSetModes} loaded it. */
+let throughNode: typeof import("./node_new_part.ts") | undefined;
+
+/**
+ * Loads node's fs for a run that will set modes other than the one files
+ * are made with (0666 less the umask): {@linkcode writeNewPart} then sets
+ * them on its own descriptor, and `chmodOpened` can. Once; at once after.
+ */
+export async function readyToSetModes(): Promise<void> {
+  await readyToChmod();
+  throughNode ??= await import("./node_new_part.ts");
 }
 
 /**
- * Writes `data` as the new part file `part`, whole, through one node
- * descriptor: made with `O_CREAT|O_EXCL|O_NOFOLLOW` (an entry at the name,
- * a link included, is removed, never followed, `onLeftover` told, and the
- * file made once more), its bytes, then its mtime and mode set through the
- * descriptor. Returns the inode's identity from the descriptor's own
- * `fstat`; the rename ({@linkcode renamePartSync}) proves the name is still
- * it. A small file of a bundle so costs no Deno handle, whose `statSync`
- * reads six links of the path, and no `lstat` after the create: `O_EXCL`
- * made the entry. `LocalPathError` naming `part` when anything fails (the
- * part is left for the next try to remove). A time before 1970 is set
- * through a Deno handle ({@linkcode createPart}): node's `futimes` takes it
- * as now.
+ * Writes `data` as the new part file `part`, whole, through one handle:
+ * made with `O_CREAT|O_EXCL` (an entry at the name, a link included, is
+ * removed, never followed, `onLeftover` told, and the file made once more),
+ * its bytes, then its mtime and mode set through the handle. Returns the
+ * inode's identity from the handle's own `fstat` (no `lstat` after the
+ * create: `O_EXCL` made the entry); the rename ({@linkcode renamePartSync})
+ * proves the name is still it. After {@linkcode readyToSetModes}, through a
+ * node descriptor (lib/shared/node_new_part.ts: a mode set without a
+ * second descriptor, an `fstat` without Deno's `readlink`s); before it, a
+ * Deno handle, so a pull whose files all get the mode they are made with
+ * never loads node's fs. `LocalPathError` naming `part` when anything
+ * fails (the part is left for the next try to remove).
  */
 export function writeNewPart(
   part: string,
@@ -135,44 +151,29 @@ export function writeNewPart(
   meta: PartMeta,
   options: { onLeftover?: () => void } = {},
 ): FileId {
-  if (meta.mtime !== undefined && meta.mtime < 0) {
-    using file = createPart(part, options);
-    writeAllSync(file, data);
-    applyMeta(file, part, meta);
-    return fileIdOf(file.statSync());
+  // node's futimes takes a time before 1970 as now: Deno's handle sets it.
+  if (throughNode !== undefined && !(meta.mtime! < 0)) {
+    return throughNode.writeNewPartThroughNode(part, data, meta, options);
   }
-  let fd = -1;
   try {
-    try {
-      fd = openSync(part, NEW_PART_FLAGS, 0o666);
-    } catch (error) {
-      if ((error as { code?: string }).code !== "EEXIST") throw error;
-      removeIfPresentSync(part);
-      options.onLeftover?.();
-      fd = openSync(part, NEW_PART_FLAGS, 0o666);
+    // Checked by its own fstat only: O_EXCL made the entry.
+    using file = madeAnew(
+      part,
+      options,
+      () => Deno.openSync(part, { write: true, createNew: true }),
+    );
+    writeAllSync(file, data);
+    if (meta.mtime !== undefined) {
+      file.utimeSync(new Date(), new Date(meta.mtime));
     }
-    let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off);
-    if (meta.mtime !== undefined) setMtimeMsOnce(fd, meta.mtime);
-    const st = fstatSync(fd, { bigint: true });
-    if (
-      meta.mtime !== undefined &&
-      st.mtimeNs / 1_000_000n !== BigInt(Math.trunc(meta.mtime))
-    ) setMtimeMs(fd, meta.mtime);
-    if (meta.mode !== undefined && Number(st.mode & 0o7777n) !== meta.mode) {
-      fchmodSync(fd, meta.mode);
-    }
-    return { dev: Number(st.dev), ino: Number(st.ino) };
+    const own = file.statSync();
+    if (meta.mode !== undefined) chmodOpened(file, part, meta.mode, own);
+    return fileIdOf(own);
   } catch (error) {
+    if (error instanceof LocalPathError) throw error;
     throw new LocalPathError(part, reason(error), error);
-  } finally {
-    if (fd >= 0) closeSync(fd);
   }
 }
-
-/** A new part file: write-only, created here, never through a link. */
-const NEW_PART_FLAGS = constants.O_WRONLY | constants.O_CREAT |
-  constants.O_EXCL | constants.O_NOFOLLOW;
 
 /** What a complete file gets before it takes its final name. */
 export interface PartMeta {
@@ -221,6 +222,11 @@ export async function placePart(
 ): Promise<void> {
   {
     using file = openChecked(part, { expected: id });
+    const mode = options.mode;
+    if (
+      mode !== undefined && !chmodReady() &&
+      ((file.statSync().mode ?? -1) & 0o7777) !== mode
+    ) await readyToSetModes();
     applyMeta(file, part, options);
   }
   await options.beforeRename?.();
