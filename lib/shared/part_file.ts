@@ -152,7 +152,9 @@ export function writeNewPart(
   options: { onLeftover?: () => void } = {},
 ): FileId {
   // node's futimes takes a time before 1970 as now: Deno's handle sets it.
-  if (throughNode !== undefined && !(meta.mtime! < 0)) {
+  if (
+    throughNode !== undefined && (meta.mtime === undefined || meta.mtime >= 0)
+  ) {
     return throughNode.writeNewPartThroughNode(part, data, meta, options);
   }
   try {
