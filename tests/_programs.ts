@@ -18,6 +18,32 @@ export function clientArgv(): string[] {
   return ["run", "-q", "-P=hsync", ...RUNTIME_FLAGS.hsync, CLIENT];
 }
 
+/**
+ * Runs the module `file` with `args` in a process of its own under hsync's
+ * permission set (for what that process loads) and returns what it printed,
+ * parsed as JSON; throws when it fails.
+ */
+export async function jsonOfChild(
+  file: string,
+  args: string[],
+): Promise<unknown> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-q",
+      "-P=hsync",
+      "--config",
+      join(ROOT, "deno.json"),
+      file,
+      ...args,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error(`${file} failed (exit ${out.code})`);
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
 /** A free TCP port on 127.0.0.1 (bound then released). */
 export function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -9,6 +9,7 @@ import {
 } from "../lib/shared/checked_open.ts";
 import { chmodOpened, readyToChmod } from "../lib/shared/chmod_opened.ts";
 import { LocalPathError } from "../lib/shared/errors.ts";
+import { jsonOfChild } from "./_programs.ts";
 
 /** A temporary directory with `victim.txt` ("untouched") in it, removed by `await using`. */
 async function withVictim() {
@@ -118,21 +119,11 @@ Deno.test("chmodOpened() needs nothing loaded for the mode a file has already; a
   await using d = await withVictim();
   const file = join(d.root, "child.ts");
   await Deno.writeTextFile(file, script);
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-P=hsync",
-      "-q",
-      "--config",
-      new URL("../deno.json", import.meta.url).pathname,
-      file,
-      join(d.root, "f"),
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  assert.ok(out.success);
-  const got = JSON.parse(new TextDecoder().decode(out.stdout));
+  const got = await jsonOfChild(file, [join(d.root, "f")]) as {
+    ready: boolean;
+    refused: string;
+    mode: boolean;
+  };
   assert.equal(got.ready, false);
   assert.match(got.refused, /before readyToChmod/);
   assert.equal(got.mode, true);

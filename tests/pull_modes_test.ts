@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { localUmask } from "../lib/client/placement.ts";
-import { tempDir } from "./_programs.ts";
+import { jsonOfChild, tempDir } from "./_programs.ts";
 import { realServer } from "./_real_server.ts";
 
 const umask = localUmask();
@@ -37,24 +37,10 @@ async function pullInChild(
   local: string,
   preserve = false,
 ): Promise<{ files: number; failures: unknown[]; modesLoaded: boolean }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-P=hsync",
-      "-q",
-      "--config",
-      new URL("../deno.json", import.meta.url).pathname,
-      new URL("./_pull_child.ts", import.meta.url).pathname,
-      baseUrl,
-      remote,
-      local,
-      ...(preserve ? ["preserve"] : []),
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  assert.ok(out.success, "the child pull failed");
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+  return await jsonOfChild(
+    new URL("./_pull_child.ts", import.meta.url).pathname,
+    [baseUrl, remote, local, ...(preserve ? ["preserve"] : [])],
+  ) as { files: number; failures: unknown[]; modesLoaded: boolean };
 }
 
 async function modeOf(path: string): Promise<number> {
