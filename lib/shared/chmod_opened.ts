@@ -3,8 +3,8 @@
  * node descriptor proven to be the same inode (Deno's handles have no
  * `fchmod`). node's fs is loaded only by {@linkcode readyToChmod}, once a
  * run knows it will set a mode other than the one files are made with: a
- * pull that never does starts without it (loading it held the client's one
- * thread 16-28 ms, on the path to its first files at a short round trip).
+ * pull that never does runs without it (loading it holds the client's one
+ * thread 5-8 ms after node's crypto module, 16-28 ms before it).
  */
 import { fileIdOf, sameFileId } from "./checked_open.ts";
 import { LocalPathError, reason } from "./errors.ts";
