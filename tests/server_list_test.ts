@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DirectoryReads } from "../lib/server/directory_reads.ts";
+import { Breather } from "../lib/shared/breather.ts";
 import {
   isOmission,
   type ListEntry,
@@ -645,4 +646,36 @@ Deno.test("GET /v1/list?ifdir=1 answers 204 and nothing more for a file, 404 for
       await (await f.call(`/v1/list?path=${f.q("nested")}`)).text(),
     );
   });
+});
+
+Deno.test("GET /v1/list turns the event loop after its first two batches when more follows (the runtime writes them out then), never for a listing of one batch", async () => {
+  const proto = Breather.prototype;
+  const turn = proto.turn;
+  let turns = 0;
+  proto.turn = function (this: Breather) {
+    turns++;
+    return turn.call(this);
+  };
+  try {
+    await withFixture(async (f) => {
+      const tree = join(f.root, "tree");
+      for (let d = 0; d < 3; d++) {
+        await Deno.mkdir(join(tree, `d${d}`), { recursive: true });
+        for (let i = 0; i < 10; i++) {
+          await Deno.writeTextFile(join(tree, `d${d}`, `f${i}`), "x");
+        }
+      }
+      const text = await (await f.call(`/v1/list?path=${f.q("tree")}`)).text();
+      assert.equal(text.trimEnd().split("\n").length, 3 + 30);
+      // The top directories, then d0's files: each written out at once.
+      assert.equal(turns, 2);
+      turns = 0;
+      const one = await (await f.call(`/v1/list?path=${f.q("tree/d1")}`))
+        .text();
+      assert.equal(one.trimEnd().split("\n").length, 10);
+      assert.equal(turns, 0);
+    });
+  } finally {
+    proto.turn = turn;
+  }
 });

@@ -32,6 +32,15 @@ export const listEndpoint: Endpoint = {
 
 /** Entries looked at per directory read through the jail (one synchronous section). */
 const LIST_BATCH = 256;
+/**
+ * Batches after which the listing turns the event loop at once, so that the
+ * runtime writes them out: while a stream has its next chunk ready, Deno
+ * holds the ones before it (2,000 entries on loopback: the first byte came
+ * 11.5-15 ms after the request, 2.7 ms with a turn after the first batch,
+ * the whole listing as fast). The first two: a tree's first batch is often
+ * its top directories, the second its first files.
+ */
+const FLUSHED_BATCHES = 2;
 const encoder = new TextEncoder();
 
 async function list(ctx: ServerContext, request: Request, url: URL) {
@@ -72,6 +81,11 @@ async function list(ctx: ServerContext, request: Request, url: URL) {
     release();
     throw error;
   }
+}
+
+/** Whether `level` has entries or subdirectories left to list. */
+function hasMore(level: Level): boolean {
+  return level.next < level.names.length || level.subdirs.length > 0;
 }
 
 /**
@@ -144,6 +158,7 @@ function listStream(
   { after, options, release, turnMs }: StreamOptions,
 ): ReadableStream<Uint8Array> {
   const breather = new Breather(turnMs);
+  let batches = 0;
   let finished = false;
   const done = () => {
     if (finished) return;
@@ -265,6 +280,9 @@ function listStream(
           }
           if (text !== "") {
             controller.enqueue(encoder.encode(text));
+            if (++batches <= FLUSHED_BATCHES && stack.some(hasMore)) {
+              await breather.turn();
+            }
             // Until the next pull the listing waits for its reader.
             breather.rest();
             return;
