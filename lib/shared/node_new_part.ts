@@ -12,11 +12,10 @@ import {
   openSync,
   writeSync,
 } from "node:fs";
-import { removeIfPresentSync } from "./atomic_file.ts";
 import type { FileId } from "./checked_open.ts";
 import { LocalPathError, reason } from "./errors.ts";
 import { setMtimeMs, setMtimeMsOnce } from "./fd_times.ts";
-import type { PartMeta } from "./part_file.ts";
+import { madeAnew, type PartMeta } from "./part_file.ts";
 
 /** A new part file: write-only, created here, never through a link. */
 const NEW_PART_FLAGS = constants.O_WRONLY | constants.O_CREAT |
@@ -41,14 +40,12 @@ export function writeNewPartThroughNode(
 ): FileId {
   let fd = -1;
   try {
-    try {
-      fd = openSync(part, NEW_PART_FLAGS, 0o666);
-    } catch (error) {
-      if ((error as { code?: string }).code !== "EEXIST") throw error;
-      removeIfPresentSync(part);
-      options.onLeftover?.();
-      fd = openSync(part, NEW_PART_FLAGS, 0o666);
-    }
+    fd = madeAnew(
+      part,
+      options,
+      () => openSync(part, NEW_PART_FLAGS, 0o666),
+      (error) => (error as { code?: string }).code === "EEXIST",
+    );
     let off = 0;
     while (off < data.length) off += writeSync(fd, data, off);
     if (meta.mtime !== undefined) setMtimeMsOnce(fd, meta.mtime);

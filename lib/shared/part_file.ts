@@ -101,17 +101,21 @@ export function createPart(
 
 /**
  * `create()` (an `O_EXCL` create of `part`), run again once a leftover
- * entry at the name is removed (`onLeftover` told first) when it found one.
+ * entry at the name is removed (`onLeftover` told first) when it found one
+ * (`exists` tells that from its error: Deno's `AlreadyExists`, or node's
+ * `EEXIST` for a node descriptor).
  */
-function madeAnew(
+export function madeAnew<T>(
   part: string,
   options: { onLeftover?: () => void },
-  create: () => Deno.FsFile,
-): Deno.FsFile {
+  create: () => T,
+  exists: (error: unknown) => boolean = (error) =>
+    error instanceof Deno.errors.AlreadyExists,
+): T {
   try {
     return create();
   } catch (error) {
-    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    if (!exists(error)) throw error;
   }
   removeIfPresentSync(part);
   options.onLeftover?.();
