@@ -172,22 +172,48 @@ Deno.test("a push sends its directories' times and its lease's release with its 
   await assertLanded(server, src, dirs, home);
 });
 
+/**
+ * Pushes a dated tree of 20 files (one bundle) with the real client, that
+ * bundle's first try answered by `answer` once the end has come (hsyncd
+ * never sees it), the others by hsyncd: the run's outcome and how long it
+ * took, with the server, the tree and the client's home for the checks.
+ */
+async function pushAnsweredAfterEnd(
+  dir: string,
+  answer: () => Promise<Response>,
+) {
+  const src = join(dir, "tree");
+  const dirs = await datedTree(src, 20);
+  const server = await slowBundles(dir, 0, async (arrived) => {
+    await arrived.endSent;
+    return await answer();
+  });
+  const home = join(dir, "client-home");
+  const started = performance.now();
+  try {
+    const out = await runClient([src, server.dest], { HSYNC_DIR: home });
+    return { server, src, dirs, home, out, took: performance.now() - started };
+  } catch (error) {
+    await server[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
 Deno.test("a bundle that fails after the end was sent is sent again and the push ends the long way: the directories keep their times, the lease is given back", async () => {
   await using tmp = await tempDir("hsync-push-end-");
-  const src = join(tmp.path, "tree");
-  const dirs = await datedTree(src, 20);
   // The one bundle's first try is answered 503 once the end has come
   // (waiting for it): its files are written by the second try, after.
-  await using server = await slowBundles(tmp.path, 0, async (arrived) => {
-    await arrived.endSent;
-    await new Promise((r) => setTimeout(r, 100));
-    return Response.json(
-      { error: "busy", message: "Cannot upload now: test" },
-      { status: 503, headers: { "retry-after": "0" } },
-    );
-  });
-  const home = join(tmp.path, "client-home");
-  const out = await runClient([src, server.dest], { HSYNC_DIR: home });
+  const { server, src, dirs, home, out } = await pushAnsweredAfterEnd(
+    tmp.path,
+    async () => {
+      await new Promise((r) => setTimeout(r, 100));
+      return Response.json(
+        { error: "busy", message: "Cannot upload now: test" },
+        { status: 503, headers: { "retry-after": "0" } },
+      );
+    },
+  );
+  await using _ = server;
   assert.equal(out.code, 0, out.stderr);
   assert.match(out.stderr, /hsync: 20 files, .* 0 failed/);
   const events = server.events;
@@ -203,21 +229,17 @@ Deno.test("a bundle that fails after the end was sent is sent again and the push
 
 Deno.test("a bundle refused before hsyncd counts it, after the end was sent: the end is called off at once, the push ends the long way and tells the failure", async () => {
   await using tmp = await tempDir("hsync-push-end-");
-  const src = join(tmp.path, "tree");
-  const dirs = await datedTree(src, 20);
   // 413 from in front of hsyncd: hsyncd never counts that request, and
   // would wait for it until the lease's length (30 s).
-  await using server = await slowBundles(tmp.path, 0, async (arrived) => {
-    await arrived.endSent;
-    return Response.json(
-      { error: "too_large", message: "Cannot read the request body: test" },
-      { status: 413 },
-    );
-  });
-  const home = join(tmp.path, "client-home");
-  const started = performance.now();
-  const out = await runClient([src, server.dest], { HSYNC_DIR: home });
-  const took = performance.now() - started;
+  const { server, src, dirs, home, out, took } = await pushAnsweredAfterEnd(
+    tmp.path,
+    () =>
+      Promise.resolve(Response.json(
+        { error: "too_large", message: "Cannot read the request body: test" },
+        { status: 413 },
+      )),
+  );
+  await using _ = server;
   assert.equal(out.code, 2, out.stderr);
   assert.match(out.stderr, /hsync: 0 files, .* 20 failed/);
   assert.ok(took < 15_000, `took ${took} ms`);
