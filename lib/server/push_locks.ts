@@ -114,7 +114,8 @@ export class PushLocks {
     const held = this.#leases.get(key);
     if (held !== undefined) {
       if (held.token !== token) throw busy(shown, held, now);
-      this.#drop(key, held);
+      this.#leases.delete(key);
+      this.#forgetUnheld();
     }
     return { token, expires_ms: 0 };
   }
@@ -192,6 +193,32 @@ export class PushLocks {
     }
   }
 
+  /**
+   * {@linkcode settled}, or 409 `incomplete` ("Cannot `what` yet: why")
+   * when the requests did not all complete: the last requests of a push
+   * (its release, its directories' times) wait so.
+   */
+  async untilSettled(
+    token: string,
+    run: string,
+    n: number,
+    options: {
+      signal: AbortSignal;
+      maxMs: number;
+      renew?: string;
+      what: string;
+    },
+  ): Promise<void> {
+    const why = await this.settled(token, run, n, options);
+    if (why !== undefined) {
+      throw new HttpError(
+        409,
+        "incomplete",
+        `Cannot ${options.what} yet: ${why}`,
+      );
+    }
+  }
+
   /** Leases held now (for tests). */
   get size(): number {
     this.#sweep(this.#now());
@@ -200,20 +227,28 @@ export class PushLocks {
 
   /** Forgets the lapsed leases. */
   #sweep(now: number): void {
+    let lapsed = false;
     for (const [key, lease] of this.#leases) {
-      if (lease.expires <= now) this.#drop(key, lease);
+      if (lease.expires > now) continue;
+      this.#leases.delete(key);
+      lapsed = true;
     }
+    if (lapsed) this.#forgetUnheld();
   }
 
-  /** Ends `lease` (of `key`); its token's runs go with its last lease, and whatever waits on them is woken. */
-  #drop(key: string, lease: Lease): void {
-    this.#leases.delete(key);
-    for (const other of this.#leases.values()) {
-      if (other.token === lease.token) return;
+  /**
+   * Forgets the runs of every token that holds no lease any more (once for
+   * all the leases just ended), and wakes whatever waits on them.
+   */
+  #forgetUnheld(): void {
+    if (this.#tokens.size === 0) return;
+    const holding = new Set<string>();
+    for (const lease of this.#leases.values()) holding.add(lease.token);
+    for (const [token, held] of this.#tokens) {
+      if (holding.has(token)) continue;
+      this.#tokens.delete(token);
+      for (const wake of held.waiters) wake();
     }
-    const held = this.#tokens.get(lease.token);
-    this.#tokens.delete(lease.token);
-    for (const wake of held?.waiters ?? []) wake();
   }
 
   #refuseOthers(

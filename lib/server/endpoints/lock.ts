@@ -60,18 +60,12 @@ async function lock(ctx: ServerContext, request: Request, url: URL) {
     );
   } else {
     if (after !== undefined && run !== null) {
-      const why = await ctx.pushLocks.settled(token, run, after, {
+      await ctx.pushLocks.untilSettled(token, run, after, {
         signal: request.signal,
         maxMs: ctx.limits.pushLeaseMs,
         renew: key,
+        what: `release the lock of ${JSON.stringify(shown)}`,
       });
-      if (why !== undefined) {
-        throw new HttpError(
-          409,
-          "incomplete",
-          `Cannot release the lock of ${JSON.stringify(shown)} yet: ${why}`,
-        );
-      }
     }
     lease = ctx.pushLocks.release(key, shown, token);
   }

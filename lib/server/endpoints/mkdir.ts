@@ -79,17 +79,11 @@ async function mkdirMany(
         `Query parameter "after" needs the headers ${HEADER.uploadSession} and ${HEADER.pushRun}`,
       );
     }
-    const why = await ctx.pushLocks.settled(token, run, after, {
+    await ctx.pushLocks.untilSettled(token, run, after, {
       signal: request.signal,
       maxMs: ctx.limits.pushLeaseMs,
+      what: `set the times of ${dirs.length} directories`,
     });
-    if (why !== undefined) {
-      throw new HttpError(
-        409,
-        "incomplete",
-        `Cannot set the times of ${dirs.length} directories yet: ${why}`,
-      );
-    }
   }
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "mkdir");
   try {
