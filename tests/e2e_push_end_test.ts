@@ -144,9 +144,8 @@ Deno.test("a push sends its directories' times and its lease's release with its 
   await using tmp = await tempDir("hsync-push-end-");
   const src = join(tmp.path, "tree");
   const dirs = await datedTree(src, 100);
-  await using server = await slowBundles(tmp.path, 400);
-  const home = join(tmp.path, "client-home");
-  const out = await runClient([src, server.dest], { HSYNC_DIR: home });
+  const { server, home, out } = await pushThrough(tmp.path, src, 400);
+  await using _ = server;
   assert.equal(out.code, 0, out.stderr);
   assert.match(out.stderr, /hsync: 100 files, /);
   const events = server.events;
@@ -173,26 +172,30 @@ Deno.test("a push sends its directories' times and its lease's release with its 
 });
 
 /**
- * Pushes a dated tree of 20 files (one bundle) with the real client, that
- * bundle's first try answered by `answer` once the end has come (hsyncd
- * never sees it), the others by hsyncd: the run's outcome and how long it
- * took, with the server, the tree and the client's home for the checks.
+ * Pushes `src` with the real client through {@linkcode slowBundles} (its
+ * requests held `holdMs`; the first bundle's first try, when `answer` is
+ * given, answered by it once the end has come): the run's outcome and how
+ * long it took, with the server and the client's home for the checks.
  */
-async function pushAnsweredAfterEnd(
+async function pushThrough(
   dir: string,
-  answer: () => Promise<Response>,
+  src: string,
+  holdMs: number,
+  answer?: () => Promise<Response>,
 ) {
-  const src = join(dir, "tree");
-  const dirs = await datedTree(src, 20);
-  const server = await slowBundles(dir, 0, async (arrived) => {
-    await arrived.endSent;
-    return await answer();
-  });
+  const server = await slowBundles(
+    dir,
+    holdMs,
+    answer === undefined ? undefined : async (arrived) => {
+      await arrived.endSent;
+      return await answer();
+    },
+  );
   const home = join(dir, "client-home");
   const started = performance.now();
   try {
     const out = await runClient([src, server.dest], { HSYNC_DIR: home });
-    return { server, src, dirs, home, out, took: performance.now() - started };
+    return { server, home, out, took: performance.now() - started };
   } catch (error) {
     await server[Symbol.asyncDispose]();
     throw error;
@@ -201,10 +204,14 @@ async function pushAnsweredAfterEnd(
 
 Deno.test("a bundle that fails after the end was sent is sent again and the push ends the long way: the directories keep their times, the lease is given back", async () => {
   await using tmp = await tempDir("hsync-push-end-");
+  const src = join(tmp.path, "tree");
+  const dirs = await datedTree(src, 20);
   // The one bundle's first try is answered 503 once the end has come
   // (waiting for it): its files are written by the second try, after.
-  const { server, src, dirs, home, out } = await pushAnsweredAfterEnd(
+  const { server, home, out } = await pushThrough(
     tmp.path,
+    src,
+    0,
     async () => {
       await new Promise((r) => setTimeout(r, 100));
       return Response.json(
@@ -229,10 +236,14 @@ Deno.test("a bundle that fails after the end was sent is sent again and the push
 
 Deno.test("a bundle refused before hsyncd counts it, after the end was sent: the end is called off at once, the push ends the long way and tells the failure", async () => {
   await using tmp = await tempDir("hsync-push-end-");
+  const src = join(tmp.path, "tree");
+  const dirs = await datedTree(src, 20);
   // 413 from in front of hsyncd: hsyncd never counts that request, and
   // would wait for it until the lease's length (30 s).
-  const { server, src, dirs, home, out, took } = await pushAnsweredAfterEnd(
+  const { server, home, out, took } = await pushThrough(
     tmp.path,
+    src,
+    0,
     () =>
       Promise.resolve(Response.json(
         { error: "too_large", message: "Cannot read the request body: test" },
@@ -265,9 +276,8 @@ Deno.test("a tree with files sent in ranges ends with its last PUTs or commit in
     );
     await Deno.utime(dir, new Date(T), mtime!);
   }
-  await using server = await slowBundles(tmp.path, 300);
-  const home = join(tmp.path, "client-home");
-  const out = await runClient([src, server.dest], { HSYNC_DIR: home });
+  const { server, home, out } = await pushThrough(tmp.path, src, 300);
+  await using _ = server;
   assert.equal(out.code, 0, out.stderr);
   assert.match(out.stderr, /hsync: 14 files, /);
   const events = server.events;
