@@ -16,7 +16,7 @@ export async function readyToChmod(): Promise<void> {
   fs ??= await import("node:fs");
 }
 
-/** Whether {@linkcode readyToChmod} has run (tests). */
+/** Whether {@linkcode readyToChmod} has run (a caller that may need it asks first). */
 export function chmodReady(): boolean {
   return fs !== undefined;
 }

@@ -191,17 +191,19 @@ export interface PartMeta {
 
 /**
  * Sets mtime (and mode) of the file open as `file` (named `path`) through
- * the handle: the name may have been swapped by now.
+ * the handle: the name may have been swapped by now. `own` is the handle's
+ * `fstat` when the caller took it already (see `chmodOpened`).
  */
 export function applyMeta(
   file: Deno.FsFile,
   path: string,
   meta: PartMeta,
+  own?: Deno.FileInfo,
 ): void {
   if (meta.mtime !== undefined) {
     file.utimeSync(new Date(), new Date(meta.mtime));
   }
-  if (meta.mode !== undefined) chmodOpened(file, path, meta.mode);
+  if (meta.mode !== undefined) chmodOpened(file, path, meta.mode, own);
 }
 
 /**
@@ -228,12 +230,13 @@ export async function placePart(
 ): Promise<void> {
   {
     using file = openChecked(part, { expected: id });
-    const mode = options.mode;
+    // One fstat for both: whether node's fs is needed, and chmodOpened's.
+    const own = options.mode === undefined ? undefined : file.statSync();
     if (
-      mode !== undefined && !chmodReady() &&
-      ((file.statSync().mode ?? -1) & 0o7777) !== mode
+      own !== undefined && !chmodReady() &&
+      ((own.mode ?? -1) & 0o7777) !== options.mode
     ) await readyToSetModes();
-    applyMeta(file, part, options);
+    applyMeta(file, part, options, own);
   }
   await options.beforeRename?.();
   checkName(part, id);
