@@ -171,8 +171,10 @@ class PullRun {
     const summary = this.#summary;
     const emit = (event: PullEvent) => this.#o.onEvent?.(event);
     const umask = localUmask();
-    // Loading node's fs, once the first entry to get another mode is seen.
+    // Loading node's fs, once the first entry to get another mode is seen;
+    // once it is loaded, no entry waits on it any more.
     let modesReady: Promise<void> | undefined;
+    let modesLoaded = false;
     if (options.hardLinks) {
       this.#hardLinks = new HardLinks({
         link: (first, job) => this.#link(first, job),
@@ -193,6 +195,7 @@ class PullRun {
           umask,
         }),
       readyForMode: (entry) => {
+        if (modesLoaded) return undefined;
         if (modesReady !== undefined || entry.type === "symlink") {
           return modesReady;
         }
@@ -201,7 +204,9 @@ class PullRun {
         if (!options.preserve && this.#ctx.modeOf(entry) === made) {
           return undefined;
         }
-        return modesReady = readyToSetModes();
+        return modesReady = readyToSetModes().then(() => {
+          modesLoaded = true;
+        });
       },
       emit,
       placed: (job) => {
