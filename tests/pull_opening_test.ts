@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
 import { clientSettings, loadConfig } from "../lib/shared/config.ts";
-import { PullOpening } from "../lib/client/opening.ts";
+import { PullOpening, WARM_CONNECTIONS } from "../lib/client/opening.ts";
 import { pull, type PullOptions } from "../lib/client/pull.ts";
 import { tempDir, waitFor } from "./_programs.ts";
 import { realServer } from "./_real_server.ts";
@@ -43,7 +43,7 @@ Deno.test("a pull's stat, listing, first bytes and warm connections go out when 
     () =>
       log.includes("/v1/stat") && log.includes("/v1/list") &&
       log.includes(`/v1/file iffile bytes=0-${8 * MiB - 1}`) &&
-      log.filter((l) => l === "/v1/health").length === 4,
+      log.filter((l) => l === "/v1/health").length === WARM_CONNECTIONS,
   );
   const summary = await pull(options);
   assert.deepEqual(summary.failures, []);
