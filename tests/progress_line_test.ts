@@ -194,16 +194,43 @@ Deno.test("the tally counts this run's bytes apart from resumed ones, and what i
   assert.deepEqual(reporter.tally(), {
     transferred: 11 * MiB,
     resumed: 12 * MiB,
+    holes: 0,
     kept: 3 * MiB,
+  });
+});
+
+Deno.test("the tally counts a sparse file's holes apart: neither moved nor resumed, and done", async () => {
+  const reporter = await createReporter({
+    isTerminal: false,
+    write: () => {},
+  });
+  reporter.onEvent({ type: "progress", bytes: 60 * MiB, holes: true });
+  reporter.onEvent({ type: "progress", bytes: 4 * MiB });
+  reporter.onEvent({ type: "done", path: "a", bytes: 64 * MiB });
+  reporter.stop();
+  assert.deepEqual(reporter.tally(), {
+    transferred: 4 * MiB,
+    resumed: 0,
+    holes: 60 * MiB,
+    kept: 0,
   });
 });
 
 Deno.test("formatSummary() with a tally: this run's bytes, the resumed ones apart, and what an interruption kept", () => {
   const summary = { ...emptySummary(), files: 1, bytes: 20 * MiB, seconds: 2 };
-  const tally = { transferred: 8 * MiB, resumed: 12 * MiB, kept: 0 };
+  const tally = { transferred: 8 * MiB, resumed: 12 * MiB, holes: 0, kept: 0 };
   assert.equal(
     formatSummary(summary, tally),
     "hsync: 1 file, 8.00 MiB (12.0 MiB resumed) in 2.00 s (4.19 MB/s), 0 skipped, 0 failed",
+  );
+  // A sparse file's holes (-S) are not said to be resumed.
+  assert.equal(
+    formatSummary(summary, { ...tally, resumed: 0, holes: 12 * MiB }),
+    "hsync: 1 file, 8.00 MiB (12.0 MiB of holes) in 2.00 s (4.19 MB/s), 0 skipped, 0 failed",
+  );
+  assert.equal(
+    formatSummary(summary, { ...tally, resumed: 4 * MiB, holes: 8 * MiB }),
+    "hsync: 1 file, 8.00 MiB (4.00 MiB resumed, 8.00 MiB of holes) in 2.00 s (4.19 MB/s), 0 skipped, 0 failed",
   );
   assert.equal(
     formatSummary(
@@ -211,6 +238,7 @@ Deno.test("formatSummary() with a tally: this run's bytes, the resumed ones apar
       {
         transferred: 22.5 * MiB,
         resumed: 0,
+        holes: 0,
         kept: 22.5 * MiB,
         interrupted: true,
       },

@@ -126,7 +126,10 @@ export class RangeFetcher {
     };
     if (sparse && resumed !== undefined) sizePart(state);
     if (resumed !== undefined) {
-      const covered = resumed.written.covered;
+      // Its data: the holes an earlier run claimed are told as holes below.
+      const kept = new RangeSet(resumed.written.toArray());
+      for (const hole of holes?.toArray() ?? []) kept.remove(hole);
+      const covered = kept.covered;
       if (covered > 0) {
         this.#o.onResumed(covered);
         ctx.emit({ type: "progress", bytes: covered, resumed: true });
@@ -136,15 +139,13 @@ export class RangeFetcher {
     if (holes !== undefined) {
       // Holes are held from the start: never asked for, never written, and
       // claimed as flushed (the part's size makes them read as zeros).
-      const before = state.written.covered;
       flushed = new RangeSet(flushed?.toArray());
       for (const hole of holes.toArray()) {
         state.written.add(hole);
         flushed.add(hole);
       }
-      const added = state.written.covered - before;
-      if (added > 0) {
-        ctx.emit({ type: "progress", bytes: added, resumed: true });
+      if (holes.covered > 0) {
+        ctx.emit({ type: "progress", bytes: holes.covered, holes: true });
       }
     }
     if (resumed !== undefined && state.written.isComplete(job.size)) {

@@ -50,6 +50,8 @@ export interface RunTally {
   transferred: number;
   /** Bytes found already there from an interrupted earlier run (not moved again). */
   resumed: number;
+  /** Bytes of holes (`-S`): neither moved nor written. */
+  holes: number;
   /** Bytes of files not complete yet that stay for the next run to resume from. */
   kept: number;
 }
@@ -216,8 +218,8 @@ function apply(
       return true;
     case "progress":
       state.bytesDone += event.bytes;
-      // Bytes found on disk from an interrupted earlier run are done, not a transfer rate.
-      if (!event.resumed) meter.add(event.bytes);
+      // Bytes found on disk from an interrupted earlier run, and holes, are done, not a transfer rate.
+      if (!event.resumed && !event.holes) meter.add(event.bytes);
       return true;
     case "hashing": {
       let h = state.hashing;
@@ -242,10 +244,11 @@ function apply(
   }
 }
 
-/** Bytes moved, resumed and kept, from the events of one run. */
+/** Bytes moved, resumed, left as holes and kept, from the events of one run. */
 class Tally {
   #transferred = 0;
   #resumed = 0;
+  #holes = 0;
   #progress = 0;
   #completed = 0;
 
@@ -253,6 +256,7 @@ class Tally {
     if (event.type === "progress") {
       this.#progress += event.bytes;
       if (event.resumed) this.#resumed += event.bytes;
+      else if (event.holes) this.#holes += event.bytes;
       else this.#transferred += event.bytes;
     } else if (event.type === "done") this.#completed += event.bytes;
   }
@@ -261,6 +265,7 @@ class Tally {
     return {
       transferred: Math.max(0, this.#transferred),
       resumed: Math.max(0, this.#resumed),
+      holes: Math.max(0, this.#holes),
       kept: Math.max(0, this.#progress - this.#completed),
     };
   }
@@ -285,8 +290,9 @@ function eventLine(event: PullEvent): string | undefined {
 /**
  * The summary line: `hsync: 41 files, 3.0 MiB in 0.42 s (7.49 MB/s), 0
  * skipped, 0 failed`. With `run` (the reporter's tally) the bytes and the
- * rate are those moved in this run, the bytes already there are told apart
- * (`(12.0 MiB resumed)`), and an interrupted run says what it kept.
+ * rate are those moved in this run, the bytes already there and the holes
+ * left as holes are told apart (`(12.0 MiB resumed, 1.0 GiB of holes)`), and
+ * an interrupted run says what it kept.
  */
 export function formatSummary(
   summary: PullSummary,
@@ -295,9 +301,11 @@ export function formatSummary(
   const seconds = Math.max(summary.seconds, 0);
   const bytes = run?.transferred ?? summary.bytes;
   const rate = seconds > 0 ? bytes / seconds : 0;
-  const resumed = run && run.resumed > 0
-    ? ` (${formatBytes(run.resumed)} resumed)`
-    : "";
+  const told = [
+    ...(run && run.resumed > 0 ? [`${formatBytes(run.resumed)} resumed`] : []),
+    ...(run && run.holes > 0 ? [`${formatBytes(run.holes)} of holes`] : []),
+  ];
+  const resumed = told.length > 0 ? ` (${told.join(", ")})` : "";
   const kept = run?.interrupted
     ? `, ${formatBytes(run.kept)} kept for resume`
     : "";

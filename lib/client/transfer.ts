@@ -16,9 +16,10 @@ export type PullEvent =
   /**
    * Bytes written to disk since the last event (negative when a changed file
    * starts over or bytes failed verification); `resumed` marks bytes found on
-   * disk from an interrupted earlier pull (not a transfer rate).
+   * disk from an interrupted earlier pull, `holes` a file's holes with `-S`
+   * (neither sent nor written, done all the same): neither is a transfer rate.
    */
-  | { type: "progress"; bytes: number; resumed?: boolean }
+  | { type: "progress"; bytes: number; resumed?: boolean; holes?: boolean }
   /**
    * Hashing that moves no data: `checking` (`--checksum` comparing a file
    * with the server's copy) or `verifying` (`--verify` comparing what
