@@ -38,6 +38,8 @@ Deno.test("GET /v1/extents of a 1 GiB sparse file with a few bytes answers its d
     await sparseFile(path, GiB, [[100 * MiB + 10, "abc"], [GiB - 3, "end"]]);
     const stat = await (await f.call(`/v1/stat?path=${f.q("sparse.bin")}`))
       .json() as StatEntry;
+    // The stat says it has holes, as its listing line does (-S of one file).
+    assert.equal(stat.sparse, true);
     const started = performance.now();
     const cpu = cpuUsage();
     const res = await f.call(`/v1/extents?path=${f.q("sparse.bin")}`);

@@ -8,7 +8,7 @@ import { fileIdOf, openChecked } from "../shared/checked_open.ts";
 import { chmodOpened } from "../shared/chmod_opened.ts";
 import { describeError, reason } from "../shared/errors.ts";
 import { linkStaysInside } from "../shared/link_target.ts";
-import type { ListEntry, ListOmission } from "../shared/wire.ts";
+import type { ListEntry, ListOmission, StatEntry } from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
 import type { HardLinks } from "./hard_links.ts";
 import { placeSymlink } from "./links.ts";
@@ -94,7 +94,7 @@ export class Planner {
 
   /** The job of a remote root that is a file; undefined when identical (counted as skipped). */
   async planRootFile(
-    root: { size: number; mtime: number; mode: number; etag: string },
+    root: StatEntry,
     base: string,
   ): Promise<FileJob | undefined> {
     const modes = this.#ctx.readyForMode({ mode: root.mode, type: "file" });
@@ -108,6 +108,7 @@ export class Planner {
       mode: root.mode,
       etag: root.etag,
     };
+    if (root.sparse === true) this.#o.sparse?.(job);
     const same = this.#o.checksum
       ? await this.#sameByChecksum(job)
       : this.#sameBySizeAndMtime(job);

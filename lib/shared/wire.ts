@@ -67,6 +67,12 @@ export interface StatEntry {
   mode: number;
   /** Identity tag (a strong ETag, quotes included) that changes when the file is replaced or rewritten. */
   etag: string;
+  /**
+   * A file with fewer bytes allocated on disk than its size (it has holes):
+   * `GET /v1/extents` says where its data is. Told by `GET /v1/stat` and
+   * by listings.
+   */
+  sparse?: boolean;
 }
 
 /**
@@ -88,11 +94,6 @@ export interface ListEntry extends StatEntry {
    * same tag, opaque to the client.
    */
   inode?: string;
-  /**
-   * A file with fewer bytes allocated on disk than its size (it has holes):
-   * `GET /v1/extents` says where its data is.
-   */
-  sparse?: boolean;
 }
 
 /**

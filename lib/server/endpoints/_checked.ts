@@ -21,6 +21,11 @@ export function statEntry(info: Deno.FileInfo, type: EntryType): StatEntry {
   };
 }
 
+/** A file with fewer 512-byte blocks on disk than its size needs: it has holes (`sparse` of a stat or a listing line). */
+export function hasHoles(info: Deno.FileInfo): boolean {
+  return info.size > 0 && info.blocks !== null && info.blocks * 512 < info.size;
+}
+
 /** 400 `not_a_file` unless the checked path is a regular file. */
 export function requireFile(checked: CheckedPath): void {
   if (checked.type !== "file") {

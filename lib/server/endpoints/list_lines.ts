@@ -6,7 +6,7 @@ import type {
   DirEntryInfo,
   PathGuard,
 } from "../jail/path_guard.ts";
-import { statEntry } from "./_checked.ts";
+import { hasHoles, statEntry } from "./_checked.ts";
 
 /** What a listing was asked to tell (its query). */
 export interface ListOptions {
@@ -192,10 +192,7 @@ function entryLine(
   const line: ListEntry = { path: rel, ...statEntry(info, type) };
   if (type !== "file") return line;
   if (options.hardLinks && (info.nlink ?? 1) > 1) line.inode = identity(info);
-  // Fewer 512-byte blocks on disk than the size needs: it has holes.
-  if (info.size > 0 && info.blocks !== null && info.blocks * 512 < info.size) {
-    line.sparse = true;
-  }
+  if (hasHoles(info)) line.sparse = true;
   return line;
 }
 

@@ -8,7 +8,7 @@ import {
 } from "../../shared/wire.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { json, requirePath } from "../http.ts";
-import { statEntry } from "./_checked.ts";
+import { hasHoles, statEntry } from "./_checked.ts";
 
 /** `GET /v1/health`: name, version, API version and host name. */
 export const healthEndpoint: Endpoint = {
@@ -44,5 +44,7 @@ export async function statOf(
   path: string,
 ): Promise<StatEntry> {
   const checked = await ctx.guard.check(path);
-  return statEntry(checked.info, checked.type);
+  const entry = statEntry(checked.info, checked.type);
+  if (checked.type === "file" && hasHoles(checked.info)) entry.sparse = true;
+  return entry;
 }
