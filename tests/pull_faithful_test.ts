@@ -107,6 +107,9 @@ Deno.test("omission lines are named once in the summary (even when a cut listing
   );
 });
 
+/** A listed link's own modification time (ms). */
+const LINK_TIME = Date.UTC(2019, 4, 5, 6, 7, 8, 9);
+
 Deno.test("-l creates links as links, refuses unsafe targets unless --unsafe-links, replaces files, never a directory, and never writes through a link it made", async () => {
   await using dir = await tempDir();
   const lines: FakeLine[] = [
@@ -125,8 +128,18 @@ Deno.test("-l creates links as links, refuses unsafe targets unless --unsafe-lin
     },
     { path: "up", type: "symlink", target: "../../etc/passwd" },
     { path: "abs", type: "symlink", target: "/etc/passwd" },
-    { path: "same", type: "symlink", target: "run_0423/data.txt" },
-    { path: "repl", type: "symlink", target: "run_0423/data.txt" },
+    {
+      path: "same",
+      type: "symlink",
+      target: "run_0423/data.txt",
+      mtime: LINK_TIME,
+    },
+    {
+      path: "repl",
+      type: "symlink",
+      target: "run_0423/data.txt",
+      mtime: LINK_TIME,
+    },
     { path: "dirthere", type: "symlink", target: "run_0423" },
   ];
   await using server = listServer({ root: ROOT, lines });
@@ -138,6 +151,10 @@ Deno.test("-l creates links as links, refuses unsafe targets unless --unsafe-lin
   assert.equal(Deno.readLinkSync(join(dest, "latest")), "run_0423");
   assert.equal(Deno.readLinkSync(join(dest, "repl")), "run_0423/data.txt");
   assert.equal(Deno.readLinkSync(join(dest, "same")), "run_0423/data.txt");
+  // A link's own time is the listed one, made or already there (then skipped).
+  for (const name of ["same", "repl"]) {
+    assert.equal(Deno.lstatSync(join(dest, name)).mtime?.getTime(), LINK_TIME);
+  }
   assert.ok(Deno.lstatSync(join(dest, "dirthere")).isDirectory);
   assert.throws(() => Deno.lstatSync(join(dest, "run_0423/evil.txt")));
   assert.throws(() => Deno.lstatSync(join(dest, "up")));

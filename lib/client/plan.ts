@@ -7,6 +7,8 @@ import { join, posix } from "node:path";
 import { fileIdOf, openChecked } from "../shared/checked_open.ts";
 import { chmodOpened } from "../shared/chmod_opened.ts";
 import { describeError, reason } from "../shared/errors.ts";
+import { setLinkMtimeMs } from "../shared/fd_times.ts";
+import { mtimeMs } from "../shared/file_identity.ts";
 import { linkStaysInside } from "../shared/link_target.ts";
 import type { ListEntry, ListOmission, StatEntry } from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
@@ -256,6 +258,13 @@ export class Planner {
     let outcome;
     try {
       outcome = placeSymlink(path, text);
+      // The link's own time, as rsync -a keeps it (a link already the same
+      // gets it too when it differs: still skipped, nothing sent).
+      if (
+        outcome === "created" || mtimeMs(Deno.lstatSync(path)) !== job.mtime
+      ) {
+        setLinkMtimeMs(path, job.mtime);
+      }
     } catch (error) {
       ctx.fail(entry.path, describeError(error));
       return;

@@ -1,9 +1,10 @@
 /**
- * The modification time of an open descriptor set to a whole millisecond,
- * exactly as it reads back (node's `futimes` takes floating seconds), for
- * any side that writes files through node descriptors.
+ * The modification time of an open descriptor (or of a symbolic link
+ * itself) set to a whole millisecond, exactly as it reads back (node's
+ * `futimes` and `lutimes` take floating seconds), for any side that writes
+ * files through node descriptors, or links.
  */
-import { fstatSync, futimesSync } from "node:fs";
+import { fstatSync, futimesSync, lstatSync, lutimesSync } from "node:fs";
 import { mtimeMs } from "./file_identity.ts";
 
 /**
@@ -31,11 +32,37 @@ export function setMtimeMsOnce(fd: number, ms: number): void {
  * that millisecond.
  */
 export function setMtimeMs(fd: number, ms: number): void {
+  settleMs(
+    ms,
+    (seconds) => futimesSync(fd, new Date(), seconds),
+    () => fstatSync(fd, { bigint: true }).mtimeNs,
+  );
+}
+
+/**
+ * Sets the modification time of the symbolic link at `path` itself (as
+ * `rsync -a` keeps it) to `ms`, as {@linkcode setMtimeMs} does for a file:
+ * node's `lutimes` never follows the link and passes the path as given
+ * (Deno's `utime` follows it). The link is one its caller just made.
+ */
+export function setLinkMtimeMs(path: string, ms: number): void {
+  settleMs(
+    ms,
+    (seconds) => lutimesSync(path, new Date(), seconds),
+    () => lstatSync(path, { bigint: true }).mtimeNs,
+  );
+}
+
+/** Sets a time with `set` (floating seconds) until `read` (nanoseconds) reads back the whole millisecond of `ms`. */
+function settleMs(
+  ms: number,
+  set: (seconds: number) => void,
+  read: () => bigint,
+): void {
   const whole = Math.trunc(ms);
   for (const extra of FIRST_EXTRA_AND_MORE) {
-    futimesSync(fd, new Date(), whole / 1000 + extra);
-    const ns = fstatSync(fd, { bigint: true }).mtimeNs;
-    if (ns / 1_000_000n === BigInt(whole)) return;
+    set(whole / 1000 + extra);
+    if (read() / 1_000_000n === BigInt(whole)) return;
   }
 }
 
