@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { dirname, join, normalize } from "node:path";
+import { setLinkMtimeMs } from "../lib/shared/fd_times.ts";
 import { RangeSet } from "../lib/shared/range_set.ts";
 import type {
   DirRequest,
@@ -485,7 +486,7 @@ export function pushServer(options: PushServerOptions): PushServer {
 
   async function symlink(url: URL, request: Request): Promise<Response> {
     const path = url.searchParams.get("path") ?? "";
-    const { target } = await request.json();
+    const { target, mtime } = await request.json();
     const refused = writable(path);
     if (refused) return refused;
     const root = options.writable;
@@ -502,6 +503,7 @@ export function pushServer(options: PushServerOptions): PushServer {
     const busy = await clear(path);
     if (busy) return busy;
     await Deno.symlink(target, path);
+    if (typeof mtime === "number") setLinkMtimeMs(path, mtime);
     return Response.json(statOf(await Deno.lstat(path)));
   }
 

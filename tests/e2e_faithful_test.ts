@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { lutimesSync } from "node:fs";
 import { join } from "node:path";
 import { startFaultProxy } from "./_fault_proxy.ts";
 import { runClient, startServer, tempDir } from "./_programs.ts";
@@ -61,6 +62,10 @@ async function makeTree(
   );
   await Deno.symlink("run_0423", join(root, "latest"));
   await Deno.symlink("run_0423/a.txt", join(root, "a_link"));
+  // Links have times of their own, which rsync -a keeps.
+  for (const [name, date] of [["latest", "2020-02-03"], ["a_link", "2019"]]) {
+    lutimesSync(join(root, name), new Date(date), new Date(date));
+  }
   await Deno.symlink(join(root, "run_0423/a.txt"), join(root, "abs_link"));
   await Deno.mkdir(outside, { recursive: true });
   await Deno.writeTextFile(join(outside, "secret.txt"), "secret\n");
@@ -154,7 +159,10 @@ async function scan(root: string): Promise<Map<string, Seen>> {
         ino: info.ino ?? 0,
         allocated: (info.blocks ?? 0) * 512,
       };
-      if (info.isSymlink) seen.target = await Deno.readLink(path);
+      if (info.isSymlink) {
+        seen.target = await Deno.readLink(path);
+        seen.mtimeS = Math.floor((info.mtime?.getTime() ?? 0) / 1000);
+      }
       if (info.isFile) {
         seen.sha256 = createHash("sha256").update(await Deno.readFile(path))
           .digest("hex");

@@ -1,5 +1,6 @@
 /** Tests of a faithful push (issue 19) against the fake server: nothing left out in silence, modes by default, `-l`, `-H`, `-S`. */
 import assert from "node:assert/strict";
+import { lutimesSync } from "node:fs";
 import { join } from "node:path";
 import defaults from "../hsync.ini" with { type: "text" };
 import { clientSettings, loadConfig } from "../lib/shared/config.ts";
@@ -228,6 +229,17 @@ Deno.test("-l pushed again leaves a link alone when the server has the same link
   assert.equal(made.length, 1, made.join("\n"));
   assert.ok(made[0].includes("other"), made[0]);
   assert.equal(Deno.readLinkSync(join(dst, "t/other")), "run_0423");
+  // A link's own time is kept: one given another time is made again.
+  const when = new Date("2020-02-03T04:05:06.789Z");
+  lutimesSync(join(root, "latest"), when, when);
+  server.log.length = 0;
+  ({ summary } = await run(server, [root], dst + "/", { links: true }));
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.files, 1, "only the link with another time is made");
+  assert.equal(
+    Deno.lstatSync(join(dst, "t/latest")).mtime?.getTime(),
+    when.getTime(),
+  );
 });
 
 // ------------------------------------------------------------ -H

@@ -90,6 +90,33 @@ Deno.test("a pushed symlink is created with its text as given, replaces a file o
   }, WRITABLE);
 });
 
+Deno.test("a pushed symlink gets its own mtime when the request gives one (what it leads to keeps its own); a time that is not whole milliseconds since 1970 is a 400 and nothing is created", async () => {
+  await withFixture(async (f) => {
+    const r = (rel: string) => join(f.root, rel);
+    await Deno.mkdir(r("in"));
+    await Deno.writeTextFile(r("in/data.txt"), "data");
+    const dataTime = Deno.statSync(r("in/data.txt")).mtime?.getTime();
+    const post = (at: string, body: unknown) =>
+      f.call(`/v1/symlink?path=${encodeURIComponent(r(at))}`, {
+        method: "POST",
+        headers: { "x-hsync-upload-session": "session-a" },
+        body: JSON.stringify(body),
+      });
+    const mtime = Date.UTC(2019, 4, 5, 6, 7, 8, 123);
+    const res = await post("in/l", { target: "data.txt", mtime });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal((await res.json() as StatEntry).mtime, mtime);
+    assert.equal(Deno.lstatSync(r("in/l")).mtime?.getTime(), mtime);
+    assert.equal(Deno.statSync(r("in/data.txt")).mtime?.getTime(), dataTime);
+    for (const bad of [-1, 1.5, "2019", null]) {
+      const refused = await post("in/bad", { target: "data.txt", mtime: bad });
+      const body = await expectError(refused, 400, "bad_request");
+      assert.match(body.message, /^Invalid symlink request: /);
+    }
+    assert.deepEqual(names(r("in")), ["data.txt", "l"]);
+  }, WRITABLE);
+});
+
 Deno.test("a symlink whose text is empty, absolute, holds NUL or climbs out of its Writable_path is refused (403 unsafe_link) and nothing is created", async () => {
   await withFixture(async (f) => {
     const r = (rel: string) => join(f.root, rel);

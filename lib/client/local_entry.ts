@@ -6,13 +6,14 @@
  */
 import { linkStaysInside } from "../shared/link_target.ts";
 import { reason } from "../shared/errors.ts";
+import { mtimeMs } from "../shared/file_identity.ts";
 
 /** What a local entry is for a push. */
 export type LocalEntry =
   /** A directory or regular file: `path` is where it is read (a followed link resolved), `info` its `stat`. */
   | { kind: "dir" | "file"; path: string; info: Deno.FileInfo }
-  /** `-l`: a symbolic link to make with this text. */
-  | { kind: "symlink"; target: string }
+  /** `-l`: a symbolic link to make with this text; `mtime` its own (ms). */
+  | { kind: "symlink"; target: string; mtime: number }
   /** Not sent, and not a failure of the transfer: the reason, for the user. */
   | { kind: "omit"; message: string }
   /** Cannot be read (a failure). */
@@ -63,7 +64,9 @@ export function localEntry(
   }
   let path = local;
   if (info.isSymlink) {
-    if (options.links) return linkEntry(local, rel, options.unsafeLinks);
+    if (options.links) {
+      return linkEntry(local, rel, options.unsafeLinks, mtimeMs(info));
+    }
     try {
       path = Deno.realPathSync(local);
       info = Deno.statSync(path);
@@ -90,7 +93,12 @@ export function localEntry(
 }
 
 /** `-l`: a link's text, refused when it leads outside the copy (unless `unsafe`). */
-function linkEntry(local: string, rel: string, unsafe: boolean): LocalEntry {
+function linkEntry(
+  local: string,
+  rel: string,
+  unsafe: boolean,
+  mtime: number,
+): LocalEntry {
   let target: string;
   try {
     target = Deno.readLinkSync(local);
@@ -108,7 +116,7 @@ function linkEntry(local: string, rel: string, unsafe: boolean): LocalEntry {
       }, which leads outside the copy (--unsafe-links makes it anyway)`,
     };
   }
-  return { kind: "symlink", target };
+  return { kind: "symlink", target, mtime };
 }
 
 function unfollowable(error: unknown): string {

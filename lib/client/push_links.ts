@@ -58,12 +58,12 @@ export class LinkSender {
     });
   }
 
-  /** Makes `remote` a symbolic link with the text `target` (in the background); a refusal is that entry's failure. */
-  symlink(label: string, remote: string, target: string): void {
+  /** Makes `remote` a symbolic link with the text `target` and the time `mtime` (in the background); a refusal is that entry's failure. */
+  symlink(label: string, remote: string, target: string, mtime: number): void {
     this.#ctx.addTotal(1, 0);
     this.#o.spawn(this.#make(
       label,
-      () => this.#ctx.push.symlink(remote, target, this.#ctx.signal),
+      () => this.#ctx.push.symlink(remote, target, mtime, this.#ctx.signal),
     ));
   }
 

@@ -357,17 +357,19 @@ export class PushPlanner {
       if (entry.kind === "fail") ctx.fail(label, entry.message);
       else if (entry.kind === "omit") ctx.omit(label, entry.message);
       else if (entry.kind === "symlink") {
-        // The same link already there (the listing has links with -l): left alone.
+        // The same link already there (the listing has links with -l, and
+        // their own times): left alone.
         if (
           existing?.type === "symlink" &&
-          (existing as ListEntry).target === entry.target
+          (existing as ListEntry).target === entry.target &&
+          existing.mtime === entry.mtime
         ) {
           ctx.skipped(label, 0);
           continue;
         }
         if (!await this.#o.ensureDir(posix.dirname(remote), label)) continue;
         this.touchParentOf(remote);
-        this.#o.linker.symlink(label, remote, entry.target);
+        this.#o.linker.symlink(label, remote, entry.target, entry.mtime);
       } else if (entry.kind === "dir") {
         this.#planDir({ remote, label, rel, existing }, entry.info);
         const inner = new Set(ancestors).add(inodeKey(entry.info));

@@ -260,13 +260,14 @@ export class PushRemote {
     return body as DirResult[];
   }
 
-  /** `POST /v1/symlink` (`-l`): makes `path` a symbolic link with the text `target`. */
+  /** `POST /v1/symlink` (`-l`): makes `path` a symbolic link with the text `target` and its own time `mtime` (ms; one before 1970 is not sent, the link gets the server's now). */
   async symlink(
     path: string,
     target: string,
+    mtime: number,
     signal?: AbortSignal,
   ): Promise<void> {
-    const request: SymlinkRequest = { target };
+    const request: SymlinkRequest = mtime >= 0 ? { target, mtime } : { target };
     await this.#postJson(API.symlink, path, request, signal);
   }
 

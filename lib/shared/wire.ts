@@ -298,6 +298,8 @@ export type DirResult =
  */
 export interface SymlinkRequest {
   target: string;
+  /** The link's own modification time (whole ms since the epoch, not before 1970); without it, the server's now. */
+  mtime?: number;
 }
 
 /**

@@ -21,7 +21,10 @@ async function symlink(ctx: ServerContext, request: Request, url: URL) {
   const release = await waitForSlot(ctx, ctx.uploadJobs, request, "symlink");
   try {
     return json(
-      statEntry(ctx.writeJail.symlink(target, body.target), "symlink"),
+      statEntry(
+        ctx.writeJail.symlink(target, body.target, body.mtime),
+        "symlink",
+      ),
     );
   } finally {
     release();
@@ -29,17 +32,22 @@ async function symlink(ctx: ServerContext, request: Request, url: URL) {
 }
 
 function parseSymlink(body: unknown): SymlinkRequest {
-  const target = (body as { target?: unknown } | null)?.target;
+  const { target, mtime } = (body ?? {}) as {
+    target?: unknown;
+    mtime?: unknown;
+  };
   if (
-    typeof body !== "object" || Array.isArray(body) ||
+    typeof body !== "object" || body === null || Array.isArray(body) ||
     typeof target !== "string" ||
-    new TextEncoder().encode(target).length > MAX_LINK_TEXT
+    new TextEncoder().encode(target).length > MAX_LINK_TEXT ||
+    (mtime !== undefined &&
+      !(Number.isSafeInteger(mtime) && (mtime as number) >= 0))
   ) {
     throw new HttpError(
       400,
       "bad_request",
-      `Invalid symlink request: expected {"target": text of at most ${MAX_LINK_TEXT} bytes}`,
+      `Invalid symlink request: expected {"target": text of at most ${MAX_LINK_TEXT} bytes[, "mtime": whole milliseconds since 1970]}`,
     );
   }
-  return { target };
+  return mtime === undefined ? { target } : { target, mtime: mtime as number };
 }

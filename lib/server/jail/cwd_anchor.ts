@@ -11,7 +11,7 @@
  * a final symlink (measured with strace on Deno 2.9.6, and under a swap race:
  * a `chdir` + relative `open` served the outside file 149,316 times in 3.5 s).
  * `lstat`, `stat`, `readDir`, `readLink`, `mkdir`, `rename`, `remove`,
- * `symlink`, `link` and `makeTempFile` pass the path to the kernel as given (also strace), so
+ * `symlink`, `link` and `makeTempFile` (and node's `lutimes`) pass the path to the kernel as given (also strace), so
  * they go through a symlink this module keeps in a private directory, `cwd -> /proc/self/cwd`: the kernel follows the `/proc` link to
  * the working directory's inode itself, not to a name. Opening still goes by
  * name; the jail then compares the opened handle's identity with the anchored
@@ -23,6 +23,7 @@
  * hsyncd uses relative paths.
  */
 import { ConfigError } from "../../shared/errors.ts";
+import { setLinkMtimeMs } from "../../shared/fd_times.ts";
 
 /** What {@linkcode CwdAnchor.run} hands its callback: lookups inside the directory entered. */
 export interface Inside {
@@ -51,6 +52,8 @@ export interface Inside {
   mkdir(name: string, mode: number): void;
   /** Creates the symbolic link `name` in the entered directory, holding `text` as given (`symlink(2)`: nothing is followed). */
   symlink(text: string, name: string): void;
+  /** Sets the modification time (ms) of the symbolic link `name` in the entered directory itself (`lutimes`: never followed). */
+  setLinkTime(name: string, mtimeMs: number): void;
   /**
    * Gives the entry at the absolute path `existing` the name `name` in the
    * entered directory (`linkat` without `AT_SYMLINK_FOLLOW`: a final symlink
@@ -175,6 +178,8 @@ class Anchor implements CwdAnchor {
           Deno.renameSync(`${link}/${from}`, `${link}/${to}`),
         mkdir: (name, mode) => Deno.mkdirSync(`${link}/${name}`, { mode }),
         symlink: (text, name) => Deno.symlinkSync(text, `${link}/${name}`),
+        setLinkTime: (name, mtimeMs) =>
+          setLinkMtimeMs(`${link}/${name}`, mtimeMs),
         link: (existing, name) => Deno.linkSync(existing, `${link}/${name}`),
         remove: (name) => Deno.removeSync(`${link}/${name}`),
         // utimensat and chmod follow the link to the working directory itself.

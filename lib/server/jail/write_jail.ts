@@ -452,9 +452,12 @@ class Writer implements WriteJail {
     return this.#at(target, (at) => lstatOrUndefined(at, name));
   }
 
-  symlink(target: WriteTarget, text: string): Deno.FileInfo {
+  symlink(target: WriteTarget, text: string, mtimeMs?: number): Deno.FileInfo {
     const place = { ...target, root: this.#rootOf(target) };
-    return this.#at(target, (at) => placeSymlink(at, place, text, NEW_PREFIX));
+    return this.#at(
+      target,
+      (at) => placeSymlink(at, place, text, NEW_PREFIX, mtimeMs),
+    );
   }
 
   link(target: WriteTarget, existing: WriteTarget): Deno.FileInfo {

@@ -146,7 +146,7 @@ export interface WriteJail {
    * there replaced; 409 `is_a_directory`); 403 `unsafe_link` unless the text
    * stays inside the target's writable root. Answers its `lstat`.
    */
-  symlink(target: WriteTarget, text: string): Deno.FileInfo;
+  symlink(target: WriteTarget, text: string, mtimeMs?: number): Deno.FileInfo;
   /**
    * Gives the regular file `existing` (400 `not_a_file` otherwise, 404 when
    * missing), below the same writable root, the target's name too (a file or

@@ -41,6 +41,7 @@ export function placeSymlink(
   place: LinkPlace,
   text: string,
   prefix: string,
+  mtimeMs?: number,
 ): Deno.FileInfo {
   const rel = posix.relative(place.root, join(place.dir, place.name));
   if (!linkStaysInside(rel, text)) {
@@ -56,7 +57,11 @@ export function placeSymlink(
     at,
     place,
     prefix,
-    (fresh) => at.symlink(text, fresh),
+    (fresh) => {
+      at.symlink(text, fresh);
+      // Its own time, set before it gets its name (a rename keeps it).
+      if (mtimeMs !== undefined) at.setLinkTime(fresh, mtimeMs);
+    },
     (info) => info.isSymlink,
   );
 }
