@@ -7,7 +7,6 @@ import { join, posix } from "node:path";
 import { fileIdOf, openChecked } from "../shared/checked_open.ts";
 import { chmodOpened } from "../shared/chmod_opened.ts";
 import { describeError, reason } from "../shared/errors.ts";
-import { setLinkMtimeMs } from "../shared/fd_times.ts";
 import { mtimeMs } from "../shared/file_identity.ts";
 import { linkStaysInside } from "../shared/link_target.ts";
 import type { ListEntry, ListOmission, StatEntry } from "../shared/wire.ts";
@@ -64,6 +63,9 @@ export interface PlannerOptions {
   /** `--dry-run`: the same checks and comparisons, creating and changing nothing (links told as `plan` events). */
   dryRun?: boolean;
 }
+
+/** What sets a link's own time (node's fs), loaded with the first link a run makes. */
+let linkTimes: typeof import("../shared/fd_times.ts") | undefined;
 
 /** The omission of a `symlink` entry whose target leaves the copy, without `--unsafe-links`. */
 export const UNSAFE_LINK_MESSAGE =
@@ -146,7 +148,7 @@ export class Planner {
       return;
     }
     if (entry.type === "symlink") {
-      this.#planSymlink(entry, parts);
+      await this.#planSymlink(entry, parts);
       return;
     }
     const job: FileJob = {
@@ -220,7 +222,7 @@ export class Planner {
   }
 
   /** A `symlink` entry (`-l`): created in place, unless its target leaves the copy. */
-  #planSymlink(entry: ListEntry, parts: string[]): void {
+  async #planSymlink(entry: ListEntry, parts: string[]): Promise<void> {
     const ctx = this.#ctx;
     const text = entry.target ?? "";
     if (!this.#o.unsafeLinks && !linkStaysInside(entry.path, text)) {
@@ -255,6 +257,8 @@ export class Planner {
       }
       return;
     }
+    // node's fs sets a link's own time: loaded with the first link only.
+    linkTimes ??= await import("../shared/fd_times.ts");
     let outcome;
     try {
       outcome = placeSymlink(path, text);
@@ -263,7 +267,7 @@ export class Planner {
       if (
         outcome === "created" || mtimeMs(Deno.lstatSync(path)) !== job.mtime
       ) {
-        setLinkMtimeMs(path, job.mtime);
+        linkTimes.setLinkMtimeMs(path, job.mtime);
       }
     } catch (error) {
       ctx.fail(entry.path, describeError(error));
