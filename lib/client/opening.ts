@@ -12,24 +12,22 @@ import { destinationOf } from "./destination.ts";
 import { EarlyRange, nothingAt } from "./early_range.ts";
 import type { PullOptions } from "./pull.ts";
 import { type Exchange, type ListQuery, Remote } from "./remote.ts";
-import { FAR_START } from "./stream_governor.ts";
 
 /**
  * Connections opened with the first requests, beside the stat's and the
  * listing's: the first bundles, files or ranges then find them open instead
  * of waiting a round trip each for one (through a 50 ms round trip, each of
- * the first 4 bundles of a tree of small files did). As many as a far big
- * file's streams ({@linkcode FAR_START}) beside the one its first bytes
- * took: with 4, the other 11 streams of 256 MiB through 50 ms started a
- * round trip after the first five. Medians of 8 interleaved runs (4 / 15):
- * 256 MiB through 50 ms 635 / 605.5 ms (aria2c -x16 654.5), 20 files of 10
- * MiB through 10 ms 415.5 / 388; no change in 256 MiB through 10 ms, 2,000
- * files through 10 or 50 ms, or 10,000 files and 20 files of 10 MiB on
- * loopback. The server holds them idle until the run ends: serving
- * bench/memory.ts's 64 clients at once (1,160 connections instead of 477),
- * its peak PSS was 81 MiB against 80-83.
+ * the first 4 bundles of a tree of small files did, and with 4 the streams
+ * of a far big file past the fifth started a round trip after the others).
+ * The server holds each until the run ends, about 30 KiB of its memory (700
+ * idle connections took hsyncd's PSS from 57 to 75 MiB), so not as many as
+ * a far big file has streams: 256 MiB through 50 ms, medians of 8
+ * interleaved runs, 609 ms with 4, 594 with 8, 576.5 with 15 (aria2c -x16
+ * 645); serving bench/memory.ts's 64 clients (rounds swing by 10 MiB) with
+ * 8 hsyncd peaked at 87 and 78 MiB of PSS (4: 93 and 81.5), with 15 at 81
+ * to 105 (median 92).
  */
-export const WARM_CONNECTIONS = FAR_START - 1;
+export const WARM_CONNECTIONS = 8;
 
 /** The tree's listing, asked for with the stat; `drop` cancels it (the root is not a directory, or it waited too long to be read). */
 export interface EarlyListing {

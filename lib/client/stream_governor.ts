@@ -36,7 +36,7 @@ export const FAR_RTT_MS = 8;
  * 1.19-1.27 s, starting at 8 (the bound then) 1.05-1.09 s, starting at 16
  * 0.77-0.90 s, against aria2c -x16's 0.70-0.85 s.
  */
-export const FAR_START = STEP * STEP;
+const FAR_START = STEP * STEP;
 /** Throughput ratio a try must reach to be kept. */
 const GAIN = 1.25;
 /** Minimum pieces in one piece of a decided count before any rate is known. */
