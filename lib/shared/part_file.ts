@@ -169,11 +169,8 @@ export function writeNewPart(
       () => Deno.openSync(part, { write: true, createNew: true }),
     );
     writeAllSync(file, data);
-    if (meta.mtime !== undefined) {
-      file.utimeSync(new Date(), new Date(meta.mtime));
-    }
     const own = file.statSync();
-    if (meta.mode !== undefined) chmodOpened(file, part, meta.mode, own);
+    applyMeta(file, part, meta, own);
     return fileIdOf(own);
   } catch (error) {
     if (error instanceof LocalPathError) throw error;
