@@ -21,6 +21,11 @@ export function chmodReady(): boolean {
   return fs !== undefined;
 }
 
+/** Whether the permission bits of `own` (an `fstat`) are not `mode`: {@linkcode chmodOpened} would change them. */
+export function modeDiffers(own: Deno.FileInfo, mode: number): boolean {
+  return ((own.mode ?? -1) & 0o7777) !== mode;
+}
+
 /**
  * Sets the permission bits of the file open as `file` (named `path`). Deno's
  * handles have no `fchmod`, so a second descriptor is opened with node:fs
@@ -40,7 +45,7 @@ export function chmodOpened(
   // Most files are created with the mode they are to have (0666 less the
   // umask): nothing to change, no second open (10,000 small files pulled
   // without -P took 0.4 s longer when each was opened again).
-  if (((own.mode ?? -1) & 0o7777) === mode) return;
+  if (!modeDiffers(own, mode)) return;
   if (fs === undefined) {
     throw new Error(
       `chmodOpened(${JSON.stringify(path)}) before readyToChmod()`,

@@ -21,7 +21,12 @@ import {
   fileIdOf,
   openChecked,
 } from "./checked_open.ts";
-import { chmodOpened, chmodReady, readyToChmod } from "./chmod_opened.ts";
+import {
+  chmodOpened,
+  chmodReady,
+  modeDiffers,
+  readyToChmod,
+} from "./chmod_opened.ts";
 
 /** Hex digits of the SHA-256 of a long name kept in its shortened own name. */
 const HASH_CHARS = 16;
@@ -230,8 +235,7 @@ export async function placePart(
     // One fstat for both: whether node's fs is needed, and chmodOpened's.
     const own = options.mode === undefined ? undefined : file.statSync();
     if (
-      own !== undefined && !chmodReady() &&
-      ((own.mode ?? -1) & 0o7777) !== options.mode
+      own !== undefined && !chmodReady() && modeDiffers(own, options.mode!)
     ) await readyToSetModes();
     applyMeta(file, part, options, own);
   }
