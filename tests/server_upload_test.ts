@@ -299,6 +299,102 @@ Deno.test("ranges of four files pushed eight at a time through Deno.serve land e
   }, WRITABLE);
 });
 
+Deno.test("a range cut off in its body keeps the bytes that reached the part: the upload holds them, and the push goes on after them", async () => {
+  await withFixture(async (f) => {
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      (request, info) => f.handler(request, info),
+    );
+    const call: Fixture["call"] = (path, init) =>
+      fetch(`http://127.0.0.1:${server.addr.port}${path}`, init);
+    try {
+      const MiB = 1024 * 1024;
+      const bytes = new Uint8Array(4 * MiB).map((_, i) =>
+        (i * 7 + (i >> 11)) & 255
+      );
+      const query = new URLSearchParams({
+        path: join(f.root, "cut.bin"),
+        size: String(bytes.length),
+        source: "src-1",
+      });
+      // Half the body, then the connection is gone (a client killed).
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: server.addr.port,
+      });
+      const head = `PUT /v1/upload?${query} HTTP/1.1\r\nhost: 127.0.0.1\r\n` +
+        `content-length: ${bytes.length}\r\n` +
+        `content-range: bytes 0-${bytes.length - 1}/${bytes.length}\r\n` +
+        `x-hsync-upload-session: session-a\r\n\r\n`;
+      await conn.write(new TextEncoder().encode(head));
+      const sent = 2 * MiB + 12345;
+      for (let at = 0; at < sent;) {
+        at += await conn.write(bytes.subarray(at, sent));
+      }
+      await new Promise((done) => setTimeout(done, 300));
+      conn.close();
+      await new Promise((done) => setTimeout(done, 200));
+      const res = await call(`/v1/upload?path=${f.q("cut.bin")}`);
+      assert.equal(res.status, 200, await res.clone().text());
+      const held = (await res.json() as UploadStatus).held;
+      assert.equal(held.length, 1, JSON.stringify(held));
+      const [[from, to]] = held;
+      assert.equal(from, 0);
+      assert.ok(to > 0 && to <= sent, `held up to ${to} of ${sent} sent`);
+      const part = await Deno.readFile(join(f.root, "cut.bin.hsync-part"));
+      assert.deepEqual(part.subarray(0, to), bytes.subarray(0, to));
+      // The rest goes after it, and the file commits whole.
+      const rest = await put(f, "cut.bin", bytes, to, bytes.length, {}, call);
+      assert.equal(rest.status, 200, await rest.text());
+      const done = await commit(f, "cut.bin", {
+        size: bytes.length,
+        mtime: 1_700_000_000_000,
+        sha256: sha256(bytes),
+      });
+      assert.equal(done.status, 200, await done.clone().text());
+      await done.body?.cancel();
+      assert.deepEqual(await Deno.readFile(join(f.root, "cut.bin")), bytes);
+    } finally {
+      await server.shutdown();
+    }
+  }, WRITABLE);
+});
+
+Deno.test("a range whose Content-Length is not its Content-Range's length, or whose body is longer, writes nothing (400)", async () => {
+  await withFixture(async (f) => {
+    const query = new URLSearchParams({
+      path: join(f.root, "len.bin"),
+      size: String(DATA.length),
+      source: "src-1",
+    });
+    const sent = await f.call(`/v1/upload?${query}`, {
+      method: "PUT",
+      headers: {
+        "content-range": `bytes 0-999/${DATA.length}`,
+        "content-length": "1001",
+        "x-hsync-upload-session": "session-a",
+      },
+      body: DATA.slice(0, 1001),
+    });
+    await expectError(sent, 400, "bad_request");
+    // A body (of unknown length) with a byte more than its range.
+    const longer = await f.call(`/v1/upload?${query}`, {
+      method: "PUT",
+      headers: {
+        "content-range": `bytes 0-999/${DATA.length}`,
+        "x-hsync-upload-session": "session-a",
+      },
+      body: ReadableStream.from([DATA.slice(0, 600), DATA.slice(600, 1001)]),
+    });
+    await expectError(longer, 400, "bad_request");
+    const status = await f.call(`/v1/upload?path=${f.q("len.bin")}`);
+    const held = status.status === 404
+      ? []
+      : (await status.json() as UploadStatus).held;
+    assert.deepEqual(held, []);
+  }, WRITABLE);
+});
+
 Deno.test("what an upload holds survives a restart of hsyncd (the journal), and another version of the file starts over only when asked", async () => {
   await withFixture(async (f) => {
     assert.equal((await put(f, "r.bin", DATA, 0, 50_000)).status, 200);
@@ -583,6 +679,18 @@ Deno.test("a signed range whose body is not the one signed claims no byte (401);
         },
       });
       assert.deepEqual((await after.json() as UploadStatus).held, [[0, 1000]]);
+      // The same range again, tampered: written as it came, so what it
+      // overwrote is held no more (a held byte is always a signed one).
+      await expectError(await send(tampered, body), 401, "unauthorized");
+      const again = await f.call(statusUrl.pathname + statusUrl.search, {
+        headers: {
+          authorization: await signRequest(identity, "GET", statusUrl),
+        },
+      });
+      const part = await Deno.readFile(join(f.root, "s.bin.hsync-part"));
+      for (const [a, b] of (await again.json() as UploadStatus).held) {
+        assert.deepEqual(part.subarray(a, b), body.subarray(a, b));
+      }
       // Anonymous reads pass, anonymous writes do not.
       assert.equal(
         (await f.call(`/v1/stat?path=${f.q("hello.txt")}`)).status,

@@ -116,9 +116,9 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   // A path of MAX_PATH_BYTES percent-encoded (3 characters per byte) still fits.
   maxUrlBytes: 16 * 1024,
   maxHeaderBytes: 16 * 1024,
-  // Bodies read whole: bundle requests (a few hundred KiB from hsync), upload
-  // bundles and upload ranges (at most bundleMaxBodyBytes, 8 MiB each). One
-  // push sends up to 8 ranges at once: 64 MiB for a peer, 128 MiB in all.
+  // Bodies read whole: bundle requests (a few hundred KiB from hsync) and
+  // upload bundles (at most bundleMaxBodyBytes, 8 MiB each); an upload range
+  // (as long, at most) streams through 1 MiB: 64 MiB for a peer, 128 in all.
   bodyBytes: 128 * 1024 * 1024,
   peerBodyBytes: 64 * 1024 * 1024,
   bodyIdleMs: 10_000,

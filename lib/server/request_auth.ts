@@ -1,9 +1,13 @@
 /** Signed requests of hsyncd: the signature, the server it is bound to and the body's digest, checked before the body is read. */
 import { bodyDigest, type Verifier } from "../shared/auth.ts";
-import { BODY_DIGEST_HEADER } from "../shared/wire.ts";
+import { API, BODY_DIGEST_HEADER } from "../shared/wire.ts";
 import { HttpError } from "../shared/errors.ts";
 import type { ServerLimits } from "./limits.ts";
-import { keepVerifiedBody, readBody } from "./request_body.ts";
+import {
+  keepSignedDigest,
+  keepVerifiedBody,
+  readBody,
+} from "./request_body.ts";
 import { requestAuthority, type ServerNames } from "./server_names.ts";
 
 /** What {@linkcode authenticate} checks a request against. */
@@ -33,7 +37,9 @@ function unauthorized(): HttpError {
  * the signature covers), so an unsigned or forged request costs no body
  * reading. The signature must be bound to the server the request was sent
  * to (its `Host`), and that must be one of this server's names, so a request
- * signed for another server is refused here. A signed body is then read
+ * signed for another server is refused here. An upload range's body is left
+ * to its endpoint, which streams it and checks the digest at its end. Any
+ * other signed body is then read
  * within the bundle body limit, checked against the declared digest and
  * kept for the endpoint's `readJsonBody` (the request itself, and its
  * signal, stay as they are). A refusal says nothing more than 401 (but
@@ -90,6 +96,14 @@ export async function authenticate(
   });
   if (!verdict.ok) throw refuse(verdict.reason);
   if (request.body === null) return;
+  // A range of an upload is written as it arrives (lib/server/request_body.ts's
+  // streamBody): its digest is checked once it has all come, and what it
+  // wrote counts for nothing when it differs.
+  if (request.method === "PUT" && url.pathname === API.upload) {
+    if (declared === "-") throw refuse("a range must declare its digest");
+    keepSignedDigest(request, declared);
+    return;
+  }
   const body = await readBody(request, limits.bundleMaxBodyBytes);
   if (bodyDigest(body) !== declared) {
     throw refuse("body does not match its declared digest");

@@ -6,13 +6,7 @@
  * the write jail (lib/server/jail/write_jail.ts).
  */
 import { createHash } from "node:crypto";
-import {
-  closeSync,
-  fchmodSync,
-  fstatSync,
-  ftruncateSync,
-  writeSync,
-} from "node:fs";
+import { closeSync, fchmodSync, fstatSync, ftruncateSync } from "node:fs";
 import type { ByteRange } from "../shared/byte_range.ts";
 import { HttpError } from "../shared/errors.ts";
 import { etagFor, modeBits, mtimeMs } from "../shared/file_identity.ts";
@@ -28,7 +22,8 @@ import type {
 import { fsFailureStatus } from "./error_status.ts";
 import type { WriteJail, WriteTarget } from "./jail/write_jail.ts";
 import { setMtimeMsOnce, withMtimeMs } from "../shared/fd_times.ts";
-import { piecesLength } from "./request_body.ts";
+import { BodyRefused } from "./request_body.ts";
+import { type Pour, pourRange } from "./range_pour.ts";
 
 /** Longest a journal may be (far more than any real list of ranges). */
 const MAX_JOURNAL_BYTES = 1024 * 1024;
@@ -142,23 +137,27 @@ export class Uploads {
   }
 
   /**
-   * Writes `pieces` (exactly the bytes of `range` in order, already read whole and,
-   * for a signed request, checked against its signature) into the target's
-   * part file; `restart` first drops what was held. The range is recorded as
-   * held once a flush (`fdatasync`) covers it: at once past
+   * Writes the bytes of `range` into the target's part file as `pour`
+   * hands them over (each piece with its offset in the range, in order),
+   * `restart` first dropping what was held. The range is recorded as held
+   * once a flush (`fdatasync`) covers it: at once past
    * {@linkcode FLUSH_BYTES} written since the last one, else within
    * {@linkcode FLUSH_MS}, and always before a status or a commit answers.
+   * When `pour` fails, the bytes it had handed over count all the same
+   * (they are the range's first bytes: a cut-off range is resumed after
+   * them), unless it failed with `BodyRefused` (a body longer than its
+   * range, or whose bytes are not the ones signed): what it wrote then
+   * counts for nothing, even where an earlier range had been held.
    */
   async write(
     target: WriteTarget,
     claim: UploadClaim & { restart?: boolean },
     range: ByteRange,
-    pieces: readonly Uint8Array[],
+    pour: Pour,
   ): Promise<UploadStatus> {
     if (
       !(range.start >= 0 && range.end > range.start &&
-        range.end <= claim.size &&
-        piecesLength(pieces) === range.end - range.start)
+        range.end <= claim.size)
     ) {
       throw new HttpError(
         416,
@@ -173,30 +172,39 @@ export class Uploads {
     try {
       const part = partNameFor(target.name);
       const fd = this.#jail.openWriteDescriptor(target, part, true);
-      try {
-        // Positional and on this thread: a write into the page cache costs
-        // less than handing it to a worker thread and waiting for it.
-        let at = range.start;
-        for (const piece of pieces) {
-          let done = 0;
-          while (done < piece.length) {
-            done += writeSync(fd, piece, done, piece.length - done, at + done);
-          }
-          at += piece.length;
+      const { written, error } = await pourRange(
+        fd,
+        range,
+        pour,
+        (failure) => diskFailure(target.path, failure),
+      ).finally(() => closeSync(fd));
+      if (error !== undefined) {
+        const wrote = { start: range.start, end: range.start + written };
+        if (error instanceof BodyRefused) await this.#forget(u, wrote);
+        else if (written > 0) {
+          u.pending.add(wrote);
+          this.#flushSoon(u);
         }
-      } catch (error) {
-        throw diskFailure(target.path, error);
-      } finally {
-        closeSync(fd);
+        throw error;
       }
-      u.pending.add(range);
-      if (u.pending.covered >= FLUSH_BYTES) await this.#flush(u);
-      else this.#flushSoon(u);
-      return statusOf(u);
     } finally {
       u.writing--;
       u.lastActive = this.#now();
     }
+    u.pending.add(range);
+    if (u.pending.covered >= FLUSH_BYTES) await this.#flush(u);
+    else this.#flushSoon(u);
+    return statusOf(u);
+  }
+
+  /** Forgets `range` of `u` (held or waiting for its flush): its bytes are not the ones sent. */
+  async #forget(u: Upload, range: ByteRange): Promise<void> {
+    if (range.end <= range.start) return;
+    // A flush under way would record it again as it ends.
+    while (u.flushing !== undefined) await u.flushing.catch(() => {});
+    u.pending.remove(range);
+    u.held.remove(range);
+    if (this.#live.get(keyOf(u.target)) === u) await this.#save(u);
   }
 
   /** Flushes `u`'s part file and records what it covers, after {@linkcode FLUSH_MS} unless a flush comes first. */

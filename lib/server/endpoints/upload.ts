@@ -17,8 +17,7 @@ import {
   requirePath,
 } from "../http.ts";
 import { withParents } from "./_checked.ts";
-import { giveBodyBuffer } from "../body_buffers.ts";
-import { piecesLength, readRawPieces } from "../request_body.ts";
+import { signedDigestOf, streamBody } from "../request_body.ts";
 
 /**
  * `GET /v1/upload?path=P` (status) and
@@ -81,54 +80,54 @@ async function upload(ctx: ServerContext, request: Request, url: URL) {
       }: a range is at most ${ctx.limits.bundleMaxBodyBytes} bytes per request, with exactly its bytes as the body`,
     );
   }
-  // Read whole (a signed one was read and checked by authenticate): a
-  // request body left waiting costs Deno 2.9.6 CPU for as long as it waits
-  // (256 MiB written between reads: 30 s of CPU), and a range is then
-  // written only once its bytes are known to be the ones signed.
+  // Written as it arrives (a signed one checked against its digest at its
+  // end). Its slot is taken first: Deno 2.9.6 spends CPU on a request body
+  // left unread for as long as it waits (256 MiB sent to a body not read
+  // for 10 s: 30 s of CPU), and there is a slot for each of 32 ranges a
+  // client sends at once.
   const session = request.headers.get(HEADER.uploadSession) ?? undefined;
-  let body: Uint8Array[];
-  try {
-    body = await readRawPieces(request, ctx.limits.bundleMaxBodyBytes);
-  } catch (error) {
-    // Its client went away (killed, cut off): its next run may go on at once.
-    ctx.uploads.release(target, session);
-    throw error;
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) !== length) {
+    throw new HttpError(
+      400,
+      "bad_request",
+      `Cannot write to ${
+        JSON.stringify(target.path)
+      }: the body has ${declared} bytes, its Content-Range ${length}`,
+    );
   }
+  const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
   try {
-    const bodyLength = piecesLength(body);
-    if (bodyLength !== length) {
-      throw new HttpError(
-        400,
-        "bad_request",
-        `Cannot write to ${
-          JSON.stringify(target.path)
-        }: the body has ${bodyLength} bytes, its Content-Range ${length}`,
-      );
-    }
-    const release = await waitForSlot(ctx, ctx.uploadJobs, request, "upload");
+    const claim = { size, source, session };
+    let status: UploadStatus;
     try {
-      const claim = { size, source, session };
-      const status = await ctx.uploads.write(
+      status = await ctx.uploads.write(
         target,
         { ...claim, restart: url.searchParams.get("restart") === "1" },
         cr.range,
-        body,
+        (sink) =>
+          streamBody(request, {
+            length,
+            sink,
+            digest: signedDigestOf(request),
+          }),
       );
-      // The range that completes an upload asked to commit commits it.
-      if (commit !== undefined && ctx.uploads.complete(target, claim)) {
-        const committed = await ctx.uploads.commit(target, {
-          ...claim,
-          ...commit,
-        });
-        return json({ ...status, committed } satisfies UploadStatus);
-      }
-      return json(status);
-    } finally {
-      release();
+    } catch (error) {
+      // Its client went away (killed, cut off): its next run may go on at once.
+      ctx.uploads.release(target, session);
+      throw error;
     }
+    // The range that completes an upload asked to commit commits it.
+    if (commit !== undefined && ctx.uploads.complete(target, claim)) {
+      const committed = await ctx.uploads.commit(target, {
+        ...claim,
+        ...commit,
+      });
+      return json({ ...status, committed } satisfies UploadStatus);
+    }
+    return json(status);
   } finally {
-    // Written (synchronously) or refused: nothing reads it any more.
-    giveBodyBuffer(body);
+    release();
   }
 }
 
