@@ -164,7 +164,8 @@ export class PushOpening {
    * loaded meanwhile (their http module holds the client 35-40 ms, the
    * engine as long again): a first answer taken after such a hold would tell
    * a round trip of 29-36 ms on loopback, and a push to a server 0.1 ms
-   * away would size its PUTs as if it were far (lib/client/put_sizes.ts).
+   * away would size its bundles as if it were far (lib/client/send_bundle.ts's
+   * `mostFilesPerBundle`).
    * A server that has not answered by then is far, whatever holds the
    * answer later.
    */

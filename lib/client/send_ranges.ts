@@ -25,13 +25,11 @@ import {
 import type { HeldUpload, UploadTarget } from "./remote_push.ts";
 import { holesOf } from "./push_holes.ts";
 import { readSpan } from "./put_body.ts";
-import { PutSizes } from "./put_sizes.ts";
+import { PutBuffers, PutSizes } from "./put_sizes.ts";
 import { isRetryable, sleep } from "./retry.ts";
 
 /** Smallest range of a pushed file sent as a stream of PUTs beside the others (unless Max_part_num is pinned). */
 const PUSH_PART_BYTES = 32 * 1024 * 1024;
-/** Answered PUT buffers kept for the next ranges (the most requests in flight). */
-const MAX_FREE_BUFFERS = 16;
 /** Times a file is started over (changed locally, or the server lost its upload) before it fails. */
 const MAX_ROUNDS = 4;
 /** How long a path another push is writing is waited for (the server holds it for 10 s after its last request). */
@@ -54,7 +52,7 @@ export interface RangeSenderOptions {
   settledMs?: number;
   /** Longest wait for a path another push is writing (default {@linkcode DEFAULT_BUSY_WAIT_MS}). */
   busyWaitMs?: number;
-  /** Most bytes per PUT (default 2 MiB near, and more far away: see put_sizes.ts). */
+  /** Bytes per PUT (default: as many as hsyncd takes, fewer when many streams run: see put_sizes.ts). */
   putMaxBytes?: number;
 }
 
@@ -94,14 +92,14 @@ export class RangeSender {
   readonly #busyWaitMs: number;
   readonly #sizes: PutSizes;
   readonly #settledMs: number;
-  /** Buffers whose PUT was answered, by size, to read the next range into. */
-  readonly #free = new Map<number, Uint8Array<ArrayBuffer>[]>();
+  /** Buffers whose PUT was answered, to read the next range into. */
+  readonly #buffers = new PutBuffers();
 
   /** A sender for one push. */
   constructor(context: PushContext, options: RangeSenderOptions = {}) {
     this.#ctx = context;
     this.#busyWaitMs = options.busyWaitMs ?? DEFAULT_BUSY_WAIT_MS;
-    this.#sizes = new PutSizes(context.remote, options.putMaxBytes);
+    this.#sizes = new PutSizes(options.putMaxBytes);
     this.#settledMs = options.settledMs ?? SETTLED_MS;
   }
 
@@ -343,13 +341,8 @@ export class RangeSender {
       try {
         await ctx.limits.requests.run(async () => {
           // Read once, in the slot: at most one chunk per request in flight.
-          const size = Math.max(this.#sizes.near, chunk.end - chunk.start);
-          const buffer = this.#free.get(size)?.pop() ?? new Uint8Array(size);
-          const bytes = await readSpan(
-            job,
-            chunk,
-            buffer.subarray(0, chunk.end - chunk.start),
-          );
+          const buffer = this.#buffers.take(chunk.end - chunk.start);
+          const bytes = await readSpan(job, chunk, buffer);
           // Read before this check: any write to the file since the push
           // began shows, so no PUT that may commit carries bytes of another
           // version (without, the check before the commit request does).
@@ -391,9 +384,7 @@ export class RangeSender {
           }
           // Answered: the body was read whole (a failed one may still be in
           // use below, so only an answered buffer is reused).
-          const pool = this.#free.get(size) ?? [];
-          this.#free.set(size, pool);
-          if (pool.length < MAX_FREE_BUFFERS) pool.push(buffer);
+          this.#buffers.give(buffer);
         }, signal);
       } catch (e) {
         error = e;

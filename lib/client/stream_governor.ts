@@ -25,7 +25,7 @@ const STEP = 4;
  * A round trip this long (ms) is a far server. A first one this long starts a
  * big file with {@linkcode FAR_START} streams (far away one stream waits a
  * round trip per window, and the tries that would find more cost several
- * round trips each), and makes a push's PUTs larger.
+ * round trips each).
  */
 export const FAR_RTT_MS = 8;
 /**
