@@ -71,6 +71,8 @@ export interface PushServer extends AsyncDisposable {
   puts: PutRecord[];
   /** Every request as `METHOD /path?query`. */
   log: string[];
+  /** The most PUTs being answered at one time. */
+  mostPutsAtOnce(): number;
   /** The client's port of each request in `log` (one per connection). */
   ports: number[];
   /** Bytes of PUT bodies that arrived. */
@@ -109,6 +111,8 @@ function inside(root: string, path: string): boolean {
 export function pushServer(options: PushServerOptions): PushServer {
   const uploads = new Map<string, FakeUpload>();
   const puts: PutRecord[] = [];
+  let putsNow = 0;
+  let mostPuts = 0;
   const log: string[] = [];
   const ports: number[] = [];
   const bundled: string[] = [];
@@ -587,7 +591,13 @@ export function pushServer(options: PushServerOptions): PushServer {
           return Response.json(statusOf(upload));
         }
         case "PUT /v1/upload":
-          return await put(url, request);
+          putsNow++;
+          mostPuts = Math.max(mostPuts, putsNow);
+          try {
+            return await put(url, request);
+          } finally {
+            putsNow--;
+          }
         case "POST /v1/upload/commit":
           return await commit(url, request);
         case "POST /v1/upload/bundle":
@@ -627,6 +637,7 @@ export function pushServer(options: PushServerOptions): PushServer {
     deleted,
     writes: () => log.filter((l) => !/^(GET|HEAD) |^POST \/v1\/lock\?/.test(l)),
     bytesPut: () => puts.reduce((n, p) => n + p.received, 0),
+    mostPutsAtOnce: () => mostPuts,
     async [Symbol.asyncDispose]() {
       await server.shutdown();
     },

@@ -25,7 +25,8 @@ import {
 import type { HeldUpload, UploadTarget } from "./remote_push.ts";
 import { holesOf } from "./push_holes.ts";
 import { readSpan } from "./put_body.ts";
-import { PutBuffers, PutSizes } from "./put_sizes.ts";
+import { PUT_MAX_BYTES, PutBuffers, PUTS_IN_FLIGHT } from "./put_sizes.ts";
+import { Limiter } from "../shared/limiter.ts";
 import { isRetryable, sleep } from "./retry.ts";
 
 /** Smallest range of a pushed file sent as a stream of PUTs beside the others (unless Max_part_num is pinned). */
@@ -52,7 +53,7 @@ export interface RangeSenderOptions {
   settledMs?: number;
   /** Longest wait for a path another push is writing (default {@linkcode DEFAULT_BUSY_WAIT_MS}). */
   busyWaitMs?: number;
-  /** Bytes per PUT (default: as many as hsyncd takes, fewer when many streams run: see put_sizes.ts). */
+  /** Bytes per PUT (default {@linkcode PUT_MAX_BYTES}, as many as hsyncd takes). */
   putMaxBytes?: number;
 }
 
@@ -90,7 +91,9 @@ interface Round {
 export class RangeSender {
   readonly #ctx: PushContext;
   readonly #busyWaitMs: number;
-  readonly #sizes: PutSizes;
+  readonly #putBytes: number;
+  /** PUTs of this push in flight (their bodies in memory). */
+  readonly #inFlight = new Limiter(PUTS_IN_FLIGHT);
   readonly #settledMs: number;
   /** Buffers whose PUT was answered, to read the next range into. */
   readonly #buffers = new PutBuffers();
@@ -99,7 +102,7 @@ export class RangeSender {
   constructor(context: PushContext, options: RangeSenderOptions = {}) {
     this.#ctx = context;
     this.#busyWaitMs = options.busyWaitMs ?? DEFAULT_BUSY_WAIT_MS;
-    this.#sizes = new PutSizes(options.putMaxBytes);
+    this.#putBytes = options.putMaxBytes ?? PUT_MAX_BYTES;
     this.#settledMs = options.settledMs ?? SETTLED_MS;
   }
 
@@ -284,8 +287,6 @@ export class RangeSender {
     };
     let failed = false;
     let first: unknown;
-    // Every range counts before the first PUT is sized.
-    const ends = ranges.map(() => this.#sizes.stream());
     try {
       await Promise.all(
         ranges.map((range, i) =>
@@ -295,7 +296,7 @@ export class RangeSender {
             failed = true;
             first = error;
             controller.abort(error);
-          }).finally(ends[i])
+          })
         ),
       );
     } finally {
@@ -306,7 +307,8 @@ export class RangeSender {
   }
 
   /**
-   * Sends `range` in PUTs (as large as {@linkcode PutSizes} says); after a
+   * Sends `range` in PUTs (of {@linkcode PUT_MAX_BYTES}, at most
+   * {@linkcode PUTS_IN_FLIGHT} of the push at once); after a
    * failure, what is left is taken from the server's status (a body cut
    * short leaves its flushed prefix there). `leads` carries the round's
    * `restart=1`; the other ranges wait until it is answered.
@@ -329,7 +331,7 @@ export class RangeSender {
       end: Math.min(
         gap.end,
         gap.start +
-          (busySince === undefined ? this.#sizes.next() : BUSY_PROBE_BYTES),
+          (busySince === undefined ? this.#putBytes : BUSY_PROBE_BYTES),
       ),
     });
     while (todo.length > 0) {
@@ -339,53 +341,54 @@ export class RangeSender {
       let counted = 0;
       let error: unknown;
       try {
-        await ctx.limits.requests.run(async () => {
-          // Read once, in the slot: at most one chunk per request in flight.
-          const buffer = this.#buffers.take(chunk.end - chunk.start);
-          const bytes = await readSpan(job, chunk, buffer);
-          // Read before this check: any write to the file since the push
-          // began shows, so no PUT that may commit carries bytes of another
-          // version (without, the check before the commit request does).
-          if (round.commit !== undefined) checkUnchanged(job);
-          // Sent with its length, in pieces the progress (and the idle
-          // timer) is told of as the socket takes them.
-          const answering = ctx.push.put(
-            job.remote,
-            {
-              size: job.size,
-              source: sourceOf(job),
-              restart,
-              commit: round.commit,
-            },
-            chunk,
-            {
-              sha256: ctx.remote.signs ? bodyDigest(bytes) : undefined,
-              body: bytes,
-              onSent: (n) => {
-                counted += n;
-                progress(n);
+        await this.#inFlight.run(() =>
+          ctx.limits.requests.run(async () => {
+            // Read once, in the slot: at most one chunk per request in flight.
+            const buffer = this.#buffers.take(chunk.end - chunk.start);
+            const bytes = await readSpan(job, chunk, buffer);
+            // Read before this check: any write to the file since the push
+            // began shows, so no PUT that may commit carries bytes of another
+            // version (without, the check before the commit request does).
+            if (round.commit !== undefined) checkUnchanged(job);
+            // Sent with its length, in pieces the progress (and the idle
+            // timer) is told of as the socket takes them.
+            const answering = ctx.push.put(
+              job.remote,
+              {
+                size: job.size,
+                source: sourceOf(job),
+                restart,
+                commit: round.commit,
               },
-              signal,
-            },
-          );
-          // The range's last PUT, which may commit the file, is made.
-          if (
-            round.commit !== undefined && todo.length === 1 &&
-            chunk.end === gap.end && --round.lastPuts === 0
-          ) round.posted();
-          const answer = await answering;
-          if (answer.committed !== undefined) {
-            if (answer.committed.size !== job.size) {
-              throw new Error(
-                `The server committed "${job.label}" as ${answer.committed.size} bytes instead of ${job.size}`,
-              );
+              chunk,
+              {
+                sha256: ctx.remote.signs ? bodyDigest(bytes) : undefined,
+                body: bytes,
+                onSent: (n) => {
+                  counted += n;
+                  progress(n);
+                },
+                signal,
+              },
+            );
+            // The range's last PUT, which may commit the file, is made.
+            if (
+              round.commit !== undefined && todo.length === 1 &&
+              chunk.end === gap.end && --round.lastPuts === 0
+            ) round.posted();
+            const answer = await answering;
+            if (answer.committed !== undefined) {
+              if (answer.committed.size !== job.size) {
+                throw new Error(
+                  `The server committed "${job.label}" as ${answer.committed.size} bytes instead of ${job.size}`,
+                );
+              }
+              round.committed = true;
             }
-            round.committed = true;
-          }
-          // Answered: the body was read whole (a failed one may still be in
-          // use below, so only an answered buffer is reused).
-          this.#buffers.give(buffer);
-        }, signal);
+            // Answered: the body was read whole (a failed one may still be in
+            // use below, so only an answered buffer is reused).
+            this.#buffers.give(buffer);
+          }, signal), signal);
       } catch (e) {
         error = e;
       } finally {
