@@ -156,9 +156,19 @@ async function main(): Promise<number> {
     dir: "/var/tmp",
     prefix: "hsync-memory-",
   });
-  const outRoot = opts.out === undefined
-    ? join(tmp, "out")
-    : await Deno.makeTempDir({ dir: opts.out, prefix: "hsync-memory-out-" });
+  let outRoot = join(tmp, "out");
+  if (opts.out !== undefined) {
+    try {
+      outRoot = await Deno.makeTempDir({
+        dir: opts.out,
+        prefix: "hsync-memory-out-",
+      });
+    } catch (error) {
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+      console.error(`memory: --out ${opts.out}: ${(error as Error).message}`);
+      return 1;
+    }
+  }
   const servers: Server[] = [];
   const onSignal = () => {
     for (const c of live) c.kill("SIGTERM");
