@@ -80,6 +80,20 @@ function commit(
   );
 }
 
+/** The fixture's handler behind a `Deno.serve` on a loopback port (real connections, real bodies), and a `call` through it. */
+function overLoopback(f: Fixture): {
+  server: Deno.HttpServer<Deno.NetAddr>;
+  call: Fixture["call"];
+} {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) => f.handler(request, info),
+  );
+  const call: Fixture["call"] = (path, init) =>
+    fetch(`http://127.0.0.1:${server.addr.port}${path}`, init);
+  return { server, call };
+}
+
 const DATA: Uint8Array<ArrayBuffer> = new Uint8Array(200_000).map((_, i) =>
   (i * 13 + (i >> 7)) & 255
 );
@@ -243,12 +257,7 @@ Deno.test("POST /v1/lock?stat=1 tells what is held of an upload to the path, as 
 Deno.test("ranges of four files pushed eight at a time through Deno.serve land exact: their bodies' buffers are used again, never two at once", async () => {
   await withFixture(async (f) => {
     await Deno.mkdir(join(f.root, "in"));
-    const server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen() {} },
-      (request, info) => f.handler(request, info),
-    );
-    const call: Fixture["call"] = (path, init) =>
-      fetch(`http://127.0.0.1:${server.addr.port}${path}`, init);
+    const { server, call } = overLoopback(f);
     try {
       const MiB = 1024 * 1024;
       const files = Array.from(
@@ -301,12 +310,7 @@ Deno.test("ranges of four files pushed eight at a time through Deno.serve land e
 
 Deno.test("a range cut off in its body keeps the bytes that reached the part: the upload holds them, and the push goes on after them", async () => {
   await withFixture(async (f) => {
-    const server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen() {} },
-      (request, info) => f.handler(request, info),
-    );
-    const call: Fixture["call"] = (path, init) =>
-      fetch(`http://127.0.0.1:${server.addr.port}${path}`, init);
+    const { server, call } = overLoopback(f);
     try {
       const MiB = 1024 * 1024;
       const bytes = new Uint8Array(4 * MiB).map((_, i) =>
