@@ -240,6 +240,24 @@ Deno.test("-l pushed again leaves a link alone when the server has the same link
     Deno.lstatSync(join(dst, "t/latest")).mtime?.getTime(),
     when.getTime(),
   );
+  // A time before 1970 cannot be given to a link (node's lutimes takes it
+  // as now): it is not sent, and the link is not made again for it.
+  const touch = new Deno.Command("touch", {
+    args: ["-h", "-d", "1960-01-02T03:04:05Z", join(root, "other")],
+  });
+  if ((await touch.output()).success) {
+    assert.ok(Deno.lstatSync(join(root, "other")).mtime!.getTime() < 0);
+    ({ summary } = await run(server, [root], dst + "/", { links: true }));
+    assert.deepEqual(summary.failures, []);
+    server.log.length = 0;
+    ({ summary } = await run(server, [root], dst + "/", { links: true }));
+    assert.deepEqual(summary.failures, []);
+    assert.equal(summary.files, 0, "nothing is made again");
+    assert.deepEqual(
+      server.log.filter((l) => l.startsWith("POST /v1/symlink")),
+      [],
+    );
+  }
 });
 
 // ------------------------------------------------------------ -H

@@ -9,7 +9,12 @@ import { chmodOpened } from "../shared/chmod_opened.ts";
 import { describeError, reason } from "../shared/errors.ts";
 import { mtimeMs } from "../shared/file_identity.ts";
 import { linkStaysInside } from "../shared/link_target.ts";
-import type { ListEntry, ListOmission, StatEntry } from "../shared/wire.ts";
+import {
+  linkTimeSettable,
+  type ListEntry,
+  type ListOmission,
+  type StatEntry,
+} from "../shared/wire.ts";
 import type { PathFilter } from "./filters.ts";
 import type { HardLinks } from "./hard_links.ts";
 import { placeSymlink } from "./links.ts";
@@ -265,7 +270,8 @@ export class Planner {
       // The link's own time, as rsync -a keeps it (a link already the same
       // gets it too when it differs: still skipped, nothing sent).
       if (
-        outcome === "created" || mtimeMs(Deno.lstatSync(path)) !== job.mtime
+        linkTimeSettable(job.mtime) &&
+        (outcome === "created" || mtimeMs(Deno.lstatSync(path)) !== job.mtime)
       ) {
         linkTimes.setLinkMtimeMs(path, job.mtime);
       }

@@ -16,6 +16,7 @@ import { Breather } from "../shared/breather.ts";
 import {
   type DirRequest,
   type DirResult,
+  linkTimeSettable,
   type ListEntry,
   MKDIR_MAX_DIRS,
   type StatEntry,
@@ -362,7 +363,7 @@ export class PushPlanner {
         if (
           existing?.type === "symlink" &&
           (existing as ListEntry).target === entry.target &&
-          existing.mtime === entry.mtime
+          (existing.mtime === entry.mtime || !linkTimeSettable(entry.mtime))
         ) {
           ctx.skipped(label, 0);
           continue;

@@ -1,5 +1,5 @@
 /** The client side of the v1 write endpoints (push): upload status, one range, commit, a bundle of small files, mkdir; each answer checked before it is believed. */
-import { BODY_DIGEST_HEADER } from "../shared/wire.ts";
+import { BODY_DIGEST_HEADER, linkTimeSettable } from "../shared/wire.ts";
 import { type ByteRange, contentRange } from "../shared/byte_range.ts";
 import { ProtocolError } from "../shared/errors.ts";
 import { RangeSet } from "../shared/range_set.ts";
@@ -267,7 +267,9 @@ export class PushRemote {
     mtime: number,
     signal?: AbortSignal,
   ): Promise<void> {
-    const request: SymlinkRequest = mtime >= 0 ? { target, mtime } : { target };
+    const request: SymlinkRequest = linkTimeSettable(mtime)
+      ? { target, mtime }
+      : { target };
     await this.#postJson(API.symlink, path, request, signal);
   }
 

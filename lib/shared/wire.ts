@@ -298,8 +298,18 @@ export type DirResult =
  */
 export interface SymlinkRequest {
   target: string;
-  /** The link's own modification time (whole ms since the epoch, not before 1970); without it, the server's now. */
+  /** The link's own modification time (whole ms since the epoch, {@linkcode linkTimeSettable}); without it, the server's now. */
   mtime?: number;
+}
+
+/**
+ * Whether a link can be given its own time `ms` (whole ms since the epoch):
+ * node's `lutimes`, which both sides set it with, takes a time before 1970
+ * as now. A link with such a time is made with the time it gets, and its
+ * time is not compared (it would differ on every run).
+ */
+export function linkTimeSettable(ms: number): boolean {
+  return ms >= 0;
 }
 
 /**

@@ -1,6 +1,10 @@
 /** `/v1/symlink` (push, `-l`): a symbolic link below `Writable_path`, whose text stays inside it. */
 import { HttpError } from "../../shared/errors.ts";
-import { API, type SymlinkRequest } from "../../shared/wire.ts";
+import {
+  API,
+  linkTimeSettable,
+  type SymlinkRequest,
+} from "../../shared/wire.ts";
 import { waitForSlot } from "../admission.ts";
 import type { Endpoint, ServerContext } from "../context.ts";
 import { json, requirePath } from "../http.ts";
@@ -41,7 +45,7 @@ function parseSymlink(body: unknown): SymlinkRequest {
     typeof target !== "string" ||
     new TextEncoder().encode(target).length > MAX_LINK_TEXT ||
     (mtime !== undefined &&
-      !(Number.isSafeInteger(mtime) && (mtime as number) >= 0))
+      !(Number.isSafeInteger(mtime) && linkTimeSettable(mtime as number)))
   ) {
     throw new HttpError(
       400,
