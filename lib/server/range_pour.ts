@@ -8,10 +8,8 @@
 import { writeSync } from "node:fs";
 import type { ByteRange } from "../shared/byte_range.ts";
 
-/** Hands over a range's bytes in order, each piece with its offset in the range (lib/server/request_body.ts's `streamBody`). */
-export type Pour = (
-  sink: (piece: Uint8Array, at: number) => void,
-) => Promise<void>;
+/** Hands over a range's bytes in order, never more than its length (lib/server/request_body.ts's `streamBody`). */
+export type Pour = (sink: (piece: Uint8Array) => void) => Promise<void>;
 
 /** What {@linkcode pourRange} did: the range's first bytes it wrote, and what stopped it short (undefined: nothing did). */
 export interface Poured {
@@ -33,23 +31,22 @@ export async function pourRange(
   const length = range.end - range.start;
   let written = 0;
   try {
-    await pour((piece, at) => {
-      if (at !== written || at + piece.length > length) {
-        throw new Error("Pieces of a range came out of order or past its end");
-      }
+    await pour((piece) => {
+      let done = 0;
       try {
-        while (written < at + piece.length) {
-          const from = written - at;
-          written += writeSync(
+        while (done < piece.length) {
+          done += writeSync(
             fd,
             piece,
-            from,
-            piece.length - from,
-            range.start + written,
+            done,
+            piece.length - done,
+            range.start + written + done,
           );
         }
       } catch (error) {
         throw writeFailure(error);
+      } finally {
+        written += done;
       }
     });
   } catch (error) {

@@ -221,8 +221,8 @@ export const STREAM_PIECE_BYTES = 1024 * 1024;
 export interface StreamOptions {
   /** The body's bytes, exactly: fewer or more is a 400. */
   length: number;
-  /** Told each piece as it arrives, with its offset in the body; what it throws stops the body. */
-  sink: (piece: Uint8Array, at: number) => void;
+  /** Told each piece as it arrives, in order; what it throws stops the body. */
+  sink: (piece: Uint8Array) => void;
   /** The lower-case hex SHA-256 the body must have (a signed body's declared digest): checked once it has all arrived. */
   digest?: string;
 }
@@ -298,7 +298,7 @@ export async function streamBody(
       }
       idle.touch();
       hash?.update(piece);
-      sink(piece, total);
+      sink(piece);
       total += piece.length;
     }
   } catch (error) {

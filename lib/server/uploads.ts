@@ -138,10 +138,9 @@ export class Uploads {
 
   /**
    * Writes the bytes of `range` into the target's part file as `pour`
-   * hands them over (each piece with its offset in the range, in order),
-   * `restart` first dropping what was held. The range is recorded as held
-   * once a flush (`fdatasync`) covers it: at once past
-   * {@linkcode FLUSH_BYTES} written since the last one, else within
+   * hands them over, in order, `restart` first dropping what was held. The
+   * range is recorded as held once a flush (`fdatasync`) covers it: at once
+   * past {@linkcode FLUSH_BYTES} written since the last one, else within
    * {@linkcode FLUSH_MS}, and always before a status or a commit answers.
    * When `pour` fails, the bytes it had handed over count all the same
    * (they are the range's first bytes: a cut-off range is resumed after
