@@ -14,7 +14,7 @@ import {
   formatFailedList,
   formatSummary,
 } from "../lib/client/progress.ts";
-import { emptySummary } from "../lib/client/transfer.ts";
+import { emptySummary, type PullEvent } from "../lib/client/transfer.ts";
 
 const MiB = 1024 * 1024;
 
@@ -181,17 +181,25 @@ Deno.test("a terminal bar is redrawn in place and fits the asked width; stop() c
   assert.equal(out.slice(after), "\r\x1b[Khsync: failed: x: Gone\n");
 });
 
-Deno.test("the tally counts this run's bytes apart from resumed ones, and what is kept", async () => {
+/** The tally of a reporter told `events`, one after another. */
+async function tallyOf(events: PullEvent[]) {
   const reporter = await createReporter({
     isTerminal: false,
     write: () => {},
   });
-  reporter.onEvent({ type: "progress", bytes: 12 * MiB, resumed: true });
-  reporter.onEvent({ type: "progress", bytes: 8 * MiB });
-  reporter.onEvent({ type: "done", path: "a", bytes: 20 * MiB });
-  reporter.onEvent({ type: "progress", bytes: 3 * MiB });
+  for (const event of events) reporter.onEvent(event);
   reporter.stop();
-  assert.deepEqual(reporter.tally(), {
+  return reporter.tally();
+}
+
+Deno.test("the tally counts this run's bytes apart from resumed ones, and what is kept", async () => {
+  const tally = await tallyOf([
+    { type: "progress", bytes: 12 * MiB, resumed: true },
+    { type: "progress", bytes: 8 * MiB },
+    { type: "done", path: "a", bytes: 20 * MiB },
+    { type: "progress", bytes: 3 * MiB },
+  ]);
+  assert.deepEqual(tally, {
     transferred: 11 * MiB,
     resumed: 12 * MiB,
     holes: 0,
@@ -200,15 +208,12 @@ Deno.test("the tally counts this run's bytes apart from resumed ones, and what i
 });
 
 Deno.test("the tally counts a sparse file's holes apart: neither moved nor resumed, and done", async () => {
-  const reporter = await createReporter({
-    isTerminal: false,
-    write: () => {},
-  });
-  reporter.onEvent({ type: "progress", bytes: 60 * MiB, holes: true });
-  reporter.onEvent({ type: "progress", bytes: 4 * MiB });
-  reporter.onEvent({ type: "done", path: "a", bytes: 64 * MiB });
-  reporter.stop();
-  assert.deepEqual(reporter.tally(), {
+  const tally = await tallyOf([
+    { type: "progress", bytes: 60 * MiB, holes: true },
+    { type: "progress", bytes: 4 * MiB },
+    { type: "done", path: "a", bytes: 64 * MiB },
+  ]);
+  assert.deepEqual(tally, {
     transferred: 4 * MiB,
     resumed: 0,
     holes: 60 * MiB,
